@@ -1,0 +1,3 @@
+DROP TABLE token_acquisition_history;
+DROP TABLE tokens;
+DROP TABLE account_credentials;

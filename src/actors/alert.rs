@@ -1,0 +1,286 @@
+//! `AlertActor`: turns live metrics and component checks into a health level and alerts.
+//!
+//! Messages: [`Health`] (asks `HistoryActor` for the database, `CacheActor` for the cache
+//! backend and `MonitorActor` for the metrics, then evaluates the `[alerts]` thresholds).
+//! The worst severity decides the level: high → unhealthy, medium → degraded, low → warning.
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::cache::{CacheActor, CacheHealth};
+use super::history::{CheckDatabase, HistoryActor};
+use super::monitor::{MetricsSnapshot, MonitorActor, Snapshot};
+use crate::config::AlertsConfig;
+
+/// Rate-based alerts wait for this many finished acquisitions, so one early failure does not
+/// page anyone.
+const MIN_ACQUISITIONS_FOR_RATES: u64 = 5;
+/// The cache-hit alert waits for this many token lookups.
+const MIN_LOOKUPS_FOR_HIT_RATE: u64 = 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Alert {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub message: String,
+    pub severity: Severity,
+    pub value: f64,
+    pub threshold: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthLevel {
+    Healthy,
+    Warning,
+    Degraded,
+    Unhealthy,
+}
+
+impl HealthLevel {
+    fn from_alerts(alerts: &[Alert]) -> HealthLevel {
+        match alerts.iter().map(|a| a.severity).max() {
+            None => HealthLevel::Healthy,
+            Some(Severity::Low) => HealthLevel::Warning,
+            Some(Severity::Medium) => HealthLevel::Degraded,
+            Some(Severity::High) => HealthLevel::Unhealthy,
+        }
+    }
+}
+
+/// Threshold checks over a metrics snapshot (the component checks are added by [`Health`]).
+pub fn evaluate(metrics: &MetricsSnapshot, thresholds: &AlertsConfig) -> Vec<Alert> {
+    let mut alerts = Vec::new();
+    let totals = &metrics.totals;
+    let mut check = |fires: bool, kind, severity, value: f64, threshold: f64, message: String| {
+        if fires {
+            alerts.push(Alert {
+                kind,
+                message,
+                severity,
+                value,
+                threshold,
+            });
+        }
+    };
+    let enough = totals.total_acquisitions >= MIN_ACQUISITIONS_FOR_RATES;
+    let success = totals.success_rate();
+    check(
+        enough && success < thresholds.min_success_rate,
+        "low_success_rate",
+        Severity::High,
+        success,
+        thresholds.min_success_rate,
+        format!(
+            "success rate {success:.1}% is below {}%",
+            thresholds.min_success_rate
+        ),
+    );
+    let timeouts = totals.timeout_rate();
+    check(
+        enough && timeouts > thresholds.max_timeout_rate,
+        "high_timeout_rate",
+        Severity::Medium,
+        timeouts,
+        thresholds.max_timeout_rate,
+        format!(
+            "timeout rate {timeouts:.1}% is above {}%",
+            thresholds.max_timeout_rate
+        ),
+    );
+    let avg = totals.avg_duration();
+    check(
+        enough && avg > thresholds.max_avg_duration,
+        "high_avg_duration",
+        Severity::Medium,
+        avg,
+        thresholds.max_avg_duration,
+        format!(
+            "average acquisition takes {avg:.1}s, above {}s",
+            thresholds.max_avg_duration
+        ),
+    );
+    let running = totals.concurrent_acquisitions as f64;
+    let max_running = f64::from(thresholds.max_concurrent_acquisitions);
+    check(
+        running > max_running,
+        "high_concurrency",
+        Severity::Medium,
+        running,
+        max_running,
+        format!("{running} acquisitions running at once, above {max_running}"),
+    );
+    if let Some(token) = metrics.cache.get("token") {
+        let hit_rate = token.hit_rate().unwrap_or(100.0);
+        check(
+            token.hits + token.misses >= MIN_LOOKUPS_FOR_HIT_RATE
+                && hit_rate < thresholds.min_cache_hit_rate,
+            "low_cache_hit_rate",
+            Severity::Low,
+            hit_rate,
+            thresholds.min_cache_hit_rate,
+            format!(
+                "token cache hit rate {hit_rate:.1}% is below {}%",
+                thresholds.min_cache_hit_rate
+            ),
+        );
+    }
+    alerts
+}
+
+pub struct AlertActor {
+    thresholds: AlertsConfig,
+    cache: Addr<CacheActor>,
+    monitor: Addr<MonitorActor>,
+    history: Addr<HistoryActor>,
+}
+
+impl AlertActor {
+    pub fn new(
+        thresholds: AlertsConfig,
+        cache: Addr<CacheActor>,
+        monitor: Addr<MonitorActor>,
+        history: Addr<HistoryActor>,
+    ) -> AlertActor {
+        AlertActor {
+            thresholds,
+            cache,
+            monitor,
+            history,
+        }
+    }
+}
+
+impl Actor for AlertActor {
+    type Context = Context<Self>;
+}
+
+#[derive(Message)]
+#[rtype(result = "HealthReport")]
+pub struct Health;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthReport {
+    pub status: HealthLevel,
+    pub timestamp: DateTime<Utc>,
+    pub metrics: Value,
+    pub alerts: Vec<Alert>,
+    pub thresholds: AlertsConfig,
+    pub components: Value,
+    /// False when the database cannot be reached: the one case answered with 503.
+    #[serde(skip)]
+    pub database_up: bool,
+}
+
+impl Handler<Health> for AlertActor {
+    type Result = ResponseFuture<HealthReport>;
+
+    fn handle(&mut self, _: Health, _: &mut Context<Self>) -> Self::Result {
+        let (cache, monitor, history) = (
+            self.cache.clone(),
+            self.monitor.clone(),
+            self.history.clone(),
+        );
+        let thresholds = self.thresholds.clone();
+        Box::pin(async move {
+            let (database, cache_state, metrics) = tokio::join!(
+                history.send(CheckDatabase),
+                cache.send(CacheHealth),
+                monitor.send(Snapshot)
+            );
+            let metrics = metrics.unwrap_or_default();
+            let mut alerts = evaluate(&metrics, &thresholds);
+            let database = database.map_err(crate::error::Error::from).and_then(|r| r);
+            let database_up = database.is_ok();
+            let database_component = match database {
+                Ok(status) => json!({"status": "up", "details": status}),
+                Err(e) => {
+                    alerts.push(Alert {
+                        kind: "database_unreachable",
+                        message: e.to_string(),
+                        severity: Severity::High,
+                        value: 0.0,
+                        threshold: 1.0,
+                    });
+                    json!({"status": "down", "error": e.to_string()})
+                }
+            };
+            let cache_component = match cache_state
+                .map_err(crate::error::Error::from)
+                .and_then(|r| r)
+            {
+                Ok(report) => json!({"status": "up", "details": report}),
+                Err(e) => {
+                    alerts.push(Alert {
+                        kind: "cache_backend_unreachable",
+                        message: e.to_string(),
+                        severity: Severity::Medium,
+                        value: 0.0,
+                        threshold: 1.0,
+                    });
+                    json!({"status": "degraded", "error": e.to_string()})
+                }
+            };
+            let totals = &metrics.totals;
+            HealthReport {
+                status: HealthLevel::from_alerts(&alerts),
+                timestamp: Utc::now(),
+                metrics: json!({
+                    "total_acquisitions": totals.total_acquisitions,
+                    "success_rate": totals.success_rate(),
+                    "avg_duration": totals.avg_duration(),
+                    "timeout_rate": totals.timeout_rate(),
+                    "concurrent_acquisitions": totals.concurrent_acquisitions,
+                    "cache_hit_rate": metrics.cache_hit_rate(),
+                    "uptime_seconds": metrics.uptime_seconds,
+                }),
+                alerts,
+                thresholds,
+                components: json!({"database": database_component, "cache": cache_component}),
+                database_up,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::monitor::{AcquisitionFinished, AcquisitionStarted};
+    use crate::outcome::AcquisitionStatus;
+
+    #[actix_rt::test]
+    async fn failing_logins_raise_a_high_alert() {
+        let monitor = MonitorActor::default().start();
+        for i in 0..10 {
+            let status = if i < 3 {
+                AcquisitionStatus::Success
+            } else {
+                AcquisitionStatus::CredentialError
+            };
+            monitor.do_send(AcquisitionStarted { site: "s".into() });
+            monitor.do_send(AcquisitionFinished {
+                site: "s".into(),
+                status,
+                duration: 1.0,
+                login_duration: None,
+            });
+        }
+        let metrics = monitor.send(Snapshot).await.unwrap();
+        let alerts = evaluate(&metrics, &AlertsConfig::default());
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(alerts[0].kind, "low_success_rate");
+        assert_eq!(HealthLevel::from_alerts(&alerts), HealthLevel::Unhealthy);
+        assert_eq!(HealthLevel::from_alerts(&[]), HealthLevel::Healthy);
+    }
+}

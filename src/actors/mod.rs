@@ -1,0 +1,67 @@
+//! The actors of tokend (SPEC §1), one per file, and [`Actors`], their addresses together.
+//!
+//! | actor | owns |
+//! |---|---|
+//! | [`CacheActor`] | the token cache and the other caches; backend `memory` or `redis` |
+//! | [`ConcurrencyActor`] | login slots (global, per site, per account), the wait queue, leases |
+//! | [`MonitorActor`] | live counters and duration samples, cache hit/miss counts |
+//! | [`HistoryActor`] | the database, on a `SyncArbiter` so blocking work stays off async threads |
+//! | [`AlertActor`] | threshold checks, health level, alert log lines |
+
+pub mod alert;
+pub mod cache;
+pub mod concurrency;
+pub mod history;
+pub mod monitor;
+
+use std::sync::Arc;
+
+use actix::{Actor, Addr};
+
+pub use alert::AlertActor;
+pub use cache::CacheActor;
+pub use concurrency::ConcurrencyActor;
+pub use history::HistoryActor;
+pub use monitor::MonitorActor;
+
+use crate::cache::CacheStore;
+use crate::config::Config;
+use crate::db::Pool;
+
+/// Database threads of the `HistoryActor` arbiter: enough for a health check to run beside a
+/// batch write, few enough to stay light.
+const HISTORY_THREADS: usize = 2;
+
+/// The running actors. Cheap to clone; handed to the HTTP handlers as `web::Data`.
+#[derive(Clone)]
+pub struct Actors {
+    pub cache: Addr<CacheActor>,
+    pub concurrency: Addr<ConcurrencyActor>,
+    pub monitor: Addr<MonitorActor>,
+    pub history: Addr<HistoryActor>,
+    pub alert: Addr<AlertActor>,
+}
+
+impl Actors {
+    /// Starts every actor; must run inside an actix system.
+    pub fn start(config: Arc<Config>, pool: Pool, store: CacheStore) -> Actors {
+        let cache = CacheActor::new(store, &config).start();
+        let concurrency = ConcurrencyActor::new(&config.concurrency).start();
+        let monitor = MonitorActor::default().start();
+        let history = HistoryActor::start(pool, HISTORY_THREADS);
+        let alert = AlertActor::new(
+            config.alerts.clone(),
+            cache.clone(),
+            monitor.clone(),
+            history.clone(),
+        )
+        .start();
+        Actors {
+            cache,
+            concurrency,
+            monitor,
+            history,
+            alert,
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! The HTTP API (SPEC §7): routes, the shared [`AppState`], authentication, and the JSON
+//! envelope `{"success": true, "data": …}` / `{"success": false, "code", "message", "errors"}`.
+//!
+//! One small handler per endpoint, grouped by area: [`health`].
+
+pub mod auth;
+pub mod health;
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::actors::Actors;
+use crate::cache::CacheStore;
+use crate::config::Config;
+use crate::crypto::SecretKey;
+use crate::db::Pool;
+use crate::error::Error;
+
+/// Largest JSON body accepted; token requests are tiny.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What every handler may use. Cheap to clone (`web::Data` wraps it in an `Arc`).
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub actors: Actors,
+    pub pool: Pool,
+    pub key: SecretKey,
+    pub cache: CacheStore,
+}
+
+/// `{"success": true, "data": data}` with status 200.
+pub fn ok<T: Serialize>(data: T) -> HttpResponse {
+    HttpResponse::Ok().json(json!({"success": true, "data": data}))
+}
+
+/// Registers every route; used by the server and by tests.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(MAX_BODY_BYTES)
+            .error_handler(|err, _| json_error(err).into()),
+    )
+    .app_data(web::QueryConfig::default().error_handler(|err, _| {
+        actix_web::error::InternalError::from_response(
+            err.to_string(),
+            actix_web::ResponseError::error_response(&Error::invalid("query", err.to_string())),
+        )
+        .into()
+    }))
+    .route("/healthz", web::get().to(health::healthz))
+    .service(
+        web::scope("/api/v1/automation/performance")
+            .route("/health", web::get().to(health::health)),
+    )
+    .default_service(web::to(not_found));
+}
+
+/// Turns a JSON extraction failure into a 400 or 413 with our error body.
+fn json_error(err: actix_web::error::JsonPayloadError) -> actix_web::error::InternalError<String> {
+    use actix_web::error::JsonPayloadError as E;
+    let message = err.to_string();
+    let response = match err {
+        E::OverflowKnownLength { .. } | E::Overflow { .. } => {
+            HttpResponse::PayloadTooLarge().json(json!({
+                "success": false,
+                "code": "PAYLOAD_TOO_LARGE",
+                "message": format!("request body over {MAX_BODY_BYTES} bytes"),
+                "errors": {},
+            }))
+        }
+        _ => actix_web::ResponseError::error_response(&Error::invalid("body", message.clone())),
+    };
+    actix_web::error::InternalError::from_response(message, response)
+}
+
+async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(json!({
+        "success": false,
+        "code": "NOT_FOUND",
+        "message": "no such endpoint",
+        "errors": {},
+    }))
+}

@@ -1,0 +1,130 @@
+//! The Redis cache backend: a lazily connecting, self-reconnecting connection manager with
+//! bounded connect and command timeouts, so that no caller waits long on a dead Redis.
+
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncCommands;
+
+use crate::error::{Error, Result};
+use crate::secret::redact_url;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Keys asked for per SCAN step; large enough to be quick, small enough not to block Redis.
+const SCAN_BATCH: usize = 500;
+
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    display_url: String,
+}
+
+fn unavailable(e: redis::RedisError) -> Error {
+    Error::CacheUnavailable(e.to_string())
+}
+
+impl RedisStore {
+    /// Prepares the connection without waiting for Redis: tokend starts while Redis is down.
+    pub fn connect(url: &str) -> Result<RedisStore> {
+        let client = redis::Client::open(url)
+            .map_err(|e| Error::config("redis.url", format!("{}: {e}", redact_url(url))))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| Error::config("redis.url", e.to_string()))?;
+        Ok(RedisStore {
+            conn,
+            display_url: redact_url(url),
+        })
+    }
+
+    pub fn display_url(&self) -> &str {
+        &self.display_url
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<String>> {
+        self.conn.clone().get(key).await.map_err(unavailable)
+    }
+
+    pub async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+        let millis = ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
+        self.conn
+            .clone()
+            .pset_ex(key, value, millis)
+            .await
+            .map_err(unavailable)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<bool> {
+        let removed: u64 = self.conn.clone().del(key).await.map_err(unavailable)?;
+        Ok(removed > 0)
+    }
+
+    /// Every key under `prefix`, found with SCAN (never KEYS, which blocks Redis).
+    async fn scan_prefix(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut conn = self.conn.clone();
+        let pattern = format!("{prefix}*");
+        let mut cursor: u64 = 0;
+        let mut keys = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_BATCH)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            keys.extend(batch);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Deletes every key under `prefix`; returns how many.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<usize> {
+        let keys = self.scan_prefix(prefix).await?;
+        let mut conn = self.conn.clone();
+        let mut removed = 0;
+        for chunk in keys.chunks(SCAN_BATCH) {
+            let n: usize = conn.unlink(chunk).await.map_err(unavailable)?;
+            removed += n;
+        }
+        Ok(removed)
+    }
+
+    pub async fn count_prefix(&self, prefix: &str) -> Result<usize> {
+        Ok(self.scan_prefix(prefix).await?.len())
+    }
+
+    /// Round trip in milliseconds.
+    pub async fn ping(&self) -> Result<f64> {
+        let started = Instant::now();
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(started.elapsed().as_secs_f64() * 1000.0)
+    }
+
+    /// `used_memory` from INFO memory, in bytes.
+    pub async fn used_memory(&self) -> Result<u64> {
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(info
+            .lines()
+            .find_map(|line| line.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0))
+    }
+}

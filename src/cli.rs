@@ -1,0 +1,274 @@
+//! The `tokend` command line (SPEC §8). `--config PATH` (or `TOKEND_CONFIG`) is accepted
+//! before or after the subcommand.
+//!
+//! Exit status: 0 success; 1 the account exists / does not exist; 64 bad arguments;
+//! 65 bad input data (an import file); 69 database or daemon unreachable; 70 internal error;
+//! 74 I/O error; 77 not allowed; 78 bad configuration or secret key.
+
+use std::io::{BufRead, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::accounts::{self, NewAccount};
+use crate::config::Config;
+use crate::crypto::SecretKey;
+use crate::db::models::AccountCredential;
+use crate::db::Pool;
+use crate::error::{Error, Result};
+use crate::secret::Secret;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tokend",
+    version,
+    about = "Token broker for automated access to web portals"
+)]
+pub struct Cli {
+    /// Configuration file (TOML); environment variables override it.
+    #[arg(long, global = true, env = "TOKEND_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: HTTP API, actors, background jobs.
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage login accounts.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Add an account; the password is read from standard input (one line).
+    Add {
+        site: String,
+        account: String,
+        /// Read the password from standard input (required: never pass it as an argument).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// Choose this account before the others of its site.
+        #[arg(long)]
+        preferred: bool,
+    },
+    /// Import accounts from CSV (site_name,account,password[,preferred]); `-` is stdin.
+    /// One transaction: a malformed line imports nothing.
+    Import { file: String },
+    /// List accounts (never passwords).
+    List {
+        #[arg(long)]
+        site: Option<String>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an account.
+    Remove { site: String, account: String },
+}
+
+/// Parses the arguments, runs the command and returns the exit status.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => 64,
+            };
+        }
+    };
+    init_logging(matches!(cli.command, Command::Serve));
+    match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("tokend: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// env_logger, `RUST_LOG` wins; the daemon logs at info, other commands only warnings.
+fn init_logging(daemon: bool) {
+    let default = if daemon { "info" } else { "warn" };
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
+        .format_timestamp_millis()
+        .try_init();
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let config = Arc::new(Config::load(cli.config.as_deref())?);
+    match cli.command {
+        Command::Serve => actix_web::rt::System::new().block_on(crate::server::serve(config)),
+        Command::Migrate => {
+            let pool = open_pool(&config)?;
+            let applied = pool.migrate()?;
+            if applied.is_empty() {
+                println!("database {} is up to date", pool.display_url());
+            } else {
+                println!(
+                    "applied {} migration(s) to {}: {}",
+                    applied.len(),
+                    pool.display_url(),
+                    applied.join(", ")
+                );
+            }
+            Ok(())
+        }
+        Command::Accounts(command) => run_accounts(&config, command),
+    }
+}
+
+fn open_pool(config: &Config) -> Result<Pool> {
+    Pool::connect(config.database.url.expose(), config.database.pool_size)
+}
+
+/// Opens the pool and brings the schema up to date, so account commands work on a new file.
+fn ready_pool(config: &Config) -> Result<Pool> {
+    let pool = open_pool(config)?;
+    pool.migrate()?;
+    Ok(pool)
+}
+
+fn warn_if_unconfigured(config: &Config, site: &str) {
+    if config.site(site).is_none() {
+        eprintln!("tokend: warning: site `{site}` is not configured in [[sites]]; its accounts are unused until it is");
+    }
+}
+
+fn run_accounts(config: &Config, command: AccountsCommand) -> Result<()> {
+    match command {
+        AccountsCommand::Add {
+            site,
+            account,
+            preferred,
+            ..
+        } => {
+            crate::config::validate_site_name("site", &site)?;
+            let password = read_password(std::io::stdin().lock())?;
+            let key = SecretKey::load(&config.security)?;
+            let pool = ready_pool(config)?;
+            let added = accounts::add(
+                &pool,
+                &key,
+                &NewAccount {
+                    site_name: site.clone(),
+                    account,
+                    password,
+                    preferred,
+                },
+            )?;
+            warn_if_unconfigured(config, &site);
+            println!(
+                "added account `{}` for site `{}` (id {})",
+                added.account, added.site_name, added.id
+            );
+            Ok(())
+        }
+        AccountsCommand::Import { file } => {
+            let input: Box<dyn Read> = if file == "-" {
+                Box::new(std::io::stdin())
+            } else {
+                Box::new(std::fs::File::open(&file).map_err(|e| Error::io(&file, e))?)
+            };
+            let key = SecretKey::load(&config.security)?;
+            let pool = ready_pool(config)?;
+            let count = accounts::import(&pool, &key, input)?;
+            println!("imported {count} account(s)");
+            Ok(())
+        }
+        AccountsCommand::List { site, json } => {
+            let pool = ready_pool(config)?;
+            let rows = accounts::list(&pool, site.as_deref())?;
+            print_accounts(&rows, json);
+            Ok(())
+        }
+        AccountsCommand::Remove { site, account } => {
+            let pool = ready_pool(config)?;
+            accounts::remove(&pool, &site, &account)?;
+            println!("removed account `{account}` of site `{site}`");
+            Ok(())
+        }
+    }
+}
+
+/// One line from standard input, without its line ending.
+fn read_password(mut input: impl BufRead) -> Result<Secret> {
+    let mut line = String::new();
+    input
+        .read_line(&mut line)
+        .map_err(|e| Error::invalid("password", format!("cannot read standard input: {e}")))?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err(Error::invalid(
+            "password",
+            "standard input gave an empty password",
+        ));
+    }
+    Ok(Secret::new(password))
+}
+
+fn print_accounts(rows: &[AccountCredential], json: bool) {
+    if json {
+        for row in rows {
+            println!("{}", serde_json::to_string(row).unwrap_or_default());
+        }
+        return;
+    }
+    println!(
+        "{:<6} {:<20} {:<24} {:<9} {:<6} {:>7} {:>7}  LAST SUCCESS",
+        "ID", "SITE", "ACCOUNT", "PREFERRED", "ACTIVE", "OK", "FAILED"
+    );
+    for r in rows {
+        let last = r.last_login_success_at.map_or("-".to_string(), |t| {
+            t.format("%Y-%m-%d %H:%M:%S").to_string()
+        });
+        println!(
+            "{:<6} {:<20} {:<24} {:<9} {:<6} {:>7} {:>7}  {last}",
+            r.id,
+            r.site_name,
+            r.account,
+            r.is_preferred,
+            r.is_active,
+            r.login_success_count,
+            r.login_failure_count
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn config_flag_before_or_after_subcommand() {
+        for args in [
+            vec!["tokend", "--config", "x.toml", "migrate"],
+            vec!["tokend", "migrate", "--config", "x.toml"],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            assert_eq!(cli.config.as_deref(), Some(std::path::Path::new("x.toml")));
+        }
+    }
+
+    #[test]
+    fn password_line() {
+        assert_eq!(
+            read_password(&b"p@ss word\r\n"[..]).unwrap().expose(),
+            "p@ss word"
+        );
+        assert!(read_password(&b"\n"[..]).is_err());
+    }
+}

@@ -1,0 +1,227 @@
+//! Configuration (SPEC §3): an optional TOML file, then environment variables, which win.
+//!
+//! Every key has a default, so tokend runs with no file at all. Unknown keys, wrong types and
+//! bad values stop start-up with an [`Error::Config`] that names the key (`concurrency.lock_timeout`,
+//! `sites[1].driver`, `REDIS_PORT`). The checked [`Config`] is shared as `Arc<Config>`.
+
+mod sections;
+mod site;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use sections::*;
+pub use site::{validate_site_name, DriverKind, RequestFormat, SiteConfig, SITE_NAME_MAX};
+
+use crate::error::{Error, Result};
+use crate::secret::Secret;
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub security: SecurityConfig,
+    pub concurrency: ConcurrencyConfig,
+    pub retry: RetryConfig,
+    pub cache: CacheConfig,
+    pub accounts: AccountsConfig,
+    pub alerts: AlertsConfig,
+    pub history: HistoryConfig,
+    pub sites: Vec<SiteConfig>,
+}
+
+impl Config {
+    /// Loads the file at `path` (if any), applies the process environment and checks the result.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        let text = match path {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| Error::config("--config", format!("{}: {e}", path.display())))?,
+            ),
+            None => None,
+        };
+        Config::from_sources(text.as_deref(), &|name| std::env::var(name).ok())
+    }
+
+    /// Builds a checked config from the file text and an environment lookup (injected, so that
+    /// tests need not touch the process environment).
+    pub fn from_sources(
+        text: Option<&str>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config> {
+        let mut config = match text {
+            Some(text) => Config::parse(text)?,
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML; an error names the dotted key where it happened.
+    pub fn parse(text: &str) -> Result<Config> {
+        let deserializer = toml::Deserializer::parse(text)
+            .map_err(|e| Error::config("config file", e.to_string().trim_end().to_string()))?;
+        serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." {
+                "config file".to_string()
+            } else {
+                key
+            };
+            Error::config(key, e.into_inner().message().trim_end().to_string())
+        })
+    }
+
+    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<()> {
+        let get = |name: &str| env(name).filter(|v| !v.is_empty());
+        if let Some(url) = get("DATABASE_URL") {
+            self.database.url = Secret::new(url);
+        }
+        if let Some(token) = get("TOKEND_ADMIN_TOKEN") {
+            self.server.admin_token = Secret::new(token);
+        }
+        if let Some(key) = get("TOKEND_SECRET_KEY") {
+            self.security.secret_key = Some(Secret::new(key));
+        }
+        if let Some(url) = get("REDIS_URL") {
+            self.redis.url = Secret::new(url);
+        } else if let Some(host) = get("REDIS_HOST") {
+            let port = match get("REDIS_PORT") {
+                Some(p) => p.parse::<u16>().map_err(|_| {
+                    Error::config("REDIS_PORT", format!("`{p}` is not a port number"))
+                })?,
+                None => 6379,
+            };
+            let db = match get("REDIS_DB") {
+                Some(d) => d.parse::<u32>().map_err(|_| {
+                    Error::config("REDIS_DB", format!("`{d}` is not a database number"))
+                })?,
+                None => 0,
+            };
+            let auth = get("REDIS_PASSWORD")
+                .map(|p| format!(":{p}@"))
+                .unwrap_or_default();
+            self.redis.url = Secret::new(format!("redis://{auth}{host}:{port}/{db}"));
+        }
+        Ok(())
+    }
+
+    /// Checks values that the types alone cannot (ranges, patterns, cross-key rules).
+    pub fn validate(&self) -> Result<()> {
+        self.server.validate()?;
+        self.database.validate()?;
+        self.redis.validate()?;
+        self.concurrency.validate()?;
+        self.retry.validate()?;
+        self.cache.validate()?;
+        self.accounts.validate()?;
+        self.alerts.validate()?;
+        self.history.validate()?;
+        let mut seen = std::collections::HashSet::new();
+        for (index, site) in self.sites.iter().enumerate() {
+            site.validate(index)?;
+            if !seen.insert(site.name.as_str()) {
+                return Err(Error::config(
+                    format!("sites[{index}].name"),
+                    format!("site `{}` is configured twice", site.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration of `name`, if that site is configured.
+    pub fn site(&self, name: &str) -> Option<&SiteConfig> {
+        self.sites.iter().find(|s| s.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn key_of(result: Result<Config>) -> String {
+        match result {
+            Err(Error::Config { key, .. }) => key,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn embedded_defaults() {
+        let config = Config::from_sources(None, &no_env).unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:8000");
+        assert_eq!(config.database.url.expose(), "sqlite://tokend.db");
+        assert!(config.redis.url.is_empty());
+        assert_eq!(config.concurrency.max_concurrent_acquisitions, 3);
+        assert_eq!(config.cache.refresh_ahead, 300.0);
+        assert!(config.sites.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("[concurrency]\nmax_queue_lenn = 3\n", "concurrency"),
+            ("[concurrency]\nlock_timeout = \"soon\"\n", "concurrency.lock_timeout"),
+            ("[concurrency]\nlock_timeout = -1\n", "concurrency.lock_timeout"),
+            ("bogus = 1\n", "config file"),
+            ("[[sites]]\nname = \"bad name\"\ndriver = \"http\"\nlogin_url = \"http://x\"\n", "sites[0].name"),
+            ("[[sites]]\nname = \"a\"\ndriver = \"ftp\"\n", "sites[0].driver"),
+            ("[[sites]]\nname = \"a\"\ndriver = \"command\"\n", "sites[0].command"),
+            ("[[sites]]\nname = \"a\"\ndriver = \"http\"\nlogin_url = \"http://x\"\ncaptcha_error_pattern = \"(\"\n", "sites[0].captcha_error_pattern"),
+            ("[server]\nlisten = \"0.0.0.0:8000\"\n", "server.admin_token"),
+            ("[database]\nurl = \"mysql://x\"\n", "database.url"),
+            ("[cache]\nrefresh_ahead = 4000\n", "cache.default_token_ttl"),
+        ];
+        for (text, key) in cases {
+            let got = key_of(Config::from_sources(Some(text), &no_env));
+            assert!(
+                got.starts_with(key),
+                "{text:?}: key {got:?}, expected {key:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_key_message_names_it() {
+        let err = Config::from_sources(Some("[concurrency]\nmax_queue_lenn = 3\n"), &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_queue_lenn"), "{err}");
+    }
+
+    #[test]
+    fn environment_wins() {
+        let env = |name: &str| match name {
+            "DATABASE_URL" => Some("postgres://u:pw@db/tokend".to_string()),
+            "REDIS_HOST" => Some("cache.local".to_string()),
+            "REDIS_PORT" => Some("6380".to_string()),
+            "REDIS_DB" => Some("2".to_string()),
+            "REDIS_PASSWORD" => Some("pw".to_string()),
+            _ => None,
+        };
+        let text = "[database]\nurl = \"sqlite://other.db\"\n";
+        let config = Config::from_sources(Some(text), &env).unwrap();
+        assert_eq!(config.database.url.expose(), "postgres://u:pw@db/tokend");
+        assert_eq!(config.redis.url.expose(), "redis://:pw@cache.local:6380/2");
+        assert!(
+            !format!("{config:?}").contains("pw@"),
+            "secrets leak through Debug"
+        );
+
+        let bad_port = |name: &str| match name {
+            "REDIS_HOST" => Some("h".to_string()),
+            "REDIS_PORT" => Some("http".to_string()),
+            _ => None,
+        };
+        assert_eq!(key_of(Config::from_sources(None, &bad_port)), "REDIS_PORT");
+    }
+}

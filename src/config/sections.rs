@@ -1,0 +1,472 @@
+//! The sections of the configuration file other than `[[sites]]`, each with its defaults
+//! (SPEC §3) and the checks of its values.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::secret::Secret;
+
+/// A duration in seconds that must be a positive, finite number.
+fn positive(key: &str, value: f64) -> Result<()> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::config(
+            key,
+            format!("must be a positive number of seconds, not {value}"),
+        ))
+    }
+}
+
+fn at_least(key: &str, value: u64, min: u64) -> Result<()> {
+    if value >= min {
+        Ok(())
+    } else {
+        Err(Error::config(
+            key,
+            format!("must be at least {min}, not {value}"),
+        ))
+    }
+}
+
+fn percentage(key: &str, value: f64) -> Result<()> {
+    if (0.0..=100.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(Error::config(
+            key,
+            format!("must be a percentage from 0 to 100, not {value}"),
+        ))
+    }
+}
+
+/// Seconds as a `Duration`, for values already checked by [`positive`].
+pub fn seconds(value: f64) -> Duration {
+    Duration::try_from_secs_f64(value).unwrap_or(Duration::ZERO)
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    /// Bearer token for every path but `/healthz`; required when `listen` is not loopback.
+    pub admin_token: Secret,
+    /// Bearer tokens that may only acquire and invalidate tokens.
+    pub client_tokens: Vec<Secret>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8000".into(),
+            admin_token: Secret::default(),
+            client_tokens: Vec::new(),
+        }
+    }
+}
+
+/// Shortest bearer token accepted: a shorter one could be guessed.
+const MIN_BEARER_LEN: usize = 16;
+
+impl ServerConfig {
+    pub fn listen_addr(&self) -> Result<SocketAddr> {
+        self.listen.parse().map_err(|_| {
+            Error::config(
+                "server.listen",
+                format!(
+                    "`{}` is not an address:port such as 127.0.0.1:8000",
+                    self.listen
+                ),
+            )
+        })
+    }
+
+    pub(super) fn validate(&self) -> Result<()> {
+        let addr = self.listen_addr()?;
+        if !addr.ip().is_loopback() && self.admin_token.is_empty() {
+            return Err(Error::config(
+                "server.admin_token",
+                format!(
+                    "listening on {addr}, which is not a loopback address, needs an admin token \
+                     (TOKEND_ADMIN_TOKEN)"
+                ),
+            ));
+        }
+        if !self.admin_token.is_empty() && self.admin_token.expose().len() < MIN_BEARER_LEN {
+            return Err(Error::config(
+                "server.admin_token",
+                format!("must be at least {MIN_BEARER_LEN} characters"),
+            ));
+        }
+        for (i, token) in self.client_tokens.iter().enumerate() {
+            if token.expose().len() < MIN_BEARER_LEN {
+                return Err(Error::config(
+                    format!("server.client_tokens[{i}]"),
+                    format!("must be at least {MIN_BEARER_LEN} characters"),
+                ));
+            }
+            if token == &self.admin_token {
+                return Err(Error::config(
+                    format!("server.client_tokens[{i}]"),
+                    "must differ from the admin token",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` or `postgres://user@host/db`; may hold a password, hence secret.
+    pub url: Secret,
+    pub pool_size: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: Secret::new("sqlite://tokend.db"),
+            pool_size: 8,
+        }
+    }
+}
+
+impl DatabaseConfig {
+    pub(super) fn validate(&self) -> Result<()> {
+        let url = self.url.expose();
+        let known = ["sqlite://", "postgres://", "postgresql://"];
+        if !known.iter().any(|scheme| url.starts_with(scheme)) {
+            return Err(Error::config(
+                "database.url",
+                "must start with sqlite:// or postgres:// (DATABASE_URL)",
+            ));
+        }
+        if url == "sqlite://" {
+            return Err(Error::config("database.url", "sqlite:// needs a file path"));
+        }
+        if !(1..=128).contains(&self.pool_size) {
+            return Err(Error::config("database.pool_size", "must be from 1 to 128"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// Empty: in-process cache and slots. May hold a password, hence secret.
+    pub url: Secret,
+    /// Every key tokend writes starts with `{key_prefix}:`.
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: Secret::default(),
+            key_prefix: "tokend".into(),
+        }
+    }
+}
+
+impl RedisConfig {
+    pub fn enabled(&self) -> bool {
+        !self.url.is_empty()
+    }
+
+    pub(super) fn validate(&self) -> Result<()> {
+        let url = self.url.expose();
+        if !url.is_empty() && !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(Error::config(
+                "redis.url",
+                "must start with redis:// or rediss:// (REDIS_URL)",
+            ));
+        }
+        let prefix_ok = !self.key_prefix.is_empty()
+            && self.key_prefix.len() <= 64
+            && !self
+                .key_prefix
+                .contains(|c: char| c.is_whitespace() || "*?[]".contains(c));
+        if !prefix_ok {
+            return Err(Error::config(
+                "redis.key_prefix",
+                "must be 1 to 64 characters, without spaces or glob characters",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Where the 32-byte key lives (base64) when `TOKEND_SECRET_KEY` is not set.
+    pub key_file: PathBuf,
+    /// From `TOKEND_SECRET_KEY` only; never read from the file.
+    #[serde(skip)]
+    pub secret_key: Option<Secret>,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            key_file: PathBuf::from("tokend.key"),
+            secret_key: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConcurrencyConfig {
+    pub max_concurrent_acquisitions: u32,
+    pub max_concurrent_per_site: u32,
+    pub max_concurrent_per_account: u32,
+    /// Seconds; also the lease of a slot.
+    pub acquisition_timeout: f64,
+    pub lock_timeout: f64,
+    pub queue_timeout: f64,
+    pub max_queue_len: u32,
+}
+
+impl Default for ConcurrencyConfig {
+    fn default() -> Self {
+        ConcurrencyConfig {
+            max_concurrent_acquisitions: 3,
+            max_concurrent_per_site: 2,
+            max_concurrent_per_account: 1,
+            acquisition_timeout: 300.0,
+            lock_timeout: 30.0,
+            queue_timeout: 60.0,
+            max_queue_len: 1000,
+        }
+    }
+}
+
+impl ConcurrencyConfig {
+    pub(super) fn validate(&self) -> Result<()> {
+        at_least(
+            "concurrency.max_concurrent_acquisitions",
+            self.max_concurrent_acquisitions.into(),
+            1,
+        )?;
+        at_least(
+            "concurrency.max_concurrent_per_site",
+            self.max_concurrent_per_site.into(),
+            1,
+        )?;
+        at_least(
+            "concurrency.max_concurrent_per_account",
+            self.max_concurrent_per_account.into(),
+            1,
+        )?;
+        positive("concurrency.acquisition_timeout", self.acquisition_timeout)?;
+        positive("concurrency.lock_timeout", self.lock_timeout)?;
+        positive("concurrency.queue_timeout", self.queue_timeout)?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    pub max_network_retries: u32,
+    pub max_captcha_retries: u32,
+    /// Exponential backoff base, seconds: waits are base, 2×base, 4×base…
+    pub network_retry_delay_base: f64,
+    pub captcha_retry_delay: f64,
+    pub login_timeout: f64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_network_retries: 3,
+            max_captcha_retries: 3,
+            network_retry_delay_base: 1.0,
+            captcha_retry_delay: 2.0,
+            login_timeout: 60.0,
+        }
+    }
+}
+
+impl RetryConfig {
+    pub(super) fn validate(&self) -> Result<()> {
+        for (key, value) in [
+            (
+                "retry.network_retry_delay_base",
+                self.network_retry_delay_base,
+            ),
+            ("retry.captcha_retry_delay", self.captcha_retry_delay),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(Error::config(
+                    key,
+                    format!("must be 0 or more seconds, not {value}"),
+                ));
+            }
+        }
+        positive("retry.login_timeout", self.login_timeout)?;
+        if self.max_network_retries > 20 || self.max_captcha_retries > 20 {
+            return Err(Error::config(
+                if self.max_network_retries > 20 {
+                    "retry.max_network_retries"
+                } else {
+                    "retry.max_captcha_retries"
+                },
+                "must be at most 20",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Seconds: a token with less life left than this is not handed out.
+    pub refresh_ahead: f64,
+    pub background_refresh: bool,
+    /// Fraction of a token's lifetime by which its background refresh point is moved at random.
+    pub refresh_jitter: f64,
+    /// Seconds, when neither the portal nor the token says when it expires.
+    pub default_token_ttl: f64,
+    pub credentials_ttl: f64,
+    pub account_stats_ttl: f64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            refresh_ahead: 300.0,
+            background_refresh: true,
+            refresh_jitter: 0.1,
+            default_token_ttl: 3600.0,
+            credentials_ttl: 300.0,
+            account_stats_ttl: 300.0,
+        }
+    }
+}
+
+impl CacheConfig {
+    pub(super) fn validate(&self) -> Result<()> {
+        if !(self.refresh_ahead.is_finite() && self.refresh_ahead >= 0.0) {
+            return Err(Error::config(
+                "cache.refresh_ahead",
+                "must be 0 or more seconds",
+            ));
+        }
+        if !(0.0..=0.5).contains(&self.refresh_jitter) {
+            return Err(Error::config(
+                "cache.refresh_jitter",
+                "must be a fraction from 0 to 0.5",
+            ));
+        }
+        positive("cache.default_token_ttl", self.default_token_ttl)?;
+        positive("cache.credentials_ttl", self.credentials_ttl)?;
+        positive("cache.account_stats_ttl", self.account_stats_ttl)?;
+        if self.default_token_ttl <= self.refresh_ahead {
+            return Err(Error::config(
+                "cache.default_token_ttl",
+                format!(
+                    "{} is not more than cache.refresh_ahead ({}): such tokens could never be handed out",
+                    self.default_token_ttl, self.refresh_ahead
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountsConfig {
+    /// How long a failed account is left out of selection; fractions allowed.
+    pub blacklist_duration_hours: f64,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        AccountsConfig {
+            blacklist_duration_hours: 1.0,
+        }
+    }
+}
+
+impl AccountsConfig {
+    pub(super) fn validate(&self) -> Result<()> {
+        let hours = self.blacklist_duration_hours;
+        if !(hours.is_finite() && (0.0..=24.0 * 365.0).contains(&hours)) {
+            return Err(Error::config(
+                "accounts.blacklist_duration_hours",
+                format!("must be from 0 to 8760 hours, not {hours}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    pub min_success_rate: f64,
+    pub max_avg_duration: f64,
+    pub max_timeout_rate: f64,
+    pub max_concurrent_acquisitions: u32,
+    pub min_cache_hit_rate: f64,
+    /// Seconds between threshold checks.
+    pub evaluate_interval: f64,
+    /// Seconds after which a still-firing alert is logged again.
+    pub repeat_interval: f64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            min_success_rate: 80.0,
+            max_avg_duration: 120.0,
+            max_timeout_rate: 10.0,
+            max_concurrent_acquisitions: 5,
+            min_cache_hit_rate: 70.0,
+            evaluate_interval: 30.0,
+            repeat_interval: 3600.0,
+        }
+    }
+}
+
+impl AlertsConfig {
+    pub(super) fn validate(&self) -> Result<()> {
+        percentage("alerts.min_success_rate", self.min_success_rate)?;
+        percentage("alerts.max_timeout_rate", self.max_timeout_rate)?;
+        percentage("alerts.min_cache_hit_rate", self.min_cache_hit_rate)?;
+        positive("alerts.max_avg_duration", self.max_avg_duration)?;
+        positive("alerts.evaluate_interval", self.evaluate_interval)?;
+        positive("alerts.repeat_interval", self.repeat_interval)?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Rows older than this many days are deleted by the daily retention job.
+    pub retention_days: u32,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig { retention_days: 30 }
+    }
+}
+
+impl HistoryConfig {
+    pub(super) fn validate(&self) -> Result<()> {
+        at_least("history.retention_days", self.retention_days.into(), 1)
+    }
+}

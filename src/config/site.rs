@@ -1,0 +1,176 @@
+//! One portal (`[[sites]]`): its name, its login driver and the driver's settings (SPEC §3, §6).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The longest site name accepted anywhere (config, API, CLI).
+pub const SITE_NAME_MAX: usize = 64;
+
+/// `site_name` everywhere must match `^[A-Za-z0-9_-]{1,64}$`.
+pub fn validate_site_name(field: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= SITE_NAME_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            format!("`{name}` is not a valid site name: 1 to 64 of A-Z a-z 0-9 _ -"),
+        ))
+    }
+}
+
+/// How tokend logs in to a site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverKind {
+    /// POST the credentials to `login_url` and read the token from the JSON answer.
+    Http,
+    /// Run an external program (a browser script, say) that prints the token.
+    Command,
+}
+
+/// How the `http` driver encodes the credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestFormat {
+    #[default]
+    Json,
+    Form,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    pub name: String,
+    pub driver: DriverKind,
+    /// `http`: where the credentials are POSTed.
+    #[serde(default)]
+    pub login_url: String,
+    #[serde(default)]
+    pub request_format: RequestFormat,
+    #[serde(default = "default_username_field")]
+    pub username_field: String,
+    #[serde(default = "default_password_field")]
+    pub password_field: String,
+    /// Sent with every login request, next to the credentials.
+    #[serde(default)]
+    pub extra_fields: BTreeMap<String, serde_json::Value>,
+    /// JSON pointer (RFC 6901) to the token in the login answer.
+    #[serde(default = "default_token_pointer")]
+    pub token_pointer: String,
+    /// JSON pointer to the token's life in seconds; when absent from the answer, the JWT
+    /// `exp` claim is used, then `cache.default_token_ttl`.
+    #[serde(default = "default_expires_in_pointer")]
+    pub expires_in_pointer: String,
+    #[serde(default = "default_captcha_error_pattern")]
+    pub captcha_error_pattern: String,
+    #[serde(default = "default_credential_error_pattern")]
+    pub credential_error_pattern: String,
+    /// `command`: the program and its arguments, run with no shell.
+    #[serde(default)]
+    pub command: Vec<String>,
+}
+
+fn default_username_field() -> String {
+    "username".into()
+}
+fn default_password_field() -> String {
+    "password".into()
+}
+fn default_token_pointer() -> String {
+    "/data/token".into()
+}
+fn default_expires_in_pointer() -> String {
+    "/data/expires_in".into()
+}
+fn default_captcha_error_pattern() -> String {
+    "captcha|验证码".into()
+}
+fn default_credential_error_pattern() -> String {
+    "password|密码|账号".into()
+}
+
+impl SiteConfig {
+    /// Checks one site; `index` is its position in `[[sites]]`, used to name the key.
+    pub fn validate(&self, index: usize) -> Result<()> {
+        let key = |field: &str| format!("sites[{index}].{field}");
+        validate_site_name(&key("name"), &self.name)
+            .map_err(|e| Error::config(key("name"), e.to_string()))?;
+        for (field, pattern) in [
+            ("captcha_error_pattern", &self.captcha_error_pattern),
+            ("credential_error_pattern", &self.credential_error_pattern),
+        ] {
+            regex::Regex::new(pattern)
+                .map_err(|e| Error::config(key(field), format!("not a valid regex: {e}")))?;
+        }
+        for (field, pointer) in [
+            ("token_pointer", &self.token_pointer),
+            ("expires_in_pointer", &self.expires_in_pointer),
+        ] {
+            if !pointer.is_empty() && !pointer.starts_with('/') {
+                return Err(Error::config(
+                    key(field),
+                    format!("`{pointer}` is not a JSON pointer: it must start with `/`"),
+                ));
+            }
+        }
+        match self.driver {
+            DriverKind::Http => {
+                if !(self.login_url.starts_with("http://")
+                    || self.login_url.starts_with("https://"))
+                {
+                    return Err(Error::config(
+                        key("login_url"),
+                        "driver \"http\" needs an http:// or https:// login_url",
+                    ));
+                }
+                if self.token_pointer.is_empty() {
+                    return Err(Error::config(key("token_pointer"), "must not be empty"));
+                }
+                if !self.command.is_empty() {
+                    return Err(Error::config(
+                        key("command"),
+                        "is only for driver \"command\"",
+                    ));
+                }
+            }
+            DriverKind::Command => {
+                if self.command.first().is_none_or(|p| p.trim().is_empty()) {
+                    return Err(Error::config(
+                        key("command"),
+                        "driver \"command\" needs a program: command = [\"/path/to/program\", ...]",
+                    ));
+                }
+                if !self.login_url.is_empty() {
+                    return Err(Error::config(
+                        key("login_url"),
+                        "is only for driver \"http\"",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn site_names() {
+        for good in ["court_zxfw", "court-baoquan", "A1", &"x".repeat(64)] {
+            assert!(validate_site_name("site_name", good).is_ok(), "{good}");
+        }
+        for bad in ["", "court zxfw", "法院", "a/b", "a.b", &"x".repeat(65)] {
+            assert!(validate_site_name("site_name", bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Storage: one diesel code base over SQLite (embedded, the default) and PostgreSQL.
+//!
+//! [`DbConnection`] is a diesel `MultiConnection` over both backends; the backend is chosen by
+//! the URL scheme (`sqlite://PATH`, `postgres://…`) in [`Pool::connect`], never by trial.
+//! SQLite connections are set up for a long-running daemon (WAL, busy timeout, foreign keys).
+//! Migrations are embedded per backend (`migrations/sqlite`, `migrations/postgres`) and run at
+//! start and by `tokend migrate`. Queries live in one module per table and take a connection.
+
+pub mod accounts;
+pub mod models;
+pub mod schema;
+
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::r2d2::{self, ManageConnection};
+use diesel::{Connection, PgConnection, RunQueryDsl, SqliteConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::error::{Error, Result};
+use crate::secret::redact_url;
+
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// A connection to whichever database the URL named.
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Sqlite(SqliteConnection),
+    Postgres(PgConnection),
+}
+
+/// Which database a URL points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgresql",
+        }
+    }
+}
+
+/// Splits a database URL into its backend and what that backend's driver expects.
+pub fn parse_url(url: &str) -> Result<(Backend, String)> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(Error::config("database.url", "sqlite:// needs a file path"));
+        }
+        Ok((Backend::Sqlite, path.to_string()))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok((Backend::Postgres, url.to_string()))
+    } else {
+        Err(Error::config(
+            "database.url",
+            "must start with sqlite:// or postgres://",
+        ))
+    }
+}
+
+/// Opens connections for r2d2, picking the backend from the URL scheme.
+#[derive(Debug)]
+pub struct ConnectionManager {
+    backend: Backend,
+    target: String,
+}
+
+impl ManageConnection for ConnectionManager {
+    type Connection = DbConnection;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> std::result::Result<DbConnection, r2d2::Error> {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::establish(&self.target)
+                    .map_err(r2d2::Error::ConnectionError)?;
+                // WAL lets readers run beside the writer; busy_timeout makes a writer wait for
+                // the lock instead of failing with SQLITE_BUSY.
+                conn.batch_execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                )
+                .map_err(r2d2::Error::QueryError)?;
+                Ok(DbConnection::Sqlite(conn))
+            }
+            Backend::Postgres => PgConnection::establish(&self.target)
+                .map(DbConnection::Postgres)
+                .map_err(r2d2::Error::ConnectionError),
+        }
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> std::result::Result<(), r2d2::Error> {
+        diesel::sql_query("SELECT 1")
+            .execute(conn)
+            .map(|_| ())
+            .map_err(r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
+        false
+    }
+}
+
+pub type PooledConnection = r2d2::PooledConnection<ConnectionManager>;
+
+/// The r2d2 pool, with the backend it talks to. Cheap to clone.
+#[derive(Clone)]
+pub struct Pool {
+    inner: r2d2::Pool<ConnectionManager>,
+    backend: Backend,
+    /// The URL with its password hidden, for logs and health.
+    display_url: String,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pool({})", self.display_url)
+    }
+}
+
+impl Pool {
+    /// Builds the pool without waiting for the database: connections are made on demand, so
+    /// that tokend can start (and serve cached tokens) while the database is down.
+    pub fn connect(url: &str, size: u32) -> Result<Pool> {
+        let (backend, target) = parse_url(url)?;
+        // SQLite has one writer at a time; a few connections are plenty and avoid lock churn.
+        let size = if backend == Backend::Sqlite {
+            size.min(4)
+        } else {
+            size
+        };
+        let inner = r2d2::Pool::builder()
+            .max_size(size)
+            .min_idle(Some(0))
+            .connection_timeout(Duration::from_secs(5))
+            .test_on_check_out(false)
+            .error_handler(Box::new(r2d2::LoggingErrorHandler))
+            .build_unchecked(ConnectionManager { backend, target });
+        Ok(Pool {
+            inner,
+            backend,
+            display_url: redact_url(url),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn display_url(&self) -> &str {
+        &self.display_url
+    }
+
+    /// A connection, or [`Error::DatabaseUnavailable`] naming why none could be had.
+    pub fn get(&self) -> Result<PooledConnection> {
+        self.inner
+            .get()
+            .map_err(|e| Error::DatabaseUnavailable(format!("{}: {e}", self.display_url)))
+    }
+
+    /// Connections open and idle, for resource reports.
+    pub fn state(&self) -> (u32, u32) {
+        let state = self.inner.state();
+        (state.connections, state.idle_connections)
+    }
+
+    /// Runs the pending migrations of this backend; returns the versions applied.
+    pub fn migrate(&self) -> Result<Vec<String>> {
+        let mut conn = self.get()?;
+        run_migrations(&mut conn)
+    }
+
+    /// Round trip to the database (health checks).
+    pub fn ping(&self) -> Result<()> {
+        let mut conn = self.get()?;
+        diesel::sql_query("SELECT 1").execute(&mut *conn)?;
+        Ok(())
+    }
+}
+
+/// Runs the embedded migrations that match the connection's backend.
+pub fn run_migrations(conn: &mut DbConnection) -> Result<Vec<String>> {
+    let applied = match conn {
+        DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
+        DbConnection::Postgres(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS),
+    }
+    .map_err(|e| Error::Migration(e.to_string()))?;
+    Ok(applied.iter().map(ToString::to_string).collect())
+}
+
+/// Whether a diesel error is a unique-constraint violation (an insert of an existing row).
+pub fn is_unique_violation(err: &diesel::result::Error) -> bool {
+    matches!(
+        err,
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
+    )
+}

@@ -1,0 +1,181 @@
+//! The one error type of tokend, and the two places it is turned into something outside the
+//! process sees: an HTTP status with a JSON body (SPEC §7), and a process exit code (sysexits).
+
+use std::path::PathBuf;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+/// Everything that can go wrong in tokend. Messages never carry a password or a token.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration key has a bad value; `key` is its dotted path or environment variable.
+    #[error("configuration error: {key}: {message}")]
+    Config { key: String, message: String },
+    /// Bad input from a caller (HTTP body or query, CLI argument); `field` names it.
+    #[error("invalid {field}: {message}")]
+    InvalidInput { field: String, message: String },
+    #[error("unknown site `{0}`: it is not configured in [[sites]]")]
+    UnknownSite(String),
+    #[error("account `{account}` already exists for site `{site}`")]
+    AccountExists { site: String, account: String },
+    #[error("no account `{account}` for site `{site}`")]
+    AccountNotFound { site: String, account: String },
+    /// A line of an import file is malformed; nothing was imported.
+    #[error("line {line}: {message} (nothing was imported)")]
+    Import { line: usize, message: String },
+    #[error("database error: {0}")]
+    Database(#[from] diesel::result::Error),
+    /// No connection to the database could be had (down, wrong URL, pool exhausted).
+    #[error("database unavailable: {0}")]
+    DatabaseUnavailable(String),
+    /// The cache backend (Redis) did not answer in time or refused.
+    #[error("cache backend unavailable: {0}")]
+    CacheUnavailable(String),
+    #[error("database migration failed: {0}")]
+    Migration(String),
+    /// Encryption or decryption failed: wrong key, corrupt ciphertext, bad key file.
+    #[error("secret key or ciphertext error: {0}")]
+    Crypto(String),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("authentication required: {0}")]
+    Unauthorized(String),
+    #[error("not allowed: {0}")]
+    Forbidden(String),
+    /// A bug or a broken invariant; never caused by input.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The stable machine-readable code of the JSON error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Config { .. } => "CONFIGURATION_ERROR",
+            Error::InvalidInput { .. } | Error::Import { .. } => "INVALID_INPUT",
+            Error::UnknownSite(_) => "UNKNOWN_SITE",
+            Error::AccountExists { .. } => "ACCOUNT_EXISTS",
+            Error::AccountNotFound { .. } => "ACCOUNT_NOT_FOUND",
+            Error::Database(_) => "DATABASE_ERROR",
+            Error::DatabaseUnavailable(_) | Error::Migration(_) => "DATABASE_UNAVAILABLE",
+            Error::CacheUnavailable(_) => "CACHE_UNAVAILABLE",
+            Error::Crypto(_) => "SECRET_KEY_ERROR",
+            Error::Io { .. } => "IO_ERROR",
+            Error::Unauthorized(_) => "UNAUTHORIZED",
+            Error::Forbidden(_) => "FORBIDDEN",
+            Error::Internal(_) => "INTERNAL_ERROR",
+        }
+    }
+
+    /// The field or key the error is about, for the `errors` object of the JSON body.
+    fn subject(&self) -> Option<(&str, String)> {
+        match self {
+            Error::Config { key, message } => Some((key, message.clone())),
+            Error::InvalidInput { field, message } => Some((field, message.clone())),
+            Error::Import { line, message } => Some(("line", format!("{line}: {message}"))),
+            _ => None,
+        }
+    }
+
+    /// The exit status of a CLI command that failed with this error (sysexits.h).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::AccountExists { .. } | Error::AccountNotFound { .. } => 1,
+            Error::InvalidInput { .. } | Error::UnknownSite(_) => 64, // EX_USAGE
+            Error::Import { .. } => 65,                               // EX_DATAERR
+            Error::Database(_)
+            | Error::DatabaseUnavailable(_)
+            | Error::CacheUnavailable(_)
+            | Error::Migration(_) => 69, // EX_UNAVAILABLE
+            Error::Unauthorized(_) | Error::Forbidden(_) => 77,       // EX_NOPERM
+            Error::Internal(_) => 70,                                 // EX_SOFTWARE
+            Error::Io { .. } => 74,                                   // EX_IOERR
+            Error::Config { .. } | Error::Crypto(_) => 78,            // EX_CONFIG
+        }
+    }
+}
+
+impl ResponseError for Error {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Error::InvalidInput { .. } | Error::Import { .. } | Error::Config { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::UnknownSite(_) | Error::AccountNotFound { .. } => StatusCode::NOT_FOUND,
+            Error::AccountExists { .. } => StatusCode::CONFLICT,
+            Error::Database(_)
+            | Error::DatabaseUnavailable(_)
+            | Error::Migration(_)
+            | Error::CacheUnavailable(_)
+            | Error::Crypto(_)
+            | Error::Io { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut errors = serde_json::Map::new();
+        if let Some((key, message)) = self.subject() {
+            errors.insert(key.to_string(), json!(message));
+        }
+        HttpResponse::build(self.status_code()).json(json!({
+            "success": false,
+            "code": self.code(),
+            "message": self.to_string(),
+            "errors": errors,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_body_names_code_and_field() {
+        let err = Error::invalid("site_name", "must match ^[A-Za-z0-9_-]{1,64}$");
+        assert_eq!(err.status_code(), StatusCode::BAD_REQUEST);
+        assert_eq!(err.code(), "INVALID_INPUT");
+        assert_eq!(
+            err.subject().map(|(k, _)| k.to_string()).as_deref(),
+            Some("site_name")
+        );
+    }
+
+    #[test]
+    fn storage_failures_are_not_500() {
+        let err = Error::DatabaseUnavailable("connection refused".into());
+        assert_eq!(err.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(err.exit_code(), 69);
+    }
+}

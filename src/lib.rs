@@ -1,0 +1,33 @@
+//! tokend — a token broker for automated access to web portals.
+//!
+//! Callers ask tokend for a login token for a site (a court portal such as `court_zxfw`);
+//! tokend hands out a cached one when it is still valid, and otherwise picks an account, logs
+//! in through the site's driver with bounded concurrency, stores the token encrypted and
+//! records the acquisition. The contract is `SPEC.md`; this crate is the daemon and its CLI.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML file and environment, checked once at start-up.
+//! - [`db`]: diesel over SQLite and PostgreSQL: schema, models, pool, migrations, queries.
+//! - [`crypto`] and [`secret`]: encryption at rest; secrets that never print.
+//! - [`accounts`]: adding, importing, listing and removing login accounts.
+//! - [`cache`]: the cache store, in-process or Redis.
+//! - [`actors`]: `CacheActor`, `ConcurrencyActor`, `MonitorActor`, `HistoryActor`, `AlertActor`.
+//! - [`api`]: the actix-web handlers; [`server`] starts and stops everything.
+//! - [`cli`]: the `tokend` command; [`error`]: the one error type.
+
+pub mod accounts;
+pub mod actors;
+pub mod api;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod error;
+pub mod outcome;
+pub mod secret;
+pub mod server;
+
+pub use config::Config;
+pub use error::{Error, Result};

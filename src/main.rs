@@ -1,0 +1,5 @@
+//! The `tokend` binary: everything is in the library; see `tokend --help`.
+
+fn main() {
+    std::process::exit(tokend::cli::main());
+}

@@ -1,0 +1,125 @@
+//! Secret values (passwords, tokens, URLs with passwords) and the only forms in which a token
+//! may appear in logs, history or API metadata: a SHA-256 fingerprint and a redacted preview.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// A string that must never be printed: `Debug` and `Display` show `***`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it (a login, a comparison).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "***" })
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// SHA-256 of the token, lowercase hex: lets operators match a token without seeing it.
+pub fn fingerprint(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// The first four and last three characters of a long token (`eyJh…x9Q`); short tokens are
+/// fully masked, since a preview of them would give away too much.
+pub fn redact(token: &str) -> String {
+    let chars: Vec<char> = token.chars().collect();
+    if chars.len() < 16 {
+        return "…".to_string();
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[chars.len() - 3..].iter().collect();
+    format!("{head}…{tail}")
+}
+
+/// Replaces every occurrence of each secret in `text` by `***` (driver stderr, portal error
+/// bodies). Secrets shorter than four characters are left alone: masking them would mangle
+/// ordinary words without protecting anything.
+pub fn scrub(text: &str, secrets: &[&str]) -> String {
+    let mut out = text.to_string();
+    for secret in secrets.iter().filter(|s| s.chars().count() >= 4) {
+        out = out.replace(secret, "***");
+    }
+    out
+}
+
+/// Hides the password of a URL (`redis://:pw@host`, `postgres://u:pw@host/db`) for logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, None), |(a, p)| (a, Some(p)));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    match path {
+        Some(path) => format!("{scheme}://{authority}/{path}"),
+        None => format!("{scheme}://{authority}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_never_shows() {
+        let s = Secret::new("hunter22");
+        assert_eq!(format!("{s:?} {s}"), "*** ***");
+        assert_eq!(s.expose(), "hunter22");
+    }
+
+    #[test]
+    fn redacted_token_keeps_only_ends() {
+        let token = "eyJhbGciOiJIUzI1NiJ9.payload.signature-x9Q";
+        assert_eq!(redact(token), "eyJh…x9Q");
+        assert_eq!(redact("short"), "…");
+        assert_eq!(fingerprint("abc").len(), 64);
+    }
+
+    #[test]
+    fn scrub_and_url() {
+        assert_eq!(
+            scrub("bad password s3cret!", &["s3cret!"]),
+            "bad password ***"
+        );
+        assert_eq!(
+            redact_url("postgres://app:pw@db.local:5432/tokend"),
+            "postgres://app:***@db.local:5432/tokend"
+        );
+        assert_eq!(
+            redact_url("redis://:pw@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(redact_url("sqlite://tokend.db"), "sqlite://tokend.db");
+    }
+}

@@ -1,0 +1,162 @@
+//! `tokend serve`: opens the database, starts the actors and the HTTP server, and stops them
+//! in order on SIGTERM or SIGINT.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{middleware, web, App, HttpServer};
+
+use crate::actors::Actors;
+use crate::api::{self, AppState};
+use crate::cache::CacheStore;
+use crate::config::Config;
+use crate::crypto::SecretKey;
+use crate::db::Pool;
+use crate::error::{Error, Result};
+
+/// HTTP worker threads: the handlers only await actors and the cache, so two are plenty and
+/// keep the idle footprint small.
+const HTTP_WORKERS: usize = 2;
+/// How often start-up migrations are retried while the database is unreachable.
+const MIGRATION_RETRY: Duration = Duration::from_secs(10);
+
+/// A started server: where it listens and how to stop it.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub handle: ServerHandle,
+    pub state: AppState,
+    server: actix_web::dev::Server,
+}
+
+impl RunningServer {
+    /// Runs until the server stops (by [`ServerHandle::stop`] or a signal).
+    pub async fn wait(self) -> Result<()> {
+        self.server
+            .await
+            .map_err(|e| Error::io(self.addr.to_string(), e))
+    }
+}
+
+/// Opens storage, starts the actors and binds the HTTP server. Must run inside an actix system.
+pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
+    let key = SecretKey::load(&config.security)?;
+    let pool = Pool::connect(config.database.url.expose(), config.database.pool_size)?;
+    migrate_at_start(pool.clone()).await?;
+    let cache = CacheStore::from_config(&config)?;
+    let actors = Actors::start(config.clone(), pool.clone(), cache.clone());
+    let state = AppState {
+        config: config.clone(),
+        actors,
+        pool,
+        key,
+        cache,
+    };
+
+    let addr = config.server.listen_addr()?;
+    let data = web::Data::new(state.clone());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .wrap(middleware::from_fn(api::auth::require_bearer))
+            .configure(api::configure)
+    })
+    .workers(HTTP_WORKERS)
+    .disable_signals()
+    .bind(addr)
+    .map_err(|e| Error::config("server.listen", format!("cannot listen on {addr}: {e}")))?;
+    let bound = server.addrs().first().copied().unwrap_or(addr);
+    let server = server.run();
+    log::info!(
+        "event=listening addr={bound} database={} cache={} sites={}",
+        state.pool.backend().name(),
+        state.cache.backend(),
+        config.sites.len()
+    );
+    Ok(RunningServer {
+        addr: bound,
+        handle: server.handle(),
+        state,
+        server,
+    })
+}
+
+/// Runs migrations before serving. An unreachable database does not stop start-up (cached
+/// tokens can still be served); the migrations are retried in the background until they run.
+/// A migration that fails on a reachable database does stop it.
+async fn migrate_at_start(pool: Pool) -> Result<()> {
+    let first = {
+        let pool = pool.clone();
+        web::block(move || pool.migrate())
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+    };
+    match first {
+        Ok(applied) => {
+            log_applied(&applied);
+            Ok(())
+        }
+        Err(Error::DatabaseUnavailable(reason)) => {
+            log::error!(
+                "event=database_unreachable phase=start error=\"{reason}\" retry_in={}s",
+                MIGRATION_RETRY.as_secs()
+            );
+            actix_web::rt::spawn(async move {
+                loop {
+                    actix_web::rt::time::sleep(MIGRATION_RETRY).await;
+                    let pool = pool.clone();
+                    match web::block(move || pool.migrate()).await {
+                        Ok(Ok(applied)) => {
+                            log_applied(&applied);
+                            log::info!("event=database_reachable phase=start");
+                            return;
+                        }
+                        Ok(Err(e)) => log::warn!("event=migration_retry error=\"{e}\""),
+                        Err(e) => log::warn!("event=migration_retry error=\"{e}\""),
+                    }
+                }
+            });
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn log_applied(applied: &[String]) {
+    if applied.is_empty() {
+        log::info!("event=migrations_current");
+    } else {
+        log::info!("event=migrations_applied versions={}", applied.join(","));
+    }
+}
+
+/// `tokend serve`: start, then stop gracefully on SIGTERM or SIGINT.
+pub async fn serve(config: Arc<Config>) -> Result<()> {
+    let running = start(config).await?;
+    let handle = running.handle.clone();
+    actix_web::rt::spawn(async move {
+        let signal = shutdown_signal().await;
+        log::info!("event=shutdown signal={signal}");
+        handle.stop(true).await;
+    });
+    running.wait().await?;
+    log::info!("event=stopped");
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT and names it.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        log::error!("event=signal_handler_failed");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
