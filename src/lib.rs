@@ -13,7 +13,8 @@
 //! - [`accounts`]: adding, importing, listing and removing login accounts.
 //! - [`cache`]: the cache store, in-process or Redis.
 //! - [`actors`]: `CacheActor`, `ConcurrencyActor`, `MonitorActor`, `HistoryActor`, `AlertActor`.
-//! - [`api`]: the actix-web handlers; [`server`] starts and stops everything.
+//! - [`api`]: the actix-web handlers; [`server`] starts and stops everything; [`notify`]
+//!   tells systemd.
 //! - [`cli`]: the `tokend` command; [`error`]: the one error type.
 
 pub mod accounts;
@@ -25,6 +26,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod notify;
 pub mod outcome;
 pub mod secret;
 pub mod server;

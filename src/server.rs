@@ -134,10 +134,12 @@ fn log_applied(applied: &[String]) {
 /// `tokend serve`: start, then stop gracefully on SIGTERM or SIGINT.
 pub async fn serve(config: Arc<Config>) -> Result<()> {
     let running = start(config).await?;
+    crate::notify::ready();
     let handle = running.handle.clone();
     actix_web::rt::spawn(async move {
         let signal = shutdown_signal().await;
         log::info!("event=shutdown signal={signal}");
+        crate::notify::stopping();
         handle.stop(true).await;
     });
     running.wait().await?;

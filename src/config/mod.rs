@@ -169,10 +169,10 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let cases = [
-            ("[concurrency]\nmax_queue_lenn = 3\n", "concurrency"),
+            ("[concurrency]\nmax_queue_lenn = 3\n", "concurrency.max_queue_lenn"),
             ("[concurrency]\nlock_timeout = \"soon\"\n", "concurrency.lock_timeout"),
             ("[concurrency]\nlock_timeout = -1\n", "concurrency.lock_timeout"),
-            ("bogus = 1\n", "config file"),
+            ("bogus = 1\n", "bogus"),
             ("[[sites]]\nname = \"bad name\"\ndriver = \"http\"\nlogin_url = \"http://x\"\n", "sites[0].name"),
             ("[[sites]]\nname = \"a\"\ndriver = \"ftp\"\n", "sites[0].driver"),
             ("[[sites]]\nname = \"a\"\ndriver = \"command\"\n", "sites[0].command"),
@@ -188,6 +188,22 @@ mod tests {
                 "{text:?}: key {got:?}, expected {key:?}"
             );
         }
+    }
+
+    #[test]
+    fn example_config_parses_with_every_key() {
+        let text = include_str!("../../tokend.example.toml");
+        let config = Config::from_sources(Some(text), &no_env).unwrap();
+        assert_eq!(config.sites.len(), 2);
+        assert_eq!(config.sites[1].driver, DriverKind::Command);
+        // The example documents the defaults: apart from its sites it equals the embedded ones.
+        let defaults = toml::to_string(&Config::default()).unwrap();
+        let example = toml::to_string(&Config {
+            sites: Vec::new(),
+            ..config
+        })
+        .unwrap();
+        assert_eq!(example, defaults);
     }
 
     #[test]

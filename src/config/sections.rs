@@ -182,7 +182,7 @@ impl RedisConfig {
 
     pub(super) fn validate(&self) -> Result<()> {
         let url = self.url.expose();
-        if !url.is_empty() && !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        if !(url.is_empty() || url.starts_with("redis://") || url.starts_with("rediss://")) {
             return Err(Error::config(
                 "redis.url",
                 "must start with redis:// or rediss:// (REDIS_URL)",

@@ -1,0 +1,224 @@
+//! Helpers shared by the integration tests: real services (PostgreSQL, Redis) with the
+//! skip-outside-CI / fail-in-CI rule, and the real `tokend` binary as a child process.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use diesel::{Connection, PgConnection, RunQueryDsl};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tokend");
+
+/// Whether a service the test needs is there. Outside CI a missing service skips the test
+/// (with a message); in CI (`CI=true`) it fails it.
+pub fn require(service: &str, available: bool) -> bool {
+    if available {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{service} is required in CI but is not reachable");
+    }
+    eprintln!("SKIPPED: {service} is not reachable; start it to run this test");
+    false
+}
+
+pub fn pg_admin_url() -> String {
+    std::env::var("TOKEND_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TOKEND_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+fn tcp_open(url: &str, default_port: u16) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or("");
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let hostport = if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:{default_port}")
+    };
+    let hostport = hostport.replace("localhost", "127.0.0.1");
+    hostport
+        .parse::<SocketAddr>()
+        .ok()
+        .and_then(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok())
+        .is_some()
+}
+
+pub fn redis_available() -> bool {
+    require("Redis", tcp_open(&redis_url(), 6379))
+}
+
+/// A PostgreSQL database of its own for one test, dropped afterwards.
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    /// `None` when PostgreSQL is absent outside CI (the test then returns early).
+    pub fn create() -> Option<PgDatabase> {
+        let admin = pg_admin_url();
+        if !require("PostgreSQL", tcp_open(&admin, 5432)) {
+            return None;
+        }
+        let mut conn =
+            PgConnection::establish(&admin).expect("connect to PostgreSQL admin database");
+        let name = format!("tokend_test_{}_{}", std::process::id(), unique());
+        diesel::sql_query(format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .expect("create test database");
+        let base = admin
+            .rsplit_once('/')
+            .map_or(admin.as_str(), |(b, _)| b)
+            .to_string();
+        Some(PgDatabase {
+            url: format!("{base}/{name}"),
+            name,
+        })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        if let Ok(mut conn) = PgConnection::establish(&pg_admin_url()) {
+            let _ = diesel::sql_query(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut conn);
+        }
+    }
+}
+
+/// A number unique within this process.
+pub fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed) * 1000
+        + u64::from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_millis(),
+        )
+}
+
+/// The `tokend` command, run in `dir` with a clean environment for tokend's variables.
+pub fn tokend(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir);
+    for var in [
+        "DATABASE_URL",
+        "REDIS_URL",
+        "REDIS_HOST",
+        "TOKEND_CONFIG",
+        "TOKEND_ADMIN_TOKEN",
+        "TOKEND_SECRET_KEY",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// A running `tokend serve`, killed when dropped.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: mpsc::Receiver<String>,
+    /// Lines printed before it listened.
+    startup_log: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts `tokend serve --config CONFIG` in `dir` and waits until it listens.
+    pub fn start(dir: &Path, config: &Path) -> Daemon {
+        let mut child = tokend(dir)
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tokend serve");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        let addr = loop {
+            match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(line) => {
+                    let addr = line
+                        .split("event=listening addr=")
+                        .nth(1)
+                        .map(|a| a.split_whitespace().next().unwrap().parse().unwrap());
+                    seen.push(line);
+                    if let Some(addr) = addr {
+                        break addr;
+                    }
+                }
+                Err(_) => panic!(
+                    "tokend did not start listening; its log:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        };
+        Daemon {
+            child,
+            addr,
+            log: rx,
+            startup_log: seen,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        for _ in 0..100 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("tokend did not exit within 10 s of SIGTERM");
+    }
+
+    /// Log lines printed so far (the start-up lines, then every line not yet drained).
+    pub fn drain_log(&mut self) -> Vec<String> {
+        let mut lines = std::mem::take(&mut self.startup_log);
+        lines.extend(self.log.try_iter());
+        lines
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes a config file into `dir` and returns its path.
+pub fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("tokend.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
