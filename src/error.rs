@@ -43,6 +43,25 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The wait queue for login slots is full.
+    #[error("too many acquisitions waiting (max_queue_len {0}); try again later")]
+    QueueFull(usize),
+    /// A wait or the whole acquisition took longer than allowed.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// No account of the site can be used now (none configured, all inactive or blacklisted).
+    #[error("no available account for site `{site}`: {reason}")]
+    NoAvailableAccount { site: String, reason: String },
+    /// Every login tried failed; `error_type` is the last failure's status.
+    #[error("token acquisition for site `{site}` failed ({error_type}): {message}")]
+    AcquisitionFailed {
+        site: String,
+        error_type: &'static str,
+        message: String,
+    },
+    /// The daemon could not be reached or answered with an error (CLI commands that call it).
+    #[error("daemon: {0}")]
+    Daemon(String),
     #[error("authentication required: {0}")]
     Unauthorized(String),
     #[error("not allowed: {0}")]
@@ -89,6 +108,11 @@ impl Error {
             Error::CacheUnavailable(_) => "CACHE_UNAVAILABLE",
             Error::Crypto(_) => "SECRET_KEY_ERROR",
             Error::Io { .. } => "IO_ERROR",
+            Error::QueueFull(_) => "QUEUE_FULL",
+            Error::Timeout(_) => "TIMEOUT",
+            Error::NoAvailableAccount { .. } => "NO_AVAILABLE_ACCOUNT",
+            Error::AcquisitionFailed { .. } => "TOKEN_ACQUISITION_FAILED",
+            Error::Daemon(_) => "DAEMON_UNREACHABLE",
             Error::Unauthorized(_) => "UNAUTHORIZED",
             Error::Forbidden(_) => "FORBIDDEN",
             Error::Internal(_) => "INTERNAL_ERROR",
@@ -101,6 +125,7 @@ impl Error {
             Error::Config { key, message } => Some((key, message.clone())),
             Error::InvalidInput { field, message } => Some((field, message.clone())),
             Error::Import { line, message } => Some(("line", format!("{line}: {message}"))),
+            Error::AcquisitionFailed { error_type, .. } => Some(("error_type", error_type.to_string())),
             _ => None,
         }
     }
@@ -116,6 +141,8 @@ impl Error {
             | Error::CacheUnavailable(_)
             | Error::Migration(_) => 69, // EX_UNAVAILABLE
             Error::Unauthorized(_) | Error::Forbidden(_) => 77,       // EX_NOPERM
+            Error::QueueFull(_) | Error::Timeout(_) => 75,            // EX_TEMPFAIL
+            Error::NoAvailableAccount { .. } | Error::AcquisitionFailed { .. } | Error::Daemon(_) => 69,
             Error::Internal(_) => 70,                                 // EX_SOFTWARE
             Error::Io { .. } => 74,                                   // EX_IOERR
             Error::Config { .. } | Error::Crypto(_) => 78,            // EX_CONFIG
@@ -139,6 +166,10 @@ impl ResponseError for Error {
             | Error::CacheUnavailable(_)
             | Error::Crypto(_)
             | Error::Io { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Error::NoAvailableAccount { .. } | Error::Daemon(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::AcquisitionFailed { .. } => StatusCode::BAD_GATEWAY,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

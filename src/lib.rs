@@ -20,15 +20,18 @@
 pub mod accounts;
 pub mod actors;
 pub mod api;
+pub mod broker;
 pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod drivers;
 pub mod error;
 pub mod notify;
 pub mod outcome;
 pub mod secret;
+pub mod selection;
 pub mod server;
 
 pub use config::Config;

@@ -10,7 +10,8 @@ use actix_web::{middleware, web, App, HttpServer};
 
 use crate::actors::Actors;
 use crate::api::{self, AppState};
-use crate::cache::CacheStore;
+use crate::broker::{Broker, BrokerParts};
+use crate::cache::{CacheStore, TokenCache};
 use crate::config::Config;
 use crate::crypto::SecretKey;
 use crate::db::Pool;
@@ -44,14 +45,25 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
     let key = SecretKey::load(&config.security)?;
     let pool = Pool::connect(config.database.url.expose(), config.database.pool_size)?;
     migrate_at_start(pool.clone()).await?;
-    let cache = CacheStore::from_config(&config)?;
-    let actors = Actors::start(config.clone(), pool.clone(), cache.clone());
+    let store = CacheStore::from_config(&config)?;
+    let cache = TokenCache::new(store, &config.redis.key_prefix, key.clone());
+    let actors = Actors::start(config.clone(), pool.clone(), &cache);
+    let broker = Broker::new(BrokerParts {
+        config: config.clone(),
+        pool: pool.clone(),
+        key: key.clone(),
+        cache: cache.clone(),
+        concurrency: actors.concurrency.clone(),
+        monitor: actors.monitor.clone(),
+        history: actors.recorder.clone(),
+    })?;
     let state = AppState {
         config: config.clone(),
         actors,
         pool,
         key,
         cache,
+        broker,
     };
 
     let addr = config.server.listen_addr()?;
@@ -71,7 +83,7 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
     log::info!(
         "event=listening addr={bound} database={} cache={} sites={}",
         state.pool.backend().name(),
-        state.cache.backend(),
+        state.cache.store().backend(),
         config.sites.len()
     );
     Ok(RunningServer {

@@ -261,7 +261,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn failing_logins_raise_a_high_alert() {
-        let monitor = MonitorActor::default().start();
+        let monitor = MonitorActor::new(Default::default()).start();
         for i in 0..10 {
             let status = if i < 3 {
                 AcquisitionStatus::Success

@@ -1,12 +1,30 @@
-//! `ConcurrencyActor`: owns the login limits — in total, per site, per (site, account).
+//! `ConcurrencyActor`: owns the login slots — in total, per site, per (site, account) — the
+//! wait queue and the leases.
 //!
-//! Messages: [`Limits`] (the limits in force), [`SetLimits`] (change them at run time).
+//! A slot is granted all or nothing (the three levels at once), so no two acquisitions can
+//! deadlock. A waiter that cannot run joins the queue; whenever a slot frees, the queue is
+//! walked oldest first and every waiter that can run now is granted (no head-of-line blocking:
+//! a waiter for a busy account does not hold up one for a free account). A full queue is
+//! refused at once (`QUEUE_FULL`).
+//!
+//! A grant is a [`SlotGuard`]: dropping it (success, error, panic, timeout, client gone)
+//! releases the slot. It is also a lease: a slot not released within `acquisition_timeout` is
+//! taken back by the timer, logged and counted as a recovered deadlock.
+//!
+//! Messages: [`AcquireSlot`], [`ReleaseSlot`], [`Usage`], [`Cleanup`], [`Limits`], [`SetLimits`].
+//! Timers: every [`LEASE_CHECK`], expired leases are recovered and closed waiters dropped.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serde::Serialize;
+use tokio::sync::oneshot;
 
-use crate::config::ConcurrencyConfig;
+use crate::config::{seconds, ConcurrencyConfig};
 use crate::error::{Error, Result};
+
+pub const LEASE_CHECK: Duration = Duration::from_secs(1);
 
 /// The three limits on logins in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -16,8 +34,31 @@ pub struct SlotLimits {
     pub per_account: u32,
 }
 
+struct Waiter {
+    site: String,
+    account: String,
+    since: Instant,
+    reply: oneshot::Sender<SlotGuard>,
+}
+
+struct Lease {
+    site: String,
+    account: String,
+    granted: Instant,
+    expires: Instant,
+}
+
 pub struct ConcurrencyActor {
     limits: SlotLimits,
+    lease_duration: Duration,
+    max_queue_len: usize,
+    global: u32,
+    per_site: HashMap<String, u32>,
+    per_account: HashMap<(String, String), u32>,
+    queue: VecDeque<Waiter>,
+    leases: HashMap<u64, Lease>,
+    next_lease: u64,
+    recovered: u64,
 }
 
 impl ConcurrencyActor {
@@ -28,12 +69,258 @@ impl ConcurrencyActor {
                 per_site: config.max_concurrent_per_site,
                 per_account: config.max_concurrent_per_account,
             },
+            lease_duration: seconds(config.acquisition_timeout),
+            max_queue_len: config.max_queue_len as usize,
+            global: 0,
+            per_site: HashMap::new(),
+            per_account: HashMap::new(),
+            queue: VecDeque::new(),
+            leases: HashMap::new(),
+            next_lease: 1,
+            recovered: 0,
+        }
+    }
+
+    fn can_run(&self, site: &str, account: &str) -> bool {
+        self.global < self.limits.global
+            && self.per_site.get(site).copied().unwrap_or(0) < self.limits.per_site
+            && self
+                .per_account
+                .get(&(site.to_string(), account.to_string()))
+                .copied()
+                .unwrap_or(0)
+                < self.limits.per_account
+    }
+
+    fn take(&mut self, site: &str, account: &str, ctx: &Context<Self>) -> SlotGuard {
+        self.global += 1;
+        *self.per_site.entry(site.to_string()).or_default() += 1;
+        *self.per_account.entry((site.to_string(), account.to_string())).or_default() += 1;
+        let lease = self.next_lease;
+        self.next_lease += 1;
+        let now = Instant::now();
+        self.leases.insert(
+            lease,
+            Lease {
+                site: site.to_string(),
+                account: account.to_string(),
+                granted: now,
+                expires: now + self.lease_duration,
+            },
+        );
+        SlotGuard {
+            lease,
+            actor: Some(ctx.address()),
+        }
+    }
+
+    fn free(&mut self, lease: u64) -> Option<Lease> {
+        let held = self.leases.remove(&lease)?;
+        self.global = self.global.saturating_sub(1);
+        decrement(&mut self.per_site, &held.site);
+        decrement(&mut self.per_account, &(held.site.clone(), held.account.clone()));
+        Some(held)
+    }
+
+    /// Grants every queued waiter that can run now, oldest first.
+    fn dispatch(&mut self, ctx: &Context<Self>) {
+        let mut index = 0;
+        while index < self.queue.len() {
+            let waiter = &self.queue[index];
+            if waiter.reply.is_closed() {
+                self.queue.remove(index);
+                continue;
+            }
+            if !self.can_run(&waiter.site, &waiter.account) {
+                index += 1;
+                continue;
+            }
+            let waiter = self.queue.remove(index).expect("index is in range");
+            let guard = self.take(&waiter.site, &waiter.account, ctx);
+            // If the waiter gave up meanwhile, the guard comes back and is dropped here,
+            // which releases the slot again through the mailbox.
+            drop(waiter.reply.send(guard));
+        }
+    }
+
+    /// Takes back slots held past their lease; drops waiters that stopped waiting.
+    fn recover(&mut self) -> (usize, usize) {
+        let now = Instant::now();
+        let expired: Vec<u64> = self.leases.iter().filter(|(_, l)| l.expires <= now).map(|(id, _)| *id).collect();
+        for lease in &expired {
+            if let Some(held) = self.free(*lease) {
+                self.recovered += 1;
+                log::warn!(
+                    "event=lease_expired site={} account={} held={:.1}s action=slot_recovered recovered_total={}",
+                    held.site,
+                    held.account,
+                    held.granted.elapsed().as_secs_f64(),
+                    self.recovered
+                );
+            }
+        }
+        let before = self.queue.len();
+        self.queue.retain(|w| !w.reply.is_closed());
+        (expired.len(), before - self.queue.len())
+    }
+}
+
+fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, key: &K) {
+    if let Some(count) = map.get_mut(key) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            map.remove(key);
         }
     }
 }
 
 impl Actor for ConcurrencyActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(LEASE_CHECK, |actor, ctx| {
+            let (leases, _) = actor.recover();
+            if leases > 0 {
+                actor.dispatch(ctx);
+            }
+        });
+    }
+}
+
+/// A granted slot. Dropping it releases the slot.
+pub struct SlotGuard {
+    lease: u64,
+    actor: Option<Addr<ConcurrencyActor>>,
+}
+
+impl SlotGuard {
+    pub fn lease(&self) -> u64 {
+        self.lease
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let Some(actor) = self.actor.take() {
+            actor.do_send(ReleaseSlot(self.lease));
+        }
+    }
+}
+
+/// Asks for a slot for (site, account). The answer comes at once: a receiver that yields the
+/// guard when the slot is granted, or `QUEUE_FULL`.
+#[derive(Message)]
+#[rtype(result = "Result<oneshot::Receiver<SlotGuard>>")]
+pub struct AcquireSlot {
+    pub site: String,
+    pub account: String,
+}
+
+impl Handler<AcquireSlot> for ConcurrencyActor {
+    type Result = Result<oneshot::Receiver<SlotGuard>>;
+
+    fn handle(&mut self, msg: AcquireSlot, ctx: &mut Context<Self>) -> Self::Result {
+        let (reply, receiver) = oneshot::channel();
+        // Granted at once only if nobody older is waiting for the same chance.
+        let blocked_by_older = self.queue.iter().any(|w| !w.reply.is_closed() && w.site == msg.site && w.account == msg.account);
+        if !blocked_by_older && self.can_run(&msg.site, &msg.account) {
+            let guard = self.take(&msg.site, &msg.account, ctx);
+            drop(reply.send(guard));
+            return Ok(receiver);
+        }
+        if self.queue.len() >= self.max_queue_len {
+            self.queue.retain(|w| !w.reply.is_closed());
+            if self.queue.len() >= self.max_queue_len {
+                return Err(Error::QueueFull(self.max_queue_len));
+            }
+        }
+        self.queue.push_back(Waiter {
+            site: msg.site,
+            account: msg.account,
+            since: Instant::now(),
+            reply,
+        });
+        Ok(receiver)
+    }
+}
+
+/// Waits for a slot for (site, account) at most `wait`; `QUEUE_FULL` or a timeout otherwise.
+pub async fn acquire_slot(actor: &Addr<ConcurrencyActor>, site: &str, account: &str, wait: Duration) -> Result<SlotGuard> {
+    let receiver = actor
+        .send(AcquireSlot {
+            site: site.to_string(),
+            account: account.to_string(),
+        })
+        .await??;
+    match tokio::time::timeout(wait, receiver).await {
+        Ok(Ok(guard)) => Ok(guard),
+        Ok(Err(_)) => Err(Error::Internal("the concurrency actor stopped".into())),
+        Err(_) => Err(Error::Timeout(format!(
+            "no login slot for site `{site}` within {:.0}s (queue_timeout)",
+            wait.as_secs_f64()
+        ))),
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReleaseSlot(pub u64);
+
+impl Handler<ReleaseSlot> for ConcurrencyActor {
+    type Result = ();
+
+    fn handle(&mut self, ReleaseSlot(lease): ReleaseSlot, ctx: &mut Context<Self>) {
+        if self.free(lease).is_some() {
+            self.dispatch(ctx);
+        }
+    }
+}
+
+/// The actor's state, for `/resource-usage`.
+#[derive(Message)]
+#[rtype(result = "SlotUsage")]
+pub struct Usage;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotUsage {
+    pub active_total: u32,
+    pub active_per_site: HashMap<String, u32>,
+    pub active_per_account: HashMap<String, u32>,
+    pub queue_size: usize,
+    pub oldest_wait_seconds: f64,
+    pub limits: SlotLimits,
+    pub recovered_deadlocks: u64,
+}
+
+impl Handler<Usage> for ConcurrencyActor {
+    type Result = MessageResult<Usage>;
+
+    fn handle(&mut self, _: Usage, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(SlotUsage {
+            active_total: self.global,
+            active_per_site: self.per_site.clone(),
+            active_per_account: self.per_account.iter().map(|((s, a), n)| (format!("{s}:{a}"), *n)).collect(),
+            queue_size: self.queue.len(),
+            oldest_wait_seconds: self.queue.front().map_or(0.0, |w| w.since.elapsed().as_secs_f64()),
+            limits: self.limits,
+            recovered_deadlocks: self.recovered,
+        })
+    }
+}
+
+/// Frees slots held past their lease and drops waiters that gave up; says how many.
+#[derive(Message)]
+#[rtype(result = "(usize, usize)")]
+pub struct Cleanup;
+
+impl Handler<Cleanup> for ConcurrencyActor {
+    type Result = MessageResult<Cleanup>;
+
+    fn handle(&mut self, _: Cleanup, ctx: &mut Context<Self>) -> Self::Result {
+        let freed = self.recover();
+        self.dispatch(ctx);
+        MessageResult(freed)
+    }
 }
 
 #[derive(Message)]
@@ -48,7 +335,7 @@ impl Handler<Limits> for ConcurrencyActor {
     }
 }
 
-/// Replaces the limits; every limit must be at least 1.
+/// Replaces the limits at run time; waiting and new requests see them at once.
 #[derive(Message)]
 #[rtype(result = "Result<SlotLimits>")]
 pub struct SetLimits(pub SlotLimits);
@@ -56,7 +343,7 @@ pub struct SetLimits(pub SlotLimits);
 impl Handler<SetLimits> for ConcurrencyActor {
     type Result = Result<SlotLimits>;
 
-    fn handle(&mut self, SetLimits(limits): SetLimits, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, SetLimits(limits): SetLimits, ctx: &mut Context<Self>) -> Self::Result {
         if limits.global == 0 || limits.per_site == 0 || limits.per_account == 0 {
             return Err(Error::invalid("limits", "every limit must be at least 1"));
         }
@@ -67,6 +354,73 @@ impl Handler<SetLimits> for ConcurrencyActor {
             limits.per_account
         );
         self.limits = limits;
+        self.dispatch(ctx);
         Ok(limits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(global: u32, site: u32, account: u32) -> ConcurrencyConfig {
+        ConcurrencyConfig {
+            max_concurrent_acquisitions: global,
+            max_concurrent_per_site: site,
+            max_concurrent_per_account: account,
+            acquisition_timeout: 0.5,
+            max_queue_len: 3,
+            ..ConcurrencyConfig::default()
+        }
+    }
+
+    const WAIT: Duration = Duration::from_millis(100);
+
+    #[actix_rt::test]
+    async fn limits_hold_and_busy_accounts_do_not_block_others() {
+        let actor = ConcurrencyActor::new(&config(3, 2, 1)).start();
+        let a1 = acquire_slot(&actor, "s1", "a", WAIT).await.unwrap();
+        // Same account: must wait.
+        assert!(matches!(acquire_slot(&actor, "s1", "a", WAIT).await, Err(Error::Timeout(_))));
+        // Another account of the same site: runs.
+        let b1 = acquire_slot(&actor, "s1", "b", WAIT).await.unwrap();
+        // Site full (2): a third account of s1 waits, but s2 runs (no head-of-line blocking).
+        let waiting = tokio::spawn({
+            let actor = actor.clone();
+            async move { acquire_slot(&actor, "s1", "c", Duration::from_secs(2)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let s2 = acquire_slot(&actor, "s2", "x", WAIT).await.unwrap();
+        // Global full (3).
+        assert!(acquire_slot(&actor, "s3", "y", WAIT).await.is_err());
+        drop(a1);
+        let c = waiting.await.unwrap().unwrap();
+        let usage = actor.send(Usage).await.unwrap();
+        assert_eq!(usage.active_total, 3);
+        assert_eq!(usage.active_per_site["s1"], 2);
+        drop((b1, c, s2));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(actor.send(Usage).await.unwrap().active_total, 0);
+    }
+
+    #[actix_rt::test]
+    async fn full_queue_is_refused_and_leases_expire() {
+        let actor = ConcurrencyActor::new(&config(1, 1, 1)).start();
+        let held = acquire_slot(&actor, "s", "a", WAIT).await.unwrap();
+        let mut waiters = Vec::new();
+        for _ in 0..3 {
+            let actor = actor.clone();
+            waiters.push(tokio::spawn(async move { acquire_slot(&actor, "s", "a", Duration::from_secs(5)).await }));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(matches!(acquire_slot(&actor, "s", "a", WAIT).await, Err(Error::QueueFull(3))));
+        // The holder never releases (hung driver): its lease (0.5 s) expires and the first
+        // waiter gets the slot.
+        std::mem::forget(held);
+        let first = waiters.remove(0).await.unwrap().unwrap();
+        let usage = actor.send(Usage).await.unwrap();
+        assert_eq!(usage.recovered_deadlocks, 1);
+        assert_eq!(usage.active_total, 1);
+        drop(first);
     }
 }

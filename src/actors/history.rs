@@ -3,15 +3,29 @@
 //! Runs on a `SyncArbiter` (a few threads of its own), so that diesel's blocking calls never
 //! hold up the async threads that serve HTTP.
 //!
-//! Messages: [`CheckDatabase`] (health: a round trip and its latency).
+//! Messages: [`CheckDatabase`] (health: a round trip and its latency), [`RecordBatch`]
+//! (insert history rows; a replayed `acquisition_id` adds nothing).
+//!
+//! Callers do not send rows one by one: they hand them to a [`HistoryRecorder`], whose task
+//! gathers up to [`BATCH_ROWS`] rows or [`BATCH_WINDOW`] of time into one batch, and keeps a
+//! batch the database refused until it can be written.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
 
+use crate::db::models::NewHistory;
 use crate::db::Pool;
 use crate::error::Result;
+
+/// Most rows in one insert.
+pub const BATCH_ROWS: usize = 500;
+/// Longest a row waits for companions before its batch is written.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
+/// Wait between attempts to write a batch the database refused.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 pub struct HistoryActor {
     pool: Pool,
@@ -55,5 +69,116 @@ impl Handler<CheckDatabase> for HistoryActor {
             pool_connections,
             pool_idle,
         })
+    }
+}
+
+/// Inserts rows in one statement; returns how many were new.
+#[derive(Message)]
+#[rtype(result = "Result<usize>")]
+pub struct RecordBatch(pub Vec<NewHistory>);
+
+impl Handler<RecordBatch> for HistoryActor {
+    type Result = Result<usize>;
+
+    fn handle(&mut self, RecordBatch(rows): RecordBatch, _: &mut SyncContext<Self>) -> Self::Result {
+        let mut conn = self.pool.get()?;
+        crate::db::history::insert_batch(&mut conn, &rows)
+    }
+}
+
+enum Entry {
+    Row(Box<NewHistory>),
+    Flush(oneshot::Sender<usize>),
+}
+
+/// The way into the history: cheap to clone, never blocks the caller.
+#[derive(Clone)]
+pub struct HistoryRecorder {
+    sender: mpsc::UnboundedSender<Entry>,
+}
+
+impl HistoryRecorder {
+    /// Starts the batching task; must run inside an actix system.
+    pub fn start(history: Addr<HistoryActor>) -> HistoryRecorder {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        actix::spawn(batch_loop(history, receiver));
+        HistoryRecorder { sender }
+    }
+
+    pub fn record(&self, row: NewHistory) {
+        if self.sender.send(Entry::Row(Box::new(row))).is_err() {
+            log::error!("event=history_recorder_stopped");
+        }
+    }
+
+    /// Writes everything recorded so far; answers with the rows still unwritten (0 when
+    /// the database took them all).
+    pub async fn flush(&self) -> usize {
+        let (done, wait) = oneshot::channel();
+        if self.sender.send(Entry::Flush(done)).is_err() {
+            return 0;
+        }
+        wait.await.unwrap_or(0)
+    }
+}
+
+fn absorb(entry: Entry, pending: &mut Vec<NewHistory>, flushes: &mut Vec<oneshot::Sender<usize>>) {
+    match entry {
+        Entry::Row(row) => pending.push(*row),
+        Entry::Flush(done) => flushes.push(done),
+    }
+}
+
+async fn batch_loop(history: Addr<HistoryActor>, mut receiver: mpsc::UnboundedReceiver<Entry>) {
+    let mut pending: Vec<NewHistory> = Vec::new();
+    let mut flushes: Vec<oneshot::Sender<usize>> = Vec::new();
+    let mut failing = false;
+    let mut closed = false;
+    while !closed || (!pending.is_empty() && !failing) {
+        // Block for the first entry only when nothing waits to be written.
+        if pending.is_empty() && !closed {
+            match receiver.recv().await {
+                Some(entry) => absorb(entry, &mut pending, &mut flushes),
+                None => break,
+            }
+        }
+        // Gather more until the batch is full, a flush is asked for, or the window (after a
+        // failure: the retry wait) ends.
+        let deadline = tokio::time::Instant::now() + if failing { RETRY_AFTER } else { BATCH_WINDOW };
+        while !closed && pending.len() < BATCH_ROWS && flushes.is_empty() {
+            match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                Ok(Some(entry)) => absorb(entry, &mut pending, &mut flushes),
+                Ok(None) => closed = true,
+                Err(_) => break,
+            }
+        }
+        while !pending.is_empty() {
+            let n = pending.len().min(BATCH_ROWS);
+            match history.send(RecordBatch(pending[..n].to_vec())).await {
+                Ok(Ok(_)) => {
+                    pending.drain(..n);
+                    if failing {
+                        log::info!("event=history_write_recovered");
+                    }
+                    failing = false;
+                }
+                Ok(Err(e)) => {
+                    log::warn!("event=history_write_failed rows={} error=\"{e}\" retry_in={}s", pending.len(), RETRY_AFTER.as_secs());
+                    failing = true;
+                    break;
+                }
+                Err(e) => {
+                    log::error!("event=history_actor_unavailable rows={} error=\"{e}\"", pending.len());
+                    failing = true;
+                    break;
+                }
+            }
+        }
+        for done in flushes.drain(..) {
+            let _ = done.send(pending.len());
+        }
+    }
+    if !pending.is_empty() {
+        log::error!("event=history_rows_unwritten rows={}", pending.len());
     }
 }

@@ -24,7 +24,7 @@ pub use concurrency::ConcurrencyActor;
 pub use history::HistoryActor;
 pub use monitor::MonitorActor;
 
-use crate::cache::CacheStore;
+use crate::cache::TokenCache;
 use crate::config::Config;
 use crate::db::Pool;
 
@@ -40,15 +40,18 @@ pub struct Actors {
     pub monitor: Addr<MonitorActor>,
     pub history: Addr<HistoryActor>,
     pub alert: Addr<AlertActor>,
+    /// The batching way into `HistoryActor`.
+    pub recorder: history::HistoryRecorder,
 }
 
 impl Actors {
     /// Starts every actor; must run inside an actix system.
-    pub fn start(config: Arc<Config>, pool: Pool, store: CacheStore) -> Actors {
-        let cache = CacheActor::new(store, &config).start();
+    pub fn start(config: Arc<Config>, pool: Pool, cache: &TokenCache) -> Actors {
+        let monitor = MonitorActor::new(cache.counters.clone()).start();
+        let cache = CacheActor::new(cache.store().clone(), &config).start();
         let concurrency = ConcurrencyActor::new(&config.concurrency).start();
-        let monitor = MonitorActor::default().start();
         let history = HistoryActor::start(pool, HISTORY_THREADS);
+        let recorder = history::HistoryRecorder::start(history.clone());
         let alert = AlertActor::new(
             config.alerts.clone(),
             cache.clone(),
@@ -62,6 +65,7 @@ impl Actors {
             monitor,
             history,
             alert,
+            recorder,
         }
     }
 }

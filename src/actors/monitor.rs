@@ -1,15 +1,21 @@
 //! `MonitorActor`: live counters of acquisitions, duration samples and cache hit/miss counts.
 //!
-//! Messages: [`AcquisitionStarted`], [`AcquisitionFinished`], [`CacheAccess`] (fire and
-//! forget, from the acquisition pipeline), [`Snapshot`] and [`Reset`] (the admin API, alerts).
+//! Messages: [`AcquisitionStarted`], [`AcquisitionFinished`] (fire and forget, from the
+//! acquisition pipeline), [`Snapshot`] and [`Reset`] (the admin API, alerts).
+//! Cache hits and misses are not messages: the hot path bumps shared atomic counters
+//! ([`CacheCounters`]) so that a cached token never waits on this mailbox; the monitor reads
+//! them into its snapshots and zeroes them on reset.
 //! Counting is cheap; percentiles come from a bounded window of the latest durations.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
 use serde::Serialize;
 
+use crate::cache::tokens::{KindCounts, KINDS};
+use crate::cache::CacheCounters;
 use crate::outcome::AcquisitionStatus;
 
 /// Durations kept for percentiles: the latest this many acquisitions.
@@ -30,14 +36,6 @@ pub struct AcquisitionFinished {
     pub duration: f64,
     /// Seconds spent in the login driver, if a login ran.
     pub login_duration: Option<f64>,
-}
-
-/// A cache lookup of `kind` (`token`, `credentials`, `account_stats`, `blacklist`).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct CacheAccess {
-    pub kind: &'static str,
-    pub hit: bool,
 }
 
 #[derive(Message)]
@@ -122,26 +120,12 @@ fn mean(sum: f64, count: u64) -> f64 {
     }
 }
 
-/// Hits and misses of one cache kind.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct HitCount {
-    pub hits: u64,
-    pub misses: u64,
-}
-
-impl HitCount {
-    /// Percent of lookups that hit; `None` before the first lookup.
-    pub fn hit_rate(&self) -> Option<f64> {
-        ratio(self.hits, self.hits + self.misses)
-    }
-}
-
 /// Everything the monitor knows, at one instant.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct MetricsSnapshot {
     pub totals: Counters,
     pub sites: BTreeMap<String, Counters>,
-    pub cache: BTreeMap<&'static str, HitCount>,
+    pub cache: BTreeMap<&'static str, KindCounts>,
     /// Seconds: p50, p95, p99 of the latest acquisitions' total durations.
     pub percentiles: [f64; 3],
     pub uptime_seconds: f64,
@@ -150,7 +134,7 @@ pub struct MetricsSnapshot {
 impl MetricsSnapshot {
     /// Token cache hit rate in percent; `None` before the first lookup.
     pub fn cache_hit_rate(&self) -> Option<f64> {
-        self.cache.get("token").and_then(HitCount::hit_rate)
+        self.cache.get("token").and_then(KindCounts::hit_rate)
     }
 }
 
@@ -158,17 +142,17 @@ pub struct MonitorActor {
     started: Instant,
     totals: Counters,
     sites: HashMap<String, Counters>,
-    cache: BTreeMap<&'static str, HitCount>,
+    cache: Arc<CacheCounters>,
     durations: VecDeque<f64>,
 }
 
-impl Default for MonitorActor {
-    fn default() -> Self {
+impl MonitorActor {
+    pub fn new(cache: Arc<CacheCounters>) -> MonitorActor {
         MonitorActor {
             started: Instant::now(),
             totals: Counters::default(),
             sites: HashMap::new(),
-            cache: BTreeMap::new(),
+            cache,
             durations: VecDeque::with_capacity(SAMPLE_WINDOW),
         }
     }
@@ -189,7 +173,7 @@ impl MonitorActor {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            cache: self.cache.clone(),
+            cache: KINDS.iter().map(|kind| (*kind, self.cache.get(kind))).collect(),
             percentiles: [
                 percentile(&sorted, 50.0),
                 percentile(&sorted, 95.0),
@@ -239,19 +223,6 @@ impl Handler<AcquisitionFinished> for MonitorActor {
     }
 }
 
-impl Handler<CacheAccess> for MonitorActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: CacheAccess, _: &mut Context<Self>) {
-        let count = self.cache.entry(msg.kind).or_default();
-        if msg.hit {
-            count.hits += 1;
-        } else {
-            count.misses += 1;
-        }
-    }
-}
-
 impl Handler<Snapshot> for MonitorActor {
     type Result = MessageResult<Snapshot>;
 
@@ -289,7 +260,7 @@ impl Handler<Reset> for MonitorActor {
                 )
             })
             .collect();
-        self.cache.clear();
+        self.cache.reset();
         self.durations.clear();
         MessageResult(before)
     }
@@ -301,7 +272,8 @@ mod tests {
 
     #[actix_rt::test]
     async fn counts_rates_and_reset() {
-        let monitor = MonitorActor::default().start();
+        let counters = Arc::new(CacheCounters::default());
+        let monitor = MonitorActor::new(counters.clone()).start();
         for (status, duration) in [
             (AcquisitionStatus::Success, 1.0),
             (AcquisitionStatus::Success, 3.0),
@@ -321,14 +293,8 @@ mod tests {
         monitor.do_send(AcquisitionStarted {
             site: "court_zxfw".into(),
         });
-        monitor.do_send(CacheAccess {
-            kind: "token",
-            hit: true,
-        });
-        monitor.do_send(CacheAccess {
-            kind: "token",
-            hit: false,
-        });
+        counters.hit("token");
+        counters.miss("token");
 
         let snap = monitor.send(Snapshot).await.unwrap();
         assert_eq!(snap.totals.total_acquisitions, 4);

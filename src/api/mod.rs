@@ -1,10 +1,11 @@
 //! The HTTP API (SPEC §7): routes, the shared [`AppState`], authentication, and the JSON
 //! envelope `{"success": true, "data": …}` / `{"success": false, "code", "message", "errors"}`.
 //!
-//! One small handler per endpoint, grouped by area: [`health`].
+//! One small handler per endpoint, grouped by area: [`health`], [`tokens`].
 
 pub mod auth;
 pub mod health;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -13,7 +14,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::actors::Actors;
-use crate::cache::CacheStore;
+use crate::broker::Broker;
+use crate::cache::TokenCache;
 use crate::config::Config;
 use crate::crypto::SecretKey;
 use crate::db::Pool;
@@ -29,7 +31,8 @@ pub struct AppState {
     pub actors: Actors,
     pub pool: Pool,
     pub key: SecretKey,
-    pub cache: CacheStore,
+    pub cache: TokenCache,
+    pub broker: Broker,
 }
 
 /// `{"success": true, "data": data}` with status 200.
@@ -52,6 +55,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .into()
     }))
     .route("/healthz", web::get().to(health::healthz))
+    .service(
+        web::scope("/api/v1/automation/tokens")
+            .route("/acquire", web::post().to(tokens::acquire))
+            .route("/invalidate", web::post().to(tokens::invalidate)),
+    )
     .service(
         web::scope("/api/v1/automation/performance")
             .route("/health", web::get().to(health::health)),

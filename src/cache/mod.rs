@@ -6,6 +6,7 @@
 //! tokend's, can be found by prefix.
 
 pub mod memory;
+pub mod tokens;
 pub mod redis_store;
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
+pub use tokens::{CacheCounters, CachedToken, CredentialEntry, TokenCache};
 
 use crate::config::Config;
 use crate::error::Result;

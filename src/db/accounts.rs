@@ -82,3 +82,27 @@ pub fn delete(conn: &mut DbConnection, site: &str, account: &str) -> Result<bool
     .execute(conn)?;
     Ok(deleted > 0)
 }
+
+/// Counts one login attempt of an account: success or failure, and when.
+pub fn record_attempt(conn: &mut DbConnection, id: i64, success: bool, at: chrono::NaiveDateTime) -> Result<()> {
+    let target = dsl::account_credentials.find(id);
+    if success {
+        diesel::update(target)
+            .set((
+                dsl::login_success_count.eq(dsl::login_success_count + 1),
+                dsl::last_login_success_at.eq(Some(at)),
+                dsl::last_login_attempt_at.eq(Some(at)),
+                dsl::updated_at.eq(at),
+            ))
+            .execute(conn)?;
+    } else {
+        diesel::update(target)
+            .set((
+                dsl::login_failure_count.eq(dsl::login_failure_count + 1),
+                dsl::last_login_attempt_at.eq(Some(at)),
+                dsl::updated_at.eq(at),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}

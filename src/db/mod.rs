@@ -7,6 +7,8 @@
 //! start and by `tokend migrate`. Queries live in one module per table and take a connection.
 
 pub mod accounts;
+pub mod history;
+pub mod tokens;
 pub mod models;
 pub mod schema;
 
@@ -167,6 +169,21 @@ impl Pool {
     pub fn state(&self) -> (u32, u32) {
         let state = self.inner.state();
         (state.connections, state.idle_connections)
+    }
+
+    /// Runs `work` with a connection on the blocking thread pool, off the async threads.
+    pub async fn run<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection) -> Result<T> + Send + 'static,
+    {
+        let pool = self.clone();
+        actix_web::web::block(move || {
+            let mut conn = pool.get()?;
+            work(&mut conn)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("blocking database task: {e}")))?
     }
 
     /// Runs the pending migrations of this backend; returns the versions applied.

@@ -39,3 +39,79 @@ pub struct NewAccountCredential<'a> {
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
 }
+
+/// A token as stored in the `tokens` table (the token itself sealed).
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = super::schema::tokens)]
+pub struct StoredToken {
+    pub id: i64,
+    pub site_name: String,
+    pub account: String,
+    pub token: String,
+    pub token_type: String,
+    pub expires_at: NaiveDateTime,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Insertable, AsChangeset)]
+#[diesel(table_name = super::schema::tokens)]
+pub struct NewToken<'a> {
+    pub site_name: &'a str,
+    pub account: &'a str,
+    pub token: &'a str,
+    pub token_type: &'a str,
+    pub expires_at: NaiveDateTime,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+/// One acquisition that reached a login (`token_acquisition_history`). No token material
+/// but its fingerprint and redacted form.
+#[derive(Debug, Clone, Insertable, Serialize, serde::Deserialize)]
+#[diesel(table_name = super::schema::token_acquisition_history)]
+pub struct NewHistory {
+    pub acquisition_id: String,
+    pub site_name: String,
+    pub account: Option<String>,
+    pub credential_id: Option<i64>,
+    pub status: String,
+    pub trigger_reason: String,
+    pub attempt_count: i32,
+    pub total_duration: f64,
+    pub login_duration: Option<f64>,
+    pub captcha_attempts: i32,
+    pub network_retries: i32,
+    pub token_fingerprint: Option<String>,
+    pub token_redacted: Option<String>,
+    pub error_message: Option<String>,
+    pub error_details: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub started_at: NaiveDateTime,
+    pub finished_at: Option<NaiveDateTime>,
+}
+
+/// A history row as read back.
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = super::schema::token_acquisition_history)]
+pub struct HistoryRow {
+    pub id: i64,
+    pub acquisition_id: String,
+    pub site_name: String,
+    pub account: Option<String>,
+    pub credential_id: Option<i64>,
+    pub status: String,
+    pub trigger_reason: String,
+    pub attempt_count: i32,
+    pub total_duration: f64,
+    pub login_duration: Option<f64>,
+    pub captcha_attempts: i32,
+    pub network_retries: i32,
+    pub token_fingerprint: Option<String>,
+    pub token_redacted: Option<String>,
+    pub error_message: Option<String>,
+    pub error_details: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub started_at: NaiveDateTime,
+    pub finished_at: Option<NaiveDateTime>,
+}

@@ -1,0 +1,141 @@
+//! Which accounts an acquisition may try, in order: the site's credential list and account
+//! statistics (cached with their TTLs, loaded from the database on a miss), the blacklist,
+//! and the ranking of SPEC §5.
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+
+use super::Broker;
+use crate::cache::CredentialEntry;
+use crate::config::{seconds, SiteConfig};
+use crate::error::{Error, Result};
+use crate::selection::{rank, AccountStats};
+
+impl Broker {
+    /// The site's accounts (active or not), from the cache or the database.
+    pub(super) async fn credential_list(&self, site: &SiteConfig) -> Result<Vec<CredentialEntry>> {
+        if let Some(list) = self.inner.cache.credentials(&site.name).await {
+            return Ok(list);
+        }
+        let (list, stats) = self.load_accounts(site).await?;
+        let cache = &self.inner.config.cache;
+        self.inner.cache.put_credentials(&site.name, &list, seconds(cache.credentials_ttl)).await;
+        self.inner.cache.put_account_stats(&site.name, &stats, seconds(cache.account_stats_ttl)).await;
+        Ok(list)
+    }
+
+    async fn account_stats(&self, site: &SiteConfig) -> Result<Vec<AccountStats>> {
+        if let Some(stats) = self.inner.cache.account_stats(&site.name).await {
+            return Ok(stats);
+        }
+        let (_, stats) = self.load_accounts(site).await?;
+        let ttl = seconds(self.inner.config.cache.account_stats_ttl);
+        self.inner.cache.put_account_stats(&site.name, &stats, ttl).await;
+        Ok(stats)
+    }
+
+    async fn load_accounts(&self, site: &SiteConfig) -> Result<(Vec<CredentialEntry>, Vec<AccountStats>)> {
+        let name = site.name.clone();
+        let rows = self.inner.pool.run(move |conn| crate::db::accounts::list(conn, Some(&name))).await?;
+        let list = rows
+            .iter()
+            .map(|r| CredentialEntry {
+                id: r.id,
+                account: r.account.clone(),
+                password_encrypted: r.password_encrypted.clone(),
+                is_preferred: r.is_preferred,
+                is_active: r.is_active,
+            })
+            .collect();
+        let stats = rows
+            .into_iter()
+            .map(|r| AccountStats {
+                credential_id: r.id,
+                account: r.account,
+                is_preferred: r.is_preferred,
+                is_active: r.is_active,
+                login_success_count: r.login_success_count,
+                login_failure_count: r.login_failure_count,
+                last_login_success_at: r.last_login_success_at,
+            })
+            .collect();
+        Ok((list, stats))
+    }
+
+    /// The id of an account of the site, by name.
+    pub(super) async fn credential_id_of(&self, site: &SiteConfig, account: &str) -> Result<i64> {
+        let list = self.credential_list(site).await?;
+        list.iter().find(|c| c.account == account).map(|c| c.id).ok_or_else(|| Error::AccountNotFound {
+            site: site.name.clone(),
+            account: account.to_string(),
+        })
+    }
+
+    /// The accounts to try, best first. With `credential_id`, just that one (if usable).
+    pub(super) async fn candidates(&self, site: &SiteConfig, credential_id: Option<i64>) -> Result<Vec<CredentialEntry>> {
+        let list = self.credential_list(site).await?;
+        let unavailable = |reason: String| Error::NoAvailableAccount {
+            site: site.name.clone(),
+            reason,
+        };
+        if let Some(id) = credential_id {
+            let Some(entry) = list.iter().find(|c| c.id == id) else {
+                return Err(Error::AccountNotFound {
+                    site: site.name.clone(),
+                    account: format!("with credential_id {id}"),
+                });
+            };
+            if !entry.is_active {
+                return Err(unavailable(format!("account `{}` is inactive", entry.account)));
+            }
+            if self.inner.cache.is_blacklisted(&site.name, id).await {
+                return Err(unavailable(format!(
+                    "account `{}` is blacklisted after a failed login",
+                    entry.account
+                )));
+            }
+            return Ok(vec![entry.clone()]);
+        }
+        if list.is_empty() {
+            return Err(unavailable("no accounts; add one with `tokend accounts add`".into()));
+        }
+        let stats = self.account_stats(site).await.unwrap_or_default();
+        // Accounts added since the stats were cached still take part, with no history.
+        let mut by_id: HashMap<i64, AccountStats> = stats.into_iter().map(|s| (s.credential_id, s)).collect();
+        let accounts: Vec<AccountStats> = list
+            .iter()
+            .map(|c| {
+                let mut s = by_id.remove(&c.id).unwrap_or(AccountStats {
+                    credential_id: c.id,
+                    account: c.account.clone(),
+                    is_preferred: c.is_preferred,
+                    is_active: c.is_active,
+                    login_success_count: 0,
+                    login_failure_count: 0,
+                    last_login_success_at: None,
+                });
+                s.is_active = c.is_active;
+                s.is_preferred = c.is_preferred;
+                s
+            })
+            .collect();
+        let mut blacklisted = Vec::new();
+        for account in accounts.iter().filter(|a| a.is_active) {
+            if self.inner.cache.is_blacklisted(&site.name, account.credential_id).await {
+                blacklisted.push(account.credential_id);
+            }
+        }
+        let ranked = rank(&accounts, |a| blacklisted.contains(&a.credential_id), Utc::now().naive_utc());
+        if ranked.is_empty() {
+            return Err(unavailable(format!(
+                "all {} accounts are inactive or blacklisted after failed logins",
+                list.len()
+            )));
+        }
+        Ok(ranked
+            .into_iter()
+            .filter_map(|a| list.iter().find(|c| c.id == a.credential_id).cloned())
+            .collect())
+    }
+}

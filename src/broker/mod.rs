@@ -1,0 +1,232 @@
+//! The acquisition pipeline (SPEC §1): a caller asks for a token for a site and gets a valid
+//! one — from the cache in microseconds, or after exactly one login.
+//!
+//! - [`Broker::acquire`] takes the hot path first: a cached token with more than
+//!   `refresh_ahead` seconds left is returned without touching an actor or the database.
+//! - Otherwise [`login`] chooses the accounts to try ([`candidates`]), and for each takes the
+//!   account's single-flight lock, a login slot, looks again (cache, then the `tokens` table),
+//!   and logs in through the site's driver.
+//! - [`refresh`] renews tokens in use in the background before they get close to expiry.
+
+mod candidates;
+mod login;
+mod refresh;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
+use actix::Addr;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::actors::history::HistoryRecorder;
+use crate::actors::{ConcurrencyActor, MonitorActor};
+use crate::cache::{CachedToken, TokenCache};
+use crate::config::{seconds, validate_site_name, Config, SiteConfig};
+use crate::crypto::SecretKey;
+use crate::db::Pool;
+use crate::drivers::LoginDriver;
+use crate::error::{Error, Result};
+use crate::outcome::TriggerReason;
+use crate::secret::Secret;
+
+/// What a caller asks for (`POST /tokens/acquire`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcquireRequest {
+    pub site_name: String,
+    /// `account_credentials.id` of the account to use; without it tokend chooses.
+    #[serde(default)]
+    pub credential_id: Option<i64>,
+    /// The account by name, as an alternative to `credential_id` (used by `tokend token get`).
+    #[serde(default)]
+    pub account: Option<String>,
+    #[serde(default)]
+    pub force_refresh: bool,
+}
+
+/// Where an answered token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The cache, on the hot path.
+    Cache,
+    /// Found after waiting for the account's lock or slot: another acquisition logged in.
+    Store,
+    /// This acquisition logged in.
+    Login,
+}
+
+/// The answer to an acquire.
+#[derive(Debug, Clone, Serialize)]
+pub struct AcquiredToken {
+    pub token: Secret,
+    pub token_type: String,
+    pub account: String,
+    pub credential_id: i64,
+    pub expires_at: DateTime<Utc>,
+    pub source: Source,
+    /// The acquisition that logged in for this token.
+    pub acquisition_id: String,
+}
+
+impl AcquiredToken {
+    fn from_cache(entry: &CachedToken, token: Secret, source: Source) -> AcquiredToken {
+        AcquiredToken {
+            token,
+            token_type: entry.token_type.clone(),
+            account: entry.account.clone(),
+            credential_id: entry.credential_id,
+            expires_at: entry.expires_at,
+            source,
+            acquisition_id: entry.acquisition_id.clone(),
+        }
+    }
+}
+
+/// The single-flight key: one login at a time per (site, account).
+type FlightKey = (String, i64);
+
+/// The pipeline. Cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Arc<Config>,
+    pool: Pool,
+    key: SecretKey,
+    cache: TokenCache,
+    drivers: HashMap<String, LoginDriver>,
+    concurrency: Addr<ConcurrencyActor>,
+    monitor: Addr<MonitorActor>,
+    history: HistoryRecorder,
+    /// Per-account login locks; weak, so a lock nobody holds or waits for goes away.
+    flights: Mutex<HashMap<FlightKey, Weak<tokio::sync::Mutex<()>>>>,
+    /// Background refreshes running or backing off: until when, after how many failures.
+    refreshing: Mutex<HashMap<FlightKey, (Instant, u32)>>,
+}
+
+/// Everything the broker works with.
+pub struct BrokerParts {
+    pub config: Arc<Config>,
+    pub pool: Pool,
+    pub key: SecretKey,
+    pub cache: TokenCache,
+    pub concurrency: Addr<ConcurrencyActor>,
+    pub monitor: Addr<MonitorActor>,
+    pub history: HistoryRecorder,
+}
+
+impl Broker {
+    pub fn new(parts: BrokerParts) -> Result<Broker> {
+        let default_ttl = seconds(parts.config.cache.default_token_ttl);
+        let drivers = parts
+            .config
+            .sites
+            .iter()
+            .map(|site| Ok((site.name.clone(), LoginDriver::new(site, default_ttl)?)))
+            .collect::<Result<_>>()?;
+        Ok(Broker {
+            inner: Arc::new(Inner {
+                config: parts.config,
+                pool: parts.pool,
+                key: parts.key,
+                cache: parts.cache,
+                drivers,
+                concurrency: parts.concurrency,
+                monitor: parts.monitor,
+                history: parts.history,
+                flights: Mutex::default(),
+                refreshing: Mutex::default(),
+            }),
+        })
+    }
+
+    fn site(&self, name: &str) -> Result<&SiteConfig> {
+        validate_site_name("site_name", name)?;
+        self.inner
+            .config
+            .site(name)
+            .ok_or_else(|| Error::UnknownSite(name.to_string()))
+    }
+
+    /// Hands out a valid token for the site (SPEC §1).
+    pub async fn acquire(&self, request: AcquireRequest) -> Result<AcquiredToken> {
+        self.acquire_as(request, TriggerReason::TokenNeeded).await
+    }
+
+    pub async fn acquire_as(&self, request: AcquireRequest, trigger: TriggerReason) -> Result<AcquiredToken> {
+        let site = self.site(&request.site_name)?;
+        let arrived = Utc::now();
+        let credential_id = match (request.credential_id, &request.account) {
+            (Some(id), _) => Some(id),
+            (None, Some(account)) => Some(self.credential_id_of(site, account).await?),
+            (None, None) => None,
+        };
+        if !request.force_refresh {
+            if let Some(hit) = self.cached(site, credential_id).await {
+                return Ok(hit);
+            }
+        }
+        let trigger = if request.force_refresh && trigger == TriggerReason::TokenNeeded {
+            TriggerReason::ForceRefresh
+        } else {
+            trigger
+        };
+        self.login(site, credential_id, request.force_refresh, trigger, arrived).await
+    }
+
+    /// The hot path: a cached token with enough life left, or `None`.
+    async fn cached(&self, site: &SiteConfig, credential_id: Option<i64>) -> Option<AcquiredToken> {
+        let cache = &self.inner.cache;
+        let now = Utc::now();
+        let fresh = match cache.token(&site.name, credential_id).await {
+            Some((entry, token)) if entry.seconds_left(now) > self.inner.config.cache.refresh_ahead => Some((entry, token)),
+            _ => None,
+        };
+        let Some((entry, token)) = fresh else {
+            cache.counters.miss("token");
+            return None;
+        };
+        cache.counters.hit("token");
+        if self.inner.config.cache.background_refresh && now >= entry.refresh_at && entry.refresh_at < entry.expires_at {
+            self.schedule_refresh(site, &entry);
+        }
+        Some(AcquiredToken::from_cache(&entry, token, Source::Cache))
+    }
+
+    /// Drops the token of (site, account) from cache and store, so the next acquire logs in.
+    /// Returns whether there was one.
+    pub async fn invalidate(&self, site_name: &str, account: &str) -> Result<bool> {
+        let site = self.site(site_name)?;
+        let id = self.credential_id_of(site, account).await?;
+        self.inner.cache.invalidate(&site.name, id).await;
+        let (site_owned, account_owned) = (site.name.clone(), account.to_string());
+        let removed = self
+            .inner
+            .pool
+            .run(move |conn| crate::db::tokens::delete(conn, &site_owned, &account_owned))
+            .await?;
+        log::info!("event=token_invalidated site={} account={account} stored={removed}", site.name);
+        Ok(removed)
+    }
+
+    /// Waits for everything recorded so far to reach the history table (tests, shutdown).
+    pub async fn flush_history(&self) -> usize {
+        self.inner.history.flush().await
+    }
+
+    fn flight(&self, key: FlightKey) -> Arc<tokio::sync::Mutex<()>> {
+        let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(lock) = flights.get(&key).and_then(Weak::upgrade) {
+            return lock;
+        }
+        flights.retain(|_, weak| weak.strong_count() > 0);
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        flights.insert(key, Arc::downgrade(&lock));
+        lock
+    }
+}

@@ -1,0 +1,104 @@
+//! Background refresh (SPEC §1): a token that is being handed out is renewed at two thirds
+//! of its life, moved by a random jitter of up to `refresh_jitter` of the lifetime so that
+//! tokens do not renew in lockstep — only if that point comes before the `refresh_ahead`
+//! margin. The old token is served meanwhile; a refresh that fails backs off.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use super::{AcquireRequest, Broker};
+use crate::cache::CachedToken;
+use crate::config::{seconds, CacheConfig, SiteConfig};
+use crate::outcome::TriggerReason;
+
+/// First wait after a failed background refresh; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+/// When the background refresh of a token becomes due; `expires_at` (never) when the
+/// two-thirds point falls inside the `refresh_ahead` margin.
+pub fn refresh_point(issued_at: DateTime<Utc>, expires_at: DateTime<Utc>, cache: &CacheConfig) -> DateTime<Utc> {
+    let life = (expires_at - issued_at).num_milliseconds() as f64;
+    if life <= 0.0 {
+        return expires_at;
+    }
+    let jitter = (fastrand::f64() * 2.0 - 1.0) * cache.refresh_jitter * life;
+    let point = issued_at + chrono::Duration::milliseconds((life * 2.0 / 3.0 + jitter) as i64);
+    let margin = expires_at - chrono::Duration::milliseconds((cache.refresh_ahead * 1000.0) as i64);
+    if point < margin {
+        point
+    } else {
+        expires_at
+    }
+}
+
+impl Broker {
+    /// Starts a background refresh of `entry`'s account unless one runs or backs off.
+    pub(super) fn schedule_refresh(&self, site: &SiteConfig, entry: &CachedToken) {
+        let key = (site.name.clone(), entry.credential_id);
+        {
+            let mut refreshing = self.inner.refreshing.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let failures = match refreshing.get(&key) {
+                Some((until, _)) if *until > now => return,
+                Some((_, failures)) => *failures,
+                None => 0,
+            };
+            let hold = seconds(self.inner.config.concurrency.acquisition_timeout);
+            refreshing.insert(key.clone(), (now + hold, failures));
+        }
+        let broker = self.clone();
+        let request = AcquireRequest {
+            site_name: site.name.clone(),
+            credential_id: Some(entry.credential_id),
+            account: None,
+            force_refresh: true,
+        };
+        let account = entry.account.clone();
+        actix_web::rt::spawn(async move {
+            log::info!("event=background_refresh site={} account={account}", key.0);
+            let result = broker.acquire_as(request, TriggerReason::RefreshAhead).await;
+            let mut refreshing = broker.inner.refreshing.lock().unwrap_or_else(|p| p.into_inner());
+            match result {
+                Ok(_) => {
+                    refreshing.remove(&key);
+                }
+                Err(e) => {
+                    let failures = refreshing.get(&key).map_or(0, |(_, n)| *n);
+                    let backoff = FIRST_BACKOFF.saturating_mul(1 << failures.min(5)).min(MAX_BACKOFF);
+                    log::warn!(
+                        "event=background_refresh_failed site={} account={account} error=\"{e}\" retry_in={}s",
+                        key.0,
+                        backoff.as_secs()
+                    );
+                    refreshing.insert(key, (Instant::now() + backoff, failures + 1));
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_thirds_with_jitter_and_margin() {
+        let cache = CacheConfig {
+            refresh_ahead: 300.0,
+            refresh_jitter: 0.1,
+            ..CacheConfig::default()
+        };
+        let issued = Utc::now();
+        let expires = issued + chrono::Duration::seconds(3600);
+        for _ in 0..100 {
+            let point = refresh_point(issued, expires, &cache);
+            let at = (point - issued).num_seconds();
+            assert!((2040..=2760).contains(&at), "{at}");
+        }
+        // A 600 s token: two thirds (400 s) is inside the 300 s margin: no background refresh.
+        let short = issued + chrono::Duration::seconds(600);
+        assert_eq!(refresh_point(issued, short, &cache), short);
+    }
+}

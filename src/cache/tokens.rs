@@ -1,0 +1,306 @@
+//! What the pipeline keeps in the cache store, under which keys, and the hit/miss counters.
+//!
+//! | kind | key | value | expires |
+//! |---|---|---|---|
+//! | `token` | `P:token:SITE:ID` | [`CachedToken`], the token sealed | with the token |
+//! | `token` | `P:site-token:SITE` | the site's newest [`CachedToken`] | with the token |
+//! | `credentials` | `P:credentials:SITE` | [`CredentialEntry`] list, passwords sealed | `credentials_ttl` |
+//! | `account_stats` | `P:account-stats:SITE` | [`AccountStats`] list | `account_stats_ttl` |
+//! | `blacklist` | `P:blacklist:SITE:ID` | `1` | `blacklist_duration_hours` |
+//!
+//! Every cache failure is non-fatal: it is logged, counted as an error of its kind, and the
+//! caller goes on as on a miss (the database is the source of truth).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::CacheStore;
+use crate::crypto::{SealContext, SecretKey};
+use crate::secret::Secret;
+
+/// The cache kinds, in the order reports list them.
+pub const KINDS: [&str; 4] = ["token", "credentials", "account_stats", "blacklist"];
+
+/// A cached token: enough to answer an acquire without the database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CachedToken {
+    pub credential_id: i64,
+    pub account: String,
+    /// Sealed with the secret key (Redis is shared; the key must be too).
+    pub token: String,
+    pub token_type: String,
+    pub expires_at: DateTime<Utc>,
+    pub issued_at: DateTime<Utc>,
+    /// When a background refresh becomes due (two thirds of the life, with jitter).
+    pub refresh_at: DateTime<Utc>,
+    pub acquisition_id: String,
+}
+
+impl CachedToken {
+    pub fn seconds_left(&self, now: DateTime<Utc>) -> f64 {
+        (self.expires_at - now).num_milliseconds() as f64 / 1000.0
+    }
+}
+
+/// One account of a site as cached for selection and login (password sealed).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CredentialEntry {
+    pub id: i64,
+    pub account: String,
+    pub password_encrypted: String,
+    pub is_preferred: bool,
+    pub is_active: bool,
+}
+
+/// Hits, misses and errors per cache kind; shared, lock-free, read by `MonitorActor`.
+#[derive(Debug, Default)]
+pub struct CacheCounters {
+    counts: [[AtomicU64; 3]; 4],
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct KindCounts {
+    pub hits: u64,
+    pub misses: u64,
+    pub errors: u64,
+}
+
+impl KindCounts {
+    /// Percent of lookups that hit; `None` before the first lookup.
+    pub fn hit_rate(&self) -> Option<f64> {
+        let total = self.hits + self.misses;
+        (total > 0).then(|| self.hits as f64 * 100.0 / total as f64)
+    }
+}
+
+impl CacheCounters {
+    fn index(kind: &str) -> usize {
+        KINDS.iter().position(|k| *k == kind).unwrap_or(0)
+    }
+
+    fn bump(&self, kind: &str, which: usize) {
+        self.counts[Self::index(kind)][which].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn hit(&self, kind: &str) {
+        self.bump(kind, 0);
+    }
+
+    pub fn miss(&self, kind: &str) {
+        self.bump(kind, 1);
+    }
+
+    pub fn error(&self, kind: &str) {
+        self.bump(kind, 2);
+    }
+
+    pub fn get(&self, kind: &str) -> KindCounts {
+        let c = &self.counts[Self::index(kind)];
+        KindCounts {
+            hits: c[0].load(Ordering::Relaxed),
+            misses: c[1].load(Ordering::Relaxed),
+            errors: c[2].load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn reset(&self) {
+        for kind in &self.counts {
+            for count in kind {
+                count.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The pipeline's view of the cache: typed entries, keys, counters, sealing.
+#[derive(Clone)]
+pub struct TokenCache {
+    store: CacheStore,
+    prefix: Arc<str>,
+    key: SecretKey,
+    pub counters: Arc<CacheCounters>,
+}
+
+impl TokenCache {
+    pub fn new(store: CacheStore, key_prefix: &str, key: SecretKey) -> TokenCache {
+        TokenCache {
+            store,
+            prefix: Arc::from(key_prefix),
+            key,
+            counters: Arc::default(),
+        }
+    }
+
+    pub fn store(&self) -> &CacheStore {
+        &self.store
+    }
+
+    /// `{key_prefix}:`, the start of every key tokend owns.
+    pub fn root(&self) -> String {
+        format!("{}:", self.prefix)
+    }
+
+    fn token_key(&self, site: &str, id: i64) -> String {
+        format!("{}:token:{site}:{id}", self.prefix)
+    }
+
+    fn site_token_key(&self, site: &str) -> String {
+        format!("{}:site-token:{site}", self.prefix)
+    }
+
+    fn credentials_key(&self, site: &str) -> String {
+        format!("{}:credentials:{site}", self.prefix)
+    }
+
+    fn stats_key(&self, site: &str) -> String {
+        format!("{}:account-stats:{site}", self.prefix)
+    }
+
+    fn blacklist_key(&self, site: &str, id: i64) -> String {
+        format!("{}:blacklist:{site}:{id}", self.prefix)
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, kind: &str, key: &str) -> Option<T> {
+        match self.store.get(key).await {
+            Ok(Some(text)) => match serde_json::from_str(&text) {
+                Ok(value) => {
+                    self.counters.hit(kind);
+                    Some(value)
+                }
+                Err(e) => {
+                    log::warn!("event=cache_entry_unreadable kind={kind} error=\"{e}\"");
+                    self.counters.error(kind);
+                    let _ = self.store.delete(key).await;
+                    None
+                }
+            },
+            Ok(None) => {
+                self.counters.miss(kind);
+                None
+            }
+            Err(e) => {
+                log::warn!("event=cache_error kind={kind} op=get error=\"{e}\"");
+                self.counters.error(kind);
+                None
+            }
+        }
+    }
+
+    async fn put_json<T: Serialize>(&self, kind: &str, key: &str, value: &T, ttl: Duration) {
+        let Ok(text) = serde_json::to_string(value) else { return };
+        if let Err(e) = self.store.set(key, &text, ttl).await {
+            log::warn!("event=cache_error kind={kind} op=set error=\"{e}\"");
+            self.counters.error(kind);
+        }
+    }
+
+    async fn delete(&self, kind: &str, key: &str) {
+        if let Err(e) = self.store.delete(key).await {
+            log::warn!("event=cache_error kind={kind} op=delete error=\"{e}\"");
+            self.counters.error(kind);
+        }
+    }
+
+    /// The cached token of one account, or of the site's newest login; with the token opened.
+    pub async fn token(&self, site: &str, credential_id: Option<i64>) -> Option<(CachedToken, Secret)> {
+        let key = match credential_id {
+            Some(id) => self.token_key(site, id),
+            None => self.site_token_key(site),
+        };
+        let entry: CachedToken = self.get_json("token", &key).await?;
+        match self.key.open(&entry.token, SealContext::Token { site, account: &entry.account }) {
+            Ok(token) => Some((entry, token)),
+            Err(e) => {
+                log::warn!("event=cache_entry_unreadable kind=token site={site} error=\"{e}\"");
+                self.counters.error("token");
+                None
+            }
+        }
+    }
+
+    /// Caches a token under its account and as the site's newest.
+    pub async fn put_token(&self, site: &str, entry: &CachedToken) {
+        let ttl = (entry.expires_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        if ttl.is_zero() {
+            return;
+        }
+        self.put_json("token", &self.token_key(site, entry.credential_id), entry, ttl).await;
+        self.put_json("token", &self.site_token_key(site), entry, ttl).await;
+    }
+
+    /// Seals a token for the cache.
+    pub fn seal(&self, site: &str, account: &str, token: &Secret) -> crate::error::Result<String> {
+        self.key.seal(token.expose(), SealContext::Token { site, account })
+    }
+
+    /// Drops an account's token, and the site's newest if it is that one.
+    pub async fn invalidate(&self, site: &str, credential_id: i64) {
+        self.delete("token", &self.token_key(site, credential_id)).await;
+        let newest: Option<CachedToken> = match self.store.get(&self.site_token_key(site)).await {
+            Ok(Some(text)) => serde_json::from_str(&text).ok(),
+            _ => None,
+        };
+        if newest.is_none_or(|t| t.credential_id == credential_id) {
+            self.delete("token", &self.site_token_key(site)).await;
+        }
+    }
+
+    pub async fn credentials(&self, site: &str) -> Option<Vec<CredentialEntry>> {
+        self.get_json("credentials", &self.credentials_key(site)).await
+    }
+
+    pub async fn put_credentials(&self, site: &str, list: &[CredentialEntry], ttl: Duration) {
+        self.put_json("credentials", &self.credentials_key(site), &list, ttl).await;
+    }
+
+    pub async fn account_stats(&self, site: &str) -> Option<Vec<crate::selection::AccountStats>> {
+        self.get_json("account_stats", &self.stats_key(site)).await
+    }
+
+    pub async fn put_account_stats(&self, site: &str, stats: &[crate::selection::AccountStats], ttl: Duration) {
+        self.put_json("account_stats", &self.stats_key(site), &stats, ttl).await;
+    }
+
+    pub async fn forget_account_stats(&self, site: &str) {
+        self.delete("account_stats", &self.stats_key(site)).await;
+    }
+
+    /// Whether an account is blacklisted. A cache failure counts as "not blacklisted": the
+    /// portal's answer is then the judge, which is safer than refusing every login.
+    pub async fn is_blacklisted(&self, site: &str, id: i64) -> bool {
+        match self.store.get(&self.blacklist_key(site, id)).await {
+            Ok(found) => {
+                if found.is_some() {
+                    self.counters.hit("blacklist");
+                } else {
+                    self.counters.miss("blacklist");
+                }
+                found.is_some()
+            }
+            Err(e) => {
+                log::warn!("event=cache_error kind=blacklist op=get error=\"{e}\"");
+                self.counters.error("blacklist");
+                false
+            }
+        }
+    }
+
+    pub async fn blacklist(&self, site: &str, id: i64, duration: Duration) {
+        if duration.is_zero() {
+            return;
+        }
+        if let Err(e) = self.store.set(&self.blacklist_key(site, id), "1", duration).await {
+            log::warn!("event=cache_error kind=blacklist op=set error=\"{e}\"");
+            self.counters.error("blacklist");
+        }
+    }
+
+    pub async fn unblacklist(&self, site: &str, id: i64) {
+        self.delete("blacklist", &self.blacklist_key(site, id)).await;
+    }
+}

@@ -1,0 +1,178 @@
+//! The `command` driver: runs the site's program with no shell, in a process group of its own.
+//!
+//! Protocol: one JSON line on stdin, `{"site_name", "account", "password"}` (the password is
+//! never in argv or the environment); one JSON object on stdout, `{"token", "expires_at":
+//! RFC 3339}` or `{"token", "expires_in": seconds}`. Exit 0 success, 10 credential error,
+//! 11 captcha error, 12 network error, anything else failed. Stderr (cut to 2 KiB, secrets
+//! masked) becomes the error message. On timeout the whole process group is killed.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+use super::{clean_message, expiry_in, expiry_of, Credentials, FailureKind, LoginFailure, LoginToken, MAX_ERROR_BYTES};
+use crate::config::SiteConfig;
+use crate::secret::Secret;
+
+/// Largest stdout read from a login program.
+const MAX_STDOUT_BYTES: u64 = 64 * 1024;
+/// Variables of tokend's own that a login program has no business seeing.
+const HIDDEN_ENV: [&str; 8] = [
+    "TOKEND_SECRET_KEY",
+    "TOKEND_ADMIN_TOKEN",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "REDIS_PASSWORD",
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "REDIS_DB",
+];
+
+pub struct CommandDriver {
+    program: String,
+    args: Vec<String>,
+    default_ttl: Duration,
+}
+
+#[derive(Deserialize)]
+struct DriverOutput {
+    token: String,
+    #[serde(default)]
+    expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    expires_in: Option<f64>,
+}
+
+impl CommandDriver {
+    pub fn new(site: &SiteConfig, default_ttl: Duration) -> CommandDriver {
+        CommandDriver {
+            program: site.command.first().cloned().unwrap_or_default(),
+            args: site.command.iter().skip(1).cloned().collect(),
+            default_ttl,
+        }
+    }
+
+    pub async fn login(&self, creds: &Credentials<'_>, remaining: Duration) -> Result<LoginToken, LoginFailure> {
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        for var in HIDDEN_ENV {
+            command.env_remove(var);
+        }
+        let mut child = command.spawn().map_err(|e| {
+            LoginFailure::new(FailureKind::Failed, format!("cannot run {}: {e}", self.program))
+        })?;
+        let group = child.id().map(|pid| nix::unistd::Pid::from_raw(pid as i32));
+        let secrets = [creds.password.expose()];
+
+        let request = serde_json::json!({
+            "site_name": creds.site,
+            "account": creds.account,
+            "password": creds.password.expose(),
+        });
+        let mut stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let run = async {
+            if let Some(stdin) = stdin.as_mut() {
+                // A program that exits without reading its stdin is not an error of ours.
+                let _ = stdin.write_all(format!("{request}\n").as_bytes()).await;
+                let _ = stdin.shutdown().await;
+            }
+            drop(stdin);
+            let (out, err, status) = tokio::join!(read_capped(stdout, MAX_STDOUT_BYTES), read_capped(stderr, MAX_ERROR_BYTES as u64 * 2), child.wait());
+            (out, err, status)
+        };
+        let (out, err, status) = match tokio::time::timeout(remaining, run).await {
+            Ok(done) => done,
+            Err(_) => {
+                kill_group(group);
+                return Err(LoginFailure::new(
+                    FailureKind::Timeout,
+                    format!("{} did not finish within login_timeout; its process group was killed", self.program),
+                ));
+            }
+        };
+        // Helpers the program started in its group must not outlive the login.
+        kill_group(group);
+        let status = status.map_err(|e| LoginFailure::new(FailureKind::Failed, format!("waiting for {}: {e}", self.program)))?;
+        let stderr_text = clean_message(&String::from_utf8_lossy(&err), &secrets);
+        let kind = match status.code() {
+            Some(0) => return self.parse_output(&out, &secrets),
+            Some(10) => FailureKind::Credential,
+            Some(11) => FailureKind::Captcha,
+            Some(12) => FailureKind::Network,
+            _ => FailureKind::Failed,
+        };
+        let message = if stderr_text.is_empty() { format!("{} exited with {status}", self.program) } else { stderr_text };
+        Err(LoginFailure::new(kind, message))
+    }
+
+    fn parse_output(&self, stdout: &[u8], secrets: &[&str]) -> Result<LoginToken, LoginFailure> {
+        let bad = |why: &str| {
+            LoginFailure::new(
+                FailureKind::Failed,
+                clean_message(&format!("{} exited 0 but its output {why} ({} bytes on stdout)", self.program, stdout.len()), secrets),
+            )
+        };
+        let text = std::str::from_utf8(stdout).map_err(|_| bad("is not UTF-8"))?;
+        let output: DriverOutput = serde_json::from_str(text.trim())
+            .map_err(|e| bad(&format!("is not a JSON object with a string `token`: {}", e.classify_name())))?;
+        if output.token.trim().is_empty() {
+            return Err(bad("has an empty `token`"));
+        }
+        let expires_at = match (output.expires_at, output.expires_in) {
+            (Some(at), _) if at > Utc::now() => at,
+            (Some(_), _) => return Err(bad("has an `expires_at` in the past")),
+            (None, Some(secs)) => expiry_in(secs).ok_or_else(|| bad("has an `expires_in` that is not a positive number"))?,
+            (None, None) => expiry_of(&output.token, self.default_ttl),
+        };
+        Ok(LoginToken {
+            token: Secret::new(output.token),
+            expires_at,
+        })
+    }
+}
+
+trait ClassifyName {
+    fn classify_name(&self) -> &'static str;
+}
+
+impl ClassifyName for serde_json::Error {
+    fn classify_name(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "I/O error",
+            serde_json::error::Category::Syntax => "syntax error",
+            serde_json::error::Category::Data => "wrong fields",
+            serde_json::error::Category::Eof => "truncated",
+        }
+    }
+}
+
+async fn read_capped(pipe: Option<impl AsyncRead + Unpin>, cap: u64) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Some(pipe) = pipe {
+        let mut limited = pipe.take(cap);
+        let _ = limited.read_to_end(&mut buf).await;
+        // Drain the rest so the program is not blocked writing to a full pipe.
+        let mut rest = limited.into_inner();
+        let _ = tokio::io::copy(&mut rest, &mut tokio::io::sink()).await;
+    }
+    buf
+}
+
+fn kill_group(group: Option<nix::unistd::Pid>) {
+    if let Some(pgid) = group {
+        // ESRCH (the group is already gone) is the normal case after a clean exit.
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+    }
+}

@@ -1,0 +1,219 @@
+//! Login drivers (SPEC §6): how tokend logs in to a site, and the retry policy around it.
+//!
+//! [`LoginDriver::login_with_retries`] runs one driver attempt after another inside
+//! `login_timeout`: network errors are retried with exponential backoff up to
+//! `max_network_retries`, captcha errors after `captcha_retry_delay` up to
+//! `max_captcha_retries`, and a credential error is never retried.
+
+pub mod command;
+pub mod http;
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use crate::config::{seconds, DriverKind, RetryConfig, SiteConfig};
+use crate::error::Result;
+use crate::outcome::AcquisitionStatus;
+use crate::secret::{scrub, Secret};
+
+/// Longest error message kept from a driver (stderr, portal error body).
+pub const MAX_ERROR_BYTES: usize = 2048;
+
+/// A token a driver obtained.
+#[derive(Debug, Clone)]
+pub struct LoginToken {
+    pub token: Secret,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Why one login attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    Network,
+    Captcha,
+    Credential,
+    Timeout,
+    Failed,
+}
+
+impl FailureKind {
+    pub fn status(self) -> AcquisitionStatus {
+        match self {
+            FailureKind::Network => AcquisitionStatus::NetworkError,
+            FailureKind::Captcha => AcquisitionStatus::CaptchaError,
+            FailureKind::Credential => AcquisitionStatus::CredentialError,
+            FailureKind::Timeout => AcquisitionStatus::Timeout,
+            FailureKind::Failed => AcquisitionStatus::Failed,
+        }
+    }
+}
+
+/// A failed attempt; the message is already scrubbed of the password and any token.
+#[derive(Debug, Clone)]
+pub struct LoginFailure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl LoginFailure {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        LoginFailure {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// What happened over all attempts of one login.
+#[derive(Debug, Clone, Default)]
+pub struct LoginStats {
+    pub attempts: u32,
+    pub captcha_attempts: u32,
+    pub network_retries: u32,
+    /// Seconds spent in the driver, retries and their waits included.
+    pub duration: f64,
+}
+
+/// The credentials handed to a driver.
+pub struct Credentials<'a> {
+    pub site: &'a str,
+    pub account: &'a str,
+    pub password: &'a Secret,
+}
+
+/// A site's driver, built once from its configuration.
+pub enum LoginDriver {
+    Http(http::HttpDriver),
+    Command(command::CommandDriver),
+}
+
+impl LoginDriver {
+    pub fn new(site: &SiteConfig, default_ttl: Duration) -> Result<LoginDriver> {
+        Ok(match site.driver {
+            DriverKind::Http => LoginDriver::Http(http::HttpDriver::new(site, default_ttl)?),
+            DriverKind::Command => LoginDriver::Command(command::CommandDriver::new(site, default_ttl)),
+        })
+    }
+
+    async fn attempt(&self, creds: &Credentials<'_>, remaining: Duration) -> Result<LoginToken, LoginFailure> {
+        match self {
+            LoginDriver::Http(d) => d.login(creds, remaining).await,
+            LoginDriver::Command(d) => d.login(creds, remaining).await,
+        }
+    }
+
+    /// Logs in, retrying as the policy allows, all inside `login_timeout`.
+    pub async fn login_with_retries(
+        &self,
+        creds: &Credentials<'_>,
+        retry: &RetryConfig,
+    ) -> (Result<LoginToken, LoginFailure>, LoginStats) {
+        let started = Instant::now();
+        let deadline = started + seconds(retry.login_timeout);
+        let mut stats = LoginStats::default();
+        let result = loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break Err(LoginFailure::new(FailureKind::Timeout, "login_timeout elapsed"));
+            }
+            stats.attempts += 1;
+            let outcome = match tokio::time::timeout(remaining, self.attempt(creds, remaining)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(LoginFailure::new(FailureKind::Timeout, "login_timeout elapsed")),
+            };
+            let wait = match &outcome {
+                Err(f) if f.kind == FailureKind::Network && stats.network_retries < retry.max_network_retries => {
+                    let wait = retry.network_retry_delay_base * 2f64.powi(stats.network_retries as i32);
+                    stats.network_retries += 1;
+                    wait
+                }
+                Err(f) if f.kind == FailureKind::Captcha => {
+                    stats.captcha_attempts += 1;
+                    if stats.captcha_attempts > retry.max_captcha_retries {
+                        break outcome;
+                    }
+                    retry.captcha_retry_delay
+                }
+                _ => break outcome,
+            };
+            if let Err(failure) = &outcome {
+                log::info!(
+                    "event=login_retry site={} account={} error_type={} attempt={} wait={wait:.2}s",
+                    creds.site,
+                    creds.account,
+                    failure.kind.status().as_str(),
+                    stats.attempts
+                );
+            }
+            let wait = seconds(wait);
+            if Instant::now() + wait >= deadline {
+                break outcome;
+            }
+            tokio::time::sleep(wait).await;
+        };
+        stats.duration = started.elapsed().as_secs_f64();
+        (result, stats)
+    }
+}
+
+/// Cuts `text` to [`MAX_ERROR_BYTES`] (on a character boundary) and masks the secrets in it.
+pub fn clean_message(text: &str, secrets: &[&str]) -> String {
+    let scrubbed = scrub(text.trim(), secrets);
+    if scrubbed.len() <= MAX_ERROR_BYTES {
+        return scrubbed;
+    }
+    let mut end = MAX_ERROR_BYTES;
+    while !scrubbed.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &scrubbed[..end])
+}
+
+/// When a token expires: the `exp` claim if it is a JWT, else `default_ttl` from now.
+pub fn expiry_of(token: &str, default_ttl: Duration) -> DateTime<Utc> {
+    jwt_expiry(token).unwrap_or_else(|| Utc::now() + default_ttl)
+}
+
+/// The `exp` claim of a JWT (not verified: tokend only needs to know when to renew).
+pub fn jwt_expiry(token: &str) -> Option<DateTime<Utc>> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let exp = claims.get("exp")?.as_f64()?;
+    DateTime::from_timestamp(exp as i64, 0)
+}
+
+/// `now + seconds`, for a lifetime given by a portal; `None` when it is not a sane number.
+pub fn expiry_in(seconds_left: f64) -> Option<DateTime<Utc>> {
+    if !(seconds_left.is_finite() && seconds_left > 0.0 && seconds_left < 10.0 * 365.0 * 86400.0) {
+        return None;
+    }
+    Some(Utc::now() + chrono::Duration::milliseconds((seconds_left * 1000.0) as i64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    #[test]
+    fn jwt_exp_is_read() {
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"sub":"a","exp":4102444800}"#);
+        let token = format!("eyJhbGciOiJIUzI1NiJ9.{payload}.sig");
+        assert_eq!(jwt_expiry(&token).unwrap().timestamp(), 4102444800);
+        assert!(jwt_expiry("opaque-token").is_none());
+    }
+
+    #[test]
+    fn messages_are_cut_and_scrubbed() {
+        let long = format!("bad password hunter22 {}", "x".repeat(5000));
+        let cleaned = clean_message(&long, &["hunter22"]);
+        assert!(cleaned.len() <= MAX_ERROR_BYTES + 3);
+        assert!(!cleaned.contains("hunter22"));
+        assert!(cleaned.starts_with("bad password ***"));
+    }
+}
