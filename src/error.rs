@@ -125,7 +125,9 @@ impl Error {
             Error::Config { key, message } => Some((key, message.clone())),
             Error::InvalidInput { field, message } => Some((field, message.clone())),
             Error::Import { line, message } => Some(("line", format!("{line}: {message}"))),
-            Error::AcquisitionFailed { error_type, .. } => Some(("error_type", error_type.to_string())),
+            Error::AcquisitionFailed { error_type, .. } => {
+                Some(("error_type", error_type.to_string()))
+            }
             _ => None,
         }
     }
@@ -142,10 +144,12 @@ impl Error {
             | Error::Migration(_) => 69, // EX_UNAVAILABLE
             Error::Unauthorized(_) | Error::Forbidden(_) => 77,       // EX_NOPERM
             Error::QueueFull(_) | Error::Timeout(_) => 75,            // EX_TEMPFAIL
-            Error::NoAvailableAccount { .. } | Error::AcquisitionFailed { .. } | Error::Daemon(_) => 69,
-            Error::Internal(_) => 70,                                 // EX_SOFTWARE
-            Error::Io { .. } => 74,                                   // EX_IOERR
-            Error::Config { .. } | Error::Crypto(_) => 78,            // EX_CONFIG
+            Error::NoAvailableAccount { .. }
+            | Error::AcquisitionFailed { .. }
+            | Error::Daemon(_) => 69,
+            Error::Internal(_) => 70,                      // EX_SOFTWARE
+            Error::Io { .. } => 74,                        // EX_IOERR
+            Error::Config { .. } | Error::Crypto(_) => 78, // EX_CONFIG
         }
     }
 }

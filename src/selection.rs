@@ -1,9 +1,9 @@
 //! Account selection (SPEC §5): which account of a site to log in with.
 //!
 //! Candidates are the site's active accounts that are not blacklisted and not excluded by the
-//! caller. Preferred accounts come first; then the highest score, where score = recency
-//! (100 minus hours since the last success, floored at 0; 0 if never) + min(successes, 50)
-//! + 20 × success rate (10 for an account never tried). Ties go to the lower id, so that
+//! caller. Preferred accounts come first; then the highest score, where score is recency
+//! (100 minus hours since the last success, floored at 0; 0 if never) plus min(successes, 50)
+//! plus 20 × success rate (10 for an account never tried). Ties go to the lower id, so that
 //! concurrent callers pick the same account and share one login.
 
 use chrono::NaiveDateTime;
@@ -39,11 +39,11 @@ impl AccountStats {
 }
 
 /// The candidates in the order they should be tried.
-pub fn rank<'a>(
-    accounts: &'a [AccountStats],
+pub fn rank(
+    accounts: &[AccountStats],
     is_excluded: impl Fn(&AccountStats) -> bool,
     now: NaiveDateTime,
-) -> Vec<&'a AccountStats> {
+) -> Vec<&AccountStats> {
     let mut candidates: Vec<(&AccountStats, f64)> = accounts
         .iter()
         .filter(|a| a.is_active && !is_excluded(a))
@@ -62,7 +62,13 @@ pub fn rank<'a>(
 mod tests {
     use super::*;
 
-    fn account(id: i64, ok: i64, failed: i64, hours_ago: Option<i64>, preferred: bool) -> AccountStats {
+    fn account(
+        id: i64,
+        ok: i64,
+        failed: i64,
+        hours_ago: Option<i64>,
+        preferred: bool,
+    ) -> AccountStats {
         let now = chrono::Utc::now().naive_utc();
         AccountStats {
             credential_id: id,
@@ -93,9 +99,15 @@ mod tests {
             account(3, 0, 5, None, true),
             account(4, 0, 0, None, false),
         ];
-        let order: Vec<i64> = rank(&accounts, |_| false, now).iter().map(|a| a.credential_id).collect();
+        let order: Vec<i64> = rank(&accounts, |_| false, now)
+            .iter()
+            .map(|a| a.credential_id)
+            .collect();
         assert_eq!(order, vec![3, 2, 1, 4]);
-        let order: Vec<i64> = rank(&accounts, |a| a.credential_id == 3, now).iter().map(|a| a.credential_id).collect();
+        let order: Vec<i64> = rank(&accounts, |a| a.credential_id == 3, now)
+            .iter()
+            .map(|a| a.credential_id)
+            .collect();
         assert_eq!(order, vec![2, 1, 4]);
     }
 }

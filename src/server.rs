@@ -28,15 +28,16 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     pub handle: ServerHandle,
     pub state: AppState,
-    server: actix_web::dev::Server,
+    server: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl RunningServer {
-    /// Runs until the server stops (by [`ServerHandle::stop`] or a signal).
+    /// Waits until the server has stopped (by [`ServerHandle::stop`] or a signal).
     pub async fn wait(self) -> Result<()> {
-        self.server
-            .await
-            .map_err(|e| Error::io(self.addr.to_string(), e))
+        match self.server.await {
+            Ok(result) => result.map_err(|e| Error::io(self.addr.to_string(), e)),
+            Err(e) => Err(Error::Internal(format!("HTTP server task: {e}"))),
+        }
     }
 }
 
@@ -80,6 +81,9 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
     .map_err(|e| Error::config("server.listen", format!("cannot listen on {addr}: {e}")))?;
     let bound = server.addrs().first().copied().unwrap_or(addr);
     let server = server.run();
+    let handle = server.handle();
+    // Spawned, so that the server runs whether or not anybody awaits it.
+    let server = actix_web::rt::spawn(server);
     log::info!(
         "event=listening addr={bound} database={} cache={} sites={}",
         state.pool.backend().name(),
@@ -88,7 +92,7 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
     );
     Ok(RunningServer {
         addr: bound,
-        handle: server.handle(),
+        handle,
         state,
         server,
     })

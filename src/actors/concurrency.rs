@@ -95,7 +95,10 @@ impl ConcurrencyActor {
     fn take(&mut self, site: &str, account: &str, ctx: &Context<Self>) -> SlotGuard {
         self.global += 1;
         *self.per_site.entry(site.to_string()).or_default() += 1;
-        *self.per_account.entry((site.to_string(), account.to_string())).or_default() += 1;
+        *self
+            .per_account
+            .entry((site.to_string(), account.to_string()))
+            .or_default() += 1;
         let lease = self.next_lease;
         self.next_lease += 1;
         let now = Instant::now();
@@ -118,7 +121,10 @@ impl ConcurrencyActor {
         let held = self.leases.remove(&lease)?;
         self.global = self.global.saturating_sub(1);
         decrement(&mut self.per_site, &held.site);
-        decrement(&mut self.per_account, &(held.site.clone(), held.account.clone()));
+        decrement(
+            &mut self.per_account,
+            &(held.site.clone(), held.account.clone()),
+        );
         Some(held)
     }
 
@@ -146,7 +152,12 @@ impl ConcurrencyActor {
     /// Takes back slots held past their lease; drops waiters that stopped waiting.
     fn recover(&mut self) -> (usize, usize) {
         let now = Instant::now();
-        let expired: Vec<u64> = self.leases.iter().filter(|(_, l)| l.expires <= now).map(|(id, _)| *id).collect();
+        let expired: Vec<u64> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.expires <= now)
+            .map(|(id, _)| *id)
+            .collect();
         for lease in &expired {
             if let Some(held) = self.free(*lease) {
                 self.recovered += 1;
@@ -222,7 +233,10 @@ impl Handler<AcquireSlot> for ConcurrencyActor {
     fn handle(&mut self, msg: AcquireSlot, ctx: &mut Context<Self>) -> Self::Result {
         let (reply, receiver) = oneshot::channel();
         // Granted at once only if nobody older is waiting for the same chance.
-        let blocked_by_older = self.queue.iter().any(|w| !w.reply.is_closed() && w.site == msg.site && w.account == msg.account);
+        let blocked_by_older = self
+            .queue
+            .iter()
+            .any(|w| !w.reply.is_closed() && w.site == msg.site && w.account == msg.account);
         if !blocked_by_older && self.can_run(&msg.site, &msg.account) {
             let guard = self.take(&msg.site, &msg.account, ctx);
             drop(reply.send(guard));
@@ -245,7 +259,12 @@ impl Handler<AcquireSlot> for ConcurrencyActor {
 }
 
 /// Waits for a slot for (site, account) at most `wait`; `QUEUE_FULL` or a timeout otherwise.
-pub async fn acquire_slot(actor: &Addr<ConcurrencyActor>, site: &str, account: &str, wait: Duration) -> Result<SlotGuard> {
+pub async fn acquire_slot(
+    actor: &Addr<ConcurrencyActor>,
+    site: &str,
+    account: &str,
+    wait: Duration,
+) -> Result<SlotGuard> {
     let receiver = actor
         .send(AcquireSlot {
             site: site.to_string(),
@@ -299,9 +318,16 @@ impl Handler<Usage> for ConcurrencyActor {
         MessageResult(SlotUsage {
             active_total: self.global,
             active_per_site: self.per_site.clone(),
-            active_per_account: self.per_account.iter().map(|((s, a), n)| (format!("{s}:{a}"), *n)).collect(),
+            active_per_account: self
+                .per_account
+                .iter()
+                .map(|((s, a), n)| (format!("{s}:{a}"), *n))
+                .collect(),
             queue_size: self.queue.len(),
-            oldest_wait_seconds: self.queue.front().map_or(0.0, |w| w.since.elapsed().as_secs_f64()),
+            oldest_wait_seconds: self
+                .queue
+                .front()
+                .map_or(0.0, |w| w.since.elapsed().as_secs_f64()),
             limits: self.limits,
             recovered_deadlocks: self.recovered,
         })
@@ -381,7 +407,10 @@ mod tests {
         let actor = ConcurrencyActor::new(&config(3, 2, 1)).start();
         let a1 = acquire_slot(&actor, "s1", "a", WAIT).await.unwrap();
         // Same account: must wait.
-        assert!(matches!(acquire_slot(&actor, "s1", "a", WAIT).await, Err(Error::Timeout(_))));
+        assert!(matches!(
+            acquire_slot(&actor, "s1", "a", WAIT).await,
+            Err(Error::Timeout(_))
+        ));
         // Another account of the same site: runs.
         let b1 = acquire_slot(&actor, "s1", "b", WAIT).await.unwrap();
         // Site full (2): a third account of s1 waits, but s2 runs (no head-of-line blocking).
@@ -410,10 +439,15 @@ mod tests {
         let mut waiters = Vec::new();
         for _ in 0..3 {
             let actor = actor.clone();
-            waiters.push(tokio::spawn(async move { acquire_slot(&actor, "s", "a", Duration::from_secs(5)).await }));
+            waiters.push(tokio::spawn(async move {
+                acquire_slot(&actor, "s", "a", Duration::from_secs(5)).await
+            }));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(matches!(acquire_slot(&actor, "s", "a", WAIT).await, Err(Error::QueueFull(3))));
+        assert!(matches!(
+            acquire_slot(&actor, "s", "a", WAIT).await,
+            Err(Error::QueueFull(3))
+        ));
         // The holder never releases (hung driver): its lease (0.5 s) expires and the first
         // waiter gets the slot.
         std::mem::forget(held);

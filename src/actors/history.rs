@@ -80,7 +80,11 @@ pub struct RecordBatch(pub Vec<NewHistory>);
 impl Handler<RecordBatch> for HistoryActor {
     type Result = Result<usize>;
 
-    fn handle(&mut self, RecordBatch(rows): RecordBatch, _: &mut SyncContext<Self>) -> Self::Result {
+    fn handle(
+        &mut self,
+        RecordBatch(rows): RecordBatch,
+        _: &mut SyncContext<Self>,
+    ) -> Self::Result {
         let mut conn = self.pool.get()?;
         crate::db::history::insert_batch(&mut conn, &rows)
     }
@@ -144,7 +148,8 @@ async fn batch_loop(history: Addr<HistoryActor>, mut receiver: mpsc::UnboundedRe
         }
         // Gather more until the batch is full, a flush is asked for, or the window (after a
         // failure: the retry wait) ends.
-        let deadline = tokio::time::Instant::now() + if failing { RETRY_AFTER } else { BATCH_WINDOW };
+        let deadline =
+            tokio::time::Instant::now() + if failing { RETRY_AFTER } else { BATCH_WINDOW };
         while !closed && pending.len() < BATCH_ROWS && flushes.is_empty() {
             match tokio::time::timeout_at(deadline, receiver.recv()).await {
                 Ok(Some(entry)) => absorb(entry, &mut pending, &mut flushes),
@@ -163,12 +168,19 @@ async fn batch_loop(history: Addr<HistoryActor>, mut receiver: mpsc::UnboundedRe
                     failing = false;
                 }
                 Ok(Err(e)) => {
-                    log::warn!("event=history_write_failed rows={} error=\"{e}\" retry_in={}s", pending.len(), RETRY_AFTER.as_secs());
+                    log::warn!(
+                        "event=history_write_failed rows={} error=\"{e}\" retry_in={}s",
+                        pending.len(),
+                        RETRY_AFTER.as_secs()
+                    );
                     failing = true;
                     break;
                 }
                 Err(e) => {
-                    log::error!("event=history_actor_unavailable rows={} error=\"{e}\"", pending.len());
+                    log::error!(
+                        "event=history_actor_unavailable rows={} error=\"{e}\"",
+                        pending.len()
+                    );
                     failing = true;
                     break;
                 }

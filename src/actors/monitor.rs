@@ -173,7 +173,10 @@ impl MonitorActor {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            cache: KINDS.iter().map(|kind| (*kind, self.cache.get(kind))).collect(),
+            cache: KINDS
+                .iter()
+                .map(|kind| (*kind, self.cache.get(kind)))
+                .collect(),
             percentiles: [
                 percentile(&sorted, 50.0),
                 percentile(&sorted, 95.0),

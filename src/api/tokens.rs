@@ -9,7 +9,10 @@ use crate::broker::AcquireRequest;
 use crate::error::Error;
 
 /// Hands out a valid token: from the cache, or after one login.
-pub async fn acquire(state: web::Data<AppState>, body: web::Json<AcquireRequest>) -> Result<HttpResponse, Error> {
+pub async fn acquire(
+    state: web::Data<AppState>,
+    body: web::Json<AcquireRequest>,
+) -> Result<HttpResponse, Error> {
     let token = state.broker.acquire(body.into_inner()).await?;
     Ok(ok(token))
 }
@@ -22,9 +25,15 @@ pub struct InvalidateRequest {
 }
 
 /// A consumer found the token rejected: drop it so the next acquire logs in again.
-pub async fn invalidate(state: web::Data<AppState>, body: web::Json<InvalidateRequest>) -> Result<HttpResponse, Error> {
+pub async fn invalidate(
+    state: web::Data<AppState>,
+    body: web::Json<InvalidateRequest>,
+) -> Result<HttpResponse, Error> {
     let request = body.into_inner();
-    let stored = state.broker.invalidate(&request.site_name, &request.account).await?;
+    let stored = state
+        .broker
+        .invalidate(&request.site_name, &request.account)
+        .await?;
     Ok(ok(json!({
         "site_name": request.site_name,
         "account": request.account,

@@ -20,8 +20,14 @@ impl Broker {
         }
         let (list, stats) = self.load_accounts(site).await?;
         let cache = &self.inner.config.cache;
-        self.inner.cache.put_credentials(&site.name, &list, seconds(cache.credentials_ttl)).await;
-        self.inner.cache.put_account_stats(&site.name, &stats, seconds(cache.account_stats_ttl)).await;
+        self.inner
+            .cache
+            .put_credentials(&site.name, &list, seconds(cache.credentials_ttl))
+            .await;
+        self.inner
+            .cache
+            .put_account_stats(&site.name, &stats, seconds(cache.account_stats_ttl))
+            .await;
         Ok(list)
     }
 
@@ -31,13 +37,23 @@ impl Broker {
         }
         let (_, stats) = self.load_accounts(site).await?;
         let ttl = seconds(self.inner.config.cache.account_stats_ttl);
-        self.inner.cache.put_account_stats(&site.name, &stats, ttl).await;
+        self.inner
+            .cache
+            .put_account_stats(&site.name, &stats, ttl)
+            .await;
         Ok(stats)
     }
 
-    async fn load_accounts(&self, site: &SiteConfig) -> Result<(Vec<CredentialEntry>, Vec<AccountStats>)> {
+    async fn load_accounts(
+        &self,
+        site: &SiteConfig,
+    ) -> Result<(Vec<CredentialEntry>, Vec<AccountStats>)> {
         let name = site.name.clone();
-        let rows = self.inner.pool.run(move |conn| crate::db::accounts::list(conn, Some(&name))).await?;
+        let rows = self
+            .inner
+            .pool
+            .run(move |conn| crate::db::accounts::list(conn, Some(&name)))
+            .await?;
         let list = rows
             .iter()
             .map(|r| CredentialEntry {
@@ -66,14 +82,21 @@ impl Broker {
     /// The id of an account of the site, by name.
     pub(super) async fn credential_id_of(&self, site: &SiteConfig, account: &str) -> Result<i64> {
         let list = self.credential_list(site).await?;
-        list.iter().find(|c| c.account == account).map(|c| c.id).ok_or_else(|| Error::AccountNotFound {
-            site: site.name.clone(),
-            account: account.to_string(),
-        })
+        list.iter()
+            .find(|c| c.account == account)
+            .map(|c| c.id)
+            .ok_or_else(|| Error::AccountNotFound {
+                site: site.name.clone(),
+                account: account.to_string(),
+            })
     }
 
     /// The accounts to try, best first. With `credential_id`, just that one (if usable).
-    pub(super) async fn candidates(&self, site: &SiteConfig, credential_id: Option<i64>) -> Result<Vec<CredentialEntry>> {
+    pub(super) async fn candidates(
+        &self,
+        site: &SiteConfig,
+        credential_id: Option<i64>,
+    ) -> Result<Vec<CredentialEntry>> {
         let list = self.credential_list(site).await?;
         let unavailable = |reason: String| Error::NoAvailableAccount {
             site: site.name.clone(),
@@ -87,7 +110,10 @@ impl Broker {
                 });
             };
             if !entry.is_active {
-                return Err(unavailable(format!("account `{}` is inactive", entry.account)));
+                return Err(unavailable(format!(
+                    "account `{}` is inactive",
+                    entry.account
+                )));
             }
             if self.inner.cache.is_blacklisted(&site.name, id).await {
                 return Err(unavailable(format!(
@@ -98,11 +124,14 @@ impl Broker {
             return Ok(vec![entry.clone()]);
         }
         if list.is_empty() {
-            return Err(unavailable("no accounts; add one with `tokend accounts add`".into()));
+            return Err(unavailable(
+                "no accounts; add one with `tokend accounts add`".into(),
+            ));
         }
         let stats = self.account_stats(site).await.unwrap_or_default();
         // Accounts added since the stats were cached still take part, with no history.
-        let mut by_id: HashMap<i64, AccountStats> = stats.into_iter().map(|s| (s.credential_id, s)).collect();
+        let mut by_id: HashMap<i64, AccountStats> =
+            stats.into_iter().map(|s| (s.credential_id, s)).collect();
         let accounts: Vec<AccountStats> = list
             .iter()
             .map(|c| {
@@ -122,11 +151,20 @@ impl Broker {
             .collect();
         let mut blacklisted = Vec::new();
         for account in accounts.iter().filter(|a| a.is_active) {
-            if self.inner.cache.is_blacklisted(&site.name, account.credential_id).await {
+            if self
+                .inner
+                .cache
+                .is_blacklisted(&site.name, account.credential_id)
+                .await
+            {
                 blacklisted.push(account.credential_id);
             }
         }
-        let ranked = rank(&accounts, |a| blacklisted.contains(&a.credential_id), Utc::now().naive_utc());
+        let ranked = rank(
+            &accounts,
+            |a| blacklisted.contains(&a.credential_id),
+            Utc::now().naive_utc(),
+        );
         if ranked.is_empty() {
             return Err(unavailable(format!(
                 "all {} accounts are inactive or blacklisted after failed logins",

@@ -58,7 +58,14 @@ impl Broker {
             if remaining.is_zero() {
                 break;
             }
-            let attempt = self.attempt(site, candidate, force, arrived, &acquisition_id, &mut ledger);
+            let attempt = self.attempt(
+                site,
+                candidate,
+                force,
+                arrived,
+                &acquisition_id,
+                &mut ledger,
+            );
             match tokio::time::timeout(remaining, attempt).await {
                 Err(_) => break,
                 Ok(Err(e)) => {
@@ -93,7 +100,15 @@ impl Broker {
             ))),
         });
         if ledger.login_ran {
-            self.finish(site, &acquisition_id, trigger, arrived, started, &ledger, &result);
+            self.finish(
+                site,
+                &acquisition_id,
+                trigger,
+                arrived,
+                started,
+                &ledger,
+                &result,
+            );
         }
         result
     }
@@ -121,8 +136,17 @@ impl Broker {
         if let Some(token) = self.cached_since(site, candidate, force, arrived).await {
             return Ok(Attempt::Reused(token));
         }
-        let _slot = acquire_slot(&self.inner.concurrency, &site.name, &candidate.account, seconds(config.queue_timeout)).await?;
-        if let Some(token) = self.stored_since(site, candidate, force, arrived, acquisition_id).await {
+        let _slot = acquire_slot(
+            &self.inner.concurrency,
+            &site.name,
+            &candidate.account,
+            seconds(config.queue_timeout),
+        )
+        .await?;
+        if let Some(token) = self
+            .stored_since(site, candidate, force, arrived, acquisition_id)
+            .await
+        {
             return Ok(Attempt::Reused(token));
         }
 
@@ -135,7 +159,9 @@ impl Broker {
         )?;
         if !ledger.login_ran {
             ledger.login_ran = true;
-            self.inner.monitor.do_send(AcquisitionStarted { site: site.name.clone() });
+            self.inner.monitor.do_send(AcquisitionStarted {
+                site: site.name.clone(),
+            });
         }
         ledger.last = Some((candidate.id, candidate.account.clone()));
         let driver = self
@@ -148,7 +174,9 @@ impl Broker {
             account: &candidate.account,
             password: &password,
         };
-        let (outcome, stats) = driver.login_with_retries(&creds, &self.inner.config.retry).await;
+        let (outcome, stats) = driver
+            .login_with_retries(&creds, &self.inner.config.retry)
+            .await;
         ledger.stats.attempts += stats.attempts;
         ledger.stats.captcha_attempts += stats.captcha_attempts;
         ledger.stats.network_retries += stats.network_retries;
@@ -190,9 +218,14 @@ impl Broker {
         force: bool,
         arrived: DateTime<Utc>,
     ) -> Option<AcquiredToken> {
-        let (entry, token) = self.inner.cache.token(&site.name, Some(candidate.id)).await?;
+        let (entry, token) = self
+            .inner
+            .cache
+            .token(&site.name, Some(candidate.id))
+            .await?;
         let fresh = entry.seconds_left(Utc::now()) > self.inner.config.cache.refresh_ahead;
-        (fresh && (!force || entry.issued_at >= arrived)).then(|| AcquiredToken::from_cache(&entry, token, Source::Store))
+        (fresh && (!force || entry.issued_at >= arrived))
+            .then(|| AcquiredToken::from_cache(&entry, token, Source::Store))
     }
 
     /// The same, from the `tokens` table (another instance, or a cache that lost it).
@@ -205,25 +238,54 @@ impl Broker {
         acquisition_id: &str,
     ) -> Option<AcquiredToken> {
         let (name, account) = (site.name.clone(), candidate.account.clone());
-        let stored = match self.inner.pool.run(move |conn| crate::db::tokens::find(conn, &name, &account)).await {
+        let stored = match self
+            .inner
+            .pool
+            .run(move |conn| crate::db::tokens::find(conn, &name, &account))
+            .await
+        {
             Ok(stored) => stored?,
             Err(e) => {
-                log::warn!("event=token_store_unavailable site={} error=\"{e}\"", site.name);
+                log::warn!(
+                    "event=token_store_unavailable site={} error=\"{e}\"",
+                    site.name
+                );
                 return None;
             }
         };
         let expires_at = stored.expires_at.and_utc();
         let left = (expires_at - Utc::now()).num_milliseconds() as f64 / 1000.0;
-        if left <= self.inner.config.cache.refresh_ahead || (force && stored.updated_at.and_utc() < arrived) {
+        if left <= self.inner.config.cache.refresh_ahead
+            || (force && stored.updated_at.and_utc() < arrived)
+        {
             return None;
         }
         let token = self
             .inner
             .key
-            .open(&stored.token, SealContext::Token { site: &site.name, account: &candidate.account })
-            .map_err(|e| log::warn!("event=stored_token_unreadable site={} error=\"{e}\"", site.name))
+            .open(
+                &stored.token,
+                SealContext::Token {
+                    site: &site.name,
+                    account: &candidate.account,
+                },
+            )
+            .map_err(|e| {
+                log::warn!(
+                    "event=stored_token_unreadable site={} error=\"{e}\"",
+                    site.name
+                )
+            })
             .ok()?;
-        let entry = self.cache_entry(site, candidate, &stored.token, &stored.token_type, stored.updated_at.and_utc(), expires_at, acquisition_id);
+        let entry = self.cache_entry(
+            site,
+            candidate,
+            &stored.token,
+            &stored.token_type,
+            stored.updated_at.and_utc(),
+            expires_at,
+            acquisition_id,
+        );
         self.inner.cache.put_token(&site.name, &entry).await;
         Some(AcquiredToken::from_cache(&entry, token, Source::Store))
     }
@@ -247,18 +309,40 @@ impl Broker {
             token_type: token_type.to_string(),
             expires_at,
             issued_at,
-            refresh_at: super::refresh::refresh_point(issued_at, expires_at, &self.inner.config.cache),
+            refresh_at: super::refresh::refresh_point(
+                issued_at,
+                expires_at,
+                &self.inner.config.cache,
+            ),
             acquisition_id: acquisition_id.to_string(),
         }
     }
 
     /// Stores a new token (table and cache) and answers with it.
-    async fn keep(&self, site: &SiteConfig, candidate: &CredentialEntry, login: LoginToken, acquisition_id: &str) -> Result<AcquiredToken> {
-        let sealed = self.inner.cache.seal(&site.name, &candidate.account, &login.token)?;
+    async fn keep(
+        &self,
+        site: &SiteConfig,
+        candidate: &CredentialEntry,
+        login: LoginToken,
+        acquisition_id: &str,
+    ) -> Result<AcquiredToken> {
+        let sealed = self
+            .inner
+            .cache
+            .seal(&site.name, &candidate.account, &login.token)?;
         let now = Utc::now();
-        let entry = self.cache_entry(site, candidate, &sealed, "Bearer", now, login.expires_at, acquisition_id);
+        let entry = self.cache_entry(
+            site,
+            candidate,
+            &sealed,
+            "Bearer",
+            now,
+            login.expires_at,
+            acquisition_id,
+        );
         self.inner.cache.put_token(&site.name, &entry).await;
-        let (name, account, row_token) = (site.name.clone(), candidate.account.clone(), sealed.clone());
+        let (name, account, row_token) =
+            (site.name.clone(), candidate.account.clone(), sealed.clone());
         let expires_at = login.expires_at.naive_utc();
         let stored = self
             .inner
@@ -280,9 +364,17 @@ impl Broker {
             })
             .await;
         if let Err(e) = stored {
-            log::warn!("event=token_store_failed site={} account={} error=\"{e}\"", site.name, candidate.account);
+            log::warn!(
+                "event=token_store_failed site={} account={} error=\"{e}\"",
+                site.name,
+                candidate.account
+            );
         }
-        Ok(AcquiredToken::from_cache(&entry, login.token, Source::Login))
+        Ok(AcquiredToken::from_cache(
+            &entry,
+            login.token,
+            Source::Login,
+        ))
     }
 
     /// Account statistics and the blacklist after a login attempt.
@@ -292,7 +384,9 @@ impl Broker {
             cache.unblacklist(&site.name, candidate.id).await;
         } else {
             let hours = self.inner.config.accounts.blacklist_duration_hours;
-            cache.blacklist(&site.name, candidate.id, seconds(hours * 3600.0)).await;
+            cache
+                .blacklist(&site.name, candidate.id, seconds(hours * 3600.0))
+                .await;
             log::warn!(
                 "event=account_blacklisted site={} account={} hours={hours}",
                 site.name,
@@ -301,8 +395,17 @@ impl Broker {
         }
         let id = candidate.id;
         let at = Utc::now().naive_utc();
-        if let Err(e) = self.inner.pool.run(move |conn| crate::db::accounts::record_attempt(conn, id, success, at)).await {
-            log::warn!("event=account_stats_not_saved site={} account={} error=\"{e}\"", site.name, candidate.account);
+        if let Err(e) = self
+            .inner
+            .pool
+            .run(move |conn| crate::db::accounts::record_attempt(conn, id, success, at))
+            .await
+        {
+            log::warn!(
+                "event=account_stats_not_saved site={} account={} error=\"{e}\"",
+                site.name,
+                candidate.account
+            );
         }
         cache.forget_account_stats(&site.name).await;
     }
@@ -322,11 +425,20 @@ impl Broker {
         let total = started.elapsed().as_secs_f64();
         let (status, token, error) = match result {
             Ok(t) => (AcquisitionStatus::Success, Some(t), None),
-            Err(Error::AcquisitionFailed { error_type, message, .. }) => {
-                let status = AcquisitionStatus::ALL.into_iter().find(|s| s.as_str() == *error_type).unwrap_or(AcquisitionStatus::Failed);
+            Err(Error::AcquisitionFailed {
+                error_type,
+                message,
+                ..
+            }) => {
+                let status = AcquisitionStatus::ALL
+                    .into_iter()
+                    .find(|s| s.as_str() == *error_type)
+                    .unwrap_or(AcquisitionStatus::Failed);
                 (status, None, Some(message.clone()))
             }
-            Err(Error::Timeout(message)) => (AcquisitionStatus::Timeout, None, Some(message.clone())),
+            Err(Error::Timeout(message)) => {
+                (AcquisitionStatus::Timeout, None, Some(message.clone()))
+            }
             Err(e) => (FailureKind::Failed.status(), None, Some(e.to_string())),
         };
         let (credential_id, account) = match (token, &ledger.last) {
@@ -350,7 +462,8 @@ impl Broker {
             token_fingerprint: token.map(|t| fingerprint(t.token.expose())),
             token_redacted: token.map(|t| redact(t.token.expose())),
             error_message: error,
-            error_details: (!ledger.failures.is_empty()).then(|| serde_json::Value::from(ledger.failures.clone()).to_string()),
+            error_details: (!ledger.failures.is_empty())
+                .then(|| serde_json::Value::from(ledger.failures.clone()).to_string()),
             created_at: now,
             started_at: arrived.naive_utc(),
             finished_at: Some(now),

@@ -158,7 +158,11 @@ impl Broker {
         self.acquire_as(request, TriggerReason::TokenNeeded).await
     }
 
-    pub async fn acquire_as(&self, request: AcquireRequest, trigger: TriggerReason) -> Result<AcquiredToken> {
+    pub async fn acquire_as(
+        &self,
+        request: AcquireRequest,
+        trigger: TriggerReason,
+    ) -> Result<AcquiredToken> {
         let site = self.site(&request.site_name)?;
         let arrived = Utc::now();
         let credential_id = match (request.credential_id, &request.account) {
@@ -176,7 +180,8 @@ impl Broker {
         } else {
             trigger
         };
-        self.login(site, credential_id, request.force_refresh, trigger, arrived).await
+        self.login(site, credential_id, request.force_refresh, trigger, arrived)
+            .await
     }
 
     /// The hot path: a cached token with enough life left, or `None`.
@@ -184,7 +189,11 @@ impl Broker {
         let cache = &self.inner.cache;
         let now = Utc::now();
         let fresh = match cache.token(&site.name, credential_id).await {
-            Some((entry, token)) if entry.seconds_left(now) > self.inner.config.cache.refresh_ahead => Some((entry, token)),
+            Some((entry, token))
+                if entry.seconds_left(now) > self.inner.config.cache.refresh_ahead =>
+            {
+                Some((entry, token))
+            }
             _ => None,
         };
         let Some((entry, token)) = fresh else {
@@ -192,7 +201,10 @@ impl Broker {
             return None;
         };
         cache.counters.hit("token");
-        if self.inner.config.cache.background_refresh && now >= entry.refresh_at && entry.refresh_at < entry.expires_at {
+        if self.inner.config.cache.background_refresh
+            && now >= entry.refresh_at
+            && entry.refresh_at < entry.expires_at
+        {
             self.schedule_refresh(site, &entry);
         }
         Some(AcquiredToken::from_cache(&entry, token, Source::Cache))
@@ -210,7 +222,10 @@ impl Broker {
             .pool
             .run(move |conn| crate::db::tokens::delete(conn, &site_owned, &account_owned))
             .await?;
-        log::info!("event=token_invalidated site={} account={account} stored={removed}", site.name);
+        log::info!(
+            "event=token_invalidated site={} account={account} stored={removed}",
+            site.name
+        );
         Ok(removed)
     }
 

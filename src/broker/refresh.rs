@@ -18,7 +18,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(600);
 
 /// When the background refresh of a token becomes due; `expires_at` (never) when the
 /// two-thirds point falls inside the `refresh_ahead` margin.
-pub fn refresh_point(issued_at: DateTime<Utc>, expires_at: DateTime<Utc>, cache: &CacheConfig) -> DateTime<Utc> {
+pub fn refresh_point(
+    issued_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    cache: &CacheConfig,
+) -> DateTime<Utc> {
     let life = (expires_at - issued_at).num_milliseconds() as f64;
     if life <= 0.0 {
         return expires_at;
@@ -38,7 +42,11 @@ impl Broker {
     pub(super) fn schedule_refresh(&self, site: &SiteConfig, entry: &CachedToken) {
         let key = (site.name.clone(), entry.credential_id);
         {
-            let mut refreshing = self.inner.refreshing.lock().unwrap_or_else(|p| p.into_inner());
+            let mut refreshing = self
+                .inner
+                .refreshing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
             let failures = match refreshing.get(&key) {
                 Some((until, _)) if *until > now => return,
@@ -58,15 +66,23 @@ impl Broker {
         let account = entry.account.clone();
         actix_web::rt::spawn(async move {
             log::info!("event=background_refresh site={} account={account}", key.0);
-            let result = broker.acquire_as(request, TriggerReason::RefreshAhead).await;
-            let mut refreshing = broker.inner.refreshing.lock().unwrap_or_else(|p| p.into_inner());
+            let result = broker
+                .acquire_as(request, TriggerReason::RefreshAhead)
+                .await;
+            let mut refreshing = broker
+                .inner
+                .refreshing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             match result {
                 Ok(_) => {
                     refreshing.remove(&key);
                 }
                 Err(e) => {
                     let failures = refreshing.get(&key).map_or(0, |(_, n)| *n);
-                    let backoff = FIRST_BACKOFF.saturating_mul(1 << failures.min(5)).min(MAX_BACKOFF);
+                    let backoff = FIRST_BACKOFF
+                        .saturating_mul(1 << failures.min(5))
+                        .min(MAX_BACKOFF);
                     log::warn!(
                         "event=background_refresh_failed site={} account={account} error=\"{e}\" retry_in={}s",
                         key.0,

@@ -6,8 +6,8 @@
 //! tokend's, can be found by prefix.
 
 pub mod memory;
-pub mod tokens;
 pub mod redis_store;
+pub mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;

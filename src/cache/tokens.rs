@@ -192,7 +192,9 @@ impl TokenCache {
     }
 
     async fn put_json<T: Serialize>(&self, kind: &str, key: &str, value: &T, ttl: Duration) {
-        let Ok(text) = serde_json::to_string(value) else { return };
+        let Ok(text) = serde_json::to_string(value) else {
+            return;
+        };
         if let Err(e) = self.store.set(key, &text, ttl).await {
             log::warn!("event=cache_error kind={kind} op=set error=\"{e}\"");
             self.counters.error(kind);
@@ -207,13 +209,23 @@ impl TokenCache {
     }
 
     /// The cached token of one account, or of the site's newest login; with the token opened.
-    pub async fn token(&self, site: &str, credential_id: Option<i64>) -> Option<(CachedToken, Secret)> {
+    pub async fn token(
+        &self,
+        site: &str,
+        credential_id: Option<i64>,
+    ) -> Option<(CachedToken, Secret)> {
         let key = match credential_id {
             Some(id) => self.token_key(site, id),
             None => self.site_token_key(site),
         };
         let entry: CachedToken = self.get_json("token", &key).await?;
-        match self.key.open(&entry.token, SealContext::Token { site, account: &entry.account }) {
+        match self.key.open(
+            &entry.token,
+            SealContext::Token {
+                site,
+                account: &entry.account,
+            },
+        ) {
             Ok(token) => Some((entry, token)),
             Err(e) => {
                 log::warn!("event=cache_entry_unreadable kind=token site={site} error=\"{e}\"");
@@ -225,22 +237,33 @@ impl TokenCache {
 
     /// Caches a token under its account and as the site's newest.
     pub async fn put_token(&self, site: &str, entry: &CachedToken) {
-        let ttl = (entry.expires_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        let ttl = (entry.expires_at - Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
         if ttl.is_zero() {
             return;
         }
-        self.put_json("token", &self.token_key(site, entry.credential_id), entry, ttl).await;
-        self.put_json("token", &self.site_token_key(site), entry, ttl).await;
+        self.put_json(
+            "token",
+            &self.token_key(site, entry.credential_id),
+            entry,
+            ttl,
+        )
+        .await;
+        self.put_json("token", &self.site_token_key(site), entry, ttl)
+            .await;
     }
 
     /// Seals a token for the cache.
     pub fn seal(&self, site: &str, account: &str, token: &Secret) -> crate::error::Result<String> {
-        self.key.seal(token.expose(), SealContext::Token { site, account })
+        self.key
+            .seal(token.expose(), SealContext::Token { site, account })
     }
 
     /// Drops an account's token, and the site's newest if it is that one.
     pub async fn invalidate(&self, site: &str, credential_id: i64) {
-        self.delete("token", &self.token_key(site, credential_id)).await;
+        self.delete("token", &self.token_key(site, credential_id))
+            .await;
         let newest: Option<CachedToken> = match self.store.get(&self.site_token_key(site)).await {
             Ok(Some(text)) => serde_json::from_str(&text).ok(),
             _ => None,
@@ -251,19 +274,27 @@ impl TokenCache {
     }
 
     pub async fn credentials(&self, site: &str) -> Option<Vec<CredentialEntry>> {
-        self.get_json("credentials", &self.credentials_key(site)).await
+        self.get_json("credentials", &self.credentials_key(site))
+            .await
     }
 
     pub async fn put_credentials(&self, site: &str, list: &[CredentialEntry], ttl: Duration) {
-        self.put_json("credentials", &self.credentials_key(site), &list, ttl).await;
+        self.put_json("credentials", &self.credentials_key(site), &list, ttl)
+            .await;
     }
 
     pub async fn account_stats(&self, site: &str) -> Option<Vec<crate::selection::AccountStats>> {
         self.get_json("account_stats", &self.stats_key(site)).await
     }
 
-    pub async fn put_account_stats(&self, site: &str, stats: &[crate::selection::AccountStats], ttl: Duration) {
-        self.put_json("account_stats", &self.stats_key(site), &stats, ttl).await;
+    pub async fn put_account_stats(
+        &self,
+        site: &str,
+        stats: &[crate::selection::AccountStats],
+        ttl: Duration,
+    ) {
+        self.put_json("account_stats", &self.stats_key(site), &stats, ttl)
+            .await;
     }
 
     pub async fn forget_account_stats(&self, site: &str) {
@@ -294,13 +325,18 @@ impl TokenCache {
         if duration.is_zero() {
             return;
         }
-        if let Err(e) = self.store.set(&self.blacklist_key(site, id), "1", duration).await {
+        if let Err(e) = self
+            .store
+            .set(&self.blacklist_key(site, id), "1", duration)
+            .await
+        {
             log::warn!("event=cache_error kind=blacklist op=set error=\"{e}\"");
             self.counters.error("blacklist");
         }
     }
 
     pub async fn unblacklist(&self, site: &str, id: i64) {
-        self.delete("blacklist", &self.blacklist_key(site, id)).await;
+        self.delete("blacklist", &self.blacklist_key(site, id))
+            .await;
     }
 }

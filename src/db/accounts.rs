@@ -84,7 +84,12 @@ pub fn delete(conn: &mut DbConnection, site: &str, account: &str) -> Result<bool
 }
 
 /// Counts one login attempt of an account: success or failure, and when.
-pub fn record_attempt(conn: &mut DbConnection, id: i64, success: bool, at: chrono::NaiveDateTime) -> Result<()> {
+pub fn record_attempt(
+    conn: &mut DbConnection,
+    id: i64,
+    success: bool,
+    at: chrono::NaiveDateTime,
+) -> Result<()> {
     let target = dsl::account_credentials.find(id);
     if success {
         diesel::update(target)

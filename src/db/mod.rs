@@ -8,9 +8,9 @@
 
 pub mod accounts;
 pub mod history;
-pub mod tokens;
 pub mod models;
 pub mod schema;
+pub mod tokens;
 
 use std::time::Duration;
 

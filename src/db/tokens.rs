@@ -32,7 +32,9 @@ pub fn upsert(conn: &mut DbConnection, token: &NewToken<'_>) -> Result<()> {
         ))
         .execute(conn)?;
         if updated == 0 {
-            diesel::insert_into(dsl::tokens).values(token).execute(conn)?;
+            diesel::insert_into(dsl::tokens)
+                .values(token)
+                .execute(conn)?;
         }
         Ok(())
     })
@@ -40,6 +42,11 @@ pub fn upsert(conn: &mut DbConnection, token: &NewToken<'_>) -> Result<()> {
 
 /// Deletes the token of (site, account); `false` when there was none.
 pub fn delete(conn: &mut DbConnection, site: &str, account: &str) -> Result<bool> {
-    let n = diesel::delete(dsl::tokens.filter(dsl::site_name.eq(site)).filter(dsl::account.eq(account))).execute(conn)?;
+    let n = diesel::delete(
+        dsl::tokens
+            .filter(dsl::site_name.eq(site))
+            .filter(dsl::account.eq(account)),
+    )
+    .execute(conn)?;
     Ok(n > 0)
 }

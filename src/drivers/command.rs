@@ -14,7 +14,10 @@ use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
-use super::{clean_message, expiry_in, expiry_of, Credentials, FailureKind, LoginFailure, LoginToken, MAX_ERROR_BYTES};
+use super::{
+    clean_message, expiry_in, expiry_of, Credentials, FailureKind, LoginFailure, LoginToken,
+    MAX_ERROR_BYTES,
+};
 use crate::config::SiteConfig;
 use crate::secret::Secret;
 
@@ -56,7 +59,11 @@ impl CommandDriver {
         }
     }
 
-    pub async fn login(&self, creds: &Credentials<'_>, remaining: Duration) -> Result<LoginToken, LoginFailure> {
+    pub async fn login(
+        &self,
+        creds: &Credentials<'_>,
+        remaining: Duration,
+    ) -> Result<LoginToken, LoginFailure> {
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)
@@ -69,7 +76,10 @@ impl CommandDriver {
             command.env_remove(var);
         }
         let mut child = command.spawn().map_err(|e| {
-            LoginFailure::new(FailureKind::Failed, format!("cannot run {}: {e}", self.program))
+            LoginFailure::new(
+                FailureKind::Failed,
+                format!("cannot run {}: {e}", self.program),
+            )
         })?;
         let group = child.id().map(|pid| nix::unistd::Pid::from_raw(pid as i32));
         let secrets = [creds.password.expose()];
@@ -89,7 +99,11 @@ impl CommandDriver {
                 let _ = stdin.shutdown().await;
             }
             drop(stdin);
-            let (out, err, status) = tokio::join!(read_capped(stdout, MAX_STDOUT_BYTES), read_capped(stderr, MAX_ERROR_BYTES as u64 * 2), child.wait());
+            let (out, err, status) = tokio::join!(
+                read_capped(stdout, MAX_STDOUT_BYTES),
+                read_capped(stderr, MAX_ERROR_BYTES as u64 * 2),
+                child.wait()
+            );
             (out, err, status)
         };
         let (out, err, status) = match tokio::time::timeout(remaining, run).await {
@@ -98,13 +112,21 @@ impl CommandDriver {
                 kill_group(group);
                 return Err(LoginFailure::new(
                     FailureKind::Timeout,
-                    format!("{} did not finish within login_timeout; its process group was killed", self.program),
+                    format!(
+                        "{} did not finish within login_timeout; its process group was killed",
+                        self.program
+                    ),
                 ));
             }
         };
         // Helpers the program started in its group must not outlive the login.
         kill_group(group);
-        let status = status.map_err(|e| LoginFailure::new(FailureKind::Failed, format!("waiting for {}: {e}", self.program)))?;
+        let status = status.map_err(|e| {
+            LoginFailure::new(
+                FailureKind::Failed,
+                format!("waiting for {}: {e}", self.program),
+            )
+        })?;
         let stderr_text = clean_message(&String::from_utf8_lossy(&err), &secrets);
         let kind = match status.code() {
             Some(0) => return self.parse_output(&out, &secrets),
@@ -113,7 +135,11 @@ impl CommandDriver {
             Some(12) => FailureKind::Network,
             _ => FailureKind::Failed,
         };
-        let message = if stderr_text.is_empty() { format!("{} exited with {status}", self.program) } else { stderr_text };
+        let message = if stderr_text.is_empty() {
+            format!("{} exited with {status}", self.program)
+        } else {
+            stderr_text
+        };
         Err(LoginFailure::new(kind, message))
     }
 
@@ -121,19 +147,31 @@ impl CommandDriver {
         let bad = |why: &str| {
             LoginFailure::new(
                 FailureKind::Failed,
-                clean_message(&format!("{} exited 0 but its output {why} ({} bytes on stdout)", self.program, stdout.len()), secrets),
+                clean_message(
+                    &format!(
+                        "{} exited 0 but its output {why} ({} bytes on stdout)",
+                        self.program,
+                        stdout.len()
+                    ),
+                    secrets,
+                ),
             )
         };
         let text = std::str::from_utf8(stdout).map_err(|_| bad("is not UTF-8"))?;
-        let output: DriverOutput = serde_json::from_str(text.trim())
-            .map_err(|e| bad(&format!("is not a JSON object with a string `token`: {}", e.classify_name())))?;
+        let output: DriverOutput = serde_json::from_str(text.trim()).map_err(|e| {
+            bad(&format!(
+                "is not a JSON object with a string `token`: {}",
+                e.classify_name()
+            ))
+        })?;
         if output.token.trim().is_empty() {
             return Err(bad("has an empty `token`"));
         }
         let expires_at = match (output.expires_at, output.expires_in) {
             (Some(at), _) if at > Utc::now() => at,
             (Some(_), _) => return Err(bad("has an `expires_at` in the past")),
-            (None, Some(secs)) => expiry_in(secs).ok_or_else(|| bad("has an `expires_in` that is not a positive number"))?,
+            (None, Some(secs)) => expiry_in(secs)
+                .ok_or_else(|| bad("has an `expires_in` that is not a positive number"))?,
             (None, None) => expiry_of(&output.token, self.default_ttl),
         };
         Ok(LoginToken {

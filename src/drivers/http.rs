@@ -9,7 +9,9 @@ use std::time::Duration;
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use super::{clean_message, expiry_in, expiry_of, Credentials, FailureKind, LoginFailure, LoginToken};
+use super::{
+    clean_message, expiry_in, expiry_of, Credentials, FailureKind, LoginFailure, LoginToken,
+};
 use crate::config::{RequestFormat, SiteConfig};
 use crate::error::{Error, Result};
 use crate::secret::Secret;
@@ -28,7 +30,8 @@ pub struct HttpDriver {
 impl HttpDriver {
     pub fn new(site: &SiteConfig, default_ttl: Duration) -> Result<HttpDriver> {
         let regex = |field: &str, pattern: &str| {
-            Regex::new(pattern).map_err(|e| Error::config(format!("sites.{}.{field}", site.name), e.to_string()))
+            Regex::new(pattern)
+                .map_err(|e| Error::config(format!("sites.{}.{field}", site.name), e.to_string()))
         };
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -45,13 +48,28 @@ impl HttpDriver {
     }
 
     fn body(&self, creds: &Credentials<'_>) -> Map<String, Value> {
-        let mut body: Map<String, Value> = self.site.extra_fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        body.insert(self.site.username_field.clone(), Value::String(creds.account.to_string()));
-        body.insert(self.site.password_field.clone(), Value::String(creds.password.expose().to_string()));
+        let mut body: Map<String, Value> = self
+            .site
+            .extra_fields
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        body.insert(
+            self.site.username_field.clone(),
+            Value::String(creds.account.to_string()),
+        );
+        body.insert(
+            self.site.password_field.clone(),
+            Value::String(creds.password.expose().to_string()),
+        );
         body
     }
 
-    pub async fn login(&self, creds: &Credentials<'_>, remaining: Duration) -> Result<LoginToken, LoginFailure> {
+    pub async fn login(
+        &self,
+        creds: &Credentials<'_>,
+        remaining: Duration,
+    ) -> Result<LoginToken, LoginFailure> {
         let body = self.body(creds);
         let request = self.client.post(&self.site.login_url).timeout(remaining);
         let request = match self.site.request_format {
@@ -69,18 +87,32 @@ impl HttpDriver {
         };
         let secrets = [creds.password.expose()];
         let response = request.send().await.map_err(|e| {
-            let kind = if e.is_timeout() { FailureKind::Timeout } else { FailureKind::Network };
-            LoginFailure::new(kind, clean_message(&format!("request to login_url failed: {e}"), &secrets))
+            let kind = if e.is_timeout() {
+                FailureKind::Timeout
+            } else {
+                FailureKind::Network
+            };
+            LoginFailure::new(
+                kind,
+                clean_message(&format!("request to login_url failed: {e}"), &secrets),
+            )
         })?;
         let status = response.status();
         let bytes = read_limited(response).await.map_err(|e| {
-            LoginFailure::new(FailureKind::Network, clean_message(&format!("reading the login answer: {e}"), &secrets))
+            LoginFailure::new(
+                FailureKind::Network,
+                clean_message(&format!("reading the login answer: {e}"), &secrets),
+            )
         })?;
         let text = String::from_utf8_lossy(&bytes);
         let json: Option<Value> = serde_json::from_slice(&bytes).ok();
 
         if status.is_success() {
-            if let Some(token) = json.as_ref().and_then(|j| j.pointer(&self.site.token_pointer)).and_then(Value::as_str) {
+            if let Some(token) = json
+                .as_ref()
+                .and_then(|j| j.pointer(&self.site.token_pointer))
+                .and_then(Value::as_str)
+            {
                 if !token.is_empty() {
                     return Ok(self.token(token, json.as_ref()));
                 }
@@ -96,7 +128,10 @@ impl HttpDriver {
             FailureKind::Failed
         };
         let detail = if status.is_success() {
-            format!("HTTP {status}: no token at {}: {text}", self.site.token_pointer)
+            format!(
+                "HTTP {status}: no token at {}: {text}",
+                self.site.token_pointer
+            )
         } else {
             format!("HTTP {status}: {text}")
         };
@@ -106,7 +141,10 @@ impl HttpDriver {
     fn token(&self, token: &str, json: Option<&Value>) -> LoginToken {
         let from_answer = json
             .and_then(|j| j.pointer(&self.site.expires_in_pointer))
-            .and_then(|v| v.as_f64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())))
+            .and_then(|v| {
+                v.as_f64()
+                    .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            })
             .and_then(expiry_in);
         LoginToken {
             expires_at: from_answer.unwrap_or_else(|| expiry_of(token, self.default_ttl)),

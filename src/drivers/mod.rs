@@ -84,19 +84,27 @@ pub struct Credentials<'a> {
 
 /// A site's driver, built once from its configuration.
 pub enum LoginDriver {
-    Http(http::HttpDriver),
+    Http(Box<http::HttpDriver>),
     Command(command::CommandDriver),
 }
 
 impl LoginDriver {
     pub fn new(site: &SiteConfig, default_ttl: Duration) -> Result<LoginDriver> {
         Ok(match site.driver {
-            DriverKind::Http => LoginDriver::Http(http::HttpDriver::new(site, default_ttl)?),
-            DriverKind::Command => LoginDriver::Command(command::CommandDriver::new(site, default_ttl)),
+            DriverKind::Http => {
+                LoginDriver::Http(Box::new(http::HttpDriver::new(site, default_ttl)?))
+            }
+            DriverKind::Command => {
+                LoginDriver::Command(command::CommandDriver::new(site, default_ttl))
+            }
         })
     }
 
-    async fn attempt(&self, creds: &Credentials<'_>, remaining: Duration) -> Result<LoginToken, LoginFailure> {
+    async fn attempt(
+        &self,
+        creds: &Credentials<'_>,
+        remaining: Duration,
+    ) -> Result<LoginToken, LoginFailure> {
         match self {
             LoginDriver::Http(d) => d.login(creds, remaining).await,
             LoginDriver::Command(d) => d.login(creds, remaining).await,
@@ -115,16 +123,27 @@ impl LoginDriver {
         let result = loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                break Err(LoginFailure::new(FailureKind::Timeout, "login_timeout elapsed"));
+                break Err(LoginFailure::new(
+                    FailureKind::Timeout,
+                    "login_timeout elapsed",
+                ));
             }
             stats.attempts += 1;
-            let outcome = match tokio::time::timeout(remaining, self.attempt(creds, remaining)).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(LoginFailure::new(FailureKind::Timeout, "login_timeout elapsed")),
-            };
+            let outcome =
+                match tokio::time::timeout(remaining, self.attempt(creds, remaining)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(LoginFailure::new(
+                        FailureKind::Timeout,
+                        "login_timeout elapsed",
+                    )),
+                };
             let wait = match &outcome {
-                Err(f) if f.kind == FailureKind::Network && stats.network_retries < retry.max_network_retries => {
-                    let wait = retry.network_retry_delay_base * 2f64.powi(stats.network_retries as i32);
+                Err(f)
+                    if f.kind == FailureKind::Network
+                        && stats.network_retries < retry.max_network_retries =>
+                {
+                    let wait =
+                        retry.network_retry_delay_base * 2f64.powi(stats.network_retries as i32);
                     stats.network_retries += 1;
                     wait
                 }
@@ -202,7 +221,8 @@ mod tests {
 
     #[test]
     fn jwt_exp_is_read() {
-        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"sub":"a","exp":4102444800}"#);
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"sub":"a","exp":4102444800}"#);
         let token = format!("eyJhbGciOiJIUzI1NiJ9.{payload}.sig");
         assert_eq!(jwt_expiry(&token).unwrap().timestamp(), 4102444800);
         assert!(jwt_expiry("opaque-token").is_none());

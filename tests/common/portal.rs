@@ -1,0 +1,146 @@
+//! A fake court portal for the tests: a real HTTP login endpoint on 127.0.0.1:0 with
+//! configurable latency, passwords, captcha failures and server errors, that counts logins
+//! and the most it saw at once.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use serde_json::{json, Value};
+
+#[derive(Default, Clone)]
+pub struct AccountBehaviour {
+    pub password: String,
+    /// The next this many logins answer "验证码错误" (captcha wrong).
+    pub captcha_failures: u32,
+    /// The next this many logins answer 503.
+    pub server_errors: u32,
+}
+
+#[derive(Default)]
+pub struct PortalState {
+    pub latency: Mutex<Duration>,
+    pub expires_in: Mutex<f64>,
+    pub accounts: Mutex<HashMap<String, AccountBehaviour>>,
+    /// Login requests per account (every attempt, failed or not).
+    pub attempts: Mutex<HashMap<String, u32>>,
+    /// Tokens issued.
+    pub issued: AtomicU32,
+    pub in_flight: AtomicU32,
+    pub max_in_flight: AtomicU32,
+    pub max_in_flight_per_account: Mutex<HashMap<String, u32>>,
+    in_flight_per_account: Mutex<HashMap<String, u32>>,
+}
+
+impl PortalState {
+    pub fn attempts_of(&self, account: &str) -> u32 {
+        self.attempts
+            .lock()
+            .unwrap()
+            .get(account)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn issued(&self) -> u32 {
+        self.issued.load(Ordering::SeqCst)
+    }
+
+    pub fn set_account(&self, account: &str, behaviour: AccountBehaviour) {
+        self.accounts
+            .lock()
+            .unwrap()
+            .insert(account.to_string(), behaviour);
+    }
+}
+
+pub struct Portal {
+    pub addr: SocketAddr,
+    pub state: Arc<PortalState>,
+}
+
+impl Portal {
+    /// Starts the portal in the current actix system.
+    pub fn start() -> Portal {
+        let state = Arc::new(PortalState::default());
+        *state.latency.lock().unwrap() = Duration::from_millis(50);
+        *state.expires_in.lock().unwrap() = 3600.0;
+        let data = web::Data::from(state.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .route("/login", web::post().to(login))
+        })
+        .workers(2)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let addr = server.addrs()[0];
+        actix_web::rt::spawn(server.run());
+        Portal { addr, state }
+    }
+
+    pub fn login_url(&self) -> String {
+        format!("http://{}/login", self.addr)
+    }
+}
+
+async fn login(state: web::Data<PortalState>, body: web::Json<Value>) -> HttpResponse {
+    let account = body["username"].as_str().unwrap_or_default().to_string();
+    let password = body["password"].as_str().unwrap_or_default().to_string();
+    *state
+        .attempts
+        .lock()
+        .unwrap()
+        .entry(account.clone())
+        .or_default() += 1;
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    {
+        let mut per = state.in_flight_per_account.lock().unwrap();
+        let n = per.entry(account.clone()).or_default();
+        *n += 1;
+        let mut max = state.max_in_flight_per_account.lock().unwrap();
+        let m = max.entry(account.clone()).or_default();
+        *m = (*m).max(*n);
+    }
+    let latency = *state.latency.lock().unwrap();
+    actix_web::rt::time::sleep(latency).await;
+    let response = answer(&state, &account, &password);
+    state.in_flight.fetch_sub(1, Ordering::SeqCst);
+    *state
+        .in_flight_per_account
+        .lock()
+        .unwrap()
+        .get_mut(&account)
+        .unwrap() -= 1;
+    response
+}
+
+fn answer(state: &PortalState, account: &str, password: &str) -> HttpResponse {
+    let mut accounts = state.accounts.lock().unwrap();
+    let Some(behaviour) = accounts.get_mut(account) else {
+        return HttpResponse::Unauthorized().json(json!({"code": 401, "msg": "账号不存在"}));
+    };
+    if behaviour.server_errors > 0 {
+        behaviour.server_errors -= 1;
+        return HttpResponse::ServiceUnavailable().body("upstream busy");
+    }
+    if behaviour.captcha_failures > 0 {
+        behaviour.captcha_failures -= 1;
+        return HttpResponse::Ok().json(json!({"code": 1001, "msg": "验证码错误"}));
+    }
+    if behaviour.password != password {
+        return HttpResponse::Ok().json(json!({"code": 1002, "msg": "用户名或密码错误"}));
+    }
+    let n = state.issued.fetch_add(1, Ordering::SeqCst) + 1;
+    let expires_in = *state.expires_in.lock().unwrap();
+    HttpResponse::Ok().json(json!({
+        "code": 0,
+        "data": {"token": format!("tok-{account}-{n}-0123456789abcdef"), "expires_in": expires_in}
+    }))
+}

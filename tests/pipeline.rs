@@ -1,0 +1,433 @@
+//! The acquisition pipeline end to end: tokend in-process on 127.0.0.1:0 over real HTTP, a
+//! real fake portal, real SQLite history, and each test once more on Redis.
+
+mod common;
+#[path = "common/portal.rs"]
+mod portal;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use portal::{AccountBehaviour, Portal};
+use serde_json::{json, Value};
+use tokend::accounts::NewAccount;
+use tokend::secret::Secret;
+use tokend::server::RunningServer;
+use tokend::Config;
+
+const SECRET_KEY: &str = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=";
+
+/// tokend plus its fake portal, on one cache backend.
+struct Harness {
+    tokend: RunningServer,
+    portal: Portal,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+/// The backends to run a test on: in-process always, Redis when it is there (required in CI).
+fn backends() -> Vec<Option<String>> {
+    let mut list = vec![None];
+    if common::redis_available() {
+        list.push(Some(common::redis_url()));
+    }
+    list
+}
+
+impl Harness {
+    async fn start(redis: Option<&str>, extra: &str) -> Harness {
+        let portal = Portal::start();
+        let dir = tempfile::tempdir().unwrap();
+        let redis = redis.map_or(String::new(), |url| {
+            format!(
+                "[redis]\nurl = \"{url}\"\nkey_prefix = \"tokend-test-{}\"\n",
+                common::unique()
+            )
+        });
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[database]\nurl = \"sqlite://{db}\"\n{redis}\
+             [retry]\nnetwork_retry_delay_base = 0.05\ncaptcha_retry_delay = 0.05\nlogin_timeout = 10\n\
+             {extra}\n\
+             [[sites]]\nname = \"court_zxfw\"\ndriver = \"http\"\nlogin_url = \"{url}\"\n",
+            db = dir.path().join("tokend.db").display(),
+            url = portal.login_url(),
+        );
+        let env = |name: &str| (name == "TOKEND_SECRET_KEY").then(|| SECRET_KEY.to_string());
+        let config = Config::from_sources(Some(&text), &env).unwrap();
+        let tokend = tokend::server::start(Arc::new(config)).await.unwrap();
+        Harness {
+            tokend,
+            portal,
+            client: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    fn add_account(&self, account: &str, password: &str, preferred: bool) -> i64 {
+        self.portal.state.set_account(
+            account,
+            AccountBehaviour {
+                password: password.to_string(),
+                ..Default::default()
+            },
+        );
+        let state = &self.tokend.state;
+        tokend::accounts::add(
+            &state.pool,
+            &state.key,
+            &NewAccount {
+                site_name: "court_zxfw".into(),
+                account: account.into(),
+                password: Secret::new(password),
+                preferred,
+            },
+        )
+        .unwrap()
+        .id
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let url = format!(
+            "http://{}/api/v1/automation/tokens/{path}",
+            self.tokend.addr
+        );
+        let response = self.client.post(url).json(&body).send().await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    async fn acquire(&self, body: Value) -> (u16, Value) {
+        self.post("acquire", body).await
+    }
+
+    /// History rows, newest first, once everything recorded has been written.
+    async fn history(&self) -> Vec<tokend::db::models::HistoryRow> {
+        assert_eq!(self.tokend.state.broker.flush_history().await, 0);
+        let pool = self.tokend.state.pool.clone();
+        pool.run(|conn| tokend::db::history::recent(conn, None, 100))
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        drop(self.tokend.handle.stop(false));
+    }
+}
+
+#[actix_rt::test]
+async fn a_cold_burst_gets_one_login_and_later_requests_hit_the_cache() {
+    for redis in backends() {
+        let h = Harness::start(redis.as_deref(), "").await;
+        h.add_account("alice", "pw-alice", false);
+        *h.portal.state.latency.lock().unwrap() = Duration::from_millis(300);
+
+        let answers =
+            join_all((0..200).map(|_| h.acquire(json!({"site_name": "court_zxfw"})))).await;
+        assert_eq!(
+            h.portal.state.issued(),
+            1,
+            "200 cold callers, one login ({redis:?})"
+        );
+        let tokens: std::collections::HashSet<String> = answers
+            .iter()
+            .map(|(status, body)| {
+                assert_eq!(*status, 200, "{body}");
+                body["data"]["token"].as_str().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(tokens.len(), 1, "everyone gets the same token");
+        let logins = answers
+            .iter()
+            .filter(|(_, b)| b["data"]["source"] == "login")
+            .count();
+        assert_eq!(logins, 1);
+
+        let (_, later) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+        assert_eq!(later["data"]["source"], "cache");
+        assert_eq!(later["data"]["account"], "alice");
+        assert_eq!(h.portal.state.issued(), 1);
+
+        let history = h.history().await;
+        assert_eq!(
+            history.len(),
+            1,
+            "one history row per acquisition that logged in"
+        );
+        assert_eq!(history[0].status, "success");
+        assert_eq!(history[0].trigger_reason, "token_needed");
+        let token = later["data"]["token"].as_str().unwrap();
+        assert_eq!(
+            history[0].token_fingerprint.as_deref(),
+            Some(tokend::secret::fingerprint(token).as_str())
+        );
+        assert!(!history[0]
+            .token_redacted
+            .as_deref()
+            .unwrap()
+            .contains(&token[5..20]));
+    }
+}
+
+#[actix_rt::test]
+async fn invalidate_and_force_refresh_cause_a_new_login() {
+    for redis in backends() {
+        let h = Harness::start(redis.as_deref(), "").await;
+        let id = h.add_account("alice", "pw-alice", false);
+        let (_, first) = h
+            .acquire(json!({"site_name": "court_zxfw", "credential_id": id}))
+            .await;
+        assert_eq!(first["data"]["source"], "login", "{first}");
+
+        let (status, body) = h
+            .post(
+                "invalidate",
+                json!({"site_name": "court_zxfw", "account": "alice"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let (_, second) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+        assert_eq!(second["data"]["source"], "login");
+        assert_ne!(second["data"]["token"], first["data"]["token"]);
+        assert_eq!(h.portal.state.issued(), 2);
+
+        // Concurrent force_refresh callers share one login.
+        let forced = join_all(
+            (0..20).map(|_| h.acquire(json!({"site_name": "court_zxfw", "force_refresh": true}))),
+        )
+        .await;
+        assert_eq!(
+            h.portal.state.issued(),
+            3,
+            "20 force_refresh callers, one login"
+        );
+        for (status, body) in &forced {
+            assert_eq!(*status, 200);
+            assert_ne!(body["data"]["token"], second["data"]["token"]);
+        }
+        let triggers: Vec<String> = h
+            .history()
+            .await
+            .iter()
+            .map(|r| r.trigger_reason.clone())
+            .collect();
+        assert_eq!(triggers, ["force_refresh", "token_needed", "token_needed"]);
+    }
+}
+
+#[actix_rt::test]
+async fn tokens_close_to_expiry_are_not_handed_out() {
+    for redis in backends() {
+        let h = Harness::start(
+            redis.as_deref(),
+            "[cache]\nrefresh_ahead = 1\nbackground_refresh = false\n",
+        )
+        .await;
+        h.add_account("alice", "pw-alice", false);
+        *h.portal.state.expires_in.lock().unwrap() = 1.6;
+        let (_, first) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+        let (_, again) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+        assert_eq!(again["data"]["source"], "cache");
+        actix_web::rt::time::sleep(Duration::from_millis(800)).await;
+        // 0.8 s left, under refresh_ahead (1 s): a new login.
+        let (_, later) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+        assert_eq!(later["data"]["source"], "login", "{later}");
+        assert_ne!(later["data"]["token"], first["data"]["token"]);
+    }
+}
+
+#[actix_rt::test]
+async fn tokens_in_use_are_refreshed_in_the_background() {
+    for redis in backends() {
+        let h = Harness::start(
+            redis.as_deref(),
+            "[cache]\nrefresh_ahead = 1\nrefresh_jitter = 0\n",
+        )
+        .await;
+        h.add_account("alice", "pw-alice", false);
+        *h.portal.state.expires_in.lock().unwrap() = 6.0;
+        let (_, first) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+        // Two thirds of 6 s: from 4 s on, a hit triggers a refresh while the old token is served.
+        actix_web::rt::time::sleep(Duration::from_millis(4200)).await;
+        let (_, served) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+        assert_eq!(
+            served["data"]["token"], first["data"]["token"],
+            "the old token is served meanwhile"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(400)).await;
+        let (_, renewed) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+        assert_eq!(renewed["data"]["source"], "cache");
+        assert_ne!(
+            renewed["data"]["token"], first["data"]["token"],
+            "renewed in the background"
+        );
+        assert_eq!(h.portal.state.issued(), 2);
+        assert_eq!(h.history().await[0].trigger_reason, "refresh_ahead");
+    }
+}
+
+#[actix_rt::test]
+async fn a_wrong_password_is_tried_once_and_blacklisted() {
+    for redis in backends() {
+        let h = Harness::start(redis.as_deref(), "").await;
+        let bad = h.add_account("mallory", "pw-old", true);
+        h.portal.state.set_account(
+            "mallory",
+            AccountBehaviour {
+                password: "pw-new".into(),
+                ..Default::default()
+            },
+        );
+        h.add_account("bob", "pw-bob", false);
+
+        // The preferred account fails; the next one is tried within the same acquisition.
+        let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["account"], "bob");
+        assert_eq!(
+            h.portal.state.attempts_of("mallory"),
+            1,
+            "a credential error is never retried"
+        );
+
+        // Blacklisted now: asking for it explicitly is refused without a login.
+        let (status, body) = h
+            .acquire(
+                json!({"site_name": "court_zxfw", "credential_id": bad, "force_refresh": true}),
+            )
+            .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (503, Some("NO_AVAILABLE_ACCOUNT")),
+            "{body}"
+        );
+        assert_eq!(h.portal.state.attempts_of("mallory"), 1);
+
+        let history = h.history().await;
+        assert_eq!(history[0].status, "success");
+        assert!(history[0]
+            .error_details
+            .as_deref()
+            .unwrap()
+            .contains("credential_error"));
+        let pool = h.tokend.state.pool.clone();
+        let rows = pool
+            .run(|c| tokend::db::accounts::list(c, Some("court_zxfw")))
+            .await
+            .unwrap();
+        let mallory = rows.iter().find(|r| r.account == "mallory").unwrap();
+        assert_eq!(
+            (mallory.login_failure_count, mallory.login_success_count),
+            (1, 0)
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn only_a_wrong_password_left_is_a_502_with_the_error_type() {
+    let h = Harness::start(None, "").await;
+    h.add_account("mallory", "pw-old", false);
+    h.portal.state.set_account(
+        "mallory",
+        AccountBehaviour {
+            password: "pw-new".into(),
+            ..Default::default()
+        },
+    );
+    let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (502, Some("TOKEN_ACQUISITION_FAILED")),
+        "{body}"
+    );
+    assert_eq!(body["errors"]["error_type"], "credential_error");
+    assert!(
+        !body.to_string().contains("pw-old"),
+        "the password leaked into the error"
+    );
+    let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("NO_AVAILABLE_ACCOUNT")),
+        "{body}"
+    );
+    assert_eq!(h.history().await[0].status, "credential_error");
+}
+
+#[actix_rt::test]
+async fn captcha_and_server_errors_are_retried_to_success() {
+    for redis in backends() {
+        let h = Harness::start(redis.as_deref(), "").await;
+        h.add_account("alice", "pw-alice", false);
+        h.portal.state.set_account(
+            "alice",
+            AccountBehaviour {
+                password: "pw-alice".into(),
+                captcha_failures: 2,
+                server_errors: 1,
+            },
+        );
+        let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(h.portal.state.attempts_of("alice"), 4);
+        let row = &h.history().await[0];
+        assert_eq!(
+            (
+                row.status.as_str(),
+                row.attempt_count,
+                row.captcha_attempts,
+                row.network_retries
+            ),
+            ("success", 4, 2, 1)
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn bad_requests_are_4xx_with_a_code() {
+    let h = Harness::start(None, "").await;
+    let cases = [
+        (json!({"site_name": "nowhere"}), 404, "UNKNOWN_SITE"),
+        (json!({"site_name": "court zxfw"}), 400, "INVALID_INPUT"),
+        (
+            json!({"site_name": "court_zxfw"}),
+            503,
+            "NO_AVAILABLE_ACCOUNT",
+        ),
+        (
+            json!({"site_name": "court_zxfw", "credential_id": 999}),
+            404,
+            "ACCOUNT_NOT_FOUND",
+        ),
+        (json!({"site": "court_zxfw"}), 400, "INVALID_INPUT"),
+        (json!({"site_name": 7}), 400, "INVALID_INPUT"),
+    ];
+    for (body, status, code) in cases {
+        let (got, answer) = h.acquire(body.clone()).await;
+        assert_eq!(
+            (got, answer["code"].as_str()),
+            (status, Some(code)),
+            "{body} -> {answer}"
+        );
+    }
+    let url = format!("http://{}/api/v1/automation/tokens/acquire", h.tokend.addr);
+    let big = h
+        .client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 100_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status().as_u16(), 413);
+    let garbage = h
+        .client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbage.status().as_u16(), 400);
+}
