@@ -3,7 +3,8 @@
 //!
 //! Exit status: 0 success; 1 the account exists / does not exist; 64 bad arguments;
 //! 65 bad input data (an import file); 69 database or daemon unreachable; 70 internal error;
-//! 74 I/O error; 77 not allowed; 78 bad configuration or secret key.
+//! 74 I/O error; 75 temporary failure (queue full, timeout: try again); 77 not allowed;
+//! 78 bad configuration or secret key.
 
 use std::io::{BufRead, Read};
 use std::path::PathBuf;
@@ -42,6 +43,29 @@ pub enum Command {
     /// Manage login accounts.
     #[command(subcommand)]
     Accounts(AccountsCommand),
+    /// Get tokens from the running daemon.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a valid token for SITE (from the daemon's cache, or after a login) on stdout.
+    Get {
+        site: String,
+        /// Use this account instead of letting tokend choose.
+        #[arg(long)]
+        account: Option<String>,
+        /// Reject the cached token and log in again.
+        #[arg(long)]
+        force_refresh: bool,
+        /// The daemon's address (default: http://<server.listen>).
+        #[arg(long)]
+        url: Option<String>,
+        /// Print the whole answer (token, account, expiry, source) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +146,35 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Accounts(command) => run_accounts(&config, command),
+        Command::Token(TokenCommand::Get {
+            site,
+            account,
+            force_refresh,
+            url,
+            json,
+        }) => {
+            crate::config::validate_site_name("site", &site)?;
+            let body = serde_json::json!({"site_name": site, "account": account, "force_refresh": force_refresh});
+            let runtime = actix_web::rt::System::new();
+            let data = runtime.block_on(crate::client::post(
+                &config,
+                url.as_deref(),
+                "/api/v1/automation/tokens/acquire",
+                &body,
+            ))?;
+            if json {
+                println!("{data}");
+            } else {
+                println!("{}", data["token"].as_str().unwrap_or_default());
+                eprintln!(
+                    "account={} expires_at={} source={}",
+                    data["account"].as_str().unwrap_or("?"),
+                    data["expires_at"].as_str().unwrap_or("?"),
+                    data["source"].as_str().unwrap_or("?")
+                );
+            }
+            Ok(())
+        }
     }
 }
 

@@ -23,6 +23,7 @@ pub mod api;
 pub mod broker;
 pub mod cache;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod crypto;
 pub mod db;

@@ -37,6 +37,11 @@ fn backends() -> Vec<Option<String>> {
 
 impl Harness {
     async fn start(redis: Option<&str>, extra: &str) -> Harness {
+        let retry = "[retry]\nnetwork_retry_delay_base = 0.05\ncaptcha_retry_delay = 0.05\nlogin_timeout = 10\n";
+        Harness::start_with(redis, retry, extra).await
+    }
+
+    async fn start_with(redis: Option<&str>, retry: &str, extra: &str) -> Harness {
         let portal = Portal::start();
         let dir = tempfile::tempdir().unwrap();
         let redis = redis.map_or(String::new(), |url| {
@@ -47,8 +52,7 @@ impl Harness {
         });
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[database]\nurl = \"sqlite://{db}\"\n{redis}\
-             [retry]\nnetwork_retry_delay_base = 0.05\ncaptcha_retry_delay = 0.05\nlogin_timeout = 10\n\
-             {extra}\n\
+             {retry}\n{extra}\n\
              [[sites]]\nname = \"court_zxfw\"\ndriver = \"http\"\nlogin_url = \"{url}\"\n",
             db = dir.path().join("tokend.db").display(),
             url = portal.login_url(),
@@ -430,4 +434,135 @@ async fn bad_requests_are_4xx_with_a_code() {
         .await
         .unwrap();
     assert_eq!(garbage.status().as_u16(), 400);
+}
+
+/// A login program for the `command` driver, answering by account name.
+const LOGIN_SCRIPT: &str = r#"#!/bin/sh
+read -r line
+case "$line" in
+  *'"account":"good"'*) echo '{"token":"cmd-token-0123456789abcdef","expires_in":3600}' ;;
+  *'"account":"wrongpw"'*) echo "portal says: bad password in $line" >&2; exit 10 ;;
+  *'"account":"captcha"'*) echo "captcha again" >&2; exit 11 ;;
+  *'"account":"garbage"'*) echo 'Login OK!' ;;
+  *'"account":"slow"'*) sleep 60 & echo $! > "$(dirname "$0")/helper.pid"; wait ;;
+  *) exit 3 ;;
+esac
+"#;
+
+async fn command_harness(redis: Option<&str>) -> (Harness, std::path::PathBuf) {
+    let scripts = tempfile::tempdir().unwrap().keep();
+    let script = scripts.join("login.sh");
+    std::fs::write(&script, LOGIN_SCRIPT).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let extra = format!(
+        "[[sites]]\nname = \"court_baoquan\"\ndriver = \"command\"\ncommand = [\"{}\"]\n",
+        script.display()
+    );
+    let h = Harness::start_with(
+        redis,
+        "[retry]\nlogin_timeout = 1.5\ncaptcha_retry_delay = 0.01\n",
+        &extra,
+    )
+    .await;
+    (h, scripts)
+}
+
+fn add_command_account(h: &Harness, account: &str) -> i64 {
+    let state = &h.tokend.state;
+    tokend::accounts::add(
+        &state.pool,
+        &state.key,
+        &NewAccount {
+            site_name: "court_baoquan".into(),
+            account: account.into(),
+            password: Secret::new(format!("secret-of-{account}")),
+            preferred: false,
+        },
+    )
+    .unwrap()
+    .id
+}
+
+#[actix_rt::test]
+async fn the_command_driver_speaks_its_protocol() {
+    for redis in backends() {
+        let (h, scripts) = command_harness(redis.as_deref()).await;
+        let ids: Vec<i64> = ["good", "wrongpw", "captcha", "garbage", "slow"]
+            .iter()
+            .map(|a| add_command_account(&h, a))
+            .collect();
+        let acquire =
+            |id: i64| h.acquire(json!({"site_name": "court_baoquan", "credential_id": id}));
+
+        let (status, body) = acquire(ids[0]).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["token"], "cmd-token-0123456789abcdef");
+
+        let (status, body) = acquire(ids[1]).await;
+        assert_eq!(body["errors"]["error_type"], "credential_error", "{body}");
+        assert_eq!(status, 502);
+        assert!(
+            !body.to_string().contains("secret-of-wrongpw"),
+            "stderr is scrubbed: {body}"
+        );
+
+        let (_, body) = acquire(ids[2]).await;
+        assert_eq!(body["errors"]["error_type"], "captcha_error", "{body}");
+
+        let (_, body) = acquire(ids[3]).await;
+        assert_eq!(body["errors"]["error_type"], "failed", "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("not a JSON object"),
+            "{body}"
+        );
+
+        // A hung program: its whole process group is killed at login_timeout.
+        let (_, body) = acquire(ids[4]).await;
+        assert_eq!(body["errors"]["error_type"], "timeout", "{body}");
+        let helper = std::fs::read_to_string(scripts.join("helper.pid")).unwrap();
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+        // Gone, or a zombie waiting for a reaper (killed, not yet collected by PID 1).
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", helper.trim())).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .next()
+            .unwrap_or("X");
+        assert!(
+            matches!(state, "X" | "Z"),
+            "the program's helper process outlived the login: {stat}"
+        );
+
+        let history = h.history().await;
+        let statuses: Vec<&str> = history.iter().map(|r| r.status.as_str()).collect();
+        assert_eq!(
+            statuses,
+            [
+                "timeout",
+                "failed",
+                "captcha_error",
+                "credential_error",
+                "success"
+            ]
+        );
+        let captcha = &history[2];
+        assert_eq!(
+            captcha.captcha_attempts, 4,
+            "1 try + max_captcha_retries (3)"
+        );
+        for row in &history {
+            let text = format!("{row:?}");
+            assert!(
+                !text.contains("secret-of-"),
+                "a password reached the history: {text}"
+            );
+        }
+        std::fs::remove_dir_all(scripts).unwrap();
+    }
 }

@@ -81,7 +81,9 @@ impl CommandDriver {
                 format!("cannot run {}: {e}", self.program),
             )
         })?;
-        let group = child.id().map(|pid| nix::unistd::Pid::from_raw(pid as i32));
+        // Kills the whole group however this future ends: timeout, error, or being dropped
+        // because the acquisition as a whole timed out or its caller went away.
+        let _group = GroupGuard(child.id().map(|pid| nix::unistd::Pid::from_raw(pid as i32)));
         let secrets = [creds.password.expose()];
 
         let request = serde_json::json!({
@@ -109,7 +111,6 @@ impl CommandDriver {
         let (out, err, status) = match tokio::time::timeout(remaining, run).await {
             Ok(done) => done,
             Err(_) => {
-                kill_group(group);
                 return Err(LoginFailure::new(
                     FailureKind::Timeout,
                     format!(
@@ -119,8 +120,6 @@ impl CommandDriver {
                 ));
             }
         };
-        // Helpers the program started in its group must not outlive the login.
-        kill_group(group);
         let status = status.map_err(|e| {
             LoginFailure::new(
                 FailureKind::Failed,
@@ -208,9 +207,15 @@ async fn read_capped(pipe: Option<impl AsyncRead + Unpin>, cap: u64) -> Vec<u8> 
     buf
 }
 
-fn kill_group(group: Option<nix::unistd::Pid>) {
-    if let Some(pgid) = group {
-        // ESRCH (the group is already gone) is the normal case after a clean exit.
-        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+/// The login program's process group; dropping it kills every process left in the group
+/// (helpers such as a browser must not outlive the login).
+struct GroupGuard(Option<nix::unistd::Pid>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            // ESRCH (the group is already gone) is the normal case after a clean exit.
+            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        }
     }
 }

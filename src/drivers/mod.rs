@@ -20,6 +20,9 @@ use crate::secret::{scrub, Secret};
 /// Longest error message kept from a driver (stderr, portal error body).
 pub const MAX_ERROR_BYTES: usize = 2048;
 
+/// Extra time a driver gets beyond `login_timeout` to report its own timeout.
+const DRIVER_GRACE: Duration = Duration::from_secs(2);
+
 /// A token a driver obtained.
 #[derive(Debug, Clone)]
 pub struct LoginToken {
@@ -129,14 +132,20 @@ impl LoginDriver {
                 ));
             }
             stats.attempts += 1;
-            let outcome =
-                match tokio::time::timeout(remaining, self.attempt(creds, remaining)).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => Err(LoginFailure::new(
-                        FailureKind::Timeout,
-                        "login_timeout elapsed",
-                    )),
-                };
+            // Drivers honour `remaining` themselves; the grace is a safety net that lets them
+            // report (and clean up after) their own timeout first.
+            let outcome = match tokio::time::timeout(
+                remaining + DRIVER_GRACE,
+                self.attempt(creds, remaining),
+            )
+            .await
+            {
+                Ok(outcome) => outcome,
+                Err(_) => Err(LoginFailure::new(
+                    FailureKind::Timeout,
+                    "login_timeout elapsed",
+                )),
+            };
             let wait = match &outcome {
                 Err(f)
                     if f.kind == FailureKind::Network
