@@ -64,23 +64,30 @@ pub struct Portal {
 }
 
 impl Portal {
-    /// Starts the portal in the current actix system.
+    /// Starts the portal on a thread of its own (with its own actix system), so that it
+    /// serves even while the test thread blocks on a child process.
     pub fn start() -> Portal {
         let state = Arc::new(PortalState::default());
         *state.latency.lock().unwrap() = Duration::from_millis(50);
         *state.expires_in.lock().unwrap() = 3600.0;
         let data = web::Data::from(state.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .route("/login", web::post().to(login))
-        })
-        .workers(2)
-        .disable_signals()
-        .bind("127.0.0.1:0")
-        .unwrap();
-        let addr = server.addrs()[0];
-        actix_web::rt::spawn(server.run());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(data.clone())
+                        .route("/login", web::post().to(login))
+                })
+                .workers(2)
+                .disable_signals()
+                .bind("127.0.0.1:0")
+                .unwrap();
+                tx.send(server.addrs()[0]).unwrap();
+                let _ = server.run().await;
+            });
+        });
+        let addr = rx.recv().unwrap();
         Portal { addr, state }
     }
 
