@@ -1,0 +1,336 @@
+//! Benchmarks of the acquisition path, each printed next to a baseline measured in the same
+//! run (so the ratio holds on any machine):
+//!
+//! 1. a cached acquire over HTTP vs `GET /healthz` of the same server (target ≥ 0.6×);
+//! 2. with the Redis backend, a cached acquire vs one raw Redis GET per request (target ≥ 1×);
+//! 3. a burst of 200 cold callers: logins made, and the slowest answer minus the login's own
+//!    latency (target: one login, ≤ 50 ms);
+//! 4. in-process slot grant + release per second (target ≥ 500k/s).
+//!
+//! Run: `cargo bench --bench acquire` (Redis at `TOKEND_TEST_REDIS_URL` or 127.0.0.1:6379 is
+//! used when reachable).
+
+#[path = "../tests/common/portal.rs"]
+mod portal;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use portal::{AccountBehaviour, Portal};
+use serde_json::json;
+use tokend::accounts::NewAccount;
+use tokend::secret::Secret;
+use tokend::Config;
+
+const CONCURRENCY: usize = 32;
+const REQUESTS: usize = 20_000;
+const LOGIN_LATENCY: Duration = Duration::from_millis(300);
+
+struct Figures {
+    per_second: f64,
+    p99_ms: f64,
+}
+
+/// Runs `REQUESTS` calls of `call` from `CONCURRENCY` concurrent tasks.
+async fn measure<F, Fut>(call: F) -> Figures
+where
+    F: Fn() -> Fut + Clone + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let started = Instant::now();
+    let per_task = REQUESTS / CONCURRENCY;
+    let tasks = (0..CONCURRENCY).map(|_| {
+        let call = call.clone();
+        async move {
+            let mut latencies = Vec::with_capacity(per_task);
+            for _ in 0..per_task {
+                let t = Instant::now();
+                call().await;
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }
+    });
+    let mut all: Vec<Duration> = join_all(tasks).await.into_iter().flatten().collect();
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort();
+    Figures {
+        per_second: all.len() as f64 / elapsed,
+        p99_ms: all[all.len() * 99 / 100].as_secs_f64() * 1000.0,
+    }
+}
+
+async fn start_tokend(
+    portal: &Portal,
+    redis: Option<&str>,
+    dir: &std::path::Path,
+) -> tokend::server::RunningServer {
+    let redis = redis.map_or(String::new(), |url| {
+        format!(
+            "[redis]\nurl = \"{url}\"\nkey_prefix = \"tokend-bench-{}\"\n",
+            std::process::id()
+        )
+    });
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[database]\nurl = \"sqlite://{}\"\n{redis}\
+         [cache]\nbackground_refresh = false\n\
+         [[sites]]\nname = \"court_zxfw\"\ndriver = \"http\"\nlogin_url = \"{}\"\n",
+        dir.join("bench.db").display(),
+        portal.login_url()
+    );
+    let env = |name: &str| {
+        (name == "TOKEND_SECRET_KEY")
+            .then(|| "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=".to_string())
+    };
+    let config = Config::from_sources(Some(&text), &env).expect("bench config");
+    let running = tokend::server::start(Arc::new(config))
+        .await
+        .expect("start tokend");
+    let state = &running.state;
+    tokend::accounts::add(
+        &state.pool,
+        &state.key,
+        &NewAccount {
+            site_name: "court_zxfw".into(),
+            account: "alice".into(),
+            password: Secret::new("pw"),
+            preferred: false,
+        },
+    )
+    .expect("add account");
+    running
+}
+
+fn print_ratio(
+    name: &str,
+    subject: &Figures,
+    baseline_name: &str,
+    baseline: &Figures,
+    target: f64,
+) {
+    let ratio = subject.per_second / baseline.per_second;
+    println!(
+        "{name:<32} {:>10.0} req/s  p99 {:>7.2} ms | {baseline_name:<24} {:>10.0} req/s  p99 {:>7.2} ms | ratio {ratio:.2} (target ≥ {target}) {}",
+        subject.per_second,
+        subject.p99_ms,
+        baseline.per_second,
+        baseline.p99_ms,
+        if ratio >= target { "OK" } else { "BELOW TARGET" }
+    );
+}
+
+async fn cached_acquire(redis: Option<String>) {
+    let portal = Portal::start();
+    portal.state.set_account(
+        "alice",
+        AccountBehaviour {
+            password: "pw".into(),
+            ..Default::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let tokend = start_tokend(&portal, redis.as_deref(), dir.path()).await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(CONCURRENCY)
+        .build()
+        .unwrap();
+    let acquire_url = format!("http://{}/api/v1/automation/tokens/acquire", tokend.addr);
+    let health_url = format!("http://{}/healthz", tokend.addr);
+    let body = json!({"site_name": "court_zxfw"});
+    let warm = client.post(&acquire_url).json(&body).send().await.unwrap();
+    assert!(warm.status().is_success());
+
+    let trivial = {
+        let (client, url) = (client.clone(), health_url.clone());
+        measure(move || {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                let r = client.get(url).send().await.unwrap();
+                assert!(r.status().is_success());
+                let _ = r.bytes().await;
+            }
+        })
+        .await
+    };
+    let cached = {
+        let (client, url, body) = (client.clone(), acquire_url.clone(), body.clone());
+        measure(move || {
+            let (client, url, body) = (client.clone(), url.clone(), body.clone());
+            async move {
+                let r = client.post(url).json(&body).send().await.unwrap();
+                assert!(r.status().is_success());
+                let _ = r.bytes().await;
+            }
+        })
+        .await
+    };
+    let backend = if redis.is_some() { "redis" } else { "memory" };
+    print_ratio(
+        &format!("cached acquire ({backend})"),
+        &cached,
+        "GET /healthz",
+        &trivial,
+        0.6,
+    );
+
+    if let Some(url) = redis {
+        // The baseline: an actix-web endpoint, like tokend's, that does one Redis GET.
+        let addr = redis_get_server(&url).await;
+        let (client, url) = (client.clone(), format!("http://{addr}/get"));
+        let one_get = measure(move || {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                let r = client.get(url).send().await.unwrap();
+                assert!(r.status().is_success());
+                let _ = r.bytes().await;
+            }
+        })
+        .await;
+        print_ratio(
+            "cached acquire (redis)",
+            &cached,
+            "HTTP + one Redis GET",
+            &one_get,
+            1.0,
+        );
+    }
+    assert_eq!(
+        portal.state.issued(),
+        1,
+        "the benchmark must run on cache hits only"
+    );
+    tokend.handle.stop(false).await;
+}
+
+/// A two-worker actix-web server whose one endpoint answers with one Redis GET.
+async fn redis_get_server(url: &str) -> std::net::SocketAddr {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    let conn = redis::Client::open(url)
+        .unwrap()
+        .get_connection_manager()
+        .await
+        .unwrap();
+    let server = HttpServer::new(move || {
+        App::new().app_data(web::Data::new(conn.clone())).route(
+            "/get",
+            web::get().to(
+                |conn: web::Data<redis::aio::ConnectionManager>| async move {
+                    let mut conn = conn.get_ref().clone();
+                    let value: Option<String> =
+                        redis::AsyncCommands::get(&mut conn, "tokend-bench-probe")
+                            .await
+                            .unwrap();
+                    HttpResponse::Ok().json(json!({"success": true, "data": value}))
+                },
+            ),
+        )
+    })
+    .workers(2)
+    .disable_signals()
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let addr = server.addrs()[0];
+    actix_web::rt::spawn(server.run());
+    addr
+}
+
+async fn cold_burst() {
+    let portal = Portal::start();
+    portal.state.set_account(
+        "alice",
+        AccountBehaviour {
+            password: "pw".into(),
+            ..Default::default()
+        },
+    );
+    *portal.state.latency.lock().unwrap() = LOGIN_LATENCY;
+    let dir = tempfile::tempdir().unwrap();
+    let tokend = start_tokend(&portal, None, dir.path()).await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(200)
+        .build()
+        .unwrap();
+    let url = format!("http://{}/api/v1/automation/tokens/acquire", tokend.addr);
+    let started = Instant::now();
+    let answers = join_all((0..200).map(|_| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let r = client
+                .post(url)
+                .json(&json!({"site_name": "court_zxfw"}))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success());
+            started.elapsed()
+        }
+    }))
+    .await;
+    let slowest = answers.iter().max().unwrap();
+    let over = slowest.saturating_sub(LOGIN_LATENCY).as_secs_f64() * 1000.0;
+    println!(
+        "cold burst of 200 callers         logins {} (target 1) | slowest answer {:.1} ms = login {} ms + {over:.1} ms (target ≤ 50 ms) {}",
+        portal.state.issued(),
+        slowest.as_secs_f64() * 1000.0,
+        LOGIN_LATENCY.as_millis(),
+        if portal.state.issued() == 1 && over <= 50.0 { "OK" } else { "BELOW TARGET" }
+    );
+    tokend.handle.stop(false).await;
+}
+
+async fn slots() {
+    use actix::Actor;
+    use tokend::actors::concurrency::{acquire_slot, ConcurrencyActor, Usage};
+    let config = tokend::config::ConcurrencyConfig {
+        max_concurrent_acquisitions: 1000,
+        max_concurrent_per_site: 1000,
+        max_concurrent_per_account: 1000,
+        ..Default::default()
+    };
+    let actor = ConcurrencyActor::new(&config).start();
+    let rounds = 200_000;
+    let started = Instant::now();
+    for i in 0..rounds {
+        let account = if i % 2 == 0 { "a" } else { "b" };
+        let guard = acquire_slot(&actor, "court_zxfw", account, Duration::from_secs(1))
+            .await
+            .unwrap();
+        drop(guard);
+    }
+    let _ = actor.send(Usage).await;
+    let per_second = rounds as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "slot grant + release (in-process) {per_second:>10.0} /s (target ≥ 500000) {}",
+        if per_second >= 500_000.0 {
+            "OK"
+        } else {
+            "BELOW TARGET"
+        }
+    );
+}
+
+fn redis_url() -> Option<String> {
+    let url = std::env::var("TOKEND_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    std::net::TcpStream::connect_timeout(
+        &"127.0.0.1:6379".parse().unwrap(),
+        Duration::from_millis(300),
+    )
+    .ok()
+    .map(|_| url)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    actix_web::rt::System::new().block_on(async {
+        cached_acquire(None).await;
+        if let Some(url) = redis_url() {
+            cached_acquire(Some(url)).await;
+        }
+        cold_burst().await;
+        slots().await;
+    });
+}
