@@ -571,22 +571,49 @@ async fn the_command_driver_speaks_its_protocol() {
 async fn the_blacklist_expires_and_a_success_clears_it() {
     for redis in backends() {
         // 0.0003 h is about 1.1 s.
-        let h = Harness::start(redis.as_deref(), "[accounts]\nblacklist_duration_hours = 0.0003\n").await;
+        let h = Harness::start(
+            redis.as_deref(),
+            "[accounts]\nblacklist_duration_hours = 0.0003\n",
+        )
+        .await;
         let id = h.add_account("carol", "pw-new", false);
-        h.portal.state.set_account("carol", AccountBehaviour { password: "pw-other".into(), ..Default::default() });
+        h.portal.state.set_account(
+            "carol",
+            AccountBehaviour {
+                password: "pw-other".into(),
+                ..Default::default()
+            },
+        );
         let (status, _) = h.acquire(json!({"site_name": "court_zxfw"})).await;
         assert_eq!(status, 502);
         let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
-        assert_eq!((status, body["code"].as_str()), (503, Some("NO_AVAILABLE_ACCOUNT")));
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (503, Some("NO_AVAILABLE_ACCOUNT"))
+        );
 
         // The portal accepts the password again; once the blacklist expires, carol logs in.
-        h.portal.state.set_account("carol", AccountBehaviour { password: "pw-new".into(), ..Default::default() });
+        h.portal.state.set_account(
+            "carol",
+            AccountBehaviour {
+                password: "pw-new".into(),
+                ..Default::default()
+            },
+        );
         actix_web::rt::time::sleep(Duration::from_millis(1300)).await;
-        let (status, body) = h.acquire(json!({"site_name": "court_zxfw", "credential_id": id})).await;
+        let (status, body) = h
+            .acquire(json!({"site_name": "court_zxfw", "credential_id": id}))
+            .await;
         assert_eq!(status, 200, "{body}");
         let pool = h.tokend.state.pool.clone();
-        let rows = pool.run(|c| tokend::db::accounts::list(c, Some("court_zxfw"))).await.unwrap();
-        assert_eq!((rows[0].login_success_count, rows[0].login_failure_count), (1, 1));
+        let rows = pool
+            .run(|c| tokend::db::accounts::list(c, Some("court_zxfw")))
+            .await
+            .unwrap();
+        assert_eq!(
+            (rows[0].login_success_count, rows[0].login_failure_count),
+            (1, 1)
+        );
         assert!(rows[0].last_login_success_at.is_some());
     }
 }

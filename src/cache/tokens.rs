@@ -8,6 +8,10 @@
 //! | `account_stats` | `P:account-stats:SITE` | [`AccountStats`] list | `account_stats_ttl` |
 //! | `blacklist` | `P:blacklist:SITE:ID` | `1` | `blacklist_duration_hours` |
 //!
+//! With the Redis backend, token entries are also kept in an in-process near cache for
+//! [`NEAR_WINDOW`]: the hot path then rarely needs a Redis round trip. An invalidation made on
+//! another instance is therefore seen here within that window at the latest.
+//!
 //! Every cache failure is non-fatal: it is logged, counted as an error of its kind, and the
 //! caller goes on as on a miss (the database is the source of truth).
 
@@ -22,6 +26,9 @@ use serde::{Deserialize, Serialize};
 use super::CacheStore;
 use crate::crypto::{SealContext, SecretKey};
 use crate::secret::Secret;
+
+/// How long a token entry read from Redis is served from the in-process near cache.
+pub const NEAR_WINDOW: Duration = Duration::from_secs(1);
 
 /// The cache kinds, in the order reports list them.
 pub const KINDS: [&str; 4] = ["token", "credentials", "account_stats", "blacklist"];
@@ -121,6 +128,8 @@ impl CacheCounters {
 #[derive(Clone)]
 pub struct TokenCache {
     store: CacheStore,
+    /// In-process copies of token entries read from Redis (none for the memory backend).
+    near: Option<Arc<super::MemoryStore>>,
     prefix: Arc<str>,
     key: SecretKey,
     pub counters: Arc<CacheCounters>,
@@ -128,8 +137,10 @@ pub struct TokenCache {
 
 impl TokenCache {
     pub fn new(store: CacheStore, key_prefix: &str, key: SecretKey) -> TokenCache {
+        let near = matches!(store, CacheStore::Redis(_)).then(Arc::default);
         TokenCache {
             store,
+            near,
             prefix: Arc::from(key_prefix),
             key,
             counters: Arc::default(),
@@ -165,27 +176,33 @@ impl TokenCache {
         format!("{}:blacklist:{site}:{id}", self.prefix)
     }
 
-    async fn get_json<T: DeserializeOwned>(&self, kind: &str, key: &str) -> Option<T> {
-        match self.store.get(key).await {
-            Ok(Some(text)) => match serde_json::from_str(&text) {
-                Ok(value) => {
-                    self.counters.hit(kind);
-                    Some(value)
-                }
-                Err(e) => {
-                    log::warn!("event=cache_entry_unreadable kind={kind} error=\"{e}\"");
-                    self.counters.error(kind);
-                    let _ = self.store.delete(key).await;
-                    None
-                }
-            },
-            Ok(None) => {
-                self.counters.miss(kind);
-                None
-            }
+    /// Reads and decodes an entry; counts hit or miss when `count` (token lookups are
+    /// counted by the caller, which also judges freshness).
+    async fn get_json<T: DeserializeOwned>(&self, kind: &str, key: &str, count: bool) -> Option<T> {
+        let text = match self.store.get(key).await {
+            Ok(text) => text,
             Err(e) => {
                 log::warn!("event=cache_error kind={kind} op=get error=\"{e}\"");
                 self.counters.error(kind);
+                return None;
+            }
+        };
+        if count {
+            match text {
+                Some(_) => self.counters.hit(kind),
+                None => self.counters.miss(kind),
+            }
+        }
+        self.decode(kind, key, &text?).await
+    }
+
+    async fn decode<T: DeserializeOwned>(&self, kind: &str, key: &str, text: &str) -> Option<T> {
+        match serde_json::from_str(text) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                log::warn!("event=cache_entry_unreadable kind={kind} error=\"{e}\"");
+                self.counters.error(kind);
+                self.delete(kind, key).await;
                 None
             }
         }
@@ -195,6 +212,9 @@ impl TokenCache {
         let Ok(text) = serde_json::to_string(value) else {
             return;
         };
+        if let (Some(near), "token") = (&self.near, kind) {
+            near.set(key, text.clone(), ttl.min(NEAR_WINDOW));
+        }
         if let Err(e) = self.store.set(key, &text, ttl).await {
             log::warn!("event=cache_error kind={kind} op=set error=\"{e}\"");
             self.counters.error(kind);
@@ -202,6 +222,9 @@ impl TokenCache {
     }
 
     async fn delete(&self, kind: &str, key: &str) {
+        if let Some(near) = &self.near {
+            near.delete(key);
+        }
         if let Err(e) = self.store.delete(key).await {
             log::warn!("event=cache_error kind={kind} op=delete error=\"{e}\"");
             self.counters.error(kind);
@@ -218,7 +241,16 @@ impl TokenCache {
             Some(id) => self.token_key(site, id),
             None => self.site_token_key(site),
         };
-        let entry: CachedToken = self.get_json("token", &key).await?;
+        let entry: CachedToken = match self.near.as_ref().and_then(|near| near.get(&key)) {
+            Some(text) => self.decode("token", &key, &text).await?,
+            None => {
+                let entry: CachedToken = self.get_json("token", &key, false).await?;
+                if let (Some(near), Ok(text)) = (&self.near, serde_json::to_string(&entry)) {
+                    near.set(&key, text, NEAR_WINDOW);
+                }
+                entry
+            }
+        };
         match self.key.open(
             &entry.token,
             SealContext::Token {
@@ -262,6 +294,9 @@ impl TokenCache {
 
     /// Drops an account's token, and the site's newest if it is that one.
     pub async fn invalidate(&self, site: &str, credential_id: i64) {
+        if let Some(near) = &self.near {
+            near.delete(&self.site_token_key(site));
+        }
         self.delete("token", &self.token_key(site, credential_id))
             .await;
         let newest: Option<CachedToken> = match self.store.get(&self.site_token_key(site)).await {
@@ -274,7 +309,7 @@ impl TokenCache {
     }
 
     pub async fn credentials(&self, site: &str) -> Option<Vec<CredentialEntry>> {
-        self.get_json("credentials", &self.credentials_key(site))
+        self.get_json("credentials", &self.credentials_key(site), true)
             .await
     }
 
@@ -284,7 +319,8 @@ impl TokenCache {
     }
 
     pub async fn account_stats(&self, site: &str) -> Option<Vec<crate::selection::AccountStats>> {
-        self.get_json("account_stats", &self.stats_key(site)).await
+        self.get_json("account_stats", &self.stats_key(site), true)
+            .await
     }
 
     pub async fn put_account_stats(
