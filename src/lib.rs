@@ -34,6 +34,7 @@ pub mod outcome;
 pub mod secret;
 pub mod selection;
 pub mod server;
+pub mod slots;
 
 pub use config::Config;
 pub use error::{Error, Result};

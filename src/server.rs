@@ -16,6 +16,8 @@ use crate::config::Config;
 use crate::crypto::SecretKey;
 use crate::db::Pool;
 use crate::error::{Error, Result};
+use crate::slots::redis::RedisSlots;
+use crate::slots::Slots;
 
 /// HTTP worker threads: the handlers only await actors and the cache, so two are plenty and
 /// keep the idle footprint small.
@@ -49,12 +51,20 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
     let store = CacheStore::from_config(&config)?;
     let cache = TokenCache::new(store, &config.redis.key_prefix, key.clone());
     let actors = Actors::start(config.clone(), pool.clone(), &cache);
+    let redis_slots = match cache.store() {
+        CacheStore::Redis(redis) => Some(RedisSlots::new(
+            redis.connection(),
+            &config.redis.key_prefix,
+        )),
+        CacheStore::Memory(_) => None,
+    };
+    let slots = Slots::new(actors.concurrency.clone(), redis_slots, &config.concurrency);
     let broker = Broker::new(BrokerParts {
         config: config.clone(),
         pool: pool.clone(),
         key: key.clone(),
         cache: cache.clone(),
-        concurrency: actors.concurrency.clone(),
+        slots: slots.clone(),
         monitor: actors.monitor.clone(),
         history: actors.recorder.clone(),
     })?;
@@ -65,6 +75,7 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
         key,
         cache,
         broker,
+        slots,
     };
 
     let addr = config.server.listen_addr()?;

@@ -141,7 +141,7 @@ fn migrate_command_runs_on_both_backends() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("applied 1 migration"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied 2 migration"));
     let again = common::tokend(dir.path())
         .arg("migrate")
         .env("DATABASE_URL", &url)
@@ -162,7 +162,7 @@ fn migrate_command_runs_on_both_backends() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("applied 1 migration"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied 2 migration"));
 }
 
 #[test]

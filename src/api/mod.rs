@@ -33,6 +33,7 @@ pub struct AppState {
     pub key: SecretKey,
     pub cache: TokenCache,
     pub broker: Broker,
+    pub slots: crate::slots::Slots,
 }
 
 /// `{"success": true, "data": data}` with status 200.

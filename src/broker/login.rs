@@ -8,7 +8,6 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::{AcquiredToken, Broker, Source};
-use crate::actors::concurrency::acquire_slot;
 use crate::actors::monitor::{AcquisitionFinished, AcquisitionStarted};
 use crate::cache::{CachedToken, CredentialEntry};
 use crate::config::{seconds, SiteConfig};
@@ -133,16 +132,21 @@ impl Broker {
                     candidate.account
                 ))
             })?;
+        // Across instances (Redis), the same lock; then a second look, since another
+        // instance may have logged in meanwhile.
+        let _shared_flight = self
+            .inner
+            .slots
+            .lock(&site.name, candidate.id, &candidate.account)
+            .await?;
         if let Some(token) = self.cached_since(site, candidate, force, arrived).await {
             return Ok(Attempt::Reused(token));
         }
-        let _slot = acquire_slot(
-            &self.inner.concurrency,
-            &site.name,
-            &candidate.account,
-            seconds(config.queue_timeout),
-        )
-        .await?;
+        let slot = self
+            .inner
+            .slots
+            .acquire(&site.name, &candidate.account)
+            .await?;
         if let Some(token) = self
             .stored_since(site, candidate, force, arrived, acquisition_id)
             .await
@@ -184,7 +188,9 @@ impl Broker {
         self.count_attempt(site, candidate, outcome.is_ok()).await;
         match outcome {
             Ok(login) => {
-                let token = self.keep(site, candidate, login, acquisition_id).await?;
+                let token = self
+                    .keep(site, candidate, login, acquisition_id, slot.fence())
+                    .await?;
                 log::info!(
                     "event=login_succeeded site={} account={} acquisition_id={acquisition_id} attempts={} duration={:.3}s token={}",
                     site.name,
@@ -278,7 +284,7 @@ impl Broker {
             })
             .ok()?;
         let entry = self.cache_entry(
-            site,
+            stored.fence.max(0) as u64,
             candidate,
             &stored.token,
             &stored.token_type,
@@ -293,7 +299,7 @@ impl Broker {
     #[allow(clippy::too_many_arguments)]
     fn cache_entry(
         &self,
-        site: &SiteConfig,
+        fence: u64,
         candidate: &CredentialEntry,
         sealed: &str,
         token_type: &str,
@@ -301,7 +307,6 @@ impl Broker {
         expires_at: DateTime<Utc>,
         acquisition_id: &str,
     ) -> CachedToken {
-        let _ = site;
         CachedToken {
             credential_id: candidate.id,
             account: candidate.account.clone(),
@@ -315,6 +320,7 @@ impl Broker {
                 &self.inner.config.cache,
             ),
             acquisition_id: acquisition_id.to_string(),
+            fence,
         }
     }
 
@@ -325,6 +331,7 @@ impl Broker {
         candidate: &CredentialEntry,
         login: LoginToken,
         acquisition_id: &str,
+        fence: u64,
     ) -> Result<AcquiredToken> {
         let sealed = self
             .inner
@@ -332,7 +339,7 @@ impl Broker {
             .seal(&site.name, &candidate.account, &login.token)?;
         let now = Utc::now();
         let entry = self.cache_entry(
-            site,
+            fence,
             candidate,
             &sealed,
             "Bearer",
@@ -359,10 +366,18 @@ impl Broker {
                         expires_at,
                         created_at: now,
                         updated_at: now,
+                        fence: fence as i64,
                     },
                 )
             })
             .await;
+        if let Ok(false) = stored {
+            log::warn!(
+                "event=stale_token_discarded store=database site={} account={} fence={fence}",
+                site.name,
+                candidate.account
+            );
+        }
         if let Err(e) = stored {
             log::warn!(
                 "event=token_store_failed site={} account={} error=\"{e}\"",

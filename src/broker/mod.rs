@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::actors::history::HistoryRecorder;
-use crate::actors::{ConcurrencyActor, MonitorActor};
+use crate::actors::MonitorActor;
 use crate::cache::{CachedToken, TokenCache};
 use crate::config::{seconds, validate_site_name, Config, SiteConfig};
 use crate::crypto::SecretKey;
@@ -30,6 +30,7 @@ use crate::drivers::LoginDriver;
 use crate::error::{Error, Result};
 use crate::outcome::TriggerReason;
 use crate::secret::Secret;
+use crate::slots::Slots;
 
 /// What a caller asks for (`POST /tokens/acquire`).
 #[derive(Debug, Clone, Deserialize)]
@@ -100,7 +101,7 @@ struct Inner {
     key: SecretKey,
     cache: TokenCache,
     drivers: HashMap<String, LoginDriver>,
-    concurrency: Addr<ConcurrencyActor>,
+    slots: Slots,
     monitor: Addr<MonitorActor>,
     history: HistoryRecorder,
     /// Per-account login locks; weak, so a lock nobody holds or waits for goes away.
@@ -115,7 +116,7 @@ pub struct BrokerParts {
     pub pool: Pool,
     pub key: SecretKey,
     pub cache: TokenCache,
-    pub concurrency: Addr<ConcurrencyActor>,
+    pub slots: Slots,
     pub monitor: Addr<MonitorActor>,
     pub history: HistoryRecorder,
 }
@@ -136,7 +137,7 @@ impl Broker {
                 key: parts.key,
                 cache: parts.cache,
                 drivers,
-                concurrency: parts.concurrency,
+                slots: parts.slots,
                 monitor: parts.monitor,
                 history: parts.history,
                 flights: Mutex::default(),

@@ -14,6 +14,19 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Keys asked for per SCAN step; large enough to be quick, small enough not to block Redis.
 const SCAN_BATCH: usize = 500;
 
+const SET_FENCED: &str = r#"
+local mine = tonumber(ARGV[3])
+if mine > 0 then
+  local current = redis.call('GET', KEYS[1])
+  if current then
+    local ok, entry = pcall(cjson.decode, current)
+    if ok and type(entry) == 'table' and tonumber(entry.fence or 0) > mine then return 0 end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"#;
+
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
@@ -42,6 +55,11 @@ impl RedisStore {
         })
     }
 
+    /// The shared connection, for the Redis slots.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
     pub fn display_url(&self) -> &str {
         &self.display_url
     }
@@ -57,6 +75,27 @@ impl RedisStore {
             .pset_ex(key, value, millis)
             .await
             .map_err(unavailable)
+    }
+
+    /// Sets `key` unless the JSON stored there carries a `fence` newer than `fence`
+    /// (0 is never compared). Returns whether it was written.
+    pub async fn set_fenced(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+        fence: u64,
+    ) -> Result<bool> {
+        let millis = ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
+        let written: u64 = redis::Script::new(SET_FENCED)
+            .key(key)
+            .arg(value)
+            .arg(millis)
+            .arg(fence)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(written == 1)
     }
 
     pub async fn delete(&self, key: &str) -> Result<bool> {

@@ -46,6 +46,9 @@ pub struct CachedToken {
     /// When a background refresh becomes due (two thirds of the life, with jitter).
     pub refresh_at: DateTime<Utc>,
     pub acquisition_id: String,
+    /// The fencing number of the slot the login ran under (0: unfenced).
+    #[serde(default)]
+    pub fence: u64,
 }
 
 impl CachedToken {
@@ -215,7 +218,24 @@ impl TokenCache {
         if let (Some(near), "token") = (&self.near, kind) {
             near.set(key, text.clone(), ttl.min(NEAR_WINDOW));
         }
-        if let Err(e) = self.store.set(key, &text, ttl).await {
+        let written = match (kind, &self.store) {
+            ("token", CacheStore::Redis(redis)) => {
+                let fence = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v["fence"].as_u64())
+                    .unwrap_or(0);
+                redis
+                    .set_fenced(key, &text, ttl, fence)
+                    .await
+                    .map(|stored| {
+                        if !stored {
+                            log::warn!("event=stale_token_discarded store=redis fence={fence}");
+                        }
+                    })
+            }
+            _ => self.store.set(key, &text, ttl).await,
+        };
+        if let Err(e) = written {
             log::warn!("event=cache_error kind={kind} op=set error=\"{e}\"");
             self.counters.error(kind);
         }

@@ -52,6 +52,7 @@ pub struct StoredToken {
     pub expires_at: NaiveDateTime,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    pub fence: i64,
 }
 
 #[derive(Debug, Insertable, AsChangeset)]
@@ -64,6 +65,8 @@ pub struct NewToken<'a> {
     pub expires_at: NaiveDateTime,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// The fencing number of the slot it was obtained under; 0 when unfenced.
+    pub fence: i64,
 }
 
 /// One acquisition that reached a login (`token_acquisition_history`). No token material

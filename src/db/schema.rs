@@ -31,6 +31,7 @@ diesel::table! {
         expires_at -> Timestamp,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        fence -> BigInt,
     }
 }
 

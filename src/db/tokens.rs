@@ -16,27 +16,39 @@ pub fn find(conn: &mut DbConnection, site: &str, account: &str) -> Result<Option
         .optional()?)
 }
 
-/// Inserts or replaces the token of (site, account).
-pub fn upsert(conn: &mut DbConnection, token: &NewToken<'_>) -> Result<()> {
+/// Inserts or replaces the token of (site, account), unless the stored one was written under
+/// a newer fencing number (a holder whose lease expired must not overwrite a newer token).
+/// Returns whether it was written. A fence of 0 (in-process slots) is not compared.
+pub fn upsert(conn: &mut DbConnection, token: &NewToken<'_>) -> Result<bool> {
     conn.transaction(|conn| {
-        let updated = diesel::update(
-            dsl::tokens
-                .filter(dsl::site_name.eq(token.site_name))
-                .filter(dsl::account.eq(token.account)),
-        )
-        .set((
+        let target = dsl::tokens
+            .filter(dsl::site_name.eq(token.site_name))
+            .filter(dsl::account.eq(token.account));
+        let changes = (
             dsl::token.eq(token.token),
             dsl::token_type.eq(token.token_type),
             dsl::expires_at.eq(token.expires_at),
             dsl::updated_at.eq(token.updated_at),
-        ))
-        .execute(conn)?;
-        if updated == 0 {
-            diesel::insert_into(dsl::tokens)
-                .values(token)
-                .execute(conn)?;
+            dsl::fence.eq(token.fence),
+        );
+        let updated = if token.fence == 0 {
+            diesel::update(target).set(changes).execute(conn)?
+        } else {
+            diesel::update(target.filter(dsl::fence.le(token.fence)))
+                .set(changes)
+                .execute(conn)?
+        };
+        if updated > 0 {
+            return Ok(true);
         }
-        Ok(())
+        let exists: i64 = target.count().get_result(conn)?;
+        if exists > 0 {
+            return Ok(false);
+        }
+        diesel::insert_into(dsl::tokens)
+            .values(token)
+            .execute(conn)?;
+        Ok(true)
     })
 }
 

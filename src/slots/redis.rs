@@ -1,0 +1,417 @@
+//! Login slots, their wait queue and the single-flight locks in Redis, so that every tokend
+//! sharing the Redis and `key_prefix` holds the same limits (SPEC §9).
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `P:slots:global`, `P:slots:site:SITE`, `P:slots:account:SITE:ACCOUNT` | sorted set | lease id → lease expiry (ms) |
+//! | `P:slots:queue` | sorted set | waiter id → arrival number (FIFO order) |
+//! | `P:slots:waiters` | hash | waiter id → `deadline\nsite\naccount` |
+//! | `P:slots:limits` | hash | `global`, `per_site`, `per_account` set at run time |
+//! | `P:slots:fence` | counter | the fencing number of the latest grant |
+//! | `P:lock:SITE:ID` | string | the single-flight lock of an account, with expiry |
+//!
+//! The grant script runs atomically: it drops expired leases and waiters, walks the queue
+//! oldest first granting (on paper) every waiter that could run, and grants the caller only
+//! if it can still run after them — FIFO among waiters that can run, and no head-of-line
+//! blocking. Keys are built inside the scripts, so Redis Cluster is not supported.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::Script;
+
+use super::SlotLimits;
+use crate::error::{Error, Result};
+
+const GRANT: &str = r#"
+local now = tonumber(ARGV[1])
+local prefix = ARGV[11]
+local lim = redis.call('HMGET', prefix .. ':slots:limits', 'global', 'per_site', 'per_account')
+local g = tonumber(lim[1]) or tonumber(ARGV[6])
+local s = tonumber(lim[2]) or tonumber(ARGV[7])
+local a = tonumber(lim[3]) or tonumber(ARGV[8])
+local global = prefix .. ':slots:global'
+redis.call('ZREMRANGEBYSCORE', global, '-inf', now)
+local used_g = redis.call('ZCARD', global)
+local used_s, used_a = {}, {}
+local function site_used(site)
+  if used_s[site] == nil then
+    local k = prefix .. ':slots:site:' .. site
+    redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
+    used_s[site] = redis.call('ZCARD', k)
+  end
+  return used_s[site]
+end
+local function account_used(site, account)
+  local id = site .. ':' .. account
+  if used_a[id] == nil then
+    local k = prefix .. ':slots:account:' .. id
+    redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
+    used_a[id] = redis.call('ZCARD', k)
+  end
+  return used_a[id]
+end
+local function fits(site, account)
+  return used_g < g and site_used(site) < s and account_used(site, account) < a
+end
+local queue = prefix .. ':slots:queue'
+local waiters = prefix .. ':slots:waiters'
+local me, my_site, my_account = ARGV[3], ARGV[4], ARGV[5]
+for _, w in ipairs(redis.call('ZRANGE', queue, 0, -1)) do
+  if w == me then break end
+  local info = redis.call('HGET', waiters, w)
+  local deadline, site, account
+  if info then deadline, site, account = string.match(info, '^([^\n]*)\n([^\n]*)\n(.*)$') end
+  if not deadline or tonumber(deadline) < now then
+    redis.call('ZREM', queue, w)
+    redis.call('HDEL', waiters, w)
+  elseif fits(site, account) then
+    used_g = used_g + 1
+    used_s[site] = used_s[site] + 1
+    used_a[site .. ':' .. account] = used_a[site .. ':' .. account] + 1
+  end
+end
+if fits(my_site, my_account) then
+  local expiry = now + tonumber(ARGV[2])
+  redis.call('ZADD', global, expiry, me)
+  redis.call('ZADD', prefix .. ':slots:site:' .. my_site, expiry, me)
+  redis.call('ZADD', prefix .. ':slots:account:' .. my_site .. ':' .. my_account, expiry, me)
+  redis.call('ZREM', queue, me)
+  redis.call('HDEL', waiters, me)
+  return {1, redis.call('INCR', prefix .. ':slots:fence')}
+end
+if not redis.call('ZSCORE', queue, me) then
+  if redis.call('ZCARD', queue) >= tonumber(ARGV[9]) then return {-1, 0} end
+  redis.call('ZADD', queue, redis.call('INCR', prefix .. ':slots:queue_seq'), me)
+end
+redis.call('HSET', waiters, me, ARGV[10] .. '\n' .. my_site .. '\n' .. my_account)
+return {0, 0}
+"#;
+
+const RELEASE: &str = r#"
+local prefix, me, site, account = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local n = redis.call('ZREM', prefix .. ':slots:global', me)
+redis.call('ZREM', prefix .. ':slots:site:' .. site, me)
+redis.call('ZREM', prefix .. ':slots:account:' .. site .. ':' .. account, me)
+redis.call('ZREM', prefix .. ':slots:queue', me)
+redis.call('HDEL', prefix .. ':slots:waiters', me)
+return n
+"#;
+
+const UNLOCK: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
+/// First and longest wait between two polls of a queued waiter.
+const POLL_MIN: Duration = Duration::from_millis(5);
+const POLL_MAX: Duration = Duration::from_millis(100);
+
+#[derive(Clone)]
+pub struct RedisSlots {
+    conn: ConnectionManager,
+    prefix: String,
+    grant: Script,
+    release: Script,
+    unlock: Script,
+}
+
+/// A slot granted in Redis: its lease id and fencing number.
+#[derive(Debug, Clone)]
+pub struct RemoteLease {
+    pub id: String,
+    pub fence: u64,
+    pub site: String,
+    pub account: String,
+}
+
+fn unavailable(e: redis::RedisError) -> Error {
+    Error::CacheUnavailable(format!("redis slots: {e}"))
+}
+
+fn now_ms() -> u64 {
+    chrono::Utc::now().timestamp_millis().max(0) as u64
+}
+
+impl RedisSlots {
+    pub fn new(conn: ConnectionManager, key_prefix: &str) -> RedisSlots {
+        RedisSlots {
+            conn,
+            prefix: key_prefix.to_string(),
+            grant: Script::new(GRANT),
+            release: Script::new(RELEASE),
+            unlock: Script::new(UNLOCK),
+        }
+    }
+
+    /// One try: granted (`Some`), queued (`None`), or `QUEUE_FULL`.
+    async fn try_grant(
+        &self,
+        id: &str,
+        site: &str,
+        account: &str,
+        limits: SlotLimits,
+        lease: Duration,
+        deadline_ms: u64,
+        max_queue: usize,
+    ) -> Result<Option<u64>> {
+        let (state, fence): (i64, u64) = self
+            .grant
+            .arg(now_ms())
+            .arg(lease.as_millis() as u64)
+            .arg(id)
+            .arg(site)
+            .arg(account)
+            .arg(limits.global)
+            .arg(limits.per_site)
+            .arg(limits.per_account)
+            .arg(max_queue)
+            .arg(deadline_ms)
+            .arg(&self.prefix)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        match state {
+            1 => Ok(Some(fence)),
+            -1 => Err(Error::QueueFull(max_queue)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Waits for a slot at most `wait`, polling with a growing interval; `wake` shortens the
+    /// wait when a slot is released by this instance.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn acquire(
+        &self,
+        site: &str,
+        account: &str,
+        limits: SlotLimits,
+        lease: Duration,
+        wait: Duration,
+        max_queue: usize,
+        wake: &tokio::sync::Notify,
+    ) -> Result<RemoteLease> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let deadline = tokio::time::Instant::now() + wait;
+        let deadline_ms = now_ms() + wait.as_millis() as u64;
+        let mut pause = POLL_MIN;
+        loop {
+            let granted = self
+                .try_grant(&id, site, account, limits, lease, deadline_ms, max_queue)
+                .await;
+            match granted {
+                Ok(Some(fence)) => {
+                    return Ok(RemoteLease {
+                        id,
+                        fence,
+                        site: site.to_string(),
+                        account: account.to_string(),
+                    })
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.abandon(&id, site, account).await;
+                    return Err(e);
+                }
+            }
+            if tokio::time::Instant::now() + pause >= deadline {
+                self.abandon(&id, site, account).await;
+                return Err(Error::Timeout(format!(
+                    "no login slot for site `{site}` within {:.0}s (queue_timeout)",
+                    wait.as_secs_f64()
+                )));
+            }
+            let _ = tokio::time::timeout(pause, wake.notified()).await;
+            pause = (pause * 2).min(POLL_MAX);
+        }
+    }
+
+    async fn abandon(&self, id: &str, site: &str, account: &str) {
+        let _ = self.release_id(id, site, account).await;
+    }
+
+    async fn release_id(&self, id: &str, site: &str, account: &str) -> Result<bool> {
+        let n: u64 = self
+            .release
+            .arg(&self.prefix)
+            .arg(id)
+            .arg(site)
+            .arg(account)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(n > 0)
+    }
+
+    pub async fn release(&self, lease: &RemoteLease) -> Result<bool> {
+        self.release_id(&lease.id, &lease.site, &lease.account)
+            .await
+    }
+
+    /// Takes the single-flight lock of an account for `ttl`, waiting at most `wait`.
+    pub async fn lock(
+        &self,
+        site: &str,
+        credential_id: i64,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Option<String>> {
+        let key = format!("{}:lock:{site}:{credential_id}", self.prefix);
+        let owner = uuid::Uuid::new_v4().to_string();
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut pause = POLL_MIN;
+        loop {
+            let set: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg(&owner)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl.as_millis() as u64)
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?;
+            if set.is_some() {
+                return Ok(Some(owner));
+            }
+            if tokio::time::Instant::now() + pause >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(POLL_MAX);
+        }
+    }
+
+    pub async fn unlock(&self, site: &str, credential_id: i64, owner: &str) -> Result<()> {
+        let key = format!("{}:lock:{site}:{credential_id}", self.prefix);
+        let _: u64 = self
+            .unlock
+            .key(key)
+            .arg(owner)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Shares new limits with every instance.
+    pub async fn set_limits(&self, limits: SlotLimits) -> Result<()> {
+        let _: () = redis::cmd("HSET")
+            .arg(format!("{}:slots:limits", self.prefix))
+            .arg("global")
+            .arg(limits.global)
+            .arg("per_site")
+            .arg(limits.per_site)
+            .arg("per_account")
+            .arg(limits.per_account)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// The limits in force across instances, if any were set at run time.
+    pub async fn limits(&self) -> Result<Option<SlotLimits>> {
+        let values: Vec<Option<u32>> = redis::cmd("HMGET")
+            .arg(format!("{}:slots:limits", self.prefix))
+            .arg("global")
+            .arg("per_site")
+            .arg("per_account")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(match values.as_slice() {
+            [Some(global), Some(per_site), Some(per_account)] => Some(SlotLimits {
+                global: *global,
+                per_site: *per_site,
+                per_account: *per_account,
+            }),
+            _ => None,
+        })
+    }
+
+    /// Leases held across instances (expired ones dropped first) and the queue length.
+    pub async fn usage(&self) -> Result<(u64, u64)> {
+        let global = format!("{}:slots:global", self.prefix);
+        let (_, held, queued): ((), u64, u64) = redis::pipe()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&global)
+            .arg("-inf")
+            .arg(now_ms())
+            .cmd("ZCARD")
+            .arg(&global)
+            .cmd("ZCARD")
+            .arg(format!("{}:slots:queue", self.prefix))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok((held, queued))
+    }
+
+    /// Drops expired leases and waiters everywhere under the prefix; returns how many.
+    pub async fn cleanup(&self) -> Result<(u64, u64)> {
+        let mut conn = self.conn.clone();
+        let now = now_ms();
+        let pattern = format!("{}:slots:*", self.prefix);
+        let mut cursor: u64 = 0;
+        let mut leases = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            for key in keys.iter().filter(|k| {
+                k.contains(":slots:global")
+                    || k.contains(":slots:site:")
+                    || k.contains(":slots:account:")
+            }) {
+                let n: u64 = redis::cmd("ZREMRANGEBYSCORE")
+                    .arg(key)
+                    .arg("-inf")
+                    .arg(now)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                if key.ends_with(":slots:global") {
+                    leases += n;
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let waiters_key = format!("{}:slots:waiters", self.prefix);
+        let entries: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(&waiters_key)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let mut waiters = 0;
+        for (id, info) in entries {
+            let deadline: u64 = info
+                .split('\n')
+                .next()
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(0);
+            if deadline < now {
+                let _: () = redis::pipe()
+                    .cmd("HDEL")
+                    .arg(&waiters_key)
+                    .arg(&id)
+                    .cmd("ZREM")
+                    .arg(format!("{}:slots:queue", self.prefix))
+                    .arg(&id)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                waiters += 1;
+            }
+        }
+        Ok((leases, waiters))
+    }
+}
