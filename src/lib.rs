@@ -31,6 +31,7 @@ pub mod drivers;
 pub mod error;
 pub mod notify;
 pub mod outcome;
+pub mod process;
 pub mod secret;
 pub mod selection;
 pub mod server;

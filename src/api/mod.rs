@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod health;
+pub mod resources;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -63,7 +64,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(
         web::scope("/api/v1/automation/performance")
-            .route("/health", web::get().to(health::health)),
+            .route("/health", web::get().to(health::health))
+            .route("/resource-usage", web::get().to(resources::usage))
+            .route("/resources/cleanup", web::post().to(resources::cleanup)),
     )
     .default_service(web::to(not_found));
 }

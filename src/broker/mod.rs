@@ -235,6 +235,20 @@ impl Broker {
         self.inner.history.flush().await
     }
 
+    /// Single-flight locks in this process that are held or waited for.
+    pub fn active_locks(&self) -> usize {
+        let flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
+        flights.values().filter(|w| w.strong_count() > 0).count()
+    }
+
+    /// Forgets locks nobody holds or waits for; returns how many.
+    pub fn drop_idle_locks(&self) -> usize {
+        let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
+        let before = flights.len();
+        flights.retain(|_, w| w.strong_count() > 0);
+        before - flights.len()
+    }
+
     fn flight(&self, key: FlightKey) -> Arc<tokio::sync::Mutex<()>> {
         let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(lock) = flights.get(&key).and_then(Weak::upgrade) {

@@ -165,6 +165,10 @@ impl Pool {
             .map_err(|e| Error::DatabaseUnavailable(format!("{}: {e}", self.display_url)))
     }
 
+    pub fn max_size(&self) -> u32 {
+        self.inner.max_size()
+    }
+
     /// Connections open and idle, for resource reports.
     pub fn state(&self) -> (u32, u32) {
         let state = self.inner.state();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use actix::Addr;
 use tokio::sync::Notify;
 
-use self::redis::{RedisSlots, RemoteLease};
+use self::redis::{RedisSlots, RemoteLease, SlotRequest};
 use crate::actors::concurrency::{acquire_slot, ConcurrencyActor, SetLimits};
 pub use crate::actors::concurrency::{SlotGuard, SlotLimits};
 use crate::config::{seconds, ConcurrencyConfig};
@@ -41,11 +41,14 @@ pub struct Slots {
 /// A granted slot; dropping it releases the slot.
 pub enum Slot {
     Local(SlotGuard),
-    Remote {
-        lease: RemoteLease,
-        slots: RedisSlots,
-        wake: Arc<Notify>,
-    },
+    Remote(Box<RemoteSlot>),
+}
+
+/// A slot held in Redis, with what its release needs.
+pub struct RemoteSlot {
+    lease: RemoteLease,
+    slots: RedisSlots,
+    wake: Arc<Notify>,
 }
 
 impl Slot {
@@ -55,15 +58,19 @@ impl Slot {
     pub fn fence(&self) -> u64 {
         match self {
             Slot::Local(_) => 0,
-            Slot::Remote { lease, .. } => lease.fence,
+            Slot::Remote(remote) => remote.lease.fence,
         }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Slot::Remote { lease, slots, wake } = self {
-            let (lease, slots, wake) = (lease.clone(), slots.clone(), wake.clone());
+        if let Slot::Remote(remote) = self {
+            let (lease, slots, wake) = (
+                remote.lease.clone(),
+                remote.slots.clone(),
+                remote.wake.clone(),
+            );
             // Outside a runtime (process exit) the lease simply expires.
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
@@ -168,35 +175,30 @@ impl Slots {
     pub async fn acquire(&self, site: &str, account: &str) -> Result<Slot> {
         let wait = seconds(self.config.queue_timeout);
         if let Some(redis) = self.shared() {
-            let lease = seconds(self.config.acquisition_timeout);
-            let max_queue = self.config.max_queue_len as usize;
-            match redis
-                .acquire(
-                    site,
-                    account,
-                    self.current_limits(),
-                    lease,
-                    wait,
-                    max_queue,
-                    &self.wake,
-                )
-                .await
-            {
+            let ask = SlotRequest {
+                site,
+                account,
+                limits: self.current_limits(),
+                lease: seconds(self.config.acquisition_timeout),
+                wait,
+                max_queue: self.config.max_queue_len as usize,
+            };
+            match redis.acquire(&ask, &self.wake).await {
                 Ok(lease) => {
                     self.redis_ok();
-                    return Ok(Slot::Remote {
+                    let remote = RemoteSlot {
                         lease,
                         slots: redis.clone(),
                         wake: self.wake.clone(),
-                    });
+                    };
+                    return Ok(Slot::Remote(Box::new(remote)));
                 }
                 Err(e @ Error::CacheUnavailable(_)) => self.redis_failed(&e),
                 Err(e) => return Err(e),
             }
         }
-        Ok(Slot::Local(
-            acquire_slot(&self.actor, site, account, wait).await?,
-        ))
+        let guard = acquire_slot(&self.actor, site, account, wait).await?;
+        Ok(Slot::Local(guard))
     }
 
     /// The single-flight lock of an account across instances (a no-op without Redis, where

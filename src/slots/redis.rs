@@ -116,6 +116,19 @@ pub struct RedisSlots {
     unlock: Script,
 }
 
+/// What a waiter asks Redis for.
+pub struct SlotRequest<'a> {
+    pub site: &'a str,
+    pub account: &'a str,
+    /// This instance's limits, used where none were set at run time in Redis.
+    pub limits: SlotLimits,
+    /// How long the slot is held at most (`acquisition_timeout`).
+    pub lease: Duration,
+    /// How long to wait in the queue (`queue_timeout`).
+    pub wait: Duration,
+    pub max_queue: usize,
+}
+
 /// A slot granted in Redis: its lease id and fencing number.
 #[derive(Debug, Clone)]
 pub struct RemoteLease {
@@ -148,23 +161,20 @@ impl RedisSlots {
     async fn try_grant(
         &self,
         id: &str,
-        site: &str,
-        account: &str,
-        limits: SlotLimits,
-        lease: Duration,
+        ask: &SlotRequest<'_>,
         deadline_ms: u64,
-        max_queue: usize,
     ) -> Result<Option<u64>> {
+        let max_queue = ask.max_queue;
         let (state, fence): (i64, u64) = self
             .grant
             .arg(now_ms())
-            .arg(lease.as_millis() as u64)
+            .arg(ask.lease.as_millis() as u64)
             .arg(id)
-            .arg(site)
-            .arg(account)
-            .arg(limits.global)
-            .arg(limits.per_site)
-            .arg(limits.per_account)
+            .arg(ask.site)
+            .arg(ask.account)
+            .arg(ask.limits.global)
+            .arg(ask.limits.per_site)
+            .arg(ask.limits.per_account)
             .arg(max_queue)
             .arg(deadline_ms)
             .arg(&self.prefix)
@@ -180,25 +190,18 @@ impl RedisSlots {
 
     /// Waits for a slot at most `wait`, polling with a growing interval; `wake` shortens the
     /// wait when a slot is released by this instance.
-    #[allow(clippy::too_many_arguments)]
     pub async fn acquire(
         &self,
-        site: &str,
-        account: &str,
-        limits: SlotLimits,
-        lease: Duration,
-        wait: Duration,
-        max_queue: usize,
+        ask: &SlotRequest<'_>,
         wake: &tokio::sync::Notify,
     ) -> Result<RemoteLease> {
+        let (site, account, wait) = (ask.site, ask.account, ask.wait);
         let id = uuid::Uuid::new_v4().to_string();
         let deadline = tokio::time::Instant::now() + wait;
         let deadline_ms = now_ms() + wait.as_millis() as u64;
         let mut pause = POLL_MIN;
         loop {
-            let granted = self
-                .try_grant(&id, site, account, limits, lease, deadline_ms, max_queue)
-                .await;
+            let granted = self.try_grant(&id, ask, deadline_ms).await;
             match granted {
                 Ok(Some(fence)) => {
                     return Ok(RemoteLease {

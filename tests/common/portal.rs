@@ -34,6 +34,9 @@ pub struct PortalState {
     pub max_in_flight: AtomicU32,
     pub max_in_flight_per_account: Mutex<HashMap<String, u32>>,
     in_flight_per_account: Mutex<HashMap<String, u32>>,
+    /// By the `site` extra field of the login request, when the site config sends one.
+    pub max_in_flight_per_site: Mutex<HashMap<String, u32>>,
+    in_flight_per_site: Mutex<HashMap<String, u32>>,
 }
 
 impl PortalState {
@@ -98,6 +101,7 @@ impl Portal {
 
 async fn login(state: web::Data<PortalState>, body: web::Json<Value>) -> HttpResponse {
     let account = body["username"].as_str().unwrap_or_default().to_string();
+    let site = body["site"].as_str().unwrap_or_default().to_string();
     let password = body["password"].as_str().unwrap_or_default().to_string();
     *state
         .attempts
@@ -115,6 +119,14 @@ async fn login(state: web::Data<PortalState>, body: web::Json<Value>) -> HttpRes
         let m = max.entry(account.clone()).or_default();
         *m = (*m).max(*n);
     }
+    {
+        let mut per = state.in_flight_per_site.lock().unwrap();
+        let n = per.entry(site.clone()).or_default();
+        *n += 1;
+        let mut max = state.max_in_flight_per_site.lock().unwrap();
+        let m = max.entry(site.clone()).or_default();
+        *m = (*m).max(*n);
+    }
     let latency = *state.latency.lock().unwrap();
     actix_web::rt::time::sleep(latency).await;
     let response = answer(&state, &account, &password);
@@ -124,6 +136,12 @@ async fn login(state: web::Data<PortalState>, body: web::Json<Value>) -> HttpRes
         .lock()
         .unwrap()
         .get_mut(&account)
+        .unwrap() -= 1;
+    *state
+        .in_flight_per_site
+        .lock()
+        .unwrap()
+        .get_mut(&site)
         .unwrap() -= 1;
     response
 }

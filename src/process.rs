@@ -1,0 +1,55 @@
+//! Facts about this process from `/proc` (Linux): resident memory, CPU time, threads, open
+//! files. Missing facts (another OS, a restricted `/proc`) are reported as `None`.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessUsage {
+    pub rss_bytes: Option<u64>,
+    pub cpu_seconds: Option<f64>,
+    pub threads: Option<u64>,
+    pub open_files: Option<u64>,
+}
+
+fn status_field(status: &str, name: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(name))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// CPU time (user + system) from `/proc/self/stat`, whose fields 14 and 15 are in clock
+/// ticks; Linux reports them at 100 per second for user space.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after_name = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+pub fn usage() -> ProcessUsage {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    ProcessUsage {
+        rss_bytes: status_field(&status, "VmRSS:").map(|kb| kb * 1024),
+        cpu_seconds: cpu_seconds(),
+        threads: status_field(&status, "Threads:"),
+        open_files: std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|d| d.count() as u64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_this_process() {
+        let usage = super::usage();
+        assert!(usage.rss_bytes.unwrap() > 1024 * 1024);
+        assert!(usage.threads.unwrap() >= 1);
+        assert!(usage.open_files.unwrap() >= 3);
+        assert!(usage.cpu_seconds.is_some());
+    }
+}
