@@ -458,3 +458,42 @@ mod tests {
         drop(first);
     }
 }
+
+#[cfg(test)]
+mod order_tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[actix_rt::test]
+    async fn waiters_for_one_account_are_served_first_come_first_served() {
+        let config = ConcurrencyConfig {
+            max_concurrent_per_account: 1,
+            ..ConcurrencyConfig::default()
+        };
+        let actor = ConcurrencyActor::new(&config).start();
+        let held = acquire_slot(&actor, "s", "a", Duration::from_secs(1))
+            .await
+            .unwrap();
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for n in 0..4 {
+            let (actor, order) = (actor.clone(), order.clone());
+            waiters.push(tokio::spawn(async move {
+                let guard = acquire_slot(&actor, "s", "a", Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                order.lock().unwrap().push(n);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                drop(guard);
+            }));
+            // Arrive one after the other.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(held);
+        for waiter in waiters {
+            waiter.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3]);
+    }
+}
