@@ -617,3 +617,49 @@ async fn the_blacklist_expires_and_a_success_clears_it() {
         assert!(rows[0].last_login_success_at.is_some());
     }
 }
+
+#[actix_rt::test]
+async fn tokens_are_served_while_redis_is_unreachable() {
+    let h = Harness::start(Some("redis://127.0.0.1:1/0"), "").await;
+    h.add_account("alice", "pw-alice", false);
+    let (status, first) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+    assert_eq!(status, 200, "{first}");
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        let (status, again) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            again["data"]["source"], "cache",
+            "served from the in-process fallback"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "requests waited on the dead Redis"
+    );
+    assert_eq!(h.portal.state.issued(), 1);
+
+    let url = format!(
+        "http://{}/api/v1/automation/performance/health",
+        h.tokend.addr
+    );
+    let health: Value = h
+        .client
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let data = &health["data"];
+    assert_eq!(
+        data["components"]["cache"]["status"], "degraded",
+        "{health}"
+    );
+    assert_eq!(
+        data["components"]["slots"]["mode"], "memory (redis unreachable)",
+        "{health}"
+    );
+    assert_eq!(data["status"], "degraded");
+}

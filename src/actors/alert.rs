@@ -48,7 +48,7 @@ pub enum HealthLevel {
 }
 
 impl HealthLevel {
-    fn from_alerts(alerts: &[Alert]) -> HealthLevel {
+    pub fn from_alerts(alerts: &[Alert]) -> HealthLevel {
         match alerts.iter().map(|a| a.severity).max() {
             None => HealthLevel::Healthy,
             Some(Severity::Low) => HealthLevel::Warning,

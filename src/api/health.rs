@@ -4,7 +4,7 @@ use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use super::AppState;
-use crate::actors::alert::Health;
+use crate::actors::alert::{Alert, Health, HealthLevel, Severity};
 use crate::error::Error;
 
 /// Liveness: the process answers HTTP. No auth, no dependencies.
@@ -14,7 +14,24 @@ pub async fn healthz() -> HttpResponse {
 
 /// Health level, alerts and components; 503 only when the database cannot be reached.
 pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
-    let report = state.actors.alert.send(Health).await?;
+    let mut report = state.actors.alert.send(Health).await?;
+    // The login slots: shared through Redis, or in process (by design, or as a fallback).
+    let slots_status = if state.slots.is_degraded() {
+        "degraded"
+    } else {
+        "up"
+    };
+    if state.slots.is_degraded() {
+        report.alerts.push(Alert {
+            kind: "slots_fallback",
+            message: "Redis is unreachable: login limits hold per instance until it is back".into(),
+            severity: Severity::Medium,
+            value: 0.0,
+            threshold: 1.0,
+        });
+        report.status = HealthLevel::from_alerts(&report.alerts);
+    }
+    report.components["slots"] = json!({"status": slots_status, "mode": state.slots.mode()});
     let body = json!({"success": true, "data": report});
     Ok(if report.database_up {
         HttpResponse::Ok().json(body)

@@ -8,14 +8,18 @@
 //! | `account_stats` | `P:account-stats:SITE` | [`AccountStats`] list | `account_stats_ttl` |
 //! | `blacklist` | `P:blacklist:SITE:ID` | `1` | `blacklist_duration_hours` |
 //!
-//! With the Redis backend, token entries are also kept in an in-process near cache for
-//! [`NEAR_WINDOW`]: the hot path then rarely needs a Redis round trip. An invalidation made on
-//! another instance is therefore seen here within that window at the latest.
+//! With the Redis backend, token entries are also kept in an in-process near cache: an entry
+//! read from Redis less than [`NEAR_WINDOW`] ago is served without a Redis round trip (so an
+//! invalidation made on another instance is seen here within that window at the latest), and
+//! while Redis is unreachable the near cache serves the tokens it holds until they expire.
+//! After a Redis failure, Redis is left alone for [`BREAKER_PAUSE`] so that no request waits on
+//! a dead connection; the outage and the recovery are each logged once.
 //!
 //! Every cache failure is non-fatal: it is logged, counted as an error of its kind, and the
 //! caller goes on as on a miss (the database is the source of truth).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,10 +29,13 @@ use serde::{Deserialize, Serialize};
 
 use super::CacheStore;
 use crate::crypto::{SealContext, SecretKey};
+use crate::error::{Error, Result};
 use crate::secret::Secret;
 
 /// How long a token entry read from Redis is served from the in-process near cache.
 pub const NEAR_WINDOW: Duration = Duration::from_secs(1);
+/// After a Redis failure, how long the cache answers without trying Redis.
+pub const BREAKER_PAUSE: Duration = Duration::from_secs(1);
 
 /// The cache kinds, in the order reports list them.
 pub const KINDS: [&str; 4] = ["token", "credentials", "account_stats", "blacklist"];
@@ -133,6 +140,8 @@ pub struct TokenCache {
     store: CacheStore,
     /// In-process copies of token entries read from Redis (none for the memory backend).
     near: Option<Arc<super::MemoryStore>>,
+    /// When Redis last failed (ms since the epoch), 0 while it answers.
+    failed_at: Arc<std::sync::atomic::AtomicI64>,
     prefix: Arc<str>,
     key: SecretKey,
     pub counters: Arc<CacheCounters>,
@@ -144,6 +153,7 @@ impl TokenCache {
         TokenCache {
             store,
             near,
+            failed_at: Arc::default(),
             prefix: Arc::from(key_prefix),
             key,
             counters: Arc::default(),
@@ -179,17 +189,60 @@ impl TokenCache {
         format!("{}:blacklist:{site}:{id}", self.prefix)
     }
 
+    /// Whether the backend is reachable as far as the cache knows (always, in process).
+    pub fn backend_up(&self) -> bool {
+        self.failed_at.load(Ordering::Relaxed) == 0
+    }
+
+    fn paused(&self) -> bool {
+        let failed = self.failed_at.load(Ordering::Relaxed);
+        failed != 0 && Utc::now().timestamp_millis() - failed < BREAKER_PAUSE.as_millis() as i64
+    }
+
+    fn note<T>(&self, kind: &str, op: &str, result: Result<T>) -> Result<T> {
+        match &result {
+            Ok(_) => {
+                if self.failed_at.swap(0, Ordering::Relaxed) != 0 {
+                    log::info!(
+                        "event=cache_backend_restored backend={}",
+                        self.store.backend()
+                    );
+                }
+            }
+            Err(e) => {
+                self.counters.error(kind);
+                if self
+                    .failed_at
+                    .swap(Utc::now().timestamp_millis(), Ordering::Relaxed)
+                    == 0
+                {
+                    log::warn!("event=cache_backend_unreachable backend={} op={op} error=\"{e}\" fallback=in_process", self.store.backend());
+                }
+            }
+        }
+        result
+    }
+
+    async fn store_get(&self, kind: &str, key: &str) -> Result<Option<String>> {
+        if self.paused() {
+            self.counters.error(kind);
+            return Err(Error::CacheUnavailable("paused after a failure".into()));
+        }
+        let result = self.store.get(key).await;
+        self.note(kind, "get", result)
+    }
+
+    async fn store_delete(&self, kind: &str, key: &str) {
+        if !self.paused() {
+            let result = self.store.delete(key).await;
+            let _ = self.note(kind, "delete", result);
+        }
+    }
+
     /// Reads and decodes an entry; counts hit or miss when `count` (token lookups are
     /// counted by the caller, which also judges freshness).
     async fn get_json<T: DeserializeOwned>(&self, kind: &str, key: &str, count: bool) -> Option<T> {
-        let text = match self.store.get(key).await {
-            Ok(text) => text,
-            Err(e) => {
-                log::warn!("event=cache_error kind={kind} op=get error=\"{e}\"");
-                self.counters.error(kind);
-                return None;
-            }
-        };
+        let text = self.store_get(kind, key).await.ok()?;
         if count {
             match text {
                 Some(_) => self.counters.hit(kind),
@@ -215,8 +268,12 @@ impl TokenCache {
         let Ok(text) = serde_json::to_string(value) else {
             return;
         };
-        if let (Some(near), "token") = (&self.near, kind) {
-            near.set(key, text.clone(), ttl.min(NEAR_WINDOW));
+        if kind == "token" {
+            self.near_put(key, &text, ttl);
+        }
+        if self.paused() {
+            self.counters.error(kind);
+            return;
         }
         let written = match (kind, &self.store) {
             ("token", CacheStore::Redis(redis)) => {
@@ -224,30 +281,74 @@ impl TokenCache {
                     .ok()
                     .and_then(|v| v["fence"].as_u64())
                     .unwrap_or(0);
-                redis
-                    .set_fenced(key, &text, ttl, fence)
-                    .await
-                    .map(|stored| {
-                        if !stored {
-                            log::warn!("event=stale_token_discarded store=redis fence={fence}");
-                        }
-                    })
+                let stored = redis.set_fenced(key, &text, ttl, fence).await;
+                if let Ok(false) = stored {
+                    log::warn!("event=stale_token_discarded store=redis fence={fence}");
+                    if let Some(near) = &self.near {
+                        near.delete(key);
+                    }
+                }
+                stored.map(|_| ())
             }
             _ => self.store.set(key, &text, ttl).await,
         };
-        if let Err(e) = written {
-            log::warn!("event=cache_error kind={kind} op=set error=\"{e}\"");
-            self.counters.error(kind);
-        }
+        let _ = self.note(kind, "set", written);
     }
 
     async fn delete(&self, kind: &str, key: &str) {
         if let Some(near) = &self.near {
             near.delete(key);
         }
-        if let Err(e) = self.store.delete(key).await {
-            log::warn!("event=cache_error kind={kind} op=delete error=\"{e}\"");
-            self.counters.error(kind);
+        self.store_delete(kind, key).await;
+    }
+
+    /// Keeps a copy in the near cache, stamped with the time it was known to be current.
+    fn near_put(&self, key: &str, text: &str, ttl: Duration) {
+        if let Some(near) = &self.near {
+            near.set(
+                key,
+                format!("{}\n{text}", Utc::now().timestamp_millis()),
+                ttl,
+            );
+        }
+    }
+
+    /// A near-cache copy and its age.
+    fn near_get(&self, key: &str) -> Option<(Duration, String)> {
+        let stamped = self.near.as_ref()?.get(key)?;
+        let (at, text) = stamped.split_once('\n')?;
+        let age = Utc::now().timestamp_millis() - at.parse::<i64>().ok()?;
+        Some((Duration::from_millis(age.max(0) as u64), text.to_string()))
+    }
+
+    /// The entry under `key`: from the near cache when recent, else from the store; while the
+    /// store is unreachable, from the near cache whatever its age.
+    async fn token_text(&self, key: &str) -> Option<String> {
+        let near = self.near_get(key);
+        if let Some((age, text)) = &near {
+            if *age < NEAR_WINDOW {
+                return Some(text.clone());
+            }
+        }
+        match self.store_get("token", key).await {
+            Ok(Some(text)) => {
+                if self.near.is_some() {
+                    let left = serde_json::from_str::<CachedToken>(&text)
+                        .ok()
+                        .and_then(|e| (e.expires_at - Utc::now()).to_std().ok());
+                    if let Some(left) = left {
+                        self.near_put(key, &text, left);
+                    }
+                }
+                Some(text)
+            }
+            Ok(None) => {
+                if let Some(n) = &self.near {
+                    n.delete(key);
+                }
+                None
+            }
+            Err(_) => near.map(|(_, text)| text),
         }
     }
 
@@ -261,16 +362,8 @@ impl TokenCache {
             Some(id) => self.token_key(site, id),
             None => self.site_token_key(site),
         };
-        let entry: CachedToken = match self.near.as_ref().and_then(|near| near.get(&key)) {
-            Some(text) => self.decode("token", &key, &text).await?,
-            None => {
-                let entry: CachedToken = self.get_json("token", &key, false).await?;
-                if let (Some(near), Ok(text)) = (&self.near, serde_json::to_string(&entry)) {
-                    near.set(&key, text, NEAR_WINDOW);
-                }
-                entry
-            }
-        };
+        let text = self.token_text(&key).await?;
+        let entry: CachedToken = self.decode("token", &key, &text).await?;
         match self.key.open(
             &entry.token,
             SealContext::Token {
@@ -314,17 +407,17 @@ impl TokenCache {
 
     /// Drops an account's token, and the site's newest if it is that one.
     pub async fn invalidate(&self, site: &str, credential_id: i64) {
-        if let Some(near) = &self.near {
-            near.delete(&self.site_token_key(site));
-        }
+        let newest_key = self.site_token_key(site);
+        let newest: Option<CachedToken> = match self.store_get("token", &newest_key).await {
+            Ok(Some(text)) => serde_json::from_str(&text).ok(),
+            _ => self
+                .near_get(&newest_key)
+                .and_then(|(_, text)| serde_json::from_str(&text).ok()),
+        };
         self.delete("token", &self.token_key(site, credential_id))
             .await;
-        let newest: Option<CachedToken> = match self.store.get(&self.site_token_key(site)).await {
-            Ok(Some(text)) => serde_json::from_str(&text).ok(),
-            _ => None,
-        };
         if newest.is_none_or(|t| t.credential_id == credential_id) {
-            self.delete("token", &self.site_token_key(site)).await;
+            self.delete("token", &newest_key).await;
         }
     }
 
@@ -357,37 +450,36 @@ impl TokenCache {
         self.delete("account_stats", &self.stats_key(site)).await;
     }
 
-    /// Whether an account is blacklisted. A cache failure counts as "not blacklisted": the
-    /// portal's answer is then the judge, which is safer than refusing every login.
+    /// Whether an account is blacklisted. With Redis, a copy is kept in process, so that an
+    /// outage does not let a failed account be tried again at once.
     pub async fn is_blacklisted(&self, site: &str, id: i64) -> bool {
-        match self.store.get(&self.blacklist_key(site, id)).await {
-            Ok(found) => {
-                if found.is_some() {
-                    self.counters.hit("blacklist");
-                } else {
-                    self.counters.miss("blacklist");
-                }
-                found.is_some()
-            }
-            Err(e) => {
-                log::warn!("event=cache_error kind=blacklist op=get error=\"{e}\"");
-                self.counters.error("blacklist");
-                false
-            }
+        let key = self.blacklist_key(site, id);
+        let found = match self.store_get("blacklist", &key).await {
+            Ok(found) => found.is_some(),
+            Err(_) => self
+                .near
+                .as_ref()
+                .is_some_and(|near| near.get(&key).is_some()),
+        };
+        if found {
+            self.counters.hit("blacklist");
+        } else {
+            self.counters.miss("blacklist");
         }
+        found
     }
 
     pub async fn blacklist(&self, site: &str, id: i64, duration: Duration) {
         if duration.is_zero() {
             return;
         }
-        if let Err(e) = self
-            .store
-            .set(&self.blacklist_key(site, id), "1", duration)
-            .await
-        {
-            log::warn!("event=cache_error kind=blacklist op=set error=\"{e}\"");
-            self.counters.error("blacklist");
+        let key = self.blacklist_key(site, id);
+        if let Some(near) = &self.near {
+            near.set(&key, "1".into(), duration);
+        }
+        if !self.paused() {
+            let result = self.store.set(&key, "1", duration).await;
+            let _ = self.note("blacklist", "set", result);
         }
     }
 
