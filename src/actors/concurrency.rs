@@ -497,3 +497,45 @@ mod order_tests {
         assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3]);
     }
 }
+
+#[cfg(test)]
+mod limit_change_tests {
+    use super::*;
+
+    #[actix_rt::test]
+    async fn raising_the_limits_serves_the_waiters() {
+        let config = ConcurrencyConfig {
+            max_concurrent_acquisitions: 1,
+            ..ConcurrencyConfig::default()
+        };
+        let actor = ConcurrencyActor::new(&config).start();
+        let first = acquire_slot(&actor, "s1", "a", Duration::from_secs(1))
+            .await
+            .unwrap();
+        let waiting: Vec<_> = ["b", "c"]
+            .into_iter()
+            .map(|account| {
+                let actor = actor.clone();
+                tokio::spawn(async move {
+                    acquire_slot(&actor, "s2", account, Duration::from_secs(5)).await
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(actor.send(Usage).await.unwrap().queue_size, 2);
+        let raised = SlotLimits {
+            global: 3,
+            per_site: 2,
+            per_account: 1,
+        };
+        actor.send(SetLimits(raised)).await.unwrap().unwrap();
+        for waiter in waiting {
+            assert!(
+                waiter.await.unwrap().is_ok(),
+                "a waiter was dropped by the limit change"
+            );
+        }
+        assert_eq!(actor.send(Limits).await.unwrap(), raised);
+        drop(first);
+    }
+}
