@@ -46,6 +46,30 @@ pub enum Command {
     /// Get tokens from the running daemon.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Maintenance through the running daemon; steps combine and run in this order.
+    Optimize(OptimizeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct OptimizeArgs {
+    /// Check health (fails when the daemon says `unhealthy`).
+    #[arg(long)]
+    pub health_check: bool,
+    /// Delete history older than N days.
+    #[arg(long, value_name = "N")]
+    pub cleanup_days: Option<u32>,
+    /// Load these sites' credentials, account stats and blacklist into the cache.
+    #[arg(long, value_name = "SITE", num_args = 1..)]
+    pub warm_cache: Vec<String>,
+    /// Recommend concurrency limits from usage and history, and apply them.
+    #[arg(long)]
+    pub optimize_concurrency: bool,
+    /// Zero the live metrics (after printing them).
+    #[arg(long)]
+    pub reset_metrics: bool,
+    /// The daemon's address (default: http://<server.listen>).
+    #[arg(long)]
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +170,10 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Accounts(command) => run_accounts(&config, command),
+        Command::Optimize(args) => {
+            let runtime = actix_web::rt::System::new();
+            runtime.block_on(crate::maintenance::run(&config, &args))
+        }
         Command::Token(TokenCommand::Get {
             site,
             account,

@@ -23,6 +23,21 @@ pub fn default_url(config: &Config) -> String {
 
 /// POSTs `body` to `path` and returns the `data` of a successful answer.
 pub async fn post(config: &Config, url: Option<&str>, path: &str, body: &Value) -> Result<Value> {
+    call(config, url, reqwest::Method::POST, path, Some(body)).await
+}
+
+/// GETs `path` and returns the `data` of a successful answer.
+pub async fn get(config: &Config, url: Option<&str>, path: &str) -> Result<Value> {
+    call(config, url, reqwest::Method::GET, path, None).await
+}
+
+async fn call(
+    config: &Config,
+    url: Option<&str>,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Value> {
     let base = url.map_or_else(
         || default_url(config),
         |u| u.trim_end_matches('/').to_string(),
@@ -31,7 +46,10 @@ pub async fn post(config: &Config, url: Option<&str>, path: &str, body: &Value) 
         .timeout(REQUEST_TIMEOUT)
         .build()
         .map_err(|e| Error::Internal(e.to_string()))?;
-    let mut request = client.post(format!("{base}{path}")).json(body);
+    let mut request = client.request(method, format!("{base}{path}"));
+    if let Some(body) = body {
+        request = request.json(body);
+    }
     let token = &config.server.admin_token;
     if !token.is_empty() {
         request = request.bearer_auth(token.expose());

@@ -62,6 +62,9 @@ pub enum Error {
     /// The daemon could not be reached or answered with an error (CLI commands that call it).
     #[error("daemon: {0}")]
     Daemon(String),
+    /// Maintenance steps that failed (`tokend optimize`); each was printed.
+    #[error("{0} maintenance step(s) failed")]
+    StepsFailed(usize),
     #[error("authentication required: {0}")]
     Unauthorized(String),
     #[error("not allowed: {0}")]
@@ -113,6 +116,7 @@ impl Error {
             Error::NoAvailableAccount { .. } => "NO_AVAILABLE_ACCOUNT",
             Error::AcquisitionFailed { .. } => "TOKEN_ACQUISITION_FAILED",
             Error::Daemon(_) => "DAEMON_UNREACHABLE",
+            Error::StepsFailed(_) => "STEPS_FAILED",
             Error::Unauthorized(_) => "UNAUTHORIZED",
             Error::Forbidden(_) => "FORBIDDEN",
             Error::Internal(_) => "INTERNAL_ERROR",
@@ -135,7 +139,9 @@ impl Error {
     /// The exit status of a CLI command that failed with this error (sysexits.h).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::AccountExists { .. } | Error::AccountNotFound { .. } => 1,
+            Error::AccountExists { .. } | Error::AccountNotFound { .. } | Error::StepsFailed(_) => {
+                1
+            }
             Error::InvalidInput { .. } | Error::UnknownSite(_) => 64, // EX_USAGE
             Error::Import { .. } => 65,                               // EX_DATAERR
             Error::Database(_)
@@ -174,7 +180,7 @@ impl ResponseError for Error {
             Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::NoAvailableAccount { .. } | Error::Daemon(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::AcquisitionFailed { .. } => StatusCode::BAD_GATEWAY,
-            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Internal(_) | Error::StepsFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

@@ -2,123 +2,20 @@
 //! real fake portal, real SQLite history, and each test once more on Redis.
 
 mod common;
+#[path = "common/harness.rs"]
+mod harness;
 #[path = "common/portal.rs"]
 mod portal;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use portal::{AccountBehaviour, Portal};
+use portal::AccountBehaviour;
 use serde_json::{json, Value};
 use tokend::accounts::NewAccount;
 use tokend::secret::Secret;
-use tokend::server::RunningServer;
-use tokend::Config;
 
-const SECRET_KEY: &str = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=";
-
-/// tokend plus its fake portal, on one cache backend.
-struct Harness {
-    tokend: RunningServer,
-    portal: Portal,
-    client: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
-/// The backends to run a test on: in-process always, Redis when it is there (required in CI).
-fn backends() -> Vec<Option<String>> {
-    let mut list = vec![None];
-    if common::redis_available() {
-        list.push(Some(common::redis_url()));
-    }
-    list
-}
-
-impl Harness {
-    async fn start(redis: Option<&str>, extra: &str) -> Harness {
-        let retry = "[retry]\nnetwork_retry_delay_base = 0.05\ncaptcha_retry_delay = 0.05\nlogin_timeout = 10\n";
-        Harness::start_with(redis, retry, extra).await
-    }
-
-    async fn start_with(redis: Option<&str>, retry: &str, extra: &str) -> Harness {
-        let portal = Portal::start();
-        let dir = tempfile::tempdir().unwrap();
-        let redis = redis.map_or(String::new(), |url| {
-            format!(
-                "[redis]\nurl = \"{url}\"\nkey_prefix = \"tokend-test-{}\"\n",
-                common::unique()
-            )
-        });
-        let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[database]\nurl = \"sqlite://{db}\"\n{redis}\
-             {retry}\n{extra}\n\
-             [[sites]]\nname = \"court_zxfw\"\ndriver = \"http\"\nlogin_url = \"{url}\"\n",
-            db = dir.path().join("tokend.db").display(),
-            url = portal.login_url(),
-        );
-        let env = |name: &str| (name == "TOKEND_SECRET_KEY").then(|| SECRET_KEY.to_string());
-        let config = Config::from_sources(Some(&text), &env).unwrap();
-        let tokend = tokend::server::start(Arc::new(config)).await.unwrap();
-        Harness {
-            tokend,
-            portal,
-            client: reqwest::Client::new(),
-            _dir: dir,
-        }
-    }
-
-    fn add_account(&self, account: &str, password: &str, preferred: bool) -> i64 {
-        self.portal.state.set_account(
-            account,
-            AccountBehaviour {
-                password: password.to_string(),
-                ..Default::default()
-            },
-        );
-        let state = &self.tokend.state;
-        tokend::accounts::add(
-            &state.pool,
-            &state.key,
-            &NewAccount {
-                site_name: "court_zxfw".into(),
-                account: account.into(),
-                password: Secret::new(password),
-                preferred,
-            },
-        )
-        .unwrap()
-        .id
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let url = format!(
-            "http://{}/api/v1/automation/tokens/{path}",
-            self.tokend.addr
-        );
-        let response = self.client.post(url).json(&body).send().await.unwrap();
-        (response.status().as_u16(), response.json().await.unwrap())
-    }
-
-    async fn acquire(&self, body: Value) -> (u16, Value) {
-        self.post("acquire", body).await
-    }
-
-    /// History rows, newest first, once everything recorded has been written.
-    async fn history(&self) -> Vec<tokend::db::models::HistoryRow> {
-        assert_eq!(self.tokend.state.broker.flush_history().await, 0);
-        let pool = self.tokend.state.pool.clone();
-        pool.run(|conn| tokend::db::history::recent(conn, None, 100))
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        drop(self.tokend.handle.stop(false));
-    }
-}
+use harness::{backends, Harness};
 
 #[actix_rt::test]
 async fn a_cold_burst_gets_one_login_and_later_requests_hit_the_cache() {

@@ -4,6 +4,9 @@
 //! backend and `MonitorActor` for the metrics, then evaluates the `[alerts]` thresholds).
 //! The worst severity decides the level: high → unhealthy, medium → degraded, low → warning.
 
+use std::collections::HashMap;
+use std::time::Instant;
+
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -12,7 +15,7 @@ use serde_json::{json, Value};
 use super::cache::{CacheActor, CacheHealth};
 use super::history::{CheckDatabase, HistoryActor};
 use super::monitor::{MetricsSnapshot, MonitorActor, Snapshot};
-use crate::config::AlertsConfig;
+use crate::config::{seconds, AlertsConfig};
 
 /// Rate-based alerts wait for this many finished acquisitions, so one early failure does not
 /// page anyone.
@@ -26,6 +29,16 @@ pub enum Severity {
     Low,
     Medium,
     High,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,6 +156,8 @@ pub struct AlertActor {
     cache: Addr<CacheActor>,
     monitor: Addr<MonitorActor>,
     history: Addr<HistoryActor>,
+    /// Alerts firing now, and when each was last logged.
+    firing: HashMap<&'static str, Instant>,
 }
 
 impl AlertActor {
@@ -157,12 +172,70 @@ impl AlertActor {
             cache,
             monitor,
             history,
+            firing: HashMap::new(),
+        }
+    }
+
+    /// Logs each alert that starts firing (again after `repeat_interval` while it lasts) and
+    /// each that stops.
+    fn transitions(&mut self, alerts: &[Alert]) {
+        let repeat = seconds(self.thresholds.repeat_interval);
+        for alert in alerts {
+            let due = self
+                .firing
+                .get(alert.kind)
+                .is_none_or(|last| last.elapsed() >= repeat);
+            if due {
+                log::warn!(
+                    "ALERT firing type={} severity={} value={:.2} threshold={} message=\"{}\"",
+                    alert.kind,
+                    alert.severity.as_str(),
+                    alert.value,
+                    alert.threshold,
+                    alert.message.replace('"', "'")
+                );
+                self.firing.insert(alert.kind, Instant::now());
+            }
+        }
+        let resolved: Vec<&'static str> = self
+            .firing
+            .keys()
+            .filter(|kind| !alerts.iter().any(|a| a.kind == **kind))
+            .copied()
+            .collect();
+        for kind in resolved {
+            self.firing.remove(kind);
+            log::info!("ALERT resolved type={kind}");
         }
     }
 }
 
 impl Actor for AlertActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(seconds(self.thresholds.evaluate_interval), |_, ctx| {
+            ctx.address().do_send(Evaluate);
+        });
+    }
+}
+
+/// Checks the thresholds and components now and logs the transitions (the timer sends it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Evaluate;
+
+impl Handler<Evaluate> for AlertActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Evaluate, ctx: &mut Context<Self>) -> Self::Result {
+        let assessment = ctx.address().send(Health);
+        Box::pin(assessment.into_actor(self).map(|report, actor, _| {
+            if let Ok(report) = report {
+                actor.transitions(&report.alerts);
+            }
+        }))
+    }
 }
 
 #[derive(Message)]
@@ -261,7 +334,9 @@ mod tests {
 
     #[actix_rt::test]
     async fn failing_logins_raise_a_high_alert() {
-        let monitor = MonitorActor::new(Default::default()).start();
+        let counters: std::sync::Arc<crate::cache::CacheCounters> = Default::default();
+        let exposition = std::sync::Arc::new(crate::metrics::Metrics::new(counters.clone()));
+        let monitor = MonitorActor::new(counters, exposition).start();
         for i in 0..10 {
             let status = if i < 3 {
                 AcquisitionStatus::Success

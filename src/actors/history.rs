@@ -4,7 +4,9 @@
 //! hold up the async threads that serve HTTP.
 //!
 //! Messages: [`CheckDatabase`] (health: a round trip and its latency), [`RecordBatch`]
-//! (insert history rows; a replayed `acquisition_id` adds nothing).
+//! (insert history rows; a replayed `acquisition_id` adds nothing), [`Statistics`] (the
+//! `/statistics` report, in SQL), [`Page`] (a page of history), [`Cleanup`] (delete rows
+//! older than N days, in batches; also run daily by the retention job of [`super::Actors`]).
 //!
 //! Callers do not send rows one by one: they hand them to a [`HistoryRecorder`], whose task
 //! gathers up to [`BATCH_ROWS`] rows or [`BATCH_WINDOW`] of time into one batch, and keeps a
@@ -192,5 +194,55 @@ async fn batch_loop(history: Addr<HistoryActor>, mut receiver: mpsc::UnboundedRe
     }
     if !pending.is_empty() {
         log::error!("event=history_rows_unwritten rows={}", pending.len());
+    }
+}
+
+/// The `/statistics` report of the last `days` days.
+#[derive(Message)]
+#[rtype(result = "Result<serde_json::Value>")]
+pub struct Statistics {
+    pub days: u32,
+    pub site: Option<String>,
+}
+
+impl Handler<Statistics> for HistoryActor {
+    type Result = Result<serde_json::Value>;
+
+    fn handle(&mut self, msg: Statistics, _: &mut SyncContext<Self>) -> Self::Result {
+        let mut conn = self.pool.get()?;
+        crate::db::statistics::report(&mut conn, msg.days, msg.site.as_deref())
+    }
+}
+
+/// A page of history rows, newest first.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<crate::db::models::HistoryRow>>")]
+pub struct Page(pub crate::db::history::HistoryFilter);
+
+impl Handler<Page> for HistoryActor {
+    type Result = Result<Vec<crate::db::models::HistoryRow>>;
+
+    fn handle(&mut self, Page(filter): Page, _: &mut SyncContext<Self>) -> Self::Result {
+        let mut conn = self.pool.get()?;
+        crate::db::history::page(&mut conn, &filter)
+    }
+}
+
+/// Deletes history rows older than `days` days; answers how many.
+#[derive(Message)]
+#[rtype(result = "Result<usize>")]
+pub struct Cleanup {
+    pub days: u32,
+}
+
+impl Handler<Cleanup> for HistoryActor {
+    type Result = Result<usize>;
+
+    fn handle(&mut self, msg: Cleanup, _: &mut SyncContext<Self>) -> Self::Result {
+        let cutoff = chrono::Utc::now().naive_utc() - chrono::Duration::days(i64::from(msg.days));
+        let mut conn = self.pool.get()?;
+        let deleted = crate::db::history::delete_before(&mut conn, cutoff)?;
+        log::info!("event=history_cleanup days={} deleted={deleted}", msg.days);
+        Ok(deleted)
     }
 }

@@ -27,6 +27,7 @@ pub use monitor::MonitorActor;
 use crate::cache::TokenCache;
 use crate::config::Config;
 use crate::db::Pool;
+use crate::metrics::Metrics;
 
 /// Database threads of the `HistoryActor` arbiter: enough for a health check to run beside a
 /// batch write, few enough to stay light.
@@ -42,16 +43,20 @@ pub struct Actors {
     pub alert: Addr<AlertActor>,
     /// The batching way into `HistoryActor`.
     pub recorder: history::HistoryRecorder,
+    /// The Prometheus exposition, fed by `MonitorActor`.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Actors {
     /// Starts every actor; must run inside an actix system.
     pub fn start(config: Arc<Config>, pool: Pool, cache: &TokenCache) -> Actors {
-        let monitor = MonitorActor::new(cache.counters.clone()).start();
+        let metrics = Arc::new(Metrics::new(cache.counters.clone()));
+        let monitor = MonitorActor::new(cache.counters.clone(), metrics.clone()).start();
         let cache = CacheActor::new(cache.store().clone(), &config).start();
         let concurrency = ConcurrencyActor::new(&config.concurrency).start();
         let history = HistoryActor::start(pool, HISTORY_THREADS);
         let recorder = history::HistoryRecorder::start(history.clone());
+        start_retention_job(history.clone(), config.history.retention_days);
         let alert = AlertActor::new(
             config.alerts.clone(),
             cache.clone(),
@@ -66,6 +71,27 @@ impl Actors {
             history,
             alert,
             recorder,
+            metrics,
         }
     }
+}
+
+/// First run of the retention job after start, then every [`RETENTION_EVERY`].
+const RETENTION_FIRST: std::time::Duration = std::time::Duration::from_secs(60);
+const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Deletes history rows older than `retention_days`, daily.
+fn start_retention_job(history: Addr<HistoryActor>, days: u32) {
+    actix::spawn(async move {
+        tokio::time::sleep(RETENTION_FIRST).await;
+        let mut every = tokio::time::interval(RETENTION_EVERY);
+        loop {
+            every.tick().await;
+            match history.send(history::Cleanup { days }).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => log::warn!("event=history_retention_failed error=\"{e}\""),
+                Err(_) => return,
+            }
+        }
+    });
 }

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::cache::tokens::{KindCounts, KINDS};
 use crate::cache::CacheCounters;
+use crate::metrics::Metrics;
 use crate::outcome::AcquisitionStatus;
 
 /// Durations kept for percentiles: the latest this many acquisitions.
@@ -128,6 +129,8 @@ pub struct MetricsSnapshot {
     pub cache: BTreeMap<&'static str, KindCounts>,
     /// Seconds: p50, p95, p99 of the latest acquisitions' total durations.
     pub percentiles: [f64; 3],
+    /// Seconds: p50, p95, p99 of the latest logins' durations.
+    pub login_percentiles: [f64; 3],
     pub uptime_seconds: f64,
 }
 
@@ -144,18 +147,41 @@ pub struct MonitorActor {
     sites: HashMap<String, Counters>,
     cache: Arc<CacheCounters>,
     durations: VecDeque<f64>,
+    login_durations: VecDeque<f64>,
+    /// The Prometheus side, updated alongside.
+    exposition: Arc<Metrics>,
 }
 
 impl MonitorActor {
-    pub fn new(cache: Arc<CacheCounters>) -> MonitorActor {
+    pub fn new(cache: Arc<CacheCounters>, exposition: Arc<Metrics>) -> MonitorActor {
         MonitorActor {
             started: Instant::now(),
             totals: Counters::default(),
             sites: HashMap::new(),
             cache,
             durations: VecDeque::with_capacity(SAMPLE_WINDOW),
+            login_durations: VecDeque::with_capacity(SAMPLE_WINDOW),
+            exposition,
         }
     }
+}
+
+fn push_sample(window: &mut VecDeque<f64>, value: f64) {
+    if window.len() == SAMPLE_WINDOW {
+        window.pop_front();
+    }
+    window.push_back(value);
+}
+
+/// p50, p95 and p99 of a window of samples.
+fn percentiles(window: &VecDeque<f64>) -> [f64; 3] {
+    let mut sorted: Vec<f64> = window.iter().copied().collect();
+    sorted.sort_by(f64::total_cmp);
+    [
+        percentile(&sorted, 50.0),
+        percentile(&sorted, 95.0),
+        percentile(&sorted, 99.0),
+    ]
 }
 
 impl Actor for MonitorActor {
@@ -164,8 +190,6 @@ impl Actor for MonitorActor {
 
 impl MonitorActor {
     fn snapshot(&self) -> MetricsSnapshot {
-        let mut sorted: Vec<f64> = self.durations.iter().copied().collect();
-        sorted.sort_by(f64::total_cmp);
         MetricsSnapshot {
             totals: self.totals.clone(),
             sites: self
@@ -177,11 +201,8 @@ impl MonitorActor {
                 .iter()
                 .map(|kind| (*kind, self.cache.get(kind)))
                 .collect(),
-            percentiles: [
-                percentile(&sorted, 50.0),
-                percentile(&sorted, 95.0),
-                percentile(&sorted, 99.0),
-            ],
+            percentiles: percentiles(&self.durations),
+            login_percentiles: percentiles(&self.login_durations),
             uptime_seconds: self.started.elapsed().as_secs_f64(),
         }
     }
@@ -200,6 +221,7 @@ impl Handler<AcquisitionStarted> for MonitorActor {
     type Result = ();
 
     fn handle(&mut self, msg: AcquisitionStarted, _: &mut Context<Self>) {
+        self.exposition.started(&msg.site);
         self.totals.concurrent_acquisitions += 1;
         self.sites
             .entry(msg.site)
@@ -212,6 +234,12 @@ impl Handler<AcquisitionFinished> for MonitorActor {
     type Result = ();
 
     fn handle(&mut self, msg: AcquisitionFinished, _: &mut Context<Self>) {
+        self.exposition.finished(
+            &msg.site,
+            msg.status.as_str(),
+            msg.duration,
+            msg.login_duration,
+        );
         self.totals
             .finish(msg.status, msg.duration, msg.login_duration);
         self.sites.entry(msg.site).or_default().finish(
@@ -219,10 +247,10 @@ impl Handler<AcquisitionFinished> for MonitorActor {
             msg.duration,
             msg.login_duration,
         );
-        if self.durations.len() == SAMPLE_WINDOW {
-            self.durations.pop_front();
+        push_sample(&mut self.durations, msg.duration);
+        if let Some(login) = msg.login_duration {
+            push_sample(&mut self.login_durations, login);
         }
-        self.durations.push_back(msg.duration);
     }
 }
 
@@ -265,6 +293,7 @@ impl Handler<Reset> for MonitorActor {
             .collect();
         self.cache.reset();
         self.durations.clear();
+        self.login_durations.clear();
         MessageResult(before)
     }
 }
@@ -276,7 +305,8 @@ mod tests {
     #[actix_rt::test]
     async fn counts_rates_and_reset() {
         let counters = Arc::new(CacheCounters::default());
-        let monitor = MonitorActor::new(counters.clone()).start();
+        let exposition = Arc::new(Metrics::new(counters.clone()));
+        let monitor = MonitorActor::new(counters.clone(), exposition).start();
         for (status, duration) in [
             (AcquisitionStatus::Success, 1.0),
             (AcquisitionStatus::Success, 3.0),

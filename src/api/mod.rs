@@ -1,10 +1,15 @@
 //! The HTTP API (SPEC §7): routes, the shared [`AppState`], authentication, and the JSON
 //! envelope `{"success": true, "data": …}` / `{"success": false, "code", "message", "errors"}`.
 //!
-//! One small handler per endpoint, grouped by area: [`health`], [`tokens`].
+//! One small handler per endpoint, grouped by area: [`tokens`], [`health`], [`metrics`],
+//! [`cache`], [`resources`], [`optimize`], [`history`].
 
 pub mod auth;
+pub mod cache;
 pub mod health;
+pub mod history;
+pub mod metrics;
+pub mod optimize;
 pub mod resources;
 pub mod tokens;
 
@@ -57,6 +62,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .into()
     }))
     .route("/healthz", web::get().to(health::healthz))
+    .route("/metrics", web::get().to(metrics::prometheus))
+    .route("/api/v1/automation/history", web::get().to(history::list))
+    .route(
+        "/api/v1/automation/history/cleanup",
+        web::post().to(history::cleanup),
+    )
     .service(
         web::scope("/api/v1/automation/tokens")
             .route("/acquire", web::post().to(tokens::acquire))
@@ -66,7 +77,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/api/v1/automation/performance")
             .route("/health", web::get().to(health::health))
             .route("/resource-usage", web::get().to(resources::usage))
-            .route("/resources/cleanup", web::post().to(resources::cleanup)),
+            .route("/resources/cleanup", web::post().to(resources::cleanup))
+            .route("/metrics", web::get().to(metrics::metrics))
+            .route("/metrics/reset", web::post().to(metrics::reset))
+            .route("/statistics", web::get().to(metrics::statistics))
+            .route("/cache-stats", web::get().to(cache::stats))
+            .route("/cache/warm-up", web::post().to(cache::warm_up))
+            .route("/cache/clear", web::delete().to(cache::clear))
+            .route("/optimize-concurrency", web::post().to(optimize::optimize)),
     )
     .default_service(web::to(not_found));
 }

@@ -79,6 +79,41 @@ impl Broker {
         Ok((list, stats))
     }
 
+    /// Loads the site's credential list and account statistics from the database into the
+    /// cache, and reads the blacklist; returns what was loaded.
+    pub async fn warm_up(&self, site_name: &str) -> Result<serde_json::Value> {
+        let site = self.site(site_name)?;
+        let (list, stats) = self.load_accounts(site).await?;
+        let cache = &self.inner.config.cache;
+        self.inner
+            .cache
+            .put_credentials(&site.name, &list, seconds(cache.credentials_ttl))
+            .await;
+        self.inner
+            .cache
+            .put_account_stats(&site.name, &stats, seconds(cache.account_stats_ttl))
+            .await;
+        let mut blacklisted = Vec::new();
+        for entry in &list {
+            if self.inner.cache.is_blacklisted(&site.name, entry.id).await {
+                blacklisted.push(entry.account.clone());
+            }
+        }
+        log::info!(
+            "event=cache_warm_up site={} credentials={} blacklisted={}",
+            site.name,
+            list.len(),
+            blacklisted.len()
+        );
+        Ok(serde_json::json!({
+            "site_name": site.name,
+            "credentials_loaded": list.len(),
+            "account_stats_loaded": stats.len(),
+            "active_accounts": list.iter().filter(|c| c.is_active).count(),
+            "blacklisted": blacklisted,
+        }))
+    }
+
     /// The id of an account of the site, by name.
     pub(super) async fn credential_id_of(&self, site: &SiteConfig, account: &str) -> Result<i64> {
         let list = self.credential_list(site).await?;

@@ -146,7 +146,7 @@ impl Broker {
         })
     }
 
-    fn site(&self, name: &str) -> Result<&SiteConfig> {
+    pub(crate) fn site(&self, name: &str) -> Result<&SiteConfig> {
         validate_site_name("site_name", name)?;
         self.inner
             .config

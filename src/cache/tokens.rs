@@ -20,6 +20,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -486,5 +487,65 @@ impl TokenCache {
     pub async fn unblacklist(&self, site: &str, id: i64) {
         self.delete("blacklist", &self.blacklist_key(site, id))
             .await;
+    }
+}
+
+/// The key prefixes of the cache kinds (never the slots or locks, which share the prefix).
+const KIND_PREFIXES: [(&str, &str); 5] = [
+    ("token", "token:"),
+    ("token", "site-token:"),
+    ("credentials", "credentials:"),
+    ("account_stats", "account-stats:"),
+    ("blacklist", "blacklist:"),
+];
+
+impl TokenCache {
+    /// Keys per cache kind, as the backend counts them (SCAN on Redis).
+    pub async fn key_counts(&self) -> Result<BTreeMap<&'static str, usize>> {
+        let mut counts = BTreeMap::new();
+        for (kind, prefix) in KIND_PREFIXES {
+            let n = self
+                .store
+                .count_prefix(&format!("{}:{prefix}", self.prefix))
+                .await?;
+            *counts.entry(kind).or_insert(0) += n;
+        }
+        Ok(counts)
+    }
+
+    /// Deletes the cached entries of every site, or of one; returns how many keys.
+    pub async fn clear(&self, site: Option<&str>) -> Result<usize> {
+        let mut removed = 0;
+        let prefixes: Vec<String> = match site {
+            None => KIND_PREFIXES
+                .iter()
+                .map(|(_, p)| format!("{}:{p}", self.prefix))
+                .collect(),
+            Some(site) => vec![
+                format!("{}:token:{site}:", self.prefix),
+                format!("{}:blacklist:{site}:", self.prefix),
+            ],
+        };
+        for prefix in &prefixes {
+            removed += self.store.delete_prefix(prefix).await?;
+            if let Some(near) = &self.near {
+                near.delete_prefix(prefix);
+            }
+        }
+        if let Some(site) = site {
+            for key in [
+                self.site_token_key(site),
+                self.credentials_key(site),
+                self.stats_key(site),
+            ] {
+                if self.store.delete(&key).await? {
+                    removed += 1;
+                }
+                if let Some(near) = &self.near {
+                    near.delete(&key);
+                }
+            }
+        }
+        Ok(removed)
     }
 }

@@ -10,6 +10,7 @@ pub mod accounts;
 pub mod history;
 pub mod models;
 pub mod schema;
+pub mod statistics;
 pub mod tokens;
 
 use std::time::Duration;

@@ -1,0 +1,91 @@
+//! The cache endpoints: `GET /performance/cache-stats`, `POST /performance/cache/warm-up`,
+//! `DELETE /performance/cache/clear`.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ok, AppState};
+use crate::actors::monitor::Snapshot;
+use crate::cache::CacheStore;
+use crate::config::validate_site_name;
+use crate::error::Error;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteQuery {
+    #[serde(default)]
+    site_name: Option<String>,
+}
+
+impl SiteQuery {
+    /// The site, validated; `None` when absent or empty.
+    fn site(&self) -> Result<Option<&str>, Error> {
+        match self.site_name.as_deref().filter(|s| !s.is_empty()) {
+            Some(site) => validate_site_name("site_name", site).map(|_| Some(site)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Hits, misses, errors, hit rate and keys per kind; backend facts.
+pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
+    let snapshot = state.actors.monitor.send(Snapshot).await?;
+    let keys = state.cache.key_counts().await?;
+    let kinds: serde_json::Map<String, serde_json::Value> = snapshot
+        .cache
+        .iter()
+        .map(|(kind, c)| {
+            let entry = json!({
+                "hits": c.hits,
+                "misses": c.misses,
+                "errors": c.errors,
+                "hit_rate": c.hit_rate(),
+                "keys": keys.get(kind).copied().unwrap_or(0),
+            });
+            ((*kind).to_string(), entry)
+        })
+        .collect();
+    let backend = match state.cache.store() {
+        CacheStore::Redis(redis) => json!({
+            "type": "redis",
+            "url": redis.display_url(),
+            "used_memory_bytes": redis.used_memory().await?,
+            "keys_under_prefix": state.cache.store().count_prefix(&state.cache.root()).await?,
+            "key_prefix": state.config.redis.key_prefix,
+        }),
+        CacheStore::Memory(memory) => json!({
+            "type": "memory",
+            "keys": memory.count_prefix(""),
+        }),
+    };
+    Ok(ok(json!({"kinds": kinds, "backend": backend})))
+}
+
+/// Loads a site's credential list, account statistics and blacklist into the cache.
+pub async fn warm_up(
+    state: web::Data<AppState>,
+    query: web::Query<SiteQuery>,
+) -> Result<HttpResponse, Error> {
+    let site = query
+        .site()?
+        .ok_or_else(|| Error::invalid("site_name", "is required"))?;
+    Ok(ok(state.broker.warm_up(site).await?))
+}
+
+/// Deletes tokend's cached entries (all, or one site's); never the slots or locks.
+pub async fn clear(
+    state: web::Data<AppState>,
+    query: web::Query<SiteQuery>,
+) -> Result<HttpResponse, Error> {
+    let site = query.site()?;
+    if let Some(site) = site {
+        state.broker.site(site)?;
+    }
+    let deleted = state.cache.clear(site).await?;
+    log::info!(
+        "event=cache_cleared site={} keys={deleted}",
+        site.unwrap_or("*")
+    );
+    Ok(ok(json!({"site_name": site, "deleted_keys": deleted})))
+}

@@ -1,0 +1,115 @@
+//! Live metrics (`GET /performance/metrics`, `POST /performance/metrics/reset`), statistics
+//! from the history (`GET /performance/statistics`), and the Prometheus exposition
+//! (`GET /metrics`).
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{ok, AppState};
+use crate::actors::history::Statistics;
+use crate::actors::monitor::{Counters, MetricsSnapshot, Reset, Snapshot};
+use crate::config::validate_site_name;
+use crate::error::Error;
+
+fn counters_json(c: &Counters) -> Value {
+    json!({
+        "total_acquisitions": c.total_acquisitions,
+        "successful_acquisitions": c.successful_acquisitions,
+        "failed_acquisitions": c.failed_acquisitions,
+        "success_rate": c.success_rate(),
+        "avg_duration": c.avg_duration(),
+        "avg_login_duration": c.avg_login_duration(),
+        "timeout_count": c.timeout_count,
+        "network_error_count": c.network_error_count,
+        "captcha_error_count": c.captcha_error_count,
+        "credential_error_count": c.credential_error_count,
+        "concurrent_acquisitions": c.concurrent_acquisitions,
+        "timeout_rate": c.timeout_rate(),
+    })
+}
+
+/// The SPEC's metrics object: totals, per site, cache, percentiles.
+pub fn snapshot_json(snapshot: &MetricsSnapshot) -> Value {
+    let mut data = counters_json(&snapshot.totals);
+    data["cache_hit_rate"] = json!(snapshot.cache_hit_rate());
+    let [p50, p95, p99] = snapshot.percentiles;
+    data["duration_percentiles"] = json!({"p50": p50, "p95": p95, "p99": p99});
+    let [l50, l95, l99] = snapshot.login_percentiles;
+    data["login_duration_percentiles"] = json!({"p50": l50, "p95": l95, "p99": l99});
+    data["sites"] = snapshot
+        .sites
+        .iter()
+        .map(|(site, c)| (site.clone(), counters_json(c)))
+        .collect();
+    data["cache"] = snapshot
+        .cache
+        .iter()
+        .map(|(kind, c)| ((*kind).to_string(), json!({"hits": c.hits, "misses": c.misses, "errors": c.errors, "hit_rate": c.hit_rate()})))
+        .collect();
+    data["uptime_seconds"] = json!(snapshot.uptime_seconds);
+    data
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
+    let snapshot = state.actors.monitor.send(Snapshot).await?;
+    Ok(ok(snapshot_json(&snapshot)))
+}
+
+/// Zeroes the live counters; answers with the snapshot taken just before.
+pub async fn reset(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
+    let before = state.actors.monitor.send(Reset).await?;
+    log::info!(
+        "event=metrics_reset total_before={}",
+        before.totals.total_acquisitions
+    );
+    Ok(ok(
+        json!({"reset": true, "previous": snapshot_json(&before)}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatisticsQuery {
+    #[serde(default = "default_days")]
+    days: u32,
+    #[serde(default)]
+    site_name: Option<String>,
+}
+
+fn default_days() -> u32 {
+    7
+}
+
+/// The history of the last `days` days (1–90), computed in SQL, with the live metrics.
+pub async fn statistics(
+    state: web::Data<AppState>,
+    query: web::Query<StatisticsQuery>,
+) -> Result<HttpResponse, Error> {
+    let query = query.into_inner();
+    if !(1..=90).contains(&query.days) {
+        return Err(Error::invalid("days", "must be from 1 to 90"));
+    }
+    let site = query.site_name.filter(|s| !s.is_empty());
+    if let Some(site) = &site {
+        validate_site_name("site_name", site)?;
+    }
+    let mut report = state
+        .actors
+        .history
+        .send(Statistics {
+            days: query.days,
+            site,
+        })
+        .await??;
+    let live = state.actors.monitor.send(Snapshot).await?;
+    report["real_time_metrics"] = snapshot_json(&live);
+    Ok(ok(report))
+}
+
+/// Prometheus text exposition (OpenMetrics).
+pub async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(state.actors.metrics.encode())
+}

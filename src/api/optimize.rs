@@ -1,0 +1,78 @@
+//! `POST /performance/optimize-concurrency[?apply=true]`: recommendations from live usage and
+//! the day's history; with `apply`, the new limits take effect at once, for every instance
+//! sharing the Redis.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ok, AppState};
+use crate::actors::concurrency::Usage;
+use crate::actors::history::Statistics;
+use crate::actors::monitor::Snapshot;
+use crate::error::Error;
+use crate::optimize::{recommend, SiteLoad, SlotLoad};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizeQuery {
+    #[serde(default)]
+    apply: bool,
+}
+
+pub async fn optimize(
+    state: web::Data<AppState>,
+    query: web::Query<OptimizeQuery>,
+) -> Result<HttpResponse, Error> {
+    let limits = state.slots.limits().await;
+    let usage = state.slots.actor().send(Usage).await?;
+    let live = state.actors.monitor.send(Snapshot).await?;
+    let day = state
+        .actors
+        .history
+        .send(Statistics {
+            days: 1,
+            site: None,
+        })
+        .await??;
+    let sites: Vec<SiteLoad> = day["site_breakdown"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|row| {
+            let site = row["site_name"].as_str().unwrap_or_default().to_string();
+            SiteLoad {
+                acquisitions: row["total"].as_u64().unwrap_or(0),
+                success_rate: row["success_rate"].as_f64().unwrap_or(100.0),
+                timeout_rate: live.sites.get(&site).map_or(0.0, |c| c.timeout_rate()),
+                avg_duration: row["avg_duration"].as_f64().unwrap_or(0.0),
+                site,
+            }
+        })
+        .collect();
+    let slots = SlotLoad {
+        queue_size: usage.queue_size,
+        oldest_wait_seconds: usage.oldest_wait_seconds,
+        queue_timeout: state.config.concurrency.queue_timeout,
+        sites_configured: state.config.sites.len(),
+    };
+    let (recommendations, next) = recommend(limits, &slots, &sites, &state.config.alerts);
+    let applied = query.apply && !recommendations.is_empty();
+    if applied {
+        state.slots.set_limits(next).await?;
+        log::info!(
+            "event=limits_optimized global={} per_site={} per_account={} changes={}",
+            next.global,
+            next.per_site,
+            next.per_account,
+            recommendations.len()
+        );
+    }
+    Ok(ok(json!({
+        "current_limits": limits,
+        "recommended_limits": next,
+        "recommendations": recommendations,
+        "optimization_applied": applied,
+        "analysis": {"sites": sites, "slots": slots},
+    })))
+}

@@ -1,0 +1,187 @@
+//! Prometheus exposition (`GET /metrics`), with the `prometheus-client` crate: acquisitions by
+//! site and status, duration histograms (total and login), acquisitions in flight, and cache
+//! lookups by kind and result. Counters here only grow, as Prometheus expects;
+//! `POST /performance/metrics/reset` zeroes the live JSON metrics, not these.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::cache::tokens::KINDS;
+use crate::cache::CacheCounters;
+
+/// Seconds: from a cached answer's milliseconds to a browser login's minutes.
+const DURATION_BUCKETS: [f64; 12] = [
+    0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AcquisitionLabels {
+    site: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SiteLabels {
+    site: String,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+pub struct Metrics {
+    registry: Registry,
+    acquisitions: Family<AcquisitionLabels, Counter>,
+    duration: Family<SiteLabels, Histogram, fn() -> Histogram>,
+    login_duration: Family<SiteLabels, Histogram, fn() -> Histogram>,
+    in_flight: Family<SiteLabels, Gauge>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// Cache lookups, read from the shared counters at scrape time.
+#[derive(Debug)]
+struct CacheCollector(Arc<CacheCounters>);
+
+impl Collector for CacheCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "tokend_cache_lookups",
+            "Cache lookups by kind and result (hit, miss, error)",
+            None,
+            MetricType::Counter,
+        )?;
+        for kind in KINDS {
+            let counts = self.0.get(kind);
+            for (result, value) in [
+                ("hit", counts.hits),
+                ("miss", counts.misses),
+                ("error", counts.errors),
+            ] {
+                let labels = [("kind", kind), ("result", result)];
+                ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Metrics {
+    pub fn new(cache: Arc<CacheCounters>) -> Metrics {
+        let mut registry = Registry::with_prefix("tokend");
+        let acquisitions = Family::<AcquisitionLabels, Counter>::default();
+        let duration = Family::<SiteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            duration_histogram,
+        );
+        let login_duration =
+            Family::<SiteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_histogram,
+            );
+        let in_flight = Family::<SiteLabels, Gauge>::default();
+        registry.register(
+            "acquisitions",
+            "Acquisitions that reached a login, by site and status",
+            acquisitions.clone(),
+        );
+        registry.register(
+            "acquisition_duration_seconds",
+            "Time from request to answer of acquisitions that logged in",
+            duration.clone(),
+        );
+        registry.register(
+            "login_duration_seconds",
+            "Time spent in login drivers, retries included",
+            login_duration.clone(),
+        );
+        registry.register(
+            "acquisitions_in_flight",
+            "Acquisitions logging in now",
+            in_flight.clone(),
+        );
+        registry.register_collector(Box::new(CacheCollector(cache)));
+        Metrics {
+            registry,
+            acquisitions,
+            duration,
+            login_duration,
+            in_flight,
+        }
+    }
+
+    pub fn started(&self, site: &str) {
+        self.in_flight
+            .get_or_create(&SiteLabels {
+                site: site.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn finished(&self, site: &str, status: &str, duration: f64, login: Option<f64>) {
+        let labels = SiteLabels {
+            site: site.to_string(),
+        };
+        self.in_flight.get_or_create(&labels).dec();
+        self.acquisitions
+            .get_or_create(&AcquisitionLabels {
+                site: site.to_string(),
+                status: status.to_string(),
+            })
+            .inc();
+        self.duration.get_or_create(&labels).observe(duration);
+        if let Some(login) = login {
+            self.login_duration.get_or_create(&labels).observe(login);
+        }
+    }
+
+    /// The text exposition (OpenMetrics).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            log::error!("event=metrics_encoding_failed");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_and_labels() {
+        let cache = Arc::new(CacheCounters::default());
+        cache.hit("token");
+        let metrics = Metrics::new(cache);
+        metrics.started("court_zxfw");
+        metrics.finished("court_zxfw", "success", 1.2, Some(1.0));
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"tokend_acquisitions_total{site="court_zxfw",status="success"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("tokend_acquisition_duration_seconds_bucket"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"tokend_cache_lookups_total{kind="token",result="hit"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"tokend_acquisitions_in_flight{site="court_zxfw"} 0"#),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,116 @@
+//! tokend in-process on 127.0.0.1:0 with its fake portal, for the API tests.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokend::accounts::NewAccount;
+use tokend::secret::Secret;
+use tokend::server::RunningServer;
+use tokend::Config;
+
+use crate::portal::{AccountBehaviour, Portal};
+
+const SECRET_KEY: &str = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=";
+
+/// tokend plus its fake portal, on one cache backend.
+pub struct Harness {
+    pub tokend: RunningServer,
+    pub portal: Portal,
+    pub client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+/// The backends to run a test on: in-process always, Redis when it is there (required in CI).
+pub fn backends() -> Vec<Option<String>> {
+    let mut list = vec![None];
+    if crate::common::redis_available() {
+        list.push(Some(crate::common::redis_url()));
+    }
+    list
+}
+
+impl Harness {
+    pub async fn start(redis: Option<&str>, extra: &str) -> Harness {
+        let retry = "[retry]\nnetwork_retry_delay_base = 0.05\ncaptcha_retry_delay = 0.05\nlogin_timeout = 10\n";
+        Harness::start_with(redis, retry, extra).await
+    }
+
+    pub async fn start_with(redis: Option<&str>, retry: &str, extra: &str) -> Harness {
+        let portal = Portal::start();
+        let dir = tempfile::tempdir().unwrap();
+        let redis = redis.map_or(String::new(), |url| {
+            format!(
+                "[redis]\nurl = \"{url}\"\nkey_prefix = \"tokend-test-{}\"\n",
+                crate::common::unique()
+            )
+        });
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[database]\nurl = \"sqlite://{db}\"\n{redis}\
+             {retry}\n{extra}\n\
+             [[sites]]\nname = \"court_zxfw\"\ndriver = \"http\"\nlogin_url = \"{url}\"\n",
+            db = dir.path().join("tokend.db").display(),
+            url = portal.login_url(),
+        );
+        let env = |name: &str| (name == "TOKEND_SECRET_KEY").then(|| SECRET_KEY.to_string());
+        let config = Config::from_sources(Some(&text), &env).unwrap();
+        let tokend = tokend::server::start(Arc::new(config)).await.unwrap();
+        Harness {
+            tokend,
+            portal,
+            client: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    pub fn add_account(&self, account: &str, password: &str, preferred: bool) -> i64 {
+        self.portal.state.set_account(
+            account,
+            AccountBehaviour {
+                password: password.to_string(),
+                ..Default::default()
+            },
+        );
+        let state = &self.tokend.state;
+        tokend::accounts::add(
+            &state.pool,
+            &state.key,
+            &NewAccount {
+                site_name: "court_zxfw".into(),
+                account: account.into(),
+                password: Secret::new(password),
+                preferred,
+            },
+        )
+        .unwrap()
+        .id
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let url = format!(
+            "http://{}/api/v1/automation/tokens/{path}",
+            self.tokend.addr
+        );
+        let response = self.client.post(url).json(&body).send().await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    pub async fn acquire(&self, body: Value) -> (u16, Value) {
+        self.post("acquire", body).await
+    }
+
+    /// History rows, newest first, once everything recorded has been written.
+    pub async fn history(&self) -> Vec<tokend::db::models::HistoryRow> {
+        assert_eq!(self.tokend.state.broker.flush_history().await, 0);
+        let pool = self.tokend.state.pool.clone();
+        pool.run(|conn| tokend::db::history::recent(conn, None, 100))
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        drop(self.tokend.handle.stop(false));
+    }
+}
