@@ -1,0 +1,200 @@
+//! Alerts in the daemon's log as logins fail and recover, `tokend optimize` through the real
+//! binary, and the admin/client roles on the admin endpoints.
+
+mod common;
+#[path = "common/portal.rs"]
+mod portal;
+
+use std::io::Write;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{write_config, Daemon};
+use portal::{AccountBehaviour, Portal};
+use serde_json::json;
+
+const ADMIN: &str = "admin-token-0123456789";
+const CLIENT: &str = "client-token-0123456789";
+
+fn wait_for_log(daemon: &mut Daemon, needle: &str, seen: &mut Vec<String>) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        seen.extend(daemon.drain_log());
+        if seen.iter().any(|l| l.contains(needle)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no log line with {needle:?}; log:\n{}", seen.join("\n"));
+}
+
+#[test]
+fn alerts_fire_and_resolve_and_optimize_runs_its_steps() {
+    let portal = Portal::start();
+    portal.state.set_account(
+        "alice",
+        AccountBehaviour {
+            password: "pw-rotated".into(),
+            ..Default::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{ADMIN}\"\nclient_tokens = [\"{CLIENT}\"]\n\
+             [accounts]\nblacklist_duration_hours = 0\n\
+             [alerts]\nevaluate_interval = 0.2\nmin_success_rate = 80\n\
+             [[sites]]\nname = \"court_zxfw\"\ndriver = \"http\"\nlogin_url = \"{}\"\n",
+            portal.login_url()
+        ),
+    );
+    let mut add = common::tokend(dir.path())
+        .args([
+            "accounts",
+            "add",
+            "court_zxfw",
+            "alice",
+            "--password-stdin",
+            "--config",
+        ])
+        .arg(&config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    add.stdin.take().unwrap().write_all(b"pw-alice\n").unwrap();
+    assert!(add.wait().unwrap().success());
+    let mut daemon = Daemon::start(dir.path(), &config);
+    let acquire = daemon.url("/api/v1/automation/tokens/acquire");
+    let metrics = daemon.url("/api/v1/automation/performance/metrics");
+
+    actix_web::rt::System::new().block_on(async {
+        let client = reqwest::Client::new();
+        // Roles: a client token acquires but may not read metrics; no token at all: 401.
+        for _ in 0..6 {
+            let r = client
+                .post(&acquire)
+                .bearer_auth(CLIENT)
+                .json(&json!({"site_name": "court_zxfw"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status().as_u16(),
+                502,
+                "the portal refuses the old password"
+            );
+        }
+        assert_eq!(
+            client
+                .get(&metrics)
+                .bearer_auth(CLIENT)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+            403
+        );
+        assert_eq!(
+            client.get(&metrics).send().await.unwrap().status().as_u16(),
+            401
+        );
+        assert_eq!(
+            client
+                .get(&metrics)
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+            200
+        );
+    });
+    let mut seen = Vec::new();
+    wait_for_log(
+        &mut daemon,
+        "ALERT firing type=low_success_rate severity=high value=0.00 threshold=80",
+        &mut seen,
+    );
+    assert_eq!(
+        seen.iter()
+            .filter(|l| l.contains("ALERT firing type=low_success_rate"))
+            .count(),
+        1,
+        "logged once per transition"
+    );
+
+    // The password is fixed; the maintenance command resets the metrics, and the alert resolves.
+    portal.state.set_account(
+        "alice",
+        AccountBehaviour {
+            password: "pw-alice".into(),
+            ..Default::default()
+        },
+    );
+    let url = format!("http://{}", daemon.addr);
+    let optimize = |args: &[&str]| -> Output {
+        common::tokend(dir.path())
+            .args(["optimize", "--url", &url, "--config"])
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // Every step runs; the health check fails (the alert is still firing), so the exit is 1.
+    let out = optimize(&[
+        "--health-check",
+        "--cleanup-days",
+        "30",
+        "--warm-cache",
+        "court_zxfw",
+        "--optimize-concurrency",
+        "--reset-metrics",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for step in [
+        "FAILED  health check",
+        "ok      history cleanup",
+        "ok      warm cache court_zxfw",
+        "ok      optimize concurrency",
+        "ok      reset metrics",
+    ] {
+        assert!(stdout.contains(step), "missing {step:?} in:\n{stdout}");
+    }
+    assert!(stdout.contains("low_success_rate (high)"), "{stdout}");
+    assert!(
+        stdout.contains("per_site 2 -> 1"),
+        "a failing site lowers its limit: {stdout}"
+    );
+    assert!(stdout.contains("before: 6 acquisitions"), "{stdout}");
+    wait_for_log(
+        &mut daemon,
+        "ALERT resolved type=low_success_rate",
+        &mut seen,
+    );
+    let healthy = optimize(&["--health-check"]);
+    assert!(
+        healthy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&healthy.stdout)
+    );
+
+    let failing = optimize(&["--warm-cache", "court_zxfw", "nowhere"]);
+    let stdout = String::from_utf8_lossy(&failing.stdout);
+    assert_eq!(failing.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("ok      warm cache court_zxfw")
+            && stdout.contains("FAILED  warm cache nowhere"),
+        "{stdout}"
+    );
+    assert_eq!(optimize(&[]).status.code(), Some(64), "no step named");
+}
