@@ -17,7 +17,7 @@ struct Name {
 
 /// (table, column) pairs and index names of tokend's tables.
 fn shape(conn: &mut DbConnection) -> (BTreeSet<(String, String)>, BTreeSet<String>) {
-    let tables = ["account_credentials", "tokens", "token_acquisition_history"];
+    let tables = ["account_credentials", "tokens", "token_acquisition_history", "token_acquisition_daily"];
     let mut columns = BTreeSet::new();
     let mut indexes = BTreeSet::new();
     for table in tables {
@@ -90,8 +90,8 @@ fn sqlite_and_postgres_get_the_same_schema() {
     let sqlite = migrate_and_describe(&format!("sqlite://{}/t.db", dir.path().display()));
     assert_eq!(
         sqlite.1.len(),
-        5,
-        "the five history indexes: {:?}",
+        6,
+        "five history indexes and one daily: {:?}",
         sqlite.1
     );
     assert!(sqlite
@@ -141,7 +141,7 @@ fn migrate_command_runs_on_both_backends() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("applied 2 migration"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied 3 migration"));
     let again = common::tokend(dir.path())
         .arg("migrate")
         .env("DATABASE_URL", &url)
@@ -162,7 +162,7 @@ fn migrate_command_runs_on_both_backends() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("applied 2 migration"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied 3 migration"));
 }
 
 #[test]

@@ -8,22 +8,39 @@ use super::DbConnection;
 use crate::error::Result;
 
 /// Inserts rows, skipping any whose `acquisition_id` is already stored (a replayed record
-/// adds nothing). Returns how many were new.
+/// adds nothing), and adds the new ones to the daily totals — all in one transaction.
+/// Returns how many were new.
 pub fn insert_batch(conn: &mut DbConnection, rows: &[NewHistory]) -> Result<usize> {
     if rows.is_empty() {
         return Ok(0);
     }
-    let inserted = match conn {
-        DbConnection::Sqlite(c) => diesel::insert_or_ignore_into(dsl::token_acquisition_history)
-            .values(rows)
-            .execute(c)?,
-        DbConnection::Postgres(c) => diesel::insert_into(dsl::token_acquisition_history)
-            .values(rows)
-            .on_conflict(dsl::acquisition_id)
-            .do_nothing()
-            .execute(c)?,
-    };
-    Ok(inserted)
+    conn.transaction(|conn| {
+        let fresh: Vec<&NewHistory> = match conn {
+            // SQLite cannot batch rows with optional columns into one statement; inside one
+            // transaction, row by row is still fast, and tells which rows were new.
+            DbConnection::Sqlite(c) => {
+                let mut fresh = Vec::with_capacity(rows.len());
+                for row in rows {
+                    if diesel::insert_or_ignore_into(dsl::token_acquisition_history).values(row).execute(c)? == 1 {
+                        fresh.push(row);
+                    }
+                }
+                fresh
+            }
+            DbConnection::Postgres(c) => {
+                let inserted: Vec<String> = diesel::insert_into(dsl::token_acquisition_history)
+                    .values(rows)
+                    .on_conflict(dsl::acquisition_id)
+                    .do_nothing()
+                    .returning(dsl::acquisition_id)
+                    .get_results(c)?;
+                let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
+                rows.iter().filter(|r| inserted.contains(&r.acquisition_id)).collect()
+            }
+        };
+        super::daily::add(conn, &fresh)?;
+        Ok(fresh.len())
+    })
 }
 
 /// The newest rows first, optionally of one site.
@@ -74,8 +91,10 @@ pub struct HistoryFilter {
 /// Rows deleted per statement, so that a large cleanup never holds a long lock.
 const DELETE_BATCH: i64 = 5000;
 
-/// Deletes rows created before `cutoff`, in batches; returns how many.
+/// Deletes rows created before `cutoff`, in batches, and the daily totals of the days before
+/// it; returns how many rows.
 pub fn delete_before(conn: &mut DbConnection, cutoff: chrono::NaiveDateTime) -> Result<usize> {
+    super::daily::delete_before(conn, &cutoff.format("%Y-%m-%d").to_string())?;
     let mut deleted = 0;
     loop {
         let ids: Vec<i64> = dsl::token_acquisition_history

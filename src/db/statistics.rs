@@ -1,11 +1,12 @@
-//! `/statistics` in SQL (SPEC §7): one grouped scan of the period's history rows (by site,
-//! account, status and day, using the `created_at` indexes), folded into the report's
-//! breakdowns in memory — the groups are few even when the rows are millions.
+//! `/statistics` in SQL (SPEC §7), from the daily totals kept beside the history
+//! ([`super::daily`]): the period's rows of `token_acquisition_daily` (one per day, site,
+//! account and status), folded into the report's breakdowns — a few thousand rows to read
+//! even when the history holds millions.
 
 use std::collections::BTreeMap;
 
 use chrono::{Duration, NaiveDate, NaiveDateTime, Utc};
-use diesel::sql_types::{BigInt, Double, Text, Timestamp};
+use diesel::sql_types::{BigInt, Double, Text};
 use diesel::{QueryableByName, RunQueryDsl};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -78,23 +79,17 @@ fn rate(part: i64, whole: i64) -> f64 {
     }
 }
 
-fn grouped_sql(conn: &DbConnection, site: bool) -> String {
-    let (day, p1, p2) = match conn {
-        DbConnection::Sqlite(_) => ("substr(created_at, 1, 10)", "?", "?"),
-        DbConnection::Postgres(_) => ("to_char(created_at, 'YYYY-MM-DD')", "$1", "$2"),
+fn daily_sql(conn: &DbConnection, site: bool) -> String {
+    let (p1, p2) = match conn {
+        DbConnection::Sqlite(_) => ("?", "?"),
+        DbConnection::Postgres(_) => ("$1", "$2"),
     };
-    let site_filter = if site {
-        format!(" AND site_name = {p2}")
-    } else {
-        String::new()
-    };
+    let site_filter = if site { format!(" AND site_name = {p2}") } else { String::new() };
     format!(
-        "SELECT site_name, COALESCE(account, '') AS account, status, {day} AS day, \
-         COUNT(*) AS n, SUM(total_duration) AS total_sum, MAX(total_duration) AS total_max, \
-         SUM(COALESCE(login_duration, 0.0)) AS login_sum, COUNT(login_duration) AS login_n, \
-         SUM(attempt_count) AS attempts, SUM(captcha_attempts) AS captcha, SUM(network_retries) AS retries \
-         FROM token_acquisition_history WHERE created_at >= {p1}{site_filter} \
-         GROUP BY site_name, COALESCE(account, ''), status, {day}"
+        "SELECT site_name, account, status, day, acquisitions AS n, duration_sum AS total_sum, \
+         duration_max AS total_max, login_duration_sum AS login_sum, logins AS login_n, attempts, \
+         captcha_attempts AS captcha, network_retries AS retries \
+         FROM token_acquisition_daily WHERE day >= {p1}{site_filter}"
     )
 }
 
@@ -103,8 +98,8 @@ pub fn report(conn: &mut DbConnection, days: u32, site: Option<&str>) -> Result<
     let end = Utc::now().naive_utc();
     let start_day = (end - Duration::days(i64::from(days) - 1)).date();
     let since: NaiveDateTime = start_day.and_hms_opt(0, 0, 0).unwrap_or(end);
-    let sql = grouped_sql(conn, site.is_some());
-    let query = diesel::sql_query(sql).bind::<Timestamp, _>(since);
+    let sql = daily_sql(conn, site.is_some());
+    let query = diesel::sql_query(sql).bind::<Text, _>(start_day.format("%Y-%m-%d").to_string());
     let groups: Vec<Group> = match site {
         Some(site) => query.bind::<Text, _>(site).load(conn)?,
         None => query.load(conn)?,
