@@ -14,7 +14,14 @@ use tokend::db::Pool;
 
 const ROWS: usize = 1_000_000;
 const BATCH: usize = 500;
-const STATUSES: [&str; 6] = ["success", "success", "success", "success", "credential_error", "timeout"];
+const STATUSES: [&str; 6] = [
+    "success",
+    "success",
+    "success",
+    "success",
+    "credential_error",
+    "timeout",
+];
 
 /// Rows as they are written in production: in time order (here spread evenly over the last
 /// 90 days), 10 sites with 5 accounts each.
@@ -66,7 +73,9 @@ fn run(name: &str, url: &str) {
         if per_second >= 100_000.0 { "OK" } else { "BELOW TARGET" }
     );
     if let tokend::db::DbConnection::Postgres(c) = &mut *conn {
-        diesel::sql_query("ANALYZE token_acquisition_history").execute(c).ok();
+        diesel::sql_query("ANALYZE token_acquisition_history")
+            .execute(c)
+            .ok();
     }
     for (days, site) in [(7, None), (90, None), (30, Some("court_3"))] {
         let _ = tokend::db::statistics::report(&mut conn, days, site).expect("warm-up");
@@ -87,16 +96,24 @@ fn main() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    run("sqlite", &format!("sqlite://{}/history.db", dir.path().display()));
+    run(
+        "sqlite",
+        &format!("sqlite://{}/history.db", dir.path().display()),
+    );
 
-    let admin = std::env::var("TOKEND_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let admin = std::env::var("TOKEND_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let Ok(mut conn) = PgConnection::establish(&admin) else {
         println!("postgresql not reachable at {admin}: skipped");
         return;
     };
     let name = format!("tokend_bench_{}", std::process::id());
-    diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut conn).expect("create database");
+    diesel::sql_query(format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .expect("create database");
     let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
     run("postgresql", &format!("{base}/{name}"));
-    diesel::sql_query(format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut conn).ok();
+    diesel::sql_query(format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .ok();
 }

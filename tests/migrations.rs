@@ -17,7 +17,12 @@ struct Name {
 
 /// (table, column) pairs and index names of tokend's tables.
 fn shape(conn: &mut DbConnection) -> (BTreeSet<(String, String)>, BTreeSet<String>) {
-    let tables = ["account_credentials", "tokens", "token_acquisition_history", "token_acquisition_daily"];
+    let tables = [
+        "account_credentials",
+        "tokens",
+        "token_acquisition_history",
+        "token_acquisition_daily",
+    ];
     let mut columns = BTreeSet::new();
     let mut indexes = BTreeSet::new();
     for table in tables {

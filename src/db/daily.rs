@@ -22,33 +22,43 @@ struct Totals {
     retries: i64,
 }
 
-fn upsert_sql(conn: &DbConnection) -> &'static str {
-    match conn {
-        DbConnection::Sqlite(_) => {
-            "INSERT INTO token_acquisition_daily VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (day, site_name, account, status) DO UPDATE SET \
-             acquisitions = token_acquisition_daily.acquisitions + excluded.acquisitions, \
-             duration_sum = token_acquisition_daily.duration_sum + excluded.duration_sum, \
-             duration_max = MAX(token_acquisition_daily.duration_max, excluded.duration_max), \
-             login_duration_sum = token_acquisition_daily.login_duration_sum + excluded.login_duration_sum, \
-             logins = token_acquisition_daily.logins + excluded.logins, \
-             attempts = token_acquisition_daily.attempts + excluded.attempts, \
-             captcha_attempts = token_acquisition_daily.captcha_attempts + excluded.captcha_attempts, \
-             network_retries = token_acquisition_daily.network_retries + excluded.network_retries"
-        }
-        DbConnection::Postgres(_) => {
-            "INSERT INTO token_acquisition_daily VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-             ON CONFLICT (day, site_name, account, status) DO UPDATE SET \
-             acquisitions = token_acquisition_daily.acquisitions + EXCLUDED.acquisitions, \
-             duration_sum = token_acquisition_daily.duration_sum + EXCLUDED.duration_sum, \
-             duration_max = GREATEST(token_acquisition_daily.duration_max, EXCLUDED.duration_max), \
-             login_duration_sum = token_acquisition_daily.login_duration_sum + EXCLUDED.login_duration_sum, \
-             logins = token_acquisition_daily.logins + EXCLUDED.logins, \
-             attempts = token_acquisition_daily.attempts + EXCLUDED.attempts, \
-             captcha_attempts = token_acquisition_daily.captcha_attempts + EXCLUDED.captcha_attempts, \
-             network_retries = token_acquisition_daily.network_retries + EXCLUDED.network_retries"
-        }
+/// Groups per upsert statement (12 parameters each, well under both backends' limits).
+const GROUPS_PER_STATEMENT: usize = 500;
+
+fn upsert_sql(conn: &DbConnection, groups: usize) -> String {
+    let postgres = matches!(conn, DbConnection::Postgres(_));
+    let mut values = Vec::with_capacity(groups);
+    for g in 0..groups {
+        let params: Vec<String> = (1..=12)
+            .map(|p| {
+                if postgres {
+                    format!("${}", g * 12 + p)
+                } else {
+                    "?".to_string()
+                }
+            })
+            .collect();
+        values.push(format!("({})", params.join(", ")));
     }
+    let (max, excluded) = if postgres {
+        ("GREATEST", "EXCLUDED")
+    } else {
+        ("MAX", "excluded")
+    };
+    let sum =
+        |column: &str| format!("{column} = token_acquisition_daily.{column} + {excluded}.{column}");
+    format!(
+        "INSERT INTO token_acquisition_daily VALUES {} ON CONFLICT (day, site_name, account, status) DO UPDATE SET \
+         {}, {}, duration_max = {max}(token_acquisition_daily.duration_max, {excluded}.duration_max), {}, {}, {}, {}, {}",
+        values.join(", "),
+        sum("acquisitions"),
+        sum("duration_sum"),
+        sum("login_duration_sum"),
+        sum("logins"),
+        sum("attempts"),
+        sum("captcha_attempts"),
+        sum("network_retries"),
+    )
 }
 
 /// Adds newly written history rows to their days' totals.
@@ -56,7 +66,12 @@ pub fn add(conn: &mut DbConnection, rows: &[&NewHistory]) -> Result<()> {
     let mut groups: BTreeMap<(String, &str, &str, &str), Totals> = BTreeMap::new();
     for row in rows {
         let day = row.created_at.format("%Y-%m-%d").to_string();
-        let key = (day, row.site_name.as_str(), row.account.as_deref().unwrap_or(""), row.status.as_str());
+        let key = (
+            day,
+            row.site_name.as_str(),
+            row.account.as_deref().unwrap_or(""),
+            row.status.as_str(),
+        );
         let t = groups.entry(key).or_default();
         t.acquisitions += 1;
         t.duration_sum += row.total_duration;
@@ -69,22 +84,25 @@ pub fn add(conn: &mut DbConnection, rows: &[&NewHistory]) -> Result<()> {
         t.captcha += i64::from(row.captcha_attempts);
         t.retries += i64::from(row.network_retries);
     }
-    let sql = upsert_sql(conn);
-    for ((day, site, account, status), t) in groups {
-        diesel::sql_query(sql)
-            .bind::<Text, _>(day)
-            .bind::<Text, _>(site)
-            .bind::<Text, _>(account)
-            .bind::<Text, _>(status)
-            .bind::<BigInt, _>(t.acquisitions)
-            .bind::<Double, _>(t.duration_sum)
-            .bind::<Double, _>(t.duration_max)
-            .bind::<Double, _>(t.login_sum)
-            .bind::<BigInt, _>(t.logins)
-            .bind::<BigInt, _>(t.attempts)
-            .bind::<BigInt, _>(t.captcha)
-            .bind::<BigInt, _>(t.retries)
-            .execute(conn)?;
+    let groups: Vec<_> = groups.into_iter().collect();
+    for chunk in groups.chunks(GROUPS_PER_STATEMENT) {
+        let mut query = diesel::sql_query(upsert_sql(conn, chunk.len())).into_boxed();
+        for ((day, site, account, status), t) in chunk {
+            query = query
+                .bind::<Text, _>(day.clone())
+                .bind::<Text, _>(site.to_string())
+                .bind::<Text, _>(account.to_string())
+                .bind::<Text, _>(status.to_string())
+                .bind::<BigInt, _>(t.acquisitions)
+                .bind::<Double, _>(t.duration_sum)
+                .bind::<Double, _>(t.duration_max)
+                .bind::<Double, _>(t.login_sum)
+                .bind::<BigInt, _>(t.logins)
+                .bind::<BigInt, _>(t.attempts)
+                .bind::<BigInt, _>(t.captcha)
+                .bind::<BigInt, _>(t.retries);
+        }
+        query.execute(conn)?;
     }
     Ok(())
 }

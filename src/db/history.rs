@@ -16,15 +16,28 @@ pub fn insert_batch(conn: &mut DbConnection, rows: &[NewHistory]) -> Result<usiz
     }
     conn.transaction(|conn| {
         let fresh: Vec<&NewHistory> = match conn {
-            // SQLite cannot batch rows with optional columns into one statement; inside one
-            // transaction, row by row is still fast, and tells which rows were new.
+            // SQLite has one writer at a time, so inside this transaction the ids found
+            // absent stay absent until the insert.
             DbConnection::Sqlite(c) => {
-                let mut fresh = Vec::with_capacity(rows.len());
-                for row in rows {
-                    if diesel::insert_or_ignore_into(dsl::token_acquisition_history).values(row).execute(c)? == 1 {
-                        fresh.push(row);
-                    }
-                }
+                let ids: Vec<&str> = rows.iter().map(|r| r.acquisition_id.as_str()).collect();
+                let stored: std::collections::HashSet<String> = dsl::token_acquisition_history
+                    .select(dsl::acquisition_id)
+                    .filter(dsl::acquisition_id.eq_any(&ids))
+                    .load::<String>(c)?
+                    .into_iter()
+                    .collect();
+                let mut seen = std::collections::HashSet::new();
+                let fresh: Vec<&NewHistory> = rows
+                    .iter()
+                    .filter(|r| {
+                        !stored.contains(&r.acquisition_id)
+                            && seen.insert(r.acquisition_id.as_str())
+                    })
+                    .collect();
+                let values: Vec<&NewHistory> = fresh.clone();
+                diesel::insert_or_ignore_into(dsl::token_acquisition_history)
+                    .values(values)
+                    .execute(c)?;
                 fresh
             }
             DbConnection::Postgres(c) => {
@@ -35,7 +48,9 @@ pub fn insert_batch(conn: &mut DbConnection, rows: &[NewHistory]) -> Result<usiz
                     .returning(dsl::acquisition_id)
                     .get_results(c)?;
                 let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
-                rows.iter().filter(|r| inserted.contains(&r.acquisition_id)).collect()
+                rows.iter()
+                    .filter(|r| inserted.contains(&r.acquisition_id))
+                    .collect()
             }
         };
         super::daily::add(conn, &fresh)?;

@@ -73,6 +73,8 @@ pub struct NewToken<'a> {
 /// but its fingerprint and redacted form.
 #[derive(Debug, Clone, Insertable, Serialize, serde::Deserialize)]
 #[diesel(table_name = super::schema::token_acquisition_history)]
+// `None` is written as NULL (not DEFAULT), which lets SQLite take a whole batch in one statement.
+#[diesel(treat_none_as_default_value = false)]
 pub struct NewHistory {
     pub acquisition_id: String,
     pub site_name: String,

@@ -84,7 +84,11 @@ fn daily_sql(conn: &DbConnection, site: bool) -> String {
         DbConnection::Sqlite(_) => ("?", "?"),
         DbConnection::Postgres(_) => ("$1", "$2"),
     };
-    let site_filter = if site { format!(" AND site_name = {p2}") } else { String::new() };
+    let site_filter = if site {
+        format!(" AND site_name = {p2}")
+    } else {
+        String::new()
+    };
     format!(
         "SELECT site_name, account, status, day, acquisitions AS n, duration_sum AS total_sum, \
          duration_max AS total_max, login_duration_sum AS login_sum, logins AS login_n, attempts, \
