@@ -132,7 +132,7 @@ pub fn main() -> i32 {
             };
         }
     };
-    init_logging(matches!(cli.command, Command::Serve));
+    crate::logging::init(matches!(cli.command, Command::Serve));
     match run(cli) {
         Ok(()) => 0,
         Err(e) => {
@@ -140,14 +140,6 @@ pub fn main() -> i32 {
             e.exit_code()
         }
     }
-}
-
-/// env_logger, `RUST_LOG` wins; the daemon logs at info, other commands only warnings.
-fn init_logging(daemon: bool) {
-    let default = if daemon { "info" } else { "warn" };
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
-        .format_timestamp_millis()
-        .try_init();
 }
 
 pub fn run(cli: Cli) -> Result<()> {

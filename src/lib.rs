@@ -29,6 +29,7 @@ pub mod crypto;
 pub mod db;
 pub mod drivers;
 pub mod error;
+pub mod logging;
 pub mod maintenance;
 pub mod metrics;
 pub mod notify;
@@ -39,6 +40,7 @@ pub mod secret;
 pub mod selection;
 pub mod server;
 pub mod slots;
+pub mod spool;
 
 pub use config::Config;
 pub use error::{Error, Result};

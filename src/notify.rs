@@ -21,3 +21,25 @@ pub fn ready() {
 pub fn stopping() {
     send(NotifyState::Stopping, "stopping");
 }
+
+/// With `WatchdogSec=` set, pings systemd every half period — but only while the actor system
+/// answers, so that a stuck daemon stops pinging and systemd restarts it.
+pub fn start_watchdog(monitor: actix::Addr<crate::actors::MonitorActor>) {
+    let Some(period) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    log::info!("event=watchdog_enabled period={}s", period.as_secs_f64());
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(period / 2);
+        loop {
+            tick.tick().await;
+            let alive =
+                tokio::time::timeout(period / 4, monitor.send(crate::actors::monitor::Snapshot))
+                    .await;
+            match alive {
+                Ok(Ok(_)) => send(NotifyState::Watchdog, "watchdog"),
+                _ => log::error!("event=watchdog_ping_skipped reason=actor_system_unresponsive"),
+            }
+        }
+    });
+}

@@ -22,6 +22,8 @@ use crate::slots::Slots;
 /// HTTP worker threads: the handlers only await actors and the cache, so two are plenty and
 /// keep the idle footprint small.
 const HTTP_WORKERS: usize = 2;
+/// Longest wait for the history to reach the database (or the spool) at stop.
+const FLUSH_AT_STOP: Duration = Duration::from_secs(15);
 /// How often start-up migrations are retried while the database is unreachable.
 const MIGRATION_RETRY: Duration = Duration::from_secs(10);
 
@@ -87,6 +89,7 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
             .configure(api::configure)
     })
     .workers(HTTP_WORKERS)
+    .shutdown_timeout(config.server.shutdown_grace.ceil() as u64)
     .disable_signals()
     .bind(addr)
     .map_err(|e| Error::config("server.listen", format!("cannot listen on {addr}: {e}")))?;
@@ -162,7 +165,9 @@ fn log_applied(applied: &[String]) {
 pub async fn serve(config: Arc<Config>) -> Result<()> {
     let running = start(config).await?;
     crate::notify::ready();
+    crate::notify::start_watchdog(running.state.actors.monitor.clone());
     let handle = running.handle.clone();
+    let broker = running.state.broker.clone();
     actix_web::rt::spawn(async move {
         let signal = shutdown_signal().await;
         log::info!("event=shutdown signal={signal}");
@@ -170,6 +175,12 @@ pub async fn serve(config: Arc<Config>) -> Result<()> {
         handle.stop(true).await;
     });
     running.wait().await?;
+    // Requests are answered; now the history they recorded.
+    match tokio::time::timeout(FLUSH_AT_STOP, broker.flush_history()).await {
+        Ok(0) => log::info!("event=history_flushed"),
+        Ok(waiting) => log::warn!("event=history_flushed spooled={waiting} note=\"written to the database at next start\""),
+        Err(_) => log::error!("event=history_flush_timeout seconds={}", FLUSH_AT_STOP.as_secs()),
+    }
     log::info!("event=stopped");
     Ok(())
 }

@@ -20,7 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::db::models::NewHistory;
 use crate::db::Pool;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::spool::Spool;
 
 /// Most rows in one insert.
 pub const BATCH_ROWS: usize = 500;
@@ -104,10 +105,11 @@ pub struct HistoryRecorder {
 }
 
 impl HistoryRecorder {
-    /// Starts the batching task; must run inside an actix system.
-    pub fn start(history: Addr<HistoryActor>) -> HistoryRecorder {
+    /// Starts the batching task; must run inside an actix system. Rows left in the spool by
+    /// an earlier run are replayed first.
+    pub fn start(history: Addr<HistoryActor>, spool: Spool) -> HistoryRecorder {
         let (sender, receiver) = mpsc::unbounded_channel();
-        actix::spawn(batch_loop(history, receiver));
+        actix::spawn(batch_loop(history, spool, receiver));
         HistoryRecorder { sender }
     }
 
@@ -117,8 +119,8 @@ impl HistoryRecorder {
         }
     }
 
-    /// Writes everything recorded so far; answers with the rows still unwritten (0 when
-    /// the database took them all).
+    /// Writes everything recorded so far (and what waits in the spool) to the database;
+    /// answers with the rows still waiting in the spool (0 when the database took them all).
     pub async fn flush(&self) -> usize {
         let (done, wait) = oneshot::channel();
         if self.sender.send(Entry::Flush(done)).is_err() {
@@ -135,68 +137,125 @@ fn absorb(entry: Entry, pending: &mut Vec<NewHistory>, flushes: &mut Vec<oneshot
     }
 }
 
-async fn batch_loop(history: Addr<HistoryActor>, mut receiver: mpsc::UnboundedReceiver<Entry>) {
-    let mut pending: Vec<NewHistory> = Vec::new();
-    let mut flushes: Vec<oneshot::Sender<usize>> = Vec::new();
-    let mut failing = false;
-    let mut closed = false;
-    while !closed || (!pending.is_empty() && !failing) {
-        // Block for the first entry only when nothing waits to be written.
-        if pending.is_empty() && !closed {
-            match receiver.recv().await {
-                Some(entry) => absorb(entry, &mut pending, &mut flushes),
-                None => break,
-            }
-        }
-        // Gather more until the batch is full, a flush is asked for, or the window (after a
-        // failure: the retry wait) ends.
-        let deadline =
-            tokio::time::Instant::now() + if failing { RETRY_AFTER } else { BATCH_WINDOW };
-        while !closed && pending.len() < BATCH_ROWS && flushes.is_empty() {
-            match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                Ok(Some(entry)) => absorb(entry, &mut pending, &mut flushes),
-                Ok(None) => closed = true,
-                Err(_) => break,
-            }
-        }
-        while !pending.is_empty() {
-            let n = pending.len().min(BATCH_ROWS);
-            match history.send(RecordBatch(pending[..n].to_vec())).await {
-                Ok(Ok(_)) => {
-                    pending.drain(..n);
-                    if failing {
-                        log::info!("event=history_write_recovered");
-                    }
-                    failing = false;
-                }
-                Ok(Err(e)) => {
-                    log::warn!(
-                        "event=history_write_failed rows={} error=\"{e}\" retry_in={}s",
-                        pending.len(),
-                        RETRY_AFTER.as_secs()
-                    );
-                    failing = true;
-                    break;
-                }
-                Err(e) => {
-                    log::error!(
-                        "event=history_actor_unavailable rows={} error=\"{e}\"",
-                        pending.len()
-                    );
-                    failing = true;
-                    break;
-                }
-            }
-        }
-        for done in flushes.drain(..) {
-            let _ = done.send(pending.len());
-        }
+/// Writes rows in batches; `Err` when the database refused one (nothing after it was tried).
+async fn write(history: &Addr<HistoryActor>, rows: &[NewHistory]) -> Result<()> {
+    for chunk in rows.chunks(BATCH_ROWS) {
+        history.send(RecordBatch(chunk.to_vec())).await??;
     }
-    if !pending.is_empty() {
-        log::error!("event=history_rows_unwritten rows={}", pending.len());
+    Ok(())
+}
+
+/// Moves the spool's rows into the database; `true` when the spool is empty afterwards.
+async fn replay(history: &Addr<HistoryActor>, spool: &Spool) -> bool {
+    if spool.is_empty() {
+        return true;
+    }
+    let rows = match spool.load() {
+        Ok(rows) => rows,
+        Err(e) => {
+            log::error!("event=spool_unreadable error=\"{e}\"");
+            return false;
+        }
+    };
+    match write(history, &rows).await {
+        Ok(()) => match spool.clear() {
+            Ok(()) => {
+                log::info!("event=spool_replayed rows={}", rows.len());
+                true
+            }
+            Err(e) => {
+                // The rows are in the database; a later replay of them adds nothing.
+                log::error!("event=spool_not_cleared error=\"{e}\"");
+                false
+            }
+        },
+        Err(_) => false,
     }
 }
 
+async fn batch_loop(
+    history: Addr<HistoryActor>,
+    spool: Spool,
+    mut receiver: mpsc::UnboundedReceiver<Entry>,
+) {
+    let mut pending: Vec<NewHistory> = Vec::new();
+    let mut flushes: Vec<oneshot::Sender<usize>> = Vec::new();
+    let mut spooled = !replay(&history, &spool).await;
+    let mut last_replay = Instant::now();
+    loop {
+        // Wait for an entry; while rows wait in the spool, wake up to replay them.
+        let wait = if spooled {
+            RETRY_AFTER
+        } else {
+            Duration::from_secs(3600)
+        };
+        match tokio::time::timeout(wait, receiver.recv()).await {
+            Ok(Some(entry)) => absorb(entry, &mut pending, &mut flushes),
+            Ok(None) => break,
+            Err(_) => {}
+        }
+        // Gather more until the batch is full, a flush is asked for, or the window ends.
+        let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+        while !pending.is_empty() && pending.len() < BATCH_ROWS && flushes.is_empty() {
+            match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                Ok(Some(entry)) => absorb(entry, &mut pending, &mut flushes),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        // While the spool holds rows, new rows join it, so the history keeps its order.
+        if !pending.is_empty() {
+            let written = if spooled {
+                Err(Error::DatabaseUnavailable("spool not yet replayed".into()))
+            } else {
+                write(&history, &pending).await
+            };
+            if let Err(e) = written {
+                match spool.append(&pending) {
+                    Ok(()) => {
+                        if !spooled {
+                            log::warn!(
+                                "event=history_spooled rows={} path={} error=\"{e}\"",
+                                pending.len(),
+                                spool.path().display()
+                            );
+                        }
+                        spooled = true;
+                        pending.clear();
+                    }
+                    // Kept in memory and tried again: nothing is dropped.
+                    Err(spool_error) => log::error!(
+                        "event=spool_write_failed rows={} error=\"{spool_error}\"",
+                        pending.len()
+                    ),
+                }
+            } else {
+                pending.clear();
+            }
+        }
+        if spooled && (!flushes.is_empty() || last_replay.elapsed() >= RETRY_AFTER) {
+            last_replay = Instant::now();
+            spooled = !replay(&history, &spool).await;
+        }
+        if !flushes.is_empty() {
+            let waiting = if spooled {
+                spool.load().map_or(0, |rows| rows.len())
+            } else {
+                0
+            } + pending.len();
+            for done in flushes.drain(..) {
+                let _ = done.send(waiting);
+            }
+        }
+    }
+    if !pending.is_empty() {
+        if let Err(e) = spool.append(&pending) {
+            log::error!(
+                "event=history_rows_lost rows={} error=\"{e}\"",
+                pending.len()
+            );
+        }
+    }
+}
 /// The `/statistics` report of the last `days` days.
 #[derive(Message)]
 #[rtype(result = "Result<serde_json::Value>")]

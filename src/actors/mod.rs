@@ -55,7 +55,8 @@ impl Actors {
         let cache = CacheActor::new(cache.store().clone(), &config).start();
         let concurrency = ConcurrencyActor::new(&config.concurrency).start();
         let history = HistoryActor::start(pool, HISTORY_THREADS);
-        let recorder = history::HistoryRecorder::start(history.clone());
+        let spool = crate::spool::Spool::new(&config.history.spool_file);
+        let recorder = history::HistoryRecorder::start(history.clone(), spool);
         start_retention_job(history.clone(), config.history.retention_days);
         let alert = AlertActor::new(
             config.alerts.clone(),

@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub admin_token: Secret,
     /// Bearer tokens that may only acquire and invalidate tokens.
     pub client_tokens: Vec<Secret>,
+    /// Seconds that running requests get to finish after SIGTERM/SIGINT.
+    pub shutdown_grace: f64,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +67,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8000".into(),
             admin_token: Secret::default(),
             client_tokens: Vec::new(),
+            shutdown_grace: 30.0,
         }
     }
 }
@@ -87,6 +90,7 @@ impl ServerConfig {
 
     pub(super) fn validate(&self) -> Result<()> {
         let addr = self.listen_addr()?;
+        positive("server.shutdown_grace", self.shutdown_grace)?;
         if !addr.ip().is_loopback() && self.admin_token.is_empty() {
             return Err(Error::config(
                 "server.admin_token",
@@ -457,11 +461,17 @@ impl AlertsConfig {
 pub struct HistoryConfig {
     /// Rows older than this many days are deleted by the daily retention job.
     pub retention_days: u32,
+    /// Where history rows wait, fsynced, while the database cannot take them; replayed
+    /// (each row once) when it can, and at start after a crash.
+    pub spool_file: PathBuf,
 }
 
 impl Default for HistoryConfig {
     fn default() -> Self {
-        HistoryConfig { retention_days: 30 }
+        HistoryConfig {
+            retention_days: 30,
+            spool_file: PathBuf::from("tokend-history.spool"),
+        }
     }
 }
 
