@@ -14,6 +14,8 @@ pub mod schema;
 pub mod statistics;
 pub mod tokens;
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -119,7 +121,13 @@ pub struct Pool {
     backend: Backend,
     /// The URL with its password hidden, for logs and health.
     display_url: String,
+    /// When the database last could not be reached (ms since the epoch), 0 while it answers.
+    failed_at: Arc<AtomicI64>,
 }
+
+/// After the database could not be reached, how long callers fail at once instead of each
+/// waiting for a connection: acquisitions go on without it (SPEC §10).
+const FAIL_FAST: Duration = Duration::from_secs(2);
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -141,14 +149,17 @@ impl Pool {
         let inner = r2d2::Pool::builder()
             .max_size(size)
             .min_idle(Some(0))
-            .connection_timeout(Duration::from_secs(5))
-            .test_on_check_out(false)
+            .connection_timeout(Duration::from_secs(3))
+            // A connection cut by a database restart is found here and replaced, rather
+            // than failing the next query.
+            .test_on_check_out(true)
             .error_handler(Box::new(r2d2::LoggingErrorHandler))
             .build_unchecked(ConnectionManager { backend, target });
         Ok(Pool {
             inner,
             backend,
             display_url: redact_url(url),
+            failed_at: Arc::default(),
         })
     }
 
@@ -162,9 +173,34 @@ impl Pool {
 
     /// A connection, or [`Error::DatabaseUnavailable`] naming why none could be had.
     pub fn get(&self) -> Result<PooledConnection> {
-        self.inner
-            .get()
-            .map_err(|e| Error::DatabaseUnavailable(format!("{}: {e}", self.display_url)))
+        let now = chrono::Utc::now().timestamp_millis();
+        let failed = self.failed_at.load(Ordering::Relaxed);
+        if failed != 0 && now - failed < FAIL_FAST.as_millis() as i64 {
+            return Err(Error::DatabaseUnavailable(format!(
+                "{}: unreachable a moment ago",
+                self.display_url
+            )));
+        }
+        match self.inner.get() {
+            Ok(conn) => {
+                if self.failed_at.swap(0, Ordering::Relaxed) != 0 {
+                    log::info!("event=database_reachable url={}", self.display_url);
+                }
+                Ok(conn)
+            }
+            Err(e) => {
+                if self.failed_at.swap(now, Ordering::Relaxed) == 0 {
+                    log::warn!(
+                        "event=database_unreachable url={} error=\"{e}\"",
+                        self.display_url
+                    );
+                }
+                Err(Error::DatabaseUnavailable(format!(
+                    "{}: {e}",
+                    self.display_url
+                )))
+            }
+        }
     }
 
     pub fn max_size(&self) -> u32 {

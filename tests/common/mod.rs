@@ -140,10 +140,15 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `tokend serve --config CONFIG` in `dir` and waits until it listens.
     pub fn start(dir: &Path, config: &Path) -> Daemon {
+        Daemon::start_with_log(dir, config, "info")
+    }
+
+    /// The same, with `RUST_LOG` set to `level`.
+    pub fn start_with_log(dir: &Path, config: &Path, level: &str) -> Daemon {
         let mut child = tokend(dir)
             .args(["serve", "--config"])
             .arg(config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", level)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
