@@ -98,17 +98,18 @@ impl Drop for PgDatabase {
     }
 }
 
-/// A number unique within this process.
+/// A number unique across the test processes running at once (names of test databases and
+/// Redis key prefixes): the process id, a counter, and the clock.
 pub fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed) * 1000
-        + u64::from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_millis(),
-        )
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    (u64::from(std::process::id()) << 32)
+        | ((NEXT.fetch_add(1, Ordering::Relaxed) & 0xffff) << 16)
+        | u64::from(nanos & 0xffff)
 }
 
 /// The `tokend` command, run in `dir` with a clean environment for tokend's variables.
