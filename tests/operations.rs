@@ -202,7 +202,6 @@ fn a_database_outage_loses_no_history() {
         dir.path().join("tokend-history.spool").exists(),
         "rows wait in the spool"
     );
-
     // It comes back: every row is written, once.
     proxy.restore();
     wait_for_rows(&pg.url, 6);

@@ -14,7 +14,7 @@ pub mod schema;
 pub mod statistics;
 pub mod tokens;
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,13 +121,14 @@ pub struct Pool {
     backend: Backend,
     /// The URL with its password hidden, for logs and health.
     display_url: String,
-    /// When the database last could not be reached (ms since the epoch), 0 while it answers.
-    failed_at: Arc<AtomicI64>,
+    /// Set while the database cannot be reached: callers then fail at once instead of each
+    /// waiting for a connection (acquisitions go on without it, SPEC §10), and one
+    /// background probe finds out when it is back.
+    down: Arc<AtomicBool>,
 }
 
-/// After the database could not be reached, how long callers fail at once instead of each
-/// waiting for a connection: acquisitions go on without it (SPEC §10).
-const FAIL_FAST: Duration = Duration::from_secs(2);
+/// How often the background probe tries the database while it is down.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -159,7 +160,7 @@ impl Pool {
             inner,
             backend,
             display_url: redact_url(url),
-            failed_at: Arc::default(),
+            down: Arc::default(),
         })
     }
 
@@ -173,33 +174,42 @@ impl Pool {
 
     /// A connection, or [`Error::DatabaseUnavailable`] naming why none could be had.
     pub fn get(&self) -> Result<PooledConnection> {
-        let now = chrono::Utc::now().timestamp_millis();
-        let failed = self.failed_at.load(Ordering::Relaxed);
-        if failed != 0 && now - failed < FAIL_FAST.as_millis() as i64 {
+        if self.down.load(Ordering::Acquire) {
             return Err(Error::DatabaseUnavailable(format!(
-                "{}: unreachable a moment ago",
+                "{}: unreachable (retrying in the background)",
                 self.display_url
             )));
         }
-        match self.inner.get() {
-            Ok(conn) => {
-                if self.failed_at.swap(0, Ordering::Relaxed) != 0 {
-                    log::info!("event=database_reachable url={}", self.display_url);
-                }
-                Ok(conn)
-            }
-            Err(e) => {
-                if self.failed_at.swap(now, Ordering::Relaxed) == 0 {
-                    log::warn!(
-                        "event=database_unreachable url={} error=\"{e}\"",
-                        self.display_url
-                    );
-                }
-                Err(Error::DatabaseUnavailable(format!(
-                    "{}: {e}",
+        self.inner.get().map_err(|e| {
+            if !self.down.swap(true, Ordering::AcqRel) {
+                log::warn!(
+                    "event=database_unreachable url={} error=\"{e}\"",
                     self.display_url
-                )))
+                );
+                self.probe_until_back();
             }
+            Error::DatabaseUnavailable(format!("{}: {e}", self.display_url))
+        })
+    }
+
+    /// Tries the database every [`PROBE_EVERY`] on a thread of its own until it answers.
+    fn probe_until_back(&self) {
+        let pool = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("tokend-db-probe".into())
+            .spawn(move || loop {
+                std::thread::sleep(PROBE_EVERY);
+                if let Ok(mut conn) = pool.inner.get() {
+                    if diesel::sql_query("SELECT 1").execute(&mut *conn).is_ok() {
+                        pool.down.store(false, Ordering::Release);
+                        log::info!("event=database_reachable url={}", pool.display_url);
+                        return;
+                    }
+                }
+            });
+        if spawned.is_err() {
+            // Without a probe, let the next caller try again.
+            self.down.store(false, Ordering::Release);
         }
     }
 
