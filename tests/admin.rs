@@ -398,3 +398,43 @@ async fn hostile_input_never_gets_a_5xx() {
     // tokend still works afterwards.
     assert_eq!(h.acquire(json!({"site_name": "court_zxfw"})).await.0, 200);
 }
+
+#[actix_rt::test]
+async fn the_openapi_document_lists_every_endpoint() {
+    let h = Harness::start(None, "").await;
+    let (status, doc) = h.get("/api/v1/automation/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/api/v1/automation/tokens/acquire", "post"),
+        ("/api/v1/automation/tokens/invalidate", "post"),
+        ("/api/v1/automation/performance/metrics", "get"),
+        ("/api/v1/automation/performance/metrics/reset", "post"),
+        ("/api/v1/automation/performance/statistics", "get"),
+        ("/api/v1/automation/performance/health", "get"),
+        ("/api/v1/automation/performance/resource-usage", "get"),
+        ("/api/v1/automation/performance/resources/cleanup", "post"),
+        ("/api/v1/automation/performance/cache-stats", "get"),
+        ("/api/v1/automation/performance/cache/warm-up", "post"),
+        ("/api/v1/automation/performance/cache/clear", "delete"),
+        (
+            "/api/v1/automation/performance/optimize-concurrency",
+            "post",
+        ),
+        ("/api/v1/automation/history", "get"),
+        ("/api/v1/automation/history/cleanup", "post"),
+        ("/metrics", "get"),
+        ("/healthz", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing from the OpenAPI document"
+        );
+        // And the path is really served (not a 404 from the default handler).
+        let (status, _) = h.call(method.to_uppercase().parse().unwrap(), path).await;
+        assert_ne!(status, 404, "{method} {path} is documented but not served");
+    }
+    let acquire = &doc["components"]["schemas"]["AcquireRequest"];
+    assert!(acquire["properties"]["site_name"].is_object(), "{acquire}");
+}

@@ -3,16 +3,19 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+use super::openapi::Envelope;
 use super::AppState;
 use crate::actors::alert::{Alert, Health, HealthLevel, Severity};
 use crate::error::Error;
 
 /// Liveness: the process answers HTTP. No auth, no dependencies.
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, description = "{\"status\": \"ok\"}")))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// Health level, alerts and components; 503 only when the database cannot be reached.
+#[utoipa::path(get, path = "/api/v1/automation/performance/health", tag = "performance", responses((status = 200, description = "status, timestamp, metrics, alerts, thresholds, components", body = Envelope), (status = 503, description = "The database cannot be reached", body = Envelope)))]
 pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let mut report = state.actors.alert.send(Health).await?;
     // The login slots: shared through Redis, or in process (by design, or as a fallback).

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod health;
 pub mod history;
 pub mod metrics;
+pub mod openapi;
 pub mod optimize;
 pub mod resources;
 pub mod tokens;
@@ -63,6 +64,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     }))
     .route("/healthz", web::get().to(health::healthz))
     .route("/metrics", web::get().to(metrics::prometheus))
+    .route(
+        "/api/v1/automation/openapi.json",
+        web::get().to(openapi::document),
+    )
     .route("/api/v1/automation/history", web::get().to(history::list))
     .route(
         "/api/v1/automation/history/cleanup",

@@ -4,11 +4,13 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+use super::openapi::Envelope;
 use super::{ok, AppState};
 use crate::actors::concurrency::{Cleanup, Usage};
 use crate::error::Error;
 
 /// Slots, queue, locks, limits, process, pool and Redis, as they are now.
+#[utoipa::path(get, path = "/api/v1/automation/performance/resource-usage", tag = "performance", responses((status = 200, description = "Active acquisitions, locks, queue, limits, process, pool, shared slots", body = Envelope)))]
 pub async fn usage(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let local = state.slots.actor().send(Usage).await?;
     let limits = state.slots.limits().await;
@@ -45,6 +47,7 @@ pub async fn usage(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
 }
 
 /// Frees slots held past their lease, drops waiters that gave up and idle locks.
+#[utoipa::path(post, path = "/api/v1/automation/performance/resources/cleanup", tag = "performance", responses((status = 200, description = "What was freed", body = Envelope)))]
 pub async fn cleanup(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let (leases, waiters) = state.slots.actor().send(Cleanup).await?;
     let locks = state.broker.drop_idle_locks();

@@ -33,7 +33,7 @@ use crate::secret::Secret;
 use crate::slots::Slots;
 
 /// What a caller asks for (`POST /tokens/acquire`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcquireRequest {
     pub site_name: String,

@@ -1,0 +1,72 @@
+//! The OpenAPI document of the HTTP API (`GET /api/v1/automation/openapi.json`), generated
+//! from the handlers' `#[utoipa::path]` annotations and the request types.
+
+use actix_web::HttpResponse;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// `{"success": true, "data": …}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Envelope {
+    success: bool,
+    #[schema(value_type = Object)]
+    data: serde_json::Value,
+}
+
+/// `{"success": false, "code": "UPPER_SNAKE", "message": "…", "errors": {…}}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    success: bool,
+    code: String,
+    message: String,
+    #[schema(value_type = Object)]
+    errors: serde_json::Value,
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "tokend", description = "Token broker for automated access to web portals. With `server.admin_token` set, every path but /healthz needs `Authorization: Bearer <token>`; client tokens reach only /api/v1/automation/tokens/*."),
+    paths(
+        super::tokens::acquire,
+        super::tokens::invalidate,
+        super::health::healthz,
+        super::health::health,
+        super::metrics::metrics,
+        super::metrics::reset,
+        super::metrics::statistics,
+        super::metrics::prometheus,
+        super::cache::stats,
+        super::cache::warm_up,
+        super::cache::clear,
+        super::resources::usage,
+        super::resources::cleanup,
+        super::optimize::optimize,
+        super::history::list,
+        super::history::cleanup,
+        document,
+    ),
+    components(schemas(Envelope, ErrorBody, crate::broker::AcquireRequest, super::tokens::InvalidateRequest)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/automation/openapi.json", tag = "meta", responses((status = 200, description = "The OpenAPI 3.1 document")))]
+pub async fn document() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
