@@ -14,6 +14,7 @@ fn send(state: NotifyState<'_>, event: &str) {
 
 /// READY=1: call once the database, the actors and the HTTP listener are up.
 pub fn ready() {
+    log::info!("event=ready");
     send(NotifyState::Ready, "ready");
 }
 

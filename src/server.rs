@@ -32,6 +32,9 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     pub handle: ServerHandle,
     pub state: AppState,
+    /// Turns true once the database schema is in place (at once, unless the database was
+    /// unreachable at start).
+    pub database_ready: tokio::sync::watch::Receiver<bool>,
     server: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -49,7 +52,7 @@ impl RunningServer {
 pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
     let key = SecretKey::load(&config.security)?;
     let pool = Pool::connect(config.database.url.expose(), config.database.pool_size)?;
-    migrate_at_start(pool.clone()).await?;
+    let database_ready = migrate_at_start(pool.clone()).await?;
     let store = CacheStore::from_config(&config)?;
     let cache = TokenCache::new(store, &config.redis.key_prefix, key.clone());
     let actors = Actors::start(config.clone(), pool.clone(), &cache);
@@ -108,6 +111,7 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
         addr: bound,
         handle,
         state,
+        database_ready,
         server,
     })
 }
@@ -115,7 +119,9 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
 /// Runs migrations before serving. An unreachable database does not stop start-up (cached
 /// tokens can still be served); the migrations are retried in the background until they run.
 /// A migration that fails on a reachable database does stop it.
-async fn migrate_at_start(pool: Pool) -> Result<()> {
+/// The answer says whether the schema is in place now; the watch turns true once it is.
+async fn migrate_at_start(pool: Pool) -> Result<tokio::sync::watch::Receiver<bool>> {
+    let (ready, watch) = tokio::sync::watch::channel(false);
     let first = {
         let pool = pool.clone();
         web::block(move || pool.migrate())
@@ -125,7 +131,8 @@ async fn migrate_at_start(pool: Pool) -> Result<()> {
     match first {
         Ok(applied) => {
             log_applied(&applied);
-            Ok(())
+            let _ = ready.send(true);
+            Ok(watch)
         }
         Err(Error::DatabaseUnavailable(reason)) => {
             log::error!(
@@ -140,6 +147,7 @@ async fn migrate_at_start(pool: Pool) -> Result<()> {
                         Ok(Ok(applied)) => {
                             log_applied(&applied);
                             log::info!("event=database_reachable phase=start");
+                            let _ = ready.send(true);
                             return;
                         }
                         Ok(Err(e)) => log::warn!("event=migration_retry error=\"{e}\""),
@@ -147,7 +155,7 @@ async fn migrate_at_start(pool: Pool) -> Result<()> {
                     }
                 }
             });
-            Ok(())
+            Ok(watch)
         }
         Err(e) => Err(e),
     }
@@ -164,7 +172,14 @@ fn log_applied(applied: &[String]) {
 /// `tokend serve`: start, then stop gracefully on SIGTERM or SIGINT.
 pub async fn serve(config: Arc<Config>) -> Result<()> {
     let running = start(config).await?;
-    crate::notify::ready();
+    // READY=1 once the database, the actors and HTTP are all up: HTTP already serves (cached
+    // tokens, health) while an unreachable database is waited for.
+    let mut database_ready = running.database_ready.clone();
+    actix_web::rt::spawn(async move {
+        if database_ready.wait_for(|ready| *ready).await.is_ok() {
+            crate::notify::ready();
+        }
+    });
     crate::notify::start_watchdog(running.state.actors.monitor.clone());
     let handle = running.handle.clone();
     let broker = running.state.broker.clone();

@@ -146,9 +146,15 @@ impl Daemon {
 
     /// The same, with `RUST_LOG` set to `level`.
     pub fn start_with_log(dir: &Path, config: &Path, level: &str) -> Daemon {
+        Daemon::start_with_env(dir, config, level, &[])
+    }
+
+    /// The same, with more environment variables.
+    pub fn start_with_env(dir: &Path, config: &Path, level: &str, env: &[(&str, &str)]) -> Daemon {
         let mut child = tokend(dir)
             .args(["serve", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .env("RUST_LOG", level)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
