@@ -145,7 +145,10 @@ pub fn main() -> i32 {
 pub fn run(cli: Cli) -> Result<()> {
     let config = Arc::new(Config::load(cli.config.as_deref())?);
     match cli.command {
-        Command::Serve => actix_web::rt::System::new().block_on(crate::server::serve(config)),
+        Command::Serve => {
+            crate::process::limit_malloc_arenas();
+            actix_web::rt::System::new().block_on(crate::server::serve(config))
+        }
         Command::Migrate => {
             let pool = open_pool(&config)?;
             let applied = pool.migrate()?;

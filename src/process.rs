@@ -53,3 +53,19 @@ mod tests {
         assert!(usage.cpu_seconds.is_some());
     }
 }
+
+/// Caps glibc's malloc arenas at two (unless `MALLOC_ARENA_MAX` says otherwise). By default
+/// glibc gives busy threads arenas of their own and keeps their freed memory, which with
+/// tokend's worker and blocking threads grows a daemon holding 10k tokens from under 60 MB
+/// to over 80 MB without any gain in speed.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        const M_ARENA_MAX: libc::c_int = -8;
+        // SAFETY: mallopt only changes allocator tuning; it is called once at start-up,
+        // before the worker threads exist.
+        unsafe {
+            libc::mallopt(M_ARENA_MAX, 2);
+        }
+    }
+}
