@@ -42,18 +42,6 @@ pub fn usage() -> ProcessUsage {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn reads_this_process() {
-        let usage = super::usage();
-        assert!(usage.rss_bytes.unwrap() > 1024 * 1024);
-        assert!(usage.threads.unwrap() >= 1);
-        assert!(usage.open_files.unwrap() >= 3);
-        assert!(usage.cpu_seconds.is_some());
-    }
-}
-
 /// Caps glibc's malloc arenas at two (unless `MALLOC_ARENA_MAX` says otherwise). By default
 /// glibc gives busy threads arenas of their own and keeps their freed memory, which with
 /// tokend's worker and blocking threads grows a daemon holding 10k tokens from under 60 MB
@@ -67,5 +55,17 @@ pub fn limit_malloc_arenas() {
         unsafe {
             libc::mallopt(M_ARENA_MAX, 2);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_this_process() {
+        let usage = super::usage();
+        assert!(usage.rss_bytes.unwrap() > 1024 * 1024);
+        assert!(usage.threads.unwrap() >= 1);
+        assert!(usage.open_files.unwrap() >= 3);
+        assert!(usage.cpu_seconds.is_some());
     }
 }
