@@ -30,7 +30,9 @@ fn rss_mb(pid: u32) -> f64 {
     kb / 1024.0
 }
 
-/// Starts the daemon and returns it with the time until `/healthz` answered.
+/// Starts the daemon and returns it with the time until `/healthz` answered; the caller
+/// kills and waits for it.
+#[allow(clippy::zombie_processes)]
 fn start(dir: &Path, config: &Path) -> (Child, std::net::SocketAddr, Duration) {
     let started = Instant::now();
     let mut child = Command::new(BIN)
