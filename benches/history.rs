@@ -13,7 +13,8 @@ use tokend::db::models::NewHistory;
 use tokend::db::Pool;
 
 const ROWS: usize = 1_000_000;
-const BATCH: usize = 500;
+/// The batch size of the history recorder.
+const BATCH: usize = tokend::actors::history::BATCH_ROWS;
 const STATUSES: [&str; 6] = [
     "success",
     "success",
