@@ -5,8 +5,7 @@ mod common;
 #[path = "common/portal.rs"]
 mod portal;
 
-use std::io::Write;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::{write_config, Daemon};
@@ -49,22 +48,7 @@ fn alerts_fire_and_resolve_and_optimize_runs_its_steps() {
             portal.login_url()
         ),
     );
-    let mut add = common::tokend(dir.path())
-        .args([
-            "accounts",
-            "add",
-            "court_zxfw",
-            "alice",
-            "--password-stdin",
-            "--config",
-        ])
-        .arg(&config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    add.stdin.take().unwrap().write_all(b"pw-alice\n").unwrap();
-    assert!(add.wait().unwrap().success());
+    common::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
     let mut daemon = Daemon::start(dir.path(), &config);
     let acquire = daemon.url("/api/v1/automation/tokens/acquire");
     let metrics = daemon.url("/api/v1/automation/performance/metrics");

@@ -7,9 +7,7 @@ mod common;
 #[path = "common/portal.rs"]
 mod portal;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -56,26 +54,7 @@ fn add_accounts(dir: &Path, config: &Path, portal: &Portal) {
                 ..Default::default()
             },
         );
-        let mut add = common::tokend(dir)
-            .args([
-                "accounts",
-                "add",
-                site,
-                account,
-                "--password-stdin",
-                "--config",
-            ])
-            .arg(config)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        add.stdin
-            .take()
-            .unwrap()
-            .write_all(format!("pw-{account}\n").as_bytes())
-            .unwrap();
-        assert!(add.wait().unwrap().success());
+        common::add_account(dir, config, site, account, &format!("pw-{account}"));
     }
 }
 

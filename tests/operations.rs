@@ -8,8 +8,6 @@ mod portal;
 #[path = "common/proxy.rs"]
 mod proxy;
 
-use std::io::Write;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,29 +15,6 @@ use common::{write_config, Daemon};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use portal::{AccountBehaviour, Portal};
 use serde_json::{json, Value};
-
-fn add_account(dir: &Path, config: &Path, site: &str, account: &str, password: &str) {
-    let mut add = common::tokend(dir)
-        .args([
-            "accounts",
-            "add",
-            site,
-            account,
-            "--password-stdin",
-            "--config",
-        ])
-        .arg(config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    add.stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    assert!(add.wait().unwrap().success());
-}
 
 fn acquire(daemon_addr: std::net::SocketAddr, body: Value) -> (u16, Value) {
     actix_web::rt::System::new().block_on(async move {
@@ -92,7 +67,7 @@ fn sigterm_answers_running_logins_and_exits_0() {
                 ..Default::default()
             },
         );
-        add_account(
+        common::add_account(
             dir.path(),
             &config,
             "court_zxfw",
@@ -184,7 +159,7 @@ fn a_database_outage_loses_no_history() {
     );
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &site_config(&portal, &through_proxy, ""));
-    add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
+    common::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
     let daemon = Daemon::start(dir.path(), &config);
     let forced = json!({"site_name": "court_zxfw", "account": "alice", "force_refresh": true});
     assert_eq!(acquire(daemon.addr, forced.clone()).0, 200);
@@ -300,7 +275,7 @@ fn a_redis_outage_keeps_tokens_flowing_and_heals() {
             &format!("[redis]\nurl = \"redis://127.0.0.1:{port}/0\"\n"),
         ),
     );
-    add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
+    common::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
     let daemon = Daemon::start(dir.path(), &config);
     let plain = json!({"site_name": "court_zxfw"});
     assert_eq!(acquire(daemon.addr, plain.clone()).0, 200);
@@ -373,8 +348,8 @@ fn trace_logs_and_files_hold_no_password_and_no_token() {
             ..Default::default()
         },
     );
-    add_account(dir.path(), &config, "court_zxfw", "alice", password);
-    add_account(dir.path(), &config, "court_zxfw", "bob", "Wr0ng-Passw0rd-x");
+    common::add_account(dir.path(), &config, "court_zxfw", "alice", password);
+    common::add_account(dir.path(), &config, "court_zxfw", "bob", "Wr0ng-Passw0rd-x");
     let mut daemon = Daemon::start_with_log(dir.path(), &config, "trace");
     let (_, body) = acquire(
         daemon.addr,

@@ -5,9 +5,6 @@ mod common;
 #[path = "common/portal.rs"]
 mod portal;
 
-use std::io::Write;
-use std::process::Stdio;
-
 use common::{write_config, Daemon};
 use portal::{AccountBehaviour, Portal};
 
@@ -31,21 +28,7 @@ async fn token_get_prints_a_token_from_the_daemon() {
             portal.login_url()
         ),
     );
-    let mut add = common::tokend(dir.path())
-        .args([
-            "accounts",
-            "add",
-            "court_zxfw",
-            "alice",
-            "--password-stdin",
-            "--config",
-        ])
-        .arg(&config)
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    add.stdin.take().unwrap().write_all(b"pw-alice\n").unwrap();
-    assert!(add.wait().unwrap().success());
+    common::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
 
     let daemon = Daemon::start(dir.path(), &config);
     let url = format!("http://{}", daemon.addr);

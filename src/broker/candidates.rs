@@ -18,16 +18,7 @@ impl Broker {
         if let Some(list) = self.inner.cache.credentials(&site.name).await {
             return Ok(list);
         }
-        let (list, stats) = self.load_accounts(site).await?;
-        let cache = &self.inner.config.cache;
-        self.inner
-            .cache
-            .put_credentials(&site.name, &list, seconds(cache.credentials_ttl))
-            .await;
-        self.inner
-            .cache
-            .put_account_stats(&site.name, &stats, seconds(cache.account_stats_ttl))
-            .await;
+        let (list, _) = self.reload_accounts(site).await?;
         Ok(list)
     }
 
@@ -42,6 +33,24 @@ impl Broker {
             .put_account_stats(&site.name, &stats, ttl)
             .await;
         Ok(stats)
+    }
+
+    /// Reads the site's accounts from the database and caches the list and the statistics.
+    async fn reload_accounts(
+        &self,
+        site: &SiteConfig,
+    ) -> Result<(Vec<CredentialEntry>, Vec<AccountStats>)> {
+        let (list, stats) = self.load_accounts(site).await?;
+        let ttls = &self.inner.config.cache;
+        self.inner
+            .cache
+            .put_credentials(&site.name, &list, seconds(ttls.credentials_ttl))
+            .await;
+        self.inner
+            .cache
+            .put_account_stats(&site.name, &stats, seconds(ttls.account_stats_ttl))
+            .await;
+        Ok((list, stats))
     }
 
     async fn load_accounts(
@@ -83,16 +92,7 @@ impl Broker {
     /// cache, and reads the blacklist; returns what was loaded.
     pub async fn warm_up(&self, site_name: &str) -> Result<serde_json::Value> {
         let site = self.site(site_name)?;
-        let (list, stats) = self.load_accounts(site).await?;
-        let cache = &self.inner.config.cache;
-        self.inner
-            .cache
-            .put_credentials(&site.name, &list, seconds(cache.credentials_ttl))
-            .await;
-        self.inner
-            .cache
-            .put_account_stats(&site.name, &stats, seconds(cache.account_stats_ttl))
-            .await;
+        let (list, stats) = self.reload_accounts(site).await?;
         let mut blacklisted = Vec::new();
         for entry in &list {
             if self.inner.cache.is_blacklisted(&site.name, entry.id).await {

@@ -228,6 +228,34 @@ impl Drop for Daemon {
     }
 }
 
+/// `tokend accounts add SITE ACCOUNT --password-stdin --config CONFIG`, run in `dir`.
+pub fn add_account(dir: &Path, config: &Path, site: &str, account: &str, password: &str) {
+    use std::io::Write;
+    let mut add = tokend(dir)
+        .args([
+            "accounts",
+            "add",
+            site,
+            account,
+            "--password-stdin",
+            "--config",
+        ])
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    assert!(
+        add.wait().unwrap().success(),
+        "accounts add {site} {account} failed"
+    );
+}
+
 /// Writes a config file into `dir` and returns its path.
 pub fn write_config(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("tokend.toml");
