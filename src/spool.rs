@@ -4,8 +4,8 @@
 //! start after a crash. A line that cannot be read (a torn last write) is skipped and logged,
 //! never fatal.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::fs::OpenOptions;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::db::models::NewHistory;
@@ -24,9 +24,14 @@ impl Spool {
         &self.path
     }
 
-    /// Appends rows and waits until they are on disk.
+    /// Appends rows and waits until they are on disk. After a torn last write (a crash),
+    /// the new rows start on a line of their own.
     pub fn append(&self, rows: &[NewHistory]) -> Result<()> {
         let mut text = String::new();
+        let torn = last_byte(&self.path).is_some_and(|b| b != b'\n');
+        if torn {
+            text.push('\n');
+        }
         for row in rows {
             let line = serde_json::to_string(row).map_err(|e| Error::Internal(e.to_string()))?;
             text.push_str(&line);
@@ -42,20 +47,20 @@ impl Spool {
             .map_err(|e| Error::io(&self.path, e))
     }
 
-    /// Every readable row in the spool (none when there is no spool).
+    /// Every readable row in the spool (none when there is no spool). Lines are read as bytes,
+    /// so one torn in the middle of a character costs only that line.
     pub fn load(&self) -> Result<Vec<NewHistory>> {
-        let file = match File::open(&self.path) {
-            Ok(file) => file,
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(Error::io(&self.path, e)),
         };
         let mut rows = Vec::new();
-        for (number, line) in BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(|e| Error::io(&self.path, e))?;
-            if line.trim().is_empty() {
+        for (number, line) in bytes.split(|b| *b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            match serde_json::from_str(&line) {
+            match serde_json::from_slice(line) {
                 Ok(row) => rows.push(row),
                 Err(e) => log::warn!(
                     "event=spool_line_unreadable path={} line={} error=\"{e}\"",
@@ -79,6 +84,16 @@ impl Spool {
             Err(e) => Err(Error::io(&self.path, e)),
         }
     }
+}
+
+/// The last byte of a file, if it has one.
+fn last_byte(path: &Path) -> Option<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    file.seek(SeekFrom::End(-1)).ok()?;
+    let mut byte = [0u8; 1];
+    file.read_exact(&mut byte).ok()?;
+    Some(byte[0])
 }
 
 #[cfg(test)]

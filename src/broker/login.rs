@@ -71,7 +71,10 @@ impl Broker {
                     result = Some(Err(e));
                     break;
                 }
-                Ok(Ok(Attempt::Reused(token))) => return Ok(token),
+                Ok(Ok(Attempt::Reused(token))) => {
+                    result = Some(Ok(token));
+                    break;
+                }
                 Ok(Ok(Attempt::LoggedIn(token))) => {
                     result = Some(Ok(token));
                     break;
@@ -124,14 +127,19 @@ impl Broker {
     ) -> Result<Attempt> {
         let config = &self.inner.config.concurrency;
         let flight = self.flight((site.name.clone(), candidate.id));
-        let _flight = tokio::time::timeout(seconds(config.lock_timeout), flight.lock_owned())
-            .await
-            .map_err(|_| {
-                Error::Timeout(format!(
-                    "the login of account `{}` did not finish within lock_timeout",
-                    candidate.account
-                ))
-            })?;
+        // A busy or broken account only ends its own attempt: the next account is tried.
+        let Ok(_flight) =
+            tokio::time::timeout(seconds(config.lock_timeout), flight.lock_owned()).await
+        else {
+            let message = format!(
+                "the login of account `{}` did not finish within lock_timeout",
+                candidate.account
+            );
+            return Ok(Attempt::Failed(LoginFailure::new(
+                FailureKind::Timeout,
+                message,
+            )));
+        };
         // Across instances (Redis), the same lock; then a second look, since another
         // instance may have logged in meanwhile.
         let _shared_flight = self
@@ -154,13 +162,24 @@ impl Broker {
             return Ok(Attempt::Reused(token));
         }
 
-        let password = self.inner.key.open(
-            &candidate.password_encrypted,
-            SealContext::Password {
-                site: &site.name,
-                account: &candidate.account,
-            },
-        )?;
+        let sealed = SealContext::Password {
+            site: &site.name,
+            account: &candidate.account,
+        };
+        let password = match self.inner.key.open(&candidate.password_encrypted, sealed) {
+            Ok(password) => password,
+            Err(e) => {
+                log::error!(
+                    "event=password_unreadable site={} account={} error=\"{e}\"",
+                    site.name,
+                    candidate.account
+                );
+                return Ok(Attempt::Failed(LoginFailure::new(
+                    FailureKind::Failed,
+                    e.to_string(),
+                )));
+            }
+        };
         if !ledger.login_ran {
             ledger.login_ran = true;
             self.inner.monitor.do_send(AcquisitionStarted {

@@ -181,8 +181,20 @@ impl Broker {
         } else {
             trigger
         };
-        self.login(site, credential_id, request.force_refresh, trigger, arrived)
-            .await
+        // The slow path runs as a task of its own: a caller that goes away (client
+        // disconnect) does not cut a login short, so its slot, history row and metrics are
+        // always settled, and the callers waiting on the same login still get its token.
+        let broker = self.clone();
+        let site_name = site.name.clone();
+        let force = request.force_refresh;
+        actix_web::rt::spawn(async move {
+            let site = broker.site(&site_name)?;
+            broker
+                .login(site, credential_id, force, trigger, arrived)
+                .await
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("acquisition task: {e}")))?
     }
 
     /// The hot path: a cached token with enough life left, or `None`.

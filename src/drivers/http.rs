@@ -127,10 +127,13 @@ impl HttpDriver {
         } else {
             FailureKind::Failed
         };
-        let detail = if status.is_success() {
+        let detail = if status.is_success() && kind == FailureKind::Failed {
+            // A 2xx answer without a token where expected may still hold one elsewhere: it
+            // is never echoed.
             format!(
-                "HTTP {status}: no token at {}: {text}",
-                self.site.token_pointer
+                "HTTP {status}: no token at {} in a {}-byte answer",
+                self.site.token_pointer,
+                bytes.len()
             )
         } else {
             format!("HTTP {status}: {text}")

@@ -187,7 +187,23 @@ impl LoginDriver {
 
 /// Cuts `text` to [`MAX_ERROR_BYTES`] (on a character boundary) and masks the secrets in it.
 pub fn clean_message(text: &str, secrets: &[&str]) -> String {
-    let scrubbed = scrub(text.trim(), secrets);
+    // Also the forms a portal or script may echo: JSON-escaped and URL-encoded.
+    let mut forms: Vec<String> = Vec::new();
+    for secret in secrets {
+        forms.push((*secret).to_string());
+        if let Ok(json) = serde_json::to_string(secret) {
+            forms.push(json.trim_matches('"').to_string());
+        }
+        forms.push(url_encode(secret));
+    }
+    let forms: Vec<&str> = forms.iter().map(String::as_str).collect();
+    // Control characters (NUL above all) are dropped: PostgreSQL refuses them in text.
+    let printable: String = text
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
+        .collect();
+    let scrubbed = scrub(&printable, &forms);
     if scrubbed.len() <= MAX_ERROR_BYTES {
         return scrubbed;
     }
@@ -196,6 +212,19 @@ pub fn clean_message(text: &str, secrets: &[&str]) -> String {
         end -= 1;
     }
     format!("{}…", &scrubbed[..end])
+}
+
+/// `application/x-www-form-urlencoded` form of a string.
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
 }
 
 /// When a token expires: the `exp` claim if it is a JWT, else `default_ttl` from now.
@@ -235,6 +264,16 @@ mod tests {
         let token = format!("eyJhbGciOiJIUzI1NiJ9.{payload}.sig");
         assert_eq!(jwt_expiry(&token).unwrap().timestamp(), 4102444800);
         assert!(jwt_expiry("opaque-token").is_none());
+    }
+
+    #[test]
+    fn echoed_forms_and_control_characters_are_removed() {
+        let cleaned = clean_message("bad \0pw \"p\\\"w d\" p%22w+d", &["p\"w d"]);
+        assert!(!cleaned.contains('\0'));
+        assert!(
+            !cleaned.contains("p%22w+d") && !cleaned.contains("p\\\"w d"),
+            "{cleaned}"
+        );
     }
 
     #[test]
