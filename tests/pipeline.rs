@@ -341,6 +341,7 @@ case "$line" in
   *'"account":"wrongpw"'*) echo "portal says: bad password in $line" >&2; exit 10 ;;
   *'"account":"captcha"'*) echo "captcha again" >&2; exit 11 ;;
   *'"account":"garbage"'*) echo 'Login OK!' ;;
+  *'"account":"lingering"'*) sleep 60 & echo '{"token":"lingering-token-0123456789","expires_in":3600}' ;;
   *'"account":"slow"'*) sleep 60 & echo $! > "$(dirname "$0")/helper.pid"; wait ;;
   *) exit 3 ;;
 esac
@@ -384,7 +385,7 @@ fn add_command_account(h: &Harness, account: &str) -> i64 {
 async fn the_command_driver_speaks_its_protocol() {
     for redis in backends() {
         let (h, scripts) = command_harness(redis.as_deref()).await;
-        let ids: Vec<i64> = ["good", "wrongpw", "captcha", "garbage", "slow"]
+        let ids: Vec<i64> = ["good", "wrongpw", "captcha", "garbage", "slow", "lingering"]
             .iter()
             .map(|a| add_command_account(&h, a))
             .collect();
@@ -394,6 +395,17 @@ async fn the_command_driver_speaks_its_protocol() {
         let (status, body) = acquire(ids[0]).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["data"]["token"], "cmd-token-0123456789abcdef");
+
+        // A helper left running with the pipes open does not hold the login up.
+        let started = std::time::Instant::now();
+        let (status, body) = acquire(ids[5]).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["token"], "lingering-token-0123456789");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "waited for the helper: {:?}",
+            started.elapsed()
+        );
 
         let (status, body) = acquire(ids[1]).await;
         assert_eq!(body["errors"]["error_type"], "credential_error", "{body}");
@@ -445,6 +457,7 @@ async fn the_command_driver_speaks_its_protocol() {
                 "failed",
                 "captcha_error",
                 "credential_error",
+                "success",
                 "success"
             ]
         );

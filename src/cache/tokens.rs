@@ -233,11 +233,11 @@ impl TokenCache {
         self.note(kind, "get", result)
     }
 
+    /// Deletes are always sent, whatever the breaker says: an invalidation must not be lost.
+    /// Deletes are always sent, whatever the breaker says: an invalidation must not be lost.
     async fn store_delete(&self, kind: &str, key: &str) {
-        if !self.paused() {
-            let result = self.store.delete(key).await;
-            let _ = self.note(kind, "delete", result);
-        }
+        let result = self.store.delete(key).await;
+        let _ = self.note(kind, "delete", result);
     }
 
     /// Reads and decodes an entry; counts hit or miss when `count` (token lookups are

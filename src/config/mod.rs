@@ -180,6 +180,7 @@ mod tests {
             ("[server]\nlisten = \"0.0.0.0:8000\"\n", "server.admin_token"),
             ("[database]\nurl = \"mysql://x\"\n", "database.url"),
             ("[cache]\nrefresh_ahead = 4000\n", "cache.default_token_ttl"),
+            ("[concurrency]\nqueue_timeout = 1e19\n", "concurrency.queue_timeout"),
         ];
         for (text, key) in cases {
             let got = key_of(Config::from_sources(Some(text), &no_env));

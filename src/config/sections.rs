@@ -10,14 +10,17 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 
-/// A duration in seconds that must be a positive, finite number.
+/// Longest duration accepted anywhere (a year): longer ones would overflow clock arithmetic.
+const MAX_SECONDS: f64 = 365.0 * 86400.0;
+
+/// A duration in seconds that must be a positive, finite number, at most a year.
 fn positive(key: &str, value: f64) -> Result<()> {
-    if value.is_finite() && value > 0.0 {
+    if value.is_finite() && value > 0.0 && value <= MAX_SECONDS {
         Ok(())
     } else {
         Err(Error::config(
             key,
-            format!("must be a positive number of seconds, not {value}"),
+            format!("must be a positive number of seconds up to a year, not {value}"),
         ))
     }
 }
@@ -309,7 +312,7 @@ impl RetryConfig {
             ),
             ("retry.captcha_retry_delay", self.captcha_retry_delay),
         ] {
-            if !(value.is_finite() && value >= 0.0) {
+            if !(value.is_finite() && (0.0..=MAX_SECONDS).contains(&value)) {
                 return Err(Error::config(
                     key,
                     format!("must be 0 or more seconds, not {value}"),
@@ -360,7 +363,7 @@ impl Default for CacheConfig {
 
 impl CacheConfig {
     pub(super) fn validate(&self) -> Result<()> {
-        if !(self.refresh_ahead.is_finite() && self.refresh_ahead >= 0.0) {
+        if !(self.refresh_ahead.is_finite() && (0.0..=MAX_SECONDS).contains(&self.refresh_ahead)) {
             return Err(Error::config(
                 "cache.refresh_ahead",
                 "must be 0 or more seconds",

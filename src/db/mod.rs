@@ -181,7 +181,9 @@ impl Pool {
             )));
         }
         self.inner.get().map_err(|e| {
-            if !self.down.swap(true, Ordering::AcqRel) {
+            // Every connection busy is a full pool, not a dead database.
+            let full = self.inner.state().connections >= self.inner.max_size();
+            if !full && !self.down.swap(true, Ordering::AcqRel) {
                 log::warn!(
                     "event=database_unreachable url={} error=\"{e}\"",
                     self.display_url

@@ -21,6 +21,8 @@ use super::{
 use crate::config::SiteConfig;
 use crate::secret::Secret;
 
+/// How long output is awaited after the program exited, before its group is killed.
+const OUTPUT_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
 /// Largest stdout read from a login program.
 const MAX_STDOUT_BYTES: u64 = 64 * 1024;
 /// Variables of tokend's own that a login program has no business seeing.
@@ -94,6 +96,10 @@ impl CommandDriver {
         let mut stdin = child.stdin.take();
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
+        // Output is read by tasks of their own, so that a helper the program leaves running
+        // (a browser holding the pipes open) cannot keep the login waiting after it exited.
+        let out_reader = tokio::spawn(read_capped(stdout, MAX_STDOUT_BYTES));
+        let err_reader = tokio::spawn(read_capped(stderr, MAX_ERROR_BYTES as u64 * 2));
         let run = async {
             if let Some(stdin) = stdin.as_mut() {
                 // A program that exits without reading its stdin is not an error of ours.
@@ -101,16 +107,13 @@ impl CommandDriver {
                 let _ = stdin.shutdown().await;
             }
             drop(stdin);
-            let (out, err, status) = tokio::join!(
-                read_capped(stdout, MAX_STDOUT_BYTES),
-                read_capped(stderr, MAX_ERROR_BYTES as u64 * 2),
-                child.wait()
-            );
-            (out, err, status)
+            child.wait().await
         };
-        let (out, err, status) = match tokio::time::timeout(remaining, run).await {
-            Ok(done) => done,
+        let status = match tokio::time::timeout(remaining, run).await {
+            Ok(status) => status,
             Err(_) => {
+                out_reader.abort();
+                err_reader.abort();
                 return Err(LoginFailure::new(
                     FailureKind::Timeout,
                     format!(
@@ -118,6 +121,25 @@ impl CommandDriver {
                         self.program
                     ),
                 ));
+            }
+        };
+        // The program exited: what it wrote is read at once, unless helpers hold the pipes;
+        // then they are killed with the group and the readers end.
+        let mut readers = (out_reader, err_reader);
+        let joined = tokio::time::timeout(OUTPUT_GRACE, async {
+            ((&mut readers.0).await, (&mut readers.1).await)
+        })
+        .await;
+        let (out, err) = match joined {
+            Ok((out, err)) => (out.unwrap_or_default(), err.unwrap_or_default()),
+            Err(_) => {
+                drop(_group);
+                let out = tokio::time::timeout(OUTPUT_GRACE, &mut readers.0).await;
+                let err = tokio::time::timeout(OUTPUT_GRACE, &mut readers.1).await;
+                (
+                    out.ok().and_then(Result::ok).unwrap_or_default(),
+                    err.ok().and_then(Result::ok).unwrap_or_default(),
+                )
             }
         };
         let status = status.map_err(|e| {
@@ -195,7 +217,7 @@ impl ClassifyName for serde_json::Error {
     }
 }
 
-async fn read_capped(pipe: Option<impl AsyncRead + Unpin>, cap: u64) -> Vec<u8> {
+async fn read_capped(pipe: Option<impl AsyncRead + Unpin + Send + 'static>, cap: u64) -> Vec<u8> {
     let mut buf = Vec::new();
     if let Some(pipe) = pipe {
         let mut limited = pipe.take(cap);
