@@ -10,10 +10,12 @@
 //! | `P:slots:fence` | counter | the fencing number of the latest grant |
 //! | `P:lock:SITE:ID` | string | the single-flight lock of an account, with expiry |
 //!
-//! The grant script runs atomically: it drops expired leases and waiters, walks the queue
-//! oldest first granting (on paper) every waiter that could run, and grants the caller only
-//! if it can still run after them — FIFO among waiters that can run, and no head-of-line
-//! blocking. Keys are built inside the scripts, so Redis Cluster is not supported.
+//! The grant script runs atomically, on Redis's clock (`TIME`, so instances' clocks do not
+//! matter): it drops expired leases and waiters, walks the oldest [`FIFO_WINDOW`] waiters
+//! granting (on paper) every one that could run, and grants the caller only if it can still
+//! run after them — FIFO among the waiters that can run, and no head-of-line blocking; the
+//! window bounds the script's work when the queue is long. Keys are built inside the
+//! scripts, so Redis Cluster is not supported.
 
 use std::time::Duration;
 
@@ -24,7 +26,8 @@ use super::SlotLimits;
 use crate::error::{Error, Result};
 
 const GRANT: &str = r#"
-local now = tonumber(ARGV[1])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local prefix = ARGV[11]
 local lim = redis.call('HMGET', prefix .. ':slots:limits', 'global', 'per_site', 'per_account')
 local g = tonumber(lim[1]) or tonumber(ARGV[6])
@@ -57,7 +60,7 @@ end
 local queue = prefix .. ':slots:queue'
 local waiters = prefix .. ':slots:waiters'
 local me, my_site, my_account = ARGV[3], ARGV[4], ARGV[5]
-for _, w in ipairs(redis.call('ZRANGE', queue, 0, -1)) do
+for _, w in ipairs(redis.call('ZRANGE', queue, 0, tonumber(ARGV[12]) - 1)) do
   if w == me then break end
   local info = redis.call('HGET', waiters, w)
   local deadline, site, account
@@ -83,8 +86,8 @@ end
 if not redis.call('ZSCORE', queue, me) then
   if redis.call('ZCARD', queue) >= tonumber(ARGV[9]) then return {-1, 0} end
   redis.call('ZADD', queue, redis.call('INCR', prefix .. ':slots:queue_seq'), me)
+  redis.call('HSET', waiters, me, (now + tonumber(ARGV[10])) .. '\n' .. my_site .. '\n' .. my_account)
 end
-redis.call('HSET', waiters, me, ARGV[10] .. '\n' .. my_site .. '\n' .. my_account)
 return {0, 0}
 "#;
 
@@ -102,6 +105,9 @@ const UNLOCK: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 "#;
+
+/// How many of the oldest waiters the grant script considers before the caller.
+pub const FIFO_WINDOW: usize = 64;
 
 /// First and longest wait between two polls of a queued waiter.
 const POLL_MIN: Duration = Duration::from_millis(5);
@@ -127,6 +133,34 @@ pub struct SlotRequest<'a> {
     /// How long to wait in the queue (`queue_timeout`).
     pub wait: Duration,
     pub max_queue: usize,
+}
+
+/// Removes a waiter (and a lease granted to it that never reached its caller) on drop.
+struct WaiterGuard {
+    slots: RedisSlots,
+    id: String,
+    site: String,
+    account: String,
+    armed: bool,
+}
+
+impl Drop for WaiterGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (slots, id, site, account) = (
+            self.slots.clone(),
+            self.id.clone(),
+            self.site.clone(),
+            self.account.clone(),
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = slots.release_id(&id, &site, &account).await;
+            });
+        }
+    }
 }
 
 /// A slot granted in Redis: its lease id and fencing number.
@@ -158,16 +192,11 @@ impl RedisSlots {
     }
 
     /// One try: granted (`Some`), queued (`None`), or `QUEUE_FULL`.
-    async fn try_grant(
-        &self,
-        id: &str,
-        ask: &SlotRequest<'_>,
-        deadline_ms: u64,
-    ) -> Result<Option<u64>> {
+    async fn try_grant(&self, id: &str, ask: &SlotRequest<'_>) -> Result<Option<u64>> {
         let max_queue = ask.max_queue;
         let (state, fence): (i64, u64) = self
             .grant
-            .arg(now_ms())
+            .arg(0)
             .arg(ask.lease.as_millis() as u64)
             .arg(id)
             .arg(ask.site)
@@ -176,8 +205,9 @@ impl RedisSlots {
             .arg(ask.limits.per_site)
             .arg(ask.limits.per_account)
             .arg(max_queue)
-            .arg(deadline_ms)
+            .arg(ask.wait.as_millis() as u64)
             .arg(&self.prefix)
+            .arg(FIFO_WINDOW)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
@@ -197,28 +227,28 @@ impl RedisSlots {
     ) -> Result<RemoteLease> {
         let (site, account, wait) = (ask.site, ask.account, ask.wait);
         let id = uuid::Uuid::new_v4().to_string();
+        // Whatever ends the wait but a grant handed out (an error, a timeout, the caller
+        // going away), the waiter and any lease granted meanwhile are removed from Redis.
+        let mut waiter = WaiterGuard {
+            slots: self.clone(),
+            id: id.clone(),
+            site: site.to_string(),
+            account: account.to_string(),
+            armed: true,
+        };
         let deadline = tokio::time::Instant::now() + wait;
-        let deadline_ms = now_ms() + wait.as_millis() as u64;
         let mut pause = POLL_MIN;
         loop {
-            let granted = self.try_grant(&id, ask, deadline_ms).await;
-            match granted {
-                Ok(Some(fence)) => {
-                    return Ok(RemoteLease {
-                        id,
-                        fence,
-                        site: site.to_string(),
-                        account: account.to_string(),
-                    })
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    self.abandon(&id, site, account).await;
-                    return Err(e);
-                }
+            if let Some(fence) = self.try_grant(&id, ask).await? {
+                waiter.armed = false;
+                return Ok(RemoteLease {
+                    id,
+                    fence,
+                    site: site.to_string(),
+                    account: account.to_string(),
+                });
             }
             if tokio::time::Instant::now() + pause >= deadline {
-                self.abandon(&id, site, account).await;
                 return Err(Error::Timeout(format!(
                     "no login slot for site `{site}` within {:.0}s (queue_timeout)",
                     wait.as_secs_f64()
@@ -227,10 +257,6 @@ impl RedisSlots {
             let _ = tokio::time::timeout(pause, wake.notified()).await;
             pause = (pause * 2).min(POLL_MAX);
         }
-    }
-
-    async fn abandon(&self, id: &str, site: &str, account: &str) {
-        let _ = self.release_id(id, site, account).await;
     }
 
     async fn release_id(&self, id: &str, site: &str, account: &str) -> Result<bool> {
