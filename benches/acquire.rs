@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use portal::{AccountBehaviour, Portal};
+use portal::Portal;
 use serde_json::json;
 use tokend::accounts::NewAccount;
 use tokend::secret::Secret;
@@ -122,13 +122,7 @@ fn print_ratio(
 
 async fn cached_acquire(redis: Option<String>) {
     let portal = Portal::start();
-    portal.state.set_account(
-        "alice",
-        AccountBehaviour {
-            password: "pw".into(),
-            ..Default::default()
-        },
-    );
+    portal.state.accept("alice", "pw");
     let dir = tempfile::tempdir().unwrap();
     let tokend = start_tokend(&portal, redis.as_deref(), dir.path()).await;
     let client = reqwest::Client::builder()
@@ -237,13 +231,7 @@ async fn redis_get_server(url: &str) -> std::net::SocketAddr {
 
 async fn cold_burst() {
     let portal = Portal::start();
-    portal.state.set_account(
-        "alice",
-        AccountBehaviour {
-            password: "pw".into(),
-            ..Default::default()
-        },
-    );
+    portal.state.accept("alice", "pw");
     *portal.state.latency.lock().unwrap() = LOGIN_LATENCY;
     let dir = tempfile::tempdir().unwrap();
     let tokend = start_tokend(&portal, None, dir.path()).await;

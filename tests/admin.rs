@@ -9,7 +9,6 @@ mod harness;
 mod portal;
 
 use harness::{backends, Harness};
-use portal::AccountBehaviour;
 use serde_json::{json, Value};
 
 const PERF: &str = "/api/v1/automation/performance";
@@ -35,13 +34,7 @@ impl Harness {
 async fn some_traffic(h: &Harness) {
     h.add_account("alice", "pw-alice", true);
     let bad = h.add_account("mallory", "pw-old", false);
-    h.portal.state.set_account(
-        "mallory",
-        AccountBehaviour {
-            password: "pw-new".into(),
-            ..Default::default()
-        },
-    );
+    h.portal.state.accept("mallory", "pw-new");
     assert_eq!(h.acquire(json!({"site_name": "court_zxfw"})).await.0, 200);
     assert_eq!(h.acquire(json!({"site_name": "court_zxfw"})).await.0, 200);
     assert_eq!(

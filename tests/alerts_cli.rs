@@ -9,7 +9,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::{write_config, Daemon};
-use portal::{AccountBehaviour, Portal};
+use portal::Portal;
 use serde_json::json;
 
 const ADMIN: &str = "admin-token-0123456789";
@@ -30,13 +30,7 @@ fn wait_for_log(daemon: &mut Daemon, needle: &str, seen: &mut Vec<String>) {
 #[test]
 fn alerts_fire_and_resolve_and_optimize_runs_its_steps() {
     let portal = Portal::start();
-    portal.state.set_account(
-        "alice",
-        AccountBehaviour {
-            password: "pw-rotated".into(),
-            ..Default::default()
-        },
-    );
+    portal.state.accept("alice", "pw-rotated");
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
@@ -112,13 +106,7 @@ fn alerts_fire_and_resolve_and_optimize_runs_its_steps() {
     );
 
     // The password is fixed; the maintenance command resets the metrics, and the alert resolves.
-    portal.state.set_account(
-        "alice",
-        AccountBehaviour {
-            password: "pw-alice".into(),
-            ..Default::default()
-        },
-    );
+    portal.state.accept("alice", "pw-alice");
     let url = format!("http://{}", daemon.addr);
     let optimize = |args: &[&str]| -> Output {
         common::tokend(dir.path())

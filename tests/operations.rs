@@ -150,13 +150,7 @@ fn a_database_outage_loses_no_history() {
     );
 
     let portal = Portal::start();
-    portal.state.set_account(
-        "alice",
-        AccountBehaviour {
-            password: "pw-alice".into(),
-            ..Default::default()
-        },
-    );
+    portal.state.accept("alice", "pw-alice");
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &site_config(&portal, &through_proxy, ""));
     common::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
@@ -258,13 +252,7 @@ fn a_redis_outage_keeps_tokens_flowing_and_heals() {
         return;
     };
     let portal = Portal::start();
-    portal.state.set_account(
-        "alice",
-        AccountBehaviour {
-            password: "pw-alice".into(),
-            ..Default::default()
-        },
-    );
+    portal.state.accept("alice", "pw-alice");
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/tokend.db", dir.path().display());
     let config = write_config(
@@ -341,13 +329,7 @@ fn trace_logs_and_files_hold_no_password_and_no_token() {
     let db = format!("sqlite://{}/tokend.db", dir.path().display());
     let config = write_config(dir.path(), &site_config(&portal, &db, ""));
     let password = "Sup3r-S3cret-pw!";
-    portal.state.set_account(
-        "alice",
-        AccountBehaviour {
-            password: password.into(),
-            ..Default::default()
-        },
-    );
+    portal.state.accept("alice", password);
     common::add_account(dir.path(), &config, "court_zxfw", "alice", password);
     common::add_account(dir.path(), &config, "court_zxfw", "bob", "Wr0ng-Passw0rd-x");
     let mut daemon = Daemon::start_with_log(dir.path(), &config, "trace");

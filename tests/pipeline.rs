@@ -173,13 +173,7 @@ async fn a_wrong_password_is_tried_once_and_blacklisted() {
     for redis in backends() {
         let h = Harness::start(redis.as_deref(), "").await;
         let bad = h.add_account("mallory", "pw-old", true);
-        h.portal.state.set_account(
-            "mallory",
-            AccountBehaviour {
-                password: "pw-new".into(),
-                ..Default::default()
-            },
-        );
+        h.portal.state.accept("mallory", "pw-new");
         h.add_account("bob", "pw-bob", false);
 
         // The preferred account fails; the next one is tried within the same acquisition.
@@ -229,13 +223,7 @@ async fn a_wrong_password_is_tried_once_and_blacklisted() {
 async fn only_a_wrong_password_left_is_a_502_with_the_error_type() {
     let h = Harness::start(None, "").await;
     h.add_account("mallory", "pw-old", false);
-    h.portal.state.set_account(
-        "mallory",
-        AccountBehaviour {
-            password: "pw-new".into(),
-            ..Default::default()
-        },
-    );
+    h.portal.state.accept("mallory", "pw-new");
     let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
     assert_eq!(
         (status, body["code"].as_str()),
@@ -487,13 +475,7 @@ async fn the_blacklist_expires_and_a_success_clears_it() {
         )
         .await;
         let id = h.add_account("carol", "pw-new", false);
-        h.portal.state.set_account(
-            "carol",
-            AccountBehaviour {
-                password: "pw-other".into(),
-                ..Default::default()
-            },
-        );
+        h.portal.state.accept("carol", "pw-other");
         let (status, _) = h.acquire(json!({"site_name": "court_zxfw"})).await;
         assert_eq!(status, 502);
         let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
@@ -503,13 +485,7 @@ async fn the_blacklist_expires_and_a_success_clears_it() {
         );
 
         // The portal accepts the password again; once the blacklist expires, carol logs in.
-        h.portal.state.set_account(
-            "carol",
-            AccountBehaviour {
-                password: "pw-new".into(),
-                ..Default::default()
-            },
-        );
+        h.portal.state.accept("carol", "pw-new");
         actix_web::rt::time::sleep(Duration::from_millis(1300)).await;
         let (status, body) = h
             .acquire(json!({"site_name": "court_zxfw", "credential_id": id}))

@@ -6,18 +6,12 @@ mod common;
 mod portal;
 
 use common::{write_config, Daemon};
-use portal::{AccountBehaviour, Portal};
+use portal::Portal;
 
 #[actix_rt::test]
 async fn token_get_prints_a_token_from_the_daemon() {
     let portal = Portal::start();
-    portal.state.set_account(
-        "alice",
-        AccountBehaviour {
-            password: "pw-alice".into(),
-            ..Default::default()
-        },
-    );
+    portal.state.accept("alice", "pw-alice");
     let dir = tempfile::tempdir().unwrap();
     let admin = "admin-token-0123456789";
     let config = write_config(

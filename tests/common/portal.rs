@@ -53,6 +53,17 @@ impl PortalState {
         self.issued.load(Ordering::SeqCst)
     }
 
+    /// The portal accepts `account` with `password`, without captcha or server errors.
+    pub fn accept(&self, account: &str, password: &str) {
+        self.set_account(
+            account,
+            AccountBehaviour {
+                password: password.to_string(),
+                ..Default::default()
+            },
+        );
+    }
+
     pub fn set_account(&self, account: &str, behaviour: AccountBehaviour) {
         self.accounts
             .lock()
