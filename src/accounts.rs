@@ -3,15 +3,81 @@
 
 use std::io::Read;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use diesel::Connection;
+use serde::Serialize;
 
 use crate::config::validate_site_name;
 use crate::crypto::{SealContext, SecretKey};
 use crate::db::models::{AccountCredential, NewAccountCredential};
 use crate::db::{self, DbConnection, Pool};
 use crate::error::{Error, Result};
+use crate::outcome::{AccountState, BlockReason};
 use crate::secret::Secret;
+
+/// One account as `GET /accounts` and `tokend accounts list` show it (never a password).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AccountView {
+    pub id: i64,
+    pub site_name: String,
+    pub account: String,
+    pub is_preferred: bool,
+    pub is_active: bool,
+    /// `active`, `blacklisted`, `cooling_down` or `inactive`.
+    pub state: AccountState,
+    /// Until when a blacklist or cooldown lasts.
+    pub until: Option<DateTime<Utc>>,
+    /// The failure that caused it: `credential_error`, `captcha_error` or `failed`.
+    pub reason: Option<BlockReason>,
+    pub login_success_count: i64,
+    pub login_failure_count: i64,
+    pub last_login_success_at: Option<DateTime<Utc>>,
+    pub last_login_attempt_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl AccountView {
+    /// The block the database holds for the account, if it is still in force at `now`.
+    pub fn stored_block(
+        row: &AccountCredential,
+        now: DateTime<Utc>,
+    ) -> Option<(BlockReason, DateTime<Utc>)> {
+        let reason = BlockReason::parse(row.block_reason.as_deref()?)?;
+        let until = row.blocked_until?.and_utc();
+        (until > now).then_some((reason, until))
+    }
+
+    /// The account's state at `now`; `mirrored` is a block known only to the cache.
+    pub fn new(
+        row: AccountCredential,
+        now: DateTime<Utc>,
+        mirrored: Option<(BlockReason, DateTime<Utc>)>,
+    ) -> AccountView {
+        let block = AccountView::stored_block(&row, now).or(mirrored);
+        let (state, until, reason) = match (row.is_active, block) {
+            (false, _) => (AccountState::Inactive, None, None),
+            (true, Some((reason, until))) => (reason.state(), Some(until), Some(reason)),
+            (true, None) => (AccountState::Active, None, None),
+        };
+        AccountView {
+            id: row.id,
+            site_name: row.site_name,
+            account: row.account,
+            is_preferred: row.is_preferred,
+            is_active: row.is_active,
+            state,
+            until,
+            reason,
+            login_success_count: row.login_success_count,
+            login_failure_count: row.login_failure_count,
+            last_login_success_at: row.last_login_success_at.map(|t| t.and_utc()),
+            last_login_attempt_at: row.last_login_attempt_at.map(|t| t.and_utc()),
+            created_at: row.created_at.and_utc(),
+            updated_at: row.updated_at.and_utc(),
+        }
+    }
+}
 
 /// Longest account name accepted; portals use short user names or phone numbers.
 const ACCOUNT_MAX: usize = 128;
@@ -158,10 +224,55 @@ pub fn remove(pool: &Pool, site: &str, account: &str) -> Result<()> {
     if db::accounts::delete(&mut *pool.get()?, site, account)? {
         Ok(())
     } else {
-        Err(Error::AccountNotFound {
-            site: site.into(),
-            account: account.into(),
-        })
+        Err(not_found(site, account))
+    }
+}
+
+/// The accounts with their state as the database has it (blocks set while the database was
+/// unreachable live only in the daemon's cache: `GET /accounts` shows those too).
+pub fn views(pool: &Pool, site: Option<&str>) -> Result<Vec<AccountView>> {
+    let now = Utc::now();
+    Ok(list(pool, site)?
+        .into_iter()
+        .map(|row| AccountView::new(row, now, None))
+        .collect())
+}
+
+fn not_found(site: &str, account: &str) -> Error {
+    Error::AccountNotFound {
+        site: site.into(),
+        account: account.into(),
+    }
+}
+
+/// Replaces an account's password, keeping its statistics and lifting a blacklist for a
+/// refused password.
+pub fn set_password(
+    pool: &Pool,
+    key: &SecretKey,
+    site: &str,
+    account: &str,
+    password: &Secret,
+) -> Result<()> {
+    validate_site_name("site", site)?;
+    if password.is_empty() {
+        return Err(Error::invalid("password", "must not be empty"));
+    }
+    let sealed = key.seal(password.expose(), SealContext::Password { site, account })?;
+    if db::accounts::set_password(&mut *pool.get()?, site, account, &sealed)? {
+        Ok(())
+    } else {
+        Err(not_found(site, account))
+    }
+}
+
+/// Turns an account on or off for logins.
+pub fn set_active(pool: &Pool, site: &str, account: &str, active: bool) -> Result<()> {
+    validate_site_name("site", site)?;
+    if db::accounts::set_active(&mut *pool.get()?, site, account, active)? {
+        Ok(())
+    } else {
+        Err(not_found(site, account))
     }
 }
 

@@ -12,10 +12,9 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use crate::accounts::{self, NewAccount};
+use crate::accounts::{self, AccountView, NewAccount};
 use crate::config::Config;
 use crate::crypto::SecretKey;
-use crate::db::models::AccountCredential;
 use crate::db::Pool;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
@@ -118,6 +117,27 @@ pub enum AccountsCommand {
     },
     /// Remove an account.
     Remove { site: String, account: String },
+    /// Replace an account's password (read from standard input); keeps its statistics and
+    /// lifts a blacklist for a refused password.
+    SetPassword {
+        site: String,
+        account: String,
+        /// Read the password from standard input (required: never pass it as an argument).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Stop using an account for logins (it keeps its statistics).
+    Disable { site: String, account: String },
+    /// Use a disabled account again.
+    Enable { site: String, account: String },
+    /// Lift an account's blacklist or cooldown at once, through the running daemon.
+    Unblock {
+        site: String,
+        account: String,
+        /// The daemon's address (default: http://<server.listen>).
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 /// Parses the arguments, runs the command and returns the exit status.
@@ -261,8 +281,45 @@ fn run_accounts(config: &Config, command: AccountsCommand) -> Result<()> {
         }
         AccountsCommand::List { site, json } => {
             let pool = ready_pool(config)?;
-            let rows = accounts::list(&pool, site.as_deref())?;
+            let rows = accounts::views(&pool, site.as_deref())?;
             print_accounts(&rows, json);
+            Ok(())
+        }
+        AccountsCommand::SetPassword { site, account, .. } => {
+            let password = read_password(std::io::stdin().lock())?;
+            let key = SecretKey::load(&config.security)?;
+            let pool = ready_pool(config)?;
+            accounts::set_password(&pool, &key, &site, &account, &password)?;
+            println!("password of account `{account}` of site `{site}` replaced");
+            Ok(())
+        }
+        AccountsCommand::Disable { site, account } => {
+            let pool = ready_pool(config)?;
+            accounts::set_active(&pool, &site, &account, false)?;
+            println!("account `{account}` of site `{site}` disabled");
+            Ok(())
+        }
+        AccountsCommand::Enable { site, account } => {
+            let pool = ready_pool(config)?;
+            accounts::set_active(&pool, &site, &account, true)?;
+            println!("account `{account}` of site `{site}` enabled");
+            Ok(())
+        }
+        AccountsCommand::Unblock { site, account, url } => {
+            crate::config::validate_site_name("site", &site)?;
+            let body = serde_json::json!({"site_name": site, "account": account});
+            let runtime = actix_web::rt::System::new();
+            let data = runtime.block_on(crate::client::post(
+                config,
+                url.as_deref(),
+                "/api/v1/automation/accounts/unblock",
+                &body,
+            ))?;
+            if data["was_blocked"] == serde_json::Value::Bool(true) {
+                println!("account `{account}` of site `{site}` unblocked");
+            } else {
+                println!("account `{account}` of site `{site}` was not blocked");
+            }
             Ok(())
         }
         AccountsCommand::Remove { site, account } => {
@@ -290,7 +347,7 @@ fn read_password(mut input: impl BufRead) -> Result<Secret> {
     Ok(Secret::new(password))
 }
 
-fn print_accounts(rows: &[AccountCredential], json: bool) {
+fn print_accounts(rows: &[AccountView], json: bool) {
     if json {
         for row in rows {
             println!("{}", serde_json::to_string(row).unwrap_or_default());
@@ -298,20 +355,28 @@ fn print_accounts(rows: &[AccountCredential], json: bool) {
         return;
     }
     println!(
-        "{:<6} {:<20} {:<24} {:<9} {:<6} {:>7} {:>7}  LAST SUCCESS",
-        "ID", "SITE", "ACCOUNT", "PREFERRED", "ACTIVE", "OK", "FAILED"
+        "{:<6} {:<20} {:<24} {:<9} {:<30} {:<21} {:>7} {:>7}  LAST SUCCESS",
+        "ID", "SITE", "ACCOUNT", "PREFERRED", "STATE", "UNTIL", "OK", "FAILED"
     );
     for r in rows {
         let last = r.last_login_success_at.map_or("-".to_string(), |t| {
             t.format("%Y-%m-%d %H:%M:%S").to_string()
         });
+        let until = r.until.map_or("-".to_string(), |t| {
+            t.format("%Y-%m-%d %H:%M:%SZ").to_string()
+        });
+        let state = match r.reason {
+            Some(reason) => format!("{} ({})", r.state.as_str(), reason.as_str()),
+            None => r.state.as_str().to_string(),
+        };
         println!(
-            "{:<6} {:<20} {:<24} {:<9} {:<6} {:>7} {:>7}  {last}",
+            "{:<6} {:<20} {:<24} {:<9} {:<30} {:<21} {:>7} {:>7}  {last}",
             r.id,
             r.site_name,
             r.account,
             r.is_preferred,
-            r.is_active,
+            state,
+            until,
             r.login_success_count,
             r.login_failure_count
         );

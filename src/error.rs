@@ -49,14 +49,25 @@ pub enum Error {
     /// A wait or the whole acquisition took longer than allowed.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// No login slot was granted within `queue_timeout`.
+    #[error("timed out: {0}")]
+    QueueTimeout(String),
+    /// The site's circuit is open (SPEC §11): the portal is down, logins wait until
+    /// `retry_after` has passed. Cached tokens are still served.
+    #[error("site `{site}` is unavailable: {reason}; retry in {}s", retry_after.as_secs())]
+    SiteUnavailable {
+        site: String,
+        reason: String,
+        retry_after: std::time::Duration,
+    },
     /// No account of the site can be used now (none configured, all inactive or blacklisted).
     #[error("no available account for site `{site}`: {reason}")]
     NoAvailableAccount { site: String, reason: String },
-    /// Every login tried failed; `error_type` is the last failure's status.
-    #[error("token acquisition for site `{site}` failed ({error_type}): {message}")]
+    /// Every login tried failed; `status` is the last failure's.
+    #[error("token acquisition for site `{site}` failed ({}): {message}", status.as_str())]
     AcquisitionFailed {
         site: String,
-        error_type: &'static str,
+        status: crate::outcome::AcquisitionStatus,
         message: String,
     },
     /// The daemon could not be reached or answered with an error (CLI commands that call it).
@@ -112,7 +123,8 @@ impl Error {
             Error::Crypto(_) => "SECRET_KEY_ERROR",
             Error::Io { .. } => "IO_ERROR",
             Error::QueueFull(_) => "QUEUE_FULL",
-            Error::Timeout(_) => "TIMEOUT",
+            Error::Timeout(_) | Error::QueueTimeout(_) => "TIMEOUT",
+            Error::SiteUnavailable { .. } => "SITE_UNAVAILABLE",
             Error::NoAvailableAccount { .. } => "NO_AVAILABLE_ACCOUNT",
             Error::AcquisitionFailed { .. } => "TOKEN_ACQUISITION_FAILED",
             Error::Daemon(_) => "DAEMON_UNREACHABLE",
@@ -129,9 +141,29 @@ impl Error {
             Error::Config { key, message } => Some((key, message.clone())),
             Error::InvalidInput { field, message } => Some((field, message.clone())),
             Error::Import { line, message } => Some(("line", format!("{line}: {message}"))),
-            Error::AcquisitionFailed { error_type, .. } => {
-                Some(("error_type", error_type.to_string()))
+            Error::AcquisitionFailed { status, .. } => {
+                Some(("error_type", status.as_str().to_string()))
             }
+            _ => None,
+        }
+    }
+
+    /// How long a caller should wait before asking again, for the `Retry-After` header.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::SiteUnavailable { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// The reason a request was refused before any login ran, if it was (SPEC §11).
+    pub fn rejection(&self) -> Option<crate::outcome::RejectionReason> {
+        use crate::outcome::RejectionReason;
+        match self {
+            Error::NoAvailableAccount { .. } => Some(RejectionReason::NoAvailableAccount),
+            Error::SiteUnavailable { .. } => Some(RejectionReason::SiteUnavailable),
+            Error::QueueFull(_) => Some(RejectionReason::QueueFull),
+            Error::QueueTimeout(_) => Some(RejectionReason::QueueTimeout),
             _ => None,
         }
     }
@@ -149,7 +181,8 @@ impl Error {
             | Error::CacheUnavailable(_)
             | Error::Migration(_) => 69, // EX_UNAVAILABLE
             Error::Unauthorized(_) | Error::Forbidden(_) => 77,       // EX_NOPERM
-            Error::QueueFull(_) | Error::Timeout(_) => 75,            // EX_TEMPFAIL
+            Error::QueueFull(_) | Error::Timeout(_) | Error::QueueTimeout(_) => 75, // EX_TEMPFAIL
+            Error::SiteUnavailable { .. } => 69,
             Error::NoAvailableAccount { .. }
             | Error::AcquisitionFailed { .. }
             | Error::Daemon(_) => 69,
@@ -177,7 +210,8 @@ impl ResponseError for Error {
             | Error::Crypto(_)
             | Error::Io { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
-            Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Error::Timeout(_) | Error::QueueTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Error::SiteUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::NoAvailableAccount { .. } | Error::Daemon(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::AcquisitionFailed { .. } => StatusCode::BAD_GATEWAY,
             Error::Internal(_) | Error::StepsFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -189,7 +223,13 @@ impl ResponseError for Error {
         if let Some((key, message)) = self.subject() {
             errors.insert(key.to_string(), json!(message));
         }
-        HttpResponse::build(self.status_code()).json(json!({
+        let mut response = HttpResponse::build(self.status_code());
+        if let Some(wait) = self.retry_after() {
+            // Whole seconds, rounded up: a client that waits this long finds the pause over.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response.insert_header((actix_web::http::header::RETRY_AFTER, secs.max(1)));
+        }
+        response.json(json!({
             "success": false,
             "code": self.code(),
             "message": self.to_string(),

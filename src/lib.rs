@@ -22,6 +22,7 @@ pub mod actors;
 pub mod api;
 pub mod broker;
 pub mod cache;
+pub mod circuit;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -29,6 +29,12 @@ struct AcquisitionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectionLabels {
+    site: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SiteLabels {
     site: String,
 }
@@ -43,6 +49,8 @@ pub struct Metrics {
     duration: Family<SiteLabels, Histogram, fn() -> Histogram>,
     login_duration: Family<SiteLabels, Histogram, fn() -> Histogram>,
     in_flight: Family<SiteLabels, Gauge>,
+    rejections: Family<RejectionLabels, Counter>,
+    circuit_open: Family<SiteLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -110,6 +118,18 @@ impl Metrics {
             "Acquisitions logging in now",
             in_flight.clone(),
         );
+        let rejections = Family::<RejectionLabels, Counter>::default();
+        registry.register(
+            "rejections",
+            "Requests refused before any login ran, by site and reason",
+            rejections.clone(),
+        );
+        let circuit_open = Family::<SiteLabels, Gauge>::default();
+        registry.register(
+            "site_circuit_open",
+            "1 while a site's circuit is open or half-open (logins paused), else 0",
+            circuit_open.clone(),
+        );
         registry.register_collector(Box::new(CacheCollector(cache)));
         Metrics {
             registry,
@@ -117,6 +137,8 @@ impl Metrics {
             duration,
             login_duration,
             in_flight,
+            rejections,
+            circuit_open,
         }
     }
 
@@ -143,6 +165,24 @@ impl Metrics {
         if let Some(login) = login {
             self.login_duration.get_or_create(&labels).observe(login);
         }
+    }
+
+    pub fn rejected(&self, site: &str, reason: &str) {
+        self.rejections
+            .get_or_create(&RejectionLabels {
+                site: site.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Sets whether a site's circuit is open (read when health is evaluated and scraped).
+    pub fn set_circuit_open(&self, site: &str, open: bool) {
+        self.circuit_open
+            .get_or_create(&SiteLabels {
+                site: site.to_string(),
+            })
+            .set(i64::from(open));
     }
 
     /// The text exposition (OpenMetrics).

@@ -58,3 +58,96 @@ impl TriggerReason {
         }
     }
 }
+
+/// Why an account may not log in for a while (SPEC §11), stored in
+/// `account_credentials.block_reason`: the failure that was the account's own fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockReason {
+    /// A wrong password or a locked account: blacklisted for `blacklist_duration_hours`.
+    CredentialError,
+    /// The captcha was not solved: cools down for `captcha_cooldown`.
+    CaptchaError,
+    /// An unknown failure: cools down for `failure_cooldown`.
+    Failed,
+}
+
+impl BlockReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockReason::CredentialError => "credential_error",
+            BlockReason::CaptchaError => "captcha_error",
+            BlockReason::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<BlockReason> {
+        [
+            BlockReason::CredentialError,
+            BlockReason::CaptchaError,
+            BlockReason::Failed,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == text)
+    }
+
+    /// The account state it puts the account in.
+    pub fn state(self) -> AccountState {
+        match self {
+            BlockReason::CredentialError => AccountState::Blacklisted,
+            BlockReason::CaptchaError | BlockReason::Failed => AccountState::CoolingDown,
+        }
+    }
+}
+
+/// What an account can do now (`GET /accounts`, `tokend accounts list`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountState {
+    Active,
+    Blacklisted,
+    CoolingDown,
+    Inactive,
+}
+
+impl AccountState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountState::Active => "active",
+            AccountState::Blacklisted => "blacklisted",
+            AccountState::CoolingDown => "cooling_down",
+            AccountState::Inactive => "inactive",
+        }
+    }
+}
+
+/// Why a request was refused before any login ran (SPEC §11 "every request counts").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectionReason {
+    NoAvailableAccount,
+    SiteUnavailable,
+    QueueFull,
+    QueueTimeout,
+    LoginBudgetExhausted,
+}
+
+impl RejectionReason {
+    pub const ALL: [RejectionReason; 5] = [
+        RejectionReason::NoAvailableAccount,
+        RejectionReason::SiteUnavailable,
+        RejectionReason::QueueFull,
+        RejectionReason::QueueTimeout,
+        RejectionReason::LoginBudgetExhausted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectionReason::NoAvailableAccount => "no_available_account",
+            RejectionReason::SiteUnavailable => "site_unavailable",
+            RejectionReason::QueueFull => "queue_full",
+            RejectionReason::QueueTimeout => "queue_timeout",
+            RejectionReason::LoginBudgetExhausted => "login_budget_exhausted",
+        }
+    }
+}

@@ -12,6 +12,7 @@ use crate::actors::Actors;
 use crate::api::{self, AppState};
 use crate::broker::{Broker, BrokerParts};
 use crate::cache::{CacheStore, TokenCache};
+use crate::circuit::Circuits;
 use crate::config::Config;
 use crate::crypto::SecretKey;
 use crate::db::Pool;
@@ -63,6 +64,10 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
         )),
         CacheStore::Memory(_) => None,
     };
+    let circuits = Circuits::new(match cache.store() {
+        CacheStore::Redis(redis) => Some((redis.connection(), config.redis.key_prefix.as_str())),
+        CacheStore::Memory(_) => None,
+    });
     let slots = Slots::new(actors.concurrency.clone(), redis_slots, &config.concurrency);
     let broker = Broker::new(BrokerParts {
         config: config.clone(),
@@ -72,7 +77,13 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
         slots: slots.clone(),
         monitor: actors.monitor.clone(),
         history: actors.recorder.clone(),
+        circuits,
+        metrics: actors.metrics.clone(),
     })?;
+    broker.watch_accounts();
+    actors
+        .alert
+        .do_send(crate::actors::alert::WatchSites(broker.clone()));
     let state = AppState {
         config: config.clone(),
         actors,

@@ -174,7 +174,13 @@ fn a_killed_instance_frees_its_slot_after_the_lease() {
     let prefix = format!("tokend-kill-{}", common::unique());
     let config = write_config(
         dir.path(),
-        &config_text(&portal, &pg.url, Some(&prefix), "acquisition_timeout = 3\n"),
+        &config_text(
+            &portal,
+            &pg.url,
+            Some(&prefix),
+            // A dead holder's lock lapses after lock_timeout (a live one renews it).
+            "acquisition_timeout = 3\nlock_timeout = 2\n",
+        ),
     );
     add_accounts(dir.path(), &config, &portal);
     let victim = Daemon::start(dir.path(), &config);

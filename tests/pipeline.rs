@@ -120,21 +120,38 @@ async fn invalidate_and_force_refresh_cause_a_new_login() {
 #[actix_rt::test]
 async fn tokens_close_to_expiry_are_not_handed_out() {
     for redis in backends() {
+        // A 4 s token: its margin is a quarter of its life (1 s), not refresh_ahead (100 s).
         let h = Harness::start(
             redis.as_deref(),
-            "[cache]\nrefresh_ahead = 1\nbackground_refresh = false\n",
+            "[cache]\nrefresh_ahead = 100\nbackground_refresh = false\n",
         )
         .await;
         h.add_account("alice", "pw-alice", false);
-        *h.portal.state.expires_in.lock().unwrap() = 1.6;
+        *h.portal.state.expires_in.lock().unwrap() = 4.0;
         let (_, first) = h.acquire(json!({"site_name": "court_zxfw"})).await;
-        let (_, again) = h.acquire(json!({"site_name": "court_zxfw"})).await;
-        assert_eq!(again["data"]["source"], "cache");
-        actix_web::rt::time::sleep(Duration::from_millis(800)).await;
-        // 0.8 s left, under refresh_ahead (1 s): a new login.
-        let (_, later) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+        let expires: chrono::DateTime<chrono::Utc> = first["data"]["expires_at"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let later = common::eventually("a new login", Duration::from_secs(6), || async {
+            let (_, answer) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+            if answer["data"]["source"] == "cache" {
+                // Served only while more than the margin was left.
+                let left = (expires - chrono::Utc::now()).num_milliseconds();
+                assert!(left > 900, "a token with {left} ms left was handed out");
+                return None;
+            }
+            Some(answer)
+        })
+        .await;
         assert_eq!(later["data"]["source"], "login", "{later}");
         assert_ne!(later["data"]["token"], first["data"]["token"]);
+        let left = (expires - chrono::Utc::now()).num_milliseconds();
+        assert!(
+            left <= 1100,
+            "renewed with {left} ms left, before the margin"
+        );
     }
 }
 

@@ -55,7 +55,7 @@ async fn run_schedule(
             actix_web::rt::time::sleep(start).await;
             let guard = match acquire_slot(&actor, &site, &account, queue_timeout).await {
                 Ok(guard) => guard,
-                Err(Error::Timeout(_)) => return Err("timeout".to_string()),
+                Err(Error::QueueTimeout(_)) => return Err("timeout".to_string()),
                 Err(e) => return Err(e.to_string()),
             };
             {

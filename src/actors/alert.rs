@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use super::cache::{CacheActor, CacheHealth};
 use super::history::{CheckDatabase, HistoryActor};
 use super::monitor::{MetricsSnapshot, MonitorActor, Snapshot};
+use crate::broker::{Broker, SiteReport};
 use crate::config::{seconds, AlertsConfig};
 
 /// Rate-based alerts wait for this many finished acquisitions, so one early failure does not
@@ -156,8 +157,121 @@ pub struct AlertActor {
     cache: Addr<CacheActor>,
     monitor: Addr<MonitorActor>,
     history: Addr<HistoryActor>,
+    /// The pipeline, once it exists: whether each site can serve a login.
+    broker: Option<Broker>,
+    /// Token requests and rejections counted at the last evaluation: the rejection rate is
+    /// taken over the window since.
+    window: RequestCounts,
     /// Alerts firing now, and when each was last logged.
     firing: HashMap<&'static str, Instant>,
+}
+
+/// Requests (token lookups) and rejections since start (or the last metrics reset).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestCounts {
+    requests: u64,
+    rejected: u64,
+}
+
+impl RequestCounts {
+    fn of(metrics: &MetricsSnapshot) -> RequestCounts {
+        let token = metrics.cache.get("token").copied().unwrap_or_default();
+        RequestCounts {
+            requests: token.hits + token.misses,
+            rejected: metrics.totals.rejected_acquisitions,
+        }
+    }
+
+    /// Percent of the requests since `before` that were rejected, with how many requests;
+    /// a reset in between starts the window again.
+    fn rejection_rate(self, before: RequestCounts) -> (f64, u64) {
+        let (requests, rejected) =
+            if self.requests < before.requests || self.rejected < before.rejected {
+                (self.requests, self.rejected)
+            } else {
+                (
+                    self.requests - before.requests,
+                    self.rejected - before.rejected,
+                )
+            };
+        if requests == 0 {
+            return (0.0, 0);
+        }
+        (
+            (rejected as f64 * 100.0 / requests as f64).min(100.0),
+            requests,
+        )
+    }
+}
+
+/// Hands the pipeline to the alerts, once it is built (it needs the actors first).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WatchSites(pub Broker);
+
+impl Handler<WatchSites> for AlertActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: WatchSites, _: &mut Context<Self>) {
+        self.broker = Some(msg.0);
+    }
+}
+
+/// The alerts about sites that cannot serve a login (SPEC §11), and the rejection rate.
+fn site_alerts(
+    sites: &[SiteReport],
+    rejection: (f64, u64),
+    thresholds: &AlertsConfig,
+) -> Vec<Alert> {
+    let mut alerts = Vec::new();
+    let names = |status: &str| -> Vec<&str> {
+        sites
+            .iter()
+            .filter(|s| s.status == status && s.accounts > 0)
+            .map(|s| s.name.as_str())
+            .collect()
+    };
+    let stuck = names("no_accounts");
+    if !stuck.is_empty() {
+        alerts.push(Alert {
+            kind: "no_available_account",
+            message: format!(
+                "no usable account (all blacklisted, cooling down or inactive) for: {}",
+                stuck.join(", ")
+            ),
+            severity: Severity::High,
+            value: stuck.len() as f64,
+            threshold: 0.0,
+        });
+    }
+    let paused: Vec<&str> = sites
+        .iter()
+        .filter(|s| s.status == "circuit_open")
+        .map(|s| s.name.as_str())
+        .collect();
+    if !paused.is_empty() {
+        alerts.push(Alert {
+            kind: "site_unavailable",
+            message: format!("circuit open, logins paused, for: {}", paused.join(", ")),
+            severity: Severity::High,
+            value: paused.len() as f64,
+            threshold: 0.0,
+        });
+    }
+    let (rate, requests) = rejection;
+    if requests >= MIN_ACQUISITIONS_FOR_RATES && rate > thresholds.max_rejection_rate {
+        alerts.push(Alert {
+            kind: "high_rejection_rate",
+            message: format!(
+                "{rate:.1}% of the last {requests} requests were rejected, above {}%",
+                thresholds.max_rejection_rate
+            ),
+            severity: Severity::Medium,
+            value: rate,
+            threshold: thresholds.max_rejection_rate,
+        });
+    }
+    alerts
 }
 
 impl AlertActor {
@@ -172,6 +286,8 @@ impl AlertActor {
             cache,
             monitor,
             history,
+            broker: None,
+            window: RequestCounts::default(),
             firing: HashMap::new(),
         }
     }
@@ -233,6 +349,7 @@ impl Handler<Evaluate> for AlertActor {
         Box::pin(assessment.into_actor(self).map(|report, actor, _| {
             if let Ok(report) = report {
                 actor.transitions(&report.alerts);
+                actor.window = report.window;
             }
         }))
     }
@@ -253,6 +370,9 @@ pub struct HealthReport {
     /// False when the database cannot be reached: the one case answered with 503.
     #[serde(skip)]
     pub database_up: bool,
+    /// The request counts this report was taken at (the next rejection window starts here).
+    #[serde(skip)]
+    pub window: RequestCounts,
 }
 
 impl Handler<Health> for AlertActor {
@@ -265,14 +385,26 @@ impl Handler<Health> for AlertActor {
             self.history.clone(),
         );
         let thresholds = self.thresholds.clone();
+        let (broker, window) = (self.broker.clone(), self.window);
         Box::pin(async move {
-            let (database, cache_state, metrics) = tokio::join!(
+            let sites = async {
+                match &broker {
+                    Some(broker) => broker.site_reports().await,
+                    None => Vec::new(),
+                }
+            };
+            let (database, cache_state, metrics, sites) = tokio::join!(
                 history.send(CheckDatabase),
                 cache.send(CacheHealth),
-                monitor.send(Snapshot)
+                monitor.send(Snapshot),
+                sites
             );
             let metrics = metrics.unwrap_or_default();
             let mut alerts = evaluate(&metrics, &thresholds);
+            let now = RequestCounts::of(&metrics);
+            alerts.extend(site_alerts(&sites, now.rejection_rate(window), &thresholds));
+            let sites_component: serde_json::Map<String, Value> =
+                sites.iter().map(|s| (s.name.clone(), json!(s))).collect();
             let database = database.map_err(crate::error::Error::from).and_then(|r| r);
             let database_up = database.is_ok();
             let database_component = match database {
@@ -315,12 +447,18 @@ impl Handler<Health> for AlertActor {
                     "timeout_rate": totals.timeout_rate(),
                     "concurrent_acquisitions": totals.concurrent_acquisitions,
                     "cache_hit_rate": metrics.cache_hit_rate(),
+                    "rejected_acquisitions": totals.rejected_acquisitions,
                     "uptime_seconds": metrics.uptime_seconds,
                 }),
                 alerts,
                 thresholds,
-                components: json!({"database": database_component, "cache": cache_component}),
+                components: json!({
+                    "database": database_component,
+                    "cache": cache_component,
+                    "sites": sites_component,
+                }),
                 database_up,
+                window: now,
             }
         })
     }

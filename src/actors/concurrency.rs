@@ -274,7 +274,7 @@ pub async fn acquire_slot(
     match tokio::time::timeout(wait, receiver).await {
         Ok(Ok(guard)) => Ok(guard),
         Ok(Err(_)) => Err(Error::Internal("the concurrency actor stopped".into())),
-        Err(_) => Err(Error::Timeout(format!(
+        Err(_) => Err(Error::QueueTimeout(format!(
             "no login slot for site `{site}` within {:.0}s (queue_timeout)",
             wait.as_secs_f64()
         ))),
@@ -409,7 +409,7 @@ mod tests {
         // Same account: must wait.
         assert!(matches!(
             acquire_slot(&actor, "s1", "a", WAIT).await,
-            Err(Error::Timeout(_))
+            Err(Error::QueueTimeout(_))
         ));
         // Another account of the same site: runs.
         let b1 = acquire_slot(&actor, "s1", "b", WAIT).await.unwrap();

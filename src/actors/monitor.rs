@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::cache::tokens::{KindCounts, KINDS};
 use crate::cache::CacheCounters;
 use crate::metrics::Metrics;
-use crate::outcome::AcquisitionStatus;
+use crate::outcome::{AcquisitionStatus, RejectionReason};
 
 /// Durations kept for percentiles: the latest this many acquisitions.
 const SAMPLE_WINDOW: usize = 4096;
@@ -37,6 +37,14 @@ pub struct AcquisitionFinished {
     pub duration: f64,
     /// Seconds spent in the login driver, if a login ran.
     pub login_duration: Option<f64>,
+}
+
+/// A request refused before any login ran (SPEC §11: every request counts).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Rejected {
+    pub site: String,
+    pub reason: RejectionReason,
 }
 
 #[derive(Message)]
@@ -59,6 +67,9 @@ pub struct Counters {
     pub captcha_error_count: u64,
     pub credential_error_count: u64,
     pub concurrent_acquisitions: u64,
+    /// Requests refused before any login ran, in total and by reason.
+    pub rejected_acquisitions: u64,
+    pub rejections: BTreeMap<RejectionReason, u64>,
     #[serde(skip)]
     duration_sum: f64,
     #[serde(skip)]
@@ -89,6 +100,11 @@ impl Counters {
                 }
             }
         }
+    }
+
+    fn reject(&mut self, reason: RejectionReason) {
+        self.rejected_acquisitions += 1;
+        *self.rejections.entry(reason).or_default() += 1;
     }
 
     /// Percent of finished acquisitions that succeeded; 100 when none finished yet.
@@ -251,6 +267,16 @@ impl Handler<AcquisitionFinished> for MonitorActor {
         if let Some(login) = msg.login_duration {
             push_sample(&mut self.login_durations, login);
         }
+    }
+}
+
+impl Handler<Rejected> for MonitorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Rejected, _: &mut Context<Self>) {
+        self.exposition.rejected(&msg.site, msg.reason.as_str());
+        self.totals.reject(msg.reason);
+        self.sites.entry(msg.site).or_default().reject(msg.reason);
     }
 }
 

@@ -27,6 +27,11 @@ fn counters_json(c: &Counters) -> Value {
         "credential_error_count": c.credential_error_count,
         "concurrent_acquisitions": c.concurrent_acquisitions,
         "timeout_rate": c.timeout_rate(),
+        "rejected_acquisitions": c.rejected_acquisitions,
+        "rejections": crate::outcome::RejectionReason::ALL
+            .iter()
+            .map(|r| (r.as_str().to_string(), json!(c.rejections.get(r).copied().unwrap_or(0))))
+            .collect::<serde_json::Map<String, Value>>(),
     })
 }
 

@@ -2,8 +2,9 @@
 //! envelope `{"success": true, "data": …}` / `{"success": false, "code", "message", "errors"}`.
 //!
 //! One small handler per endpoint, grouped by area: [`tokens`], [`health`], [`metrics`],
-//! [`cache`], [`resources`], [`optimize`], [`history`].
+//! [`cache`], [`resources`], [`optimize`], [`history`], [`accounts`] (and sites).
 
+pub mod accounts;
 pub mod auth;
 pub mod cache;
 pub mod health;
@@ -72,6 +73,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route(
         "/api/v1/automation/history/cleanup",
         web::post().to(history::cleanup),
+    )
+    .route("/api/v1/automation/accounts", web::get().to(accounts::list))
+    .route(
+        "/api/v1/automation/accounts/unblock",
+        web::post().to(accounts::unblock),
+    )
+    .route(
+        "/api/v1/automation/sites/{site}/circuit/close",
+        web::post().to(accounts::close_circuit),
     )
     .service(
         web::scope("/api/v1/automation/tokens")

@@ -57,9 +57,12 @@ impl Modify for BearerAuth {
         super::optimize::optimize,
         super::history::list,
         super::history::cleanup,
+        super::accounts::list,
+        super::accounts::unblock,
+        super::accounts::close_circuit,
         document,
     ),
-    components(schemas(Envelope, ErrorBody, crate::broker::AcquireRequest, super::tokens::InvalidateRequest)),
+    components(schemas(Envelope, ErrorBody, crate::broker::AcquireRequest, super::tokens::InvalidateRequest, super::accounts::UnblockRequest, crate::accounts::AccountView, crate::broker::SiteReport)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

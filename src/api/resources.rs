@@ -24,7 +24,15 @@ pub async fn usage(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
         None => json!(null),
     };
     let (connections, idle) = state.pool.state();
+    let sites: serde_json::Map<String, serde_json::Value> = state
+        .broker
+        .site_reports()
+        .await
+        .into_iter()
+        .map(|s| (s.name.clone(), json!(s)))
+        .collect();
     Ok(ok(json!({
+        "sites": sites,
         "slots_mode": state.slots.mode(),
         "active_acquisitions": {
             "total": local.active_total,

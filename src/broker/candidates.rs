@@ -10,6 +10,7 @@ use super::Broker;
 use crate::cache::CredentialEntry;
 use crate::config::{seconds, SiteConfig};
 use crate::error::{Error, Result};
+use crate::outcome::BlockReason;
 use crate::selection::{rank, AccountStats};
 
 impl Broker {
@@ -71,6 +72,8 @@ impl Broker {
                 password_encrypted: r.password_encrypted.clone(),
                 is_preferred: r.is_preferred,
                 is_active: r.is_active,
+                blocked_until: r.blocked_until.map(|t| t.and_utc()),
+                block_reason: r.block_reason.as_deref().and_then(BlockReason::parse),
             })
             .collect();
         let stats = rows
@@ -95,7 +98,7 @@ impl Broker {
         let (list, stats) = self.reload_accounts(site).await?;
         let mut blacklisted = Vec::new();
         for entry in &list {
-            if self.inner.cache.is_blacklisted(&site.name, entry.id).await {
+            if self.block_of(&site.name, entry).await.is_some() {
                 blacklisted.push(entry.account.clone());
             }
         }
@@ -150,10 +153,13 @@ impl Broker {
                     entry.account
                 )));
             }
-            if self.inner.cache.is_blacklisted(&site.name, id).await {
+            if let Some((reason, until)) = self.block_of(&site.name, entry).await {
                 return Err(unavailable(format!(
-                    "account `{}` is blacklisted after a failed login",
-                    entry.account
+                    "account `{}` is {} until {} after a {} (`tokend accounts unblock` lifts it)",
+                    entry.account,
+                    reason.state().as_str(),
+                    until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    reason.as_str()
                 )));
             }
             return Ok(vec![entry.clone()]);
@@ -163,7 +169,17 @@ impl Broker {
                 "no accounts; add one with `tokend accounts add`".into(),
             ));
         }
-        let stats = self.account_stats(site).await.unwrap_or_default();
+        let stats = match self.account_stats(site).await {
+            Ok(stats) => stats,
+            Err(e) => {
+                // Still usable: ranked on what the list says, without their history.
+                log::warn!(
+                    "event=account_stats_unavailable site={} error=\"{e}\" action=rank_without_stats",
+                    site.name
+                );
+                Vec::new()
+            }
+        };
         // Accounts added since the stats were cached still take part, with no history.
         let mut by_id: HashMap<i64, AccountStats> =
             stats.into_iter().map(|s| (s.credential_id, s)).collect();
@@ -184,25 +200,28 @@ impl Broker {
                 s
             })
             .collect();
-        let mut blacklisted = Vec::new();
-        for account in accounts.iter().filter(|a| a.is_active) {
-            if self
-                .inner
-                .cache
-                .is_blacklisted(&site.name, account.credential_id)
-                .await
-            {
-                blacklisted.push(account.credential_id);
+        let mut blocked = Vec::new();
+        let mut next_usable: Option<chrono::DateTime<Utc>> = None;
+        for entry in list.iter().filter(|c| c.is_active) {
+            if let Some((_, until)) = self.block_of(&site.name, entry).await {
+                blocked.push(entry.id);
+                next_usable = Some(next_usable.map_or(until, |n| n.min(until)));
             }
         }
         let ranked = rank(
             &accounts,
-            |a| blacklisted.contains(&a.credential_id),
+            |a| blocked.contains(&a.credential_id),
             Utc::now().naive_utc(),
         );
         if ranked.is_empty() {
+            let next = next_usable.map_or(String::new(), |at| {
+                format!(
+                    "; the next is usable at {}",
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )
+            });
             return Err(unavailable(format!(
-                "all {} accounts are inactive or blacklisted after failed logins",
+                "all {} accounts are inactive, blacklisted or cooling down{next} (`tokend accounts list` shows why, `tokend accounts unblock` lifts a block)",
                 list.len()
             )));
         }

@@ -1,15 +1,18 @@
-//! The slow path: for each candidate account, the single-flight lock, a login slot, a second
-//! look (cache, then the `tokens` table), the login with retries, and its bookkeeping
-//! (account statistics, blacklist, stored token, history row, monitor events).
+//! The slow path of one acquisition (SPEC §1, §11), as an [`Acquisition`] whose methods run
+//! in the order of the flow: the site's circuit, the candidates, then for each account its
+//! single-flight lock → a second look in the cache → a login slot → a second look in the
+//! `tokens` table → the circuit's admission → the login → keeping the token, or the penalty
+//! the failure deserves → the history row, the monitor events and the rejection count.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::{AcquiredToken, Broker, Source};
-use crate::actors::monitor::{AcquisitionFinished, AcquisitionStarted};
+use super::{AcquiredToken, Broker, Flight, Source};
+use crate::actors::monitor::{AcquisitionFinished, AcquisitionStarted, Rejected};
 use crate::cache::{CachedToken, CredentialEntry};
+use crate::circuit::{Admission, CircuitState, SiteOutcome};
 use crate::config::{seconds, SiteConfig};
 use crate::crypto::SealContext;
 use crate::db::models::{NewHistory, NewToken};
@@ -17,13 +20,13 @@ use crate::drivers::{Credentials, FailureKind, LoginFailure, LoginStats, LoginTo
 use crate::error::{Error, Result};
 use crate::outcome::{AcquisitionStatus, TriggerReason};
 use crate::secret::{fingerprint, redact};
+use crate::slots::Slot;
 
 /// How one candidate account ended.
 enum Attempt {
-    /// A token another acquisition obtained meanwhile.
-    Reused(AcquiredToken),
-    LoggedIn(AcquiredToken),
-    /// The login failed; the next account may be tried.
+    /// A token: this acquisition's login, or one another acquisition obtained meanwhile.
+    Token(AcquiredToken),
+    /// No token from this account; the next may be tried unless the site is at fault.
     Failed(LoginFailure),
 }
 
@@ -31,12 +34,28 @@ enum Attempt {
 #[derive(Default)]
 struct Ledger {
     login_ran: bool,
+    /// The acquisition waited for a lock or a slot: if it then times out, that is recorded.
+    waited: bool,
     stats: LoginStats,
     last: Option<(i64, String)>,
     failures: Vec<serde_json::Value>,
 }
 
+/// One acquisition on the slow path.
+pub(super) struct Acquisition<'a> {
+    broker: &'a Broker,
+    site: &'a SiteConfig,
+    id: String,
+    trigger: TriggerReason,
+    /// When the caller arrived (a forced refresh wants a token issued after this).
+    arrived: DateTime<Utc>,
+    started: Instant,
+    force: bool,
+    ledger: Ledger,
+}
+
 impl Broker {
+    /// The slow path: a token after at most one login per account tried.
     pub(super) async fn login(
         &self,
         site: &SiteConfig,
@@ -45,128 +64,194 @@ impl Broker {
         trigger: TriggerReason,
         arrived: DateTime<Utc>,
     ) -> Result<AcquiredToken> {
-        let acquisition_id = uuid::Uuid::new_v4().to_string();
-        let started = Instant::now();
-        let timeout = seconds(self.inner.config.concurrency.acquisition_timeout);
-        let candidates = self.candidates(site, credential_id).await?;
-        let mut ledger = Ledger::default();
+        let mut acquisition = Acquisition {
+            broker: self,
+            site,
+            id: uuid::Uuid::new_v4().to_string(),
+            trigger,
+            arrived,
+            started: Instant::now(),
+            force,
+            ledger: Ledger::default(),
+        };
+        let result = acquisition.run(credential_id).await;
+        acquisition.record(&result);
+        result
+    }
+}
+
+impl Acquisition<'_> {
+    fn timeout(&self) -> Duration {
+        seconds(self.broker.inner.config.concurrency.acquisition_timeout)
+    }
+
+    fn remaining(&self) -> Duration {
+        self.timeout().saturating_sub(self.started.elapsed())
+    }
+
+    /// Tries the candidates in order until one gives a token.
+    async fn run(&mut self, credential_id: Option<i64>) -> Result<AcquiredToken> {
+        self.refuse_if_site_paused().await?;
+        let candidates = self.broker.candidates(self.site, credential_id).await?;
         let mut last_failure: Option<LoginFailure> = None;
-        let mut result: Option<Result<AcquiredToken>> = None;
         for candidate in &candidates {
-            let remaining = timeout.saturating_sub(started.elapsed());
+            let remaining = self.remaining();
             if remaining.is_zero() {
                 break;
             }
-            let attempt = self.attempt(
-                site,
-                candidate,
-                force,
-                arrived,
-                &acquisition_id,
-                &mut ledger,
-            );
-            match tokio::time::timeout(remaining, attempt).await {
+            let failure = match tokio::time::timeout(remaining, self.try_account(candidate)).await {
                 Err(_) => break,
-                Ok(Err(e)) => {
-                    result = Some(Err(e));
-                    break;
-                }
-                Ok(Ok(Attempt::Reused(token))) => {
-                    result = Some(Ok(token));
-                    break;
-                }
-                Ok(Ok(Attempt::LoggedIn(token))) => {
-                    result = Some(Ok(token));
-                    break;
-                }
-                Ok(Ok(Attempt::Failed(failure))) => {
-                    ledger.failures.push(json!({
-                        "account": candidate.account,
-                        "error_type": failure.kind.status().as_str(),
-                        "message": failure.message,
-                    }));
-                    last_failure = Some(failure);
-                }
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(Attempt::Token(token))) => return Ok(token),
+                Ok(Ok(Attempt::Failed(failure))) => failure,
+            };
+            self.ledger.failures.push(json!({
+                "account": candidate.account,
+                "error_type": failure.kind.status().as_str(),
+                "message": failure.message,
+            }));
+            let site_fault = failure.is_site_fault();
+            last_failure = Some(failure);
+            if site_fault {
+                // The portal, not the account: another account would meet the same portal.
+                break;
             }
         }
-        let result = result.unwrap_or_else(|| match last_failure {
-            Some(failure) if started.elapsed() < timeout => Err(Error::AcquisitionFailed {
-                site: site.name.clone(),
-                error_type: failure.kind.status().as_str(),
+        Err(match last_failure {
+            Some(failure) if !self.remaining().is_zero() => Error::AcquisitionFailed {
+                site: self.site.name.clone(),
+                status: failure.kind.status(),
                 message: failure.message,
-            }),
-            _ => Err(Error::Timeout(format!(
+            },
+            _ => Error::Timeout(format!(
                 "no token for site `{}` within acquisition_timeout ({:.0}s)",
-                site.name,
-                timeout.as_secs_f64()
-            ))),
-        });
-        if ledger.login_ran {
-            self.finish(
-                site,
-                &acquisition_id,
-                trigger,
-                arrived,
-                started,
-                &ledger,
-                &result,
-            );
-        }
-        result
+                self.site.name,
+                self.timeout().as_secs_f64()
+            )),
+        })
     }
 
-    /// One candidate account: lock, slot, second look, login.
-    async fn attempt(
-        &self,
-        site: &SiteConfig,
-        candidate: &CredentialEntry,
-        force: bool,
-        arrived: DateTime<Utc>,
-        acquisition_id: &str,
-        ledger: &mut Ledger,
-    ) -> Result<Attempt> {
-        let config = &self.inner.config.concurrency;
-        let flight = self.flight((site.name.clone(), candidate.id));
-        // A busy or broken account only ends its own attempt: the next account is tried.
-        let Ok(_flight) =
-            tokio::time::timeout(seconds(config.lock_timeout), flight.lock_owned()).await
-        else {
-            let message = format!(
-                "the login of account `{}` did not finish within lock_timeout",
-                candidate.account
-            );
-            return Ok(Attempt::Failed(LoginFailure::new(
-                FailureKind::Timeout,
-                message,
-            )));
-        };
-        // Across instances (Redis), the same lock; then a second look, since another
-        // instance may have logged in meanwhile.
-        let _shared_flight = self
-            .inner
-            .slots
-            .lock(&site.name, candidate.id, &candidate.account)
-            .await?;
-        if let Some(token) = self.cached_since(site, candidate, force, arrived).await {
-            return Ok(Attempt::Reused(token));
+    /// An open circuit refuses before anything waits (SPEC §11); half-open lets the caller
+    /// on, the probe is decided just before a login.
+    async fn refuse_if_site_paused(&self) -> Result<()> {
+        let view = self.broker.inner.circuits.view(&self.site.name).await;
+        if view.state != CircuitState::Open {
+            return Ok(());
         }
-        let slot = self
+        let wait = view
+            .retry_at
+            .and_then(|at| (at - Utc::now()).to_std().ok())
+            .unwrap_or(Duration::from_secs(1));
+        Err(Admission::Open(wait)
+            .refusal(&self.site.name)
+            .unwrap_or_else(|| Error::Internal("open circuit without refusal".into())))
+    }
+
+    /// One candidate account: lock, second look, slot, second look, login.
+    async fn try_account(&mut self, candidate: &CredentialEntry) -> Result<Attempt> {
+        let broker = self.broker;
+        let site = self.site;
+        self.ledger.last = Some((candidate.id, candidate.account.clone()));
+        // The account's single flight in this process: a caller that finds a login running
+        // waits for it (bounded only by its own acquisition_timeout) and gets its result.
+        let flight = broker.flight((site.name.clone(), candidate.id));
+        let queued_at = Instant::now();
+        let mut flight = match flight.clone().try_lock_owned() {
+            Ok(guard) => guard,
+            Err(_) => {
+                self.ledger.waited = true;
+                flight.lock_owned().await
+            }
+        };
+        if let Some(failure) = flight.failed_since(queued_at) {
+            return Ok(Attempt::Failed(failure));
+        }
+        // Across instances (Redis): the same lock. A holder that is gone loses it after
+        // lock_timeout; one that logs in renews it.
+        let _shared_flight = match broker
             .inner
             .slots
-            .acquire(&site.name, &candidate.account)
-            .await?;
-        if let Some(token) = self
-            .stored_since(site, candidate, force, arrived, acquisition_id)
+            .lock(
+                &site.name,
+                candidate.id,
+                &candidate.account,
+                self.remaining(),
+            )
             .await
         {
-            return Ok(Attempt::Reused(token));
+            Ok(lock) => lock,
+            Err(Error::Timeout(message)) => {
+                self.ledger.waited = true;
+                return Ok(Attempt::Failed(LoginFailure::new(
+                    FailureKind::Timeout,
+                    message,
+                )));
+            }
+            // Redis failed while this caller waited: the account is given up (never logged
+            // in without the lock); the next account finds Redis marked down, and limits
+            // held in process.
+            Err(e @ Error::CacheUnavailable(_)) => {
+                return Ok(Attempt::Failed(LoginFailure::new(
+                    FailureKind::Failed,
+                    e.to_string(),
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(token) = self.cached_since(candidate).await {
+            return Ok(Attempt::Token(token));
         }
+        // Another instance may have blocked the account while this one waited.
+        if let Some((reason, until)) = broker.inner.cache.block(&site.name, candidate.id).await {
+            return Ok(Attempt::Failed(LoginFailure::new(
+                FailureKind::Failed,
+                format!(
+                    "account `{}` is {} until {until}",
+                    candidate.account,
+                    reason.state().as_str()
+                ),
+            )));
+        }
+        let slot = self.slot(candidate).await?;
+        if let Some(token) = self.stored_since(candidate).await {
+            return Ok(Attempt::Token(token));
+        }
+        let policy = broker.circuit_policy(site);
+        let admission = broker.inner.circuits.admit(&site.name, &policy).await;
+        if let Some(refusal) = admission.refusal(&site.name) {
+            return Err(refusal);
+        }
+        let outcome = self
+            .log_in(candidate, &slot, admission == Admission::Probe)
+            .await?;
+        flight.finished(outcome.as_ref().err());
+        Ok(match outcome {
+            Ok(token) => Attempt::Token(token),
+            Err(failure) => Attempt::Failed(failure),
+        })
+    }
 
+    async fn slot(&mut self, candidate: &CredentialEntry) -> Result<Slot> {
+        let slots = &self.broker.inner.slots;
+        // Waiting in the queue makes this acquisition one that waited, whatever comes next.
+        self.ledger.waited = true;
+        slots.acquire(&self.site.name, &candidate.account).await
+    }
+
+    /// The login itself, and what its outcome means for the account and the site.
+    async fn log_in(
+        &mut self,
+        candidate: &CredentialEntry,
+        slot: &Slot,
+        probe: bool,
+    ) -> Result<std::result::Result<AcquiredToken, LoginFailure>> {
+        let broker = self.broker;
+        let site = self.site;
         let sealed = SealContext::Password {
             site: &site.name,
             account: &candidate.account,
         };
-        let password = match self.inner.key.open(&candidate.password_encrypted, sealed) {
+        let password = match broker.inner.key.open(&candidate.password_encrypted, sealed) {
             Ok(password) => password,
             Err(e) => {
                 log::error!(
@@ -174,20 +259,16 @@ impl Broker {
                     site.name,
                     candidate.account
                 );
-                return Ok(Attempt::Failed(LoginFailure::new(
-                    FailureKind::Failed,
-                    e.to_string(),
-                )));
+                return Ok(Err(LoginFailure::new(FailureKind::Failed, e.to_string())));
             }
         };
-        if !ledger.login_ran {
-            ledger.login_ran = true;
-            self.inner.monitor.do_send(AcquisitionStarted {
+        if !self.ledger.login_ran {
+            self.ledger.login_ran = true;
+            broker.inner.monitor.do_send(AcquisitionStarted {
                 site: site.name.clone(),
             });
         }
-        ledger.last = Some((candidate.id, candidate.account.clone()));
-        let driver = self
+        let driver = broker
             .inner
             .drivers
             .get(&site.name)
@@ -198,124 +279,99 @@ impl Broker {
             password: &password,
         };
         let (outcome, stats) = driver
-            .login_with_retries(&creds, &self.inner.config.retry)
+            .login_with_retries(&creds, &broker.inner.config.retry)
             .await;
-        ledger.stats.attempts += stats.attempts;
-        ledger.stats.captcha_attempts += stats.captcha_attempts;
-        ledger.stats.network_retries += stats.network_retries;
-        ledger.stats.duration += stats.duration;
-        self.count_attempt(site, candidate, outcome.is_ok()).await;
+        self.ledger.stats.add(&stats);
+        broker
+            .settle(site, candidate, outcome.as_ref().err(), probe)
+            .await;
         match outcome {
             Ok(login) => {
-                let token = self
-                    .keep(site, candidate, login, acquisition_id, slot.fence())
-                    .await?;
+                let token = self.keep(candidate, login, slot.fence()).await?;
                 log::info!(
-                    "event=login_succeeded site={} account={} acquisition_id={acquisition_id} attempts={} duration={:.3}s token={}",
+                    "event=login_succeeded site={} account={} acquisition_id={} attempts={} duration={:.3}s token={}",
                     site.name,
                     candidate.account,
+                    self.id,
                     stats.attempts,
                     stats.duration,
                     redact(token.token.expose())
                 );
-                Ok(Attempt::LoggedIn(token))
+                Ok(Ok(token))
             }
             Err(failure) => {
                 log::warn!(
-                    "event=login_failed site={} account={} acquisition_id={acquisition_id} error_type={} attempts={} message=\"{}\"",
+                    "event=login_failed site={} account={} acquisition_id={} error_type={} attempts={} message=\"{}\"",
                     site.name,
                     candidate.account,
+                    self.id,
                     failure.kind.status().as_str(),
                     stats.attempts,
                     failure.message.replace('"', "'")
                 );
-                Ok(Attempt::Failed(failure))
+                Ok(Err(failure))
             }
         }
     }
 
     /// A cached token that serves this caller: any fresh one, or with `force`, one issued
     /// after the caller arrived (a login that ran while it waited).
-    async fn cached_since(
-        &self,
-        site: &SiteConfig,
-        candidate: &CredentialEntry,
-        force: bool,
-        arrived: DateTime<Utc>,
-    ) -> Option<AcquiredToken> {
+    async fn cached_since(&self, candidate: &CredentialEntry) -> Option<AcquiredToken> {
         let (entry, token) = self
+            .broker
             .inner
             .cache
-            .token(&site.name, Some(candidate.id))
+            .token(&self.site.name, Some(candidate.id))
             .await?;
-        let fresh = entry.seconds_left(Utc::now()) > self.inner.config.cache.refresh_ahead;
-        (fresh && (!force || entry.issued_at >= arrived))
+        let fresh = entry.is_fresh(Utc::now(), self.broker.inner.config.cache.refresh_ahead);
+        (fresh && (!self.force || entry.issued_at >= self.arrived))
             .then(|| AcquiredToken::from_cache(&entry, token, Source::Store))
     }
 
     /// The same, from the `tokens` table (another instance, or a cache that lost it).
-    async fn stored_since(
-        &self,
-        site: &SiteConfig,
-        candidate: &CredentialEntry,
-        force: bool,
-        arrived: DateTime<Utc>,
-        acquisition_id: &str,
-    ) -> Option<AcquiredToken> {
-        let (name, account) = (site.name.clone(), candidate.account.clone());
-        let stored = match self
-            .inner
+    async fn stored_since(&self, candidate: &CredentialEntry) -> Option<AcquiredToken> {
+        let inner = &self.broker.inner;
+        let site = &self.site.name;
+        let (name, account) = (site.clone(), candidate.account.clone());
+        let stored = match inner
             .pool
             .run(move |conn| crate::db::tokens::find(conn, &name, &account))
             .await
         {
             Ok(stored) => stored?,
             Err(e) => {
-                log::warn!(
-                    "event=token_store_unavailable site={} error=\"{e}\"",
-                    site.name
-                );
+                log::warn!("event=token_store_unavailable site={site} error=\"{e}\"");
                 return None;
             }
         };
-        let expires_at = stored.expires_at.and_utc();
-        let left = (expires_at - Utc::now()).num_milliseconds() as f64 / 1000.0;
-        if left <= self.inner.config.cache.refresh_ahead
-            || (force && stored.updated_at.and_utc() < arrived)
-        {
-            return None;
-        }
-        let token = self
-            .inner
-            .key
-            .open(
-                &stored.token,
-                SealContext::Token {
-                    site: &site.name,
-                    account: &candidate.account,
-                },
-            )
-            .map_err(|e| {
-                log::warn!(
-                    "event=stored_token_unreadable site={} error=\"{e}\"",
-                    site.name
-                )
-            })
-            .ok()?;
         let entry = self.cache_entry(
             stored.fence.max(0) as u64,
             candidate,
             &stored.token,
             &stored.token_type,
             stored.updated_at.and_utc(),
-            expires_at,
-            acquisition_id,
+            stored.expires_at.and_utc(),
         );
-        self.inner.cache.put_token(&site.name, &entry).await;
+        if !entry.is_fresh(Utc::now(), inner.config.cache.refresh_ahead)
+            || (self.force && entry.issued_at < self.arrived)
+        {
+            return None;
+        }
+        let context = SealContext::Token {
+            site,
+            account: &candidate.account,
+        };
+        let token = match inner.key.open(&stored.token, context) {
+            Ok(token) => token,
+            Err(e) => {
+                log::warn!("event=stored_token_unreadable site={site} error=\"{e}\"");
+                return None;
+            }
+        };
+        inner.cache.put_token(site, &entry).await;
         Some(AcquiredToken::from_cache(&entry, token, Source::Store))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn cache_entry(
         &self,
         fence: u64,
@@ -324,7 +380,6 @@ impl Broker {
         token_type: &str,
         issued_at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
-        acquisition_id: &str,
     ) -> CachedToken {
         CachedToken {
             credential_id: candidate.id,
@@ -336,9 +391,9 @@ impl Broker {
             refresh_at: super::refresh::refresh_point(
                 issued_at,
                 expires_at,
-                &self.inner.config.cache,
+                &self.broker.inner.config.cache,
             ),
-            acquisition_id: acquisition_id.to_string(),
+            acquisition_id: self.id.clone(),
             fence,
         }
     }
@@ -346,32 +401,25 @@ impl Broker {
     /// Stores a new token (table and cache) and answers with it.
     async fn keep(
         &self,
-        site: &SiteConfig,
         candidate: &CredentialEntry,
         login: LoginToken,
-        acquisition_id: &str,
         fence: u64,
     ) -> Result<AcquiredToken> {
-        let sealed = self
-            .inner
-            .cache
-            .seal(&site.name, &candidate.account, &login.token)?;
-        let now = Utc::now();
+        let inner = &self.broker.inner;
+        let site = &self.site.name;
+        let sealed = inner.cache.seal(site, &candidate.account, &login.token)?;
         let entry = self.cache_entry(
             fence,
             candidate,
             &sealed,
             "Bearer",
-            now,
+            Utc::now(),
             login.expires_at,
-            acquisition_id,
         );
-        self.inner.cache.put_token(&site.name, &entry).await;
-        let (name, account, row_token) =
-            (site.name.clone(), candidate.account.clone(), sealed.clone());
+        inner.cache.put_token(site, &entry).await;
+        let (name, account) = (site.clone(), candidate.account.clone());
         let expires_at = login.expires_at.naive_utc();
-        let stored = self
-            .inner
+        let stored = inner
             .pool
             .run(move |conn| {
                 let now = Utc::now().naive_utc();
@@ -380,7 +428,7 @@ impl Broker {
                     &NewToken {
                         site_name: &name,
                         account: &account,
-                        token: &row_token,
+                        token: &sealed,
                         token_type: "Bearer",
                         expires_at,
                         created_at: now,
@@ -390,19 +438,16 @@ impl Broker {
                 )
             })
             .await;
-        if let Ok(false) = stored {
-            log::warn!(
-                "event=stale_token_discarded store=database site={} account={} fence={fence}",
-                site.name,
+        match stored {
+            Ok(true) => {}
+            Ok(false) => log::warn!(
+                "event=stale_token_discarded store=database site={site} account={} fence={fence}",
                 candidate.account
-            );
-        }
-        if let Err(e) = stored {
-            log::warn!(
-                "event=token_store_failed site={} account={} error=\"{e}\"",
-                site.name,
+            ),
+            Err(e) => log::warn!(
+                "event=token_store_failed site={site} account={} error=\"{e}\"",
                 candidate.account
-            );
+            ),
         }
         Ok(AcquiredToken::from_cache(
             &entry,
@@ -411,22 +456,127 @@ impl Broker {
         ))
     }
 
-    /// Account statistics and the blacklist after a login attempt.
-    async fn count_attempt(&self, site: &SiteConfig, candidate: &CredentialEntry, success: bool) {
-        let cache = &self.inner.cache;
-        if success {
-            cache.unblacklist(&site.name, candidate.id).await;
-        } else {
-            let hours = self.inner.config.accounts.blacklist_duration_hours;
-            cache
-                .blacklist(&site.name, candidate.id, seconds(hours * 3600.0))
+    /// The history row, the monitor events and the rejection count of this acquisition.
+    fn record(&self, result: &Result<AcquiredToken>) {
+        let inner = &self.broker.inner;
+        let site = &self.site.name;
+        if let Err(e) = result {
+            if let Some(reason) = e.rejection() {
+                inner.monitor.do_send(Rejected {
+                    site: site.clone(),
+                    reason,
+                });
+            }
+        }
+        let (status, token, error) = match result {
+            Ok(t) => (AcquisitionStatus::Success, Some(t), None),
+            Err(Error::AcquisitionFailed {
+                status, message, ..
+            }) => (*status, None, Some(message.clone())),
+            Err(e @ (Error::Timeout(_) | Error::QueueTimeout(_))) => {
+                (AcquisitionStatus::Timeout, None, Some(e.to_string()))
+            }
+            Err(e) => (AcquisitionStatus::Failed, None, Some(e.to_string())),
+        };
+        // A row for every acquisition that logged in, and for one that waited and gave up.
+        let timed_out = status == AcquisitionStatus::Timeout && self.ledger.waited;
+        if !(self.ledger.login_ran || timed_out) {
+            return;
+        }
+        if !self.ledger.login_ran {
+            // Counted as running for the instant it takes to be counted as finished.
+            inner
+                .monitor
+                .do_send(AcquisitionStarted { site: site.clone() });
+        }
+        let total = self.started.elapsed().as_secs_f64();
+        let (credential_id, account) = match (token, &self.ledger.last) {
+            (Some(t), _) => (Some(t.credential_id), Some(t.account.clone())),
+            (None, Some((id, account))) => (Some(*id), Some(account.clone())),
+            (None, None) => (None, None),
+        };
+        let login_duration = self.ledger.login_ran.then_some(self.ledger.stats.duration);
+        let now = Utc::now().naive_utc();
+        inner.history.record(NewHistory {
+            acquisition_id: self.id.clone(),
+            site_name: site.clone(),
+            account,
+            credential_id,
+            status: status.as_str().to_string(),
+            trigger_reason: self.trigger.as_str().to_string(),
+            attempt_count: self.ledger.stats.attempts as i32,
+            total_duration: total,
+            login_duration,
+            captcha_attempts: self.ledger.stats.captcha_attempts as i32,
+            network_retries: self.ledger.stats.network_retries as i32,
+            token_fingerprint: token.map(|t| fingerprint(t.token.expose())),
+            token_redacted: token.map(|t| redact(t.token.expose())),
+            error_message: error,
+            error_details: (!self.ledger.failures.is_empty())
+                .then(|| serde_json::Value::from(self.ledger.failures.clone()).to_string()),
+            created_at: now,
+            started_at: self.arrived.naive_utc(),
+            finished_at: Some(now),
+        });
+        inner.monitor.do_send(AcquisitionFinished {
+            site: site.clone(),
+            status,
+            duration: total,
+            login_duration,
+        });
+    }
+}
+
+impl Flight {
+    /// The failure of a login that finished after `since`: a caller that waited for that
+    /// login takes its result instead of logging in again.
+    fn failed_since(&self, since: Instant) -> Option<LoginFailure> {
+        self.last_failure
+            .as_ref()
+            .filter(|(at, _)| *at >= since)
+            .map(|(_, failure)| failure.clone())
+    }
+
+    fn finished(&mut self, failure: Option<&LoginFailure>) {
+        self.last_failure = failure.map(|f| (Instant::now(), f.clone()));
+    }
+}
+
+impl Broker {
+    /// What a finished login means for the account (SPEC §11: penalised only for its own
+    /// fault), for its statistics and for the site's circuit.
+    async fn settle(
+        &self,
+        site: &SiteConfig,
+        candidate: &CredentialEntry,
+        failure: Option<&LoginFailure>,
+        probe: bool,
+    ) {
+        let policy = self.circuit_policy(site);
+        let circuits = &self.inner.circuits;
+        let Some(failure) = failure.filter(|f| f.is_site_fault()) else {
+            // The portal answered: the site is up, whatever it said about the account.
+            circuits
+                .record(&site.name, &policy, SiteOutcome::Answered, probe)
                 .await;
+            if let Some(failure) = failure {
+                self.penalise(site, candidate, failure.kind).await;
+            }
+            self.count_attempt(site, candidate, failure.is_none()).await;
+            return;
+        };
+        let outcome = SiteOutcome::Down(failure.retry_after);
+        if let Some(retry_at) = circuits.record(&site.name, &policy, outcome, probe).await {
             log::warn!(
-                "event=account_blacklisted site={} account={} hours={hours}",
+                "event=site_circuit_open site={} retry_at={} probe_failed={probe} error_type={}",
                 site.name,
-                candidate.account
+                retry_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                failure.kind.status().as_str()
             );
         }
+    }
+
+    async fn count_attempt(&self, site: &SiteConfig, candidate: &CredentialEntry, success: bool) {
         let id = candidate.id;
         let at = Utc::now().naive_utc();
         if let Err(e) = self
@@ -441,72 +591,36 @@ impl Broker {
                 candidate.account
             );
         }
-        cache.forget_account_stats(&site.name).await;
+        self.inner.cache.forget_account_stats(&site.name).await;
     }
+}
 
-    /// The history row and the monitor event of an acquisition that reached a login.
-    #[allow(clippy::too_many_arguments)]
-    fn finish(
-        &self,
-        site: &SiteConfig,
-        acquisition_id: &str,
-        trigger: TriggerReason,
-        arrived: DateTime<Utc>,
-        started: Instant,
-        ledger: &Ledger,
-        result: &Result<AcquiredToken>,
-    ) {
-        let total = started.elapsed().as_secs_f64();
-        let (status, token, error) = match result {
-            Ok(t) => (AcquisitionStatus::Success, Some(t), None),
-            Err(Error::AcquisitionFailed {
-                error_type,
-                message,
-                ..
-            }) => {
-                let status = AcquisitionStatus::ALL
-                    .into_iter()
-                    .find(|s| s.as_str() == *error_type)
-                    .unwrap_or(AcquisitionStatus::Failed);
-                (status, None, Some(message.clone()))
-            }
-            Err(Error::Timeout(message)) => {
-                (AcquisitionStatus::Timeout, None, Some(message.clone()))
-            }
-            Err(e) => (FailureKind::Failed.status(), None, Some(e.to_string())),
-        };
-        let (credential_id, account) = match (token, &ledger.last) {
-            (Some(t), _) => (Some(t.credential_id), Some(t.account.clone())),
-            (None, Some((id, account))) => (Some(*id), Some(account.clone())),
-            (None, None) => (None, None),
-        };
-        let now = Utc::now().naive_utc();
-        self.inner.history.record(NewHistory {
-            acquisition_id: acquisition_id.to_string(),
-            site_name: site.name.clone(),
-            account,
-            credential_id,
-            status: status.as_str().to_string(),
-            trigger_reason: trigger.as_str().to_string(),
-            attempt_count: ledger.stats.attempts as i32,
-            total_duration: total,
-            login_duration: Some(ledger.stats.duration),
-            captcha_attempts: ledger.stats.captcha_attempts as i32,
-            network_retries: ledger.stats.network_retries as i32,
-            token_fingerprint: token.map(|t| fingerprint(t.token.expose())),
-            token_redacted: token.map(|t| redact(t.token.expose())),
-            error_message: error,
-            error_details: (!ledger.failures.is_empty())
-                .then(|| serde_json::Value::from(ledger.failures.clone()).to_string()),
-            created_at: now,
-            started_at: arrived.naive_utc(),
-            finished_at: Some(now),
-        });
-        self.inner.monitor.do_send(AcquisitionFinished {
-            site: site.name.clone(),
-            status,
-            duration: total,
-            login_duration: Some(ledger.stats.duration),
-        });
+impl LoginStats {
+    fn add(&mut self, other: &LoginStats) {
+        self.attempts += other.attempts;
+        self.captcha_attempts += other.captcha_attempts;
+        self.network_retries += other.network_retries;
+        self.duration += other.duration;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waiter_takes_the_failure_of_the_login_it_waited_for() {
+        let mut flight = Flight::default();
+        let before = Instant::now();
+        flight.finished(Some(&LoginFailure::new(
+            FailureKind::Captcha,
+            "wrong captcha",
+        )));
+        let got = flight.failed_since(before).map(|f| f.kind);
+        assert_eq!(got, Some(FailureKind::Captcha));
+        // A caller that came after the failure logs in itself.
+        assert!(flight.failed_since(Instant::now()).is_none());
+        flight.finished(None);
+        assert!(flight.failed_since(before).is_none());
     }
 }

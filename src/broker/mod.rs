@@ -11,10 +11,13 @@
 mod candidates;
 mod login;
 mod refresh;
+mod states;
+
+pub use states::SiteReport;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::Addr;
 use chrono::{DateTime, Utc};
@@ -23,11 +26,13 @@ use serde::{Deserialize, Serialize};
 use crate::actors::history::HistoryRecorder;
 use crate::actors::MonitorActor;
 use crate::cache::{CachedToken, TokenCache};
+use crate::circuit::{CircuitPolicy, Circuits};
 use crate::config::{seconds, validate_site_name, Config, SiteConfig};
 use crate::crypto::SecretKey;
 use crate::db::Pool;
 use crate::drivers::LoginDriver;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::outcome::TriggerReason;
 use crate::secret::Secret;
 use crate::slots::Slots;
@@ -89,6 +94,13 @@ impl AcquiredToken {
 /// The single-flight key: one login at a time per (site, account).
 type FlightKey = (String, i64);
 
+/// What the single-flight lock of an account guards: the last login's failure, so that the
+/// callers that waited for that login get its result instead of logging in again.
+#[derive(Default)]
+pub(crate) struct Flight {
+    last_failure: Option<(Instant, crate::drivers::LoginFailure)>,
+}
+
 /// The pipeline. Cheap to clone.
 #[derive(Clone)]
 pub struct Broker {
@@ -105,7 +117,11 @@ struct Inner {
     monitor: Addr<MonitorActor>,
     history: HistoryRecorder,
     /// Per-account login locks; weak, so a lock nobody holds or waits for goes away.
-    flights: Mutex<HashMap<FlightKey, Weak<tokio::sync::Mutex<()>>>>,
+    flights: Mutex<HashMap<FlightKey, Weak<tokio::sync::Mutex<Flight>>>>,
+    /// The sites' circuits (SPEC §11), shared through Redis when configured.
+    circuits: Circuits,
+    /// The Prometheus side, for the circuit gauges.
+    metrics: Arc<Metrics>,
     /// Background refreshes running or backing off: until when, after how many failures.
     refreshing: Mutex<HashMap<FlightKey, (Instant, u32)>>,
 }
@@ -119,6 +135,8 @@ pub struct BrokerParts {
     pub slots: Slots,
     pub monitor: Addr<MonitorActor>,
     pub history: HistoryRecorder,
+    pub circuits: Circuits,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Broker {
@@ -140,6 +158,8 @@ impl Broker {
                 slots: parts.slots,
                 monitor: parts.monitor,
                 history: parts.history,
+                circuits: parts.circuits,
+                metrics: parts.metrics,
                 flights: Mutex::default(),
                 refreshing: Mutex::default(),
             }),
@@ -202,9 +222,7 @@ impl Broker {
         let cache = &self.inner.cache;
         let now = Utc::now();
         let fresh = match cache.token(&site.name, credential_id).await {
-            Some((entry, token))
-                if entry.seconds_left(now) > self.inner.config.cache.refresh_ahead =>
-            {
+            Some((entry, token)) if entry.is_fresh(now, self.inner.config.cache.refresh_ahead) => {
                 Some((entry, token))
             }
             _ => None,
@@ -242,6 +260,21 @@ impl Broker {
         Ok(removed)
     }
 
+    /// The circuit rules of a site: its own overrides, else `[circuit]`.
+    pub(crate) fn circuit_policy(&self, site: &SiteConfig) -> CircuitPolicy {
+        let (failure_threshold, open) = self.inner.config.circuit_of(site);
+        CircuitPolicy {
+            failure_threshold,
+            open: seconds(open),
+            // A probe holds the half-open state for as long as one login may take.
+            probe_lease: seconds(self.inner.config.retry.login_timeout) + Duration::from_secs(5),
+        }
+    }
+
+    pub fn circuits(&self) -> &Circuits {
+        &self.inner.circuits
+    }
+
     /// Waits for everything recorded so far to reach the history table (tests, shutdown).
     pub async fn flush_history(&self) -> usize {
         self.inner.history.flush().await
@@ -261,13 +294,13 @@ impl Broker {
         before - flights.len()
     }
 
-    fn flight(&self, key: FlightKey) -> Arc<tokio::sync::Mutex<()>> {
+    fn flight(&self, key: FlightKey) -> Arc<tokio::sync::Mutex<Flight>> {
         let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(lock) = flights.get(&key).and_then(Weak::upgrade) {
             return lock;
         }
         flights.retain(|_, weak| weak.strong_count() > 0);
-        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        let lock = Arc::new(tokio::sync::Mutex::new(Flight::default()));
         flights.insert(key, Arc::downgrade(&lock));
         lock
     }

@@ -29,7 +29,8 @@ pub fn refresh_point(
     }
     let jitter = (fastrand::f64() * 2.0 - 1.0) * cache.refresh_jitter * life;
     let point = issued_at + chrono::Duration::milliseconds((life * 2.0 / 3.0 + jitter) as i64);
-    let margin = expires_at - chrono::Duration::milliseconds((cache.refresh_ahead * 1000.0) as i64);
+    let margin = crate::cache::tokens::margin(issued_at, expires_at, cache.refresh_ahead);
+    let margin = expires_at - chrono::Duration::milliseconds((margin * 1000.0) as i64);
     if point < margin {
         point
     } else {
@@ -113,8 +114,21 @@ mod tests {
             let at = (point - issued).num_seconds();
             assert!((2040..=2760).contains(&at), "{at}");
         }
-        // A 600 s token: two thirds (400 s) is inside the 300 s margin: no background refresh.
-        let short = issued + chrono::Duration::seconds(600);
-        assert_eq!(refresh_point(issued, short, &cache), short);
+        // A 240 s token: its margin is a quarter of its life (60 s), so two thirds (160 s)
+        // comes before it and the token is renewed in the background.
+        let short = issued + chrono::Duration::seconds(240);
+        let at = (refresh_point(issued, short, &cache) - issued).num_seconds();
+        assert!((136..=184).contains(&at), "{at}");
+        // A point moved by the jitter inside the margin means no background refresh.
+        let cache = CacheConfig {
+            refresh_jitter: 0.5,
+            ..CacheConfig::default()
+        };
+        let long = issued + chrono::Duration::seconds(1000);
+        let late = (0..200)
+            .map(|_| refresh_point(issued, long, &cache))
+            .filter(|p| *p == long)
+            .count();
+        assert!(late > 0, "some points fall inside the 250 s margin");
     }
 }

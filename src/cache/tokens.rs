@@ -6,7 +6,7 @@
 //! | `token` | `P:site-token:SITE` | the site's newest [`CachedToken`] | with the token |
 //! | `credentials` | `P:credentials:SITE` | [`CredentialEntry`] list, passwords sealed | `credentials_ttl` |
 //! | `account_stats` | `P:account-stats:SITE` | [`AccountStats`] list | `account_stats_ttl` |
-//! | `blacklist` | `P:blacklist:SITE:ID` | `1` | `blacklist_duration_hours` |
+//! | `blacklist` | `P:blacklist:SITE:ID` | `REASON\nUNTIL_MS`: a blacklist or cooldown, mirrored from the database | with the block |
 //!
 //! With the Redis backend, token entries are also kept in an in-process near cache: an entry
 //! read from Redis less than [`NEAR_WINDOW`] ago is served without a Redis round trip (so an
@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use super::CacheStore;
 use crate::crypto::{SealContext, SecretKey};
 use crate::error::{Error, Result};
+use crate::outcome::BlockReason;
 use crate::secret::Secret;
 
 /// How long a token entry read from Redis is served from the in-process near cache.
@@ -63,6 +64,19 @@ impl CachedToken {
     pub fn seconds_left(&self, now: DateTime<Utc>) -> f64 {
         (self.expires_at - now).num_milliseconds() as f64 / 1000.0
     }
+
+    /// Whether the token may still be handed out: more than its margin of life left.
+    pub fn is_fresh(&self, now: DateTime<Utc>, refresh_ahead: f64) -> bool {
+        self.seconds_left(now) > margin(self.issued_at, self.expires_at, refresh_ahead)
+    }
+}
+
+/// Seconds of life under which a token is not handed out (SPEC §1): `refresh_ahead`, but at
+/// most a quarter of the lifetime the token was issued with, so that a portal's short-lived
+/// tokens are still served for most of their life instead of causing a login per caller.
+pub fn margin(issued_at: DateTime<Utc>, expires_at: DateTime<Utc>, refresh_ahead: f64) -> f64 {
+    let life = (expires_at - issued_at).num_milliseconds() as f64 / 1000.0;
+    refresh_ahead.min(life.max(0.0) / 4.0)
 }
 
 /// One account of a site as cached for selection and login (password sealed).
@@ -73,6 +87,24 @@ pub struct CredentialEntry {
     pub password_encrypted: String,
     pub is_preferred: bool,
     pub is_active: bool,
+    /// A blacklist or cooldown kept in the database (SPEC §11).
+    #[serde(default)]
+    pub blocked_until: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub block_reason: Option<crate::outcome::BlockReason>,
+}
+
+impl CredentialEntry {
+    /// The block in force at `now`, as the database had it when the list was loaded.
+    pub fn stored_block(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Option<(crate::outcome::BlockReason, DateTime<Utc>)> {
+        match (self.block_reason, self.blocked_until) {
+            (Some(reason), Some(until)) if until > now => Some((reason, until)),
+            _ => None,
+        }
+    }
 }
 
 /// Hits, misses and errors per cache kind; shared, lock-free, read by `MonitorActor`.
@@ -451,43 +483,63 @@ impl TokenCache {
         self.delete("account_stats", &self.stats_key(site)).await;
     }
 
-    /// Whether an account is blacklisted. With Redis, a copy is kept in process, so that an
-    /// outage does not let a failed account be tried again at once.
-    pub async fn is_blacklisted(&self, site: &str, id: i64) -> bool {
+    /// The blacklist or cooldown of an account mirrored in the cache, if one is in force.
+    /// With Redis, a copy is kept in process, so that an outage does not let a blocked
+    /// account be tried again at once.
+    pub async fn block(&self, site: &str, id: i64) -> Option<(BlockReason, DateTime<Utc>)> {
         let key = self.blacklist_key(site, id);
         let found = match self.store_get("blacklist", &key).await {
-            Ok(found) => found.is_some(),
-            Err(_) => self
-                .near
-                .as_ref()
-                .is_some_and(|near| near.get(&key).is_some()),
+            Ok(found) => found,
+            Err(_) => self.near.as_ref().and_then(|near| near.get(&key)),
         };
-        if found {
+        let block = found.as_deref().and_then(parse_block);
+        if block.is_some() {
             self.counters.hit("blacklist");
         } else {
             self.counters.miss("blacklist");
         }
-        found
+        block.filter(|(_, until)| *until > Utc::now())
     }
 
-    pub async fn blacklist(&self, site: &str, id: i64, duration: Duration) {
-        if duration.is_zero() {
+    /// Mirrors a block that the database holds (it expires with the block).
+    pub async fn put_block(&self, site: &str, id: i64, reason: BlockReason, until: DateTime<Utc>) {
+        let Ok(ttl) = (until - Utc::now()).to_std() else {
+            return;
+        };
+        if ttl.is_zero() {
             return;
         }
         let key = self.blacklist_key(site, id);
+        let value = format!("{}\n{}", reason.as_str(), until.timestamp_millis());
         if let Some(near) = &self.near {
-            near.set(&key, "1".into(), duration);
+            near.set(&key, value.clone(), ttl);
         }
         if !self.paused() {
-            let result = self.store.set(&key, "1", duration).await;
+            let result = self.store.set(&key, &value, ttl).await;
             let _ = self.note("blacklist", "set", result);
         }
     }
 
-    pub async fn unblacklist(&self, site: &str, id: i64) {
+    pub async fn remove_block(&self, site: &str, id: i64) {
         self.delete("blacklist", &self.blacklist_key(site, id))
             .await;
     }
+
+    /// Drops a site's cached credential list and statistics: the next use reloads them.
+    pub async fn forget_accounts(&self, site: &str) {
+        self.delete("credentials", &self.credentials_key(site))
+            .await;
+        self.delete("account_stats", &self.stats_key(site)).await;
+    }
+}
+
+/// `REASON\nUNTIL_MS`, as [`TokenCache::put_block`] writes it.
+fn parse_block(text: &str) -> Option<(BlockReason, DateTime<Utc>)> {
+    let (reason, until) = text.split_once('\n')?;
+    Some((
+        BlockReason::parse(reason)?,
+        DateTime::from_timestamp_millis(until.parse().ok()?)?,
+    ))
 }
 
 /// The key prefixes of the cache kinds (never the slots or locks, which share the prefix).

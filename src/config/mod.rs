@@ -28,6 +28,7 @@ pub struct Config {
     pub retry: RetryConfig,
     pub cache: CacheConfig,
     pub accounts: AccountsConfig,
+    pub circuit: CircuitConfig,
     pub alerts: AlertsConfig,
     pub history: HistoryConfig,
     pub sites: Vec<SiteConfig>,
@@ -119,6 +120,7 @@ impl Config {
         self.retry.validate()?;
         self.cache.validate()?;
         self.accounts.validate()?;
+        self.circuit.validate()?;
         self.alerts.validate()?;
         self.history.validate()?;
         let mut seen = std::collections::HashSet::new();
@@ -132,6 +134,16 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The circuit threshold and pause of a site: its own override, else `[circuit]`.
+    pub fn circuit_of(&self, site: &SiteConfig) -> (u32, f64) {
+        (
+            site.circuit_failure_threshold
+                .unwrap_or(self.circuit.failure_threshold),
+            site.circuit_open_seconds
+                .unwrap_or(self.circuit.open_seconds),
+        )
     }
 
     /// The configuration of `name`, if that site is configured.

@@ -394,14 +394,21 @@ impl CacheConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AccountsConfig {
-    /// How long a failed account is left out of selection; fractions allowed.
+    /// How long an account whose password was refused is left out of selection; fractions
+    /// allowed.
     pub blacklist_duration_hours: f64,
+    /// Seconds an account rests after its captcha could not be solved.
+    pub captcha_cooldown: f64,
+    /// Seconds an account rests after a login failed for an unknown reason.
+    pub failure_cooldown: f64,
 }
 
 impl Default for AccountsConfig {
     fn default() -> Self {
         AccountsConfig {
             blacklist_duration_hours: 1.0,
+            captcha_cooldown: 120.0,
+            failure_cooldown: 60.0,
         }
     }
 }
@@ -415,7 +422,65 @@ impl AccountsConfig {
                 format!("must be from 0 to 8760 hours, not {hours}"),
             ));
         }
+        for (key, value) in [
+            ("accounts.captcha_cooldown", self.captcha_cooldown),
+            ("accounts.failure_cooldown", self.failure_cooldown),
+        ] {
+            if !(value.is_finite() && (0.0..=MAX_SECONDS).contains(&value)) {
+                return Err(Error::config(
+                    key,
+                    format!("must be from 0 seconds to a year, not {value}"),
+                ));
+            }
+        }
         Ok(())
+    }
+}
+
+/// Longest pause of an open site circuit, in seconds (SPEC §11).
+pub const MAX_CIRCUIT_OPEN_SECONDS: f64 = 600.0;
+
+/// `[circuit]`: when a site counts as down (SPEC §11). A `[[sites]]` table may override both.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitConfig {
+    /// Consecutive network errors or timeouts of logins that open the circuit.
+    pub failure_threshold: u32,
+    /// Seconds the circuit stays open before one probe login; doubled after each failed
+    /// probe, up to 600.
+    pub open_seconds: f64,
+}
+
+impl Default for CircuitConfig {
+    fn default() -> Self {
+        CircuitConfig {
+            failure_threshold: 3,
+            open_seconds: 30.0,
+        }
+    }
+}
+
+/// Checks a circuit threshold and pause; `prefix` names where they came from.
+pub fn validate_circuit(prefix: &str, threshold: u32, open_seconds: f64) -> Result<()> {
+    if !(1..=1000).contains(&threshold) {
+        return Err(Error::config(
+            format!("{prefix}failure_threshold"),
+            format!("must be from 1 to 1000, not {threshold}"),
+        ));
+    }
+    if !(open_seconds.is_finite() && open_seconds > 0.0 && open_seconds <= MAX_CIRCUIT_OPEN_SECONDS)
+    {
+        return Err(Error::config(
+            format!("{prefix}open_seconds"),
+            format!("must be more than 0 and at most 600 seconds, not {open_seconds}"),
+        ));
+    }
+    Ok(())
+}
+
+impl CircuitConfig {
+    pub(super) fn validate(&self) -> Result<()> {
+        validate_circuit("circuit.", self.failure_threshold, self.open_seconds)
     }
 }
 
@@ -427,6 +492,8 @@ pub struct AlertsConfig {
     pub max_timeout_rate: f64,
     pub max_concurrent_acquisitions: u32,
     pub min_cache_hit_rate: f64,
+    /// Percent of the requests of one evaluation window that may be refused.
+    pub max_rejection_rate: f64,
     /// Seconds between threshold checks.
     pub evaluate_interval: f64,
     /// Seconds after which a still-firing alert is logged again.
@@ -441,6 +508,7 @@ impl Default for AlertsConfig {
             max_timeout_rate: 10.0,
             max_concurrent_acquisitions: 5,
             min_cache_hit_rate: 70.0,
+            max_rejection_rate: 20.0,
             evaluate_interval: 30.0,
             repeat_interval: 3600.0,
         }
@@ -452,6 +520,7 @@ impl AlertsConfig {
         percentage("alerts.min_success_rate", self.min_success_rate)?;
         percentage("alerts.max_timeout_rate", self.max_timeout_rate)?;
         percentage("alerts.min_cache_hit_rate", self.min_cache_hit_rate)?;
+        percentage("alerts.max_rejection_rate", self.max_rejection_rate)?;
         positive("alerts.max_avg_duration", self.max_avg_duration)?;
         positive("alerts.evaluate_interval", self.evaluate_interval)?;
         positive("alerts.repeat_interval", self.repeat_interval)?;

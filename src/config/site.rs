@@ -76,6 +76,12 @@ pub struct SiteConfig {
     /// `command`: the program and its arguments, run with no shell.
     #[serde(default)]
     pub command: Vec<String>,
+    /// Overrides `circuit.failure_threshold` for this site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_failure_threshold: Option<u32>,
+    /// Overrides `circuit.open_seconds` for this site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_open_seconds: Option<f64>,
 }
 
 fn default_username_field() -> String {
@@ -120,6 +126,13 @@ impl SiteConfig {
                     format!("`{pointer}` is not a JSON pointer: it must start with `/`"),
                 ));
             }
+        }
+        if self.circuit_failure_threshold.is_some() || self.circuit_open_seconds.is_some() {
+            crate::config::validate_circuit(
+                &key("circuit_"),
+                self.circuit_failure_threshold.unwrap_or(1),
+                self.circuit_open_seconds.unwrap_or(1.0),
+            )?;
         }
         match self.driver {
             DriverKind::Http => {

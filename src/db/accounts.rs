@@ -1,11 +1,13 @@
 //! Queries on `account_credentials`. Each takes a connection; "not found" is `Ok(None)`.
 
+use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::models::{AccountCredential, NewAccountCredential};
 use super::schema::account_credentials::dsl;
 use super::{is_unique_violation, DbConnection};
 use crate::error::{Error, Result};
+use crate::outcome::BlockReason;
 
 /// Inserts an account; an existing (site, account) is [`Error::AccountExists`].
 pub fn insert(
@@ -42,14 +44,6 @@ pub fn find(
         .optional()?)
 }
 
-pub fn find_by_id(conn: &mut DbConnection, id: i64) -> Result<Option<AccountCredential>> {
-    Ok(dsl::account_credentials
-        .find(id)
-        .select(AccountCredential::as_select())
-        .first(conn)
-        .optional()?)
-}
-
 /// All accounts, or one site's, ordered by site then account.
 pub fn list(conn: &mut DbConnection, site: Option<&str>) -> Result<Vec<AccountCredential>> {
     let mut query = dsl::account_credentials
@@ -60,16 +54,6 @@ pub fn list(conn: &mut DbConnection, site: Option<&str>) -> Result<Vec<AccountCr
         query = query.filter(dsl::site_name.eq(site));
     }
     Ok(query.load(conn)?)
-}
-
-/// The accounts of a site that may be used for logins.
-pub fn list_active(conn: &mut DbConnection, site: &str) -> Result<Vec<AccountCredential>> {
-    Ok(dsl::account_credentials
-        .filter(dsl::site_name.eq(site))
-        .filter(dsl::is_active.eq(true))
-        .select(AccountCredential::as_select())
-        .order(dsl::id.asc())
-        .load(conn)?)
 }
 
 /// Deletes an account; `false` when there was none.
@@ -83,7 +67,101 @@ pub fn delete(conn: &mut DbConnection, site: &str, account: &str) -> Result<bool
     Ok(deleted > 0)
 }
 
-/// Counts one login attempt of an account: success or failure, and when.
+/// Blocks an account until `until` (a blacklist or a cooldown, SPEC §11). Not an edit of the
+/// account: `updated_at` stays, so the change marker does not move.
+pub fn block(
+    conn: &mut DbConnection,
+    id: i64,
+    until: NaiveDateTime,
+    reason: BlockReason,
+) -> Result<()> {
+    diesel::update(dsl::account_credentials.find(id))
+        .set((
+            dsl::blocked_until.eq(Some(until)),
+            dsl::block_reason.eq(Some(reason.as_str())),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Lifts an account's block, if any; `Ok(None)` when there is no such account, else its id
+/// and whether a block was in force.
+pub fn unblock(conn: &mut DbConnection, site: &str, account: &str) -> Result<Option<(i64, bool)>> {
+    let Some(row) = find(conn, site, account)? else {
+        return Ok(None);
+    };
+    diesel::update(dsl::account_credentials.find(row.id))
+        .set((
+            dsl::blocked_until.eq(None::<NaiveDateTime>),
+            dsl::block_reason.eq(None::<String>),
+        ))
+        .execute(conn)?;
+    let now = chrono::Utc::now().naive_utc();
+    Ok(Some((
+        row.id,
+        row.blocked_until.is_some_and(|until| until > now),
+    )))
+}
+
+/// Turns an account on or off for logins; `false` when there is no such account.
+pub fn set_active(
+    conn: &mut DbConnection,
+    site: &str,
+    account: &str,
+    active: bool,
+) -> Result<bool> {
+    let updated = diesel::update(
+        dsl::account_credentials
+            .filter(dsl::site_name.eq(site))
+            .filter(dsl::account.eq(account)),
+    )
+    .set((
+        dsl::is_active.eq(active),
+        dsl::updated_at.eq(chrono::Utc::now().naive_utc()),
+    ))
+    .execute(conn)?;
+    Ok(updated > 0)
+}
+
+/// Replaces an account's sealed password, keeping its statistics; a blacklist for a refused
+/// password is lifted (the new password deserves a try). `false` when there is no account.
+pub fn set_password(
+    conn: &mut DbConnection,
+    site: &str,
+    account: &str,
+    sealed: &str,
+) -> Result<bool> {
+    let target = dsl::account_credentials
+        .filter(dsl::site_name.eq(site))
+        .filter(dsl::account.eq(account));
+    let updated = diesel::update(target)
+        .set((
+            dsl::password_encrypted.eq(sealed),
+            dsl::updated_at.eq(chrono::Utc::now().naive_utc()),
+        ))
+        .execute(conn)?;
+    diesel::update(target.filter(dsl::block_reason.eq(BlockReason::CredentialError.as_str())))
+        .set((
+            dsl::blocked_until.eq(None::<NaiveDateTime>),
+            dsl::block_reason.eq(None::<String>),
+        ))
+        .execute(conn)?;
+    Ok(updated > 0)
+}
+
+/// A cheap marker of the account rows that moves with every add, remove and edit (count,
+/// newest edit, highest id): the daemon polls it to see changes made by the CLI.
+pub type ChangeMarker = (i64, Option<NaiveDateTime>, Option<i64>);
+
+pub fn change_marker(conn: &mut DbConnection) -> Result<ChangeMarker> {
+    use diesel::dsl::{count_star, max};
+    Ok(dsl::account_credentials
+        .select((count_star(), max(dsl::updated_at), max(dsl::id)))
+        .first(conn)?)
+}
+
+/// Counts one login attempt of an account: success or failure, and when. Not an edit of the
+/// account: `updated_at` stays, so the change marker does not move.
 pub fn record_attempt(
     conn: &mut DbConnection,
     id: i64,
@@ -97,7 +175,6 @@ pub fn record_attempt(
                 dsl::login_success_count.eq(dsl::login_success_count + 1),
                 dsl::last_login_success_at.eq(Some(at)),
                 dsl::last_login_attempt_at.eq(Some(at)),
-                dsl::updated_at.eq(at),
             ))
             .execute(conn)?;
     } else {
@@ -105,7 +182,6 @@ pub fn record_attempt(
             .set((
                 dsl::login_failure_count.eq(dsl::login_failure_count + 1),
                 dsl::last_login_attempt_at.eq(Some(at)),
-                dsl::updated_at.eq(at),
             ))
             .execute(conn)?;
     }

@@ -24,6 +24,10 @@ pub struct AccountCredential {
     pub last_login_attempt_at: Option<NaiveDateTime>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// Until when the account is blacklisted or cooling down (SPEC §11); `None`: not blocked.
+    pub blocked_until: Option<NaiveDateTime>,
+    /// Why: the [`crate::outcome::BlockReason`] that set the block.
+    pub block_reason: Option<String>,
 }
 
 #[derive(Debug, Insertable)]

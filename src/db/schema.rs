@@ -18,6 +18,8 @@ diesel::table! {
         last_login_attempt_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        blocked_until -> Nullable<Timestamp>,
+        block_reason -> Nullable<Text>,
     }
 }
 

@@ -98,6 +98,11 @@ impl HttpDriver {
             )
         })?;
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(super::parse_retry_after);
         let bytes = read_limited(response).await.map_err(|e| {
             LoginFailure::new(
                 FailureKind::Network,
@@ -138,7 +143,7 @@ impl HttpDriver {
         } else {
             format!("HTTP {status}: {text}")
         };
-        Err(LoginFailure::new(kind, clean_message(&detail, &secrets)))
+        Err(LoginFailure::new(kind, clean_message(&detail, &secrets)).with_retry_after(retry_after))
     }
 
     fn token(&self, token: &str, json: Option<&Value>) -> LoginToken {

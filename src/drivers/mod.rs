@@ -57,6 +57,8 @@ impl FailureKind {
 pub struct LoginFailure {
     pub kind: FailureKind,
     pub message: String,
+    /// How long the portal asked us to stay away (`Retry-After`), if it did.
+    pub retry_after: Option<Duration>,
 }
 
 impl LoginFailure {
@@ -64,8 +66,31 @@ impl LoginFailure {
         LoginFailure {
             kind,
             message: message.into(),
+            retry_after: None,
         }
     }
+
+    pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    /// Whether the site, not the account, is at fault (SPEC §11): a network error or a
+    /// timeout counts towards the site's circuit and never penalises the account.
+    pub fn is_site_fault(&self) -> bool {
+        matches!(self.kind, FailureKind::Network | FailureKind::Timeout)
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date; `None` when absent or unreadable.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs.min(86_400)));
+    }
+    let at = DateTime::parse_from_rfc2822(value).ok()?;
+    let left = (at.with_timezone(&Utc) - Utc::now()).to_std().ok()?;
+    Some(left.min(Duration::from_secs(86_400)))
 }
 
 /// What happened over all attempts of one login.
@@ -174,7 +199,10 @@ impl LoginDriver {
                     stats.attempts
                 );
             }
-            let wait = seconds(wait);
+            // A portal that asked for a longer pause than the retry would keep is not
+            // knocked on again within this login: the site's circuit honours its wish.
+            let asked = outcome.as_ref().err().and_then(|f| f.retry_after);
+            let wait = seconds(wait).max(asked.unwrap_or_default());
             if Instant::now() + wait >= deadline {
                 break outcome;
             }
@@ -256,6 +284,16 @@ pub fn expiry_in(seconds_left: f64) -> Option<DateTime<Utc>> {
 mod tests {
     use super::*;
     use base64::Engine;
+
+    #[test]
+    fn retry_after_as_seconds_or_date() {
+        assert_eq!(parse_retry_after(" 60 "), Some(Duration::from_secs(60)));
+        let later = (Utc::now() + chrono::Duration::seconds(120)).to_rfc2822();
+        let later = later.replace("+0000", "GMT");
+        let left = parse_retry_after(&later).unwrap().as_secs();
+        assert!((115..=120).contains(&left), "{later}: {left}");
+        assert_eq!(parse_retry_after("soon"), None);
+    }
 
     #[test]
     fn jwt_exp_is_read() {

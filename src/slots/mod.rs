@@ -20,6 +20,10 @@ pub use crate::actors::concurrency::{SlotGuard, SlotLimits};
 use crate::config::{seconds, ConcurrencyConfig};
 use crate::error::{Error, Result};
 
+/// First and longest wait between two tries at a lock another instance holds.
+const LOCK_POLL_MIN: Duration = Duration::from_millis(5);
+const LOCK_POLL_MAX: Duration = Duration::from_millis(100);
+
 /// After Redis failed, how long the in-process fallback is used before Redis is tried again.
 const RETRY_REDIS_AFTER: Duration = Duration::from_secs(5);
 
@@ -84,17 +88,79 @@ impl Drop for Slot {
     }
 }
 
-/// The single-flight lock of an account across instances; dropping it unlocks.
+/// The single-flight lock of an account across instances; renewed while held (so a login
+/// that outlives `lock_timeout` keeps it), unlocked when dropped.
 pub struct FlightLock {
-    held: Option<(RedisSlots, String, i64, String)>,
+    held: Option<HeldLock>,
+}
+
+struct HeldLock {
+    slots: RedisSlots,
+    site: String,
+    id: i64,
+    owner: String,
+    renewal: tokio::task::JoinHandle<()>,
+}
+
+impl FlightLock {
+    /// Whether the lock is held in Redis (not a no-op of the in-process fallback).
+    pub fn is_shared(&self) -> bool {
+        self.held.is_some()
+    }
+
+    fn held(slots: RedisSlots, site: &str, id: i64, owner: String, ttl: Duration) -> FlightLock {
+        let renewal = tokio::spawn(renew_lock(
+            slots.clone(),
+            site.to_string(),
+            id,
+            owner.clone(),
+            ttl,
+        ));
+        FlightLock {
+            held: Some(HeldLock {
+                slots,
+                site: site.to_string(),
+                id,
+                owner,
+                renewal,
+            }),
+        }
+    }
+}
+
+/// Renews a held lock every third of its life until aborted. A failed renewal is retried at
+/// the next tick; a lock found taken is reported (its holder's login runs on regardless).
+async fn renew_lock(slots: RedisSlots, site: String, id: i64, owner: String, ttl: Duration) {
+    let mut every = tokio::time::interval(ttl / 3);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        match slots.renew_lock(&site, id, &owner, ttl).await {
+            Ok(true) => {}
+            Ok(false) => {
+                log::warn!("event=flight_lock_lost site={site} credential_id={id}");
+                return;
+            }
+            Err(e) => log::warn!(
+                "event=flight_lock_renewal_failed site={site} credential_id={id} error=\"{e}\""
+            ),
+        }
+    }
 }
 
 impl Drop for FlightLock {
     fn drop(&mut self) {
-        if let Some((slots, site, id, owner)) = self.held.take() {
+        if let Some(held) = self.held.take() {
+            held.renewal.abort();
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
-                    let _ = slots.unlock(&site, id, &owner).await;
+                    if let Err(e) = held.slots.unlock(&held.site, held.id, &held.owner).await {
+                        log::warn!(
+                            "event=flight_unlock_failed site={} credential_id={} error=\"{e}\" action=lock_will_expire",
+                            held.site,
+                            held.id
+                        );
+                    }
                 });
             }
         }
@@ -202,24 +268,65 @@ impl Slots {
     }
 
     /// The single-flight lock of an account across instances (a no-op without Redis, where
-    /// the in-process lock of the broker suffices). `TIMEOUT` after `lock_timeout`.
-    pub async fn lock(&self, site: &str, credential_id: i64, account: &str) -> Result<FlightLock> {
+    /// the in-process lock of the broker suffices), waiting at most `wait` for a holder's
+    /// login to finish. Its holder renews it, so only a holder that is gone loses it, after
+    /// `lock_timeout`. A Redis error while waiting is retried; errors that go on for
+    /// [`redis::ERROR_GRACE`] end the wait with `CACHE_UNAVAILABLE` when another instance was
+    /// seen holding the lock — never with a lock this instance does not hold. The in-process
+    /// fallback is for a Redis that is down: known down before the wait, or silent throughout.
+    pub async fn lock(
+        &self,
+        site: &str,
+        credential_id: i64,
+        account: &str,
+        wait: Duration,
+    ) -> Result<FlightLock> {
         let Some(redis) = self.shared() else {
             return Ok(FlightLock { held: None });
         };
-        let ttl = seconds(self.config.acquisition_timeout);
-        match redis.lock(site, credential_id, ttl, seconds(self.config.lock_timeout)).await {
-            Ok(Some(owner)) => {
-                self.redis_ok();
-                Ok(FlightLock { held: Some((redis.clone(), site.to_string(), credential_id, owner)) })
+        let ttl = seconds(self.config.lock_timeout);
+        let deadline = Instant::now() + wait;
+        let mut pause = LOCK_POLL_MIN;
+        let mut errors = redis::ErrorStreak::default();
+        // Whether Redis said, during this wait, that another instance holds the lock.
+        let mut seen_held = false;
+        loop {
+            match redis.try_lock(site, credential_id, ttl).await {
+                Ok(Some(owner)) => {
+                    self.redis_ok();
+                    return Ok(FlightLock::held(
+                        redis.clone(),
+                        site,
+                        credential_id,
+                        owner,
+                        ttl,
+                    ));
+                }
+                Ok(None) => {
+                    seen_held = true;
+                    errors.answered();
+                }
+                Err(e) => {
+                    if errors.failed() {
+                        self.redis_failed(&e);
+                        if seen_held {
+                            // Another instance may be logging in: give the account up.
+                            return Err(e);
+                        }
+                        // Redis has not answered since this wait began: it is down, and
+                        // the limits hold in process until it is back.
+                        return Ok(FlightLock { held: None });
+                    }
+                    log::warn!("event=flight_lock_redis_error site={site} account={account} error=\"{e}\" action=retry");
+                }
             }
-            Ok(None) => Err(Error::Timeout(format!(
-                "the login of account `{account}` (another instance) did not finish within lock_timeout"
-            ))),
-            Err(e) => {
-                self.redis_failed(&e);
-                Ok(FlightLock { held: None })
+            if Instant::now() + pause >= deadline {
+                return Err(Error::Timeout(format!(
+                    "the login of account `{account}` on another instance did not finish within this acquisition's time"
+                )));
             }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(LOCK_POLL_MAX);
         }
     }
 

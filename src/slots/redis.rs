@@ -8,7 +8,7 @@
 //! | `P:slots:waiters` | hash | waiter id → `deadline\nsite\naccount` |
 //! | `P:slots:limits` | hash | `global`, `per_site`, `per_account` set at run time |
 //! | `P:slots:fence` | counter | the fencing number of the latest grant |
-//! | `P:lock:SITE:ID` | string | the single-flight lock of an account, with expiry |
+//! | `P:lock:SITE:ID` | string | the single-flight lock of an account: its owner, expiring after `lock_timeout` unless renewed |
 //!
 //! The grant script runs atomically, on Redis's clock (`TIME`, so instances' clocks do not
 //! matter): it drops expired leases and waiters, walks the oldest [`FIFO_WINDOW`] waiters
@@ -106,8 +106,36 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 "#;
 
+const RENEW: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"#;
+
 /// How many of the oldest waiters the grant script considers before the caller.
 pub const FIFO_WINDOW: usize = 64;
+
+/// How long Redis errors may go on, with no answer in between, before a waiter gives up:
+/// a reset connection is retried; a Redis that stays away ends the wait (never with a slot
+/// or lock taken without Redis's word).
+pub const ERROR_GRACE: Duration = Duration::from_secs(2);
+
+/// Redis errors in a row while waiting.
+#[derive(Debug, Default)]
+pub(crate) struct ErrorStreak {
+    since: Option<tokio::time::Instant>,
+}
+
+impl ErrorStreak {
+    /// Notes an error; `true` when errors have gone on for [`ERROR_GRACE`].
+    pub(crate) fn failed(&mut self) -> bool {
+        let since = *self.since.get_or_insert_with(tokio::time::Instant::now);
+        since.elapsed() >= ERROR_GRACE
+    }
+
+    pub(crate) fn answered(&mut self) {
+        self.since = None;
+    }
+}
 
 /// First and longest wait between two polls of a queued waiter.
 const POLL_MIN: Duration = Duration::from_millis(5);
@@ -120,6 +148,7 @@ pub struct RedisSlots {
     grant: Script,
     release: Script,
     unlock: Script,
+    renew: Script,
 }
 
 /// What a waiter asks Redis for.
@@ -188,6 +217,7 @@ impl RedisSlots {
             grant: Script::new(GRANT),
             release: Script::new(RELEASE),
             unlock: Script::new(UNLOCK),
+            renew: Script::new(RENEW),
         }
     }
 
@@ -238,18 +268,34 @@ impl RedisSlots {
         };
         let deadline = tokio::time::Instant::now() + wait;
         let mut pause = POLL_MIN;
+        let mut errors = ErrorStreak::default();
         loop {
-            if let Some(fence) = self.try_grant(&id, ask).await? {
-                waiter.armed = false;
-                return Ok(RemoteLease {
-                    id,
-                    fence,
-                    site: site.to_string(),
-                    account: account.to_string(),
-                });
+            match self.try_grant(&id, ask).await {
+                Ok(Some(fence)) => {
+                    waiter.armed = false;
+                    return Ok(RemoteLease {
+                        id,
+                        fence,
+                        site: site.to_string(),
+                        account: account.to_string(),
+                    });
+                }
+                Ok(None) => errors.answered(),
+                // One error while waiting is not "Redis is down": this waiter keeps its
+                // place and asks again; only errors that go on give the wait up (never a
+                // slot taken without Redis's word).
+                Err(e @ Error::CacheUnavailable(_)) => {
+                    if errors.failed() {
+                        return Err(e);
+                    }
+                    log::warn!(
+                        "event=slot_wait_redis_error site={site} error=\"{e}\" action=retry"
+                    );
+                }
+                Err(e) => return Err(e),
             }
             if tokio::time::Instant::now() + pause >= deadline {
-                return Err(Error::Timeout(format!(
+                return Err(Error::QueueTimeout(format!(
                     "no login slot for site `{site}` within {:.0}s (queue_timeout)",
                     wait.as_secs_f64()
                 )));
@@ -277,37 +323,46 @@ impl RedisSlots {
             .await
     }
 
-    /// Takes the single-flight lock of an account for `ttl`, waiting at most `wait`.
-    pub async fn lock(
+    /// One try at the single-flight lock of an account for `ttl`: the owner id when taken,
+    /// `None` while another holds it.
+    pub async fn try_lock(
         &self,
         site: &str,
         credential_id: i64,
         ttl: Duration,
-        wait: Duration,
     ) -> Result<Option<String>> {
         let key = format!("{}:lock:{site}:{credential_id}", self.prefix);
         let owner = uuid::Uuid::new_v4().to_string();
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut pause = POLL_MIN;
-        loop {
-            let set: Option<String> = redis::cmd("SET")
-                .arg(&key)
-                .arg(&owner)
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl.as_millis() as u64)
-                .query_async(&mut self.conn.clone())
-                .await
-                .map_err(unavailable)?;
-            if set.is_some() {
-                return Ok(Some(owner));
-            }
-            if tokio::time::Instant::now() + pause >= deadline {
-                return Ok(None);
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(POLL_MAX);
-        }
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(&owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(set.map(|_| owner))
+    }
+
+    /// Extends a lock this owner holds to `ttl` from now; `false` when it is no longer held.
+    pub async fn renew_lock(
+        &self,
+        site: &str,
+        credential_id: i64,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool> {
+        let key = format!("{}:lock:{site}:{credential_id}", self.prefix);
+        let renewed: u64 = self
+            .renew
+            .key(key)
+            .arg(owner)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(renewed == 1)
     }
 
     pub async fn unlock(&self, site: &str, credential_id: i64, owner: &str) -> Result<()> {

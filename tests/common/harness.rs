@@ -37,13 +37,23 @@ impl Harness {
     }
 
     pub async fn start_with(redis: Option<&str>, retry: &str, extra: &str) -> Harness {
-        let portal = Portal::start();
+        let prefix = format!("tokend-test-{}", crate::common::unique());
+        Harness::start_shared(redis, &prefix, None, retry, extra).await
+    }
+
+    /// An instance on `portal` (a new one if `None`) whose Redis keys start with `prefix`:
+    /// two harnesses with the same prefix share one Redis as two tokend instances would.
+    pub async fn start_shared(
+        redis: Option<&str>,
+        prefix: &str,
+        portal: Option<Portal>,
+        retry: &str,
+        extra: &str,
+    ) -> Harness {
+        let portal = portal.unwrap_or_else(Portal::start);
         let dir = tempfile::tempdir().unwrap();
         let redis = redis.map_or(String::new(), |url| {
-            format!(
-                "[redis]\nurl = \"{url}\"\nkey_prefix = \"tokend-test-{}\"\n",
-                crate::common::unique()
-            )
+            format!("[redis]\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\n")
         });
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[database]\nurl = \"sqlite://{db}\"\n{redis}\
@@ -97,6 +107,59 @@ impl Harness {
 
     pub async fn acquire(&self, body: Value) -> (u16, Value) {
         self.post("acquire", body).await
+    }
+
+    /// Any API call: status, `Retry-After` header (if any) and JSON body.
+    pub async fn api_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Option<String>, Value) {
+        let url = format!("http://{}{path}", self.tokend.addr);
+        let mut request = self.client.request(method, url);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
+        (
+            status,
+            retry_after,
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    pub async fn api_get(&self, path: &str) -> (u16, Value) {
+        let (status, _, body) = self.api_call(reqwest::Method::GET, path, None).await;
+        (status, body)
+    }
+
+    /// `/performance/health`'s data.
+    pub async fn health(&self) -> Value {
+        self.api_get("/api/v1/automation/performance/health")
+            .await
+            .1["data"]
+            .clone()
+    }
+
+    /// The state of one account as `GET /accounts` shows it.
+    pub async fn account_state(&self, account: &str) -> Value {
+        let (status, body) = self
+            .api_get("/api/v1/automation/accounts?site_name=court_zxfw")
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["data"]["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["account"] == account)
+            .cloned()
+            .unwrap_or(Value::Null)
     }
 
     /// History rows, newest first, once everything recorded has been written.

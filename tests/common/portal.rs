@@ -34,6 +34,9 @@ pub struct PortalState {
     pub max_in_flight: AtomicU32,
     pub max_in_flight_per_account: Mutex<HashMap<String, u32>>,
     in_flight_per_account: Mutex<HashMap<String, u32>>,
+    /// While set, every login answers 503 (a portal outage), with this `Retry-After` if any.
+    pub outage: std::sync::atomic::AtomicBool,
+    pub outage_retry_after: Mutex<Option<String>>,
     /// By the `site` extra field of the login request, when the site config sends one.
     pub max_in_flight_per_site: Mutex<HashMap<String, u32>>,
     in_flight_per_site: Mutex<HashMap<String, u32>>,
@@ -64,6 +67,17 @@ impl PortalState {
         );
     }
 
+    /// Every login answers 503 from now on (or again normally, with `false`).
+    pub fn set_outage(&self, down: bool, retry_after: Option<&str>) {
+        *self.outage_retry_after.lock().unwrap() = retry_after.map(str::to_string);
+        self.outage.store(down, Ordering::SeqCst);
+    }
+
+    /// Login requests of every account together.
+    pub fn total_attempts(&self) -> u32 {
+        self.attempts.lock().unwrap().values().sum()
+    }
+
     pub fn set_account(&self, account: &str, behaviour: AccountBehaviour) {
         self.accounts
             .lock()
@@ -72,6 +86,7 @@ impl PortalState {
     }
 }
 
+#[derive(Clone)]
 pub struct Portal {
     pub addr: SocketAddr,
     pub state: Arc<PortalState>,
@@ -159,6 +174,13 @@ async fn login(state: web::Data<PortalState>, body: web::Json<Value>) -> HttpRes
 
 fn answer(state: &PortalState, account: &str, password: &str) -> HttpResponse {
     let mut accounts = state.accounts.lock().unwrap();
+    if state.outage.load(Ordering::SeqCst) {
+        let mut answer = HttpResponse::ServiceUnavailable();
+        if let Some(wait) = state.outage_retry_after.lock().unwrap().clone() {
+            answer.insert_header(("Retry-After", wait));
+        }
+        return answer.body("portal down for maintenance");
+    }
     let Some(behaviour) = accounts.get_mut(account) else {
         return HttpResponse::Unauthorized().json(json!({"code": 401, "msg": "账号不存在"}));
     };

@@ -1,0 +1,2 @@
+ALTER TABLE account_credentials DROP COLUMN block_reason;
+ALTER TABLE account_credentials DROP COLUMN blocked_until;

@@ -1,0 +1,97 @@
+//! Accounts and sites under manual control (SPEC §11): `GET /api/v1/automation/accounts`,
+//! `POST /api/v1/automation/accounts/unblock`, `POST /api/v1/automation/sites/{site}/circuit/close`.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::openapi::{Envelope, ErrorBody};
+use super::{ok, AppState};
+use crate::error::Error;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AccountsQuery {
+    /// Only this site's accounts.
+    pub site_name: Option<String>,
+}
+
+/// Every account (or one site's) with its state: `active`, `blacklisted` or `cooling_down`
+/// with `until` and `reason`, or `inactive`. Never a password.
+#[utoipa::path(
+    get,
+    path = "/api/v1/automation/accounts",
+    tag = "accounts",
+    params(AccountsQuery),
+    responses(
+        (status = 200, description = "{accounts: [AccountView]}", body = Envelope),
+        (status = 400, body = ErrorBody),
+        (status = 404, description = "Unknown site", body = ErrorBody)
+    )
+)]
+pub async fn list(
+    state: web::Data<AppState>,
+    query: web::Query<AccountsQuery>,
+) -> Result<HttpResponse, Error> {
+    let accounts = state
+        .broker
+        .account_views(query.site_name.as_deref())
+        .await?;
+    Ok(ok(json!({ "accounts": accounts })))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnblockRequest {
+    pub site_name: String,
+    pub account: String,
+}
+
+/// Lifts an account's blacklist or cooldown at once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/automation/accounts/unblock",
+    tag = "accounts",
+    request_body = UnblockRequest,
+    responses(
+        (status = 200, description = "{site_name, account, was_blocked}", body = Envelope),
+        (status = 400, body = ErrorBody),
+        (status = 404, description = "Unknown site or account", body = ErrorBody)
+    )
+)]
+pub async fn unblock(
+    state: web::Data<AppState>,
+    body: web::Json<UnblockRequest>,
+) -> Result<HttpResponse, Error> {
+    let request = body.into_inner();
+    let was_blocked = state
+        .broker
+        .unblock(&request.site_name, &request.account)
+        .await?;
+    Ok(ok(json!({
+        "site_name": request.site_name,
+        "account": request.account,
+        "was_blocked": was_blocked,
+    })))
+}
+
+/// Closes a site's circuit: logins are tried again at once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/automation/sites/{site}/circuit/close",
+    tag = "accounts",
+    params(("site" = String, Path, description = "The site name")),
+    responses(
+        (status = 200, description = "{site_name, circuit: {state, failures, retry_at}}", body = Envelope),
+        (status = 400, body = ErrorBody),
+        (status = 404, description = "Unknown site", body = ErrorBody)
+    )
+)]
+pub async fn close_circuit(
+    state: web::Data<AppState>,
+    site: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let site = site.into_inner();
+    let circuit = state.broker.close_circuit(&site).await?;
+    Ok(ok(json!({ "site_name": site, "circuit": circuit })))
+}

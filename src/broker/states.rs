@@ -1,0 +1,241 @@
+//! Account states and site health (SPEC §11): the penalties a failed login deserves, kept in
+//! the database beside the account and mirrored in the cache; lifting them by hand; the
+//! state of every account as operators see it; whether each site can serve a login; and the
+//! watcher that shows the daemon accounts the CLI added, removed or changed.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::Broker;
+use crate::accounts::AccountView;
+use crate::cache::CredentialEntry;
+use crate::circuit::{CircuitState, CircuitView};
+use crate::config::{seconds, SiteConfig};
+use crate::drivers::FailureKind;
+use crate::error::{Error, Result};
+use crate::outcome::{AccountState, BlockReason};
+
+/// How often the daemon looks for account changes made outside it (the CLI).
+const WATCH_EVERY: Duration = Duration::from_millis(500);
+
+/// Whether a site can serve a login now (`/health` `components.sites.{name}`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SiteReport {
+    #[serde(skip)]
+    pub name: String,
+    /// `up`, `circuit_open` or `no_accounts`.
+    pub status: &'static str,
+    pub usable_accounts: usize,
+    pub accounts: usize,
+    pub circuit: CircuitView,
+}
+
+impl Broker {
+    /// The block an account is under now: the database's (as cached in the credential
+    /// list) or the cache's mirror (a block set while the database was unreachable, or by
+    /// another instance since the list was loaded).
+    pub(super) async fn block_of(
+        &self,
+        site: &str,
+        entry: &CredentialEntry,
+    ) -> Option<(BlockReason, DateTime<Utc>)> {
+        match entry.stored_block(Utc::now()) {
+            Some(block) => Some(block),
+            None => self.inner.cache.block(site, entry.id).await,
+        }
+    }
+
+    /// Penalises an account for a failure that was its own fault (SPEC §11): a refused
+    /// password blacklists it, a captcha or an unknown failure cools it down. Network errors
+    /// and timeouts never reach here.
+    pub(super) async fn penalise(
+        &self,
+        site: &SiteConfig,
+        candidate: &CredentialEntry,
+        kind: FailureKind,
+    ) {
+        let accounts = &self.inner.config.accounts;
+        let (reason, length) = match kind {
+            FailureKind::Credential => (
+                BlockReason::CredentialError,
+                accounts.blacklist_duration_hours * 3600.0,
+            ),
+            FailureKind::Captcha => (BlockReason::CaptchaError, accounts.captcha_cooldown),
+            FailureKind::Failed => (BlockReason::Failed, accounts.failure_cooldown),
+            FailureKind::Network | FailureKind::Timeout => return,
+        };
+        let length = seconds(length);
+        if length.is_zero() {
+            return;
+        }
+        let until =
+            Utc::now() + chrono::Duration::from_std(length).unwrap_or(chrono::Duration::MAX);
+        let id = candidate.id;
+        let stored = self
+            .inner
+            .pool
+            .run(move |conn| crate::db::accounts::block(conn, id, until.naive_utc(), reason))
+            .await;
+        if let Err(e) = &stored {
+            log::warn!(
+                "event=account_block_not_saved site={} account={} error=\"{e}\" kept=cache",
+                site.name,
+                candidate.account
+            );
+        }
+        self.inner
+            .cache
+            .put_block(&site.name, id, reason, until)
+            .await;
+        self.inner.cache.forget_accounts(&site.name).await;
+        log::warn!(
+            "event=account_{} site={} account={} reason={} until={}",
+            match reason.state() {
+                AccountState::Blacklisted => "blacklisted",
+                _ => "cooling_down",
+            },
+            site.name,
+            candidate.account,
+            reason.as_str(),
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+    }
+
+    /// Lifts an account's blacklist or cooldown at once; returns whether it had one.
+    pub async fn unblock(&self, site_name: &str, account: &str) -> Result<bool> {
+        let site = self.site(site_name)?;
+        let (name, owned) = (site.name.clone(), account.to_string());
+        let Some((id, stored)) = self
+            .inner
+            .pool
+            .run(move |conn| crate::db::accounts::unblock(conn, &name, &owned))
+            .await?
+        else {
+            return Err(Error::AccountNotFound {
+                site: site.name.clone(),
+                account: account.to_string(),
+            });
+        };
+        let mirrored = self.inner.cache.block(&site.name, id).await.is_some();
+        self.inner.cache.remove_block(&site.name, id).await;
+        self.inner.cache.forget_accounts(&site.name).await;
+        let was_blocked = stored || mirrored;
+        log::info!(
+            "event=account_unblocked site={} account={account} was_blocked={was_blocked}",
+            site.name
+        );
+        Ok(was_blocked)
+    }
+
+    /// The accounts of one site, or of all, with their state now.
+    pub async fn account_views(&self, site_name: Option<&str>) -> Result<Vec<AccountView>> {
+        if let Some(name) = site_name {
+            self.site(name)?;
+        }
+        let filter = site_name.map(str::to_string);
+        let rows = self
+            .inner
+            .pool
+            .run(move |conn| crate::db::accounts::list(conn, filter.as_deref()))
+            .await?;
+        let now = Utc::now();
+        let mut views = Vec::with_capacity(rows.len());
+        for row in rows {
+            // A block mirrored in the cache only (set while the database was unreachable).
+            let mirrored = match AccountView::stored_block(&row, now) {
+                Some(_) => None,
+                None => self.inner.cache.block(&row.site_name, row.id).await,
+            };
+            views.push(AccountView::new(row, now, mirrored));
+        }
+        Ok(views)
+    }
+
+    /// Closes a site's circuit by hand.
+    pub async fn close_circuit(&self, site_name: &str) -> Result<CircuitView> {
+        let site = self.site(site_name)?;
+        self.inner.circuits.close(&site.name).await;
+        log::info!("event=site_circuit_closed site={} by=operator", site.name);
+        Ok(self.inner.circuits.view(&site.name).await)
+    }
+
+    /// Whether each configured site can serve a login now.
+    pub async fn site_reports(&self) -> Vec<SiteReport> {
+        let mut reports = Vec::with_capacity(self.inner.config.sites.len());
+        for site in &self.inner.config.sites {
+            reports.push(self.site_report(site).await);
+        }
+        reports
+    }
+
+    async fn site_report(&self, site: &SiteConfig) -> SiteReport {
+        let circuit = self.inner.circuits.view(&site.name).await;
+        self.inner
+            .metrics
+            .set_circuit_open(&site.name, circuit.state != CircuitState::Closed);
+        let (accounts, usable) = match self.credential_list(site).await {
+            Ok(list) => {
+                let mut usable = 0;
+                for entry in list.iter().filter(|c| c.is_active) {
+                    if self.block_of(&site.name, entry).await.is_none() {
+                        usable += 1;
+                    }
+                }
+                (list.len(), usable)
+            }
+            Err(e) => {
+                // Unknown is not "no accounts": the database health says what is wrong.
+                log::debug!(
+                    "event=site_accounts_unknown site={} error=\"{e}\"",
+                    site.name
+                );
+                (0, 0)
+            }
+        };
+        let status = if circuit.state == CircuitState::Open {
+            "circuit_open"
+        } else if usable == 0 {
+            "no_accounts"
+        } else {
+            "up"
+        };
+        SiteReport {
+            name: site.name.clone(),
+            status,
+            usable_accounts: usable,
+            accounts,
+            circuit,
+        }
+    }
+
+    /// Polls a cheap marker of the accounts table and drops the cached account lists when it
+    /// moves, so that accounts added, removed or changed by the CLI are used within a second.
+    pub fn watch_accounts(&self) {
+        let broker = self.clone();
+        actix_web::rt::spawn(async move {
+            let mut last = None;
+            let mut every = tokio::time::interval(WATCH_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let marker = broker
+                    .inner
+                    .pool
+                    .run(crate::db::accounts::change_marker)
+                    .await;
+                let Ok(marker) = marker else {
+                    continue;
+                };
+                if last.is_some_and(|last| last != marker) {
+                    log::info!("event=accounts_changed action=reload");
+                    for site in &broker.inner.config.sites {
+                        broker.inner.cache.forget_accounts(&site.name).await;
+                    }
+                }
+                last = Some(marker);
+            }
+        });
+    }
+}

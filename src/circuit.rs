@@ -1,0 +1,449 @@
+//! The circuit of a site (SPEC §11): a portal that is down pauses the site, not its accounts.
+//!
+//! After `failure_threshold` consecutive network errors or timeouts of logins on a site, its
+//! circuit opens for `open_seconds` (a longer `Retry-After` from the portal wins). While it
+//! is open, acquisitions that need a login are refused at once with `SITE_UNAVAILABLE`; when
+//! the pause is over, exactly one caller — across every instance sharing the Redis — is
+//! admitted as the probe (half-open). Any answer from the portal (a token, a refused password,
+//! a captcha) closes the circuit; a probe that fails again doubles the pause, up to 600 s.
+//!
+//! With Redis the state is one hash per site, `P:circuit:SITE`, changed only by Lua scripts
+//! on Redis's clock; without it (or while Redis cannot be reached) the same state machine
+//! runs in process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use redis::aio::ConnectionManager;
+use redis::Script;
+use serde::Serialize;
+
+use crate::config::{seconds, MAX_CIRCUIT_OPEN_SECONDS};
+use crate::error::Error;
+
+/// Opens the circuit, or doubles the pause after a failed probe. KEYS[1] the circuit;
+/// ARGV: threshold, first pause (ms), longest pause (ms), the portal's Retry-After (ms, 0 if
+/// none), whether the caller was the probe (1/0).
+const FAILURE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local k = KEYS[1]
+local failures = redis.call('HINCRBY', k, 'failures', 1)
+local retry_at = tonumber(redis.call('HGET', k, 'retry_at') or '0')
+local pause = tonumber(redis.call('HGET', k, 'pause') or '0')
+local probing = tonumber(redis.call('HGET', k, 'probe_until') or '0') > 0
+if ARGV[5] == '1' and probing then
+  pause = math.min(math.max(pause, tonumber(ARGV[2])) * 2, tonumber(ARGV[3]))
+elseif retry_at == 0 and failures >= tonumber(ARGV[1]) then
+  pause = tonumber(ARGV[2])
+else
+  redis.call('PEXPIRE', k, 86400000)
+  return {failures, retry_at, 0}
+end
+local wait = math.max(pause, tonumber(ARGV[4]))
+retry_at = now + wait
+redis.call('HSET', k, 'retry_at', retry_at, 'pause', pause, 'probe_until', 0)
+redis.call('PEXPIRE', k, 86400000)
+return {failures, retry_at, 1}
+"#;
+
+/// Admits a caller: closed (0), this caller is the probe (1), open (2, ms to wait), or a
+/// probe runs elsewhere (3, ms it may still take).
+/// KEYS[1] the circuit; ARGV[1] how long the probe may take (ms).
+const ADMIT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local k = KEYS[1]
+local retry_at = tonumber(redis.call('HGET', k, 'retry_at') or '0')
+if retry_at == 0 then return {0, 0} end
+if now < retry_at then return {2, retry_at - now} end
+local probe_until = tonumber(redis.call('HGET', k, 'probe_until') or '0')
+if probe_until > now then return {3, probe_until - now} end
+redis.call('HSET', k, 'probe_until', now + tonumber(ARGV[1]))
+return {1, 0}
+"#;
+
+/// The state of `P:circuit:SITE` as `{failures, retry_at (ms), probe_until (ms), now (ms)}`.
+const VIEW: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local v = redis.call('HMGET', KEYS[1], 'failures', 'retry_at', 'probe_until')
+return {tonumber(v[1] or '0'), tonumber(v[2] or '0'), tonumber(v[3] or '0'), now}
+"#;
+
+/// Longest `Retry-After` given to a caller refused while a probe runs elsewhere.
+const PROBE_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// The circuit rules of one site.
+#[derive(Debug, Clone, Copy)]
+pub struct CircuitPolicy {
+    pub failure_threshold: u32,
+    pub open: Duration,
+    /// How long a probe login may take before another caller may probe.
+    pub probe_lease: Duration,
+}
+
+/// What the circuit says to a caller that needs a login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Closed: log in.
+    Closed,
+    /// Half-open, and this caller is the one probe: log in, and report the outcome.
+    Probe,
+    /// Open: do not log in; ask again after this long.
+    Open(Duration),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+/// A circuit as reported (`/health`, `/resource-usage`, Prometheus).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CircuitView {
+    pub state: CircuitState,
+    /// Consecutive network errors and timeouts of logins.
+    pub failures: u32,
+    /// When the next probe may run (while open or half-open).
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+/// What a finished login says about the site.
+#[derive(Debug, Clone, Copy)]
+pub enum SiteOutcome {
+    /// The portal answered (a token, or a refusal that is the account's business).
+    Answered,
+    /// A network error or timeout; the portal's `Retry-After`, if it gave one.
+    Down(Option<Duration>),
+}
+
+/// One site's circuit kept in process.
+#[derive(Debug, Default, Clone)]
+struct LocalCircuit {
+    failures: u32,
+    retry_at: Option<DateTime<Utc>>,
+    pause: Duration,
+    probe_until: Option<DateTime<Utc>>,
+}
+
+/// The circuits of every site. Cheap to clone.
+#[derive(Clone)]
+pub struct Circuits {
+    redis: Option<RedisCircuits>,
+    local: Arc<Mutex<HashMap<String, LocalCircuit>>>,
+    /// Set while Redis fails, so that the fallback is logged once, and the recovery once.
+    redis_down: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[derive(Clone)]
+struct RedisCircuits {
+    conn: ConnectionManager,
+    prefix: String,
+    failure: Arc<Script>,
+    admit: Arc<Script>,
+    view: Arc<Script>,
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
+}
+
+fn at_ms(ms: i64) -> Option<DateTime<Utc>> {
+    (ms > 0)
+        .then(|| DateTime::from_timestamp_millis(ms))
+        .flatten()
+}
+
+impl Circuits {
+    pub fn new(redis: Option<(ConnectionManager, &str)>) -> Circuits {
+        Circuits {
+            redis: redis.map(|(conn, prefix)| RedisCircuits {
+                conn,
+                prefix: prefix.to_string(),
+                failure: Arc::new(Script::new(FAILURE)),
+                admit: Arc::new(Script::new(ADMIT)),
+                view: Arc::new(Script::new(VIEW)),
+            }),
+            local: Arc::default(),
+            redis_down: Arc::default(),
+        }
+    }
+
+    fn key(redis: &RedisCircuits, site: &str) -> String {
+        format!("{}:circuit:{site}", redis.prefix)
+    }
+
+    fn local(&self) -> std::sync::MutexGuard<'_, HashMap<String, LocalCircuit>> {
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn redis_failed(&self, e: &redis::RedisError) {
+        if !self
+            .redis_down
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            log::warn!("event=circuit_redis_unreachable error=\"{e}\" fallback=in_process");
+        }
+    }
+
+    fn redis_answered(&self) {
+        if self
+            .redis_down
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            log::info!("event=circuit_redis_restored");
+        }
+    }
+
+    /// Whether a caller of `site` may log in now.
+    pub async fn admit(&self, site: &str, policy: &CircuitPolicy) -> Admission {
+        if let Some(redis) = &self.redis {
+            let answer: redis::RedisResult<(i64, i64)> = redis
+                .admit
+                .key(Self::key(redis, site))
+                .arg(ms(policy.probe_lease))
+                .invoke_async(&mut redis.conn.clone())
+                .await;
+            if answer.is_ok() {
+                self.redis_answered();
+            }
+            match answer {
+                Ok((0, _)) => return Admission::Closed,
+                Ok((1, _)) => return Admission::Probe,
+                Ok((2, wait)) => return Admission::Open(millis(wait)),
+                Ok((_, wait)) => return Admission::Open(millis(wait).min(PROBE_RETRY_AFTER)),
+                Err(e) => self.redis_failed(&e),
+            }
+        }
+        let now = Utc::now();
+        let mut circuits = self.local();
+        let circuit = circuits.entry(site.to_string()).or_default();
+        let Some(retry_at) = circuit.retry_at else {
+            return Admission::Closed;
+        };
+        if now < retry_at {
+            return Admission::Open(until(now, retry_at));
+        }
+        if let Some(probe_until) = circuit.probe_until.filter(|p| *p > now) {
+            return Admission::Open(until(now, probe_until).min(PROBE_RETRY_AFTER));
+        }
+        circuit.probe_until = Some(now + chrono_duration(policy.probe_lease));
+        Admission::Probe
+    }
+
+    /// Counts a finished login. Returns the time until the next probe when this outcome
+    /// opened the circuit (or kept it open after a failed probe).
+    pub async fn record(
+        &self,
+        site: &str,
+        policy: &CircuitPolicy,
+        outcome: SiteOutcome,
+        was_probe: bool,
+    ) -> Option<DateTime<Utc>> {
+        let retry_after = match outcome {
+            SiteOutcome::Answered => {
+                self.close(site).await;
+                return None;
+            }
+            SiteOutcome::Down(retry_after) => retry_after.unwrap_or_default(),
+        };
+        let max = seconds(MAX_CIRCUIT_OPEN_SECONDS);
+        if let Some(redis) = &self.redis {
+            let answer: redis::RedisResult<(i64, i64, i64)> = redis
+                .failure
+                .key(Self::key(redis, site))
+                .arg(policy.failure_threshold)
+                .arg(ms(policy.open))
+                .arg(ms(max))
+                .arg(ms(retry_after))
+                .arg(u8::from(was_probe))
+                .invoke_async(&mut redis.conn.clone())
+                .await;
+            match answer {
+                Ok((_, retry_at, opened)) => {
+                    return (opened == 1).then(|| at_ms(retry_at)).flatten()
+                }
+                Err(e) => self.redis_failed(&e),
+            }
+        }
+        let now = Utc::now();
+        let mut circuits = self.local();
+        let circuit = circuits.entry(site.to_string()).or_default();
+        circuit.failures += 1;
+        let probing = circuit.probe_until.is_some();
+        let pause = if was_probe && probing {
+            (circuit.pause.max(policy.open) * 2).min(max)
+        } else if circuit.retry_at.is_none() && circuit.failures >= policy.failure_threshold {
+            policy.open
+        } else {
+            return None;
+        };
+        let retry_at = now + chrono_duration(pause.max(retry_after));
+        circuit.pause = pause;
+        circuit.retry_at = Some(retry_at);
+        circuit.probe_until = None;
+        Some(retry_at)
+    }
+
+    /// Closes the circuit of `site` (a login got an answer, or an operator said so).
+    pub async fn close(&self, site: &str) {
+        if let Some(redis) = &self.redis {
+            let deleted: redis::RedisResult<u64> = redis::cmd("DEL")
+                .arg(Self::key(redis, site))
+                .query_async(&mut redis.conn.clone())
+                .await;
+            match deleted {
+                Ok(_) => self.redis_answered(),
+                Err(e) => self.redis_failed(&e),
+            }
+        }
+        self.local().remove(site);
+    }
+
+    /// The state of `site`'s circuit.
+    pub async fn view(&self, site: &str) -> CircuitView {
+        if let Some(redis) = &self.redis {
+            let answer: redis::RedisResult<(i64, i64, i64, i64)> = redis
+                .view
+                .key(Self::key(redis, site))
+                .invoke_async(&mut redis.conn.clone())
+                .await;
+            if answer.is_ok() {
+                self.redis_answered();
+            }
+            match answer {
+                Ok((failures, retry_at, probe_until, now)) => {
+                    return describe(failures, at_ms(retry_at), probe_until > now, retry_at > now)
+                }
+                Err(e) => self.redis_failed(&e),
+            }
+        }
+        let now = Utc::now();
+        let circuits = self.local();
+        let Some(c) = circuits.get(site) else {
+            return describe(0, None, false, false);
+        };
+        let probing = c.probe_until.is_some_and(|p| p > now);
+        describe(
+            i64::from(c.failures),
+            c.retry_at,
+            probing,
+            c.retry_at.is_some_and(|r| r > now),
+        )
+    }
+}
+
+fn describe(
+    failures: i64,
+    retry_at: Option<DateTime<Utc>>,
+    probing: bool,
+    pausing: bool,
+) -> CircuitView {
+    let state = match retry_at {
+        None => CircuitState::Closed,
+        Some(_) if pausing => CircuitState::Open,
+        Some(_) if probing => CircuitState::HalfOpen,
+        // The pause is over and no probe runs yet: the next caller probes.
+        Some(_) => CircuitState::HalfOpen,
+    };
+    CircuitView {
+        state,
+        failures: failures.clamp(0, i64::from(u32::MAX)) as u32,
+        retry_at,
+    }
+}
+
+fn millis(ms: i64) -> Duration {
+    Duration::from_millis(ms.max(1) as u64)
+}
+
+fn until(now: DateTime<Utc>, at: DateTime<Utc>) -> Duration {
+    (at - now).to_std().unwrap_or(Duration::from_millis(1))
+}
+
+fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+impl Admission {
+    /// The refusal of an open circuit as an error, for a caller that needs a login.
+    pub fn refusal(self, site: &str) -> Option<Error> {
+        match self {
+            Admission::Open(retry_after) => Some(Error::SiteUnavailable {
+                site: site.to_string(),
+                reason:
+                    "the portal failed repeatedly (network errors or timeouts); logins are paused"
+                        .into(),
+                retry_after,
+            }),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> CircuitPolicy {
+        CircuitPolicy {
+            failure_threshold: 3,
+            open: Duration::from_millis(200),
+            probe_lease: Duration::from_secs(60),
+        }
+    }
+
+    #[actix_rt::test]
+    async fn opens_after_threshold_then_one_probe_doubles_or_closes() {
+        let circuits = Circuits::new(None);
+        let p = policy();
+        let down = SiteOutcome::Down(None);
+        assert_eq!(circuits.admit("s", &p).await, Admission::Closed);
+        assert!(circuits.record("s", &p, down, false).await.is_none());
+        assert!(circuits.record("s", &p, down, false).await.is_none());
+        assert!(circuits.record("s", &p, down, false).await.is_some());
+        assert!(matches!(circuits.admit("s", &p).await, Admission::Open(_)));
+        assert_eq!(circuits.view("s").await.state, CircuitState::Open);
+        // Once the pause is over, one probe; the others are still refused.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while circuits.admit("s", &p).await != Admission::Probe {
+            assert!(std::time::Instant::now() < deadline, "no probe admitted");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(matches!(circuits.admit("s", &p).await, Admission::Open(_)));
+        // The probe fails: the pause doubles.
+        let retry_at = circuits.record("s", &p, down, true).await.unwrap();
+        let pause = (retry_at - Utc::now()).num_milliseconds();
+        assert!((300..=400).contains(&pause), "{pause}");
+        // An answer closes it.
+        circuits.record("s", &p, SiteOutcome::Answered, false).await;
+        assert_eq!(circuits.admit("s", &p).await, Admission::Closed);
+        assert_eq!(circuits.view("s").await.failures, 0);
+    }
+
+    #[actix_rt::test]
+    async fn a_longer_retry_after_wins() {
+        let circuits = Circuits::new(None);
+        let p = CircuitPolicy {
+            failure_threshold: 1,
+            ..policy()
+        };
+        let retry_at = circuits
+            .record(
+                "s",
+                &p,
+                SiteOutcome::Down(Some(Duration::from_secs(60))),
+                false,
+            )
+            .await
+            .unwrap();
+        let pause = (retry_at - Utc::now()).num_seconds();
+        assert!((58..=60).contains(&pause), "{pause}");
+    }
+}
