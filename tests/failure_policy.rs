@@ -346,6 +346,21 @@ async fn callers_waiting_on_a_login_longer_than_lock_timeout_all_get_its_token()
     }
 }
 
+/// The case of SPEC §11 as an operator meets it: a 35 s browser login, the default
+/// configuration (lock_timeout 30 s), ten callers for one account.
+#[actix_rt::test]
+async fn ten_callers_and_a_35_second_login_with_the_default_config() {
+    let h = Harness::start_with(None, "", "").await;
+    h.add_account("alice", "pw-a", false);
+    *h.portal.state.latency.lock().unwrap() = Duration::from_secs(35);
+    let callers = (0..10).map(|_| h.acquire(json!({"site_name": "court_zxfw"})));
+    for (status, body) in join_all(callers).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(h.portal.state.issued(), 1);
+    assert_eq!(h.portal.state.total_attempts(), 1);
+}
+
 #[actix_rt::test]
 async fn a_waiter_gets_the_failure_of_the_login_it_waited_for() {
     let h = Harness::start_with(None, RETRY, "").await;

@@ -193,6 +193,13 @@ mod tests {
             ("[database]\nurl = \"mysql://x\"\n", "database.url"),
             ("[cache]\nrefresh_ahead = 4000\n", "cache.default_token_ttl"),
             ("[concurrency]\nqueue_timeout = 1e19\n", "concurrency.queue_timeout"),
+            ("[circuit]\nopen_seconds = 601\n", "circuit.open_seconds"),
+            ("[circuit]\nfailure_threshold = 0\n", "circuit.failure_threshold"),
+            ("[accounts]\ncaptcha_cooldown = -1\n", "accounts.captcha_cooldown"),
+            ("[accounts]\nfailure_cooldown = 1e12\n", "accounts.failure_cooldown"),
+            ("[alerts]\nmax_rejection_rate = 120\n", "alerts.max_rejection_rate"),
+            ("[[sites]]\nname = \"a\"\ndriver = \"http\"\nlogin_url = \"http://x\"\ncircuit_failure_threshold = 0\n", "sites[0].circuit_failure_threshold"),
+            ("[[sites]]\nname = \"a\"\ndriver = \"http\"\nlogin_url = \"http://x\"\ncircuit_open_seconds = 0\n", "sites[0].circuit_open_seconds"),
         ];
         for (text, key) in cases {
             let got = key_of(Config::from_sources(Some(text), &no_env));
