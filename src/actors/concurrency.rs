@@ -11,7 +11,11 @@
 //! releases the slot. It is also a lease: a slot not released within `acquisition_timeout` is
 //! taken back by the timer, logged and counted as a recovered deadlock.
 //!
-//! Messages: [`AcquireSlot`], [`ReleaseSlot`], [`Usage`], [`Cleanup`], [`Limits`], [`SetLimits`].
+//! A holder whose login is still running renews its lease ([`RenewLease`]), so a long login
+//! (a person solving a captcha) never loses its slot; only a lease nobody renews expires.
+//!
+//! Messages: [`AcquireSlot`], [`ReleaseSlot`], [`RenewLease`], [`Usage`], [`Cleanup`],
+//! [`Limits`], [`SetLimits`], [`SetSiteLimit`].
 //! Timers: every [`LEASE_CHECK`], expired leases are recovered and closed waiters dropped.
 
 use std::collections::{HashMap, VecDeque};
@@ -56,6 +60,8 @@ pub struct ConcurrencyActor {
     per_site: HashMap<String, u32>,
     per_account: HashMap<(String, String), u32>,
     queue: VecDeque<Waiter>,
+    /// Per-site limits set at run time (adaptive concurrency), below `limits.per_site`.
+    site_limits: HashMap<String, u32>,
     leases: HashMap<u64, Lease>,
     next_lease: u64,
     recovered: u64,
@@ -75,15 +81,25 @@ impl ConcurrencyActor {
             per_site: HashMap::new(),
             per_account: HashMap::new(),
             queue: VecDeque::new(),
+            site_limits: HashMap::new(),
             leases: HashMap::new(),
             next_lease: 1,
             recovered: 0,
         }
     }
 
+    /// The limit of one site: its adaptive limit if it has one, else `per_site`.
+    fn site_limit(&self, site: &str) -> u32 {
+        self.site_limits
+            .get(site)
+            .copied()
+            .unwrap_or(self.limits.per_site)
+            .min(self.limits.per_site)
+    }
+
     fn can_run(&self, site: &str, account: &str) -> bool {
         self.global < self.limits.global
-            && self.per_site.get(site).copied().unwrap_or(0) < self.limits.per_site
+            && self.per_site.get(site).copied().unwrap_or(0) < self.site_limit(site)
             && self
                 .per_account
                 .get(&(site.to_string(), account.to_string()))
@@ -292,6 +308,46 @@ impl Handler<ReleaseSlot> for ConcurrencyActor {
         if self.free(lease).is_some() {
             self.dispatch(ctx);
         }
+    }
+}
+
+/// Extends a lease whose login still runs by another `acquisition_timeout`.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct RenewLease(pub u64);
+
+impl Handler<RenewLease> for ConcurrencyActor {
+    type Result = bool;
+
+    fn handle(&mut self, RenewLease(lease): RenewLease, _: &mut Context<Self>) -> bool {
+        let expires = Instant::now() + self.lease_duration;
+        match self.leases.get_mut(&lease) {
+            Some(held) => {
+                held.expires = expires;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Sets one site's limit at run time (adaptive concurrency); `None` goes back to `per_site`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetSiteLimit {
+    pub site: String,
+    pub limit: Option<u32>,
+}
+
+impl Handler<SetSiteLimit> for ConcurrencyActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetSiteLimit, ctx: &mut Context<Self>) {
+        match msg.limit {
+            Some(limit) => self.site_limits.insert(msg.site, limit.max(1)),
+            None => self.site_limits.remove(&msg.site),
+        };
+        self.dispatch(ctx);
     }
 }
 

@@ -95,15 +95,14 @@ impl Acquisition<'_> {
         let candidates = self.broker.candidates(self.site, credential_id).await?;
         let mut last_failure: Option<LoginFailure> = None;
         for candidate in &candidates {
-            let remaining = self.remaining();
-            if remaining.is_zero() {
+            if self.remaining().is_zero() {
                 break;
             }
-            let failure = match tokio::time::timeout(remaining, self.try_account(candidate)).await {
-                Err(_) => break,
-                Ok(Err(e)) => return Err(e),
-                Ok(Ok(Attempt::Token(token))) => return Ok(token),
-                Ok(Ok(Attempt::Failed(failure))) => failure,
+            // Waits are bounded by what is left of acquisition_timeout; a login that has
+            // begun is not cut (login_timeout bounds it).
+            let failure = match self.try_account(candidate).await? {
+                Attempt::Token(token) => return Ok(token),
+                Attempt::Failed(failure) => failure,
             };
             self.ledger.failures.push(json!({
                 "account": candidate.account,
@@ -160,7 +159,18 @@ impl Acquisition<'_> {
             Ok(guard) => guard,
             Err(_) => {
                 self.ledger.waited = true;
-                flight.lock_owned().await
+                match tokio::time::timeout(self.remaining(), flight.lock_owned()).await {
+                    Ok(guard) => guard,
+                    Err(_) => {
+                        return Ok(Attempt::Failed(LoginFailure::new(
+                            FailureKind::Timeout,
+                            format!(
+                                "the login of account `{}` did not finish within this acquisition's time",
+                                candidate.account
+                            ),
+                        )))
+                    }
+                }
             }
         };
         if let Some(failure) = flight.failed_since(queued_at) {
@@ -235,7 +245,14 @@ impl Acquisition<'_> {
         let slots = &self.broker.inner.slots;
         // Waiting in the queue makes this acquisition one that waited, whatever comes next.
         self.ledger.waited = true;
-        slots.acquire(&self.site.name, &candidate.account).await
+        let wait = slots.acquire(&self.site.name, &candidate.account);
+        match tokio::time::timeout(self.remaining(), wait).await {
+            Ok(slot) => slot,
+            Err(_) => Err(Error::QueueTimeout(format!(
+                "no login slot for site `{}` within this acquisition's time",
+                self.site.name
+            ))),
+        }
     }
 
     /// The login itself, and what its outcome means for the account and the site.

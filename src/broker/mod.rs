@@ -202,19 +202,28 @@ impl Broker {
             trigger
         };
         // The slow path runs as a task of its own: a caller that goes away (client
-        // disconnect) does not cut a login short, so its slot, history row and metrics are
-        // always settled, and the callers waiting on the same login still get its token.
+        // disconnect) or stops waiting (acquisition_timeout) does not cut a login short, so
+        // its slot, history row and metrics are always settled, the callers waiting on the
+        // same login still get its token, and a login that outlives its caller (a person
+        // solving a captcha) still fills the cache for the next one.
         let broker = self.clone();
         let site_name = site.name.clone();
         let force = request.force_refresh;
-        actix_web::rt::spawn(async move {
+        let task = actix_web::rt::spawn(async move {
             let site = broker.site(&site_name)?;
             broker
                 .login(site, credential_id, force, trigger, arrived)
                 .await
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("acquisition task: {e}")))?
+        });
+        let timeout = seconds(self.inner.config.concurrency.acquisition_timeout);
+        match tokio::time::timeout(timeout, task).await {
+            Ok(joined) => joined.map_err(|e| Error::Internal(format!("acquisition task: {e}")))?,
+            Err(_) => Err(Error::Timeout(format!(
+                "no token for site `{}` within acquisition_timeout ({:.0}s); a login that is still running goes on and its token will be cached",
+                site.name,
+                timeout.as_secs_f64()
+            ))),
+        }
     }
 
     /// The hot path: a cached token with enough life left, or `None`.

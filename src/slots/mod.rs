@@ -15,7 +15,7 @@ use actix::Addr;
 use tokio::sync::Notify;
 
 use self::redis::{RedisSlots, RemoteLease, SlotRequest};
-use crate::actors::concurrency::{acquire_slot, ConcurrencyActor, SetLimits};
+use crate::actors::concurrency::{acquire_slot, ConcurrencyActor, RenewLease, SetLimits};
 pub use crate::actors::concurrency::{SlotGuard, SlotLimits};
 use crate::config::{seconds, ConcurrencyConfig};
 use crate::error::{Error, Result};
@@ -42,8 +42,17 @@ pub struct Slots {
     wake: Arc<Notify>,
 }
 
-/// A granted slot; dropping it releases the slot.
-pub enum Slot {
+/// A granted slot; dropping it releases the slot. While it is held its lease is renewed, so
+/// a login that outlives `acquisition_timeout` keeps its slot; only a holder that stops
+/// (crash, kill, partition longer than the lease) loses it.
+pub struct Slot {
+    held: Held,
+    renewal: tokio::task::JoinHandle<()>,
+}
+
+enum Held {
+    /// Held for its `Drop`, which releases the slot in the actor.
+    #[allow(dead_code)]
     Local(SlotGuard),
     Remote(Box<RemoteSlot>),
 }
@@ -56,20 +65,69 @@ pub struct RemoteSlot {
 }
 
 impl Slot {
+    fn local(guard: SlotGuard, actor: Addr<ConcurrencyActor>, lease: Duration) -> Slot {
+        let id = guard.lease();
+        let renewal = tokio::spawn(async move {
+            let mut every = tokio::time::interval(lease / 3);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                if !matches!(actor.send(RenewLease(id)).await, Ok(true)) {
+                    return;
+                }
+            }
+        });
+        Slot {
+            held: Held::Local(guard),
+            renewal,
+        }
+    }
+
+    fn remote(remote: RemoteSlot, lease: Duration) -> Slot {
+        let (slots, held) = (remote.slots.clone(), remote.lease.clone());
+        let renewal = tokio::spawn(async move {
+            let mut every = tokio::time::interval(lease / 3);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                match slots.renew(&held, lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        log::warn!(
+                            "event=slot_lease_lost site={} account={}",
+                            held.site,
+                            held.account
+                        );
+                        return;
+                    }
+                    Err(e) => log::warn!(
+                        "event=slot_renewal_failed site={} error=\"{e}\" action=retry",
+                        held.site
+                    ),
+                }
+            }
+        });
+        Slot {
+            held: Held::Remote(Box::new(remote)),
+            renewal,
+        }
+    }
+
     /// The fencing number of the grant: a token write with an older one is discarded. In-process
     /// slots give 0 (unfenced): one process cannot race itself past a lease, and their
     /// numbers are not comparable with the shared ones.
     pub fn fence(&self) -> u64 {
-        match self {
-            Slot::Local(_) => 0,
-            Slot::Remote(remote) => remote.lease.fence,
+        match &self.held {
+            Held::Local(_) => 0,
+            Held::Remote(remote) => remote.lease.fence,
         }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Slot::Remote(remote) = self {
+        self.renewal.abort();
+        if let Held::Remote(remote) = &self.held {
             let (lease, slots, wake) = (
                 remote.lease.clone(),
                 remote.slots.clone(),
@@ -257,14 +315,18 @@ impl Slots {
                         slots: redis.clone(),
                         wake: self.wake.clone(),
                     };
-                    return Ok(Slot::Remote(Box::new(remote)));
+                    return Ok(Slot::remote(remote, ask.lease));
                 }
                 Err(e @ Error::CacheUnavailable(_)) => self.redis_failed(&e),
                 Err(e) => return Err(e),
             }
         }
         let guard = acquire_slot(&self.actor, site, account, wait).await?;
-        Ok(Slot::Local(guard))
+        Ok(Slot::local(
+            guard,
+            self.actor.clone(),
+            seconds(self.config.acquisition_timeout),
+        ))
     }
 
     /// The single-flight lock of an account across instances (a no-op without Redis, where

@@ -101,6 +101,17 @@ redis.call('HDEL', prefix .. ':slots:waiters', me)
 return n
 "#;
 
+/// Extends a lease still held to `now + ARGV[5]` ms (on Redis's clock); 0 when it is gone.
+const RENEW_LEASE: &str = r#"
+local t = redis.call('TIME')
+local expiry = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[5])
+local prefix, me, site, account = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local n = redis.call('ZADD', prefix .. ':slots:global', 'XX', 'CH', expiry, me)
+redis.call('ZADD', prefix .. ':slots:site:' .. site, 'XX', expiry, me)
+redis.call('ZADD', prefix .. ':slots:account:' .. site .. ':' .. account, 'XX', expiry, me)
+return n
+"#;
+
 const UNLOCK: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -149,6 +160,7 @@ pub struct RedisSlots {
     release: Script,
     unlock: Script,
     renew: Script,
+    renew_lease: Script,
 }
 
 /// What a waiter asks Redis for.
@@ -218,6 +230,7 @@ impl RedisSlots {
             release: Script::new(RELEASE),
             unlock: Script::new(UNLOCK),
             renew: Script::new(RENEW),
+            renew_lease: Script::new(RENEW_LEASE),
         }
     }
 
@@ -312,6 +325,21 @@ impl RedisSlots {
             .arg(id)
             .arg(site)
             .arg(account)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(n > 0)
+    }
+
+    /// Extends a lease whose login still runs; `false` when the lease is gone.
+    pub async fn renew(&self, lease: &RemoteLease, length: Duration) -> Result<bool> {
+        let n: u64 = self
+            .renew_lease
+            .arg(&self.prefix)
+            .arg(&lease.id)
+            .arg(&lease.site)
+            .arg(&lease.account)
+            .arg(length.as_millis() as u64)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
