@@ -35,6 +35,9 @@ pub struct AccountView {
     pub last_login_attempt_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Logins left in this sliding hour under `login_budget_per_account_per_hour` (the
+    /// daemon's view; `null`: unlimited or unknown).
+    pub login_budget_left: Option<u32>,
 }
 
 impl AccountView {
@@ -75,6 +78,7 @@ impl AccountView {
             last_login_attempt_at: row.last_login_attempt_at.map(|t| t.and_utc()),
             created_at: row.created_at.and_utc(),
             updated_at: row.updated_at.and_utc(),
+            login_budget_left: None,
         }
     }
 }

@@ -49,6 +49,12 @@ pub enum Error {
     /// A wait or the whole acquisition took longer than allowed.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The site's or every usable account's login budget is spent for this hour (SPEC §12).
+    #[error("login budget of site `{site}` is spent for this hour; retry in {}s", retry_after.as_secs())]
+    LoginBudgetExhausted {
+        site: String,
+        retry_after: std::time::Duration,
+    },
     /// No login slot was granted within `queue_timeout`.
     #[error("timed out: {0}")]
     QueueTimeout(String),
@@ -125,6 +131,7 @@ impl Error {
             Error::QueueFull(_) => "QUEUE_FULL",
             Error::Timeout(_) | Error::QueueTimeout(_) => "TIMEOUT",
             Error::SiteUnavailable { .. } => "SITE_UNAVAILABLE",
+            Error::LoginBudgetExhausted { .. } => "LOGIN_BUDGET_EXHAUSTED",
             Error::NoAvailableAccount { .. } => "NO_AVAILABLE_ACCOUNT",
             Error::AcquisitionFailed { .. } => "TOKEN_ACQUISITION_FAILED",
             Error::Daemon(_) => "DAEMON_UNREACHABLE",
@@ -151,7 +158,8 @@ impl Error {
     /// How long a caller should wait before asking again, for the `Retry-After` header.
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
-            Error::SiteUnavailable { retry_after, .. } => Some(*retry_after),
+            Error::SiteUnavailable { retry_after, .. }
+            | Error::LoginBudgetExhausted { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -164,6 +172,7 @@ impl Error {
             Error::SiteUnavailable { .. } => Some(RejectionReason::SiteUnavailable),
             Error::QueueFull(_) => Some(RejectionReason::QueueFull),
             Error::QueueTimeout(_) => Some(RejectionReason::QueueTimeout),
+            Error::LoginBudgetExhausted { .. } => Some(RejectionReason::LoginBudgetExhausted),
             _ => None,
         }
     }
@@ -183,6 +192,7 @@ impl Error {
             Error::Unauthorized(_) | Error::Forbidden(_) => 77,       // EX_NOPERM
             Error::QueueFull(_) | Error::Timeout(_) | Error::QueueTimeout(_) => 75, // EX_TEMPFAIL
             Error::SiteUnavailable { .. } => 69,
+            Error::LoginBudgetExhausted { .. } => 75,
             Error::NoAvailableAccount { .. }
             | Error::AcquisitionFailed { .. }
             | Error::Daemon(_) => 69,
@@ -212,6 +222,7 @@ impl ResponseError for Error {
             Error::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Timeout(_) | Error::QueueTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::SiteUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::LoginBudgetExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NoAvailableAccount { .. } | Error::Daemon(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::AcquisitionFailed { .. } => StatusCode::BAD_GATEWAY,
             Error::Internal(_) | Error::StepsFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,

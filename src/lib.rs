@@ -21,6 +21,7 @@ pub mod accounts;
 pub mod actors;
 pub mod api;
 pub mod broker;
+pub mod budget;
 pub mod cache;
 pub mod circuit;
 pub mod cli;

@@ -11,6 +11,7 @@ use actix_web::{middleware, web, App, HttpServer};
 use crate::actors::Actors;
 use crate::api::{self, AppState};
 use crate::broker::{Broker, BrokerParts};
+use crate::budget::LoginBudgets;
 use crate::cache::{CacheStore, TokenCache};
 use crate::circuit::Circuits;
 use crate::config::Config;
@@ -68,6 +69,15 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
         CacheStore::Redis(redis) => Some((redis.connection(), config.redis.key_prefix.as_str())),
         CacheStore::Memory(_) => None,
     });
+    let budgets = LoginBudgets::new(
+        match cache.store() {
+            CacheStore::Redis(redis) => {
+                Some((redis.connection(), config.redis.key_prefix.as_str()))
+            }
+            CacheStore::Memory(_) => None,
+        },
+        pool.clone(),
+    );
     let slots = Slots::new(actors.concurrency.clone(), redis_slots, &config.concurrency);
     let broker = Broker::new(BrokerParts {
         config: config.clone(),
@@ -79,6 +89,7 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
         history: actors.recorder.clone(),
         circuits,
         metrics: actors.metrics.clone(),
+        budgets,
     })?;
     broker.watch_accounts();
     actors

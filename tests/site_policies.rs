@@ -68,3 +68,84 @@ async fn a_login_longer_than_its_lease_is_never_run_twice() {
     assert_ne!(body["data"]["source"], "login");
     assert_eq!(a.portal.state.attempts_of("alice"), 1);
 }
+
+async fn site_with(redis: Option<&str>, site_keys: &str) -> Harness {
+    let prefix = format!("tokend-test-{}", common::unique());
+    let retry = "[retry]\nnetwork_retry_delay_base = 0.05\ncaptcha_retry_delay = 0.05\nlogin_timeout = 10\n";
+    Harness::start_full(redis, &prefix, None, retry, "", site_keys).await
+}
+
+#[actix_rt::test]
+async fn a_login_budget_refuses_logins_not_cached_tokens() {
+    for redis in harness::backends() {
+        let h = site_with(redis.as_deref(), "login_budget_per_site_per_hour = 2\n").await;
+        h.add_account("alice", "pw-a", false);
+        h.add_account("bob", "pw-b", false);
+        for account in ["alice", "bob"] {
+            let (status, body) = h
+                .acquire(json!({"site_name": "court_zxfw", "account": account}))
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+        let (status, retry_after, body) = h
+            .api_call(
+                reqwest::Method::POST,
+                "/api/v1/automation/tokens/acquire",
+                Some(json!({"site_name": "court_zxfw", "force_refresh": true})),
+            )
+            .await;
+        assert_eq!(status, 429, "{body}");
+        assert_eq!(body["code"], "LOGIN_BUDGET_EXHAUSTED");
+        let wait: u64 = retry_after.expect("Retry-After").parse().unwrap();
+        assert!((3500..=3600).contains(&wait), "Retry-After {wait}");
+        assert_eq!(h.portal.state.total_attempts(), 2);
+        // Cached tokens are always served.
+        let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+        assert_eq!(
+            (status, body["data"]["source"].as_str()),
+            (200, Some("cache"))
+        );
+        let metrics = h.api_get("/api/v1/automation/performance/metrics").await.1;
+        assert_eq!(metrics["data"]["rejections"]["login_budget_exhausted"], 1);
+        let usage = h
+            .api_get("/api/v1/automation/performance/resource-usage")
+            .await
+            .1;
+        let budget = &usage["data"]["sites"]["court_zxfw"]["login_budget"];
+        assert_eq!(
+            (budget["site_used"].as_u64(), budget["site_left"].as_u64()),
+            (Some(2), Some(0)),
+            "{usage}"
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn an_account_budget_moves_logins_to_other_accounts_and_survives_a_restart() {
+    let h = site_with(None, "login_budget_per_account_per_hour = 1\n").await;
+    h.add_account("alice", "pw-a", true);
+    h.add_account("bob", "pw-b", false);
+    let forced = json!({"site_name": "court_zxfw", "force_refresh": true});
+    let (_, first) = h.acquire(forced.clone()).await;
+    let (_, second) = h.acquire(forced.clone()).await;
+    assert_eq!(first["data"]["account"], "alice");
+    assert_eq!(second["data"]["account"], "bob", "alice's budget is spent");
+    let (status, _) = h.acquire(forced.clone()).await;
+    assert_eq!(status, 429);
+    assert_eq!(h.account_state("alice").await["login_budget_left"], 0);
+    // A restarted in-process instance counts the hour's logins from the history.
+    h.history().await;
+    let budgets = tokend::budget::LoginBudgets::new(None, h.tokend.state.pool.clone());
+    let limits = tokend::budget::BudgetLimits {
+        per_site: 0,
+        per_account: 1,
+    };
+    for answer in [&first, &second] {
+        let id = answer["data"]["credential_id"].as_i64().unwrap();
+        let refused = budgets.take("court_zxfw", id, limits).await;
+        assert!(
+            matches!(refused, Err(tokend::Error::LoginBudgetExhausted { .. })),
+            "account {id}: {refused:?}"
+        );
+    }
+}

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use chrono::Utc;
 
 use super::Broker;
+use crate::budget::BudgetLimits;
 use crate::cache::CredentialEntry;
 use crate::config::{seconds, SiteConfig};
 use crate::error::{Error, Result};
@@ -162,7 +163,7 @@ impl Broker {
                     reason.as_str()
                 )));
             }
-            return Ok(vec![entry.clone()]);
+            return self.within_budget(site, vec![entry.clone()]).await;
         }
         if list.is_empty() {
             return Err(unavailable(
@@ -225,9 +226,45 @@ impl Broker {
                 list.len()
             )));
         }
-        Ok(ranked
+        let ranked = ranked
             .into_iter()
             .filter_map(|a| list.iter().find(|c| c.id == a.credential_id).cloned())
-            .collect())
+            .collect();
+        self.within_budget(site, ranked).await
+    }
+
+    /// The candidates whose login budget (SPEC §12) is not spent; `LOGIN_BUDGET_EXHAUSTED`
+    /// with the wait until the first one frees when none is left, or the site's is spent.
+    async fn within_budget(
+        &self,
+        site: &SiteConfig,
+        candidates: Vec<CredentialEntry>,
+    ) -> Result<Vec<CredentialEntry>> {
+        let limits = BudgetLimits::of(site);
+        if limits.unlimited() {
+            return Ok(candidates);
+        }
+        let ids: Vec<i64> = candidates.iter().map(|c| c.id).collect();
+        let (site_count, counts) = self.inner.budgets.counts(&site.name, &ids).await;
+        let exhausted = |frees_in: f64| Error::LoginBudgetExhausted {
+            site: site.name.clone(),
+            retry_after: std::time::Duration::from_secs_f64(frees_in.max(1.0)),
+        };
+        if site_count.spent(limits.per_site) {
+            return Err(exhausted(site_count.frees_in));
+        }
+        let mut next_free = f64::MAX;
+        let mut left = Vec::with_capacity(candidates.len());
+        for (candidate, count) in candidates.into_iter().zip(counts) {
+            if count.spent(limits.per_account) {
+                next_free = next_free.min(count.frees_in);
+            } else {
+                left.push(candidate);
+            }
+        }
+        if left.is_empty() {
+            return Err(exhausted(next_free));
+        }
+        Ok(left)
     }
 }

@@ -231,6 +231,13 @@ impl Acquisition<'_> {
         if let Some(refusal) = admission.refusal(&site.name) {
             return Err(refusal);
         }
+        // The login is counted against the site's and the account's budget before it runs.
+        let limits = crate::budget::BudgetLimits::of(site);
+        broker
+            .inner
+            .budgets
+            .take(&site.name, candidate.id, limits)
+            .await?;
         let outcome = self
             .log_in(candidate, &slot, admission == Admission::Probe)
             .await?;

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::actors::history::HistoryRecorder;
 use crate::actors::MonitorActor;
+use crate::budget::LoginBudgets;
 use crate::cache::{CachedToken, TokenCache};
 use crate::circuit::{CircuitPolicy, Circuits};
 use crate::config::{seconds, validate_site_name, Config, SiteConfig};
@@ -122,6 +123,8 @@ struct Inner {
     circuits: Circuits,
     /// The Prometheus side, for the circuit gauges.
     metrics: Arc<Metrics>,
+    /// Logins per sliding hour, per site and per account (SPEC §12).
+    budgets: LoginBudgets,
     /// Background refreshes running or backing off: until when, after how many failures.
     refreshing: Mutex<HashMap<FlightKey, (Instant, u32)>>,
 }
@@ -137,6 +140,7 @@ pub struct BrokerParts {
     pub history: HistoryRecorder,
     pub circuits: Circuits,
     pub metrics: Arc<Metrics>,
+    pub budgets: LoginBudgets,
 }
 
 impl Broker {
@@ -160,6 +164,7 @@ impl Broker {
                 history: parts.history,
                 circuits: parts.circuits,
                 metrics: parts.metrics,
+                budgets: parts.budgets,
                 flights: Mutex::default(),
                 refreshing: Mutex::default(),
             }),

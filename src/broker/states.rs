@@ -3,6 +3,7 @@
 //! state of every account as operators see it; whether each site can serve a login; and the
 //! watcher that shows the daemon accounts the CLI added, removed or changed.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -10,6 +11,7 @@ use serde::Serialize;
 
 use super::Broker;
 use crate::accounts::AccountView;
+use crate::budget::BudgetLimits;
 use crate::cache::CredentialEntry;
 use crate::circuit::{CircuitState, CircuitView};
 use crate::config::{seconds, SiteConfig};
@@ -30,6 +32,22 @@ pub struct SiteReport {
     pub usable_accounts: usize,
     pub accounts: usize,
     pub circuit: CircuitView,
+    /// Logins in this sliding hour against the site's budgets (absent when unlimited).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login_budget: Option<BudgetReport>,
+}
+
+/// A site's login budgets as they stand.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct BudgetReport {
+    pub per_site_per_hour: u32,
+    pub per_account_per_hour: u32,
+    /// Logins of the whole site in the window.
+    pub site_used: u32,
+    /// Logins the site has left (`null`: no site budget).
+    pub site_left: Option<u32>,
+    /// Seconds until the oldest counted login leaves the window.
+    pub frees_in: f64,
 }
 
 impl Broker {
@@ -150,7 +168,32 @@ impl Broker {
             };
             views.push(AccountView::new(row, now, mirrored));
         }
+        self.fill_budgets(&mut views).await;
         Ok(views)
+    }
+
+    /// Sets each account's logins left in this hour, for sites that have a budget.
+    async fn fill_budgets(&self, views: &mut [AccountView]) {
+        for site in &self.inner.config.sites {
+            let limits = BudgetLimits::of(site);
+            if limits.per_account == 0 {
+                continue;
+            }
+            let ids: Vec<i64> = views
+                .iter()
+                .filter(|v| v.site_name == site.name)
+                .map(|v| v.id)
+                .collect();
+            let (_, counts) = self.inner.budgets.counts(&site.name, &ids).await;
+            let left: HashMap<i64, Option<u32>> = ids
+                .into_iter()
+                .zip(counts)
+                .map(|(id, count)| (id, count.left(limits.per_account)))
+                .collect();
+            for view in views.iter_mut().filter(|v| v.site_name == site.name) {
+                view.login_budget_left = left.get(&view.id).copied().flatten();
+            }
+        }
     }
 
     /// Closes a site's circuit by hand.
@@ -201,12 +244,26 @@ impl Broker {
         } else {
             "up"
         };
+        let limits = BudgetLimits::of(site);
+        let login_budget = if limits.unlimited() {
+            None
+        } else {
+            let (count, _) = self.inner.budgets.counts(&site.name, &[]).await;
+            Some(BudgetReport {
+                per_site_per_hour: limits.per_site,
+                per_account_per_hour: limits.per_account,
+                site_used: count.used,
+                site_left: count.left(limits.per_site),
+                frees_in: count.frees_in,
+            })
+        };
         SiteReport {
             name: site.name.clone(),
             status,
             usable_accounts: usable,
             accounts,
             circuit,
+            login_budget,
         }
     }
 

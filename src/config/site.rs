@@ -76,12 +76,22 @@ pub struct SiteConfig {
     /// `command`: the program and its arguments, run with no shell.
     #[serde(default)]
     pub command: Vec<String>,
+    /// Logins one account may make in any sliding hour (0: unlimited).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub login_budget_per_account_per_hour: u32,
+    /// Logins the whole site may make in any sliding hour (0: unlimited).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub login_budget_per_site_per_hour: u32,
     /// Overrides `circuit.failure_threshold` for this site.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_failure_threshold: Option<u32>,
     /// Overrides `circuit.open_seconds` for this site.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_open_seconds: Option<f64>,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 fn default_username_field() -> String {

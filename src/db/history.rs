@@ -59,6 +59,20 @@ pub fn insert_batch(conn: &mut DbConnection, rows: &[NewHistory]) -> Result<usiz
 }
 
 /// The newest rows first, optionally of one site.
+/// The logins of a site since `since` (rows where a driver ran): the account, and when.
+pub fn logins_since(
+    conn: &mut DbConnection,
+    site: &str,
+    since: chrono::NaiveDateTime,
+) -> Result<Vec<(Option<i64>, chrono::NaiveDateTime)>> {
+    Ok(dsl::token_acquisition_history
+        .filter(dsl::site_name.eq(site))
+        .filter(dsl::created_at.ge(since))
+        .filter(dsl::attempt_count.gt(0))
+        .select((dsl::credential_id, dsl::created_at))
+        .load(conn)?)
+}
+
 pub fn recent(conn: &mut DbConnection, site: Option<&str>, limit: i64) -> Result<Vec<HistoryRow>> {
     let mut query = dsl::token_acquisition_history
         .select(HistoryRow::as_select())

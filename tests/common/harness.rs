@@ -50,6 +50,18 @@ impl Harness {
         retry: &str,
         extra: &str,
     ) -> Harness {
+        Harness::start_full(redis, prefix, portal, retry, extra, "").await
+    }
+
+    /// The same, with more keys for the `court_zxfw` site (`site_keys`, TOML lines).
+    pub async fn start_full(
+        redis: Option<&str>,
+        prefix: &str,
+        portal: Option<Portal>,
+        retry: &str,
+        extra: &str,
+        site_keys: &str,
+    ) -> Harness {
         let portal = portal.unwrap_or_else(Portal::start);
         let dir = tempfile::tempdir().unwrap();
         let redis = redis.map_or(String::new(), |url| {
@@ -58,7 +70,7 @@ impl Harness {
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[database]\nurl = \"sqlite://{db}\"\n{redis}\
              {retry}\n{extra}\n\
-             [[sites]]\nname = \"court_zxfw\"\ndriver = \"http\"\nlogin_url = \"{url}\"\n",
+             [[sites]]\nname = \"court_zxfw\"\ndriver = \"http\"\nlogin_url = \"{url}\"\n{site_keys}\n",
             db = dir.path().join("tokend.db").display(),
             url = portal.login_url(),
         );

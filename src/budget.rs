@@ -1,0 +1,288 @@
+//! Login budgets (SPEC §12): how many logins a site, and each of its accounts, may make in
+//! any sliding hour — portals count logins over time, not only logins in flight.
+//!
+//! With Redis the logins of the last hour are sorted sets shared by every instance,
+//! `P:budget:SITE` and `P:budget:SITE:ID` (member: a login id, score: when, on Redis's clock);
+//! a login is taken by one Lua script that checks both limits and counts it, so two instances
+//! cannot both take the last one. Without Redis the same windows are kept in process and
+//! seeded, the first time a site is asked about, from the history table, so that a restart
+//! does not hand out a fresh hour.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use redis::aio::ConnectionManager;
+use redis::Script;
+use serde::Serialize;
+
+use crate::config::SiteConfig;
+use crate::db::Pool;
+use crate::error::{Error, Result};
+
+/// The window logins are counted over.
+pub const WINDOW: Duration = Duration::from_secs(3600);
+
+/// Takes one login for (site, account) if both budgets allow it. KEYS: site set, account set.
+/// ARGV: site limit (0: none), account limit (0: none), window (ms), login id.
+/// Returns `{1, 0}` when taken, `{0, ms until a login leaves the full window}` otherwise.
+const TAKE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[3])
+local wait = 0
+for i, limit in ipairs({tonumber(ARGV[1]), tonumber(ARGV[2])}) do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
+  if limit > 0 and redis.call('ZCARD', KEYS[i]) >= limit then
+    local oldest = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+    wait = math.max(wait, tonumber(oldest[2]) + window - now)
+  end
+end
+if wait > 0 then return {0, wait} end
+for i = 1, 2 do
+  redis.call('ZADD', KEYS[i], now, ARGV[4])
+  redis.call('PEXPIRE', KEYS[i], window)
+end
+return {1, 0}
+"#;
+
+/// Logins in the window for each key: KEYS... → counts, and ms until the oldest leaves.
+const COUNT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+local out = {}
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  out[2 * i - 1] = redis.call('ZCARD', key)
+  out[2 * i] = oldest[2] and (tonumber(oldest[2]) + window - now) or 0
+end
+return out
+"#;
+
+/// The logins a site's budgets allow, as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetLimits {
+    pub per_site: u32,
+    pub per_account: u32,
+}
+
+impl BudgetLimits {
+    pub fn of(site: &SiteConfig) -> BudgetLimits {
+        BudgetLimits {
+            per_site: site.login_budget_per_site_per_hour,
+            per_account: site.login_budget_per_account_per_hour,
+        }
+    }
+
+    pub fn unlimited(self) -> bool {
+        self.per_site == 0 && self.per_account == 0
+    }
+}
+
+/// Logins counted in the window, and how long until the oldest of them leaves it.
+#[derive(Debug, Clone, Copy, Default, Serialize, utoipa::ToSchema)]
+pub struct WindowCount {
+    pub used: u32,
+    /// Seconds until the oldest counted login leaves the window (0 when none is counted).
+    pub frees_in: f64,
+}
+
+impl WindowCount {
+    /// Logins left under `limit` (`None`: unlimited).
+    pub fn left(self, limit: u32) -> Option<u32> {
+        (limit > 0).then(|| limit.saturating_sub(self.used))
+    }
+
+    pub fn spent(self, limit: u32) -> bool {
+        limit > 0 && self.used >= limit
+    }
+}
+
+/// The budgets of every site. Cheap to clone.
+#[derive(Clone)]
+pub struct LoginBudgets {
+    redis: Option<(ConnectionManager, Arc<str>, Arc<Script>, Arc<Script>)>,
+    pool: Pool,
+    local: Arc<Mutex<LocalWindows>>,
+}
+
+/// In-process windows: login times (ms) per site and per (site, account).
+#[derive(Default)]
+struct LocalWindows {
+    seeded: std::collections::HashSet<String>,
+    sites: HashMap<String, VecDeque<i64>>,
+    accounts: HashMap<(String, i64), VecDeque<i64>>,
+}
+
+fn count_of(times: Option<&mut VecDeque<i64>>, now: i64) -> WindowCount {
+    let window = WINDOW.as_millis() as i64;
+    let Some(times) = times else {
+        return WindowCount::default();
+    };
+    while times.front().is_some_and(|t| *t <= now - window) {
+        times.pop_front();
+    }
+    WindowCount {
+        used: times.len() as u32,
+        frees_in: times
+            .front()
+            .map_or(0.0, |t| (t + window - now).max(0) as f64 / 1000.0),
+    }
+}
+
+impl LoginBudgets {
+    pub fn new(redis: Option<(ConnectionManager, &str)>, pool: Pool) -> LoginBudgets {
+        LoginBudgets {
+            redis: redis.map(|(conn, prefix)| {
+                (
+                    conn,
+                    Arc::from(prefix),
+                    Arc::new(Script::new(TAKE)),
+                    Arc::new(Script::new(COUNT)),
+                )
+            }),
+            pool,
+            local: Arc::default(),
+        }
+    }
+
+    fn local(&self) -> std::sync::MutexGuard<'_, LocalWindows> {
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Loads the last hour's logins of a site from the history, once per process.
+    async fn seed(&self, site: &str) {
+        if self.local().seeded.contains(site) {
+            return;
+        }
+        let since =
+            (Utc::now() - chrono::Duration::from_std(WINDOW).unwrap_or_default()).naive_utc();
+        let name = site.to_string();
+        let logins = self
+            .pool
+            .run(move |conn| crate::db::history::logins_since(conn, &name, since))
+            .await;
+        let mut local = self.local();
+        if !local.seeded.insert(site.to_string()) {
+            return;
+        }
+        match logins {
+            Ok(logins) => {
+                for (id, at) in logins {
+                    let at = at.and_utc().timestamp_millis();
+                    local
+                        .sites
+                        .entry(site.to_string())
+                        .or_default()
+                        .push_back(at);
+                    if let Some(id) = id {
+                        local
+                            .accounts
+                            .entry((site.to_string(), id))
+                            .or_default()
+                            .push_back(at);
+                    }
+                }
+                let LocalWindows {
+                    sites, accounts, ..
+                } = &mut *local;
+                for times in sites.values_mut().chain(accounts.values_mut()) {
+                    times.make_contiguous().sort_unstable();
+                }
+            }
+            Err(e) => log::warn!("event=login_budget_unseeded site={site} error=\"{e}\""),
+        }
+    }
+
+    /// Logins in the window: the site's, then each account's of `ids`.
+    pub async fn counts(&self, site: &str, ids: &[i64]) -> (WindowCount, Vec<WindowCount>) {
+        if let Some((conn, prefix, _, count)) = &self.redis {
+            let mut script = count.prepare_invoke();
+            script.key(format!("{prefix}:budget:{site}"));
+            for id in ids {
+                script.key(format!("{prefix}:budget:{site}:{id}"));
+            }
+            script.arg(WINDOW.as_millis() as u64);
+            match script.invoke_async::<Vec<i64>>(&mut conn.clone()).await {
+                Ok(values) => {
+                    let mut counts = values.chunks(2).map(|pair| WindowCount {
+                        used: pair[0].max(0) as u32,
+                        frees_in: pair.get(1).copied().unwrap_or(0).max(0) as f64 / 1000.0,
+                    });
+                    let site_count = counts.next().unwrap_or_default();
+                    return (site_count, counts.collect());
+                }
+                Err(e) => log::warn!(
+                    "event=login_budget_redis_error site={site} error=\"{e}\" fallback=in_process"
+                ),
+            }
+        }
+        self.seed(site).await;
+        let now = Utc::now().timestamp_millis();
+        let mut local = self.local();
+        let site_count = count_of(local.sites.get_mut(site), now);
+        let accounts = ids
+            .iter()
+            .map(|id| count_of(local.accounts.get_mut(&(site.to_string(), *id)), now))
+            .collect();
+        (site_count, accounts)
+    }
+
+    /// Counts one login of (site, account), if both budgets allow it; otherwise the error
+    /// says how long until they do.
+    pub async fn take(&self, site: &str, id: i64, limits: BudgetLimits) -> Result<()> {
+        if limits.unlimited() {
+            return Ok(());
+        }
+        let refused = |wait_ms: i64| Error::LoginBudgetExhausted {
+            site: site.to_string(),
+            retry_after: Duration::from_millis(wait_ms.max(1000) as u64),
+        };
+        if let Some((conn, prefix, take, _)) = &self.redis {
+            let answer: redis::RedisResult<(i64, i64)> = take
+                .key(format!("{prefix}:budget:{site}"))
+                .key(format!("{prefix}:budget:{site}:{id}"))
+                .arg(limits.per_site)
+                .arg(limits.per_account)
+                .arg(WINDOW.as_millis() as u64)
+                .arg(uuid::Uuid::new_v4().to_string())
+                .invoke_async(&mut conn.clone())
+                .await;
+            match answer {
+                Ok((1, _)) => return Ok(()),
+                Ok((_, wait)) => return Err(refused(wait)),
+                Err(e) => log::warn!(
+                    "event=login_budget_redis_error site={site} error=\"{e}\" fallback=in_process"
+                ),
+            }
+        }
+        self.seed(site).await;
+        let now = Utc::now().timestamp_millis();
+        let mut local = self.local();
+        let key = (site.to_string(), id);
+        let site_count = count_of(local.sites.get_mut(site), now);
+        let account_count = count_of(local.accounts.get_mut(&key), now);
+        let mut exhausted = None;
+        for (count, limit) in [
+            (site_count, limits.per_site),
+            (account_count, limits.per_account),
+        ] {
+            if count.spent(limit) {
+                exhausted = Some(exhausted.unwrap_or(0.0f64).max(count.frees_in));
+            }
+        }
+        if let Some(wait) = exhausted {
+            return Err(refused((wait * 1000.0) as i64));
+        }
+        local
+            .sites
+            .entry(site.to_string())
+            .or_default()
+            .push_back(now);
+        local.accounts.entry(key).or_default().push_back(now);
+        Ok(())
+    }
+}
