@@ -104,9 +104,18 @@ impl WindowCount {
 /// The budgets of every site. Cheap to clone.
 #[derive(Clone)]
 pub struct LoginBudgets {
-    redis: Option<(ConnectionManager, Arc<str>, Arc<Script>, Arc<Script>)>,
+    redis: Option<SharedBudgets>,
     pool: Pool,
     local: Arc<Mutex<LocalWindows>>,
+}
+
+/// The windows in Redis, and the scripts that read and take them.
+#[derive(Clone)]
+struct SharedBudgets {
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+    take: Arc<Script>,
+    count: Arc<Script>,
 }
 
 /// In-process windows: login times (ms) per site and per (site, account).
@@ -136,13 +145,11 @@ fn count_of(times: Option<&mut VecDeque<i64>>, now: i64) -> WindowCount {
 impl LoginBudgets {
     pub fn new(redis: Option<(ConnectionManager, &str)>, pool: Pool) -> LoginBudgets {
         LoginBudgets {
-            redis: redis.map(|(conn, prefix)| {
-                (
-                    conn,
-                    Arc::from(prefix),
-                    Arc::new(Script::new(TAKE)),
-                    Arc::new(Script::new(COUNT)),
-                )
+            redis: redis.map(|(conn, prefix)| SharedBudgets {
+                conn,
+                prefix: Arc::from(prefix),
+                take: Arc::new(Script::new(TAKE)),
+                count: Arc::new(Script::new(COUNT)),
             }),
             pool,
             local: Arc::default(),
@@ -199,7 +206,13 @@ impl LoginBudgets {
 
     /// Logins in the window: the site's, then each account's of `ids`.
     pub async fn counts(&self, site: &str, ids: &[i64]) -> (WindowCount, Vec<WindowCount>) {
-        if let Some((conn, prefix, _, count)) = &self.redis {
+        if let Some(SharedBudgets {
+            conn,
+            prefix,
+            count,
+            ..
+        }) = &self.redis
+        {
             let mut script = count.prepare_invoke();
             script.key(format!("{prefix}:budget:{site}"));
             for id in ids {
@@ -241,7 +254,10 @@ impl LoginBudgets {
             site: site.to_string(),
             retry_after: Duration::from_millis(wait_ms.max(1000) as u64),
         };
-        if let Some((conn, prefix, take, _)) = &self.redis {
+        if let Some(SharedBudgets {
+            conn, prefix, take, ..
+        }) = &self.redis
+        {
             let answer: redis::RedisResult<(i64, i64)> = take
                 .key(format!("{prefix}:budget:{site}"))
                 .key(format!("{prefix}:budget:{site}:{id}"))
