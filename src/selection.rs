@@ -5,6 +5,10 @@
 //! (100 minus hours since the last success, floored at 0; 0 if never) plus min(successes, 50)
 //! plus 20 × success rate (10 for an account never tried). Ties go to the lower id, so that
 //! concurrent callers pick the same account and share one login.
+//!
+//! Two other strategies spread logins over the usable accounts (SPEC §12): `round_robin` takes
+//! them in turn (the turn shared through Redis when configured), `least_recent` takes the one
+//! whose last login attempt is oldest.
 
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
@@ -19,6 +23,8 @@ pub struct AccountStats {
     pub login_success_count: i64,
     pub login_failure_count: i64,
     pub last_login_success_at: Option<NaiveDateTime>,
+    #[serde(default)]
+    pub last_login_attempt_at: Option<NaiveDateTime>,
 }
 
 impl AccountStats {
@@ -58,6 +64,38 @@ pub fn rank(
     candidates.into_iter().map(|(a, _)| a).collect()
 }
 
+/// How a site chooses among its usable accounts (`selection` of a `[[sites]]` table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// SPEC §5: preferred first, then the best score.
+    #[default]
+    Best,
+    /// Every usable account in turn.
+    RoundRobin,
+    /// The account whose last login attempt is oldest (never tried: first).
+    LeastRecent,
+}
+
+/// Reorders the ranked candidates for a strategy other than `best`; `turn` is the site's
+/// rotation counter (round robin).
+pub fn spread(mut ranked: Vec<&AccountStats>, strategy: Strategy, turn: u64) -> Vec<&AccountStats> {
+    match strategy {
+        Strategy::Best => {}
+        Strategy::RoundRobin => {
+            ranked.sort_by_key(|a| a.credential_id);
+            if !ranked.is_empty() {
+                let start = (turn % ranked.len() as u64) as usize;
+                ranked.rotate_left(start);
+            }
+        }
+        Strategy::LeastRecent => {
+            ranked.sort_by_key(|a| (a.last_login_attempt_at, a.credential_id));
+        }
+    }
+    ranked
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,7 +116,29 @@ mod tests {
             login_success_count: ok,
             login_failure_count: failed,
             last_login_success_at: hours_ago.map(|h| now - chrono::Duration::hours(h)),
+            last_login_attempt_at: hours_ago.map(|h| now - chrono::Duration::hours(h)),
         }
+    }
+
+    #[test]
+    fn round_robin_and_least_recent_spread() {
+        let accounts = vec![
+            account(3, 9, 0, Some(1), true),
+            account(1, 0, 0, None, false),
+            account(2, 5, 0, Some(5), false),
+        ];
+        let now = chrono::Utc::now().naive_utc();
+        let ids = |strategy, turn| -> Vec<i64> {
+            spread(rank(&accounts, |_| false, now), strategy, turn)
+                .iter()
+                .map(|a| a.credential_id)
+                .collect()
+        };
+        assert_eq!(ids(Strategy::RoundRobin, 0), vec![1, 2, 3]);
+        assert_eq!(ids(Strategy::RoundRobin, 1), vec![2, 3, 1]);
+        assert_eq!(ids(Strategy::RoundRobin, 5), vec![3, 1, 2]);
+        assert_eq!(ids(Strategy::LeastRecent, 0), vec![1, 2, 3]);
+        assert_eq!(ids(Strategy::Best, 0), vec![3, 2, 1]);
     }
 
     #[test]

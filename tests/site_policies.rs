@@ -149,3 +149,38 @@ async fn an_account_budget_moves_logins_to_other_accounts_and_survives_a_restart
         );
     }
 }
+
+#[actix_rt::test]
+async fn round_robin_spreads_forced_logins_evenly() {
+    for redis in harness::backends() {
+        let h = site_with(redis.as_deref(), "selection = \"round_robin\"\n").await;
+        for account in ["a1", "a2", "a3"] {
+            h.add_account(account, &format!("pw-{account}"), account == "a1");
+        }
+        for _ in 0..6 {
+            let (status, body) = h
+                .acquire(json!({"site_name": "court_zxfw", "force_refresh": true}))
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+        for account in ["a1", "a2", "a3"] {
+            assert_eq!(h.portal.state.attempts_of(account), 2, "{account}");
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn least_recent_takes_the_account_that_waited_longest() {
+    let h = site_with(None, "selection = \"least_recent\"\n").await;
+    for account in ["a1", "a2"] {
+        h.add_account(account, &format!("pw-{account}"), false);
+    }
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        let (_, body) = h
+            .acquire(json!({"site_name": "court_zxfw", "force_refresh": true}))
+            .await;
+        order.push(body["data"]["account"].as_str().unwrap().to_string());
+    }
+    assert_eq!(order, ["a1", "a2", "a1", "a2"]);
+}

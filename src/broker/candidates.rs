@@ -12,7 +12,7 @@ use crate::cache::CredentialEntry;
 use crate::config::{seconds, SiteConfig};
 use crate::error::{Error, Result};
 use crate::outcome::BlockReason;
-use crate::selection::{rank, AccountStats};
+use crate::selection::{rank, spread, AccountStats, Strategy};
 
 impl Broker {
     /// The site's accounts (active or not), from the cache or the database.
@@ -87,6 +87,7 @@ impl Broker {
                 login_success_count: r.login_success_count,
                 login_failure_count: r.login_failure_count,
                 last_login_success_at: r.last_login_success_at,
+                last_login_attempt_at: r.last_login_attempt_at,
             })
             .collect();
         Ok((list, stats))
@@ -195,6 +196,7 @@ impl Broker {
                     login_success_count: 0,
                     login_failure_count: 0,
                     last_login_success_at: None,
+                    last_login_attempt_at: None,
                 });
                 s.is_active = c.is_active;
                 s.is_preferred = c.is_preferred;
@@ -226,11 +228,27 @@ impl Broker {
                 list.len()
             )));
         }
+        let ranked = match site.selection {
+            Strategy::Best => ranked,
+            strategy => spread(ranked, strategy, self.next_turn(site).await),
+        };
         let ranked = ranked
             .into_iter()
             .filter_map(|a| list.iter().find(|c| c.id == a.credential_id).cloned())
             .collect();
         self.within_budget(site, ranked).await
+    }
+
+    /// The site's next round-robin turn: shared through Redis when configured, so that
+    /// instances rotate together.
+    async fn next_turn(&self, site: &SiteConfig) -> u64 {
+        if let Some(turn) = self.inner.cache.next_turn(&site.name).await {
+            return turn;
+        }
+        let mut turns = self.inner.turns.lock().unwrap_or_else(|p| p.into_inner());
+        let turn = turns.entry(site.name.clone()).or_default();
+        *turn += 1;
+        *turn
     }
 
     /// The candidates whose login budget (SPEC §12) is not spent; `LOGIN_BUDGET_EXHAUSTED`

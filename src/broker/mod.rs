@@ -125,6 +125,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// Logins per sliding hour, per site and per account (SPEC §12).
     budgets: LoginBudgets,
+    /// Round-robin turns per site, when Redis does not keep them.
+    turns: Mutex<HashMap<String, u64>>,
     /// Background refreshes running or backing off: until when, after how many failures.
     refreshing: Mutex<HashMap<FlightKey, (Instant, u32)>>,
 }
@@ -165,6 +167,7 @@ impl Broker {
                 circuits: parts.circuits,
                 metrics: parts.metrics,
                 budgets: parts.budgets,
+                turns: Mutex::default(),
                 flights: Mutex::default(),
                 refreshing: Mutex::default(),
             }),

@@ -64,6 +64,10 @@ impl RedisStore {
         &self.display_url
     }
 
+    pub async fn incr(&self, key: &str) -> Result<u64> {
+        self.conn.clone().incr(key, 1).await.map_err(unavailable)
+    }
+
     pub async fn get(&self, key: &str) -> Result<Option<String>> {
         self.conn.clone().get(key).await.map_err(unavailable)
     }

@@ -525,6 +525,19 @@ impl TokenCache {
             .await;
     }
 
+    /// The site's next round-robin turn from Redis (`P:turn:SITE`); `None` in process or
+    /// while Redis fails (the caller counts in process then).
+    pub async fn next_turn(&self, site: &str) -> Option<u64> {
+        let CacheStore::Redis(redis) = &self.store else {
+            return None;
+        };
+        if self.paused() {
+            return None;
+        }
+        let result = redis.incr(&format!("{}:turn:{site}", self.prefix)).await;
+        self.note("token", "incr", result).ok()
+    }
+
     /// Drops a site's cached credential list and statistics: the next use reloads them.
     pub async fn forget_accounts(&self, site: &str) {
         self.delete("credentials", &self.credentials_key(site))

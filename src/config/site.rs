@@ -76,6 +76,9 @@ pub struct SiteConfig {
     /// `command`: the program and its arguments, run with no shell.
     #[serde(default)]
     pub command: Vec<String>,
+    /// How the site chooses among its usable accounts: `best`, `round_robin`, `least_recent`.
+    #[serde(default, skip_serializing_if = "is_best")]
+    pub selection: crate::selection::Strategy,
     /// Logins one account may make in any sliding hour (0: unlimited).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub login_budget_per_account_per_hour: u32,
@@ -88,6 +91,10 @@ pub struct SiteConfig {
     /// Overrides `circuit.open_seconds` for this site.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_open_seconds: Option<f64>,
+}
+
+fn is_best(strategy: &crate::selection::Strategy) -> bool {
+    *strategy == crate::selection::Strategy::Best
 }
 
 fn is_zero(value: &u32) -> bool {
