@@ -19,6 +19,7 @@
 
 pub mod accounts;
 pub mod actors;
+pub mod adaptive;
 pub mod api;
 pub mod broker;
 pub mod budget;

@@ -51,6 +51,7 @@ pub struct Metrics {
     in_flight: Family<SiteLabels, Gauge>,
     rejections: Family<RejectionLabels, Counter>,
     circuit_open: Family<SiteLabels, Gauge>,
+    site_limit: Family<SiteLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -130,6 +131,12 @@ impl Metrics {
             "1 while a site's circuit is open or half-open (logins paused), else 0",
             circuit_open.clone(),
         );
+        let site_limit = Family::<SiteLabels, Gauge>::default();
+        registry.register(
+            "site_concurrency_limit",
+            "A site's effective slot limit (adaptive concurrency)",
+            site_limit.clone(),
+        );
         registry.register_collector(Box::new(CacheCollector(cache)));
         Metrics {
             registry,
@@ -139,6 +146,7 @@ impl Metrics {
             in_flight,
             rejections,
             circuit_open,
+            site_limit,
         }
     }
 
@@ -183,6 +191,14 @@ impl Metrics {
                 site: site.to_string(),
             })
             .set(i64::from(open));
+    }
+
+    pub fn set_site_limit(&self, site: &str, limit: u32) {
+        self.site_limit
+            .get_or_create(&SiteLabels {
+                site: site.to_string(),
+            })
+            .set(i64::from(limit));
     }
 
     /// The text exposition (OpenMetrics).

@@ -9,6 +9,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{middleware, web, App, HttpServer};
 
 use crate::actors::Actors;
+use crate::adaptive::AdaptiveLimits;
 use crate::api::{self, AppState};
 use crate::broker::{Broker, BrokerParts};
 use crate::budget::LoginBudgets;
@@ -79,6 +80,16 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
         pool.clone(),
     );
     let slots = Slots::new(actors.concurrency.clone(), redis_slots, &config.concurrency);
+    let adaptive = AdaptiveLimits::new(
+        match cache.store() {
+            CacheStore::Redis(redis) => {
+                Some((redis.connection(), config.redis.key_prefix.as_str()))
+            }
+            CacheStore::Memory(_) => None,
+        },
+        slots.clone(),
+        actors.metrics.clone(),
+    );
     let broker = Broker::new(BrokerParts {
         config: config.clone(),
         pool: pool.clone(),
@@ -90,6 +101,7 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
         circuits,
         metrics: actors.metrics.clone(),
         budgets,
+        adaptive,
     })?;
     broker.watch_accounts();
     actors

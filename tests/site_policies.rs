@@ -69,6 +69,16 @@ async fn a_login_longer_than_its_lease_is_never_run_twice() {
     assert_eq!(a.portal.state.attempts_of("alice"), 1);
 }
 
+async fn site_limit(h: &Harness) -> u64 {
+    let usage = h
+        .api_get("/api/v1/automation/performance/resource-usage")
+        .await
+        .1;
+    usage["data"]["sites"]["court_zxfw"]["concurrency_limit"]
+        .as_u64()
+        .unwrap()
+}
+
 async fn site_with(redis: Option<&str>, site_keys: &str) -> Harness {
     let prefix = format!("tokend-test-{}", common::unique());
     let retry = "[retry]\nnetwork_retry_delay_base = 0.05\ncaptcha_retry_delay = 0.05\nlogin_timeout = 10\n";
@@ -183,4 +193,65 @@ async fn least_recent_takes_the_account_that_waited_longest() {
         order.push(body["data"]["account"].as_str().unwrap().to_string());
     }
     assert_eq!(order, ["a1", "a2", "a1", "a2"]);
+}
+
+#[actix_rt::test]
+async fn rate_limit_answers_lower_the_site_limit_and_successes_raise_it() {
+    for redis in harness::backends() {
+        let prefix = format!("tokend-test-{}", common::unique());
+        let h = Harness::start_full(
+            redis.as_deref(),
+            &prefix,
+            None,
+            "[retry]\nmax_network_retries = 0\nlogin_timeout = 10\n",
+            "[concurrency]\nmax_concurrent_acquisitions = 8\nmax_concurrent_per_site = 4\n\
+             [circuit]\nfailure_threshold = 100\n",
+            "adaptive_concurrency = true\nadaptive_increase_after = 2\nrate_limit_pattern = \"操作频繁|too many\"\n",
+        )
+        .await;
+        h.add_account("alice", "pw-a", false);
+        let forced = json!({"site_name": "court_zxfw", "force_refresh": true});
+        assert_eq!(site_limit(&h).await, 4);
+        h.portal
+            .state
+            .rate_limited
+            .store(2, std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..2 {
+            let (status, body) = h.acquire(forced.clone()).await;
+            assert_eq!(
+                (status, body["errors"]["error_type"].as_str()),
+                (502, Some("network_error")),
+                "{body}"
+            );
+        }
+        assert_eq!(
+            site_limit(&h).await,
+            1,
+            "4 → 2 → 1 after two rate-limit answers"
+        );
+        let text = h
+            .client
+            .get(format!("http://{}/metrics", h.tokend.addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            text.contains(r#"tokend_site_concurrency_limit{site="court_zxfw"} 1"#),
+            "{text}"
+        );
+        // The account was not blamed for the portal's load.
+        assert_eq!(h.account_state("alice").await["state"], "active");
+        for _ in 0..4 {
+            let (status, body) = h.acquire(forced.clone()).await;
+            assert_eq!(status, 200, "{body}");
+        }
+        assert_eq!(
+            site_limit(&h).await,
+            3,
+            "raised by one every two successes (1 → 2 → 3)"
+        );
+    }
 }

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::{AcquiredToken, Broker, Flight, Source};
 use crate::actors::monitor::{AcquisitionFinished, AcquisitionStarted, Rejected};
+use crate::adaptive::Signal;
 use crate::cache::{CachedToken, CredentialEntry};
 use crate::circuit::{Admission, CircuitState, SiteOutcome};
 use crate::config::{seconds, SiteConfig};
@@ -576,6 +577,13 @@ impl Broker {
         failure: Option<&LoginFailure>,
         probe: bool,
     ) {
+        let signal = match failure {
+            None => Signal::Success,
+            Some(f) if f.congestion || f.kind == FailureKind::Captcha => Signal::Congestion,
+            Some(_) => Signal::Failure,
+        };
+        let max = self.inner.config.concurrency.max_concurrent_per_site;
+        self.inner.adaptive.observe(site, max, signal).await;
         let policy = self.circuit_policy(site);
         let circuits = &self.inner.circuits;
         let Some(failure) = failure.filter(|f| f.is_site_fault()) else {

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::actors::history::HistoryRecorder;
 use crate::actors::MonitorActor;
+use crate::adaptive::AdaptiveLimits;
 use crate::budget::LoginBudgets;
 use crate::cache::{CachedToken, TokenCache};
 use crate::circuit::{CircuitPolicy, Circuits};
@@ -125,6 +126,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// Logins per sliding hour, per site and per account (SPEC §12).
     budgets: LoginBudgets,
+    /// Adaptive slot limits per site (SPEC §12).
+    adaptive: AdaptiveLimits,
     /// Round-robin turns per site, when Redis does not keep them.
     turns: Mutex<HashMap<String, u64>>,
     /// Background refreshes running or backing off: until when, after how many failures.
@@ -143,6 +146,7 @@ pub struct BrokerParts {
     pub circuits: Circuits,
     pub metrics: Arc<Metrics>,
     pub budgets: LoginBudgets,
+    pub adaptive: AdaptiveLimits,
 }
 
 impl Broker {
@@ -167,6 +171,7 @@ impl Broker {
                 circuits: parts.circuits,
                 metrics: parts.metrics,
                 budgets: parts.budgets,
+                adaptive: parts.adaptive,
                 turns: Mutex::default(),
                 flights: Mutex::default(),
                 refreshing: Mutex::default(),

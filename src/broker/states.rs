@@ -32,6 +32,8 @@ pub struct SiteReport {
     pub usable_accounts: usize,
     pub accounts: usize,
     pub circuit: CircuitView,
+    /// The site's slot limit in force (adaptive, or `max_concurrent_per_site`).
+    pub concurrency_limit: u32,
     /// Logins in this sliding hour against the site's budgets (absent when unlimited).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub login_budget: Option<BudgetReport>,
@@ -257,12 +259,18 @@ impl Broker {
                 frees_in: count.frees_in,
             })
         };
+        let max = self.inner.config.concurrency.max_concurrent_per_site;
+        let concurrency_limit = self.inner.adaptive.current(site, max).await;
+        self.inner
+            .metrics
+            .set_site_limit(&site.name, concurrency_limit);
         SiteReport {
             name: site.name.clone(),
             status,
             usable_accounts: usable,
             accounts,
             circuit,
+            concurrency_limit,
             login_budget,
         }
     }

@@ -79,6 +79,16 @@ pub struct SiteConfig {
     /// How the site chooses among its usable accounts: `best`, `round_robin`, `least_recent`.
     #[serde(default, skip_serializing_if = "is_best")]
     pub selection: crate::selection::Strategy,
+    /// Whether the site's slot limit adapts to the portal's load (AIMD, SPEC §12).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub adaptive_concurrency: bool,
+    /// Successful logins in a row after which an adaptive limit rises by one.
+    #[serde(default = "default_increase_after")]
+    pub adaptive_increase_after: u32,
+    /// A regex over login answers that means "too many requests" (e.g. `操作频繁|too many`):
+    /// such an answer is a network error and a congestion signal, like a 429.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rate_limit_pattern: String,
     /// Logins one account may make in any sliding hour (0: unlimited).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub login_budget_per_account_per_hour: u32,
@@ -95,6 +105,14 @@ pub struct SiteConfig {
 
 fn is_best(strategy: &crate::selection::Strategy) -> bool {
     *strategy == crate::selection::Strategy::Best
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+fn default_increase_after() -> u32 {
+    5
 }
 
 fn is_zero(value: &u32) -> bool {
@@ -126,9 +144,19 @@ impl SiteConfig {
         let key = |field: &str| format!("sites[{index}].{field}");
         validate_site_name(&key("name"), &self.name)
             .map_err(|e| Error::config(key("name"), e.to_string()))?;
+        if !(1..=1000).contains(&self.adaptive_increase_after) {
+            return Err(Error::config(
+                key("adaptive_increase_after"),
+                format!(
+                    "must be from 1 to 1000, not {}",
+                    self.adaptive_increase_after
+                ),
+            ));
+        }
         for (field, pattern) in [
             ("captcha_error_pattern", &self.captcha_error_pattern),
             ("credential_error_pattern", &self.credential_error_pattern),
+            ("rate_limit_pattern", &self.rate_limit_pattern),
         ] {
             regex::Regex::new(pattern)
                 .map_err(|e| Error::config(key(field), format!("not a valid regex: {e}")))?;

@@ -24,6 +24,8 @@ pub struct HttpDriver {
     site: SiteConfig,
     captcha: Regex,
     credential: Regex,
+    /// "Too many requests" in words (`rate_limit_pattern`), if the site has one.
+    rate_limited: Option<Regex>,
     default_ttl: Duration,
 }
 
@@ -42,6 +44,10 @@ impl HttpDriver {
             client,
             captcha: regex("captcha_error_pattern", &site.captcha_error_pattern)?,
             credential: regex("credential_error_pattern", &site.credential_error_pattern)?,
+            rate_limited: match site.rate_limit_pattern.as_str() {
+                "" => None,
+                pattern => Some(regex("rate_limit_pattern", pattern)?),
+            },
             site: site.clone(),
             default_ttl,
         })
@@ -123,7 +129,12 @@ impl HttpDriver {
                 }
             }
         }
-        let kind = if status.as_u16() == 429 || status.is_server_error() {
+        let congestion = status.as_u16() == 429
+            || self
+                .rate_limited
+                .as_ref()
+                .is_some_and(|r| r.is_match(&text));
+        let kind = if congestion || status.is_server_error() {
             FailureKind::Network
         } else if self.captcha.is_match(&text) {
             FailureKind::Captcha
@@ -143,7 +154,9 @@ impl HttpDriver {
         } else {
             format!("HTTP {status}: {text}")
         };
-        Err(LoginFailure::new(kind, clean_message(&detail, &secrets)).with_retry_after(retry_after))
+        Err(LoginFailure::new(kind, clean_message(&detail, &secrets))
+            .with_retry_after(retry_after)
+            .congested(congestion))
     }
 
     fn token(&self, token: &str, json: Option<&Value>) -> LoginToken {

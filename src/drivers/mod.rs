@@ -59,6 +59,9 @@ pub struct LoginFailure {
     pub message: String,
     /// How long the portal asked us to stay away (`Retry-After`), if it did.
     pub retry_after: Option<Duration>,
+    /// The portal said it is overloaded (a 429, or an answer matching `rate_limit_pattern`):
+    /// a congestion signal for adaptive concurrency.
+    pub congestion: bool,
 }
 
 impl LoginFailure {
@@ -67,7 +70,13 @@ impl LoginFailure {
             kind,
             message: message.into(),
             retry_after: None,
+            congestion: false,
         }
+    }
+
+    pub fn congested(mut self, congestion: bool) -> Self {
+        self.congestion = congestion;
+        self
     }
 
     pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {

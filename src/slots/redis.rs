@@ -7,6 +7,7 @@
 //! | `P:slots:queue` | sorted set | waiter id → arrival number (FIFO order) |
 //! | `P:slots:waiters` | hash | waiter id → `deadline\nsite\naccount` |
 //! | `P:slots:limits` | hash | `global`, `per_site`, `per_account` set at run time |
+//! | `P:slots:site-limits` | hash | site → its adaptive limit (at most `per_site`) |
 //! | `P:slots:fence` | counter | the fencing number of the latest grant |
 //! | `P:lock:SITE:ID` | string | the single-flight lock of an account: its owner, expiring after `lock_timeout` unless renewed |
 //!
@@ -54,8 +55,16 @@ local function account_used(site, account)
   end
   return used_a[id]
 end
+local site_limits = {}
+local function site_limit(site)
+  if site_limits[site] == nil then
+    local adaptive = tonumber(redis.call('HGET', prefix .. ':slots:site-limits', site))
+    site_limits[site] = adaptive and math.min(adaptive, s) or s
+  end
+  return site_limits[site]
+end
 local function fits(site, account)
-  return used_g < g and site_used(site) < s and account_used(site, account) < a
+  return used_g < g and site_used(site) < site_limit(site) and account_used(site, account) < a
 end
 local queue = prefix .. ':slots:queue'
 local waiters = prefix .. ':slots:waiters'

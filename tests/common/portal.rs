@@ -34,6 +34,8 @@ pub struct PortalState {
     pub max_in_flight: AtomicU32,
     pub max_in_flight_per_account: Mutex<HashMap<String, u32>>,
     in_flight_per_account: Mutex<HashMap<String, u32>>,
+    /// The next this many logins answer 200 with "操作频繁" (too frequent).
+    pub rate_limited: AtomicU32,
     /// While set, every login answers 503 (a portal outage), with this `Retry-After` if any.
     pub outage: std::sync::atomic::AtomicBool,
     pub outage_retry_after: Mutex<Option<String>>,
@@ -174,6 +176,13 @@ async fn login(state: web::Data<PortalState>, body: web::Json<Value>) -> HttpRes
 
 fn answer(state: &PortalState, account: &str, password: &str) -> HttpResponse {
     let mut accounts = state.accounts.lock().unwrap();
+    if state
+        .rate_limited
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return HttpResponse::Ok().json(json!({"code": 429, "msg": "操作频繁，请稍后再试"}));
+    }
     if state.outage.load(Ordering::SeqCst) {
         let mut answer = HttpResponse::ServiceUnavailable();
         if let Some(wait) = state.outage_retry_after.lock().unwrap().clone() {
