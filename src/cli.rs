@@ -147,7 +147,12 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve => {
             crate::process::limit_malloc_arenas();
-            actix_web::rt::System::new().block_on(crate::server::serve(config))
+            let system = actix_web::rt::System::new();
+            let result = system.block_on(crate::server::serve(config));
+            // Dropping the runtime would wait for every blocking task, also a database call
+            // stuck on a dead connection; the history is flushed or spooled by now.
+            std::mem::forget(system);
+            result
         }
         Command::Migrate => {
             let pool = open_pool(&config)?;

@@ -67,23 +67,24 @@ pub fn scrub(text: &str, secrets: &[&str]) -> String {
 }
 
 /// Hides the password of a URL (`redis://:pw@host`, `postgres://u:pw@host/db`) for logs.
+///
+/// A password may hold `/`, `?`, `#` and `@` unencoded (a value pasted into `REDIS_URL` or
+/// `DATABASE_URL`), so the user information is taken to end at the *last* `@` of the URL,
+/// and everything after the first `:` before it is masked. Where a later part of the URL holds
+/// an `@`, more is masked than needed: hiding too much is the safe mistake.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let (authority, path) = rest
-        .split_once('/')
-        .map_or((rest, None), |(a, p)| (a, Some(p)));
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{user}:***@{host}"),
-            None => format!("{userinfo}@{host}"),
-        },
-        None => authority.to_string(),
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
     };
-    match path {
-        Some(path) => format!("{scheme}://{authority}/{path}"),
-        None => format!("{scheme}://{authority}"),
+    // A user name holds none of these; where one appears, it is part of a password.
+    let plain = |user: &str| !user.contains(['/', '?', '#', '@']);
+    match userinfo.split_once(':') {
+        Some((user, _password)) if plain(user) => format!("{scheme}://{user}:***@{host}"),
+        None if plain(userinfo) => format!("{scheme}://{userinfo}@{host}"),
+        _ => format!("{scheme}://***@{host}"),
     }
 }
 
@@ -121,5 +122,30 @@ mod tests {
             "redis://:***@127.0.0.1:6379/0"
         );
         assert_eq!(redact_url("sqlite://tokend.db"), "sqlite://tokend.db");
+    }
+
+    #[test]
+    fn url_passwords_with_url_characters_are_masked() {
+        let password = "aB/c+d=e@f:g?h#i";
+        for url in [
+            format!("redis://:{password}@cache.local:6379/0"),
+            format!("postgres://app:{password}@db.local:5432/tokend?sslmode=require"),
+            format!("redis://{password}@cache.local"),
+        ] {
+            let shown = redact_url(&url);
+            for part in ["aB", "c+d=e", "g?h", "#i"] {
+                assert!(!shown.contains(part), "{shown} shows part of the password");
+            }
+            assert!(
+                shown.ends_with("cache.local:6379/0")
+                    || shown.contains("db.local")
+                    || shown.ends_with("cache.local"),
+                "{shown}"
+            );
+        }
+        assert_eq!(
+            redact_url("postgres://app:p/w@db.local/tokend"),
+            "postgres://app:***@db.local/tokend"
+        );
     }
 }

@@ -9,7 +9,7 @@ use super::openapi::{Envelope, ErrorBody};
 use super::{ok, AppState};
 use crate::actors::history::{Cleanup, Page};
 use crate::config::validate_site_name;
-use crate::db::history::HistoryFilter;
+use crate::db::history::{HistoryFilter, MAX_DAYS};
 use crate::error::Error;
 use crate::outcome::AcquisitionStatus;
 
@@ -24,6 +24,18 @@ pub struct HistoryQuery {
     status: Option<String>,
     limit: Option<i64>,
     before_id: Option<i64>,
+}
+
+/// A number of days from a query string: `1..=max`, else 400 naming `days` (taken as text,
+/// so that a number too large for any integer type is named too).
+pub(crate) fn checked_days(days: &str, max: u32) -> Result<u32, Error> {
+    match days.trim().parse::<u32>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(Error::invalid(
+            "days",
+            format!("must be a whole number from 1 to {max}"),
+        )),
+    }
 }
 
 /// History rows, newest first, keyset pagination; no token material.
@@ -46,6 +58,12 @@ pub async fn list(
         return Err(Error::invalid(
             "limit",
             format!("must be from 1 to {MAX_LIMIT}"),
+        ));
+    }
+    if q.before_id.is_some_and(|id| id < 1) {
+        return Err(Error::invalid(
+            "before_id",
+            "must be a history row id (1 or more)",
         ));
     }
     let filter = HistoryFilter {
@@ -79,22 +97,16 @@ pub async fn list(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CleanupQuery {
-    days: u32,
+    days: String,
 }
 
-/// Deletes rows older than `days` days (at least 1), in batches.
-#[utoipa::path(post, path = "/api/v1/automation/history/cleanup", tag = "history", params(("days" = u32, Query)), responses((status = 200, description = "{days, deleted}", body = Envelope), (status = 400, description = "Bad input", body = ErrorBody)))]
+/// Deletes rows older than `days` days (1 to [`MAX_DAYS`]), in batches.
+#[utoipa::path(post, path = "/api/v1/automation/history/cleanup", tag = "history", params(("days" = u32, Query, description = "1 to 36500")), responses((status = 200, description = "{days, deleted}", body = Envelope), (status = 400, description = "Bad input", body = ErrorBody)))]
 pub async fn cleanup(
     state: web::Data<AppState>,
     query: web::Query<CleanupQuery>,
 ) -> Result<HttpResponse, Error> {
-    if query.days == 0 {
-        return Err(Error::invalid("days", "must be at least 1"));
-    }
-    let deleted = state
-        .actors
-        .history
-        .send(Cleanup { days: query.days })
-        .await??;
-    Ok(ok(json!({"days": query.days, "deleted": deleted})))
+    let days = checked_days(&query.days, MAX_DAYS)?;
+    let deleted = state.actors.history.send(Cleanup { days }).await??;
+    Ok(ok(json!({"days": days, "deleted": deleted})))
 }

@@ -228,13 +228,15 @@ impl Broker {
     pub async fn invalidate(&self, site_name: &str, account: &str) -> Result<bool> {
         let site = self.site(site_name)?;
         let id = self.credential_id_of(site, account).await?;
-        self.inner.cache.invalidate(&site.name, id).await;
+        // The stored token goes first: an acquire that misses the cache in between would
+        // otherwise find the row and put the rejected token back into the cache.
         let (site_owned, account_owned) = (site.name.clone(), account.to_string());
         let removed = self
             .inner
             .pool
             .run(move |conn| crate::db::tokens::delete(conn, &site_owned, &account_owned))
             .await?;
+        self.inner.cache.invalidate(&site.name, id).await;
         log::info!(
             "event=token_invalidated site={} account={account} stored={removed}",
             site.name

@@ -5,6 +5,7 @@
 //! Keys are `{key_prefix}:{kind}:{site}[:{account}]`, so that one site's keys, or all of
 //! tokend's, can be found by prefix.
 
+pub mod breaker;
 pub mod memory;
 pub mod redis_store;
 pub mod tokens;

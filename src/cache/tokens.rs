@@ -12,8 +12,9 @@
 //! read from Redis less than [`NEAR_WINDOW`] ago is served without a Redis round trip (so an
 //! invalidation made on another instance is seen here within that window at the latest), and
 //! while Redis is unreachable the near cache serves the tokens it holds until they expire.
-//! After a Redis failure, Redis is left alone for [`BREAKER_PAUSE`] so that no request waits on
-//! a dead connection; the outage and the recovery are each logged once.
+//! After a Redis failure, the [`Breaker`] leaves Redis alone for a pause that doubles with each
+//! failed probe, so that no request waits on a dead connection; the outage and the recovery
+//! are each logged once. Local ages (near cache, breaker) are measured on the monotonic clock.
 //!
 //! Every cache failure is non-fatal: it is logged, counted as an error of its kind, and the
 //! caller goes on as on a miss (the database is the source of truth).
@@ -21,13 +22,15 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::breaker::{Admission, Breaker, Change};
 use super::CacheStore;
 use crate::crypto::{SealContext, SecretKey};
 use crate::error::{Error, Result};
@@ -35,8 +38,6 @@ use crate::secret::Secret;
 
 /// How long a token entry read from Redis is served from the in-process near cache.
 pub const NEAR_WINDOW: Duration = Duration::from_secs(1);
-/// After a Redis failure, how long the cache answers without trying Redis.
-pub const BREAKER_PAUSE: Duration = Duration::from_secs(1);
 
 /// The cache kinds, in the order reports list them.
 pub const KINDS: [&str; 4] = ["token", "credentials", "account_stats", "blacklist"];
@@ -135,14 +136,30 @@ impl CacheCounters {
     }
 }
 
+/// Frees the breaker's probe if the call it guards is dropped before its answer.
+struct ProbeGuard<'a> {
+    breaker: &'a Breaker,
+    armed: bool,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.breaker.probe_abandoned();
+        }
+    }
+}
+
 /// The pipeline's view of the cache: typed entries, keys, counters, sealing.
 #[derive(Clone)]
 pub struct TokenCache {
     store: CacheStore,
     /// In-process copies of token entries read from Redis (none for the memory backend).
     near: Option<Arc<super::MemoryStore>>,
-    /// When Redis last failed (ms since the epoch), 0 while it answers.
-    failed_at: Arc<std::sync::atomic::AtomicI64>,
+    /// Keeps requests away from a Redis that failed.
+    breaker: Arc<Breaker>,
+    /// The origin of the near cache's time stamps (monotonic).
+    epoch: Instant,
     prefix: Arc<str>,
     key: SecretKey,
     pub counters: Arc<CacheCounters>,
@@ -154,7 +171,8 @@ impl TokenCache {
         TokenCache {
             store,
             near,
-            failed_at: Arc::default(),
+            breaker: Arc::default(),
+            epoch: Instant::now(),
             prefix: Arc::from(key_prefix),
             key,
             counters: Arc::default(),
@@ -192,18 +210,13 @@ impl TokenCache {
 
     /// Whether the backend is reachable as far as the cache knows (always, in process).
     pub fn backend_up(&self) -> bool {
-        self.failed_at.load(Ordering::Relaxed) == 0
-    }
-
-    fn paused(&self) -> bool {
-        let failed = self.failed_at.load(Ordering::Relaxed);
-        failed != 0 && Utc::now().timestamp_millis() - failed < BREAKER_PAUSE.as_millis() as i64
+        !self.breaker.is_open()
     }
 
     fn note<T>(&self, kind: &str, op: &str, result: Result<T>) -> Result<T> {
         match &result {
             Ok(_) => {
-                if self.failed_at.swap(0, Ordering::Relaxed) != 0 {
+                if self.breaker.succeeded() == Change::Closed {
                     log::info!(
                         "event=cache_backend_restored backend={}",
                         self.store.backend()
@@ -212,11 +225,7 @@ impl TokenCache {
             }
             Err(e) => {
                 self.counters.error(kind);
-                if self
-                    .failed_at
-                    .swap(Utc::now().timestamp_millis(), Ordering::Relaxed)
-                    == 0
-                {
+                if self.breaker.failed() == Change::Opened {
                     log::warn!("event=cache_backend_unreachable backend={} op={op} error=\"{e}\" fallback=in_process", self.store.backend());
                 }
             }
@@ -224,13 +233,52 @@ impl TokenCache {
         result
     }
 
-    async fn store_get(&self, kind: &str, key: &str) -> Result<Option<String>> {
-        if self.paused() {
+    /// Runs one call to the store through the breaker: refused at once while it is open,
+    /// sent as the one probe when the pause is over.
+    async fn guarded<T>(
+        &self,
+        kind: &str,
+        op: &str,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let admission = self.breaker.admit();
+        if admission == Admission::Refuse {
             self.counters.error(kind);
-            return Err(Error::CacheUnavailable("paused after a failure".into()));
+            return Err(Error::CacheUnavailable(
+                "left alone after a failure (breaker open)".into(),
+            ));
         }
-        let result = self.store.get(key).await;
-        self.note(kind, "get", result)
+        // A probe whose caller goes away before the answer frees the probe for another.
+        let mut probe = ProbeGuard {
+            breaker: &self.breaker,
+            armed: admission == Admission::Probe,
+        };
+        let result = call.await;
+        probe.armed = false;
+        self.note(kind, op, result)
+    }
+
+    /// One round trip to the backend when the breaker is open and no probe is under way (the
+    /// background probe of `CacheActor`); closes the breaker when it answers. Returns whether
+    /// the backend is up as far as the cache knows.
+    pub async fn probe(&self) -> bool {
+        if !self.breaker.admit_background_probe() {
+            return self.backend_up();
+        }
+        let mut probe = ProbeGuard {
+            breaker: &self.breaker,
+            armed: true,
+        };
+        let result = match &self.store {
+            CacheStore::Redis(redis) => redis.ping().await.map(|_| ()),
+            CacheStore::Memory(_) => Ok(()),
+        };
+        probe.armed = false;
+        self.note("token", "probe", result).is_ok()
+    }
+
+    async fn store_get(&self, kind: &str, key: &str) -> Result<Option<String>> {
+        self.guarded(kind, "get", self.store.get(key)).await
     }
 
     /// Deletes are always sent, whatever the breaker says: an invalidation must not be lost.
@@ -272,28 +320,26 @@ impl TokenCache {
         if kind == "token" {
             self.near_put(key, &text, ttl);
         }
-        if self.paused() {
-            self.counters.error(kind);
-            return;
-        }
-        let written = match (kind, &self.store) {
-            ("token", CacheStore::Redis(redis)) => {
-                let fence = serde_json::from_str::<serde_json::Value>(&text)
-                    .ok()
-                    .and_then(|v| v["fence"].as_u64())
-                    .unwrap_or(0);
-                let stored = redis.set_fenced(key, &text, ttl, fence).await;
-                if let Ok(false) = stored {
-                    log::warn!("event=stale_token_discarded store=redis fence={fence}");
-                    if let Some(near) = &self.near {
-                        near.delete(key);
+        let write = async {
+            match (kind, &self.store) {
+                ("token", CacheStore::Redis(redis)) => {
+                    let fence = serde_json::from_str::<serde_json::Value>(&text)
+                        .ok()
+                        .and_then(|v| v["fence"].as_u64())
+                        .unwrap_or(0);
+                    let stored = redis.set_fenced(key, &text, ttl, fence).await;
+                    if let Ok(false) = stored {
+                        log::warn!("event=stale_token_discarded store=redis fence={fence}");
+                        if let Some(near) = &self.near {
+                            near.delete(key);
+                        }
                     }
+                    stored.map(|_| ())
                 }
-                stored.map(|_| ())
+                _ => self.store.set(key, &text, ttl).await,
             }
-            _ => self.store.set(key, &text, ttl).await,
         };
-        let _ = self.note(kind, "set", written);
+        let _ = self.guarded(kind, "set", write).await;
     }
 
     async fn delete(&self, kind: &str, key: &str) {
@@ -303,14 +349,12 @@ impl TokenCache {
         self.store_delete(kind, key).await;
     }
 
-    /// Keeps a copy in the near cache, stamped with the time it was known to be current.
+    /// Keeps a copy in the near cache, stamped with the (monotonic) time it was known to be
+    /// current.
     fn near_put(&self, key: &str, text: &str, ttl: Duration) {
         if let Some(near) = &self.near {
-            near.set(
-                key,
-                format!("{}\n{text}", Utc::now().timestamp_millis()),
-                ttl,
-            );
+            let at = self.epoch.elapsed().as_millis();
+            near.set(key, format!("{at}\n{text}"), ttl);
         }
     }
 
@@ -318,8 +362,9 @@ impl TokenCache {
     fn near_get(&self, key: &str) -> Option<(Duration, String)> {
         let stamped = self.near.as_ref()?.get(key)?;
         let (at, text) = stamped.split_once('\n')?;
-        let age = Utc::now().timestamp_millis() - at.parse::<i64>().ok()?;
-        Some((Duration::from_millis(age.max(0) as u64), text.to_string()))
+        let at = Duration::from_millis(at.parse().ok()?);
+        let age = self.epoch.elapsed().saturating_sub(at);
+        Some((age, text.to_string()))
     }
 
     /// The entry under `key`: from the near cache when recent, else from the store; while the
@@ -478,10 +523,9 @@ impl TokenCache {
         if let Some(near) = &self.near {
             near.set(&key, "1".into(), duration);
         }
-        if !self.paused() {
-            let result = self.store.set(&key, "1", duration).await;
-            let _ = self.note("blacklist", "set", result);
-        }
+        let _ = self
+            .guarded("blacklist", "set", self.store.set(&key, "1", duration))
+            .await;
     }
 
     pub async fn unblacklist(&self, site: &str, id: i64) {

@@ -60,13 +60,45 @@ pub fn parse_url(url: &str) -> Result<(Backend, String)> {
         }
         Ok((Backend::Sqlite, path.to_string()))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok((Backend::Postgres, url.to_string()))
+        Ok((Backend::Postgres, with_connection_guards(url)))
     } else {
         Err(Error::config(
             "database.url",
             "must start with sqlite:// or postgres://",
         ))
     }
+}
+
+/// libpq parameters that keep a call from hanging on a dead connection (a half-open TCP
+/// connection, a host gone away): a bound on connecting, TCP keepalives, and a bound on
+/// unacknowledged data. A parameter the URL sets itself is left as it is.
+const PG_CONNECTION_GUARDS: [(&str, &str); 6] = [
+    ("connect_timeout", "5"),
+    ("keepalives", "1"),
+    ("keepalives_idle", "15"),
+    ("keepalives_interval", "5"),
+    ("keepalives_count", "3"),
+    ("tcp_user_timeout", "30000"),
+];
+
+/// The longest a PostgreSQL statement may run (`statement_timeout`), so that none holds a
+/// connection for ever.
+const PG_STATEMENT_TIMEOUT: &str = "60s";
+
+/// `url` with the [`PG_CONNECTION_GUARDS`] it does not set itself.
+fn with_connection_guards(url: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut params: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    for (key, value) in PG_CONNECTION_GUARDS {
+        if !params.iter().any(|p| p.split('=').next() == Some(key)) {
+            params.push(format!("{key}={value}"));
+        }
+    }
+    format!("{base}?{}", params.join("&"))
 }
 
 /// Opens connections for r2d2, picking the backend from the URL scheme.
@@ -94,9 +126,13 @@ impl ManageConnection for ConnectionManager {
                 .map_err(r2d2::Error::QueryError)?;
                 Ok(DbConnection::Sqlite(conn))
             }
-            Backend::Postgres => PgConnection::establish(&self.target)
-                .map(DbConnection::Postgres)
-                .map_err(r2d2::Error::ConnectionError),
+            Backend::Postgres => {
+                let mut conn =
+                    PgConnection::establish(&self.target).map_err(r2d2::Error::ConnectionError)?;
+                conn.batch_execute(&format!("SET statement_timeout = '{PG_STATEMENT_TIMEOUT}'"))
+                    .map_err(r2d2::Error::QueryError)?;
+                Ok(DbConnection::Postgres(conn))
+            }
         }
     }
 
@@ -270,4 +306,20 @@ pub fn is_unique_violation(err: &diesel::result::Error) -> bool {
         err,
         diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_urls_get_connection_guards_unless_they_set_them() {
+        let (_, target) = parse_url("postgres://u:p@db/tokend").unwrap();
+        assert!(target.starts_with("postgres://u:p@db/tokend?connect_timeout=5&keepalives=1"));
+        assert!(target.contains("tcp_user_timeout=30000"));
+        let (_, target) =
+            parse_url("postgres://db/tokend?sslmode=require&keepalives_idle=60").unwrap();
+        assert!(target.contains("sslmode=require&keepalives_idle=60&"));
+        assert_eq!(target.matches("keepalives_idle").count(), 1);
+    }
 }

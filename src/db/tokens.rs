@@ -16,9 +16,20 @@ pub fn find(conn: &mut DbConnection, site: &str, account: &str) -> Result<Option
         .optional()?)
 }
 
+/// The highest fencing number stored (0 when none): the floor of a new fencing epoch after
+/// Redis lost its counter.
+pub fn max_fence(conn: &mut DbConnection) -> Result<i64> {
+    let max: Option<i64> = dsl::tokens
+        .select(diesel::dsl::max(dsl::fence))
+        .first(conn)?;
+    Ok(max.unwrap_or(0))
+}
+
 /// Inserts or replaces the token of (site, account), unless the stored one was written under
 /// a newer fencing number (a holder whose lease expired must not overwrite a newer token).
-/// Returns whether it was written. A fence of 0 (in-process slots) is not compared.
+/// Returns whether it was written. A fence of 0 (in-process slots) is not compared, and an
+/// expired stored token may always be replaced: whatever happened to the fencing numbers
+/// (a Redis that lost its counter), the table never freezes on a dead token.
 pub fn upsert(conn: &mut DbConnection, token: &NewToken<'_>) -> Result<bool> {
     conn.transaction(|conn| {
         let target = dsl::tokens
@@ -34,7 +45,8 @@ pub fn upsert(conn: &mut DbConnection, token: &NewToken<'_>) -> Result<bool> {
         let updated = if token.fence == 0 {
             diesel::update(target).set(changes).execute(conn)?
         } else {
-            diesel::update(target.filter(dsl::fence.le(token.fence)))
+            let now = chrono::Utc::now().naive_utc();
+            diesel::update(target.filter(dsl::fence.le(token.fence).or(dsl::expires_at.le(now))))
                 .set(changes)
                 .execute(conn)?
         };
