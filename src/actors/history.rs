@@ -424,3 +424,26 @@ impl Handler<Cleanup> for HistoryActor {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_rt::test]
+    async fn a_panic_in_database_work_fails_that_call_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Pool::connect(&format!("sqlite://{}/h.db", dir.path().display()), 2).unwrap();
+        pool.migrate().unwrap();
+        let actor = HistoryActor::new(pool);
+        let failed: Result<()> = actor.run("test", |_| panic!("a bug")).await;
+        assert!(matches!(failed, Err(Error::Internal(_))), "{failed:?}");
+        let history = actor.start();
+        assert!(history.send(CheckDatabase).await.unwrap().is_ok());
+        let refused = history.send(Cleanup { days: u32::MAX }).await.unwrap();
+        assert!(
+            matches!(&refused, Err(Error::InvalidInput { field, .. }) if field == "days"),
+            "{refused:?}"
+        );
+        assert_eq!(history.send(Cleanup { days: 1 }).await.unwrap().unwrap(), 0);
+    }
+}
