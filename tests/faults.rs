@@ -49,6 +49,16 @@ async fn hostile_numbers_are_refused_by_name_and_history_survives() {
         (&get, "/api/v1/automation/history?limit=-1", "limit"),
         (
             &get,
+            "/api/v1/automation/history?limit=99999999999999999999999",
+            "limit",
+        ),
+        (
+            &get,
+            "/api/v1/automation/history?before_id=99999999999999999999999",
+            "before_id",
+        ),
+        (
+            &get,
             "/api/v1/automation/performance/statistics?days=4000000000",
             "days",
         ),

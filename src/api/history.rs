@@ -22,20 +22,33 @@ pub struct HistoryQuery {
     site_name: Option<String>,
     account: Option<String>,
     status: Option<String>,
-    limit: Option<i64>,
-    before_id: Option<i64>,
+    limit: Option<String>,
+    before_id: Option<String>,
 }
 
-/// A number of days from a query string: `1..=max`, else 400 naming `days` (taken as text,
-/// so that a number too large for any integer type is named too).
-pub(crate) fn checked_days(days: &str, max: u32) -> Result<u32, Error> {
-    match days.trim().parse::<u32>() {
-        Ok(n) if (1..=max).contains(&n) => Ok(n),
+/// A whole number from a query string, within `range`, else 400 naming `field`. Taken as
+/// text, so that a number too large for any integer type is named too.
+pub(crate) fn number_in(
+    field: &str,
+    text: &str,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<i64, Error> {
+    match text.trim().parse::<i64>() {
+        Ok(n) if range.contains(&n) => Ok(n),
         _ => Err(Error::invalid(
-            "days",
-            format!("must be a whole number from 1 to {max}"),
+            field,
+            format!(
+                "must be a whole number from {} to {}",
+                range.start(),
+                range.end()
+            ),
         )),
     }
+}
+
+/// A number of days from a query string: `1..=max`, else 400 naming `days`.
+pub(crate) fn checked_days(days: &str, max: u32) -> Result<u32, Error> {
+    Ok(number_in("days", days, 1..=i64::from(max))? as u32)
 }
 
 /// History rows, newest first, keyset pagination; no token material.
@@ -53,24 +66,19 @@ pub async fn list(
             return Err(Error::invalid("status", "must be success, failed, timeout, network_error, captcha_error or credential_error"));
         }
     }
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(Error::invalid(
-            "limit",
-            format!("must be from 1 to {MAX_LIMIT}"),
-        ));
-    }
-    if q.before_id.is_some_and(|id| id < 1) {
-        return Err(Error::invalid(
-            "before_id",
-            "must be a history row id (1 or more)",
-        ));
-    }
+    let limit = match &q.limit {
+        Some(limit) => number_in("limit", limit, 1..=MAX_LIMIT)?,
+        None => DEFAULT_LIMIT,
+    };
+    let before_id = match &q.before_id {
+        Some(id) => Some(number_in("before_id", id, 1..=i64::MAX)?),
+        None => None,
+    };
     let filter = HistoryFilter {
         site_name: q.site_name,
         account: q.account,
         status: q.status,
-        before_id: q.before_id,
+        before_id,
         limit,
     };
     let rows = state.actors.history.send(Page(filter)).await??;
