@@ -88,6 +88,53 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The pieces of a URL's password that a driver may echo in an error message (libpq quotes
+/// the part of a URL it could not parse, which starts or ends inside a password holding `?`,
+/// `#` or `@`): the password, and every part of it that starts or ends at a URL delimiter,
+/// longest first. Pieces under three characters are left out.
+pub fn url_password_pieces(url: &str) -> Vec<String> {
+    let Some((_, rest)) = url.split_once("://") else {
+        return Vec::new();
+    };
+    let Some((userinfo, _)) = rest.rsplit_once('@') else {
+        return Vec::new();
+    };
+    let Some((_, password)) = userinfo.split_once(':') else {
+        return Vec::new();
+    };
+    let cuts: Vec<usize> = password
+        .char_indices()
+        .filter(|(_, c)| "/?#@:&=+".contains(*c))
+        .map(|(i, _)| i)
+        .collect();
+    let mut pieces = vec![password.to_string()];
+    for &cut in &cuts {
+        pieces.push(password[..cut].to_string());
+        pieces.push(password[cut + 1..].to_string());
+    }
+    let mut bounds = vec![0];
+    bounds.extend(cuts.iter().flat_map(|&c| [c, c + 1]));
+    bounds.push(password.len());
+    for pair in bounds.chunks(2) {
+        if let [start, end] = pair {
+            pieces.push(password[*start..*end].to_string());
+        }
+    }
+    pieces.retain(|p| p.chars().count() >= 3);
+    pieces.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    pieces.dedup();
+    pieces
+}
+
+/// `text` with every piece of `pieces` replaced by `***`.
+pub fn mask_pieces(text: &str, pieces: &[String]) -> String {
+    let mut out = text.to_string();
+    for piece in pieces {
+        out = out.replace(piece.as_str(), "***");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +194,12 @@ mod tests {
             redact_url("postgres://app:p/w@db.local/tokend"),
             "postgres://app:***@db.local/tokend"
         );
+        // What libpq says about such a URL quotes a piece of the password.
+        let url = "postgres://app:aB/c+d=e@f:g?h#i@db.local/tokend";
+        let libpq =
+            "missing key/value separator \"=\" in URI query parameter: \"h#i@db.local/tokend\"";
+        let masked = mask_pieces(libpq, &url_password_pieces(url));
+        assert!(!masked.contains("h#i"), "{masked}");
+        assert!(masked.contains("db.local/tokend"), "{masked}");
     }
 }

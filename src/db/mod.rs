@@ -24,7 +24,7 @@ use diesel::{Connection, PgConnection, RunQueryDsl, SqliteConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::error::{Error, Result};
-use crate::secret::redact_url;
+use crate::secret::{mask_pieces, redact_url, url_password_pieces};
 
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -150,6 +150,21 @@ impl ManageConnection for ConnectionManager {
 
 pub type PooledConnection = r2d2::PooledConnection<ConnectionManager>;
 
+/// r2d2's connection errors, logged with the pieces of the password masked.
+#[derive(Debug)]
+struct MaskingErrorHandler {
+    pieces: Vec<String>,
+}
+
+impl r2d2::HandleError<r2d2::Error> for MaskingErrorHandler {
+    fn handle_error(&self, error: r2d2::Error) {
+        log::error!(
+            "event=database_connection_failed error=\"{}\"",
+            mask_pieces(&error.to_string(), &self.pieces)
+        );
+    }
+}
+
 /// The r2d2 pool, with the backend it talks to. Cheap to clone.
 #[derive(Clone)]
 pub struct Pool {
@@ -157,6 +172,8 @@ pub struct Pool {
     backend: Backend,
     /// The URL with its password hidden, for logs and health.
     display_url: String,
+    /// Pieces of the URL's password, masked in the driver's error messages.
+    password_pieces: Arc<Vec<String>>,
     /// Set while the database cannot be reached: callers then fail at once instead of each
     /// waiting for a connection (acquisitions go on without it, SPEC §10), and one
     /// background probe finds out when it is back.
@@ -190,12 +207,15 @@ impl Pool {
             // A connection cut by a database restart is found here and replaced, rather
             // than failing the next query.
             .test_on_check_out(true)
-            .error_handler(Box::new(r2d2::LoggingErrorHandler))
+            .error_handler(Box::new(MaskingErrorHandler {
+                pieces: url_password_pieces(url),
+            }))
             .build_unchecked(ConnectionManager { backend, target });
         Ok(Pool {
             inner,
             backend,
             display_url: redact_url(url),
+            password_pieces: Arc::new(url_password_pieces(url)),
             down: Arc::default(),
         })
     }
@@ -221,12 +241,14 @@ impl Pool {
             let full = self.inner.state().connections >= self.inner.max_size();
             if !full && !self.down.swap(true, Ordering::AcqRel) {
                 log::warn!(
-                    "event=database_unreachable url={} error=\"{e}\"",
-                    self.display_url
+                    "event=database_unreachable url={} error=\"{}\"",
+                    self.display_url,
+                    mask_pieces(&e.to_string(), &self.password_pieces)
                 );
                 self.probe_until_back();
             }
-            Error::DatabaseUnavailable(format!("{}: {e}", self.display_url))
+            let error = mask_pieces(&e.to_string(), &self.password_pieces);
+            Error::DatabaseUnavailable(format!("{}: {error}", self.display_url))
         })
     }
 
