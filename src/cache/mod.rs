@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use memory::MemoryStore;
-pub use redis_store::RedisStore;
+pub use redis_store::{RedisStore, TokenWrite};
 pub use tokens::{CacheCounters, CachedToken, CredentialEntry, TokenCache};
 
 use crate::config::Config;

@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::breaker::{Admission, Breaker, Change};
-use super::CacheStore;
+use super::{CacheStore, TokenWrite};
 use crate::crypto::{SealContext, SecretKey};
 use crate::error::{Error, Result};
 use crate::secret::Secret;
@@ -317,29 +317,68 @@ impl TokenCache {
         let Ok(text) = serde_json::to_string(value) else {
             return;
         };
-        if kind == "token" {
-            self.near_put(key, &text, ttl);
-        }
-        let write = async {
-            match (kind, &self.store) {
-                ("token", CacheStore::Redis(redis)) => {
-                    let fence = serde_json::from_str::<serde_json::Value>(&text)
-                        .ok()
-                        .and_then(|v| v["fence"].as_u64())
-                        .unwrap_or(0);
-                    let stored = redis.set_fenced(key, &text, ttl, fence).await;
-                    if let Ok(false) = stored {
-                        log::warn!("event=stale_token_discarded store=redis fence={fence}");
-                        if let Some(near) = &self.near {
-                            near.delete(key);
-                        }
-                    }
-                    stored.map(|_| ())
+        let _ = self
+            .guarded(kind, "set", self.store.set(key, &text, ttl))
+            .await;
+    }
+
+    /// Writes a token entry unless a newer one is stored (fencing) or the token was
+    /// invalidated (its tombstone under `revoked`), each checked in one atomic step with the
+    /// write. The near cache takes the entry only once the store did (or while Redis is
+    /// away), so that a refused entry is never served from it.
+    async fn put_token_entry(&self, key: &str, entry: &CachedToken, ttl: Duration, revoked: &str) {
+        let Ok(text) = serde_json::to_string(entry) else {
+            return;
+        };
+        let written = match &self.store {
+            CacheStore::Memory(memory) => {
+                if memory.set_unless(key, text.clone(), ttl, revoked) {
+                    TokenWrite::Written
+                } else {
+                    TokenWrite::Revoked
                 }
-                _ => self.store.set(key, &text, ttl).await,
+            }
+            CacheStore::Redis(redis) => {
+                if self
+                    .near
+                    .as_ref()
+                    .is_some_and(|near| near.get(revoked).is_some())
+                {
+                    TokenWrite::Revoked
+                } else {
+                    let call = redis.set_token(key, &text, ttl, entry.fence, Some(revoked));
+                    match self.guarded("token", "set", call).await {
+                        Ok(written) => written,
+                        // Redis is away: the near cache serves meanwhile.
+                        Err(_) => TokenWrite::Written,
+                    }
+                }
             }
         };
-        let _ = self.guarded(kind, "set", write).await;
+        match written {
+            TokenWrite::Written => self.near_put(key, &text, ttl),
+            TokenWrite::Stale => {
+                log::warn!(
+                    "event=stale_token_discarded store=redis fence={}",
+                    entry.fence
+                );
+                self.near_forget(key);
+            }
+            TokenWrite::Revoked => {
+                log::info!(
+                    "event=invalidated_token_not_cached account={} acquisition_id={}",
+                    entry.account,
+                    entry.acquisition_id
+                );
+                self.near_forget(key);
+            }
+        }
+    }
+
+    fn near_forget(&self, key: &str) {
+        if let Some(near) = &self.near {
+            near.delete(key);
+        }
     }
 
     async fn delete(&self, kind: &str, key: &str) {
@@ -426,7 +465,7 @@ impl TokenCache {
         }
     }
 
-    /// Caches a token under its account and as the site's newest.
+    /// Caches a token under its account and as the site's newest, unless it was invalidated.
     pub async fn put_token(&self, site: &str, entry: &CachedToken) {
         let ttl = (entry.expires_at - Utc::now())
             .to_std()
@@ -434,14 +473,11 @@ impl TokenCache {
         if ttl.is_zero() {
             return;
         }
-        self.put_json(
-            "token",
-            &self.token_key(site, entry.credential_id),
-            entry,
-            ttl,
-        )
-        .await;
-        self.put_json("token", &self.site_token_key(site), entry, ttl)
+        let revoked = self.revoked_key(site, entry.credential_id, &entry.token);
+        let account_key = self.token_key(site, entry.credential_id);
+        self.put_token_entry(&account_key, entry, ttl, &revoked)
+            .await;
+        self.put_token_entry(&self.site_token_key(site), entry, ttl, &revoked)
             .await;
     }
 
@@ -451,20 +487,80 @@ impl TokenCache {
             .seal(token.expose(), SealContext::Token { site, account })
     }
 
-    /// Drops an account's token, and the site's newest if it is that one.
-    pub async fn invalidate(&self, site: &str, credential_id: i64) {
+    /// Drops an account's token, and the site's newest if it is that one; `stored` is the
+    /// token just deleted from the `tokens` table (sealed, and when it expires).
+    ///
+    /// Each token dropped leaves a tombstone until it expires, written before the entries are
+    /// deleted: an acquisition that read the token before the invalidation and caches it
+    /// afterwards is refused (the write checks the tombstone in the same step), so once the
+    /// invalidation has answered, the token is never handed out again.
+    pub async fn invalidate(
+        &self,
+        site: &str,
+        credential_id: i64,
+        stored: Option<(&str, DateTime<Utc>)>,
+    ) {
+        let account_key = self.token_key(site, credential_id);
         let newest_key = self.site_token_key(site);
-        let newest: Option<CachedToken> = match self.store_get("token", &newest_key).await {
-            Ok(Some(text)) => serde_json::from_str(&text).ok(),
-            _ => self
-                .near_get(&newest_key)
-                .and_then(|(_, text)| serde_json::from_str(&text).ok()),
-        };
-        self.delete("token", &self.token_key(site, credential_id))
-            .await;
+        let account: Option<CachedToken> = self.entry_for_invalidation(&account_key).await;
+        let newest: Option<CachedToken> = self.entry_for_invalidation(&newest_key).await;
+        let mut dropped: Vec<(String, DateTime<Utc>)> = stored
+            .map(|(sealed, expires)| (sealed.to_string(), expires))
+            .into_iter()
+            .collect();
+        for entry in account.iter().chain(newest.iter()) {
+            if entry.credential_id == credential_id {
+                dropped.push((entry.token.clone(), entry.expires_at));
+            }
+        }
+        for (sealed, expires_at) in &dropped {
+            self.revoke(site, credential_id, sealed, *expires_at).await;
+        }
+        self.delete("token", &account_key).await;
         if newest.is_none_or(|t| t.credential_id == credential_id) {
             self.delete("token", &newest_key).await;
         }
+    }
+
+    /// The entry under `key` as far as it can be known (the store, else the near cache).
+    async fn entry_for_invalidation(&self, key: &str) -> Option<CachedToken> {
+        let text = match self.store_get("token", key).await {
+            Ok(found) => found,
+            Err(_) => self.near_get(key).map(|(_, text)| text),
+        };
+        serde_json::from_str(&text?).ok()
+    }
+
+    /// Leaves the tombstone of a token until it expires. Like deletes, sent whatever the
+    /// breaker says, and kept in process too.
+    async fn revoke(
+        &self,
+        site: &str,
+        credential_id: i64,
+        sealed: &str,
+        expires_at: DateTime<Utc>,
+    ) {
+        let Ok(ttl) = (expires_at - Utc::now()).to_std() else {
+            return;
+        };
+        if ttl.is_zero() {
+            return;
+        }
+        let key = self.revoked_key(site, credential_id, sealed);
+        if let Some(near) = &self.near {
+            near.set(&key, "1".into(), ttl);
+        }
+        let result = self.store.set(&key, "1", ttl).await;
+        let _ = self.note("token", "revoke", result);
+    }
+
+    /// The tombstone key of one token (by the fingerprint of its sealed form).
+    fn revoked_key(&self, site: &str, credential_id: i64, sealed: &str) -> String {
+        format!(
+            "{}:revoked:{site}:{credential_id}:{}",
+            self.prefix,
+            crate::secret::fingerprint(sealed)
+        )
     }
 
     pub async fn credentials(&self, site: &str) -> Option<Vec<CredentialEntry>> {

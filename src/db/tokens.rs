@@ -64,6 +64,25 @@ pub fn upsert(conn: &mut DbConnection, token: &NewToken<'_>) -> Result<bool> {
     })
 }
 
+/// Deletes the token of (site, account) and answers it (`None` when there was none).
+/// One statement (`DELETE … RETURNING`): on SQLite a read followed by a write in one
+/// transaction could not wait for another writer.
+pub fn take(conn: &mut DbConnection, site: &str, account: &str) -> Result<Option<StoredToken>> {
+    let target = dsl::tokens
+        .filter(dsl::site_name.eq(site))
+        .filter(dsl::account.eq(account));
+    // RETURNING is backend-specific for diesel's multi-connection: asked of each backend.
+    let taken = match conn {
+        DbConnection::Sqlite(c) => diesel::delete(target)
+            .returning(StoredToken::as_returning())
+            .get_result(c),
+        DbConnection::Postgres(c) => diesel::delete(target)
+            .returning(StoredToken::as_returning())
+            .get_result(c),
+    };
+    Ok(taken.optional()?)
+}
+
 /// Deletes the token of (site, account); `false` when there was none.
 pub fn delete(conn: &mut DbConnection, site: &str, account: &str) -> Result<bool> {
     let n = diesel::delete(
