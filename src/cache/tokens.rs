@@ -7,6 +7,7 @@
 //! | `credentials` | `P:credentials:SITE` | [`CredentialEntry`] list, passwords sealed | `credentials_ttl` |
 //! | `account_stats` | `P:account-stats:SITE` | [`AccountStats`] list | `account_stats_ttl` |
 //! | `blacklist` | `P:blacklist:SITE:ID` | `1` | `blacklist_duration_hours` |
+//! | (tombstone) | `P:revoked:SITE:ID:FINGERPRINT` | `1`: that token was invalidated | with the token |
 //!
 //! With the Redis backend, token entries are also kept in an in-process near cache: an entry
 //! read from Redis less than [`NEAR_WINDOW`] ago is served without a Redis round trip (so an
