@@ -55,8 +55,8 @@ pub struct OptimizeArgs {
     /// Check health (fails when the daemon says `unhealthy`).
     #[arg(long)]
     pub health_check: bool,
-    /// Delete history older than N days.
-    #[arg(long, value_name = "N")]
+    /// Delete history older than N days (1 to 36500).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::db::history::MAX_DAYS)))]
     pub cleanup_days: Option<u32>,
     /// Load these sites' credentials, account stats and blacklist into the cache.
     #[arg(long, value_name = "SITE", num_args = 1..)]
