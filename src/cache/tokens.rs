@@ -275,14 +275,28 @@ impl TokenCache {
             CacheStore::Memory(_) => Ok(()),
         };
         probe.armed = false;
-        self.note("token", "probe", result).is_ok()
+        // Not counted as an error of a cache kind: no lookup was refused.
+        match result {
+            Ok(()) => {
+                if self.breaker.succeeded() == Change::Closed {
+                    log::info!(
+                        "event=cache_backend_restored backend={} by=probe",
+                        self.store.backend()
+                    );
+                }
+                true
+            }
+            Err(_) => {
+                self.breaker.failed();
+                false
+            }
+        }
     }
 
     async fn store_get(&self, kind: &str, key: &str) -> Result<Option<String>> {
         self.guarded(kind, "get", self.store.get(key)).await
     }
 
-    /// Deletes are always sent, whatever the breaker says: an invalidation must not be lost.
     /// Deletes are always sent, whatever the breaker says: an invalidation must not be lost.
     async fn store_delete(&self, kind: &str, key: &str) {
         let result = self.store.delete(key).await;
