@@ -54,8 +54,8 @@ pub struct OptimizeArgs {
     /// Check health (fails when the daemon says `unhealthy`).
     #[arg(long)]
     pub health_check: bool,
-    /// Delete history older than N days.
-    #[arg(long, value_name = "N")]
+    /// Delete history older than N days (1 to 36500).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::db::history::MAX_DAYS)))]
     pub cleanup_days: Option<u32>,
     /// Load these sites' credentials, account stats and blacklist into the cache.
     #[arg(long, value_name = "SITE", num_args = 1..)]
@@ -167,7 +167,12 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve => {
             crate::process::limit_malloc_arenas();
-            actix_web::rt::System::new().block_on(crate::server::serve(config))
+            let system = actix_web::rt::System::new();
+            let result = system.block_on(crate::server::serve(config));
+            // Dropping the runtime would wait for every blocking task, also a database call
+            // stuck on a dead connection; the history is flushed or spooled by now.
+            std::mem::forget(system);
+            result
         }
         Command::Migrate => {
             let pool = open_pool(&config)?;

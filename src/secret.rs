@@ -67,24 +67,72 @@ pub fn scrub(text: &str, secrets: &[&str]) -> String {
 }
 
 /// Hides the password of a URL (`redis://:pw@host`, `postgres://u:pw@host/db`) for logs.
+///
+/// A password may hold `/`, `?`, `#` and `@` unencoded (a value pasted into `REDIS_URL` or
+/// `DATABASE_URL`), so the user information is taken to end at the *last* `@` of the URL,
+/// and everything after the first `:` before it is masked. Where a later part of the URL holds
+/// an `@`, more is masked than needed: hiding too much is the safe mistake.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let (authority, path) = rest
-        .split_once('/')
-        .map_or((rest, None), |(a, p)| (a, Some(p)));
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{user}:***@{host}"),
-            None => format!("{userinfo}@{host}"),
-        },
-        None => authority.to_string(),
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
     };
-    match path {
-        Some(path) => format!("{scheme}://{authority}/{path}"),
-        None => format!("{scheme}://{authority}"),
+    // A user name holds none of these; where one appears, it is part of a password.
+    let plain = |user: &str| !user.contains(['/', '?', '#', '@']);
+    match userinfo.split_once(':') {
+        Some((user, _password)) if plain(user) => format!("{scheme}://{user}:***@{host}"),
+        None if plain(userinfo) => format!("{scheme}://{userinfo}@{host}"),
+        _ => format!("{scheme}://***@{host}"),
     }
+}
+
+/// The pieces of a URL's password that a driver may echo in an error message (libpq quotes
+/// the part of a URL it could not parse, which starts or ends inside a password holding `?`,
+/// `#` or `@`): the password, and every part of it that starts or ends at a URL delimiter,
+/// longest first. Pieces under three characters are left out.
+pub fn url_password_pieces(url: &str) -> Vec<String> {
+    let Some((_, rest)) = url.split_once("://") else {
+        return Vec::new();
+    };
+    let Some((userinfo, _)) = rest.rsplit_once('@') else {
+        return Vec::new();
+    };
+    let Some((_, password)) = userinfo.split_once(':') else {
+        return Vec::new();
+    };
+    let cuts: Vec<usize> = password
+        .char_indices()
+        .filter(|(_, c)| "/?#@:&=+".contains(*c))
+        .map(|(i, _)| i)
+        .collect();
+    let mut pieces = vec![password.to_string()];
+    for &cut in &cuts {
+        pieces.push(password[..cut].to_string());
+        pieces.push(password[cut + 1..].to_string());
+    }
+    let mut bounds = vec![0];
+    bounds.extend(cuts.iter().flat_map(|&c| [c, c + 1]));
+    bounds.push(password.len());
+    for pair in bounds.chunks(2) {
+        if let [start, end] = pair {
+            pieces.push(password[*start..*end].to_string());
+        }
+    }
+    pieces.retain(|p| p.chars().count() >= 3);
+    pieces.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    pieces.dedup();
+    pieces
+}
+
+/// `text` with every piece of `pieces` replaced by `***`.
+pub fn mask_pieces(text: &str, pieces: &[String]) -> String {
+    let mut out = text.to_string();
+    for piece in pieces {
+        out = out.replace(piece.as_str(), "***");
+    }
+    out
 }
 
 #[cfg(test)]
@@ -121,5 +169,37 @@ mod tests {
             "redis://:***@127.0.0.1:6379/0"
         );
         assert_eq!(redact_url("sqlite://tokend.db"), "sqlite://tokend.db");
+    }
+
+    #[test]
+    fn url_passwords_with_url_characters_are_masked() {
+        let password = "aB/c+d=e@f:g?h#i";
+        for url in [
+            format!("redis://:{password}@cache.local:6379/0"),
+            format!("postgres://app:{password}@db.local:5432/tokend?sslmode=require"),
+            format!("redis://{password}@cache.local"),
+        ] {
+            let shown = redact_url(&url);
+            for part in ["aB", "c+d=e", "g?h", "#i"] {
+                assert!(!shown.contains(part), "{shown} shows part of the password");
+            }
+            assert!(
+                shown.ends_with("cache.local:6379/0")
+                    || shown.contains("db.local")
+                    || shown.ends_with("cache.local"),
+                "{shown}"
+            );
+        }
+        assert_eq!(
+            redact_url("postgres://app:p/w@db.local/tokend"),
+            "postgres://app:***@db.local/tokend"
+        );
+        // What libpq says about such a URL quotes a piece of the password.
+        let url = "postgres://app:aB/c+d=e@f:g?h#i@db.local/tokend";
+        let libpq =
+            "missing key/value separator \"=\" in URI query parameter: \"h#i@db.local/tokend\"";
+        let masked = mask_pieces(libpq, &url_password_pieces(url));
+        assert!(!masked.contains("h#i"), "{masked}");
+        assert!(masked.contains("db.local/tokend"), "{masked}");
     }
 }

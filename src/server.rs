@@ -8,6 +8,7 @@ use std::time::Duration;
 use actix_web::dev::ServerHandle;
 use actix_web::{middleware, web, App, HttpServer};
 
+use crate::actors::cache::WatchSlots;
 use crate::actors::Actors;
 use crate::adaptive::AdaptiveLimits;
 use crate::api::{self, AppState};
@@ -60,10 +61,10 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
     let cache = TokenCache::new(store, &config.redis.key_prefix, key.clone());
     let actors = Actors::start(config.clone(), pool.clone(), &cache);
     let redis_slots = match cache.store() {
-        CacheStore::Redis(redis) => Some(RedisSlots::new(
-            redis.connection(),
-            &config.redis.key_prefix,
-        )),
+        CacheStore::Redis(redis) => Some(
+            RedisSlots::new(redis.connection(), &config.redis.key_prefix)
+                .with_database(pool.clone()),
+        ),
         CacheStore::Memory(_) => None,
     };
     let circuits = Circuits::new(match cache.store() {
@@ -90,6 +91,7 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
         slots.clone(),
         actors.metrics.clone(),
     );
+    actors.cache.do_send(WatchSlots(slots.clone()));
     let broker = Broker::new(BrokerParts {
         config: config.clone(),
         pool: pool.clone(),

@@ -86,6 +86,53 @@ impl Spool {
     }
 }
 
+/// Where history rows the database refused for their content are kept, next to the spool:
+/// `{spool_file}.dead-letter`. One JSON line per row: `{"error": …, "row": {…}}`.
+pub fn dead_letter_path(spool: &Path) -> PathBuf {
+    let mut name = spool.as_os_str().to_owned();
+    name.push(".dead-letter");
+    PathBuf::from(name)
+}
+
+/// The dead-letter file: rows that no retry can write (the database refuses their content),
+/// kept, fsynced, for an operator to look at, instead of blocking the spool for ever.
+pub struct DeadLetter {
+    path: PathBuf,
+}
+
+impl DeadLetter {
+    pub fn new(path: impl Into<PathBuf>) -> DeadLetter {
+        DeadLetter { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn append(&self, row: &NewHistory, error: &str) -> Result<()> {
+        let line = serde_json::to_string(&serde_json::json!({"error": error, "row": row}))
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| Error::io(&self.path, e))?;
+        file.write_all(format!("{line}\n").as_bytes())
+            .and_then(|_| file.sync_data())
+            .map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Rows in the file (0 when there is none).
+    pub fn rows(&self) -> usize {
+        std::fs::read(&self.path).map_or(0, |bytes| {
+            bytes
+                .split(|b| *b == b'\n')
+                .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+                .count()
+        })
+    }
+}
+
 /// The last byte of a file, if it has one.
 fn last_byte(path: &Path) -> Option<u8> {
     use std::io::{Read, Seek, SeekFrom};

@@ -1,7 +1,14 @@
 //! Fencing numbers (SPEC §9): a token write made under an older slot lease than the stored
-//! token's is discarded — in the `tokens` table (SQLite and PostgreSQL) and in Redis.
+//! token's is discarded — in the `tokens` table (SQLite and PostgreSQL) and in Redis — and
+//! the fencing stays right when Redis restarts empty.
 
 mod common;
+#[path = "common/harness.rs"]
+mod harness;
+#[path = "common/portal.rs"]
+mod portal;
+#[path = "common/redis_server.rs"]
+mod redis_server;
 
 use std::time::Duration;
 
@@ -11,13 +18,17 @@ use tokend::db::models::NewToken;
 use tokend::db::Pool;
 
 fn token<'a>(value: &'a str, fence: i64) -> NewToken<'a> {
+    token_expiring(value, fence, chrono::Duration::hours(1))
+}
+
+fn token_expiring<'a>(value: &'a str, fence: i64, life: chrono::Duration) -> NewToken<'a> {
     let now = Utc::now().naive_utc();
     NewToken {
         site_name: "court_zxfw",
         account: "alice",
         token: value,
         token_type: "Bearer",
-        expires_at: now + chrono::Duration::hours(1),
+        expires_at: now + life,
         created_at: now,
         updated_at: now,
         fence,
@@ -51,6 +62,14 @@ fn check_table(url: &str) {
             .token,
         "v1.local"
     );
+    // An expired stored token may always be replaced, whatever its fence.
+    let dead = token_expiring("v1.dead", 1 << 60, chrono::Duration::seconds(-1));
+    assert!(upsert(&mut conn, &dead).unwrap());
+    assert!(
+        upsert(&mut conn, &token("v1.after-restart", 3)).unwrap(),
+        "an expired token froze the row"
+    );
+    assert_eq!(tokend::db::tokens::max_fence(&mut conn).unwrap(), 3);
 }
 
 #[test]
@@ -84,4 +103,63 @@ async fn redis_discards_stale_token_entries() {
         .await
         .unwrap());
     store.delete(&key).await.unwrap();
+}
+
+/// Redis restarted empty: the fencing counter is gone, and the next login's token must still
+/// reach the `tokens` table (before, every write was discarded as stale until the new counter
+/// caught up with the old one).
+#[actix_rt::test]
+async fn fencing_survives_a_redis_restarted_empty() {
+    let Some(mut redis) = redis_server::RedisServer::start(&[]) else {
+        return;
+    };
+    let h = harness::Harness::start(Some(&redis.url()), "").await;
+    h.add_account("alice", "pw-alice", true);
+    let stored = || {
+        let pool = h.tokend.state.pool.clone();
+        async move {
+            pool.run(|conn| tokend::db::tokens::find(conn, "court_zxfw", "alice"))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let force = serde_json::json!({"site_name": "court_zxfw", "force_refresh": true});
+    for _ in 0..3 {
+        assert_eq!(h.acquire(force.clone()).await.0, 200);
+    }
+    let before = stored().await;
+    assert!(before.fence > 0, "the logins ran under Redis slots");
+
+    redis.restart_empty();
+    // The shared connection finds the new Redis before the next login, so that the login
+    // runs under a Redis slot (not the in-process fallback, which is unfenced).
+    let store = match h.tokend.state.cache.store() {
+        tokend::cache::CacheStore::Redis(store) => store.clone(),
+        tokend::cache::CacheStore::Memory(_) => unreachable!(),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.ping().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Redis did not come back"
+        );
+    }
+    let (status, body) = h.acquire(force.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["source"], "login");
+    let after = stored().await;
+    assert!(
+        after.fence > before.fence,
+        "the new epoch ({}) is not newer than the old Redis's numbers ({})",
+        after.fence,
+        before.fence
+    );
+    assert_ne!(
+        after.token, before.token,
+        "the new token was discarded as stale"
+    );
+    // And the next epoch-mates go on from there.
+    assert_eq!(h.acquire(force).await.0, 200);
+    assert!(stored().await.fence > after.fence);
 }

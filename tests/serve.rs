@@ -100,6 +100,28 @@ async fn unreachable_database_is_reported_not_fatal() {
     );
 }
 
+/// A password with URL characters, pasted unencoded into the database URL: libpq quotes the
+/// part of the URL it cannot parse, and no piece of the password may show.
+#[tokio::test]
+async fn a_database_password_with_url_characters_never_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "[server]\nlisten = \"127.0.0.1:0\"\n[database]\n\
+         url = \"postgres://tokend:aB/c+d=e@f:g?h#i@127.0.0.1:1/tokend\"\n",
+    );
+    let mut daemon = Daemon::start(dir.path(), &config);
+    let (_, body) = get(&daemon.url("/api/v1/automation/performance/health"), None).await;
+    assert_eq!(body["data"]["components"]["database"]["status"], "down");
+    let text = format!("{body}\n{}", daemon.drain_log().join("\n"));
+    for piece in ["aB/c", "c+d=e", "g?h", "h#i"] {
+        assert!(
+            !text.contains(piece),
+            "`{piece}` of the password shows: {text}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn postgres_and_redis_components() {
     let Some(pg) = common::PgDatabase::create() else {

@@ -1,7 +1,10 @@
 //! `HistoryActor`: owns the database side of tokend (SPEC §1).
 //!
-//! Runs on a `SyncArbiter` (a few threads of its own), so that diesel's blocking calls never
-//! hold up the async threads that serve HTTP.
+//! Its blocking work (diesel) runs on the pool's blocking threads ([`Pool::run`], the one
+//! road every database call takes), never on the async threads or the arbiter of the
+//! actors; the actor itself only hands work out, so a slow query holds up nothing else. A
+//! panic in that work (a bug, a value out of range) fails that one call with an error and is
+//! logged: the history keeps serving.
 //!
 //! Messages: [`CheckDatabase`] (health: a round trip and its latency), [`RecordBatch`]
 //! (insert history rows; a replayed `acquisition_id` adds nothing), [`Statistics`] (the
@@ -10,7 +13,10 @@
 //!
 //! Callers do not send rows one by one: they hand them to a [`HistoryRecorder`], whose task
 //! gathers up to [`BATCH_ROWS`] rows or [`BATCH_WINDOW`] of time into one batch, and keeps a
-//! batch the database refused until it can be written.
+//! batch the database could not take (down, or no answer within [`WRITE_TIMEOUT`]) in the
+//! spool until it can be written. A batch the database refuses for its content is split in
+//! halves until the refused rows stand alone; those go to the dead-letter file (named in a
+//! log line and in `/health`), so that one bad row never blocks the spool.
 
 use std::time::{Duration, Instant};
 
@@ -19,9 +25,9 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::db::models::NewHistory;
-use crate::db::Pool;
+use crate::db::{DbConnection, Pool};
 use crate::error::{Error, Result};
-use crate::spool::Spool;
+use crate::spool::{DeadLetter, Spool};
 
 /// Most rows in one insert: 1000 rows of 19 columns stay under SQLite's limit of 32766
 /// parameters per statement, and larger batches write faster.
@@ -30,18 +36,37 @@ pub const BATCH_ROWS: usize = 1000;
 pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
 /// Wait between attempts to write a batch the database refused.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// Longest wait for one batch write: a write that hangs (half-open connection) is given up
+/// and its rows spooled, so that the flush at stop never outlasts its grace.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct HistoryActor {
     pool: Pool,
 }
 
 impl Actor for HistoryActor {
-    type Context = SyncContext<Self>;
+    type Context = Context<Self>;
 }
 
 impl HistoryActor {
-    pub fn start(pool: Pool, threads: usize) -> Addr<HistoryActor> {
-        SyncArbiter::start(threads, move || HistoryActor { pool: pool.clone() })
+    pub fn new(pool: Pool) -> HistoryActor {
+        HistoryActor { pool }
+    }
+
+    /// Runs `work` on the pool's blocking threads; a panic there is an error of this call.
+    fn run<T, F>(&self, what: &'static str, work: F) -> ResponseFuture<Result<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection) -> Result<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let result = pool.run(work).await;
+            if let Err(e @ Error::Internal(_)) = &result {
+                log::error!("event=database_work_failed work={what} error=\"{e}\"");
+            }
+            result
+        })
     }
 }
 
@@ -60,18 +85,25 @@ pub struct DatabaseStatus {
 }
 
 impl Handler<CheckDatabase> for HistoryActor {
-    type Result = Result<DatabaseStatus>;
+    type Result = ResponseFuture<Result<DatabaseStatus>>;
 
-    fn handle(&mut self, _: CheckDatabase, _: &mut SyncContext<Self>) -> Self::Result {
-        let started = Instant::now();
-        self.pool.ping()?;
-        let (pool_connections, pool_idle) = self.pool.state();
-        Ok(DatabaseStatus {
-            backend: self.pool.backend().name(),
-            url: self.pool.display_url().to_string(),
-            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-            pool_connections,
-            pool_idle,
+    fn handle(&mut self, _: CheckDatabase, _: &mut Context<Self>) -> Self::Result {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            pool.run(|conn| {
+                diesel::RunQueryDsl::execute(diesel::sql_query("SELECT 1"), conn)?;
+                Ok(())
+            })
+            .await?;
+            let (pool_connections, pool_idle) = pool.state();
+            Ok(DatabaseStatus {
+                backend: pool.backend().name(),
+                url: pool.display_url().to_string(),
+                latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+                pool_connections,
+                pool_idle,
+            })
         })
     }
 }
@@ -82,15 +114,12 @@ impl Handler<CheckDatabase> for HistoryActor {
 pub struct RecordBatch(pub Vec<NewHistory>);
 
 impl Handler<RecordBatch> for HistoryActor {
-    type Result = Result<usize>;
+    type Result = ResponseFuture<Result<usize>>;
 
-    fn handle(
-        &mut self,
-        RecordBatch(rows): RecordBatch,
-        _: &mut SyncContext<Self>,
-    ) -> Self::Result {
-        let mut conn = self.pool.get()?;
-        crate::db::history::insert_batch(&mut conn, &rows)
+    fn handle(&mut self, RecordBatch(rows): RecordBatch, _: &mut Context<Self>) -> Self::Result {
+        self.run("record", move |conn| {
+            crate::db::history::insert_batch(conn, &rows)
+        })
     }
 }
 
@@ -110,7 +139,11 @@ impl HistoryRecorder {
     /// an earlier run are replayed first.
     pub fn start(history: Addr<HistoryActor>, spool: Spool) -> HistoryRecorder {
         let (sender, receiver) = mpsc::unbounded_channel();
-        actix::spawn(batch_loop(history, spool, receiver));
+        let writer = Writer {
+            history,
+            dead: DeadLetter::new(crate::spool::dead_letter_path(spool.path())),
+        };
+        actix::spawn(batch_loop(writer, spool, receiver));
         HistoryRecorder { sender }
     }
 
@@ -138,16 +171,90 @@ fn absorb(entry: Entry, pending: &mut Vec<NewHistory>, flushes: &mut Vec<oneshot
     }
 }
 
-/// Writes rows in batches; `Err` when the database refused one (nothing after it was tried).
-async fn write(history: &Addr<HistoryActor>, rows: &[NewHistory]) -> Result<()> {
-    for chunk in rows.chunks(BATCH_ROWS) {
-        history.send(RecordBatch(chunk.to_vec())).await??;
+/// Whether the database refused a write for what the rows hold (a value it cannot store, a
+/// constraint), as opposed to being unreachable, busy or slow: only then is a row set aside.
+fn refused_for_content(e: &Error) -> bool {
+    use diesel::result::DatabaseErrorKind as Kind;
+    let Error::Database(diesel::result::Error::DatabaseError(kind, info)) = e else {
+        return false;
+    };
+    match kind {
+        Kind::NotNullViolation | Kind::CheckViolation | Kind::ForeignKeyViolation => true,
+        Kind::Unknown => {
+            let message = info.message().to_ascii_lowercase();
+            ![
+                "locked",
+                "busy",
+                "timeout",
+                "cancel",
+                "connection",
+                "terminat",
+                "shut",
+                "read-only",
+                "disk",
+                "space",
+                "memory",
+                "recovery",
+            ]
+            .iter()
+            .any(|transient| message.contains(transient))
+        }
+        _ => false,
     }
-    Ok(())
+}
+
+/// The way rows reach the database: the actor, and where refused rows go.
+struct Writer {
+    history: Addr<HistoryActor>,
+    dead: DeadLetter,
+}
+
+impl Writer {
+    /// One batch, within [`WRITE_TIMEOUT`].
+    async fn batch(&self, rows: &[NewHistory]) -> Result<usize> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.history.send(RecordBatch(rows.to_vec())))
+            .await
+        {
+            Ok(sent) => sent?,
+            Err(_) => Err(Error::DatabaseUnavailable(format!(
+                "no answer to a history write within {}s",
+                WRITE_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// Writes rows in batches; a batch refused for its content is split until the refused
+    /// rows stand alone, and those go to the dead-letter file. `Err` when the database could
+    /// not take a batch (nothing after it was tried; the caller keeps every row, and a row
+    /// written twice adds nothing).
+    async fn write(&self, rows: &[NewHistory]) -> Result<()> {
+        let mut todo: Vec<&[NewHistory]> = rows.chunks(BATCH_ROWS).rev().collect();
+        while let Some(batch) = todo.pop() {
+            match self.batch(batch).await {
+                Ok(_) => {}
+                Err(e) if refused_for_content(&e) && batch.len() > 1 => {
+                    let (first, second) = batch.split_at(batch.len() / 2);
+                    todo.push(second);
+                    todo.push(first);
+                }
+                Err(e) if refused_for_content(&e) => {
+                    let row = &batch[0];
+                    self.dead.append(row, &e.to_string())?;
+                    log::error!(
+                        "event=history_dead_letter acquisition_id={} path={} error=\"{e}\"",
+                        row.acquisition_id,
+                        self.dead.path().display()
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Moves the spool's rows into the database; `true` when the spool is empty afterwards.
-async fn replay(history: &Addr<HistoryActor>, spool: &Spool) -> bool {
+async fn replay(history: &Writer, spool: &Spool) -> bool {
     if spool.is_empty() {
         return true;
     }
@@ -158,7 +265,7 @@ async fn replay(history: &Addr<HistoryActor>, spool: &Spool) -> bool {
             return false;
         }
     };
-    match write(history, &rows).await {
+    match history.write(&rows).await {
         Ok(()) => match spool.clear() {
             Ok(()) => {
                 log::info!("event=spool_replayed rows={}", rows.len());
@@ -174,11 +281,7 @@ async fn replay(history: &Addr<HistoryActor>, spool: &Spool) -> bool {
     }
 }
 
-async fn batch_loop(
-    history: Addr<HistoryActor>,
-    spool: Spool,
-    mut receiver: mpsc::UnboundedReceiver<Entry>,
-) {
+async fn batch_loop(history: Writer, spool: Spool, mut receiver: mpsc::UnboundedReceiver<Entry>) {
     let mut pending: Vec<NewHistory> = Vec::new();
     let mut flushes: Vec<oneshot::Sender<usize>> = Vec::new();
     let mut spooled = !replay(&history, &spool).await;
@@ -204,12 +307,15 @@ async fn batch_loop(
             }
         }
         // While the spool holds rows, new rows join it, so the history keeps its order.
+        let mut failed_now = false;
         if !pending.is_empty() {
             let written = if spooled {
                 Err(Error::DatabaseUnavailable("spool not yet replayed".into()))
             } else {
-                write(&history, &pending).await
+                history.write(&pending).await
             };
+            // Tried just now: a replay in the same round would only wait again.
+            failed_now = !spooled && written.is_err();
             if let Err(e) = written {
                 match spool.append(&pending) {
                     Ok(()) => {
@@ -233,7 +339,7 @@ async fn batch_loop(
                 pending.clear();
             }
         }
-        if spooled && (!flushes.is_empty() || last_replay.elapsed() >= RETRY_AFTER) {
+        if spooled && !failed_now && (!flushes.is_empty() || last_replay.elapsed() >= RETRY_AFTER) {
             last_replay = Instant::now();
             spooled = !replay(&history, &spool).await;
         }
@@ -266,11 +372,12 @@ pub struct Statistics {
 }
 
 impl Handler<Statistics> for HistoryActor {
-    type Result = Result<serde_json::Value>;
+    type Result = ResponseFuture<Result<serde_json::Value>>;
 
-    fn handle(&mut self, msg: Statistics, _: &mut SyncContext<Self>) -> Self::Result {
-        let mut conn = self.pool.get()?;
-        crate::db::statistics::report(&mut conn, msg.days, msg.site.as_deref())
+    fn handle(&mut self, msg: Statistics, _: &mut Context<Self>) -> Self::Result {
+        self.run("statistics", move |conn| {
+            crate::db::statistics::report(conn, msg.days, msg.site.as_deref())
+        })
     }
 }
 
@@ -280,11 +387,10 @@ impl Handler<Statistics> for HistoryActor {
 pub struct Page(pub crate::db::history::HistoryFilter);
 
 impl Handler<Page> for HistoryActor {
-    type Result = Result<Vec<crate::db::models::HistoryRow>>;
+    type Result = ResponseFuture<Result<Vec<crate::db::models::HistoryRow>>>;
 
-    fn handle(&mut self, Page(filter): Page, _: &mut SyncContext<Self>) -> Self::Result {
-        let mut conn = self.pool.get()?;
-        crate::db::history::page(&mut conn, &filter)
+    fn handle(&mut self, Page(filter): Page, _: &mut Context<Self>) -> Self::Result {
+        self.run("page", move |conn| crate::db::history::page(conn, &filter))
     }
 }
 
@@ -296,13 +402,48 @@ pub struct Cleanup {
 }
 
 impl Handler<Cleanup> for HistoryActor {
-    type Result = Result<usize>;
+    type Result = ResponseFuture<Result<usize>>;
 
-    fn handle(&mut self, msg: Cleanup, _: &mut SyncContext<Self>) -> Self::Result {
-        let cutoff = chrono::Utc::now().naive_utc() - chrono::Duration::days(i64::from(msg.days));
-        let mut conn = self.pool.get()?;
-        let deleted = crate::db::history::delete_before(&mut conn, cutoff)?;
-        log::info!("event=history_cleanup days={} deleted={deleted}", msg.days);
-        Ok(deleted)
+    fn handle(&mut self, msg: Cleanup, _: &mut Context<Self>) -> Self::Result {
+        let days = msg.days;
+        let cutoff = (1..=crate::db::history::MAX_DAYS)
+            .contains(&days)
+            .then(|| chrono::Duration::try_days(i64::from(days)))
+            .flatten()
+            .and_then(|age| chrono::Utc::now().naive_utc().checked_sub_signed(age));
+        let Some(cutoff) = cutoff else {
+            let max = crate::db::history::MAX_DAYS;
+            return Box::pin(async move {
+                Err(Error::invalid("days", format!("must be from 1 to {max}")))
+            });
+        };
+        self.run("cleanup", move |conn| {
+            let deleted = crate::db::history::delete_before(conn, cutoff)?;
+            log::info!("event=history_cleanup days={days} deleted={deleted}");
+            Ok(deleted)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_rt::test]
+    async fn a_panic_in_database_work_fails_that_call_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Pool::connect(&format!("sqlite://{}/h.db", dir.path().display()), 2).unwrap();
+        pool.migrate().unwrap();
+        let actor = HistoryActor::new(pool);
+        let failed: Result<()> = actor.run("test", |_| panic!("a bug")).await;
+        assert!(matches!(failed, Err(Error::Internal(_))), "{failed:?}");
+        let history = actor.start();
+        assert!(history.send(CheckDatabase).await.unwrap().is_ok());
+        let refused = history.send(Cleanup { days: u32::MAX }).await.unwrap();
+        assert!(
+            matches!(&refused, Err(Error::InvalidInput { field, .. }) if field == "days"),
+            "{refused:?}"
+        );
+        assert_eq!(history.send(Cleanup { days: 1 }).await.unwrap().unwrap(), 0);
     }
 }

@@ -5,7 +5,7 @@
 //! | [`CacheActor`] | the token cache and the other caches; backend `memory` or `redis` |
 //! | [`ConcurrencyActor`] | login slots (global, per site, per account), the wait queue, leases |
 //! | [`MonitorActor`] | live counters and duration samples, cache hit/miss counts |
-//! | [`HistoryActor`] | the database, on a `SyncArbiter` so blocking work stays off async threads |
+//! | [`HistoryActor`] | the database; its blocking work runs on the pool's blocking threads |
 //! | [`AlertActor`] | threshold checks, health level, alert log lines |
 
 pub mod alert;
@@ -29,10 +29,6 @@ use crate::config::Config;
 use crate::db::Pool;
 use crate::metrics::Metrics;
 
-/// Database threads of the `HistoryActor` arbiter: enough for a health check to run beside a
-/// batch write, few enough to stay light.
-const HISTORY_THREADS: usize = 2;
-
 /// The running actors. Cheap to clone; handed to the HTTP handlers as `web::Data`.
 #[derive(Clone)]
 pub struct Actors {
@@ -52,9 +48,9 @@ impl Actors {
     pub fn start(config: Arc<Config>, pool: Pool, cache: &TokenCache) -> Actors {
         let metrics = Arc::new(Metrics::new(cache.counters.clone()));
         let monitor = MonitorActor::new(cache.counters.clone(), metrics.clone()).start();
-        let cache = CacheActor::new(cache.store().clone(), &config).start();
+        let cache = CacheActor::new(cache, &config).start();
         let concurrency = ConcurrencyActor::new(&config.concurrency).start();
-        let history = HistoryActor::start(pool, HISTORY_THREADS);
+        let history = HistoryActor::new(pool).start();
         let spool = crate::spool::Spool::new(&config.history.spool_file);
         let recorder = history::HistoryRecorder::start(history.clone(), spool);
         start_retention_job(history.clone(), config.history.retention_days);

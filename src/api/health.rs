@@ -7,6 +7,7 @@ use super::openapi::Envelope;
 use super::AppState;
 use crate::actors::alert::{Alert, Health, HealthLevel, Severity};
 use crate::error::Error;
+use crate::spool::{dead_letter_path, DeadLetter};
 
 /// Liveness: the process answers HTTP. No auth, no dependencies.
 #[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, description = "{\"status\": \"ok\"}")))]
@@ -35,6 +36,27 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
         report.status = HealthLevel::from_alerts(&report.alerts);
     }
     report.components["slots"] = json!({"status": slots_status, "mode": state.slots.mode()});
+    // History rows the database refused for their content wait in the dead-letter file.
+    let dead = DeadLetter::new(dead_letter_path(&state.config.history.spool_file));
+    let dead_rows = dead.rows();
+    if dead_rows > 0 {
+        report.alerts.push(Alert {
+            kind: "history_dead_letter",
+            message: format!(
+                "{dead_rows} history row(s) the database refused are kept in {}",
+                dead.path().display()
+            ),
+            severity: Severity::Low,
+            value: dead_rows as f64,
+            threshold: 0.0,
+        });
+        report.status = HealthLevel::from_alerts(&report.alerts);
+    }
+    report.components["history"] = json!({
+        "status": if dead_rows > 0 { "dead_letters" } else { "up" },
+        "dead_letter_file": dead.path(),
+        "dead_letter_rows": dead_rows,
+    });
     let body = json!({"success": true, "data": report});
     Ok(if report.database_up {
         HttpResponse::Ok().json(body)

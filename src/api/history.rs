@@ -9,7 +9,7 @@ use super::openapi::{Envelope, ErrorBody};
 use super::{ok, AppState};
 use crate::actors::history::{Cleanup, Page};
 use crate::config::validate_site_name;
-use crate::db::history::HistoryFilter;
+use crate::db::history::{HistoryFilter, MAX_DAYS};
 use crate::error::Error;
 use crate::outcome::AcquisitionStatus;
 
@@ -22,8 +22,33 @@ pub struct HistoryQuery {
     site_name: Option<String>,
     account: Option<String>,
     status: Option<String>,
-    limit: Option<i64>,
-    before_id: Option<i64>,
+    limit: Option<String>,
+    before_id: Option<String>,
+}
+
+/// A whole number from a query string, within `range`, else 400 naming `field`. Taken as
+/// text, so that a number too large for any integer type is named too.
+pub(crate) fn number_in(
+    field: &str,
+    text: &str,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<i64, Error> {
+    match text.trim().parse::<i64>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(Error::invalid(
+            field,
+            format!(
+                "must be a whole number from {} to {}",
+                range.start(),
+                range.end()
+            ),
+        )),
+    }
+}
+
+/// A number of days from a query string: `1..=max`, else 400 naming `days`.
+pub(crate) fn checked_days(days: &str, max: u32) -> Result<u32, Error> {
+    Ok(number_in("days", days, 1..=i64::from(max))? as u32)
 }
 
 /// History rows, newest first, keyset pagination; no token material.
@@ -41,18 +66,19 @@ pub async fn list(
             return Err(Error::invalid("status", "must be success, failed, timeout, network_error, captcha_error or credential_error"));
         }
     }
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(Error::invalid(
-            "limit",
-            format!("must be from 1 to {MAX_LIMIT}"),
-        ));
-    }
+    let limit = match &q.limit {
+        Some(limit) => number_in("limit", limit, 1..=MAX_LIMIT)?,
+        None => DEFAULT_LIMIT,
+    };
+    let before_id = match &q.before_id {
+        Some(id) => Some(number_in("before_id", id, 1..=i64::MAX)?),
+        None => None,
+    };
     let filter = HistoryFilter {
         site_name: q.site_name,
         account: q.account,
         status: q.status,
-        before_id: q.before_id,
+        before_id,
         limit,
     };
     let rows = state.actors.history.send(Page(filter)).await??;
@@ -79,22 +105,16 @@ pub async fn list(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CleanupQuery {
-    days: u32,
+    days: String,
 }
 
-/// Deletes rows older than `days` days (at least 1), in batches.
-#[utoipa::path(post, path = "/api/v1/automation/history/cleanup", tag = "history", params(("days" = u32, Query)), responses((status = 200, description = "{days, deleted}", body = Envelope), (status = 400, description = "Bad input", body = ErrorBody)))]
+/// Deletes rows older than `days` days (1 to [`MAX_DAYS`]), in batches.
+#[utoipa::path(post, path = "/api/v1/automation/history/cleanup", tag = "history", params(("days" = u32, Query, description = "1 to 36500")), responses((status = 200, description = "{days, deleted}", body = Envelope), (status = 400, description = "Bad input", body = ErrorBody)))]
 pub async fn cleanup(
     state: web::Data<AppState>,
     query: web::Query<CleanupQuery>,
 ) -> Result<HttpResponse, Error> {
-    if query.days == 0 {
-        return Err(Error::invalid("days", "must be at least 1"));
-    }
-    let deleted = state
-        .actors
-        .history
-        .send(Cleanup { days: query.days })
-        .await??;
-    Ok(ok(json!({"days": query.days, "deleted": deleted})))
+    let days = checked_days(&query.days, MAX_DAYS)?;
+    let deleted = state.actors.history.send(Cleanup { days }).await??;
+    Ok(ok(json!({"days": days, "deleted": deleted})))
 }

@@ -80,15 +80,15 @@ pub async fn reset(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatisticsQuery {
-    #[serde(default = "default_days")]
-    days: u32,
+    #[serde(default)]
+    days: Option<String>,
     #[serde(default)]
     site_name: Option<String>,
 }
 
-fn default_days() -> u32 {
-    7
-}
+/// Days of history in a report by default, and at most.
+const DEFAULT_DAYS: u32 = 7;
+const MAX_REPORT_DAYS: u32 = 90;
 
 /// The history of the last `days` days (1–90), computed in SQL, with the live metrics.
 #[utoipa::path(get, path = "/api/v1/automation/performance/statistics", tag = "performance", params(("days" = Option<u32>, Query, description = "1 to 90, default 7"), ("site_name" = Option<String>, Query)), responses((status = 200, description = "period, summary, status_breakdown, site_breakdown, account_breakdown, daily_trend, real_time_metrics", body = Envelope), (status = 400, description = "Bad input", body = ErrorBody)))]
@@ -97,9 +97,10 @@ pub async fn statistics(
     query: web::Query<StatisticsQuery>,
 ) -> Result<HttpResponse, Error> {
     let query = query.into_inner();
-    if !(1..=90).contains(&query.days) {
-        return Err(Error::invalid("days", "must be from 1 to 90"));
-    }
+    let days = match &query.days {
+        Some(days) => super::history::checked_days(days, MAX_REPORT_DAYS)?,
+        None => DEFAULT_DAYS,
+    };
     let site = query.site_name.filter(|s| !s.is_empty());
     if let Some(site) = &site {
         validate_site_name("site_name", site)?;
@@ -107,10 +108,7 @@ pub async fn statistics(
     let mut report = state
         .actors
         .history
-        .send(Statistics {
-            days: query.days,
-            site,
-        })
+        .send(Statistics { days, site })
         .await??;
     let live = state.actors.monitor.send(Snapshot).await?;
     report["real_time_metrics"] = snapshot_json(&live);

@@ -15,7 +15,14 @@ pub async fn acquire(
     state: web::Data<AppState>,
     body: web::Json<AcquireRequest>,
 ) -> Result<HttpResponse, Error> {
-    let token = state.broker.acquire(body.into_inner()).await?;
+    let request = body.into_inner();
+    if request.credential_id.is_some_and(|id| id < 1) {
+        return Err(Error::invalid(
+            "credential_id",
+            "must be an account id (1 or more)",
+        ));
+    }
+    let token = state.broker.acquire(request).await?;
     Ok(ok(token))
 }
 

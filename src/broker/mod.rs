@@ -268,13 +268,20 @@ impl Broker {
     pub async fn invalidate(&self, site_name: &str, account: &str) -> Result<bool> {
         let site = self.site(site_name)?;
         let id = self.credential_id_of(site, account).await?;
-        self.inner.cache.invalidate(&site.name, id).await;
+        // The stored token goes first: an acquire that misses the cache in between would
+        // otherwise find the row and put the rejected token back into the cache. One that
+        // read the row just before is refused by the token's tombstone.
         let (site_owned, account_owned) = (site.name.clone(), account.to_string());
-        let removed = self
+        let stored = self
             .inner
             .pool
-            .run(move |conn| crate::db::tokens::delete(conn, &site_owned, &account_owned))
+            .run(move |conn| crate::db::tokens::take(conn, &site_owned, &account_owned))
             .await?;
+        let dropped = stored
+            .as_ref()
+            .map(|t| (t.token.as_str(), t.expires_at.and_utc()));
+        self.inner.cache.invalidate(&site.name, id, dropped).await;
+        let removed = stored.is_some();
         log::info!(
             "event=token_invalidated site={} account={account} stored={removed}",
             site.name

@@ -44,6 +44,24 @@ impl MemoryStore {
             .insert(key.to_string(), Entry { value, expires });
     }
 
+    /// Sets `key` unless `blocker` holds a live entry (a revoked token's tombstone), in one
+    /// step; returns whether it was set.
+    pub fn set_unless(&self, key: &str, value: String, ttl: Duration, blocker: &str) -> bool {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        if entries.get(blocker).is_some_and(|e| e.expires > now) {
+            return false;
+        }
+        entries.insert(
+            key.to_string(),
+            Entry {
+                value,
+                expires: now + ttl,
+            },
+        );
+        true
+    }
+
     pub fn delete(&self, key: &str) -> bool {
         self.lock().remove(key).is_some()
     }

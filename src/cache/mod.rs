@@ -5,6 +5,7 @@
 //! Keys are `{key_prefix}:{kind}:{site}[:{account}]`, so that one site's keys, or all of
 //! tokend's, can be found by prefix.
 
+pub mod breaker;
 pub mod memory;
 pub mod redis_store;
 pub mod tokens;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use memory::MemoryStore;
-pub use redis_store::RedisStore;
+pub use redis_store::{RedisStore, TokenWrite};
 pub use tokens::{CacheCounters, CachedToken, CredentialEntry, TokenCache};
 
 use crate::config::Config;

@@ -15,6 +15,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 const SCAN_BATCH: usize = 500;
 
 const SET_FENCED: &str = r#"
+if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
 local mine = tonumber(ARGV[3])
 if mine > 0 then
   local current = redis.call('GET', KEYS[1])
@@ -26,6 +27,16 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 "#;
+
+/// What became of a token write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenWrite {
+    Written,
+    /// The stored entry carries a newer fencing number.
+    Stale,
+    /// The token was invalidated (its tombstone is there).
+    Revoked,
+}
 
 #[derive(Clone)]
 pub struct RedisStore {
@@ -90,16 +101,35 @@ impl RedisStore {
         ttl: Duration,
         fence: u64,
     ) -> Result<bool> {
+        Ok(self.set_token(key, value, ttl, fence, None).await? == TokenWrite::Written)
+    }
+
+    /// [`RedisStore::set_fenced`], and not at all while `revoked` (the tombstone of an
+    /// invalidated token) exists — checked in the same atomic step.
+    pub async fn set_token(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+        fence: u64,
+        revoked: Option<&str>,
+    ) -> Result<TokenWrite> {
         let millis = ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
-        let written: u64 = redis::Script::new(SET_FENCED)
-            .key(key)
-            .arg(value)
-            .arg(millis)
-            .arg(fence)
+        let script = redis::Script::new(SET_FENCED);
+        let mut invocation = script.key(key);
+        if let Some(revoked) = revoked {
+            invocation.key(revoked);
+        }
+        invocation.arg(value).arg(millis).arg(fence);
+        let written: u64 = invocation
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        Ok(written == 1)
+        Ok(match written {
+            1 => TokenWrite::Written,
+            2 => TokenWrite::Revoked,
+            _ => TokenWrite::Stale,
+        })
     }
 
     pub async fn delete(&self, key: &str) -> Result<bool> {

@@ -7,13 +7,15 @@
 //! | `credentials` | `P:credentials:SITE` | [`CredentialEntry`] list, passwords sealed | `credentials_ttl` |
 //! | `account_stats` | `P:account-stats:SITE` | [`AccountStats`] list | `account_stats_ttl` |
 //! | `blacklist` | `P:blacklist:SITE:ID` | `REASON\nUNTIL_MS`: a blacklist or cooldown, mirrored from the database | with the block |
+//! | (tombstone) | `P:revoked:SITE:ID:FINGERPRINT` | `1`: that token was invalidated | with the token |
 //!
 //! With the Redis backend, token entries are also kept in an in-process near cache: an entry
 //! read from Redis less than [`NEAR_WINDOW`] ago is served without a Redis round trip (so an
 //! invalidation made on another instance is seen here within that window at the latest), and
 //! while Redis is unreachable the near cache serves the tokens it holds until they expire.
-//! After a Redis failure, Redis is left alone for [`BREAKER_PAUSE`] so that no request waits on
-//! a dead connection; the outage and the recovery are each logged once.
+//! After a Redis failure, the [`Breaker`] leaves Redis alone for a pause that doubles with each
+//! failed probe, so that no request waits on a dead connection; the outage and the recovery
+//! are each logged once. Local ages (near cache, breaker) are measured on the monotonic clock.
 //!
 //! Every cache failure is non-fatal: it is logged, counted as an error of its kind, and the
 //! caller goes on as on a miss (the database is the source of truth).
@@ -21,14 +23,16 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::CacheStore;
+use super::breaker::{Admission, Breaker, Change};
+use super::{CacheStore, TokenWrite};
 use crate::crypto::{SealContext, SecretKey};
 use crate::error::{Error, Result};
 use crate::outcome::BlockReason;
@@ -36,8 +40,6 @@ use crate::secret::Secret;
 
 /// How long a token entry read from Redis is served from the in-process near cache.
 pub const NEAR_WINDOW: Duration = Duration::from_secs(1);
-/// After a Redis failure, how long the cache answers without trying Redis.
-pub const BREAKER_PAUSE: Duration = Duration::from_secs(1);
 
 /// The cache kinds, in the order reports list them.
 pub const KINDS: [&str; 4] = ["token", "credentials", "account_stats", "blacklist"];
@@ -167,14 +169,30 @@ impl CacheCounters {
     }
 }
 
+/// Frees the breaker's probe if the call it guards is dropped before its answer.
+struct ProbeGuard<'a> {
+    breaker: &'a Breaker,
+    armed: bool,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.breaker.probe_abandoned();
+        }
+    }
+}
+
 /// The pipeline's view of the cache: typed entries, keys, counters, sealing.
 #[derive(Clone)]
 pub struct TokenCache {
     store: CacheStore,
     /// In-process copies of token entries read from Redis (none for the memory backend).
     near: Option<Arc<super::MemoryStore>>,
-    /// When Redis last failed (ms since the epoch), 0 while it answers.
-    failed_at: Arc<std::sync::atomic::AtomicI64>,
+    /// Keeps requests away from a Redis that failed.
+    breaker: Arc<Breaker>,
+    /// The origin of the near cache's time stamps (monotonic).
+    epoch: Instant,
     prefix: Arc<str>,
     key: SecretKey,
     pub counters: Arc<CacheCounters>,
@@ -186,7 +204,8 @@ impl TokenCache {
         TokenCache {
             store,
             near,
-            failed_at: Arc::default(),
+            breaker: Arc::default(),
+            epoch: Instant::now(),
             prefix: Arc::from(key_prefix),
             key,
             counters: Arc::default(),
@@ -224,18 +243,13 @@ impl TokenCache {
 
     /// Whether the backend is reachable as far as the cache knows (always, in process).
     pub fn backend_up(&self) -> bool {
-        self.failed_at.load(Ordering::Relaxed) == 0
-    }
-
-    fn paused(&self) -> bool {
-        let failed = self.failed_at.load(Ordering::Relaxed);
-        failed != 0 && Utc::now().timestamp_millis() - failed < BREAKER_PAUSE.as_millis() as i64
+        !self.breaker.is_open()
     }
 
     fn note<T>(&self, kind: &str, op: &str, result: Result<T>) -> Result<T> {
         match &result {
             Ok(_) => {
-                if self.failed_at.swap(0, Ordering::Relaxed) != 0 {
+                if self.breaker.succeeded() == Change::Closed {
                     log::info!(
                         "event=cache_backend_restored backend={}",
                         self.store.backend()
@@ -244,11 +258,7 @@ impl TokenCache {
             }
             Err(e) => {
                 self.counters.error(kind);
-                if self
-                    .failed_at
-                    .swap(Utc::now().timestamp_millis(), Ordering::Relaxed)
-                    == 0
-                {
+                if self.breaker.failed() == Change::Opened {
                     log::warn!("event=cache_backend_unreachable backend={} op={op} error=\"{e}\" fallback=in_process", self.store.backend());
                 }
             }
@@ -256,16 +266,69 @@ impl TokenCache {
         result
     }
 
-    async fn store_get(&self, kind: &str, key: &str) -> Result<Option<String>> {
-        if self.paused() {
+    /// Runs one call to the store through the breaker: refused at once while it is open,
+    /// sent as the one probe when the pause is over.
+    async fn guarded<T>(
+        &self,
+        kind: &str,
+        op: &str,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let admission = self.breaker.admit();
+        if admission == Admission::Refuse {
             self.counters.error(kind);
-            return Err(Error::CacheUnavailable("paused after a failure".into()));
+            return Err(Error::CacheUnavailable(
+                "left alone after a failure (breaker open)".into(),
+            ));
         }
-        let result = self.store.get(key).await;
-        self.note(kind, "get", result)
+        // A probe whose caller goes away before the answer frees the probe for another.
+        let mut probe = ProbeGuard {
+            breaker: &self.breaker,
+            armed: admission == Admission::Probe,
+        };
+        let result = call.await;
+        probe.armed = false;
+        self.note(kind, op, result)
     }
 
-    /// Deletes are always sent, whatever the breaker says: an invalidation must not be lost.
+    /// One round trip to the backend when the breaker is open and no probe is under way (the
+    /// background probe of `CacheActor`); closes the breaker when it answers. Returns whether
+    /// the backend is up as far as the cache knows.
+    pub async fn probe(&self) -> bool {
+        if !self.breaker.admit_background_probe() {
+            return self.backend_up();
+        }
+        let mut probe = ProbeGuard {
+            breaker: &self.breaker,
+            armed: true,
+        };
+        let result = match &self.store {
+            CacheStore::Redis(redis) => redis.ping().await.map(|_| ()),
+            CacheStore::Memory(_) => Ok(()),
+        };
+        probe.armed = false;
+        // Not counted as an error of a cache kind: no lookup was refused.
+        match result {
+            Ok(()) => {
+                if self.breaker.succeeded() == Change::Closed {
+                    log::info!(
+                        "event=cache_backend_restored backend={} by=probe",
+                        self.store.backend()
+                    );
+                }
+                true
+            }
+            Err(_) => {
+                self.breaker.failed();
+                false
+            }
+        }
+    }
+
+    async fn store_get(&self, kind: &str, key: &str) -> Result<Option<String>> {
+        self.guarded(kind, "get", self.store.get(key)).await
+    }
+
     /// Deletes are always sent, whatever the breaker says: an invalidation must not be lost.
     async fn store_delete(&self, kind: &str, key: &str) {
         let result = self.store.delete(key).await;
@@ -301,31 +364,68 @@ impl TokenCache {
         let Ok(text) = serde_json::to_string(value) else {
             return;
         };
-        if kind == "token" {
-            self.near_put(key, &text, ttl);
-        }
-        if self.paused() {
-            self.counters.error(kind);
+        let _ = self
+            .guarded(kind, "set", self.store.set(key, &text, ttl))
+            .await;
+    }
+
+    /// Writes a token entry unless a newer one is stored (fencing) or the token was
+    /// invalidated (its tombstone under `revoked`), each checked in one atomic step with the
+    /// write. The near cache takes the entry only once the store did (or while Redis is
+    /// away), so that a refused entry is never served from it.
+    async fn put_token_entry(&self, key: &str, entry: &CachedToken, ttl: Duration, revoked: &str) {
+        let Ok(text) = serde_json::to_string(entry) else {
             return;
-        }
-        let written = match (kind, &self.store) {
-            ("token", CacheStore::Redis(redis)) => {
-                let fence = serde_json::from_str::<serde_json::Value>(&text)
-                    .ok()
-                    .and_then(|v| v["fence"].as_u64())
-                    .unwrap_or(0);
-                let stored = redis.set_fenced(key, &text, ttl, fence).await;
-                if let Ok(false) = stored {
-                    log::warn!("event=stale_token_discarded store=redis fence={fence}");
-                    if let Some(near) = &self.near {
-                        near.delete(key);
+        };
+        let written = match &self.store {
+            CacheStore::Memory(memory) => {
+                if memory.set_unless(key, text.clone(), ttl, revoked) {
+                    TokenWrite::Written
+                } else {
+                    TokenWrite::Revoked
+                }
+            }
+            CacheStore::Redis(redis) => {
+                if self
+                    .near
+                    .as_ref()
+                    .is_some_and(|near| near.get(revoked).is_some())
+                {
+                    TokenWrite::Revoked
+                } else {
+                    let call = redis.set_token(key, &text, ttl, entry.fence, Some(revoked));
+                    match self.guarded("token", "set", call).await {
+                        Ok(written) => written,
+                        // Redis is away: the near cache serves meanwhile.
+                        Err(_) => TokenWrite::Written,
                     }
                 }
-                stored.map(|_| ())
             }
-            _ => self.store.set(key, &text, ttl).await,
         };
-        let _ = self.note(kind, "set", written);
+        match written {
+            TokenWrite::Written => self.near_put(key, &text, ttl),
+            TokenWrite::Stale => {
+                log::warn!(
+                    "event=stale_token_discarded store=redis fence={}",
+                    entry.fence
+                );
+                self.near_forget(key);
+            }
+            TokenWrite::Revoked => {
+                log::info!(
+                    "event=invalidated_token_not_cached account={} acquisition_id={}",
+                    entry.account,
+                    entry.acquisition_id
+                );
+                self.near_forget(key);
+            }
+        }
+    }
+
+    fn near_forget(&self, key: &str) {
+        if let Some(near) = &self.near {
+            near.delete(key);
+        }
     }
 
     async fn delete(&self, kind: &str, key: &str) {
@@ -335,14 +435,12 @@ impl TokenCache {
         self.store_delete(kind, key).await;
     }
 
-    /// Keeps a copy in the near cache, stamped with the time it was known to be current.
+    /// Keeps a copy in the near cache, stamped with the (monotonic) time it was known to be
+    /// current.
     fn near_put(&self, key: &str, text: &str, ttl: Duration) {
         if let Some(near) = &self.near {
-            near.set(
-                key,
-                format!("{}\n{text}", Utc::now().timestamp_millis()),
-                ttl,
-            );
+            let at = self.epoch.elapsed().as_millis();
+            near.set(key, format!("{at}\n{text}"), ttl);
         }
     }
 
@@ -350,8 +448,9 @@ impl TokenCache {
     fn near_get(&self, key: &str) -> Option<(Duration, String)> {
         let stamped = self.near.as_ref()?.get(key)?;
         let (at, text) = stamped.split_once('\n')?;
-        let age = Utc::now().timestamp_millis() - at.parse::<i64>().ok()?;
-        Some((Duration::from_millis(age.max(0) as u64), text.to_string()))
+        let at = Duration::from_millis(at.parse().ok()?);
+        let age = self.epoch.elapsed().saturating_sub(at);
+        Some((age, text.to_string()))
     }
 
     /// The entry under `key`: from the near cache when recent, else from the store; while the
@@ -413,7 +512,7 @@ impl TokenCache {
         }
     }
 
-    /// Caches a token under its account and as the site's newest.
+    /// Caches a token under its account and as the site's newest, unless it was invalidated.
     pub async fn put_token(&self, site: &str, entry: &CachedToken) {
         let ttl = (entry.expires_at - Utc::now())
             .to_std()
@@ -421,14 +520,11 @@ impl TokenCache {
         if ttl.is_zero() {
             return;
         }
-        self.put_json(
-            "token",
-            &self.token_key(site, entry.credential_id),
-            entry,
-            ttl,
-        )
-        .await;
-        self.put_json("token", &self.site_token_key(site), entry, ttl)
+        let revoked = self.revoked_key(site, entry.credential_id, &entry.token);
+        let account_key = self.token_key(site, entry.credential_id);
+        self.put_token_entry(&account_key, entry, ttl, &revoked)
+            .await;
+        self.put_token_entry(&self.site_token_key(site), entry, ttl, &revoked)
             .await;
     }
 
@@ -438,20 +534,80 @@ impl TokenCache {
             .seal(token.expose(), SealContext::Token { site, account })
     }
 
-    /// Drops an account's token, and the site's newest if it is that one.
-    pub async fn invalidate(&self, site: &str, credential_id: i64) {
+    /// Drops an account's token, and the site's newest if it is that one; `stored` is the
+    /// token just deleted from the `tokens` table (sealed, and when it expires).
+    ///
+    /// Each token dropped leaves a tombstone until it expires, written before the entries are
+    /// deleted: an acquisition that read the token before the invalidation and caches it
+    /// afterwards is refused (the write checks the tombstone in the same step), so once the
+    /// invalidation has answered, the token is never handed out again.
+    pub async fn invalidate(
+        &self,
+        site: &str,
+        credential_id: i64,
+        stored: Option<(&str, DateTime<Utc>)>,
+    ) {
+        let account_key = self.token_key(site, credential_id);
         let newest_key = self.site_token_key(site);
-        let newest: Option<CachedToken> = match self.store_get("token", &newest_key).await {
-            Ok(Some(text)) => serde_json::from_str(&text).ok(),
-            _ => self
-                .near_get(&newest_key)
-                .and_then(|(_, text)| serde_json::from_str(&text).ok()),
-        };
-        self.delete("token", &self.token_key(site, credential_id))
-            .await;
+        let account: Option<CachedToken> = self.entry_for_invalidation(&account_key).await;
+        let newest: Option<CachedToken> = self.entry_for_invalidation(&newest_key).await;
+        let mut dropped: Vec<(String, DateTime<Utc>)> = stored
+            .map(|(sealed, expires)| (sealed.to_string(), expires))
+            .into_iter()
+            .collect();
+        for entry in account.iter().chain(newest.iter()) {
+            if entry.credential_id == credential_id {
+                dropped.push((entry.token.clone(), entry.expires_at));
+            }
+        }
+        for (sealed, expires_at) in &dropped {
+            self.revoke(site, credential_id, sealed, *expires_at).await;
+        }
+        self.delete("token", &account_key).await;
         if newest.is_none_or(|t| t.credential_id == credential_id) {
             self.delete("token", &newest_key).await;
         }
+    }
+
+    /// The entry under `key` as far as it can be known (the store, else the near cache).
+    async fn entry_for_invalidation(&self, key: &str) -> Option<CachedToken> {
+        let text = match self.store_get("token", key).await {
+            Ok(found) => found,
+            Err(_) => self.near_get(key).map(|(_, text)| text),
+        };
+        serde_json::from_str(&text?).ok()
+    }
+
+    /// Leaves the tombstone of a token until it expires. Like deletes, sent whatever the
+    /// breaker says, and kept in process too.
+    async fn revoke(
+        &self,
+        site: &str,
+        credential_id: i64,
+        sealed: &str,
+        expires_at: DateTime<Utc>,
+    ) {
+        let Ok(ttl) = (expires_at - Utc::now()).to_std() else {
+            return;
+        };
+        if ttl.is_zero() {
+            return;
+        }
+        let key = self.revoked_key(site, credential_id, sealed);
+        if let Some(near) = &self.near {
+            near.set(&key, "1".into(), ttl);
+        }
+        let result = self.store.set(&key, "1", ttl).await;
+        let _ = self.note("token", "revoke", result);
+    }
+
+    /// The tombstone key of one token (by the fingerprint of its sealed form).
+    fn revoked_key(&self, site: &str, credential_id: i64, sealed: &str) -> String {
+        format!(
+            "{}:revoked:{site}:{credential_id}:{}",
+            self.prefix,
+            crate::secret::fingerprint(sealed)
+        )
     }
 
     pub async fn credentials(&self, site: &str) -> Option<Vec<CredentialEntry>> {
@@ -514,10 +670,9 @@ impl TokenCache {
         if let Some(near) = &self.near {
             near.set(&key, value.clone(), ttl);
         }
-        if !self.paused() {
-            let result = self.store.set(&key, &value, ttl).await;
-            let _ = self.note("blacklist", "set", result);
-        }
+        let _ = self
+            .guarded("blacklist", "set", self.store.set(&key, &value, ttl))
+            .await;
     }
 
     pub async fn remove_block(&self, site: &str, id: i64) {
@@ -531,11 +686,8 @@ impl TokenCache {
         let CacheStore::Redis(redis) = &self.store else {
             return None;
         };
-        if self.paused() {
-            return None;
-        }
-        let result = redis.incr(&format!("{}:turn:{site}", self.prefix)).await;
-        self.note("token", "incr", result).ok()
+        let key = format!("{}:turn:{site}", self.prefix);
+        self.guarded("token", "incr", redis.incr(&key)).await.ok()
     }
 
     /// Drops a site's cached credential list and statistics: the next use reloads them.

@@ -103,8 +103,10 @@ impl Config {
                 })?,
                 None => 0,
             };
+            // Percent-encoded: a password is any string (`openssl rand -base64` gives `/`,
+            // `+` and `=`), and the URL must still parse; the redis crate decodes it.
             let auth = get("REDIS_PASSWORD")
-                .map(|p| format!(":{p}@"))
+                .map(|p| format!(":{}@", url_component(&p)))
                 .unwrap_or_default();
             self.redis.url = Secret::new(format!("redis://{auth}{host}:{port}/{db}"));
         }
@@ -150,6 +152,17 @@ impl Config {
     pub fn site(&self, name: &str) -> Option<&SiteConfig> {
         self.sites.iter().find(|s| s.name == name)
     }
+}
+
+/// `value` percent-encoded for the user information of a URL: every byte but the unreserved
+/// characters of RFC 3986.
+fn url_component(value: &str) -> String {
+    const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(value, RESERVED).to_string()
 }
 
 #[cfg(test)]
@@ -259,5 +272,24 @@ mod tests {
             _ => None,
         };
         assert_eq!(key_of(Config::from_sources(None, &bad_port)), "REDIS_PORT");
+    }
+
+    #[test]
+    fn a_redis_password_with_url_characters_reaches_redis_intact() {
+        use redis::IntoConnectionInfo;
+        let password = "aB/c+d=e@f:g?h#i";
+        let env = |name: &str| match name {
+            "REDIS_HOST" => Some("cache.local".to_string()),
+            "REDIS_PASSWORD" => Some(password.to_string()),
+            _ => None,
+        };
+        let config = Config::from_sources(None, &env).unwrap();
+        let info = config.redis.url.expose().into_connection_info().unwrap();
+        assert_eq!(info.redis_settings().password(), Some(password));
+        assert!(
+            matches!(info.addr(), redis::ConnectionAddr::Tcp(host, 6379) if host == "cache.local"),
+            "{:?}",
+            info.addr()
+        );
     }
 }

@@ -549,6 +549,13 @@ impl Default for HistoryConfig {
 
 impl HistoryConfig {
     pub(super) fn validate(&self) -> Result<()> {
-        at_least("history.retention_days", self.retention_days.into(), 1)
+        let max = crate::db::history::MAX_DAYS;
+        if !(1..=max).contains(&self.retention_days) {
+            return Err(Error::config(
+                "history.retention_days",
+                format!("must be from 1 to {max}, not {}", self.retention_days),
+            ));
+        }
+        Ok(())
     }
 }

@@ -7,6 +7,10 @@ use super::schema::token_acquisition_history::dsl;
 use super::DbConnection;
 use crate::error::Result;
 
+/// The most days a cleanup or the retention may name: a hundred years. Beyond that, the
+/// cutoff leaves the range of the date types.
+pub const MAX_DAYS: u32 = 36_500;
+
 /// Inserts rows, skipping any whose `acquisition_id` is already stored (a replayed record
 /// adds nothing), and adds the new ones to the daily totals — all in one transaction.
 /// Returns how many were new.

@@ -24,7 +24,7 @@ use diesel::{Connection, PgConnection, RunQueryDsl, SqliteConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::error::{Error, Result};
-use crate::secret::redact_url;
+use crate::secret::{mask_pieces, redact_url, url_password_pieces};
 
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -60,13 +60,45 @@ pub fn parse_url(url: &str) -> Result<(Backend, String)> {
         }
         Ok((Backend::Sqlite, path.to_string()))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok((Backend::Postgres, url.to_string()))
+        Ok((Backend::Postgres, with_connection_guards(url)))
     } else {
         Err(Error::config(
             "database.url",
             "must start with sqlite:// or postgres://",
         ))
     }
+}
+
+/// libpq parameters that keep a call from hanging on a dead connection (a half-open TCP
+/// connection, a host gone away): a bound on connecting, TCP keepalives, and a bound on
+/// unacknowledged data. A parameter the URL sets itself is left as it is.
+const PG_CONNECTION_GUARDS: [(&str, &str); 6] = [
+    ("connect_timeout", "5"),
+    ("keepalives", "1"),
+    ("keepalives_idle", "15"),
+    ("keepalives_interval", "5"),
+    ("keepalives_count", "3"),
+    ("tcp_user_timeout", "30000"),
+];
+
+/// The longest a PostgreSQL statement may run (`statement_timeout`), so that none holds a
+/// connection for ever.
+const PG_STATEMENT_TIMEOUT: &str = "60s";
+
+/// `url` with the [`PG_CONNECTION_GUARDS`] it does not set itself.
+fn with_connection_guards(url: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut params: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    for (key, value) in PG_CONNECTION_GUARDS {
+        if !params.iter().any(|p| p.split('=').next() == Some(key)) {
+            params.push(format!("{key}={value}"));
+        }
+    }
+    format!("{base}?{}", params.join("&"))
 }
 
 /// Opens connections for r2d2, picking the backend from the URL scheme.
@@ -94,9 +126,13 @@ impl ManageConnection for ConnectionManager {
                 .map_err(r2d2::Error::QueryError)?;
                 Ok(DbConnection::Sqlite(conn))
             }
-            Backend::Postgres => PgConnection::establish(&self.target)
-                .map(DbConnection::Postgres)
-                .map_err(r2d2::Error::ConnectionError),
+            Backend::Postgres => {
+                let mut conn =
+                    PgConnection::establish(&self.target).map_err(r2d2::Error::ConnectionError)?;
+                conn.batch_execute(&format!("SET statement_timeout = '{PG_STATEMENT_TIMEOUT}'"))
+                    .map_err(r2d2::Error::QueryError)?;
+                Ok(DbConnection::Postgres(conn))
+            }
         }
     }
 
@@ -114,6 +150,21 @@ impl ManageConnection for ConnectionManager {
 
 pub type PooledConnection = r2d2::PooledConnection<ConnectionManager>;
 
+/// r2d2's connection errors, logged with the pieces of the password masked.
+#[derive(Debug)]
+struct MaskingErrorHandler {
+    pieces: Vec<String>,
+}
+
+impl r2d2::HandleError<r2d2::Error> for MaskingErrorHandler {
+    fn handle_error(&self, error: r2d2::Error) {
+        log::error!(
+            "event=database_connection_failed error=\"{}\"",
+            mask_pieces(&error.to_string(), &self.pieces)
+        );
+    }
+}
+
 /// The r2d2 pool, with the backend it talks to. Cheap to clone.
 #[derive(Clone)]
 pub struct Pool {
@@ -121,6 +172,8 @@ pub struct Pool {
     backend: Backend,
     /// The URL with its password hidden, for logs and health.
     display_url: String,
+    /// Pieces of the URL's password, masked in the driver's error messages.
+    password_pieces: Arc<Vec<String>>,
     /// Set while the database cannot be reached: callers then fail at once instead of each
     /// waiting for a connection (acquisitions go on without it, SPEC §10), and one
     /// background probe finds out when it is back.
@@ -154,12 +207,15 @@ impl Pool {
             // A connection cut by a database restart is found here and replaced, rather
             // than failing the next query.
             .test_on_check_out(true)
-            .error_handler(Box::new(r2d2::LoggingErrorHandler))
+            .error_handler(Box::new(MaskingErrorHandler {
+                pieces: url_password_pieces(url),
+            }))
             .build_unchecked(ConnectionManager { backend, target });
         Ok(Pool {
             inner,
             backend,
             display_url: redact_url(url),
+            password_pieces: Arc::new(url_password_pieces(url)),
             down: Arc::default(),
         })
     }
@@ -185,12 +241,14 @@ impl Pool {
             let full = self.inner.state().connections >= self.inner.max_size();
             if !full && !self.down.swap(true, Ordering::AcqRel) {
                 log::warn!(
-                    "event=database_unreachable url={} error=\"{e}\"",
-                    self.display_url
+                    "event=database_unreachable url={} error=\"{}\"",
+                    self.display_url,
+                    mask_pieces(&e.to_string(), &self.password_pieces)
                 );
                 self.probe_until_back();
             }
-            Error::DatabaseUnavailable(format!("{}: {e}", self.display_url))
+            let error = mask_pieces(&e.to_string(), &self.password_pieces);
+            Error::DatabaseUnavailable(format!("{}: {error}", self.display_url))
         })
     }
 
@@ -270,4 +328,20 @@ pub fn is_unique_violation(err: &diesel::result::Error) -> bool {
         err,
         diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_urls_get_connection_guards_unless_they_set_them() {
+        let (_, target) = parse_url("postgres://u:p@db/tokend").unwrap();
+        assert!(target.starts_with("postgres://u:p@db/tokend?connect_timeout=5&keepalives=1"));
+        assert!(target.contains("tcp_user_timeout=30000"));
+        let (_, target) =
+            parse_url("postgres://db/tokend?sslmode=require&keepalives_idle=60").unwrap();
+        assert!(target.contains("sslmode=require&keepalives_idle=60&"));
+        assert_eq!(target.matches("keepalives_idle").count(), 1);
+    }
 }

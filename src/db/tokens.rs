@@ -16,9 +16,20 @@ pub fn find(conn: &mut DbConnection, site: &str, account: &str) -> Result<Option
         .optional()?)
 }
 
+/// The highest fencing number stored (0 when none): the floor of a new fencing epoch after
+/// Redis lost its counter.
+pub fn max_fence(conn: &mut DbConnection) -> Result<i64> {
+    let max: Option<i64> = dsl::tokens
+        .select(diesel::dsl::max(dsl::fence))
+        .first(conn)?;
+    Ok(max.unwrap_or(0))
+}
+
 /// Inserts or replaces the token of (site, account), unless the stored one was written under
 /// a newer fencing number (a holder whose lease expired must not overwrite a newer token).
-/// Returns whether it was written. A fence of 0 (in-process slots) is not compared.
+/// Returns whether it was written. A fence of 0 (in-process slots) is not compared, and an
+/// expired stored token may always be replaced: whatever happened to the fencing numbers
+/// (a Redis that lost its counter), the table never freezes on a dead token.
 pub fn upsert(conn: &mut DbConnection, token: &NewToken<'_>) -> Result<bool> {
     conn.transaction(|conn| {
         let target = dsl::tokens
@@ -34,7 +45,8 @@ pub fn upsert(conn: &mut DbConnection, token: &NewToken<'_>) -> Result<bool> {
         let updated = if token.fence == 0 {
             diesel::update(target).set(changes).execute(conn)?
         } else {
-            diesel::update(target.filter(dsl::fence.le(token.fence)))
+            let now = chrono::Utc::now().naive_utc();
+            diesel::update(target.filter(dsl::fence.le(token.fence).or(dsl::expires_at.le(now))))
                 .set(changes)
                 .execute(conn)?
         };
@@ -50,6 +62,25 @@ pub fn upsert(conn: &mut DbConnection, token: &NewToken<'_>) -> Result<bool> {
             .execute(conn)?;
         Ok(true)
     })
+}
+
+/// Deletes the token of (site, account) and answers it (`None` when there was none).
+/// One statement (`DELETE … RETURNING`): on SQLite a read followed by a write in one
+/// transaction could not wait for another writer.
+pub fn take(conn: &mut DbConnection, site: &str, account: &str) -> Result<Option<StoredToken>> {
+    let target = dsl::tokens
+        .filter(dsl::site_name.eq(site))
+        .filter(dsl::account.eq(account));
+    // RETURNING is backend-specific for diesel's multi-connection: asked of each backend.
+    let taken = match conn {
+        DbConnection::Sqlite(c) => diesel::delete(target)
+            .returning(StoredToken::as_returning())
+            .get_result(c),
+        DbConnection::Postgres(c) => diesel::delete(target)
+            .returning(StoredToken::as_returning())
+            .get_result(c),
+    };
+    Ok(taken.optional()?)
 }
 
 /// Deletes the token of (site, account); `false` when there was none.

@@ -3,6 +3,11 @@
 //! `default_token_ttl`), and classify failures: transport errors, 429 and 5xx are network
 //! errors; a body matching `captcha_error_pattern` is a captcha error; 401/403 or a body
 //! matching `credential_error_pattern` is a credential error; anything else failed.
+//!
+//! Redirects are never followed: the request carries the password, and a portal (or whoever
+//! answers in its name) that says "post it elsewhere" must not get it sent there. A 3xx is a
+//! `failed` login naming the `Location`. A 2xx answer is never echoed into a message, whatever
+//! the error patterns match: it may hold a token where the configuration does not look.
 
 use std::time::Duration;
 
@@ -38,6 +43,7 @@ impl HttpDriver {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::Internal(format!("HTTP client: {e}")))?;
         Ok(HttpDriver {
@@ -109,6 +115,22 @@ impl HttpDriver {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(super::parse_retry_after);
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .map_or_else(
+                    || "(none)".into(),
+                    |l| String::from_utf8_lossy(l.as_bytes()).into_owned(),
+                );
+            return Err(LoginFailure::new(
+                FailureKind::Failed,
+                clean_message(
+                    &format!("HTTP {status}: login_url redirects to {location}; redirects are not followed with credentials"),
+                    &secrets,
+                ),
+            ));
+        }
         let bytes = read_limited(response).await.map_err(|e| {
             LoginFailure::new(
                 FailureKind::Network,
@@ -143,13 +165,14 @@ impl HttpDriver {
         } else {
             FailureKind::Failed
         };
-        let detail = if status.is_success() && kind == FailureKind::Failed {
+        let detail = if status.is_success() {
             // A 2xx answer without a token where expected may still hold one elsewhere: it
-            // is never echoed.
+            // is never echoed, whichever pattern it matched.
             format!(
-                "HTTP {status}: no token at {} in a {}-byte answer",
+                "HTTP {status}: no token at {} in a {}-byte answer ({})",
                 self.site.token_pointer,
-                bytes.len()
+                bytes.len(),
+                kind.status().as_str()
             )
         } else {
             format!("HTTP {status}: {text}")

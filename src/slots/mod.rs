@@ -291,6 +291,22 @@ impl Slots {
         }
     }
 
+    /// While in the fallback, asks Redis whether it is back and, if so, leaves the fallback
+    /// (the background probe of `CacheActor`), so that health does not wait for an
+    /// acquisition to find out.
+    pub async fn probe(&self) {
+        let Some(redis) = &self.redis else {
+            return;
+        };
+        if !self.is_degraded() {
+            return;
+        }
+        match redis.limits().await {
+            Ok(_) => self.redis_ok(),
+            Err(e) => self.redis_failed(&e),
+        }
+    }
+
     fn current_limits(&self) -> SlotLimits {
         *self.limits.lock().unwrap_or_else(|p| p.into_inner())
     }

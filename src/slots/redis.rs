@@ -8,7 +8,7 @@
 //! | `P:slots:waiters` | hash | waiter id → `deadline\nsite\naccount` |
 //! | `P:slots:limits` | hash | `global`, `per_site`, `per_account` set at run time |
 //! | `P:slots:site-limits` | hash | site → its adaptive limit (at most `per_site`) |
-//! | `P:slots:fence` | counter | the fencing number of the latest grant |
+//! | `P:slots:fence` | counter | the fencing number of the latest grant (see below) |
 //! | `P:lock:SITE:ID` | string | the single-flight lock of an account: its owner, expiring after `lock_timeout` unless renewed |
 //!
 //! The grant script runs atomically, on Redis's clock (`TIME`, so instances' clocks do not
@@ -17,6 +17,11 @@
 //! run after them — FIFO among the waiters that can run, and no head-of-line blocking; the
 //! window bounds the script's work when the queue is long. Keys are built inside the
 //! scripts, so Redis Cluster is not supported.
+//!
+//! Fencing survives a Redis that lost its keys (SPEC §9): when the counter is missing, the
+//! grant starts a new epoch at Redis's clock in microseconds, and never below the highest
+//! fence stored in the `tokens` table. A Redis grants far fewer than one slot per
+//! microsecond, so the new epoch is newer than any number the old one gave.
 
 use std::time::Duration;
 
@@ -24,6 +29,7 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 
 use super::SlotLimits;
+use crate::db::Pool;
 use crate::error::{Error, Result};
 
 const GRANT: &str = r#"
@@ -84,13 +90,24 @@ for _, w in ipairs(redis.call('ZRANGE', queue, 0, tonumber(ARGV[12]) - 1)) do
   end
 end
 if fits(my_site, my_account) then
+  local fence = prefix .. ':slots:fence'
+  if redis.call('EXISTS', fence) == 0 then
+    -- Redis lost the counter (restarted empty, flushed): a new epoch, newer than any number
+    -- the old Redis gave, on Redis's clock in microseconds (no Redis grants one a
+    -- microsecond) and never below the highest fence the database holds (ARGV[13]; -1 asks
+    -- the caller to look it up and come again).
+    local floor = tonumber(ARGV[13])
+    if floor < 0 then return {2, 0} end
+    local epoch = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+    redis.call('SET', fence, string.format('%.0f', math.max(epoch, floor)))
+  end
   local expiry = now + tonumber(ARGV[2])
   redis.call('ZADD', global, expiry, me)
   redis.call('ZADD', prefix .. ':slots:site:' .. my_site, expiry, me)
   redis.call('ZADD', prefix .. ':slots:account:' .. my_site .. ':' .. my_account, expiry, me)
   redis.call('ZREM', queue, me)
   redis.call('HDEL', waiters, me)
-  return {1, redis.call('INCR', prefix .. ':slots:fence')}
+  return {1, redis.call('INCR', fence)}
 end
 if not redis.call('ZSCORE', queue, me) then
   if redis.call('ZCARD', queue) >= tonumber(ARGV[9]) then return {-1, 0} end
@@ -119,6 +136,14 @@ local n = redis.call('ZADD', prefix .. ':slots:global', 'XX', 'CH', expiry, me)
 redis.call('ZADD', prefix .. ':slots:site:' .. site, 'XX', expiry, me)
 redis.call('ZADD', prefix .. ':slots:account:' .. site .. ':' .. account, 'XX', expiry, me)
 return n
+"#;
+
+const USAGE: &str = r#"
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local global = ARGV[1] .. ':slots:global'
+redis.call('ZREMRANGEBYSCORE', global, '-inf', now)
+return {redis.call('ZCARD', global), redis.call('ZCARD', ARGV[1] .. ':slots:queue')}
 "#;
 
 const UNLOCK: &str = r#"
@@ -167,9 +192,12 @@ pub struct RedisSlots {
     prefix: String,
     grant: Script,
     release: Script,
+    usage: Script,
     unlock: Script,
     renew: Script,
     renew_lease: Script,
+    /// The database, whose highest stored fence is the floor of a new fencing epoch.
+    database: Option<Pool>,
 }
 
 /// What a waiter asks Redis for.
@@ -222,12 +250,16 @@ pub struct RemoteLease {
     pub account: String,
 }
 
-fn unavailable(e: redis::RedisError) -> Error {
-    Error::CacheUnavailable(format!("redis slots: {e}"))
+/// What one run of the grant script answered.
+enum Grant {
+    Granted(u64),
+    Queued,
+    /// The fencing counter is gone: ask the database for the floor of a new epoch.
+    NewEpoch,
 }
 
-fn now_ms() -> u64 {
-    chrono::Utc::now().timestamp_millis().max(0) as u64
+fn unavailable(e: redis::RedisError) -> Error {
+    Error::CacheUnavailable(format!("redis slots: {e}"))
 }
 
 impl RedisSlots {
@@ -237,14 +269,55 @@ impl RedisSlots {
             prefix: key_prefix.to_string(),
             grant: Script::new(GRANT),
             release: Script::new(RELEASE),
+            usage: Script::new(USAGE),
             unlock: Script::new(UNLOCK),
             renew: Script::new(RENEW),
             renew_lease: Script::new(RENEW_LEASE),
+            database: None,
+        }
+    }
+
+    /// Seeds a new fencing epoch no lower than the highest fence in `database`'s `tokens`.
+    pub fn with_database(mut self, database: Pool) -> RedisSlots {
+        self.database = Some(database);
+        self
+    }
+
+    /// The floor of a new fencing epoch: the highest fence the database holds (0 without a
+    /// database, or when it cannot be read: Redis's clock alone then makes the epoch).
+    async fn fence_floor(&self) -> u64 {
+        let Some(pool) = &self.database else {
+            return 0;
+        };
+        match pool.run(crate::db::tokens::max_fence).await {
+            Ok(max) => max.max(0) as u64,
+            Err(e) => {
+                log::warn!("event=fence_floor_unavailable error=\"{e}\" epoch=redis_clock");
+                0
+            }
         }
     }
 
     /// One try: granted (`Some`), queued (`None`), or `QUEUE_FULL`.
     async fn try_grant(&self, id: &str, ask: &SlotRequest<'_>) -> Result<Option<u64>> {
+        match self.grant_once(id, ask, -1).await? {
+            Grant::NewEpoch => {
+                let floor = self.fence_floor().await;
+                log::warn!(
+                    "event=fencing_epoch_started floor={floor} reason=redis_lost_the_counter"
+                );
+                match self.grant_once(id, ask, floor as i64).await? {
+                    Grant::Granted(fence) => Ok(Some(fence)),
+                    _ => Ok(None),
+                }
+            }
+            Grant::Granted(fence) => Ok(Some(fence)),
+            Grant::Queued => Ok(None),
+        }
+    }
+
+    /// One run of the grant script; `floor` is -1 until the database was asked.
+    async fn grant_once(&self, id: &str, ask: &SlotRequest<'_>, floor: i64) -> Result<Grant> {
         let max_queue = ask.max_queue;
         let (state, fence): (i64, u64) = self
             .grant
@@ -260,13 +333,15 @@ impl RedisSlots {
             .arg(ask.wait.as_millis() as u64)
             .arg(&self.prefix)
             .arg(FIFO_WINDOW)
+            .arg(floor)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
         match state {
-            1 => Ok(Some(fence)),
+            1 => Ok(Grant::Granted(fence)),
+            2 => Ok(Grant::NewEpoch),
             -1 => Err(Error::QueueFull(max_queue)),
-            _ => Ok(None),
+            _ => Ok(Grant::Queued),
         }
     }
 
@@ -451,27 +526,32 @@ impl RedisSlots {
     }
 
     /// Leases held across instances (expired ones dropped first) and the queue length.
+    /// Expiry is judged on Redis's clock, as the grant script sets it: an instance whose
+    /// clock runs ahead must not free live leases.
     pub async fn usage(&self) -> Result<(u64, u64)> {
-        let global = format!("{}:slots:global", self.prefix);
-        let (_, held, queued): ((), u64, u64) = redis::pipe()
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(&global)
-            .arg("-inf")
-            .arg(now_ms())
-            .cmd("ZCARD")
-            .arg(&global)
-            .cmd("ZCARD")
-            .arg(format!("{}:slots:queue", self.prefix))
-            .query_async(&mut self.conn.clone())
+        let (held, queued): (u64, u64) = self
+            .usage
+            .arg(&self.prefix)
+            .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
         Ok((held, queued))
     }
 
+    /// Redis's clock in milliseconds since the epoch (`TIME`), the clock of every lease.
+    async fn redis_now_ms(&self) -> Result<u64> {
+        let (seconds, micros): (u64, u64) = redis::cmd("TIME")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(seconds * 1000 + micros / 1000)
+    }
+
     /// Drops expired leases and waiters everywhere under the prefix; returns how many.
+    /// Expiry is judged on Redis's clock, as in [`RedisSlots::usage`].
     pub async fn cleanup(&self) -> Result<(u64, u64)> {
         let mut conn = self.conn.clone();
-        let now = now_ms();
+        let now = self.redis_now_ms().await?;
         let pattern = format!("{}:slots:*", self.prefix);
         let mut cursor: u64 = 0;
         let mut leases = 0;

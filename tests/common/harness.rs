@@ -68,10 +68,13 @@ impl Harness {
             format!("[redis]\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\n")
         });
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[database]\nurl = \"sqlite://{db}\"\n{redis}\
+            "[server]\nlisten = \"127.0.0.1:0\"\n[database]\nurl = \"sqlite://{db}\"\n\
+             [history]\nspool_file = \"{spool}\"\n{redis}\
              {retry}\n{extra}\n\
              [[sites]]\nname = \"court_zxfw\"\ndriver = \"http\"\nlogin_url = \"{url}\"\n{site_keys}\n",
             db = dir.path().join("tokend.db").display(),
+            // A spool of its own: rows spooled by one test must not be replayed into another.
+            spool = dir.path().join("history.spool").display(),
             url = portal.login_url(),
         );
         let env = |name: &str| (name == "TOKEND_SECRET_KEY").then(|| SECRET_KEY.to_string());

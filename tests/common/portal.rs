@@ -42,6 +42,28 @@ pub struct PortalState {
     /// By the `site` extra field of the login request, when the site config sends one.
     pub max_in_flight_per_site: Mutex<HashMap<String, u32>>,
     in_flight_per_site: Mutex<HashMap<String, u32>>,
+    /// When set, every login is answered with this status, headers and body instead (a
+    /// redirect, an odd answer), after being counted.
+    pub canned: Mutex<Option<Canned>>,
+}
+
+/// A fixed answer of the portal.
+#[derive(Clone, Default)]
+pub struct Canned {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Canned {
+    /// A redirect to `location` with `status` (301, 302, 303, 307, 308).
+    pub fn redirect(status: u16, location: &str) -> Canned {
+        Canned {
+            status,
+            headers: vec![("Location".into(), location.into())],
+            body: String::new(),
+        }
+    }
 }
 
 impl PortalState {
@@ -175,6 +197,14 @@ async fn login(state: web::Data<PortalState>, body: web::Json<Value>) -> HttpRes
 }
 
 fn answer(state: &PortalState, account: &str, password: &str) -> HttpResponse {
+    if let Some(canned) = state.canned.lock().unwrap().clone() {
+        let mut response =
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(canned.status).unwrap());
+        for (name, value) in canned.headers {
+            response.insert_header((name, value));
+        }
+        return response.body(canned.body);
+    }
     let mut accounts = state.accounts.lock().unwrap();
     if state
         .rate_limited
