@@ -1,6 +1,10 @@
 //! Concurrency recommendations (`POST /performance/optimize-concurrency`): from live usage
-//! (queue, waits) and the day's history per site (success rate, timeout rate, latency), what
+//! (queue, waits) and the day's history per site (success rate, congestion, latency), what
 //! the three limits should be, and why.
+//!
+//! A lower site limit is recommended only on congestion signals — timeouts, network errors
+//! (429 and rate-limit answers among them), captcha errors — never on refused passwords, which
+//! fewer logins at once would not cure.
 
 use serde::Serialize;
 
@@ -14,6 +18,9 @@ pub struct SiteLoad {
     pub acquisitions: u64,
     pub success_rate: f64,
     pub timeout_rate: f64,
+    /// Percent of acquisitions that ended in a congestion signal (timeout, network error,
+    /// captcha error).
+    pub congestion_rate: f64,
     pub avg_duration: f64,
 }
 
@@ -61,12 +68,12 @@ pub fn recommend(
         .filter(|s| {
             s.acquisitions >= MIN_SAMPLE
                 && (s.timeout_rate > thresholds.max_timeout_rate
-                    || s.success_rate < thresholds.min_success_rate)
+                    || s.congestion_rate > 100.0 - thresholds.min_success_rate)
         })
         .collect();
     if let Some(worst) = struggling
         .iter()
-        .min_by(|a, b| a.success_rate.total_cmp(&b.success_rate))
+        .max_by(|a, b| a.congestion_rate.total_cmp(&b.congestion_rate))
     {
         if limits.per_site > 1 {
             next.per_site = limits.per_site - 1;
@@ -75,8 +82,8 @@ pub fn recommend(
                 current: limits.per_site,
                 recommended: next.per_site,
                 reason: format!(
-                    "site {}: {:.1}% success, {:.1}% timeouts over {} acquisitions — fewer logins at once should ease the portal",
-                    worst.site, worst.success_rate, worst.timeout_rate, worst.acquisitions
+                    "site {}: {:.1}% of {} acquisitions met congestion (timeouts, network or captcha errors) — fewer logins at once should ease the portal",
+                    worst.site, worst.congestion_rate, worst.acquisitions
                 ),
             });
         }
@@ -118,7 +125,25 @@ mod tests {
             acquisitions: n,
             success_rate: success,
             timeout_rate: timeouts,
+            congestion_rate: 100.0 - success,
             avg_duration: 5.0,
+        }
+    }
+
+    #[test]
+    fn refused_passwords_never_lower_the_site_limit() {
+        let wrong_passwords = SiteLoad {
+            congestion_rate: 0.0,
+            ..load("a", 4, 0.0, 0.0)
+        };
+        let more = SiteLoad {
+            acquisitions: 40,
+            ..wrong_passwords.clone()
+        };
+        for site in [wrong_passwords, more] {
+            let (recs, next) = recommend(LIMITS, &IDLE, &[site], &AlertsConfig::default());
+            assert!(recs.is_empty(), "{recs:?}");
+            assert_eq!(next, LIMITS);
         }
     }
 

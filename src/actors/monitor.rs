@@ -112,6 +112,13 @@ impl Counters {
         ratio(self.successful_acquisitions, self.total_acquisitions).unwrap_or(100.0)
     }
 
+    /// Percent of finished acquisitions that ended in a congestion signal: a timeout, a
+    /// network error (429 and rate-limit answers among them) or a captcha error.
+    pub fn congestion_rate(&self) -> f64 {
+        let congested = self.timeout_count + self.network_error_count + self.captcha_error_count;
+        ratio(congested, self.total_acquisitions).unwrap_or(0.0)
+    }
+
     pub fn timeout_rate(&self) -> f64 {
         ratio(self.timeout_count, self.total_acquisitions).unwrap_or(0.0)
     }

@@ -48,6 +48,7 @@ pub async fn optimize(
                 acquisitions: row["total"].as_u64().unwrap_or(0),
                 success_rate: row["success_rate"].as_f64().unwrap_or(100.0),
                 timeout_rate: live.sites.get(&site).map_or(0.0, |c| c.timeout_rate()),
+                congestion_rate: live.sites.get(&site).map_or(0.0, |c| c.congestion_rate()),
                 avg_duration: row["avg_duration"].as_f64().unwrap_or(0.0),
                 site,
             }
