@@ -96,6 +96,7 @@ async fn start_tokend(
             account: "alice".into(),
             password: Secret::new("pw"),
             preferred: false,
+            proxy: None,
         },
     )
     .expect("add account");

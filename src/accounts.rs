@@ -33,6 +33,8 @@ pub struct AccountView {
     pub login_failure_count: i64,
     pub last_login_success_at: Option<DateTime<Utc>>,
     pub last_login_attempt_at: Option<DateTime<Utc>>,
+    /// The account's own proxy, with any password masked (`null`: the site's, if any).
+    pub proxy: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Logins left in this sliding hour under `login_budget_per_account_per_hour` (the
@@ -76,6 +78,7 @@ impl AccountView {
             login_failure_count: row.login_failure_count,
             last_login_success_at: row.last_login_success_at.map(|t| t.and_utc()),
             last_login_attempt_at: row.last_login_attempt_at.map(|t| t.and_utc()),
+            proxy: row.proxy_display,
             created_at: row.created_at.and_utc(),
             updated_at: row.updated_at.and_utc(),
             login_budget_left: None,
@@ -93,6 +96,8 @@ pub struct NewAccount {
     pub account: String,
     pub password: Secret,
     pub preferred: bool,
+    /// The account's own proxy (sticky: it always logs in from the same address).
+    pub proxy: Option<Secret>,
 }
 
 impl NewAccount {
@@ -112,6 +117,9 @@ impl NewAccount {
         if self.password.is_empty() {
             return Err(Error::invalid("password", "must not be empty"));
         }
+        if let Some(proxy) = &self.proxy {
+            crate::config::validate_proxy_url("proxy", proxy.expose())?;
+        }
         Ok(())
     }
 }
@@ -126,6 +134,10 @@ fn insert(conn: &mut DbConnection, key: &SecretKey, new: &NewAccount) -> Result<
             account,
         },
     )?;
+    let proxy = match &new.proxy {
+        Some(url) => Some(seal_proxy(key, &new.site_name, account, url)?),
+        None => None,
+    };
     let now = Utc::now().naive_utc();
     db::accounts::insert(
         conn,
@@ -139,8 +151,46 @@ fn insert(conn: &mut DbConnection, key: &SecretKey, new: &NewAccount) -> Result<
             login_failure_count: 0,
             created_at: now,
             updated_at: now,
+            proxy_encrypted: proxy.as_ref().map(|(sealed, _)| sealed.as_str()),
+            proxy_display: proxy.as_ref().map(|(_, display)| display.as_str()),
         },
     )
+}
+
+/// A proxy URL sealed for (site, account), and its display form with the password masked.
+fn seal_proxy(
+    key: &SecretKey,
+    site: &str,
+    account: &str,
+    url: &Secret,
+) -> Result<(String, String)> {
+    crate::config::validate_proxy_url("proxy", url.expose())?;
+    let sealed = key.seal(url.expose(), SealContext::Proxy { site, account })?;
+    Ok((sealed, crate::secret::redact_url(url.expose())))
+}
+
+/// Sets or removes (`None`) an account's own proxy.
+pub fn set_proxy(
+    pool: &Pool,
+    key: &SecretKey,
+    site: &str,
+    account: &str,
+    url: Option<&Secret>,
+) -> Result<()> {
+    validate_site_name("site", site)?;
+    let proxy = match url {
+        Some(url) => Some(seal_proxy(key, site, account, url)?),
+        None => None,
+    };
+    let (sealed, display) = match &proxy {
+        Some((sealed, display)) => (Some(sealed.as_str()), Some(display.as_str())),
+        None => (None, None),
+    };
+    if db::accounts::set_proxy(&mut *pool.get()?, site, account, sealed, display)? {
+        Ok(())
+    } else {
+        Err(not_found(site, account))
+    }
 }
 
 /// Adds one account.
@@ -182,9 +232,9 @@ fn parse_import(input: impl Read) -> Result<Vec<(usize, NewAccount)>> {
         if records.is_empty() && record.get(0) == Some("site_name") {
             continue; // header
         }
-        if !(3..=4).contains(&record.len()) {
+        if !(3..=5).contains(&record.len()) {
             return Err(bad(format!(
-                "expected site_name,account,password[,preferred], found {} fields",
+                "expected site_name,account,password[,preferred[,proxy]], found {} fields",
                 record.len()
             )));
         }
@@ -202,6 +252,7 @@ fn parse_import(input: impl Read) -> Result<Vec<(usize, NewAccount)>> {
             account: record[1].to_string(),
             password: Secret::new(&record[2]),
             preferred,
+            proxy: record.get(4).filter(|p| !p.is_empty()).map(Secret::new),
         };
         new.validate().map_err(|e| bad(e.to_string()))?;
         records.push((line, new));

@@ -103,6 +103,10 @@ pub enum AccountsCommand {
         /// Choose this account before the others of its site.
         #[arg(long)]
         preferred: bool,
+        /// The account's own proxy (http://, https:// or socks5://host:port): it always logs
+        /// in from the same address. Stored sealed like the password.
+        #[arg(long, value_name = "URL")]
+        proxy: Option<String>,
     },
     /// Import accounts from CSV (site_name,account,password[,preferred]); `-` is stdin.
     /// One transaction: a malformed line imports nothing.
@@ -125,6 +129,16 @@ pub enum AccountsCommand {
         /// Read the password from standard input (required: never pass it as an argument).
         #[arg(long, required = true)]
         password_stdin: bool,
+    },
+    /// Set an account's own proxy (http://, https:// or socks5://), or remove it with --none.
+    SetProxy {
+        site: String,
+        account: String,
+        #[arg(required_unless_present = "none", conflicts_with = "none")]
+        url: Option<String>,
+        /// Remove the account's proxy (the site's, if any, is used again).
+        #[arg(long)]
+        none: bool,
     },
     /// Stop using an account for logins (it keeps its statistics).
     Disable { site: String, account: String },
@@ -249,6 +263,7 @@ fn run_accounts(config: &Config, command: AccountsCommand) -> Result<()> {
             site,
             account,
             preferred,
+            proxy,
             ..
         } => {
             crate::config::validate_site_name("site", &site)?;
@@ -263,6 +278,7 @@ fn run_accounts(config: &Config, command: AccountsCommand) -> Result<()> {
                     account,
                     password,
                     preferred,
+                    proxy: proxy.map(Secret::new),
                 },
             )?;
             warn_if_unconfigured(config, &site);
@@ -296,6 +312,22 @@ fn run_accounts(config: &Config, command: AccountsCommand) -> Result<()> {
             let pool = ready_pool(config)?;
             accounts::set_password(&pool, &key, &site, &account, &password)?;
             println!("password of account `{account}` of site `{site}` replaced");
+            Ok(())
+        }
+        AccountsCommand::SetProxy {
+            site, account, url, ..
+        } => {
+            let key = SecretKey::load(&config.security)?;
+            let pool = ready_pool(config)?;
+            let url = url.map(Secret::new);
+            accounts::set_proxy(&pool, &key, &site, &account, url.as_ref())?;
+            match &url {
+                Some(url) => println!(
+                    "account `{account}` of site `{site}` logs in through {}",
+                    crate::secret::redact_url(url.expose())
+                ),
+                None => println!("account `{account}` of site `{site}` has no proxy of its own"),
+            }
             Ok(())
         }
         AccountsCommand::Disable { site, account } => {

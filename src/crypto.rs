@@ -38,8 +38,19 @@ impl std::fmt::Debug for SecretKey {
 
 /// What a sealed value belongs to; used as associated data.
 pub enum SealContext<'a> {
-    Password { site: &'a str, account: &'a str },
-    Token { site: &'a str, account: &'a str },
+    Password {
+        site: &'a str,
+        account: &'a str,
+    },
+    Token {
+        site: &'a str,
+        account: &'a str,
+    },
+    /// An account's own proxy URL.
+    Proxy {
+        site: &'a str,
+        account: &'a str,
+    },
 }
 
 impl SealContext<'_> {
@@ -47,6 +58,7 @@ impl SealContext<'_> {
         match self {
             SealContext::Password { site, account } => format!("password:{site}:{account}"),
             SealContext::Token { site, account } => format!("token:{site}:{account}"),
+            SealContext::Proxy { site, account } => format!("proxy:{site}:{account}"),
         }
     }
 }

@@ -146,7 +146,7 @@ fn migrate_command_runs_on_both_backends() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("applied 4 migration"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied 5 migration"));
     let again = common::tokend(dir.path())
         .arg("migrate")
         .env("DATABASE_URL", &url)
@@ -167,7 +167,7 @@ fn migrate_command_runs_on_both_backends() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("applied 4 migration"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied 5 migration"));
 }
 
 #[test]

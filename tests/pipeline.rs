@@ -380,6 +380,7 @@ fn add_command_account(h: &Harness, account: &str) -> i64 {
             account: account.into(),
             password: Secret::new(format!("secret-of-{account}")),
             preferred: false,
+            proxy: None,
         },
     )
     .unwrap()

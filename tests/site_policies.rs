@@ -2,6 +2,8 @@
 //! budgets, account rotation, adaptive concurrency and sticky proxies.
 
 mod common;
+#[path = "common/forward_proxy.rs"]
+mod forward_proxy;
 #[path = "common/harness.rs"]
 mod harness;
 #[path = "common/portal.rs"]
@@ -254,4 +256,66 @@ async fn rate_limit_answers_lower_the_site_limit_and_successes_raise_it() {
             "raised by one every two successes (1 → 2 → 3)"
         );
     }
+}
+
+#[actix_rt::test]
+async fn an_accounts_own_proxy_carries_its_logins_and_no_others() {
+    let proxy = forward_proxy::ForwardProxy::start();
+    let h = site_with(None, "").await;
+    h.add_account("alice", "pw-a", false);
+    h.add_account("bob", "pw-b", false);
+    let state = &h.tokend.state;
+    tokend::accounts::set_proxy(
+        &state.pool,
+        &state.key,
+        "court_zxfw",
+        "alice",
+        Some(&tokend::secret::Secret::new(proxy.url())),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        for account in ["alice", "bob"] {
+            let (status, body) = h
+                .acquire(
+                    json!({"site_name": "court_zxfw", "account": account, "force_refresh": true}),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    assert_eq!(
+        proxy.requests_of("alice"),
+        2,
+        "alice's logins go through her proxy"
+    );
+    assert_eq!(proxy.requests_of("bob"), 0, "bob's do not");
+    let alice = h.account_state("alice").await;
+    assert_eq!(alice["proxy"], proxy.url(), "{alice}");
+    // A proxy that cannot be reached is a network error of that login, not the account's fault.
+    tokend::accounts::set_proxy(
+        &state.pool,
+        &state.key,
+        "court_zxfw",
+        "alice",
+        Some(&tokend::secret::Secret::new(
+            "http://user:secret@127.0.0.1:1",
+        )),
+    )
+    .unwrap();
+    let (status, body) =
+        common::eventually("the new proxy in use", Duration::from_secs(3), || async {
+            let (status, body) = h
+                .acquire(
+                    json!({"site_name": "court_zxfw", "account": "alice", "force_refresh": true}),
+                )
+                .await;
+            (status != 200).then_some((status, body))
+        })
+        .await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["errors"]["error_type"], "network_error", "{body}");
+    assert!(!body.to_string().contains("secret"), "{body}");
+    let alice = h.account_state("alice").await;
+    assert_eq!(alice["state"], "active");
+    assert_eq!(alice["proxy"], "http://user:***@127.0.0.1:1", "{alice}");
 }

@@ -75,6 +75,7 @@ impl Broker {
                 is_active: r.is_active,
                 blocked_until: r.blocked_until.map(|t| t.and_utc()),
                 block_reason: r.block_reason.as_deref().and_then(BlockReason::parse),
+                proxy_encrypted: r.proxy_encrypted.clone(),
             })
             .collect();
         let stats = rows

@@ -298,10 +298,29 @@ impl Acquisition<'_> {
             .drivers
             .get(&site.name)
             .ok_or_else(|| Error::UnknownSite(site.name.clone()))?;
+        let own_proxy = match &candidate.proxy_encrypted {
+            Some(sealed) => {
+                let context = SealContext::Proxy {
+                    site: &site.name,
+                    account: &candidate.account,
+                };
+                match broker.inner.key.open(sealed, context) {
+                    Ok(proxy) => Some(proxy),
+                    Err(e) => {
+                        return Ok(Err(LoginFailure::new(FailureKind::Failed, e.to_string())))
+                    }
+                }
+            }
+            None => None,
+        };
+        let proxy = own_proxy
+            .as_ref()
+            .or((!site.proxy.is_empty()).then_some(&site.proxy));
         let creds = Credentials {
             site: &site.name,
             account: &candidate.account,
             password: &password,
+            proxy,
         };
         let (outcome, stats) = driver
             .login_with_retries(&creds, &broker.inner.config.retry)

@@ -94,6 +94,9 @@ pub struct CredentialEntry {
     pub blocked_until: Option<DateTime<Utc>>,
     #[serde(default)]
     pub block_reason: Option<crate::outcome::BlockReason>,
+    /// The account's own proxy URL, sealed.
+    #[serde(default)]
+    pub proxy_encrypted: Option<String>,
 }
 
 impl CredentialEntry {

@@ -12,7 +12,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use sections::*;
-pub use site::{validate_site_name, DriverKind, RequestFormat, SiteConfig, SITE_NAME_MAX};
+pub use site::{
+    validate_proxy_url, validate_site_name, DriverKind, RequestFormat, SiteConfig, SITE_NAME_MAX,
+};
 
 use crate::error::{Error, Result};
 use crate::secret::Secret;

@@ -26,6 +26,25 @@ pub fn validate_site_name(field: &str, name: &str) -> Result<()> {
     }
 }
 
+/// A proxy URL must be `http://`, `https://`, `socks5://` or `socks5h://` with a host.
+pub fn validate_proxy_url(field: &str, url: &str) -> Result<()> {
+    let parsed = reqwest::Url::parse(url).ok();
+    let scheme_ok = parsed
+        .as_ref()
+        .is_some_and(|u| matches!(u.scheme(), "http" | "https" | "socks5" | "socks5h"));
+    if scheme_ok && parsed.as_ref().is_some_and(|u| u.host_str().is_some()) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            format!(
+                "`{}` is not a proxy URL: http://, https://, socks5:// or socks5h://host:port",
+                crate::secret::redact_url(url)
+            ),
+        ))
+    }
+}
+
 /// How tokend logs in to a site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -79,6 +98,10 @@ pub struct SiteConfig {
     /// How the site chooses among its usable accounts: `best`, `round_robin`, `least_recent`.
     #[serde(default, skip_serializing_if = "is_best")]
     pub selection: crate::selection::Strategy,
+    /// The proxy the site's logins go through (`http://`, `https://`, `socks5://`), unless
+    /// an account has its own.
+    #[serde(default, skip_serializing_if = "crate::secret::Secret::is_empty")]
+    pub proxy: crate::secret::Secret,
     /// Whether the site's slot limit adapts to the portal's load (AIMD, SPEC §12).
     #[serde(default, skip_serializing_if = "is_false")]
     pub adaptive_concurrency: bool,
@@ -144,6 +167,10 @@ impl SiteConfig {
         let key = |field: &str| format!("sites[{index}].{field}");
         validate_site_name(&key("name"), &self.name)
             .map_err(|e| Error::config(key("name"), e.to_string()))?;
+        if !self.proxy.is_empty() {
+            validate_proxy_url(&key("proxy"), self.proxy.expose())
+                .map_err(|e| Error::config(key("proxy"), e.to_string()))?;
+        }
         if !(1..=1000).contains(&self.adaptive_increase_after) {
             return Err(Error::config(
                 key("adaptive_increase_after"),

@@ -149,6 +149,29 @@ pub fn set_password(
     Ok(updated > 0)
 }
 
+/// Sets or clears an account's own proxy (sealed, and its display form); `false` when there
+/// is no such account.
+pub fn set_proxy(
+    conn: &mut DbConnection,
+    site: &str,
+    account: &str,
+    sealed: Option<&str>,
+    display: Option<&str>,
+) -> Result<bool> {
+    let updated = diesel::update(
+        dsl::account_credentials
+            .filter(dsl::site_name.eq(site))
+            .filter(dsl::account.eq(account)),
+    )
+    .set((
+        dsl::proxy_encrypted.eq(sealed),
+        dsl::proxy_display.eq(display),
+        dsl::updated_at.eq(chrono::Utc::now().naive_utc()),
+    ))
+    .execute(conn)?;
+    Ok(updated > 0)
+}
+
 /// A cheap marker of the account rows that moves with every add, remove and edit (count,
 /// newest edit, highest id): the daemon polls it to see changes made by the CLI.
 pub type ChangeMarker = (i64, Option<NaiveDateTime>, Option<i64>);

@@ -28,6 +28,11 @@ pub struct AccountCredential {
     pub blocked_until: Option<NaiveDateTime>,
     /// Why: the [`crate::outcome::BlockReason`] that set the block.
     pub block_reason: Option<String>,
+    /// The account's own proxy URL, sealed (it may carry credentials).
+    #[serde(skip)]
+    pub proxy_encrypted: Option<String>,
+    /// The same URL with any password masked, for listings.
+    pub proxy_display: Option<String>,
 }
 
 #[derive(Debug, Insertable)]
@@ -42,6 +47,8 @@ pub struct NewAccountCredential<'a> {
     pub login_failure_count: i64,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    pub proxy_encrypted: Option<&'a str>,
+    pub proxy_display: Option<&'a str>,
 }
 
 /// A token as stored in the `tokens` table (the token itself sealed).

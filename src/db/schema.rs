@@ -20,6 +20,8 @@ diesel::table! {
         updated_at -> Timestamp,
         blocked_until -> Nullable<Timestamp>,
         block_reason -> Nullable<Text>,
+        proxy_encrypted -> Nullable<Text>,
+        proxy_display -> Nullable<Text>,
     }
 }
 

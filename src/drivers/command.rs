@@ -86,13 +86,18 @@ impl CommandDriver {
         // Kills the whole group however this future ends: timeout, error, or being dropped
         // because the acquisition as a whole timed out or its caller went away.
         let _group = GroupGuard(child.id().map(|pid| nix::unistd::Pid::from_raw(pid as i32)));
-        let secrets = [creds.password.expose()];
+        let secrets: Vec<&str> = std::iter::once(creds.password.expose())
+            .chain(creds.proxy.map(Secret::expose))
+            .collect();
 
-        let request = serde_json::json!({
+        let mut request = serde_json::json!({
             "site_name": creds.site,
             "account": creds.account,
             "password": creds.password.expose(),
         });
+        if let Some(proxy) = creds.proxy {
+            request["proxy"] = serde_json::Value::from(proxy.expose());
+        }
         let mut stdin = child.stdin.take();
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();

@@ -9,6 +9,8 @@
 //! `failed` login naming the `Location`. A 2xx answer is never echoed into a message, whatever
 //! the error patterns match: it may hold a token where the configuration does not look.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use regex::Regex;
@@ -25,7 +27,10 @@ use crate::secret::Secret;
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 pub struct HttpDriver {
+    /// The client of logins that use no proxy.
     client: reqwest::Client,
+    /// One client per proxy URL (an account's own, or the site's), built on first use.
+    proxied: Mutex<HashMap<String, reqwest::Client>>,
     site: SiteConfig,
     captcha: Regex,
     credential: Regex,
@@ -34,20 +39,53 @@ pub struct HttpDriver {
     default_ttl: Duration,
 }
 
+/// A client that follows no redirects (credentials never go elsewhere), through `proxy`.
+fn client(proxy: Option<&str>) -> reqwest::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none());
+    builder = match proxy {
+        Some(url) => builder.proxy(reqwest::Proxy::all(url)?),
+        // Logins without a proxy go direct, whatever the environment's proxy variables say.
+        None => builder.no_proxy(),
+    };
+    builder.build()
+}
+
 impl HttpDriver {
+    /// The client for a login through `proxy` (none: direct).
+    fn client_for(&self, proxy: Option<&Secret>) -> Result<reqwest::Client, LoginFailure> {
+        let Some(proxy) = proxy else {
+            return Ok(self.client.clone());
+        };
+        let mut proxied = self.proxied.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = proxied.get(proxy.expose()) {
+            return Ok(client.clone());
+        }
+        let built = client(Some(proxy.expose())).map_err(|e| {
+            LoginFailure::new(
+                FailureKind::Failed,
+                format!(
+                    "proxy {}: {}",
+                    crate::secret::redact_url(proxy.expose()),
+                    clean_message(&e.to_string(), &[proxy.expose()])
+                ),
+            )
+        })?;
+        proxied.insert(proxy.expose().to_string(), built.clone());
+        Ok(built)
+    }
+
     pub fn new(site: &SiteConfig, default_ttl: Duration) -> Result<HttpDriver> {
         let regex = |field: &str, pattern: &str| {
             Regex::new(pattern)
                 .map_err(|e| Error::config(format!("sites.{}.{field}", site.name), e.to_string()))
         };
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| Error::Internal(format!("HTTP client: {e}")))?;
+        let client = client(None).map_err(|e| Error::Internal(format!("HTTP client: {e}")))?;
         Ok(HttpDriver {
             client,
+            proxied: Mutex::default(),
             captcha: regex("captcha_error_pattern", &site.captcha_error_pattern)?,
             credential: regex("credential_error_pattern", &site.credential_error_pattern)?,
             rate_limited: match site.rate_limit_pattern.as_str() {
@@ -83,7 +121,10 @@ impl HttpDriver {
         remaining: Duration,
     ) -> Result<LoginToken, LoginFailure> {
         let body = self.body(creds);
-        let request = self.client.post(&self.site.login_url).timeout(remaining);
+        let request = self
+            .client_for(creds.proxy)?
+            .post(&self.site.login_url)
+            .timeout(remaining);
         let request = match self.site.request_format {
             RequestFormat::Json => request.json(&body),
             RequestFormat::Form => {

@@ -117,6 +117,8 @@ pub struct Credentials<'a> {
     pub site: &'a str,
     pub account: &'a str,
     pub password: &'a Secret,
+    /// The proxy this login goes through: the account's own, else the site's.
+    pub proxy: Option<&'a Secret>,
 }
 
 /// A site's driver, built once from its configuration.

@@ -105,6 +105,7 @@ impl Harness {
                 account: account.into(),
                 password: Secret::new(password),
                 preferred,
+                proxy: None,
             },
         )
         .unwrap()
