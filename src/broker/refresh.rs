@@ -118,7 +118,8 @@ mod tests {
         // comes before it and the token is renewed in the background.
         let short = issued + chrono::Duration::seconds(240);
         let at = (refresh_point(issued, short, &cache) - issued).num_seconds();
-        assert!((136..=184).contains(&at), "{at}");
+        // (A point the jitter moved past 180 s falls inside the margin: then none.)
+        assert!((136..=180).contains(&at) || at == 240, "{at}");
         // A point moved by the jitter inside the margin means no background refresh.
         let cache = CacheConfig {
             refresh_jitter: 0.5,
