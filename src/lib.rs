@@ -22,6 +22,7 @@ pub mod actors;
 pub mod api;
 pub mod broker;
 pub mod cache;
+pub mod checks;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -39,6 +40,7 @@ pub mod process;
 pub mod secret;
 pub mod selection;
 pub mod server;
+pub mod shutdown;
 pub mod slots;
 pub mod spool;
 

@@ -41,6 +41,8 @@ pub struct AppState {
     pub cache: TokenCache,
     pub broker: Broker,
     pub slots: crate::slots::Slots,
+    /// The end of the stop's grace period, which waiting callers race against.
+    pub shutdown: crate::shutdown::Shutdown,
 }
 
 /// `{"success": true, "data": data}` with status 200.

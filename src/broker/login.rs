@@ -46,6 +46,11 @@ impl Broker {
         arrived: DateTime<Utc>,
     ) -> Result<AcquiredToken> {
         let acquisition_id = uuid::Uuid::new_v4().to_string();
+        // Issue 15: known while it runs, so that a stop that cuts it can log and record it.
+        let _running = self
+            .inner
+            .running
+            .begin(&site.name, &acquisition_id, trigger, arrived);
         let started = Instant::now();
         let timeout = seconds(self.inner.config.concurrency.acquisition_timeout);
         let candidates = self.candidates(site, credential_id).await?;
@@ -187,6 +192,9 @@ impl Broker {
             });
         }
         ledger.last = Some((candidate.id, candidate.account.clone()));
+        self.inner
+            .running
+            .logging_in(acquisition_id, candidate.id, &candidate.account);
         let driver = self
             .inner
             .drivers

@@ -86,10 +86,11 @@ impl ManageConnection for ConnectionManager {
                 let mut conn = SqliteConnection::establish(&self.target)
                     .map_err(r2d2::Error::ConnectionError)?;
                 // WAL lets readers run beside the writer; busy_timeout makes a writer wait for
-                // the lock instead of failing with SQLITE_BUSY.
+                // the lock instead of failing with SQLITE_BUSY. It comes first: switching to
+                // WAL takes a lock too (a daemon and a CLI command starting at once).
                 conn.batch_execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                     PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                    "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
+                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
                 )
                 .map_err(r2d2::Error::QueryError)?;
                 Ok(DbConnection::Sqlite(conn))
@@ -113,6 +114,16 @@ impl ManageConnection for ConnectionManager {
 }
 
 pub type PooledConnection = r2d2::PooledConnection<ConnectionManager>;
+
+/// Connection failures at debug level only: [`Pool::get`] reports them.
+#[derive(Debug)]
+struct QuietErrorHandler;
+
+impl r2d2::HandleError<r2d2::Error> for QuietErrorHandler {
+    fn handle_error(&self, error: r2d2::Error) {
+        log::debug!("event=database_connect_failed error=\"{error}\"");
+    }
+}
 
 /// The r2d2 pool, with the backend it talks to. Cheap to clone.
 #[derive(Clone)]
@@ -154,7 +165,10 @@ impl Pool {
             // A connection cut by a database restart is found here and replaced, rather
             // than failing the next query.
             .test_on_check_out(true)
-            .error_handler(Box::new(r2d2::LoggingErrorHandler))
+            // r2d2's own handler logs every failed attempt at error level (`[ERROR r2d2]`
+            // lines in CLI output); the failure reaches the caller as one error instead, and
+            // the daemon logs `event=database_unreachable` once.
+            .error_handler(Box::new(QuietErrorHandler))
             .build_unchecked(ConnectionManager { backend, target });
         Ok(Pool {
             inner,
