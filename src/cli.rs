@@ -357,7 +357,7 @@ fn read_password(mut input: impl BufRead) -> Result<Secret> {
 /// At a terminal: asks twice without echo, so that a typo is not stored.
 fn prompt_password() -> Result<Secret> {
     let ask = |prompt: &str| {
-        rpassword::prompt_password(prompt)
+        crate::terminal::read_hidden(prompt)
             .map_err(|e| Error::invalid("password", format!("cannot read the terminal: {e}")))
     };
     let first = Secret::new(ask("Password: ")?);

@@ -43,6 +43,7 @@ pub mod server;
 pub mod shutdown;
 pub mod slots;
 pub mod spool;
+pub mod terminal;
 
 pub use config::Config;
 pub use error::{Error, Result};

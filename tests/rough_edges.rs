@@ -115,9 +115,21 @@ fn api_and_cli_basics_on_a_localhost_listener() {
     assert!(stdout(&got).starts_with("tok-alice-"));
 
     // Zoned times in history, statistics and the account listing.
-    let (status, history) = call("GET", &daemon.url("/api/v1/automation/history"), None);
-    assert_eq!(status, 200, "{history}");
-    let row = &history["data"][0];
+    // History is written in batches: wait for the row.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let history = loop {
+        let (status, history) = call("GET", &daemon.url("/api/v1/automation/history"), None);
+        assert_eq!(status, 200, "{history}");
+        if history["data"]["items"][0].is_object() {
+            break history;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no history row: {history}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let row = &history["data"]["items"][0];
     for field in ["created_at", "started_at", "finished_at"] {
         ends_with_z(&row[field], field);
     }

@@ -46,7 +46,9 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| Error::config("--config", format!("{}: {e}", path.display())))?;
-                let folder = cwd.join(path).parent().map(Path::to_path_buf);
+                // Canonical, so that the paths named in messages read plainly (no `../`).
+                let file = std::fs::canonicalize(path).unwrap_or_else(|_| cwd.join(path));
+                let folder = file.parent().map(Path::to_path_buf);
                 (Some(text), folder.unwrap_or_else(|| cwd.clone()))
             }
             None => (None, cwd.clone()),

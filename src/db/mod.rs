@@ -204,7 +204,9 @@ impl Pool {
                 );
                 self.probe_until_back();
             }
-            Error::DatabaseUnavailable(format!("{}: {e}", self.display_url))
+            // libpq's messages end with a newline: one line, however it failed.
+            let reason = e.to_string().trim_end().replace('\n', " ");
+            Error::DatabaseUnavailable(format!("{}: {reason}", self.display_url))
         })
     }
 
