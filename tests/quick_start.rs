@@ -133,26 +133,40 @@ fn the_readme_quick_start_works_when_pasted() {
     ] {
         child.env_remove(var);
     }
-    let child = child
+    // Output to files, not pipes: a `serve &` left running by a failed script would hold a
+    // pipe open and the test would wait for ever.
+    let out_path = dir.path().join("quick-start.out");
+    let err_path = dir.path().join("quick-start.err");
+    let mut child = child
         .args(["-e", "-c", &script])
         .current_dir(dir.path())
         .process_group(0)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
         .unwrap();
     let pgid = child.id();
-    let out = child.wait_with_output().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     // Whatever happened, nothing the script started outlives the test.
     let _ = Command::new("kill")
         .args(["-KILL", "--", &format!("-{pgid}")])
         .stderr(Stdio::null())
         .status();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    let out_ok = status.is_some_and(|s| s.success());
     assert!(
-        out.status.success(),
+        out_ok,
         "the quick start failed:\n{script}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
     );
     assert!(stdout.contains("tok-alice-"), "no token printed: {stdout}");
