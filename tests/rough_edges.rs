@@ -53,10 +53,11 @@ fn call(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
     })
 }
 
-/// A daemon on `localhost:0` with alice and harry on the fake portal.
+/// A daemon on `listen` with alice and harry on the fake portal.
 fn daemon_with_accounts(
     dir: &Path,
     portal: &Portal,
+    listen: &str,
     extra_env: &[(&str, &str)],
 ) -> (Daemon, std::path::PathBuf) {
     portal.state.accept("alice", "pw-alice");
@@ -64,7 +65,7 @@ fn daemon_with_accounts(
     let config = write_config(
         dir,
         &format!(
-            "[server]\nlisten = \"localhost:0\"\n\
+            "[server]\nlisten = \"{listen}\"\n\
              [[sites]]\nname = \"court_zxfw\"\ndriver = \"http\"\nlogin_url = \"{}\"\n",
             portal.login_url()
         ),
@@ -83,38 +84,56 @@ fn ends_with_z(value: &Value, what: &str) {
     );
 }
 
-#[test]
-fn api_and_cli_basics_on_a_localhost_listener() {
-    let portal = Portal::start();
-    let dir = tempfile::tempdir().unwrap();
-    let (daemon, config) =
-        daemon_with_accounts(dir.path(), &portal, &[("TOKEND_LOG_FORMAT", "json")]);
-    assert!(
-        daemon.addr.ip().is_loopback(),
-        "localhost resolved to {}",
-        daemon.addr
-    );
-
-    // `--url` without a scheme.
-    let url = daemon.addr.to_string();
-    let got = run(
-        dir.path(),
+/// `tokend token get court_zxfw --account ACCOUNT --url URL`.
+fn token_get(dir: &Path, account: &str, url: &str) -> Output {
+    run(
+        dir,
         &[
             "token",
             "get",
             "court_zxfw",
             "--account",
-            "alice",
+            account,
             "--url",
-            &url,
+            url,
         ],
         &[],
         "",
+    )
+}
+
+#[test]
+fn listen_may_name_a_host() {
+    let portal = Portal::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, _) = daemon_with_accounts(dir.path(), &portal, "localhost:0", &[]);
+    assert!(
+        daemon.addr.ip().is_loopback(),
+        "localhost resolved to {}",
+        daemon.addr
     );
+    let (status, _) = call("GET", &daemon.url("/healthz"), None);
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn url_without_a_scheme_is_http() {
+    let portal = Portal::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, _) = daemon_with_accounts(dir.path(), &portal, "127.0.0.1:0", &[]);
+    let got = token_get(dir.path(), "alice", &daemon.addr.to_string());
     assert!(got.status.success(), "{}", stderr(&got));
     assert!(stdout(&got).starts_with("tok-alice-"));
+}
 
-    // Zoned times in history, statistics and the account listing.
+#[test]
+fn api_times_are_rfc3339_with_z() {
+    let portal = Portal::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, config) = daemon_with_accounts(dir.path(), &portal, "127.0.0.1:0", &[]);
+    let got = token_get(dir.path(), "alice", &daemon.url(""));
+    assert!(got.status.success(), "{}", stderr(&got));
+
     // History is written in batches: wait for the row.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let history = loop {
@@ -154,9 +173,28 @@ fn api_and_cli_basics_on_a_localhost_listener() {
     );
     let first: Value = serde_json::from_str(stdout(&list).lines().next().unwrap()).unwrap();
     ends_with_z(&first["created_at"], "accounts created_at");
+}
 
-    // credential_id and account that disagree: 400 naming both.
-    let alice_id = first["id"].as_i64().unwrap();
+#[test]
+fn credential_id_and_account_that_disagree_are_refused() {
+    let portal = Portal::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, config) = daemon_with_accounts(dir.path(), &portal, "127.0.0.1:0", &[]);
+    let list = run(
+        dir.path(),
+        &[
+            "accounts",
+            "list",
+            "--json",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &[],
+        "",
+    );
+    let alice: Value = serde_json::from_str(stdout(&list).lines().next().unwrap()).unwrap();
+    assert_eq!(alice["account"], "alice");
+    let alice_id = alice["id"].as_i64().unwrap();
     let (status, body) = call(
         "POST",
         &daemon.url("/api/v1/automation/tokens/acquire"),
@@ -168,9 +206,30 @@ fn api_and_cli_basics_on_a_localhost_listener() {
         message.contains("harry") && message.contains(&alice_id.to_string()),
         "{message}"
     );
+    assert_eq!(portal.state.issued(), 0, "a token was handed out anyway");
+    // When they agree, it works.
+    let (status, body) = call(
+        "POST",
+        &daemon.url("/api/v1/automation/tokens/acquire"),
+        Some(json!({"site_name": "court_zxfw", "credential_id": alice_id, "account": "alice"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["account"], "alice");
+}
 
-    // `token invalidate` through the daemon: the next acquisition logs in again.
-    let issued = portal.state.issued();
+#[test]
+fn token_invalidate_goes_through_the_daemon() {
+    let portal = Portal::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, _) = daemon_with_accounts(dir.path(), &portal, "127.0.0.1:0", &[]);
+    let url = daemon.url("");
+    assert!(token_get(dir.path(), "alice", &url).status.success());
+    assert!(token_get(dir.path(), "alice", &url).status.success());
+    assert_eq!(
+        portal.state.issued(),
+        1,
+        "the second get is served from the cache"
+    );
     let out = run(
         dir.path(),
         &["token", "invalidate", "court_zxfw", "alice", "--url", &url],
@@ -178,29 +237,21 @@ fn api_and_cli_basics_on_a_localhost_listener() {
         "",
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let again = run(
-        dir.path(),
-        &[
-            "token",
-            "get",
-            "court_zxfw",
-            "--account",
-            "alice",
-            "--url",
-            &url,
-        ],
-        &[],
-        "",
-    );
+    let again = token_get(dir.path(), "alice", &url);
     assert!(again.status.success(), "{}", stderr(&again));
-    assert_eq!(
-        portal.state.issued(),
-        issued + 1,
-        "no new login after invalidate"
-    );
+    assert_eq!(portal.state.issued(), 2, "no new login after invalidate");
+}
 
-    // JSON logs carry numbers as numbers.
-    let mut daemon = daemon;
+#[test]
+fn json_logs_write_numbers_as_numbers() {
+    let portal = Portal::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut daemon, _) = daemon_with_accounts(
+        dir.path(),
+        &portal,
+        "127.0.0.1:0",
+        &[("TOKEND_LOG_FORMAT", "json")],
+    );
     let lines = daemon.drain_log();
     let listening: Value = lines
         .iter()
