@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod optimize;
 pub mod resources;
+pub mod schemas;
 pub mod tokens;
 
 use std::sync::Arc;
