@@ -3,8 +3,8 @@
 //!
 //! Exit status: 0 success; 1 the account exists / does not exist; 64 bad arguments;
 //! 65 bad input data (an import file); 69 database or daemon unreachable; 70 internal error;
-//! 74 I/O error; 75 temporary failure (queue full, timeout: try again); 77 not allowed;
-//! 78 bad configuration or secret key.
+//! 71 the port cannot be taken; 74 I/O error; 75 temporary failure (queue full, timeout,
+//! shutting down: try again); 77 not allowed; 78 bad configuration or secret key.
 
 use std::io::{BufRead, IsTerminal, Read};
 use std::path::PathBuf;

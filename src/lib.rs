@@ -16,6 +16,9 @@
 //! - [`api`]: the actix-web handlers; [`server`] starts and stops everything; [`notify`]
 //!   tells systemd.
 //! - [`cli`]: the `tokend` command; [`error`]: the one error type.
+//! - [`checks`]: start-up checks (the key against the stored accounts, login programs);
+//!   [`shutdown`]: what a stop cuts at the end of its grace; [`terminal`]: reading a password
+//!   without echo.
 
 pub mod accounts;
 pub mod actors;
