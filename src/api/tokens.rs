@@ -33,8 +33,7 @@ async fn check_account_matches_id(state: &AppState, request: &AcquireRequest) ->
     let (Some(id), Some(account)) = (request.credential_id, request.account.clone()) else {
         return Ok(());
     };
-    crate::config::validate_site_name("site_name", &request.site_name)?;
-    let site = request.site_name.clone();
+    let site = state.broker.site(&request.site_name)?.name.clone();
     let found = state
         .pool
         .run(move |conn| crate::db::accounts::find(conn, &site, &account))
