@@ -303,11 +303,17 @@ async fn end_grace(state: AppState) {
     state.shutdown.end_grace();
 }
 
-/// A second SIGINT or SIGTERM during the stop: exit at once.
+/// A SIGINT during the stop (Ctrl-C pressed again): exit at once. Only SIGINT: a second
+/// SIGTERM (systemd, a script that repeats itself) keeps the graceful stop.
 async fn force_on_second_signal() {
-    let signal = shutdown_signal().await;
-    log::warn!("event=shutdown_forced signal={signal}");
-    std::process::exit(130);
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut int) = signal(SignalKind::interrupt()) else {
+        return;
+    };
+    if int.recv().await.is_some() {
+        log::warn!("event=shutdown_forced signal=SIGINT");
+        std::process::exit(130);
+    }
 }
 
 /// Waits for SIGTERM or SIGINT and names it.
