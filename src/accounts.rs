@@ -214,20 +214,44 @@ pub fn import(pool: &Pool, key: &SecretKey, input: impl Read) -> Result<usize> {
     })
 }
 
-fn parse_import(input: impl Read) -> Result<Vec<(usize, NewAccount)>> {
+fn parse_import(mut input: impl Read) -> Result<Vec<(usize, NewAccount)>> {
+    // Read whole (import files are small), so that lines are counted from the bytes: the CSV
+    // reader's own count leaves out blank and comment lines.
+    let mut bytes = Vec::new();
+    input.read_to_end(&mut bytes).map_err(|e| Error::Import {
+        line: 0,
+        message: format!("cannot read the input: {e}"),
+    })?;
+    let physical_line = |position: Option<&csv::Position>| {
+        position.map_or(0, |p| {
+            let end = usize::try_from(p.byte())
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            let start = bytes[..end].iter().filter(|&&b| b == b'\n').count();
+            // The record starts after any blank or comment lines: skip to its first field.
+            let skipped = bytes[end..]
+                .split(|&b| b == b'\n')
+                .take_while(|l| {
+                    let l = l.trim_ascii();
+                    l.is_empty() || l.starts_with(b"#")
+                })
+                .count();
+            start + skipped + 1
+        })
+    };
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .trim(csv::Trim::Fields)
         .comment(Some(b'#'))
-        .from_reader(input);
+        .from_reader(&bytes[..]);
     let mut records = Vec::new();
     for result in reader.records() {
         let record = result.map_err(|e| Error::Import {
-            line: e.position().map_or(0, |p| p.line() as usize),
+            line: physical_line(e.position()),
             message: format!("not valid CSV: {e}"),
         })?;
-        let line = record.position().map_or(0, |p| p.line() as usize);
+        let line = physical_line(record.position());
         let bad = |message: String| Error::Import { line, message };
         if records.is_empty() && record.get(0) == Some("site_name") {
             continue; // header
@@ -238,12 +262,13 @@ fn parse_import(input: impl Read) -> Result<Vec<(usize, NewAccount)>> {
                 record.len()
             )));
         }
-        let preferred = match record.get(3).unwrap_or("") {
+        let preferred = match record.get(3).unwrap_or("").to_ascii_lowercase().as_str() {
             "" | "false" | "0" | "no" => false,
             "true" | "1" | "yes" => true,
-            other => {
+            _ => {
                 return Err(bad(format!(
-                    "preferred must be true or false, not `{other}`"
+                    "preferred must be true/false, yes/no or 1/0 (any case), not `{}`",
+                    record.get(3).unwrap_or("")
                 )))
             }
         };
@@ -367,5 +392,18 @@ mod tests {
         assert_eq!(line_of("court_zxfw,alice,pw,maybe\n"), 1);
         assert_eq!(line_of("court_zxfw,alice,\n"), 1);
         assert_eq!(line_of(""), 0);
+        // Blank and comment lines count: the line named is the line in the file.
+        assert_eq!(
+            line_of("\n# accounts\n\ncourt_zxfw,alice,pw\nbad site,bob,pw\n"),
+            5
+        );
+        assert_eq!(line_of("# c\n\n# d\n\nbad site,bob,pw\n"), 5);
+        let cases = "court_zxfw,a,pw,TRUE\ncourt_zxfw,b,pw,Yes\ncourt_zxfw,c,pw,NO\ncourt_zxfw,d,pw,False\n";
+        let preferred: Vec<bool> = parse_import(cases.as_bytes())
+            .unwrap()
+            .iter()
+            .map(|(_, r)| r.preferred)
+            .collect();
+        assert_eq!(preferred, [true, true, false, false]);
     }
 }

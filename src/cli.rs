@@ -3,10 +3,10 @@
 //!
 //! Exit status: 0 success; 1 the account exists / does not exist; 64 bad arguments;
 //! 65 bad input data (an import file); 69 database or daemon unreachable; 70 internal error;
-//! 74 I/O error; 75 temporary failure (queue full, timeout: try again); 77 not allowed;
-//! 78 bad configuration or secret key.
+//! 71 the port cannot be taken; 74 I/O error; 75 temporary failure (queue full, timeout,
+//! shutting down: try again); 77 not allowed; 78 bad configuration or secret key.
 
-use std::io::{BufRead, Read};
+use std::io::{BufRead, IsTerminal, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -69,6 +69,9 @@ pub struct OptimizeArgs {
     /// The daemon's address (default: http://<server.listen>).
     #[arg(long)]
     pub url: Option<String>,
+    /// Seconds to keep trying while the daemon refuses connections (it may be starting).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub wait: f64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,12 +91,28 @@ pub enum TokenCommand {
         /// Print the whole answer (token, account, expiry, source) as JSON.
         #[arg(long)]
         json: bool,
+        /// Seconds to keep trying while the daemon refuses connections (it may be starting).
+        #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+        wait: f64,
+    },
+    /// Drop the token of ACCOUNT on SITE (a consumer found it rejected), so that the next
+    /// acquisition logs in again.
+    Invalidate {
+        site: String,
+        account: String,
+        /// The daemon's address (default: http://<server.listen>).
+        #[arg(long)]
+        url: Option<String>,
+        /// Seconds to keep trying while the daemon refuses connections (it may be starting).
+        #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+        wait: f64,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum AccountsCommand {
-    /// Add an account; the password is read from standard input (one line).
+    /// Add an account; the password is read from standard input (one line), or asked for
+    /// twice without echo when standard input is a terminal.
     Add {
         site: String,
         account: String,
@@ -151,6 +170,9 @@ pub enum AccountsCommand {
         /// The daemon's address (default: http://<server.listen>).
         #[arg(long)]
         url: Option<String>,
+        /// Seconds to keep trying while the daemon refuses connections (it may be starting).
+        #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+        wait: f64,
     },
 }
 
@@ -166,7 +188,10 @@ pub fn main() -> i32 {
             };
         }
     };
-    crate::logging::init(matches!(cli.command, Command::Serve));
+    if let Err(e) = crate::logging::init(matches!(cli.command, Command::Serve)) {
+        eprintln!("tokend: {e}");
+        return e.exit_code();
+    }
     match run(cli) {
         Ok(()) => 0,
         Err(e) => {
@@ -214,13 +239,14 @@ pub fn run(cli: Cli) -> Result<()> {
             force_refresh,
             url,
             json,
+            wait,
         }) => {
             crate::config::validate_site_name("site", &site)?;
             let body = serde_json::json!({"site_name": site, "account": account, "force_refresh": force_refresh});
             let runtime = actix_web::rt::System::new();
             let data = runtime.block_on(crate::client::post(
                 &config,
-                url.as_deref(),
+                &crate::client::Endpoint::new(url.as_deref(), wait),
                 "/api/v1/automation/tokens/acquire",
                 &body,
             ))?;
@@ -237,6 +263,27 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Token(TokenCommand::Invalidate {
+            site,
+            account,
+            url,
+            wait,
+        }) => {
+            crate::config::validate_site_name("site", &site)?;
+            let body = serde_json::json!({"site_name": site, "account": account});
+            let runtime = actix_web::rt::System::new();
+            let data = runtime.block_on(crate::client::post(
+                &config,
+                &crate::client::Endpoint::new(url.as_deref(), wait),
+                "/api/v1/automation/tokens/invalidate",
+                &body,
+            ))?;
+            println!(
+                "invalidated the token of `{account}` on site `{site}` (stored token removed: {})",
+                data["stored_token_removed"]
+            );
+            Ok(())
+        }
     }
 }
 
@@ -249,6 +296,14 @@ fn ready_pool(config: &Config) -> Result<Pool> {
     let pool = open_pool(config)?;
     pool.migrate()?;
     Ok(pool)
+}
+
+/// The secret key, checked against the database: never a new key file beside stored
+/// secrets, never a key that cannot open them.
+fn checked_key(config: &Config, pool: &Pool) -> Result<SecretKey> {
+    let key = crate::checks::load_key(config, pool)?;
+    crate::checks::key_opens_stored_secret(&mut *pool.get()?, &key)?;
+    Ok(key)
 }
 
 fn warn_if_unconfigured(config: &Config, site: &str) {
@@ -267,9 +322,13 @@ fn run_accounts(config: &Config, command: AccountsCommand) -> Result<()> {
             ..
         } => {
             crate::config::validate_site_name("site", &site)?;
-            let password = read_password(std::io::stdin().lock())?;
-            let key = SecretKey::load(&config.security)?;
+            let password = if std::io::stdin().is_terminal() {
+                prompt_password()?
+            } else {
+                read_password(std::io::stdin().lock())?
+            };
             let pool = ready_pool(config)?;
+            let key = checked_key(config, &pool)?;
             let added = accounts::add(
                 &pool,
                 &key,
@@ -283,8 +342,11 @@ fn run_accounts(config: &Config, command: AccountsCommand) -> Result<()> {
             )?;
             warn_if_unconfigured(config, &site);
             println!(
-                "added account `{}` for site `{}` (id {})",
-                added.account, added.site_name, added.id
+                "added account `{}` for site `{}` (id {}) in {}",
+                added.account,
+                added.site_name,
+                added.id,
+                pool.display_url()
             );
             Ok(())
         }
@@ -294,16 +356,18 @@ fn run_accounts(config: &Config, command: AccountsCommand) -> Result<()> {
             } else {
                 Box::new(std::fs::File::open(&file).map_err(|e| Error::io(&file, e))?)
             };
-            let key = SecretKey::load(&config.security)?;
             let pool = ready_pool(config)?;
+            let key = checked_key(config, &pool)?;
             let count = accounts::import(&pool, &key, input)?;
-            println!("imported {count} account(s)");
+            println!("imported {count} account(s) into {}", pool.display_url());
             Ok(())
         }
         AccountsCommand::List { site, json } => {
             let pool = ready_pool(config)?;
             let rows = accounts::views(&pool, site.as_deref())?;
             print_accounts(&rows, json);
+            // On stderr, so that the table or the JSON lines stay clean for scripts.
+            eprintln!("{} account(s) in {}", rows.len(), pool.display_url());
             Ok(())
         }
         AccountsCommand::SetPassword { site, account, .. } => {
@@ -342,13 +406,18 @@ fn run_accounts(config: &Config, command: AccountsCommand) -> Result<()> {
             println!("account `{account}` of site `{site}` enabled");
             Ok(())
         }
-        AccountsCommand::Unblock { site, account, url } => {
+        AccountsCommand::Unblock {
+            site,
+            account,
+            url,
+            wait,
+        } => {
             crate::config::validate_site_name("site", &site)?;
             let body = serde_json::json!({"site_name": site, "account": account});
             let runtime = actix_web::rt::System::new();
             let data = runtime.block_on(crate::client::post(
                 config,
-                url.as_deref(),
+                &crate::client::Endpoint::new(url.as_deref(), wait),
                 "/api/v1/automation/accounts/unblock",
                 &body,
             ))?;
@@ -362,7 +431,10 @@ fn run_accounts(config: &Config, command: AccountsCommand) -> Result<()> {
         AccountsCommand::Remove { site, account } => {
             let pool = ready_pool(config)?;
             accounts::remove(&pool, &site, &account)?;
-            println!("removed account `{account}` of site `{site}`");
+            println!(
+                "removed account `{account}` of site `{site}` from {}",
+                pool.display_url()
+            );
             Ok(())
         }
     }
@@ -382,6 +454,23 @@ fn read_password(mut input: impl BufRead) -> Result<Secret> {
         ));
     }
     Ok(Secret::new(password))
+}
+
+/// At a terminal: asks twice without echo, so that a typo is not stored.
+fn prompt_password() -> Result<Secret> {
+    let ask = |prompt: &str| {
+        crate::terminal::read_hidden(prompt)
+            .map_err(|e| Error::invalid("password", format!("cannot read the terminal: {e}")))
+    };
+    let first = Secret::new(ask("Password: ")?);
+    if first.is_empty() {
+        return Err(Error::invalid("password", "the password is empty"));
+    }
+    let second = Secret::new(ask("Password (again): ")?);
+    if first != second {
+        return Err(Error::invalid("password", "the two passwords differ"));
+    }
+    Ok(first)
 }
 
 fn print_accounts(rows: &[AccountView], json: bool) {
@@ -407,10 +496,10 @@ fn print_accounts(rows: &[AccountView], json: bool) {
             None => r.state.as_str().to_string(),
         };
         println!(
-            "{:<6} {:<20} {:<24} {:<9} {:<30} {:<21} {:>7} {:>7}  {last}",
+            "{:<6} {:<20} {} {:<9} {:<30} {:<21} {:>7} {:>7}  {last}",
             r.id,
             r.site_name,
-            r.account,
+            pad(&r.account, 24),
             r.is_preferred,
             state,
             until,
@@ -420,10 +509,24 @@ fn print_accounts(rows: &[AccountView], json: bool) {
     }
 }
 
+/// `text` padded with spaces to `width` terminal columns: a Chinese character takes two, so
+/// `{:<24}` (which counts characters) would push the next columns out of line.
+fn pad(text: &str, width: usize) -> String {
+    let used = unicode_width::UnicodeWidthStr::width(text);
+    format!("{text}{}", " ".repeat(width.saturating_sub(used)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn padding_counts_columns() {
+        assert_eq!(pad("bob", 6), "bob   ");
+        assert_eq!(pad("张三", 6), "张三  ");
+        assert_eq!(pad("much-too-long", 4), "much-too-long");
+    }
 
     #[test]
     fn cli_is_well_formed() {

@@ -21,31 +21,119 @@ pub fn default_url(config: &Config) -> String {
     format!("http://{listen}")
 }
 
+/// Where the daemon is, and how long a refused connection is retried (a daemon that was
+/// just started is not listening yet).
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `--url`; `None`: from the config's `server.listen`.
+    pub url: Option<String>,
+    pub wait: Duration,
+}
+
+impl Endpoint {
+    pub fn new(url: Option<&str>, wait_seconds: f64) -> Endpoint {
+        Endpoint {
+            url: url.map(str::to_string),
+            wait: Duration::try_from_secs_f64(wait_seconds).unwrap_or(Duration::ZERO),
+        }
+    }
+
+    /// The base URL: `--url` (`127.0.0.1:8000` is taken as `http://127.0.0.1:8000`), or the
+    /// config's.
+    fn base(&self, config: &Config) -> Result<String> {
+        let Some(url) = &self.url else {
+            return Ok(default_url(config));
+        };
+        let url = url.trim().trim_end_matches('/');
+        let url = if url.contains("://") {
+            url.to_string()
+        } else {
+            format!("http://{url}")
+        };
+        match reqwest::Url::parse(&url) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => {
+                Ok(url)
+            }
+            _ => Err(Error::invalid(
+                "--url",
+                format!("`{url}` is not an address such as http://127.0.0.1:8000"),
+            )),
+        }
+    }
+}
+
+/// How often a refused connection is tried again while waiting.
+const RETRY_EVERY: Duration = Duration::from_millis(100);
+
 /// POSTs `body` to `path` and returns the `data` of a successful answer.
-pub async fn post(config: &Config, url: Option<&str>, path: &str, body: &Value) -> Result<Value> {
-    call(config, url, reqwest::Method::POST, path, Some(body)).await
+pub async fn post(config: &Config, endpoint: &Endpoint, path: &str, body: &Value) -> Result<Value> {
+    call(config, endpoint, reqwest::Method::POST, path, Some(body)).await
 }
 
 /// GETs `path` and returns the `data` of a successful answer.
-pub async fn get(config: &Config, url: Option<&str>, path: &str) -> Result<Value> {
-    call(config, url, reqwest::Method::GET, path, None).await
+pub async fn get(config: &Config, endpoint: &Endpoint, path: &str) -> Result<Value> {
+    call(config, endpoint, reqwest::Method::GET, path, None).await
 }
 
 async fn call(
     config: &Config,
-    url: Option<&str>,
+    endpoint: &Endpoint,
     method: reqwest::Method,
     path: &str,
     body: Option<&Value>,
 ) -> Result<Value> {
-    let base = url.map_or_else(
-        || default_url(config),
-        |u| u.trim_end_matches('/').to_string(),
-    );
+    let base = endpoint.base(config)?;
     let client = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .build()
         .map_err(|e| Error::Internal(e.to_string()))?;
+    let started = std::time::Instant::now();
+    let response = loop {
+        match send(config, &client, &base, method.clone(), path, body).await {
+            // Refused: nothing was sent, so trying again cannot do anything twice.
+            Err(e) if e.is_connect() && started.elapsed() + RETRY_EVERY <= endpoint.wait => {
+                tokio::time::sleep(RETRY_EVERY).await;
+            }
+            Err(e) => {
+                let waited = if endpoint.wait.is_zero() {
+                    String::new()
+                } else {
+                    format!(" (tried for {:.0}s, --wait)", endpoint.wait.as_secs_f64())
+                };
+                return Err(Error::Daemon(format!(
+                    "cannot reach tokend at {base}{waited}: {}",
+                    error_chain(&e)
+                )));
+            }
+            Ok(response) => break response,
+        }
+    };
+    answer(&base, response).await
+}
+
+/// The error and its causes (`error sending request: … Connection refused`), without
+/// repeating a part that the next one already says.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
+}
+
+async fn send(
+    config: &Config,
+    client: &reqwest::Client,
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> reqwest::Result<reqwest::Response> {
     let mut request = client.request(method, format!("{base}{path}"));
     if let Some(body) = body {
         request = request.json(body);
@@ -54,10 +142,10 @@ async fn call(
     if !token.is_empty() {
         request = request.bearer_auth(token.expose());
     }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| Error::Daemon(format!("cannot reach tokend at {base}: {e}")))?;
+    request.send().await
+}
+
+async fn answer(base: &str, response: reqwest::Response) -> Result<Value> {
     let status = response.status().as_u16();
     let answer: Value = response
         .json()
@@ -66,15 +154,45 @@ async fn call(
     if answer["success"] == Value::Bool(true) {
         return Ok(answer["data"].clone());
     }
-    let message = format!(
-        "{} ({})",
-        answer["message"].as_str().unwrap_or("no message"),
-        answer["code"].as_str().unwrap_or("?")
-    );
+    let said = answer["message"].as_str().unwrap_or("no message");
+    let code = answer["code"].as_str().unwrap_or("?");
+    // The daemon's message already starts with what the error says of itself
+    // (`timed out: …`): the local error takes it without adding that prefix again.
+    let make = |variant: fn(String) -> Error| {
+        let prefix = variant(String::new()).to_string();
+        let message = said.strip_prefix(&prefix).unwrap_or(said);
+        variant(format!("{message} ({code})"))
+    };
     Err(match status {
-        400 | 404 => Error::invalid("request", message),
-        401 | 403 => Error::Unauthorized(message),
-        429 | 504 => Error::Timeout(message),
-        _ => Error::Daemon(message),
+        400 | 404 => {
+            let field = answer["errors"]
+                .as_object()
+                .and_then(|errors| errors.keys().next().cloned())
+                .unwrap_or_else(|| "request".to_string());
+            let prefix = format!("invalid {field}: ");
+            let message = said.strip_prefix(&prefix).unwrap_or(said);
+            Error::invalid(field, format!("{message} ({code})"))
+        }
+        401 | 403 => make(Error::Unauthorized),
+        429 | 504 => make(Error::Timeout),
+        _ => make(Error::Daemon),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_without_scheme_is_http() {
+        let config = Config::default();
+        let base = |url: &str| Endpoint::new(Some(url), 0.0).base(&config);
+        assert_eq!(base("127.0.0.1:8000").unwrap(), "http://127.0.0.1:8000");
+        assert_eq!(base("https://t.local/").unwrap(), "https://t.local");
+        assert!(base("ftp://x").is_err());
+        assert_eq!(
+            Endpoint::new(None, 0.0).base(&config).unwrap(),
+            "http://127.0.0.1:8000"
+        );
+    }
 }

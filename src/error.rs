@@ -43,6 +43,18 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The HTTP port could not be taken (in use, not allowed): an OS condition, not a config
+    /// mistake.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    /// tokend stopped before the acquisition finished (the grace period ran out).
+    #[error(
+        "tokend is shutting down: the acquisition did not finish within server.shutdown_grace"
+    )]
+    ShuttingDown,
     /// The wait queue for login slots is full.
     #[error("too many acquisitions waiting (max_queue_len {0}); try again later")]
     QueueFull(usize),
@@ -128,6 +140,8 @@ impl Error {
             Error::CacheUnavailable(_) => "CACHE_UNAVAILABLE",
             Error::Crypto(_) => "SECRET_KEY_ERROR",
             Error::Io { .. } => "IO_ERROR",
+            Error::Listen { .. } => "CANNOT_LISTEN",
+            Error::ShuttingDown => "SHUTTING_DOWN",
             Error::QueueFull(_) => "QUEUE_FULL",
             Error::Timeout(_) | Error::QueueTimeout(_) => "TIMEOUT",
             Error::SiteUnavailable { .. } => "SITE_UNAVAILABLE",
@@ -198,6 +212,8 @@ impl Error {
             | Error::Daemon(_) => 69,
             Error::Internal(_) => 70,                      // EX_SOFTWARE
             Error::Io { .. } => 74,                        // EX_IOERR
+            Error::Listen { .. } => 71,                    // EX_OSERR
+            Error::ShuttingDown => 75,                     // EX_TEMPFAIL
             Error::Config { .. } | Error::Crypto(_) => 78, // EX_CONFIG
         }
     }
@@ -218,7 +234,9 @@ impl ResponseError for Error {
             | Error::Migration(_)
             | Error::CacheUnavailable(_)
             | Error::Crypto(_)
-            | Error::Io { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | Error::Io { .. }
+            | Error::Listen { .. }
+            | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Error::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Timeout(_) | Error::QueueTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::SiteUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,

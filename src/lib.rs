@@ -16,6 +16,9 @@
 //! - [`api`]: the actix-web handlers; [`server`] starts and stops everything; [`notify`]
 //!   tells systemd.
 //! - [`cli`]: the `tokend` command; [`error`]: the one error type.
+//! - [`checks`]: start-up checks (the key against the stored accounts, login programs);
+//!   [`shutdown`]: what a stop cuts at the end of its grace; [`terminal`]: reading a password
+//!   without echo.
 
 pub mod accounts;
 pub mod actors;
@@ -24,6 +27,7 @@ pub mod api;
 pub mod broker;
 pub mod budget;
 pub mod cache;
+pub mod checks;
 pub mod circuit;
 pub mod cli;
 pub mod client;
@@ -42,8 +46,10 @@ pub mod process;
 pub mod secret;
 pub mod selection;
 pub mod server;
+pub mod shutdown;
 pub mod slots;
 pub mod spool;
+pub mod terminal;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -13,7 +13,7 @@ const PERF: &str = "/api/v1/automation/performance";
 
 /// Runs the asked steps; `Err` names how many failed.
 pub async fn run(config: &Config, args: &OptimizeArgs) -> Result<()> {
-    let url = args.url.as_deref();
+    let url = &client::Endpoint::new(args.url.as_deref(), args.wait);
     let mut steps: Vec<(String, Result<String>)> = Vec::new();
     if !(args.health_check
         || args.cleanup_days.is_some()

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::crypto::SecretKey;
 use crate::db::Pool;
 use crate::error::{Error, Result};
+use crate::shutdown::Shutdown;
 use crate::slots::redis::RedisSlots;
 use crate::slots::Slots;
 
@@ -28,6 +29,10 @@ use crate::slots::Slots;
 const HTTP_WORKERS: usize = 2;
 /// Longest wait for the history to reach the database (or the spool) at stop.
 const FLUSH_AT_STOP: Duration = Duration::from_secs(15);
+/// Seconds after the grace for the last answers (503 `SHUTTING_DOWN`) to be written.
+const ANSWER_MARGIN_SECS: u64 = 2;
+/// How often the stop says what it still waits for.
+const STOP_PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// How often start-up migrations are retried while the database is unreachable.
 const MIGRATION_RETRY: Duration = Duration::from_secs(10);
 
@@ -53,11 +58,29 @@ impl RunningServer {
 }
 
 /// Opens storage, starts the actors and binds the HTTP server. Must run inside an actix system.
+///
+/// The port is taken first, before anything is written (a second instance on the same port
+/// stops at once and touches nothing); then the database, the key and the checks of what
+/// would otherwise fail on the first acquisition.
 pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
-    let key = SecretKey::load(&config.security)?;
+    crate::checks::command_programs(&config)?;
+    let listener = bind(&config)?;
     let pool = Pool::connect(config.database.url.expose(), config.database.pool_size)?;
     let database_ready = migrate_at_start(pool.clone()).await?;
+    let key = if *database_ready.borrow() {
+        let (config, pool) = (config.clone(), pool.clone());
+        web::block(move || -> Result<SecretKey> {
+            let key = crate::checks::load_key(&config, &pool)?;
+            crate::checks::key_opens_stored_secret(&mut *pool.get()?, &key)?;
+            Ok(key)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??
+    } else {
+        SecretKey::load(&config.security)?
+    };
     let store = CacheStore::from_config(&config)?;
+    log_redis_state(&store).await;
     let cache = TokenCache::new(store, &config.redis.key_prefix, key.clone());
     let actors = Actors::start(config.clone(), pool.clone(), &cache);
     let redis_slots = match cache.store() {
@@ -117,9 +140,12 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
         cache,
         broker,
         slots,
+        shutdown: Shutdown::default(),
     };
 
-    let addr = config.server.listen_addr()?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io(config.server.listen.clone(), e))?;
     let data = web::Data::new(state.clone());
     let server = HttpServer::new(move || {
         App::new()
@@ -128,10 +154,15 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
             .configure(api::configure)
     })
     .workers(HTTP_WORKERS)
-    .shutdown_timeout(config.server.shutdown_grace.ceil() as u64)
+    // Past the grace, waiting callers are answered 503 (see `serve`); the margin lets those
+    // answers be written before actix closes what is left.
+    .shutdown_timeout(config.server.shutdown_grace.ceil() as u64 + ANSWER_MARGIN_SECS)
     .disable_signals()
-    .bind(addr)
-    .map_err(|e| Error::config("server.listen", format!("cannot listen on {addr}: {e}")))?;
+    .listen(listener)
+    .map_err(|source| Error::Listen {
+        addr: addr.to_string(),
+        source,
+    })?;
     let bound = server.addrs().first().copied().unwrap_or(addr);
     let server = server.run();
     let handle = server.handle();
@@ -150,6 +181,42 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
         database_ready,
         server,
     })
+}
+
+/// Takes the port of `server.listen`; a port in use is [`Error::Listen`] (not a configuration
+/// mistake: the same file works once the other process is gone).
+fn bind(config: &Config) -> Result<std::net::TcpListener> {
+    let addr = config.server.listen_addr()?;
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| Error::Listen {
+        addr: addr.to_string(),
+        source,
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| Error::Listen {
+            addr: addr.to_string(),
+            source,
+        })?;
+    Ok(listener)
+}
+
+/// One line saying whether Redis answers now: with Redis down tokend starts anyway (on
+/// in-process limits), and the operator should know from the first line, not the first use.
+async fn log_redis_state(store: &CacheStore) {
+    let CacheStore::Redis(redis) = store else {
+        return;
+    };
+    match tokio::time::timeout(Duration::from_secs(2), redis.ping()).await {
+        Ok(Ok(_)) => log::info!("event=redis_state state=up url={}", redis.display_url()),
+        Ok(Err(e)) => log::warn!(
+            "event=redis_state state=down url={} error=\"{e}\" note=\"in-process cache and limits until it is back\"",
+            redis.display_url()
+        ),
+        Err(_) => log::warn!(
+            "event=redis_state state=down url={} error=\"no answer within 2s\" note=\"in-process cache and limits until it is back\"",
+            redis.display_url()
+        ),
+    }
 }
 
 /// Runs migrations before serving. An unreachable database does not stop start-up (cached
@@ -219,10 +286,13 @@ pub async fn serve(config: Arc<Config>) -> Result<()> {
     crate::notify::start_watchdog(running.state.actors.monitor.clone());
     let handle = running.handle.clone();
     let broker = running.state.broker.clone();
+    let state = running.state.clone();
     actix_web::rt::spawn(async move {
         let signal = shutdown_signal().await;
         log::info!("event=shutdown signal={signal}");
         crate::notify::stopping();
+        actix_web::rt::spawn(force_on_second_signal());
+        actix_web::rt::spawn(end_grace(state));
         handle.stop(true).await;
     });
     running.wait().await?;
@@ -234,6 +304,52 @@ pub async fn serve(config: Arc<Config>) -> Result<()> {
     }
     log::info!("event=stopped");
     Ok(())
+}
+
+/// While the grace lasts, says every second how many callers and logins are still running;
+/// when it ends, logs and records each login still running, and answers the waiting callers
+/// 503 `SHUTTING_DOWN`.
+async fn end_grace(state: AppState) {
+    let grace = crate::config::seconds(state.config.server.shutdown_grace);
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        let requests = state.shutdown.waiting_now();
+        let logins = state.broker.running_logins().logging_in_now().len();
+        if requests == 0 && logins == 0 {
+            return;
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        log::info!(
+            "event=shutdown_waiting requests={requests} logins={logins} grace_left={:.1}s",
+            left.as_secs_f64()
+        );
+        tokio::time::sleep(left.min(STOP_PROGRESS_EVERY)).await;
+    }
+    let abandoned = state
+        .broker
+        .running_logins()
+        .abandon_all(&state.actors.recorder);
+    log::warn!(
+        "event=shutdown_grace_over requests={} logins_abandoned={abandoned}",
+        state.shutdown.waiting_now()
+    );
+    state.shutdown.end_grace();
+}
+
+/// A SIGINT during the stop (Ctrl-C pressed again): exit at once. Only SIGINT: a second
+/// SIGTERM (systemd, a script that repeats itself) keeps the graceful stop.
+async fn force_on_second_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut int) = signal(SignalKind::interrupt()) else {
+        return;
+    };
+    if int.recv().await.is_some() {
+        log::warn!("event=shutdown_forced signal=SIGINT");
+        std::process::exit(130);
+    }
 }
 
 /// Waits for SIGTERM or SIGINT and names it.

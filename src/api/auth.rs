@@ -1,9 +1,10 @@
 //! Bearer-token authentication (SPEC §7). With `server.admin_token` set, every path but
 //! `/healthz` needs `Authorization: Bearer <token>`; a client token reaches only
-//! `/api/v1/automation/tokens/*`. Tokens are compared in constant time.
+//! `/api/v1/automation/tokens/*`, a metrics token only GETs. Tokens are compared in constant time.
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, ResponseError};
 use subtle::ConstantTimeEq;
@@ -19,6 +20,8 @@ const CLIENT_SCOPE: &str = "/api/v1/automation/tokens/";
 enum Role {
     Admin,
     Client,
+    /// Read-only: GETs (metrics, health, statistics, history), nothing that changes state.
+    Metrics,
 }
 
 fn matches(presented: &str, expected: &Secret) -> bool {
@@ -35,7 +38,24 @@ fn role_of(state: &AppState, presented: &str) -> Option<Role> {
         .client_tokens
         .iter()
         .fold(false, |found, token| found | matches(presented, token));
-    client.then_some(Role::Client)
+    let metrics = server
+        .metrics_tokens
+        .iter()
+        .fold(false, |found, token| found | matches(presented, token));
+    if client {
+        Some(Role::Client)
+    } else {
+        metrics.then_some(Role::Metrics)
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive
+/// (RFC 9110 §11.1).
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 /// The middleware: lets the request through or answers 401/403 with a JSON error.
@@ -53,8 +73,7 @@ pub async fn require_bearer(
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer_token);
     let refusal = match presented.map(|p| role_of(&state, p)) {
         None => Some(Error::Unauthorized(
             "send Authorization: Bearer <token>".into(),
@@ -63,10 +82,27 @@ pub async fn require_bearer(
         Some(Some(Role::Client)) if !req.path().starts_with(CLIENT_SCOPE) => Some(
             Error::Forbidden("a client token may only acquire and invalidate tokens".into()),
         ),
+        Some(Some(Role::Metrics)) if !matches!(*req.method(), Method::GET | Method::HEAD) => Some(
+            Error::Forbidden("a metrics token may only read (GET)".into()),
+        ),
         Some(Some(_)) => None,
     };
     match refusal {
         Some(error) => Ok(req.into_response(error.error_response())),
         None => Ok(next.call(req).await?.map_into_boxed_body()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
     }
 }

@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::openapi::{Envelope, ErrorBody};
+use super::openapi::ErrorBody;
 use super::{ok, AppState};
 use crate::actors::monitor::Snapshot;
 use crate::cache::CacheStore;
@@ -30,7 +30,7 @@ impl SiteQuery {
 }
 
 /// Hits, misses, errors, hit rate and keys per kind; backend facts.
-#[utoipa::path(get, path = "/api/v1/automation/performance/cache-stats", tag = "cache", responses((status = 200, description = "{kinds, backend}", body = Envelope)))]
+#[utoipa::path(get, path = "/api/v1/automation/performance/cache-stats", operation_id = "cacheStats", tag = "cache", responses((status = 200, description = "{kinds, backend}", body = super::schemas::Answer<super::schemas::CacheStatsAnswer>)))]
 pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let snapshot = state.actors.monitor.send(Snapshot).await?;
     let keys = state.cache.key_counts().await?;
@@ -65,7 +65,7 @@ pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
 }
 
 /// Loads a site's credential list, account statistics and blacklist into the cache.
-#[utoipa::path(post, path = "/api/v1/automation/performance/cache/warm-up", tag = "cache", params(("site_name" = String, Query)), responses((status = 200, description = "What was loaded", body = Envelope), (status = 400, description = "Bad input", body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/automation/performance/cache/warm-up", operation_id = "warmUpCache", tag = "cache", params(("site_name" = String, Query)), responses((status = 200, description = "What was loaded", body = super::schemas::Answer<super::schemas::WarmUpAnswer>), (status = 400, description = "Bad input", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn warm_up(
     state: web::Data<AppState>,
     query: web::Query<SiteQuery>,
@@ -77,7 +77,7 @@ pub async fn warm_up(
 }
 
 /// Deletes tokend's cached entries (all, or one site's); never the slots or locks.
-#[utoipa::path(delete, path = "/api/v1/automation/performance/cache/clear", tag = "cache", params(("site_name" = Option<String>, Query)), responses((status = 200, description = "{site_name, deleted_keys}", body = Envelope), (status = 400, description = "Bad input", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/api/v1/automation/performance/cache/clear", operation_id = "clearCache", tag = "cache", params(("site_name" = Option<String>, Query)), responses((status = 200, description = "{site_name, deleted_keys}", body = super::schemas::Answer<super::schemas::ClearAnswer>), (status = 400, description = "Bad input", body = ErrorBody)))]
 pub async fn clear(
     state: web::Data<AppState>,
     query: web::Query<SiteQuery>,

@@ -10,13 +10,13 @@ use crate::error::Error;
 use crate::spool::{dead_letter_path, DeadLetter};
 
 /// Liveness: the process answers HTTP. No auth, no dependencies.
-#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, description = "{\"status\": \"ok\"}")))]
+#[utoipa::path(get, path = "/healthz", operation_id = "liveness", tag = "health", security(()), responses((status = 200, description = "The process answers", body = super::schemas::Liveness)))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// Health level, alerts and components; 503 only when the database cannot be reached.
-#[utoipa::path(get, path = "/api/v1/automation/performance/health", tag = "performance", responses((status = 200, description = "status, timestamp, metrics, alerts, thresholds, components", body = Envelope), (status = 503, description = "The database cannot be reached", body = Envelope)))]
+#[utoipa::path(get, path = "/api/v1/automation/performance/health", operation_id = "health", tag = "performance", responses((status = 200, description = "status, timestamp, metrics, alerts, thresholds, components", body = super::schemas::Answer<super::schemas::HealthAnswer>), (status = 503, description = "The database cannot be reached", body = Envelope)))]
 pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let mut report = state.actors.alert.send(Health).await?;
     // The login slots: shared through Redis, or in process (by design, or as a fallback).
@@ -57,10 +57,37 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
         "dead_letter_file": dead.path(),
         "dead_letter_rows": dead_rows,
     });
+    report.components["secret_key"] =
+        json!({"status": secret_key_status(&state, &mut report.alerts).await});
+    report.status = HealthLevel::from_alerts(&report.alerts);
     let body = json!({"success": true, "data": report});
     Ok(if report.database_up {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)
     })
+}
+
+/// Whether the key still opens a stored password (one row): accounts sealed under another
+/// key would fail every login with them. `unknown` while the database cannot be asked.
+async fn secret_key_status(state: &AppState, alerts: &mut Vec<Alert>) -> &'static str {
+    let key = state.key.clone();
+    let checked = state
+        .pool
+        .run(move |conn| crate::checks::key_opens_stored_secret(conn, &key))
+        .await;
+    match checked {
+        Ok(()) => "ok",
+        Err(Error::Crypto(message)) => {
+            alerts.push(Alert {
+                kind: "secret_key_mismatch",
+                message,
+                severity: Severity::High,
+                value: 1.0,
+                threshold: 0.0,
+            });
+            "mismatch"
+        }
+        Err(_) => "unknown",
+    }
 }

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod optimize;
 pub mod resources;
+pub mod schemas;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub cache: TokenCache,
     pub broker: Broker,
     pub slots: crate::slots::Slots,
+    /// The end of the stop's grace period, which waiting callers race against.
+    pub shutdown: crate::shutdown::Shutdown,
 }
 
 /// `{"success": true, "data": data}` with status 200.

@@ -69,7 +69,7 @@ impl Modify for BearerAuth {
 pub struct ApiDoc;
 
 /// This document.
-#[utoipa::path(get, path = "/api/v1/automation/openapi.json", tag = "meta", responses((status = 200, description = "The OpenAPI 3.1 document")))]
+#[utoipa::path(get, path = "/api/v1/automation/openapi.json", operation_id = "openapiDocument", tag = "meta", responses((status = 200, description = "The OpenAPI 3.1 document")))]
 pub async fn document() -> HttpResponse {
     HttpResponse::Ok().json(ApiDoc::openapi())
 }

@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::openapi::{Envelope, ErrorBody};
+use super::openapi::ErrorBody;
 use super::{ok, AppState};
 use crate::actors::concurrency::Usage;
 use crate::actors::history::Statistics;
@@ -22,7 +22,7 @@ pub struct OptimizeQuery {
 }
 
 /// Recommends concurrency limits; applies them with `apply=true`.
-#[utoipa::path(post, path = "/api/v1/automation/performance/optimize-concurrency", tag = "performance", params(("apply" = Option<bool>, Query)), responses((status = 200, description = "{current_limits, recommended_limits, recommendations, optimization_applied, analysis}", body = Envelope), (status = 400, description = "Bad input", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/automation/performance/optimize-concurrency", operation_id = "optimizeConcurrency", tag = "performance", params(("apply" = Option<bool>, Query)), responses((status = 200, description = "{current_limits, recommended_limits, recommendations, optimization_applied, analysis}", body = super::schemas::Answer<super::schemas::OptimizeAnswer>), (status = 400, description = "Bad input", body = ErrorBody)))]
 pub async fn optimize(
     state: web::Data<AppState>,
     query: web::Query<OptimizeQuery>,

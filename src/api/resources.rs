@@ -4,13 +4,12 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use super::openapi::Envelope;
 use super::{ok, AppState};
 use crate::actors::concurrency::{Cleanup, Usage};
 use crate::error::Error;
 
 /// Slots, queue, locks, limits, process, pool and Redis, as they are now.
-#[utoipa::path(get, path = "/api/v1/automation/performance/resource-usage", tag = "performance", responses((status = 200, description = "Active acquisitions, locks, queue, limits, process, pool, shared slots", body = Envelope)))]
+#[utoipa::path(get, path = "/api/v1/automation/performance/resource-usage", operation_id = "resourceUsage", tag = "performance", responses((status = 200, description = "Active acquisitions, locks, queue, limits, process, pool, shared slots", body = super::schemas::Answer<super::schemas::ResourceUsageAnswer>)))]
 pub async fn usage(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let local = state.slots.actor().send(Usage).await?;
     let limits = state.slots.limits().await;
@@ -55,7 +54,7 @@ pub async fn usage(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
 }
 
 /// Frees slots held past their lease, drops waiters that gave up and idle locks.
-#[utoipa::path(post, path = "/api/v1/automation/performance/resources/cleanup", tag = "performance", responses((status = 200, description = "What was freed", body = Envelope)))]
+#[utoipa::path(post, path = "/api/v1/automation/performance/resources/cleanup", operation_id = "cleanupResources", tag = "performance", responses((status = 200, description = "What was freed", body = super::schemas::Answer<super::schemas::CleanupAnswer>)))]
 pub async fn cleanup(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let (leases, waiters) = state.slots.actor().send(Cleanup).await?;
     let locks = state.broker.drop_idle_locks();

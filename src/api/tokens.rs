@@ -4,13 +4,13 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::openapi::{Envelope, ErrorBody};
+use super::openapi::ErrorBody;
 use super::{ok, AppState};
 use crate::broker::AcquireRequest;
 use crate::error::Error;
 
 /// Hands out a valid token: from the cache, or after one login.
-#[utoipa::path(post, path = "/api/v1/automation/tokens/acquire", tag = "tokens", request_body = AcquireRequest, responses((status = 200, description = "The token: {token, token_type, account, credential_id, expires_at, source, acquisition_id}", body = Envelope), (status = 400, body = ErrorBody), (status = 404, description = "Unknown site or account", body = ErrorBody), (status = 429, description = "QUEUE_FULL", body = ErrorBody), (status = 502, description = "TOKEN_ACQUISITION_FAILED", body = ErrorBody), (status = 503, description = "NO_AVAILABLE_ACCOUNT", body = ErrorBody), (status = 504, description = "TIMEOUT", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/automation/tokens/acquire", operation_id = "acquireToken", tag = "tokens", request_body = AcquireRequest, responses((status = 200, description = "The token: {token, token_type, account, credential_id, expires_at, source, acquisition_id}", body = super::schemas::Answer<super::schemas::TokenAnswer>), (status = 400, body = ErrorBody), (status = 404, description = "Unknown site or account", body = ErrorBody), (status = 429, description = "QUEUE_FULL", body = ErrorBody), (status = 502, description = "TOKEN_ACQUISITION_FAILED", body = ErrorBody), (status = 503, description = "NO_AVAILABLE_ACCOUNT, SHUTTING_DOWN", body = ErrorBody), (status = 504, description = "TIMEOUT", body = ErrorBody)))]
 pub async fn acquire(
     state: web::Data<AppState>,
     body: web::Json<AcquireRequest>,
@@ -22,8 +22,51 @@ pub async fn acquire(
             "must be an account id (1 or more)",
         ));
     }
-    let token = state.broker.acquire(request).await?;
+    check_account_matches_id(&state, &request).await?;
+    let _waiting = state.shutdown.waiting();
+    // The login goes on in its own task; a stop whose grace ends first answers 503 here
+    // rather than closing the connection without an answer.
+    let token = tokio::select! {
+        token = state.broker.acquire(request) => token?,
+        () = state.shutdown.grace_over() => return Err(Error::ShuttingDown),
+    };
     Ok(ok(token))
+}
+
+/// `credential_id` and `account` name the same account, or the request is refused: taking
+/// either silently would hand out another account's token.
+async fn check_account_matches_id(state: &AppState, request: &AcquireRequest) -> Result<(), Error> {
+    let (Some(id), Some(account)) = (request.credential_id, request.account.clone()) else {
+        return Ok(());
+    };
+    let site = state.broker.site(&request.site_name)?.name.clone();
+    let found = state
+        .pool
+        .run(move |conn| crate::db::accounts::find(conn, &site, &account))
+        .await;
+    let account = request.account.as_deref().unwrap_or_default();
+    match found {
+        Ok(Some(row)) if row.id == id => Ok(()),
+        Ok(Some(row)) => Err(Error::invalid(
+            "credential_id",
+            format!(
+                "credential_id {id} and account `{account}` (credential_id {}) name different accounts; send one of them",
+                row.id
+            ),
+        )),
+        Ok(None) => Err(Error::invalid(
+            "account",
+            format!(
+                "credential_id {id} and account `{account}` disagree: site `{}` has no account `{account}`",
+                request.site_name
+            ),
+        )),
+        Err(e) => {
+            // Without the database the broker still serves by credential_id (SPEC §10).
+            log::warn!("event=account_check_skipped credential_id={id} error=\"{e}\"");
+            Ok(())
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -34,7 +77,7 @@ pub struct InvalidateRequest {
 }
 
 /// A consumer found the token rejected: drop it so the next acquire logs in again.
-#[utoipa::path(post, path = "/api/v1/automation/tokens/invalidate", tag = "tokens", request_body = InvalidateRequest, responses((status = 200, description = "Dropped from cache and store", body = Envelope), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/automation/tokens/invalidate", operation_id = "invalidateToken", tag = "tokens", request_body = InvalidateRequest, responses((status = 200, description = "Dropped from cache and store", body = super::schemas::Answer<super::schemas::InvalidateAnswer>), (status = 404, body = ErrorBody)))]
 pub async fn invalidate(
     state: web::Data<AppState>,
     body: web::Json<InvalidateRequest>,

@@ -65,10 +65,13 @@ impl Broker {
         trigger: TriggerReason,
         arrived: DateTime<Utc>,
     ) -> Result<AcquiredToken> {
+        let id = uuid::Uuid::new_v4().to_string();
+        // Known while it runs, so that a stop that cuts it can log and record it.
+        let _running = self.inner.running.begin(&site.name, &id, trigger, arrived);
         let mut acquisition = Acquisition {
             broker: self,
             site,
-            id: uuid::Uuid::new_v4().to_string(),
+            id,
             trigger,
             arrived,
             started: Instant::now(),
@@ -293,6 +296,10 @@ impl Acquisition<'_> {
                 site: site.name.clone(),
             });
         }
+        broker
+            .inner
+            .running
+            .logging_in(&self.id, candidate.id, &candidate.account);
         let driver = broker
             .inner
             .drivers

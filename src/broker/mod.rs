@@ -132,6 +132,8 @@ struct Inner {
     turns: Mutex<HashMap<String, u64>>,
     /// Background refreshes running or backing off: until when, after how many failures.
     refreshing: Mutex<HashMap<FlightKey, (Instant, u32)>>,
+    /// Logins in progress, for the stop (issue 15: cut logins are logged and recorded).
+    running: crate::shutdown::RunningLogins,
 }
 
 /// Everything the broker works with.
@@ -175,8 +177,14 @@ impl Broker {
                 turns: Mutex::default(),
                 flights: Mutex::default(),
                 refreshing: Mutex::default(),
+                running: crate::shutdown::RunningLogins::default(),
             }),
         })
+    }
+
+    /// The logins in progress (for the stop, see [`crate::shutdown`]).
+    pub fn running_logins(&self) -> &crate::shutdown::RunningLogins {
+        &self.inner.running
     }
 
     pub(crate) fn site(&self, name: &str) -> Result<&SiteConfig> {

@@ -38,15 +38,52 @@ pub struct Config {
 
 impl Config {
     /// Loads the file at `path` (if any), applies the process environment and checks the result.
+    ///
+    /// Relative paths (the SQLite file, the key file, the spool) from the file or its defaults
+    /// are resolved against the file's folder, so that every command run with the same
+    /// `--config` uses the same data wherever it is run from; those from the environment (and
+    /// all of them when there is no file) against the current folder.
     pub fn load(path: Option<&Path>) -> Result<Config> {
-        let text = match path {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| Error::config("--config", format!("{}: {e}", path.display())))?,
-            ),
-            None => None,
+        let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
+        let (text, folder) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| Error::config("--config", format!("{}: {e}", path.display())))?;
+                // Canonical, so that the paths named in messages read plainly (no `../`).
+                let file = std::fs::canonicalize(path).unwrap_or_else(|_| cwd.join(path));
+                let folder = file.parent().map(Path::to_path_buf);
+                (Some(text), folder.unwrap_or_else(|| cwd.clone()))
+            }
+            None => (None, cwd.clone()),
         };
-        Config::from_sources(text.as_deref(), &|name| std::env::var(name).ok())
+        let mut config = match text {
+            Some(text) => Config::parse(&text)?,
+            None => Config::default(),
+        };
+        config.resolve_paths(&folder);
+        config.apply_env(&|name| std::env::var(name).ok())?;
+        config.resolve_paths(&cwd);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Makes the relative paths of the database URL, the key file and the spool absolute,
+    /// against `base`; absolute ones are left alone.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let url = self.database.url.expose();
+        if let Some(file) = url.strip_prefix("sqlite://") {
+            let special = file.is_empty() || file.starts_with(':') || file.starts_with("file:");
+            if !special && Path::new(file).is_relative() {
+                let absolute = base.join(file);
+                self.database.url = Secret::new(format!("sqlite://{}", absolute.display()));
+            }
+        }
+        if self.security.key_file.is_relative() {
+            self.security.key_file = base.join(&self.security.key_file);
+        }
+        if self.history.spool_file.is_relative() {
+            self.history.spool_file = base.join(&self.history.spool_file);
+        }
     }
 
     /// Builds a checked config from the file text and an environment lookup (injected, so that
@@ -86,6 +123,9 @@ impl Config {
         }
         if let Some(token) = get("TOKEND_ADMIN_TOKEN") {
             self.server.admin_token = Secret::new(token);
+        }
+        if let Some(token) = get("TOKEND_METRICS_TOKEN") {
+            self.server.metrics_tokens.push(Secret::new(token));
         }
         if let Some(key) = get("TOKEND_SECRET_KEY") {
             self.security.secret_key = Some(Secret::new(key));
@@ -247,6 +287,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("max_queue_lenn"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_follow_the_base_folder() {
+        let mut config = Config::parse(
+            "[database]\nurl = \"sqlite://data/t.db\"\n[security]\nkey_file = \"/abs/k\"\n",
+        )
+        .unwrap();
+        config.resolve_paths(Path::new("/etc/tokend"));
+        assert_eq!(
+            config.database.url.expose(),
+            "sqlite:///etc/tokend/data/t.db"
+        );
+        assert_eq!(config.security.key_file, Path::new("/abs/k"));
+        assert_eq!(
+            config.history.spool_file,
+            Path::new("/etc/tokend/tokend-history.spool")
+        );
+        let mut memory = Config::parse("[database]\nurl = \"postgres://u@h/db\"\n").unwrap();
+        memory.resolve_paths(Path::new("/x"));
+        assert_eq!(memory.database.url.expose(), "postgres://u@h/db");
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub struct ServerConfig {
     pub admin_token: Secret,
     /// Bearer tokens that may only acquire and invalidate tokens.
     pub client_tokens: Vec<Secret>,
+    /// Bearer tokens for scrapers and dashboards: `/metrics`, health and every other GET;
+    /// 403 on anything that changes state. `TOKEND_METRICS_TOKEN` adds one.
+    pub metrics_tokens: Vec<Secret>,
     /// Seconds that running requests get to finish after SIGTERM/SIGINT.
     pub shutdown_grace: f64,
 }
@@ -70,6 +73,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8000".into(),
             admin_token: Secret::default(),
             client_tokens: Vec::new(),
+            metrics_tokens: Vec::new(),
             shutdown_grace: 30.0,
         }
     }
@@ -79,16 +83,29 @@ impl Default for ServerConfig {
 const MIN_BEARER_LEN: usize = 16;
 
 impl ServerConfig {
+    /// The address to listen on; a host name (`localhost:8000`) is resolved, IPv4 first.
     pub fn listen_addr(&self) -> Result<SocketAddr> {
-        self.listen.parse().map_err(|_| {
+        if let Ok(addr) = self.listen.parse() {
+            return Ok(addr);
+        }
+        let not_an_address = |why: String| {
             Error::config(
                 "server.listen",
                 format!(
-                    "`{}` is not an address:port such as 127.0.0.1:8000",
+                    "`{}` is not an address:port such as 127.0.0.1:8000 or localhost:8000{why}",
                     self.listen
                 ),
             )
-        })
+        };
+        let resolved: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&self.listen)
+            .map_err(|e| not_an_address(format!(" ({e})")))?
+            .collect();
+        resolved
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(resolved.first())
+            .copied()
+            .ok_or_else(|| not_an_address(String::new()))
     }
 
     pub(super) fn validate(&self) -> Result<()> {
@@ -120,6 +137,21 @@ impl ServerConfig {
                 return Err(Error::config(
                     format!("server.client_tokens[{i}]"),
                     "must differ from the admin token",
+                ));
+            }
+        }
+        for (i, token) in self.metrics_tokens.iter().enumerate() {
+            let key = format!("server.metrics_tokens[{i}]");
+            if token.expose().len() < MIN_BEARER_LEN {
+                return Err(Error::config(
+                    key,
+                    format!("must be at least {MIN_BEARER_LEN} characters"),
+                ));
+            }
+            if token == &self.admin_token || self.client_tokens.contains(token) {
+                return Err(Error::config(
+                    key,
+                    "must differ from the admin token and the client tokens",
                 ));
             }
         }

@@ -118,10 +118,11 @@ impl ManageConnection for ConnectionManager {
                 let mut conn = SqliteConnection::establish(&self.target)
                     .map_err(r2d2::Error::ConnectionError)?;
                 // WAL lets readers run beside the writer; busy_timeout makes a writer wait for
-                // the lock instead of failing with SQLITE_BUSY.
+                // the lock instead of failing with SQLITE_BUSY. It comes first: switching to
+                // WAL takes a lock too (a daemon and a CLI command starting at once).
                 conn.batch_execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                     PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                    "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
+                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
                 )
                 .map_err(r2d2::Error::QueryError)?;
                 Ok(DbConnection::Sqlite(conn))
@@ -150,7 +151,9 @@ impl ManageConnection for ConnectionManager {
 
 pub type PooledConnection = r2d2::PooledConnection<ConnectionManager>;
 
-/// r2d2's connection errors, logged with the pieces of the password masked.
+/// r2d2's connection errors at debug level only, with the pieces of the password masked:
+/// [`Pool::get`] reports them as one error (no `[ERROR r2d2]` lines in CLI output), and the
+/// daemon logs `event=database_unreachable` once.
 #[derive(Debug)]
 struct MaskingErrorHandler {
     pieces: Vec<String>,
@@ -158,8 +161,8 @@ struct MaskingErrorHandler {
 
 impl r2d2::HandleError<r2d2::Error> for MaskingErrorHandler {
     fn handle_error(&self, error: r2d2::Error) {
-        log::error!(
-            "event=database_connection_failed error=\"{}\"",
+        log::debug!(
+            "event=database_connect_failed error=\"{}\"",
             mask_pieces(&error.to_string(), &self.pieces)
         );
     }
@@ -247,7 +250,9 @@ impl Pool {
                 );
                 self.probe_until_back();
             }
-            let error = mask_pieces(&e.to_string(), &self.password_pieces);
+            // libpq's messages end with a newline: one line, however it failed.
+            let reason = e.to_string().trim_end().replace('\n', " ");
+            let error = mask_pieces(&reason, &self.password_pieces);
             Error::DatabaseUnavailable(format!("{}: {error}", self.display_url))
         })
     }

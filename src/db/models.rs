@@ -20,9 +20,13 @@ pub struct AccountCredential {
     pub is_active: bool,
     pub login_success_count: i64,
     pub login_failure_count: i64,
+    #[serde(serialize_with = "utc::option")]
     pub last_login_success_at: Option<NaiveDateTime>,
+    #[serde(serialize_with = "utc::option")]
     pub last_login_attempt_at: Option<NaiveDateTime>,
+    #[serde(serialize_with = "utc::time")]
     pub created_at: NaiveDateTime,
+    #[serde(serialize_with = "utc::time")]
     pub updated_at: NaiveDateTime,
     /// Until when the account is blacklisted or cooling down (SPEC §11); `None`: not blocked.
     pub blocked_until: Option<NaiveDateTime>,
@@ -127,7 +131,25 @@ pub struct HistoryRow {
     pub token_redacted: Option<String>,
     pub error_message: Option<String>,
     pub error_details: Option<String>,
+    #[serde(serialize_with = "utc::time")]
     pub created_at: NaiveDateTime,
+    #[serde(serialize_with = "utc::time")]
     pub started_at: NaiveDateTime,
+    #[serde(serialize_with = "utc::option")]
     pub finished_at: Option<NaiveDateTime>,
+}
+
+/// The database keeps naive UTC times; answers give them as RFC 3339 with `Z`
+/// (`2026-11-26T17:05:34.781615Z`), so that no client has to guess the zone.
+pub mod utc {
+    use chrono::NaiveDateTime;
+    use serde::{Serialize, Serializer};
+
+    pub fn time<S: Serializer>(t: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
+        t.and_utc().serialize(s)
+    }
+
+    pub fn option<S: Serializer>(t: &Option<NaiveDateTime>, s: S) -> Result<S::Ok, S::Error> {
+        t.map(|t| t.and_utc()).serialize(s)
+    }
 }

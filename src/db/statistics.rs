@@ -167,7 +167,7 @@ pub fn report(conn: &mut DbConnection, days: u32, site: Option<&str>) -> Result<
         .collect();
 
     Ok(json!({
-        "period": {"days": days, "start": since, "end": end, "site_name": site},
+        "period": {"days": days, "start": since.and_utc(), "end": end.and_utc(), "site_name": site},
         "summary": summary,
         "status_breakdown": statuses,
         "site_breakdown": sites.iter().map(|(site, t)| {

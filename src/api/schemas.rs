@@ -1,0 +1,303 @@
+//! The shapes of the success answers, for the OpenAPI document only: the handlers build their
+//! JSON directly, and these types say what it holds, so that clients can be generated.
+//! `Answer<T>` is the envelope `{"success": true, "data": T}`.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// `{"success": true, "data": …}`.
+#[derive(ToSchema)]
+pub struct Answer<T> {
+    success: bool,
+    data: T,
+}
+
+/// Where a handed-out token came from.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum TokenSource {
+    Cache,
+    Store,
+    Login,
+}
+
+/// A valid token.
+#[derive(ToSchema)]
+pub struct TokenAnswer {
+    token: String,
+    token_type: String,
+    account: String,
+    credential_id: i64,
+    /// RFC 3339, UTC.
+    #[schema(value_type = String, format = DateTime)]
+    expires_at: String,
+    source: TokenSource,
+    acquisition_id: String,
+}
+
+#[derive(ToSchema)]
+pub struct InvalidateAnswer {
+    site_name: String,
+    account: String,
+    invalidated: bool,
+    stored_token_removed: bool,
+}
+
+#[derive(ToSchema)]
+pub struct Liveness {
+    /// Always `ok`.
+    status: String,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum HealthStatus {
+    Healthy,
+    Warning,
+    Degraded,
+    Unhealthy,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum AlertSeverity {
+    Low,
+    Medium,
+    High,
+}
+
+#[derive(ToSchema)]
+pub struct AlertAnswer {
+    #[schema(rename = "type")]
+    kind: String,
+    message: String,
+    severity: AlertSeverity,
+    value: f64,
+    threshold: f64,
+}
+
+#[derive(ToSchema)]
+pub struct HealthAnswer {
+    status: HealthStatus,
+    #[schema(value_type = String, format = DateTime)]
+    timestamp: String,
+    metrics: LiveMetrics,
+    alerts: Vec<AlertAnswer>,
+    /// The `[alerts]` thresholds.
+    thresholds: BTreeMap<String, f64>,
+    /// database, cache, slots, secret_key, …: each with its `status`.
+    #[schema(value_type = Object)]
+    components: Value,
+}
+
+#[derive(ToSchema)]
+pub struct Percentiles {
+    p50: f64,
+    p95: f64,
+    p99: f64,
+}
+
+#[derive(ToSchema)]
+pub struct Counters {
+    total_acquisitions: u64,
+    successful_acquisitions: u64,
+    failed_acquisitions: u64,
+    /// Percent.
+    success_rate: f64,
+    /// Seconds.
+    avg_duration: f64,
+    avg_login_duration: f64,
+    timeout_count: u64,
+    network_error_count: u64,
+    captcha_error_count: u64,
+    credential_error_count: u64,
+    concurrent_acquisitions: u64,
+    timeout_rate: f64,
+}
+
+#[derive(ToSchema)]
+pub struct CacheCounters {
+    hits: u64,
+    misses: u64,
+    errors: u64,
+    hit_rate: Option<f64>,
+}
+
+/// Live metrics: the totals, and per site, per cache kind, percentiles.
+#[derive(ToSchema)]
+pub struct LiveMetrics {
+    total_acquisitions: u64,
+    successful_acquisitions: u64,
+    failed_acquisitions: u64,
+    /// Percent.
+    success_rate: f64,
+    /// Seconds.
+    avg_duration: f64,
+    avg_login_duration: f64,
+    timeout_count: u64,
+    network_error_count: u64,
+    captcha_error_count: u64,
+    credential_error_count: u64,
+    concurrent_acquisitions: u64,
+    timeout_rate: f64,
+    /// Percent.
+    cache_hit_rate: f64,
+    duration_percentiles: Percentiles,
+    login_duration_percentiles: Percentiles,
+    sites: BTreeMap<String, Counters>,
+    cache: BTreeMap<String, CacheCounters>,
+    uptime_seconds: f64,
+}
+
+#[derive(ToSchema)]
+pub struct ResetAnswer {
+    reset: bool,
+    previous: LiveMetrics,
+}
+
+#[derive(ToSchema)]
+pub struct Period {
+    days: u32,
+    #[schema(value_type = String, format = DateTime)]
+    start: String,
+    #[schema(value_type = String, format = DateTime)]
+    end: String,
+    site_name: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub struct StatisticsAnswer {
+    period: Period,
+    #[schema(value_type = Object)]
+    summary: Value,
+    status_breakdown: BTreeMap<String, i64>,
+    #[schema(value_type = Vec<Object>)]
+    site_breakdown: Vec<Value>,
+    #[schema(value_type = Vec<Object>)]
+    account_breakdown: Vec<Value>,
+    #[schema(value_type = Vec<Object>)]
+    daily_trend: Vec<Value>,
+    real_time_metrics: LiveMetrics,
+}
+
+#[derive(ToSchema)]
+pub struct CacheKindStats {
+    hits: u64,
+    misses: u64,
+    errors: u64,
+    hit_rate: Option<f64>,
+    keys: u64,
+}
+
+#[derive(ToSchema)]
+pub struct CacheStatsAnswer {
+    kinds: BTreeMap<String, CacheKindStats>,
+    /// `type` (`memory` or `redis`) and the backend's facts.
+    #[schema(value_type = Object)]
+    backend: Value,
+}
+
+#[derive(ToSchema)]
+pub struct WarmUpAnswer {
+    site_name: String,
+    credentials_loaded: u64,
+    account_stats_loaded: u64,
+    active_accounts: u64,
+    blacklisted: Vec<i64>,
+}
+
+#[derive(ToSchema)]
+pub struct ClearAnswer {
+    site_name: Option<String>,
+    deleted_keys: u64,
+}
+
+#[derive(ToSchema)]
+pub struct ResourceUsageAnswer {
+    slots_mode: String,
+    #[schema(value_type = Object)]
+    active_acquisitions: Value,
+    active_locks: u64,
+    #[schema(value_type = Object)]
+    queue: Value,
+    #[schema(value_type = Object)]
+    limits: Value,
+    recovered_deadlocks: u64,
+    #[schema(value_type = Option<Object>)]
+    shared_slots: Option<Value>,
+    #[schema(value_type = Object)]
+    process: Value,
+    #[schema(value_type = Object)]
+    database_pool: Value,
+}
+
+#[derive(ToSchema)]
+pub struct CleanupAnswer {
+    expired_leases_freed: u64,
+    expired_waiters_dropped: u64,
+    idle_locks_dropped: u64,
+    #[schema(value_type = Option<Object>)]
+    shared_slots: Option<Value>,
+}
+
+#[derive(ToSchema)]
+pub struct Recommendation {
+    #[schema(rename = "type")]
+    kind: String,
+    current: u32,
+    recommended: u32,
+    reason: String,
+}
+
+#[derive(ToSchema)]
+pub struct OptimizeAnswer {
+    #[schema(value_type = Object)]
+    current_limits: Value,
+    #[schema(value_type = Object)]
+    recommended_limits: Value,
+    recommendations: Vec<Recommendation>,
+    optimization_applied: bool,
+    #[schema(value_type = Object)]
+    analysis: Value,
+}
+
+#[derive(ToSchema)]
+pub struct HistoryItem {
+    id: i64,
+    acquisition_id: String,
+    site_name: String,
+    account: Option<String>,
+    credential_id: Option<i64>,
+    status: String,
+    trigger_reason: String,
+    attempt_count: i32,
+    total_duration: f64,
+    login_duration: Option<f64>,
+    captcha_attempts: i32,
+    network_retries: i32,
+    error_message: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    error_details: Option<Value>,
+    #[schema(value_type = String, format = DateTime)]
+    created_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    started_at: String,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    finished_at: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub struct HistoryPage {
+    items: Vec<HistoryItem>,
+    /// Pass as `before_id` for the next page; null on the last.
+    next_before_id: Option<i64>,
+}
+
+#[derive(ToSchema)]
+pub struct HistoryCleanupAnswer {
+    days: u32,
+    deleted: u64,
+}

@@ -1,0 +1,149 @@
+//! Start-up checks: what would otherwise fail later, found before the first caller does.
+//!
+//! - [`load_key`]: the secret key, refusing to create a new key file beside a database that
+//!   already holds secrets sealed under another key (they could never be opened again).
+//! - [`key_opens_stored_secret`]: tries to open one stored password with the key.
+//! - [`command_programs`]: each `command` driver's program exists and may be run.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use diesel::prelude::*;
+
+use crate::config::{Config, DriverKind};
+use crate::crypto::{SealContext, SecretKey};
+use crate::db::schema::{account_credentials, tokens};
+use crate::db::{DbConnection, Pool};
+use crate::error::{Error, Result};
+
+/// The phrase operators (and tests) look for when the key is wrong.
+pub const KEY_MISMATCH: &str = "the secret key does not match the stored accounts";
+
+/// Loads the secret key for commands that use `pool` (already migrated). A missing key file
+/// is created only when the database holds no secrets yet.
+pub fn load_key(config: &Config, pool: &Pool) -> Result<SecretKey> {
+    let security = &config.security;
+    if security.secret_key.is_none() && !security.key_file.exists() {
+        let mut conn = pool.get()?;
+        if holds_secrets(&mut conn)? {
+            return Err(Error::config(
+                "security.key_file",
+                format!(
+                    "{} does not exist, but the database {} already holds encrypted accounts or \
+                     tokens: a new key could not open them. Restore the key file, set \
+                     TOKEND_SECRET_KEY, or point database.url at another database",
+                    security.key_file.display(),
+                    pool.display_url()
+                ),
+            ));
+        }
+    }
+    SecretKey::load(security)
+}
+
+fn holds_secrets(conn: &mut DbConnection) -> Result<bool> {
+    let accounts: i64 = account_credentials::table.count().get_result(conn)?;
+    let stored: i64 = tokens::table.count().get_result(conn)?;
+    Ok(accounts + stored > 0)
+}
+
+/// Opens the password of one stored account: `Err` with [`KEY_MISMATCH`] when the key cannot.
+/// No account stored: nothing to check.
+pub fn key_opens_stored_secret(conn: &mut DbConnection, key: &SecretKey) -> Result<()> {
+    let first: Option<(String, String, String)> = account_credentials::table
+        .select((
+            account_credentials::site_name,
+            account_credentials::account,
+            account_credentials::password_encrypted,
+        ))
+        .order(account_credentials::id)
+        .first(conn)
+        .optional()?;
+    let Some((site, account, sealed)) = first else {
+        return Ok(());
+    };
+    key.open(
+        &sealed,
+        SealContext::Password {
+            site: &site,
+            account: &account,
+        },
+    )
+    .map(drop)
+    .map_err(|_| {
+        Error::Crypto(format!(
+            "{KEY_MISMATCH} (the password of `{account}` of site `{site}` does not open): use \
+             the TOKEND_SECRET_KEY or key file the accounts were added with"
+        ))
+    })
+}
+
+/// Every `command` driver's program exists and is executable; the error names
+/// `sites[i].command`.
+pub fn command_programs(config: &Config) -> Result<()> {
+    for (index, site) in config.sites.iter().enumerate() {
+        if site.driver != DriverKind::Command {
+            continue;
+        }
+        let Some(program) = site.command.first() else {
+            continue;
+        };
+        if let Err(reason) = runnable(program) {
+            return Err(Error::config(
+                format!("sites[{index}].command"),
+                format!("`{program}` {reason}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `program` (a path, or a name looked up in `PATH`) can be run.
+fn runnable(program: &str) -> std::result::Result<PathBuf, String> {
+    let candidates: Vec<PathBuf> = if program.contains('/') {
+        vec![PathBuf::from(program)]
+    } else {
+        std::env::var_os("PATH")
+            .map(|path| {
+                std::env::split_paths(&path)
+                    .map(|dir| dir.join(program))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut found_but_not_executable = None;
+    for candidate in candidates {
+        match std::fs::metadata(&candidate) {
+            Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {
+                return Ok(candidate)
+            }
+            Ok(_) => found_but_not_executable = Some(candidate),
+            Err(_) => {}
+        }
+    }
+    Err(match found_but_not_executable {
+        Some(path) => format!("({}) is not an executable file", path.display()),
+        None if program.contains('/') => "does not exist".to_string(),
+        None => "is not found in PATH".to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_are_found_or_named() {
+        assert!(runnable("sh").is_ok());
+        assert!(runnable("/bin/sh").is_ok());
+        assert!(runnable("/nonexistent/login")
+            .unwrap_err()
+            .contains("does not exist"));
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("login");
+        std::fs::write(&plain, "#!/bin/sh\n").unwrap();
+        assert!(runnable(plain.to_str().unwrap())
+            .unwrap_err()
+            .contains("not an executable"));
+    }
+}

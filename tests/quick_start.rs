@@ -1,0 +1,177 @@
+//! The first minutes of a new operator: `token get` right after `serve &` waits for the daemon
+//! to listen (`--wait`), and the README's quick start works when pasted into a shell.
+
+mod common;
+#[path = "common/portal.rs"]
+mod portal;
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use common::write_config;
+use portal::Portal;
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn token_get_right_after_serve_waits_for_the_daemon() {
+    let portal = Portal::start();
+    portal.state.accept("alice", "pw-alice");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n\
+             [[sites]]\nname = \"court_zxfw\"\ndriver = \"http\"\nlogin_url = \"{}\"\n",
+            portal.login_url()
+        ),
+    );
+    common::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
+
+    let mut serve = common::tokend(dir.path())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // At once, as `tokend serve … & tokend token get …` does.
+    let got = common::tokend(dir.path())
+        .args(["token", "get", "court_zxfw", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert!(
+        got.status.success(),
+        "token get failed: {}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert!(String::from_utf8_lossy(&got.stdout).starts_with("tok-alice-"));
+}
+
+#[test]
+fn without_waiting_an_absent_daemon_fails_at_once_with_one_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let url = format!("127.0.0.1:{}", free_port());
+    let out = common::tokend(dir.path())
+        .args(["token", "get", "court_zxfw", "--wait", "0", "--url", &url])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert!(err.contains("cannot reach tokend"), "{err}");
+    assert!(!err.contains("builder error"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+
+    // With a wait, it tries for about that long.
+    let started = std::time::Instant::now();
+    let out = common::tokend(dir.path())
+        .args(["optimize", "--health-check", "--wait", "1", "--url", &url])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+}
+
+/// The fenced block after `<!-- quick-start -->` in the README.
+fn quick_start_block() -> String {
+    let readme = include_str!("../README.md");
+    let after = readme
+        .split("<!-- quick-start -->")
+        .nth(1)
+        .expect("the README marks its quick start with <!-- quick-start -->");
+    let body = after
+        .split_once("```sh\n")
+        .expect("a ```sh block follows the marker")
+        .1;
+    body.split_once("\n```")
+        .expect("the block is closed")
+        .0
+        .to_string()
+}
+
+#[test]
+fn the_readme_quick_start_works_when_pasted() {
+    let portal = Portal::start();
+    portal.state.accept("alice", "my-portal-password");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let block = quick_start_block();
+    assert!(
+        block.contains("https://zxfw.example.com/api/login"),
+        "{block}"
+    );
+    let script: String = block
+        .lines()
+        .filter(|line| !line.starts_with("cargo build"))
+        .map(|line| {
+            line.replace("./target/debug/tokend", common::BIN)
+                .replace("https://zxfw.example.com/api/login", &portal.login_url())
+                .replace("127.0.0.1:8000", &format!("127.0.0.1:{port}"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut child = Command::new("bash");
+    for var in [
+        "DATABASE_URL",
+        "REDIS_URL",
+        "REDIS_HOST",
+        "TOKEND_CONFIG",
+        "TOKEND_ADMIN_TOKEN",
+        "TOKEND_SECRET_KEY",
+    ] {
+        child.env_remove(var);
+    }
+    // Output to files, not pipes: a `serve &` left running by a failed script would hold a
+    // pipe open and the test would wait for ever.
+    let out_path = dir.path().join("quick-start.out");
+    let err_path = dir.path().join("quick-start.err");
+    let mut child = child
+        .args(["-e", "-c", &script])
+        .current_dir(dir.path())
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let pgid = child.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    // Whatever happened, nothing the script started outlives the test.
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .stderr(Stdio::null())
+        .status();
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    let out_ok = status.is_some_and(|s| s.success());
+    assert!(
+        out_ok,
+        "the quick start failed:\n{script}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    assert!(stdout.contains("tok-alice-"), "no token printed: {stdout}");
+    assert!(
+        stdout.contains("\"success\":true"),
+        "curl got no token: {stdout}"
+    );
+}
