@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::openapi::{Envelope, ErrorBody};
+use super::openapi::ErrorBody;
 use super::{ok, AppState};
 use crate::error::Error;
 
@@ -24,7 +24,7 @@ pub struct AccountsQuery {
     tag = "accounts",
     params(AccountsQuery),
     responses(
-        (status = 200, description = "{accounts: [AccountView]}", body = Envelope),
+        (status = 200, description = "{accounts: [AccountView]}", body = super::schemas::Answer<super::schemas::AccountsAnswer>),
         (status = 400, body = ErrorBody),
         (status = 404, description = "Unknown site", body = ErrorBody)
     )
@@ -54,7 +54,7 @@ pub struct UnblockRequest {
     tag = "accounts",
     request_body = UnblockRequest,
     responses(
-        (status = 200, description = "{site_name, account, was_blocked}", body = Envelope),
+        (status = 200, description = "{site_name, account, was_blocked}", body = super::schemas::Answer<super::schemas::UnblockAnswer>),
         (status = 400, body = ErrorBody),
         (status = 404, description = "Unknown site or account", body = ErrorBody)
     )
@@ -82,7 +82,7 @@ pub async fn unblock(
     tag = "accounts",
     params(("site" = String, Path, description = "The site name")),
     responses(
-        (status = 200, description = "{site_name, circuit: {state, failures, retry_at}}", body = Envelope),
+        (status = 200, description = "{site_name, circuit: {state, failures, retry_at}}", body = super::schemas::Answer<super::schemas::CircuitAnswer>),
         (status = 400, body = ErrorBody),
         (status = 404, description = "Unknown site", body = ErrorBody)
     )

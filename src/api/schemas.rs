@@ -116,6 +116,19 @@ pub struct Counters {
     credential_error_count: u64,
     concurrent_acquisitions: u64,
     timeout_rate: f64,
+    /// Requests refused before any login ran (SPEC §11).
+    rejected_acquisitions: u64,
+    rejections: Rejections,
+}
+
+/// Refused requests by reason.
+#[derive(ToSchema)]
+pub struct Rejections {
+    no_available_account: u64,
+    site_unavailable: u64,
+    queue_full: u64,
+    queue_timeout: u64,
+    login_budget_exhausted: u64,
 }
 
 #[derive(ToSchema)]
@@ -143,6 +156,8 @@ pub struct LiveMetrics {
     credential_error_count: u64,
     concurrent_acquisitions: u64,
     timeout_rate: f64,
+    rejected_acquisitions: u64,
+    rejections: Rejections,
     /// Percent.
     cache_hit_rate: f64,
     duration_percentiles: Percentiles,
@@ -217,6 +232,8 @@ pub struct ClearAnswer {
 
 #[derive(ToSchema)]
 pub struct ResourceUsageAnswer {
+    /// Per site: health, circuit, effective slot limit, login budget.
+    sites: BTreeMap<String, crate::broker::SiteReport>,
     slots_mode: String,
     #[schema(value_type = Object)]
     active_acquisitions: Value,
@@ -300,4 +317,26 @@ pub struct HistoryPage {
 pub struct HistoryCleanupAnswer {
     days: u32,
     deleted: u64,
+}
+
+/// `GET /accounts`.
+#[derive(ToSchema)]
+pub struct AccountsAnswer {
+    accounts: Vec<crate::accounts::AccountView>,
+}
+
+/// `POST /accounts/unblock`.
+#[derive(ToSchema)]
+pub struct UnblockAnswer {
+    site_name: String,
+    account: String,
+    /// Whether a blacklist or cooldown was lifted.
+    was_blocked: bool,
+}
+
+/// `POST /sites/{site}/circuit/close`.
+#[derive(ToSchema)]
+pub struct CircuitAnswer {
+    site_name: String,
+    circuit: crate::circuit::CircuitView,
 }
