@@ -42,6 +42,7 @@ pub mod selection;
 pub mod server;
 pub mod slots;
 pub mod spool;
+pub mod timeline;
 
 pub use config::Config;
 pub use error::{Error, Result};
