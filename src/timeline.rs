@@ -229,7 +229,10 @@ mod tests {
         assert_eq!(points.len(), MINUTES);
         let (first, last) = (&points[MINUTES - 2], &points[MINUTES - 1]);
         assert_eq!(first.start, Utc.timestamp_opt(1_800_000_000, 0).unwrap());
-        assert_eq!((first.acquisitions, first.successes, first.failures), (6, 5, 1));
+        assert_eq!(
+            (first.acquisitions, first.successes, first.failures),
+            (6, 5, 1)
+        );
         assert_eq!(first.logins, 5);
         let p50 = first.login_p50.unwrap();
         assert!((3.0..=3.0 * BIN_GROWTH).contains(&p50), "p50 {p50}");

@@ -13,6 +13,7 @@
   let refreshTimer = null;
   let paused = false;
   let refreshing = false;
+  let refreshAgain = false;
   let captchaCheckedAt = 0;
   let captchaAvailable = null;
   let captchaIds = '';
@@ -222,8 +223,12 @@
   }
 
   async function refresh() {
-    if (refreshing) return;
+    if (refreshing) {
+      refreshAgain = true; // an action's effect must show without waiting for the timer
+      return;
+    }
     refreshing = true;
+    refreshAgain = false;
     try {
       const [health, metrics, usage, timeline, alertLog, accounts, history] = await Promise.all([
         api('GET', API + '/performance/health').then((a) => a.body && a.body.data),
@@ -254,6 +259,7 @@
       else $('refreshed').textContent = '刷新失败 Refresh failed: ' + e.message;
     } finally {
       refreshing = false;
+      if (refreshAgain && !$('app').hidden) refresh();
     }
   }
 
@@ -357,7 +363,7 @@
         const x = PAD_L + (i + 0.5) * slot, y = H - PAD_B - value * dscale;
         path += (pen ? ' L' : ' M') + x.toFixed(1) + ' ' + y.toFixed(1);
         pen = true;
-        const dot = svg('circle', { cx: x, cy: y, r: 2.5, class: 'dot-' + cls });
+        const dot = svg('circle', { cx: x, cy: y, r: cls === 'p50' ? 4 : 3, class: 'dot-' + cls });
         const title = svg('title');
         title.textContent = clock(new Date(p.start)) + ' ' + cls + ': ' + value.toFixed(2) + 's';
         dot.append(title);
@@ -462,7 +468,8 @@
         el('span', null, pill(account.state), reason),
         account.until && blocked ? countdown(account.until, '—') : '—',
         el('span', { className: 'num' }, account.login_success_count + ' / ' + account.login_failure_count),
-        when(account.last_login_success_at || account.last_login_attempt_at),
+        account.last_login_success_at ? when(account.last_login_success_at)
+          : account.last_login_attempt_at ? el('span', { className: 'muted' }, when(account.last_login_attempt_at), ' (尝试 attempt)') : '—',
         token && token.expires_at ? el('span', null, countdown(token.expires_at, 'expired'),
           token.fresh ? '' : el('span', { className: 'muted' }, ' (将刷新 due for refresh)')) : el('span', { className: 'muted' }, '无 none'),
         token && token.source ? el('span', null, pill(token.source), token.trigger_reason ? ' ' + token.trigger_reason : '') : '—',
@@ -550,7 +557,7 @@
     $('reset-yes').addEventListener('click', () => {
       $('reset-confirm').hidden = true;
       act($('reset-yes'), '重置指标 Reset metrics', 'POST', API + '/performance/metrics/reset', undefined,
-        (d) => 'zeroed; before: ' + (d.total_acquisitions !== undefined ? d.total_acquisitions : '?') + ' acquisitions');
+        (d) => '已清零 zeroed; before: ' + (d.previous ? d.previous.total_acquisitions : '?') + ' acquisitions');
     });
     setInterval(tick, 1000);
     // Without a stored token, see whether the API wants one; with one, use it.

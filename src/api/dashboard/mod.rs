@@ -98,6 +98,9 @@ mod tests {
             }
         }
         assert!(!INDEX_HTML.contains("<script>"), "no inline script");
-        assert!(!DASHBOARD_JS.contains("innerHTML"), "no HTML built from data");
+        assert!(
+            !DASHBOARD_JS.contains("innerHTML"),
+            "no HTML built from data"
+        );
     }
 }

@@ -1,0 +1,357 @@
+//! The dashboard (SPEC §14) in a real browser: tokend with two sites and accounts in several
+//! states, the page opened in headless Chromium, its DOM checked after its scripts ran, an
+//! unblock clicked, a screenshot kept, and every request the page made checked to have stayed
+//! on 127.0.0.1. With an admin token set, the page without it shows only the token prompt.
+//!
+//! Needs Chromium (Debian package `chromium`): skipped without it, failed in CI.
+
+#[path = "common/browser.rs"]
+mod browser;
+mod common;
+#[path = "common/harness.rs"]
+mod harness;
+#[path = "common/portal.rs"]
+mod portal;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use browser::{find_chromium, Browser};
+use harness::Harness;
+use portal::Portal;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn chromium() -> Option<PathBuf> {
+    let found = find_chromium();
+    if common::require("Chromium", found.is_some()) {
+        found
+    } else {
+        None
+    }
+}
+
+/// Runs blocking browser work off the actix thread, which runs tokend's actors.
+async fn in_browser<T: Send + 'static>(
+    browser: Browser,
+    work: impl FnOnce(&mut Browser) -> T + Send + 'static,
+) -> (Browser, T) {
+    actix_web::rt::task::spawn_blocking(move || {
+        let mut browser = browser;
+        let out = work(&mut browser);
+        (browser, out)
+    })
+    .await
+    .unwrap()
+}
+
+/// Every request the page made went to the daemon on 127.0.0.1 (or was the page's own blank
+/// start).
+fn assert_stayed_local(browser: &Browser, origin: &str) {
+    let urls = browser.requested_urls();
+    assert!(
+        urls.iter().any(|u| u.starts_with(origin)),
+        "no request seen: {urls:?}"
+    );
+    for url in &urls {
+        assert!(
+            url.starts_with(origin) || url == "about:blank",
+            "the page requested {url}, outside {origin}"
+        );
+    }
+}
+
+fn screenshot_path(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    dir.join(name)
+}
+
+/// A row of the accounts table as the page shows it: `(site, account) -> state`.
+const ROWS: &str = "JSON.stringify([...document.querySelectorAll('section.site')].flatMap(s => \
+     [...s.querySelectorAll('tr[data-account]')].map(r => [s.dataset.site, r.dataset.account, \
+     r.dataset.state, r.innerText])))";
+
+#[actix_rt::test]
+async fn the_dashboard_shows_sites_accounts_and_charts_and_unblocks_an_account() {
+    let Some(chromium) = chromium() else { return };
+    let portal = Portal::start();
+    let second_site = format!(
+        "[[sites]]\nname = \"court_baoquan\"\ndriver = \"http\"\nlogin_url = \"{}\"\n",
+        portal.login_url()
+    );
+    let prefix = format!("tokend-dash-{}", common::unique());
+    let retry = "[retry]\nnetwork_retry_delay_base = 0.05\ncaptcha_retry_delay = 0.05\nlogin_timeout = 10\n";
+    let h = Harness::start_shared(None, &prefix, Some(portal), retry, &second_site).await;
+    let alice = h.add_account("alice", "pw-a", true);
+    let mallory = h.add_account("mallory", "pw-m", false);
+    let carol = h.add_account_on("court_baoquan", "carol", "pw-c", false);
+    h.add_account_on("court_baoquan", "dave", "pw-d", false);
+    tokend::accounts::set_active(&h.tokend.state.pool, "court_baoquan", "dave", false).unwrap();
+
+    // Tokens for alice and carol (a login, then a cache hit); mallory's password is refused.
+    for (site, id) in [
+        ("court_zxfw", alice),
+        ("court_zxfw", alice),
+        ("court_baoquan", carol),
+    ] {
+        let (status, body) = h
+            .acquire(json!({"site_name": site, "credential_id": id}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    h.portal.state.accept("mallory", "other");
+    let (status, body) = h
+        .acquire(json!({"site_name": "court_zxfw", "credential_id": mallory}))
+        .await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(h.account_state("mallory").await["state"], "blacklisted");
+    h.history().await; // written, so the page's history table has rows
+
+    // The page's files carry the security headers; the data needs the API.
+    let origin = format!("http://{}", h.tokend.addr);
+    let page = h.client.get(format!("{origin}/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let headers = page.headers();
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    let (status, openapi) = h.api_get("/api/v1/automation/openapi.json").await;
+    assert_eq!(status, 200);
+    for path in [
+        "/api/v1/automation/performance/timeline",
+        "/api/v1/automation/tokens/status",
+        "/api/v1/automation/performance/alerts/history",
+    ] {
+        assert!(
+            openapi["paths"].get(path).is_some(),
+            "{path} not documented"
+        );
+    }
+
+    let url = format!("{origin}/");
+    let browser = Browser::launch(&chromium);
+    let (browser, (rows, charts)) = in_browser(browser, move |b| {
+        b.navigate(&url);
+        b.wait_for(
+            "the accounts of both sites",
+            "document.body.dataset.loaded === 'true' && \
+             document.querySelectorAll('tr[data-account]').length === 4",
+            WAIT,
+        );
+        let rows: Value = serde_json::from_str(b.eval(ROWS).as_str().unwrap()).unwrap();
+        let charts = b.eval(
+            "[document.querySelector('#chart-acquisitions svg').dataset.bars, \
+              document.querySelector('#chart-durations svg').dataset.marks, \
+              document.querySelectorAll('#chart-acquisitions rect').length]",
+        );
+        (rows, charts)
+    })
+    .await;
+
+    // Both sites, every account with its state; tokens shown by expiry and source only.
+    let row = |site: &str, account: &str| -> Value {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r[0] == site && r[1] == account)
+            .unwrap_or_else(|| panic!("no row for {site}/{account}: {rows}"))
+            .clone()
+    };
+    assert_eq!(row("court_zxfw", "alice")[2], "active");
+    assert_eq!(row("court_zxfw", "mallory")[2], "blacklisted");
+    assert!(row("court_zxfw", "mallory")[3]
+        .as_str()
+        .unwrap()
+        .contains("credential_error"));
+    assert_eq!(row("court_baoquan", "carol")[2], "active");
+    assert_eq!(row("court_baoquan", "dave")[2], "inactive");
+    let alice_text = row("court_zxfw", "alice")[3].as_str().unwrap().to_string();
+    assert!(
+        alice_text.contains("cache") && (alice_text.contains("59m") || alice_text.contains("58m")),
+        "alice's token: expiry countdown and source expected: {alice_text}"
+    );
+    assert!(
+        !rows.to_string().contains("tok-"),
+        "a token reached the page: {rows}"
+    );
+    // The acquisitions chart has bars (two logins, a hit, a failure); the login chart points.
+    assert!(
+        charts[0].as_str().unwrap().parse::<u32>().unwrap() >= 3,
+        "{charts}"
+    );
+    assert!(
+        charts[1].as_str().unwrap().parse::<u32>().unwrap() >= 2,
+        "{charts}"
+    );
+
+    // Unblock mallory from the page: the row turns active, and the daemon agrees.
+    let (mut browser, result) = in_browser(browser, |b| {
+        b.eval(
+            "document.querySelector('tr[data-account=\"mallory\"] button[data-action=\"unblock\"]').click(); true",
+        );
+        b.wait_for(
+            "mallory shown active after the unblock",
+            "document.querySelector('tr[data-account=\"mallory\"]').dataset.state === 'active'",
+            WAIT,
+        );
+        b.eval("document.getElementById('result').innerText")
+    })
+    .await;
+    assert!(
+        result.as_str().unwrap().contains("unblocked"),
+        "the action's result is shown: {result}"
+    );
+    assert_eq!(h.account_state("mallory").await["state"], "active");
+
+    // Page texts the history filter narrows to one account.
+    let (b, filtered) = in_browser(browser, |b| {
+        b.eval(
+            "document.getElementById('filter-account').value = 'mallory'; \
+             document.querySelector('#history-filter button').click(); true",
+        );
+        b.wait_for(
+            "the history filtered to mallory",
+            "(() => { const rows = [...document.querySelectorAll('#history-table tbody tr')]; \
+              return rows.length > 0 && rows.every(r => r.innerText.includes('mallory')) \
+                && rows.map(r => r.innerText).join('|'); })()",
+            WAIT,
+        )
+    })
+    .await;
+    browser = b;
+    assert!(
+        filtered.as_str().unwrap().contains("credential_error"),
+        "{filtered}"
+    );
+
+    let shot = screenshot_path("dashboard.png");
+    let (browser, ()) = {
+        let shot = shot.clone();
+        in_browser(browser, move |b| b.screenshot(&shot)).await
+    };
+    println!("dashboard screenshot: {}", shot.display());
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+
+    assert_stayed_local(&browser, &origin);
+    assert_eq!(browser.page_errors(), Vec::<String>::new());
+}
+
+/// tokend with `admin_token` set and one site, outside the harness (which has none).
+async fn start_with_admin_token(
+    dir: &std::path::Path,
+    token: &str,
+) -> tokend::server::RunningServer {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{token}\"\n\
+         [database]\nurl = \"sqlite://{db}\"\n[security]\nkey_file = \"{key}\"\n\
+         [[sites]]\nname = \"court_zxfw\"\ndriver = \"http\"\nlogin_url = \"http://127.0.0.1:9/login\"\n",
+        db = dir.join("tokend.db").display(),
+        key = dir.join("tokend.key").display(),
+    );
+    let config =
+        tokend::Config::from_sources(Some(&text), &|_: &str| -> Option<String> { None }).unwrap();
+    tokend::server::start(Arc::new(config)).await.unwrap()
+}
+
+#[actix_rt::test]
+async fn with_an_admin_token_the_page_shows_only_the_prompt_until_given_it() {
+    let Some(chromium) = chromium() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let token = "dashboard-admin-secret";
+    let tokend = start_with_admin_token(dir.path(), token).await;
+    let origin = format!("http://{}", tokend.addr);
+
+    // The shell is public; the data is not.
+    let client = reqwest::Client::new();
+    assert_eq!(
+        client
+            .get(format!("{origin}/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let api = client
+        .get(format!("{origin}/api/v1/automation/accounts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 401);
+
+    let url = format!("{origin}/");
+    let browser = Browser::launch(&chromium);
+    let (browser, shown) = in_browser(browser, move |b| {
+        b.navigate(&url);
+        b.wait_for(
+            "the token prompt",
+            "!document.getElementById('login').hidden",
+            WAIT,
+        );
+        b.eval(
+            "({app: document.getElementById('app').hidden, \
+              sites: document.querySelectorAll('section.site').length, \
+              stats: document.getElementById('stats').children.length, \
+              logout: document.getElementById('logout').hidden, \
+              visible: [...document.body.children].filter(e => e.getClientRects().length > 0) \
+                  .map(e => e.id || e.tagName), \
+              text: document.body.innerText})",
+        )
+    })
+    .await;
+    assert_eq!(shown["app"], true, "{shown}");
+    assert_eq!(shown["sites"], 0, "{shown}");
+    assert_eq!(shown["stats"], 0, "{shown}");
+    assert_eq!(shown["visible"], json!(["HEADER", "login"]), "{shown}");
+    let text = shown["text"].as_str().unwrap();
+    assert!(text.contains("Admin token"), "{text}");
+    assert!(
+        !text.contains("court_zxfw"),
+        "data shown before sign-in: {text}"
+    );
+
+    // A wrong token is refused on the spot; the right one opens the dashboard and stays in
+    // this tab's session storage.
+    let (browser, (refused, stored)) = in_browser(browser, move |b| {
+        b.eval(
+            "document.getElementById('login-token').value = 'wrong'; \
+             document.querySelector('#login-form button').click(); true",
+        );
+        let refused = b.wait_for(
+            "the refusal",
+            "!document.getElementById('login-error').hidden && \
+             document.getElementById('login-error').innerText",
+            WAIT,
+        );
+        b.eval(&format!(
+            "document.getElementById('login-token').value = '{token}'; \
+             document.querySelector('#login-form button').click(); true"
+        ));
+        b.wait_for(
+            "the dashboard after sign-in",
+            "document.body.dataset.loaded === 'true' && \
+             document.querySelector('section.site[data-site=\"court_zxfw\"]') !== null",
+            WAIT,
+        );
+        (
+            refused,
+            b.eval("sessionStorage.getItem('tokend.admin_token')"),
+        )
+    })
+    .await;
+    assert!(
+        refused.as_str().unwrap().contains("Invalid token"),
+        "{refused}"
+    );
+    assert_eq!(stored, token);
+    assert_stayed_local(&browser, &origin);
+    assert_eq!(browser.page_errors(), Vec::<String>::new());
+    drop(tokend.handle.stop(false));
+}
