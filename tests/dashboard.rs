@@ -355,3 +355,91 @@ async fn with_an_admin_token_the_page_shows_only_the_prompt_until_given_it() {
     assert_eq!(browser.page_errors(), Vec::<String>::new());
     drop(tokend.handle.stop(false));
 }
+
+/// The series the page draws, without a browser: the minute's counts, each account's token
+/// without the token, and an alert's firing and resolution in the day's log.
+#[actix_rt::test]
+async fn timeline_token_status_and_alert_history_answer_what_happened() {
+    let h = Harness::start(None, "[alerts]\nevaluate_interval = 0.2\n").await;
+    let alice = h.add_account("alice", "pw-a", false);
+    for _ in 0..2 {
+        let (status, body) = h
+            .acquire(json!({"site_name": "court_zxfw", "credential_id": alice}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    let (status, body) = h.api_get("/api/v1/automation/performance/timeline").await;
+    assert_eq!(status, 200, "{body}");
+    let points = body["data"]["points"].as_array().unwrap();
+    assert_eq!(points.len(), 60);
+    let successes: u32 = points
+        .iter()
+        .map(|p| p["successes"].as_u64().unwrap() as u32)
+        .sum();
+    let hits: u64 = points
+        .iter()
+        .map(|p| p["cache_hits"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        (successes, hits),
+        (1, 1),
+        "one login, one cache hit: {body}"
+    );
+    let login = points.iter().find(|p| p["logins"] == 1).unwrap();
+    assert!(login["login_p95"].as_f64().unwrap() > 0.0, "{login}");
+
+    let (status, body) = h
+        .api_get("/api/v1/automation/tokens/status?site_name=court_zxfw")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let token = &body["data"]["tokens"][0];
+    assert_eq!(token["account"], "alice");
+    assert_eq!(token["source"], "cache");
+    assert_eq!(token["fresh"], true);
+    assert!(token["seconds_left"].as_f64().unwrap() > 3500.0, "{token}");
+    assert!(!body.to_string().contains("tok-"), "token material: {body}");
+    let (status, _) = h
+        .api_get("/api/v1/automation/tokens/status?site_name=nowhere")
+        .await;
+    assert_eq!(status, 404);
+
+    // Alice's password is refused: the site has no usable account, an alert fires; the
+    // unblock resolves it. Both transitions are in the log, newest first.
+    h.portal.state.accept("alice", "other");
+    h.tokend
+        .state
+        .broker
+        .invalidate("court_zxfw", "alice")
+        .await
+        .unwrap();
+    let (status, _) = h
+        .acquire(json!({"site_name": "court_zxfw", "credential_id": alice}))
+        .await;
+    assert_eq!(status, 502);
+    let transitions = |wanted: &'static str| {
+        let h = &h;
+        move || async move {
+            let (_, body) = h
+                .api_get("/api/v1/automation/performance/alerts/history")
+                .await;
+            let list = body["data"]["transitions"].as_array()?.clone();
+            let first = list.first()?;
+            (first["type"] == "no_available_account" && first["transition"] == wanted)
+                .then_some(list)
+        }
+    };
+    let fired = common::eventually("the alert firing", WAIT, transitions("firing")).await;
+    assert_eq!(fired[0]["severity"], "high", "{fired:?}");
+    h.portal.state.accept("alice", "pw-a");
+    let (status, _, _) = h
+        .api_call(
+            reqwest::Method::POST,
+            "/api/v1/automation/accounts/unblock",
+            Some(json!({"site_name": "court_zxfw", "account": "alice"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let resolved = common::eventually("the alert resolved", WAIT, transitions("resolved")).await;
+    assert_eq!(resolved[1]["transition"], "firing", "{resolved:?}");
+}
