@@ -136,7 +136,9 @@ async fn the_dashboard_shows_sites_accounts_and_charts_and_unblocks_an_account()
     }
 
     let url = format!("{origin}/");
+    let shot = screenshot_path("dashboard.png");
     let browser = Browser::launch(&chromium);
+    let shot_path = shot.clone();
     let (browser, (rows, charts)) = in_browser(browser, move |b| {
         b.navigate(&url);
         b.wait_for(
@@ -151,9 +153,12 @@ async fn the_dashboard_shows_sites_accounts_and_charts_and_unblocks_an_account()
               document.querySelector('#chart-durations svg').dataset.marks, \
               document.querySelectorAll('#chart-acquisitions rect').length]",
         );
+        b.screenshot(&shot_path);
         (rows, charts)
     })
     .await;
+    println!("dashboard screenshot: {}", shot.display());
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
 
     // Both sites, every account with its state; tokens shown by expiry and source only.
     let row = |site: &str, account: &str| -> Value {
@@ -192,7 +197,7 @@ async fn the_dashboard_shows_sites_accounts_and_charts_and_unblocks_an_account()
     );
 
     // Unblock mallory from the page: the row turns active, and the daemon agrees.
-    let (mut browser, result) = in_browser(browser, |b| {
+    let (browser, result) = in_browser(browser, |b| {
         b.eval(
             "document.querySelector('tr[data-account=\"mallory\"] button[data-action=\"unblock\"]').click(); true",
         );
@@ -210,8 +215,8 @@ async fn the_dashboard_shows_sites_accounts_and_charts_and_unblocks_an_account()
     );
     assert_eq!(h.account_state("mallory").await["state"], "active");
 
-    // Page texts the history filter narrows to one account.
-    let (b, filtered) = in_browser(browser, |b| {
+    // The history filter narrows the table to one account.
+    let (browser, filtered) = in_browser(browser, |b| {
         b.eval(
             "document.getElementById('filter-account').value = 'mallory'; \
              document.querySelector('#history-filter button').click(); true",
@@ -225,19 +230,10 @@ async fn the_dashboard_shows_sites_accounts_and_charts_and_unblocks_an_account()
         )
     })
     .await;
-    browser = b;
     assert!(
         filtered.as_str().unwrap().contains("credential_error"),
         "{filtered}"
     );
-
-    let shot = screenshot_path("dashboard.png");
-    let (browser, ()) = {
-        let shot = shot.clone();
-        in_browser(browser, move |b| b.screenshot(&shot)).await
-    };
-    println!("dashboard screenshot: {}", shot.display());
-    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
 
     assert_stayed_local(&browser, &origin);
     assert_eq!(browser.page_errors(), Vec::<String>::new());

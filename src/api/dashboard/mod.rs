@@ -30,8 +30,7 @@ const PUBLIC_PATHS: [&str; 3] = ["/", "/dashboard.js", "/dashboard.css"];
 
 /// Whether a request may reach the page's files without a token.
 pub fn is_public(method: &actix_web::http::Method, path: &str) -> bool {
-    (method == actix_web::http::Method::GET || method == actix_web::http::Method::HEAD)
-        && PUBLIC_PATHS.contains(&path)
+    method == actix_web::http::Method::GET && PUBLIC_PATHS.contains(&path)
 }
 
 /// The page, its files, and the endpoints added for it.
