@@ -215,6 +215,38 @@ async fn the_dashboard_shows_sites_accounts_and_charts_and_unblocks_an_account()
     );
     assert_eq!(h.account_state("mallory").await["state"], "active");
 
+    // Invalidate alice's token from the page; reset the metrics, which asks first.
+    let (browser, (invalidated, asked, reset)) = in_browser(browser, |b| {
+        b.eval(
+            "document.querySelector('tr[data-account=\"alice\"] button[data-action=\"invalidate\"]').click(); true",
+        );
+        let invalidated = b.wait_for(
+            "alice without a token",
+            "(() => { const row = document.querySelector('tr[data-account=\"alice\"]'); \
+               return !row.querySelector('button[data-action=\"invalidate\"]') && row.innerText; })()",
+            WAIT,
+        );
+        b.eval("document.getElementById('reset-metrics').click(); true");
+        let asked = b.eval("!document.getElementById('reset-confirm').hidden");
+        b.eval("document.getElementById('reset-yes').click(); true");
+        let reset = b.wait_for(
+            "the reset's answer",
+            "document.getElementById('result').innerText.includes('zeroed') && \
+             document.getElementById('result').innerText",
+            WAIT,
+        );
+        (invalidated, asked, reset)
+    })
+    .await;
+    assert!(
+        invalidated.as_str().unwrap().contains("none"),
+        "{invalidated}"
+    );
+    assert_eq!(asked, true, "the reset asks for a confirmation first");
+    assert!(reset.as_str().unwrap().contains("before: 3"), "{reset}");
+    let (_, metrics) = h.api_get("/api/v1/automation/performance/metrics").await;
+    assert_eq!(metrics["data"]["total_acquisitions"], 0, "{metrics}");
+
     // The history filter narrows the table to one account.
     let (browser, filtered) = in_browser(browser, |b| {
         b.eval(

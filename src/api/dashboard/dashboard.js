@@ -230,29 +230,40 @@
     refreshing = true;
     refreshAgain = false;
     try {
+      // Each part on its own: with the database down, health and metrics still show.
+      const errors = [];
+      const soft = (promise, what) => promise.catch((e) => {
+        if (e instanceof Unauthorized) throw e;
+        errors.push(what + ' — ' + e.message);
+        return null;
+      });
       const [health, metrics, usage, timeline, alertLog, accounts, history] = await Promise.all([
-        api('GET', API + '/performance/health').then((a) => a.body && a.body.data),
-        data(API + '/performance/metrics'),
-        data(API + '/performance/resource-usage'),
-        data(API + '/performance/timeline'),
-        data(API + '/performance/alerts/history'),
-        data(API + '/accounts'),
-        data(historyPath()).catch((e) => ({ error: e.message })),
+        soft(api('GET', API + '/performance/health').then((a) => a.body && a.body.data), 'health'),
+        soft(data(API + '/performance/metrics'), 'metrics'),
+        soft(data(API + '/performance/resource-usage'), 'resource-usage'),
+        soft(data(API + '/performance/timeline'), 'timeline'),
+        soft(data(API + '/performance/alerts/history'), 'alerts'),
+        soft(data(API + '/accounts'), 'accounts'),
+        data(historyPath()).catch((e) => {
+          if (e instanceof Unauthorized) throw e;
+          return { error: e.message };
+        }),
       ]);
       const siteNames = Object.keys((health && health.components && health.components.sites) || {}).sort();
       const tokens = {};
       await Promise.all(siteNames.map(async (site) => {
-        tokens[site] = await data(API + '/tokens/status?site_name=' + encodeURIComponent(site))
-          .then((d) => d.tokens)
-          .catch(() => null);
+        tokens[site] = await soft(data(API + '/tokens/status?site_name=' + encodeURIComponent(site))
+          .then((d) => d.tokens), 'tokens of ' + site);
       }));
       renderOverview(health, metrics, usage);
-      renderCharts(timeline.points || []);
-      renderAlerts(health, alertLog.transitions || []);
-      renderSites(siteNames, health, metrics, accounts.accounts || [], tokens);
+      if (timeline) renderCharts(timeline.points || []);
+      renderAlerts(health, alertLog ? alertLog.transitions || [] : []);
+      if (health) renderSites(siteNames, health, metrics || {}, accounts ? accounts.accounts || [] : [], tokens);
       renderHistory(history);
       await loadCaptchas();
-      $('refreshed').textContent = '更新于 Updated ' + new Date().toLocaleTimeString(undefined, { hour12: false });
+      const updated = '更新于 Updated ' + new Date().toLocaleTimeString(undefined, { hour12: false });
+      $('refreshed').textContent = errors.length ? updated + ' · 部分数据不可用 Unavailable: ' + errors.join('; ') : updated;
+      $('refreshed').className = errors.length ? 'error' : 'muted';
       document.body.dataset.loaded = 'true';
     } catch (e) {
       if (e instanceof Unauthorized) askForToken('令牌已失效 The token was refused');
@@ -277,19 +288,29 @@
       overall.className = 'pill s-' + health.status;
       overall.textContent = '健康 Health: ' + health.status;
     }
-    const shared = usage.shared_slots && usage.shared_slots.state === 'connected' ? usage.shared_slots : null;
-    const inUse = shared ? shared.active_total : usage.active_acquisitions.total;
-    const queued = shared ? shared.queue_size : usage.queue.size;
-    const logins = metrics.login_duration_percentiles || {};
-    $('stats').replaceChildren(
-      stat('获取总数 Acquisitions', metrics.total_acquisitions, 'total'),
-      stat('成功率 Success rate', percent(metrics.success_rate), 'success_rate'),
-      stat('缓存命中率 Cache hit rate', percent(metrics.cache_hit_rate), 'cache_hit_rate'),
-      stat('占用槽位 Slots in use', inUse + ' / ' + usage.limits.global, 'slots'),
-      stat('排队 Queue', queued, 'queue'),
-      stat('拒绝 Rejected', metrics.rejected_acquisitions, 'rejected'),
-      stat('登录 p50 / p95 Login (s)', fixed(logins.p50, 1) + ' / ' + fixed(logins.p95, 1), 'login'),
-      stat('运行时间 Uptime', span(metrics.uptime_seconds || 0), 'uptime'));
+    const stats = [];
+    let tail = [];
+    if (metrics) {
+      const logins = metrics.login_duration_percentiles || {};
+      stats.push(
+        stat('获取总数 Acquisitions', metrics.total_acquisitions, 'total'),
+        stat('成功率 Success rate', percent(metrics.success_rate), 'success_rate'),
+        stat('缓存命中率 Cache hit rate', percent(metrics.cache_hit_rate), 'cache_hit_rate'));
+      tail = [
+        stat('拒绝 Rejected', metrics.rejected_acquisitions, 'rejected'),
+        stat('登录 p50 / p95 Login (s)', fixed(logins.p50, 1) + ' / ' + fixed(logins.p95, 1), 'login'),
+        stat('运行时间 Uptime', span(metrics.uptime_seconds || 0), 'uptime')];
+    }
+    if (usage) {
+      const shared = usage.shared_slots && usage.shared_slots.state === 'connected' ? usage.shared_slots : null;
+      const inUse = shared ? shared.active_total : usage.active_acquisitions.total;
+      const queued = shared ? shared.queue_size : usage.queue.size;
+      stats.push(
+        stat('占用槽位 Slots in use', inUse + ' / ' + usage.limits.global, 'slots'),
+        stat('排队 Queue', queued, 'queue'));
+    }
+    stats.push(...tail);
+    $('stats').replaceChildren(...stats);
   }
 
   // ---- charts (inline SVG) ----------------------------------------------------------------
