@@ -178,6 +178,18 @@ async fn the_dashboard_shows_sites_accounts_and_charts_and_unblocks_an_account()
     assert_eq!(row("court_baoquan", "carol")[2], "active");
     assert_eq!(row("court_baoquan", "dave")[2], "inactive");
     let alice_text = row("court_zxfw", "alice")[3].as_str().unwrap().to_string();
+    // The last login in the browser's time zone (UTC+8), not in UTC.
+    let last_login: chrono::DateTime<chrono::Utc> = h.account_state("alice").await
+        ["last_login_success_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let local = last_login.with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap());
+    assert!(
+        alice_text.contains(&local.format("%H:%M:%S").to_string()),
+        "last login {last_login} not shown in UTC+8: {alice_text}"
+    );
     assert!(
         alice_text.contains("cache") && (alice_text.contains("59m") || alice_text.contains("58m")),
         "alice's token: expiry countdown and source expected: {alice_text}"
@@ -216,7 +228,7 @@ async fn the_dashboard_shows_sites_accounts_and_charts_and_unblocks_an_account()
     assert_eq!(h.account_state("mallory").await["state"], "active");
 
     // Invalidate alice's token from the page; reset the metrics, which asks first.
-    let (browser, (invalidated, asked, reset)) = in_browser(browser, |b| {
+    let (browser, (invalidated, asked, reset, warmed)) = in_browser(browser, |b| {
         b.eval(
             "document.querySelector('tr[data-account=\"alice\"] button[data-action=\"invalidate\"]').click(); true",
         );
@@ -224,6 +236,16 @@ async fn the_dashboard_shows_sites_accounts_and_charts_and_unblocks_an_account()
             "alice without a token",
             "(() => { const row = document.querySelector('tr[data-account=\"alice\"]'); \
                return !row.querySelector('button[data-action=\"invalidate\"]') && row.innerText; })()",
+            WAIT,
+        );
+        b.eval(
+            "document.querySelector('section.site[data-site=\"court_baoquan\"] \
+             button[data-action=\"warm-up\"]').click(); true",
+        );
+        let warmed = b.wait_for(
+            "the warm-up's answer",
+            "(() => { const r = document.getElementById('result').innerText; \
+               return r.includes('Warm up court_baoquan') && r; })()",
             WAIT,
         );
         b.eval("document.getElementById('reset-metrics').click(); true");
@@ -235,13 +257,14 @@ async fn the_dashboard_shows_sites_accounts_and_charts_and_unblocks_an_account()
              document.getElementById('result').innerText",
             WAIT,
         );
-        (invalidated, asked, reset)
+        (invalidated, asked, reset, warmed)
     })
     .await;
     assert!(
         invalidated.as_str().unwrap().contains("none"),
         "{invalidated}"
     );
+    assert!(warmed.as_str().unwrap().starts_with('✓'), "{warmed}");
     assert_eq!(asked, true, "the reset asks for a confirmation first");
     assert!(reset.as_str().unwrap().contains("before: 3"), "{reset}");
     let (_, metrics) = h.api_get("/api/v1/automation/performance/metrics").await;
@@ -265,6 +288,21 @@ async fn the_dashboard_shows_sites_accounts_and_charts_and_unblocks_an_account()
     assert!(
         filtered.as_str().unwrap().contains("credential_error"),
         "{filtered}"
+    );
+    // History times are UTC with a zone in the API, and local (UTC+8) on the page.
+    let (_, history) = h
+        .api_get("/api/v1/automation/history?account=mallory")
+        .await;
+    let created = history["data"]["items"][0]["created_at"].as_str().unwrap();
+    assert!(created.ends_with('Z'), "{created}");
+    let created: chrono::DateTime<chrono::Utc> = created.parse().unwrap();
+    let local = created.with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap());
+    assert!(
+        filtered
+            .as_str()
+            .unwrap()
+            .contains(&local.format("%H:%M:%S").to_string()),
+        "{created} not shown in UTC+8: {filtered}"
     );
 
     assert_stayed_local(&browser, &origin);

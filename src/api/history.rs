@@ -69,7 +69,7 @@ pub async fn list(
                 "captcha_attempts": r.captcha_attempts, "network_retries": r.network_retries,
                 "error_message": r.error_message,
                 "error_details": r.error_details.and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok()),
-                "created_at": r.created_at, "started_at": r.started_at, "finished_at": r.finished_at,
+                "created_at": r.created_at.and_utc(), "started_at": r.started_at.and_utc(), "finished_at": r.finished_at.map(|t| t.and_utc()),
             })
         })
         .collect();

@@ -30,6 +30,9 @@ pub fn find_chromium() -> Option<PathBuf> {
     .find(|p| p.exists())
 }
 
+/// The browser's time zone (UTC+8, no daylight saving time).
+pub const BROWSER_TIME_ZONE: &str = "Asia/Shanghai";
+
 pub struct Browser {
     child: Child,
     ws: WebSocket<MaybeTlsStream<TcpStream>>,
@@ -64,6 +67,8 @@ impl Browser {
             ])
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
+            // A zone far from UTC, so that a test sees whether times are shown in it.
+            .env("TZ", BROWSER_TIME_ZONE)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

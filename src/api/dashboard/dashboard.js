@@ -50,10 +50,11 @@
     return el('span', { className: 'state s-' + text.replace(/[^a-z0-9_]/gi, '') }, label || text);
   }
 
-  // Dates in the browser's time zone.
+  // Dates in the browser's time zone. tokend's times are UTC: one without a zone is read so.
   function when(iso) {
     if (!iso) return '—';
-    const date = new Date(iso);
+    const text = String(iso);
+    const date = new Date(/(Z|[+-]\d\d:?\d\d)$/.test(text) ? text : text + 'Z');
     return isNaN(date) ? String(iso) : date.toLocaleString(undefined, { hour12: false });
   }
 
