@@ -426,7 +426,13 @@ async fn with_an_admin_token_the_page_shows_only_the_prompt_until_given_it() {
 /// without the token, and an alert's firing and resolution in the day's log.
 #[actix_rt::test]
 async fn timeline_token_status_and_alert_history_answer_what_happened() {
-    let h = Harness::start(None, "[alerts]\nevaluate_interval = 0.2\n").await;
+    for redis in harness::backends() {
+        timeline_token_status_and_alert_history_on(redis.as_deref()).await;
+    }
+}
+
+async fn timeline_token_status_and_alert_history_on(redis: Option<&str>) {
+    let h = Harness::start(redis, "[alerts]\nevaluate_interval = 0.2\n").await;
     let alice = h.add_account("alice", "pw-a", false);
     for _ in 0..2 {
         let (status, body) = h
