@@ -88,6 +88,8 @@ async fn the_dashboard_shows_sites_accounts_and_charts_and_unblocks_an_account()
     let mallory = h.add_account("mallory", "pw-m", false);
     let carol = h.add_account_on("court_baoquan", "carol", "pw-c", false);
     h.add_account_on("court_baoquan", "dave", "pw-d", false);
+    // A name that is also markup: the page must print it, not render it.
+    h.add_account_on("court_baoquan", "<b>eve</b>", "pw-e", false);
     tokend::accounts::set_active(&h.tokend.state.pool, "court_baoquan", "dave", false).unwrap();
 
     // Tokens for alice and carol (a login, then a cache hit); mallory's password is refused.
@@ -139,12 +141,12 @@ async fn the_dashboard_shows_sites_accounts_and_charts_and_unblocks_an_account()
     let shot = screenshot_path("dashboard.png");
     let browser = Browser::launch(&chromium);
     let shot_path = shot.clone();
-    let (browser, (rows, charts)) = in_browser(browser, move |b| {
+    let (browser, (rows, charts, markup)) = in_browser(browser, move |b| {
         b.navigate(&url);
         b.wait_for(
             "the accounts of both sites",
             "document.body.dataset.loaded === 'true' && \
-             document.querySelectorAll('tr[data-account]').length === 4",
+             document.querySelectorAll('tr[data-account]').length === 5",
             WAIT,
         );
         let rows: Value = serde_json::from_str(b.eval(ROWS).as_str().unwrap()).unwrap();
@@ -153,8 +155,9 @@ async fn the_dashboard_shows_sites_accounts_and_charts_and_unblocks_an_account()
               document.querySelector('#chart-durations svg').dataset.marks, \
               document.querySelectorAll('#chart-acquisitions rect').length]",
         );
+        let markup = b.eval("document.querySelectorAll('#site-list b').length");
         b.screenshot(&shot_path);
-        (rows, charts)
+        (rows, charts, markup)
     })
     .await;
     println!("dashboard screenshot: {}", shot.display());
@@ -177,6 +180,11 @@ async fn the_dashboard_shows_sites_accounts_and_charts_and_unblocks_an_account()
         .contains("credential_error"));
     assert_eq!(row("court_baoquan", "carol")[2], "active");
     assert_eq!(row("court_baoquan", "dave")[2], "inactive");
+    assert!(row("court_baoquan", "<b>eve</b>")[3]
+        .as_str()
+        .unwrap()
+        .contains("<b>eve</b>"));
+    assert_eq!(markup, 0, "an account name was rendered as HTML");
     let alice_text = row("court_zxfw", "alice")[3].as_str().unwrap().to_string();
     // The last login in the browser's time zone (UTC+8), not in UTC.
     let last_login: chrono::DateTime<chrono::Utc> = h.account_state("alice").await

@@ -259,7 +259,7 @@
       renderOverview(health, metrics, usage);
       if (timeline) renderCharts(timeline.points || []);
       renderAlerts(health, alertLog ? alertLog.transitions || [] : []);
-      if (health) renderSites(siteNames, health, metrics || {}, accounts ? accounts.accounts || [] : [], tokens);
+      if (health) renderSites(siteNames, health, metrics || {}, accounts ? accounts.accounts || [] : null, tokens);
       renderHistory(history);
       await loadCaptchas();
       const updated = '更新于 Updated ' + new Date().toLocaleTimeString(undefined, { hour12: false });
@@ -433,7 +433,7 @@
     }
     list.replaceChildren(...siteNames.map((name) => renderSite(name,
       health.components.sites[name], (metrics.sites || {})[name],
-      accounts.filter((a) => a.site_name === name), tokens[name])));
+      accounts && accounts.filter((a) => a.site_name === name), tokens[name])));
   }
 
   function renderSite(name, report, counters, accounts, tokens) {
@@ -457,6 +457,10 @@
       el('h3', null, name), facts, el('div', { className: 'site-actions' }, warm, close));
     const byAccount = {};
     (tokens || []).forEach((t) => { byAccount[t.account] = t; });
+    if (!accounts) {
+      return el('section', { className: 'card site', dataset: { site: name } }, head,
+        el('p', { className: 'error' }, '账号暂不可读 Accounts cannot be read now (see the health status)'));
+    }
     const rows = accounts.map((a) => accountRow(name, a, byAccount[a.account]));
     const body = rows.length
       ? table(['账号 Account', '状态 State', '剩余 Time left', '成功 / 失败 OK / Failed', '最近登录 Last login',
