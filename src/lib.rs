@@ -50,6 +50,7 @@ pub mod shutdown;
 pub mod slots;
 pub mod spool;
 pub mod terminal;
+pub mod timeline;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -3,6 +3,9 @@
 //! Messages: [`Health`] (asks `HistoryActor` for the database, `CacheActor` for the cache
 //! backend and `MonitorActor` for the metrics, then evaluates the `[alerts]` thresholds).
 //! The worst severity decides the level: high → unhealthy, medium → degraded, low → warning.
+//! Each firing/resolved transition is also kept for a day (`alert_history`, [`AlertHistory`]).
+//!
+//! [`AlertHistory`]: super::alert_history::AlertHistory
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -164,6 +167,8 @@ pub struct AlertActor {
     window: RequestCounts,
     /// Alerts firing now, and when each was last logged.
     firing: HashMap<&'static str, Instant>,
+    /// The last day's transitions, for the dashboard.
+    pub(super) history_log: super::alert_history::AlertHistoryLog,
 }
 
 /// Requests (token lookups) and rejections since start (or the last metrics reset).
@@ -289,6 +294,7 @@ impl AlertActor {
             broker: None,
             window: RequestCounts::default(),
             firing: HashMap::new(),
+            history_log: Default::default(),
         }
     }
 
@@ -310,6 +316,9 @@ impl AlertActor {
                     alert.threshold,
                     alert.message.replace('"', "'")
                 );
+                if !self.firing.contains_key(alert.kind) {
+                    self.history_log.firing(alert);
+                }
                 self.firing.insert(alert.kind, Instant::now());
             }
         }
@@ -322,6 +331,7 @@ impl AlertActor {
         for kind in resolved {
             self.firing.remove(kind);
             log::info!("ALERT resolved type={kind}");
+            self.history_log.resolved(kind);
         }
     }
 }

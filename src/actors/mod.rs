@@ -9,6 +9,7 @@
 //! | [`AlertActor`] | threshold checks, health level, alert log lines |
 
 pub mod alert;
+pub mod alert_history;
 pub mod cache;
 pub mod concurrency;
 pub mod history;

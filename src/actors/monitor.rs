@@ -6,6 +6,8 @@
 //! ([`CacheCounters`]) so that a cached token never waits on this mailbox; the monitor reads
 //! them into its snapshots and zeroes them on reset.
 //! Counting is cheap; percentiles come from a bounded window of the latest durations.
+//! [`GetTimeline`] answers the last hour minute by minute ([`Timeline`], fixed size); a
+//! timer every [`HIT_SAMPLING`] files the cache hits made since into the current minute.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -18,9 +20,12 @@ use crate::cache::tokens::{KindCounts, KINDS};
 use crate::cache::CacheCounters;
 use crate::metrics::Metrics;
 use crate::outcome::{AcquisitionStatus, RejectionReason};
+use crate::timeline::{MinutePoint, Timeline};
 
 /// Durations kept for percentiles: the latest this many acquisitions.
 const SAMPLE_WINDOW: usize = 4096;
+/// How often cache hits (atomic counters, no messages) are filed into the timeline.
+const HIT_SAMPLING: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -50,6 +55,11 @@ pub struct Rejected {
 #[derive(Message)]
 #[rtype(result = "MetricsSnapshot")]
 pub struct Snapshot;
+
+/// The last hour, minute by minute, oldest first.
+#[derive(Message)]
+#[rtype(result = "Vec<MinutePoint>")]
+pub struct GetTimeline;
 
 /// Zeroes the counters; answers with the snapshot taken just before.
 #[derive(Message)]
@@ -173,6 +183,8 @@ pub struct MonitorActor {
     login_durations: VecDeque<f64>,
     /// The Prometheus side, updated alongside.
     exposition: Arc<Metrics>,
+    /// Per-minute counts of the last hour, for the dashboard's charts.
+    timeline: Timeline,
 }
 
 impl MonitorActor {
@@ -185,6 +197,7 @@ impl MonitorActor {
             durations: VecDeque::with_capacity(SAMPLE_WINDOW),
             login_durations: VecDeque::with_capacity(SAMPLE_WINDOW),
             exposition,
+            timeline: Timeline::default(),
         }
     }
 }
@@ -209,6 +222,17 @@ fn percentiles(window: &VecDeque<f64>) -> [f64; 3] {
 
 impl Actor for MonitorActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(HIT_SAMPLING, |actor, _| actor.file_cache_hits());
+    }
+}
+
+impl MonitorActor {
+    fn file_cache_hits(&mut self) {
+        let hits = self.cache.get("token").hits;
+        self.timeline.cache_hits(chrono::Utc::now(), hits);
+    }
 }
 
 impl MonitorActor {
@@ -270,6 +294,8 @@ impl Handler<AcquisitionFinished> for MonitorActor {
             msg.duration,
             msg.login_duration,
         );
+        self.timeline
+            .finished(chrono::Utc::now(), msg.status, msg.login_duration);
         push_sample(&mut self.durations, msg.duration);
         if let Some(login) = msg.login_duration {
             push_sample(&mut self.login_durations, login);
@@ -282,6 +308,7 @@ impl Handler<Rejected> for MonitorActor {
 
     fn handle(&mut self, msg: Rejected, _: &mut Context<Self>) {
         self.exposition.rejected(&msg.site, msg.reason.as_str());
+        self.timeline.rejected(chrono::Utc::now(), msg.reason);
         self.totals.reject(msg.reason);
         self.sites.entry(msg.site).or_default().reject(msg.reason);
     }
@@ -325,9 +352,19 @@ impl Handler<Reset> for MonitorActor {
             })
             .collect();
         self.cache.reset();
+        self.timeline.clear(0);
         self.durations.clear();
         self.login_durations.clear();
         MessageResult(before)
+    }
+}
+
+impl Handler<GetTimeline> for MonitorActor {
+    type Result = MessageResult<GetTimeline>;
+
+    fn handle(&mut self, _: GetTimeline, _: &mut Context<Self>) -> Self::Result {
+        self.file_cache_hits();
+        MessageResult(self.timeline.points(chrono::Utc::now()))
     }
 }
 

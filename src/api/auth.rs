@@ -1,6 +1,8 @@
 //! Bearer-token authentication (SPEC §7). With `server.admin_token` set, every path but
 //! `/healthz` needs `Authorization: Bearer <token>`; a client token reaches only
-//! `/api/v1/automation/tokens/*`, a metrics token only GETs. Tokens are compared in constant time.
+//! `/api/v1/automation/tokens/*`, a metrics token only GETs. Tokens are compared in constant
+//! time. The dashboard's own files (`/`, its script and style: a shell without data) are
+//! open, so it can ask for the token.
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -66,7 +68,10 @@ pub async fn require_bearer(
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
-    if state.config.server.admin_token.is_empty() || req.path() == "/healthz" {
+    if state.config.server.admin_token.is_empty()
+        || req.path() == "/healthz"
+        || super::dashboard::is_public(req.method(), req.path())
+    {
         return Ok(next.call(req).await?.map_into_boxed_body());
     }
     let presented = req

@@ -2,11 +2,13 @@
 //! envelope `{"success": true, "data": …}` / `{"success": false, "code", "message", "errors"}`.
 //!
 //! One small handler per endpoint, grouped by area: [`tokens`], [`health`], [`metrics`],
-//! [`cache`], [`resources`], [`optimize`], [`history`], [`accounts`] (and sites).
+//! [`cache`], [`resources`], [`optimize`], [`history`], [`accounts`] (and sites);
+//! [`dashboard`] (the page at `/`) and [`timeline`] (the series it draws).
 
 pub mod accounts;
 pub mod auth;
 pub mod cache;
+pub mod dashboard;
 pub mod health;
 pub mod history;
 pub mod metrics;
@@ -14,6 +16,7 @@ pub mod openapi;
 pub mod optimize;
 pub mod resources;
 pub mod schemas;
+pub mod timeline;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -67,6 +70,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .into()
     }))
     .route("/healthz", web::get().to(health::healthz))
+    .configure(dashboard::routes)
     .route("/metrics", web::get().to(metrics::prometheus))
     .route(
         "/api/v1/automation/openapi.json",

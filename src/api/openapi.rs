@@ -60,9 +60,13 @@ impl Modify for BearerAuth {
         super::accounts::list,
         super::accounts::unblock,
         super::accounts::close_circuit,
+        super::timeline::timeline,
+        super::timeline::alert_history,
+        super::timeline::token_status,
+        super::dashboard::index,
         document,
     ),
-    components(schemas(Envelope, ErrorBody, crate::broker::AcquireRequest, super::tokens::InvalidateRequest, super::accounts::UnblockRequest, crate::accounts::AccountView, crate::broker::SiteReport)),
+    components(schemas(Envelope, ErrorBody, crate::broker::AcquireRequest, super::tokens::InvalidateRequest, super::accounts::UnblockRequest, crate::accounts::AccountView, crate::broker::SiteReport, crate::broker::TokenStatus)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

@@ -12,8 +12,10 @@ mod candidates;
 mod login;
 mod refresh;
 mod states;
+mod token_status;
 
 pub use states::SiteReport;
+pub use token_status::{HeldIn, TokenStatus};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};

@@ -515,6 +515,15 @@ impl TokenCache {
         }
     }
 
+    /// The cached entry of one account's token, left sealed: what the dashboard shows
+    /// (expiry, issue time, the acquisition behind it) needs no token material. Not counted
+    /// as a hit or a miss: no caller asked for the token.
+    pub async fn token_entry(&self, site: &str, credential_id: i64) -> Option<CachedToken> {
+        let key = self.token_key(site, credential_id);
+        let text = self.token_text(&key).await?;
+        self.decode("token", &key, &text).await
+    }
+
     /// Caches a token under its account and as the site's newest, unless it was invalidated.
     pub async fn put_token(&self, site: &str, entry: &CachedToken) {
         let ttl = (entry.expires_at - Utc::now())

@@ -143,3 +143,15 @@ pub fn delete_before(conn: &mut DbConnection, cutoff: chrono::NaiveDateTime) -> 
             .execute(conn)?;
     }
 }
+
+/// The trigger (`token_needed`, `refresh_ahead`, …) of each of these acquisitions that is
+/// recorded: `(acquisition_id, trigger_reason)`.
+pub fn triggers(conn: &mut DbConnection, ids: &[String]) -> Result<Vec<(String, String)>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(dsl::token_acquisition_history
+        .filter(dsl::acquisition_id.eq_any(ids))
+        .select((dsl::acquisition_id, dsl::trigger_reason))
+        .load(conn)?)
+}

@@ -93,3 +93,15 @@ pub fn delete(conn: &mut DbConnection, site: &str, account: &str) -> Result<bool
     .execute(conn)?;
     Ok(n > 0)
 }
+
+/// When each stored token of a site expires and was written: `(account, expires_at,
+/// updated_at)`. Never the token.
+pub fn expiries(
+    conn: &mut DbConnection,
+    site: &str,
+) -> Result<Vec<(String, chrono::NaiveDateTime, chrono::NaiveDateTime)>> {
+    Ok(dsl::tokens
+        .filter(dsl::site_name.eq(site))
+        .select((dsl::account, dsl::expires_at, dsl::updated_at))
+        .load(conn)?)
+}

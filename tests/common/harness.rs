@@ -89,6 +89,17 @@ impl Harness {
     }
 
     pub fn add_account(&self, account: &str, password: &str, preferred: bool) -> i64 {
+        self.add_account_on("court_zxfw", account, password, preferred)
+    }
+
+    /// An account of another configured site (the fake portal knows accounts by name only).
+    pub fn add_account_on(
+        &self,
+        site: &str,
+        account: &str,
+        password: &str,
+        preferred: bool,
+    ) -> i64 {
         self.portal.state.set_account(
             account,
             AccountBehaviour {
@@ -101,7 +112,7 @@ impl Harness {
             &state.pool,
             &state.key,
             &NewAccount {
-                site_name: "court_zxfw".into(),
+                site_name: site.into(),
                 account: account.into(),
                 password: Secret::new(password),
                 preferred,

@@ -1,0 +1,69 @@
+//! The time series and logs the dashboard draws (SPEC §14):
+//! `GET /api/v1/automation/performance/timeline` (the last hour, minute by minute),
+//! `GET /api/v1/automation/performance/alerts/history` (the day's alert transitions) and
+//! `GET /api/v1/automation/tokens/status?site_name=` (each account's token, without it).
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::openapi::{Envelope, ErrorBody};
+use super::{ok, AppState};
+use crate::actors::alert_history::AlertHistory;
+use crate::actors::monitor::GetTimeline;
+use crate::error::Error;
+
+/// Acquisitions, outcomes, rejections, cache hits and login duration p50/p95 for each of
+/// the last 60 minutes, oldest first (minutes without activity included, as zeros).
+#[utoipa::path(
+    get,
+    path = "/api/v1/automation/performance/timeline",
+    tag = "performance",
+    responses((status = 200, description = "{bucket_seconds: 60, points: [{start, acquisitions, successes, failures, rejections, cache_hits, logins, login_p50, login_p95}]}", body = Envelope))
+)]
+pub async fn timeline(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
+    let points = state.actors.monitor.send(GetTimeline).await?;
+    Ok(ok(json!({"bucket_seconds": 60, "points": points})))
+}
+
+/// Each time an alert started firing or was resolved in the last 24 hours, newest first
+/// (at most 200).
+#[utoipa::path(
+    get,
+    path = "/api/v1/automation/performance/alerts/history",
+    tag = "performance",
+    responses((status = 200, description = "{transitions: [{at, type, transition: firing|resolved, severity, message}]}", body = Envelope))
+)]
+pub async fn alert_history(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
+    let transitions = state.actors.alert.send(AlertHistory).await?;
+    Ok(ok(json!({ "transitions": transitions })))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TokenStatusQuery {
+    /// The site whose accounts to show.
+    pub site_name: String,
+}
+
+/// Per account of the site: where its token is held (`cache`, `store`, or none), when it was
+/// issued and expires, whether it would be handed out now, and what caused its login. Never
+/// the token.
+#[utoipa::path(
+    get,
+    path = "/api/v1/automation/tokens/status",
+    tag = "tokens",
+    params(TokenStatusQuery),
+    responses(
+        (status = 200, description = "{site_name, tokens: [TokenStatus]}", body = Envelope),
+        (status = 400, body = ErrorBody),
+        (status = 404, description = "Unknown site", body = ErrorBody)
+    )
+)]
+pub async fn token_status(
+    state: web::Data<AppState>,
+    query: web::Query<TokenStatusQuery>,
+) -> Result<HttpResponse, Error> {
+    let tokens = state.broker.token_statuses(&query.site_name).await?;
+    Ok(ok(json!({"site_name": query.site_name, "tokens": tokens})))
+}
