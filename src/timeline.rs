@@ -84,7 +84,7 @@ fn bin_of(seconds: f64) -> usize {
 }
 
 /// One minute as the API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct MinutePoint {
     /// The start of the minute.
     pub start: DateTime<Utc>,

@@ -27,7 +27,7 @@ const MIN_ACQUISITIONS_FOR_RATES: u64 = 5;
 /// The cache-hit alert waits for this many token lookups.
 const MIN_LOOKUPS_FOR_HIT_RATE: u64 = 20;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Low,

@@ -18,7 +18,7 @@ pub const MAX_TRANSITIONS: usize = 200;
 const KEEP: chrono::Duration = chrono::Duration::hours(24);
 
 /// Whether an alert started or stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Transition {
     Firing,
@@ -26,10 +26,11 @@ pub enum Transition {
 }
 
 /// One line of the alert history.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AlertTransition {
     pub at: DateTime<Utc>,
     #[serde(rename = "type")]
+    #[schema(value_type = String)]
     pub kind: &'static str,
     pub transition: Transition,
     /// The firing alert's severity and message; `None` for a resolution.

@@ -340,3 +340,24 @@ pub struct CircuitAnswer {
     site_name: String,
     circuit: crate::circuit::CircuitView,
 }
+
+/// `GET /performance/timeline`.
+#[derive(ToSchema)]
+pub struct TimelineAnswer {
+    /// Always 60.
+    bucket_seconds: u64,
+    points: Vec<crate::timeline::MinutePoint>,
+}
+
+/// `GET /performance/alerts/history`.
+#[derive(ToSchema)]
+pub struct AlertHistoryAnswer {
+    transitions: Vec<crate::actors::alert_history::AlertTransition>,
+}
+
+/// `GET /tokens/status`.
+#[derive(ToSchema)]
+pub struct TokenStatusAnswer {
+    site_name: String,
+    tokens: Vec<crate::broker::TokenStatus>,
+}

@@ -7,7 +7,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::openapi::{Envelope, ErrorBody};
+use super::openapi::ErrorBody;
 use super::{ok, AppState};
 use crate::actors::alert_history::AlertHistory;
 use crate::actors::monitor::GetTimeline;
@@ -19,7 +19,7 @@ use crate::error::Error;
     get,
     path = "/api/v1/automation/performance/timeline",
     tag = "performance",
-    responses((status = 200, description = "{bucket_seconds: 60, points: [{start, acquisitions, successes, failures, rejections, cache_hits, logins, login_p50, login_p95}]}", body = Envelope))
+    responses((status = 200, description = "{bucket_seconds: 60, points: [{start, acquisitions, successes, failures, rejections, cache_hits, logins, login_p50, login_p95}]}", body = super::schemas::Answer<super::schemas::TimelineAnswer>))
 )]
 pub async fn timeline(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let points = state.actors.monitor.send(GetTimeline).await?;
@@ -32,7 +32,7 @@ pub async fn timeline(state: web::Data<AppState>) -> Result<HttpResponse, Error>
     get,
     path = "/api/v1/automation/performance/alerts/history",
     tag = "performance",
-    responses((status = 200, description = "{transitions: [{at, type, transition: firing|resolved, severity, message}]}", body = Envelope))
+    responses((status = 200, description = "{transitions: [{at, type, transition: firing|resolved, severity, message}]}", body = super::schemas::Answer<super::schemas::AlertHistoryAnswer>))
 )]
 pub async fn alert_history(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let transitions = state.actors.alert.send(AlertHistory).await?;
@@ -55,7 +55,7 @@ pub struct TokenStatusQuery {
     tag = "tokens",
     params(TokenStatusQuery),
     responses(
-        (status = 200, description = "{site_name, tokens: [TokenStatus]}", body = Envelope),
+        (status = 200, description = "{site_name, tokens: [TokenStatus]}", body = super::schemas::Answer<super::schemas::TokenStatusAnswer>),
         (status = 400, body = ErrorBody),
         (status = 404, description = "Unknown site", body = ErrorBody)
     )
