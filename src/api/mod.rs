@@ -52,7 +52,16 @@ pub struct AppState {
 
 /// `{"success": true, "data": data}` with status 200.
 pub fn ok<T: Serialize>(data: T) -> HttpResponse {
-    HttpResponse::Ok().json(json!({"success": true, "data": data}))
+    /// Serialized straight from the data, with no `serde_json::Value` in between.
+    #[derive(Serialize)]
+    struct Success<T> {
+        success: bool,
+        data: T,
+    }
+    HttpResponse::Ok().json(Success {
+        success: true,
+        data,
+    })
 }
 
 /// Registers every route; used by the server and by tests.

@@ -199,7 +199,21 @@ pub struct TokenCache {
     prefix: Arc<str>,
     key: SecretKey,
     pub counters: Arc<CacheCounters>,
+    /// Token entries as last decoded and opened, by key, with the stored text they came from:
+    /// a hit whose text is unchanged skips the JSON decoding, the date parsing and the
+    /// decryption. The stored text stays the truth; this only remembers work already done.
+    decoded: Arc<std::sync::RwLock<std::collections::HashMap<String, Arc<Decoded>>>>,
 }
+
+/// One token entry, decoded and opened, and the stored text it was read from.
+struct Decoded {
+    text: String,
+    entry: CachedToken,
+    token: Secret,
+}
+
+/// Entries remembered at most: beyond, the memo is cleared (one key per account and site).
+const DECODED_MAX: usize = 65_536;
 
 impl TokenCache {
     pub fn new(store: CacheStore, key_prefix: &str, key: SecretKey) -> TokenCache {
@@ -212,6 +226,7 @@ impl TokenCache {
             prefix: Arc::from(key_prefix),
             key,
             counters: Arc::default(),
+            decoded: Arc::default(),
         }
     }
 
@@ -435,6 +450,10 @@ impl TokenCache {
         if let Some(near) = &self.near {
             near.delete(key);
         }
+        self.decoded
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
         self.store_delete(kind, key).await;
     }
 
@@ -498,6 +517,9 @@ impl TokenCache {
             None => self.site_token_key(site),
         };
         let text = self.token_text(&key).await?;
+        if let Some(known) = self.remembered(&key, &text) {
+            return Some((known.entry.clone(), known.token.clone()));
+        }
         let entry: CachedToken = self.decode("token", &key, &text).await?;
         match self.key.open(
             &entry.token,
@@ -506,13 +528,37 @@ impl TokenCache {
                 account: &entry.account,
             },
         ) {
-            Ok(token) => Some((entry, token)),
+            Ok(token) => {
+                self.remember(key, text, &entry, &token);
+                Some((entry, token))
+            }
             Err(e) => {
                 log::warn!("event=cache_entry_unreadable kind=token site={site} error=\"{e}\"");
                 self.counters.error("token");
                 None
             }
         }
+    }
+
+    /// The decoded entry of `key` if it was decoded from this very text.
+    fn remembered(&self, key: &str, text: &str) -> Option<Arc<Decoded>> {
+        let decoded = self.decoded.read().unwrap_or_else(|p| p.into_inner());
+        decoded.get(key).filter(|d| d.text == text).cloned()
+    }
+
+    fn remember(&self, key: String, text: String, entry: &CachedToken, token: &Secret) {
+        let mut decoded = self.decoded.write().unwrap_or_else(|p| p.into_inner());
+        if decoded.len() >= DECODED_MAX {
+            decoded.clear();
+        }
+        decoded.insert(
+            key,
+            Arc::new(Decoded {
+                text,
+                entry: entry.clone(),
+                token: token.clone(),
+            }),
+        );
     }
 
     /// The cached entry of one account's token, left sealed: what the dashboard shows
@@ -744,6 +790,10 @@ impl TokenCache {
 
     /// Deletes the cached entries of every site, or of one; returns how many keys.
     pub async fn clear(&self, site: Option<&str>) -> Result<usize> {
+        self.decoded
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         let mut removed = 0;
         let prefixes: Vec<String> = match site {
             None => KIND_PREFIXES
