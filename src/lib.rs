@@ -7,18 +7,30 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the TOML file and environment, checked once at start-up.
-//! - [`db`]: diesel over SQLite and PostgreSQL: schema, models, pool, migrations, queries.
-//! - [`crypto`] and [`secret`]: encryption at rest; secrets that never print.
-//! - [`accounts`]: adding, importing, listing and removing login accounts.
-//! - [`cache`]: the cache store, in-process or Redis.
-//! - [`actors`]: `CacheActor`, `ConcurrencyActor`, `MonitorActor`, `HistoryActor`, `AlertActor`.
-//! - [`api`]: the actix-web handlers; [`server`] starts and stops everything; [`notify`]
-//!   tells systemd.
-//! - [`cli`]: the `tokend` command; [`error`]: the one error type.
-//! - [`checks`]: start-up checks (the key against the stored accounts, login programs);
-//!   [`shutdown`]: what a stop cuts at the end of its grace; [`terminal`]: reading a password
-//!   without echo.
+//! In the order an acquisition meets them (SPEC §1):
+//!
+//! - Start-up: [`cli`] (the `tokend` command, thin), [`config`] (the TOML file and the
+//!   environment, checked once), [`checks`] (the key against the stored accounts, login
+//!   programs), [`server`] (starts and stops everything), [`notify`] (systemd),
+//!   [`logging`], [`shutdown`] (what a stop cuts at the end of its grace).
+//! - The API: [`api`] (one small handler per endpoint, the dashboard); [`client`] (the CLI's
+//!   way to the running daemon); [`maintenance`] (`tokend optimize`).
+//! - The hot path: [`broker`] (the pipeline: a cached token, or the slow path) over [`cache`]
+//!   (in process or Redis, with the near cache and the breaker).
+//! - The slow path: [`selection`] (which account: best, round robin, least recent),
+//!   [`budget`] (logins per sliding hour), [`circuit`] (a site that is down is paused),
+//!   [`slots`] (limits in flight, in process or shared through Redis) and [`adaptive`] (AIMD
+//!   limits), [`drivers`] (http and command logins with retries), [`outcome`] (the vocabulary
+//!   of results, penalties and rejections).
+//! - Storage: [`db`] (diesel over SQLite and PostgreSQL: schema, models, pool, migrations,
+//!   queries by table), [`accounts`] (adding, importing, listing, changing accounts),
+//!   [`crypto`] and [`secret`] (encryption at rest; secrets that never print), [`spool`]
+//!   (history rows waiting for the database).
+//! - Watching: [`actors`] (`CacheActor`, `ConcurrencyActor`, `MonitorActor`, `HistoryActor`,
+//!   `AlertActor`), [`metrics`] (Prometheus), [`timeline`] (the last hour, minute by minute),
+//!   [`optimize`] (concurrency recommendations), [`process`] (the process's own resources),
+//!   [`terminal`] (reading a password without echo).
+//! - [`error`]: the one error type, and its HTTP statuses and exit codes.
 
 pub mod accounts;
 pub mod actors;

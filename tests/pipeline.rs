@@ -166,16 +166,14 @@ async fn tokens_in_use_are_refreshed_in_the_background() {
         h.add_account("alice", "pw-alice", false);
         *h.portal.state.expires_in.lock().unwrap() = 6.0;
         let (_, first) = h.acquire(json!({"site_name": "court_zxfw"})).await;
-        // Two thirds of 6 s: from 4 s on, a hit triggers a refresh while the old token is served.
-        actix_web::rt::time::sleep(Duration::from_millis(4200)).await;
-        let (_, served) = h.acquire(json!({"site_name": "court_zxfw"})).await;
-        assert_eq!(
-            served["data"]["token"], first["data"]["token"],
-            "the old token is served meanwhile"
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(400)).await;
-        let (_, renewed) = h.acquire(json!({"site_name": "court_zxfw"})).await;
-        assert_eq!(renewed["data"]["source"], "cache");
+        // Two thirds of 6 s: from 4 s on, a hit triggers a refresh while the old token is
+        // served; every answer until the new token is the old one, from the cache.
+        let renewed = common::eventually("a renewed token", Duration::from_secs(6), || async {
+            let (_, answer) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+            assert_eq!(answer["data"]["source"], "cache", "{answer}");
+            (answer["data"]["token"] != first["data"]["token"]).then_some(answer)
+        })
+        .await;
         assert_ne!(
             renewed["data"]["token"], first["data"]["token"],
             "renewed in the background"
@@ -438,21 +436,25 @@ async fn the_command_driver_speaks_its_protocol() {
         let (_, body) = acquire(ids[4]).await;
         assert_eq!(body["errors"]["error_type"], "timeout", "{body}");
         let helper = std::fs::read_to_string(scripts.join("helper.pid")).unwrap();
-        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
         // Gone, or a zombie waiting for a reaper (killed, not yet collected by PID 1).
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", helper.trim())).unwrap_or_default();
-        let state = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .next()
-            .unwrap_or("X");
-        assert!(
-            matches!(state, "X" | "Z"),
-            "the program's helper process outlived the login: {stat}"
-        );
+        common::eventually(
+            "the helper process killed",
+            Duration::from_secs(3),
+            || async {
+                let stat = std::fs::read_to_string(format!("/proc/{}/stat", helper.trim()))
+                    .unwrap_or_default();
+                let state = stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("X")
+                    .to_string();
+                matches!(state.as_str(), "X" | "Z").then_some(())
+            },
+        )
+        .await;
 
         let history = h.history().await;
         let statuses: Vec<&str> = history.iter().map(|r| r.status.as_str()).collect();
@@ -504,11 +506,14 @@ async fn the_blacklist_expires_and_a_success_clears_it() {
 
         // The portal accepts the password again; once the blacklist expires, carol logs in.
         h.portal.state.accept("carol", "pw-new");
-        actix_web::rt::time::sleep(Duration::from_millis(1300)).await;
-        let (status, body) = h
-            .acquire(json!({"site_name": "court_zxfw", "credential_id": id}))
-            .await;
-        assert_eq!(status, 200, "{body}");
+        common::eventually("the blacklist over", Duration::from_secs(5), || async {
+            let (status, body) = h
+                .acquire(json!({"site_name": "court_zxfw", "credential_id": id}))
+                .await;
+            assert!(matches!(status, 200 | 503), "{body}");
+            (status == 200).then_some(())
+        })
+        .await;
         let pool = h.tokend.state.pool.clone();
         let rows = pool
             .run(|c| tokend::db::accounts::list(c, Some("court_zxfw")))

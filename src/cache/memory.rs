@@ -2,7 +2,7 @@
 //! for a lookup or an insert (never across an await).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Default)]
@@ -11,7 +11,8 @@ pub struct MemoryStore {
 }
 
 struct Entry {
-    value: String,
+    /// Shared, so that a hot-path read copies a pointer rather than the text.
+    value: Arc<str>,
     expires: Instant,
 }
 
@@ -26,6 +27,11 @@ impl MemoryStore {
 
     /// The value under `key`, unless it has expired.
     pub fn get(&self, key: &str) -> Option<String> {
+        self.get_shared(key).map(|value| value.to_string())
+    }
+
+    /// The same, shared: no copy of the text.
+    pub fn get_shared(&self, key: &str) -> Option<Arc<str>> {
         let now = Instant::now();
         let mut entries = self.lock();
         match entries.get(key) {
@@ -40,8 +46,13 @@ impl MemoryStore {
 
     pub fn set(&self, key: &str, value: String, ttl: Duration) {
         let expires = Instant::now() + ttl;
-        self.lock()
-            .insert(key.to_string(), Entry { value, expires });
+        self.lock().insert(
+            key.to_string(),
+            Entry {
+                value: Arc::from(value),
+                expires,
+            },
+        );
     }
 
     /// Sets `key` unless `blocker` holds a live entry (a revoked token's tombstone), in one
@@ -55,7 +66,7 @@ impl MemoryStore {
         entries.insert(
             key.to_string(),
             Entry {
-                value,
+                value: Arc::from(value),
                 expires: now + ttl,
             },
         );

@@ -207,7 +207,7 @@ pub struct TokenCache {
 
 /// One token entry, decoded and opened, and the stored text it was read from.
 struct Decoded {
-    text: String,
+    text: Arc<str>,
     entry: CachedToken,
     token: Secret,
 }
@@ -516,7 +516,11 @@ impl TokenCache {
             Some(id) => self.token_key(site, id),
             None => self.site_token_key(site),
         };
-        let text = self.token_text(&key).await?;
+        // In process, the stored text is shared: a repeated hit compares one pointer.
+        let text: Arc<str> = match &self.store {
+            CacheStore::Memory(memory) => memory.get_shared(&key)?,
+            CacheStore::Redis(_) => Arc::from(self.token_text(&key).await?),
+        };
         if let Some(known) = self.remembered(&key, &text) {
             return Some((known.entry.clone(), known.token.clone()));
         }
@@ -541,12 +545,15 @@ impl TokenCache {
     }
 
     /// The decoded entry of `key` if it was decoded from this very text.
-    fn remembered(&self, key: &str, text: &str) -> Option<Arc<Decoded>> {
+    fn remembered(&self, key: &str, text: &Arc<str>) -> Option<Arc<Decoded>> {
         let decoded = self.decoded.read().unwrap_or_else(|p| p.into_inner());
-        decoded.get(key).filter(|d| d.text == text).cloned()
+        decoded
+            .get(key)
+            .filter(|d| Arc::ptr_eq(&d.text, text) || *d.text == **text)
+            .cloned()
     }
 
-    fn remember(&self, key: String, text: String, entry: &CachedToken, token: &Secret) {
+    fn remember(&self, key: String, text: Arc<str>, entry: &CachedToken, token: &Secret) {
         let mut decoded = self.decoded.write().unwrap_or_else(|p| p.into_inner());
         if decoded.len() >= DECODED_MAX {
             decoded.clear();
