@@ -19,6 +19,8 @@
 //! - [`checks`]: start-up checks (the key against the stored accounts, login programs);
 //!   [`shutdown`]: what a stop cuts at the end of its grace; [`terminal`]: reading a password
 //!   without echo.
+//! - [`captcha`]: captchas waiting for a person; [`webhook`]: alerts and captchas announced
+//!   by POST.
 
 pub mod accounts;
 pub mod actors;
@@ -27,6 +29,7 @@ pub mod api;
 pub mod broker;
 pub mod budget;
 pub mod cache;
+pub mod captcha;
 pub mod checks;
 pub mod circuit;
 pub mod cli;
@@ -51,6 +54,7 @@ pub mod slots;
 pub mod spool;
 pub mod terminal;
 pub mod timeline;
+pub mod webhook;
 
 pub use config::Config;
 pub use error::{Error, Result};
