@@ -101,7 +101,10 @@ impl Captchas {
             webhook.captcha_pending(&challenge);
         }
         let id = challenge.id.clone();
-        self.lock().insert(
+        let mut entries = self.lock();
+        // Answered challenges are kept until they expire; then they go.
+        entries.retain(|_, e| e.challenge.expires_at > now);
+        entries.insert(
             id.clone(),
             Entry {
                 challenge,
@@ -172,8 +175,13 @@ impl Ticket {
 }
 
 impl Drop for Ticket {
+    /// An unanswered challenge goes; an answered one is kept until it would have expired, so
+    /// that a second answer is told it came too late (409), not that there was none (404).
     fn drop(&mut self) {
-        self.captchas.lock().remove(&self.id);
+        let mut entries = self.captchas.lock();
+        if entries.get(&self.id).is_some_and(|e| e.answer.is_some()) {
+            entries.remove(&self.id);
+        }
     }
 }
 
@@ -218,6 +226,13 @@ mod tests {
         assert_eq!(ticket.wait().await.as_deref(), Some("x7k2"));
         let id = ticket.id().to_string();
         drop(ticket);
+        assert!(matches!(
+            captchas.answer(&id, "late"),
+            Err(Error::CaptchaAnswered(_))
+        ));
+        let unanswered = captchas.open("s", "a", "", "");
+        let id = unanswered.id().to_string();
+        drop(unanswered);
         assert!(matches!(
             captchas.answer(&id, "late"),
             Err(Error::CaptchaNotFound(_))
