@@ -95,7 +95,9 @@ impl Captchas {
         log::info!(
             "event=captcha_pending id={} site={site} account={account} expires_at={}",
             challenge.id,
-            challenge.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            challenge
+                .expires_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
         if let Some(webhook) = self.announce.get() {
             webhook.captcha_pending(&challenge);

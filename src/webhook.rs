@@ -213,9 +213,7 @@ impl Inner {
                 }
                 Err(e) => {
                     self.metrics.webhook(Delivery::Failed.as_str());
-                    log::warn!(
-                        "event=webhook_failed kind={kind} attempts={attempt} error=\"{e}\""
-                    );
+                    log::warn!("event=webhook_failed kind={kind} attempts={attempt} error=\"{e}\"");
                 }
             }
         }
@@ -250,10 +248,7 @@ mod tests {
     #[test]
     fn signature_is_the_rfc_4231_hmac() {
         // RFC 4231 test case 2.
-        let got = signature(
-            &Secret::new("Jefe"),
-            b"what do ya want for nothing?",
-        );
+        let got = signature(&Secret::new("Jefe"), b"what do ya want for nothing?");
         assert_eq!(
             got,
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"

@@ -10,8 +10,8 @@ mod portal;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
 use harness::{backends, Harness};
+use hmac::{Hmac, Mac};
 use portal::Portal;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -64,15 +64,20 @@ async fn a_token_revoked_by_the_portal_is_found_by_the_probe_and_replaced() {
             portal.url("/probe")
         );
         let prefix = format!("tokend-test-{}", common::unique());
-        let h = Harness::start_full(redis.as_deref(), &prefix, Some(portal), RETRY, "", &probe)
-            .await;
+        let h =
+            Harness::start_full(redis.as_deref(), &prefix, Some(portal), RETRY, "", &probe).await;
         let id = h.add_account("alice", "pw-a", false);
         let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
         assert_eq!(status, 200, "{body}");
         let first = body["data"]["token"].as_str().unwrap().to_string();
         // The probe finds the token good while the portal accepts it.
         common::eventually("a valid probe", Duration::from_secs(10), || async {
-            (counter(&h, r#"tokend_probes_total{site="court_zxfw",result="valid"}"#).await >= 1.0)
+            (counter(
+                &h,
+                r#"tokend_probes_total{site="court_zxfw",result="valid"}"#,
+            )
+            .await
+                >= 1.0)
                 .then_some(())
         })
         .await;
@@ -97,7 +102,12 @@ async fn a_token_revoked_by_the_portal_is_found_by_the_probe_and_replaced() {
             .unwrap();
         assert_eq!(accepted.status().as_u16(), 200);
         assert!(
-            counter(&h, r#"tokend_probes_total{site="court_zxfw",result="invalid"}"#).await >= 1.0
+            counter(
+                &h,
+                r#"tokend_probes_total{site="court_zxfw",result="invalid"}"#
+            )
+            .await
+                >= 1.0
         );
         let rows = h.history().await;
         assert!(
@@ -123,7 +133,12 @@ async fn a_probe_meeting_a_5xx_or_a_refused_connection_keeps_the_token() {
         assert_eq!(status, 200, "{body}");
         let token = body["data"]["token"].as_str().unwrap().to_string();
         common::eventually("three failed probes", Duration::from_secs(10), || async {
-            (counter(&h, r#"tokend_probes_total{site="court_zxfw",result="error"}"#).await >= 3.0)
+            (counter(
+                &h,
+                r#"tokend_probes_total{site="court_zxfw",result="error"}"#,
+            )
+            .await
+                >= 3.0)
                 .then_some(())
         })
         .await;
@@ -132,9 +147,17 @@ async fn a_probe_meeting_a_5xx_or_a_refused_connection_keeps_the_token() {
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["data"]["token"], token.as_str());
         assert_eq!(body["data"]["source"], "cache");
-        assert_eq!(h.portal.state.issued(), 1, "a token was thrown away ({url})");
         assert_eq!(
-            counter(&h, r#"tokend_probes_total{site="court_zxfw",result="invalid"}"#).await,
+            h.portal.state.issued(),
+            1,
+            "a token was thrown away ({url})"
+        );
+        assert_eq!(
+            counter(
+                &h,
+                r#"tokend_probes_total{site="court_zxfw",result="invalid"}"#
+            )
+            .await,
             0.0
         );
     }
@@ -161,7 +184,8 @@ async fn a_cookie_login_yields_a_cookie_session_the_portal_accepts_with_the_cook
         "{cookie}"
     );
     // The shortest cookie's life (20 minutes), not the JSON answer's hour.
-    let expires: chrono::DateTime<chrono::Utc> = data["expires_at"].as_str().unwrap().parse().unwrap();
+    let expires: chrono::DateTime<chrono::Utc> =
+        data["expires_at"].as_str().unwrap().parse().unwrap();
     let life = (expires - chrono::Utc::now()).num_seconds();
     assert!((1180..=1200).contains(&life), "life {life}s");
     let answer = h
@@ -174,7 +198,12 @@ async fn a_cookie_login_yields_a_cookie_session_the_portal_accepts_with_the_cook
     assert_eq!(answer.status().as_u16(), 200);
     // The probes send it as a cookie too, and the portal finds it good.
     common::eventually("a valid cookie probe", Duration::from_secs(10), || async {
-        (counter(&h, r#"tokend_probes_total{site="court_zxfw",result="valid"}"#).await >= 1.0)
+        (counter(
+            &h,
+            r#"tokend_probes_total{site="court_zxfw",result="valid"}"#,
+        )
+        .await
+            >= 1.0)
             .then_some(())
     })
     .await;
@@ -189,7 +218,10 @@ async fn a_cookie_login_yields_a_cookie_session_the_portal_accepts_with_the_cook
 async fn captcha_harness(answer_timeout: f64) -> Harness {
     let portal = Portal::start();
     *portal.state.captcha_text.lock().unwrap() = Some("x7k2".into());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/captcha_handoff_login.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/captcha_handoff_login.py"
+    );
     let extra = format!(
         "[[sites]]\nname = \"court_captcha\"\ndriver = \"command\"\n\
          command = [\"{script}\", \"--captcha-url\", \"{}\", \"--login-url\", \"{}\"]\n",
@@ -223,7 +255,10 @@ async fn a_captcha_is_listed_answered_over_the_api_and_the_login_completes() {
             .send()
             .await
             .unwrap();
-        (answer.status().as_u16(), answer.json::<Value>().await.unwrap())
+        (
+            answer.status().as_u16(),
+            answer.json::<Value>().await.unwrap(),
+        )
     });
     let challenge = common::eventually("a pending captcha", Duration::from_secs(10), || async {
         pending(&h).await.into_iter().next()
@@ -231,9 +266,15 @@ async fn a_captcha_is_listed_answered_over_the_api_and_the_login_completes() {
     .await;
     assert_eq!(challenge["site_name"], "court_captcha");
     assert_eq!(challenge["account"], "alice");
-    assert!(challenge["prompt"].as_str().unwrap().contains("Type the characters"));
+    assert!(challenge["prompt"]
+        .as_str()
+        .unwrap()
+        .contains("Type the characters"));
     assert!(
-        challenge["image"].as_str().unwrap().starts_with("data:image/png;base64,iVBOR"),
+        challenge["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("data:image/png;base64,iVBOR"),
         "{challenge}"
     );
     assert!(challenge["created_at"].as_str().unwrap().ends_with('Z'));
@@ -275,7 +316,10 @@ async fn an_unanswered_captcha_is_a_captcha_error_after_the_timeout() {
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["errors"]["error_type"], "captcha_error", "{body}");
     assert!(
-        body["message"].as_str().unwrap().contains("captcha_answer_timeout"),
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("captcha_answer_timeout"),
         "{body}"
     );
     // One challenge, not retried: nobody is there to answer the next one either.
@@ -289,16 +333,19 @@ async fn an_unanswered_captcha_is_a_captcha_error_after_the_timeout() {
     assert_eq!(rows[0].status, "captcha_error");
 }
 
+/// What the receiver got: each POST's signature header and body.
+type Posts = Arc<Mutex<Vec<(Option<String>, Vec<u8>)>>>;
+
 /// A webhook receiver on 127.0.0.1:0 that keeps what it is sent.
 struct Receiver {
     url: String,
-    posts: Arc<Mutex<Vec<(Option<String>, Vec<u8>)>>>,
+    posts: Posts,
 }
 
 impl Receiver {
     fn start() -> Receiver {
         use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-        let posts: Arc<Mutex<Vec<(Option<String>, Vec<u8>)>>> = Arc::default();
+        let posts: Posts = Arc::default();
         let data = web::Data::new(posts.clone());
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -307,7 +354,7 @@ impl Receiver {
                     App::new().app_data(data.clone()).route(
                         "/hook",
                         web::post().to(
-                            |posts: web::Data<Arc<Mutex<Vec<(Option<String>, Vec<u8>)>>>>,
+                            |posts: web::Data<Posts>,
                              request: HttpRequest,
                              body: web::Bytes| async move {
                                 let signature = request
@@ -373,15 +420,27 @@ async fn a_webhook_gets_one_signed_post_per_alert() {
     h.portal.state.set_outage(true, None);
     let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
     assert_eq!(status, 502, "{body}");
-    common::eventually("a site_unavailable POST", Duration::from_secs(10), || async {
-        (of_kind(&hook.events("s3cret-for-the-hook"), "alert_firing", "site_unavailable") > 0)
-            .then_some(())
-    })
+    common::eventually(
+        "a site_unavailable POST",
+        Duration::from_secs(10),
+        || async {
+            (of_kind(
+                &hook.events("s3cret-for-the-hook"),
+                "alert_firing",
+                "site_unavailable",
+            ) > 0)
+                .then_some(())
+        },
+    )
     .await;
     // The alert stays firing over many evaluations (0.1 s apart): still one POST.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let events = hook.events("s3cret-for-the-hook");
-    assert_eq!(of_kind(&events, "alert_firing", "site_unavailable"), 1, "{events:?}");
+    assert_eq!(
+        of_kind(&events, "alert_firing", "site_unavailable"),
+        1,
+        "{events:?}"
+    );
     assert!(events.iter().all(|(_, signed)| *signed), "{events:?}");
     let firing = events
         .iter()
@@ -400,7 +459,11 @@ async fn a_webhook_gets_one_signed_post_per_alert() {
         .await;
     assert_eq!(status, 200, "{body}");
     common::eventually("a resolved POST", Duration::from_secs(10), || async {
-        (of_kind(&hook.events("s3cret-for-the-hook"), "alert_resolved", "site_unavailable") == 1)
+        (of_kind(
+            &hook.events("s3cret-for-the-hook"),
+            "alert_resolved",
+            "site_unavailable",
+        ) == 1)
             .then_some(())
     })
     .await;
@@ -427,10 +490,14 @@ async fn tokend_keeps_serving_while_the_webhook_is_down() {
         .acquire(json!({"site_name": "court_zxfw", "credential_id": other}))
         .await;
     assert_eq!(status, 502);
-    common::eventually("failing webhook deliveries", Duration::from_secs(10), || async {
-        (counter(&h, r#"tokend_webhook_deliveries_total{result="retried"}"#).await >= 1.0)
-            .then_some(())
-    })
+    common::eventually(
+        "failing webhook deliveries",
+        Duration::from_secs(10),
+        || async {
+            (counter(&h, r#"tokend_webhook_deliveries_total{result="retried"}"#).await >= 1.0)
+                .then_some(())
+        },
+    )
     .await;
     // Cached tokens are served at once meanwhile ...
     for _ in 0..20 {
@@ -439,7 +506,11 @@ async fn tokend_keeps_serving_while_the_webhook_is_down() {
             .acquire(json!({"site_name": "court_zxfw", "credential_id": alice}))
             .await;
         assert_eq!(status, 200, "{body}");
-        assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
     }
     // ... and once the portal is back, logins are as quick as ever.
     h.portal.state.set_outage(false, None);
@@ -454,5 +525,9 @@ async fn tokend_keeps_serving_while_the_webhook_is_down() {
         .acquire(json!({"site_name": "court_zxfw", "credential_id": other}))
         .await;
     assert_eq!(status, 200, "{body}");
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 }

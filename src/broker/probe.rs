@@ -62,9 +62,9 @@ impl InUse {
     fn mark(&self, site: &str, credential_id: i64, account: &str) {
         let mut sites = self.lock();
         let accounts = sites.entry(site.to_string()).or_default();
-        if !accounts.contains_key(&credential_id) {
-            accounts.insert(credential_id, account.to_string());
-        }
+        accounts
+            .entry(credential_id)
+            .or_insert_with(|| account.to_string());
     }
 
     fn of(&self, site: &str) -> Vec<(i64, String)> {
@@ -160,7 +160,12 @@ impl Prober {
                     .map_err(|e| Error::config(key("proxy"), e.to_string()))?,
             ),
         };
-        let slots = broker.inner.config.concurrency.max_concurrent_per_site.max(1);
+        let slots = broker
+            .inner
+            .config
+            .concurrency
+            .max_concurrent_per_site
+            .max(1);
         Ok(Prober {
             broker,
             site: site.name.clone(),

@@ -14,10 +14,10 @@ use serde::{Deserialize, Serialize};
 
 pub use notify::NotifyConfig;
 pub use sections::*;
+pub use site::TokenFrom;
 pub use site::{
     validate_proxy_url, validate_site_name, DriverKind, RequestFormat, SiteConfig, SITE_NAME_MAX,
 };
-pub use site::TokenFrom;
 
 use crate::error::{Error, Result};
 use crate::secret::Secret;

@@ -103,10 +103,18 @@ impl CommandDriver {
         let Some(captchas) = &self.captchas else {
             return Err(LoginFailure::new(
                 FailureKind::Captcha,
-                format!("{} asked for a captcha answer, which nobody can give here", self.program),
+                format!(
+                    "{} asked for a captcha answer, which nobody can give here",
+                    self.program
+                ),
             ));
         };
-        let mut ticket = captchas.open(creds.site, creds.account, &prompt.prompt, &prompt.image_base64);
+        let mut ticket = captchas.open(
+            creds.site,
+            creds.account,
+            &prompt.prompt,
+            &prompt.image_base64,
+        );
         deadline.pause();
         let answer = ticket.wait().await;
         deadline.resume();
@@ -296,10 +304,7 @@ impl ClassifyName for serde_json::Error {
     }
 }
 
-async fn write_line(
-    stdin: &mut Option<tokio::process::ChildStdin>,
-    line: &serde_json::Value,
-) {
+async fn write_line(stdin: &mut Option<tokio::process::ChildStdin>, line: &serde_json::Value) {
     if let Some(pipe) = stdin.as_mut() {
         let ok = pipe.write_all(format!("{line}\n").as_bytes()).await.is_ok()
             && pipe.flush().await.is_ok();

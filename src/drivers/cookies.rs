@@ -88,10 +88,14 @@ fn http_date(text: &str) -> Option<DateTime<Utc>> {
         return Some(at.with_timezone(&Utc));
     }
     let text = text.trim_end_matches(" GMT").trim_end_matches(" UTC");
-    ["%a, %d-%b-%Y %H:%M:%S", "%a, %d-%b-%y %H:%M:%S", "%A, %d-%b-%y %H:%M:%S"]
-        .iter()
-        .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
-        .map(|at| at.and_utc())
+    [
+        "%a, %d-%b-%Y %H:%M:%S",
+        "%a, %d-%b-%y %H:%M:%S",
+        "%A, %d-%b-%y %H:%M:%S",
+    ]
+    .iter()
+    .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+    .map(|at| at.and_utc())
 }
 
 #[cfg(test)]

@@ -16,10 +16,10 @@ use std::time::Duration;
 use regex::Regex;
 use serde_json::{Map, Value};
 
+use super::cookies::{self, SetCookie};
 use super::{
     clean_message, expiry_in, expiry_of, Credentials, FailureKind, LoginFailure, LoginToken,
 };
-use super::cookies::{self, SetCookie};
 use crate::config::{RequestFormat, SiteConfig, TokenFrom};
 use crate::error::{Error, Result};
 use crate::secret::Secret;

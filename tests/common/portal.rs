@@ -242,7 +242,9 @@ async fn probe(state: web::Data<PortalState>, request: actix_web::HttpRequest) -
             .unwrap_or_default()
             .to_string()
     };
-    let bearer = header("authorization").strip_prefix("Bearer ").map(str::to_string);
+    let bearer = header("authorization")
+        .strip_prefix("Bearer ")
+        .map(str::to_string);
     let cookie = header("cookie")
         .split(';')
         .find_map(|c| c.trim().strip_prefix("SESSION=").map(str::to_string));
@@ -255,7 +257,8 @@ async fn probe(state: web::Data<PortalState>, request: actix_web::HttpRequest) -
 
 /// A captcha: a PNG's first bytes, base64 (the text is in `captcha_text`).
 async fn captcha() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"code": 0, "data": {"id": "c-1", "image": "iVBORw0KGgoAAAANSUhEUg=="}}))
+    HttpResponse::Ok()
+        .json(json!({"code": 0, "data": {"id": "c-1", "image": "iVBORw0KGgoAAAANSUhEUg=="}}))
 }
 
 fn answer(state: &PortalState, account: &str, password: &str) -> HttpResponse {
@@ -302,8 +305,14 @@ fn answer(state: &PortalState, account: &str, password: &str) -> HttpResponse {
     state.valid_tokens.lock().unwrap().insert(token.clone());
     if let Some(max_age) = *state.cookie_max_age.lock().unwrap() {
         return HttpResponse::Ok()
-            .append_header(("Set-Cookie", format!("SESSION={token}; Path=/; Max-Age={max_age}; HttpOnly")))
-            .append_header(("Set-Cookie", format!("uid={account}; Path=/; Max-Age={}", max_age + 600)))
+            .append_header((
+                "Set-Cookie",
+                format!("SESSION={token}; Path=/; Max-Age={max_age}; HttpOnly"),
+            ))
+            .append_header((
+                "Set-Cookie",
+                format!("uid={account}; Path=/; Max-Age={}", max_age + 600),
+            ))
             .json(json!({"code": 0, "data": {"expires_in": expires_in}}));
     }
     HttpResponse::Ok().json(json!({
