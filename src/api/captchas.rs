@@ -13,6 +13,21 @@ use crate::error::Error;
 /// Longest answer accepted; a captcha is a few characters.
 const MAX_ANSWER_CHARS: usize = 256;
 
+/// `GET /captchas`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct CaptchasAnswer {
+    captchas: Vec<crate::captcha::Challenge>,
+}
+
+/// `POST /captchas/{id}`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct CaptchaAnswered {
+    id: String,
+    answered: bool,
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaptchaAnswer {
@@ -25,9 +40,10 @@ pub struct CaptchaAnswer {
 #[utoipa::path(
     get,
     path = "/api/v1/automation/captchas",
+    operation_id = "listCaptchas",
     tag = "captchas",
     responses(
-        (status = 200, description = "{captchas: [Challenge]}", body = super::openapi::Envelope),
+        (status = 200, description = "{captchas: [Challenge]}", body = super::schemas::Answer<CaptchasAnswer>),
         (status = 403, description = "Not the admin token", body = ErrorBody)
     )
 )]
@@ -39,11 +55,12 @@ pub async fn list(state: web::Data<AppState>) -> HttpResponse {
 #[utoipa::path(
     post,
     path = "/api/v1/automation/captchas/{id}",
+    operation_id = "answerCaptcha",
     tag = "captchas",
     params(("id" = String, Path, description = "The challenge's id")),
     request_body = CaptchaAnswer,
     responses(
-        (status = 200, description = "{id, answered: true}", body = super::openapi::Envelope),
+        (status = 200, description = "{id, answered: true}", body = super::schemas::Answer<CaptchaAnswered>),
         (status = 400, body = ErrorBody),
         (status = 404, description = "Unknown or expired id", body = ErrorBody),
         (status = 409, description = "Already answered", body = ErrorBody)
