@@ -531,3 +531,118 @@ async fn tokend_keeps_serving_while_the_webhook_is_down() {
         started.elapsed()
     );
 }
+
+#[actix_rt::test]
+async fn the_cli_lists_and_answers_a_captcha_and_the_webhook_hears_of_it() {
+    const ADMIN: &str = "admin-token-0123456789";
+    let hook = Receiver::start();
+    let portal = Portal::start();
+    portal.state.accept("alice", "pw-a");
+    *portal.state.captcha_text.lock().unwrap() = Some("x7k2".into());
+    let dir = tempfile::tempdir().unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/captcha_handoff_login.py"
+    );
+    let config = common::write_config(
+        dir.path(),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{ADMIN}\"\n\
+             [retry]\nlogin_timeout = 5\ncaptcha_answer_timeout = 60\n\
+             [notify]\nwebhook_url = \"{}\"\nwebhook_secret = \"hook-secret\"\n\
+             [[sites]]\nname = \"court_captcha\"\ndriver = \"command\"\n\
+             command = [\"{script}\", \"--captcha-url\", \"{}\", \"--login-url\", \"{}\"]\n",
+            hook.url,
+            portal.url("/captcha"),
+            portal.login_url()
+        ),
+    );
+    common::add_account(dir.path(), &config, "court_captcha", "alice", "pw-a");
+    let daemon = common::Daemon::start(dir.path(), &config);
+    let base = format!("http://{}", daemon.addr);
+    let acquire_url = daemon.url("/api/v1/automation/tokens/acquire");
+    let acquisition = actix_web::rt::spawn(async move {
+        let answer = reqwest::Client::new()
+            .post(acquire_url)
+            .bearer_auth(ADMIN)
+            .json(&json!({"site_name": "court_captcha"}))
+            .send()
+            .await
+            .unwrap();
+        (
+            answer.status().as_u16(),
+            answer.json::<Value>().await.unwrap(),
+        )
+    });
+    let cli = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = common::tokend(dir.path())
+            .args(args)
+            .args(["--url", &base, "--config"])
+            .arg(&config)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let id = common::eventually(
+        "`tokend captcha list` to show it",
+        Duration::from_secs(15),
+        || {
+            let out = cli(&["captcha", "list"], "");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            async move {
+                let line = text.lines().find(|l| l.contains("court_captcha\talice"))?;
+                Some(line.split('\t').next().unwrap().to_string())
+            }
+        },
+    )
+    .await;
+    let out = cli(&["captcha", "answer", &id], "x7k2\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, body) = acquisition.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["token"], "tok-alice-1-0123456789abcdef");
+    let again = cli(&["captcha", "answer", &id, "x7k2"], "");
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already answered"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    // The webhook heard of the captcha, signed.
+    let events = common::eventually("a captcha_pending POST", Duration::from_secs(10), || {
+        let events = hook.events("hook-secret");
+        async move {
+            events
+                .iter()
+                .any(|(e, _)| e["event"] == "captcha_pending")
+                .then_some(events)
+        }
+    })
+    .await;
+    let (event, signed) = events
+        .iter()
+        .find(|(e, _)| e["event"] == "captcha_pending")
+        .unwrap();
+    assert!(signed);
+    assert_eq!(event["captcha"]["id"], id.as_str());
+    assert_eq!(event["captcha"]["site_name"], "court_captcha");
+}

@@ -107,7 +107,8 @@ impl CommandDriver {
                     "{} asked for a captcha answer, which nobody can give here",
                     self.program
                 ),
-            ));
+            )
+            .last_attempt());
         };
         let mut ticket = captchas.open(
             creds.site,
