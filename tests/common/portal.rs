@@ -255,10 +255,10 @@ async fn probe(state: web::Data<PortalState>, request: actix_web::HttpRequest) -
     }
 }
 
-/// A captcha: a PNG's first bytes, base64 (the text is in `captcha_text`).
+/// A captcha: a 1×1 PNG, base64 (the text to type is in `captcha_text`).
 async fn captcha() -> HttpResponse {
     HttpResponse::Ok()
-        .json(json!({"code": 0, "data": {"id": "c-1", "image": "iVBORw0KGgoAAAANSUhEUg=="}}))
+        .json(json!({"code": 0, "data": {"id": "c-1", "image": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="}}))
 }
 
 fn answer(state: &PortalState, account: &str, password: &str) -> HttpResponse {
