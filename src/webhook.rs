@@ -245,6 +245,64 @@ pub fn signature(secret: &Secret, body: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// A webhook whose delivery task never runs: what is sent stays in the queue.
+    fn idle_webhook() -> (Webhook, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new(Arc::default()));
+        let inner = Arc::new(Inner {
+            url: "http://127.0.0.1:9/hook".into(),
+            secret: Secret::default(),
+            client: reqwest::Client::new(),
+            queue: Mutex::default(),
+            wake: tokio::sync::Notify::new(),
+            metrics: metrics.clone(),
+            repeat: Duration::from_secs(3600),
+            firing: Mutex::default(),
+        });
+        (Webhook { inner: Some(inner) }, metrics)
+    }
+
+    fn queued(webhook: &Webhook) -> Vec<Value> {
+        let inner = webhook.inner.as_ref().unwrap();
+        inner.queue.lock().unwrap().iter().cloned().collect()
+    }
+
+    #[test]
+    fn one_post_per_alert_per_repeat_interval_and_its_resolution_once() {
+        let (webhook, _) = idle_webhook();
+        let alert = Alert {
+            kind: "site_unavailable",
+            message: "circuit open".into(),
+            severity: crate::actors::alert::Severity::High,
+            value: 1.0,
+            threshold: 0.0,
+        };
+        webhook.alert_firing(&alert);
+        webhook.alert_firing(&alert);
+        webhook.alert_resolved("site_unavailable");
+        webhook.alert_resolved("site_unavailable");
+        webhook.alert_resolved("never_fired");
+        let events: Vec<String> = queued(&webhook)
+            .iter()
+            .map(|e| e["event"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(events, ["alert_firing", "alert_resolved"]);
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_oldest_and_counts_it() {
+        let (webhook, metrics) = idle_webhook();
+        let inner = webhook.inner.as_ref().unwrap();
+        for n in 0..QUEUE_CAPACITY + 3 {
+            inner.enqueue(json!({ "n": n }));
+        }
+        let queue = queued(&webhook);
+        assert_eq!(queue.len(), QUEUE_CAPACITY);
+        assert_eq!(queue[0]["n"], 3);
+        assert!(metrics
+            .encode()
+            .contains(r#"tokend_webhook_deliveries_total{result="dropped"} 3"#));
+    }
+
     #[test]
     fn signature_is_the_rfc_4231_hmac() {
         // RFC 4231 test case 2.

@@ -164,6 +164,39 @@ async fn a_probe_meeting_a_5xx_or_a_refused_connection_keeps_the_token() {
 }
 
 #[actix_rt::test]
+async fn probes_run_one_per_token_and_no_more_at_once_than_the_site_slots() {
+    use std::sync::atomic::Ordering;
+    let portal = Portal::start();
+    *portal.state.probe_latency.lock().unwrap() = Duration::from_millis(150);
+    let keys = format!(
+        "probe_url = \"{}\"\nprobe_interval = 0.1\n",
+        portal.url("/probe")
+    );
+    let prefix = format!("tokend-test-{}", common::unique());
+    let extra = "[concurrency]\nmax_concurrent_per_site = 2\n";
+    let h = Harness::start_full(None, &prefix, Some(portal), RETRY, extra, &keys).await;
+    // Every account first: the credential list is cached once read.
+    let ids: Vec<i64> = (0..5)
+        .map(|n| h.add_account(&format!("a{n}"), "pw", false))
+        .collect();
+    for id in ids {
+        let (status, body) = h
+            .acquire(json!({"site_name": "court_zxfw", "credential_id": id}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let state = h.portal.state.clone();
+    common::eventually("twenty probes", Duration::from_secs(20), || async {
+        (state.probes.load(Ordering::SeqCst) >= 20).then_some(())
+    })
+    .await;
+    // Every token probed every 0.1 s for 0.15 s each would be 7 at once; the slots say 2.
+    assert_eq!(state.max_probes_in_flight.load(Ordering::SeqCst), 2);
+    assert_eq!(state.max_probes_per_token.load(Ordering::SeqCst), 1);
+    assert_eq!(state.issued(), 5, "a good token was replaced");
+}
+
+#[actix_rt::test]
 async fn a_cookie_login_yields_a_cookie_session_the_portal_accepts_with_the_cookies_life() {
     let portal = Portal::start();
     *portal.state.cookie_max_age.lock().unwrap() = Some(1200);

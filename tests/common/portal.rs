@@ -53,6 +53,13 @@ pub struct PortalState {
     pub probe_status: Mutex<Option<u16>>,
     /// Requests to `/probe`.
     pub probes: AtomicU32,
+    /// How long `/probe` takes to answer (default: at once).
+    pub probe_latency: Mutex<Duration>,
+    /// Probes being answered now, and the most at once: in total and per token.
+    pub probes_in_flight: AtomicU32,
+    pub max_probes_in_flight: AtomicU32,
+    probes_per_token: Mutex<HashMap<String, u32>>,
+    pub max_probes_per_token: AtomicU32,
     /// When set, a login sets the session as cookies (`SESSION` with this Max-Age, `uid`
     /// with ten minutes more) instead of putting the token in the JSON answer.
     pub cookie_max_age: Mutex<Option<u64>>,
@@ -248,8 +255,28 @@ async fn probe(state: web::Data<PortalState>, request: actix_web::HttpRequest) -
     let cookie = header("cookie")
         .split(';')
         .find_map(|c| c.trim().strip_prefix("SESSION=").map(str::to_string));
+    let token = bearer.or(cookie);
+    let key = token.clone().unwrap_or_default();
+    let now = state.probes_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.max_probes_in_flight.fetch_max(now, Ordering::SeqCst);
+    let mine = {
+        let mut per = state.probes_per_token.lock().unwrap();
+        let n = per.entry(key.clone()).or_default();
+        *n += 1;
+        *n
+    };
+    state.max_probes_per_token.fetch_max(mine, Ordering::SeqCst);
+    let latency = *state.probe_latency.lock().unwrap();
+    actix_web::rt::time::sleep(latency).await;
+    *state
+        .probes_per_token
+        .lock()
+        .unwrap()
+        .get_mut(&key)
+        .unwrap() -= 1;
+    state.probes_in_flight.fetch_sub(1, Ordering::SeqCst);
     let valid = state.valid_tokens.lock().unwrap();
-    match bearer.or(cookie) {
+    match token {
         Some(token) if valid.contains(&token) => HttpResponse::Ok().json(json!({"code": 0})),
         _ => HttpResponse::Unauthorized().json(json!({"code": 401, "msg": "未登录"})),
     }
