@@ -193,8 +193,10 @@ impl HttpDriver {
 
         // A cookie login that says the captcha or the password was wrong is no session,
         // whatever cookies came with it.
-        let refused = self.captcha.is_match(&text) || self.credential.is_match(&text);
-        if status.is_success() && self.site.token_from != TokenFrom::Json && !refused {
+        let cookie_login = self.site.token_from != TokenFrom::Json;
+        let refused =
+            cookie_login && (self.captcha.is_match(&text) || self.credential.is_match(&text));
+        if status.is_success() && cookie_login && !refused {
             if let Some(token) = self.cookie_token(&set, json.as_ref()) {
                 return Ok(token);
             }
