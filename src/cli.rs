@@ -47,6 +47,36 @@ pub enum Command {
     Token(TokenCommand),
     /// Maintenance through the running daemon; steps combine and run in this order.
     Optimize(OptimizeArgs),
+    /// Captchas a login program handed to a person, through the running daemon.
+    #[command(subcommand)]
+    Captcha(CaptchaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaptchaCommand {
+    /// List the captchas waiting for an answer (id, site, account, prompt, expiry).
+    List {
+        /// The daemon's address (default: http://<server.listen>).
+        #[arg(long)]
+        url: Option<String>,
+        /// Print the whole answer (images included, as data URLs) as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Seconds to keep trying while the daemon refuses connections (it may be starting).
+        #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+        wait: f64,
+    },
+    /// Answer captcha ID; without ANSWER, the first line of stdin is the answer.
+    Answer {
+        id: String,
+        answer: Option<String>,
+        /// The daemon's address (default: http://<server.listen>).
+        #[arg(long)]
+        url: Option<String>,
+        /// Seconds to keep trying while the daemon refuses connections (it may be starting).
+        #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+        wait: f64,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -263,6 +293,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Captcha(command) => run_captcha(&config, command),
         Command::Token(TokenCommand::Invalidate {
             site,
             account,
@@ -282,6 +313,72 @@ pub fn run(cli: Cli) -> Result<()> {
                 "invalidated the token of `{account}` on site `{site}` (stored token removed: {})",
                 data["stored_token_removed"]
             );
+            Ok(())
+        }
+    }
+}
+
+/// `tokend captcha list | answer ID [ANSWER]`, through the daemon.
+fn run_captcha(config: &Config, command: CaptchaCommand) -> Result<()> {
+    let runtime = actix_web::rt::System::new();
+    match command {
+        CaptchaCommand::List { url, json, wait } => {
+            let data = runtime.block_on(crate::client::get(
+                config,
+                &crate::client::Endpoint::new(url.as_deref(), wait),
+                "/api/v1/automation/captchas",
+            ))?;
+            if json {
+                println!("{data}");
+                return Ok(());
+            }
+            let list = data["captchas"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                eprintln!("no captcha is waiting for an answer");
+            }
+            for c in list {
+                println!(
+                    "{}\t{}\t{}\texpires_at={}\t{}",
+                    c["id"].as_str().unwrap_or("?"),
+                    c["site_name"].as_str().unwrap_or("?"),
+                    c["account"].as_str().unwrap_or("?"),
+                    c["expires_at"].as_str().unwrap_or("?"),
+                    c["prompt"].as_str().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+        CaptchaCommand::Answer {
+            id,
+            answer,
+            url,
+            wait,
+        } => {
+            let answer = match answer {
+                Some(answer) => answer,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .map_err(|e| Error::io("stdin", e))?;
+                    line
+                }
+            };
+            let answer = answer.trim();
+            if answer.is_empty() {
+                return Err(Error::invalid("answer", "is empty"));
+            }
+            let path = format!(
+                "/api/v1/automation/captchas/{}",
+                percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC)
+            );
+            runtime.block_on(crate::client::post(
+                config,
+                &crate::client::Endpoint::new(url.as_deref(), wait),
+                &path,
+                &serde_json::json!({ "answer": answer }),
+            ))?;
+            println!("answered captcha {id}");
             Ok(())
         }
     }

@@ -98,6 +98,12 @@ pub enum Error {
     Unauthorized(String),
     #[error("not allowed: {0}")]
     Forbidden(String),
+    /// No pending captcha challenge has this id (never one, or it expired or ended).
+    #[error("no pending captcha `{0}`: unknown, expired or its login ended")]
+    CaptchaNotFound(String),
+    /// The captcha challenge was answered already.
+    #[error("captcha `{0}` is already answered")]
+    CaptchaAnswered(String),
     /// A bug or a broken invariant; never caused by input.
     #[error("internal error: {0}")]
     Internal(String),
@@ -153,6 +159,8 @@ impl Error {
             Error::Unauthorized(_) => "UNAUTHORIZED",
             Error::Forbidden(_) => "FORBIDDEN",
             Error::Internal(_) => "INTERNAL_ERROR",
+            Error::CaptchaNotFound(_) => "CAPTCHA_NOT_FOUND",
+            Error::CaptchaAnswered(_) => "CAPTCHA_ALREADY_ANSWERED",
         }
     }
 
@@ -194,9 +202,11 @@ impl Error {
     /// The exit status of a CLI command that failed with this error (sysexits.h).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::AccountExists { .. } | Error::AccountNotFound { .. } | Error::StepsFailed(_) => {
-                1
-            }
+            Error::AccountExists { .. }
+            | Error::AccountNotFound { .. }
+            | Error::StepsFailed(_)
+            | Error::CaptchaNotFound(_)
+            | Error::CaptchaAnswered(_) => 1,
             Error::InvalidInput { .. } | Error::UnknownSite(_) => 64, // EX_USAGE
             Error::Import { .. } => 65,                               // EX_DATAERR
             Error::Database(_)
@@ -229,6 +239,8 @@ impl ResponseError for Error {
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::UnknownSite(_) | Error::AccountNotFound { .. } => StatusCode::NOT_FOUND,
             Error::AccountExists { .. } => StatusCode::CONFLICT,
+            Error::CaptchaNotFound(_) => StatusCode::NOT_FOUND,
+            Error::CaptchaAnswered(_) => StatusCode::CONFLICT,
             Error::Database(_)
             | Error::DatabaseUnavailable(_)
             | Error::Migration(_)

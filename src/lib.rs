@@ -30,6 +30,8 @@
 //!   `AlertActor`), [`metrics`] (Prometheus), [`timeline`] (the last hour, minute by minute),
 //!   [`optimize`] (concurrency recommendations), [`process`] (the process's own resources),
 //!   [`terminal`] (reading a password without echo).
+//! - Token lifecycle: [`captcha`] (captchas waiting for a person), [`webhook`] (alerts and
+//!   captchas announced by POST); validity probes live in [`broker`].
 //! - [`error`]: the one error type, and its HTTP statuses and exit codes.
 
 pub mod accounts;
@@ -39,6 +41,7 @@ pub mod api;
 pub mod broker;
 pub mod budget;
 pub mod cache;
+pub mod captcha;
 pub mod checks;
 pub mod circuit;
 pub mod cli;
@@ -63,6 +66,7 @@ pub mod slots;
 pub mod spool;
 pub mod terminal;
 pub mod timeline;
+pub mod webhook;
 
 pub use config::Config;
 pub use error::{Error, Result};

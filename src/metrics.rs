@@ -35,6 +35,17 @@ struct RejectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeLabels {
+    site: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SiteLabels {
     site: String,
 }
@@ -52,6 +63,8 @@ pub struct Metrics {
     rejections: Family<RejectionLabels, Counter>,
     circuit_open: Family<SiteLabels, Gauge>,
     site_limit: Family<SiteLabels, Gauge>,
+    probes: Family<ProbeLabels, Counter>,
+    webhook_deliveries: Family<ResultLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -137,6 +150,18 @@ impl Metrics {
             "A site's effective slot limit (adaptive concurrency)",
             site_limit.clone(),
         );
+        let probes = Family::<ProbeLabels, Counter>::default();
+        registry.register(
+            "probes",
+            "Validity probes of tokens in use, by site and result (valid, invalid, error)",
+            probes.clone(),
+        );
+        let webhook_deliveries = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook POSTs by result (delivered, retried, failed, dropped from a full queue)",
+            webhook_deliveries.clone(),
+        );
         registry.register_collector(Box::new(CacheCollector(cache)));
         Metrics {
             registry,
@@ -147,6 +172,8 @@ impl Metrics {
             rejections,
             circuit_open,
             site_limit,
+            probes,
+            webhook_deliveries,
         }
     }
 
@@ -199,6 +226,23 @@ impl Metrics {
                 site: site.to_string(),
             })
             .set(i64::from(limit));
+    }
+
+    pub fn probe(&self, site: &str, result: &str) {
+        self.probes
+            .get_or_create(&ProbeLabels {
+                site: site.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn webhook(&self, result: &str) {
+        self.webhook_deliveries
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
     }
 
     /// The text exposition (OpenMetrics).

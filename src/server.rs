@@ -132,6 +132,13 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
     actors
         .alert
         .do_send(crate::actors::alert::WatchSites(broker.clone()));
+    // SPEC §13: alerts and pending captchas announced by webhook; tokens in use probed.
+    let webhook = crate::webhook::Webhook::start(&config, actors.metrics.clone());
+    actors
+        .alert
+        .do_send(crate::actors::alert::AnnounceTo(webhook.clone()));
+    broker.captchas().announce_to(webhook);
+    broker.start_probes()?;
     let state = AppState {
         config: config.clone(),
         actors,

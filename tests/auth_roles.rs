@@ -82,6 +82,12 @@ async fn metrics_tokens_read_and_never_change_state() {
             );
         }
     }
+    // Captchas are a login in progress: admin only, even to read.
+    let captchas = daemon.url("/api/v1/automation/captchas");
+    let bearer = format!("Bearer {METRICS}");
+    assert_eq!(call(Method::GET, &captchas, Some(&bearer)).await, 403);
+    let admin = format!("Bearer {ADMIN}");
+    assert_eq!(call(Method::GET, &captchas, Some(&admin)).await, 200);
     // The admin token still does everything.
     assert_eq!(
         call(

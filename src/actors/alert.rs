@@ -3,6 +3,7 @@
 //! Messages: [`Health`] (asks `HistoryActor` for the database, `CacheActor` for the cache
 //! backend and `MonitorActor` for the metrics, then evaluates the `[alerts]` thresholds).
 //! The worst severity decides the level: high → unhealthy, medium → degraded, low → warning.
+//! [`AnnounceTo`] hands it the webhook, to which each transition is POSTed.
 //! Each firing/resolved transition is also kept for a day (`alert_history`, [`AlertHistory`]).
 //!
 //! [`AlertHistory`]: super::alert_history::AlertHistory
@@ -169,6 +170,8 @@ pub struct AlertActor {
     firing: HashMap<&'static str, Instant>,
     /// The last day's transitions, for the dashboard.
     pub(super) history_log: super::alert_history::AlertHistoryLog,
+    /// Where transitions are POSTed (`[notify] webhook_url`); a no-op without one.
+    webhook: crate::webhook::Webhook,
 }
 
 /// Requests (token lookups) and rejections since start (or the last metrics reset).
@@ -219,6 +222,19 @@ impl Handler<WatchSites> for AlertActor {
 
     fn handle(&mut self, msg: WatchSites, _: &mut Context<Self>) {
         self.broker = Some(msg.0);
+    }
+}
+
+/// Hands the webhook to the alerts: each transition is POSTed too.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AnnounceTo(pub crate::webhook::Webhook);
+
+impl Handler<AnnounceTo> for AlertActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AnnounceTo, _: &mut Context<Self>) {
+        self.webhook = msg.0;
     }
 }
 
@@ -295,6 +311,7 @@ impl AlertActor {
             window: RequestCounts::default(),
             firing: HashMap::new(),
             history_log: Default::default(),
+            webhook: Default::default(),
         }
     }
 
@@ -319,6 +336,7 @@ impl AlertActor {
                 if !self.firing.contains_key(alert.kind) {
                     self.history_log.firing(alert);
                 }
+                self.webhook.alert_firing(alert);
                 self.firing.insert(alert.kind, Instant::now());
             }
         }
@@ -332,6 +350,7 @@ impl AlertActor {
             self.firing.remove(kind);
             log::info!("ALERT resolved type={kind}");
             self.history_log.resolved(kind);
+            self.webhook.alert_resolved(kind);
         }
     }
 }

@@ -17,6 +17,8 @@ use crate::secret::Secret;
 
 /// Paths a client token may call.
 const CLIENT_SCOPE: &str = "/api/v1/automation/tokens/";
+/// Captchas waiting for a person: admin only, even to read (the image is a login in progress).
+const CAPTCHA_SCOPE: &str = "/api/v1/automation/captchas";
 
 #[derive(Debug, PartialEq, Eq)]
 enum Role {
@@ -86,6 +88,9 @@ pub async fn require_bearer(
         Some(None) => Some(Error::Unauthorized("unknown bearer token".into())),
         Some(Some(Role::Client)) if !req.path().starts_with(CLIENT_SCOPE) => Some(
             Error::Forbidden("a client token may only acquire and invalidate tokens".into()),
+        ),
+        Some(Some(Role::Metrics)) if req.path().starts_with(CAPTCHA_SCOPE) => Some(
+            Error::Forbidden("captchas are for the admin token only".into()),
         ),
         Some(Some(Role::Metrics)) if !matches!(*req.method(), Method::GET | Method::HEAD) => Some(
             Error::Forbidden("a metrics token may only read (GET)".into()),

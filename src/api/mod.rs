@@ -2,12 +2,13 @@
 //! envelope `{"success": true, "data": …}` / `{"success": false, "code", "message", "errors"}`.
 //!
 //! One small handler per endpoint, grouped by area: [`tokens`], [`health`], [`metrics`],
-//! [`cache`], [`resources`], [`optimize`], [`history`], [`accounts`] (and sites);
+//! [`cache`], [`resources`], [`optimize`], [`history`], [`accounts`] (and sites); [`captchas`];
 //! [`dashboard`] (the page at `/`) and [`timeline`] (the series it draws).
 
 pub mod accounts;
 pub mod auth;
 pub mod cache;
+pub mod captchas;
 pub mod dashboard;
 pub mod health;
 pub mod history;
@@ -98,6 +99,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route(
         "/api/v1/automation/sites/{site}/circuit/close",
         web::post().to(accounts::close_circuit),
+    )
+    .route("/api/v1/automation/captchas", web::get().to(captchas::list))
+    .route(
+        "/api/v1/automation/captchas/{id}",
+        web::post().to(captchas::answer),
     )
     .service(
         web::scope("/api/v1/automation/tokens")

@@ -60,13 +60,15 @@ impl Modify for BearerAuth {
         super::accounts::list,
         super::accounts::unblock,
         super::accounts::close_circuit,
+        super::captchas::list,
+        super::captchas::answer,
         super::timeline::timeline,
         super::timeline::alert_history,
         super::timeline::token_status,
         super::dashboard::index,
         document,
     ),
-    components(schemas(Envelope, ErrorBody, crate::broker::AcquireRequest, super::tokens::InvalidateRequest, super::accounts::UnblockRequest, crate::accounts::AccountView, crate::broker::SiteReport, crate::broker::TokenStatus)),
+    components(schemas(Envelope, ErrorBody, crate::broker::AcquireRequest, super::tokens::InvalidateRequest, super::accounts::UnblockRequest, crate::accounts::AccountView, crate::broker::SiteReport, crate::broker::TokenStatus, super::captchas::CaptchaAnswer, crate::captcha::Challenge)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

@@ -459,11 +459,12 @@ impl Acquisition<'_> {
         let inner = &self.broker.inner;
         let site = &self.site.name;
         let sealed = inner.cache.seal(site, &candidate.account, &login.token)?;
+        let token_type = login.token_type.as_deref().unwrap_or("Bearer").to_string();
         let entry = self.cache_entry(
             fence,
             candidate,
             &sealed,
-            "Bearer",
+            &token_type,
             Utc::now(),
             login.expires_at,
         );
@@ -480,7 +481,7 @@ impl Acquisition<'_> {
                         site_name: &name,
                         account: &account,
                         token: &sealed,
-                        token_type: "Bearer",
+                        token_type: &token_type,
                         expires_at,
                         created_at: now,
                         updated_at: now,

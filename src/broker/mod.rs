@@ -7,9 +7,11 @@
 //!   account's single-flight lock, a login slot, looks again (cache, then the `tokens` table),
 //!   and logs in through the site's driver.
 //! - [`refresh`] renews tokens in use in the background before they get close to expiry.
+//! - [`probe`] checks tokens in use at the portal and replaces those it refuses.
 
 mod candidates;
 mod login;
+mod probe;
 mod refresh;
 mod states;
 mod token_status;
@@ -136,6 +138,10 @@ struct Inner {
     refreshing: Mutex<HashMap<FlightKey, (Instant, u32)>>,
     /// Logins in progress, for the stop (issue 15: cut logins are logged and recorded).
     running: crate::shutdown::RunningLogins,
+    /// Tokens handed out on sites with validity probes (SPEC §13).
+    in_use: probe::InUse,
+    /// Captchas waiting for a person (SPEC §13).
+    captchas: crate::captcha::Captchas,
 }
 
 /// Everything the broker works with.
@@ -156,11 +162,16 @@ pub struct BrokerParts {
 impl Broker {
     pub fn new(parts: BrokerParts) -> Result<Broker> {
         let default_ttl = seconds(parts.config.cache.default_token_ttl);
+        let captchas =
+            crate::captcha::Captchas::new(seconds(parts.config.retry.captcha_answer_timeout));
         let drivers = parts
             .config
             .sites
             .iter()
-            .map(|site| Ok((site.name.clone(), LoginDriver::new(site, default_ttl)?)))
+            .map(|site| {
+                let driver = LoginDriver::new(site, default_ttl)?.with_captchas(captchas.clone());
+                Ok((site.name.clone(), driver))
+            })
             .collect::<Result<_>>()?;
         Ok(Broker {
             inner: Arc::new(Inner {
@@ -180,8 +191,15 @@ impl Broker {
                 flights: Mutex::default(),
                 refreshing: Mutex::default(),
                 running: crate::shutdown::RunningLogins::default(),
+                in_use: probe::InUse::default(),
+                captchas,
             }),
         })
+    }
+
+    /// The captchas waiting for a person.
+    pub fn captchas(&self) -> &crate::captcha::Captchas {
+        &self.inner.captchas
     }
 
     /// The logins in progress (for the stop, see [`crate::shutdown`]).
@@ -216,6 +234,7 @@ impl Broker {
         };
         if !request.force_refresh {
             if let Some(hit) = self.cached(site, credential_id).await {
+                self.mark_in_use(site, &hit);
                 return Ok(hit);
             }
         }
@@ -239,14 +258,18 @@ impl Broker {
                 .await
         });
         let timeout = seconds(self.inner.config.concurrency.acquisition_timeout);
-        match tokio::time::timeout(timeout, task).await {
+        let answer = match tokio::time::timeout(timeout, task).await {
             Ok(joined) => joined.map_err(|e| Error::Internal(format!("acquisition task: {e}")))?,
             Err(_) => Err(Error::Timeout(format!(
                 "no token for site `{}` within acquisition_timeout ({:.0}s); a login that is still running goes on and its token will be cached",
                 site.name,
                 timeout.as_secs_f64()
             ))),
+        };
+        if let Ok(token) = &answer {
+            self.mark_in_use(site, token);
         }
+        answer
     }
 
     /// The hot path: a cached token with enough life left, or `None`.

@@ -4,6 +4,7 @@
 //! bad values stop start-up with an [`Error::Config`] that names the key (`concurrency.lock_timeout`,
 //! `sites[1].driver`, `REDIS_PORT`). The checked [`Config`] is shared as `Arc<Config>`.
 
+mod notify;
 mod sections;
 mod site;
 
@@ -11,7 +12,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use notify::NotifyConfig;
 pub use sections::*;
+pub use site::TokenFrom;
 pub use site::{
     validate_proxy_url, validate_site_name, DriverKind, RequestFormat, SiteConfig, SITE_NAME_MAX,
 };
@@ -33,6 +36,7 @@ pub struct Config {
     pub circuit: CircuitConfig,
     pub alerts: AlertsConfig,
     pub history: HistoryConfig,
+    pub notify: NotifyConfig,
     pub sites: Vec<SiteConfig>,
 }
 
@@ -167,6 +171,7 @@ impl Config {
         self.circuit.validate()?;
         self.alerts.validate()?;
         self.history.validate()?;
+        self.notify.validate()?;
         let mut seen = std::collections::HashSet::new();
         for (index, site) in self.sites.iter().enumerate() {
             site.validate(index)?;
@@ -253,6 +258,11 @@ mod tests {
             ("[accounts]\ncaptcha_cooldown = -1\n", "accounts.captcha_cooldown"),
             ("[accounts]\nfailure_cooldown = 1e12\n", "accounts.failure_cooldown"),
             ("[alerts]\nmax_rejection_rate = 120\n", "alerts.max_rejection_rate"),
+            ("[retry]\ncaptcha_answer_timeout = 0\n", "retry.captcha_answer_timeout"),
+            ("[notify]\nwebhook_url = \"ftp://x\"\n", "notify.webhook_url"),
+            ("[[sites]]\nname = \"a\"\ndriver = \"http\"\nlogin_url = \"http://x\"\ntoken_from = \"header\"\n", "sites[0].token_from"),
+            ("[[sites]]\nname = \"a\"\ndriver = \"http\"\nlogin_url = \"http://x\"\nprobe_interval = 60\n", "sites[0].probe_url"),
+            ("[[sites]]\nname = \"a\"\ndriver = \"http\"\nlogin_url = \"http://x\"\nprobe_url = \"http://x/p\"\nprobe_interval = 60\nprobe_header = \"nocolon\"\n", "sites[0].probe_header"),
             ("[[sites]]\nname = \"a\"\ndriver = \"http\"\nlogin_url = \"http://x\"\ncircuit_failure_threshold = 0\n", "sites[0].circuit_failure_threshold"),
             ("[[sites]]\nname = \"a\"\ndriver = \"http\"\nlogin_url = \"http://x\"\ncircuit_open_seconds = 0\n", "sites[0].circuit_open_seconds"),
         ];

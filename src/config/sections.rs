@@ -321,6 +321,9 @@ pub struct RetryConfig {
     pub network_retry_delay_base: f64,
     pub captcha_retry_delay: f64,
     pub login_timeout: f64,
+    /// Seconds a captcha handed to a person (SPEC §13) waits for an answer; then the login
+    /// is a `captcha_error`. The time spent waiting does not count against `login_timeout`.
+    pub captcha_answer_timeout: f64,
 }
 
 impl Default for RetryConfig {
@@ -331,6 +334,7 @@ impl Default for RetryConfig {
             network_retry_delay_base: 1.0,
             captcha_retry_delay: 2.0,
             login_timeout: 60.0,
+            captcha_answer_timeout: 300.0,
         }
     }
 }
@@ -352,6 +356,7 @@ impl RetryConfig {
             }
         }
         positive("retry.login_timeout", self.login_timeout)?;
+        positive("retry.captcha_answer_timeout", self.captcha_answer_timeout)?;
         if self.max_network_retries > 20 || self.max_captcha_retries > 20 {
             return Err(Error::config(
                 if self.max_network_retries > 20 {

@@ -124,6 +124,76 @@ pub struct SiteConfig {
     /// Overrides `circuit.open_seconds` for this site.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_open_seconds: Option<f64>,
+    /// Where tokens in use are checked in the background (SPEC §13); empty: never.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub probe_url: String,
+    /// The header a probe sends, `Name: value` with `{token}`. Empty: `Authorization: Bearer
+    /// {token}`, or `Cookie: {token}` for a cookie session.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub probe_header: String,
+    /// Seconds within which every token in use is probed once (0: no probes).
+    #[serde(default, skip_serializing_if = "is_zero_seconds")]
+    pub probe_interval: f64,
+    /// A regex over the probe's answer that means "this token is no longer valid", next to
+    /// 401 and 403.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub probe_invalid_pattern: String,
+    /// `http`: where the token is in the login answer: `json` (at `token_pointer`),
+    /// `cookie:NAME` or `cookies` (the whole `Cookie` header value).
+    #[serde(default, skip_serializing_if = "TokenFrom::is_json")]
+    pub token_from: TokenFrom,
+}
+
+/// Where the `http` driver takes the token from (`token_from`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum TokenFrom {
+    /// The JSON answer, at `token_pointer`.
+    #[default]
+    Json,
+    /// The value of one cookie the login answer set.
+    Cookie(String),
+    /// Every cookie the login answer set, as one `Cookie` header value.
+    Cookies,
+}
+
+impl TokenFrom {
+    fn is_json(&self) -> bool {
+        *self == TokenFrom::Json
+    }
+}
+
+impl TryFrom<String> for TokenFrom {
+    type Error = String;
+
+    fn try_from(text: String) -> std::result::Result<Self, String> {
+        match text.as_str() {
+            "json" => Ok(TokenFrom::Json),
+            "cookies" => Ok(TokenFrom::Cookies),
+            other => match other.strip_prefix("cookie:") {
+                Some(name) if !name.trim().is_empty() => {
+                    Ok(TokenFrom::Cookie(name.trim().to_string()))
+                }
+                _ => Err(format!(
+                    "`{other}` is not one of \"json\", \"cookie:NAME\", \"cookies\""
+                )),
+            },
+        }
+    }
+}
+
+impl From<TokenFrom> for String {
+    fn from(from: TokenFrom) -> String {
+        match from {
+            TokenFrom::Json => "json".into(),
+            TokenFrom::Cookie(name) => format!("cookie:{name}"),
+            TokenFrom::Cookies => "cookies".into(),
+        }
+    }
+}
+
+fn is_zero_seconds(value: &f64) -> bool {
+    *value == 0.0
 }
 
 fn is_best(strategy: &crate::selection::Strategy) -> bool {
@@ -184,6 +254,7 @@ impl SiteConfig {
             ("captcha_error_pattern", &self.captcha_error_pattern),
             ("credential_error_pattern", &self.credential_error_pattern),
             ("rate_limit_pattern", &self.rate_limit_pattern),
+            ("probe_invalid_pattern", &self.probe_invalid_pattern),
         ] {
             regex::Regex::new(pattern)
                 .map_err(|e| Error::config(key(field), format!("not a valid regex: {e}")))?;
@@ -206,6 +277,7 @@ impl SiteConfig {
                 self.circuit_open_seconds.unwrap_or(1.0),
             )?;
         }
+        self.validate_probe(index)?;
         match self.driver {
             DriverKind::Http => {
                 if !(self.login_url.starts_with("http://")
@@ -227,6 +299,12 @@ impl SiteConfig {
                 }
             }
             DriverKind::Command => {
+                if self.token_from != TokenFrom::Json {
+                    return Err(Error::config(
+                        key("token_from"),
+                        "is only for driver \"http\"",
+                    ));
+                }
                 if self.command.first().is_none_or(|p| p.trim().is_empty()) {
                     return Err(Error::config(
                         key("command"),
@@ -242,6 +320,50 @@ impl SiteConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl SiteConfig {
+    /// The probe keys (SPEC §13): an interval needs a URL and a header with a name.
+    fn validate_probe(&self, index: usize) -> Result<()> {
+        let key = |field: &str| format!("sites[{index}].{field}");
+        let interval = self.probe_interval;
+        if !(interval.is_finite() && (0.0..=86_400.0).contains(&interval)) {
+            return Err(Error::config(
+                key("probe_interval"),
+                format!("must be from 0 (off) to 86400 seconds, not {interval}"),
+            ));
+        }
+        if interval > 0.0
+            && !(self.probe_url.starts_with("http://") || self.probe_url.starts_with("https://"))
+        {
+            return Err(Error::config(
+                key("probe_url"),
+                "probe_interval needs an http:// or https:// probe_url",
+            ));
+        }
+        if !self.probe_header.is_empty() {
+            let name = self.probe_header.split_once(':').map(|(n, _)| n.trim());
+            let valid = name.is_some_and(|n| {
+                !n.is_empty() && reqwest::header::HeaderName::from_bytes(n.as_bytes()).is_ok()
+            });
+            if !valid {
+                return Err(Error::config(
+                    key("probe_header"),
+                    "must be `Name: value`, e.g. \"Authorization: Bearer {token}\"",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The header a probe sends, before `{token}` is filled in.
+    pub fn probe_header_template(&self) -> &str {
+        match (&self.probe_header, &self.token_from) {
+            (header, _) if !header.is_empty() => header,
+            (_, TokenFrom::Cookies) => "Cookie: {token}",
+            _ => "Authorization: Bearer {token}",
+        }
     }
 }
 

@@ -5,19 +5,27 @@
 //! RFC 3339}` or `{"token", "expires_in": seconds}`. Exit 0 success, 10 credential error,
 //! 11 captcha error, 12 network error, anything else failed. Stderr (cut to 2 KiB, secrets
 //! masked) becomes the error message. On timeout the whole process group is killed.
+//!
+//! Captcha hand-off (SPEC §13): stdin stays open after the request line. A program that
+//! meets a captcha only a person can solve prints a line `{"captcha": {"image_base64",
+//! "prompt"}}`; the challenge is listed in the API, and the person's answer is written to
+//! its stdin as one line `{"answer": …}`. While the person solves it, `login_timeout` stands
+//! still; nobody answering within `retry.captcha_answer_timeout` is a `captcha_error` that is
+//! not retried.
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use super::{
-    clean_message, expiry_in, expiry_of, Credentials, FailureKind, LoginFailure, LoginToken,
-    MAX_ERROR_BYTES,
+    clean_message, expiry_in, expiry_of, Credentials, Deadline, FailureKind, LoginFailure,
+    LoginToken, MAX_ERROR_BYTES,
 };
+use crate::captcha::Captchas;
 use crate::config::SiteConfig;
 use crate::secret::Secret;
 
@@ -25,6 +33,8 @@ use crate::secret::Secret;
 const OUTPUT_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
 /// Largest stdout read from a login program.
 const MAX_STDOUT_BYTES: u64 = 64 * 1024;
+/// Longest stdout line looked at for a captcha (a base64 image).
+const MAX_LINE_BYTES: u64 = 4 * 1024 * 1024;
 /// Variables of tokend's own that a login program has no business seeing.
 const HIDDEN_ENV: [&str; 8] = [
     "TOKEND_SECRET_KEY",
@@ -41,6 +51,22 @@ pub struct CommandDriver {
     program: String,
     args: Vec<String>,
     default_ttl: Duration,
+    /// Where captchas for a person are posted; `None`: a captcha line fails the login.
+    captchas: Option<Captchas>,
+}
+
+/// A captcha the program asks a person to solve.
+#[derive(Deserialize)]
+struct CaptchaLine {
+    captcha: CaptchaPrompt,
+}
+
+#[derive(Deserialize)]
+struct CaptchaPrompt {
+    #[serde(default)]
+    image_base64: String,
+    #[serde(default)]
+    prompt: String,
 }
 
 #[derive(Deserialize)]
@@ -58,13 +84,58 @@ impl CommandDriver {
             program: site.command.first().cloned().unwrap_or_default(),
             args: site.command.iter().skip(1).cloned().collect(),
             default_ttl,
+            captchas: None,
         }
+    }
+
+    pub fn with_captchas(mut self, captchas: Captchas) -> CommandDriver {
+        self.captchas = Some(captchas);
+        self
+    }
+
+    /// Hands a captcha to a person and waits for the answer, the login's clock stopped.
+    async fn hand_off(
+        &self,
+        creds: &Credentials<'_>,
+        prompt: CaptchaPrompt,
+        deadline: &Deadline,
+    ) -> Result<String, LoginFailure> {
+        let Some(captchas) = &self.captchas else {
+            return Err(LoginFailure::new(
+                FailureKind::Captcha,
+                format!(
+                    "{} asked for a captcha answer, which nobody can give here",
+                    self.program
+                ),
+            )
+            .last_attempt());
+        };
+        let mut ticket = captchas.open(
+            creds.site,
+            creds.account,
+            &prompt.prompt,
+            &prompt.image_base64,
+        );
+        deadline.pause();
+        let answer = ticket.wait().await;
+        deadline.resume();
+        answer.ok_or_else(|| {
+            LoginFailure::new(
+                FailureKind::Captcha,
+                format!(
+                    "nobody answered captcha {} within retry.captcha_answer_timeout ({:.0}s)",
+                    ticket.id(),
+                    captchas.answer_timeout().as_secs_f64()
+                ),
+            )
+            .last_attempt()
+        })
     }
 
     pub async fn login(
         &self,
         creds: &Credentials<'_>,
-        remaining: Duration,
+        deadline: &Deadline,
     ) -> Result<LoginToken, LoginFailure> {
         let mut command = Command::new(&self.program);
         command
@@ -103,20 +174,31 @@ impl CommandDriver {
         let stderr = child.stderr.take();
         // Output is read by tasks of their own, so that a helper the program leaves running
         // (a browser holding the pipes open) cannot keep the login waiting after it exited.
-        let out_reader = tokio::spawn(read_capped(stdout, MAX_STDOUT_BYTES));
+        let (captcha_tx, mut captcha_rx) = tokio::sync::mpsc::channel(1);
+        let out_reader = tokio::spawn(read_output(stdout, MAX_STDOUT_BYTES, captcha_tx));
         let err_reader = tokio::spawn(read_capped(stderr, MAX_ERROR_BYTES as u64 * 2));
         let run = async {
-            if let Some(stdin) = stdin.as_mut() {
-                // A program that exits without reading its stdin is not an error of ours.
-                let _ = stdin.write_all(format!("{request}\n").as_bytes()).await;
-                let _ = stdin.shutdown().await;
+            // A program that exits without reading its stdin is not an error of ours. Stdin
+            // stays open: a captcha's answer may follow.
+            write_line(&mut stdin, &request).await;
+            loop {
+                tokio::select! {
+                    status = child.wait() => break Ok(status),
+                    Some(prompt) = captcha_rx.recv() => {
+                        let answer = self.hand_off(creds, prompt, deadline).await?;
+                        write_line(&mut stdin, &serde_json::json!({"answer": answer})).await;
+                    }
+                }
             }
-            drop(stdin);
-            child.wait().await
         };
-        let status = match tokio::time::timeout(remaining, run).await {
-            Ok(status) => status,
-            Err(_) => {
+        let status = match deadline.run(Duration::ZERO, run).await {
+            Some(Ok(status)) => status,
+            Some(Err(failure)) => {
+                out_reader.abort();
+                err_reader.abort();
+                return Err(failure);
+            }
+            None => {
                 out_reader.abort();
                 err_reader.abort();
                 return Err(LoginFailure::new(
@@ -203,6 +285,7 @@ impl CommandDriver {
         Ok(LoginToken {
             token: Secret::new(output.token),
             expires_at,
+            token_type: None,
         })
     }
 }
@@ -220,6 +303,47 @@ impl ClassifyName for serde_json::Error {
             serde_json::error::Category::Eof => "truncated",
         }
     }
+}
+
+async fn write_line(stdin: &mut Option<tokio::process::ChildStdin>, line: &serde_json::Value) {
+    if let Some(pipe) = stdin.as_mut() {
+        let ok = pipe.write_all(format!("{line}\n").as_bytes()).await.is_ok()
+            && pipe.flush().await.is_ok();
+        if !ok {
+            *stdin = None;
+        }
+    }
+}
+
+/// Reads the program's stdout: captcha lines go to `captchas`, the rest (up to `cap` bytes)
+/// is the output; what is beyond is drained so the program never blocks on a full pipe.
+async fn read_output(
+    pipe: Option<impl AsyncRead + Unpin + Send + 'static>,
+    cap: u64,
+    captchas: tokio::sync::mpsc::Sender<CaptchaPrompt>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let Some(pipe) = pipe else { return out };
+    let mut reader = tokio::io::BufReader::new(pipe);
+    loop {
+        let mut line = Vec::new();
+        match (&mut reader)
+            .take(MAX_LINE_BYTES)
+            .read_until(b'\n', &mut line)
+            .await
+        {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if let Ok(CaptchaLine { captcha }) = serde_json::from_slice(&line) {
+            // The login gone (receiver dropped): nobody will answer, the group is killed.
+            let _ = captchas.send(captcha).await;
+            continue;
+        }
+        let room = (cap as usize).saturating_sub(out.len());
+        out.extend_from_slice(&line[..line.len().min(room)]);
+    }
+    out
 }
 
 async fn read_capped(pipe: Option<impl AsyncRead + Unpin + Send + 'static>, cap: u64) -> Vec<u8> {

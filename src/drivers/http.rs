@@ -16,10 +16,11 @@ use std::time::Duration;
 use regex::Regex;
 use serde_json::{Map, Value};
 
+use super::cookies::{self, SetCookie};
 use super::{
     clean_message, expiry_in, expiry_of, Credentials, FailureKind, LoginFailure, LoginToken,
 };
-use crate::config::{RequestFormat, SiteConfig};
+use crate::config::{RequestFormat, SiteConfig, TokenFrom};
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 
@@ -151,12 +152,21 @@ impl HttpDriver {
             )
         })?;
         let status = response.status();
+        let set = match self.site.token_from {
+            TokenFrom::Json => Vec::new(),
+            _ => cookies::set_cookies(response.headers()),
+        };
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(super::parse_retry_after);
+        // A cookie login often answers with a redirect that sets the session: the cookies are
+        // taken, the redirect is not followed.
         if status.is_redirection() {
+            if let Some(token) = self.cookie_token(&set, None) {
+                return Ok(token);
+            }
             let location = response
                 .headers()
                 .get(reqwest::header::LOCATION)
@@ -181,7 +191,17 @@ impl HttpDriver {
         let text = String::from_utf8_lossy(&bytes);
         let json: Option<Value> = serde_json::from_slice(&bytes).ok();
 
-        if status.is_success() {
+        // A cookie login that says the captcha or the password was wrong is no session,
+        // whatever cookies came with it.
+        let cookie_login = self.site.token_from != TokenFrom::Json;
+        let refused =
+            cookie_login && (self.captcha.is_match(&text) || self.credential.is_match(&text));
+        if status.is_success() && cookie_login && !refused {
+            if let Some(token) = self.cookie_token(&set, json.as_ref()) {
+                return Ok(token);
+            }
+        }
+        if status.is_success() && self.site.token_from == TokenFrom::Json {
             if let Some(token) = json
                 .as_ref()
                 .and_then(|j| j.pointer(&self.site.token_pointer))
@@ -209,9 +229,13 @@ impl HttpDriver {
         let detail = if status.is_success() {
             // A 2xx answer without a token where expected may still hold one elsewhere: it
             // is never echoed, whichever pattern it matched.
+            let place = match &self.site.token_from {
+                TokenFrom::Json => format!("at {}", self.site.token_pointer),
+                TokenFrom::Cookie(name) => format!("in cookie `{name}`"),
+                TokenFrom::Cookies => "in cookies".to_string(),
+            };
             format!(
-                "HTTP {status}: no token at {} in a {}-byte answer ({})",
-                self.site.token_pointer,
+                "HTTP {status}: no token {place} in a {}-byte answer ({})",
                 bytes.len(),
                 kind.status().as_str()
             )
@@ -223,17 +247,50 @@ impl HttpDriver {
             .congested(congestion))
     }
 
-    fn token(&self, token: &str, json: Option<&Value>) -> LoginToken {
-        let from_answer = json
-            .and_then(|j| j.pointer(&self.site.expires_in_pointer))
+    /// The life the JSON answer states at `expires_in_pointer`, if it does.
+    fn stated_expiry(&self, json: Option<&Value>) -> Option<chrono::DateTime<chrono::Utc>> {
+        json.and_then(|j| j.pointer(&self.site.expires_in_pointer))
             .and_then(|v| {
                 v.as_f64()
                     .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
             })
-            .and_then(expiry_in);
+            .and_then(expiry_in)
+    }
+
+    fn token(&self, token: &str, json: Option<&Value>) -> LoginToken {
         LoginToken {
-            expires_at: from_answer.unwrap_or_else(|| expiry_of(token, self.default_ttl)),
+            expires_at: self
+                .stated_expiry(json)
+                .unwrap_or_else(|| expiry_of(token, self.default_ttl)),
             token: Secret::new(token),
+            token_type: None,
+        }
+    }
+
+    /// The session of a cookie login (`token_from` `cookie:NAME` or `cookies`): its life is
+    /// the cookie's (the shortest of them), else the JSON answer's, else `default_token_ttl`.
+    fn cookie_token(&self, set: &[SetCookie], json: Option<&Value>) -> Option<LoginToken> {
+        match &self.site.token_from {
+            TokenFrom::Json => None,
+            TokenFrom::Cookie(name) => {
+                let cookie = set.iter().find(|c| &c.name == name)?;
+                Some(LoginToken {
+                    expires_at: cookie
+                        .expires_at
+                        .or_else(|| self.stated_expiry(json))
+                        .unwrap_or_else(|| expiry_of(&cookie.value, self.default_ttl)),
+                    token: Secret::new(cookie.value.clone()),
+                    token_type: None,
+                })
+            }
+            TokenFrom::Cookies if set.is_empty() => None,
+            TokenFrom::Cookies => Some(LoginToken {
+                expires_at: cookies::shortest_life(set)
+                    .or_else(|| self.stated_expiry(json))
+                    .unwrap_or_else(|| chrono::Utc::now() + self.default_ttl),
+                token: Secret::new(cookies::header_value(set)),
+                token_type: Some("Cookie".to_string()),
+            }),
         }
     }
 }

@@ -6,8 +6,10 @@
 //! `max_captcha_retries`, and a credential error is never retried.
 
 pub mod command;
+pub mod cookies;
 pub mod http;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -28,6 +30,9 @@ const DRIVER_GRACE: Duration = Duration::from_secs(2);
 pub struct LoginToken {
     pub token: Secret,
     pub expires_at: DateTime<Utc>,
+    /// How consumers send it, when the driver knows (`Cookie` for a cookie session);
+    /// `None`: `Bearer`.
+    pub token_type: Option<String>,
 }
 
 /// Why one login attempt failed.
@@ -62,6 +67,9 @@ pub struct LoginFailure {
     /// The portal said it is overloaded (a 429, or an answer matching `rate_limit_pattern`):
     /// a congestion signal for adaptive concurrency.
     pub congestion: bool,
+    /// Another attempt would meet the same end (nobody answered a captcha handed to a
+    /// person): the login ends here, whatever the retry policy allows.
+    pub last_attempt: bool,
 }
 
 impl LoginFailure {
@@ -71,7 +79,14 @@ impl LoginFailure {
             message: message.into(),
             retry_after: None,
             congestion: false,
+            last_attempt: false,
         }
+    }
+
+    /// Marks the failure as one that is not retried.
+    pub fn last_attempt(mut self) -> Self {
+        self.last_attempt = true;
+        self
     }
 
     pub fn congested(mut self, congestion: bool) -> Self {
@@ -121,6 +136,73 @@ pub struct Credentials<'a> {
     pub proxy: Option<&'a Secret>,
 }
 
+/// The deadline of one login (`login_timeout`), which stands still while a person solves a
+/// captcha: their time is not the login's. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Deadline(Arc<Mutex<Clock>>);
+
+#[derive(Debug)]
+struct Clock {
+    at: Instant,
+    paused_since: Option<Instant>,
+}
+
+impl Deadline {
+    pub fn new(at: Instant) -> Deadline {
+        Deadline(Arc::new(Mutex::new(Clock {
+            at,
+            paused_since: None,
+        })))
+    }
+
+    fn clock(&self) -> std::sync::MutexGuard<'_, Clock> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// When the login must end, as of now.
+    pub fn at(&self) -> Instant {
+        let clock = self.clock();
+        clock.at + clock.paused_since.map_or(Duration::ZERO, |p| p.elapsed())
+    }
+
+    pub fn remaining(&self) -> Duration {
+        self.at().saturating_duration_since(Instant::now())
+    }
+
+    /// Stops the clock (a person is solving a captcha).
+    pub fn pause(&self) {
+        let mut clock = self.clock();
+        if clock.paused_since.is_none() {
+            clock.paused_since = Some(Instant::now());
+        }
+    }
+
+    /// Starts it again: the deadline moved by the time it stood still.
+    pub fn resume(&self) {
+        let mut clock = self.clock();
+        if let Some(since) = clock.paused_since.take() {
+            clock.at += since.elapsed();
+        }
+    }
+
+    /// Runs `work` to its end, or `None` once the deadline (plus `grace`) has passed; a
+    /// deadline that moved meanwhile is honoured.
+    pub async fn run<F: std::future::Future>(&self, grace: Duration, work: F) -> Option<F::Output> {
+        tokio::pin!(work);
+        loop {
+            let until = self.at() + grace;
+            tokio::select! {
+                out = &mut work => return Some(out),
+                _ = tokio::time::sleep_until(until.into()) => {
+                    if self.at() + grace <= Instant::now() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A site's driver, built once from its configuration.
 pub enum LoginDriver {
     Http(Box<http::HttpDriver>),
@@ -139,14 +221,22 @@ impl LoginDriver {
         })
     }
 
+    /// Lets a `command` site hand captchas to a person (SPEC §13).
+    pub fn with_captchas(self, captchas: crate::captcha::Captchas) -> LoginDriver {
+        match self {
+            LoginDriver::Command(d) => LoginDriver::Command(d.with_captchas(captchas)),
+            other => other,
+        }
+    }
+
     async fn attempt(
         &self,
         creds: &Credentials<'_>,
-        remaining: Duration,
+        deadline: &Deadline,
     ) -> Result<LoginToken, LoginFailure> {
         match self {
-            LoginDriver::Http(d) => d.login(creds, remaining).await,
-            LoginDriver::Command(d) => d.login(creds, remaining).await,
+            LoginDriver::Http(d) => d.login(creds, deadline.remaining()).await,
+            LoginDriver::Command(d) => d.login(creds, deadline).await,
         }
     }
 
@@ -157,11 +247,10 @@ impl LoginDriver {
         retry: &RetryConfig,
     ) -> (Result<LoginToken, LoginFailure>, LoginStats) {
         let started = Instant::now();
-        let deadline = started + seconds(retry.login_timeout);
+        let deadline = Deadline::new(started + seconds(retry.login_timeout));
         let mut stats = LoginStats::default();
         let result = loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
+            if deadline.remaining().is_zero() {
                 break Err(LoginFailure::new(
                     FailureKind::Timeout,
                     "login_timeout elapsed",
@@ -170,19 +259,23 @@ impl LoginDriver {
             stats.attempts += 1;
             // Drivers honour `remaining` themselves; the grace is a safety net that lets them
             // report (and clean up after) their own timeout first.
-            let outcome = match tokio::time::timeout(
-                remaining + DRIVER_GRACE,
-                self.attempt(creds, remaining),
-            )
-            .await
+            let outcome = match deadline
+                .run(DRIVER_GRACE, self.attempt(creds, &deadline))
+                .await
             {
-                Ok(outcome) => outcome,
-                Err(_) => Err(LoginFailure::new(
+                Some(outcome) => outcome,
+                None => Err(LoginFailure::new(
                     FailureKind::Timeout,
                     "login_timeout elapsed",
                 )),
             };
             let wait = match &outcome {
+                Err(f) if f.last_attempt => {
+                    if f.kind == FailureKind::Captcha {
+                        stats.captcha_attempts += 1;
+                    }
+                    break outcome;
+                }
                 Err(f)
                     if f.kind == FailureKind::Network
                         && stats.network_retries < retry.max_network_retries =>
@@ -214,7 +307,7 @@ impl LoginDriver {
             // knocked on again within this login: the site's circuit honours its wish.
             let asked = outcome.as_ref().err().and_then(|f| f.retry_after);
             let wait = seconds(wait).max(asked.unwrap_or_default());
-            if Instant::now() + wait >= deadline {
+            if Instant::now() + wait >= deadline.at() {
                 break outcome;
             }
             tokio::time::sleep(wait).await;

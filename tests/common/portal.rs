@@ -1,6 +1,8 @@
 //! A fake court portal for the tests: a real HTTP login endpoint on 127.0.0.1:0 with
 //! configurable latency, passwords, captcha failures and server errors, that counts logins
-//! and the most it saw at once.
+//! and the most it saw at once. `GET /probe` says whether a token (bearer or `SESSION`
+//! cookie) is still good; a cookie mode answers logins with `Set-Cookie`; `GET /captcha`
+//! serves a captcha whose text the login must then carry.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -45,6 +47,24 @@ pub struct PortalState {
     /// When set, every login is answered with this status, headers and body instead (a
     /// redirect, an odd answer), after being counted.
     pub canned: Mutex<Option<Canned>>,
+    /// Tokens issued and not revoked: what `/probe` accepts.
+    pub valid_tokens: Mutex<std::collections::HashSet<String>>,
+    /// When set, `/probe` answers this status whatever the token.
+    pub probe_status: Mutex<Option<u16>>,
+    /// Requests to `/probe`.
+    pub probes: AtomicU32,
+    /// How long `/probe` takes to answer (default: at once).
+    pub probe_latency: Mutex<Duration>,
+    /// Probes being answered now, and the most at once: in total and per token.
+    pub probes_in_flight: AtomicU32,
+    pub max_probes_in_flight: AtomicU32,
+    probes_per_token: Mutex<HashMap<String, u32>>,
+    pub max_probes_per_token: AtomicU32,
+    /// When set, a login sets the session as cookies (`SESSION` with this Max-Age, `uid`
+    /// with ten minutes more) instead of putting the token in the JSON answer.
+    pub cookie_max_age: Mutex<Option<u64>>,
+    /// When set, a login must carry this text as `captcha` (served by `/captcha`).
+    pub captcha_text: Mutex<Option<String>>,
 }
 
 /// A fixed answer of the portal.
@@ -102,6 +122,11 @@ impl PortalState {
         self.attempts.lock().unwrap().values().sum()
     }
 
+    /// The portal no longer accepts `token` (logged out elsewhere, revoked).
+    pub fn revoke(&self, token: &str) {
+        self.valid_tokens.lock().unwrap().remove(token);
+    }
+
     pub fn set_account(&self, account: &str, behaviour: AccountBehaviour) {
         self.accounts
             .lock()
@@ -131,6 +156,8 @@ impl Portal {
                     App::new()
                         .app_data(data.clone())
                         .route("/login", web::post().to(login))
+                        .route("/probe", web::get().to(probe))
+                        .route("/captcha", web::get().to(captcha))
                 })
                 .workers(2)
                 .disable_signals()
@@ -142,6 +169,11 @@ impl Portal {
         });
         let addr = rx.recv().unwrap();
         Portal { addr, state }
+    }
+
+    /// `http://ADDR{path}`, e.g. `/probe`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
     }
 
     pub fn login_url(&self) -> String {
@@ -179,7 +211,13 @@ async fn login(state: web::Data<PortalState>, body: web::Json<Value>) -> HttpRes
     }
     let latency = *state.latency.lock().unwrap();
     actix_web::rt::time::sleep(latency).await;
-    let response = answer(&state, &account, &password);
+    let expected = state.captcha_text.lock().unwrap().clone();
+    let response = match expected {
+        Some(text) if body["captcha"].as_str() != Some(text.as_str()) => {
+            HttpResponse::Ok().json(json!({"code": 1001, "msg": "验证码错误"}))
+        }
+        _ => answer(&state, &account, &password),
+    };
     state.in_flight.fetch_sub(1, Ordering::SeqCst);
     *state
         .in_flight_per_account
@@ -194,6 +232,60 @@ async fn login(state: web::Data<PortalState>, body: web::Json<Value>) -> HttpRes
         .get_mut(&site)
         .unwrap() -= 1;
     response
+}
+
+/// Whether the token in `Authorization: Bearer …` or the `SESSION` cookie is still good.
+async fn probe(state: web::Data<PortalState>, request: actix_web::HttpRequest) -> HttpResponse {
+    state.probes.fetch_add(1, Ordering::SeqCst);
+    if let Some(status) = *state.probe_status.lock().unwrap() {
+        return HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+            .body("probe answer set by the test");
+    }
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let bearer = header("authorization")
+        .strip_prefix("Bearer ")
+        .map(str::to_string);
+    let cookie = header("cookie")
+        .split(';')
+        .find_map(|c| c.trim().strip_prefix("SESSION=").map(str::to_string));
+    let token = bearer.or(cookie);
+    let key = token.clone().unwrap_or_default();
+    let now = state.probes_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.max_probes_in_flight.fetch_max(now, Ordering::SeqCst);
+    let mine = {
+        let mut per = state.probes_per_token.lock().unwrap();
+        let n = per.entry(key.clone()).or_default();
+        *n += 1;
+        *n
+    };
+    state.max_probes_per_token.fetch_max(mine, Ordering::SeqCst);
+    let latency = *state.probe_latency.lock().unwrap();
+    actix_web::rt::time::sleep(latency).await;
+    *state
+        .probes_per_token
+        .lock()
+        .unwrap()
+        .get_mut(&key)
+        .unwrap() -= 1;
+    state.probes_in_flight.fetch_sub(1, Ordering::SeqCst);
+    let valid = state.valid_tokens.lock().unwrap();
+    match token {
+        Some(token) if valid.contains(&token) => HttpResponse::Ok().json(json!({"code": 0})),
+        _ => HttpResponse::Unauthorized().json(json!({"code": 401, "msg": "未登录"})),
+    }
+}
+
+/// A captcha: a 1×1 PNG, base64 (the text to type is in `captcha_text`).
+async fn captcha() -> HttpResponse {
+    HttpResponse::Ok()
+        .json(json!({"code": 0, "data": {"id": "c-1", "image": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="}}))
 }
 
 fn answer(state: &PortalState, account: &str, password: &str) -> HttpResponse {
@@ -236,6 +328,20 @@ fn answer(state: &PortalState, account: &str, password: &str) -> HttpResponse {
     }
     let n = state.issued.fetch_add(1, Ordering::SeqCst) + 1;
     let expires_in = *state.expires_in.lock().unwrap();
+    let token = format!("tok-{account}-{n}-0123456789abcdef");
+    state.valid_tokens.lock().unwrap().insert(token.clone());
+    if let Some(max_age) = *state.cookie_max_age.lock().unwrap() {
+        return HttpResponse::Ok()
+            .append_header((
+                "Set-Cookie",
+                format!("SESSION={token}; Path=/; Max-Age={max_age}; HttpOnly"),
+            ))
+            .append_header((
+                "Set-Cookie",
+                format!("uid={account}; Path=/; Max-Age={}", max_age + 600),
+            ))
+            .json(json!({"code": 0, "data": {"expires_in": expires_in}}));
+    }
     HttpResponse::Ok().json(json!({
         "code": 0,
         "data": {"token": format!("tok-{account}-{n}-0123456789abcdef"), "expires_in": expires_in}

@@ -1,0 +1,330 @@
+//! Validity probes (SPEC §13): tokens in use are checked in the background at `probe_url`,
+//! each once per `probe_interval`, the probes of a site spread evenly over the interval.
+//!
+//! - A token is in use once it has been handed out; it stops being probed when it leaves the
+//!   cache (expired, invalidated, replaced by one that is handed out in turn).
+//! - Never more than one probe per token at a time, and never more at once than the site's
+//!   login slots (`max_concurrent_per_site`).
+//! - 401, 403 or an answer matching `probe_invalid_pattern` invalidates the token (through
+//!   [`Broker::invalidate`]: cache, store and tombstones stay consistent) and a replacement is
+//!   acquired in the background (trigger `refresh_ahead`), so the next consumer gets a working
+//!   token. Network errors and 5xx never invalidate: a blocked IP must not throw away valid
+//!   tokens.
+//! - Counted as `tokend_probes_total{site,result}`, result `valid`, `invalid` or `error`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use regex::Regex;
+use reqwest::header::{HeaderName, HeaderValue};
+
+use super::{AcquireRequest, AcquiredToken, Broker};
+use crate::config::{seconds, SiteConfig};
+use crate::error::{Error, Result};
+use crate::outcome::TriggerReason;
+
+/// Longest a probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest probe answer read (for `probe_invalid_pattern`).
+const MAX_PROBE_BODY: usize = 64 * 1024;
+
+/// What a probe found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeResult {
+    /// The portal accepted the token.
+    Valid,
+    /// The portal refused it: 401, 403 or the invalid pattern.
+    Invalid,
+    /// No verdict: a network error, a 5xx or another answer. The token is kept.
+    Error,
+}
+
+impl ProbeResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeResult::Valid => "valid",
+            ProbeResult::Invalid => "invalid",
+            ProbeResult::Error => "error",
+        }
+    }
+}
+
+/// Tokens handed out, per site: credential id → account.
+#[derive(Default)]
+pub(crate) struct InUse(Mutex<HashMap<String, HashMap<i64, String>>>);
+
+impl InUse {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<i64, String>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn mark(&self, site: &str, credential_id: i64, account: &str) {
+        let mut sites = self.lock();
+        let accounts = sites.entry(site.to_string()).or_default();
+        accounts
+            .entry(credential_id)
+            .or_insert_with(|| account.to_string());
+    }
+
+    fn of(&self, site: &str) -> Vec<(i64, String)> {
+        let mut list: Vec<(i64, String)> = self
+            .lock()
+            .get(site)
+            .map(|a| a.iter().map(|(id, acc)| (*id, acc.clone())).collect())
+            .unwrap_or_default();
+        list.sort();
+        list
+    }
+
+    fn forget(&self, site: &str, credential_id: i64) {
+        if let Some(accounts) = self.lock().get_mut(site) {
+            accounts.remove(&credential_id);
+        }
+    }
+}
+
+/// Whether the site's tokens are probed.
+fn probed(site: &SiteConfig) -> bool {
+    site.probe_interval > 0.0 && !site.probe_url.is_empty()
+}
+
+impl Broker {
+    /// Notes a token handed out, so that it is probed (on sites with probes).
+    pub(super) fn mark_in_use(&self, site: &SiteConfig, token: &AcquiredToken) {
+        if probed(site) {
+            self.inner
+                .in_use
+                .mark(&site.name, token.credential_id, &token.account);
+        }
+    }
+
+    /// Starts the probe loop of every site with `probe_url` and `probe_interval`.
+    pub fn start_probes(&self) -> Result<()> {
+        for site in self.inner.config.sites.iter().filter(|s| probed(s)) {
+            let prober = Arc::new(Prober::new(self.clone(), site)?);
+            log::info!(
+                "event=probes_started site={} interval={}s",
+                site.name,
+                site.probe_interval
+            );
+            actix_web::rt::spawn(prober.run());
+        }
+        Ok(())
+    }
+}
+
+/// The probe loop of one site.
+struct Prober {
+    broker: Broker,
+    site: String,
+    url: String,
+    header: HeaderName,
+    /// The header's value with `{token}` still in it.
+    template: String,
+    invalid: Option<Regex>,
+    interval: Duration,
+    client: reqwest::Client,
+    /// At most the site's login slots of probes at once.
+    permits: Arc<tokio::sync::Semaphore>,
+    /// Credential ids being probed now: one probe per token at a time.
+    probing: Mutex<HashSet<i64>>,
+}
+
+impl Prober {
+    fn new(broker: Broker, site: &SiteConfig) -> Result<Prober> {
+        let key = |field: &str| format!("sites.{}.{field}", site.name);
+        let (name, template) = site
+            .probe_header_template()
+            .split_once(':')
+            .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+            .ok_or_else(|| Error::config(key("probe_header"), "must be `Name: value`"))?;
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| Error::config(key("probe_header"), e.to_string()))?;
+        let invalid = match site.probe_invalid_pattern.as_str() {
+            "" => None,
+            pattern => Some(
+                Regex::new(pattern)
+                    .map_err(|e| Error::config(key("probe_invalid_pattern"), e.to_string()))?,
+            ),
+        };
+        let mut client = reqwest::Client::builder()
+            .timeout(PROBE_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")));
+        // From where the site logs in: a portal may bind its sessions to the address.
+        client = match site.proxy.is_empty() {
+            true => client.no_proxy(),
+            false => client.proxy(
+                reqwest::Proxy::all(site.proxy.expose())
+                    .map_err(|e| Error::config(key("proxy"), e.to_string()))?,
+            ),
+        };
+        let slots = broker
+            .inner
+            .config
+            .concurrency
+            .max_concurrent_per_site
+            .max(1);
+        Ok(Prober {
+            broker,
+            site: site.name.clone(),
+            url: site.probe_url.clone(),
+            header,
+            template,
+            invalid,
+            interval: seconds(site.probe_interval),
+            client: client
+                .build()
+                .map_err(|e| Error::Internal(format!("probe client: {e}")))?,
+            permits: Arc::new(tokio::sync::Semaphore::new(slots as usize)),
+            probing: Mutex::default(),
+        })
+    }
+
+    fn probing(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+        self.probing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every token in use once per interval, one after the other at even gaps.
+    async fn run(self: Arc<Self>) {
+        loop {
+            let tokens = self.broker.inner.in_use.of(&self.site);
+            if tokens.is_empty() {
+                tokio::time::sleep(self.interval).await;
+                continue;
+            }
+            let gap = self.interval / tokens.len() as u32;
+            for (credential_id, account) in tokens {
+                tokio::time::sleep(gap).await;
+                if !self.probing().insert(credential_id) {
+                    continue;
+                }
+                let Ok(permit) = self.permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let prober = self.clone();
+                actix_web::rt::spawn(async move {
+                    prober.probe(credential_id, &account).await;
+                    prober.probing().remove(&credential_id);
+                    drop(permit);
+                });
+            }
+        }
+    }
+
+    /// Probes the account's current token and acts on the verdict.
+    async fn probe(&self, credential_id: i64, account: &str) {
+        let inner = &self.broker.inner;
+        let Some((entry, token)) = inner.cache.token(&self.site, Some(credential_id)).await else {
+            // Gone from the cache (expired, invalidated): nothing in use to probe.
+            inner.in_use.forget(&self.site, credential_id);
+            return;
+        };
+        if entry.expires_at <= chrono::Utc::now() {
+            inner.in_use.forget(&self.site, credential_id);
+            return;
+        }
+        let result = self.verdict(token.expose()).await;
+        inner.metrics.probe(&self.site, result.as_str());
+        if result != ProbeResult::Invalid {
+            return;
+        }
+        // A token renewed while the probe ran is not the one refused.
+        let current = inner.cache.token_entry(&self.site, credential_id).await;
+        if current.is_none_or(|c| c.acquisition_id != entry.acquisition_id) {
+            return;
+        }
+        log::warn!(
+            "event=probe_token_invalid site={} account={account} acquisition_id={}",
+            self.site,
+            entry.acquisition_id
+        );
+        if let Err(e) = self.broker.invalidate(&self.site, account).await {
+            log::warn!(
+                "event=probe_invalidate_failed site={} account={account} error=\"{e}\"",
+                self.site
+            );
+            return;
+        }
+        inner.in_use.forget(&self.site, credential_id);
+        self.replace(credential_id, account).await;
+    }
+
+    /// Acquires a new token for the account in the background.
+    async fn replace(&self, credential_id: i64, account: &str) {
+        let request = AcquireRequest {
+            site_name: self.site.clone(),
+            credential_id: Some(credential_id),
+            account: None,
+            force_refresh: false,
+        };
+        match self
+            .broker
+            .acquire_as(request, TriggerReason::RefreshAhead)
+            .await
+        {
+            Ok(_) => log::info!(
+                "event=probe_token_replaced site={} account={account}",
+                self.site
+            ),
+            Err(e) => log::warn!(
+                "event=probe_replacement_failed site={} account={account} error=\"{e}\"",
+                self.site
+            ),
+        }
+    }
+
+    async fn verdict(&self, token: &str) -> ProbeResult {
+        let Ok(value) = HeaderValue::from_str(&self.template.replace("{token}", token)) else {
+            return ProbeResult::Error;
+        };
+        let response = match self
+            .client
+            .get(&self.url)
+            .header(self.header.clone(), value)
+            .send()
+            .await
+        {
+            Ok(response) => response,
+            Err(e) => {
+                log::info!(
+                    "event=probe_failed site={} error=\"{}\"",
+                    self.site,
+                    crate::drivers::clean_message(&e.to_string(), &[token])
+                );
+                return ProbeResult::Error;
+            }
+        };
+        let status = response.status();
+        if matches!(status.as_u16(), 401 | 403) {
+            return ProbeResult::Invalid;
+        }
+        if status.is_server_error() {
+            log::info!("event=probe_failed site={} status={status}", self.site);
+            return ProbeResult::Error;
+        }
+        if let Some(pattern) = &self.invalid {
+            let body = read_limited(response).await;
+            if pattern.is_match(&String::from_utf8_lossy(&body)) {
+                return ProbeResult::Invalid;
+            }
+        }
+        if status.is_success() {
+            ProbeResult::Valid
+        } else {
+            ProbeResult::Error
+        }
+    }
+}
+
+async fn read_limited(mut response: reqwest::Response) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        body.extend_from_slice(&chunk[..chunk.len().min(MAX_PROBE_BODY - body.len())]);
+        if body.len() >= MAX_PROBE_BODY {
+            break;
+        }
+    }
+    body
+}
