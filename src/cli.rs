@@ -91,6 +91,10 @@ pub enum TokenCommand {
         /// Print the whole answer (token, account, expiry, source) as JSON.
         #[arg(long)]
         json: bool,
+        /// Print the ready `Authorization` header value (`<token>` or `Bearer <token>`)
+        /// instead of the bare token.
+        #[arg(long, conflicts_with = "json")]
+        header: bool,
         /// Seconds to keep trying while the daemon refuses connections (it may be starting).
         #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
         wait: f64,
@@ -239,6 +243,7 @@ pub fn run(cli: Cli) -> Result<()> {
             force_refresh,
             url,
             json,
+            header,
             wait,
         }) => {
             crate::config::validate_site_name("site", &site)?;
@@ -252,6 +257,8 @@ pub fn run(cli: Cli) -> Result<()> {
             ))?;
             if json {
                 println!("{data}");
+            } else if header {
+                println!("{}", data["authorization"].as_str().unwrap_or_default());
             } else {
                 println!("{}", data["token"].as_str().unwrap_or_default());
                 eprintln!(

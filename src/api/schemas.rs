@@ -36,6 +36,9 @@ pub struct TokenAnswer {
     expires_at: String,
     source: TokenSource,
     acquisition_id: String,
+    /// The ready `Authorization` header value: `<token>` (court_zxfw, an empty `token_type`)
+    /// or `<token_type> <token>` (`Bearer <token>`).
+    authorization: String,
 }
 
 #[derive(ToSchema)]

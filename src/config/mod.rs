@@ -4,6 +4,7 @@
 //! bad values stop start-up with an [`Error::Config`] that names the key (`concurrency.lock_timeout`,
 //! `sites[1].driver`, `REDIS_PORT`). The checked [`Config`] is shared as `Arc<Config>`.
 
+pub mod court;
 mod sections;
 mod site;
 
@@ -177,6 +178,7 @@ impl Config {
                 ));
             }
         }
+        court::validate_parents(&self.sites)?;
         Ok(())
     }
 

@@ -26,7 +26,7 @@ const OUTPUT_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
 /// Largest stdout read from a login program.
 const MAX_STDOUT_BYTES: u64 = 64 * 1024;
 /// Variables of tokend's own that a login program has no business seeing.
-const HIDDEN_ENV: [&str; 8] = [
+pub(crate) const HIDDEN_ENV: [&str; 8] = [
     "TOKEND_SECRET_KEY",
     "TOKEND_ADMIN_TOKEN",
     "DATABASE_URL",
@@ -203,6 +203,7 @@ impl CommandDriver {
         Ok(LoginToken {
             token: Secret::new(output.token),
             expires_at,
+            token_type: None,
         })
     }
 }
@@ -222,7 +223,10 @@ impl ClassifyName for serde_json::Error {
     }
 }
 
-async fn read_capped(pipe: Option<impl AsyncRead + Unpin + Send + 'static>, cap: u64) -> Vec<u8> {
+pub(crate) async fn read_capped(
+    pipe: Option<impl AsyncRead + Unpin + Send + 'static>,
+    cap: u64,
+) -> Vec<u8> {
     let mut buf = Vec::new();
     if let Some(pipe) = pipe {
         let mut limited = pipe.take(cap);
@@ -236,7 +240,7 @@ async fn read_capped(pipe: Option<impl AsyncRead + Unpin + Send + 'static>, cap:
 
 /// The login program's process group; dropping it kills every process left in the group
 /// (helpers such as a browser must not outlive the login).
-struct GroupGuard(Option<nix::unistd::Pid>);
+pub(crate) struct GroupGuard(pub(crate) Option<nix::unistd::Pid>);
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {

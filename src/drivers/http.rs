@@ -234,6 +234,7 @@ impl HttpDriver {
         LoginToken {
             expires_at: from_answer.unwrap_or_else(|| expiry_of(token, self.default_ttl)),
             token: Secret::new(token),
+            token_type: None,
         }
     }
 }

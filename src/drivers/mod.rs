@@ -6,6 +6,8 @@
 //! `max_captcha_retries`, and a credential error is never retried.
 
 pub mod command;
+pub mod court;
+pub mod derived;
 pub mod http;
 
 use std::time::{Duration, Instant};
@@ -28,6 +30,9 @@ const DRIVER_GRACE: Duration = Duration::from_secs(2);
 pub struct LoginToken {
     pub token: Secret,
     pub expires_at: DateTime<Utc>,
+    /// The `Authorization` scheme this token goes with, when the driver knows better than
+    /// the site's `token_type` (a cookie session: `Cookie`); `None`: the site's.
+    pub token_type: Option<String>,
 }
 
 /// Why one login attempt failed.
@@ -125,11 +130,40 @@ pub struct Credentials<'a> {
 pub enum LoginDriver {
     Http(Box<http::HttpDriver>),
     Command(command::CommandDriver),
+    /// SPEC §15: 人民法院在线服务.
+    CourtZxfw(Box<court::zxfw::ZxfwDriver>),
+    /// SPEC §15: 保全系统, from a `court_zxfw` token (handed in as the password).
+    CourtBaoquan(Box<court::baoquan::BaoquanDriver>),
+    /// SPEC §13: a token exchanged for the parent's (handed in as the password).
+    Derived(Box<derived::DerivedDriver>),
 }
 
 impl LoginDriver {
     pub fn new(site: &SiteConfig, default_ttl: Duration) -> Result<LoginDriver> {
+        LoginDriver::with_context(site, default_ttl, &[], None)
+    }
+
+    /// The driver of `site`, knowing the other `sites` (a derived site's parent) and where
+    /// to count captcha solves.
+    pub fn with_context(
+        site: &SiteConfig,
+        default_ttl: Duration,
+        sites: &[SiteConfig],
+        metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    ) -> Result<LoginDriver> {
         Ok(match site.driver {
+            DriverKind::CourtZxfw => {
+                LoginDriver::CourtZxfw(Box::new(court::zxfw::ZxfwDriver::new(site, metrics)?))
+            }
+            DriverKind::CourtBaoquan => {
+                let parent = sites.iter().find(|s| s.name == site.from_site);
+                LoginDriver::CourtBaoquan(Box::new(court::baoquan::BaoquanDriver::new(
+                    site, parent,
+                )?))
+            }
+            DriverKind::Derived => {
+                LoginDriver::Derived(Box::new(derived::DerivedDriver::new(site, default_ttl)))
+            }
             DriverKind::Http => {
                 LoginDriver::Http(Box::new(http::HttpDriver::new(site, default_ttl)?))
             }
@@ -147,6 +181,9 @@ impl LoginDriver {
         match self {
             LoginDriver::Http(d) => d.login(creds, remaining).await,
             LoginDriver::Command(d) => d.login(creds, remaining).await,
+            LoginDriver::CourtZxfw(d) => d.login(creds, remaining).await,
+            LoginDriver::CourtBaoquan(d) => d.login(creds, remaining).await,
+            LoginDriver::Derived(d) => d.login(creds, remaining).await,
         }
     }
 
