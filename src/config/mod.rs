@@ -272,7 +272,20 @@ mod tests {
         let text = include_str!("../../tokend.example.toml");
         let config = Config::from_sources(Some(text), &no_env).unwrap();
         assert_eq!(config.sites.len(), 2);
-        assert_eq!(config.sites[1].driver, DriverKind::Command);
+        assert_eq!(config.sites[0].driver, DriverKind::CourtZxfw);
+        assert_eq!(config.sites[1].driver, DriverKind::CourtBaoquan);
+        assert_eq!(config.sites[0].token_type(), "");
+        assert_eq!(config.sites[1].token_type(), "Bearer");
+        // The commented examples of the other drivers parse too, once uncommented.
+        let others: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# Other portals."))
+            .filter_map(|l| l.strip_prefix("# ").or_else(|| (l == "#").then_some("")))
+            .filter(|l| l.starts_with("[[sites]]") || l.contains(" = "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let all = Config::from_sources(Some(&format!("{text}\n{others}\n")), &no_env).unwrap();
+        assert_eq!(all.sites.len(), 5);
         // The example documents the defaults: apart from its sites it equals the embedded ones.
         let defaults = toml::to_string(&Config::default()).unwrap();
         let example = toml::to_string(&Config {
