@@ -371,6 +371,19 @@ fn run_accounts(config: &Config, command: AccountsCommand) -> Result<()> {
         }
         AccountsCommand::List { site, json } => {
             let pool = ready_pool(config)?;
+            // A derived site (SPEC §13) has no accounts of its own: it uses its parent's.
+            let owner = site
+                .as_deref()
+                .and_then(|name| config.site(name))
+                .map(|s| crate::config::court::account_owner(&config.sites, s))
+                .filter(|owner| Some(owner.name.as_str()) != site.as_deref());
+            if let (Some(owner), Some(name)) = (owner, site.as_deref()) {
+                eprintln!(
+                    "site `{name}` is derived from `{}` and uses its accounts:",
+                    owner.name
+                );
+            }
+            let site = owner.map(|o| o.name.clone()).or(site);
             let rows = accounts::views(&pool, site.as_deref())?;
             print_accounts(&rows, json);
             // On stderr, so that the table or the JSON lines stay clean for scripts.

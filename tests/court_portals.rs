@@ -212,6 +212,23 @@ async fn five_baoquan_acquisitions_cost_one_zxfw_login_and_one_oauth_code() {
     assert_eq!(probe(&me, bq["authorization"].as_str().unwrap()).await, 200);
     assert_eq!(probe(&me, bq["token"].as_str().unwrap()).await, 401);
 
+    // `tokend token get --header` prints the same ready header value.
+    let url = format!("http://{}", h.tokend.addr);
+    let cwd = dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        common::tokend(&cwd)
+            .args(["token", "get", "baoquan", "--header", "--url", &url])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        bq["authorization"].as_str().unwrap()
+    );
+
     // The zxfw token is served from the cache and works raw; baoquan's ends no later.
     let (_, zx) = h.acquire(json!({"site_name": "zxfw"})).await;
     let zx = &zx["data"];
@@ -251,6 +268,53 @@ async fn five_baoquan_acquisitions_cost_one_zxfw_login_and_one_oauth_code() {
     assert_eq!(baoquan.trigger_reason, "token_needed");
     let details = baoquan.error_details.as_deref().unwrap_or_default();
     assert!(details.contains("parent_acquisition_id"), "{details}");
+}
+
+#[actix_rt::test]
+async fn odd_portal_answers_and_a_silent_solver_are_classified_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let solver = python_solver(dir.path());
+    let retry = "[retry]\nmax_captcha_retries = 0\nmax_network_retries = 0\nlogin_timeout = 20\n";
+    // (what goes wrong, the solver, the error type, words of the message)
+    let cases: [(&str, &str, &str, &str); 4] = [
+        ("key", &solver, "failed", "4 hex digits"),
+        ("jpg", &solver, "captcha_error", "not base64"),
+        ("solver", "[\"true\"]", "captcha_error", "printed nothing"),
+        ("login", &solver, "failed", "no `data.token`"),
+    ];
+    for (fault, solver, error_type, words) in cases {
+        let court = CourtPortal::start();
+        court.accept("alice", "pw-alice");
+        match fault {
+            "key" => *court.state.canned_key.lock().unwrap() = Some("abcd".into()),
+            "jpg" => *court.state.canned_jpg.lock().unwrap() = Some("not base64!".into()),
+            "login" => {
+                *court.state.canned_login.lock().unwrap() =
+                    Some(json!({"code": 200, "data": {"userId": "u"}, "message": "成功"}))
+            }
+            _ => {}
+        }
+        let h = start(&court, solver, retry, "").await;
+        h.add_account_on("zxfw", "alice", "pw-alice", false);
+        let (status, body) = h.acquire(json!({"site_name": "zxfw"})).await;
+        assert_eq!(status, 502, "{fault}: {body}");
+        assert_eq!(body["errors"]["error_type"], error_type, "{fault}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(words),
+            "{fault}: {body}"
+        );
+        let rows = h.history().await;
+        assert_eq!(rows[0].status, error_type, "{fault}");
+        assert!(
+            rows[0]
+                .error_message
+                .as_deref()
+                .unwrap_or_default()
+                .contains(words),
+            "{fault}: {:?}",
+            rows[0].error_message
+        );
+    }
 }
 
 #[actix_rt::test]

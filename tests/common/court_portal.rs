@@ -48,6 +48,11 @@ pub struct CourtState {
     pub baoquan_life: Mutex<i64>,
     /// Public key as served: 128 hex digits, or with a leading `04`.
     pub key_with_prefix: std::sync::atomic::AtomicBool,
+    /// When set: the public key, the captcha image (`jpg`) and the login answer served
+    /// instead (a portal that changed, or answers oddly).
+    pub canned_key: Mutex<Option<String>>,
+    pub canned_jpg: Mutex<Option<String>>,
+    pub canned_login: Mutex<Option<Value>>,
     next: AtomicU32,
 }
 
@@ -180,7 +185,9 @@ async fn public_key(
     if !headers_ok(&request) {
         return HttpResponse::Forbidden().body("forbidden");
     }
-    let key = if state.key_with_prefix.load(Ordering::SeqCst) {
+    let key = if let Some(key) = state.canned_key.lock().unwrap().clone() {
+        key
+    } else if state.key_with_prefix.load(Ordering::SeqCst) {
         format!("04{}", keys.public_hex)
     } else {
         keys.public_hex.clone()
@@ -218,10 +225,12 @@ async fn captcha(request: HttpRequest, state: web::Data<CourtState>) -> HttpResp
     let mut image = vec![0xff, 0xd8, 0xff, 0xe0];
     image.extend(format!("fake jpeg answer={shown} end").as_bytes());
     image.extend([0xff, 0xd9]);
-    let jpg = format!(
-        "data:image/jpeg;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(&image)
-    );
+    let jpg = state.canned_jpg.lock().unwrap().clone().unwrap_or_else(|| {
+        format!(
+            "data:image/jpeg;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(&image)
+        )
+    });
     HttpResponse::Ok().json(json!({"code": 200, "data": {"id": id, "jpg": jpg}, "message": "成功"}))
 }
 
@@ -237,6 +246,9 @@ async fn login(
     let field = |name: &str| body[name].as_str().unwrap_or_default().to_string();
     if field("type") != "gryh" {
         return fail("用户类型错误");
+    }
+    if let Some(answer) = state.canned_login.lock().unwrap().clone() {
+        return HttpResponse::Ok().json(answer);
     }
     let (account, id) = (field("login"), field("id"));
     state.login_captcha_ids.lock().unwrap().push(id.clone());
