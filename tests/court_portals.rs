@@ -48,7 +48,18 @@ fn court_sites(court: &CourtPortal, solver: &str, more: &str) -> String {
 }
 
 async fn start(court: &CourtPortal, solver: &str, retry: &str, more: &str) -> Harness {
-    Harness::start_with(None, retry, &court_sites(court, solver, more)).await
+    start_on(None, court, solver, retry, more).await
+}
+
+/// The same on a cache backend (`Some(redis_url)`: Redis).
+async fn start_on(
+    redis: Option<&str>,
+    court: &CourtPortal,
+    solver: &str,
+    retry: &str,
+    more: &str,
+) -> Harness {
+    Harness::start_with(redis, retry, &court_sites(court, solver, more)).await
 }
 
 fn python_solver(dir: &Path) -> String {
@@ -180,13 +191,19 @@ async fn a_wrong_password_is_a_credential_error_and_not_retried() {
 
 #[actix_rt::test]
 async fn five_baoquan_acquisitions_cost_one_zxfw_login_and_one_oauth_code() {
+    for redis in harness::backends() {
+        five_baoquan_acquisitions_on(redis.as_deref()).await;
+    }
+}
+
+async fn five_baoquan_acquisitions_on(redis: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let court = CourtPortal::start();
     court.accept("alice", "pw-alice");
     // The zxfw token lives shorter than baoquan's would: baoquan's is cut to it.
     *court.state.zxfw_life.lock().unwrap() = 2400;
     *court.state.baoquan_life.lock().unwrap() = 7200;
-    let h = start(&court, &python_solver(dir.path()), RETRY, "").await;
+    let h = start_on(redis, &court, &python_solver(dir.path()), RETRY, "").await;
     h.add_account_on("zxfw", "alice", "pw-alice", false);
 
     let answers = join_all((0..5).map(|_| h.acquire(json!({"site_name": "baoquan"})))).await;
@@ -377,6 +394,12 @@ async fn a_solver_that_hangs_is_killed_at_its_timeout() {
 
 #[actix_rt::test]
 async fn a_derived_site_costs_one_parent_login_and_one_exchange() {
+    for redis in harness::backends() {
+        derived_site_on(redis.as_deref()).await;
+    }
+}
+
+async fn derived_site_on(redis: Option<&str>) {
     let court = CourtPortal::start();
     let extra = format!(
         "[[sites]]\nname = \"derived\"\ndriver = \"derived\"\nfrom_site = \"court_zxfw\"\n\
@@ -385,7 +408,7 @@ async fn a_derived_site_costs_one_parent_login_and_one_exchange() {
         court.url("/exchange")
     );
     // The parent is the harness's `http` site `court_zxfw` on the fake portal.
-    let h = Harness::start_with(None, RETRY, &extra).await;
+    let h = Harness::start_with(redis, RETRY, &extra).await;
     h.add_account("alice", "pw-alice", false);
 
     let mut calls: Vec<_> = (0..5)

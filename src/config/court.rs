@@ -124,6 +124,10 @@ pub(super) fn validate_site(site: &SiteConfig, index: usize) -> Result<()> {
     if !site.command.is_empty() && site.driver != DriverKind::Command {
         return only_for("command", "\"command\"");
     }
+    if !site.login_url.is_empty() && !matches!(site.driver, DriverKind::Http | DriverKind::Command)
+    {
+        return only_for("login_url", "\"http\"");
+    }
     Ok(())
 }
 
