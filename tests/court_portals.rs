@@ -441,6 +441,10 @@ async fn derived_site_on(redis: Option<&str>) {
         accounts["data"]["accounts"][0]["account"], "alice",
         "{accounts}"
     );
+    assert_eq!(
+        accounts["data"]["accounts_of_site"], "court_zxfw",
+        "{accounts}"
+    );
 
     // Invalidating the parent's token invalidates the derived one.
     let (status, _) = h

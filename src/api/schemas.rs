@@ -326,6 +326,8 @@ pub struct HistoryCleanupAnswer {
 #[derive(ToSchema)]
 pub struct AccountsAnswer {
     accounts: Vec<crate::accounts::AccountView>,
+    /// For a derived site (SPEC §13): the site whose accounts these are.
+    accounts_of_site: Option<String>,
 }
 
 /// `POST /accounts/unblock`.

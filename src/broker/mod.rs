@@ -223,6 +223,13 @@ impl Broker {
         crate::config::court::account_owner(&self.inner.config.sites, site)
     }
 
+    /// For a derived site, the name of the site whose accounts it uses; `None` otherwise.
+    pub fn accounts_site(&self, name: &str) -> Option<String> {
+        let site = self.inner.config.site(name)?;
+        let owner = self.account_owner(site);
+        (owner.name != site.name).then(|| owner.name.clone())
+    }
+
     /// Hands out a valid token for the site (SPEC §1).
     pub async fn acquire(&self, request: AcquireRequest) -> Result<AcquiredToken> {
         self.acquire_as(request, TriggerReason::TokenNeeded).await
