@@ -335,6 +335,34 @@ async fn odd_portal_answers_and_a_silent_solver_are_classified_failures() {
 }
 
 #[actix_rt::test]
+async fn a_zxfw_token_the_portal_revoked_is_dropped_when_baoquan_meets_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let court = CourtPortal::start();
+    court.accept("alice", "pw-alice");
+    let h = start(&court, &python_solver(dir.path()), RETRY, "").await;
+    h.add_account_on("zxfw", "alice", "pw-alice", false);
+    let (status, body) = h.acquire(json!({"site_name": "baoquan"})).await;
+    assert_eq!(status, 200, "{body}");
+
+    court.revoke_zxfw_tokens();
+    let (status, body) = h
+        .acquire(json!({"site_name": "baoquan", "force_refresh": true}))
+        .await;
+    // The OAuth code is refused: not the password's fault, and the zxfw token is dropped.
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["errors"]["error_type"], "failed", "{body}");
+    let (status, body) = h.acquire(json!({"site_name": "baoquan"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["source"], "login");
+    assert_eq!(CourtPortal::count(&court.state.zxfw_logins), 2);
+    let (_, accounts) = h
+        .api_get("/api/v1/automation/accounts?site_name=zxfw")
+        .await;
+    let alice = &accounts["data"]["accounts"][0];
+    assert_eq!(alice["state"], "active", "not penalised: {accounts}");
+}
+
+#[actix_rt::test]
 async fn a_solver_that_hangs_is_killed_at_its_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let court = CourtPortal::start();

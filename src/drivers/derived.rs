@@ -92,7 +92,9 @@ impl DerivedDriver {
                     answer.message
                 )
             };
-            return Err(step.failure(FailureKind::Failed, &why));
+            return Err(step
+                .failure(FailureKind::Failed, &why)
+                .refusing_parent(answer.unauthorized()));
         };
         let from_answer = answer
             .json

@@ -67,6 +67,9 @@ pub struct LoginFailure {
     /// The portal said it is overloaded (a 429, or an answer matching `rate_limit_pattern`):
     /// a congestion signal for adaptive concurrency.
     pub congestion: bool,
+    /// A derived site's exchange refused the parent's token (401/403): that token is
+    /// dropped, so that the next acquisition gets a fresh one (SPEC §13).
+    pub parent_refused: bool,
 }
 
 impl LoginFailure {
@@ -76,7 +79,13 @@ impl LoginFailure {
             message: message.into(),
             retry_after: None,
             congestion: false,
+            parent_refused: false,
         }
+    }
+
+    pub fn refusing_parent(mut self, refused: bool) -> Self {
+        self.parent_refused = refused;
+        self
     }
 
     pub fn congested(mut self, congestion: bool) -> Self {

@@ -130,6 +130,11 @@ impl CourtPortal {
             .insert(account.into(), password.into());
     }
 
+    /// Every zxfw token issued so far is refused from now on (revoked before its `exp`).
+    pub fn revoke_zxfw_tokens(&self) {
+        self.state.zxfw_tokens.lock().unwrap().clear();
+    }
+
     pub fn count(counter: &AtomicU32) -> u32 {
         counter.load(Ordering::SeqCst)
     }

@@ -19,6 +19,15 @@ use crate::secret::{redact, Secret};
 pub const DEFAULT_BASE_URL: &str = "https://baoquan.court.gov.cn/wsbq/account";
 const DEFAULT_LIFE: Duration = Duration::from_secs(3600);
 
+/// A refusal here is never the password's fault (no password is sent): at worst the zxfw
+/// token was refused, and is then dropped by the broker.
+fn parent_failure(mut failure: LoginFailure, answer: &super::PortalAnswer) -> LoginFailure {
+    if failure.kind == FailureKind::Credential {
+        failure.kind = FailureKind::Failed;
+    }
+    failure.refusing_parent(answer.unauthorized())
+}
+
 pub struct BaoquanDriver {
     site: String,
     base: String,
@@ -69,7 +78,10 @@ impl BaoquanDriver {
             )
             .await?;
         if !answer.ok() {
-            return Err(code_step.refused(&answer, &self.patterns));
+            return Err(parent_failure(
+                code_step.refused(&answer, &self.patterns),
+                &answer,
+            ));
         }
         let code = match &answer.data {
             Value::String(code) if !code.trim().is_empty() => code.clone(),
@@ -89,7 +101,10 @@ impl BaoquanDriver {
             )
             .await?;
         if !answer.ok() {
-            return Err(token_step.refused(&answer, &self.patterns));
+            return Err(parent_failure(
+                token_step.refused(&answer, &self.patterns),
+                &answer,
+            ));
         }
         let token = answer
             .data

@@ -79,6 +79,11 @@ impl PortalAnswer {
     pub fn ok(&self) -> bool {
         self.status.is_success() && self.code == Some(200)
     }
+
+    /// The portal refused the token it was sent (401/403 as status or `code`).
+    pub fn unauthorized(&self) -> bool {
+        matches!(self.status.as_u16(), 401 | 403) || matches!(self.code, Some(401 | 403))
+    }
 }
 
 /// What a step is, for messages and the log.
