@@ -70,6 +70,26 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// The parent's token was refused by the exchange of `site`: it is dropped (with every
+    /// token derived from it), so that the next acquisition gets a fresh one.
+    pub(super) async fn drop_parent_token(&self, site: &SiteConfig, candidate: &CredentialEntry) {
+        let parent = &site.from_site;
+        match self.invalidate(parent, &candidate.account).await {
+            Ok(_) => log::warn!(
+                "event=parent_token_refused site={} parent={parent} account={} action=invalidated",
+                site.name,
+                candidate.account
+            ),
+            Err(e) => log::warn!(
+                "event=parent_token_refused site={} parent={parent} account={} error=\"{e}\"",
+                site.name,
+                candidate.account
+            ),
+        }
+    }
+}
+
 fn kind_of(status: AcquisitionStatus) -> FailureKind {
     match status {
         AcquisitionStatus::NetworkError => FailureKind::Network,

@@ -389,7 +389,7 @@ impl Acquisition<'_> {
             }
             Err(failure) => {
                 if failure.parent_refused {
-                    self.drop_parent_token(candidate).await;
+                    broker.drop_parent_token(site, candidate).await;
                 }
                 log::warn!(
                     "event=login_failed site={} account={} acquisition_id={} error_type={} attempts={} message=\"{}\"",
@@ -402,24 +402,6 @@ impl Acquisition<'_> {
                 );
                 Ok(Err(failure))
             }
-        }
-    }
-
-    /// The parent's token was refused by this derived site's exchange: it is dropped (with
-    /// every token derived from it), so that the next acquisition gets a fresh one.
-    async fn drop_parent_token(&self, candidate: &CredentialEntry) {
-        let parent = &self.site.from_site;
-        match self.broker.invalidate(parent, &candidate.account).await {
-            Ok(_) => log::warn!(
-                "event=parent_token_refused site={} parent={parent} account={} action=invalidated",
-                self.site.name,
-                candidate.account
-            ),
-            Err(e) => log::warn!(
-                "event=parent_token_refused site={} parent={parent} account={} error=\"{e}\"",
-                self.site.name,
-                candidate.account
-            ),
         }
     }
 
