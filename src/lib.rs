@@ -12,6 +12,9 @@
 //! - [`crypto`] and [`secret`]: encryption at rest; secrets that never print.
 //! - [`accounts`]: adding, importing, listing and removing login accounts.
 //! - [`cache`]: the cache store, in-process or Redis.
+//! - [`drivers`]: how tokend logs in: `http`, `command`, the court portals (`court_zxfw` with
+//!   SM2 and a captcha solver, `court_baoquan`) and `derived` sites; [`broker`] runs an
+//!   acquisition through them.
 //! - [`actors`]: `CacheActor`, `ConcurrencyActor`, `MonitorActor`, `HistoryActor`, `AlertActor`.
 //! - [`api`]: the actix-web handlers; [`server`] starts and stops everything; [`notify`]
 //!   tells systemd.
