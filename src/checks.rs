@@ -3,7 +3,8 @@
 //! - [`load_key`]: the secret key, refusing to create a new key file beside a database that
 //!   already holds secrets sealed under another key (they could never be opened again).
 //! - [`key_opens_stored_secret`]: tries to open one stored password with the key.
-//! - [`command_programs`]: each `command` driver's program exists and may be run.
+//! - [`command_programs`]: each `command` driver's program (and captcha solver program)
+//!   exists and may be run.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -82,6 +83,16 @@ pub fn key_opens_stored_secret(conn: &mut DbConnection, key: &SecretKey) -> Resu
 /// `sites[i].command`.
 pub fn command_programs(config: &Config) -> Result<()> {
     for (index, site) in config.sites.iter().enumerate() {
+        // A captcha solver program (SPEC §15) is checked the same way.
+        if let Some(crate::config::court::CaptchaSolverConfig::Program(argv)) = &site.captcha_solver
+        {
+            if let Some(Err(reason)) = argv.first().map(|p| runnable(p)) {
+                return Err(Error::config(
+                    format!("sites[{index}].captcha_solver"),
+                    format!("`{}` {reason}", argv[0]),
+                ));
+            }
+        }
         if site.driver != DriverKind::Command {
             continue;
         }

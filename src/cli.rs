@@ -121,6 +121,10 @@ pub enum TokenCommand {
         /// Print the whole answer (token, account, expiry, source) as JSON.
         #[arg(long)]
         json: bool,
+        /// Print the ready `Authorization` header value (`<token>` or `Bearer <token>`)
+        /// instead of the bare token.
+        #[arg(long, conflicts_with = "json")]
+        header: bool,
         /// Seconds to keep trying while the daemon refuses connections (it may be starting).
         #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
         wait: f64,
@@ -269,6 +273,7 @@ pub fn run(cli: Cli) -> Result<()> {
             force_refresh,
             url,
             json,
+            header,
             wait,
         }) => {
             crate::config::validate_site_name("site", &site)?;
@@ -282,6 +287,8 @@ pub fn run(cli: Cli) -> Result<()> {
             ))?;
             if json {
                 println!("{data}");
+            } else if header {
+                println!("{}", data["authorization"].as_str().unwrap_or_default());
             } else {
                 println!("{}", data["token"].as_str().unwrap_or_default());
                 eprintln!(
@@ -461,6 +468,19 @@ fn run_accounts(config: &Config, command: AccountsCommand) -> Result<()> {
         }
         AccountsCommand::List { site, json } => {
             let pool = ready_pool(config)?;
+            // A derived site (SPEC §13) has no accounts of its own: it uses its parent's.
+            let owner = site
+                .as_deref()
+                .and_then(|name| config.site(name))
+                .map(|s| crate::config::court::account_owner(&config.sites, s))
+                .filter(|owner| Some(owner.name.as_str()) != site.as_deref());
+            if let (Some(owner), Some(name)) = (owner, site.as_deref()) {
+                eprintln!(
+                    "site `{name}` is derived from `{}` and uses its accounts:",
+                    owner.name
+                );
+            }
+            let site = owner.map(|o| o.name.clone()).or(site);
             let rows = accounts::views(&pool, site.as_deref())?;
             print_accounts(&rows, json);
             // On stderr, so that the table or the JSON lines stay clean for scripts.

@@ -41,6 +41,12 @@ struct ProbeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CaptchaLabels {
+    site: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: String,
 }
@@ -65,6 +71,38 @@ pub struct Metrics {
     site_limit: Family<SiteLabels, Gauge>,
     probes: Family<ProbeLabels, Counter>,
     webhook_deliveries: Family<ResultLabels, Counter>,
+    /// Captcha solver outcomes (SPEC §15), by site and [`SolveResult`].
+    captcha_solves: Family<CaptchaLabels, Counter>,
+}
+
+/// What became of one captcha a solver was asked to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SolveResult {
+    /// The solver gave a text.
+    Solved,
+    /// The portal then said the text was wrong.
+    Rejected,
+    /// The solver printed nothing.
+    Empty,
+    /// The solver could not run, or exited non-zero.
+    Failed,
+    /// The solver was killed at its timeout.
+    Timeout,
+    /// Nobody to ask (`"human"` without the hand-off, or no solver configured).
+    Unavailable,
+}
+
+impl SolveResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SolveResult::Solved => "solved",
+            SolveResult::Rejected => "rejected",
+            SolveResult::Empty => "empty",
+            SolveResult::Failed => "failed",
+            SolveResult::Timeout => "timeout",
+            SolveResult::Unavailable => "unavailable",
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -162,6 +200,12 @@ impl Metrics {
             "Webhook POSTs by result (delivered, retried, failed, dropped from a full queue)",
             webhook_deliveries.clone(),
         );
+        let captcha_solves = Family::<CaptchaLabels, Counter>::default();
+        registry.register(
+            "captcha_solves",
+            "Captchas given to a solver, by site and result (solved, rejected, empty, failed, timeout, unavailable)",
+            captcha_solves.clone(),
+        );
         registry.register_collector(Box::new(CacheCollector(cache)));
         Metrics {
             registry,
@@ -174,7 +218,17 @@ impl Metrics {
             site_limit,
             probes,
             webhook_deliveries,
+            captcha_solves,
         }
+    }
+
+    pub fn captcha_solve(&self, site: &str, result: SolveResult) {
+        self.captcha_solves
+            .get_or_create(&CaptchaLabels {
+                site: site.to_string(),
+                result: result.as_str().to_string(),
+            })
+            .inc();
     }
 
     pub fn started(&self, site: &str) {

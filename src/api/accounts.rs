@@ -37,7 +37,17 @@ pub async fn list(
         .broker
         .account_views(query.site_name.as_deref())
         .await?;
-    Ok(ok(json!({ "accounts": accounts })))
+    // A derived site uses its parent's accounts, and says so.
+    let owner = query
+        .site_name
+        .as_deref()
+        .and_then(|name| state.broker.accounts_site(name));
+    match owner {
+        Some(owner) => Ok(ok(
+            json!({ "accounts": accounts, "accounts_of_site": owner }),
+        )),
+        None => Ok(ok(json!({ "accounts": accounts }))),
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -36,6 +36,9 @@ pub struct TokenAnswer {
     expires_at: String,
     source: TokenSource,
     acquisition_id: String,
+    /// The ready `Authorization` header value: `<token>` (court_zxfw, an empty `token_type`)
+    /// or `<token_type> <token>` (`Bearer <token>`).
+    authorization: String,
 }
 
 #[derive(ToSchema)]
@@ -323,6 +326,8 @@ pub struct HistoryCleanupAnswer {
 #[derive(ToSchema)]
 pub struct AccountsAnswer {
     accounts: Vec<crate::accounts::AccountView>,
+    /// For a derived site (SPEC §13): the site whose accounts these are.
+    accounts_of_site: Option<String>,
 }
 
 /// `POST /accounts/unblock`.

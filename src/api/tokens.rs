@@ -10,7 +10,7 @@ use crate::broker::AcquireRequest;
 use crate::error::Error;
 
 /// Hands out a valid token: from the cache, or after one login.
-#[utoipa::path(post, path = "/api/v1/automation/tokens/acquire", operation_id = "acquireToken", tag = "tokens", request_body = AcquireRequest, responses((status = 200, description = "The token: {token, token_type, account, credential_id, expires_at, source, acquisition_id}", body = super::schemas::Answer<super::schemas::TokenAnswer>), (status = 400, body = ErrorBody), (status = 404, description = "Unknown site or account", body = ErrorBody), (status = 429, description = "QUEUE_FULL", body = ErrorBody), (status = 502, description = "TOKEN_ACQUISITION_FAILED", body = ErrorBody), (status = 503, description = "NO_AVAILABLE_ACCOUNT, SHUTTING_DOWN", body = ErrorBody), (status = 504, description = "TIMEOUT", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/automation/tokens/acquire", operation_id = "acquireToken", tag = "tokens", request_body = AcquireRequest, responses((status = 200, description = "The token: {token, token_type, account, credential_id, expires_at, source, acquisition_id, authorization}", body = super::schemas::Answer<super::schemas::TokenAnswer>), (status = 400, body = ErrorBody), (status = 404, description = "Unknown site or account", body = ErrorBody), (status = 429, description = "QUEUE_FULL", body = ErrorBody), (status = 502, description = "TOKEN_ACQUISITION_FAILED", body = ErrorBody), (status = 503, description = "NO_AVAILABLE_ACCOUNT, SHUTTING_DOWN", body = ErrorBody), (status = 504, description = "TIMEOUT", body = ErrorBody)))]
 pub async fn acquire(
     state: web::Data<AppState>,
     body: web::Json<AcquireRequest>,

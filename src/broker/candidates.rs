@@ -16,7 +16,9 @@ use crate::selection::{rank, spread, AccountStats, Strategy};
 
 impl Broker {
     /// The site's accounts (active or not), from the cache or the database.
+    /// A derived site (SPEC §13) has no accounts of its own: these are its parent's.
     pub(super) async fn credential_list(&self, site: &SiteConfig) -> Result<Vec<CredentialEntry>> {
+        let site = self.account_owner(site);
         if let Some(list) = self.inner.cache.credentials(&site.name).await {
             return Ok(list);
         }
@@ -25,6 +27,7 @@ impl Broker {
     }
 
     async fn account_stats(&self, site: &SiteConfig) -> Result<Vec<AccountStats>> {
+        let site = self.account_owner(site);
         if let Some(stats) = self.inner.cache.account_stats(&site.name).await {
             return Ok(stats);
         }
@@ -42,6 +45,7 @@ impl Broker {
         &self,
         site: &SiteConfig,
     ) -> Result<(Vec<CredentialEntry>, Vec<AccountStats>)> {
+        let site = self.account_owner(site);
         let (list, stats) = self.load_accounts(site).await?;
         let ttls = &self.inner.config.cache;
         self.inner
@@ -101,7 +105,11 @@ impl Broker {
         let (list, stats) = self.reload_accounts(site).await?;
         let mut blacklisted = Vec::new();
         for entry in &list {
-            if self.block_of(&site.name, entry).await.is_some() {
+            if self
+                .block_of(&self.account_owner(site).name, entry)
+                .await
+                .is_some()
+            {
                 blacklisted.push(entry.account.clone());
             }
         }
@@ -156,7 +164,9 @@ impl Broker {
                     entry.account
                 )));
             }
-            if let Some((reason, until)) = self.block_of(&site.name, entry).await {
+            if let Some((reason, until)) =
+                self.block_of(&self.account_owner(site).name, entry).await
+            {
                 return Err(unavailable(format!(
                     "account `{}` is {} until {} after a {} (`tokend accounts unblock` lifts it)",
                     entry.account,
@@ -207,7 +217,7 @@ impl Broker {
         let mut blocked = Vec::new();
         let mut next_usable: Option<chrono::DateTime<Utc>> = None;
         for entry in list.iter().filter(|c| c.is_active) {
-            if let Some((_, until)) = self.block_of(&site.name, entry).await {
+            if let Some((_, until)) = self.block_of(&self.account_owner(site).name, entry).await {
                 blocked.push(entry.id);
                 next_usable = Some(next_usable.map_or(until, |n| n.min(until)));
             }

@@ -35,6 +35,8 @@ enum Attempt {
 #[derive(Default)]
 struct Ledger {
     login_ran: bool,
+    /// A derived site asked its parent for a token (SPEC §13): recorded like a login.
+    parent_asked: bool,
     /// The acquisition waited for a lock or a slot: if it then times out, that is recorded.
     waited: bool,
     stats: LoginStats,
@@ -226,6 +228,24 @@ impl Acquisition<'_> {
                 ),
             )));
         }
+        // A derived site's parent token comes first, before this site holds a slot: the
+        // parent's acquisition takes slots of its own.
+        let parent = if site.driver.is_derived() {
+            self.ledger.parent_asked = true;
+            match broker.parent_token(site, candidate, self.remaining()).await {
+                Ok(token) => {
+                    self.ledger.failures.push(json!({
+                        "parent_site": site.from_site,
+                        "parent_acquisition_id": token.acquisition_id,
+                        "parent_source": token.source,
+                    }));
+                    Some(token)
+                }
+                Err(failure) => return Ok(Attempt::Failed(failure)),
+            }
+        } else {
+            None
+        };
         let slot = self.slot(candidate).await?;
         if let Some(token) = self.stored_since(candidate).await {
             return Ok(Attempt::Token(token));
@@ -243,7 +263,12 @@ impl Acquisition<'_> {
             .take(&site.name, candidate.id, limits)
             .await?;
         let outcome = self
-            .log_in(candidate, &slot, admission == Admission::Probe)
+            .log_in(
+                candidate,
+                &slot,
+                admission == Admission::Probe,
+                parent.as_ref(),
+            )
             .await?;
         flight.finished(outcome.as_ref().err());
         Ok(match outcome {
@@ -272,14 +297,22 @@ impl Acquisition<'_> {
         candidate: &CredentialEntry,
         slot: &Slot,
         probe: bool,
+        parent: Option<&AcquiredToken>,
     ) -> Result<std::result::Result<AcquiredToken, LoginFailure>> {
         let broker = self.broker;
         let site = self.site;
+        // The accounts' passwords are sealed under the site that owns them.
+        let owner = &broker.account_owner(site).name;
         let sealed = SealContext::Password {
-            site: &site.name,
+            site: owner,
             account: &candidate.account,
         };
-        let password = match broker.inner.key.open(&candidate.password_encrypted, sealed) {
+        let opened = match parent {
+            // A derived site's driver logs in with the parent's token, not the password.
+            Some(parent) => Ok(parent.token.clone()),
+            None => broker.inner.key.open(&candidate.password_encrypted, sealed),
+        };
+        let password = match opened {
             Ok(password) => password,
             Err(e) => {
                 log::error!(
@@ -308,7 +341,7 @@ impl Acquisition<'_> {
         let own_proxy = match &candidate.proxy_encrypted {
             Some(sealed) => {
                 let context = SealContext::Proxy {
-                    site: &site.name,
+                    site: owner,
                     account: &candidate.account,
                 };
                 match broker.inner.key.open(sealed, context) {
@@ -337,7 +370,11 @@ impl Acquisition<'_> {
             .settle(site, candidate, outcome.as_ref().err(), probe)
             .await;
         match outcome {
-            Ok(login) => {
+            Ok(mut login) => {
+                if let Some(parent) = parent {
+                    // A derived token never outlives the token it was derived from.
+                    login.expires_at = login.expires_at.min(parent.expires_at);
+                }
                 let token = self.keep(candidate, login, slot.fence()).await?;
                 log::info!(
                     "event=login_succeeded site={} account={} acquisition_id={} attempts={} duration={:.3}s token={}",
@@ -351,6 +388,9 @@ impl Acquisition<'_> {
                 Ok(Ok(token))
             }
             Err(failure) => {
+                if failure.parent_refused {
+                    broker.drop_parent_token(site, candidate).await;
+                }
                 log::warn!(
                     "event=login_failed site={} account={} acquisition_id={} error_type={} attempts={} message=\"{}\"",
                     site.name,
@@ -459,7 +499,11 @@ impl Acquisition<'_> {
         let inner = &self.broker.inner;
         let site = &self.site.name;
         let sealed = inner.cache.seal(site, &candidate.account, &login.token)?;
-        let token_type = login.token_type.as_deref().unwrap_or("Bearer").to_string();
+        // The driver's own scheme (a cookie session) wins over the site's `token_type`.
+        let token_type = login
+            .token_type
+            .clone()
+            .unwrap_or_else(|| self.site.token_type().to_string());
         let entry = self.cache_entry(
             fence,
             candidate,
@@ -474,6 +518,7 @@ impl Acquisition<'_> {
         let stored = inner
             .pool
             .run(move |conn| {
+                let token_type = token_type.as_str();
                 let now = Utc::now().naive_utc();
                 crate::db::tokens::upsert(
                     conn,
@@ -481,7 +526,7 @@ impl Acquisition<'_> {
                         site_name: &name,
                         account: &account,
                         token: &sealed,
-                        token_type: &token_type,
+                        token_type,
                         expires_at,
                         created_at: now,
                         updated_at: now,
@@ -532,7 +577,7 @@ impl Acquisition<'_> {
         };
         // A row for every acquisition that logged in, and for one that waited and gave up.
         let timed_out = status == AcquisitionStatus::Timeout && self.ledger.waited;
-        if !(self.ledger.login_ran || timed_out) {
+        if !(self.ledger.login_ran || self.ledger.parent_asked || timed_out) {
             return;
         }
         if !self.ledger.login_ran {
@@ -618,6 +663,11 @@ impl Broker {
             circuits
                 .record(&site.name, &policy, SiteOutcome::Answered, probe)
                 .await;
+            // A derived site has no accounts of its own: its exchanges neither penalise nor
+            // count as logins of its parent's accounts.
+            if site.driver.is_derived() {
+                return;
+            }
             if let Some(failure) = failure {
                 self.penalise(site, candidate, failure.kind).await;
             }

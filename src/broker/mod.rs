@@ -10,6 +10,7 @@
 //! - [`probe`] checks tokens in use at the portal and replaces those it refuses.
 
 mod candidates;
+mod derived;
 mod login;
 mod probe;
 mod refresh;
@@ -81,11 +82,23 @@ pub struct AcquiredToken {
     pub source: Source,
     /// The acquisition that logged in for this token.
     pub acquisition_id: String,
+    /// The ready `Authorization` header value: `<token>` when the site's `token_type` is
+    /// empty (court_zxfw), else `<token_type> <token>` (`Bearer <token>`).
+    pub authorization: Secret,
+}
+
+/// The `Authorization` header value of `token` under the scheme `token_type` (none if empty).
+pub fn authorization(token_type: &str, token: &str) -> Secret {
+    match token_type.trim() {
+        "" => Secret::new(token),
+        scheme => Secret::new(format!("{scheme} {token}")),
+    }
 }
 
 impl AcquiredToken {
     fn from_cache(entry: &CachedToken, token: Secret, source: Source) -> AcquiredToken {
         AcquiredToken {
+            authorization: authorization(&entry.token_type, token.expose()),
             token,
             token_type: entry.token_type.clone(),
             account: entry.account.clone(),
@@ -169,7 +182,13 @@ impl Broker {
             .sites
             .iter()
             .map(|site| {
-                let driver = LoginDriver::new(site, default_ttl)?.with_captchas(captchas.clone());
+                let driver = LoginDriver::with_context(
+                    site,
+                    default_ttl,
+                    &parts.config.sites,
+                    Some(parts.metrics.clone()),
+                )?
+                .with_captchas(captchas.clone());
                 Ok((site.name.clone(), driver))
             })
             .collect::<Result<_>>()?;
@@ -213,6 +232,18 @@ impl Broker {
             .config
             .site(name)
             .ok_or_else(|| Error::UnknownSite(name.to_string()))
+    }
+
+    /// The site whose accounts `site` uses: itself, or a derived site's root parent (§13).
+    pub(crate) fn account_owner<'a>(&'a self, site: &'a SiteConfig) -> &'a SiteConfig {
+        crate::config::court::account_owner(&self.inner.config.sites, site)
+    }
+
+    /// For a derived site, the name of the site whose accounts it uses; `None` otherwise.
+    pub fn accounts_site(&self, name: &str) -> Option<String> {
+        let site = self.inner.config.site(name)?;
+        let owner = self.account_owner(site);
+        (owner.name != site.name).then(|| owner.name.clone())
     }
 
     /// Hands out a valid token for the site (SPEC §1).
@@ -299,6 +330,12 @@ impl Broker {
     /// Drops the token of (site, account) from cache and store, so the next acquire logs in.
     /// Returns whether there was one.
     pub async fn invalidate(&self, site_name: &str, account: &str) -> Result<bool> {
+        let removed = self.invalidate_one(site_name, account).await?;
+        self.invalidate_derived(site_name, account).await;
+        Ok(removed)
+    }
+
+    async fn invalidate_one(&self, site_name: &str, account: &str) -> Result<bool> {
         let site = self.site(site_name)?;
         let id = self.credential_id_of(site, account).await?;
         // The stored token goes first: an acquire that misses the cache in between would
@@ -320,6 +357,33 @@ impl Broker {
             site.name
         );
         Ok(removed)
+    }
+
+    /// A parent's token is gone: so are the tokens derived from it, and from those (SPEC
+    /// §13), which the portal would refuse once it refuses their parent.
+    async fn invalidate_derived(&self, site_name: &str, account: &str) {
+        let sites = &self.inner.config.sites;
+        let mut parents = vec![site_name.to_string()];
+        // The chains are acyclic (checked at start); the bound is a second guard.
+        for _ in 0..sites.len() {
+            let Some(parent) = parents.pop() else { break };
+            for child in sites
+                .iter()
+                .filter(|s| s.driver.is_derived() && s.from_site == parent)
+            {
+                match self.invalidate_one(&child.name, account).await {
+                    Ok(removed) => log::info!(
+                        "event=derived_token_invalidated site={} parent={parent} account={account} stored={removed}",
+                        child.name
+                    ),
+                    Err(e) => log::warn!(
+                        "event=derived_token_not_invalidated site={} parent={parent} account={account} error=\"{e}\"",
+                        child.name
+                    ),
+                }
+                parents.push(child.name.clone());
+            }
+        }
     }
 
     /// The circuit rules of a site: its own overrides, else `[circuit]`.

@@ -151,10 +151,11 @@ impl Broker {
 
     /// The accounts of one site, or of all, with their state now.
     pub async fn account_views(&self, site_name: Option<&str>) -> Result<Vec<AccountView>> {
-        if let Some(name) = site_name {
-            self.site(name)?;
-        }
-        let filter = site_name.map(str::to_string);
+        // A derived site's accounts are its parent's (SPEC §13): shown under that site.
+        let filter = match site_name {
+            Some(name) => Some(self.account_owner(self.site(name)?).name.clone()),
+            None => None,
+        };
         let rows = self
             .inner
             .pool

@@ -4,6 +4,7 @@
 //! bad values stop start-up with an [`Error::Config`] that names the key (`concurrency.lock_timeout`,
 //! `sites[1].driver`, `REDIS_PORT`). The checked [`Config`] is shared as `Arc<Config>`.
 
+pub mod court;
 mod notify;
 mod sections;
 mod site;
@@ -182,6 +183,7 @@ impl Config {
                 ));
             }
         }
+        court::validate_parents(&self.sites)?;
         Ok(())
     }
 
@@ -280,7 +282,20 @@ mod tests {
         let text = include_str!("../../tokend.example.toml");
         let config = Config::from_sources(Some(text), &no_env).unwrap();
         assert_eq!(config.sites.len(), 2);
-        assert_eq!(config.sites[1].driver, DriverKind::Command);
+        assert_eq!(config.sites[0].driver, DriverKind::CourtZxfw);
+        assert_eq!(config.sites[1].driver, DriverKind::CourtBaoquan);
+        assert_eq!(config.sites[0].token_type(), "");
+        assert_eq!(config.sites[1].token_type(), "Bearer");
+        // The commented examples of the other drivers parse too, once uncommented.
+        let others: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# Other portals."))
+            .filter_map(|l| l.strip_prefix("# ").or_else(|| (l == "#").then_some("")))
+            .filter(|l| l.starts_with("[[sites]]") || l.contains(" = "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let all = Config::from_sources(Some(&format!("{text}\n{others}\n")), &no_env).unwrap();
+        assert_eq!(all.sites.len(), 5);
         // The example documents the defaults: apart from its sites it equals the embedded ones.
         let defaults = toml::to_string(&Config::default()).unwrap();
         let example = toml::to_string(&Config {

@@ -53,6 +53,21 @@ pub enum DriverKind {
     Http,
     /// Run an external program (a browser script, say) that prints the token.
     Command,
+    /// 人民法院在线服务, spoken natively (SPEC §15): SM2 password, image captcha, JWT.
+    #[serde(rename = "court_zxfw")]
+    CourtZxfw,
+    /// 保全系统 (SPEC §15): a token derived from a `court_zxfw` token through an OAuth code.
+    #[serde(rename = "court_baoquan")]
+    CourtBaoquan,
+    /// A token obtained by exchanging a token of the same account on `from_site` (§13).
+    Derived,
+}
+
+impl DriverKind {
+    /// Whether the site's tokens come from another site's token (it has no accounts of its own).
+    pub fn is_derived(self) -> bool {
+        matches!(self, DriverKind::Derived | DriverKind::CourtBaoquan)
+    }
 }
 
 /// How the `http` driver encodes the credentials.
@@ -142,6 +157,35 @@ pub struct SiteConfig {
     /// `cookie:NAME` or `cookies` (the whole `Cookie` header value).
     #[serde(default, skip_serializing_if = "TokenFrom::is_json")]
     pub token_from: TokenFrom,
+    /// The scheme consumers put before the token in `Authorization` (default `Bearer`;
+    /// `court_zxfw`: none, the token is sent raw). Empty: no scheme.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<String>,
+    /// `court_zxfw`, `court_baoquan`: the portal's API root (each driver has its default).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub base_url: String,
+    /// `court_zxfw`: who reads the captcha: a program (`["python3", "solve.py"]`, image bytes
+    /// on stdin, the text on stdout) or `"human"` (the hand-off of SPEC §13).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captcha_solver: Option<super::court::CaptchaSolverConfig>,
+    /// `"human"`: a captcha the program could not read goes to a person. Default: none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub captcha_fallback: String,
+    /// Seconds a captcha program may run before its process group is killed.
+    #[serde(default = "default_solver_timeout")]
+    pub captcha_solver_timeout: f64,
+    /// `derived`, `court_baoquan`: the site whose token (of the same account) is exchanged.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub from_site: String,
+    /// `derived`: where the parent's token is exchanged for this site's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub exchange_url: String,
+    /// `derived`: `GET` or `POST` (default).
+    #[serde(default = "default_exchange_method")]
+    pub exchange_method: String,
+    /// `derived`: the header that carries the parent's token, `{token}` standing for it.
+    #[serde(default = "default_exchange_header")]
+    pub exchange_header: String,
 }
 
 /// Where the `http` driver takes the token from (`token_from`).
@@ -196,6 +240,18 @@ fn is_zero_seconds(value: &f64) -> bool {
     *value == 0.0
 }
 
+fn default_solver_timeout() -> f64 {
+    30.0
+}
+
+fn default_exchange_method() -> String {
+    "POST".into()
+}
+
+fn default_exchange_header() -> String {
+    "Authorization: Bearer {token}".into()
+}
+
 fn is_best(strategy: &crate::selection::Strategy) -> bool {
     *strategy == crate::selection::Strategy::Best
 }
@@ -232,6 +288,16 @@ fn default_credential_error_pattern() -> String {
 }
 
 impl SiteConfig {
+    /// The scheme of the ready `Authorization` value: the site's `token_type`, else `Bearer`
+    /// (none for `court_zxfw`, whose consumers send the token raw).
+    pub fn token_type(&self) -> &str {
+        match (&self.token_type, self.driver) {
+            (Some(kind), _) => kind.trim(),
+            (None, DriverKind::CourtZxfw) => "",
+            (None, _) => "Bearer",
+        }
+    }
+
     /// Checks one site; `index` is its position in `[[sites]]`, used to name the key.
     pub fn validate(&self, index: usize) -> Result<()> {
         let key = |field: &str| format!("sites[{index}].{field}");
@@ -278,7 +344,9 @@ impl SiteConfig {
             )?;
         }
         self.validate_probe(index)?;
+        super::court::validate_site(self, index)?;
         match self.driver {
+            DriverKind::CourtZxfw | DriverKind::CourtBaoquan | DriverKind::Derived => {}
             DriverKind::Http => {
                 if !(self.login_url.starts_with("http://")
                     || self.login_url.starts_with("https://"))

@@ -36,7 +36,7 @@ const MAX_STDOUT_BYTES: u64 = 64 * 1024;
 /// Longest stdout line looked at for a captcha (a base64 image).
 const MAX_LINE_BYTES: u64 = 4 * 1024 * 1024;
 /// Variables of tokend's own that a login program has no business seeing.
-const HIDDEN_ENV: [&str; 8] = [
+pub(crate) const HIDDEN_ENV: [&str; 8] = [
     "TOKEND_SECRET_KEY",
     "TOKEND_ADMIN_TOKEN",
     "DATABASE_URL",
@@ -346,7 +346,10 @@ async fn read_output(
     out
 }
 
-async fn read_capped(pipe: Option<impl AsyncRead + Unpin + Send + 'static>, cap: u64) -> Vec<u8> {
+pub(crate) async fn read_capped(
+    pipe: Option<impl AsyncRead + Unpin + Send + 'static>,
+    cap: u64,
+) -> Vec<u8> {
     let mut buf = Vec::new();
     if let Some(pipe) = pipe {
         let mut limited = pipe.take(cap);
@@ -360,7 +363,7 @@ async fn read_capped(pipe: Option<impl AsyncRead + Unpin + Send + 'static>, cap:
 
 /// The login program's process group; dropping it kills every process left in the group
 /// (helpers such as a browser must not outlive the login).
-struct GroupGuard(Option<nix::unistd::Pid>);
+pub(crate) struct GroupGuard(pub(crate) Option<nix::unistd::Pid>);
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {

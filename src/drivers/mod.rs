@@ -7,6 +7,8 @@
 
 pub mod command;
 pub mod cookies;
+pub mod court;
+pub mod derived;
 pub mod http;
 
 use std::sync::{Arc, Mutex};
@@ -30,8 +32,8 @@ const DRIVER_GRACE: Duration = Duration::from_secs(2);
 pub struct LoginToken {
     pub token: Secret,
     pub expires_at: DateTime<Utc>,
-    /// How consumers send it, when the driver knows (`Cookie` for a cookie session);
-    /// `None`: `Bearer`.
+    /// The `Authorization` scheme this token goes with, when the driver knows better than
+    /// the site's `token_type` (a cookie session: `Cookie`); `None`: the site's.
     pub token_type: Option<String>,
 }
 
@@ -70,6 +72,9 @@ pub struct LoginFailure {
     /// Another attempt would meet the same end (nobody answered a captcha handed to a
     /// person): the login ends here, whatever the retry policy allows.
     pub last_attempt: bool,
+    /// A derived site's exchange refused the parent's token (401/403): that token is
+    /// dropped, so that the next acquisition gets a fresh one (SPEC §13).
+    pub parent_refused: bool,
 }
 
 impl LoginFailure {
@@ -80,12 +85,18 @@ impl LoginFailure {
             retry_after: None,
             congestion: false,
             last_attempt: false,
+            parent_refused: false,
         }
     }
 
     /// Marks the failure as one that is not retried.
     pub fn last_attempt(mut self) -> Self {
         self.last_attempt = true;
+        self
+    }
+
+    pub fn refusing_parent(mut self, refused: bool) -> Self {
+        self.parent_refused = refused;
         self
     }
 
@@ -207,11 +218,40 @@ impl Deadline {
 pub enum LoginDriver {
     Http(Box<http::HttpDriver>),
     Command(command::CommandDriver),
+    /// SPEC §15: 人民法院在线服务.
+    CourtZxfw(Box<court::zxfw::ZxfwDriver>),
+    /// SPEC §15: 保全系统, from a `court_zxfw` token (handed in as the password).
+    CourtBaoquan(Box<court::baoquan::BaoquanDriver>),
+    /// SPEC §13: a token exchanged for the parent's (handed in as the password).
+    Derived(Box<derived::DerivedDriver>),
 }
 
 impl LoginDriver {
     pub fn new(site: &SiteConfig, default_ttl: Duration) -> Result<LoginDriver> {
+        LoginDriver::with_context(site, default_ttl, &[], None)
+    }
+
+    /// The driver of `site`, knowing the other `sites` (a derived site's parent) and where
+    /// to count captcha solves.
+    pub fn with_context(
+        site: &SiteConfig,
+        default_ttl: Duration,
+        sites: &[SiteConfig],
+        metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    ) -> Result<LoginDriver> {
         Ok(match site.driver {
+            DriverKind::CourtZxfw => {
+                LoginDriver::CourtZxfw(Box::new(court::zxfw::ZxfwDriver::new(site, metrics)?))
+            }
+            DriverKind::CourtBaoquan => {
+                let parent = sites.iter().find(|s| s.name == site.from_site);
+                LoginDriver::CourtBaoquan(Box::new(court::baoquan::BaoquanDriver::new(
+                    site, parent,
+                )?))
+            }
+            DriverKind::Derived => {
+                LoginDriver::Derived(Box::new(derived::DerivedDriver::new(site, default_ttl)))
+            }
             DriverKind::Http => {
                 LoginDriver::Http(Box::new(http::HttpDriver::new(site, default_ttl)?))
             }
@@ -237,6 +277,9 @@ impl LoginDriver {
         match self {
             LoginDriver::Http(d) => d.login(creds, deadline.remaining()).await,
             LoginDriver::Command(d) => d.login(creds, deadline).await,
+            LoginDriver::CourtZxfw(d) => d.login(creds, deadline.remaining()).await,
+            LoginDriver::CourtBaoquan(d) => d.login(creds, deadline.remaining()).await,
+            LoginDriver::Derived(d) => d.login(creds, deadline.remaining()).await,
         }
     }
 

@@ -1,0 +1,289 @@
+//! The court portal drivers (SPEC §15), spoken natively: [`zxfw`] (人民法院在线服务: SM2
+//! password, image captcha, JWT) and [`baoquan`] (保全系统: a token derived from the zxfw
+//! token through an OAuth code), with the [`solver`] that reads captchas and [`sm2`].
+//!
+//! What the steps share lives here: one HTTP client per login that keeps the portal's cookies
+//! and sends the `Referer`/`Origin` the portal insists on; reading the portal's envelope
+//! `{"code", "data", "message"}`; classifying what went wrong. Every step logs what it got
+//! (`event=court_step`, secrets masked), so that a portal that changed is diagnosed from the
+//! log: the step, the HTTP status, the `code` and the `message` it answered.
+
+pub mod baoquan;
+pub mod sm2;
+pub mod solver;
+pub mod zxfw;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{clean_message, FailureKind, LoginFailure};
+use crate::secret::Secret;
+
+/// `Referer` of every request to the court portals (they refuse requests without it).
+pub const REFERER: &str = "https://zxfw.court.gov.cn/zxfw/";
+/// `Origin` of every request to the court portals.
+pub const ORIGIN: &str = "https://zxfw.court.gov.cn";
+/// Largest portal answer read (a captcha image is a few KiB).
+const MAX_ANSWER_BYTES: usize = 2 * 1024 * 1024;
+
+/// A client for one login: its own cookie store, the portal's headers, no redirects (the
+/// requests carry a password or a token), through `proxy` if any.
+pub fn login_client(proxy: Option<&Secret>) -> Result<reqwest::Client, LoginFailure> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::REFERER,
+        reqwest::header::HeaderValue::from_static(REFERER),
+    );
+    headers.insert(
+        reqwest::header::ORIGIN,
+        reqwest::header::HeaderValue::from_static(ORIGIN),
+    );
+    let mut builder = reqwest::Client::builder()
+        .cookie_store(true)
+        .default_headers(headers)
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none());
+    builder = match proxy {
+        Some(url) => builder.proxy(reqwest::Proxy::all(url.expose()).map_err(|e| {
+            LoginFailure::new(
+                FailureKind::Failed,
+                format!(
+                    "proxy {}: {}",
+                    crate::secret::redact_url(url.expose()),
+                    clean_message(&e.to_string(), &[url.expose()])
+                ),
+            )
+        })?),
+        None => builder.no_proxy(),
+    };
+    builder
+        .build()
+        .map_err(|e| LoginFailure::new(FailureKind::Failed, format!("HTTP client: {e}")))
+}
+
+/// The portal's answer to one step: `{"code": 200, "data": …}` or a failure with `message`.
+#[derive(Debug)]
+pub struct PortalAnswer {
+    pub status: reqwest::StatusCode,
+    /// `code` as a number (some answers send it as a string).
+    pub code: Option<i64>,
+    pub data: Value,
+    pub message: String,
+    /// The whole answer (for the pointers of a `derived` site).
+    pub json: Value,
+}
+
+impl PortalAnswer {
+    pub fn ok(&self) -> bool {
+        self.status.is_success() && self.code == Some(200)
+    }
+
+    /// The portal refused the token it was sent (401/403 as status or `code`).
+    pub fn unauthorized(&self) -> bool {
+        matches!(self.status.as_u16(), 401 | 403) || matches!(self.code, Some(401 | 403))
+    }
+}
+
+/// What a step is, for messages and the log.
+pub struct Step<'a> {
+    pub site: &'a str,
+    pub account: &'a str,
+    pub name: &'static str,
+    /// Masked wherever the answer or an error is logged or returned.
+    pub secrets: &'a [&'a str],
+}
+
+impl Step<'_> {
+    /// A failure of this step, its message scrubbed of the secrets.
+    pub fn failure(&self, kind: FailureKind, what: &str) -> LoginFailure {
+        LoginFailure::new(
+            kind,
+            clean_message(&format!("{}: {what}", self.name), self.secrets),
+        )
+    }
+
+    /// Sends the request and reads the envelope. Transport errors, 429 and 5xx are network
+    /// errors; an answer that is not JSON is `failed` (the portal changed, or a gateway page).
+    pub async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<PortalAnswer, LoginFailure> {
+        let response = request.send().await.map_err(|e| {
+            let kind = if e.is_timeout() {
+                FailureKind::Timeout
+            } else {
+                FailureKind::Network
+            };
+            self.failure(kind, &format!("request failed: {e}"))
+        })?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(super::parse_retry_after);
+        let bytes = read_limited(response)
+            .await
+            .map_err(|e| self.failure(FailureKind::Network, &format!("reading the answer: {e}")))?;
+        let text = String::from_utf8_lossy(&bytes);
+        log::info!(
+            "event=court_step site={} account={} step={} http_status={} bytes={} answer=\"{}\"",
+            self.site,
+            self.account,
+            self.name,
+            status.as_u16(),
+            bytes.len(),
+            preview(&text, self.secrets)
+        );
+        if status.as_u16() == 429 || status.is_server_error() {
+            return Err(self
+                .failure(FailureKind::Network, &format!("HTTP {status}: {text}"))
+                .with_retry_after(retry_after)
+                .congested(status.as_u16() == 429));
+        }
+        let json: Value = serde_json::from_slice(&bytes).map_err(|_| {
+            self.failure(
+                FailureKind::Failed,
+                &format!("HTTP {status}: the answer is not JSON: {}", cut(&text, 200)),
+            )
+        })?;
+        let code = match json.get("code") {
+            Some(Value::Number(n)) => n.as_i64(),
+            Some(Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        };
+        let message = ["message", "msg"]
+            .iter()
+            .find_map(|k| json.get(*k).and_then(Value::as_str))
+            .unwrap_or_default()
+            .to_string();
+        Ok(PortalAnswer {
+            status,
+            code,
+            data: json.get("data").cloned().unwrap_or(Value::Null),
+            message,
+            json,
+        })
+    }
+
+    /// A failed answer as a failure of this step: its `message` classified by the site's
+    /// patterns (captcha, credential, rate limit), else `failed`.
+    pub fn refused(&self, answer: &PortalAnswer, patterns: &Patterns) -> LoginFailure {
+        let text = format!("{} {}", answer.message, answer.data);
+        let congested = patterns
+            .rate_limit
+            .as_ref()
+            .is_some_and(|r| r.is_match(&text));
+        let kind = if congested {
+            FailureKind::Network
+        } else if patterns.captcha.is_match(&answer.message) {
+            FailureKind::Captcha
+        } else if matches!(answer.status.as_u16(), 401 | 403)
+            || patterns.credential.is_match(&answer.message)
+        {
+            FailureKind::Credential
+        } else {
+            FailureKind::Failed
+        };
+        let code = answer
+            .code
+            .map_or_else(|| "none".to_string(), |c| c.to_string());
+        self.failure(
+            kind,
+            &format!(
+                "HTTP {} code {code}: {}",
+                answer.status.as_u16(),
+                if answer.message.is_empty() {
+                    "(no message)"
+                } else {
+                    &answer.message
+                }
+            ),
+        )
+        .congested(congested)
+    }
+}
+
+/// The site's error patterns, compiled once.
+pub struct Patterns {
+    pub captcha: regex::Regex,
+    pub credential: regex::Regex,
+    pub rate_limit: Option<regex::Regex>,
+}
+
+impl Patterns {
+    pub fn of(site: &crate::config::SiteConfig) -> crate::error::Result<Patterns> {
+        let regex = |field: &str, pattern: &str| {
+            regex::Regex::new(pattern).map_err(|e| {
+                crate::error::Error::config(format!("sites.{}.{field}", site.name), e.to_string())
+            })
+        };
+        Ok(Patterns {
+            captcha: regex("captcha_error_pattern", &site.captcha_error_pattern)?,
+            credential: regex("credential_error_pattern", &site.credential_error_pattern)?,
+            rate_limit: match site.rate_limit_pattern.as_str() {
+                "" => None,
+                pattern => Some(regex("rate_limit_pattern", pattern)?),
+            },
+        })
+    }
+}
+
+/// The base URL without a trailing slash.
+pub fn base(url: &str, default: &str) -> String {
+    let url = if url.is_empty() { default } else { url };
+    url.trim_end_matches('/').to_string()
+}
+
+/// The answer as logged: secrets masked, JWT-looking strings redacted, cut to 300 characters.
+fn preview(text: &str, secrets: &[&str]) -> String {
+    let masked = clean_message(text, secrets);
+    let jwt = regex::Regex::new(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+        .map(|r| r.replace_all(&masked, "<jwt>").into_owned())
+        .unwrap_or(masked);
+    // A captcha image is no use in the log.
+    let image = regex::Regex::new(r#""jpg"\s*:\s*"[^"]{40,}""#)
+        .map(|r| r.replace_all(&jwt, r#""jpg":"<image>""#).into_owned())
+        .unwrap_or(jwt);
+    cut(&image, 300).replace('"', "'")
+}
+
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
+async fn read_limited(mut response: reqwest::Response) -> reqwest::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_ANSWER_BYTES.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if room <= chunk.len() {
+            break;
+        }
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_answers_hide_tokens_images_and_secrets() {
+        let text = r#"{"code":200,"data":{"token":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2lnbmF0dXJl","jpg":"/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8U"},"pw":"hunter22"}"#;
+        let shown = preview(text, &["hunter22"]);
+        assert!(
+            shown.contains("<jwt>") && shown.contains("<image>"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("hunter22") && !shown.contains("eyJzdWIi"),
+            "{shown}"
+        );
+    }
+}
