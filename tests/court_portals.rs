@@ -510,3 +510,54 @@ fn a_cycle_in_from_site_stops_start_naming_the_key() {
         "{stderr}"
     );
 }
+
+/// `captcha_solver = "human"`: the captcha waits for a person (the hand-off of SPEC §13),
+/// who reads it from `GET /captchas` and answers over the API; the login then completes.
+#[actix_rt::test]
+async fn a_person_solves_the_zxfw_captcha_through_the_hand_off() {
+    use base64::Engine;
+    let court = CourtPortal::start();
+    court.accept("alice", "pw-alice");
+    let h = start(&court, "\"human\"", RETRY, "").await;
+    h.add_account_on("zxfw", "alice", "pw-alice", false);
+    let acquire = h.acquire(json!({"site_name": "zxfw"}));
+    let person = async {
+        let challenge =
+            common::eventually("a pending captcha", Duration::from_secs(10), || async {
+                let (_, body) = h.api_get("/api/v1/automation/captchas").await;
+                body["data"]["captchas"]
+                    .as_array()
+                    .and_then(|list| list.first().cloned())
+            })
+            .await;
+        assert_eq!(challenge["account"], "alice", "{challenge}");
+        let image = challenge["image"].as_str().unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(image.split(',').nth(1).unwrap())
+            .unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        let answer = text
+            .split("answer=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap()
+            .to_string();
+        let id = challenge["id"].as_str().unwrap();
+        let (status, _, body) = h
+            .api_call(
+                reqwest::Method::POST,
+                &format!("/api/v1/automation/captchas/{id}"),
+                Some(json!({ "answer": answer })),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    };
+    let ((status, body), ()) = tokio::join!(acquire, person);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["source"], "login");
+    let text = prometheus(&h).await;
+    assert!(
+        text.contains(r#"tokend_captcha_solves_total{site="zxfw",result="solved"} 1"#),
+        "{text}"
+    );
+}

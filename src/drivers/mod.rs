@@ -265,6 +265,9 @@ impl LoginDriver {
     pub fn with_captchas(self, captchas: crate::captcha::Captchas) -> LoginDriver {
         match self {
             LoginDriver::Command(d) => LoginDriver::Command(d.with_captchas(captchas)),
+            LoginDriver::CourtZxfw(d) => {
+                LoginDriver::CourtZxfw(Box::new(d.with_captchas(captchas)))
+            }
             other => other,
         }
     }
@@ -277,7 +280,7 @@ impl LoginDriver {
         match self {
             LoginDriver::Http(d) => d.login(creds, deadline.remaining()).await,
             LoginDriver::Command(d) => d.login(creds, deadline).await,
-            LoginDriver::CourtZxfw(d) => d.login(creds, deadline.remaining()).await,
+            LoginDriver::CourtZxfw(d) => d.login(creds, deadline).await,
             LoginDriver::CourtBaoquan(d) => d.login(creds, deadline.remaining()).await,
             LoginDriver::Derived(d) => d.login(creds, deadline.remaining()).await,
         }

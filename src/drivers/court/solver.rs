@@ -2,8 +2,10 @@
 //! image bytes on stdin and answers the text on stdout with exit 0. It runs with no shell, in
 //! a process group of its own that is killed when it ends or at `captcha_solver_timeout`,
 //! without tokend's own secrets in its environment; its stderr (scrubbed, cut) names why it
-//! failed. `"human"` (and `captcha_fallback = "human"`) is the hand-off of SPEC §13: until
-//! that hand-off exists in this build, asking a person is a clear `captcha_error`.
+//! failed. `"human"` (and `captcha_fallback = "human"`) is the hand-off of SPEC §13: the
+//! captcha is listed for a person (`GET /api/v1/automation/captchas`, the dashboard, `tokend
+//! captcha list`) and the login's clock stands still until the answer comes or
+//! `captcha_answer_timeout` passes.
 //!
 //! Every outcome is counted in `tokend_captcha_solves_total{site,result}`.
 
@@ -14,13 +16,14 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
+use crate::captcha::Captchas;
 use crate::config::court::CaptchaSolverConfig;
 use crate::config::{seconds, SiteConfig};
 use crate::drivers::command::{read_capped, GroupGuard, HIDDEN_ENV};
-use crate::drivers::{clean_message, FailureKind, LoginFailure};
+use crate::drivers::{clean_message, Deadline, FailureKind, LoginFailure};
 use crate::metrics::{Metrics, SolveResult};
 
-/// Why a person cannot be asked in this build.
+/// Why a person cannot be asked (a driver built without the daemon's captcha registry).
 pub const NO_HAND_OFF: &str =
     "no person to solve the captcha: the captcha hand-off is not available";
 /// Longest answer read from a solver.
@@ -33,6 +36,8 @@ pub struct CaptchaSolver {
     human: bool,
     timeout: Duration,
     metrics: Option<Arc<Metrics>>,
+    /// Where a captcha waits for a person (the daemon's registry).
+    captchas: Option<Captchas>,
 }
 
 impl CaptchaSolver {
@@ -50,6 +55,43 @@ impl CaptchaSolver {
             human,
             timeout: seconds(site.captcha_solver_timeout),
             metrics,
+            captchas: None,
+        }
+    }
+
+    pub fn with_captchas(mut self, captchas: Captchas) -> CaptchaSolver {
+        self.captchas = Some(captchas);
+        self
+    }
+
+    /// Hands the captcha to a person and waits, the login's clock stopped meanwhile.
+    async fn ask_a_person(
+        &self,
+        account: &str,
+        image: &[u8],
+        deadline: &Deadline,
+    ) -> Result<String, String> {
+        use base64::Engine;
+        let Some(captchas) = &self.captchas else {
+            return Err(NO_HAND_OFF.to_string());
+        };
+        let encoded = base64::engine::general_purpose::STANDARD.encode(image);
+        let mut ticket = captchas.open(
+            &self.site,
+            account,
+            "请输入图片中的验证码 Type the characters in the image",
+            &encoded,
+        );
+        deadline.pause();
+        let answer = ticket.wait().await;
+        deadline.resume();
+        match answer {
+            Some(text) if !text.trim().is_empty() => Ok(text.trim().to_string()),
+            _ => Err(format!(
+                "nobody answered captcha {} within retry.captcha_answer_timeout ({:.0}s)",
+                ticket.id(),
+                captchas.answer_timeout().as_secs_f64()
+            )),
         }
     }
 
@@ -60,16 +102,17 @@ impl CaptchaSolver {
         }
     }
 
-    /// The text of the captcha `image`, within `remaining` at most; a failure is a
-    /// `captcha_error` (the retry fetches a fresh captcha).
+    /// The text of the captcha `image`, before `deadline`; a failure is a `captcha_error`
+    /// (the retry fetches a fresh captcha).
     pub async fn solve(
         &self,
+        account: &str,
         image: &[u8],
-        remaining: Duration,
+        deadline: &Deadline,
         secrets: &[&str],
     ) -> Result<String, LoginFailure> {
         let program_failure = match &self.program {
-            Some(argv) => match self.run(argv, image, remaining, secrets).await {
+            Some(argv) => match self.run(argv, image, deadline.remaining(), secrets).await {
                 Ok(text) => {
                     self.count(SolveResult::Solved);
                     return Ok(text);
@@ -81,25 +124,31 @@ impl CaptchaSolver {
             },
             None => None,
         };
-        let message = match (program_failure, self.human) {
-            (Some(message), false) => message,
-            (Some(message), true) => {
-                self.count(SolveResult::Unavailable);
-                format!("{message}; captcha_fallback = \"human\": {NO_HAND_OFF}")
-            }
-            (None, true) => {
-                self.count(SolveResult::Unavailable);
-                NO_HAND_OFF.to_string()
-            }
-            (None, false) => {
+        if !self.human {
+            let message = program_failure.unwrap_or_else(|| {
                 self.count(SolveResult::Unavailable);
                 format!(
                     "site `{}` has no captcha_solver: set captcha_solver = [\"python3\", \"/path/to/ddddocr_solve.py\"]",
                     self.site
                 )
+            });
+            return Err(LoginFailure::new(FailureKind::Captcha, message));
+        }
+        match self.ask_a_person(account, image, deadline).await {
+            Ok(text) => {
+                self.count(SolveResult::Solved);
+                Ok(text)
             }
-        };
-        Err(LoginFailure::new(FailureKind::Captcha, message))
+            Err(why) => {
+                self.count(SolveResult::Unavailable);
+                let message = match program_failure {
+                    Some(message) => format!("{message}; captcha_fallback = \"human\": {why}"),
+                    None => why,
+                };
+                // Nobody answered: another attempt would meet the same silence.
+                Err(LoginFailure::new(FailureKind::Captcha, message).last_attempt())
+            }
+        }
     }
 
     /// Runs the program once: its trimmed stdout, or why there is none.

@@ -5,7 +5,7 @@
 //! (else 3600 s); consumers send it raw (`token_type` is empty).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{json, Value};
@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::solver::CaptchaSolver;
 use super::{base, login_client, Patterns, Step};
 use crate::config::SiteConfig;
-use crate::drivers::{expiry_of, Credentials, FailureKind, LoginFailure, LoginToken};
+use crate::drivers::{expiry_of, Credentials, Deadline, FailureKind, LoginFailure, LoginToken};
 use crate::error::Result;
 use crate::metrics::{Metrics, SolveResult};
 use crate::secret::{redact, Secret};
@@ -40,13 +40,18 @@ impl ZxfwDriver {
         })
     }
 
+    /// Lets a person read the captchas (`captcha_solver = "human"` or the fallback).
+    pub fn with_captchas(mut self, captchas: crate::captcha::Captchas) -> ZxfwDriver {
+        self.solver = self.solver.with_captchas(captchas);
+        self
+    }
+
     pub async fn login(
         &self,
         creds: &Credentials<'_>,
-        remaining: Duration,
+        deadline: &Deadline,
     ) -> Result<LoginToken, LoginFailure> {
-        let started = Instant::now();
-        let left = || remaining.saturating_sub(started.elapsed());
+        let left = || deadline.remaining();
         let client = login_client(creds.proxy)?;
         let secrets = [creds.password.expose()];
         let step = |name| Step {
@@ -93,7 +98,10 @@ impl ZxfwDriver {
         }
         let (id, image) = captcha_of(&answer.data)
             .map_err(|why| captcha_step.failure(FailureKind::Captcha, &why))?;
-        let text = self.solver.solve(&image, left(), &secrets).await?;
+        let text = self
+            .solver
+            .solve(creds.account, &image, deadline, &secrets)
+            .await?;
         log::info!(
             "event=captcha_solved site={} account={} captcha_id={id} image_bytes={} answer_chars={}",
             self.site,
