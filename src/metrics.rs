@@ -118,7 +118,7 @@ struct CacheCollector(Arc<CacheCounters>);
 impl Collector for CacheCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut family = encoder.encode_descriptor(
-            "tokend_cache_lookups",
+            "cache_lookups",
             "Cache lookups by kind and result (hit, miss, error)",
             None,
             MetricType::Counter,
