@@ -206,6 +206,11 @@ async fn the_dashboard_shows_sites_accounts_and_charts_and_unblocks_an_account()
         !rows.to_string().contains("tok-"),
         "a token reached the page: {rows}"
     );
+    // Without a login budget per account, the budget column says so.
+    assert!(
+        alice_text.contains("unlimited"),
+        "logins left this hour expected: {alice_text}"
+    );
     // The acquisitions chart has bars (two logins, a hit, a failure); the login chart points.
     assert!(
         charts[0].as_str().unwrap().parse::<u32>().unwrap() >= 3,

@@ -464,7 +464,8 @@
     const rows = accounts.map((a) => accountRow(name, a, byAccount[a.account]));
     const body = rows.length
       ? table(['账号 Account', '状态 State', '剩余 Time left', '成功 / 失败 OK / Failed', '最近登录 Last login',
-        '令牌到期 Token expires', '来源 Source', '操作 Actions'], rows.map((r) => r.cells), (i) => rows[i].props)
+        '本小时可登录 Logins left this hour', '令牌到期 Token expires', '来源 Source', '操作 Actions'],
+      rows.map((r) => r.cells), (i) => rows[i].props)
       : el('p', { className: 'empty' }, '没有账号 No account');
     return el('section', { className: 'card site', dataset: { site: name } }, head, body);
   }
@@ -496,6 +497,10 @@
         el('span', { className: 'num' }, account.login_success_count + ' / ' + account.login_failure_count),
         account.last_login_success_at ? when(account.last_login_success_at)
           : account.last_login_attempt_at ? el('span', { className: 'muted' }, when(account.last_login_attempt_at), ' (尝试 attempt)') : '—',
+        // login_budget_left: null when the site has no budget per account.
+        account.login_budget_left === null || account.login_budget_left === undefined
+          ? el('span', { className: 'muted' }, '不限 unlimited')
+          : el('span', { className: 'num' }, String(account.login_budget_left)),
         token && token.expires_at ? el('span', null, countdown(token.expires_at, 'expired'),
           token.fresh ? '' : el('span', { className: 'muted' }, ' (将刷新 due for refresh)')) : el('span', { className: 'muted' }, '无 none'),
         token && token.source ? el('span', null, pill(token.source), token.trigger_reason ? ' ' + token.trigger_reason : '') : '—',
