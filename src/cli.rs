@@ -46,7 +46,7 @@ pub enum Command {
     #[command(subcommand)]
     Token(TokenCommand),
     /// Maintenance through the running daemon; steps combine and run in this order.
-    Optimize(OptimizeArgs),
+    Optimize(crate::maintenance::OptimizeArgs),
     /// Captchas a login program handed to a person, through the running daemon.
     #[command(subcommand)]
     Captcha(CaptchaCommand),
@@ -77,31 +77,6 @@ pub enum CaptchaCommand {
         #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
         wait: f64,
     },
-}
-
-#[derive(Debug, clap::Args)]
-pub struct OptimizeArgs {
-    /// Check health (fails when the daemon says `unhealthy`).
-    #[arg(long)]
-    pub health_check: bool,
-    /// Delete history older than N days (1 to 36500).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::db::history::MAX_DAYS)))]
-    pub cleanup_days: Option<u32>,
-    /// Load these sites' credentials, account stats and blacklist into the cache.
-    #[arg(long, value_name = "SITE", num_args = 1..)]
-    pub warm_cache: Vec<String>,
-    /// Recommend concurrency limits from usage and history, and apply them.
-    #[arg(long)]
-    pub optimize_concurrency: bool,
-    /// Zero the live metrics (after printing them).
-    #[arg(long)]
-    pub reset_metrics: bool,
-    /// The daemon's address (default: http://<server.listen>).
-    #[arg(long)]
-    pub url: Option<String>,
-    /// Seconds to keep trying while the daemon refuses connections (it may be starting).
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
-    pub wait: f64,
 }
 
 #[derive(Debug, Subcommand)]

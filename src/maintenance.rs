@@ -4,12 +4,37 @@
 
 use serde_json::{json, Value};
 
-use crate::cli::OptimizeArgs;
 use crate::client;
 use crate::config::Config;
 use crate::error::{Error, Result};
 
 const PERF: &str = "/api/v1/automation/performance";
+
+/// The steps of `tokend optimize`, as the command line gives them.
+#[derive(Debug, clap::Args)]
+pub struct OptimizeArgs {
+    /// Check health (fails when the daemon says `unhealthy`).
+    #[arg(long)]
+    pub health_check: bool,
+    /// Delete history older than N days (1 to 36500).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::db::history::MAX_DAYS)))]
+    pub cleanup_days: Option<u32>,
+    /// Load these sites' credentials, account stats and blacklist into the cache.
+    #[arg(long, value_name = "SITE", num_args = 1..)]
+    pub warm_cache: Vec<String>,
+    /// Recommend concurrency limits from usage and history, and apply them.
+    #[arg(long)]
+    pub optimize_concurrency: bool,
+    /// Zero the live metrics (after printing them).
+    #[arg(long)]
+    pub reset_metrics: bool,
+    /// The daemon's address (default: http://<server.listen>).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Seconds to keep trying while the daemon refuses connections (it may be starting).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub wait: f64,
+}
 
 /// Runs the asked steps; `Err` names how many failed.
 pub async fn run(config: &Config, args: &OptimizeArgs) -> Result<()> {

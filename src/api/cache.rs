@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::openapi::ErrorBody;
+use super::ErrorBody;
 use super::{ok, AppState};
 use crate::actors::monitor::Snapshot;
 use crate::cache::CacheStore;

@@ -3,8 +3,8 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use super::openapi::Envelope;
 use super::AppState;
+use super::Envelope;
 use crate::actors::alert::{Alert, Health, HealthLevel, Severity};
 use crate::error::Error;
 use crate::spool::{dead_letter_path, DeadLetter};

@@ -51,6 +51,26 @@ pub struct AppState {
     pub shutdown: crate::shutdown::Shutdown,
 }
 
+/// `{"success": true, "data": …}`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct Envelope {
+    success: bool,
+    #[schema(value_type = Object)]
+    data: serde_json::Value,
+}
+
+/// `{"success": false, "code": "UPPER_SNAKE", "message": "…", "errors": {…}}`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    success: bool,
+    code: String,
+    message: String,
+    #[schema(value_type = Object)]
+    errors: serde_json::Value,
+}
+
 /// `{"success": true, "data": data}` with status 200.
 pub fn ok<T: Serialize>(data: T) -> HttpResponse {
     /// Serialized straight from the data, with no `serde_json::Value` in between.

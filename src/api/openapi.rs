@@ -3,27 +3,7 @@
 
 use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
-
-/// `{"success": true, "data": …}`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct Envelope {
-    success: bool,
-    #[schema(value_type = Object)]
-    data: serde_json::Value,
-}
-
-/// `{"success": false, "code": "UPPER_SNAKE", "message": "…", "errors": {…}}`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorBody {
-    success: bool,
-    code: String,
-    message: String,
-    #[schema(value_type = Object)]
-    errors: serde_json::Value,
-}
+use utoipa::{Modify, OpenApi};
 
 struct BearerAuth;
 
@@ -68,7 +48,7 @@ impl Modify for BearerAuth {
         super::dashboard::index,
         document,
     ),
-    components(schemas(Envelope, ErrorBody, crate::broker::AcquireRequest, super::tokens::InvalidateRequest, super::accounts::UnblockRequest, crate::accounts::AccountView, crate::broker::SiteReport, crate::broker::TokenStatus, super::captchas::CaptchaAnswer, crate::captcha::Challenge)),
+    components(schemas(super::Envelope, super::ErrorBody, crate::broker::AcquireRequest, super::tokens::InvalidateRequest, super::accounts::UnblockRequest, crate::accounts::AccountView, crate::broker::SiteReport, crate::broker::TokenStatus, super::captchas::CaptchaAnswer, crate::captcha::Challenge)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

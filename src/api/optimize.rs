@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::openapi::ErrorBody;
+use super::ErrorBody;
 use super::{ok, AppState};
 use crate::actors::concurrency::Usage;
 use crate::actors::history::Statistics;
