@@ -2,6 +2,8 @@
 //! (queue, waits) and the day's history per site (success rate, congestion, latency), what
 //! the three limits should be, and why.
 //!
+//! A site with `adaptive_concurrency` lowers its own limit on congestion (AIMD), so it is
+//! left out of the global per-site recommendation.
 //! A lower site limit is recommended only on congestion signals — timeouts, network errors
 //! (429 and rate-limit answers among them), captcha errors — never on refused passwords, which
 //! fewer logins at once would not cure.
@@ -22,6 +24,8 @@ pub struct SiteLoad {
     /// captcha error).
     pub congestion_rate: f64,
     pub avg_duration: f64,
+    /// The site's slot limit adapts by itself (AIMD): congestion is already acted on there.
+    pub adaptive: bool,
 }
 
 /// What was observed of the slots.
@@ -66,7 +70,8 @@ pub fn recommend(
     let struggling: Vec<&SiteLoad> = sites
         .iter()
         .filter(|s| {
-            s.acquisitions >= MIN_SAMPLE
+            !s.adaptive
+                && s.acquisitions >= MIN_SAMPLE
                 && (s.timeout_rate > thresholds.max_timeout_rate
                     || s.congestion_rate > 100.0 - thresholds.min_success_rate)
         })
@@ -127,7 +132,19 @@ mod tests {
             timeout_rate: timeouts,
             congestion_rate: 100.0 - success,
             avg_duration: 5.0,
+            adaptive: false,
         }
+    }
+
+    #[test]
+    fn an_adaptive_site_is_left_to_its_own_limit() {
+        let congested = SiteLoad {
+            adaptive: true,
+            ..load("a", 50, 40.0, 30.0)
+        };
+        let (recs, next) = recommend(LIMITS, &IDLE, &[congested], &AlertsConfig::default());
+        assert!(recs.is_empty(), "{recs:?}");
+        assert_eq!(next, LIMITS);
     }
 
     #[test]

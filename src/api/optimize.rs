@@ -50,6 +50,10 @@ pub async fn optimize(
                 timeout_rate: live.sites.get(&site).map_or(0.0, |c| c.timeout_rate()),
                 congestion_rate: live.sites.get(&site).map_or(0.0, |c| c.congestion_rate()),
                 avg_duration: row["avg_duration"].as_f64().unwrap_or(0.0),
+                adaptive: state
+                    .config
+                    .site(&site)
+                    .is_some_and(|s| s.adaptive_concurrency),
                 site,
             }
         })
