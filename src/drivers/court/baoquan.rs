@@ -11,14 +11,11 @@ use serde_json::Value;
 
 use super::{base, login_client, Patterns, Step};
 use crate::config::SiteConfig;
-use crate::drivers::{expiry_of, Credentials, FailureKind, LoginFailure, LoginToken};
+use crate::drivers::{Credentials, FailureKind, LoginFailure, LoginToken};
 use crate::error::Result;
-use crate::secret::{redact, Secret};
 
 /// The portal's API root unless `base_url` says otherwise.
 pub const DEFAULT_BASE_URL: &str = "https://baoquan.court.gov.cn/wsbq/account";
-const DEFAULT_LIFE: Duration = Duration::from_secs(3600);
-
 /// A refusal here is never the password's fault (no password is sent): at worst the zxfw
 /// token was refused, and is then dropped by the broker.
 fn parent_failure(mut failure: LoginFailure, answer: &super::PortalAnswer) -> LoginFailure {
@@ -106,29 +103,6 @@ impl BaoquanDriver {
                 &answer,
             ));
         }
-        let token = answer
-            .data
-            .get("token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.trim().is_empty())
-            .ok_or_else(|| {
-                token_step.failure(
-                    FailureKind::Failed,
-                    "code 200 but the answer has no `data.token`",
-                )
-            })?;
-        let expires_at = expiry_of(token, DEFAULT_LIFE);
-        log::info!(
-            "event=court_token site={} account={} token={} expires_at={}",
-            self.site,
-            creds.account,
-            redact(token),
-            expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        );
-        Ok(LoginToken {
-            token: Secret::new(token),
-            expires_at,
-            token_type: None,
-        })
+        token_step.token(&answer)
     }
 }

@@ -95,7 +95,39 @@ pub struct Step<'a> {
     pub secrets: &'a [&'a str],
 }
 
+/// A court token's life when it carries no JWT `exp` (SPEC §15).
+pub const DEFAULT_LIFE: Duration = Duration::from_secs(3600);
+
 impl Step<'_> {
+    /// The token of a successful answer (`data.token`, a JWT whose `exp` is its life, else
+    /// [`DEFAULT_LIFE`]); a 200 without one is a `failed` login.
+    pub fn token(&self, answer: &PortalAnswer) -> Result<super::LoginToken, LoginFailure> {
+        let token = answer
+            .data
+            .get("token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| {
+                self.failure(
+                    FailureKind::Failed,
+                    "code 200 but the answer has no `data.token`",
+                )
+            })?;
+        let expires_at = super::expiry_of(token, DEFAULT_LIFE);
+        log::info!(
+            "event=court_token site={} account={} token={} expires_at={}",
+            self.site,
+            self.account,
+            crate::secret::redact(token),
+            expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        Ok(super::LoginToken {
+            token: Secret::new(token),
+            expires_at,
+            token_type: None,
+        })
+    }
+
     /// A failure of this step, its message scrubbed of the secrets.
     pub fn failure(&self, kind: FailureKind, what: &str) -> LoginFailure {
         LoginFailure::new(

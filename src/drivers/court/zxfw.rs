@@ -5,7 +5,6 @@
 //! (else 3600 s); consumers send it raw (`token_type` is empty).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{json, Value};
@@ -13,16 +12,12 @@ use serde_json::{json, Value};
 use super::solver::CaptchaSolver;
 use super::{base, login_client, Patterns, Step};
 use crate::config::SiteConfig;
-use crate::drivers::{expiry_of, Credentials, Deadline, FailureKind, LoginFailure, LoginToken};
+use crate::drivers::{Credentials, Deadline, FailureKind, LoginFailure, LoginToken};
 use crate::error::Result;
 use crate::metrics::{Metrics, SolveResult};
-use crate::secret::{redact, Secret};
 
 /// The portal's API root unless `base_url` says otherwise.
 pub const DEFAULT_BASE_URL: &str = "https://zxfw.court.gov.cn/yzw/yzw-zxfw-yhfw";
-/// A zxfw token's life when its JWT has no `exp`.
-const DEFAULT_LIFE: Duration = Duration::from_secs(3600);
-
 pub struct ZxfwDriver {
     site: String,
     base: String,
@@ -134,30 +129,7 @@ impl ZxfwDriver {
             }
             return Err(failure);
         }
-        let token = answer
-            .data
-            .get("token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.trim().is_empty())
-            .ok_or_else(|| {
-                login_step.failure(
-                    FailureKind::Failed,
-                    "code 200 but the answer has no `data.token`",
-                )
-            })?;
-        let expires_at = expiry_of(token, DEFAULT_LIFE);
-        log::info!(
-            "event=court_token site={} account={} token={} expires_at={}",
-            self.site,
-            creds.account,
-            redact(token),
-            expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        );
-        Ok(LoginToken {
-            token: Secret::new(token),
-            expires_at,
-            token_type: None,
-        })
+        login_step.token(&answer)
     }
 }
 
