@@ -78,15 +78,7 @@ async fn probe(url: &str, authorization: &str) -> u16 {
 }
 
 async fn prometheus(h: &Harness) -> String {
-    let url = format!("http://{}/metrics", h.tokend.addr);
-    h.client
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    h.prometheus_text().await
 }
 
 #[actix_rt::test]

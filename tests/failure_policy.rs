@@ -438,15 +438,7 @@ async fn every_refused_request_is_counted_and_health_says_unhealthy() {
         metrics["data"]["sites"]["court_zxfw"]["rejected_acquisitions"],
         4
     );
-    let text = h
-        .client
-        .get(format!("http://{}/metrics", h.tokend.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = h.prometheus_text().await;
     assert!(
         text.contains(
             r#"tokend_rejections_total{site="court_zxfw",reason="no_available_account"} 4"#

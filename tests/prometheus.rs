@@ -49,15 +49,7 @@ async fn every_documented_family_parses_under_its_name() {
         .acquire(json!({"site_name": "court_zxfw", "force_refresh": true, "account": "alice"}))
         .await;
     assert_eq!(status, 200);
-    let text = h
-        .client
-        .get(format!("http://{}/metrics", h.tokend.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = h.prometheus_text().await;
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("the exposition parses");
     let names: std::collections::BTreeSet<String> = scrape
@@ -104,15 +96,7 @@ async fn rejections_are_exported_by_site_and_reason() {
         let (status, _) = h.acquire(json!({"site_name": "court_zxfw"})).await;
         assert_eq!(status, 503);
     }
-    let text = h
-        .client
-        .get(format!("http://{}/metrics", h.tokend.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = h.prometheus_text().await;
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .expect("the exposition parses");
     let refused = scrape

@@ -231,15 +231,7 @@ async fn rate_limit_answers_lower_the_site_limit_and_successes_raise_it() {
             1,
             "4 → 2 → 1 after two rate-limit answers"
         );
-        let text = h
-            .client
-            .get(format!("http://{}/metrics", h.tokend.addr))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = h.prometheus_text().await;
         assert!(
             text.contains(r#"tokend_site_concurrency_limit{site="court_zxfw"} 1"#),
             "{text}"

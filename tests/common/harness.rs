@@ -166,6 +166,18 @@ impl Harness {
         (status, body)
     }
 
+    /// The Prometheus exposition (`GET /metrics`).
+    pub async fn prometheus_text(&self) -> String {
+        self.client
+            .get(format!("http://{}/metrics", self.tokend.addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// `/performance/health`'s data.
     pub async fn health(&self) -> Value {
         self.api_get("/api/v1/automation/performance/health")
