@@ -277,7 +277,9 @@ impl Broker {
         let (site_count, counts) = self.inner.budgets.counts(&site.name, &ids).await;
         let exhausted = |frees_in: f64| Error::LoginBudgetExhausted {
             site: site.name.clone(),
-            retry_after: std::time::Duration::from_secs_f64(frees_in.max(1.0)),
+            retry_after: std::time::Duration::from_secs_f64(
+                frees_in.clamp(1.0, crate::budget::WINDOW.as_secs_f64()),
+            ),
         };
         if site_count.spent(limits.per_site) {
             return Err(exhausted(site_count.frees_in));
