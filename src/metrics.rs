@@ -14,8 +14,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::cache::tokens::KINDS;
 use crate::cache::CacheCounters;
+use crate::cache::CacheKind;
 
 /// Seconds: from a cached answer's milliseconds to a browser login's minutes.
 const DURATION_BUCKETS: [f64; 12] = [
@@ -123,14 +123,14 @@ impl Collector for CacheCollector {
             None,
             MetricType::Counter,
         )?;
-        for kind in KINDS {
+        for kind in CacheKind::ALL {
             let counts = self.0.get(kind);
             for (result, value) in [
                 ("hit", counts.hits),
                 ("miss", counts.misses),
                 ("error", counts.errors),
             ] {
-                let labels = [("kind", kind), ("result", result)];
+                let labels = [("kind", kind.as_str()), ("result", result)];
                 ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
             }
         }
@@ -316,7 +316,7 @@ mod tests {
     #[test]
     fn exposition_names_and_labels() {
         let cache = Arc::new(CacheCounters::default());
-        cache.hit("token");
+        cache.hit(CacheKind::Token);
         let metrics = Metrics::new(cache);
         metrics.started("court_zxfw");
         metrics.finished("court_zxfw", "success", 1.2, Some(1.0));

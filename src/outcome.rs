@@ -36,15 +36,15 @@ impl AcquisitionStatus {
     }
 }
 
-/// Why an acquisition was started (`token_acquisition_history.trigger_reason`).
+/// Why an acquisition was started (`token_acquisition_history.trigger_reason`). The table
+/// also admits `warm_up` and `manual` (SPEC §3); tokend starts no acquisition for either
+/// (a warm-up loads lists, it does not log in), so they have no variant here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TriggerReason {
     TokenNeeded,
     ForceRefresh,
     RefreshAhead,
-    WarmUp,
-    Manual,
 }
 
 impl TriggerReason {
@@ -53,8 +53,6 @@ impl TriggerReason {
             TriggerReason::TokenNeeded => "token_needed",
             TriggerReason::ForceRefresh => "force_refresh",
             TriggerReason::RefreshAhead => "refresh_ahead",
-            TriggerReason::WarmUp => "warm_up",
-            TriggerReason::Manual => "manual",
         }
     }
 }

@@ -16,11 +16,10 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use hmac::{Hmac, Mac};
+use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::actors::alert::Alert;
-use crate::captcha::Challenge;
 use crate::config::{seconds, Config};
 use crate::metrics::Metrics;
 use crate::secret::Secret;
@@ -105,18 +104,19 @@ impl Webhook {
         Webhook { inner: Some(inner) }
     }
 
-    /// An alert fires (again): POSTed unless its firing was POSTed within `repeat_interval`.
-    pub fn alert_firing(&self, alert: &Alert) {
+    /// An alert of `kind` fires (again): POSTed unless its firing was POSTed within
+    /// `repeat_interval`.
+    pub fn alert_firing(&self, kind: &str, alert: &impl Serialize) {
         let Some(inner) = &self.inner else { return };
         {
             let mut firing = inner.firing.lock().unwrap_or_else(|p| p.into_inner());
             if firing
-                .get(alert.kind)
+                .get(kind)
                 .is_some_and(|at| at.elapsed() < inner.repeat)
             {
                 return;
             }
-            firing.insert(alert.kind.to_string(), Instant::now());
+            firing.insert(kind.to_string(), Instant::now());
         }
         inner.enqueue(json!({
             "event": "alert_firing",
@@ -144,7 +144,7 @@ impl Webhook {
     }
 
     /// A captcha waits for a person.
-    pub fn captcha_pending(&self, challenge: &Challenge) {
+    pub fn captcha_pending(&self, challenge: &impl Serialize) {
         let Some(inner) = &self.inner else { return };
         inner.enqueue(json!({
             "event": "captcha_pending",
@@ -244,6 +244,7 @@ pub fn signature(secret: &Secret, body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::actors::alert::Alert;
 
     /// A webhook whose delivery task never runs: what is sent stays in the queue.
     fn idle_webhook() -> (Webhook, Arc<Metrics>) {
@@ -276,8 +277,8 @@ mod tests {
             value: 1.0,
             threshold: 0.0,
         };
-        webhook.alert_firing(&alert);
-        webhook.alert_firing(&alert);
+        webhook.alert_firing(alert.kind, &alert);
+        webhook.alert_firing(alert.kind, &alert);
         webhook.alert_resolved("site_unavailable");
         webhook.alert_resolved("site_unavailable");
         webhook.alert_resolved("never_fired");

@@ -151,7 +151,12 @@ async fn an_invalidated_token_is_never_handed_out_again() {
         let (_, first) = h.acquire(json!({"site_name": "court_zxfw"})).await;
         let old = first["data"]["token"].as_str().unwrap().to_string();
         let cache = h.tokend.state.cache.clone();
-        let (old_entry, _) = cache.token("court_zxfw", Some(id)).await.unwrap();
+        let old_entry = cache
+            .token("court_zxfw", Some(id))
+            .await
+            .unwrap()
+            .entry
+            .clone();
 
         // A writer holds the database for a while: the invalidation's delete waits for it.
         let pool = h.tokend.state.pool.clone();

@@ -43,7 +43,7 @@ async fn cached_token(h: &Harness, id: i64) -> Option<String> {
         .cache
         .token("court_zxfw", Some(id))
         .await
-        .map(|(_, t)| t.expose().to_string())
+        .map(|hit| hit.token.expose().to_string())
 }
 
 /// A port nothing listens on.

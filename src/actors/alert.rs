@@ -6,7 +6,7 @@
 //! [`AnnounceTo`] hands it the webhook, to which each transition is POSTed.
 //! Each firing/resolved transition is also kept for a day (`alert_history`, [`AlertHistory`]).
 //!
-//! [`AlertHistory`]: super::alert_history::AlertHistory
+//! The rules themselves are in [`super::alert_rules`].
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -16,145 +16,14 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::alert_history::{AlertHistoryLog, AlertTransition};
+use super::alert_rules::MIN_ACQUISITIONS_FOR_RATES;
+pub use super::alert_rules::{evaluate, Alert, HealthLevel, Severity};
 use super::cache::{CacheActor, CacheHealth};
 use super::history::{CheckDatabase, HistoryActor};
 use super::monitor::{MetricsSnapshot, MonitorActor, Snapshot};
 use crate::broker::{Broker, SiteReport};
 use crate::config::{seconds, AlertsConfig};
-
-/// Rate-based alerts wait for this many finished acquisitions, so one early failure does not
-/// page anyone.
-const MIN_ACQUISITIONS_FOR_RATES: u64 = 5;
-/// The cache-hit alert waits for this many token lookups.
-const MIN_LOOKUPS_FOR_HIT_RATE: u64 = 20;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Alert {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub message: String,
-    pub severity: Severity,
-    pub value: f64,
-    pub threshold: f64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HealthLevel {
-    Healthy,
-    Warning,
-    Degraded,
-    Unhealthy,
-}
-
-impl HealthLevel {
-    pub fn from_alerts(alerts: &[Alert]) -> HealthLevel {
-        match alerts.iter().map(|a| a.severity).max() {
-            None => HealthLevel::Healthy,
-            Some(Severity::Low) => HealthLevel::Warning,
-            Some(Severity::Medium) => HealthLevel::Degraded,
-            Some(Severity::High) => HealthLevel::Unhealthy,
-        }
-    }
-}
-
-/// Threshold checks over a metrics snapshot (the component checks are added by [`Health`]).
-pub fn evaluate(metrics: &MetricsSnapshot, thresholds: &AlertsConfig) -> Vec<Alert> {
-    let mut alerts = Vec::new();
-    let totals = &metrics.totals;
-    let mut check = |fires: bool, kind, severity, value: f64, threshold: f64, message: String| {
-        if fires {
-            alerts.push(Alert {
-                kind,
-                message,
-                severity,
-                value,
-                threshold,
-            });
-        }
-    };
-    let enough = totals.total_acquisitions >= MIN_ACQUISITIONS_FOR_RATES;
-    let success = totals.success_rate();
-    check(
-        enough && success < thresholds.min_success_rate,
-        "low_success_rate",
-        Severity::High,
-        success,
-        thresholds.min_success_rate,
-        format!(
-            "success rate {success:.1}% is below {}%",
-            thresholds.min_success_rate
-        ),
-    );
-    let timeouts = totals.timeout_rate();
-    check(
-        enough && timeouts > thresholds.max_timeout_rate,
-        "high_timeout_rate",
-        Severity::Medium,
-        timeouts,
-        thresholds.max_timeout_rate,
-        format!(
-            "timeout rate {timeouts:.1}% is above {}%",
-            thresholds.max_timeout_rate
-        ),
-    );
-    let avg = totals.avg_duration();
-    check(
-        enough && avg > thresholds.max_avg_duration,
-        "high_avg_duration",
-        Severity::Medium,
-        avg,
-        thresholds.max_avg_duration,
-        format!(
-            "average acquisition takes {avg:.1}s, above {}s",
-            thresholds.max_avg_duration
-        ),
-    );
-    let running = totals.concurrent_acquisitions as f64;
-    let max_running = f64::from(thresholds.max_concurrent_acquisitions);
-    check(
-        running > max_running,
-        "high_concurrency",
-        Severity::Medium,
-        running,
-        max_running,
-        format!("{running} acquisitions running at once, above {max_running}"),
-    );
-    if let Some(token) = metrics.cache.get("token") {
-        let hit_rate = token.hit_rate().unwrap_or(100.0);
-        check(
-            token.hits + token.misses >= MIN_LOOKUPS_FOR_HIT_RATE
-                && hit_rate < thresholds.min_cache_hit_rate,
-            "low_cache_hit_rate",
-            Severity::Low,
-            hit_rate,
-            thresholds.min_cache_hit_rate,
-            format!(
-                "token cache hit rate {hit_rate:.1}% is below {}%",
-                thresholds.min_cache_hit_rate
-            ),
-        );
-    }
-    alerts
-}
 
 pub struct AlertActor {
     thresholds: AlertsConfig,
@@ -169,7 +38,7 @@ pub struct AlertActor {
     /// Alerts firing now, and when each was last logged.
     firing: HashMap<&'static str, Instant>,
     /// The last day's transitions, for the dashboard.
-    pub(super) history_log: super::alert_history::AlertHistoryLog,
+    history_log: AlertHistoryLog,
     /// Where transitions are POSTed (`[notify] webhook_url`); a no-op without one.
     webhook: crate::webhook::Webhook,
 }
@@ -183,7 +52,11 @@ pub struct RequestCounts {
 
 impl RequestCounts {
     fn of(metrics: &MetricsSnapshot) -> RequestCounts {
-        let token = metrics.cache.get("token").copied().unwrap_or_default();
+        let token = metrics
+            .cache
+            .get(&crate::cache::CacheKind::Token)
+            .copied()
+            .unwrap_or_default();
         RequestCounts {
             requests: token.hits + token.misses,
             rejected: metrics.totals.rejected_acquisitions,
@@ -222,6 +95,19 @@ impl Handler<WatchSites> for AlertActor {
 
     fn handle(&mut self, msg: WatchSites, _: &mut Context<Self>) {
         self.broker = Some(msg.0);
+    }
+}
+
+/// The last day's alert transitions, newest first.
+#[derive(Message)]
+#[rtype(result = "Vec<AlertTransition>")]
+pub struct AlertHistory;
+
+impl Handler<AlertHistory> for AlertActor {
+    type Result = MessageResult<AlertHistory>;
+
+    fn handle(&mut self, _: AlertHistory, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.history_log.recent(Utc::now()))
     }
 }
 
@@ -336,7 +222,7 @@ impl AlertActor {
                 if !self.firing.contains_key(alert.kind) {
                     self.history_log.firing(alert);
                 }
-                self.webhook.alert_firing(alert);
+                self.webhook.alert_firing(alert.kind, alert);
                 self.firing.insert(alert.kind, Instant::now());
             }
         }

@@ -6,11 +6,10 @@
 
 use std::collections::VecDeque;
 
-use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::alert::{Alert, AlertActor, Severity};
+use super::alert_rules::{Alert, Severity};
 
 /// Transitions kept at most (an alert that flaps all day cannot grow the log).
 pub const MAX_TRANSITIONS: usize = 200;
@@ -78,19 +77,6 @@ impl AlertHistoryLog {
             self.entries.pop_front();
         }
         self.entries.iter().rev().cloned().collect()
-    }
-}
-
-/// The last day's alert transitions, newest first.
-#[derive(Message)]
-#[rtype(result = "Vec<AlertTransition>")]
-pub struct AlertHistory;
-
-impl Handler<AlertHistory> for AlertActor {
-    type Result = MessageResult<AlertHistory>;
-
-    fn handle(&mut self, _: AlertHistory, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.history_log.recent(Utc::now()))
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub mod alert;
 pub mod alert_history;
+pub mod alert_rules;
 pub mod cache;
 pub mod concurrency;
 pub mod history;

@@ -16,8 +16,8 @@ use std::time::Instant;
 use actix::prelude::*;
 use serde::Serialize;
 
-use crate::cache::tokens::{KindCounts, KINDS};
 use crate::cache::CacheCounters;
+use crate::cache::{CacheKind, KindCounts};
 use crate::metrics::Metrics;
 use crate::outcome::{AcquisitionStatus, RejectionReason};
 use crate::timeline::{MinutePoint, Timeline};
@@ -159,7 +159,7 @@ fn mean(sum: f64, count: u64) -> f64 {
 pub struct MetricsSnapshot {
     pub totals: Counters,
     pub sites: BTreeMap<String, Counters>,
-    pub cache: BTreeMap<&'static str, KindCounts>,
+    pub cache: BTreeMap<CacheKind, KindCounts>,
     /// Seconds: p50, p95, p99 of the latest acquisitions' total durations.
     pub percentiles: [f64; 3],
     /// Seconds: p50, p95, p99 of the latest logins' durations.
@@ -170,7 +170,9 @@ pub struct MetricsSnapshot {
 impl MetricsSnapshot {
     /// Token cache hit rate in percent; `None` before the first lookup.
     pub fn cache_hit_rate(&self) -> Option<f64> {
-        self.cache.get("token").and_then(KindCounts::hit_rate)
+        self.cache
+            .get(&CacheKind::Token)
+            .and_then(KindCounts::hit_rate)
     }
 }
 
@@ -230,7 +232,7 @@ impl Actor for MonitorActor {
 
 impl MonitorActor {
     fn file_cache_hits(&mut self) {
-        let hits = self.cache.get("token").hits;
+        let hits = self.cache.get(CacheKind::Token).hits;
         self.timeline.cache_hits(chrono::Utc::now(), hits);
     }
 }
@@ -244,9 +246,9 @@ impl MonitorActor {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            cache: KINDS
+            cache: CacheKind::ALL
                 .iter()
-                .map(|kind| (*kind, self.cache.get(kind)))
+                .map(|kind| (*kind, self.cache.get(*kind)))
                 .collect(),
             percentiles: percentiles(&self.durations),
             login_percentiles: percentiles(&self.login_durations),
@@ -396,8 +398,8 @@ mod tests {
         monitor.do_send(AcquisitionStarted {
             site: "court_zxfw".into(),
         });
-        counters.hit("token");
-        counters.miss("token");
+        counters.hit(CacheKind::Token);
+        counters.miss(CacheKind::Token);
 
         let snap = monitor.send(Snapshot).await.unwrap();
         assert_eq!(snap.totals.total_acquisitions, 4);

@@ -5,8 +5,9 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::ErrorBody;
-use super::{ok, AppState};
+use super::answer::ok;
+use super::answer::ErrorBody;
+use super::state::AppState;
 use crate::error::Error;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -11,7 +11,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, ResponseError};
 use subtle::ConstantTimeEq;
 
-use super::AppState;
+use super::state::AppState;
 use crate::error::Error;
 use crate::secret::Secret;
 

@@ -5,10 +5,10 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::ErrorBody;
-use super::{ok, AppState};
+use super::answer::ok;
+use super::answer::ErrorBody;
+use super::state::AppState;
 use crate::actors::monitor::Snapshot;
-use crate::cache::CacheStore;
 use crate::config::validate_site_name;
 use crate::error::Error;
 
@@ -30,7 +30,15 @@ impl SiteQuery {
 }
 
 /// Hits, misses, errors, hit rate and keys per kind; backend facts.
-#[utoipa::path(get, path = "/api/v1/automation/performance/cache-stats", operation_id = "cacheStats", tag = "cache", responses((status = 200, description = "{kinds, backend}", body = super::schemas::Answer<super::schemas::CacheStatsAnswer>)))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/automation/performance/cache-stats",
+    operation_id = "cacheStats",
+    tag = "cache",
+    responses(
+        (status = 200, description = "{kinds, backend}", body = super::schemas::Answer<super::schemas::CacheStatsAnswer>),
+    ),
+)]
 pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let snapshot = state.actors.monitor.send(Snapshot).await?;
     let keys = state.cache.key_counts().await?;
@@ -45,27 +53,26 @@ pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
                 "hit_rate": c.hit_rate(),
                 "keys": keys.get(kind).copied().unwrap_or(0),
             });
-            ((*kind).to_string(), entry)
+            (kind.as_str().to_string(), entry)
         })
         .collect();
-    let backend = match state.cache.store() {
-        CacheStore::Redis(redis) => json!({
-            "type": "redis",
-            "url": redis.display_url(),
-            "used_memory_bytes": redis.used_memory().await?,
-            "keys_under_prefix": state.cache.store().count_prefix(&state.cache.root()).await?,
-            "key_prefix": state.config.redis.key_prefix,
-        }),
-        CacheStore::Memory(memory) => json!({
-            "type": "memory",
-            "keys": memory.count_prefix(""),
-        }),
-    };
+    let backend = state.cache.backend_facts().await?;
     Ok(ok(json!({"kinds": kinds, "backend": backend})))
 }
 
 /// Loads a site's credential list, account statistics and blacklist into the cache.
-#[utoipa::path(post, path = "/api/v1/automation/performance/cache/warm-up", operation_id = "warmUpCache", tag = "cache", params(("site_name" = String, Query)), responses((status = 200, description = "What was loaded", body = super::schemas::Answer<super::schemas::WarmUpAnswer>), (status = 400, description = "Bad input", body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/automation/performance/cache/warm-up",
+    operation_id = "warmUpCache",
+    tag = "cache",
+    params(("site_name" = String, Query)),
+    responses(
+        (status = 200, description = "What was loaded", body = super::schemas::Answer<super::schemas::WarmUpAnswer>),
+        (status = 400, description = "Bad input", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+)]
 pub async fn warm_up(
     state: web::Data<AppState>,
     query: web::Query<SiteQuery>,
@@ -77,7 +84,17 @@ pub async fn warm_up(
 }
 
 /// Deletes tokend's cached entries (all, or one site's); never the slots or locks.
-#[utoipa::path(delete, path = "/api/v1/automation/performance/cache/clear", operation_id = "clearCache", tag = "cache", params(("site_name" = Option<String>, Query)), responses((status = 200, description = "{site_name, deleted_keys}", body = super::schemas::Answer<super::schemas::ClearAnswer>), (status = 400, description = "Bad input", body = ErrorBody)))]
+#[utoipa::path(
+    delete,
+    path = "/api/v1/automation/performance/cache/clear",
+    operation_id = "clearCache",
+    tag = "cache",
+    params(("site_name" = Option<String>, Query)),
+    responses(
+        (status = 200, description = "{site_name, deleted_keys}", body = super::schemas::Answer<super::schemas::ClearAnswer>),
+        (status = 400, description = "Bad input", body = ErrorBody),
+    ),
+)]
 pub async fn clear(
     state: web::Data<AppState>,
     query: web::Query<SiteQuery>,

@@ -3,20 +3,38 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use super::AppState;
-use super::Envelope;
+use super::answer::Envelope;
+use super::state::AppState;
 use crate::actors::alert::{Alert, Health, HealthLevel, Severity};
 use crate::error::Error;
 use crate::spool::{dead_letter_path, DeadLetter};
 
 /// Liveness: the process answers HTTP. No auth, no dependencies.
-#[utoipa::path(get, path = "/healthz", operation_id = "liveness", tag = "health", security(()), responses((status = 200, description = "The process answers", body = super::schemas::Liveness)))]
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "liveness",
+    tag = "health",
+    security(()),
+    responses(
+        (status = 200, description = "The process answers", body = super::schemas::Liveness),
+    ),
+)]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// Health level, alerts and components; 503 only when the database cannot be reached.
-#[utoipa::path(get, path = "/api/v1/automation/performance/health", operation_id = "health", tag = "performance", responses((status = 200, description = "status, timestamp, metrics, alerts, thresholds, components", body = super::schemas::Answer<super::schemas::HealthAnswer>), (status = 503, description = "The database cannot be reached", body = Envelope)))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/automation/performance/health",
+    operation_id = "health",
+    tag = "performance",
+    responses(
+        (status = 200, description = "status, timestamp, metrics, alerts, thresholds, components", body = super::schemas::Answer<super::schemas::HealthAnswer>),
+        (status = 503, description = "The database cannot be reached", body = Envelope),
+    ),
+)]
 pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let mut report = state.actors.alert.send(Health).await?;
     // The login slots: shared through Redis, or in process (by design, or as a fallback).

@@ -5,8 +5,9 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::ErrorBody;
-use super::{ok, AppState};
+use super::answer::ok;
+use super::answer::ErrorBody;
+use super::state::AppState;
 use crate::actors::history::{Cleanup, Page};
 use crate::config::validate_site_name;
 use crate::db::history::{HistoryFilter, MAX_DAYS};
@@ -52,7 +53,23 @@ pub(crate) fn checked_days(days: &str, max: u32) -> Result<u32, Error> {
 }
 
 /// History rows, newest first, keyset pagination; no token material.
-#[utoipa::path(get, path = "/api/v1/automation/history", operation_id = "listHistory", tag = "history", params(("site_name" = Option<String>, Query), ("account" = Option<String>, Query), ("status" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1 to 500, default 50"), ("before_id" = Option<i64>, Query)), responses((status = 200, description = "{items, next_before_id}", body = super::schemas::Answer<super::schemas::HistoryPage>), (status = 400, description = "Bad input", body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/automation/history",
+    operation_id = "listHistory",
+    tag = "history",
+    params(
+        ("site_name" = Option<String>, Query),
+        ("account" = Option<String>, Query),
+        ("status" = Option<String>, Query),
+        ("limit" = Option<i64>, Query, description = "1 to 500, default 50"),
+        ("before_id" = Option<i64>, Query),
+    ),
+    responses(
+        (status = 200, description = "{items, next_before_id}", body = super::schemas::Answer<super::schemas::HistoryPage>),
+        (status = 400, description = "Bad input", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     state: web::Data<AppState>,
     query: web::Query<HistoryQuery>,
@@ -110,7 +127,17 @@ pub struct CleanupQuery {
 }
 
 /// Deletes rows older than `days` days (1 to [`MAX_DAYS`]), in batches.
-#[utoipa::path(post, path = "/api/v1/automation/history/cleanup", operation_id = "cleanupHistory", tag = "history", params(("days" = u32, Query, description = "1 to 36500")), responses((status = 200, description = "{days, deleted}", body = super::schemas::Answer<super::schemas::HistoryCleanupAnswer>), (status = 400, description = "Bad input", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/automation/history/cleanup",
+    operation_id = "cleanupHistory",
+    tag = "history",
+    params(("days" = u32, Query, description = "1 to 36500")),
+    responses(
+        (status = 200, description = "{days, deleted}", body = super::schemas::Answer<super::schemas::HistoryCleanupAnswer>),
+        (status = 400, description = "Bad input", body = ErrorBody),
+    ),
+)]
 pub async fn cleanup(
     state: web::Data<AppState>,
     query: web::Query<CleanupQuery>,

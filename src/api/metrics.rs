@@ -6,8 +6,9 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::ErrorBody;
-use super::{ok, AppState};
+use super::answer::ok;
+use super::answer::ErrorBody;
+use super::state::AppState;
 use crate::actors::history::Statistics;
 use crate::actors::monitor::{Counters, MetricsSnapshot, Reset, Snapshot};
 use crate::config::validate_site_name;
@@ -58,14 +59,30 @@ pub fn snapshot_json(snapshot: &MetricsSnapshot) -> Value {
 }
 
 /// Live metrics.
-#[utoipa::path(get, path = "/api/v1/automation/performance/metrics", operation_id = "liveMetrics", tag = "performance", responses((status = 200, description = "Live metrics, per site, cache, percentiles", body = super::schemas::Answer<super::schemas::LiveMetrics>)))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/automation/performance/metrics",
+    operation_id = "liveMetrics",
+    tag = "performance",
+    responses(
+        (status = 200, description = "Live metrics, per site, cache, percentiles", body = super::schemas::Answer<super::schemas::LiveMetrics>),
+    ),
+)]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let snapshot = state.actors.monitor.send(Snapshot).await?;
     Ok(ok(snapshot_json(&snapshot)))
 }
 
 /// Zeroes the live counters; answers with the snapshot taken just before.
-#[utoipa::path(post, path = "/api/v1/automation/performance/metrics/reset", operation_id = "resetMetrics", tag = "performance", responses((status = 200, description = "{reset, previous}", body = super::schemas::Answer<super::schemas::ResetAnswer>)))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/automation/performance/metrics/reset",
+    operation_id = "resetMetrics",
+    tag = "performance",
+    responses(
+        (status = 200, description = "{reset, previous}", body = super::schemas::Answer<super::schemas::ResetAnswer>),
+    ),
+)]
 pub async fn reset(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let before = state.actors.monitor.send(Reset).await?;
     log::info!(
@@ -91,7 +108,20 @@ const DEFAULT_DAYS: u32 = 7;
 const MAX_REPORT_DAYS: u32 = 90;
 
 /// The history of the last `days` days (1–90), computed in SQL, with the live metrics.
-#[utoipa::path(get, path = "/api/v1/automation/performance/statistics", operation_id = "statistics", tag = "performance", params(("days" = Option<u32>, Query, description = "1 to 90, default 7"), ("site_name" = Option<String>, Query)), responses((status = 200, description = "period, summary, status_breakdown, site_breakdown, account_breakdown, daily_trend, real_time_metrics", body = super::schemas::Answer<super::schemas::StatisticsAnswer>), (status = 400, description = "Bad input", body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/automation/performance/statistics",
+    operation_id = "statistics",
+    tag = "performance",
+    params(
+        ("days" = Option<u32>, Query, description = "1 to 90, default 7"),
+        ("site_name" = Option<String>, Query),
+    ),
+    responses(
+        (status = 200, description = "period, summary, status_breakdown, site_breakdown, account_breakdown, daily_trend, real_time_metrics", body = super::schemas::Answer<super::schemas::StatisticsAnswer>),
+        (status = 400, description = "Bad input", body = ErrorBody),
+    ),
+)]
 pub async fn statistics(
     state: web::Data<AppState>,
     query: web::Query<StatisticsQuery>,
@@ -116,7 +146,15 @@ pub async fn statistics(
 }
 
 /// Prometheus text exposition (OpenMetrics).
-#[utoipa::path(get, path = "/metrics", operation_id = "prometheusMetrics", tag = "metrics", responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "prometheusMetrics",
+    tag = "metrics",
+    responses(
+        (status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text"),
+    ),
+)]
 pub async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

@@ -6,6 +6,7 @@
 //! [`dashboard`] (the page at `/`) and [`timeline`] (the series it draws).
 
 pub mod accounts;
+pub mod answer;
 pub mod auth;
 pub mod cache;
 pub mod captchas;
@@ -17,73 +18,17 @@ pub mod openapi;
 pub mod optimize;
 pub mod resources;
 pub mod schemas;
+pub mod state;
 pub mod timeline;
 pub mod tokens;
 
-use std::sync::Arc;
+use actix_web::web;
 
-use actix_web::{web, HttpResponse};
-use serde::Serialize;
-use serde_json::json;
+pub use answer::{ok, Envelope, ErrorBody, MAX_BODY_BYTES};
+pub use state::AppState;
 
-use crate::actors::Actors;
-use crate::broker::Broker;
-use crate::cache::TokenCache;
-use crate::config::Config;
-use crate::crypto::SecretKey;
-use crate::db::Pool;
 use crate::error::Error;
-
-/// Largest JSON body accepted; token requests are tiny.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// What every handler may use. Cheap to clone (`web::Data` wraps it in an `Arc`).
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub actors: Actors,
-    pub pool: Pool,
-    pub key: SecretKey,
-    pub cache: TokenCache,
-    pub broker: Broker,
-    pub slots: crate::slots::Slots,
-    /// The end of the stop's grace period, which waiting callers race against.
-    pub shutdown: crate::shutdown::Shutdown,
-}
-
-/// `{"success": true, "data": …}`.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct Envelope {
-    success: bool,
-    #[schema(value_type = Object)]
-    data: serde_json::Value,
-}
-
-/// `{"success": false, "code": "UPPER_SNAKE", "message": "…", "errors": {…}}`.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorBody {
-    success: bool,
-    code: String,
-    message: String,
-    #[schema(value_type = Object)]
-    errors: serde_json::Value,
-}
-
-/// `{"success": true, "data": data}` with status 200.
-pub fn ok<T: Serialize>(data: T) -> HttpResponse {
-    /// Serialized straight from the data, with no `serde_json::Value` in between.
-    #[derive(Serialize)]
-    struct Success<T> {
-        success: bool,
-        data: T,
-    }
-    HttpResponse::Ok().json(Success {
-        success: true,
-        data,
-    })
-}
+use answer::{json_error, not_found};
 
 /// Registers every route; used by the server and by tests.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -144,31 +89,4 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/optimize-concurrency", web::post().to(optimize::optimize)),
     )
     .default_service(web::to(not_found));
-}
-
-/// Turns a JSON extraction failure into a 400 or 413 with our error body.
-fn json_error(err: actix_web::error::JsonPayloadError) -> actix_web::error::InternalError<String> {
-    use actix_web::error::JsonPayloadError as E;
-    let message = err.to_string();
-    let response = match err {
-        E::OverflowKnownLength { .. } | E::Overflow { .. } => {
-            HttpResponse::PayloadTooLarge().json(json!({
-                "success": false,
-                "code": "PAYLOAD_TOO_LARGE",
-                "message": format!("request body over {MAX_BODY_BYTES} bytes"),
-                "errors": {},
-            }))
-        }
-        _ => actix_web::ResponseError::error_response(&Error::invalid("body", message.clone())),
-    };
-    actix_web::error::InternalError::from_response(message, response)
-}
-
-async fn not_found() -> HttpResponse {
-    HttpResponse::NotFound().json(json!({
-        "success": false,
-        "code": "NOT_FOUND",
-        "message": "no such endpoint",
-        "errors": {},
-    }))
 }

@@ -48,14 +48,20 @@ impl Modify for BearerAuth {
         super::dashboard::index,
         document,
     ),
-    components(schemas(super::Envelope, super::ErrorBody, crate::broker::AcquireRequest, super::tokens::InvalidateRequest, super::accounts::UnblockRequest, crate::accounts::AccountView, crate::broker::SiteReport, crate::broker::TokenStatus, super::captchas::CaptchaAnswer, crate::captcha::Challenge)),
+    components(schemas(super::answer::Envelope, super::answer::ErrorBody, crate::broker::AcquireRequest, super::tokens::InvalidateRequest, super::accounts::UnblockRequest, crate::accounts::AccountView, crate::broker::SiteReport, crate::broker::TokenStatus, super::captchas::CaptchaAnswer, crate::captcha::Challenge)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
 
 /// This document.
-#[utoipa::path(get, path = "/api/v1/automation/openapi.json", operation_id = "openapiDocument", tag = "meta", responses((status = 200, description = "The OpenAPI 3.1 document")))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/automation/openapi.json",
+    operation_id = "openapiDocument",
+    tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document")),
+)]
 pub async fn document() -> HttpResponse {
     HttpResponse::Ok().json(ApiDoc::openapi())
 }

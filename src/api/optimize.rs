@@ -6,9 +6,9 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::ErrorBody;
-use super::{ok, AppState};
-use crate::actors::concurrency::Usage;
+use super::answer::ok;
+use super::answer::ErrorBody;
+use super::state::AppState;
 use crate::actors::history::Statistics;
 use crate::actors::monitor::Snapshot;
 use crate::error::Error;
@@ -22,13 +22,23 @@ pub struct OptimizeQuery {
 }
 
 /// Recommends concurrency limits; applies them with `apply=true`.
-#[utoipa::path(post, path = "/api/v1/automation/performance/optimize-concurrency", operation_id = "optimizeConcurrency", tag = "performance", params(("apply" = Option<bool>, Query)), responses((status = 200, description = "{current_limits, recommended_limits, recommendations, optimization_applied, analysis}", body = super::schemas::Answer<super::schemas::OptimizeAnswer>), (status = 400, description = "Bad input", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/automation/performance/optimize-concurrency",
+    operation_id = "optimizeConcurrency",
+    tag = "performance",
+    params(("apply" = Option<bool>, Query)),
+    responses(
+        (status = 200, description = "{current_limits, recommended_limits, recommendations, optimization_applied, analysis}", body = super::schemas::Answer<super::schemas::OptimizeAnswer>),
+        (status = 400, description = "Bad input", body = ErrorBody),
+    ),
+)]
 pub async fn optimize(
     state: web::Data<AppState>,
     query: web::Query<OptimizeQuery>,
 ) -> Result<HttpResponse, Error> {
     let limits = state.slots.limits().await;
-    let usage = state.slots.actor().send(Usage).await?;
+    let usage = state.slots.usage_here().await?;
     let live = state.actors.monitor.send(Snapshot).await?;
     let day = state
         .actors

@@ -4,22 +4,28 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use super::{ok, AppState};
-use crate::actors::concurrency::{Cleanup, Usage};
+use super::answer::ok;
+use super::state::AppState;
 use crate::error::Error;
 
 /// Slots, queue, locks, limits, process, pool and Redis, as they are now.
-#[utoipa::path(get, path = "/api/v1/automation/performance/resource-usage", operation_id = "resourceUsage", tag = "performance", responses((status = 200, description = "Active acquisitions, locks, queue, limits, process, pool, shared slots", body = super::schemas::Answer<super::schemas::ResourceUsageAnswer>)))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/automation/performance/resource-usage",
+    operation_id = "resourceUsage",
+    tag = "performance",
+    responses(
+        (status = 200, description = "Active acquisitions, locks, queue, limits, process, pool, shared slots", body = super::schemas::Answer<super::schemas::ResourceUsageAnswer>),
+    ),
+)]
 pub async fn usage(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
-    let local = state.slots.actor().send(Usage).await?;
+    let local = state.slots.usage_here().await?;
     let limits = state.slots.limits().await;
-    let shared = match state.slots.redis() {
-        Some(redis) => match redis.usage().await {
-            Ok((held, queued)) => {
-                json!({"state": "connected", "active_total": held, "queue_size": queued})
-            }
-            Err(e) => json!({"state": "unreachable", "error": e.to_string()}),
-        },
+    let shared = match state.slots.usage_shared().await {
+        Some(Ok((held, queued))) => {
+            json!({"state": "connected", "active_total": held, "queue_size": queued})
+        }
+        Some(Err(e)) => json!({"state": "unreachable", "error": e.to_string()}),
         None => json!(null),
     };
     let (connections, idle) = state.pool.state();
@@ -54,13 +60,20 @@ pub async fn usage(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
 }
 
 /// Frees slots held past their lease, drops waiters that gave up and idle locks.
-#[utoipa::path(post, path = "/api/v1/automation/performance/resources/cleanup", operation_id = "cleanupResources", tag = "performance", responses((status = 200, description = "What was freed", body = super::schemas::Answer<super::schemas::CleanupAnswer>)))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/automation/performance/resources/cleanup",
+    operation_id = "cleanupResources",
+    tag = "performance",
+    responses(
+        (status = 200, description = "What was freed", body = super::schemas::Answer<super::schemas::CleanupAnswer>),
+    ),
+)]
 pub async fn cleanup(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
-    let (leases, waiters) = state.slots.actor().send(Cleanup).await?;
+    let (leases, waiters) = state.slots.cleanup_here().await?;
     let locks = state.broker.drop_idle_locks();
-    let shared = match state.slots.redis() {
-        Some(redis) => {
-            let (leases, waiters) = redis.cleanup().await?;
+    let shared = match state.slots.cleanup_shared().await.transpose()? {
+        Some((leases, waiters)) => {
             json!({"expired_leases_freed": leases, "expired_waiters_dropped": waiters})
         }
         None => json!(null),

@@ -7,9 +7,10 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::ErrorBody;
-use super::{ok, AppState};
-use crate::actors::alert_history::AlertHistory;
+use super::answer::ok;
+use super::answer::ErrorBody;
+use super::state::AppState;
+use crate::actors::alert::AlertHistory;
 use crate::actors::monitor::GetTimeline;
 use crate::error::Error;
 

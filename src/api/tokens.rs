@@ -4,13 +4,29 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::ErrorBody;
-use super::{ok, AppState};
+use super::answer::ok;
+use super::answer::ErrorBody;
+use super::state::AppState;
 use crate::broker::AcquireRequest;
 use crate::error::Error;
 
 /// Hands out a valid token: from the cache, or after one login.
-#[utoipa::path(post, path = "/api/v1/automation/tokens/acquire", operation_id = "acquireToken", tag = "tokens", request_body = AcquireRequest, responses((status = 200, description = "The token: {token, token_type, account, credential_id, expires_at, source, acquisition_id, authorization}", body = super::schemas::Answer<super::schemas::TokenAnswer>), (status = 400, body = ErrorBody), (status = 404, description = "Unknown site or account", body = ErrorBody), (status = 429, description = "QUEUE_FULL", body = ErrorBody), (status = 502, description = "TOKEN_ACQUISITION_FAILED", body = ErrorBody), (status = 503, description = "NO_AVAILABLE_ACCOUNT, SHUTTING_DOWN", body = ErrorBody), (status = 504, description = "TIMEOUT", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/automation/tokens/acquire",
+    operation_id = "acquireToken",
+    tag = "tokens",
+    request_body = AcquireRequest,
+    responses(
+        (status = 200, description = "The token: {token, token_type, account, credential_id, expires_at, source, acquisition_id, authorization}", body = super::schemas::Answer<super::schemas::TokenAnswer>),
+        (status = 400, body = ErrorBody),
+        (status = 404, description = "Unknown site or account", body = ErrorBody),
+        (status = 429, description = "QUEUE_FULL", body = ErrorBody),
+        (status = 502, description = "TOKEN_ACQUISITION_FAILED", body = ErrorBody),
+        (status = 503, description = "NO_AVAILABLE_ACCOUNT, SHUTTING_DOWN", body = ErrorBody),
+        (status = 504, description = "TIMEOUT", body = ErrorBody),
+    ),
+)]
 pub async fn acquire(
     state: web::Data<AppState>,
     body: web::Json<AcquireRequest>,
@@ -77,7 +93,17 @@ pub struct InvalidateRequest {
 }
 
 /// A consumer found the token rejected: drop it so the next acquire logs in again.
-#[utoipa::path(post, path = "/api/v1/automation/tokens/invalidate", operation_id = "invalidateToken", tag = "tokens", request_body = InvalidateRequest, responses((status = 200, description = "Dropped from cache and store", body = super::schemas::Answer<super::schemas::InvalidateAnswer>), (status = 404, body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/automation/tokens/invalidate",
+    operation_id = "invalidateToken",
+    tag = "tokens",
+    request_body = InvalidateRequest,
+    responses(
+        (status = 200, description = "Dropped from cache and store", body = super::schemas::Answer<super::schemas::InvalidateAnswer>),
+        (status = 404, body = ErrorBody),
+    ),
+)]
 pub async fn invalidate(
     state: web::Data<AppState>,
     body: web::Json<InvalidateRequest>,

@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
-use super::Broker;
+use super::pipeline::Broker;
 use crate::budget::BudgetLimits;
 use crate::cache::CredentialEntry;
 use crate::config::{seconds, SiteConfig};
@@ -147,45 +147,87 @@ impl Broker {
         credential_id: Option<i64>,
     ) -> Result<Vec<CredentialEntry>> {
         let list = self.credential_list(site).await?;
-        let unavailable = |reason: String| Error::NoAvailableAccount {
-            site: site.name.clone(),
-            reason,
-        };
         if let Some(id) = credential_id {
-            let Some(entry) = list.iter().find(|c| c.id == id) else {
-                return Err(Error::AccountNotFound {
-                    site: site.name.clone(),
-                    account: format!("with credential_id {id}"),
-                });
-            };
-            if !entry.is_active {
-                return Err(unavailable(format!(
-                    "account `{}` is inactive",
-                    entry.account
-                )));
-            }
-            if let Some((reason, until)) =
-                self.block_of(&self.account_owner(site).name, entry).await
-            {
-                return Err(unavailable(format!(
+            let entry = self.the_one_asked_for(site, &list, id).await?;
+            return self.within_budget(site, vec![entry]).await;
+        }
+        if list.is_empty() {
+            return Err(unavailable(
+                site,
+                "no accounts; add one with `tokend accounts add`".into(),
+            ));
+        }
+        let accounts = self.with_stats(site, &list).await;
+        let (blocked, next_usable) = self.blocked(site, &list).await;
+        let ranked = rank(
+            &accounts,
+            |a| blocked.contains(&a.credential_id),
+            Utc::now().naive_utc(),
+        );
+        if ranked.is_empty() {
+            let next = next_usable.map_or(String::new(), |at| {
+                format!(
+                    "; the next is usable at {}",
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )
+            });
+            return Err(unavailable(site, format!(
+                "all {} accounts are inactive, blacklisted or cooling down{next} (`tokend accounts list` shows why, `tokend accounts unblock` lifts a block)",
+                list.len()
+            )));
+        }
+        let ranked = match site.selection {
+            Strategy::Best => ranked,
+            strategy => spread(ranked, strategy, self.next_turn(site).await),
+        };
+        let ranked = ranked
+            .into_iter()
+            .filter_map(|a| list.iter().find(|c| c.id == a.credential_id).cloned())
+            .collect();
+        self.within_budget(site, ranked).await
+    }
+
+    /// The account a caller named by `credential_id`, if it exists and may log in.
+    async fn the_one_asked_for(
+        &self,
+        site: &SiteConfig,
+        list: &[CredentialEntry],
+        id: i64,
+    ) -> Result<CredentialEntry> {
+        let Some(entry) = list.iter().find(|c| c.id == id) else {
+            return Err(Error::AccountNotFound {
+                site: site.name.clone(),
+                account: format!("with credential_id {id}"),
+            });
+        };
+        if !entry.is_active {
+            return Err(unavailable(
+                site,
+                format!("account `{}` is inactive", entry.account),
+            ));
+        }
+        if let Some((reason, until)) = self.block_of(&self.account_owner(site).name, entry).await {
+            return Err(unavailable(
+                site,
+                format!(
                     "account `{}` is {} until {} after a {} (`tokend accounts unblock` lifts it)",
                     entry.account,
                     reason.state().as_str(),
                     until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     reason.as_str()
-                )));
-            }
-            return self.within_budget(site, vec![entry.clone()]).await;
-        }
-        if list.is_empty() {
-            return Err(unavailable(
-                "no accounts; add one with `tokend accounts add`".into(),
+                ),
             ));
         }
+        Ok(entry.clone())
+    }
+
+    /// The statistics of every account of the list, as the ranking reads them. Accounts
+    /// added since the statistics were cached take part with no history; without
+    /// statistics at all (database away), accounts are ranked on what the list says.
+    async fn with_stats(&self, site: &SiteConfig, list: &[CredentialEntry]) -> Vec<AccountStats> {
         let stats = match self.account_stats(site).await {
             Ok(stats) => stats,
             Err(e) => {
-                // Still usable: ranked on what the list says, without their history.
                 log::warn!(
                     "event=account_stats_unavailable site={} error=\"{e}\" action=rank_without_stats",
                     site.name
@@ -193,11 +235,9 @@ impl Broker {
                 Vec::new()
             }
         };
-        // Accounts added since the stats were cached still take part, with no history.
         let mut by_id: HashMap<i64, AccountStats> =
             stats.into_iter().map(|s| (s.credential_id, s)).collect();
-        let accounts: Vec<AccountStats> = list
-            .iter()
+        list.iter()
             .map(|c| {
                 let mut s = by_id.remove(&c.id).unwrap_or(AccountStats {
                     credential_id: c.id,
@@ -213,41 +253,25 @@ impl Broker {
                 s.is_preferred = c.is_preferred;
                 s
             })
-            .collect();
+            .collect()
+    }
+
+    /// The active accounts under a blacklist or cooldown, and when the first block ends.
+    async fn blocked(
+        &self,
+        site: &SiteConfig,
+        list: &[CredentialEntry],
+    ) -> (Vec<i64>, Option<DateTime<Utc>>) {
+        let owner = &self.account_owner(site).name;
         let mut blocked = Vec::new();
-        let mut next_usable: Option<chrono::DateTime<Utc>> = None;
+        let mut next_usable: Option<DateTime<Utc>> = None;
         for entry in list.iter().filter(|c| c.is_active) {
-            if let Some((_, until)) = self.block_of(&self.account_owner(site).name, entry).await {
+            if let Some((_, until)) = self.block_of(owner, entry).await {
                 blocked.push(entry.id);
                 next_usable = Some(next_usable.map_or(until, |n| n.min(until)));
             }
         }
-        let ranked = rank(
-            &accounts,
-            |a| blocked.contains(&a.credential_id),
-            Utc::now().naive_utc(),
-        );
-        if ranked.is_empty() {
-            let next = next_usable.map_or(String::new(), |at| {
-                format!(
-                    "; the next is usable at {}",
-                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                )
-            });
-            return Err(unavailable(format!(
-                "all {} accounts are inactive, blacklisted or cooling down{next} (`tokend accounts list` shows why, `tokend accounts unblock` lifts a block)",
-                list.len()
-            )));
-        }
-        let ranked = match site.selection {
-            Strategy::Best => ranked,
-            strategy => spread(ranked, strategy, self.next_turn(site).await),
-        };
-        let ranked = ranked
-            .into_iter()
-            .filter_map(|a| list.iter().find(|c| c.id == a.credential_id).cloned())
-            .collect();
-        self.within_budget(site, ranked).await
+        (blocked, next_usable)
     }
 
     /// The site's next round-robin turn: shared through Redis when configured, so that
@@ -297,5 +321,13 @@ impl Broker {
             return Err(exhausted(next_free));
         }
         Ok(left)
+    }
+}
+
+/// `NO_AVAILABLE_ACCOUNT` for the site, saying why.
+fn unavailable(site: &SiteConfig, reason: String) -> Error {
+    Error::NoAvailableAccount {
+        site: site.name.clone(),
+        reason,
     }
 }

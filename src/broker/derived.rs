@@ -8,7 +8,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use super::{AcquireRequest, AcquiredToken, Broker};
+use super::pipeline::Broker;
+use super::request::{AcquireRequest, AcquiredToken};
 use crate::cache::CredentialEntry;
 use crate::config::SiteConfig;
 use crate::drivers::{FailureKind, LoginFailure};

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::{AcquiredToken, Broker, Flight, Source};
+use super::pipeline::{Broker, Flight};
+use super::request::{AcquiredToken, Source};
 use crate::actors::monitor::{AcquisitionFinished, AcquisitionStarted, Rejected};
 use crate::adaptive::Signal;
 use crate::cache::{CachedToken, CredentialEntry};
@@ -20,7 +21,7 @@ use crate::db::models::{NewHistory, NewToken};
 use crate::drivers::{Credentials, FailureKind, LoginFailure, LoginStats, LoginToken};
 use crate::error::{Error, Result};
 use crate::outcome::{AcquisitionStatus, TriggerReason};
-use crate::secret::{fingerprint, redact};
+use crate::secret::{fingerprint, redact, Secret};
 use crate::slots::Slot;
 
 /// How one candidate account ended.
@@ -154,127 +155,153 @@ impl Acquisition<'_> {
 
     /// One candidate account: lock, second look, slot, second look, login.
     async fn try_account(&mut self, candidate: &CredentialEntry) -> Result<Attempt> {
-        let broker = self.broker;
-        let site = self.site;
         self.ledger.last = Some((candidate.id, candidate.account.clone()));
-        // The account's single flight in this process: a caller that finds a login running
-        // waits for it (bounded only by its own acquisition_timeout) and gets its result.
-        let flight = broker.flight((site.name.clone(), candidate.id));
-        let queued_at = Instant::now();
-        let mut flight = match flight.clone().try_lock_owned() {
-            Ok(guard) => guard,
-            Err(_) => {
-                self.ledger.waited = true;
-                match tokio::time::timeout(self.remaining(), flight.lock_owned()).await {
-                    Ok(guard) => guard,
-                    Err(_) => {
-                        return Ok(Attempt::Failed(LoginFailure::new(
-                            FailureKind::Timeout,
-                            format!(
-                                "the login of account `{}` did not finish within this acquisition's time",
-                                candidate.account
-                            ),
-                        )))
-                    }
-                }
-            }
+        let mut flight = match self.join_flight(candidate).await {
+            Ok(flight) => flight,
+            Err(failure) => return Ok(Attempt::Failed(failure)),
         };
-        if let Some(failure) = flight.failed_since(queued_at) {
-            return Ok(Attempt::Failed(failure));
-        }
-        // Across instances (Redis): the same lock. A holder that is gone loses it after
-        // lock_timeout; one that logs in renews it.
-        let _shared_flight = match broker
-            .inner
-            .slots
-            .lock(
-                &site.name,
-                candidate.id,
-                &candidate.account,
-                self.remaining(),
-            )
-            .await
-        {
+        let _shared_flight = match self.shared_lock(candidate).await? {
             Ok(lock) => lock,
-            Err(Error::Timeout(message)) => {
-                self.ledger.waited = true;
-                return Ok(Attempt::Failed(LoginFailure::new(
-                    FailureKind::Timeout,
-                    message,
-                )));
-            }
-            // Redis failed while this caller waited: the account is given up (never logged
-            // in without the lock); the next account finds Redis marked down, and limits
-            // held in process.
-            Err(e @ Error::CacheUnavailable(_)) => {
-                return Ok(Attempt::Failed(LoginFailure::new(
-                    FailureKind::Failed,
-                    e.to_string(),
-                )));
-            }
-            Err(e) => return Err(e),
+            Err(failure) => return Ok(Attempt::Failed(failure)),
         };
         if let Some(token) = self.cached_since(candidate).await {
             return Ok(Attempt::Token(token));
         }
-        // Another instance may have blocked the account while this one waited.
-        if let Some((reason, until)) = broker.inner.cache.block(&site.name, candidate.id).await {
-            return Ok(Attempt::Failed(LoginFailure::new(
-                FailureKind::Failed,
-                format!(
-                    "account `{}` is {} until {until}",
-                    candidate.account,
-                    reason.state().as_str()
-                ),
-            )));
+        if let Some(failure) = self.blocked_meanwhile(candidate).await {
+            return Ok(Attempt::Failed(failure));
         }
-        // A derived site's parent token comes first, before this site holds a slot: the
-        // parent's acquisition takes slots of its own.
-        let parent = if site.driver.is_derived() {
-            self.ledger.parent_asked = true;
-            match broker.parent_token(site, candidate, self.remaining()).await {
-                Ok(token) => {
-                    self.ledger.failures.push(json!({
-                        "parent_site": site.from_site,
-                        "parent_acquisition_id": token.acquisition_id,
-                        "parent_source": token.source,
-                    }));
-                    Some(token)
-                }
-                Err(failure) => return Ok(Attempt::Failed(failure)),
-            }
-        } else {
-            None
+        let parent = match self.parent_first(candidate).await {
+            Ok(parent) => parent,
+            Err(failure) => return Ok(Attempt::Failed(failure)),
         };
         let slot = self.slot(candidate).await?;
         if let Some(token) = self.stored_since(candidate).await {
             return Ok(Attempt::Token(token));
         }
-        let policy = broker.circuit_policy(site);
-        let admission = broker.inner.circuits.admit(&site.name, &policy).await;
-        if let Some(refusal) = admission.refusal(&site.name) {
-            return Err(refusal);
-        }
-        // The login is counted against the site's and the account's budget before it runs.
-        let limits = crate::budget::BudgetLimits::of(site);
-        broker
-            .inner
-            .budgets
-            .take(&site.name, candidate.id, limits)
-            .await?;
+        let probe = self.admit_login(candidate).await?;
         let outcome = self
-            .log_in(
-                candidate,
-                &slot,
-                admission == Admission::Probe,
-                parent.as_ref(),
-            )
+            .log_in(candidate, &slot, probe, parent.as_ref())
             .await?;
         flight.finished(outcome.as_ref().err());
         Ok(match outcome {
             Ok(token) => Attempt::Token(token),
             Err(failure) => Attempt::Failed(failure),
         })
+    }
+
+    /// The account's single flight in this process: a caller that finds a login running
+    /// waits for it (bounded only by its own acquisition_timeout) and gets its result.
+    async fn join_flight(
+        &mut self,
+        candidate: &CredentialEntry,
+    ) -> std::result::Result<tokio::sync::OwnedMutexGuard<Flight>, LoginFailure> {
+        let flight = self.broker.flight((self.site.name.clone(), candidate.id));
+        let queued_at = Instant::now();
+        let flight = match flight.clone().try_lock_owned() {
+            Ok(guard) => guard,
+            Err(_) => {
+                self.ledger.waited = true;
+                tokio::time::timeout(self.remaining(), flight.lock_owned())
+                    .await
+                    .map_err(|_| {
+                        LoginFailure::new(
+                            FailureKind::Timeout,
+                            format!(
+                                "the login of account `{}` did not finish within this acquisition's time",
+                                candidate.account
+                            ),
+                        )
+                    })?
+            }
+        };
+        match flight.failed_since(queued_at) {
+            Some(failure) => Err(failure),
+            None => Ok(flight),
+        }
+    }
+
+    /// Across instances (Redis): the same lock. A holder that is gone loses it after
+    /// lock_timeout; one that logs in renews it.
+    async fn shared_lock(
+        &mut self,
+        candidate: &CredentialEntry,
+    ) -> Result<std::result::Result<crate::slots::FlightLock, LoginFailure>> {
+        let wait = self.remaining();
+        let locked = self
+            .broker
+            .inner
+            .slots
+            .lock(&self.site.name, candidate.id, &candidate.account, wait)
+            .await;
+        match locked {
+            Ok(lock) => Ok(Ok(lock)),
+            Err(Error::Timeout(message)) => {
+                self.ledger.waited = true;
+                Ok(Err(LoginFailure::new(FailureKind::Timeout, message)))
+            }
+            // Redis failed while this caller waited: the account is given up (never logged
+            // in without the lock); the next account finds Redis marked down, and limits
+            // held in process.
+            Err(e @ Error::CacheUnavailable(_)) => {
+                Ok(Err(LoginFailure::new(FailureKind::Failed, e.to_string())))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Another instance may have blocked the account while this one waited.
+    async fn blocked_meanwhile(&self, candidate: &CredentialEntry) -> Option<LoginFailure> {
+        let cache = &self.broker.inner.cache;
+        let (reason, until) = cache.block(&self.site.name, candidate.id).await?;
+        Some(LoginFailure::new(
+            FailureKind::Failed,
+            format!(
+                "account `{}` is {} until {until}",
+                candidate.account,
+                reason.state().as_str()
+            ),
+        ))
+    }
+
+    /// A derived site's parent token comes first, before this site holds a slot: the
+    /// parent's acquisition takes slots of its own. `None` for a site that logs in itself.
+    async fn parent_first(
+        &mut self,
+        candidate: &CredentialEntry,
+    ) -> std::result::Result<Option<AcquiredToken>, LoginFailure> {
+        if !self.site.driver.is_derived() {
+            return Ok(None);
+        }
+        self.ledger.parent_asked = true;
+        let token = self
+            .broker
+            .parent_token(self.site, candidate, self.remaining())
+            .await?;
+        self.ledger.failures.push(json!({
+            "parent_site": self.site.from_site,
+            "parent_acquisition_id": token.acquisition_id,
+            "parent_source": token.source,
+        }));
+        Ok(Some(token))
+    }
+
+    /// The site's circuit lets the login run (answers whether it is the half-open probe),
+    /// and the login is counted against the site's and the account's budget before it runs.
+    async fn admit_login(&self, candidate: &CredentialEntry) -> Result<bool> {
+        let broker = self.broker;
+        let site = self.site;
+        let policy = broker.circuit_policy(site);
+        let admission = broker.inner.circuits.admit(&site.name, &policy).await;
+        if let Some(refusal) = admission.refusal(&site.name) {
+            return Err(refusal);
+        }
+        let limits = crate::budget::BudgetLimits::of(site);
+        broker
+            .inner
+            .budgets
+            .take(&site.name, candidate.id, limits)
+            .await?;
+        Ok(admission == Admission::Probe)
     }
 
     async fn slot(&mut self, candidate: &CredentialEntry) -> Result<Slot> {
@@ -301,58 +328,16 @@ impl Acquisition<'_> {
     ) -> Result<std::result::Result<AcquiredToken, LoginFailure>> {
         let broker = self.broker;
         let site = self.site;
-        // The accounts' passwords are sealed under the site that owns them.
-        let owner = &broker.account_owner(site).name;
-        let sealed = SealContext::Password {
-            site: owner,
-            account: &candidate.account,
+        let (password, own_proxy) = match self.open_secrets(candidate, parent) {
+            Ok(opened) => opened,
+            Err(failure) => return Ok(Err(failure)),
         };
-        let opened = match parent {
-            // A derived site's driver logs in with the parent's token, not the password.
-            Some(parent) => Ok(parent.token.clone()),
-            None => broker.inner.key.open(&candidate.password_encrypted, sealed),
-        };
-        let password = match opened {
-            Ok(password) => password,
-            Err(e) => {
-                log::error!(
-                    "event=password_unreadable site={} account={} error=\"{e}\"",
-                    site.name,
-                    candidate.account
-                );
-                return Ok(Err(LoginFailure::new(FailureKind::Failed, e.to_string())));
-            }
-        };
-        if !self.ledger.login_ran {
-            self.ledger.login_ran = true;
-            broker.inner.monitor.do_send(AcquisitionStarted {
-                site: site.name.clone(),
-            });
-        }
-        broker
-            .inner
-            .running
-            .logging_in(&self.id, candidate.id, &candidate.account);
+        self.announce_login(candidate);
         let driver = broker
             .inner
             .drivers
             .get(&site.name)
             .ok_or_else(|| Error::UnknownSite(site.name.clone()))?;
-        let own_proxy = match &candidate.proxy_encrypted {
-            Some(sealed) => {
-                let context = SealContext::Proxy {
-                    site: owner,
-                    account: &candidate.account,
-                };
-                match broker.inner.key.open(sealed, context) {
-                    Ok(proxy) => Some(proxy),
-                    Err(e) => {
-                        return Ok(Err(LoginFailure::new(FailureKind::Failed, e.to_string())))
-                    }
-                }
-            }
-            None => None,
-        };
         let proxy = own_proxy
             .as_ref()
             .or((!site.proxy.is_empty()).then_some(&site.proxy));
@@ -370,53 +355,134 @@ impl Acquisition<'_> {
             .settle(site, candidate, outcome.as_ref().err(), probe)
             .await;
         match outcome {
-            Ok(mut login) => {
-                if let Some(parent) = parent {
-                    // A derived token never outlives the token it was derived from.
-                    login.expires_at = login.expires_at.min(parent.expires_at);
-                }
-                let token = self.keep(candidate, login, slot.fence()).await?;
-                log::info!(
-                    "event=login_succeeded site={} account={} acquisition_id={} attempts={} duration={:.3}s token={}",
-                    site.name,
-                    candidate.account,
-                    self.id,
-                    stats.attempts,
-                    stats.duration,
-                    redact(token.token.expose())
-                );
-                Ok(Ok(token))
-            }
+            Ok(login) => self
+                .logged_in(candidate, login, slot, parent, &stats)
+                .await
+                .map(Ok),
             Err(failure) => {
-                if failure.parent_refused {
-                    broker.drop_parent_token(site, candidate).await;
-                }
-                log::warn!(
-                    "event=login_failed site={} account={} acquisition_id={} error_type={} attempts={} message=\"{}\"",
-                    site.name,
-                    candidate.account,
-                    self.id,
-                    failure.kind.status().as_str(),
-                    stats.attempts,
-                    failure.message.replace('"', "'")
-                );
+                self.login_failed(candidate, &failure, &stats).await;
                 Ok(Err(failure))
             }
         }
     }
 
+    /// What the driver logs in with: the password (sealed under the site that owns the
+    /// accounts), or a derived site's parent token; and the account's own proxy, if any.
+    fn open_secrets(
+        &self,
+        candidate: &CredentialEntry,
+        parent: Option<&AcquiredToken>,
+    ) -> std::result::Result<(Secret, Option<Secret>), LoginFailure> {
+        let key = &self.broker.inner.key;
+        let owner = &self.broker.account_owner(self.site).name;
+        let account = &candidate.account;
+        let password = match parent {
+            Some(parent) => parent.token.clone(),
+            None => key
+                .open(
+                    &candidate.password_encrypted,
+                    SealContext::Password {
+                        site: owner,
+                        account,
+                    },
+                )
+                .map_err(|e| {
+                    log::error!(
+                        "event=password_unreadable site={} account={account} error=\"{e}\"",
+                        self.site.name
+                    );
+                    LoginFailure::new(FailureKind::Failed, e.to_string())
+                })?,
+        };
+        let proxy = match &candidate.proxy_encrypted {
+            Some(sealed) => Some(
+                key.open(
+                    sealed,
+                    SealContext::Proxy {
+                        site: owner,
+                        account,
+                    },
+                )
+                .map_err(|e| LoginFailure::new(FailureKind::Failed, e.to_string()))?,
+            ),
+            None => None,
+        };
+        Ok((password, proxy))
+    }
+
+    /// The first login of this acquisition is an acquisition started for the monitor; every
+    /// login is known to the stop, which logs and records one it cuts.
+    fn announce_login(&mut self, candidate: &CredentialEntry) {
+        let inner = &self.broker.inner;
+        if !self.ledger.login_ran {
+            self.ledger.login_ran = true;
+            inner.monitor.do_send(AcquisitionStarted {
+                site: self.site.name.clone(),
+            });
+        }
+        inner
+            .running
+            .logging_in(&self.id, candidate.id, &candidate.account);
+    }
+
+    async fn logged_in(
+        &self,
+        candidate: &CredentialEntry,
+        mut login: LoginToken,
+        slot: &Slot,
+        parent: Option<&AcquiredToken>,
+        stats: &LoginStats,
+    ) -> Result<AcquiredToken> {
+        if let Some(parent) = parent {
+            // A derived token never outlives the token it was derived from.
+            login.expires_at = login.expires_at.min(parent.expires_at);
+        }
+        let token = self.keep(candidate, login, slot.fence()).await?;
+        log::info!(
+            "event=login_succeeded site={} account={} acquisition_id={} attempts={} duration={:.3}s token={}",
+            self.site.name,
+            candidate.account,
+            self.id,
+            stats.attempts,
+            stats.duration,
+            redact(token.token.expose())
+        );
+        Ok(token)
+    }
+
+    async fn login_failed(
+        &self,
+        candidate: &CredentialEntry,
+        failure: &LoginFailure,
+        stats: &LoginStats,
+    ) {
+        if failure.parent_refused {
+            self.broker.drop_parent_token(self.site, candidate).await;
+        }
+        log::warn!(
+            "event=login_failed site={} account={} acquisition_id={} error_type={} attempts={} message=\"{}\"",
+            self.site.name,
+            candidate.account,
+            self.id,
+            failure.kind.status().as_str(),
+            stats.attempts,
+            failure.message.replace('"', "'")
+        );
+    }
+
     /// A cached token that serves this caller: any fresh one, or with `force`, one issued
     /// after the caller arrived (a login that ran while it waited).
     async fn cached_since(&self, candidate: &CredentialEntry) -> Option<AcquiredToken> {
-        let (entry, token) = self
+        let hit = self
             .broker
             .inner
             .cache
             .token(&self.site.name, Some(candidate.id))
             .await?;
+        let entry = &hit.entry;
         let fresh = entry.is_fresh(Utc::now(), self.broker.inner.config.cache.refresh_ahead);
         (fresh && (!self.force || entry.issued_at >= self.arrived))
-            .then(|| AcquiredToken::from_cache(&entry, token, Source::Store))
+            .then(|| AcquiredToken::from_cache(entry, hit.token.clone(), Source::Store))
     }
 
     /// The same, from the `tokens` table (another instance, or a cache that lost it).

@@ -12,14 +12,15 @@
 //!   tokens.
 //! - Counted as `tokend_probes_total{site,result}`, result `valid`, `invalid` or `error`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use regex::Regex;
 use reqwest::header::{HeaderName, HeaderValue};
 
-use super::{AcquireRequest, AcquiredToken, Broker};
+use super::pipeline::Broker;
+use super::request::{AcquireRequest, AcquiredToken};
 use crate::config::{seconds, SiteConfig};
 use crate::error::{Error, Result};
 use crate::outcome::TriggerReason;
@@ -46,40 +47,6 @@ impl ProbeResult {
             ProbeResult::Valid => "valid",
             ProbeResult::Invalid => "invalid",
             ProbeResult::Error => "error",
-        }
-    }
-}
-
-/// Tokens handed out, per site: credential id → account.
-#[derive(Default)]
-pub(crate) struct InUse(Mutex<HashMap<String, HashMap<i64, String>>>);
-
-impl InUse {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<i64, String>>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn mark(&self, site: &str, credential_id: i64, account: &str) {
-        let mut sites = self.lock();
-        let accounts = sites.entry(site.to_string()).or_default();
-        accounts
-            .entry(credential_id)
-            .or_insert_with(|| account.to_string());
-    }
-
-    fn of(&self, site: &str) -> Vec<(i64, String)> {
-        let mut list: Vec<(i64, String)> = self
-            .lock()
-            .get(site)
-            .map(|a| a.iter().map(|(id, acc)| (*id, acc.clone())).collect())
-            .unwrap_or_default();
-        list.sort();
-        list
-    }
-
-    fn forget(&self, site: &str, credential_id: i64) {
-        if let Some(accounts) = self.lock().get_mut(site) {
-            accounts.remove(&credential_id);
         }
     }
 }
@@ -216,11 +183,12 @@ impl Prober {
     /// Probes the account's current token and acts on the verdict.
     async fn probe(&self, credential_id: i64, account: &str) {
         let inner = &self.broker.inner;
-        let Some((entry, token)) = inner.cache.token(&self.site, Some(credential_id)).await else {
+        let Some(hit) = inner.cache.token(&self.site, Some(credential_id)).await else {
             // Gone from the cache (expired, invalidated): nothing in use to probe.
             inner.in_use.forget(&self.site, credential_id);
             return;
         };
+        let (entry, token) = (&hit.entry, &hit.token);
         if entry.expires_at <= chrono::Utc::now() {
             inner.in_use.forget(&self.site, credential_id);
             return;

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use super::{AcquireRequest, Broker};
+use super::pipeline::Broker;
+use super::request::AcquireRequest;
 use crate::cache::CachedToken;
 use crate::config::{seconds, CacheConfig, SiteConfig};
 use crate::outcome::TriggerReason;
@@ -29,7 +30,7 @@ pub fn refresh_point(
     }
     let jitter = (fastrand::f64() * 2.0 - 1.0) * cache.refresh_jitter * life;
     let point = issued_at + chrono::Duration::milliseconds((life * 2.0 / 3.0 + jitter) as i64);
-    let margin = crate::cache::tokens::margin(issued_at, expires_at, cache.refresh_ahead);
+    let margin = crate::cache::margin(issued_at, expires_at, cache.refresh_ahead);
     let margin = expires_at - chrono::Duration::milliseconds((margin * 1000.0) as i64);
     if point < margin {
         point

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::Broker;
+use super::pipeline::Broker;
 use crate::accounts::AccountView;
 use crate::budget::BudgetLimits;
 use crate::cache::CredentialEntry;

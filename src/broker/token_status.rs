@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::Broker;
+use super::pipeline::Broker;
 use crate::error::Result;
 
 /// Where an account's token is held.
@@ -89,7 +89,7 @@ impl Broker {
                         }),
                         fresh: live.is_some_and(|(expires, written)| {
                             let left = (*expires - now).num_milliseconds() as f64 / 1000.0;
-                            left > crate::cache::tokens::margin(*written, *expires, refresh_ahead)
+                            left > crate::cache::margin(*written, *expires, refresh_ahead)
                         }),
                         account: account.account,
                         credential_id: account.id,

@@ -1,85 +1,34 @@
-//! The cache store behind `CacheActor`: in-process ([`MemoryStore`], the default) or Redis
-//! ([`RedisStore`]), one interface. Handles are cheap clones, so the hot path reads the store
-//! directly instead of queueing behind the actor.
+//! The cache behind `CacheActor`: in-process ([`MemoryStore`], the default) or Redis
+//! ([`RedisStore`]), one interface ([`CacheStore`]), and the pipeline's typed view of it
+//! ([`TokenCache`]).
 //!
-//! Keys are `{key_prefix}:{kind}:{site}[:{account}]`, so that one site's keys, or all of
-//! tokend's, can be found by prefix.
+//! Keys are `{key_prefix}:{kind}:{site}[:{account}]` ([`keys`]), so that one site's keys, or
+//! all of tokend's, can be found by prefix.
+//!
+//! | file | idea |
+//! |---|---|
+//! | `store.rs`, `memory.rs`, `redis_store.rs` | where entries live |
+//! | `keys.rs` | the key scheme |
+//! | `entries.rs` | what is stored: token and credential entries, blocks |
+//! | `kinds.rs` | the cache kinds and their hit/miss/error counters |
+//! | `breaker.rs`, `guarded.rs` | leaving a failed Redis alone; counting failures by kind |
+//! | `near.rs` | the in-process copies: near cache and decoded entries |
+//! | `tokens.rs` | [`TokenCache`], the typed reads and writes the pipeline makes |
 
 pub mod breaker;
+pub mod entries;
+pub mod guarded;
+pub mod keys;
+pub mod kinds;
 pub mod memory;
+pub mod near;
 pub mod redis_store;
+pub mod store;
 pub mod tokens;
 
-use std::sync::Arc;
-use std::time::Duration;
-
+pub use entries::{margin, CachedToken, CredentialEntry};
+pub use kinds::{CacheCounters, CacheKind, KindCounts};
 pub use memory::MemoryStore;
 pub use redis_store::{RedisStore, TokenWrite};
-pub use tokens::{CacheCounters, CachedToken, CredentialEntry, TokenCache};
-
-use crate::config::Config;
-use crate::error::Result;
-
-#[derive(Clone)]
-pub enum CacheStore {
-    Memory(Arc<MemoryStore>),
-    Redis(RedisStore),
-}
-
-impl CacheStore {
-    /// The store the configuration asks for; Redis is connected lazily.
-    pub fn from_config(config: &Config) -> Result<CacheStore> {
-        if config.redis.enabled() {
-            Ok(CacheStore::Redis(RedisStore::connect(
-                config.redis.url.expose(),
-            )?))
-        } else {
-            Ok(CacheStore::Memory(Arc::default()))
-        }
-    }
-
-    pub fn backend(&self) -> &'static str {
-        match self {
-            CacheStore::Memory(_) => "memory",
-            CacheStore::Redis(_) => "redis",
-        }
-    }
-
-    pub async fn get(&self, key: &str) -> Result<Option<String>> {
-        match self {
-            CacheStore::Memory(m) => Ok(m.get(key)),
-            CacheStore::Redis(r) => r.get(key).await,
-        }
-    }
-
-    pub async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
-        match self {
-            CacheStore::Memory(m) => {
-                m.set(key, value.to_string(), ttl);
-                Ok(())
-            }
-            CacheStore::Redis(r) => r.set(key, value, ttl).await,
-        }
-    }
-
-    pub async fn delete(&self, key: &str) -> Result<bool> {
-        match self {
-            CacheStore::Memory(m) => Ok(m.delete(key)),
-            CacheStore::Redis(r) => r.delete(key).await,
-        }
-    }
-
-    pub async fn delete_prefix(&self, prefix: &str) -> Result<usize> {
-        match self {
-            CacheStore::Memory(m) => Ok(m.delete_prefix(prefix)),
-            CacheStore::Redis(r) => r.delete_prefix(prefix).await,
-        }
-    }
-
-    pub async fn count_prefix(&self, prefix: &str) -> Result<usize> {
-        match self {
-            CacheStore::Memory(m) => Ok(m.count_prefix(prefix)),
-            CacheStore::Redis(r) => r.count_prefix(prefix).await,
-        }
-    }
-}
+pub use store::CacheStore;
+pub use tokens::TokenCache;

@@ -14,7 +14,9 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Keys asked for per SCAN step; large enough to be quick, small enough not to block Redis.
 const SCAN_BATCH: usize = 500;
 
-const SET_FENCED: &str = r#"
+/// Writes a token entry unless its tombstone exists or the stored entry carries a newer
+/// `fence` (the field of [`super::CachedToken`]).
+pub(super) const SET_FENCED: &str = r#"
 if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
 local mine = tonumber(ARGV[3])
 if mine > 0 then

@@ -1,189 +1,46 @@
-//! What the pipeline keeps in the cache store, under which keys, and the hit/miss counters.
+//! [`TokenCache`]: the pipeline's typed view of the cache store — token entries, credential
+//! lists, account statistics and mirrored blocks — with sealing, the near cache and the
+//! breaker in front of Redis.
 //!
-//! | kind | key | value | expires |
-//! |---|---|---|---|
-//! | `token` | `P:token:SITE:ID` | [`CachedToken`], the token sealed | with the token |
-//! | `token` | `P:site-token:SITE` | the site's newest [`CachedToken`] | with the token |
-//! | `credentials` | `P:credentials:SITE` | [`CredentialEntry`] list, passwords sealed | `credentials_ttl` |
-//! | `account_stats` | `P:account-stats:SITE` | [`AccountStats`] list | `account_stats_ttl` |
-//! | `blacklist` | `P:blacklist:SITE:ID` | `REASON\nUNTIL_MS`: a blacklist or cooldown, mirrored from the database | with the block |
-//! | (tombstone) | `P:revoked:SITE:ID:FINGERPRINT` | `1`: that token was invalidated | with the token |
-//!
-//! With the Redis backend, token entries are also kept in an in-process near cache: an entry
-//! read from Redis less than [`NEAR_WINDOW`] ago is served without a Redis round trip (so an
-//! invalidation made on another instance is seen here within that window at the latest), and
-//! while Redis is unreachable the near cache serves the tokens it holds until they expire.
-//! After a Redis failure, the [`Breaker`] leaves Redis alone for a pause that doubles with each
-//! failed probe, so that no request waits on a dead connection; the outage and the recovery
-//! are each logged once. Local ages (near cache, breaker) are measured on the monotonic clock.
+//! Reads and writes go through [`GuardedStore`] (the breaker in front of Redis).
 //!
 //! Every cache failure is non-fatal: it is logged, counted as an error of its kind, and the
 //! caller goes on as on a miss (the database is the source of truth).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::breaker::{Admission, Breaker, Change};
-use super::{CacheStore, TokenWrite};
+use super::entries::{decode_block, encode_block, CachedToken, CredentialEntry};
+use super::guarded::GuardedStore;
+use super::keys::Keys;
+use super::kinds::{CacheCounters, CacheKind};
+use super::near::{DecodedTokens, NearCache, OpenedToken, NEAR_WINDOW};
+use super::redis_store::TokenWrite;
+use super::store::CacheStore;
 use crate::crypto::{SealContext, SecretKey};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::outcome::BlockReason;
 use crate::secret::Secret;
+use crate::selection::AccountStats;
 
-/// How long a token entry read from Redis is served from the in-process near cache.
-pub const NEAR_WINDOW: Duration = Duration::from_secs(1);
-
-/// The cache kinds, in the order reports list them.
-pub const KINDS: [&str; 4] = ["token", "credentials", "account_stats", "blacklist"];
-
-/// A cached token: enough to answer an acquire without the database.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CachedToken {
-    pub credential_id: i64,
-    pub account: String,
-    /// Sealed with the secret key (Redis is shared; the key must be too).
-    pub token: String,
-    pub token_type: String,
-    pub expires_at: DateTime<Utc>,
-    pub issued_at: DateTime<Utc>,
-    /// When a background refresh becomes due (two thirds of the life, with jitter).
-    pub refresh_at: DateTime<Utc>,
-    pub acquisition_id: String,
-    /// The fencing number of the slot the login ran under (0: unfenced).
-    #[serde(default)]
-    pub fence: u64,
-}
-
-impl CachedToken {
-    pub fn seconds_left(&self, now: DateTime<Utc>) -> f64 {
-        (self.expires_at - now).num_milliseconds() as f64 / 1000.0
-    }
-
-    /// Whether the token may still be handed out: more than its margin of life left.
-    pub fn is_fresh(&self, now: DateTime<Utc>, refresh_ahead: f64) -> bool {
-        self.seconds_left(now) > margin(self.issued_at, self.expires_at, refresh_ahead)
-    }
-}
-
-/// Seconds of life under which a token is not handed out (SPEC §1): `refresh_ahead`, but at
-/// most a quarter of the lifetime the token was issued with, so that a portal's short-lived
-/// tokens are still served for most of their life instead of causing a login per caller.
-pub fn margin(issued_at: DateTime<Utc>, expires_at: DateTime<Utc>, refresh_ahead: f64) -> f64 {
-    let life = (expires_at - issued_at).num_milliseconds() as f64 / 1000.0;
-    refresh_ahead.min(life.max(0.0) / 4.0)
-}
-
-/// One account of a site as cached for selection and login (password sealed).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CredentialEntry {
-    pub id: i64,
-    pub account: String,
-    pub password_encrypted: String,
-    pub is_preferred: bool,
-    pub is_active: bool,
-    /// A blacklist or cooldown kept in the database (SPEC §11).
-    #[serde(default)]
-    pub blocked_until: Option<DateTime<Utc>>,
-    #[serde(default)]
-    pub block_reason: Option<crate::outcome::BlockReason>,
-    /// The account's own proxy URL, sealed.
-    #[serde(default)]
-    pub proxy_encrypted: Option<String>,
-}
-
-impl CredentialEntry {
-    /// The block in force at `now`, as the database had it when the list was loaded.
-    pub fn stored_block(
-        &self,
-        now: DateTime<Utc>,
-    ) -> Option<(crate::outcome::BlockReason, DateTime<Utc>)> {
-        match (self.block_reason, self.blocked_until) {
-            (Some(reason), Some(until)) if until > now => Some((reason, until)),
-            _ => None,
-        }
-    }
-}
-
-/// Hits, misses and errors per cache kind; shared, lock-free, read by `MonitorActor`.
-#[derive(Debug, Default)]
-pub struct CacheCounters {
-    counts: [[AtomicU64; 3]; 4],
-}
-
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct KindCounts {
-    pub hits: u64,
-    pub misses: u64,
-    pub errors: u64,
-}
-
-impl KindCounts {
-    /// Percent of lookups that hit; `None` before the first lookup.
-    pub fn hit_rate(&self) -> Option<f64> {
-        let total = self.hits + self.misses;
-        (total > 0).then(|| self.hits as f64 * 100.0 / total as f64)
-    }
-}
-
-impl CacheCounters {
-    fn index(kind: &str) -> usize {
-        KINDS.iter().position(|k| *k == kind).unwrap_or(0)
-    }
-
-    fn bump(&self, kind: &str, which: usize) {
-        self.counts[Self::index(kind)][which].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn hit(&self, kind: &str) {
-        self.bump(kind, 0);
-    }
-
-    pub fn miss(&self, kind: &str) {
-        self.bump(kind, 1);
-    }
-
-    pub fn error(&self, kind: &str) {
-        self.bump(kind, 2);
-    }
-
-    pub fn get(&self, kind: &str) -> KindCounts {
-        let c = &self.counts[Self::index(kind)];
-        KindCounts {
-            hits: c[0].load(Ordering::Relaxed),
-            misses: c[1].load(Ordering::Relaxed),
-            errors: c[2].load(Ordering::Relaxed),
-        }
-    }
-
-    pub fn reset(&self) {
-        for kind in &self.counts {
-            for count in kind {
-                count.store(0, Ordering::Relaxed);
-            }
-        }
-    }
-}
-
-/// Frees the breaker's probe if the call it guards is dropped before its answer.
-struct ProbeGuard<'a> {
-    breaker: &'a Breaker,
-    armed: bool,
-}
-
-impl Drop for ProbeGuard<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.breaker.probe_abandoned();
-        }
-    }
+/// The cache backend as `/performance/cache-stats` shows it.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum BackendFacts {
+    Redis {
+        url: String,
+        used_memory_bytes: u64,
+        keys_under_prefix: usize,
+        key_prefix: String,
+    },
+    Memory {
+        keys: usize,
+    },
 }
 
 /// The pipeline's view of the cache: typed entries, keys, counters, sealing.
@@ -191,172 +48,67 @@ impl Drop for ProbeGuard<'_> {
 pub struct TokenCache {
     store: CacheStore,
     /// In-process copies of token entries read from Redis (none for the memory backend).
-    near: Option<Arc<super::MemoryStore>>,
-    /// Keeps requests away from a Redis that failed.
-    breaker: Arc<Breaker>,
-    /// The origin of the near cache's time stamps (monotonic).
-    epoch: Instant,
-    prefix: Arc<str>,
+    near: Option<Arc<NearCache>>,
+    /// The same store behind the breaker, counting failures per kind: how entries are read
+    /// and written.
+    guarded: GuardedStore,
+    keys: Keys,
     key: SecretKey,
     pub counters: Arc<CacheCounters>,
-    /// Token entries as last decoded and opened, by key, with the stored text they came from:
-    /// a hit whose text is unchanged skips the JSON decoding, the date parsing and the
-    /// decryption. The stored text stays the truth; this only remembers work already done.
-    decoded: Arc<std::sync::RwLock<std::collections::HashMap<String, Arc<Decoded>>>>,
+    decoded: Arc<DecodedTokens>,
 }
-
-/// One token entry, decoded and opened, and the stored text it was read from.
-struct Decoded {
-    text: Arc<str>,
-    entry: CachedToken,
-    token: Secret,
-}
-
-/// Entries remembered at most: beyond, the memo is cleared (one key per account and site).
-const DECODED_MAX: usize = 65_536;
 
 impl TokenCache {
     pub fn new(store: CacheStore, key_prefix: &str, key: SecretKey) -> TokenCache {
         let near = matches!(store, CacheStore::Redis(_)).then(Arc::default);
+        let counters: Arc<CacheCounters> = Arc::default();
         TokenCache {
+            guarded: GuardedStore::new(store.clone(), counters.clone()),
             store,
             near,
-            breaker: Arc::default(),
-            epoch: Instant::now(),
-            prefix: Arc::from(key_prefix),
+            keys: Keys::new(key_prefix),
             key,
-            counters: Arc::default(),
+            counters,
             decoded: Arc::default(),
         }
     }
 
+    /// The store, for wiring the components that share its connection (slots, circuits).
     pub fn store(&self) -> &CacheStore {
         &self.store
     }
 
+    /// `memory` or `redis`.
+    pub fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+
     /// `{key_prefix}:`, the start of every key tokend owns.
     pub fn root(&self) -> String {
-        format!("{}:", self.prefix)
-    }
-
-    fn token_key(&self, site: &str, id: i64) -> String {
-        format!("{}:token:{site}:{id}", self.prefix)
-    }
-
-    fn site_token_key(&self, site: &str) -> String {
-        format!("{}:site-token:{site}", self.prefix)
-    }
-
-    fn credentials_key(&self, site: &str) -> String {
-        format!("{}:credentials:{site}", self.prefix)
-    }
-
-    fn stats_key(&self, site: &str) -> String {
-        format!("{}:account-stats:{site}", self.prefix)
-    }
-
-    fn blacklist_key(&self, site: &str, id: i64) -> String {
-        format!("{}:blacklist:{site}:{id}", self.prefix)
+        self.keys.root()
     }
 
     /// Whether the backend is reachable as far as the cache knows (always, in process).
     pub fn backend_up(&self) -> bool {
-        !self.breaker.is_open()
-    }
-
-    fn note<T>(&self, kind: &str, op: &str, result: Result<T>) -> Result<T> {
-        match &result {
-            Ok(_) => {
-                if self.breaker.succeeded() == Change::Closed {
-                    log::info!(
-                        "event=cache_backend_restored backend={}",
-                        self.store.backend()
-                    );
-                }
-            }
-            Err(e) => {
-                self.counters.error(kind);
-                if self.breaker.failed() == Change::Opened {
-                    log::warn!("event=cache_backend_unreachable backend={} op={op} error=\"{e}\" fallback=in_process", self.store.backend());
-                }
-            }
-        }
-        result
-    }
-
-    /// Runs one call to the store through the breaker: refused at once while it is open,
-    /// sent as the one probe when the pause is over.
-    async fn guarded<T>(
-        &self,
-        kind: &str,
-        op: &str,
-        call: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
-        let admission = self.breaker.admit();
-        if admission == Admission::Refuse {
-            self.counters.error(kind);
-            return Err(Error::CacheUnavailable(
-                "left alone after a failure (breaker open)".into(),
-            ));
-        }
-        // A probe whose caller goes away before the answer frees the probe for another.
-        let mut probe = ProbeGuard {
-            breaker: &self.breaker,
-            armed: admission == Admission::Probe,
-        };
-        let result = call.await;
-        probe.armed = false;
-        self.note(kind, op, result)
+        self.guarded.is_up()
     }
 
     /// One round trip to the backend when the breaker is open and no probe is under way (the
     /// background probe of `CacheActor`); closes the breaker when it answers. Returns whether
     /// the backend is up as far as the cache knows.
     pub async fn probe(&self) -> bool {
-        if !self.breaker.admit_background_probe() {
-            return self.backend_up();
-        }
-        let mut probe = ProbeGuard {
-            breaker: &self.breaker,
-            armed: true,
-        };
-        let result = match &self.store {
-            CacheStore::Redis(redis) => redis.ping().await.map(|_| ()),
-            CacheStore::Memory(_) => Ok(()),
-        };
-        probe.armed = false;
-        // Not counted as an error of a cache kind: no lookup was refused.
-        match result {
-            Ok(()) => {
-                if self.breaker.succeeded() == Change::Closed {
-                    log::info!(
-                        "event=cache_backend_restored backend={} by=probe",
-                        self.store.backend()
-                    );
-                }
-                true
-            }
-            Err(_) => {
-                self.breaker.failed();
-                false
-            }
-        }
-    }
-
-    async fn store_get(&self, kind: &str, key: &str) -> Result<Option<String>> {
-        self.guarded(kind, "get", self.store.get(key)).await
-    }
-
-    /// Deletes are always sent, whatever the breaker says: an invalidation must not be lost.
-    async fn store_delete(&self, kind: &str, key: &str) {
-        let result = self.store.delete(key).await;
-        let _ = self.note(kind, "delete", result);
+        self.guarded.probe().await
     }
 
     /// Reads and decodes an entry; counts hit or miss when `count` (token lookups are
     /// counted by the caller, which also judges freshness).
-    async fn get_json<T: DeserializeOwned>(&self, kind: &str, key: &str, count: bool) -> Option<T> {
-        let text = self.store_get(kind, key).await.ok()?;
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        kind: CacheKind,
+        key: &str,
+        count: bool,
+    ) -> Option<T> {
+        let text = self.guarded.get(kind, key).await.ok()?;
         if count {
             match text {
                 Some(_) => self.counters.hit(kind),
@@ -366,7 +118,12 @@ impl TokenCache {
         self.decode(kind, key, &text?).await
     }
 
-    async fn decode<T: DeserializeOwned>(&self, kind: &str, key: &str, text: &str) -> Option<T> {
+    async fn decode<T: DeserializeOwned>(
+        &self,
+        kind: CacheKind,
+        key: &str,
+        text: &str,
+    ) -> Option<T> {
         match serde_json::from_str(text) {
             Ok(value) => Some(value),
             Err(e) => {
@@ -378,13 +135,13 @@ impl TokenCache {
         }
     }
 
-    async fn put_json<T: Serialize>(&self, kind: &str, key: &str, value: &T, ttl: Duration) {
+    async fn put_json<T: Serialize>(&self, kind: CacheKind, key: &str, value: &T, ttl: Duration) {
         let Ok(text) = serde_json::to_string(value) else {
             return;
         };
-        let _ = self
-            .guarded(kind, "set", self.store.set(key, &text, ttl))
-            .await;
+        // Best effort: a failed write is counted (and an outage logged) by `guarded`; the
+        // next read misses and goes to the database.
+        let _ = self.guarded.set(kind, key, &text, ttl).await;
     }
 
     /// Writes a token entry unless a newer one is stored (fencing) or the token was
@@ -407,12 +164,12 @@ impl TokenCache {
                 if self
                     .near
                     .as_ref()
-                    .is_some_and(|near| near.get(revoked).is_some())
+                    .is_some_and(|near| near.marked(revoked).is_some())
                 {
                     TokenWrite::Revoked
                 } else {
                     let call = redis.set_token(key, &text, ttl, entry.fence, Some(revoked));
-                    match self.guarded("token", "set", call).await {
+                    match self.guarded.call(CacheKind::Token, "set", call).await {
                         Ok(written) => written,
                         // Redis is away: the near cache serves meanwhile.
                         Err(_) => TokenWrite::Written,
@@ -442,37 +199,26 @@ impl TokenCache {
 
     fn near_forget(&self, key: &str) {
         if let Some(near) = &self.near {
-            near.delete(key);
+            near.forget(key);
         }
     }
 
-    async fn delete(&self, kind: &str, key: &str) {
-        if let Some(near) = &self.near {
-            near.delete(key);
-        }
-        self.decoded
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
-        self.store_delete(kind, key).await;
+    async fn delete(&self, kind: CacheKind, key: &str) {
+        self.near_forget(key);
+        self.decoded.forget(key);
+        self.guarded.delete(kind, key).await;
     }
 
-    /// Keeps a copy in the near cache, stamped with the (monotonic) time it was known to be
-    /// current.
+    /// Keeps a copy in the near cache (Redis backend only).
     fn near_put(&self, key: &str, text: &str, ttl: Duration) {
         if let Some(near) = &self.near {
-            let at = self.epoch.elapsed().as_millis();
-            near.set(key, format!("{at}\n{text}"), ttl);
+            near.put(key, text, ttl);
         }
     }
 
     /// A near-cache copy and its age.
     fn near_get(&self, key: &str) -> Option<(Duration, String)> {
-        let stamped = self.near.as_ref()?.get(key)?;
-        let (at, text) = stamped.split_once('\n')?;
-        let at = Duration::from_millis(at.parse().ok()?);
-        let age = self.epoch.elapsed().saturating_sub(at);
-        Some((age, text.to_string()))
+        self.near.as_ref()?.get(key)
     }
 
     /// The entry under `key`: from the near cache when recent, else from the store; while the
@@ -484,7 +230,7 @@ impl TokenCache {
                 return Some(text.clone());
             }
         }
-        match self.store_get("token", key).await {
+        match self.guarded.get(CacheKind::Token, key).await {
             Ok(Some(text)) => {
                 if self.near.is_some() {
                     let left = serde_json::from_str::<CachedToken>(&text)
@@ -497,9 +243,7 @@ impl TokenCache {
                 Some(text)
             }
             Ok(None) => {
-                if let Some(n) = &self.near {
-                    n.delete(key);
-                }
+                self.near_forget(key);
                 None
             }
             Err(_) => near.map(|(_, text)| text),
@@ -507,24 +251,20 @@ impl TokenCache {
     }
 
     /// The cached token of one account, or of the site's newest login; with the token opened.
-    pub async fn token(
-        &self,
-        site: &str,
-        credential_id: Option<i64>,
-    ) -> Option<(CachedToken, Secret)> {
+    pub async fn token(&self, site: &str, credential_id: Option<i64>) -> Option<Arc<OpenedToken>> {
         let key = match credential_id {
-            Some(id) => self.token_key(site, id),
-            None => self.site_token_key(site),
+            Some(id) => self.keys.token(site, id),
+            None => self.keys.site_token(site),
         };
         // In process, the stored text is shared: a repeated hit compares one pointer.
         let text: Arc<str> = match &self.store {
             CacheStore::Memory(memory) => memory.get_shared(&key)?,
             CacheStore::Redis(_) => Arc::from(self.token_text(&key).await?),
         };
-        if let Some(known) = self.remembered(&key, &text) {
-            return Some((known.entry.clone(), known.token.clone()));
+        if let Some(known) = self.decoded.get(&key, &text) {
+            return Some(known);
         }
-        let entry: CachedToken = self.decode("token", &key, &text).await?;
+        let entry: CachedToken = self.decode(CacheKind::Token, &key, &text).await?;
         match self.key.open(
             &entry.token,
             SealContext::Token {
@@ -532,49 +272,22 @@ impl TokenCache {
                 account: &entry.account,
             },
         ) {
-            Ok(token) => {
-                self.remember(key, text, &entry, &token);
-                Some((entry, token))
-            }
+            Ok(token) => Some(self.decoded.put(key, OpenedToken { text, entry, token })),
             Err(e) => {
                 log::warn!("event=cache_entry_unreadable kind=token site={site} error=\"{e}\"");
-                self.counters.error("token");
+                self.counters.error(CacheKind::Token);
                 None
             }
         }
-    }
-
-    /// The decoded entry of `key` if it was decoded from this very text.
-    fn remembered(&self, key: &str, text: &Arc<str>) -> Option<Arc<Decoded>> {
-        let decoded = self.decoded.read().unwrap_or_else(|p| p.into_inner());
-        decoded
-            .get(key)
-            .filter(|d| Arc::ptr_eq(&d.text, text) || *d.text == **text)
-            .cloned()
-    }
-
-    fn remember(&self, key: String, text: Arc<str>, entry: &CachedToken, token: &Secret) {
-        let mut decoded = self.decoded.write().unwrap_or_else(|p| p.into_inner());
-        if decoded.len() >= DECODED_MAX {
-            decoded.clear();
-        }
-        decoded.insert(
-            key,
-            Arc::new(Decoded {
-                text,
-                entry: entry.clone(),
-                token: token.clone(),
-            }),
-        );
     }
 
     /// The cached entry of one account's token, left sealed: what the dashboard shows
     /// (expiry, issue time, the acquisition behind it) needs no token material. Not counted
     /// as a hit or a miss: no caller asked for the token.
     pub async fn token_entry(&self, site: &str, credential_id: i64) -> Option<CachedToken> {
-        let key = self.token_key(site, credential_id);
+        let key = self.keys.token(site, credential_id);
         let text = self.token_text(&key).await?;
-        self.decode("token", &key, &text).await
+        self.decode(CacheKind::Token, &key, &text).await
     }
 
     /// Caches a token under its account and as the site's newest, unless it was invalidated.
@@ -585,16 +298,16 @@ impl TokenCache {
         if ttl.is_zero() {
             return;
         }
-        let revoked = self.revoked_key(site, entry.credential_id, &entry.token);
-        let account_key = self.token_key(site, entry.credential_id);
+        let revoked = self.keys.revoked(site, entry.credential_id, &entry.token);
+        let account_key = self.keys.token(site, entry.credential_id);
         self.put_token_entry(&account_key, entry, ttl, &revoked)
             .await;
-        self.put_token_entry(&self.site_token_key(site), entry, ttl, &revoked)
+        self.put_token_entry(&self.keys.site_token(site), entry, ttl, &revoked)
             .await;
     }
 
     /// Seals a token for the cache.
-    pub fn seal(&self, site: &str, account: &str, token: &Secret) -> crate::error::Result<String> {
+    pub fn seal(&self, site: &str, account: &str, token: &Secret) -> Result<String> {
         self.key
             .seal(token.expose(), SealContext::Token { site, account })
     }
@@ -612,8 +325,8 @@ impl TokenCache {
         credential_id: i64,
         stored: Option<(&str, DateTime<Utc>)>,
     ) {
-        let account_key = self.token_key(site, credential_id);
-        let newest_key = self.site_token_key(site);
+        let account_key = self.keys.token(site, credential_id);
+        let newest_key = self.keys.site_token(site);
         let account: Option<CachedToken> = self.entry_for_invalidation(&account_key).await;
         let newest: Option<CachedToken> = self.entry_for_invalidation(&newest_key).await;
         let mut dropped: Vec<(String, DateTime<Utc>)> = stored
@@ -628,15 +341,15 @@ impl TokenCache {
         for (sealed, expires_at) in &dropped {
             self.revoke(site, credential_id, sealed, *expires_at).await;
         }
-        self.delete("token", &account_key).await;
+        self.delete(CacheKind::Token, &account_key).await;
         if newest.is_none_or(|t| t.credential_id == credential_id) {
-            self.delete("token", &newest_key).await;
+            self.delete(CacheKind::Token, &newest_key).await;
         }
     }
 
     /// The entry under `key` as far as it can be known (the store, else the near cache).
     async fn entry_for_invalidation(&self, key: &str) -> Option<CachedToken> {
-        let text = match self.store_get("token", key).await {
+        let text = match self.guarded.get(CacheKind::Token, key).await {
             Ok(found) => found,
             Err(_) => self.near_get(key).map(|(_, text)| text),
         };
@@ -658,66 +371,73 @@ impl TokenCache {
         if ttl.is_zero() {
             return;
         }
-        let key = self.revoked_key(site, credential_id, sealed);
+        let key = self.keys.revoked(site, credential_id, sealed);
         if let Some(near) = &self.near {
-            near.set(&key, "1".into(), ttl);
+            near.mark(&key, "1".into(), ttl);
         }
-        let result = self.store.set(&key, "1", ttl).await;
-        let _ = self.note("token", "revoke", result);
-    }
-
-    /// The tombstone key of one token (by the fingerprint of its sealed form).
-    fn revoked_key(&self, site: &str, credential_id: i64, sealed: &str) -> String {
-        format!(
-            "{}:revoked:{site}:{credential_id}:{}",
-            self.prefix,
-            crate::secret::fingerprint(sealed)
-        )
+        if let Err(e) = self
+            .guarded
+            .set_always(CacheKind::Token, &key, "1", ttl)
+            .await
+        {
+            // The entries are still deleted; only a racing write of this token is not refused.
+            log::warn!("event=cache_tombstone_failed key={key} error=\"{e}\"");
+        }
     }
 
     pub async fn credentials(&self, site: &str) -> Option<Vec<CredentialEntry>> {
-        self.get_json("credentials", &self.credentials_key(site), true)
+        self.get_json(CacheKind::Credentials, &self.keys.credentials(site), true)
             .await
     }
 
     pub async fn put_credentials(&self, site: &str, list: &[CredentialEntry], ttl: Duration) {
-        self.put_json("credentials", &self.credentials_key(site), &list, ttl)
-            .await;
+        self.put_json(
+            CacheKind::Credentials,
+            &self.keys.credentials(site),
+            &list,
+            ttl,
+        )
+        .await;
     }
 
-    pub async fn account_stats(&self, site: &str) -> Option<Vec<crate::selection::AccountStats>> {
-        self.get_json("account_stats", &self.stats_key(site), true)
-            .await
+    pub async fn account_stats(&self, site: &str) -> Option<Vec<AccountStats>> {
+        self.get_json(
+            CacheKind::AccountStats,
+            &self.keys.account_stats(site),
+            true,
+        )
+        .await
     }
 
-    pub async fn put_account_stats(
-        &self,
-        site: &str,
-        stats: &[crate::selection::AccountStats],
-        ttl: Duration,
-    ) {
-        self.put_json("account_stats", &self.stats_key(site), &stats, ttl)
-            .await;
+    pub async fn put_account_stats(&self, site: &str, stats: &[AccountStats], ttl: Duration) {
+        self.put_json(
+            CacheKind::AccountStats,
+            &self.keys.account_stats(site),
+            &stats,
+            ttl,
+        )
+        .await;
     }
 
     pub async fn forget_account_stats(&self, site: &str) {
-        self.delete("account_stats", &self.stats_key(site)).await;
+        self.delete(CacheKind::AccountStats, &self.keys.account_stats(site))
+            .await;
     }
 
     /// The blacklist or cooldown of an account mirrored in the cache, if one is in force.
     /// With Redis, a copy is kept in process, so that an outage does not let a blocked
     /// account be tried again at once.
     pub async fn block(&self, site: &str, id: i64) -> Option<(BlockReason, DateTime<Utc>)> {
-        let key = self.blacklist_key(site, id);
-        let found = match self.store_get("blacklist", &key).await {
+        let key = self.keys.blacklist(site, id);
+        let found = match self.guarded.get(CacheKind::Blacklist, &key).await {
             Ok(found) => found,
-            Err(_) => self.near.as_ref().and_then(|near| near.get(&key)),
+            Err(_) => self.near.as_ref().and_then(|near| near.marked(&key)),
         };
-        let block = found.as_deref().and_then(parse_block);
+        let block = found.as_deref().and_then(decode_block);
         if block.is_some() {
-            self.counters.hit("blacklist");
+            self.counters.hit(CacheKind::Blacklist);
         } else {
-            self.counters.miss("blacklist");
+            self.counters.miss(CacheKind::Blacklist);
         }
         block.filter(|(_, until)| *until > Utc::now())
     }
@@ -730,18 +450,20 @@ impl TokenCache {
         if ttl.is_zero() {
             return;
         }
-        let key = self.blacklist_key(site, id);
-        let value = format!("{}\n{}", reason.as_str(), until.timestamp_millis());
+        let key = self.keys.blacklist(site, id);
+        let value = encode_block(reason, until);
         if let Some(near) = &self.near {
-            near.set(&key, value.clone(), ttl);
+            near.mark(&key, value.clone(), ttl);
         }
+        // Best effort: the database holds the block, and the near copy serves meanwhile.
         let _ = self
-            .guarded("blacklist", "set", self.store.set(&key, &value, ttl))
+            .guarded
+            .set(CacheKind::Blacklist, &key, &value, ttl)
             .await;
     }
 
     pub async fn remove_block(&self, site: &str, id: i64) {
-        self.delete("blacklist", &self.blacklist_key(site, id))
+        self.delete(CacheKind::Blacklist, &self.keys.blacklist(site, id))
             .await;
     }
 
@@ -751,87 +473,192 @@ impl TokenCache {
         let CacheStore::Redis(redis) = &self.store else {
             return None;
         };
-        let key = format!("{}:turn:{site}", self.prefix);
-        self.guarded("token", "incr", redis.incr(&key)).await.ok()
+        let key = self.keys.turn(site);
+        self.guarded
+            .call(CacheKind::Token, "incr", redis.incr(&key))
+            .await
+            .ok()
     }
 
     /// Drops a site's cached credential list and statistics: the next use reloads them.
     pub async fn forget_accounts(&self, site: &str) {
-        self.delete("credentials", &self.credentials_key(site))
+        self.delete(CacheKind::Credentials, &self.keys.credentials(site))
             .await;
-        self.delete("account_stats", &self.stats_key(site)).await;
+        self.delete(CacheKind::AccountStats, &self.keys.account_stats(site))
+            .await;
     }
 }
 
-/// `REASON\nUNTIL_MS`, as [`TokenCache::put_block`] writes it.
-fn parse_block(text: &str) -> Option<(BlockReason, DateTime<Utc>)> {
-    let (reason, until) = text.split_once('\n')?;
-    Some((
-        BlockReason::parse(reason)?,
-        DateTime::from_timestamp_millis(until.parse().ok()?)?,
-    ))
-}
-
-/// The key prefixes of the cache kinds (never the slots or locks, which share the prefix).
-const KIND_PREFIXES: [(&str, &str); 5] = [
-    ("token", "token:"),
-    ("token", "site-token:"),
-    ("credentials", "credentials:"),
-    ("account_stats", "account-stats:"),
-    ("blacklist", "blacklist:"),
-];
-
 impl TokenCache {
     /// Keys per cache kind, as the backend counts them (SCAN on Redis).
-    pub async fn key_counts(&self) -> Result<BTreeMap<&'static str, usize>> {
+    pub async fn key_counts(&self) -> Result<BTreeMap<CacheKind, usize>> {
         let mut counts = BTreeMap::new();
-        for (kind, prefix) in KIND_PREFIXES {
-            let n = self
-                .store
-                .count_prefix(&format!("{}:{prefix}", self.prefix))
-                .await?;
+        for (kind, prefix) in self.keys.kind_prefixes() {
+            let n = self.store.count_prefix(&prefix).await?;
             *counts.entry(kind).or_insert(0) += n;
         }
         Ok(counts)
     }
 
+    /// What `/performance/cache-stats` shows of the backend.
+    pub async fn backend_facts(&self) -> Result<BackendFacts> {
+        Ok(match &self.store {
+            CacheStore::Redis(redis) => BackendFacts::Redis {
+                url: redis.display_url().to_string(),
+                used_memory_bytes: redis.used_memory().await?,
+                // Every key under `{key_prefix}:`: entries, slots, locks, tombstones.
+                keys_under_prefix: self.store.count_prefix(&self.keys.root()).await?,
+                key_prefix: self.keys.prefix().to_string(),
+            },
+            CacheStore::Memory(memory) => BackendFacts::Memory {
+                keys: memory.count_prefix(""),
+            },
+        })
+    }
+
     /// Deletes the cached entries of every site, or of one; returns how many keys.
     pub async fn clear(&self, site: Option<&str>) -> Result<usize> {
-        self.decoded
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.decoded.clear();
         let mut removed = 0;
-        let prefixes: Vec<String> = match site {
-            None => KIND_PREFIXES
-                .iter()
-                .map(|(_, p)| format!("{}:{p}", self.prefix))
-                .collect(),
-            Some(site) => vec![
-                format!("{}:token:{site}:", self.prefix),
-                format!("{}:blacklist:{site}:", self.prefix),
-            ],
+        let (prefixes, singles): (Vec<String>, Vec<String>) = match site {
+            None => (self.keys.kind_prefixes().map(|(_, p)| p).collect(), vec![]),
+            Some(site) => {
+                let (prefixes, singles) = self.keys.site_entries(site);
+                (prefixes.into(), singles.into())
+            }
         };
         for prefix in &prefixes {
             removed += self.store.delete_prefix(prefix).await?;
             if let Some(near) = &self.near {
-                near.delete_prefix(prefix);
+                near.forget_prefix(prefix);
             }
         }
-        if let Some(site) = site {
-            for key in [
-                self.site_token_key(site),
-                self.credentials_key(site),
-                self.stats_key(site),
-            ] {
-                if self.store.delete(&key).await? {
-                    removed += 1;
-                }
-                if let Some(near) = &self.near {
-                    near.delete(&key);
-                }
+        for key in &singles {
+            if self.store.delete(key).await? {
+                removed += 1;
             }
+            self.near_forget(key);
         }
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use chrono::Duration as Span;
+
+    fn cache() -> TokenCache {
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let key = SecretKey::from_base64(&key).expect("32-byte key");
+        TokenCache::new(CacheStore::Memory(Arc::default()), "t", key)
+    }
+
+    fn entry(cache: &TokenCache, site: &str, id: i64, token: &str, life: i64) -> CachedToken {
+        let now = Utc::now();
+        let account = format!("acc{id}");
+        CachedToken {
+            credential_id: id,
+            token: cache
+                .seal(site, &account, &Secret::new(token.to_string()))
+                .unwrap(),
+            account,
+            token_type: "Bearer".into(),
+            issued_at: now,
+            expires_at: now + Span::seconds(life),
+            refresh_at: now + Span::seconds(life * 2 / 3),
+            acquisition_id: format!("acq-{token}"),
+            fence: 0,
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_token_is_served_under_its_account_and_as_the_sites_newest() {
+        let cache = cache();
+        cache
+            .put_token("s", &entry(&cache, "s", 1, "one", 60))
+            .await;
+        cache
+            .put_token("s", &entry(&cache, "s", 2, "two", 60))
+            .await;
+        let mine = cache.token("s", Some(1)).await.expect("account 1's token");
+        assert_eq!(mine.token.expose(), "one");
+        let newest = cache.token("s", None).await.expect("the site's newest");
+        assert_eq!(newest.token.expose(), "two");
+        // A second hit is the very same opened entry: nothing decoded again.
+        let again = cache.token("s", Some(1)).await.unwrap();
+        assert!(Arc::ptr_eq(&mine, &again));
+        assert!(cache.token("other", Some(1)).await.is_none());
+    }
+
+    #[actix_rt::test]
+    async fn an_invalidated_token_is_not_cached_again_by_a_late_writer() {
+        let cache = cache();
+        let late = entry(&cache, "s", 1, "old", 60);
+        cache.put_token("s", &late).await;
+        cache.invalidate("s", 1, None).await;
+        assert!(cache.token("s", Some(1)).await.is_none());
+        assert!(cache.token("s", None).await.is_none());
+        // An acquisition that read the token before the invalidation writes it back: refused.
+        cache.put_token("s", &late).await;
+        assert!(cache.token("s", Some(1)).await.is_none());
+        // A new token for the account is cached as usual.
+        cache
+            .put_token("s", &entry(&cache, "s", 1, "new", 60))
+            .await;
+        assert_eq!(
+            cache.token("s", Some(1)).await.unwrap().token.expose(),
+            "new"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn an_entry_sealed_for_another_account_is_an_error_not_a_token() {
+        let cache = cache();
+        let mut stolen = entry(&cache, "s", 1, "secret", 60);
+        stolen.account = "someone_else".into();
+        cache.put_token("s", &stolen).await;
+        assert!(cache.token("s", Some(1)).await.is_none());
+        assert_eq!(cache.counters.get(CacheKind::Token).errors, 1);
+    }
+
+    #[actix_rt::test]
+    async fn clearing_one_site_leaves_the_others_and_counts_what_went() {
+        let cache = cache();
+        cache.put_token("a", &entry(&cache, "a", 1, "x", 60)).await;
+        cache
+            .put_token("ab", &entry(&cache, "ab", 1, "y", 60))
+            .await;
+        let until = Utc::now() + Span::seconds(60);
+        cache.put_block("a", 1, BlockReason::Failed, until).await;
+        let counts = cache.key_counts().await.unwrap();
+        assert_eq!(counts[&CacheKind::Token], 4);
+        assert_eq!(counts[&CacheKind::Blacklist], 1);
+        // a's token, a's newest and a's block.
+        assert_eq!(cache.clear(Some("a")).await.unwrap(), 3);
+        assert!(cache.token("a", Some(1)).await.is_none());
+        assert!(cache.block("a", 1).await.is_none());
+        assert_eq!(
+            cache.token("ab", Some(1)).await.unwrap().token.expose(),
+            "y"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn a_mirrored_block_is_read_back_and_counted() {
+        let cache = cache();
+        assert!(cache.block("s", 1).await.is_none());
+        let until = Utc::now() + Span::seconds(120);
+        cache
+            .put_block("s", 1, BlockReason::CaptchaError, until)
+            .await;
+        let (reason, read) = cache.block("s", 1).await.expect("the block");
+        assert_eq!(reason, BlockReason::CaptchaError);
+        assert_eq!(read.timestamp_millis(), until.timestamp_millis());
+        let counts = cache.counters.get(CacheKind::Blacklist);
+        assert_eq!((counts.hits, counts.misses), (1, 1));
+        cache.remove_block("s", 1).await;
+        assert!(cache.block("s", 1).await.is_none());
     }
 }

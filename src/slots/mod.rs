@@ -15,7 +15,9 @@ use actix::Addr;
 use tokio::sync::Notify;
 
 use self::redis::{RedisSlots, RemoteLease, SlotRequest};
-use crate::actors::concurrency::{acquire_slot, ConcurrencyActor, RenewLease, SetLimits};
+use crate::actors::concurrency::{
+    acquire_slot, Cleanup, ConcurrencyActor, RenewLease, SetLimits, SlotUsage, Usage,
+};
 pub use crate::actors::concurrency::{SlotGuard, SlotLimits};
 use crate::config::{seconds, ConcurrencyConfig};
 use crate::error::{Error, Result};
@@ -248,6 +250,27 @@ impl Slots {
 
     pub fn actor(&self) -> &Addr<ConcurrencyActor> {
         &self.actor
+    }
+
+    /// The slots held and waited for in this process.
+    pub async fn usage_here(&self) -> Result<SlotUsage> {
+        Ok(self.actor.send(Usage).await?)
+    }
+
+    /// Slots held and waiters queued across instances (Redis); `None` in process.
+    pub async fn usage_shared(&self) -> Option<Result<(u64, u64)>> {
+        Some(self.redis.as_ref()?.usage().await)
+    }
+
+    /// Frees the slots held past their lease and drops the waiters that gave up, in this
+    /// process: (leases, waiters).
+    pub async fn cleanup_here(&self) -> Result<(usize, usize)> {
+        Ok(self.actor.send(Cleanup).await?)
+    }
+
+    /// The same across instances (Redis); `None` in process.
+    pub async fn cleanup_shared(&self) -> Option<Result<(u64, u64)>> {
+        Some(self.redis.as_ref()?.cleanup().await)
     }
 
     pub fn redis(&self) -> Option<&RedisSlots> {

@@ -28,7 +28,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::Script;
 
-use super::SlotLimits;
+use crate::actors::concurrency::SlotLimits;
 use crate::db::Pool;
 use crate::error::{Error, Result};
 
@@ -235,7 +235,12 @@ impl Drop for WaiterGuard {
         );
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let _ = slots.release_id(&id, &site, &account).await;
+                // A waiter that gave up: its queue entry, or a grant it never took.
+                if let Err(e) = slots.release_id(&id, &site, &account).await {
+                    log::warn!(
+                        "event=slot_release_failed site={site} error=\"{e}\" action=lease_will_expire"
+                    );
+                }
             });
         }
     }

@@ -65,7 +65,13 @@ fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
 }
 
 /// The dashboard page (a shell: all data comes from the API, with the admin token).
-#[utoipa::path(get, path = "/", tag = "dashboard", security(()), responses((status = 200, description = "The dashboard page (text/html)")))]
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "dashboard",
+    security(()),
+    responses((status = 200, description = "The dashboard page (text/html)")),
+)]
 pub async fn index() -> HttpResponse {
     asset("text/html; charset=utf-8", INDEX_HTML)
 }

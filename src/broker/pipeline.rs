@@ -1,0 +1,355 @@
+//! [`Broker`]: the pipeline's handle and its front door. [`Broker::acquire`] takes the hot
+//! path (a cached token with enough life left, no actor, no database) and otherwise runs the
+//! slow path of [`super::login`] as a task of its own; invalidation and the single-flight
+//! locks live here too.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use chrono::Utc;
+
+use super::in_use::InUse;
+use super::request::{AcquireRequest, AcquiredToken, Source};
+use crate::actors::history::HistoryRecorder;
+use crate::actors::monitor::MonitorActor;
+use crate::adaptive::AdaptiveLimits;
+use crate::budget::LoginBudgets;
+use crate::cache::{CacheKind, TokenCache};
+use crate::circuit::{CircuitPolicy, Circuits};
+use crate::config::{seconds, validate_site_name, Config, SiteConfig};
+use crate::crypto::SecretKey;
+use crate::db::Pool;
+use crate::drivers::LoginDriver;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::outcome::TriggerReason;
+use crate::slots::Slots;
+
+/// The single-flight key: one login at a time per (site, account).
+pub(super) type FlightKey = (String, i64);
+
+/// What the single-flight lock of an account guards: the last login's failure, so that the
+/// callers that waited for that login get its result instead of logging in again.
+#[derive(Default)]
+pub(crate) struct Flight {
+    pub(super) last_failure: Option<(Instant, crate::drivers::LoginFailure)>,
+}
+
+/// The pipeline. Cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    pub(super) inner: Arc<Inner>,
+}
+
+/// What every part of the pipeline reads; private to the pipeline's files.
+pub(super) struct Inner {
+    pub(super) config: Arc<Config>,
+    pub(super) pool: Pool,
+    pub(super) key: SecretKey,
+    pub(super) cache: TokenCache,
+    pub(super) drivers: HashMap<String, LoginDriver>,
+    pub(super) slots: Slots,
+    pub(super) monitor: Addr<MonitorActor>,
+    pub(super) history: HistoryRecorder,
+    /// Per-account login locks; weak, so a lock nobody holds or waits for goes away.
+    pub(super) flights: Mutex<HashMap<FlightKey, Weak<tokio::sync::Mutex<Flight>>>>,
+    /// The sites' circuits (SPEC §11), shared through Redis when configured.
+    pub(super) circuits: Circuits,
+    /// The Prometheus side, for the circuit gauges.
+    pub(super) metrics: Arc<Metrics>,
+    /// Logins per sliding hour, per site and per account (SPEC §12).
+    pub(super) budgets: LoginBudgets,
+    /// Adaptive slot limits per site (SPEC §12).
+    pub(super) adaptive: AdaptiveLimits,
+    /// Round-robin turns per site, when Redis does not keep them.
+    pub(super) turns: Mutex<HashMap<String, u64>>,
+    /// Background refreshes running or backing off: until when, after how many failures.
+    pub(super) refreshing: Mutex<HashMap<FlightKey, (Instant, u32)>>,
+    /// Logins in progress, for the stop (issue 15: cut logins are logged and recorded).
+    pub(super) running: crate::shutdown::RunningLogins,
+    /// Tokens handed out on sites with validity probes (SPEC §13).
+    pub(super) in_use: InUse,
+    /// Captchas waiting for a person (SPEC §13).
+    pub(super) captchas: crate::captcha::Captchas,
+}
+
+/// Everything the broker works with.
+pub struct BrokerParts {
+    pub config: Arc<Config>,
+    pub pool: Pool,
+    pub key: SecretKey,
+    pub cache: TokenCache,
+    pub slots: Slots,
+    pub monitor: Addr<MonitorActor>,
+    pub history: HistoryRecorder,
+    pub circuits: Circuits,
+    pub metrics: Arc<Metrics>,
+    pub budgets: LoginBudgets,
+    pub adaptive: AdaptiveLimits,
+}
+
+impl Broker {
+    pub fn new(parts: BrokerParts) -> Result<Broker> {
+        let default_ttl = seconds(parts.config.cache.default_token_ttl);
+        let captchas =
+            crate::captcha::Captchas::new(seconds(parts.config.retry.captcha_answer_timeout));
+        let drivers = parts
+            .config
+            .sites
+            .iter()
+            .map(|site| {
+                let driver = LoginDriver::with_context(
+                    site,
+                    default_ttl,
+                    &parts.config.sites,
+                    Some(parts.metrics.clone()),
+                )?
+                .with_captchas(captchas.clone());
+                Ok((site.name.clone(), driver))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Broker {
+            inner: Arc::new(Inner {
+                config: parts.config,
+                pool: parts.pool,
+                key: parts.key,
+                cache: parts.cache,
+                drivers,
+                slots: parts.slots,
+                monitor: parts.monitor,
+                history: parts.history,
+                circuits: parts.circuits,
+                metrics: parts.metrics,
+                budgets: parts.budgets,
+                adaptive: parts.adaptive,
+                turns: Mutex::default(),
+                flights: Mutex::default(),
+                refreshing: Mutex::default(),
+                running: crate::shutdown::RunningLogins::default(),
+                in_use: InUse::default(),
+                captchas,
+            }),
+        })
+    }
+
+    /// The captchas waiting for a person.
+    pub fn captchas(&self) -> &crate::captcha::Captchas {
+        &self.inner.captchas
+    }
+
+    /// The logins in progress (for the stop, see [`crate::shutdown`]).
+    pub fn running_logins(&self) -> &crate::shutdown::RunningLogins {
+        &self.inner.running
+    }
+
+    pub(crate) fn site(&self, name: &str) -> Result<&SiteConfig> {
+        validate_site_name("site_name", name)?;
+        self.inner
+            .config
+            .site(name)
+            .ok_or_else(|| Error::UnknownSite(name.to_string()))
+    }
+
+    /// The site whose accounts `site` uses: itself, or a derived site's root parent (§13).
+    pub(crate) fn account_owner<'a>(&'a self, site: &'a SiteConfig) -> &'a SiteConfig {
+        crate::config::court::account_owner(&self.inner.config.sites, site)
+    }
+
+    /// For a derived site, the name of the site whose accounts it uses; `None` otherwise.
+    pub fn accounts_site(&self, name: &str) -> Option<String> {
+        let site = self.inner.config.site(name)?;
+        let owner = self.account_owner(site);
+        (owner.name != site.name).then(|| owner.name.clone())
+    }
+
+    /// Hands out a valid token for the site (SPEC §1).
+    pub async fn acquire(&self, request: AcquireRequest) -> Result<AcquiredToken> {
+        self.acquire_as(request, TriggerReason::TokenNeeded).await
+    }
+
+    pub async fn acquire_as(
+        &self,
+        request: AcquireRequest,
+        trigger: TriggerReason,
+    ) -> Result<AcquiredToken> {
+        let site = self.site(&request.site_name)?;
+        let arrived = Utc::now();
+        let credential_id = match (request.credential_id, &request.account) {
+            (Some(id), _) => Some(id),
+            (None, Some(account)) => Some(self.credential_id_of(site, account).await?),
+            (None, None) => None,
+        };
+        if !request.force_refresh {
+            if let Some(hit) = self.cached(site, credential_id).await {
+                self.mark_in_use(site, &hit);
+                return Ok(hit);
+            }
+        }
+        let trigger = if request.force_refresh && trigger == TriggerReason::TokenNeeded {
+            TriggerReason::ForceRefresh
+        } else {
+            trigger
+        };
+        // The slow path runs as a task of its own: a caller that goes away (client
+        // disconnect) or stops waiting (acquisition_timeout) does not cut a login short, so
+        // its slot, history row and metrics are always settled, the callers waiting on the
+        // same login still get its token, and a login that outlives its caller (a person
+        // solving a captcha) still fills the cache for the next one.
+        let broker = self.clone();
+        let site_name = site.name.clone();
+        let force = request.force_refresh;
+        let task = actix_web::rt::spawn(async move {
+            let site = broker.site(&site_name)?;
+            broker
+                .login(site, credential_id, force, trigger, arrived)
+                .await
+        });
+        let timeout = seconds(self.inner.config.concurrency.acquisition_timeout);
+        let answer = match tokio::time::timeout(timeout, task).await {
+            Ok(joined) => joined.map_err(|e| Error::Internal(format!("acquisition task: {e}")))?,
+            Err(_) => Err(Error::Timeout(format!(
+                "no token for site `{}` within acquisition_timeout ({:.0}s); a login that is still running goes on and its token will be cached",
+                site.name,
+                timeout.as_secs_f64()
+            ))),
+        };
+        if let Ok(token) = &answer {
+            self.mark_in_use(site, token);
+        }
+        answer
+    }
+
+    /// The hot path: a cached token with enough life left, or `None`.
+    async fn cached(&self, site: &SiteConfig, credential_id: Option<i64>) -> Option<AcquiredToken> {
+        let cache = &self.inner.cache;
+        let now = Utc::now();
+        let refresh_ahead = self.inner.config.cache.refresh_ahead;
+        let fresh = cache
+            .token(&site.name, credential_id)
+            .await
+            .filter(|hit| hit.entry.is_fresh(now, refresh_ahead));
+        let Some(hit) = fresh else {
+            cache.counters.miss(CacheKind::Token);
+            return None;
+        };
+        cache.counters.hit(CacheKind::Token);
+        let entry = &hit.entry;
+        if self.inner.config.cache.background_refresh
+            && now >= entry.refresh_at
+            && entry.refresh_at < entry.expires_at
+        {
+            self.schedule_refresh(site, entry);
+        }
+        Some(AcquiredToken::from_cache(
+            entry,
+            hit.token.clone(),
+            Source::Cache,
+        ))
+    }
+
+    /// Drops the token of (site, account) from cache and store, so the next acquire logs in.
+    /// Returns whether there was one.
+    pub async fn invalidate(&self, site_name: &str, account: &str) -> Result<bool> {
+        let removed = self.invalidate_one(site_name, account).await?;
+        self.invalidate_derived(site_name, account).await;
+        Ok(removed)
+    }
+
+    async fn invalidate_one(&self, site_name: &str, account: &str) -> Result<bool> {
+        let site = self.site(site_name)?;
+        let id = self.credential_id_of(site, account).await?;
+        // The stored token goes first: an acquire that misses the cache in between would
+        // otherwise find the row and put the rejected token back into the cache. One that
+        // read the row just before is refused by the token's tombstone.
+        let (site_owned, account_owned) = (site.name.clone(), account.to_string());
+        let stored = self
+            .inner
+            .pool
+            .run(move |conn| crate::db::tokens::take(conn, &site_owned, &account_owned))
+            .await?;
+        let dropped = stored
+            .as_ref()
+            .map(|t| (t.token.as_str(), t.expires_at.and_utc()));
+        self.inner.cache.invalidate(&site.name, id, dropped).await;
+        let removed = stored.is_some();
+        log::info!(
+            "event=token_invalidated site={} account={account} stored={removed}",
+            site.name
+        );
+        Ok(removed)
+    }
+
+    /// A parent's token is gone: so are the tokens derived from it, and from those (SPEC
+    /// §13), which the portal would refuse once it refuses their parent.
+    async fn invalidate_derived(&self, site_name: &str, account: &str) {
+        let sites = &self.inner.config.sites;
+        let mut parents = vec![site_name.to_string()];
+        // The chains are acyclic (checked at start); the bound is a second guard.
+        for _ in 0..sites.len() {
+            let Some(parent) = parents.pop() else { break };
+            for child in sites
+                .iter()
+                .filter(|s| s.driver.is_derived() && s.from_site == parent)
+            {
+                match self.invalidate_one(&child.name, account).await {
+                    Ok(removed) => log::info!(
+                        "event=derived_token_invalidated site={} parent={parent} account={account} stored={removed}",
+                        child.name
+                    ),
+                    Err(e) => log::warn!(
+                        "event=derived_token_not_invalidated site={} parent={parent} account={account} error=\"{e}\"",
+                        child.name
+                    ),
+                }
+                parents.push(child.name.clone());
+            }
+        }
+    }
+
+    /// The circuit rules of a site: its own overrides, else `[circuit]`.
+    pub(crate) fn circuit_policy(&self, site: &SiteConfig) -> CircuitPolicy {
+        let (failure_threshold, open) = self.inner.config.circuit_of(site);
+        CircuitPolicy {
+            failure_threshold,
+            open: seconds(open),
+            // A probe holds the half-open state for as long as one login may take.
+            probe_lease: seconds(self.inner.config.retry.login_timeout) + Duration::from_secs(5),
+        }
+    }
+
+    pub fn circuits(&self) -> &Circuits {
+        &self.inner.circuits
+    }
+
+    /// Waits for everything recorded so far to reach the history table (tests, shutdown).
+    pub async fn flush_history(&self) -> usize {
+        self.inner.history.flush().await
+    }
+
+    /// Single-flight locks in this process that are held or waited for.
+    pub fn active_locks(&self) -> usize {
+        let flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
+        flights.values().filter(|w| w.strong_count() > 0).count()
+    }
+
+    /// Forgets locks nobody holds or waits for; returns how many.
+    pub fn drop_idle_locks(&self) -> usize {
+        let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
+        let before = flights.len();
+        flights.retain(|_, w| w.strong_count() > 0);
+        before - flights.len()
+    }
+
+    pub(super) fn flight(&self, key: FlightKey) -> Arc<tokio::sync::Mutex<Flight>> {
+        let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(lock) = flights.get(&key).and_then(Weak::upgrade) {
+            return lock;
+        }
+        flights.retain(|_, weak| weak.strong_count() > 0);
+        let lock = Arc::new(tokio::sync::Mutex::new(Flight::default()));
+        flights.insert(key, Arc::downgrade(&lock));
+        lock
+    }
+}

@@ -1,0 +1,156 @@
+//! What the pipeline keeps in the cache: token and credential entries, and the encoding of a
+//! mirrored block.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::outcome::BlockReason;
+
+/// A cached token: enough to answer an acquire without the database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CachedToken {
+    pub credential_id: i64,
+    pub account: String,
+    /// Sealed with the secret key (Redis is shared; the key must be too).
+    pub token: String,
+    pub token_type: String,
+    pub expires_at: DateTime<Utc>,
+    pub issued_at: DateTime<Utc>,
+    /// When a background refresh becomes due (two thirds of the life, with jitter).
+    pub refresh_at: DateTime<Utc>,
+    pub acquisition_id: String,
+    /// The fencing number of the slot the login ran under (0: unfenced).
+    #[serde(default)]
+    pub fence: u64,
+}
+
+impl CachedToken {
+    pub fn seconds_left(&self, now: DateTime<Utc>) -> f64 {
+        (self.expires_at - now).num_milliseconds() as f64 / 1000.0
+    }
+
+    /// Whether the token may still be handed out: more than its margin of life left.
+    pub fn is_fresh(&self, now: DateTime<Utc>, refresh_ahead: f64) -> bool {
+        self.seconds_left(now) > margin(self.issued_at, self.expires_at, refresh_ahead)
+    }
+}
+
+/// Seconds of life under which a token is not handed out (SPEC §1): `refresh_ahead`, but at
+/// most a quarter of the lifetime the token was issued with, so that a portal's short-lived
+/// tokens are still served for most of their life instead of causing a login per caller.
+pub fn margin(issued_at: DateTime<Utc>, expires_at: DateTime<Utc>, refresh_ahead: f64) -> f64 {
+    let life = (expires_at - issued_at).num_milliseconds() as f64 / 1000.0;
+    refresh_ahead.min(life.max(0.0) / 4.0)
+}
+
+/// One account of a site as cached for selection and login (password sealed).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CredentialEntry {
+    pub id: i64,
+    pub account: String,
+    pub password_encrypted: String,
+    pub is_preferred: bool,
+    pub is_active: bool,
+    /// A blacklist or cooldown kept in the database (SPEC §11).
+    #[serde(default)]
+    pub blocked_until: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub block_reason: Option<BlockReason>,
+    /// The account's own proxy URL, sealed.
+    #[serde(default)]
+    pub proxy_encrypted: Option<String>,
+}
+
+impl CredentialEntry {
+    /// The block in force at `now`, as the database had it when the list was loaded.
+    pub fn stored_block(&self, now: DateTime<Utc>) -> Option<(BlockReason, DateTime<Utc>)> {
+        match (self.block_reason, self.blocked_until) {
+            (Some(reason), Some(until)) if until > now => Some((reason, until)),
+            _ => None,
+        }
+    }
+}
+
+/// A mirrored block as stored: `REASON\nUNTIL_MS`.
+pub fn encode_block(reason: BlockReason, until: DateTime<Utc>) -> String {
+    format!("{}\n{}", reason.as_str(), until.timestamp_millis())
+}
+
+/// The block [`encode_block`] wrote; `None` for anything else.
+pub fn decode_block(text: &str) -> Option<(BlockReason, DateTime<Utc>)> {
+    let (reason, until) = text.split_once('\n')?;
+    Some((
+        BlockReason::parse(reason)?,
+        DateTime::from_timestamp_millis(until.parse().ok()?)?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    #[test]
+    fn the_margin_is_refresh_ahead_but_at_most_a_quarter_of_the_life() {
+        let issued = Utc::now();
+        // A day-long token: the configured 300 s apply.
+        assert_eq!(margin(issued, issued + Duration::hours(24), 300.0), 300.0);
+        // A 60 s token: 15 s, so that it is served for most of its life.
+        assert_eq!(margin(issued, issued + Duration::seconds(60), 300.0), 15.0);
+        // A token issued already expired: no margin below zero.
+        assert_eq!(margin(issued, issued - Duration::seconds(5), 300.0), 0.0);
+    }
+
+    #[test]
+    fn a_token_is_fresh_only_above_its_margin() {
+        let now = Utc::now();
+        let token = CachedToken {
+            credential_id: 1,
+            account: "a".into(),
+            token: "sealed".into(),
+            token_type: "Bearer".into(),
+            issued_at: now - Duration::seconds(40),
+            expires_at: now + Duration::seconds(20),
+            refresh_at: now,
+            acquisition_id: "x".into(),
+            fence: 0,
+        };
+        // Life 60 s → margin 15 s; 20 s left is fresh, 10 s left is not.
+        assert!(token.is_fresh(now, 300.0));
+        assert!(!token.is_fresh(now + Duration::seconds(10), 300.0));
+    }
+
+    /// The Redis script that refuses stale writes reads `entry.fence` from the stored JSON
+    /// (`redis_store::SET_FENCED`): renaming the field would silently turn fencing off.
+    #[test]
+    fn the_fence_is_stored_where_the_redis_script_reads_it() {
+        let now = Utc::now();
+        let token = CachedToken {
+            credential_id: 1,
+            account: "a".into(),
+            token: "sealed".into(),
+            token_type: "Bearer".into(),
+            issued_at: now,
+            expires_at: now,
+            refresh_at: now,
+            acquisition_id: "x".into(),
+            fence: 42,
+        };
+        let stored = serde_json::to_value(&token).unwrap();
+        assert_eq!(stored["fence"], 42);
+        assert!(super::super::redis_store::SET_FENCED.contains("entry.fence"));
+    }
+
+    #[test]
+    fn a_block_survives_its_encoding_and_garbage_is_no_block() {
+        let until = DateTime::from_timestamp_millis(1_900_000_000_123).unwrap();
+        let text = encode_block(BlockReason::CaptchaError, until);
+        assert_eq!(
+            decode_block(&text),
+            Some((BlockReason::CaptchaError, until))
+        );
+        assert_eq!(decode_block("captcha"), None);
+        assert_eq!(decode_block("nonsense\n12"), None);
+        assert_eq!(decode_block("captcha\nsoon"), None);
+    }
+}
