@@ -13,18 +13,22 @@
 //! still; nobody answering within `retry.captcha_answer_timeout` is a `captcha_error` that is
 //! not retried.
 
-use std::process::Stdio;
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
+use tokio::process::{Child, ChildStdin};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
-use super::{
-    clean_message, expiry_in, expiry_of, Credentials, Deadline, FailureKind, LoginFailure,
-    LoginToken, MAX_ERROR_BYTES,
+use super::deadline::Deadline;
+use super::login::{
+    clean_message, expiry_in, expiry_of, Credentials, FailureKind, LoginFailure, LoginToken,
+    MAX_ERROR_BYTES,
 };
+use super::process::{read_capped, spawn_in_group, GroupGuard};
 use crate::captcha::Captchas;
 use crate::config::SiteConfig;
 use crate::secret::Secret;
@@ -35,17 +39,6 @@ const OUTPUT_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
 const MAX_STDOUT_BYTES: u64 = 64 * 1024;
 /// Longest stdout line looked at for a captcha (a base64 image).
 const MAX_LINE_BYTES: u64 = 4 * 1024 * 1024;
-/// Variables of tokend's own that a login program has no business seeing.
-pub(crate) const HIDDEN_ENV: [&str; 8] = [
-    "TOKEND_SECRET_KEY",
-    "TOKEND_ADMIN_TOKEN",
-    "DATABASE_URL",
-    "REDIS_URL",
-    "REDIS_PASSWORD",
-    "REDIS_HOST",
-    "REDIS_PORT",
-    "REDIS_DB",
-];
 
 pub struct CommandDriver {
     program: String,
@@ -132,112 +125,40 @@ impl CommandDriver {
         })
     }
 
+    /// One attempt: the program runs, is answered (the request line, then any captcha's
+    /// answer), and its exit status and output say how the login went.
     pub async fn login(
         &self,
         creds: &Credentials<'_>,
         deadline: &Deadline,
     ) -> Result<LoginToken, LoginFailure> {
-        let mut command = Command::new(&self.program);
-        command
-            .args(&self.args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        for var in HIDDEN_ENV {
-            command.env_remove(var);
-        }
-        let mut child = command.spawn().map_err(|e| {
-            LoginFailure::new(
-                FailureKind::Failed,
-                format!("cannot run {}: {e}", self.program),
-            )
-        })?;
-        // Kills the whole group however this future ends: timeout, error, or being dropped
-        // because the acquisition as a whole timed out or its caller went away.
-        let _group = GroupGuard(child.id().map(|pid| nix::unistd::Pid::from_raw(pid as i32)));
         let secrets: Vec<&str> = std::iter::once(creds.password.expose())
             .chain(creds.proxy.map(Secret::expose))
             .collect();
+        let mut run = ProgramRun::start(self)?;
+        let status = run.converse(self, creds, deadline).await?;
+        let (stdout, stderr) = run.output().await;
+        self.verdict(status, &stdout, &stderr, &secrets)
+    }
 
-        let mut request = serde_json::json!({
-            "site_name": creds.site,
-            "account": creds.account,
-            "password": creds.password.expose(),
-        });
-        if let Some(proxy) = creds.proxy {
-            request["proxy"] = serde_json::Value::from(proxy.expose());
-        }
-        let mut stdin = child.stdin.take();
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
-        // Output is read by tasks of their own, so that a helper the program leaves running
-        // (a browser holding the pipes open) cannot keep the login waiting after it exited.
-        let (captcha_tx, mut captcha_rx) = tokio::sync::mpsc::channel(1);
-        let out_reader = tokio::spawn(read_output(stdout, MAX_STDOUT_BYTES, captcha_tx));
-        let err_reader = tokio::spawn(read_capped(stderr, MAX_ERROR_BYTES as u64 * 2));
-        let run = async {
-            // A program that exits without reading its stdin is not an error of ours. Stdin
-            // stays open: a captcha's answer may follow.
-            write_line(&mut stdin, &request).await;
-            loop {
-                tokio::select! {
-                    status = child.wait() => break Ok(status),
-                    Some(prompt) = captcha_rx.recv() => {
-                        let answer = self.hand_off(creds, prompt, deadline).await?;
-                        write_line(&mut stdin, &serde_json::json!({"answer": answer})).await;
-                    }
-                }
-            }
-        };
-        let status = match deadline.run(Duration::ZERO, run).await {
-            Some(Ok(status)) => status,
-            Some(Err(failure)) => {
-                out_reader.abort();
-                err_reader.abort();
-                return Err(failure);
-            }
-            None => {
-                out_reader.abort();
-                err_reader.abort();
-                return Err(LoginFailure::new(
-                    FailureKind::Timeout,
-                    format!(
-                        "{} did not finish within login_timeout; its process group was killed",
-                        self.program
-                    ),
-                ));
-            }
-        };
-        // The program exited: what it wrote is read at once, unless helpers hold the pipes;
-        // then they are killed with the group and the readers end.
-        let mut readers = (out_reader, err_reader);
-        let joined = tokio::time::timeout(OUTPUT_GRACE, async {
-            ((&mut readers.0).await, (&mut readers.1).await)
-        })
-        .await;
-        let (out, err) = match joined {
-            Ok((out, err)) => (out.unwrap_or_default(), err.unwrap_or_default()),
-            Err(_) => {
-                drop(_group);
-                let out = tokio::time::timeout(OUTPUT_GRACE, &mut readers.0).await;
-                let err = tokio::time::timeout(OUTPUT_GRACE, &mut readers.1).await;
-                (
-                    out.ok().and_then(Result::ok).unwrap_or_default(),
-                    err.ok().and_then(Result::ok).unwrap_or_default(),
-                )
-            }
-        };
+    /// What the program's exit says: the token on stdout after exit 0, else a failure of the
+    /// kind its exit code names, its stderr the message.
+    fn verdict(
+        &self,
+        status: std::io::Result<ExitStatus>,
+        stdout: &[u8],
+        stderr: &[u8],
+        secrets: &[&str],
+    ) -> Result<LoginToken, LoginFailure> {
         let status = status.map_err(|e| {
             LoginFailure::new(
                 FailureKind::Failed,
                 format!("waiting for {}: {e}", self.program),
             )
         })?;
-        let stderr_text = clean_message(&String::from_utf8_lossy(&err), &secrets);
+        let stderr_text = clean_message(&String::from_utf8_lossy(stderr), secrets);
         let kind = match status.code() {
-            Some(0) => return self.parse_output(&out, &secrets),
+            Some(0) => return self.parse_output(stdout, secrets),
             Some(10) => FailureKind::Credential,
             Some(11) => FailureKind::Captcha,
             Some(12) => FailureKind::Network,
@@ -288,6 +209,129 @@ impl CommandDriver {
             token_type: None,
         })
     }
+}
+
+/// One run of the login program: the process, its group, and the tasks reading its output.
+/// Output is read by tasks of their own, so that a helper the program leaves running (a
+/// browser holding the pipes open) cannot keep the login waiting after it exited.
+struct ProgramRun {
+    /// Reads stdout: the output, less the captcha lines (sent to `captchas`).
+    stdout: JoinHandle<Vec<u8>>,
+    stderr: JoinHandle<Vec<u8>>,
+    /// Stays open after the request line, for a captcha's answer; `None` once the program
+    /// stopped reading.
+    stdin: Option<ChildStdin>,
+    /// The captchas the program asks a person to solve.
+    captchas: mpsc::Receiver<CaptchaPrompt>,
+    /// Kills the whole group however the login ends: timeout, error, or being dropped
+    /// because the acquisition as a whole timed out or its caller went away.
+    group: GroupGuard,
+    child: Child,
+}
+
+impl ProgramRun {
+    fn start(driver: &CommandDriver) -> Result<ProgramRun, LoginFailure> {
+        let (mut child, group) = spawn_in_group(&driver.program, &driver.args).map_err(|e| {
+            LoginFailure::new(
+                FailureKind::Failed,
+                format!("cannot run {}: {e}", driver.program),
+            )
+        })?;
+        let (captcha_tx, captchas) = mpsc::channel(1);
+        Ok(ProgramRun {
+            stdout: tokio::spawn(read_output(
+                child.stdout.take(),
+                MAX_STDOUT_BYTES,
+                captcha_tx,
+            )),
+            stderr: tokio::spawn(read_capped(child.stderr.take(), MAX_ERROR_BYTES as u64 * 2)),
+            stdin: child.stdin.take(),
+            captchas,
+            group,
+            child,
+        })
+    }
+
+    /// Writes the request line, then hands the captchas the program asks about to a person
+    /// and writes their answers, until the program exits or the login's deadline passes.
+    async fn converse(
+        &mut self,
+        driver: &CommandDriver,
+        creds: &Credentials<'_>,
+        deadline: &Deadline,
+    ) -> Result<std::io::Result<ExitStatus>, LoginFailure> {
+        let request = request_line(creds);
+        let (stdin, captchas, child) = (&mut self.stdin, &mut self.captchas, &mut self.child);
+        let exchange = async {
+            // A program that exits without reading its stdin is not an error of ours. Stdin
+            // stays open: a captcha's answer may follow.
+            write_line(stdin, &request).await;
+            loop {
+                tokio::select! {
+                    status = child.wait() => break Ok(status),
+                    Some(prompt) = captchas.recv() => {
+                        let answer = driver.hand_off(creds, prompt, deadline).await?;
+                        write_line(stdin, &serde_json::json!({"answer": answer})).await;
+                    }
+                }
+            }
+        };
+        let ended = deadline.run(Duration::ZERO, exchange).await;
+        let failure = match ended {
+            Some(Ok(status)) => return Ok(status),
+            Some(Err(failure)) => failure,
+            None => LoginFailure::new(
+                FailureKind::Timeout,
+                format!(
+                    "{} did not finish within login_timeout; its process group was killed",
+                    driver.program
+                ),
+            ),
+        };
+        self.stdout.abort();
+        self.stderr.abort();
+        Err(failure)
+    }
+
+    /// What the program wrote (stdout, stderr), once it exited: read at once, unless
+    /// helpers hold the pipes; then they are killed with the group and the readers end.
+    async fn output(self) -> (Vec<u8>, Vec<u8>) {
+        let ProgramRun {
+            mut stdout,
+            mut stderr,
+            group,
+            ..
+        } = self;
+        let joined = tokio::time::timeout(OUTPUT_GRACE, async {
+            ((&mut stdout).await, (&mut stderr).await)
+        })
+        .await;
+        match joined {
+            Ok((out, err)) => (out.unwrap_or_default(), err.unwrap_or_default()),
+            Err(_) => {
+                drop(group);
+                let out = tokio::time::timeout(OUTPUT_GRACE, stdout).await;
+                let err = tokio::time::timeout(OUTPUT_GRACE, stderr).await;
+                (
+                    out.ok().and_then(Result::ok).unwrap_or_default(),
+                    err.ok().and_then(Result::ok).unwrap_or_default(),
+                )
+            }
+        }
+    }
+}
+
+/// The request line written to the program's stdin.
+fn request_line(creds: &Credentials<'_>) -> serde_json::Value {
+    let mut request = serde_json::json!({
+        "site_name": creds.site,
+        "account": creds.account,
+        "password": creds.password.expose(),
+    });
+    if let Some(proxy) = creds.proxy {
+        request["proxy"] = serde_json::Value::from(proxy.expose());
+    }
+    request
 }
 
 trait ClassifyName {
@@ -344,32 +388,4 @@ async fn read_output(
         out.extend_from_slice(&line[..line.len().min(room)]);
     }
     out
-}
-
-pub(crate) async fn read_capped(
-    pipe: Option<impl AsyncRead + Unpin + Send + 'static>,
-    cap: u64,
-) -> Vec<u8> {
-    let mut buf = Vec::new();
-    if let Some(pipe) = pipe {
-        let mut limited = pipe.take(cap);
-        let _ = limited.read_to_end(&mut buf).await;
-        // Drain the rest so the program is not blocked writing to a full pipe.
-        let mut rest = limited.into_inner();
-        let _ = tokio::io::copy(&mut rest, &mut tokio::io::sink()).await;
-    }
-    buf
-}
-
-/// The login program's process group; dropping it kills every process left in the group
-/// (helpers such as a browser must not outlive the login).
-pub(crate) struct GroupGuard(pub(crate) Option<nix::unistd::Pid>);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
-            // ESRCH (the group is already gone) is the normal case after a clean exit.
-            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-        }
-    }
 }

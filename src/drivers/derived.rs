@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::court::Step;
-use super::{expiry_in, expiry_of, Credentials, FailureKind, LoginFailure, LoginToken};
+use super::court::portal::{login_client, Step};
+use super::login::{expiry_in, expiry_of, Credentials, FailureKind, LoginFailure, LoginToken};
 use crate::config::SiteConfig;
 use crate::secret::Secret;
 
@@ -56,7 +56,7 @@ impl DerivedDriver {
             .split_once(':')
             .map_or("", |(_, value)| value.trim())
             .replace("{token}", parent_token);
-        let client = super::court::login_client(creds.proxy)?;
+        let client = login_client(creds.proxy)?;
         let request = match self.site.exchange_method.as_str() {
             "GET" => client.get(&self.site.exchange_url),
             _ => client.post(&self.site.exchange_url),

@@ -14,11 +14,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use regex::Regex;
+use reqwest::StatusCode;
 use serde_json::{Map, Value};
 
 use super::cookies::{self, SetCookie};
-use super::{
-    clean_message, expiry_in, expiry_of, Credentials, FailureKind, LoginFailure, LoginToken,
+use super::login::{
+    clean_message, expiry_in, expiry_of, parse_retry_after, Credentials, FailureKind, LoginFailure,
+    LoginToken,
 };
 use crate::config::{RequestFormat, SiteConfig, TokenFrom};
 use crate::error::{Error, Result};
@@ -116,17 +118,54 @@ impl HttpDriver {
         body
     }
 
+    /// One attempt: the request, the portal's answer, and the token in it or why there is
+    /// none.
     pub async fn login(
         &self,
         creds: &Credentials<'_>,
         remaining: Duration,
     ) -> Result<LoginToken, LoginFailure> {
+        let secrets = [creds.password.expose()];
+        let response = self
+            .request(creds, remaining)?
+            .send()
+            .await
+            .map_err(|e| unanswered(&e, &secrets))?;
+        let cookies = match self.site.token_from {
+            TokenFrom::Json => Vec::new(),
+            _ => cookies::set_cookies(response.headers()),
+        };
+        // A cookie login often answers with a redirect that sets the session: the cookies are
+        // taken, the redirect is not followed.
+        if response.status().is_redirection() {
+            return self
+                .cookie_token(&cookies, None)
+                .ok_or_else(|| redirected(&response, &secrets));
+        }
+        let answer = LoginAnswer::read(response, cookies).await.map_err(|e| {
+            LoginFailure::new(
+                FailureKind::Network,
+                clean_message(&format!("reading the login answer: {e}"), &secrets),
+            )
+        })?;
+        match self.token_in(&answer) {
+            Some(token) => Ok(token),
+            None => Err(self.failure(&answer, &secrets)),
+        }
+    }
+
+    /// The login request: the credentials posted as JSON or as a form.
+    fn request(
+        &self,
+        creds: &Credentials<'_>,
+        remaining: Duration,
+    ) -> Result<reqwest::RequestBuilder, LoginFailure> {
         let body = self.body(creds);
         let request = self
             .client_for(creds.proxy)?
             .post(&self.site.login_url)
             .timeout(remaining);
-        let request = match self.site.request_format {
+        Ok(match self.site.request_format {
             RequestFormat::Json => request.json(&body),
             RequestFormat::Form => {
                 let pairs: Vec<(String, String)> = body
@@ -138,90 +177,43 @@ impl HttpDriver {
                     .collect();
                 request.form(&pairs)
             }
-        };
-        let secrets = [creds.password.expose()];
-        let response = request.send().await.map_err(|e| {
-            let kind = if e.is_timeout() {
-                FailureKind::Timeout
-            } else {
-                FailureKind::Network
-            };
-            LoginFailure::new(
-                kind,
-                clean_message(&format!("request to login_url failed: {e}"), &secrets),
-            )
-        })?;
-        let status = response.status();
-        let set = match self.site.token_from {
-            TokenFrom::Json => Vec::new(),
-            _ => cookies::set_cookies(response.headers()),
-        };
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(super::parse_retry_after);
-        // A cookie login often answers with a redirect that sets the session: the cookies are
-        // taken, the redirect is not followed.
-        if status.is_redirection() {
-            if let Some(token) = self.cookie_token(&set, None) {
-                return Ok(token);
-            }
-            let location = response
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .map_or_else(
-                    || "(none)".into(),
-                    |l| String::from_utf8_lossy(l.as_bytes()).into_owned(),
-                );
-            return Err(LoginFailure::new(
-                FailureKind::Failed,
-                clean_message(
-                    &format!("HTTP {status}: login_url redirects to {location}; redirects are not followed with credentials"),
-                    &secrets,
-                ),
-            ));
-        }
-        let bytes = read_limited(response).await.map_err(|e| {
-            LoginFailure::new(
-                FailureKind::Network,
-                clean_message(&format!("reading the login answer: {e}"), &secrets),
-            )
-        })?;
-        let text = String::from_utf8_lossy(&bytes);
-        let json: Option<Value> = serde_json::from_slice(&bytes).ok();
+        })
+    }
 
-        // A cookie login that says the captcha or the password was wrong is no session,
-        // whatever cookies came with it.
-        let cookie_login = self.site.token_from != TokenFrom::Json;
-        let refused =
-            cookie_login && (self.captcha.is_match(&text) || self.credential.is_match(&text));
-        if status.is_success() && cookie_login && !refused {
-            if let Some(token) = self.cookie_token(&set, json.as_ref()) {
-                return Ok(token);
-            }
+    /// The token of a successful answer, where `token_from` says it is.
+    fn token_in(&self, answer: &LoginAnswer) -> Option<LoginToken> {
+        if !answer.status.is_success() {
+            return None;
         }
-        if status.is_success() && self.site.token_from == TokenFrom::Json {
-            if let Some(token) = json
+        if self.site.token_from == TokenFrom::Json {
+            let token = answer
+                .json
                 .as_ref()
                 .and_then(|j| j.pointer(&self.site.token_pointer))
                 .and_then(Value::as_str)
-            {
-                if !token.is_empty() {
-                    return Ok(self.token(token, json.as_ref()));
-                }
-            }
+                .filter(|token| !token.is_empty())?;
+            return Some(self.token(token, answer.json.as_ref()));
         }
-        let congestion = status.as_u16() == 429
-            || self
-                .rate_limited
-                .as_ref()
-                .is_some_and(|r| r.is_match(&text));
+        // A cookie login that says the captcha or the password was wrong is no session,
+        // whatever cookies came with it.
+        if self.captcha.is_match(&answer.text) || self.credential.is_match(&answer.text) {
+            return None;
+        }
+        self.cookie_token(&answer.cookies, answer.json.as_ref())
+    }
+
+    /// Why an answer holds no token: transport-like answers (429, 5xx, `rate_limit_pattern`)
+    /// are network errors, then `captcha_error_pattern`, then 401/403 or
+    /// `credential_error_pattern`, else `failed`.
+    fn failure(&self, answer: &LoginAnswer, secrets: &[&str]) -> LoginFailure {
+        let (status, text) = (answer.status, &answer.text);
+        let congestion =
+            status.as_u16() == 429 || self.rate_limited.as_ref().is_some_and(|r| r.is_match(text));
         let kind = if congestion || status.is_server_error() {
             FailureKind::Network
-        } else if self.captcha.is_match(&text) {
+        } else if self.captcha.is_match(text) {
             FailureKind::Captcha
-        } else if matches!(status.as_u16(), 401 | 403) || self.credential.is_match(&text) {
+        } else if matches!(status.as_u16(), 401 | 403) || self.credential.is_match(text) {
             FailureKind::Credential
         } else {
             FailureKind::Failed
@@ -236,15 +228,15 @@ impl HttpDriver {
             };
             format!(
                 "HTTP {status}: no token {place} in a {}-byte answer ({})",
-                bytes.len(),
+                answer.bytes,
                 kind.status().as_str()
             )
         } else {
             format!("HTTP {status}: {text}")
         };
-        Err(LoginFailure::new(kind, clean_message(&detail, &secrets))
-            .with_retry_after(retry_after)
-            .congested(congestion))
+        LoginFailure::new(kind, clean_message(&detail, secrets))
+            .with_retry_after(answer.retry_after)
+            .congested(congestion)
     }
 
     /// The life the JSON answer states at `expires_in_pointer`, if it does.
@@ -293,6 +285,78 @@ impl HttpDriver {
             }),
         }
     }
+}
+
+/// What the portal answered to a login request that it did not redirect.
+struct LoginAnswer {
+    status: StatusCode,
+    /// The cookies it set (only read for a cookie login).
+    cookies: Vec<SetCookie>,
+    /// How long it asked us to stay away, if it did.
+    retry_after: Option<Duration>,
+    /// The body's length in bytes (up to [`MAX_BODY_BYTES`]).
+    bytes: usize,
+    /// The body as text, for the error patterns and messages.
+    text: String,
+    /// The body as JSON, if it is.
+    json: Option<Value>,
+}
+
+impl LoginAnswer {
+    async fn read(
+        response: reqwest::Response,
+        cookies: Vec<SetCookie>,
+    ) -> reqwest::Result<LoginAnswer> {
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let body = read_limited(response).await?;
+        Ok(LoginAnswer {
+            status,
+            cookies,
+            retry_after,
+            bytes: body.len(),
+            text: String::from_utf8_lossy(&body).into_owned(),
+            json: serde_json::from_slice(&body).ok(),
+        })
+    }
+}
+
+/// A login request that got no answer: a timeout, else a network error.
+fn unanswered(error: &reqwest::Error, secrets: &[&str]) -> LoginFailure {
+    let kind = if error.is_timeout() {
+        FailureKind::Timeout
+    } else {
+        FailureKind::Network
+    };
+    LoginFailure::new(
+        kind,
+        clean_message(&format!("request to login_url failed: {error}"), secrets),
+    )
+}
+
+/// A redirect that set no session: `failed`, naming where it pointed (never followed).
+fn redirected(response: &reqwest::Response, secrets: &[&str]) -> LoginFailure {
+    let location = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .map_or_else(
+            || "(none)".into(),
+            |l| String::from_utf8_lossy(l.as_bytes()).into_owned(),
+        );
+    LoginFailure::new(
+        FailureKind::Failed,
+        clean_message(
+            &format!(
+                "HTTP {}: login_url redirects to {location}; redirects are not followed with credentials",
+                response.status()
+            ),
+            secrets,
+        ),
+    )
 }
 
 async fn read_limited(mut response: reqwest::Response) -> reqwest::Result<Vec<u8>> {

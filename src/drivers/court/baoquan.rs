@@ -9,16 +9,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{base, login_client, Patterns, Step};
+use super::portal::{base, login_client, Patterns, PortalAnswer, Step, ZXFW_BASE_URL};
 use crate::config::SiteConfig;
-use crate::drivers::{Credentials, FailureKind, LoginFailure, LoginToken};
+use crate::drivers::login::{Credentials, FailureKind, LoginFailure, LoginToken};
 use crate::error::Result;
 
 /// The portal's API root unless `base_url` says otherwise.
 pub const DEFAULT_BASE_URL: &str = "https://baoquan.court.gov.cn/wsbq/account";
 /// A refusal here is never the password's fault (no password is sent): at worst the zxfw
 /// token was refused, and is then dropped by the broker.
-fn parent_failure(mut failure: LoginFailure, answer: &super::PortalAnswer) -> LoginFailure {
+fn parent_failure(mut failure: LoginFailure, answer: &PortalAnswer) -> LoginFailure {
     if failure.kind == FailureKind::Credential {
         failure.kind = FailureKind::Failed;
     }
@@ -39,10 +39,7 @@ impl BaoquanDriver {
         Ok(BaoquanDriver {
             site: site.name.clone(),
             base: base(&site.base_url, DEFAULT_BASE_URL),
-            parent_base: base(
-                parent.map_or("", |p| p.base_url.as_str()),
-                super::zxfw::DEFAULT_BASE_URL,
-            ),
+            parent_base: base(parent.map_or("", |p| p.base_url.as_str()), ZXFW_BASE_URL),
             patterns: Patterns::of(site)?,
         })
     }

@@ -9,18 +9,20 @@
 //!
 //! Every outcome is counted in `tokend_captcha_solves_total{site,result}`.
 
-use std::process::Stdio;
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
+use tokio::process::Child;
+use tokio::task::JoinHandle;
 
 use crate::captcha::Captchas;
 use crate::config::court::CaptchaSolverConfig;
 use crate::config::{seconds, SiteConfig};
-use crate::drivers::command::{read_capped, GroupGuard, HIDDEN_ENV};
-use crate::drivers::{clean_message, Deadline, FailureKind, LoginFailure};
+use crate::drivers::deadline::Deadline;
+use crate::drivers::login::{clean_message, FailureKind, LoginFailure};
+use crate::drivers::process::{read_capped, spawn_in_group};
 use crate::metrics::{Metrics, SolveResult};
 
 /// Why a person cannot be asked (a driver built without the daemon's captcha registry).
@@ -28,6 +30,10 @@ pub const NO_HAND_OFF: &str =
     "no person to solve the captcha: the captcha hand-off is not available";
 /// Longest answer read from a solver.
 const MAX_ANSWER_BYTES: u64 = 4096;
+/// Longest stderr read from a solver.
+const MAX_STDERR_BYTES: u64 = 2048;
+/// How long output is awaited after the solver exited.
+const OUTPUT_GRACE: Duration = Duration::from_millis(300);
 
 pub struct CaptchaSolver {
     site: String,
@@ -160,91 +166,87 @@ impl CaptchaSolver {
         secrets: &[&str],
     ) -> Result<String, (SolveResult, String)> {
         let program = argv.first().map(String::as_str).unwrap_or_default();
-        let mut command = Command::new(program);
-        command
-            .args(&argv[1..])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        for var in HIDDEN_ENV {
-            command.env_remove(var);
-        }
-        let mut child = command.spawn().map_err(|e| {
+        // The whole group goes when the solve ends, however it ends.
+        let (mut child, _group) = spawn_in_group(program, &argv[1..]).map_err(|e| {
             (
                 SolveResult::Failed,
                 format!("captcha solver: cannot run {program}: {e}"),
             )
         })?;
-        // The whole group goes when the solve ends, however it ends.
-        let _group = GroupGuard(child.id().map(|pid| nix::unistd::Pid::from_raw(pid as i32)));
         let out = tokio::spawn(read_capped(child.stdout.take(), MAX_ANSWER_BYTES));
-        let err = tokio::spawn(read_capped(child.stderr.take(), 2048));
-        let mut stdin = child.stdin.take();
+        let err = tokio::spawn(read_capped(child.stderr.take(), MAX_STDERR_BYTES));
         let limit = self.timeout.min(remaining);
-        let run = async {
-            if let Some(pipe) = stdin.as_mut() {
-                // A solver that exits without reading is judged by its exit status.
-                let _ = pipe.write_all(image).await;
-                let _ = pipe.shutdown().await;
-            }
-            drop(stdin);
-            child.wait().await
+        let Ok(status) = tokio::time::timeout(limit, show_image(&mut child, image)).await else {
+            out.abort();
+            err.abort();
+            return Err(self.timed_out(program, limit));
         };
-        let status = match tokio::time::timeout(limit, run).await {
-            Ok(status) => status,
-            Err(_) => {
-                out.abort();
-                err.abort();
-                log::warn!(
-                    "event=captcha_solver_timeout site={} program={program} timeout={:.1}s",
-                    self.site,
-                    limit.as_secs_f64()
-                );
-                return Err((
-                    SolveResult::Timeout,
-                    format!(
-                        "captcha solver {program} gave no answer within {:.1}s; its process group was killed",
-                        limit.as_secs_f64()
-                    ),
-                ));
-            }
-        };
-        let grace = Duration::from_millis(300);
-        let stdout = tokio::time::timeout(grace, out)
-            .await
-            .ok()
-            .and_then(Result::ok);
-        let stderr = tokio::time::timeout(grace, err)
-            .await
-            .ok()
-            .and_then(Result::ok);
-        let stderr = clean_message(
-            &String::from_utf8_lossy(&stderr.unwrap_or_default()),
-            secrets,
-        );
-        let status = status.map_err(|e| {
-            (
-                SolveResult::Failed,
-                format!("captcha solver {program}: {e}"),
-            )
-        })?;
-        if !status.success() {
-            return Err((
-                SolveResult::Failed,
-                format!("captcha solver {program} exited with {status}: {stderr}"),
-            ));
-        }
-        let text = String::from_utf8_lossy(&stdout.unwrap_or_default())
-            .trim()
-            .to_string();
-        if text.is_empty() {
-            return Err((
-                SolveResult::Empty,
-                format!("captcha solver {program} printed nothing: {stderr}"),
-            ));
-        }
-        Ok(text)
+        let stdout = within_grace(out).await;
+        let stderr = clean_message(&String::from_utf8_lossy(&within_grace(err).await), secrets);
+        answer_of(program, status, &stdout, &stderr)
     }
+
+    /// A solver that gave no answer within `limit` (its group is killed as the run ends).
+    fn timed_out(&self, program: &str, limit: Duration) -> (SolveResult, String) {
+        log::warn!(
+            "event=captcha_solver_timeout site={} program={program} timeout={:.1}s",
+            self.site,
+            limit.as_secs_f64()
+        );
+        (
+            SolveResult::Timeout,
+            format!(
+                "captcha solver {program} gave no answer within {:.1}s; its process group was killed",
+                limit.as_secs_f64()
+            ),
+        )
+    }
+}
+
+/// Writes the image to the solver's stdin, closes it, and waits for the solver to exit.
+async fn show_image(child: &mut Child, image: &[u8]) -> std::io::Result<ExitStatus> {
+    if let Some(mut pipe) = child.stdin.take() {
+        // A solver that exits without reading is judged by its exit status.
+        let _ = pipe.write_all(image).await;
+        let _ = pipe.shutdown().await;
+    }
+    child.wait().await
+}
+
+/// What a reader task read, if it ends within [`OUTPUT_GRACE`]; else nothing.
+async fn within_grace(reader: JoinHandle<Vec<u8>>) -> Vec<u8> {
+    tokio::time::timeout(OUTPUT_GRACE, reader)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
+}
+
+/// The solver's answer: its trimmed stdout after exit 0, else why there is none.
+fn answer_of(
+    program: &str,
+    status: std::io::Result<ExitStatus>,
+    stdout: &[u8],
+    stderr: &str,
+) -> Result<String, (SolveResult, String)> {
+    let status = status.map_err(|e| {
+        (
+            SolveResult::Failed,
+            format!("captcha solver {program}: {e}"),
+        )
+    })?;
+    if !status.success() {
+        return Err((
+            SolveResult::Failed,
+            format!("captcha solver {program} exited with {status}: {stderr}"),
+        ));
+    }
+    let text = String::from_utf8_lossy(stdout).trim().to_string();
+    if text.is_empty() {
+        return Err((
+            SolveResult::Empty,
+            format!("captcha solver {program} printed nothing: {stderr}"),
+        ));
+    }
+    Ok(text)
 }

@@ -5,19 +5,19 @@
 //! (else 3600 s); consumers send it raw (`token_type` is empty).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{json, Value};
 
+use super::portal::{base, login_client, Patterns, Step, ZXFW_BASE_URL};
 use super::solver::CaptchaSolver;
-use super::{base, login_client, Patterns, Step};
 use crate::config::SiteConfig;
-use crate::drivers::{Credentials, Deadline, FailureKind, LoginFailure, LoginToken};
+use crate::drivers::deadline::Deadline;
+use crate::drivers::login::{Credentials, FailureKind, LoginFailure, LoginToken};
 use crate::error::Result;
 use crate::metrics::{Metrics, SolveResult};
 
-/// The portal's API root unless `base_url` says otherwise.
-pub const DEFAULT_BASE_URL: &str = "https://zxfw.court.gov.cn/yzw/yzw-zxfw-yhfw";
 pub struct ZxfwDriver {
     site: String,
     base: String,
@@ -29,7 +29,7 @@ impl ZxfwDriver {
     pub fn new(site: &SiteConfig, metrics: Option<Arc<Metrics>>) -> Result<ZxfwDriver> {
         Ok(ZxfwDriver {
             site: site.name.clone(),
-            base: base(&site.base_url, DEFAULT_BASE_URL),
+            base: base(&site.base_url, ZXFW_BASE_URL),
             patterns: Patterns::of(site)?,
             solver: CaptchaSolver::new(site, metrics),
         })
@@ -41,91 +41,128 @@ impl ZxfwDriver {
         self
     }
 
+    /// One attempt: public key → encrypted password → captcha → its text → login.
     pub async fn login(
         &self,
         creds: &Credentials<'_>,
         deadline: &Deadline,
     ) -> Result<LoginToken, LoginFailure> {
-        let left = || deadline.remaining();
-        let client = login_client(creds.proxy)?;
-        let secrets = [creds.password.expose()];
-        let step = |name| Step {
-            site: &self.site,
-            account: creds.account,
-            name,
-            secrets: &secrets,
+        let attempt = Attempt {
+            driver: self,
+            creds,
+            deadline,
+            client: login_client(creds.proxy)?,
+            secrets: [creds.password.expose()],
         };
+        let pass = attempt.encrypted_password().await?;
+        let captcha = attempt.solved_captcha().await?;
+        attempt.sign_in(&pass, &captcha).await
+    }
+}
 
-        // 1. The public key, and the password under it.
-        let key_step = step("publicKey");
+/// One login attempt: what every step of it needs.
+struct Attempt<'a> {
+    driver: &'a ZxfwDriver,
+    creds: &'a Credentials<'a>,
+    deadline: &'a Deadline,
+    /// Keeps the portal's cookies from one step to the next.
+    client: reqwest::Client,
+    /// Masked wherever an answer or an error is logged or returned.
+    secrets: [&'a str; 1],
+}
+
+/// A captcha the portal showed, and its text.
+struct SolvedCaptcha {
+    id: String,
+    text: String,
+}
+
+impl Attempt<'_> {
+    fn step(&self, name: &'static str) -> Step<'_> {
+        Step {
+            site: &self.driver.site,
+            account: self.creds.account,
+            name,
+            secrets: &self.secrets,
+        }
+    }
+
+    fn left(&self) -> Duration {
+        self.deadline.remaining()
+    }
+
+    /// 1. The portal's public key, and the password under it.
+    async fn encrypted_password(&self) -> Result<String, LoginFailure> {
+        let key_step = self.step("publicKey");
+        let url = format!("{}/api/v1/publicKey", self.driver.base);
         let answer = key_step
-            .send(
-                client
-                    .get(format!("{}/api/v1/publicKey", self.base))
-                    .timeout(left()),
-            )
+            .send(self.client.get(url).timeout(self.left()))
             .await?;
         let key = match (&answer.data, answer.ok()) {
             (Value::String(key), true) => key.clone(),
             _ => return Err(key_step.failure(FailureKind::Failed, "no public key in `data`")),
         };
-        let pass = super::sm2::encrypt_password(&key, creds.password.expose())
+        let pass = super::sm2::encrypt_password(&key, self.creds.password.expose())
             .map_err(|why| key_step.failure(FailureKind::Failed, &why))?;
         log::info!(
             "event=court_password_encrypted site={} account={} key_digits={} cipher_digits={}",
-            self.site,
-            creds.account,
+            self.driver.site,
+            self.creds.account,
             key.len(),
             pass.len()
         );
+        Ok(pass)
+    }
 
-        // 2. A captcha, and its text.
-        let captcha_step = step("captcha");
+    /// 2. A captcha, and its text from the solver.
+    async fn solved_captcha(&self) -> Result<SolvedCaptcha, LoginFailure> {
+        let captcha_step = self.step("captcha");
+        let url = format!("{}/api/v1/captcha", self.driver.base);
         let answer = captcha_step
-            .send(
-                client
-                    .get(format!("{}/api/v1/captcha", self.base))
-                    .timeout(left()),
-            )
+            .send(self.client.get(url).timeout(self.left()))
             .await?;
         if !answer.ok() {
-            return Err(captcha_step.refused(&answer, &self.patterns));
+            return Err(captcha_step.refused(&answer, &self.driver.patterns));
         }
         let (id, image) = captcha_of(&answer.data)
             .map_err(|why| captcha_step.failure(FailureKind::Captcha, &why))?;
         let text = self
+            .driver
             .solver
-            .solve(creds.account, &image, deadline, &secrets)
+            .solve(self.creds.account, &image, self.deadline, &self.secrets)
             .await?;
         log::info!(
             "event=captcha_solved site={} account={} captcha_id={id} image_bytes={} answer_chars={}",
-            self.site,
-            creds.account,
+            self.driver.site,
+            self.creds.account,
             image.len(),
             text.chars().count()
         );
+        Ok(SolvedCaptcha { id, text })
+    }
 
-        // 3. The login.
-        let login_step = step("login");
+    /// 3. The login; a captcha the portal rejects is counted against the solver.
+    async fn sign_in(
+        &self,
+        pass: &str,
+        captcha: &SolvedCaptcha,
+    ) -> Result<LoginToken, LoginFailure> {
+        let login_step = self.step("login");
         let body = json!({
-            "login": creds.account,
+            "login": self.creds.account,
             "pass": pass,
-            "yzm": text,
-            "id": id,
+            "yzm": captcha.text,
+            "id": captcha.id,
             "type": "gryh",
         });
+        let url = format!("{}/api/v1/login", self.driver.base);
         let answer = login_step
-            .send(
-                client
-                    .post(format!("{}/api/v1/login", self.base))
-                    .json(&body)
-                    .timeout(left()),
-            )
+            .send(self.client.post(url).json(&body).timeout(self.left()))
             .await?;
         if !answer.ok() {
-            let failure = login_step.refused(&answer, &self.patterns);
+            let failure = login_step.refused(&answer, &self.driver.patterns);
             if failure.kind == FailureKind::Captcha {
-                self.solver.count(SolveResult::Rejected);
+                self.driver.solver.count(SolveResult::Rejected);
             }
             return Err(failure);
         }

@@ -1,0 +1,321 @@
+//! What the steps of the court portals (and of `derived` sites) share: one HTTP client per
+//! login that keeps the portal's cookies and sends the `Referer`/`Origin` the portal insists
+//! on ([`login_client`]); a [`Step`] that sends a request, reads the portal's envelope
+//! `{"code", "data", "message"}` ([`PortalAnswer`]) and classifies what went wrong by the
+//! site's [`Patterns`]. Every step logs what it got (`event=court_step`, secrets masked), so
+//! that a portal that changed is diagnosed from the log: the step, the HTTP status, the
+//! `code` and the `message` it answered.
+//!
+//! A leaf: it uses no other file of the drivers but their shared vocabulary.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::drivers::login::{
+    clean_message, expiry_of, parse_retry_after, FailureKind, LoginFailure, LoginToken,
+};
+use crate::secret::Secret;
+
+/// `Referer` of every request to the court portals (they refuse requests without it).
+pub const REFERER: &str = "https://zxfw.court.gov.cn/zxfw/";
+/// `Origin` of every request to the court portals.
+pub const ORIGIN: &str = "https://zxfw.court.gov.cn";
+/// The API root of 人民法院在线服务 (`court_zxfw`) unless its `base_url` says otherwise; also
+/// where `court_baoquan` asks for its OAuth code.
+pub const ZXFW_BASE_URL: &str = "https://zxfw.court.gov.cn/yzw/yzw-zxfw-yhfw";
+/// Largest portal answer read (a captcha image is a few KiB).
+const MAX_ANSWER_BYTES: usize = 2 * 1024 * 1024;
+
+/// A client for one login: its own cookie store, the portal's headers, no redirects (the
+/// requests carry a password or a token), through `proxy` if any.
+pub fn login_client(proxy: Option<&Secret>) -> Result<reqwest::Client, LoginFailure> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::REFERER,
+        reqwest::header::HeaderValue::from_static(REFERER),
+    );
+    headers.insert(
+        reqwest::header::ORIGIN,
+        reqwest::header::HeaderValue::from_static(ORIGIN),
+    );
+    let mut builder = reqwest::Client::builder()
+        .cookie_store(true)
+        .default_headers(headers)
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none());
+    builder = match proxy {
+        Some(url) => builder.proxy(reqwest::Proxy::all(url.expose()).map_err(|e| {
+            LoginFailure::new(
+                FailureKind::Failed,
+                format!(
+                    "proxy {}: {}",
+                    crate::secret::redact_url(url.expose()),
+                    clean_message(&e.to_string(), &[url.expose()])
+                ),
+            )
+        })?),
+        None => builder.no_proxy(),
+    };
+    builder
+        .build()
+        .map_err(|e| LoginFailure::new(FailureKind::Failed, format!("HTTP client: {e}")))
+}
+
+/// The portal's answer to one step: `{"code": 200, "data": …}` or a failure with `message`.
+#[derive(Debug)]
+pub struct PortalAnswer {
+    pub status: reqwest::StatusCode,
+    /// `code` as a number (some answers send it as a string).
+    pub code: Option<i64>,
+    pub data: Value,
+    pub message: String,
+    /// The whole answer (for the pointers of a `derived` site).
+    pub json: Value,
+}
+
+impl PortalAnswer {
+    pub fn ok(&self) -> bool {
+        self.status.is_success() && self.code == Some(200)
+    }
+
+    /// The portal refused the token it was sent (401/403 as status or `code`).
+    pub fn unauthorized(&self) -> bool {
+        matches!(self.status.as_u16(), 401 | 403) || matches!(self.code, Some(401 | 403))
+    }
+}
+
+/// What a step is, for messages and the log.
+pub struct Step<'a> {
+    pub site: &'a str,
+    pub account: &'a str,
+    pub name: &'static str,
+    /// Masked wherever the answer or an error is logged or returned.
+    pub secrets: &'a [&'a str],
+}
+
+/// A court token's life when it carries no JWT `exp` (SPEC §15).
+pub const DEFAULT_LIFE: Duration = Duration::from_secs(3600);
+
+impl Step<'_> {
+    /// The token of a successful answer (`data.token`, a JWT whose `exp` is its life, else
+    /// [`DEFAULT_LIFE`]); a 200 without one is a `failed` login.
+    pub fn token(&self, answer: &PortalAnswer) -> Result<LoginToken, LoginFailure> {
+        let token = answer
+            .data
+            .get("token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| {
+                self.failure(
+                    FailureKind::Failed,
+                    "code 200 but the answer has no `data.token`",
+                )
+            })?;
+        let expires_at = expiry_of(token, DEFAULT_LIFE);
+        log::info!(
+            "event=court_token site={} account={} token={} expires_at={}",
+            self.site,
+            self.account,
+            crate::secret::redact(token),
+            expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        Ok(LoginToken {
+            token: Secret::new(token),
+            expires_at,
+            token_type: None,
+        })
+    }
+
+    /// A failure of this step, its message scrubbed of the secrets.
+    pub fn failure(&self, kind: FailureKind, what: &str) -> LoginFailure {
+        LoginFailure::new(
+            kind,
+            clean_message(&format!("{}: {what}", self.name), self.secrets),
+        )
+    }
+
+    /// Sends the request and reads the envelope. Transport errors, 429 and 5xx are network
+    /// errors; an answer that is not JSON is `failed` (the portal changed, or a gateway page).
+    pub async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<PortalAnswer, LoginFailure> {
+        let response = request.send().await.map_err(|e| {
+            let kind = if e.is_timeout() {
+                FailureKind::Timeout
+            } else {
+                FailureKind::Network
+            };
+            self.failure(kind, &format!("request failed: {e}"))
+        })?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let bytes = read_limited(response)
+            .await
+            .map_err(|e| self.failure(FailureKind::Network, &format!("reading the answer: {e}")))?;
+        let text = String::from_utf8_lossy(&bytes);
+        log::info!(
+            "event=court_step site={} account={} step={} http_status={} bytes={} answer=\"{}\"",
+            self.site,
+            self.account,
+            self.name,
+            status.as_u16(),
+            bytes.len(),
+            preview(&text, self.secrets)
+        );
+        if status.as_u16() == 429 || status.is_server_error() {
+            return Err(self
+                .failure(FailureKind::Network, &format!("HTTP {status}: {text}"))
+                .with_retry_after(retry_after)
+                .congested(status.as_u16() == 429));
+        }
+        let json: Value = serde_json::from_slice(&bytes).map_err(|_| {
+            self.failure(
+                FailureKind::Failed,
+                &format!("HTTP {status}: the answer is not JSON: {}", cut(&text, 200)),
+            )
+        })?;
+        let code = match json.get("code") {
+            Some(Value::Number(n)) => n.as_i64(),
+            Some(Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        };
+        let message = ["message", "msg"]
+            .iter()
+            .find_map(|k| json.get(*k).and_then(Value::as_str))
+            .unwrap_or_default()
+            .to_string();
+        Ok(PortalAnswer {
+            status,
+            code,
+            data: json.get("data").cloned().unwrap_or(Value::Null),
+            message,
+            json,
+        })
+    }
+
+    /// A failed answer as a failure of this step: its `message` classified by the site's
+    /// patterns (captcha, credential, rate limit), else `failed`.
+    pub fn refused(&self, answer: &PortalAnswer, patterns: &Patterns) -> LoginFailure {
+        let text = format!("{} {}", answer.message, answer.data);
+        let congested = patterns
+            .rate_limit
+            .as_ref()
+            .is_some_and(|r| r.is_match(&text));
+        let kind = if congested {
+            FailureKind::Network
+        } else if patterns.captcha.is_match(&answer.message) {
+            FailureKind::Captcha
+        } else if matches!(answer.status.as_u16(), 401 | 403)
+            || patterns.credential.is_match(&answer.message)
+        {
+            FailureKind::Credential
+        } else {
+            FailureKind::Failed
+        };
+        let code = answer
+            .code
+            .map_or_else(|| "none".to_string(), |c| c.to_string());
+        self.failure(
+            kind,
+            &format!(
+                "HTTP {} code {code}: {}",
+                answer.status.as_u16(),
+                if answer.message.is_empty() {
+                    "(no message)"
+                } else {
+                    &answer.message
+                }
+            ),
+        )
+        .congested(congested)
+    }
+}
+
+/// The site's error patterns, compiled once.
+pub struct Patterns {
+    pub captcha: regex::Regex,
+    pub credential: regex::Regex,
+    pub rate_limit: Option<regex::Regex>,
+}
+
+impl Patterns {
+    pub fn of(site: &crate::config::SiteConfig) -> crate::error::Result<Patterns> {
+        let regex = |field: &str, pattern: &str| {
+            regex::Regex::new(pattern).map_err(|e| {
+                crate::error::Error::config(format!("sites.{}.{field}", site.name), e.to_string())
+            })
+        };
+        Ok(Patterns {
+            captcha: regex("captcha_error_pattern", &site.captcha_error_pattern)?,
+            credential: regex("credential_error_pattern", &site.credential_error_pattern)?,
+            rate_limit: match site.rate_limit_pattern.as_str() {
+                "" => None,
+                pattern => Some(regex("rate_limit_pattern", pattern)?),
+            },
+        })
+    }
+}
+
+/// The base URL without a trailing slash.
+pub fn base(url: &str, default: &str) -> String {
+    let url = if url.is_empty() { default } else { url };
+    url.trim_end_matches('/').to_string()
+}
+
+/// The answer as logged: secrets masked, JWT-looking strings redacted, cut to 300 characters.
+fn preview(text: &str, secrets: &[&str]) -> String {
+    let masked = clean_message(text, secrets);
+    let jwt = regex::Regex::new(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+        .map(|r| r.replace_all(&masked, "<jwt>").into_owned())
+        .unwrap_or(masked);
+    // A captcha image is no use in the log.
+    let image = regex::Regex::new(r#""jpg"\s*:\s*"[^"]{40,}""#)
+        .map(|r| r.replace_all(&jwt, r#""jpg":"<image>""#).into_owned())
+        .unwrap_or(jwt);
+    cut(&image, 300).replace('"', "'")
+}
+
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
+async fn read_limited(mut response: reqwest::Response) -> reqwest::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_ANSWER_BYTES.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if room <= chunk.len() {
+            break;
+        }
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_answers_hide_tokens_images_and_secrets() {
+        let text = r#"{"code":200,"data":{"token":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2lnbmF0dXJl","jpg":"/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8U"},"pw":"hunter22"}"#;
+        let shown = preview(text, &["hunter22"]);
+        assert!(
+            shown.contains("<jwt>") && shown.contains("<image>"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("hunter22") && !shown.contains("eyJzdWIi"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,238 @@
+//! What one login attempt takes and gives, shared by every driver and the retry policy of
+//! [`crate::drivers`]: the [`Credentials`] handed in, the [`LoginToken`] won or the
+//! [`LoginFailure`] met (of a [`FailureKind`]), and what turns a portal's answer into them:
+//! scrubbed messages ([`clean_message`]), a token's expiry ([`expiry_of`], [`expiry_in`]) and
+//! the portal's `Retry-After` ([`parse_retry_after`]).
+//!
+//! A leaf: it uses no other file of the drivers, so that every driver can use it.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::outcome::AcquisitionStatus;
+use crate::secret::{scrub, Secret};
+
+/// Longest error message kept from a driver (stderr, portal error body).
+pub const MAX_ERROR_BYTES: usize = 2048;
+
+/// The credentials handed to a driver.
+pub struct Credentials<'a> {
+    pub site: &'a str,
+    pub account: &'a str,
+    pub password: &'a Secret,
+    /// The proxy this login goes through: the account's own, else the site's.
+    pub proxy: Option<&'a Secret>,
+}
+
+/// A token a driver obtained.
+#[derive(Debug, Clone)]
+pub struct LoginToken {
+    pub token: Secret,
+    pub expires_at: DateTime<Utc>,
+    /// The `Authorization` scheme this token goes with, when the driver knows better than
+    /// the site's `token_type` (a cookie session: `Cookie`); `None`: the site's.
+    pub token_type: Option<String>,
+}
+
+/// Why one login attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    Network,
+    Captcha,
+    Credential,
+    Timeout,
+    Failed,
+}
+
+impl FailureKind {
+    pub fn status(self) -> AcquisitionStatus {
+        match self {
+            FailureKind::Network => AcquisitionStatus::NetworkError,
+            FailureKind::Captcha => AcquisitionStatus::CaptchaError,
+            FailureKind::Credential => AcquisitionStatus::CredentialError,
+            FailureKind::Timeout => AcquisitionStatus::Timeout,
+            FailureKind::Failed => AcquisitionStatus::Failed,
+        }
+    }
+}
+
+/// A failed attempt; the message is already scrubbed of the password and any token.
+#[derive(Debug, Clone)]
+pub struct LoginFailure {
+    pub kind: FailureKind,
+    pub message: String,
+    /// How long the portal asked us to stay away (`Retry-After`), if it did.
+    pub retry_after: Option<Duration>,
+    /// The portal said it is overloaded (a 429, or an answer matching `rate_limit_pattern`):
+    /// a congestion signal for adaptive concurrency.
+    pub congestion: bool,
+    /// Another attempt would meet the same end (nobody answered a captcha handed to a
+    /// person): the login ends here, whatever the retry policy allows.
+    pub last_attempt: bool,
+    /// A derived site's exchange refused the parent's token (401/403): that token is
+    /// dropped, so that the next acquisition gets a fresh one (SPEC §13).
+    pub parent_refused: bool,
+}
+
+impl LoginFailure {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        LoginFailure {
+            kind,
+            message: message.into(),
+            retry_after: None,
+            congestion: false,
+            last_attempt: false,
+            parent_refused: false,
+        }
+    }
+
+    /// Marks the failure as one that is not retried.
+    pub fn last_attempt(mut self) -> Self {
+        self.last_attempt = true;
+        self
+    }
+
+    pub fn refusing_parent(mut self, refused: bool) -> Self {
+        self.parent_refused = refused;
+        self
+    }
+
+    pub fn congested(mut self, congestion: bool) -> Self {
+        self.congestion = congestion;
+        self
+    }
+
+    pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    /// Whether the site, not the account, is at fault (SPEC §11): a network error or a
+    /// timeout counts towards the site's circuit and never penalises the account.
+    pub fn is_site_fault(&self) -> bool {
+        matches!(self.kind, FailureKind::Network | FailureKind::Timeout)
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date; `None` when absent or unreadable.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs.min(86_400)));
+    }
+    let at = DateTime::parse_from_rfc2822(value).ok()?;
+    let left = (at.with_timezone(&Utc) - Utc::now()).to_std().ok()?;
+    Some(left.min(Duration::from_secs(86_400)))
+}
+
+/// Cuts `text` to [`MAX_ERROR_BYTES`] (on a character boundary) and masks the secrets in it.
+pub fn clean_message(text: &str, secrets: &[&str]) -> String {
+    // Also the forms a portal or script may echo: JSON-escaped and URL-encoded.
+    let mut forms: Vec<String> = Vec::new();
+    for secret in secrets {
+        forms.push((*secret).to_string());
+        if let Ok(json) = serde_json::to_string(secret) {
+            forms.push(json.trim_matches('"').to_string());
+        }
+        forms.push(url_encode(secret));
+    }
+    let forms: Vec<&str> = forms.iter().map(String::as_str).collect();
+    // Control characters (NUL above all) are dropped: PostgreSQL refuses them in text.
+    let printable: String = text
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
+        .collect();
+    let scrubbed = scrub(&printable, &forms);
+    if scrubbed.len() <= MAX_ERROR_BYTES {
+        return scrubbed;
+    }
+    let mut end = MAX_ERROR_BYTES;
+    while !scrubbed.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &scrubbed[..end])
+}
+
+/// `application/x-www-form-urlencoded` form of a string.
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// When a token expires: the `exp` claim if it is a JWT, else `default_ttl` from now.
+pub fn expiry_of(token: &str, default_ttl: Duration) -> DateTime<Utc> {
+    jwt_expiry(token).unwrap_or_else(|| Utc::now() + default_ttl)
+}
+
+/// The `exp` claim of a JWT (not verified: tokend only needs to know when to renew).
+pub fn jwt_expiry(token: &str) -> Option<DateTime<Utc>> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let exp = claims.get("exp")?.as_f64()?;
+    DateTime::from_timestamp(exp as i64, 0)
+}
+
+/// `now + seconds`, for a lifetime given by a portal; `None` when it is not a sane number.
+pub fn expiry_in(seconds_left: f64) -> Option<DateTime<Utc>> {
+    if !(seconds_left.is_finite() && seconds_left > 0.0 && seconds_left < 10.0 * 365.0 * 86400.0) {
+        return None;
+    }
+    Some(Utc::now() + chrono::Duration::milliseconds((seconds_left * 1000.0) as i64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    #[test]
+    fn retry_after_as_seconds_or_date() {
+        assert_eq!(parse_retry_after(" 60 "), Some(Duration::from_secs(60)));
+        let later = (Utc::now() + chrono::Duration::seconds(120)).to_rfc2822();
+        let later = later.replace("+0000", "GMT");
+        let left = parse_retry_after(&later).unwrap().as_secs();
+        assert!((115..=120).contains(&left), "{later}: {left}");
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn jwt_exp_is_read() {
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"sub":"a","exp":4102444800}"#);
+        let token = format!("eyJhbGciOiJIUzI1NiJ9.{payload}.sig");
+        assert_eq!(jwt_expiry(&token).unwrap().timestamp(), 4102444800);
+        assert!(jwt_expiry("opaque-token").is_none());
+    }
+
+    #[test]
+    fn echoed_forms_and_control_characters_are_removed() {
+        let cleaned = clean_message("bad \0pw \"p\\\"w d\" p%22w+d", &["p\"w d"]);
+        assert!(!cleaned.contains('\0'));
+        assert!(
+            !cleaned.contains("p%22w+d") && !cleaned.contains("p\\\"w d"),
+            "{cleaned}"
+        );
+    }
+
+    #[test]
+    fn messages_are_cut_and_scrubbed() {
+        let long = format!("bad password hunter22 {}", "x".repeat(5000));
+        let cleaned = clean_message(&long, &["hunter22"]);
+        assert!(cleaned.len() <= MAX_ERROR_BYTES + 3);
+        assert!(!cleaned.contains("hunter22"));
+        assert!(cleaned.starts_with("bad password ***"));
+    }
+}
