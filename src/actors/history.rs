@@ -558,4 +558,68 @@ mod tests {
         );
         assert_eq!(history.send(Cleanup { days: 1 }).await.unwrap().unwrap(), 0);
     }
+
+    fn row(id: &str) -> NewHistory {
+        let now = chrono::Utc::now().naive_utc();
+        NewHistory {
+            acquisition_id: id.into(),
+            site_name: "court_zxfw".into(),
+            account: Some("alice".into()),
+            credential_id: Some(1),
+            status: "success".into(),
+            trigger_reason: "token_needed".into(),
+            attempt_count: 1,
+            total_duration: 1.0,
+            login_duration: Some(1.0),
+            captcha_attempts: 0,
+            network_retries: 0,
+            token_fingerprint: None,
+            token_redacted: None,
+            error_message: None,
+            error_details: None,
+            created_at: now,
+            started_at: now,
+            finished_at: Some(now),
+        }
+    }
+
+    fn sqlite_history(dir: &std::path::Path) -> Addr<HistoryActor> {
+        let pool = Pool::connect(&format!("sqlite://{}/h.db", dir.display()), 2).unwrap();
+        pool.migrate().unwrap();
+        HistoryActor::new(pool).start()
+    }
+
+    #[actix_rt::test]
+    async fn a_flush_answers_how_many_rows_wait_and_a_dead_recorder_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let recorder =
+            HistoryRecorder::start(sqlite_history(dir.path()), Spool::new(dir.path().join("s")));
+        recorder.record(row("a"));
+        assert_eq!(recorder.flush().await.unwrap(), 0);
+
+        let (sender, receiver) = mpsc::unbounded_channel();
+        drop(receiver);
+        let dead = HistoryRecorder { sender };
+        assert!(
+            dead.flush().await.is_err(),
+            "a dead recorder reads as flushed"
+        );
+    }
+
+    /// The spool is a directory: it can be neither read nor written, so rows the database
+    /// did not take are nowhere safe, and the flush says so.
+    #[actix_rt::test]
+    async fn rows_that_reach_neither_the_database_nor_the_spool_fail_the_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        std::fs::create_dir(&spool).unwrap();
+        std::fs::write(spool.join("keeps-it-non-empty"), "").unwrap();
+        let recorder = HistoryRecorder::start(sqlite_history(dir.path()), Spool::new(&spool));
+        recorder.record(row("a"));
+        let flushed = recorder.flush().await;
+        assert!(
+            matches!(&flushed, Err(Error::Io { path, .. }) if path == &spool),
+            "{flushed:?}"
+        );
+    }
 }
