@@ -86,7 +86,7 @@ fn run(name: &str, url: &str) {
         println!(
             "{name:<10} /statistics days={days:<2} site={:<8} over {ROWS} rows: {ms:>7.1} ms, {} rows counted (target < 250 ms) {}",
             site.unwrap_or("all"),
-            report["summary"]["total"],
+            report.summary.totals.total,
             if ms < 250.0 { "OK" } else { "BELOW TARGET" }
         );
     }

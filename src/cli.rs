@@ -213,36 +213,50 @@ pub fn main() -> i32 {
 pub fn run(cli: Cli) -> Result<()> {
     let config = Arc::new(Config::load(cli.config.as_deref())?);
     match cli.command {
-        Command::Serve => {
-            crate::process::limit_malloc_arenas();
-            let system = actix_web::rt::System::new();
-            let result = system.block_on(crate::server::serve(config));
-            // Dropping the runtime would wait for every blocking task, also a database call
-            // stuck on a dead connection; the history is flushed or spooled by now.
-            std::mem::forget(system);
-            result
-        }
-        Command::Migrate => {
-            let pool = open_pool(&config)?;
-            let applied = pool.migrate()?;
-            if applied.is_empty() {
-                println!("database {} is up to date", pool.display_url());
-            } else {
-                println!(
-                    "applied {} migration(s) to {}: {}",
-                    applied.len(),
-                    pool.display_url(),
-                    applied.join(", ")
-                );
-            }
-            Ok(())
-        }
+        Command::Serve => serve(config),
+        Command::Migrate => migrate(&config),
         Command::Accounts(command) => run_accounts(&config, command),
         Command::Optimize(args) => {
             let runtime = actix_web::rt::System::new();
             runtime.block_on(crate::maintenance::run(&config, &args))
         }
-        Command::Token(TokenCommand::Get {
+        Command::Token(command) => run_token(&config, command),
+        Command::Captcha(command) => run_captcha(&config, command),
+    }
+}
+
+/// `tokend serve`, on an actix system of its own.
+fn serve(config: Arc<Config>) -> Result<()> {
+    crate::process::limit_malloc_arenas();
+    let system = actix_web::rt::System::new();
+    let result = system.block_on(crate::server::serve(config));
+    // Dropping the runtime would wait for every blocking task, also a database call stuck
+    // on a dead connection; the history is flushed or spooled (or its failure logged) by now.
+    std::mem::forget(system);
+    result
+}
+
+/// `tokend migrate`.
+fn migrate(config: &Config) -> Result<()> {
+    let pool = open_pool(config)?;
+    let applied = pool.migrate()?;
+    if applied.is_empty() {
+        println!("database {} is up to date", pool.display_url());
+    } else {
+        println!(
+            "applied {} migration(s) to {}: {}",
+            applied.len(),
+            pool.display_url(),
+            applied.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// `tokend token get | invalidate`, through the daemon.
+fn run_token(config: &Config, command: TokenCommand) -> Result<()> {
+    match command {
+        TokenCommand::Get {
             site,
             account,
             force_refresh,
@@ -250,53 +264,67 @@ pub fn run(cli: Cli) -> Result<()> {
             json,
             header,
             wait,
-        }) => {
+        } => {
             crate::config::validate_site_name("site", &site)?;
             let body = serde_json::json!({"site_name": site, "account": account, "force_refresh": force_refresh});
-            let runtime = actix_web::rt::System::new();
-            let data = runtime.block_on(crate::client::post(
-                &config,
-                &crate::client::Endpoint::new(url.as_deref(), wait),
+            let data = call_daemon(
+                config,
+                crate::client::Endpoint::new(url.as_deref(), wait),
                 "/api/v1/automation/tokens/acquire",
                 &body,
-            ))?;
-            if json {
-                println!("{data}");
-            } else if header {
-                println!("{}", data["authorization"].as_str().unwrap_or_default());
-            } else {
-                println!("{}", data["token"].as_str().unwrap_or_default());
-                eprintln!(
-                    "account={} expires_at={} source={}",
-                    data["account"].as_str().unwrap_or("?"),
-                    data["expires_at"].as_str().unwrap_or("?"),
-                    data["source"].as_str().unwrap_or("?")
-                );
-            }
+            )?;
+            print_token(&data, json, header);
             Ok(())
         }
-        Command::Captcha(command) => run_captcha(&config, command),
-        Command::Token(TokenCommand::Invalidate {
+        TokenCommand::Invalidate {
             site,
             account,
             url,
             wait,
-        }) => {
+        } => {
             crate::config::validate_site_name("site", &site)?;
             let body = serde_json::json!({"site_name": site, "account": account});
-            let runtime = actix_web::rt::System::new();
-            let data = runtime.block_on(crate::client::post(
-                &config,
-                &crate::client::Endpoint::new(url.as_deref(), wait),
+            let data = call_daemon(
+                config,
+                crate::client::Endpoint::new(url.as_deref(), wait),
                 "/api/v1/automation/tokens/invalidate",
                 &body,
-            ))?;
+            )?;
             println!(
                 "invalidated the token of `{account}` on site `{site}` (stored token removed: {})",
                 data["stored_token_removed"]
             );
             Ok(())
         }
+    }
+}
+
+/// POSTs `body` to the daemon on an actix system of its own; the answer's `data`.
+fn call_daemon(
+    config: &Config,
+    endpoint: crate::client::Endpoint,
+    path: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value> {
+    let runtime = actix_web::rt::System::new();
+    runtime.block_on(crate::client::post(config, &endpoint, path, body))
+}
+
+/// The token on stdout (or the whole answer, or the `Authorization` value); its facts on
+/// stderr, so that `$(tokend token get …)` holds the token alone.
+fn print_token(data: &serde_json::Value, json: bool, header: bool) {
+    if json {
+        println!("{data}");
+    } else if header {
+        println!("{}", data["authorization"].as_str().unwrap_or_default());
+    } else {
+        println!("{}", data["token"].as_str().unwrap_or_default());
+        eprintln!(
+            "account={} expires_at={} source={}",
+            data["account"].as_str().unwrap_or("?"),
+            data["expires_at"].as_str().unwrap_or("?"),
+            data["source"].as_str().unwrap_or("?")
+        );
     }
 }
 
@@ -399,69 +427,9 @@ fn run_accounts(config: &Config, command: AccountsCommand) -> Result<()> {
             preferred,
             proxy,
             ..
-        } => {
-            crate::config::validate_site_name("site", &site)?;
-            let password = if std::io::stdin().is_terminal() {
-                prompt_password()?
-            } else {
-                read_password(std::io::stdin().lock())?
-            };
-            let pool = ready_pool(config)?;
-            let key = checked_key(config, &pool)?;
-            let added = accounts::add(
-                &pool,
-                &key,
-                &NewAccount {
-                    site_name: site.clone(),
-                    account,
-                    password,
-                    preferred,
-                    proxy: proxy.map(Secret::new),
-                },
-            )?;
-            warn_if_unconfigured(config, &site);
-            println!(
-                "added account `{}` for site `{}` (id {}) in {}",
-                added.account,
-                added.site_name,
-                added.id,
-                pool.display_url()
-            );
-            Ok(())
-        }
-        AccountsCommand::Import { file } => {
-            let input: Box<dyn Read> = if file == "-" {
-                Box::new(std::io::stdin())
-            } else {
-                Box::new(std::fs::File::open(&file).map_err(|e| Error::io(&file, e))?)
-            };
-            let pool = ready_pool(config)?;
-            let key = checked_key(config, &pool)?;
-            let count = accounts::import(&pool, &key, input)?;
-            println!("imported {count} account(s) into {}", pool.display_url());
-            Ok(())
-        }
-        AccountsCommand::List { site, json } => {
-            let pool = ready_pool(config)?;
-            // A derived site (SPEC §13) has no accounts of its own: it uses its parent's.
-            let owner = site
-                .as_deref()
-                .and_then(|name| config.site(name))
-                .map(|s| crate::config::court::account_owner(&config.sites, s))
-                .filter(|owner| Some(owner.name.as_str()) != site.as_deref());
-            if let (Some(owner), Some(name)) = (owner, site.as_deref()) {
-                eprintln!(
-                    "site `{name}` is derived from `{}` and uses its accounts:",
-                    owner.name
-                );
-            }
-            let site = owner.map(|o| o.name.clone()).or(site);
-            let rows = accounts::views(&pool, site.as_deref())?;
-            print_accounts(&rows, json);
-            // On stderr, so that the table or the JSON lines stay clean for scripts.
-            eprintln!("{} account(s) in {}", rows.len(), pool.display_url());
-            Ok(())
-        }
+        } => add_account(config, site, account, preferred, proxy),
+        AccountsCommand::Import { file } => import_accounts(config, &file),
+        AccountsCommand::List { site, json } => list_accounts(config, site, json),
         AccountsCommand::SetPassword { site, account, .. } => {
             let password = read_password(std::io::stdin().lock())?;
             let key = SecretKey::load(&config.security)?;
@@ -472,20 +440,7 @@ fn run_accounts(config: &Config, command: AccountsCommand) -> Result<()> {
         }
         AccountsCommand::SetProxy {
             site, account, url, ..
-        } => {
-            let key = SecretKey::load(&config.security)?;
-            let pool = ready_pool(config)?;
-            let url = url.map(Secret::new);
-            accounts::set_proxy(&pool, &key, &site, &account, url.as_ref())?;
-            match &url {
-                Some(url) => println!(
-                    "account `{account}` of site `{site}` logs in through {}",
-                    crate::secret::redact_url(url.expose())
-                ),
-                None => println!("account `{account}` of site `{site}` has no proxy of its own"),
-            }
-            Ok(())
-        }
+        } => set_proxy(config, &site, &account, url.map(Secret::new)),
         AccountsCommand::Disable { site, account } => {
             let pool = ready_pool(config)?;
             accounts::set_active(&pool, &site, &account, false)?;
@@ -503,23 +458,7 @@ fn run_accounts(config: &Config, command: AccountsCommand) -> Result<()> {
             account,
             url,
             wait,
-        } => {
-            crate::config::validate_site_name("site", &site)?;
-            let body = serde_json::json!({"site_name": site, "account": account});
-            let runtime = actix_web::rt::System::new();
-            let data = runtime.block_on(crate::client::post(
-                config,
-                &crate::client::Endpoint::new(url.as_deref(), wait),
-                "/api/v1/automation/accounts/unblock",
-                &body,
-            ))?;
-            if data["was_blocked"] == serde_json::Value::Bool(true) {
-                println!("account `{account}` of site `{site}` unblocked");
-            } else {
-                println!("account `{account}` of site `{site}` was not blocked");
-            }
-            Ok(())
-        }
+        } => unblock_account(config, &site, &account, url.as_deref(), wait),
         AccountsCommand::Remove { site, account } => {
             let pool = ready_pool(config)?;
             accounts::remove(&pool, &site, &account)?;
@@ -530,6 +469,120 @@ fn run_accounts(config: &Config, command: AccountsCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `tokend accounts add`: the password from the terminal (asked twice) or one stdin line.
+fn add_account(
+    config: &Config,
+    site: String,
+    account: String,
+    preferred: bool,
+    proxy: Option<String>,
+) -> Result<()> {
+    crate::config::validate_site_name("site", &site)?;
+    let password = if std::io::stdin().is_terminal() {
+        prompt_password()?
+    } else {
+        read_password(std::io::stdin().lock())?
+    };
+    let pool = ready_pool(config)?;
+    let key = checked_key(config, &pool)?;
+    let added = accounts::add(
+        &pool,
+        &key,
+        &NewAccount {
+            site_name: site.clone(),
+            account,
+            password,
+            preferred,
+            proxy: proxy.map(Secret::new),
+        },
+    )?;
+    warn_if_unconfigured(config, &site);
+    println!(
+        "added account `{}` for site `{}` (id {}) in {}",
+        added.account,
+        added.site_name,
+        added.id,
+        pool.display_url()
+    );
+    Ok(())
+}
+
+/// `tokend accounts import FILE` (`-` is stdin).
+fn import_accounts(config: &Config, file: &str) -> Result<()> {
+    let input: Box<dyn Read> = if file == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(std::fs::File::open(file).map_err(|e| Error::io(file, e))?)
+    };
+    let pool = ready_pool(config)?;
+    let key = checked_key(config, &pool)?;
+    let count = accounts::import(&pool, &key, input)?;
+    println!("imported {count} account(s) into {}", pool.display_url());
+    Ok(())
+}
+
+/// `tokend accounts list [--site SITE] [--json]`.
+fn list_accounts(config: &Config, site: Option<String>, json: bool) -> Result<()> {
+    let pool = ready_pool(config)?;
+    // A derived site (SPEC §13) has no accounts of its own: it uses its parent's.
+    let owner = site
+        .as_deref()
+        .and_then(|name| config.site(name))
+        .map(|s| crate::config::court::account_owner(&config.sites, s))
+        .filter(|owner| Some(owner.name.as_str()) != site.as_deref());
+    if let (Some(owner), Some(name)) = (owner, site.as_deref()) {
+        eprintln!(
+            "site `{name}` is derived from `{}` and uses its accounts:",
+            owner.name
+        );
+    }
+    let site = owner.map(|o| o.name.clone()).or(site);
+    let rows = accounts::views(&pool, site.as_deref())?;
+    print_accounts(&rows, json);
+    // On stderr, so that the table or the JSON lines stay clean for scripts.
+    eprintln!("{} account(s) in {}", rows.len(), pool.display_url());
+    Ok(())
+}
+
+/// `tokend accounts set-proxy SITE ACCOUNT URL | --none`.
+fn set_proxy(config: &Config, site: &str, account: &str, url: Option<Secret>) -> Result<()> {
+    let key = SecretKey::load(&config.security)?;
+    let pool = ready_pool(config)?;
+    accounts::set_proxy(&pool, &key, site, account, url.as_ref())?;
+    match &url {
+        Some(url) => println!(
+            "account `{account}` of site `{site}` logs in through {}",
+            crate::secret::redact_url(url.expose())
+        ),
+        None => println!("account `{account}` of site `{site}` has no proxy of its own"),
+    }
+    Ok(())
+}
+
+/// `tokend accounts unblock SITE ACCOUNT`, through the daemon.
+fn unblock_account(
+    config: &Config,
+    site: &str,
+    account: &str,
+    url: Option<&str>,
+    wait: f64,
+) -> Result<()> {
+    crate::config::validate_site_name("site", site)?;
+    let body = serde_json::json!({"site_name": site, "account": account});
+    let data = call_daemon(
+        config,
+        crate::client::Endpoint::new(url, wait),
+        "/api/v1/automation/accounts/unblock",
+        &body,
+    )?;
+    if data["was_blocked"] == serde_json::Value::Bool(true) {
+        println!("account `{account}` of site `{site}` unblocked");
+    } else {
+        println!("account `{account}` of site `{site}` was not blocked");
+    }
+    Ok(())
 }
 
 /// One line from standard input, without its line ending.

@@ -38,8 +38,6 @@ pub struct OptimizeArgs {
 
 /// Runs the asked steps; `Err` names how many failed.
 pub async fn run(config: &Config, args: &OptimizeArgs) -> Result<()> {
-    let url = &client::Endpoint::new(args.url.as_deref(), args.wait);
-    let mut steps: Vec<(String, Result<String>)> = Vec::new();
     if !(args.health_check
         || args.cleanup_days.is_some()
         || !args.warm_cache.is_empty()
@@ -48,109 +46,141 @@ pub async fn run(config: &Config, args: &OptimizeArgs) -> Result<()> {
     {
         return Err(Error::invalid("optimize", "name at least one step: --health-check, --cleanup-days N, --warm-cache SITE, --optimize-concurrency, --reset-metrics"));
     }
+    let mut run = Maintenance {
+        config,
+        url: client::Endpoint::new(args.url.as_deref(), args.wait),
+        steps: Vec::new(),
+    };
     if args.health_check {
-        let result = client::get(config, url, &format!("{PERF}/health"))
+        run.health_check().await;
+    }
+    if let Some(days) = args.cleanup_days {
+        run.clean_up_history(days).await;
+    }
+    for site in &args.warm_cache {
+        run.warm_cache(site).await;
+    }
+    if args.optimize_concurrency {
+        run.optimize_concurrency().await;
+    }
+    if args.reset_metrics {
+        run.reset_metrics().await;
+    }
+    run.report()
+}
+
+/// One run of `tokend optimize`: the steps, in order, each with its result line.
+struct Maintenance<'a> {
+    config: &'a Config,
+    url: client::Endpoint,
+    steps: Vec<(String, Result<String>)>,
+}
+
+impl Maintenance<'_> {
+    async fn post(&self, path: &str) -> Result<Value> {
+        client::post(self.config, &self.url, path, &json!({})).await
+    }
+
+    /// Fails when the daemon says `unhealthy`.
+    async fn health_check(&mut self) {
+        let result = client::get(self.config, &self.url, &format!("{PERF}/health"))
             .await
             .and_then(|data| {
                 let status = data["status"].as_str().unwrap_or("unknown").to_string();
-                let alerts: Vec<String> = data["alerts"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|a| {
-                        format!(
-                            "{} ({})",
-                            a["type"].as_str().unwrap_or("?"),
-                            a["severity"].as_str().unwrap_or("?")
-                        )
-                    })
-                    .collect();
-                let line = format!(
-                    "status {status}; alerts: {}",
-                    if alerts.is_empty() {
-                        "none".into()
-                    } else {
-                        alerts.join(", ")
-                    }
-                );
+                let line = format!("status {status}; alerts: {}", describe_alerts(&data));
                 if status == "unhealthy" {
                     Err(Error::Daemon(line))
                 } else {
                     Ok(line)
                 }
             });
-        steps.push(("health check".into(), result));
+        self.steps.push(("health check".into(), result));
     }
-    if let Some(days) = args.cleanup_days {
-        let result = client::post(
-            config,
-            url,
-            &format!("/api/v1/automation/history/cleanup?days={days}"),
-            &json!({}),
-        )
-        .await
-        .map(|d| {
-            format!(
-                "deleted {} history rows older than {days} days",
-                d["deleted"]
-            )
-        });
-        steps.push(("history cleanup".into(), result));
-    }
-    for site in &args.warm_cache {
-        let result = client::post(
-            config,
-            url,
-            &format!("{PERF}/cache/warm-up?site_name={site}"),
-            &json!({}),
-        )
-        .await
-        .map(|d| {
-            format!(
-                "{} credentials, {} blacklisted",
-                d["credentials_loaded"],
-                d["blacklisted"].as_array().map_or(0, Vec::len)
-            )
-        });
-        steps.push((format!("warm cache {site}"), result));
-    }
-    if args.optimize_concurrency {
-        let result = client::post(
-            config,
-            url,
-            &format!("{PERF}/optimize-concurrency?apply=true"),
-            &json!({}),
-        )
-        .await
-        .map(|d| describe_optimization(&d));
-        steps.push(("optimize concurrency".into(), result));
-    }
-    if args.reset_metrics {
-        let result = client::post(config, url, &format!("{PERF}/metrics/reset"), &json!({}))
+
+    async fn clean_up_history(&mut self, days: u32) {
+        let result = self
+            .post(&format!("/api/v1/automation/history/cleanup?days={days}"))
             .await
             .map(|d| {
                 format!(
-                    "reset; before: {} acquisitions, {:.1}% success",
-                    d["previous"]["total_acquisitions"],
-                    d["previous"]["success_rate"].as_f64().unwrap_or(0.0)
+                    "deleted {} history rows older than {days} days",
+                    d["deleted"]
                 )
             });
-        steps.push(("reset metrics".into(), result));
+        self.steps.push(("history cleanup".into(), result));
     }
-    let mut failed = 0;
-    for (step, result) in &steps {
-        match result {
-            Ok(line) => println!("ok      {step}: {line}"),
-            Err(e) => {
-                failed += 1;
-                println!("FAILED  {step}: {e}");
+
+    async fn warm_cache(&mut self, site: &str) {
+        let result = self
+            .post(&format!("{PERF}/cache/warm-up?site_name={site}"))
+            .await
+            .map(|d| {
+                format!(
+                    "{} credentials, {} blacklisted",
+                    d["credentials_loaded"],
+                    d["blacklisted"].as_array().map_or(0, Vec::len)
+                )
+            });
+        self.steps.push((format!("warm cache {site}"), result));
+    }
+
+    async fn optimize_concurrency(&mut self) {
+        let result = self
+            .post(&format!("{PERF}/optimize-concurrency?apply=true"))
+            .await
+            .map(|d| describe_optimization(&d));
+        self.steps.push(("optimize concurrency".into(), result));
+    }
+
+    async fn reset_metrics(&mut self) {
+        let result = self.post(&format!("{PERF}/metrics/reset")).await.map(|d| {
+            format!(
+                "reset; before: {} acquisitions, {:.1}% success",
+                d["previous"]["total_acquisitions"],
+                d["previous"]["success_rate"].as_f64().unwrap_or(0.0)
+            )
+        });
+        self.steps.push(("reset metrics".into(), result));
+    }
+
+    /// Prints one line per step; `Err` when any failed.
+    fn report(self) -> Result<()> {
+        let mut failed = 0;
+        for (step, result) in &self.steps {
+            match result {
+                Ok(line) => println!("ok      {step}: {line}"),
+                Err(e) => {
+                    failed += 1;
+                    println!("FAILED  {step}: {e}");
+                }
             }
         }
+        if failed > 0 {
+            Err(Error::StepsFailed(failed))
+        } else {
+            Ok(())
+        }
     }
-    if failed > 0 {
-        Err(Error::StepsFailed(failed))
+}
+
+/// `type (severity)` of each alert of a health answer, or `none`.
+fn describe_alerts(health: &Value) -> String {
+    let alerts: Vec<String> = health["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            format!(
+                "{} ({})",
+                a["type"].as_str().unwrap_or("?"),
+                a["severity"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    if alerts.is_empty() {
+        "none".into()
     } else {
-        Ok(())
+        alerts.join(", ")
     }
 }
 

@@ -12,7 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::cache::CacheCounters;
 use crate::cache::CacheKind;
@@ -138,73 +138,79 @@ impl Collector for CacheCollector {
     }
 }
 
+/// Registers `metric` under `name` and hands it back, for the handle [`Metrics`] keeps.
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+type DurationFamily = Family<SiteLabels, Histogram, fn() -> Histogram>;
+
 impl Metrics {
+    /// Every family, registered in the order of the exposition: one flat list, so that the
+    /// order stays visible.
     pub fn new(cache: Arc<CacheCounters>) -> Metrics {
         let mut registry = Registry::with_prefix("tokend");
-        let acquisitions = Family::<AcquisitionLabels, Counter>::default();
-        let duration = Family::<SiteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-            duration_histogram,
-        );
-        let login_duration =
-            Family::<SiteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                duration_histogram,
-            );
-        let in_flight = Family::<SiteLabels, Gauge>::default();
-        registry.register(
+        let r = &mut registry;
+        let acquisitions = registered(
+            r,
             "acquisitions",
             "Acquisitions that reached a login, by site and status",
-            acquisitions.clone(),
+            Family::<AcquisitionLabels, Counter>::default(),
         );
-        registry.register(
+        let duration = registered(
+            r,
             "acquisition_duration_seconds",
             "Time from request to answer of acquisitions that logged in",
-            duration.clone(),
+            DurationFamily::new_with_constructor(duration_histogram),
         );
-        registry.register(
+        let login_duration = registered(
+            r,
             "login_duration_seconds",
             "Time spent in login drivers, retries included",
-            login_duration.clone(),
+            DurationFamily::new_with_constructor(duration_histogram),
         );
-        registry.register(
+        let in_flight = registered(
+            r,
             "acquisitions_in_flight",
             "Acquisitions logging in now",
-            in_flight.clone(),
+            Family::<SiteLabels, Gauge>::default(),
         );
-        let rejections = Family::<RejectionLabels, Counter>::default();
-        registry.register(
+        let rejections = registered(
+            r,
             "rejections",
             "Requests refused before any login ran, by site and reason",
-            rejections.clone(),
+            Family::<RejectionLabels, Counter>::default(),
         );
-        let circuit_open = Family::<SiteLabels, Gauge>::default();
-        registry.register(
+        let circuit_open = registered(
+            r,
             "site_circuit_open",
             "1 while a site's circuit is open or half-open (logins paused), else 0",
-            circuit_open.clone(),
+            Family::<SiteLabels, Gauge>::default(),
         );
-        let site_limit = Family::<SiteLabels, Gauge>::default();
-        registry.register(
+        let site_limit = registered(
+            r,
             "site_concurrency_limit",
             "A site's effective slot limit (adaptive concurrency)",
-            site_limit.clone(),
+            Family::<SiteLabels, Gauge>::default(),
         );
-        let probes = Family::<ProbeLabels, Counter>::default();
-        registry.register(
+        let probes = registered(
+            r,
             "probes",
             "Validity probes of tokens in use, by site and result (valid, invalid, error)",
-            probes.clone(),
+            Family::<ProbeLabels, Counter>::default(),
         );
-        let webhook_deliveries = Family::<ResultLabels, Counter>::default();
-        registry.register(
+        let webhook_deliveries = registered(
+            r,
             "webhook_deliveries",
             "Webhook POSTs by result (delivered, retried, failed, dropped from a full queue)",
-            webhook_deliveries.clone(),
+            Family::<ResultLabels, Counter>::default(),
         );
-        let captcha_solves = Family::<CaptchaLabels, Counter>::default();
-        registry.register(
+        let captcha_solves = registered(
+            r,
             "captcha_solves",
             "Captchas given to a solver, by site and result (solved, rejected, empty, failed, timeout, unavailable)",
-            captcha_solves.clone(),
+            Family::<CaptchaLabels, Counter>::default(),
         );
         registry.register_collector(Box::new(CacheCollector(cache)));
         Metrics {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::{middleware, web, App, HttpServer};
+use redis::aio::ConnectionManager;
 
 use crate::actors::cache::WatchSlots;
 use crate::actors::Actors;
@@ -67,50 +68,81 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
     let listener = bind(&config)?;
     let pool = Pool::connect(config.database.url.expose(), config.database.pool_size)?;
     let database_ready = migrate_at_start(pool.clone()).await?;
-    let key = if *database_ready.borrow() {
-        let (config, pool) = (config.clone(), pool.clone());
-        web::block(move || -> Result<SecretKey> {
-            let key = crate::checks::load_key(&config, &pool)?;
-            crate::checks::key_opens_stored_secret(&mut *pool.get()?, &key)?;
-            Ok(key)
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??
-    } else {
-        SecretKey::load(&config.security)?
-    };
+    let key = load_key(&config, &pool, *database_ready.borrow()).await?;
     let store = CacheStore::from_config(&config)?;
     log_redis_state(&store).await;
     let cache = TokenCache::new(store, &config.redis.key_prefix, key.clone());
     let actors = Actors::start(config.clone(), pool.clone(), &cache);
-    let redis_slots = match cache.store() {
-        CacheStore::Redis(redis) => Some(
-            RedisSlots::new(redis.connection(), &config.redis.key_prefix)
-                .with_database(pool.clone()),
-        ),
-        CacheStore::Memory(_) => None,
+    let (slots, broker) = start_broker(&config, &pool, &key, &cache, &actors)?;
+    let state = AppState {
+        config: config.clone(),
+        actors,
+        pool,
+        key,
+        cache,
+        broker,
+        slots,
+        shutdown: Shutdown::default(),
     };
-    let circuits = Circuits::new(match cache.store() {
+    let (addr, handle, server) = serve_http(&config, listener, state.clone())?;
+    log::info!(
+        "event=listening addr={addr} database={} cache={} sites={}",
+        state.pool.backend().name(),
+        state.cache.store().backend(),
+        config.sites.len()
+    );
+    Ok(RunningServer {
+        addr,
+        handle,
+        state,
+        database_ready,
+        server,
+    })
+}
+
+/// The secret key: checked against a stored secret when the database is ready, else from
+/// its file alone (the check waits for the database).
+async fn load_key(config: &Arc<Config>, pool: &Pool, database_ready: bool) -> Result<SecretKey> {
+    if !database_ready {
+        return SecretKey::load(&config.security);
+    }
+    let (config, pool) = (config.clone(), pool.clone());
+    web::block(move || -> Result<SecretKey> {
+        let key = crate::checks::load_key(&config, &pool)?;
+        crate::checks::key_opens_stored_secret(&mut *pool.get()?, &key)?;
+        Ok(key)
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?
+}
+
+/// Redis and the key prefix, for the parts shared between instances through Redis; `None`
+/// on the in-process backend.
+fn shared_redis<'a>(
+    cache: &TokenCache,
+    config: &'a Config,
+) -> Option<(ConnectionManager, &'a str)> {
+    match cache.store() {
         CacheStore::Redis(redis) => Some((redis.connection(), config.redis.key_prefix.as_str())),
         CacheStore::Memory(_) => None,
+    }
+}
+
+/// The login slots and the broker with its parts, wired to the actors, the webhook and the
+/// probes.
+fn start_broker(
+    config: &Arc<Config>,
+    pool: &Pool,
+    key: &SecretKey,
+    cache: &TokenCache,
+    actors: &Actors,
+) -> Result<(Slots, Broker)> {
+    let redis_slots = shared_redis(cache, config).map(|(connection, prefix)| {
+        RedisSlots::new(connection, prefix).with_database(pool.clone())
     });
-    let budgets = LoginBudgets::new(
-        match cache.store() {
-            CacheStore::Redis(redis) => {
-                Some((redis.connection(), config.redis.key_prefix.as_str()))
-            }
-            CacheStore::Memory(_) => None,
-        },
-        pool.clone(),
-    );
     let slots = Slots::new(actors.concurrency.clone(), redis_slots, &config.concurrency);
     let adaptive = AdaptiveLimits::new(
-        match cache.store() {
-            CacheStore::Redis(redis) => {
-                Some((redis.connection(), config.redis.key_prefix.as_str()))
-            }
-            CacheStore::Memory(_) => None,
-        },
+        shared_redis(cache, config),
         slots.clone(),
         actors.metrics.clone(),
     );
@@ -123,9 +155,9 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
         slots: slots.clone(),
         monitor: actors.monitor.clone(),
         history: actors.recorder.clone(),
-        circuits,
+        circuits: Circuits::new(shared_redis(cache, config)),
         metrics: actors.metrics.clone(),
-        budgets,
+        budgets: LoginBudgets::new(shared_redis(cache, config), pool.clone()),
         adaptive,
     })?;
     broker.watch_accounts();
@@ -133,27 +165,30 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
         .alert
         .do_send(crate::actors::alert::WatchSites(broker.clone()));
     // SPEC §13: alerts and pending captchas announced by webhook; tokens in use probed.
-    let webhook = crate::webhook::Webhook::start(&config, actors.metrics.clone());
+    let webhook = crate::webhook::Webhook::start(config, actors.metrics.clone());
     actors
         .alert
         .do_send(crate::actors::alert::AnnounceTo(webhook.clone()));
     broker.captchas().announce_to(webhook);
     broker.start_probes()?;
-    let state = AppState {
-        config: config.clone(),
-        actors,
-        pool,
-        key,
-        cache,
-        broker,
-        slots,
-        shutdown: Shutdown::default(),
-    };
+    Ok((slots, broker))
+}
 
+/// The HTTP server on the taken port, spawned so that it runs whether or not anybody awaits
+/// it: where it listens, how to stop it, and its task.
+fn serve_http(
+    config: &Config,
+    listener: std::net::TcpListener,
+    state: AppState,
+) -> Result<(
+    SocketAddr,
+    ServerHandle,
+    actix_web::rt::task::JoinHandle<std::io::Result<()>>,
+)> {
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io(config.server.listen.clone(), e))?;
-    let data = web::Data::new(state.clone());
+    let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
@@ -173,21 +208,7 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
     let bound = server.addrs().first().copied().unwrap_or(addr);
     let server = server.run();
     let handle = server.handle();
-    // Spawned, so that the server runs whether or not anybody awaits it.
-    let server = actix_web::rt::spawn(server);
-    log::info!(
-        "event=listening addr={bound} database={} cache={} sites={}",
-        state.pool.backend().name(),
-        state.cache.store().backend(),
-        config.sites.len()
-    );
-    Ok(RunningServer {
-        addr: bound,
-        handle,
-        state,
-        database_ready,
-        server,
-    })
+    Ok((bound, handle, actix_web::rt::spawn(server)))
 }
 
 /// Takes the port of `server.listen`; a port in use is [`Error::Listen`] (not a configuration
@@ -305,8 +326,9 @@ pub async fn serve(config: Arc<Config>) -> Result<()> {
     running.wait().await?;
     // Requests are answered; now the history they recorded.
     match tokio::time::timeout(FLUSH_AT_STOP, broker.flush_history()).await {
-        Ok(0) => log::info!("event=history_flushed"),
-        Ok(waiting) => log::warn!("event=history_flushed spooled={waiting} note=\"written to the database at next start\""),
+        Ok(Ok(0)) => log::info!("event=history_flushed"),
+        Ok(Ok(waiting)) => log::warn!("event=history_flushed spooled={waiting} note=\"written to the database at next start\""),
+        Ok(Err(e)) => log::error!("event=history_not_flushed error=\"{e}\""),
         Err(_) => log::error!("event=history_flush_timeout seconds={}", FLUSH_AT_STOP.as_secs()),
     }
     log::info!("event=stopped");

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::db::models::NewHistory;
 use crate::error::{Error, Result};
 
+#[derive(Clone)]
 pub struct Spool {
     path: PathBuf,
 }
@@ -96,6 +97,7 @@ pub fn dead_letter_path(spool: &Path) -> PathBuf {
 
 /// The dead-letter file: rows that no retry can write (the database refuses their content),
 /// kept, fsynced, for an operator to look at, instead of blocking the spool for ever.
+#[derive(Clone)]
 pub struct DeadLetter {
     path: PathBuf,
 }

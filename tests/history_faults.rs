@@ -189,3 +189,51 @@ fn a_hanging_history_write_is_spooled_and_does_not_hold_the_stop() {
     );
     diesel::sql_query("ROLLBACK").execute(&mut blocker).unwrap();
 }
+
+/// The spool cannot be read or written (its path is a directory): rows the database did not
+/// take are nowhere safe, and the stop says so instead of `history_flushed`.
+#[test]
+fn a_stop_with_stranded_rows_logs_the_failure() {
+    let Some(pg) = common::PgDatabase::create() else {
+        return;
+    };
+    let portal = Portal::start();
+    portal.state.accept("alice", "pw-alice");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &config_text(&portal, &pg.url, dir.path()));
+    std::fs::create_dir(dir.path().join("history.spool")).unwrap();
+    std::fs::write(dir.path().join("history.spool/keeps-it-non-empty"), "").unwrap();
+    common::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
+    let mut daemon = Daemon::start(dir.path(), &config);
+    let (status, answer) = acquire(
+        daemon.addr,
+        json!({"site_name": "court_zxfw", "account": "alice"}),
+    );
+    assert_eq!(status, 200, "{answer}");
+
+    let pid = daemon.child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut log = daemon.drain_log();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !log.iter().any(|l| l.contains("event=stopped")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match daemon.log.recv_timeout(left) {
+            Ok(line) => log.push(line),
+            Err(_) => panic!("tokend did not stop; its log:\n{}", log.join("\n")),
+        }
+    }
+    let log = log.join("\n");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("event=history_not_flushed") && l.contains("error=")),
+        "the stop does not report the stranded rows:\n{log}"
+    );
+    assert!(
+        !log.contains("event=history_flushed"),
+        "the stop reports success while rows are stranded:\n{log}"
+    );
+}

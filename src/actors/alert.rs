@@ -314,8 +314,7 @@ impl Handler<Health> for AlertActor {
                 monitor.send(Snapshot),
                 sites
             );
-            let metrics = metrics.unwrap_or_default();
-            let mut alerts = evaluate(&metrics, &thresholds);
+            let (metrics, mut alerts, monitor_component) = metrics_or_alert(metrics, &thresholds);
             let now = RequestCounts::of(&metrics);
             alerts.extend(site_alerts(&sites, now.rejection_rate(window), &thresholds));
             let sites_component: serde_json::Map<String, Value> =
@@ -370,12 +369,41 @@ impl Handler<Health> for AlertActor {
                 components: json!({
                     "database": database_component,
                     "cache": cache_component,
+                    "monitor": monitor_component,
                     "sites": sites_component,
                 }),
                 database_up,
                 window: now,
             }
         })
+    }
+}
+
+/// The live metrics and their threshold alerts, with the `monitor` component. When
+/// `MonitorActor` does not answer, the metrics are unknown: a high alert and a `down`
+/// component say why, instead of empty metrics reading as healthy.
+fn metrics_or_alert(
+    answer: Result<MetricsSnapshot, MailboxError>,
+    thresholds: &AlertsConfig,
+) -> (MetricsSnapshot, Vec<Alert>, Value) {
+    match answer {
+        Ok(metrics) => {
+            let alerts = evaluate(&metrics, thresholds);
+            (metrics, alerts, json!({"status": "up"}))
+        }
+        Err(e) => {
+            let message =
+                format!("the metrics actor does not answer ({e}): live metrics are unknown");
+            let alert = Alert {
+                kind: "monitor_unreachable",
+                message: message.clone(),
+                severity: Severity::High,
+                value: 0.0,
+                threshold: 1.0,
+            };
+            let component = json!({"status": "down", "error": message});
+            (MetricsSnapshot::default(), vec![alert], component)
+        }
     }
 }
 
@@ -410,5 +438,22 @@ mod tests {
         assert_eq!(alerts[0].kind, "low_success_rate");
         assert_eq!(HealthLevel::from_alerts(&alerts), HealthLevel::Unhealthy);
         assert_eq!(HealthLevel::from_alerts(&[]), HealthLevel::Healthy);
+    }
+
+    #[actix_rt::test]
+    async fn a_dead_monitor_is_not_healthy() {
+        let counters: std::sync::Arc<crate::cache::CacheCounters> = Default::default();
+        let exposition = std::sync::Arc::new(crate::metrics::Metrics::new(counters.clone()));
+        let monitor = MonitorActor::create(|ctx| {
+            ctx.stop();
+            MonitorActor::new(counters, exposition)
+        });
+        let answer = monitor.send(Snapshot).await;
+        assert!(answer.is_err(), "the stopped monitor answered");
+        let (_, alerts, component) = metrics_or_alert(answer, &AlertsConfig::default());
+        assert_eq!(HealthLevel::from_alerts(&alerts), HealthLevel::Unhealthy);
+        assert_eq!(alerts[0].kind, "monitor_unreachable");
+        assert_eq!(component["status"], "down", "{component}");
+        assert!(component["error"].as_str().is_some_and(|e| !e.is_empty()));
     }
 }

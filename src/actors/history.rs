@@ -14,7 +14,8 @@
 //! Callers do not send rows one by one: they hand them to a [`HistoryRecorder`], whose task
 //! gathers up to [`BATCH_ROWS`] rows or [`BATCH_WINDOW`] of time into one batch, and keeps a
 //! batch the database could not take (down, or no answer within [`WRITE_TIMEOUT`]) in the
-//! spool until it can be written. A batch the database refuses for its content is split in
+//! spool until it can be written. The spool's file work (and its fsyncs) runs on the same
+//! blocking pool as the database work, never on the arbiter of the actors. A batch the database refuses for its content is split in
 //! halves until the refused rows stand alone; those go to the dead-letter file (named in a
 //! log line and in `/health`), so that one bad row never blocks the spool.
 
@@ -25,6 +26,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::db::models::NewHistory;
+use crate::db::statistics::StatisticsReport;
 use crate::db::{DbConnection, Pool};
 use crate::error::{Error, Result};
 use crate::spool::{DeadLetter, Spool};
@@ -125,7 +127,7 @@ impl Handler<RecordBatch> for HistoryActor {
 
 enum Entry {
     Row(Box<NewHistory>),
-    Flush(oneshot::Sender<usize>),
+    Flush(oneshot::Sender<Result<usize>>),
 }
 
 /// The way into the history: cheap to clone, never blocks the caller.
@@ -143,7 +145,7 @@ impl HistoryRecorder {
             history,
             dead: DeadLetter::new(crate::spool::dead_letter_path(spool.path())),
         };
-        actix::spawn(batch_loop(writer, spool, receiver));
+        actix::spawn(Batcher::run(writer, spool, receiver));
         HistoryRecorder { sender }
     }
 
@@ -153,22 +155,21 @@ impl HistoryRecorder {
         }
     }
 
-    /// Writes everything recorded so far (and what waits in the spool) to the database;
-    /// answers with the rows still waiting in the spool (0 when the database took them all).
-    pub async fn flush(&self) -> usize {
+    /// Writes everything recorded so far (and what waits in the spool) to the database.
+    /// `Ok` with the rows still waiting in the spool, on disk for the next start (0 when the
+    /// database took them all); `Err` when rows are stranded: the recorder has stopped, the
+    /// spool cannot be read, or rows the database could not take could not be spooled either.
+    pub async fn flush(&self) -> Result<usize> {
         let (done, wait) = oneshot::channel();
-        if self.sender.send(Entry::Flush(done)).is_err() {
-            return 0;
-        }
-        wait.await.unwrap_or(0)
+        self.sender
+            .send(Entry::Flush(done))
+            .map_err(|_| recorder_stopped())?;
+        wait.await.map_err(|_| recorder_stopped())?
     }
 }
 
-fn absorb(entry: Entry, pending: &mut Vec<NewHistory>, flushes: &mut Vec<oneshot::Sender<usize>>) {
-    match entry {
-        Entry::Row(row) => pending.push(*row),
-        Entry::Flush(done) => flushes.push(done),
-    }
+fn recorder_stopped() -> Error {
+    Error::Internal("the history recorder has stopped: recorded rows are not written".into())
 }
 
 /// Whether the database refused a write for what the rows hold (a value it cannot store, a
@@ -237,36 +238,190 @@ impl Writer {
                     todo.push(second);
                     todo.push(first);
                 }
-                Err(e) if refused_for_content(&e) => {
-                    let row = &batch[0];
-                    self.dead.append(row, &e.to_string())?;
-                    log::error!(
-                        "event=history_dead_letter acquisition_id={} path={} error=\"{e}\"",
-                        row.acquisition_id,
-                        self.dead.path().display()
-                    );
-                }
+                Err(e) if refused_for_content(&e) => self.set_aside(&batch[0], &e).await?,
                 Err(e) => return Err(e),
             }
         }
         Ok(())
     }
+
+    /// Keeps a row the database refused in the dead-letter file (fsynced on the blocking pool).
+    async fn set_aside(&self, row: &NewHistory, refusal: &Error) -> Result<()> {
+        let (dead, kept, reason) = (self.dead.clone(), row.clone(), refusal.to_string());
+        crate::db::blocking(move || dead.append(&kept, &reason)).await?;
+        log::error!(
+            "event=history_dead_letter acquisition_id={} path={} error=\"{refusal}\"",
+            row.acquisition_id,
+            self.dead.path().display()
+        );
+        Ok(())
+    }
 }
 
-/// Moves the spool's rows into the database; `true` when the spool is empty afterwards.
-async fn replay(history: &Writer, spool: &Spool) -> bool {
-    if spool.is_empty() {
-        return true;
+/// The batching task: gathers rows into batches, writes them, keeps in the spool what the
+/// database cannot take, and answers flushes. Its file work (append, load, clear and their
+/// fsyncs) runs on the blocking pool like the database work, so it never holds up the arbiter
+/// that runs the login slots and the counters.
+struct Batcher {
+    writer: Writer,
+    spool: Spool,
+    receiver: mpsc::UnboundedReceiver<Entry>,
+    /// Rows gathered for the next batch; after a failed spool write, rows nowhere on disk.
+    pending: Vec<NewHistory>,
+    flushes: Vec<oneshot::Sender<Result<usize>>>,
+    /// Rows wait in the spool: new rows join them there, so the history keeps its order.
+    spooled: bool,
+    last_replay: Instant,
+    /// Why the last spool write failed, while `pending` holds the rows it could not keep.
+    spool_error: Option<String>,
+}
+
+impl Batcher {
+    /// Replays what an earlier run left in the spool, then batches until every recorder is
+    /// dropped; rows still gathered then go to the spool.
+    async fn run(writer: Writer, spool: Spool, receiver: mpsc::UnboundedReceiver<Entry>) {
+        let mut batcher = Batcher {
+            writer,
+            spool,
+            receiver,
+            pending: Vec::new(),
+            flushes: Vec::new(),
+            spooled: false,
+            last_replay: Instant::now(),
+            spool_error: None,
+        };
+        batcher.spooled = !batcher.replay().await;
+        batcher.last_replay = Instant::now();
+        while batcher.gather().await {
+            let failed_now = batcher.write_pending().await;
+            batcher.replay_if_due(failed_now).await;
+            batcher.answer_flushes().await;
+        }
+        batcher.keep_pending().await;
     }
-    let rows = match spool.load() {
-        Ok(rows) => rows,
-        Err(e) => {
-            log::error!("event=spool_unreadable error=\"{e}\"");
+
+    /// Runs file work on the spool on the blocking pool.
+    async fn on_disk<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Spool) -> Result<T> + Send + 'static,
+    {
+        let spool = self.spool.clone();
+        crate::db::blocking(move || work(&spool)).await
+    }
+
+    /// Waits for an entry (while rows wait in the spool, wakes up to replay them), then
+    /// gathers more until the batch is full, a flush is asked for, or the window ends.
+    /// `false` once every recorder is dropped.
+    async fn gather(&mut self) -> bool {
+        let wait = if self.spooled {
+            RETRY_AFTER
+        } else {
+            Duration::from_secs(3600)
+        };
+        match tokio::time::timeout(wait, self.receiver.recv()).await {
+            Ok(Some(entry)) => self.absorb(entry),
+            Ok(None) => return false,
+            Err(_) => {}
+        }
+        let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+        while !self.pending.is_empty() && self.pending.len() < BATCH_ROWS && self.flushes.is_empty()
+        {
+            match tokio::time::timeout_at(deadline, self.receiver.recv()).await {
+                Ok(Some(entry)) => self.absorb(entry),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        true
+    }
+
+    fn absorb(&mut self, entry: Entry) {
+        match entry {
+            Entry::Row(row) => self.pending.push(*row),
+            Entry::Flush(done) => self.flushes.push(done),
+        }
+    }
+
+    /// Writes the gathered rows, or spools them when the database cannot take them (or the
+    /// spool already holds rows). `true` when a write was tried just now and failed: a replay
+    /// in the same round would only wait again.
+    async fn write_pending(&mut self) -> bool {
+        if self.pending.is_empty() {
             return false;
         }
-    };
-    match history.write(&rows).await {
-        Ok(()) => match spool.clear() {
+        let written = if self.spooled {
+            Err(Error::DatabaseUnavailable("spool not yet replayed".into()))
+        } else {
+            self.writer.write(&self.pending).await
+        };
+        let failed_now = !self.spooled && written.is_err();
+        match written {
+            Ok(()) => {
+                self.pending.clear();
+                self.spool_error = None;
+            }
+            Err(e) => self.spool_pending(&e).await,
+        }
+        failed_now
+    }
+
+    /// Appends the gathered rows to the spool; when that fails too, they stay in memory and
+    /// are tried again: nothing is dropped.
+    async fn spool_pending(&mut self, cause: &Error) {
+        let rows = self.pending.clone();
+        match self.on_disk(move |spool| spool.append(&rows)).await {
+            Ok(()) => {
+                if !self.spooled {
+                    log::warn!(
+                        "event=history_spooled rows={} path={} error=\"{cause}\"",
+                        self.pending.len(),
+                        self.spool.path().display()
+                    );
+                }
+                self.spooled = true;
+                self.pending.clear();
+                self.spool_error = None;
+            }
+            Err(spool_error) => {
+                log::error!(
+                    "event=spool_write_failed rows={} error=\"{spool_error}\"",
+                    self.pending.len()
+                );
+                self.spool_error = Some(spool_error.to_string());
+            }
+        }
+    }
+
+    /// Replays the spool when rows wait there and a flush asks for it or [`RETRY_AFTER`] has
+    /// passed since the last try.
+    async fn replay_if_due(&mut self, failed_now: bool) {
+        let due = !self.flushes.is_empty() || self.last_replay.elapsed() >= RETRY_AFTER;
+        if self.spooled && !failed_now && due {
+            self.last_replay = Instant::now();
+            self.spooled = !self.replay().await;
+        }
+    }
+
+    /// Moves the spool's rows into the database; `true` when the spool is empty afterwards.
+    async fn replay(&self) -> bool {
+        let loaded = self
+            .on_disk(|spool| match spool.is_empty() {
+                true => Ok(None),
+                false => spool.load().map(Some),
+            })
+            .await;
+        let rows = match loaded {
+            Ok(None) => return true,
+            Ok(Some(rows)) => rows,
+            Err(e) => {
+                log::error!("event=spool_unreadable error=\"{e}\"");
+                return false;
+            }
+        };
+        if self.writer.write(&rows).await.is_err() {
+            return false;
+        }
+        match self.on_disk(Spool::clear).await {
             Ok(()) => {
                 log::info!("event=spool_replayed rows={}", rows.len());
                 true
@@ -276,103 +431,60 @@ async fn replay(history: &Writer, spool: &Spool) -> bool {
                 log::error!("event=spool_not_cleared error=\"{e}\"");
                 false
             }
-        },
-        Err(_) => false,
+        }
+    }
+
+    async fn answer_flushes(&mut self) {
+        for done in std::mem::take(&mut self.flushes) {
+            let _ = done.send(self.waiting().await);
+        }
+    }
+
+    /// The rows not in the database: `Ok` with those kept in the spool, `Err` when some are
+    /// nowhere on disk (the spool could not be written) or the spool cannot be read.
+    async fn waiting(&self) -> Result<usize> {
+        if !self.pending.is_empty() {
+            let reason = self.spool_error.as_deref().unwrap_or("spool write failed");
+            let stranded = format!(
+                "{} history row(s) are held in memory only: {reason}",
+                self.pending.len()
+            );
+            return Err(Error::io(
+                self.spool.path(),
+                std::io::Error::other(stranded),
+            ));
+        }
+        if !self.spooled {
+            return Ok(0);
+        }
+        self.on_disk(|spool| spool.load())
+            .await
+            .map(|rows| rows.len())
+    }
+
+    /// Every recorder is gone: rows still gathered go to the spool, for the next start.
+    async fn keep_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let rows = std::mem::take(&mut self.pending);
+        let count = rows.len();
+        if let Err(e) = self.on_disk(move |spool| spool.append(&rows)).await {
+            log::error!("event=history_rows_lost rows={count} error=\"{e}\"");
+        }
     }
 }
 
-async fn batch_loop(history: Writer, spool: Spool, mut receiver: mpsc::UnboundedReceiver<Entry>) {
-    let mut pending: Vec<NewHistory> = Vec::new();
-    let mut flushes: Vec<oneshot::Sender<usize>> = Vec::new();
-    let mut spooled = !replay(&history, &spool).await;
-    let mut last_replay = Instant::now();
-    loop {
-        // Wait for an entry; while rows wait in the spool, wake up to replay them.
-        let wait = if spooled {
-            RETRY_AFTER
-        } else {
-            Duration::from_secs(3600)
-        };
-        match tokio::time::timeout(wait, receiver.recv()).await {
-            Ok(Some(entry)) => absorb(entry, &mut pending, &mut flushes),
-            Ok(None) => break,
-            Err(_) => {}
-        }
-        // Gather more until the batch is full, a flush is asked for, or the window ends.
-        let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
-        while !pending.is_empty() && pending.len() < BATCH_ROWS && flushes.is_empty() {
-            match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                Ok(Some(entry)) => absorb(entry, &mut pending, &mut flushes),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        // While the spool holds rows, new rows join it, so the history keeps its order.
-        let mut failed_now = false;
-        if !pending.is_empty() {
-            let written = if spooled {
-                Err(Error::DatabaseUnavailable("spool not yet replayed".into()))
-            } else {
-                history.write(&pending).await
-            };
-            // Tried just now: a replay in the same round would only wait again.
-            failed_now = !spooled && written.is_err();
-            if let Err(e) = written {
-                match spool.append(&pending) {
-                    Ok(()) => {
-                        if !spooled {
-                            log::warn!(
-                                "event=history_spooled rows={} path={} error=\"{e}\"",
-                                pending.len(),
-                                spool.path().display()
-                            );
-                        }
-                        spooled = true;
-                        pending.clear();
-                    }
-                    // Kept in memory and tried again: nothing is dropped.
-                    Err(spool_error) => log::error!(
-                        "event=spool_write_failed rows={} error=\"{spool_error}\"",
-                        pending.len()
-                    ),
-                }
-            } else {
-                pending.clear();
-            }
-        }
-        if spooled && !failed_now && (!flushes.is_empty() || last_replay.elapsed() >= RETRY_AFTER) {
-            last_replay = Instant::now();
-            spooled = !replay(&history, &spool).await;
-        }
-        if !flushes.is_empty() {
-            let waiting = if spooled {
-                spool.load().map_or(0, |rows| rows.len())
-            } else {
-                0
-            } + pending.len();
-            for done in flushes.drain(..) {
-                let _ = done.send(waiting);
-            }
-        }
-    }
-    if !pending.is_empty() {
-        if let Err(e) = spool.append(&pending) {
-            log::error!(
-                "event=history_rows_lost rows={} error=\"{e}\"",
-                pending.len()
-            );
-        }
-    }
-}
 /// The `/statistics` report of the last `days` days.
 #[derive(Message)]
-#[rtype(result = "Result<serde_json::Value>")]
+#[rtype(result = "Result<StatisticsReport>")]
 pub struct Statistics {
     pub days: u32,
     pub site: Option<String>,
 }
 
 impl Handler<Statistics> for HistoryActor {
-    type Result = ResponseFuture<Result<serde_json::Value>>;
+    type Result = ResponseFuture<Result<StatisticsReport>>;
 
     fn handle(&mut self, msg: Statistics, _: &mut Context<Self>) -> Self::Result {
         self.run("statistics", move |conn| {
@@ -445,5 +557,69 @@ mod tests {
             "{refused:?}"
         );
         assert_eq!(history.send(Cleanup { days: 1 }).await.unwrap().unwrap(), 0);
+    }
+
+    fn row(id: &str) -> NewHistory {
+        let now = chrono::Utc::now().naive_utc();
+        NewHistory {
+            acquisition_id: id.into(),
+            site_name: "court_zxfw".into(),
+            account: Some("alice".into()),
+            credential_id: Some(1),
+            status: "success".into(),
+            trigger_reason: "token_needed".into(),
+            attempt_count: 1,
+            total_duration: 1.0,
+            login_duration: Some(1.0),
+            captcha_attempts: 0,
+            network_retries: 0,
+            token_fingerprint: None,
+            token_redacted: None,
+            error_message: None,
+            error_details: None,
+            created_at: now,
+            started_at: now,
+            finished_at: Some(now),
+        }
+    }
+
+    fn sqlite_history(dir: &std::path::Path) -> Addr<HistoryActor> {
+        let pool = Pool::connect(&format!("sqlite://{}/h.db", dir.display()), 2).unwrap();
+        pool.migrate().unwrap();
+        HistoryActor::new(pool).start()
+    }
+
+    #[actix_rt::test]
+    async fn a_flush_answers_how_many_rows_wait_and_a_dead_recorder_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let recorder =
+            HistoryRecorder::start(sqlite_history(dir.path()), Spool::new(dir.path().join("s")));
+        recorder.record(row("a"));
+        assert_eq!(recorder.flush().await.unwrap(), 0);
+
+        let (sender, receiver) = mpsc::unbounded_channel();
+        drop(receiver);
+        let dead = HistoryRecorder { sender };
+        assert!(
+            dead.flush().await.is_err(),
+            "a dead recorder reads as flushed"
+        );
+    }
+
+    /// The spool is a directory: it can be neither read nor written, so rows the database
+    /// did not take are nowhere safe, and the flush says so.
+    #[actix_rt::test]
+    async fn rows_that_reach_neither_the_database_nor_the_spool_fail_the_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        std::fs::create_dir(&spool).unwrap();
+        std::fs::write(spool.join("keeps-it-non-empty"), "").unwrap();
+        let recorder = HistoryRecorder::start(sqlite_history(dir.path()), Spool::new(&spool));
+        recorder.record(row("a"));
+        let flushed = recorder.flush().await;
+        assert!(
+            matches!(&flushed, Err(Error::Io { path, .. }) if path == &spool),
+            "{flushed:?}"
+        );
     }
 }

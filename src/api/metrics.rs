@@ -141,7 +141,7 @@ pub async fn statistics(
         .send(Statistics { days, site })
         .await??;
     let live = state.actors.monitor.send(Snapshot).await?;
-    report["real_time_metrics"] = snapshot_json(&live);
+    report.real_time_metrics = Some(snapshot_json(&live));
     Ok(ok(report))
 }
 

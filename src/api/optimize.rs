@@ -48,23 +48,22 @@ pub async fn optimize(
             site: None,
         })
         .await??;
-    let sites: Vec<SiteLoad> = day["site_breakdown"]
-        .as_array()
+    let sites: Vec<SiteLoad> = day
+        .site_breakdown
         .into_iter()
-        .flatten()
         .map(|row| {
-            let site = row["site_name"].as_str().unwrap_or_default().to_string();
+            let live = live.sites.get(&row.site_name);
             SiteLoad {
-                acquisitions: row["total"].as_u64().unwrap_or(0),
-                success_rate: row["success_rate"].as_f64().unwrap_or(100.0),
-                timeout_rate: live.sites.get(&site).map_or(0.0, |c| c.timeout_rate()),
-                congestion_rate: live.sites.get(&site).map_or(0.0, |c| c.congestion_rate()),
-                avg_duration: row["avg_duration"].as_f64().unwrap_or(0.0),
+                acquisitions: u64::try_from(row.totals.total).unwrap_or(0),
+                success_rate: row.totals.success_rate,
+                timeout_rate: live.map_or(0.0, |c| c.timeout_rate()),
+                congestion_rate: live.map_or(0.0, |c| c.congestion_rate()),
+                avg_duration: row.totals.avg_duration,
                 adaptive: state
                     .config
-                    .site(&site)
+                    .site(&row.site_name)
                     .is_some_and(|s| s.adaptive_concurrency),
-                site,
+                site: row.site_name,
             }
         })
         .collect();

@@ -323,8 +323,9 @@ impl Broker {
         &self.inner.circuits
     }
 
-    /// Waits for everything recorded so far to reach the history table (tests, shutdown).
-    pub async fn flush_history(&self) -> usize {
+    /// Waits for everything recorded so far to reach the history table (tests, shutdown);
+    /// see [`HistoryRecorder::flush`].
+    pub async fn flush_history(&self) -> Result<usize> {
         self.inner.history.flush().await
     }
 

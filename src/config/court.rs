@@ -2,52 +2,48 @@
 //! §15): the captcha solver, and the checks that tie a derived site to its parent — the
 //! parent exists, and following `from_site` never comes back to where it started.
 
-use serde::{Deserialize, Serialize};
-
-use super::{DriverKind, SiteConfig};
+pub use super::site::CaptchaSolverConfig;
+use super::site::{DriverKind, SiteConfig};
 use crate::error::{Error, Result};
-
-/// `captcha_solver`: a program with its arguments, or `"human"`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(untagged)]
-pub enum CaptchaSolverConfig {
-    /// `["python3", "/usr/local/lib/tokend/ddddocr_solve.py"]`, run with no shell.
-    Program(Vec<String>),
-    /// `"human"`: the hand-off of SPEC §13.
-    Named(String),
-}
-
-impl CaptchaSolverConfig {
-    pub fn is_human(&self) -> bool {
-        matches!(self, CaptchaSolverConfig::Named(name) if name == "human")
-    }
-}
 
 /// The checks of one site's court and derived keys; `index` names the key.
 pub(super) fn validate_site(site: &SiteConfig, index: usize) -> Result<()> {
     let key = |field: &str| format!("sites[{index}].{field}");
-    let only_for = |field: &str, what: &str| {
-        Err(Error::config(
-            key(field),
-            format!("is only for driver {what}"),
-        ))
-    };
+    validate_captcha(site, &key)?;
+    validate_derived(site, &key)?;
+    if !site.command.is_empty() && site.driver != DriverKind::Command {
+        return only_for(key("command"), "\"command\"");
+    }
+    if !site.login_url.is_empty() && !matches!(site.driver, DriverKind::Http | DriverKind::Command)
+    {
+        return only_for(key("login_url"), "\"http\"");
+    }
+    Ok(())
+}
+
+/// A key set on a site whose driver does not read it.
+fn only_for(key: String, what: &str) -> Result<()> {
+    Err(Error::config(key, format!("is only for driver {what}")))
+}
+
+/// The portal and captcha keys of the court drivers.
+fn validate_captcha(site: &SiteConfig, key: &impl Fn(&str) -> String) -> Result<()> {
     let court = matches!(
         site.driver,
         DriverKind::CourtZxfw | DriverKind::CourtBaoquan
     );
     if !site.base_url.is_empty() {
         if !court {
-            return only_for("base_url", "\"court_zxfw\" or \"court_baoquan\"");
+            return only_for(key("base_url"), "\"court_zxfw\" or \"court_baoquan\"");
         }
         check_url(&key("base_url"), &site.base_url)?;
     }
     if site.driver != DriverKind::CourtZxfw {
         if site.captcha_solver.is_some() {
-            return only_for("captcha_solver", "\"court_zxfw\"");
+            return only_for(key("captcha_solver"), "\"court_zxfw\"");
         }
         if !site.captcha_fallback.is_empty() {
-            return only_for("captcha_fallback", "\"court_zxfw\"");
+            return only_for(key("captcha_fallback"), "\"court_zxfw\"");
         }
     }
     match &site.captcha_solver {
@@ -87,6 +83,12 @@ pub(super) fn validate_site(site: &SiteConfig, index: usize) -> Result<()> {
             "must be more than 0 and at most 3600 seconds",
         ));
     }
+    Ok(())
+}
+
+/// `from_site` of the sites that exchange a parent's token, and the exchange keys of
+/// driver `derived`.
+fn validate_derived(site: &SiteConfig, key: &impl Fn(&str) -> String) -> Result<()> {
     if site.driver.is_derived() {
         if site.from_site.is_empty() {
             return Err(Error::config(
@@ -95,38 +97,33 @@ pub(super) fn validate_site(site: &SiteConfig, index: usize) -> Result<()> {
             ));
         }
     } else if !site.from_site.is_empty() {
-        return only_for("from_site", "\"derived\" or \"court_baoquan\"");
+        return only_for(key("from_site"), "\"derived\" or \"court_baoquan\"");
     }
-    if site.driver == DriverKind::Derived {
-        check_url(&key("exchange_url"), &site.exchange_url)?;
-        if !matches!(site.exchange_method.as_str(), "GET" | "POST") {
-            return Err(Error::config(
-                key("exchange_method"),
-                format!("`{}`: GET or POST", site.exchange_method),
-            ));
+    if site.driver != DriverKind::Derived {
+        if !site.exchange_url.is_empty() {
+            return only_for(key("exchange_url"), "\"derived\"");
         }
-        let header_ok = site
-            .exchange_header
-            .split_once(':')
-            .is_some_and(|(name, value)| !name.trim().is_empty() && value.contains("{token}"));
-        if !header_ok {
-            return Err(Error::config(
-                key("exchange_header"),
-                "must look like `Authorization: Bearer {token}` ({token} stands for the parent's token)",
-            ));
-        }
-        if site.token_pointer.is_empty() {
-            return Err(Error::config(key("token_pointer"), "must not be empty"));
-        }
-    } else if !site.exchange_url.is_empty() {
-        return only_for("exchange_url", "\"derived\"");
+        return Ok(());
     }
-    if !site.command.is_empty() && site.driver != DriverKind::Command {
-        return only_for("command", "\"command\"");
+    check_url(&key("exchange_url"), &site.exchange_url)?;
+    if !matches!(site.exchange_method.as_str(), "GET" | "POST") {
+        return Err(Error::config(
+            key("exchange_method"),
+            format!("`{}`: GET or POST", site.exchange_method),
+        ));
     }
-    if !site.login_url.is_empty() && !matches!(site.driver, DriverKind::Http | DriverKind::Command)
-    {
-        return only_for("login_url", "\"http\"");
+    let header_ok = site
+        .exchange_header
+        .split_once(':')
+        .is_some_and(|(name, value)| !name.trim().is_empty() && value.contains("{token}"));
+    if !header_ok {
+        return Err(Error::config(
+            key("exchange_header"),
+            "must look like `Authorization: Bearer {token}` ({token} stands for the parent's token)",
+        ));
+    }
+    if site.token_pointer.is_empty() {
+        return Err(Error::config(key("token_pointer"), "must not be empty"));
     }
     Ok(())
 }

@@ -175,7 +175,10 @@ impl Config {
         self.notify.validate()?;
         let mut seen = std::collections::HashSet::new();
         for (index, site) in self.sites.iter().enumerate() {
-            site.validate(index)?;
+            // In this order, so that the first of several mistakes is the one reported.
+            site.validate_keys(index)?;
+            court::validate_site(site, index)?;
+            site.validate_driver(index)?;
             if !seen.insert(site.name.as_str()) {
                 return Err(Error::config(
                     format!("sites[{index}].name"),

@@ -45,6 +45,22 @@ pub fn validate_proxy_url(field: &str, url: &str) -> Result<()> {
     }
 }
 
+/// `captcha_solver` (court portals, SPEC §15): a program with its arguments, or `"human"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum CaptchaSolverConfig {
+    /// `["python3", "/usr/local/lib/tokend/ddddocr_solve.py"]`, run with no shell.
+    Program(Vec<String>),
+    /// `"human"`: the hand-off of SPEC §13.
+    Named(String),
+}
+
+impl CaptchaSolverConfig {
+    pub fn is_human(&self) -> bool {
+        matches!(self, CaptchaSolverConfig::Named(name) if name == "human")
+    }
+}
+
 /// How tokend logs in to a site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -167,7 +183,7 @@ pub struct SiteConfig {
     /// `court_zxfw`: who reads the captcha: a program (`["python3", "solve.py"]`, image bytes
     /// on stdin, the text on stdout) or `"human"` (the hand-off of SPEC §13).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub captcha_solver: Option<super::court::CaptchaSolverConfig>,
+    pub captcha_solver: Option<CaptchaSolverConfig>,
     /// `"human"`: a captcha the program could not read goes to a person. Default: none.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub captcha_fallback: String,
@@ -298,8 +314,10 @@ impl SiteConfig {
         }
     }
 
-    /// Checks one site; `index` is its position in `[[sites]]`, used to name the key.
-    pub fn validate(&self, index: usize) -> Result<()> {
+    /// Checks the keys every driver reads; `index` is the site's position in `[[sites]]`,
+    /// used to name the key. The court keys ([`super::court`]) and then
+    /// [`SiteConfig::validate_driver`] come next.
+    pub fn validate_keys(&self, index: usize) -> Result<()> {
         let key = |field: &str| format!("sites[{index}].{field}");
         validate_site_name(&key("name"), &self.name)
             .map_err(|e| Error::config(key("name"), e.to_string()))?;
@@ -337,14 +355,18 @@ impl SiteConfig {
             }
         }
         if self.circuit_failure_threshold.is_some() || self.circuit_open_seconds.is_some() {
-            crate::config::validate_circuit(
+            super::sections::validate_circuit(
                 &key("circuit_"),
                 self.circuit_failure_threshold.unwrap_or(1),
                 self.circuit_open_seconds.unwrap_or(1.0),
             )?;
         }
-        self.validate_probe(index)?;
-        super::court::validate_site(self, index)?;
+        self.validate_probe(index)
+    }
+
+    /// Checks the keys of the `http` and `command` drivers.
+    pub fn validate_driver(&self, index: usize) -> Result<()> {
+        let key = |field: &str| format!("sites[{index}].{field}");
         match self.driver {
             DriverKind::CourtZxfw | DriverKind::CourtBaoquan | DriverKind::Derived => {}
             DriverKind::Http => {

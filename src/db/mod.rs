@@ -295,12 +295,11 @@ impl Pool {
         F: FnOnce(&mut DbConnection) -> Result<T> + Send + 'static,
     {
         let pool = self.clone();
-        actix_web::web::block(move || {
+        blocking(move || {
             let mut conn = pool.get()?;
             work(&mut conn)
         })
         .await
-        .map_err(|e| Error::Internal(format!("blocking database task: {e}")))?
     }
 
     /// Runs the pending migrations of this backend; returns the versions applied.
@@ -315,6 +314,19 @@ impl Pool {
         diesel::sql_query("SELECT 1").execute(&mut *conn)?;
         Ok(())
     }
+}
+
+/// Runs blocking work (a query, a file write and its fsync) on the blocking thread pool: the
+/// one road for database and disk work, never the async threads or the arbiter of the actors.
+/// A panic in `work` is an [`Error::Internal`] of this call.
+pub async fn blocking<T, F>(work: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    actix_web::web::block(work)
+        .await
+        .map_err(|e| Error::Internal(format!("blocking task: {e}")))?
 }
 
 /// Runs the embedded migrations that match the connection's backend.

@@ -203,7 +203,7 @@ impl Harness {
 
     /// History rows, newest first, once everything recorded has been written.
     pub async fn history(&self) -> Vec<tokend::db::models::HistoryRow> {
-        assert_eq!(self.tokend.state.broker.flush_history().await, 0);
+        assert_eq!(self.tokend.state.broker.flush_history().await.unwrap(), 0);
         let pool = self.tokend.state.pool.clone();
         pool.run(|conn| tokend::db::history::recent(conn, None, 100))
             .await
