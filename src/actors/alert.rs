@@ -321,49 +321,22 @@ impl Handler<Health> for AlertActor {
                 sites.iter().map(|s| (s.name.clone(), json!(s))).collect();
             let database = database.map_err(crate::error::Error::from).and_then(|r| r);
             let database_up = database.is_ok();
-            let database_component = match database {
-                Ok(status) => json!({"status": "up", "details": status}),
-                Err(e) => {
-                    alerts.push(Alert {
-                        kind: "database_unreachable",
-                        message: e.to_string(),
-                        severity: Severity::High,
-                        value: 0.0,
-                        threshold: 1.0,
-                    });
-                    json!({"status": "down", "error": e.to_string()})
-                }
-            };
-            let cache_component = match cache_state
-                .map_err(crate::error::Error::from)
-                .and_then(|r| r)
-            {
-                Ok(report) => json!({"status": "up", "details": report}),
-                Err(e) => {
-                    alerts.push(Alert {
-                        kind: "cache_backend_unreachable",
-                        message: e.to_string(),
-                        severity: Severity::Medium,
-                        value: 0.0,
-                        threshold: 1.0,
-                    });
-                    json!({"status": "degraded", "error": e.to_string()})
-                }
-            };
-            let totals = &metrics.totals;
+            let database_component = component_or_alert(
+                database,
+                &mut alerts,
+                ("database_unreachable", Severity::High, "down"),
+            );
+            let cache_component = component_or_alert(
+                cache_state
+                    .map_err(crate::error::Error::from)
+                    .and_then(|r| r),
+                &mut alerts,
+                ("cache_backend_unreachable", Severity::Medium, "degraded"),
+            );
             HealthReport {
                 status: HealthLevel::from_alerts(&alerts),
                 timestamp: Utc::now(),
-                metrics: json!({
-                    "total_acquisitions": totals.total_acquisitions,
-                    "success_rate": totals.success_rate(),
-                    "avg_duration": totals.avg_duration(),
-                    "timeout_rate": totals.timeout_rate(),
-                    "concurrent_acquisitions": totals.concurrent_acquisitions,
-                    "cache_hit_rate": metrics.cache_hit_rate(),
-                    "rejected_acquisitions": totals.rejected_acquisitions,
-                    "uptime_seconds": metrics.uptime_seconds,
-                }),
+                metrics: summary(&metrics),
                 alerts,
                 thresholds,
                 components: json!({
@@ -377,6 +350,43 @@ impl Handler<Health> for AlertActor {
             }
         })
     }
+}
+
+/// A component's check: `up` with its details, or an alert (kind, severity) and the state
+/// the component is reported in.
+fn component_or_alert<T: Serialize>(
+    check: crate::error::Result<T>,
+    alerts: &mut Vec<Alert>,
+    (kind, severity, state): (&'static str, Severity, &str),
+) -> Value {
+    match check {
+        Ok(details) => json!({"status": "up", "details": details}),
+        Err(e) => {
+            alerts.push(Alert {
+                kind,
+                message: e.to_string(),
+                severity,
+                value: 0.0,
+                threshold: 1.0,
+            });
+            json!({"status": state, "error": e.to_string()})
+        }
+    }
+}
+
+/// The metrics `/health` shows.
+fn summary(metrics: &MetricsSnapshot) -> Value {
+    let totals = &metrics.totals;
+    json!({
+        "total_acquisitions": totals.total_acquisitions,
+        "success_rate": totals.success_rate(),
+        "avg_duration": totals.avg_duration(),
+        "timeout_rate": totals.timeout_rate(),
+        "concurrent_acquisitions": totals.concurrent_acquisitions,
+        "cache_hit_rate": metrics.cache_hit_rate(),
+        "rejected_acquisitions": totals.rejected_acquisitions,
+        "uptime_seconds": metrics.uptime_seconds,
+    })
 }
 
 /// The live metrics and their threshold alerts, with the `monitor` component. When

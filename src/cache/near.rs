@@ -37,7 +37,6 @@ impl Default for NearCache {
 }
 
 impl NearCache {
-
     fn now(&self) -> Duration {
         self.epoch.elapsed()
     }
