@@ -97,15 +97,18 @@ fn sigterm_answers_running_logins_and_exits_0() {
             })
         })
         .collect();
+    // Two logins at the portal (max_concurrent_per_site = 2), the third waiting for a slot.
     wait_until(
-        "three logins at the portal",
+        "two logins running, one queued",
         Duration::from_secs(10),
         || {
+            let (_, usage) = get(&daemon.url("/api/v1/automation/performance/resource-usage"));
             portal
                 .state
                 .in_flight
                 .load(std::sync::atomic::Ordering::SeqCst)
-                == 3
+                == 2
+                && usage["data"]["queue"]["size"] == 1
         },
     );
     let exit = daemon.terminate();
