@@ -302,3 +302,123 @@ impl LoginBudgets {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::models::NewHistory;
+
+    fn pool(dir: &std::path::Path) -> Pool {
+        let pool = Pool::connect(&format!("sqlite://{}/b.db", dir.display()), 2).unwrap();
+        pool.migrate().unwrap();
+        pool
+    }
+
+    fn limits(per_site: u32, per_account: u32) -> BudgetLimits {
+        BudgetLimits {
+            per_site,
+            per_account,
+        }
+    }
+
+    /// The wait an exhausted budget answers with, in seconds.
+    fn retry_after(refused: Result<()>) -> u64 {
+        match refused {
+            Err(Error::LoginBudgetExhausted { retry_after, .. }) => retry_after.as_secs(),
+            other => panic!("not refused for the budget: {other:?}"),
+        }
+    }
+
+    #[actix_rt::test]
+    async fn the_login_after_the_last_is_refused_with_the_wait_until_one_frees() {
+        let dir = tempfile::tempdir().unwrap();
+        let budgets = LoginBudgets::new(None, pool(dir.path()));
+        let both = limits(3, 2);
+        budgets.take("s", 1, both).await.unwrap();
+        budgets.take("s", 1, both).await.unwrap();
+        // The account's two are spent: it waits (about) an hour for its first to leave.
+        let wait = retry_after(budgets.take("s", 1, both).await);
+        assert!((3590..=3600).contains(&wait), "{wait}");
+        // Another account may still log in, once: then the site's three are spent.
+        budgets.take("s", 2, both).await.unwrap();
+        retry_after(budgets.take("s", 3, both).await);
+        // Other sites count on their own.
+        budgets.take("t", 1, both).await.unwrap();
+        let (site, accounts) = budgets.counts("s", &[1, 2, 3]).await;
+        assert_eq!(site.used, 3);
+        assert_eq!(site.left(both.per_site), Some(0));
+        let used: Vec<u32> = accounts.iter().map(|c| c.used).collect();
+        assert_eq!(used, [2, 1, 0]);
+        assert_eq!(accounts[2].left(both.per_account), Some(2));
+        assert!(
+            (3590.0..=3600.0).contains(&site.frees_in),
+            "{}",
+            site.frees_in
+        );
+    }
+
+    #[actix_rt::test]
+    async fn without_budgets_every_login_is_taken_and_none_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let budgets = LoginBudgets::new(None, pool(dir.path()));
+        for _ in 0..10 {
+            budgets.take("s", 1, limits(0, 0)).await.unwrap();
+        }
+        let (site, _) = budgets.counts("s", &[1]).await;
+        assert_eq!((site.used, site.left(0)), (0, None));
+        assert!(!site.spent(0));
+    }
+
+    fn login(id: &str, credential_id: i64, minutes_ago: i64, attempts: i32) -> NewHistory {
+        let at = (Utc::now() - chrono::Duration::minutes(minutes_ago)).naive_utc();
+        NewHistory {
+            acquisition_id: id.into(),
+            site_name: "s".into(),
+            account: Some(format!("a{credential_id}")),
+            credential_id: Some(credential_id),
+            status: "success".into(),
+            trigger_reason: "token_needed".into(),
+            attempt_count: attempts,
+            total_duration: 1.0,
+            login_duration: Some(1.0),
+            captcha_attempts: 0,
+            network_retries: 0,
+            token_fingerprint: None,
+            token_redacted: None,
+            error_message: None,
+            error_details: None,
+            created_at: at,
+            started_at: at,
+            finished_at: Some(at),
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_restart_does_not_hand_out_a_fresh_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool(dir.path());
+        // Before the restart: two logins of account 1 in this hour, one an hour and more
+        // ago, and an acquisition served without a login (no driver ran).
+        let rows = vec![
+            login("recent-1", 1, 10, 1),
+            login("recent-2", 1, 50, 2),
+            login("too-old", 1, 70, 1),
+            login("no-login", 1, 5, 0),
+        ];
+        pool.run(move |conn| crate::db::history::insert_batch(conn, &rows))
+            .await
+            .unwrap();
+        let budgets = LoginBudgets::new(None, pool);
+        let (site, accounts) = budgets.counts("s", &[1]).await;
+        assert_eq!((site.used, accounts[0].used), (2, 2));
+        // The oldest counted login (50 minutes ago) leaves the window in about 10 minutes.
+        assert!(
+            (590.0..=610.0).contains(&site.frees_in),
+            "{}",
+            site.frees_in
+        );
+        let wait = retry_after(budgets.take("s", 1, limits(0, 2)).await);
+        assert!((590..=610).contains(&wait), "{wait}");
+        budgets.take("s", 2, limits(0, 2)).await.unwrap();
+    }
+}

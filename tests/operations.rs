@@ -44,6 +44,18 @@ fn get(url: &str) -> (u16, Value) {
     })
 }
 
+/// Polls `check` every 20 ms until it holds, failing the test after `within`.
+fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn site_config(portal: &Portal, database: &str, extra: &str) -> String {
     format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n[database]\nurl = \"{database}\"\n{extra}\n\
@@ -85,7 +97,20 @@ fn sigterm_answers_running_logins_and_exits_0() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(400));
+    // Two logins at the portal (max_concurrent_per_site = 2), the third waiting for a slot.
+    wait_until(
+        "two logins running, one queued",
+        Duration::from_secs(10),
+        || {
+            let (_, usage) = get(&daemon.url("/api/v1/automation/performance/resource-usage"));
+            portal
+                .state
+                .in_flight
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 2
+                && usage["data"]["queue"]["size"] == 1
+        },
+    );
     let exit = daemon.terminate();
     for caller in callers {
         let (status, body) = caller.join().unwrap();
@@ -184,7 +209,12 @@ fn a_database_outage_loses_no_history() {
     for _ in 0..2 {
         assert_eq!(acquire(daemon.addr, forced.clone()).0, 200);
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // Both rows are in the spool before the crash (the rows of the first outage were
+    // written and the spool cleared before `wait_for_rows(6)` saw them).
+    let spool = tokend::spool::Spool::new(dir.path().join("tokend-history.spool"));
+    wait_until("two rows spooled", Duration::from_secs(15), || {
+        spool.load().unwrap().len() == 2
+    });
     let mut daemon = daemon;
     daemon.child.kill().unwrap();
     daemon.child.wait().unwrap();
@@ -346,8 +376,22 @@ fn trace_logs_and_files_hold_no_password_and_no_token() {
         daemon.addr,
         json!({"site_name": "court_zxfw", "account": "bob"}),
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let log = daemon.drain_log().join("\n");
+    // Both logins are logged and in the history (the database file) before it is read.
+    let mut log = Vec::new();
+    wait_until("both logins logged", Duration::from_secs(10), || {
+        log.extend(daemon.drain_log());
+        log.iter()
+            .any(|l| l.contains("event=login_failed") && l.contains("account=bob"))
+    });
+    wait_until(
+        "both logins in the history",
+        Duration::from_secs(10),
+        || {
+            let (_, history) = get(&daemon.url("/api/v1/automation/history"));
+            history["data"]["items"].as_array().map_or(0, Vec::len) == 2
+        },
+    );
+    let log = log.join("\n");
     assert!(log.contains("event=login_succeeded"), "trace log captured");
     drop(daemon);
     for secret in [password, "Wr0ng-Passw0rd-x", token.as_str()] {

@@ -312,7 +312,8 @@ async fn a_captcha_is_listed_answered_over_the_api_and_the_login_completes() {
     );
     assert!(challenge["created_at"].as_str().unwrap().ends_with('Z'));
     assert!(challenge["expires_at"].is_string());
-    // The person takes longer than login_timeout (1.5 s): their time is not the login's.
+    // The person is slow on purpose (the subject of this test): they answer after more than
+    // login_timeout (1.5 s), and their time is not the login's.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let id = challenge["id"].as_str().unwrap();
     let path = format!("/api/v1/automation/captchas/{id}");
@@ -466,8 +467,18 @@ async fn a_webhook_gets_one_signed_post_per_alert() {
         },
     )
     .await;
-    // The alert stays firing over many evaluations (0.1 s apart): still one POST.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The alert stays firing over more evaluations (each awaited until its transitions are
+    // done): still one POST. Deliveries are in order, so a repeated POST of these would
+    // come before the resolution awaited below.
+    for _ in 0..5 {
+        h.tokend
+            .state
+            .actors
+            .alert
+            .send(tokend::actors::alert::Evaluate)
+            .await
+            .unwrap();
+    }
     let events = hook.events("s3cret-for-the-hook");
     assert_eq!(
         of_kind(&events, "alert_firing", "site_unavailable"),
@@ -500,6 +511,12 @@ async fn a_webhook_gets_one_signed_post_per_alert() {
             .then_some(())
     })
     .await;
+    let events = hook.events("s3cret-for-the-hook");
+    assert_eq!(
+        of_kind(&events, "alert_firing", "site_unavailable"),
+        1,
+        "a firing alert was POSTed again: {events:?}"
+    );
     assert!(counter(&h, r#"tokend_webhook_deliveries_total{result="delivered"}"#).await >= 2.0);
 }
 

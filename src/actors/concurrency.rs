@@ -458,6 +458,26 @@ mod tests {
 
     const WAIT: Duration = Duration::from_millis(100);
 
+    /// Polls the actor's usage until `holds` is true of it, failing the test after 5 s.
+    pub(super) async fn usage_until(
+        actor: &Addr<ConcurrencyActor>,
+        what: &str,
+        holds: impl Fn(&SlotUsage) -> bool,
+    ) -> SlotUsage {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let usage = actor.send(Usage).await.unwrap();
+            if holds(&usage) {
+                return usage;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {usage:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     #[actix_rt::test]
     async fn limits_hold_and_busy_accounts_do_not_block_others() {
         let actor = ConcurrencyActor::new(&config(3, 2, 1)).start();
@@ -474,7 +494,7 @@ mod tests {
             let actor = actor.clone();
             async move { acquire_slot(&actor, "s1", "c", Duration::from_secs(2)).await }
         });
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        usage_until(&actor, "s1/c queued", |u| u.queue_size == 1).await;
         let s2 = acquire_slot(&actor, "s2", "x", WAIT).await.unwrap();
         // Global full (3).
         assert!(acquire_slot(&actor, "s3", "y", WAIT).await.is_err());
@@ -484,8 +504,7 @@ mod tests {
         assert_eq!(usage.active_total, 3);
         assert_eq!(usage.active_per_site["s1"], 2);
         drop((b1, c, s2));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(actor.send(Usage).await.unwrap().active_total, 0);
+        usage_until(&actor, "every slot released", |u| u.active_total == 0).await;
     }
 
     #[actix_rt::test]
@@ -499,7 +518,7 @@ mod tests {
                 acquire_slot(&actor, "s", "a", Duration::from_secs(5)).await
             }));
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        usage_until(&actor, "three waiters queued", |u| u.queue_size == 3).await;
         assert!(matches!(
             acquire_slot(&actor, "s", "a", WAIT).await,
             Err(Error::QueueFull(3))
@@ -513,12 +532,103 @@ mod tests {
         assert_eq!(usage.active_total, 1);
         drop(first);
     }
+
+    #[actix_rt::test]
+    async fn a_release_of_an_unknown_or_spent_lease_frees_nothing() {
+        let actor = ConcurrencyActor::new(&config(1, 1, 1)).start();
+        let first = acquire_slot(&actor, "s", "a", WAIT).await.unwrap();
+        let spent = first.lease();
+        drop(first);
+        usage_until(&actor, "the first slot released", |u| u.active_total == 0).await;
+        let second = acquire_slot(&actor, "s", "a", WAIT).await.unwrap();
+        // A late second release of the first lease, and a lease that never existed.
+        actor.send(ReleaseSlot(spent)).await.unwrap();
+        actor.send(ReleaseSlot(9_999)).await.unwrap();
+        let usage = actor.send(Usage).await.unwrap();
+        assert_eq!(usage.active_total, 1, "another holder's slot was freed");
+        assert!(
+            matches!(
+                acquire_slot(&actor, "s", "b", WAIT).await,
+                Err(Error::QueueTimeout(_))
+            ),
+            "the global limit of 1 no longer held"
+        );
+        assert!(!actor.send(RenewLease(spent)).await.unwrap());
+        assert!(actor.send(RenewLease(second.lease())).await.unwrap());
+    }
+
+    #[actix_rt::test]
+    async fn a_renewed_lease_outlives_acquisition_timeout() {
+        let actor = ConcurrencyActor::new(&config(1, 1, 1)).start();
+        let held = acquire_slot(&actor, "s", "a", WAIT).await.unwrap();
+        let granted = Instant::now();
+        // Renewed well within each 0.5 s lease, for three leases' worth of time.
+        while granted.elapsed() < Duration::from_millis(1500) {
+            assert!(actor.send(RenewLease(held.lease())).await.unwrap());
+            actor.send(Cleanup).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let usage = actor.send(Usage).await.unwrap();
+        assert_eq!((usage.active_total, usage.recovered_deadlocks), (1, 0));
+        // Not renewed any more: the timer takes it back.
+        std::mem::forget(held);
+        usage_until(&actor, "the lease recovered", |u| {
+            u.recovered_deadlocks == 1
+        })
+        .await;
+    }
+
+    #[actix_rt::test]
+    async fn a_waiter_that_gave_up_takes_no_slot() {
+        let actor = ConcurrencyActor::new(&config(1, 1, 1)).start();
+        let held = acquire_slot(&actor, "s", "a", WAIT).await.unwrap();
+        assert!(matches!(
+            acquire_slot(&actor, "s", "b", Duration::from_millis(10)).await,
+            Err(Error::QueueTimeout(_))
+        ));
+        drop(held);
+        let usage = usage_until(&actor, "the slot released", |u| u.active_total == 0).await;
+        assert_eq!(usage.queue_size, 0, "the waiter that left is still queued");
+        // The freed slot goes to the next caller at once.
+        acquire_slot(&actor, "s", "c", WAIT).await.unwrap();
+    }
+
+    #[actix_rt::test]
+    async fn a_site_limit_set_at_run_time_holds_and_lifts() {
+        let actor = ConcurrencyActor::new(&config(5, 3, 1)).start();
+        actor
+            .send(SetSiteLimit {
+                site: "s".into(),
+                limit: Some(1),
+            })
+            .await
+            .unwrap();
+        let a = acquire_slot(&actor, "s", "a", WAIT).await.unwrap();
+        let waiting = tokio::spawn({
+            let actor = actor.clone();
+            async move { acquire_slot(&actor, "s", "b", Duration::from_secs(5)).await }
+        });
+        usage_until(&actor, "s/b queued", |u| u.queue_size == 1).await;
+        // Another site keeps the configured per_site limit.
+        let other = acquire_slot(&actor, "t", "a", WAIT).await.unwrap();
+        actor
+            .send(SetSiteLimit {
+                site: "s".into(),
+                limit: None,
+            })
+            .await
+            .unwrap();
+        let b = waiting.await.unwrap().unwrap();
+        assert_eq!(actor.send(Usage).await.unwrap().active_per_site["s"], 2);
+        drop((a, b, other));
+    }
 }
 
 #[cfg(test)]
 mod order_tests {
     use std::sync::Arc;
 
+    use super::tests::usage_until;
     use super::*;
 
     #[actix_rt::test]
@@ -534,17 +644,16 @@ mod order_tests {
         let order = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut waiters = Vec::new();
         for n in 0..4 {
-            let (actor, order) = (actor.clone(), order.clone());
+            let (waiting, order) = (actor.clone(), order.clone());
             waiters.push(tokio::spawn(async move {
-                let guard = acquire_slot(&actor, "s", "a", Duration::from_secs(5))
+                let guard = acquire_slot(&waiting, "s", "a", Duration::from_secs(5))
                     .await
                     .unwrap();
                 order.lock().unwrap().push(n);
-                tokio::time::sleep(Duration::from_millis(5)).await;
                 drop(guard);
             }));
-            // Arrive one after the other.
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            // Arrive one after the other: each is in the queue before the next is sent.
+            usage_until(&actor, "the waiter queued", |u| u.queue_size == n + 1).await;
         }
         drop(held);
         for waiter in waiters {
@@ -556,6 +665,7 @@ mod order_tests {
 
 #[cfg(test)]
 mod limit_change_tests {
+    use super::tests::usage_until;
     use super::*;
 
     #[actix_rt::test]
@@ -577,8 +687,7 @@ mod limit_change_tests {
                 })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(actor.send(Usage).await.unwrap().queue_size, 2);
+        usage_until(&actor, "both waiters queued", |u| u.queue_size == 2).await;
         let raised = SlotLimits {
             global: 3,
             per_site: 2,
@@ -593,5 +702,17 @@ mod limit_change_tests {
         }
         assert_eq!(actor.send(Limits).await.unwrap(), raised);
         drop(first);
+    }
+
+    #[actix_rt::test]
+    async fn limits_of_zero_are_refused() {
+        let actor = ConcurrencyActor::new(&ConcurrencyConfig::default()).start();
+        let before = actor.send(Limits).await.unwrap();
+        let zero = SlotLimits {
+            per_site: 0,
+            ..before
+        };
+        assert!(actor.send(SetLimits(zero)).await.unwrap().is_err());
+        assert_eq!(actor.send(Limits).await.unwrap(), before);
     }
 }

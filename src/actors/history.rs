@@ -192,6 +192,8 @@ fn refused_for_content(e: &Error) -> bool {
                 "terminat",
                 "shut",
                 "read-only",
+                // SQLite: "attempt to write a readonly database" (file, directory or disk).
+                "readonly",
                 "disk",
                 "space",
                 "memory",
@@ -621,5 +623,191 @@ mod tests {
             matches!(&flushed, Err(Error::Io { path, .. }) if path == &spool),
             "{flushed:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod recorder_tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::spool::dead_letter_path;
+
+    fn row(id: &str, status: &str) -> NewHistory {
+        let now = chrono::Utc::now().naive_utc();
+        NewHistory {
+            acquisition_id: id.into(),
+            site_name: "court_zxfw".into(),
+            account: Some("alice".into()),
+            credential_id: Some(1),
+            status: status.into(),
+            trigger_reason: "token_needed".into(),
+            attempt_count: 1,
+            total_duration: 1.0,
+            login_duration: Some(1.0),
+            captcha_attempts: 0,
+            network_retries: 0,
+            token_fingerprint: None,
+            token_redacted: None,
+            error_message: None,
+            error_details: None,
+            created_at: now,
+            started_at: now,
+            finished_at: Some(now),
+        }
+    }
+
+    /// A migrated SQLite database in `dir`, and a recorder whose spool is in `dir` too.
+    fn recorder(dir: &Path) -> (Pool, HistoryRecorder) {
+        let pool = Pool::connect(&format!("sqlite://{}/h.db", dir.display()), 2).unwrap();
+        pool.migrate().unwrap();
+        let history = HistoryActor::new(pool.clone()).start();
+        let recorder = HistoryRecorder::start(history, Spool::new(dir.join("h.spool")));
+        (pool, recorder)
+    }
+
+    /// The acquisition ids in the history, in the order they were written.
+    async fn stored(pool: &Pool) -> Vec<String> {
+        let mut rows = pool
+            .run(|conn| crate::db::history::recent(conn, None, 10_000))
+            .await
+            .unwrap();
+        rows.reverse();
+        rows.into_iter().map(|r| r.acquisition_id).collect()
+    }
+
+    fn ids(prefix: &str, n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("{prefix}-{i:04}")).collect()
+    }
+
+    #[actix_rt::test]
+    async fn recorded_rows_are_written_in_batches_without_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, recorder) = recorder(dir.path());
+        let wanted = ids("r", 5);
+        for id in &wanted {
+            recorder.record(row(id, "success"));
+        }
+        // Written within the batch window, nobody asking.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while stored(&pool).await != wanted {
+            assert!(
+                Instant::now() < deadline,
+                "rows not written: {:?}",
+                stored(&pool).await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(Spool::new(dir.path().join("h.spool")).is_empty());
+    }
+
+    #[actix_rt::test]
+    async fn flush_writes_a_burst_larger_than_one_batch_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, recorder) = recorder(dir.path());
+        // More rows than one SQLite statement can hold (32766 parameters / 19 columns).
+        let wanted = ids("burst", 2 * BATCH_ROWS + 300);
+        for id in &wanted {
+            recorder.record(row(id, "success"));
+        }
+        assert_eq!(recorder.flush().await, 0, "rows left waiting");
+        assert_eq!(stored(&pool).await, wanted);
+        // A replayed acquisition adds nothing.
+        recorder.record(row(&wanted[0], "success"));
+        assert_eq!(recorder.flush().await, 0);
+        assert_eq!(stored(&pool).await.len(), wanted.len());
+    }
+
+    #[actix_rt::test]
+    async fn the_spool_of_an_earlier_run_is_written_first_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path().join("h.spool"));
+        let spooled = ids("spooled", 4);
+        let rows: Vec<NewHistory> = spooled.iter().map(|id| row(id, "failed")).collect();
+        spool.append(&rows[..2]).unwrap();
+        spool.append(&rows[2..]).unwrap();
+        let (pool, recorder) = recorder(dir.path());
+        recorder.record(row("new-0", "success"));
+        assert_eq!(recorder.flush().await, 0);
+        let mut wanted = spooled;
+        wanted.push("new-0".into());
+        assert_eq!(stored(&pool).await, wanted);
+        assert!(spool.is_empty(), "the spool was not cleared");
+    }
+
+    #[actix_rt::test]
+    async fn a_refused_row_goes_to_the_dead_letter_file_and_the_rest_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path().join("h.spool"));
+        // The schema refuses an unknown status (CHECK constraint).
+        let mut rows: Vec<NewHistory> =
+            ids("good", 6).iter().map(|id| row(id, "success")).collect();
+        rows.insert(3, row("poison-spooled", "no_such_status"));
+        spool.append(&rows).unwrap();
+        let (pool, recorder) = recorder(dir.path());
+        recorder.record(row("live-0", "success"));
+        recorder.record(row("poison-live", "no_such_status"));
+        recorder.record(row("live-1", "success"));
+        assert_eq!(recorder.flush().await, 0, "a refused row blocked the spool");
+        let mut wanted = ids("good", 6);
+        wanted.extend(["live-0".to_string(), "live-1".to_string()]);
+        assert_eq!(stored(&pool).await, wanted);
+        let dead = std::fs::read_to_string(dead_letter_path(spool.path())).unwrap();
+        let dead: Vec<serde_json::Value> = dead
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let dead_ids: Vec<&str> = dead
+            .iter()
+            .map(|d| d["row"]["acquisition_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(dead_ids, ["poison-spooled", "poison-live"]);
+        assert!(
+            dead.iter()
+                .all(|d| d["error"].as_str().unwrap().contains("CHECK")),
+            "{dead:?}"
+        );
+        assert!(spool.is_empty());
+    }
+
+    /// Sets SQLite's `query_only` on the pool's one connection: writes then fail the way they
+    /// do on a database file or disk that went read-only.
+    async fn read_only(pool: &Pool, on: bool) {
+        let pragma = format!("PRAGMA query_only = {}", if on { "ON" } else { "OFF" });
+        pool.run(move |conn| {
+            diesel::RunQueryDsl::execute(diesel::sql_query(pragma), conn)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
+
+    #[actix_rt::test]
+    async fn rows_a_read_only_database_cannot_take_wait_in_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Pool::connect(&format!("sqlite://{}/h.db", dir.path().display()), 1).unwrap();
+        pool.migrate().unwrap();
+        let history = HistoryActor::new(pool.clone()).start();
+        let spool = Spool::new(dir.path().join("h.spool"));
+        let recorder = HistoryRecorder::start(history, Spool::new(spool.path()));
+        read_only(&pool, true).await;
+        let wanted = ids("ro", 3);
+        for id in &wanted {
+            recorder.record(row(id, "success"));
+        }
+        assert_eq!(
+            recorder.flush().await,
+            3,
+            "the rows do not wait in the spool"
+        );
+        assert_eq!(spool.load().unwrap().len(), 3);
+        assert!(
+            !dead_letter_path(spool.path()).exists(),
+            "rows the database could not write were set aside as refused"
+        );
+        // Writable again: the spool is written at the next flush.
+        read_only(&pool, false).await;
+        assert_eq!(recorder.flush().await, 0);
+        assert_eq!(stored(&pool).await, wanted);
     }
 }

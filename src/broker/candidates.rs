@@ -331,3 +331,118 @@ fn unavailable(site: &SiteConfig, reason: String) -> Error {
         reason,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::super::states::fixture::{Fixture, SITE};
+    use crate::drivers::FailureKind;
+    use crate::error::Error;
+
+    /// Records `ok` successes and `failed` failures of account `id`, `hours_ago`.
+    async fn history(f: &Fixture, id: i64, ok: u32, failed: u32, hours_ago: i64) {
+        let at = (Utc::now() - chrono::Duration::hours(hours_ago)).naive_utc();
+        f.db(move |conn| {
+            for n in 0..ok + failed {
+                crate::db::accounts::record_attempt(conn, id, n < ok, at)?;
+            }
+            Ok(())
+        })
+        .await;
+    }
+
+    #[actix_rt::test]
+    async fn preferred_first_then_recent_success_then_success_rate_and_blocked_skipped() {
+        let f = Fixture::start("", "").await;
+        let plain = f.add("plain", false);
+        let reliable = f.add("reliable", false);
+        let flaky = f.add("flaky", false);
+        let preferred = f.add("preferred", true);
+        f.add("off", false);
+        f.add("blocked", false);
+        let old = f.add("old", false);
+        history(&f, reliable, 3, 0, 1).await;
+        history(&f, flaky, 3, 3, 1).await;
+        history(&f, old, 3, 0, 200).await;
+        f.db(|conn| crate::db::accounts::set_active(conn, SITE, "off", false))
+            .await;
+        let broker = f.broker();
+        let site = broker.site(SITE).unwrap();
+        let list = broker.credential_list(site).await.unwrap();
+        let blocked = list.iter().find(|c| c.account == "blocked").unwrap();
+        broker.penalise(site, blocked, FailureKind::Failed).await;
+
+        let order: Vec<i64> = broker
+            .candidates(site, None)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(order, [preferred, reliable, flaky, old, plain]);
+    }
+
+    #[actix_rt::test]
+    async fn a_named_account_is_tried_alone_if_it_can_be() {
+        let f = Fixture::start("", "").await;
+        let first = f.add("first", true);
+        let second = f.add("second", false);
+        let off = f.add("off", false);
+        f.db(|conn| crate::db::accounts::set_active(conn, SITE, "off", false))
+            .await;
+        let broker = f.broker();
+        let site = broker.site(SITE).unwrap();
+        let only: Vec<i64> = broker
+            .candidates(site, Some(second))
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(only, [second]);
+        assert_eq!(broker.candidates(site, None).await.unwrap()[0].id, first);
+        let inactive = broker.candidates(site, Some(off)).await.unwrap_err();
+        assert!(
+            matches!(&inactive, Error::NoAvailableAccount { reason, .. } if reason.contains("inactive")),
+            "{inactive:?}"
+        );
+        assert!(matches!(
+            broker.candidates(site, Some(9_999)).await,
+            Err(Error::AccountNotFound { .. })
+        ));
+        assert_eq!(
+            broker.credential_id_of(site, "second").await.unwrap(),
+            second
+        );
+    }
+
+    #[actix_rt::test]
+    async fn no_accounts_is_said_plainly() {
+        let f = Fixture::start("", "").await;
+        let broker = f.broker();
+        let site = broker.site(SITE).unwrap();
+        let none = broker.candidates(site, None).await.unwrap_err();
+        assert!(
+            matches!(&none, Error::NoAvailableAccount { reason, .. } if reason.contains("tokend accounts add")),
+            "{none:?}"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn round_robin_takes_the_accounts_in_turn() {
+        let f = Fixture::start("", "selection = \"round_robin\"\n").await;
+        let ids = [f.add("a", false), f.add("b", false), f.add("c", false)];
+        let broker = f.broker();
+        let site = broker.site(SITE).unwrap();
+        let mut firsts = Vec::new();
+        for _ in 0..6 {
+            firsts.push(broker.candidates(site, None).await.unwrap()[0].id);
+        }
+        // Each account comes first in turn, whatever the first turn was.
+        for pair in firsts.windows(2) {
+            let at = ids.iter().position(|id| *id == pair[0]).unwrap();
+            assert_eq!(pair[1], ids[(at + 1) % 3], "{firsts:?}");
+        }
+    }
+}

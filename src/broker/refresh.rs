@@ -134,3 +134,68 @@ mod tests {
         assert!(late > 0, "some points fall inside the 250 s margin");
     }
 }
+
+#[cfg(test)]
+mod timing_tests {
+    use super::*;
+
+    fn cache(refresh_ahead: f64, refresh_jitter: f64) -> CacheConfig {
+        CacheConfig {
+            refresh_ahead,
+            refresh_jitter,
+            ..CacheConfig::default()
+        }
+    }
+
+    /// Seconds from issue to the refresh point of `samples` tokens living `life` seconds
+    /// (`None` for "no background refresh").
+    fn points(life: i64, cache: &CacheConfig, samples: usize) -> Vec<Option<f64>> {
+        let issued = Utc::now();
+        let expires = issued + chrono::Duration::seconds(life);
+        (0..samples)
+            .map(|_| {
+                let point = refresh_point(issued, expires, cache);
+                (point != expires).then(|| (point - issued).num_milliseconds() as f64 / 1000.0)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn without_jitter_a_token_is_renewed_at_two_thirds_of_its_life() {
+        assert_eq!(points(3600, &cache(300.0, 0.0), 1), [Some(2400.0)]);
+        // A short token (margin: a quarter of 30 s) is still renewed, at 20 s.
+        assert_eq!(points(30, &cache(300.0, 0.0), 1), [Some(20.0)]);
+        // A token issued already expired (or without life) is never renewed ahead.
+        let now = Utc::now();
+        assert_eq!(refresh_point(now, now, &cache(300.0, 0.0)), now);
+    }
+
+    #[test]
+    fn the_jitter_spreads_renewals_on_both_sides_of_two_thirds() {
+        let at: Vec<f64> = points(3600, &cache(60.0, 0.1), 400)
+            .into_iter()
+            .map(|p| p.expect("every point is before the 60 s margin"))
+            .collect();
+        assert!(at.iter().all(|s| (2040.0..=2760.0).contains(s)), "{at:?}");
+        assert!(at.iter().any(|s| *s < 2300.0), "never early");
+        assert!(at.iter().any(|s| *s > 2500.0), "never late");
+    }
+
+    #[test]
+    fn the_margin_is_refresh_ahead_or_a_quarter_of_the_life_whichever_is_smaller() {
+        // Jittered points fall from 1320 s to 3480 s of a 3600 s life.
+        // refresh_ahead (60 s) is the smaller: only points after 3540 s would be dropped.
+        let small = points(3600, &cache(60.0, 0.3), 400);
+        assert!(small.iter().all(Option::is_some), "{small:?}");
+        assert!(
+            small.iter().flatten().any(|s| *s > 2700.0),
+            "points after three quarters were dropped"
+        );
+        // A quarter of the life (900 s) is the smaller: points after 2700 s are dropped,
+        // the others kept.
+        let large = points(3600, &cache(3000.0, 0.3), 400);
+        assert!(large.iter().flatten().all(|s| *s < 2700.0), "{large:?}");
+        assert!(large.iter().any(Option::is_none), "no point was dropped");
+        assert!(large.iter().any(Option::is_some), "every point was dropped");
+    }
+}

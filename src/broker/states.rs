@@ -305,3 +305,173 @@ impl Broker {
         });
     }
 }
+
+/// A broker over a fresh SQLite database, for the tests of `broker/*`.
+#[cfg(test)]
+pub(in crate::broker) mod fixture {
+    use std::sync::Arc;
+
+    use super::Broker;
+    use crate::accounts::NewAccount;
+    use crate::config::Config;
+    use crate::secret::Secret;
+    use crate::server::RunningServer;
+
+    const SECRET_KEY: &str = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=";
+    pub(in crate::broker) const SITE: &str = "court_zxfw";
+
+    /// tokend in process with one site (`court_zxfw`, whose portal is never called).
+    pub(in crate::broker) struct Fixture {
+        pub(in crate::broker) server: RunningServer,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        /// `extra`: more TOML (sections); `site_keys`: more keys of the site.
+        pub(in crate::broker) async fn start(extra: &str, site_keys: &str) -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let text = format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\n[database]\nurl = \"sqlite://{db}\"\n\
+                 [history]\nspool_file = \"{spool}\"\n{extra}\n\
+                 [[sites]]\nname = \"{SITE}\"\ndriver = \"http\"\n\
+                 login_url = \"http://127.0.0.1:9/login\"\n{site_keys}\n",
+                db = dir.path().join("tokend.db").display(),
+                spool = dir.path().join("history.spool").display(),
+            );
+            let env = |name: &str| (name == "TOKEND_SECRET_KEY").then(|| SECRET_KEY.to_string());
+            let config = Config::from_sources(Some(&text), &env).unwrap();
+            let server = crate::server::start(Arc::new(config)).await.unwrap();
+            Fixture { server, _dir: dir }
+        }
+
+        pub(in crate::broker) fn broker(&self) -> &Broker {
+            &self.server.state.broker
+        }
+
+        /// Adds an account of the site; its id.
+        pub(in crate::broker) fn add(&self, account: &str, preferred: bool) -> i64 {
+            let state = &self.server.state;
+            let new = NewAccount {
+                site_name: SITE.into(),
+                account: account.into(),
+                password: Secret::new("pw-0123456789"),
+                preferred,
+                proxy: None,
+            };
+            crate::accounts::add(&state.pool, &state.key, &new)
+                .unwrap()
+                .id
+        }
+
+        /// Runs database work on the fixture's pool.
+        pub(in crate::broker) async fn db<T: Send + 'static>(
+            &self,
+            work: impl FnOnce(&mut crate::db::DbConnection) -> crate::error::Result<T> + Send + 'static,
+        ) -> T {
+            self.server.state.pool.run(work).await.unwrap()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::fixture::{Fixture, SITE};
+    use crate::drivers::FailureKind;
+    use crate::error::Error;
+
+    /// (state, reason, seconds until the block ends) of each account, by name.
+    async fn states(f: &Fixture) -> Vec<(String, &'static str, Option<&'static str>, i64)> {
+        let now = Utc::now();
+        let mut views = f.broker().account_views(Some(SITE)).await.unwrap();
+        views.sort_by_key(|v| v.id);
+        views
+            .into_iter()
+            .map(|v| {
+                let left = v.until.map_or(0, |until| (until - now).num_seconds());
+                (
+                    v.account,
+                    v.state.as_str(),
+                    v.reason.map(|r| r.as_str()),
+                    left,
+                )
+            })
+            .collect()
+    }
+
+    #[actix_rt::test]
+    async fn each_failure_kind_earns_its_penalty() {
+        let f = Fixture::start("", "").await;
+        let kinds = [
+            ("refused", FailureKind::Credential),
+            ("captcha", FailureKind::Captcha),
+            ("failed", FailureKind::Failed),
+            ("network", FailureKind::Network),
+            ("timeout", FailureKind::Timeout),
+        ];
+        for (account, _) in kinds {
+            f.add(account, false);
+        }
+        let broker = f.broker();
+        let site = broker.site(SITE).unwrap();
+        let list = broker.credential_list(site).await.unwrap();
+        for (account, kind) in kinds {
+            let entry = list.iter().find(|c| c.account == account).unwrap();
+            broker.penalise(site, entry, kind).await;
+        }
+        let got = states(&f).await;
+        let near = |left: i64, wanted: i64| (wanted - 5..=wanted).contains(&left);
+        let expect = [
+            ("refused", "blacklisted", Some("credential_error"), 3600),
+            ("captcha", "cooling_down", Some("captcha_error"), 120),
+            ("failed", "cooling_down", Some("failed"), 60),
+            ("network", "active", None, 0),
+            ("timeout", "active", None, 0),
+        ];
+        for ((account, state, reason, left), (name, s, r, wanted)) in got.iter().zip(expect) {
+            assert_eq!((account.as_str(), *state, *reason), (name, s, r), "{got:?}");
+            assert!(
+                near(*left, wanted),
+                "{name}: {left} s left, not {wanted}: {got:?}"
+            );
+        }
+        // Only the accounts without a penalty are tried.
+        let tried: Vec<String> = broker
+            .candidates(site, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.account)
+            .collect();
+        assert_eq!(tried, ["network", "timeout"]);
+    }
+
+    #[actix_rt::test]
+    async fn a_block_is_kept_and_lifted_by_hand() {
+        let f = Fixture::start("", "").await;
+        let id = f.add("alice", false);
+        let broker = f.broker();
+        let site = broker.site(SITE).unwrap();
+        let entry = broker.credential_list(site).await.unwrap().remove(0);
+        broker.penalise(site, &entry, FailureKind::Captcha).await;
+        let refused = broker.candidates(site, Some(id)).await.unwrap_err();
+        assert!(
+            matches!(&refused, Error::NoAvailableAccount { reason, .. }
+                if reason.contains("cooling_down") && reason.contains("captcha_error")),
+            "{refused:?}"
+        );
+        let all = broker.candidates(site, None).await.unwrap_err();
+        assert!(all.to_string().contains("the next is usable at"), "{all}");
+        assert!(broker.unblock(SITE, "alice").await.unwrap());
+        assert!(
+            !broker.unblock(SITE, "alice").await.unwrap(),
+            "nothing left to lift"
+        );
+        assert_eq!(broker.candidates(site, Some(id)).await.unwrap()[0].id, id);
+        assert!(matches!(
+            broker.unblock(SITE, "nobody").await,
+            Err(Error::AccountNotFound { .. })
+        ));
+    }
+}

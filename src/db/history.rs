@@ -39,7 +39,10 @@ pub fn insert_batch(conn: &mut DbConnection, rows: &[NewHistory]) -> Result<usiz
                     })
                     .collect();
                 let values: Vec<&NewHistory> = fresh.clone();
-                diesel::insert_or_ignore_into(dsl::token_acquisition_history)
+                // A plain insert (duplicates are filtered above): `OR IGNORE` would also drop,
+                // without a word, a row SQLite refuses (a CHECK or NOT NULL constraint),
+                // which must reach the dead-letter file instead.
+                diesel::insert_into(dsl::token_acquisition_history)
                     .values(values)
                     .execute(c)?;
                 fresh

@@ -452,3 +452,178 @@ impl Slots {
         self.current_limits()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use actix::Actor;
+
+    use super::*;
+    use crate::actors::concurrency::{SlotUsage, Usage};
+
+    /// In-process slots with these limits; a waiter gives up after 0.2 s.
+    fn slots(global: u32, per_site: u32, per_account: u32) -> Slots {
+        let config = ConcurrencyConfig {
+            max_concurrent_acquisitions: global,
+            max_concurrent_per_site: per_site,
+            max_concurrent_per_account: per_account,
+            queue_timeout: 0.2,
+            acquisition_timeout: 0.3,
+            ..ConcurrencyConfig::default()
+        };
+        Slots::new(ConcurrencyActor::new(&config).start(), None, &config)
+    }
+
+    async fn usage_until(slots: &Slots, what: &str, holds: impl Fn(&SlotUsage) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let usage = slots.actor().send(Usage).await.unwrap();
+            if holds(&usage) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {usage:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn timed_out(answer: Result<Slot>) -> bool {
+        matches!(answer, Err(Error::QueueTimeout(_)))
+    }
+
+    #[actix_rt::test]
+    async fn limits_in_total_per_site_and_per_account_hold_until_a_slot_is_dropped() {
+        let slots = slots(3, 2, 1);
+        assert_eq!(slots.mode(), "memory");
+        let alice = slots.acquire("s", "alice").await.unwrap();
+        assert_eq!(alice.fence(), 0, "in-process slots are unfenced");
+        assert!(timed_out(slots.acquire("s", "alice").await), "per account");
+        let bob = slots.acquire("s", "bob").await.unwrap();
+        assert!(timed_out(slots.acquire("s", "carol").await), "per site");
+        let other_site = slots.acquire("t", "alice").await.unwrap();
+        assert!(timed_out(slots.acquire("u", "dave").await), "in total");
+        drop(alice);
+        // The slot comes back: the site and the total have room again.
+        let carol = slots.acquire("s", "carol").await.unwrap();
+        drop((bob, carol, other_site));
+        usage_until(&slots, "every slot released", |u| u.active_total == 0).await;
+    }
+
+    #[actix_rt::test]
+    async fn waiters_are_served_in_arrival_order() {
+        let slots = slots(1, 1, 1);
+        let slots = Slots {
+            config: ConcurrencyConfig {
+                queue_timeout: 10.0,
+                ..slots.config.clone()
+            },
+            ..slots
+        };
+        let held = slots.acquire("s", "a").await.unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for (n, account) in ["a", "b", "a", "c"].into_iter().enumerate() {
+            let (slots2, order) = (slots.clone(), order.clone());
+            waiters.push(tokio::spawn(async move {
+                let slot = slots2.acquire("s", account).await.unwrap();
+                order.lock().unwrap().push(n);
+                drop(slot);
+            }));
+            usage_until(&slots, "the waiter queued", |u| u.queue_size == n + 1).await;
+        }
+        drop(held);
+        for waiter in waiters {
+            waiter.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3]);
+    }
+
+    #[actix_rt::test]
+    async fn a_login_that_outlives_its_lease_keeps_its_slot() {
+        let slots = slots(1, 1, 1);
+        let slot = slots.acquire("s", "a").await.unwrap();
+        // The login runs for more than three leases (0.3 s each): the slot renews itself.
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(1) {
+            slots
+                .actor()
+                .send(crate::actors::concurrency::Cleanup)
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let usage = slots.actor().send(Usage).await.unwrap();
+        assert_eq!((usage.active_total, usage.recovered_deadlocks), (1, 0));
+        assert!(
+            timed_out(slots.acquire("s", "b").await),
+            "the slot was lost"
+        );
+        drop(slot);
+        slots.acquire("s", "b").await.unwrap();
+    }
+
+    #[actix_rt::test]
+    async fn without_redis_the_flight_lock_is_the_brokers_own() {
+        let slots = slots(1, 1, 1);
+        let first = slots.lock("s", 1, "a", Duration::ZERO).await.unwrap();
+        let second = slots.lock("s", 1, "a", Duration::ZERO).await.unwrap();
+        assert!(!first.is_shared() && !second.is_shared());
+    }
+
+    #[actix_rt::test]
+    async fn raised_limits_serve_the_waiters() {
+        let slots = slots(1, 1, 1);
+        let slots = Slots {
+            config: ConcurrencyConfig {
+                queue_timeout: 10.0,
+                ..slots.config.clone()
+            },
+            ..slots
+        };
+        let held = slots.acquire("s", "a").await.unwrap();
+        let waiter = tokio::spawn({
+            let slots = slots.clone();
+            async move { slots.acquire("t", "b").await.map(|_| ()) }
+        });
+        usage_until(&slots, "the waiter queued", |u| u.queue_size == 1).await;
+        let raised = SlotLimits {
+            global: 2,
+            per_site: 1,
+            per_account: 1,
+        };
+        assert_eq!(slots.set_limits(raised).await.unwrap(), raised);
+        waiter.await.unwrap().unwrap();
+        assert_eq!(slots.limits().await, raised);
+        drop(held);
+    }
+
+    #[actix_rt::test]
+    async fn an_unreachable_redis_falls_back_to_in_process_slots() {
+        let config = ConcurrencyConfig {
+            max_concurrent_per_account: 1,
+            queue_timeout: 10.0,
+            ..ConcurrencyConfig::default()
+        };
+        let store =
+            crate::cache::redis_store::RedisStore::connect("redis://127.0.0.1:1/0").unwrap();
+        let redis = RedisSlots::new(store.connection(), "tokend-unit");
+        let slots = Slots::new(ConcurrencyActor::new(&config).start(), Some(redis), &config);
+        assert_eq!(slots.mode(), "redis");
+        // Redis errors go on for the grace period, then the slot is taken in process.
+        let slot = slots.acquire("s", "a").await.unwrap();
+        assert_eq!(slots.mode(), "memory (redis unreachable)");
+        assert!(slots.is_degraded());
+        assert_eq!(slot.fence(), 0);
+        // The in-process limits hold meanwhile, and Redis is not waited for again.
+        let started = Instant::now();
+        let second = slots.acquire("s", "b").await.unwrap();
+        assert!(
+            started.elapsed() < redis::ERROR_GRACE,
+            "waited for Redis again"
+        );
+        let usage = slots.actor().send(Usage).await.unwrap();
+        assert_eq!(usage.active_total, 2);
+        drop((slot, second));
+    }
+}

@@ -621,3 +621,223 @@ impl RedisSlots {
         Ok((leases, waiters))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tokio::sync::Notify;
+
+    use super::*;
+
+    #[test]
+    fn errors_give_the_wait_up_only_after_the_grace_with_no_answer_between() {
+        let mut streak = ErrorStreak::default();
+        assert!(!streak.failed(), "the first error is retried");
+        assert!(!streak.failed());
+        // Errors that began a grace ago end the wait.
+        streak.since = Some(tokio::time::Instant::now() - ERROR_GRACE);
+        assert!(streak.failed());
+        // An answer in between starts the count again.
+        streak.answered();
+        assert!(!streak.failed());
+    }
+
+    /// Slots in the test Redis under a prefix of their own; `None` (skipped) when Redis is
+    /// not there outside CI.
+    async fn redis_slots() -> Option<RedisSlots> {
+        let url = std::env::var("TOKEND_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+        let store = crate::cache::redis_store::RedisStore::connect(&url).unwrap();
+        let up: redis::RedisResult<String> = redis::cmd("PING")
+            .query_async(&mut store.connection())
+            .await;
+        if up.is_err() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "Redis is required in CI but is not reachable"
+            );
+            eprintln!("SKIPPED: Redis is not reachable; start it to run this test");
+            return None;
+        }
+        let prefix = format!("tokend-unit-{}", uuid::Uuid::new_v4());
+        Some(RedisSlots::new(store.connection(), &prefix))
+    }
+
+    fn ask<'a>(site: &'a str, account: &'a str, wait: Duration) -> SlotRequest<'a> {
+        SlotRequest {
+            site,
+            account,
+            limits: SlotLimits {
+                global: 3,
+                per_site: 2,
+                per_account: 1,
+            },
+            lease: Duration::from_secs(30),
+            wait,
+            max_queue: 10,
+        }
+    }
+
+    const BRIEF: Duration = Duration::from_millis(50);
+
+    #[actix_rt::test]
+    async fn limits_hold_and_a_release_frees_the_slot() {
+        let Some(slots) = redis_slots().await else {
+            return;
+        };
+        let wake = Notify::new();
+        let timed_out = |answer: Result<RemoteLease>| matches!(answer, Err(Error::QueueTimeout(_)));
+        let alice = slots
+            .acquire(&ask("s", "alice", BRIEF), &wake)
+            .await
+            .unwrap();
+        assert!(timed_out(
+            slots.acquire(&ask("s", "alice", BRIEF), &wake).await
+        ));
+        let bob = slots.acquire(&ask("s", "bob", BRIEF), &wake).await.unwrap();
+        assert!(bob.fence > alice.fence, "fences grow with each grant");
+        assert!(timed_out(
+            slots.acquire(&ask("s", "carol", BRIEF), &wake).await
+        ));
+        let other = slots
+            .acquire(&ask("t", "carol", BRIEF), &wake)
+            .await
+            .unwrap();
+        assert!(timed_out(
+            slots.acquire(&ask("u", "dave", BRIEF), &wake).await
+        ));
+        // (The waiters that gave up leave the queue on their own, a moment later.)
+        assert_eq!(slots.usage().await.unwrap().0, 3);
+        assert!(slots.release(&alice).await.unwrap());
+        // Released once only: a second release of the same lease frees nothing.
+        assert!(!slots.release(&alice).await.unwrap());
+        let carol = slots
+            .acquire(&ask("s", "carol", BRIEF), &wake)
+            .await
+            .unwrap();
+        for lease in [bob, other, carol] {
+            assert!(slots.release(&lease).await.unwrap());
+        }
+        assert_eq!(slots.usage().await.unwrap().0, 0);
+    }
+
+    #[actix_rt::test]
+    async fn a_release_of_an_unknown_lease_is_harmless() {
+        let Some(slots) = redis_slots().await else {
+            return;
+        };
+        let wake = Notify::new();
+        let held = slots
+            .acquire(&ask("s", "alice", BRIEF), &wake)
+            .await
+            .unwrap();
+        let unknown = RemoteLease {
+            id: "no-such-lease".into(),
+            fence: 0,
+            site: "s".into(),
+            account: "alice".into(),
+        };
+        assert!(!slots.release(&unknown).await.unwrap());
+        assert!(!slots.renew(&unknown, Duration::from_secs(1)).await.unwrap());
+        assert_eq!(
+            slots.usage().await.unwrap(),
+            (1, 0),
+            "the held slot was freed"
+        );
+        assert!(slots.release(&held).await.unwrap());
+    }
+
+    #[actix_rt::test]
+    async fn an_expired_lease_frees_a_stuck_slot() {
+        let Some(slots) = redis_slots().await else {
+            return;
+        };
+        let wake = Notify::new();
+        let short = SlotRequest {
+            lease: Duration::from_millis(300),
+            ..ask("s", "alice", BRIEF)
+        };
+        // The holder is gone without a release (crash, kill).
+        let stuck = slots.acquire(&short, &wake).await.unwrap();
+        // A waiter gets the slot once the lease runs out, on Redis's clock.
+        let next = slots
+            .acquire(&ask("s", "alice", Duration::from_secs(5)), &wake)
+            .await
+            .unwrap();
+        assert!(next.fence > stuck.fence);
+        assert!(!slots.renew(&stuck, Duration::from_secs(1)).await.unwrap());
+        assert!(slots.release(&next).await.unwrap());
+    }
+
+    #[actix_rt::test]
+    async fn waiters_are_served_in_arrival_order() {
+        let Some(slots) = redis_slots().await else {
+            return;
+        };
+        let wake = Arc::new(Notify::new());
+        /// One slot in all: every waiter waits for the same one.
+        fn one<'a>(site: &'a str, account: &'a str) -> SlotRequest<'a> {
+            SlotRequest {
+                limits: SlotLimits {
+                    global: 1,
+                    per_site: 1,
+                    per_account: 1,
+                },
+                ..ask(site, account, Duration::from_secs(10))
+            }
+        }
+        let held = slots.acquire(&one("s", "a"), &wake).await.unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for (n, (site, account)) in [("s", "b"), ("t", "c"), ("s", "a"), ("u", "d")]
+            .into_iter()
+            .enumerate()
+        {
+            let (slots2, wake, order) = (slots.clone(), wake.clone(), order.clone());
+            waiters.push(tokio::spawn(async move {
+                let lease = slots2.acquire(&one(site, account), &wake).await.unwrap();
+                order.lock().unwrap().push(n);
+                slots2.release(&lease).await.unwrap();
+                wake.notify_waiters();
+            }));
+            // Queued in Redis before the next one arrives.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while slots.usage().await.unwrap().1 < n as u64 + 1 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "waiter {n} not queued"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        slots.release(&held).await.unwrap();
+        wake.notify_waiters();
+        for waiter in waiters {
+            waiter.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3]);
+    }
+
+    #[actix_rt::test]
+    async fn a_flight_lock_has_one_owner_until_unlocked() {
+        let Some(slots) = redis_slots().await else {
+            return;
+        };
+        let ttl = Duration::from_secs(30);
+        let owner = slots.try_lock("s", 7, ttl).await.unwrap().unwrap();
+        assert_eq!(slots.try_lock("s", 7, ttl).await.unwrap(), None);
+        // Another account's lock is free.
+        assert!(slots.try_lock("s", 8, ttl).await.unwrap().is_some());
+        // Only the owner renews or unlocks it.
+        assert!(!slots
+            .renew_lock("s", 7, "not-the-owner", ttl)
+            .await
+            .unwrap());
+        slots.unlock("s", 7, "not-the-owner").await.unwrap();
+        assert_eq!(slots.try_lock("s", 7, ttl).await.unwrap(), None);
+        assert!(slots.renew_lock("s", 7, &owner, ttl).await.unwrap());
+        slots.unlock("s", 7, &owner).await.unwrap();
+        assert!(slots.try_lock("s", 7, ttl).await.unwrap().is_some());
+    }
+}
