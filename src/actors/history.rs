@@ -710,11 +710,11 @@ mod recorder_tests {
         for id in &wanted {
             recorder.record(row(id, "success"));
         }
-        assert_eq!(recorder.flush().await, 0, "rows left waiting");
+        assert_eq!(recorder.flush().await.unwrap(), 0, "rows left waiting");
         assert_eq!(stored(&pool).await, wanted);
         // A replayed acquisition adds nothing.
         recorder.record(row(&wanted[0], "success"));
-        assert_eq!(recorder.flush().await, 0);
+        assert_eq!(recorder.flush().await.unwrap(), 0);
         assert_eq!(stored(&pool).await.len(), wanted.len());
     }
 
@@ -728,7 +728,7 @@ mod recorder_tests {
         spool.append(&rows[2..]).unwrap();
         let (pool, recorder) = recorder(dir.path());
         recorder.record(row("new-0", "success"));
-        assert_eq!(recorder.flush().await, 0);
+        assert_eq!(recorder.flush().await.unwrap(), 0);
         let mut wanted = spooled;
         wanted.push("new-0".into());
         assert_eq!(stored(&pool).await, wanted);
@@ -748,7 +748,11 @@ mod recorder_tests {
         recorder.record(row("live-0", "success"));
         recorder.record(row("poison-live", "no_such_status"));
         recorder.record(row("live-1", "success"));
-        assert_eq!(recorder.flush().await, 0, "a refused row blocked the spool");
+        assert_eq!(
+            recorder.flush().await.unwrap(),
+            0,
+            "a refused row blocked the spool"
+        );
         let mut wanted = ids("good", 6);
         wanted.extend(["live-0".to_string(), "live-1".to_string()]);
         assert_eq!(stored(&pool).await, wanted);
@@ -796,7 +800,7 @@ mod recorder_tests {
             recorder.record(row(id, "success"));
         }
         assert_eq!(
-            recorder.flush().await,
+            recorder.flush().await.unwrap(),
             3,
             "the rows do not wait in the spool"
         );
@@ -807,7 +811,7 @@ mod recorder_tests {
         );
         // Writable again: the spool is written at the next flush.
         read_only(&pool, false).await;
-        assert_eq!(recorder.flush().await, 0);
+        assert_eq!(recorder.flush().await.unwrap(), 0);
         assert_eq!(stored(&pool).await, wanted);
     }
 }

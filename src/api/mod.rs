@@ -24,7 +24,7 @@ pub mod tokens;
 
 use actix_web::web;
 
-pub use answer::{ok, Envelope, ErrorBody, MAX_BODY_BYTES};
+use answer::MAX_BODY_BYTES;
 pub use state::AppState;
 
 use crate::error::Error;

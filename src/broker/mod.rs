@@ -28,6 +28,6 @@ mod states;
 mod token_status;
 
 pub use pipeline::{Broker, BrokerParts};
-pub use request::{authorization, AcquireRequest, AcquiredToken, Source};
+pub use request::AcquireRequest;
 pub use states::SiteReport;
-pub use token_status::{HeldIn, TokenStatus};
+pub use token_status::TokenStatus;

@@ -319,10 +319,6 @@ impl Broker {
         }
     }
 
-    pub fn circuits(&self) -> &Circuits {
-        &self.inner.circuits
-    }
-
     /// Waits for everything recorded so far to reach the history table (tests, shutdown);
     /// see [`HistoryRecorder::flush`].
     pub async fn flush_history(&self) -> Result<usize> {

@@ -139,7 +139,8 @@ impl Breaker {
     }
 
     /// The current pause, while open.
-    pub fn pause(&self) -> Option<Duration> {
+    #[cfg(test)]
+    fn pause(&self) -> Option<Duration> {
         self.lock().as_ref().map(|open| open.pause)
     }
 }

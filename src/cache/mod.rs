@@ -28,7 +28,6 @@ pub mod tokens;
 
 pub use entries::{margin, CachedToken, CredentialEntry};
 pub use kinds::{CacheCounters, CacheKind, KindCounts};
-pub use memory::MemoryStore;
-pub use redis_store::{RedisStore, TokenWrite};
+pub use redis_store::RedisStore;
 pub use store::CacheStore;
 pub use tokens::TokenCache;

@@ -78,16 +78,6 @@ impl TokenCache {
         &self.store
     }
 
-    /// `memory` or `redis`.
-    pub fn backend(&self) -> &'static str {
-        self.store.backend()
-    }
-
-    /// `{key_prefix}:`, the start of every key tokend owns.
-    pub fn root(&self) -> String {
-        self.keys.root()
-    }
-
     /// Whether the backend is reachable as far as the cache knows (always, in process).
     pub fn backend_up(&self) -> bool {
         self.guarded.is_up()

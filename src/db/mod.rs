@@ -307,13 +307,6 @@ impl Pool {
         let mut conn = self.get()?;
         run_migrations(&mut conn)
     }
-
-    /// Round trip to the database (health checks).
-    pub fn ping(&self) -> Result<()> {
-        let mut conn = self.get()?;
-        diesel::sql_query("SELECT 1").execute(&mut *conn)?;
-        Ok(())
-    }
 }
 
 /// Runs blocking work (a query, a file write and its fsync) on the blocking thread pool: the

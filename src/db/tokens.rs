@@ -83,17 +83,6 @@ pub fn take(conn: &mut DbConnection, site: &str, account: &str) -> Result<Option
     Ok(taken.optional()?)
 }
 
-/// Deletes the token of (site, account); `false` when there was none.
-pub fn delete(conn: &mut DbConnection, site: &str, account: &str) -> Result<bool> {
-    let n = diesel::delete(
-        dsl::tokens
-            .filter(dsl::site_name.eq(site))
-            .filter(dsl::account.eq(account)),
-    )
-    .execute(conn)?;
-    Ok(n > 0)
-}
-
 /// When each stored token of a site expires and was written: `(account, expires_at,
 /// updated_at)`. Never the token.
 pub fn expiries(

@@ -55,10 +55,6 @@ pub enum LoginDriver {
 }
 
 impl LoginDriver {
-    pub fn new(site: &SiteConfig, default_ttl: Duration) -> Result<LoginDriver> {
-        LoginDriver::with_context(site, default_ttl, &[], None)
-    }
-
     /// The driver of `site`, knowing the other `sites` (a derived site's parent) and where
     /// to count captcha solves.
     pub fn with_context(

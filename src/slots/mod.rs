@@ -273,10 +273,6 @@ impl Slots {
         Some(self.redis.as_ref()?.cleanup().await)
     }
 
-    pub fn redis(&self) -> Option<&RedisSlots> {
-        self.redis.as_ref()
-    }
-
     /// "redis", "memory", or "memory (redis unreachable)".
     pub fn mode(&self) -> &'static str {
         match (&self.redis, self.degraded.load(Ordering::Relaxed)) {
