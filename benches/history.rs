@@ -33,25 +33,15 @@ fn rows(start: usize, n: usize, rng: &mut fastrand::Rng) -> Vec<NewHistory> {
         .map(|i| {
             let created = first + Duration::milliseconds((i as f64 * step * 1000.0) as i64);
             let site = rng.u32(0..10);
+            let account = format!("acct{site}-{}", rng.u32(0..5));
+            let credential_id = i64::from(rng.u32(1..500));
+            let id = format!("bench-{i}");
+            let site = format!("court_{site}");
             NewHistory {
-                acquisition_id: format!("bench-{i}"),
-                site_name: format!("court_{site}"),
-                account: Some(format!("acct{site}-{}", rng.u32(0..5))),
-                credential_id: Some(i64::from(rng.u32(1..500))),
                 status: STATUSES[rng.usize(..STATUSES.len())].into(),
-                trigger_reason: "token_needed".into(),
-                attempt_count: 1,
                 total_duration: rng.f64() * 30.0,
                 login_duration: Some(rng.f64() * 25.0),
-                captcha_attempts: 0,
-                network_retries: 0,
-                token_fingerprint: None,
-                token_redacted: None,
-                error_message: None,
-                error_details: None,
-                created_at: created,
-                started_at: created,
-                finished_at: Some(created),
+                ..NewHistory::login(&id, &site, (&account, credential_id), created)
             }
         })
         .collect()

@@ -371,25 +371,10 @@ mod tests {
 
     fn login(id: &str, credential_id: i64, minutes_ago: i64, attempts: i32) -> NewHistory {
         let at = (Utc::now() - chrono::Duration::minutes(minutes_ago)).naive_utc();
+        let account = format!("a{credential_id}");
         NewHistory {
-            acquisition_id: id.into(),
-            site_name: "s".into(),
-            account: Some(format!("a{credential_id}")),
-            credential_id: Some(credential_id),
-            status: "success".into(),
-            trigger_reason: "token_needed".into(),
             attempt_count: attempts,
-            total_duration: 1.0,
-            login_duration: Some(1.0),
-            captcha_attempts: 0,
-            network_retries: 0,
-            token_fingerprint: None,
-            token_redacted: None,
-            error_message: None,
-            error_details: None,
-            created_at: at,
-            started_at: at,
-            finished_at: Some(at),
+            ..NewHistory::login(id, "s", (&account, credential_id), at)
         }
     }
 

@@ -22,6 +22,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use super::pipeline::Broker;
 use super::request::{AcquireRequest, AcquiredToken};
 use crate::config::{seconds, SiteConfig};
+use crate::drivers::read_answer;
 use crate::error::{Error, Result};
 use crate::outcome::TriggerReason;
 
@@ -273,7 +274,10 @@ impl Prober {
             return ProbeResult::Error;
         }
         if let Some(pattern) = &self.invalid {
-            let body = read_limited(response).await;
+            // An answer that breaks off is judged by its status alone.
+            let body = read_answer(response, MAX_PROBE_BODY)
+                .await
+                .unwrap_or_default();
             if pattern.is_match(&String::from_utf8_lossy(&body)) {
                 return ProbeResult::Invalid;
             }
@@ -284,15 +288,4 @@ impl Prober {
             ProbeResult::Error
         }
     }
-}
-
-async fn read_limited(mut response: reqwest::Response) -> Vec<u8> {
-    let mut body = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        body.extend_from_slice(&chunk[..chunk.len().min(MAX_PROBE_BODY - body.len())]);
-        if body.len() >= MAX_PROBE_BODY {
-            break;
-        }
-    }
-    body
 }

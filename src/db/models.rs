@@ -111,6 +111,38 @@ pub struct NewHistory {
     pub finished_at: Option<NaiveDateTime>,
 }
 
+impl NewHistory {
+    /// One login of `account` (`credential_id`) on `site` that succeeded at `at`, in one
+    /// attempt of a second: the row tests and benchmarks start from, changing what they need.
+    pub fn login(
+        acquisition_id: &str,
+        site: &str,
+        (account, credential_id): (&str, i64),
+        at: NaiveDateTime,
+    ) -> NewHistory {
+        NewHistory {
+            acquisition_id: acquisition_id.into(),
+            site_name: site.into(),
+            account: Some(account.into()),
+            credential_id: Some(credential_id),
+            status: "success".into(),
+            trigger_reason: "token_needed".into(),
+            attempt_count: 1,
+            total_duration: 1.0,
+            login_duration: Some(1.0),
+            captcha_attempts: 0,
+            network_retries: 0,
+            token_fingerprint: None,
+            token_redacted: None,
+            error_message: None,
+            error_details: None,
+            created_at: at,
+            started_at: at,
+            finished_at: Some(at),
+        }
+    }
+}
+
 /// A history row as read back.
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
 #[diesel(table_name = super::schema::token_acquisition_history)]

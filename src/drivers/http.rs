@@ -19,8 +19,8 @@ use serde_json::{Map, Value};
 
 use super::cookies::{self, SetCookie};
 use super::login::{
-    clean_message, expiry_in, expiry_of, parse_retry_after, Credentials, FailureKind, LoginFailure,
-    LoginToken,
+    clean_message, expiry_in, expiry_of, parse_retry_after, read_answer, Credentials, FailureKind,
+    LoginFailure, LoginToken,
 };
 use crate::config::{RequestFormat, SiteConfig, TokenFrom};
 use crate::error::{Error, Result};
@@ -313,7 +313,7 @@ impl LoginAnswer {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let body = read_limited(response).await?;
+        let body = read_answer(response, MAX_BODY_BYTES).await?;
         Ok(LoginAnswer {
             status,
             cookies,
@@ -357,16 +357,4 @@ fn redirected(response: &reqwest::Response, secrets: &[&str]) -> LoginFailure {
             secrets,
         ),
     )
-}
-
-async fn read_limited(mut response: reqwest::Response) -> reqwest::Result<Vec<u8>> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = MAX_BODY_BYTES.saturating_sub(body.len());
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if room <= chunk.len() {
-            break;
-        }
-    }
-    Ok(body)
 }

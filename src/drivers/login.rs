@@ -193,6 +193,20 @@ pub fn expiry_in(seconds_left: f64) -> Option<DateTime<Utc>> {
     Some(Utc::now() + chrono::Duration::milliseconds((seconds_left * 1000.0) as i64))
 }
 
+/// The body of a portal's answer, read up to `max` bytes (the rest is left unread): a portal
+/// cannot make tokend hold an answer of any size.
+pub async fn read_answer(mut response: reqwest::Response, max: usize) -> reqwest::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = max.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if room <= chunk.len() {
+            break;
+        }
+    }
+    Ok(body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,7 +27,7 @@ use crate::config::{seconds, DriverKind, RetryConfig, SiteConfig};
 use crate::error::Result;
 
 pub use deadline::Deadline;
-pub use login::{clean_message, Credentials, FailureKind, LoginFailure, LoginToken};
+pub use login::{clean_message, read_answer, Credentials, FailureKind, LoginFailure, LoginToken};
 
 /// Extra time a driver gets beyond `login_timeout` to report its own timeout.
 const DRIVER_GRACE: Duration = Duration::from_secs(2);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::drivers::login::{
-    clean_message, expiry_of, parse_retry_after, FailureKind, LoginFailure, LoginToken,
+    clean_message, expiry_of, parse_retry_after, read_answer, FailureKind, LoginFailure, LoginToken,
 };
 use crate::secret::Secret;
 
@@ -156,7 +156,7 @@ impl Step<'_> {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let bytes = read_limited(response)
+        let bytes = read_answer(response, MAX_ANSWER_BYTES)
             .await
             .map_err(|e| self.failure(FailureKind::Network, &format!("reading the answer: {e}")))?;
         let text = String::from_utf8_lossy(&bytes);
@@ -287,18 +287,6 @@ fn cut(text: &str, max: usize) -> String {
         Some((end, _)) => format!("{}…", &text[..end]),
         None => text.to_string(),
     }
-}
-
-async fn read_limited(mut response: reqwest::Response) -> reqwest::Result<Vec<u8>> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = MAX_ANSWER_BYTES.saturating_sub(body.len());
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if room <= chunk.len() {
-            break;
-        }
-    }
-    Ok(body)
 }
 
 #[cfg(test)]
