@@ -617,24 +617,8 @@ mod recorder_tests {
     fn row(id: &str, status: &str) -> NewHistory {
         let now = chrono::Utc::now().naive_utc();
         NewHistory {
-            acquisition_id: id.into(),
-            site_name: "court_zxfw".into(),
-            account: Some("alice".into()),
-            credential_id: Some(1),
             status: status.into(),
-            trigger_reason: "token_needed".into(),
-            attempt_count: 1,
-            total_duration: 1.0,
-            login_duration: Some(1.0),
-            captcha_attempts: 0,
-            network_retries: 0,
-            token_fingerprint: None,
-            token_redacted: None,
-            error_message: None,
-            error_details: None,
-            created_at: now,
-            started_at: now,
-            finished_at: Some(now),
+            ..NewHistory::login(id, "court_zxfw", ("alice", 1), now)
         }
     }
 

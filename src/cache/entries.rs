@@ -35,6 +35,24 @@ impl CachedToken {
     }
 }
 
+#[cfg(test)]
+impl CachedToken {
+    /// An entry of account `a` (id 1) issued and expiring `now`, for tests to change.
+    pub(crate) fn sample(now: DateTime<Utc>) -> CachedToken {
+        CachedToken {
+            credential_id: 1,
+            account: "a".into(),
+            token: "sealed".into(),
+            token_type: "Bearer".into(),
+            issued_at: now,
+            expires_at: now,
+            refresh_at: now,
+            acquisition_id: "x".into(),
+            fence: 0,
+        }
+    }
+}
+
 /// Seconds of life under which a token is not handed out (SPEC §1): `refresh_ahead`, but at
 /// most a quarter of the lifetime the token was issued with, so that a portal's short-lived
 /// tokens are still served for most of their life instead of causing a login per caller.
@@ -105,15 +123,9 @@ mod tests {
     fn a_token_is_fresh_only_above_its_margin() {
         let now = Utc::now();
         let token = CachedToken {
-            credential_id: 1,
-            account: "a".into(),
-            token: "sealed".into(),
-            token_type: "Bearer".into(),
             issued_at: now - Duration::seconds(40),
             expires_at: now + Duration::seconds(20),
-            refresh_at: now,
-            acquisition_id: "x".into(),
-            fence: 0,
+            ..CachedToken::sample(now)
         };
         // Life 60 s → margin 15 s; 20 s left is fresh, 10 s left is not.
         assert!(token.is_fresh(now, 300.0));
@@ -126,15 +138,8 @@ mod tests {
     fn the_fence_is_stored_where_the_redis_script_reads_it() {
         let now = Utc::now();
         let token = CachedToken {
-            credential_id: 1,
-            account: "a".into(),
-            token: "sealed".into(),
-            token_type: "Bearer".into(),
-            issued_at: now,
-            expires_at: now,
-            refresh_at: now,
-            acquisition_id: "x".into(),
             fence: 42,
+            ..CachedToken::sample(now)
         };
         let stored = serde_json::to_value(&token).unwrap();
         assert_eq!(stored["fence"], 42);

@@ -137,17 +137,7 @@ mod tests {
         let now = Utc::now();
         OpenedToken {
             text: text.clone(),
-            entry: CachedToken {
-                credential_id: 1,
-                account: "a".into(),
-                token: "sealed".into(),
-                token_type: "Bearer".into(),
-                issued_at: now,
-                expires_at: now,
-                refresh_at: now,
-                acquisition_id: "x".into(),
-                fence: 0,
-            },
+            entry: CachedToken::sample(now),
             token: Secret::new("t".to_string()),
         }
     }

@@ -469,6 +469,17 @@ mod tests {
         Slots::new(ConcurrencyActor::new(&config).start(), None, &config)
     }
 
+    /// The same slots, with waiters that wait long enough for anything the test does.
+    fn patient(slots: Slots) -> Slots {
+        Slots {
+            config: ConcurrencyConfig {
+                queue_timeout: 10.0,
+                ..slots.config.clone()
+            },
+            ..slots
+        }
+    }
+
     async fn usage_until(slots: &Slots, what: &str, holds: impl Fn(&SlotUsage) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -508,14 +519,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn waiters_are_served_in_arrival_order() {
-        let slots = slots(1, 1, 1);
-        let slots = Slots {
-            config: ConcurrencyConfig {
-                queue_timeout: 10.0,
-                ..slots.config.clone()
-            },
-            ..slots
-        };
+        let slots = patient(slots(1, 1, 1));
         let held = slots.acquire("s", "a").await.unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut waiters = Vec::new();
@@ -569,14 +573,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn raised_limits_serve_the_waiters() {
-        let slots = slots(1, 1, 1);
-        let slots = Slots {
-            config: ConcurrencyConfig {
-                queue_timeout: 10.0,
-                ..slots.config.clone()
-            },
-            ..slots
-        };
+        let slots = patient(slots(1, 1, 1));
         let held = slots.acquire("s", "a").await.unwrap();
         let waiter = tokio::spawn({
             let slots = slots.clone();
