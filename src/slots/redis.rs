@@ -41,23 +41,29 @@ local g = tonumber(lim[1]) or tonumber(ARGV[6])
 local s = tonumber(lim[2]) or tonumber(ARGV[7])
 local a = tonumber(lim[3]) or tonumber(ARGV[8])
 local global = prefix .. ':slots:global'
-redis.call('ZREMRANGEBYSCORE', global, '-inf', now)
+-- Leases that expired unreleased (a holder that died) are dropped from the global set on
+-- every grant; from the site and account sets only once one was found (they are not counted
+-- meanwhile: ZCOUNT takes the live ones), which saves two calls on the common path.
+local expired = redis.call('ZREMRANGEBYSCORE', global, '-inf', now) > 0
 local used_g = redis.call('ZCARD', global)
+local function live(k)
+  if expired then
+    redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
+    return redis.call('ZCARD', k)
+  end
+  return redis.call('ZCOUNT', k, '(' .. now, '+inf')
+end
 local used_s, used_a = {}, {}
 local function site_used(site)
   if used_s[site] == nil then
-    local k = prefix .. ':slots:site:' .. site
-    redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
-    used_s[site] = redis.call('ZCARD', k)
+    used_s[site] = live(prefix .. ':slots:site:' .. site)
   end
   return used_s[site]
 end
 local function account_used(site, account)
   local id = site .. ':' .. account
   if used_a[id] == nil then
-    local k = prefix .. ':slots:account:' .. id
-    redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
-    used_a[id] = redis.call('ZCARD', k)
+    used_a[id] = live(prefix .. ':slots:account:' .. id)
   end
   return used_a[id]
 end
@@ -91,23 +97,31 @@ for _, w in ipairs(redis.call('ZRANGE', queue, 0, tonumber(ARGV[12]) - 1)) do
 end
 if fits(my_site, my_account) then
   local fence = prefix .. ':slots:fence'
-  if redis.call('EXISTS', fence) == 0 then
+  local number = redis.call('INCR', fence)
+  if number == 1 then
     -- Redis lost the counter (restarted empty, flushed): a new epoch, newer than any number
     -- the old Redis gave, on Redis's clock in microseconds (no Redis grants one a
     -- microsecond) and never below the highest fence the database holds (ARGV[13]; -1 asks
     -- the caller to look it up and come again).
     local floor = tonumber(ARGV[13])
-    if floor < 0 then return {2, 0} end
+    if floor < 0 then
+      redis.call('DEL', fence)
+      return {2, 0}
+    end
     local epoch = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-    redis.call('SET', fence, string.format('%.0f', math.max(epoch, floor)))
+    number = math.max(epoch, floor) + 1
+    redis.call('SET', fence, string.format('%.0f', number))
   end
   local expiry = now + tonumber(ARGV[2])
   redis.call('ZADD', global, expiry, me)
   redis.call('ZADD', prefix .. ':slots:site:' .. my_site, expiry, me)
   redis.call('ZADD', prefix .. ':slots:account:' .. my_site .. ':' .. my_account, expiry, me)
-  redis.call('ZREM', queue, me)
-  redis.call('HDEL', waiters, me)
-  return {1, redis.call('INCR', fence)}
+  -- ARGV[1]: whether this caller was queued by an earlier try (else it has nothing there).
+  if ARGV[1] == '1' then
+    redis.call('ZREM', queue, me)
+    redis.call('HDEL', waiters, me)
+  end
+  return {1, number}
 end
 if not redis.call('ZSCORE', queue, me) then
   if redis.call('ZCARD', queue) >= tonumber(ARGV[9]) then return {-1, 0} end
@@ -133,8 +147,12 @@ local t = redis.call('TIME')
 local expiry = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[5])
 local prefix, me, site, account = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local n = redis.call('ZADD', prefix .. ':slots:global', 'XX', 'CH', expiry, me)
-redis.call('ZADD', prefix .. ':slots:site:' .. site, 'XX', expiry, me)
-redis.call('ZADD', prefix .. ':slots:account:' .. site .. ':' .. account, 'XX', expiry, me)
+-- A lease gone from the global set is gone: its expired copies in the site and account sets
+-- (dropped lazily by the grant) must not come back to life.
+if n == 1 then
+  redis.call('ZADD', prefix .. ':slots:site:' .. site, 'XX', expiry, me)
+  redis.call('ZADD', prefix .. ':slots:account:' .. site .. ':' .. account, 'XX', expiry, me)
+end
 return n
 "#;
 
@@ -304,14 +322,20 @@ impl RedisSlots {
     }
 
     /// One try: granted (`Some`), queued (`None`), or `QUEUE_FULL`.
-    async fn try_grant(&self, id: &str, ask: &SlotRequest<'_>) -> Result<Option<u64>> {
-        match self.grant_once(id, ask, -1).await? {
+    /// One try at a slot; `queued` says whether an earlier try of this waiter was queued.
+    async fn try_grant(
+        &self,
+        id: &str,
+        ask: &SlotRequest<'_>,
+        queued: bool,
+    ) -> Result<Option<u64>> {
+        match self.grant_once(id, ask, queued, -1).await? {
             Grant::NewEpoch => {
                 let floor = self.fence_floor().await;
                 log::warn!(
                     "event=fencing_epoch_started floor={floor} reason=redis_lost_the_counter"
                 );
-                match self.grant_once(id, ask, floor as i64).await? {
+                match self.grant_once(id, ask, queued, floor as i64).await? {
                     Grant::Granted(fence) => Ok(Some(fence)),
                     _ => Ok(None),
                 }
@@ -322,11 +346,17 @@ impl RedisSlots {
     }
 
     /// One run of the grant script; `floor` is -1 until the database was asked.
-    async fn grant_once(&self, id: &str, ask: &SlotRequest<'_>, floor: i64) -> Result<Grant> {
+    async fn grant_once(
+        &self,
+        id: &str,
+        ask: &SlotRequest<'_>,
+        queued: bool,
+        floor: i64,
+    ) -> Result<Grant> {
         let max_queue = ask.max_queue;
         let (state, fence): (i64, u64) = self
             .grant
-            .arg(0)
+            .arg(u8::from(queued))
             .arg(ask.lease.as_millis() as u64)
             .arg(id)
             .arg(ask.site)
@@ -371,8 +401,12 @@ impl RedisSlots {
         let deadline = tokio::time::Instant::now() + wait;
         let mut pause = POLL_MIN;
         let mut errors = ErrorStreak::default();
+        // Set once a try may have queued this waiter (an error may have, too).
+        let mut queued = false;
         loop {
-            match self.try_grant(&id, ask).await {
+            let answer = self.try_grant(&id, ask, queued).await;
+            queued = true;
+            match answer {
                 Ok(Some(fence)) => {
                     waiter.armed = false;
                     return Ok(RemoteLease {
@@ -768,6 +802,39 @@ mod tests {
         assert!(next.fence > stuck.fence);
         assert!(!slots.renew(&stuck, Duration::from_secs(1)).await.unwrap());
         assert!(slots.release(&next).await.unwrap());
+    }
+
+    /// Expired leases leave the site and account sets lazily: until then they are not
+    /// counted, and a late renewal does not bring them back.
+    #[actix_rt::test]
+    async fn an_expired_lease_left_in_the_site_set_neither_counts_nor_revives() {
+        let Some(slots) = redis_slots().await else {
+            return;
+        };
+        let wake = Notify::new();
+        let one_per_site = |account| SlotRequest {
+            limits: SlotLimits {
+                global: 3,
+                per_site: 1,
+                per_account: 1,
+            },
+            ..ask("s", account, BRIEF)
+        };
+        let short = SlotRequest {
+            lease: Duration::from_millis(300),
+            ..one_per_site("alice")
+        };
+        let stuck = slots.acquire(&short, &wake).await.unwrap();
+        // The usage count drops the expired lease from the global set only.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while slots.usage().await.unwrap().0 > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the lease never expired");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!slots.renew(&stuck, Duration::from_secs(30)).await.unwrap());
+        let carol = slots.acquire(&one_per_site("carol"), &wake).await.unwrap();
+        assert!(carol.fence > stuck.fence);
+        assert!(slots.release(&carol).await.unwrap());
     }
 
     #[actix_rt::test]
