@@ -377,6 +377,16 @@ fn main() {
         });
         return;
     }
+    if std::env::args().any(|a| a == "slots") {
+        // `cargo bench --bench acquire -- slots`: the slot figures alone.
+        actix_web::rt::System::new().block_on(async {
+            slots().await;
+            if let Some(url) = redis_url() {
+                redis_slots(&url).await;
+            }
+        });
+        return;
+    }
     let portal = Portal::start();
     portal.state.accept("alice", "pw");
     hot_path::run(&portal.login_url(), redis_url().as_deref());

@@ -131,13 +131,17 @@ end
 return {0, 0}
 "#;
 
+/// Frees a lease; with ARGV[5] = 1 (a waiter that gave up) also its place in the queue. A
+/// granted lease has none: the grant took it out of the queue.
 const RELEASE: &str = r#"
 local prefix, me, site, account = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local n = redis.call('ZREM', prefix .. ':slots:global', me)
 redis.call('ZREM', prefix .. ':slots:site:' .. site, me)
 redis.call('ZREM', prefix .. ':slots:account:' .. site .. ':' .. account, me)
-redis.call('ZREM', prefix .. ':slots:queue', me)
-redis.call('HDEL', prefix .. ':slots:waiters', me)
+if ARGV[5] == '1' then
+  redis.call('ZREM', prefix .. ':slots:queue', me)
+  redis.call('HDEL', prefix .. ':slots:waiters', me)
+end
 return n
 "#;
 
@@ -254,7 +258,7 @@ impl Drop for WaiterGuard {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 // A waiter that gave up: its queue entry, or a grant it never took.
-                if let Err(e) = slots.release_id(&id, &site, &account).await {
+                if let Err(e) = slots.release_id(&id, &site, &account, true).await {
                     log::warn!(
                         "event=slot_release_failed site={site} error=\"{e}\" action=lease_will_expire"
                     );
@@ -441,13 +445,15 @@ impl RedisSlots {
         }
     }
 
-    async fn release_id(&self, id: &str, site: &str, account: &str) -> Result<bool> {
+    /// Frees the lease `id`; `waiter` when it may still wait in the queue.
+    async fn release_id(&self, id: &str, site: &str, account: &str, waiter: bool) -> Result<bool> {
         let n: u64 = self
             .release
             .arg(&self.prefix)
             .arg(id)
             .arg(site)
             .arg(account)
+            .arg(u8::from(waiter))
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
@@ -470,7 +476,7 @@ impl RedisSlots {
     }
 
     pub async fn release(&self, lease: &RemoteLease) -> Result<bool> {
-        self.release_id(&lease.id, &lease.site, &lease.account)
+        self.release_id(&lease.id, &lease.site, &lease.account, false)
             .await
     }
 
