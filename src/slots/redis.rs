@@ -834,7 +834,10 @@ mod tests {
         // The usage count drops the expired lease from the global set only.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while slots.usage().await.unwrap().0 > 0 {
-            assert!(tokio::time::Instant::now() < deadline, "the lease never expired");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the lease never expired"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(!slots.renew(&stuck, Duration::from_secs(30)).await.unwrap());
