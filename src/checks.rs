@@ -9,11 +9,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use diesel::prelude::*;
-
 use crate::config::{Config, DriverKind};
 use crate::crypto::{SealContext, SecretKey};
-use crate::db::schema::{account_credentials, tokens};
 use crate::db::{DbConnection, Pool};
 use crate::error::{Error, Result};
 
@@ -26,7 +23,7 @@ pub fn load_key(config: &Config, pool: &Pool) -> Result<SecretKey> {
     let security = &config.security;
     if security.secret_key.is_none() && !security.key_file.exists() {
         let mut conn = pool.get()?;
-        if holds_secrets(&mut conn)? {
+        if crate::db::accounts::holds_secrets(&mut conn)? {
             return Err(Error::config(
                 "security.key_file",
                 format!(
@@ -42,25 +39,10 @@ pub fn load_key(config: &Config, pool: &Pool) -> Result<SecretKey> {
     SecretKey::load(security)
 }
 
-fn holds_secrets(conn: &mut DbConnection) -> Result<bool> {
-    let accounts: i64 = account_credentials::table.count().get_result(conn)?;
-    let stored: i64 = tokens::table.count().get_result(conn)?;
-    Ok(accounts + stored > 0)
-}
-
 /// Opens the password of one stored account: `Err` with [`KEY_MISMATCH`] when the key cannot.
 /// No account stored: nothing to check.
 pub fn key_opens_stored_secret(conn: &mut DbConnection, key: &SecretKey) -> Result<()> {
-    let first: Option<(String, String, String)> = account_credentials::table
-        .select((
-            account_credentials::site_name,
-            account_credentials::account,
-            account_credentials::password_encrypted,
-        ))
-        .order(account_credentials::id)
-        .first(conn)
-        .optional()?;
-    let Some((site, account, sealed)) = first else {
+    let Some((site, account, sealed)) = crate::db::accounts::first_sealed_password(conn)? else {
         return Ok(());
     };
     key.open(

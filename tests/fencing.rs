@@ -163,3 +163,47 @@ async fn fencing_survives_a_redis_restarted_empty() {
     assert_eq!(h.acquire(force).await.0, 200);
     assert!(stored().await.fence > after.fence);
 }
+
+/// A login whose token the `tokens` table refuses as stale (a newer one is stored under a
+/// later fence, by an instance that logged in meanwhile) does not leave its token cached: the
+/// next caller gets the stored, newer token.
+#[actix_rt::test]
+async fn a_token_the_table_refuses_as_stale_is_not_served_from_the_cache() {
+    if !common::redis_available() {
+        return;
+    }
+    let h = harness::Harness::start(Some(&common::redis_url()), "").await;
+    h.add_account("alice", "pw-alice", true);
+    // A first login starts this Redis's fencing counter.
+    let plain = serde_json::json!({"site_name": "court_zxfw"});
+    assert_eq!(h.acquire(plain.clone()).await.0, 200);
+    let newer = h
+        .tokend
+        .state
+        .key
+        .seal(
+            "newer-token-from-another-instance",
+            tokend::crypto::SealContext::Token {
+                site: "court_zxfw",
+                account: "alice",
+            },
+        )
+        .unwrap();
+    let pool = h.tokend.state.pool.clone();
+    pool.run(move |conn| tokend::db::tokens::upsert(conn, &token(&newer, i64::MAX / 2)).map(drop))
+        .await
+        .unwrap();
+    // A forced refresh logs in (the stored token was issued before the caller arrived) under
+    // the counter's next number, older than the stored token's...
+    let force = serde_json::json!({"site_name": "court_zxfw", "force_refresh": true});
+    let (status, body) = h.acquire(force).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["source"], "login");
+    // ...and the table keeps the newer token, which is what the next caller gets.
+    let (status, body) = h.acquire(plain).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"]["token"], "newer-token-from-another-instance",
+        "the stale token was served: {body}"
+    );
+}

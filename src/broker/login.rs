@@ -603,10 +603,15 @@ impl Acquisition<'_> {
             .await;
         match stored {
             Ok(true) => {}
-            Ok(false) => log::warn!(
-                "event=stale_token_discarded store=database site={site} account={} fence={fence}",
-                candidate.account
-            ),
+            Ok(false) => {
+                // Cached first so that waiters are served without waiting on the database;
+                // a newer token is stored, so this one goes from the cache too.
+                log::warn!(
+                    "event=stale_token_discarded store=database site={site} account={} fence={fence}",
+                    candidate.account
+                );
+                inner.cache.forget_stale(site, &entry).await;
+            }
             Err(e) => log::warn!(
                 "event=token_store_failed site={site} account={} error=\"{e}\"",
                 candidate.account

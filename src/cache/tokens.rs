@@ -337,6 +337,23 @@ impl TokenCache {
         }
     }
 
+    /// Drops a token the database refused as stale (a newer one is stored under a later
+    /// fence): its tombstone first, so that a racing write of it is refused, then its entries
+    /// where they are still this one. A newer entry cached meanwhile is left alone.
+    pub async fn forget_stale(&self, site: &str, entry: &CachedToken) {
+        self.revoke(site, entry.credential_id, &entry.token, entry.expires_at)
+            .await;
+        for key in [
+            self.keys.token(site, entry.credential_id),
+            self.keys.site_token(site),
+        ] {
+            let current = self.entry_for_invalidation(&key).await;
+            if current.is_some_and(|c| c.acquisition_id == entry.acquisition_id) {
+                self.delete(CacheKind::Token, &key).await;
+            }
+        }
+    }
+
     /// The entry under `key` as far as it can be known (the store, else the near cache).
     async fn entry_for_invalidation(&self, key: &str) -> Option<CachedToken> {
         let text = match self.guarded.get(CacheKind::Token, key).await {

@@ -135,6 +135,9 @@ impl Config {
         if let Some(key) = get("TOKEND_SECRET_KEY") {
             self.security.secret_key = Some(Secret::new(key));
         }
+        if let Some(secret) = get("TOKEND_WEBHOOK_SECRET") {
+            self.notify.webhook_secret = Secret::new(secret);
+        }
         if let Some(url) = get("REDIS_URL") {
             self.redis.url = Secret::new(url);
         } else if let Some(host) = get("REDIS_HOST") {
@@ -346,11 +349,14 @@ mod tests {
             "REDIS_PORT" => Some("6380".to_string()),
             "REDIS_DB" => Some("2".to_string()),
             "REDIS_PASSWORD" => Some("pw".to_string()),
+            "TOKEND_WEBHOOK_SECRET" => Some("signing-secret".to_string()),
             _ => None,
         };
-        let text = "[database]\nurl = \"sqlite://other.db\"\n";
+        let text =
+            "[database]\nurl = \"sqlite://other.db\"\n[notify]\nwebhook_secret = \"in-file\"\n";
         let config = Config::from_sources(Some(text), &env).unwrap();
         assert_eq!(config.database.url.expose(), "postgres://u:pw@db/tokend");
+        assert_eq!(config.notify.webhook_secret.expose(), "signing-secret");
         assert_eq!(config.redis.url.expose(), "redis://:pw@cache.local:6380/2");
         assert!(
             !format!("{config:?}").contains("pw@"),

@@ -448,11 +448,16 @@ impl SiteConfig {
     }
 
     /// The header a probe sends, before `{token}` is filled in.
-    pub fn probe_header_template(&self) -> &str {
+    pub fn probe_header_template(&self) -> std::borrow::Cow<'_, str> {
         match (&self.probe_header, &self.token_from) {
-            (header, _) if !header.is_empty() => header,
-            (_, TokenFrom::Cookies) => "Cookie: {token}",
-            _ => "Authorization: Bearer {token}",
+            (header, _) if !header.is_empty() => header.into(),
+            (_, TokenFrom::Cookies) => "Cookie: {token}".into(),
+            // The ready value callers send: `Bearer {token}`, or the token raw where the
+            // site's scheme is empty (court_zxfw).
+            _ => match self.token_type() {
+                "" => "Authorization: {token}".into(),
+                scheme => format!("Authorization: {scheme} {token}", token = "{token}").into(),
+            },
         }
     }
 }
@@ -469,5 +474,29 @@ mod tests {
         for bad in ["", "court zxfw", "法院", "a/b", "a.b", &"x".repeat(65)] {
             assert!(validate_site_name("site_name", bad).is_err(), "{bad}");
         }
+    }
+
+    /// A probe sends what callers send: the ready `Authorization` value of the site.
+    #[test]
+    fn the_default_probe_header_is_the_ready_authorization_value() {
+        let site = |extra: &str| -> SiteConfig {
+            toml::from_str(&format!("name = \"s\"\n{extra}")).unwrap()
+        };
+        let http = site("driver = \"http\"\nlogin_url = \"http://x/login\"");
+        assert_eq!(
+            http.probe_header_template(),
+            "Authorization: Bearer {token}"
+        );
+        let zxfw = site("driver = \"court_zxfw\"");
+        assert_eq!(zxfw.probe_header_template(), "Authorization: {token}");
+        let typed = site("driver = \"http\"\ntoken_type = \"Token\"");
+        assert_eq!(
+            typed.probe_header_template(),
+            "Authorization: Token {token}"
+        );
+        let cookies = site("driver = \"http\"\ntoken_from = \"cookies\"");
+        assert_eq!(cookies.probe_header_template(), "Cookie: {token}");
+        let own = site("driver = \"http\"\nprobe_header = \"X-Token: {token}\"");
+        assert_eq!(own.probe_header_template(), "X-Token: {token}");
     }
 }

@@ -210,3 +210,19 @@ pub fn record_attempt(
     }
     Ok(())
 }
+
+/// Whether the database holds anything sealed with the key (accounts or stored tokens).
+pub fn holds_secrets(conn: &mut DbConnection) -> Result<bool> {
+    let accounts: i64 = dsl::account_credentials.count().get_result(conn)?;
+    let stored: i64 = super::schema::tokens::table.count().get_result(conn)?;
+    Ok(accounts + stored > 0)
+}
+
+/// The first account's (site, account, sealed password): what the start-up check opens.
+pub fn first_sealed_password(conn: &mut DbConnection) -> Result<Option<(String, String, String)>> {
+    Ok(dsl::account_credentials
+        .select((dsl::site_name, dsl::account, dsl::password_encrypted))
+        .order(dsl::id)
+        .first(conn)
+        .optional()?)
+}
