@@ -291,6 +291,25 @@ impl Circuits {
         Some(retry_at)
     }
 
+    /// The probe admitted for `site` did not run (the login budget refused it): another
+    /// caller may probe at once instead of after the probe's lease.
+    pub async fn probe_not_run(&self, site: &str) {
+        if let Some(redis) = &self.redis {
+            let freed: redis::RedisResult<u64> = redis::cmd("HDEL")
+                .arg(Self::key(redis, site))
+                .arg("probe_until")
+                .query_async(&mut redis.conn.clone())
+                .await;
+            match freed {
+                Ok(_) => return self.redis_answered(),
+                Err(e) => self.redis_failed(&e),
+            }
+        }
+        if let Some(circuit) = self.local().get_mut(site) {
+            circuit.probe_until = None;
+        }
+    }
+
     /// Closes the circuit of `site` (a login got an answer, or an operator said so).
     pub async fn close(&self, site: &str) {
         if let Some(redis) = &self.redis {
@@ -445,5 +464,27 @@ mod tests {
             .unwrap();
         let pause = (retry_at - Utc::now()).num_seconds();
         assert!((58..=60).contains(&pause), "{pause}");
+    }
+
+    /// A probe admitted but never run (the login budget refused it) does not hold the
+    /// half-open state for the probe's whole lease.
+    #[actix_rt::test]
+    async fn a_probe_that_did_not_run_frees_the_way_for_another() {
+        let circuits = Circuits::new(None);
+        let p = CircuitPolicy {
+            failure_threshold: 1,
+            ..policy()
+        };
+        circuits
+            .record("s", &p, SiteOutcome::Down(None), false)
+            .await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while circuits.admit("s", &p).await != Admission::Probe {
+            assert!(std::time::Instant::now() < deadline, "no probe admitted");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(matches!(circuits.admit("s", &p).await, Admission::Open(_)));
+        circuits.probe_not_run("s").await;
+        assert_eq!(circuits.admit("s", &p).await, Admission::Probe);
     }
 }

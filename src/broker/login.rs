@@ -296,12 +296,15 @@ impl Acquisition<'_> {
             return Err(refusal);
         }
         let limits = crate::budget::BudgetLimits::of(site);
-        broker
-            .inner
-            .budgets
-            .take(&site.name, candidate.id, limits)
-            .await?;
-        Ok(admission == Admission::Probe)
+        let probe = admission == Admission::Probe;
+        let taken = broker.inner.budgets.take(&site.name, candidate.id, limits);
+        if let Err(refused) = taken.await {
+            if probe {
+                broker.inner.circuits.probe_not_run(&site.name).await;
+            }
+            return Err(refused);
+        }
+        Ok(probe)
     }
 
     async fn slot(&mut self, candidate: &CredentialEntry) -> Result<Slot> {
