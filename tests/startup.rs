@@ -71,22 +71,12 @@ fn port_in_use_is_one_clear_line_before_any_migration() {
 fn a_key_that_does_not_open_the_accounts_stops_serve() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "[server]\nlisten = \"127.0.0.1:0\"\n");
-    let mut add = common::tokend(dir.path());
-    add.args([
-        "accounts",
-        "add",
-        "court_zxfw",
-        "alice",
-        "--password-stdin",
-        "--config",
-    ])
-    .arg(&config)
-    .env("TOKEND_SECRET_KEY", KEY_A)
-    .stdin(Stdio::piped());
-    let mut child = add.spawn().unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"pw\n").unwrap();
-    assert!(child.wait().unwrap().success());
+    common::add_account_with_env(
+        dir.path(),
+        &config,
+        ("court_zxfw", "alice", "pw"),
+        &[("TOKEND_SECRET_KEY", KEY_A)],
+    );
 
     let out = serve_expecting_exit(dir.path(), &config, &[("TOKEND_SECRET_KEY", KEY_B)]);
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
@@ -108,22 +98,12 @@ async fn health_is_unhealthy_when_the_key_stops_matching_while_running() {
     assert_eq!(body["data"]["status"], "healthy", "{body}");
 
     // An account sealed under another key reaches the database behind the daemon's back.
-    let mut add = common::tokend(dir.path());
-    add.args([
-        "accounts",
-        "add",
-        "court_zxfw",
-        "alice",
-        "--password-stdin",
-        "--config",
-    ])
-    .arg(&config)
-    .env("TOKEND_SECRET_KEY", KEY_A)
-    .stdin(Stdio::piped());
-    let mut child = add.spawn().unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"pw\n").unwrap();
-    assert!(child.wait().unwrap().success());
+    common::add_account_with_env(
+        dir.path(),
+        &config,
+        ("court_zxfw", "alice", "pw"),
+        &[("TOKEND_SECRET_KEY", KEY_A)],
+    );
 
     let body: serde_json::Value = reqwest::get(&health).await.unwrap().json().await.unwrap();
     assert_eq!(body["data"]["status"], "unhealthy", "{body}");

@@ -22,18 +22,37 @@ const RETRY: &str = "[retry]\nnetwork_retry_delay_base = 0.05\ncaptcha_retry_del
 
 /// A Prometheus counter's value (0 when the series does not exist yet).
 async fn counter(h: &Harness, series: &str) -> f64 {
-    let text = h
-        .client
-        .get(format!("http://{}/metrics", h.tokend.addr))
-        .send()
+    h.prometheus_text()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find_map(|l| l.strip_prefix(series).map(|v| v.trim().parse().unwrap()))
         .unwrap_or(0.0)
+}
+
+/// Probes of court_zxfw that ended with `result` (`valid`, `invalid`, `error`).
+async fn probes(h: &Harness, result: &str) -> f64 {
+    let series = format!(r#"tokend_probes_total{{site="court_zxfw",result="{result}"}}"#);
+    counter(h, &series).await
+}
+
+/// Waits until at least `n` probes ended with `result`.
+async fn probes_reach(h: &Harness, result: &str, n: f64) {
+    let what = format!("{n} {result} probes");
+    common::eventually(&what, Duration::from_secs(10), || async {
+        (probes(h, result).await >= n).then_some(())
+    })
+    .await;
+}
+
+/// A harness for court_zxfw with the site keys `keys` on `portal`, and alice's first token.
+async fn with_a_token(redis: Option<&str>, portal: Portal, keys: &str) -> (Harness, i64, String) {
+    let prefix = format!("tokend-test-{}", common::unique());
+    let h = Harness::start_full(redis, &prefix, Some(portal), RETRY, "", keys).await;
+    let id = h.add_account("alice", "pw-a", false);
+    let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["data"]["token"].as_str().unwrap().to_string();
+    (h, id, token)
 }
 
 /// The token the cache holds for an account now, if any.
@@ -63,24 +82,9 @@ async fn a_token_revoked_by_the_portal_is_found_by_the_probe_and_replaced() {
             "probe_url = \"{}\"\nprobe_interval = 0.2\n",
             portal.url("/probe")
         );
-        let prefix = format!("tokend-test-{}", common::unique());
-        let h =
-            Harness::start_full(redis.as_deref(), &prefix, Some(portal), RETRY, "", &probe).await;
-        let id = h.add_account("alice", "pw-a", false);
-        let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
-        assert_eq!(status, 200, "{body}");
-        let first = body["data"]["token"].as_str().unwrap().to_string();
+        let (h, id, first) = with_a_token(redis.as_deref(), portal, &probe).await;
         // The probe finds the token good while the portal accepts it.
-        common::eventually("a valid probe", Duration::from_secs(10), || async {
-            (counter(
-                &h,
-                r#"tokend_probes_total{site="court_zxfw",result="valid"}"#,
-            )
-            .await
-                >= 1.0)
-                .then_some(())
-        })
-        .await;
+        probes_reach(&h, "valid", 1.0).await;
 
         h.portal.state.revoke(&first);
         let second = common::eventually("a replacement token", Duration::from_secs(10), || async {
@@ -101,14 +105,7 @@ async fn a_token_revoked_by_the_portal_is_found_by_the_probe_and_replaced() {
             .await
             .unwrap();
         assert_eq!(accepted.status().as_u16(), 200);
-        assert!(
-            counter(
-                &h,
-                r#"tokend_probes_total{site="court_zxfw",result="invalid"}"#
-            )
-            .await
-                >= 1.0
-        );
+        assert!(probes(&h, "invalid").await >= 1.0);
         let rows = h.history().await;
         assert!(
             rows.iter()
@@ -126,22 +123,8 @@ async fn a_probe_meeting_a_5xx_or_a_refused_connection_keeps_the_token() {
         *portal.state.probe_status.lock().unwrap() = Some(503);
         let url = probe_url.unwrap_or_else(|| portal.url("/probe"));
         let keys = format!("probe_url = \"{url}\"\nprobe_interval = 0.1\n");
-        let prefix = format!("tokend-test-{}", common::unique());
-        let h = Harness::start_full(None, &prefix, Some(portal), RETRY, "", &keys).await;
-        let id = h.add_account("alice", "pw-a", false);
-        let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
-        assert_eq!(status, 200, "{body}");
-        let token = body["data"]["token"].as_str().unwrap().to_string();
-        common::eventually("three failed probes", Duration::from_secs(10), || async {
-            (counter(
-                &h,
-                r#"tokend_probes_total{site="court_zxfw",result="error"}"#,
-            )
-            .await
-                >= 3.0)
-                .then_some(())
-        })
-        .await;
+        let (h, id, token) = with_a_token(None, portal, &keys).await;
+        probes_reach(&h, "error", 3.0).await;
         assert_eq!(cached_token(&h, id).await.as_deref(), Some(token.as_str()));
         let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
         assert_eq!(status, 200, "{body}");
@@ -152,14 +135,7 @@ async fn a_probe_meeting_a_5xx_or_a_refused_connection_keeps_the_token() {
             1,
             "a token was thrown away ({url})"
         );
-        assert_eq!(
-            counter(
-                &h,
-                r#"tokend_probes_total{site="court_zxfw",result="invalid"}"#
-            )
-            .await,
-            0.0
-        );
+        assert_eq!(probes(&h, "invalid").await, 0.0);
     }
 }
 
@@ -230,16 +206,7 @@ async fn a_cookie_login_yields_a_cookie_session_the_portal_accepts_with_the_cook
         .unwrap();
     assert_eq!(answer.status().as_u16(), 200);
     // The probes send it as a cookie too, and the portal finds it good.
-    common::eventually("a valid cookie probe", Duration::from_secs(10), || async {
-        (counter(
-            &h,
-            r#"tokend_probes_total{site="court_zxfw",result="valid"}"#,
-        )
-        .await
-            >= 1.0)
-            .then_some(())
-    })
-    .await;
+    probes_reach(&h, "valid", 1.0).await;
     // Stored and read back with its type.
     let (_, body) = h
         .acquire(json!({"site_name": "court_zxfw", "force_refresh": false}))

@@ -230,6 +230,16 @@ impl Drop for Daemon {
 
 /// `tokend accounts add SITE ACCOUNT --password-stdin --config CONFIG`, run in `dir`.
 pub fn add_account(dir: &Path, config: &Path, site: &str, account: &str, password: &str) {
+    add_account_with_env(dir, config, (site, account, password), &[]);
+}
+
+/// [`add_account`] with extra environment variables (another `TOKEND_SECRET_KEY`, say).
+pub fn add_account_with_env(
+    dir: &Path,
+    config: &Path,
+    (site, account, password): (&str, &str, &str),
+    env: &[(&str, &str)],
+) {
     use std::io::Write;
     let mut add = tokend(dir)
         .args([
@@ -241,6 +251,7 @@ pub fn add_account(dir: &Path, config: &Path, site: &str, account: &str, passwor
             "--config",
         ])
         .arg(config)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
