@@ -145,22 +145,9 @@ pub struct CacheCounters {
 /// Live metrics: the totals, and per site, per cache kind, percentiles.
 #[derive(ToSchema)]
 pub struct LiveMetrics {
-    total_acquisitions: u64,
-    successful_acquisitions: u64,
-    failed_acquisitions: u64,
-    /// Percent.
-    success_rate: f64,
-    /// Seconds.
-    avg_duration: f64,
-    avg_login_duration: f64,
-    timeout_count: u64,
-    network_error_count: u64,
-    captcha_error_count: u64,
-    credential_error_count: u64,
-    concurrent_acquisitions: u64,
-    timeout_rate: f64,
-    rejected_acquisitions: u64,
-    rejections: Rejections,
+    /// The totals, as every site has them.
+    #[serde(flatten)]
+    totals: Counters,
     /// Percent.
     cache_hit_rate: f64,
     duration_percentiles: Percentiles,
