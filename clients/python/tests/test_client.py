@@ -1,0 +1,162 @@
+"""Client and AsyncClient against the real daemon: tokens, typed errors, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from conftest import Daemon, Portal, site_block
+from tokend_client import (
+    AcquisitionFailed,
+    AsyncClient,
+    BudgetExhausted,
+    Client,
+    DaemonUnreachable,
+    Forbidden,
+    NotFound,
+    SiteUnavailable,
+    Unauthorized,
+)
+
+
+def test_acquire_hands_out_the_token_with_its_ready_headers(daemon: Daemon, portal: Portal) -> None:
+    with Client(daemon.url) as tokend:
+        first = tokend.acquire("portal", account="alice")
+        again = tokend.acquire("portal", account="alice")
+    assert first.token.startswith("tok-alice-")
+    assert first.headers == {"Authorization": f"Bearer {first.token}"}
+    assert first.authorization == f"Bearer {first.token}"
+    assert (first.account, first.source, again.source) == ("alice", "login", "cache")
+    assert again.token == first.token
+    assert first.credential_id is not None and first.expires_at is not None
+    assert 3000 < first.seconds_left() <= 3600
+    assert portal.logins == ["alice"]
+    # The token never shows in a repr (logs of the caller's own program).
+    assert first.token not in repr(first)
+
+
+def test_force_refresh_logs_in_again(daemon: Daemon, portal: Portal) -> None:
+    with Client(daemon.url) as tokend:
+        first = tokend.acquire("portal", account="bob")
+        second = tokend.acquire("portal", account="bob", force_refresh=True)
+    assert second.token != first.token and second.source == "login"
+    assert portal.logins == ["bob", "bob"]
+
+
+def test_errors_are_typed_and_carry_the_answer(daemon: Daemon) -> None:
+    with Client(daemon.url) as tokend:
+        with pytest.raises(NotFound) as unknown:
+            tokend.acquire("no_such_site")
+        assert unknown.value.code == "UNKNOWN_SITE" and unknown.value.status == 404
+        daemon_account_with_wrong_password(daemon)
+        with pytest.raises(AcquisitionFailed) as failed:
+            tokend.acquire("portal", account="carol")
+    assert failed.value.error_type == "credential_error"
+    assert "wrong-pw" not in str(failed.value)
+
+
+def daemon_account_with_wrong_password(daemon: Daemon) -> None:
+    daemon.add_account("portal", "carol", "wrong-pw")
+
+
+def test_invalidate_makes_the_next_acquire_log_in(daemon: Daemon, portal: Portal) -> None:
+    with Client(daemon.url) as tokend:
+        first = tokend.acquire("portal", account="alice")
+        tokend.invalidate("portal", "alice")
+        second = tokend.acquire("portal", account="alice")
+    assert second.source == "login" and second.token != first.token
+    with Client(daemon.url) as tokend, pytest.raises(NotFound):
+        tokend.invalidate("portal", "nobody")
+
+
+def test_health_reads_the_daemon(daemon: Daemon) -> None:
+    with Client(daemon.url) as tokend:
+        health = tokend.health()
+    assert health["status"] in ("healthy", "warning")
+    assert "portal" in health["components"]["sites"]
+
+
+def test_an_unreachable_daemon_is_named(tmp_path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with Client(f"http://127.0.0.1:{port}", timeout=2) as tokend, pytest.raises(DaemonUnreachable):
+        tokend.acquire("portal")
+
+
+def test_roles_unauthorized_and_forbidden(tokend_bin, tmp_path, portal: Portal) -> None:
+    sites = site_block("portal", portal) + '\n'
+    d = Daemon(tokend_bin, tmp_path, sites, admin_token="admin-" + "x" * 24)
+    d.config.write_text(d.config.read_text().replace(
+        "[database]", 'client_tokens = ["client-' + "y" * 24 + '"]\n[database]', 1))
+    d.add_account("portal", "alice", "pw-alice")
+    d.start()
+    try:
+        with Client(d.url) as anonymous, pytest.raises(Unauthorized):
+            anonymous.acquire("portal")
+        with Client(d.url, token="client-" + "y" * 24) as client:
+            assert client.acquire("portal").account == "alice"
+            with pytest.raises(Forbidden):
+                client.health()
+        with Client(d.url, token="admin-" + "x" * 24) as admin:
+            assert admin.health()["status"]
+    finally:
+        d.stop()
+
+
+def test_budget_exhausted_carries_retry_after(tokend_bin, tmp_path, portal: Portal) -> None:
+    d = Daemon(tokend_bin, tmp_path, site_block("portal", portal, "login_budget_per_site_per_hour = 1"))
+    d.add_account("portal", "alice", "pw-alice")
+    d.start()
+    try:
+        # retry=True gives up at once when the wait is longer than max_retry_wait.
+        with Client(d.url, retry=True, max_retry_wait=5) as tokend:
+            tokend.acquire("portal")
+            with pytest.raises(BudgetExhausted) as spent:
+                tokend.acquire("portal", force_refresh=True)
+    finally:
+        d.stop()
+    assert spent.value.status == 429 and spent.value.retry_after is not None
+    assert spent.value.retry_after > 5
+
+
+def test_retry_waits_out_a_paused_site(tokend_bin, tmp_path, portal: Portal) -> None:
+    extra = "circuit_failure_threshold = 1\ncircuit_open_seconds = 1"
+    d = Daemon(tokend_bin, tmp_path, site_block("portal", portal, extra))
+    d.add_account("portal", "alice", "pw-alice")
+    d.start()
+    try:
+        portal.down = True
+        with Client(d.url) as tokend:
+            with pytest.raises(AcquisitionFailed):
+                tokend.acquire("portal")
+            with pytest.raises(SiteUnavailable) as paused:
+                tokend.acquire("portal")
+        assert paused.value.retry_after is not None and paused.value.retry_after <= 2
+        portal.down = False
+        with Client(d.url, retry=True, max_retry_wait=10) as patient:
+            token = patient.acquire("portal")
+        assert token.account == "alice" and token.source == "login"
+    finally:
+        d.stop()
+
+
+def test_async_client_has_the_same_methods(daemon: Daemon, portal: Portal) -> None:
+    async def scenario():
+        async with AsyncClient(daemon.url) as tokend:
+            tokens = await asyncio.gather(*(tokend.acquire("portal", account="alice") for _ in range(10)))
+            await tokend.invalidate("portal", "alice")
+            fresh = await tokend.acquire("portal", account="alice")
+            health = await tokend.health()
+            with pytest.raises(NotFound):
+                await tokend.acquire("nowhere")
+            return tokens, fresh, health
+
+    tokens, fresh, health = asyncio.run(scenario())
+    # Ten callers at once, one login (tokend's single flight); then one more after invalidate.
+    assert len({t.token for t in tokens}) == 1
+    assert fresh.token != tokens[0].token
+    assert portal.logins == ["alice", "alice"]
+    assert health["status"]
