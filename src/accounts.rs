@@ -40,6 +40,8 @@ pub struct AccountView {
     /// Logins left in this sliding hour under `login_budget_per_account_per_hour` (the
     /// daemon's view; `null`: unlimited or unknown).
     pub login_budget_left: Option<u32>,
+    /// The job checkout holding the account now (the daemon's view; `null`: none).
+    pub checkout: Option<crate::checkout::Checkout>,
 }
 
 impl AccountView {
@@ -82,6 +84,7 @@ impl AccountView {
             created_at: row.created_at.and_utc(),
             updated_at: row.updated_at.and_utc(),
             login_budget_left: None,
+            checkout: None,
         }
     }
 }

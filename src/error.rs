@@ -81,6 +81,22 @@ pub enum Error {
     /// No account of the site can be used now (none configured, all inactive or blacklisted).
     #[error("no available account for site `{site}`: {reason}")]
     NoAvailableAccount { site: String, reason: String },
+    /// Every usable account is held by a job checkout; the first lease ends at `until`.
+    #[error("no available account for site `{site}`: every usable account is checked out by a job; the first lease ends at {}", until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))]
+    AllCheckedOut {
+        site: String,
+        until: chrono::DateTime<chrono::Utc>,
+    },
+    /// The account named is held by a job checkout until `until`.
+    #[error("account `{account}` of site `{site}` is checked out by a job until {}", until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))]
+    CheckedOut {
+        site: String,
+        account: String,
+        until: chrono::DateTime<chrono::Utc>,
+    },
+    /// No live checkout has this id (never one, released, or its lease ended).
+    #[error("no checkout `{0}`: unknown, released or its lease ended")]
+    CheckoutNotFound(String),
     /// Every login tried failed; `status` is the last failure's.
     #[error("token acquisition for site `{site}` failed ({}): {message}", status.as_str())]
     AcquisitionFailed {
@@ -152,7 +168,11 @@ impl Error {
             Error::Timeout(_) | Error::QueueTimeout(_) => "TIMEOUT",
             Error::SiteUnavailable { .. } => "SITE_UNAVAILABLE",
             Error::LoginBudgetExhausted { .. } => "LOGIN_BUDGET_EXHAUSTED",
-            Error::NoAvailableAccount { .. } => "NO_AVAILABLE_ACCOUNT",
+            Error::NoAvailableAccount { .. } | Error::AllCheckedOut { .. } => {
+                "NO_AVAILABLE_ACCOUNT"
+            }
+            Error::CheckedOut { .. } => "CHECKED_OUT",
+            Error::CheckoutNotFound(_) => "CHECKOUT_NOT_FOUND",
             Error::AcquisitionFailed { .. } => "TOKEN_ACQUISITION_FAILED",
             Error::Daemon(_) => "DAEMON_UNREACHABLE",
             Error::StepsFailed(_) => "STEPS_FAILED",
@@ -182,6 +202,12 @@ impl Error {
         match self {
             Error::SiteUnavailable { retry_after, .. }
             | Error::LoginBudgetExhausted { retry_after, .. } => Some(*retry_after),
+            Error::AllCheckedOut { until, .. } | Error::CheckedOut { until, .. } => Some(
+                (*until - chrono::Utc::now())
+                    .to_std()
+                    .unwrap_or_default()
+                    .max(std::time::Duration::from_secs(1)),
+            ),
             _ => None,
         }
     }
@@ -190,7 +216,9 @@ impl Error {
     pub fn rejection(&self) -> Option<crate::outcome::RejectionReason> {
         use crate::outcome::RejectionReason;
         match self {
-            Error::NoAvailableAccount { .. } => Some(RejectionReason::NoAvailableAccount),
+            Error::NoAvailableAccount { .. } | Error::AllCheckedOut { .. } => {
+                Some(RejectionReason::NoAvailableAccount)
+            }
             Error::SiteUnavailable { .. } => Some(RejectionReason::SiteUnavailable),
             Error::QueueFull(_) => Some(RejectionReason::QueueFull),
             Error::QueueTimeout(_) => Some(RejectionReason::QueueTimeout),
@@ -206,7 +234,9 @@ impl Error {
             | Error::AccountNotFound { .. }
             | Error::StepsFailed(_)
             | Error::CaptchaNotFound(_)
-            | Error::CaptchaAnswered(_) => 1,
+            | Error::CaptchaAnswered(_)
+            | Error::CheckoutNotFound(_) => 1,
+            Error::CheckedOut { .. } | Error::AllCheckedOut { .. } => 75,
             Error::InvalidInput { .. } | Error::UnknownSite(_) => 64, // EX_USAGE
             Error::Import { .. } => 65,                               // EX_DATAERR
             Error::Database(_)
@@ -240,7 +270,9 @@ impl ResponseError for Error {
             Error::UnknownSite(_) | Error::AccountNotFound { .. } => StatusCode::NOT_FOUND,
             Error::AccountExists { .. } => StatusCode::CONFLICT,
             Error::CaptchaNotFound(_) => StatusCode::NOT_FOUND,
-            Error::CaptchaAnswered(_) => StatusCode::CONFLICT,
+            Error::CaptchaAnswered(_) | Error::CheckedOut { .. } => StatusCode::CONFLICT,
+            Error::CheckoutNotFound(_) => StatusCode::NOT_FOUND,
+            Error::AllCheckedOut { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(_)
             | Error::DatabaseUnavailable(_)
             | Error::Migration(_)

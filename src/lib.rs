@@ -32,7 +32,8 @@
 //!   [`optimize`] (concurrency recommendations), [`process`] (the process's own resources),
 //!   [`terminal`] (reading a password without echo).
 //! - Token lifecycle: [`captcha`] (captchas waiting for a person), [`webhook`] (alerts and
-//!   captchas announced by POST); validity probes live in [`broker`].
+//!   captchas announced by POST), [`checkout`] (an account held for one job); validity
+//!   probes live in [`broker`].
 //! - [`error`]: the one error type, and its HTTP statuses and exit codes.
 
 pub mod accounts;
@@ -43,6 +44,7 @@ pub(crate) mod broker;
 pub mod budget;
 pub mod cache;
 pub(crate) mod captcha;
+pub mod checkout;
 pub(crate) mod checks;
 pub(crate) mod circuit;
 pub mod cli;

@@ -73,6 +73,10 @@ pub struct Metrics {
     webhook_deliveries: Family<ResultLabels, Counter>,
     /// Captcha solver outcomes (SPEC §15), by site and [`SolveResult`].
     captcha_solves: Family<CaptchaLabels, Counter>,
+    /// Accounts held by job checkouts now, per site.
+    checkouts_active: Family<SiteLabels, Gauge>,
+    /// Checkouts that ended, by site and how (released, expired).
+    checkouts_ended: Family<ProbeLabels, Counter>,
 }
 
 /// What became of one captcha a solver was asked to read.
@@ -212,8 +216,22 @@ impl Metrics {
             "Captchas given to a solver, by site and result (solved, rejected, empty, failed, timeout, unavailable)",
             Family::<CaptchaLabels, Counter>::default(),
         );
+        let checkouts_active = registered(
+            r,
+            "checkouts_active",
+            "Accounts held by job checkouts now, by site",
+            Family::<SiteLabels, Gauge>::default(),
+        );
+        let checkouts_ended = registered(
+            r,
+            "checkouts_ended",
+            "Job checkouts that ended, by site and result (released, expired)",
+            Family::<ProbeLabels, Counter>::default(),
+        );
         registry.register_collector(Box::new(CacheCollector(cache)));
         Metrics {
+            checkouts_active,
+            checkouts_ended,
             registry,
             acquisitions,
             duration,
@@ -290,6 +308,27 @@ impl Metrics {
 
     pub fn probe(&self, site: &str, result: &str) {
         self.probes
+            .get_or_create(&ProbeLabels {
+                site: site.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Sets how many accounts of each site job checkouts hold (sites not named: none).
+    pub fn set_checkouts(&self, sites: &[&str], counts: &std::collections::HashMap<String, i64>) {
+        for site in sites {
+            self.checkouts_active
+                .get_or_create(&SiteLabels {
+                    site: site.to_string(),
+                })
+                .set(counts.get(*site).copied().unwrap_or(0));
+        }
+    }
+
+    /// A checkout ended: `released` by its holder, or `expired` unrenewed.
+    pub fn checkout_ended(&self, site: &str, result: &str) {
+        self.checkouts_ended
             .get_or_create(&ProbeLabels {
                 site: site.to_string(),
                 result: result.to_string(),

@@ -159,7 +159,9 @@ fn start_broker(
         metrics: actors.metrics.clone(),
         budgets: LoginBudgets::new(shared_redis(cache, config), pool.clone()),
         adaptive,
+        checkouts: crate::checkout::Checkouts::new(shared_redis(cache, config)),
     })?;
+    broker.start_checkout_sweeper();
     broker.watch_accounts();
     actors
         .alert

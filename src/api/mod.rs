@@ -2,7 +2,7 @@
 //! envelope `{"success": true, "data": …}` / `{"success": false, "code", "message", "errors"}`.
 //!
 //! One small handler per endpoint, grouped by area: [`tokens`], [`health`], [`metrics`],
-//! [`cache`], [`resources`], [`optimize`], [`history`], [`accounts`] (and sites); [`captchas`];
+//! [`cache`], [`resources`], [`optimize`], [`history`], [`accounts`] (and sites); [`captchas`]; [`checkouts`];
 //! [`dashboard`] (the page at `/`) and [`timeline`] (the series it draws).
 
 pub mod accounts;
@@ -10,6 +10,7 @@ pub mod answer;
 pub mod auth;
 pub mod cache;
 pub mod captchas;
+pub mod checkouts;
 pub mod dashboard;
 pub mod health;
 pub mod history;
@@ -73,7 +74,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::scope("/api/v1/automation/tokens")
             .route("/acquire", web::post().to(tokens::acquire))
-            .route("/invalidate", web::post().to(tokens::invalidate)),
+            .route("/invalidate", web::post().to(tokens::invalidate))
+            .route("/checkout", web::post().to(checkouts::checkout))
+            .route("/checkout/{id}/renew", web::post().to(checkouts::renew))
+            .route("/checkout/{id}/release", web::post().to(checkouts::release))
+            .route("/checkouts", web::get().to(checkouts::list)),
     )
     .service(
         web::scope("/api/v1/automation/performance")

@@ -23,6 +23,10 @@ impl Modify for BearerAuth {
     paths(
         super::tokens::acquire,
         super::tokens::invalidate,
+        super::checkouts::checkout,
+        super::checkouts::renew,
+        super::checkouts::release,
+        super::checkouts::list,
         super::health::healthz,
         super::health::health,
         super::metrics::metrics,
@@ -48,7 +52,7 @@ impl Modify for BearerAuth {
         super::dashboard::index,
         document,
     ),
-    components(schemas(super::answer::Envelope, super::answer::ErrorBody, crate::broker::AcquireRequest, super::tokens::InvalidateRequest, super::accounts::UnblockRequest, crate::accounts::AccountView, crate::broker::SiteReport, crate::broker::TokenStatus, super::captchas::CaptchaAnswer, crate::captcha::Challenge)),
+    components(schemas(super::answer::Envelope, super::answer::ErrorBody, crate::broker::AcquireRequest, super::tokens::InvalidateRequest, super::accounts::UnblockRequest, crate::accounts::AccountView, crate::broker::SiteReport, crate::broker::TokenStatus, super::captchas::CaptchaAnswer, crate::captcha::Challenge, crate::broker::CheckoutRequest, crate::broker::RenewRequest, crate::broker::ReleaseRequest, crate::broker::CheckoutOutcome, super::checkouts::CheckoutAnswer, super::checkouts::CheckoutList, crate::checkout::Checkout)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

@@ -45,6 +45,7 @@ pub async fn usage(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
             "per_account": local.active_per_account,
         },
         "active_locks": state.broker.active_locks(),
+        "checkouts": state.broker.checkouts().known(),
         "queue": {"size": local.queue_size, "oldest_wait_seconds": local.oldest_wait_seconds},
         "limits": limits,
         "recovered_deadlocks": local.recovered_deadlocks,

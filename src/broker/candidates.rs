@@ -176,6 +176,13 @@ impl Broker {
                 list.len()
             )));
         }
+        let ranked: Vec<_> = ranked
+            .into_iter()
+            .filter(|a| self.held(site, a.credential_id).is_none())
+            .collect();
+        if ranked.is_empty() {
+            return Err(self.all_checked_out(site));
+        }
         let ranked = match site.selection {
             Strategy::Best => ranked,
             strategy => spread(ranked, strategy, self.next_turn(site).await),

@@ -251,6 +251,19 @@ impl Acquisition<'_> {
 
     /// Another instance may have blocked the account while this one waited.
     async fn blocked_meanwhile(&self, candidate: &CredentialEntry) -> Option<LoginFailure> {
+        let owner = &self.broker.account_owner(self.site).name;
+        let checkouts = &self.broker.inner.checkouts;
+        if let Some(held) = checkouts.held_now(owner, candidate.id).await {
+            return Some(LoginFailure::new(
+                FailureKind::Failed,
+                format!(
+                    "account `{}` is checked out by a job until {}",
+                    candidate.account,
+                    held.lease_until
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+            ));
+        }
         let cache = &self.broker.inner.cache;
         let (reason, until) = cache.block(&self.site.name, candidate.id).await?;
         Some(LoginFailure::new(

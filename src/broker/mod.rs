@@ -9,6 +9,7 @@
 //!   and logs in through the site's driver.
 //! - [`refresh`] renews tokens in use in the background before they get close to expiry.
 //! - [`probe`] checks tokens in use ([`in_use`]) at the portal and replaces those it refuses.
+//! - [`checkout`]: job checkouts (an account held for one job, see [`crate::checkout`]).
 //! - [`states`] (penalties, blocks and the sites' reports), [`token_status`] (what the
 //!   dashboard shows of each account's token), [`derived`] (tokens obtained from a parent
 //!   site's token).
@@ -17,6 +18,7 @@
 //! the others on `pipeline` (they add methods to [`Broker`]); this file only declares them.
 
 mod candidates;
+mod checkout;
 mod derived;
 mod in_use;
 mod login;
@@ -27,7 +29,8 @@ mod request;
 mod states;
 mod token_status;
 
+pub use checkout::{CheckedOut, CheckoutOutcome, CheckoutRequest, ReleaseRequest, RenewRequest};
 pub use pipeline::{Broker, BrokerParts};
-pub use request::AcquireRequest;
+pub use request::{ready_headers, AcquireRequest};
 pub use states::SiteReport;
 pub use token_status::TokenStatus;

@@ -73,6 +73,8 @@ pub(super) struct Inner {
     pub(super) in_use: InUse,
     /// Captchas waiting for a person (SPEC §13).
     pub(super) captchas: crate::captcha::Captchas,
+    /// Accounts held by job checkouts.
+    pub(super) checkouts: crate::checkout::Checkouts,
 }
 
 /// Everything the broker works with.
@@ -88,6 +90,7 @@ pub struct BrokerParts {
     pub metrics: Arc<Metrics>,
     pub budgets: LoginBudgets,
     pub adaptive: AdaptiveLimits,
+    pub checkouts: crate::checkout::Checkouts,
 }
 
 impl Broker {
@@ -130,6 +133,7 @@ impl Broker {
                 running: crate::shutdown::RunningLogins::default(),
                 in_use: InUse::default(),
                 captchas,
+                checkouts: parts.checkouts,
             }),
         })
     }
@@ -181,10 +185,16 @@ impl Broker {
             (None, Some(account)) => Some(self.credential_id_of(site, account).await?),
             (None, None) => None,
         };
+        if let Some(id) = credential_id {
+            self.refuse_if_held(site, id)?;
+        }
         if !request.force_refresh {
             if let Some(hit) = self.cached(site, credential_id).await {
-                self.mark_in_use(site, &hit);
-                return Ok(hit);
+                // The site's newest token may be of an account a job holds: another then.
+                if credential_id.is_some() || self.held(site, hit.credential_id).is_none() {
+                    self.mark_in_use(site, &hit);
+                    return Ok(hit);
+                }
             }
         }
         let trigger = if request.force_refresh && trigger == TriggerReason::TokenNeeded {

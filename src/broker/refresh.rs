@@ -42,6 +42,10 @@ pub fn refresh_point(
 impl Broker {
     /// Starts a background refresh of `entry`'s account unless one runs or backs off.
     pub(super) fn schedule_refresh(&self, site: &SiteConfig, entry: &CachedToken) {
+        // A job holds the account: nothing logs it in (its holder renews through the lease).
+        if self.held(site, entry.credential_id).is_some() {
+            return;
+        }
         let key = (site.name.clone(), entry.credential_id);
         {
             let mut refreshing = self

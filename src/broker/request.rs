@@ -57,6 +57,21 @@ pub fn authorization(token_type: &str, token: &str) -> Secret {
     }
 }
 
+/// The headers a consumer sends with `token`, and its `Authorization` value (`None` for a
+/// cookie session, whose token is the `Cookie` header's value).
+pub fn ready_headers(
+    token: &AcquiredToken,
+) -> (std::collections::BTreeMap<String, String>, Option<String>) {
+    let mut headers = std::collections::BTreeMap::new();
+    if token.token_type.eq_ignore_ascii_case("cookie") {
+        headers.insert("Cookie".to_string(), token.token.expose().to_string());
+        return (headers, None);
+    }
+    let authorization = token.authorization.expose().to_string();
+    headers.insert("Authorization".to_string(), authorization.clone());
+    (headers, Some(authorization))
+}
+
 impl AcquiredToken {
     pub(super) fn from_cache(entry: &CachedToken, token: Secret, source: Source) -> AcquiredToken {
         AcquiredToken {

@@ -172,6 +172,14 @@ impl Broker {
             views.push(AccountView::new(row, now, mirrored));
         }
         self.fill_budgets(&mut views).await;
+        for held in self.inner.checkouts.known() {
+            if let Some(view) = views
+                .iter_mut()
+                .find(|v| v.site_name == held.site_name && v.id == held.credential_id)
+            {
+                view.checkout = Some(held);
+            }
+        }
         Ok(views)
     }
 

@@ -1,0 +1,151 @@
+//! Job checkouts over HTTP: `POST /tokens/checkout`, `…/checkout/{id}/renew`,
+//! `…/checkout/{id}/release` and `GET /tokens/checkouts`. Under `/tokens/`, so a client token
+//! may use them.
+
+use std::collections::BTreeMap;
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::answer::{ok, ErrorBody};
+use super::state::AppState;
+use crate::broker::{CheckedOut, CheckoutRequest, ReleaseRequest, RenewRequest};
+use crate::checkout::Checkout;
+use crate::error::Error;
+
+/// A held account and the token to use for the job.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CheckoutAnswer {
+    pub checkout_id: String,
+    pub site_name: String,
+    pub account: String,
+    pub credential_id: i64,
+    pub job: Option<String>,
+    pub since: DateTime<Utc>,
+    /// The hold ends then unless renewed.
+    pub lease_until: DateTime<Utc>,
+    pub token: String,
+    pub token_type: String,
+    /// The ready headers to send to the portal.
+    pub headers: BTreeMap<String, String>,
+    /// The ready `Authorization` value (`null` for a cookie session).
+    pub authorization: Option<String>,
+    pub expires_at: DateTime<Utc>,
+    /// On renewal: the token was renewed because it would have expired inside the lease.
+    pub token_renewed: bool,
+}
+
+impl From<CheckedOut> for CheckoutAnswer {
+    fn from(held: CheckedOut) -> CheckoutAnswer {
+        let CheckedOut {
+            checkout,
+            token,
+            token_renewed,
+        } = held;
+        let (headers, authorization) = crate::broker::ready_headers(&token);
+        CheckoutAnswer {
+            checkout_id: checkout.checkout_id,
+            site_name: checkout.site_name,
+            account: checkout.account,
+            credential_id: checkout.credential_id,
+            job: checkout.job,
+            since: checkout.since,
+            lease_until: checkout.lease_until,
+            token: token.token.expose().to_string(),
+            token_type: token.token_type,
+            headers,
+            authorization,
+            expires_at: token.expires_at,
+            token_renewed,
+        }
+    }
+}
+
+/// The checkouts in force.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CheckoutList {
+    pub checkouts: Vec<Checkout>,
+}
+
+/// Holds an account for a job and hands out its token.
+#[utoipa::path(
+    post,
+    path = "/api/v1/automation/tokens/checkout",
+    operation_id = "checkoutAccount",
+    tag = "tokens",
+    request_body = CheckoutRequest,
+    responses(
+        (status = 200, description = "The held account and its token", body = CheckoutAnswer),
+        (status = 400, body = ErrorBody),
+        (status = 404, description = "Unknown site or account", body = ErrorBody),
+        (status = 409, description = "CHECKED_OUT: the account named is held by another job (Retry-After)", body = ErrorBody),
+        (status = 503, description = "NO_AVAILABLE_ACCOUNT (Retry-After: the first lease end when every account is held)", body = ErrorBody),
+    ),
+)]
+pub async fn checkout(
+    state: web::Data<AppState>,
+    body: web::Json<CheckoutRequest>,
+) -> Result<HttpResponse, Error> {
+    let held = state.broker.checkout(body.into_inner()).await?;
+    Ok(ok(CheckoutAnswer::from(held)))
+}
+
+/// Extends a checkout's lease; the token is renewed first if it would expire inside it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/automation/tokens/checkout/{id}/renew",
+    operation_id = "renewCheckout",
+    tag = "tokens",
+    params(("id" = String, Path, description = "The checkout id")),
+    request_body = RenewRequest,
+    responses(
+        (status = 200, description = "The renewed hold and the token to use", body = CheckoutAnswer),
+        (status = 404, description = "CHECKOUT_NOT_FOUND: unknown, released or expired", body = ErrorBody),
+    ),
+)]
+pub async fn renew(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: Option<web::Json<RenewRequest>>,
+) -> Result<HttpResponse, Error> {
+    let request = body.map(web::Json::into_inner).unwrap_or_default();
+    let held = state.broker.renew_checkout(&id, request).await?;
+    Ok(ok(CheckoutAnswer::from(held)))
+}
+
+/// Ends a checkout with the job's outcome (`ok`, `token_rejected`, `failed`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/automation/tokens/checkout/{id}/release",
+    operation_id = "releaseCheckout",
+    tag = "tokens",
+    params(("id" = String, Path, description = "The checkout id")),
+    request_body = ReleaseRequest,
+    responses(
+        (status = 200, description = "The ended checkout", body = Checkout),
+        (status = 404, description = "CHECKOUT_NOT_FOUND: unknown, released or expired", body = ErrorBody),
+    ),
+)]
+pub async fn release(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: Option<web::Json<ReleaseRequest>>,
+) -> Result<HttpResponse, Error> {
+    let request = body.map(web::Json::into_inner).unwrap_or_default();
+    let released = state.broker.release_checkout(&id, request).await?;
+    Ok(ok(released))
+}
+
+/// The checkouts in force, on every instance (with Redis).
+#[utoipa::path(
+    get,
+    path = "/api/v1/automation/tokens/checkouts",
+    operation_id = "listCheckouts",
+    tag = "tokens",
+    responses((status = 200, description = "The checkouts in force", body = CheckoutList)),
+)]
+pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
+    let checkouts = state.broker.checkouts().list().await?;
+    Ok(ok(CheckoutList { checkouts }))
+}
