@@ -3,6 +3,7 @@
 //! and the ranking of SPEC §5.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
 
@@ -141,10 +142,22 @@ impl Broker {
     }
 
     /// The accounts to try, best first. With `credential_id`, just that one (if usable).
+    #[cfg(test)]
     pub(super) async fn candidates(
         &self,
         site: &SiteConfig,
         credential_id: Option<i64>,
+    ) -> Result<Vec<CredentialEntry>> {
+        self.candidates_in_turn(site, credential_id, None).await
+    }
+
+    /// The accounts to try, best first, or rotated by the round-robin `turn` the caller took
+    /// (else the next). With `credential_id`, just that one (if usable).
+    pub(super) async fn candidates_in_turn(
+        &self,
+        site: &SiteConfig,
+        credential_id: Option<i64>,
+        turn: Option<u64>,
     ) -> Result<Vec<CredentialEntry>> {
         let list = self.credential_list(site).await?;
         if let Some(id) = credential_id {
@@ -176,9 +189,10 @@ impl Broker {
                 list.len()
             )));
         }
-        let ranked = match site.selection {
-            Strategy::Best => ranked,
-            strategy => spread(ranked, strategy, self.next_turn(site).await),
+        let ranked = match (site.selection, turn) {
+            (Strategy::Best, _) => ranked,
+            (strategy, Some(turn)) => spread(ranked, strategy, turn),
+            (strategy, None) => spread(ranked, strategy, self.next_turn(site).await),
         };
         let ranked = ranked
             .into_iter()
@@ -274,16 +288,34 @@ impl Broker {
         (blocked, next_usable)
     }
 
-    /// The site's next round-robin turn: shared through Redis when configured, so that
-    /// instances rotate together.
-    async fn next_turn(&self, site: &SiteConfig) -> u64 {
-        if let Some(turn) = self.inner.cache.next_turn(&site.name).await {
-            return turn;
+    /// The site's next round-robin turn, from 0: shared through Redis when configured (an
+    /// INCR), so that instances rotate together; else counted in process.
+    pub(super) async fn next_turn(&self, site: &SiteConfig) -> u64 {
+        if let Some(taken) = self.inner.cache.next_turn(&site.name).await {
+            return taken.saturating_sub(1);
         }
-        let mut turns = self.inner.turns.lock().unwrap_or_else(|p| p.into_inner());
-        let turn = turns.entry(site.name.clone()).or_default();
-        *turn += 1;
-        *turn
+        self.inner
+            .turns
+            .get(&site.name)
+            .map_or(0, |turn| turn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The account whose round-robin `turn` it is: the one [`spread`] puts first, among the
+    /// active accounts that are not blocked, by id. `None` when there is none (the slow path
+    /// says why).
+    pub(super) async fn account_in_turn(&self, site: &SiteConfig, turn: u64) -> Option<i64> {
+        let list = self.credential_list(site).await.ok()?;
+        let (blocked, _) = self.blocked(site, &list).await;
+        let mut usable: Vec<i64> = list
+            .iter()
+            .filter(|c| c.is_active && !blocked.contains(&c.id))
+            .map(|c| c.id)
+            .collect();
+        if usable.is_empty() {
+            return None;
+        }
+        usable.sort_unstable();
+        Some(usable[(turn % usable.len() as u64) as usize])
     }
 
     /// The candidates whose login budget (SPEC §12) is not spent; `LOGIN_BUDGET_EXHAUSTED`
