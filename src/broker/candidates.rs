@@ -461,6 +461,32 @@ mod tests {
         );
     }
 
+    /// The account a round-robin turn serves from the cache is the one its login would
+    /// start with, blocked and inactive accounts left out of both.
+    #[actix_rt::test]
+    async fn the_account_in_turn_is_the_first_candidate_of_that_turn() {
+        let f = Fixture::start("", "selection = \"round_robin\"\n").await;
+        let ids = [f.add("a", false), f.add("b", true), f.add("c", false)];
+        f.add("off", false);
+        f.add("blocked", false);
+        f.db(|conn| crate::db::accounts::set_active(conn, SITE, "off", false))
+            .await;
+        let broker = f.broker();
+        let site = broker.site(SITE).unwrap();
+        let list = broker.credential_list(site).await.unwrap();
+        let blocked = list.iter().find(|c| c.account == "blocked").unwrap();
+        broker.penalise(site, blocked, FailureKind::Failed).await;
+        for turn in 0..6 {
+            let first = broker
+                .candidates_in_turn(site, None, Some(turn))
+                .await
+                .unwrap()[0]
+                .id;
+            assert_eq!(broker.account_in_turn(site, turn).await, Some(first));
+            assert_eq!(first, ids[turn as usize % 3], "turn {turn}");
+        }
+    }
+
     #[actix_rt::test]
     async fn round_robin_takes_the_accounts_in_turn() {
         let f = Fixture::start("", "selection = \"round_robin\"\n").await;
