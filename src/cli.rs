@@ -96,8 +96,9 @@ pub enum TokenCommand {
         /// Print the whole answer (token, account, expiry, source) as JSON.
         #[arg(long)]
         json: bool,
-        /// Print the ready `Authorization` header value (`<token>` or `Bearer <token>`)
-        /// instead of the bare token.
+        /// Print the ready header line(s) to send instead of the bare token:
+        /// `Authorization: Bearer <token>` (`<token>` raw for court_zxfw), or
+        /// `Cookie: SESSION=…` for a cookie session.
         #[arg(long, conflicts_with = "json")]
         header: bool,
         /// Seconds to keep trying while the daemon refuses connections (it may be starting).
@@ -299,6 +300,21 @@ fn run_token(config: &Config, command: TokenCommand) -> Result<()> {
     }
 }
 
+/// `Name: value` for each of the answer's ready `headers`; from `authorization` when the
+/// daemon is older and answers without them.
+fn header_lines(data: &serde_json::Value) -> Vec<String> {
+    match data["headers"].as_object() {
+        Some(headers) if !headers.is_empty() => headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {}", value.as_str().unwrap_or_default()))
+            .collect(),
+        _ => vec![format!(
+            "Authorization: {}",
+            data["authorization"].as_str().unwrap_or_default()
+        )],
+    }
+}
+
 /// POSTs `body` to the daemon on an actix system of its own; the answer's `data`.
 fn call_daemon(
     config: &Config,
@@ -310,13 +326,15 @@ fn call_daemon(
     runtime.block_on(crate::client::post(config, &endpoint, path, body))
 }
 
-/// The token on stdout (or the whole answer, or the `Authorization` value); its facts on
+/// The token on stdout (or the whole answer, or the header lines to send); its facts on
 /// stderr, so that `$(tokend token get …)` holds the token alone.
 fn print_token(data: &serde_json::Value, json: bool, header: bool) {
     if json {
         println!("{data}");
     } else if header {
-        println!("{}", data["authorization"].as_str().unwrap_or_default());
+        for line in header_lines(data) {
+            println!("{line}");
+        }
     } else {
         println!("{}", data["token"].as_str().unwrap_or_default());
         eprintln!(

@@ -101,6 +101,7 @@ async fn a_zxfw_login_sends_an_sm2_password_and_a_solved_captcha_and_the_token_w
     assert_eq!(data["source"], "login");
     assert_eq!(data["token_type"], "", "zxfw tokens are sent raw: {data}");
     assert_eq!(data["authorization"], token, "{data}");
+    assert_eq!(data["headers"], json!({ "Authorization": token }), "{data}");
     // The portal decrypted exactly the password with its private key.
     assert_eq!(
         court.state.decrypted.lock().unwrap().as_slice(),
@@ -208,6 +209,7 @@ async fn five_baoquan_acquisitions_on(redis: Option<&str>) {
             data["authorization"],
             format!("Bearer {}", data["token"].as_str().unwrap())
         );
+        assert_eq!(data["headers"]["Authorization"], data["authorization"]);
         assert_eq!(data["account"], "alice", "the parent's account: {data}");
         tokens.insert(data["token"].as_str().unwrap().to_string());
     }
@@ -221,7 +223,7 @@ async fn five_baoquan_acquisitions_on(redis: Option<&str>) {
     assert_eq!(probe(&me, bq["authorization"].as_str().unwrap()).await, 200);
     assert_eq!(probe(&me, bq["token"].as_str().unwrap()).await, 401);
 
-    // `tokend token get --header` prints the same ready header value.
+    // `tokend token get --header` prints the same ready header, as a header line.
     let url = format!("http://{}", h.tokend.addr);
     let cwd = dir.path().to_path_buf();
     let out = tokio::task::spawn_blocking(move || {
@@ -235,7 +237,7 @@ async fn five_baoquan_acquisitions_on(redis: Option<&str>) {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        bq["authorization"].as_str().unwrap()
+        format!("Authorization: {}", bq["authorization"].as_str().unwrap())
     );
 
     // The zxfw token is served from the cache and works raw; baoquan's ends no later.
@@ -243,6 +245,7 @@ async fn five_baoquan_acquisitions_on(redis: Option<&str>) {
     let zx = &zx["data"];
     assert_eq!(zx["source"], "cache");
     assert_eq!(zx["authorization"], zx["token"]);
+    assert_eq!(zx["headers"], json!({ "Authorization": zx["token"] }));
     assert_eq!(
         probe(
             &court.url("/zxfw/api/v1/me"),
@@ -450,6 +453,10 @@ async fn derived_site_on(redis: Option<&str>) {
     assert_eq!(
         derived["authorization"],
         format!("Bearer {}", derived["token"].as_str().unwrap())
+    );
+    assert_eq!(
+        derived["headers"]["Authorization"],
+        derived["authorization"]
     );
 
     // The accounts of a derived site are its parent's.

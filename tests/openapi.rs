@@ -81,7 +81,15 @@ async fn operation_ids_are_unique_and_success_answers_have_schemas() {
                 ["content"]["application/json"]["schema"],
         )["properties"]["data"],
     );
-    for field in ["token", "account", "credential_id", "expires_at", "source"] {
+    for field in [
+        "token",
+        "account",
+        "credential_id",
+        "expires_at",
+        "source",
+        "authorization",
+        "headers",
+    ] {
         assert!(
             token["properties"][field].is_object(),
             "acquire answer lacks {field}: {token}"

@@ -181,6 +181,70 @@ async fn round_robin_spreads_forced_logins_evenly() {
     }
 }
 
+/// Issue 21: with `round_robin`, plain acquires hand out the accounts in turn — a login for
+/// an account without a token, then the cached tokens in the same rotation.
+#[actix_rt::test]
+async fn round_robin_hands_out_the_accounts_in_turn() {
+    for redis in harness::backends() {
+        let h = site_with(redis.as_deref(), "selection = \"round_robin\"\n").await;
+        for account in ["u1", "u2", "u3"] {
+            h.add_account(account, &format!("pw-{account}"), account == "u3");
+        }
+        let mut handed = Vec::new();
+        for _ in 0..6 {
+            let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+            assert_eq!(status, 200, "{body}");
+            let data = &body["data"];
+            handed.push(format!("{}/{}", data["account"], data["source"]).replace('"', ""));
+        }
+        assert_eq!(
+            handed,
+            ["u1/login", "u2/login", "u3/login", "u1/cache", "u2/cache", "u3/cache"],
+            "backend {redis:?}"
+        );
+        assert_eq!(h.portal.state.issued(), 3);
+        // An acquire naming its account is not part of the rotation.
+        let (_, named) = h
+            .acquire(json!({"site_name": "court_zxfw", "account": "u3"}))
+            .await;
+        assert_eq!(named["data"]["account"], "u3");
+        let (_, next) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+        assert_eq!(next["data"]["account"], "u1", "{next}");
+    }
+}
+
+/// The turn is kept in Redis: two instances on one prefix rotate together.
+#[actix_rt::test]
+async fn round_robin_turns_are_shared_by_instances() {
+    if !common::redis_available() {
+        return;
+    }
+    let redis = common::redis_url();
+    let prefix = format!("tokend-test-{}", common::unique());
+    let retry = "[retry]\nlogin_timeout = 10\n";
+    let keys = "selection = \"round_robin\"\n";
+    let a = Harness::start_full(Some(&redis), &prefix, None, retry, "", keys).await;
+    let portal = Some(a.portal.clone());
+    let b = Harness::start_full(Some(&redis), &prefix, portal, retry, "", keys).await;
+    for h in [&a, &b] {
+        for account in ["u1", "u2", "u3"] {
+            h.add_account(account, &format!("pw-{account}"), false);
+        }
+    }
+    let mut handed = Vec::new();
+    for h in [&a, &b, &a, &b, &a, &b] {
+        let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+        assert_eq!(status, 200, "{body}");
+        handed.push(body["data"]["account"].as_str().unwrap().to_string());
+    }
+    assert_eq!(handed, ["u1", "u2", "u3", "u1", "u2", "u3"]);
+    assert_eq!(
+        a.portal.state.issued(),
+        3,
+        "the second round is served cached"
+    );
+}
+
 #[actix_rt::test]
 async fn least_recent_takes_the_account_that_waited_longest() {
     let h = site_with(None, "selection = \"least_recent\"\n").await;

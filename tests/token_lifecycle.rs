@@ -192,6 +192,9 @@ async fn a_cookie_login_yields_a_cookie_session_the_portal_accepts_with_the_cook
         cookie.starts_with("SESSION=tok-alice-1-") && cookie.ends_with("; uid=alice"),
         "{cookie}"
     );
+    // Handed out as the header to send (issue 21), not as an `Authorization` value.
+    assert_eq!(data["headers"], json!({ "Cookie": cookie }), "{body}");
+    assert!(data["authorization"].is_null(), "{body}");
     // The shortest cookie's life (20 minutes), not the JSON answer's hour.
     let expires: chrono::DateTime<chrono::Utc> =
         data["expires_at"].as_str().unwrap().parse().unwrap();
@@ -212,6 +215,9 @@ async fn a_cookie_login_yields_a_cookie_session_the_portal_accepts_with_the_cook
         .acquire(json!({"site_name": "court_zxfw", "force_refresh": false}))
         .await;
     assert_eq!(body["data"]["token_type"], "Cookie");
+    assert_eq!(body["data"]["source"], "cache");
+    assert_eq!(body["data"]["headers"], json!({ "Cookie": cookie }));
+    assert!(body["data"]["authorization"].is_null(), "{body}");
 }
 
 /// tokend with a `court_captcha` site whose logins run the example hand-off script.

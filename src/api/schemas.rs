@@ -37,8 +37,12 @@ pub struct TokenAnswer {
     source: TokenSource,
     acquisition_id: String,
     /// The ready `Authorization` header value: `<token>` (court_zxfw, an empty `token_type`)
-    /// or `<token_type> <token>` (`Bearer <token>`).
-    authorization: String,
+    /// or `<token_type> <token>` (`Bearer <token>`); `null` for a cookie session
+    /// (`token_type` `Cookie`), whose token goes in `Cookie`.
+    authorization: Option<String>,
+    /// The ready headers to send, by name: `{"Authorization": "Bearer …"}`,
+    /// `{"Authorization": "<token>"}` (court_zxfw) or `{"Cookie": "SESSION=…; ROUTE=…"}`.
+    headers: BTreeMap<String, String>,
 }
 
 #[derive(ToSchema)]

@@ -3,6 +3,7 @@
 //! and the ranking of SPEC §5.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
 
@@ -141,10 +142,22 @@ impl Broker {
     }
 
     /// The accounts to try, best first. With `credential_id`, just that one (if usable).
+    #[cfg(test)]
     pub(super) async fn candidates(
         &self,
         site: &SiteConfig,
         credential_id: Option<i64>,
+    ) -> Result<Vec<CredentialEntry>> {
+        self.candidates_in_turn(site, credential_id, None).await
+    }
+
+    /// The accounts to try, best first, or rotated by the round-robin `turn` the caller took
+    /// (else the next). With `credential_id`, just that one (if usable).
+    pub(super) async fn candidates_in_turn(
+        &self,
+        site: &SiteConfig,
+        credential_id: Option<i64>,
+        turn: Option<u64>,
     ) -> Result<Vec<CredentialEntry>> {
         let list = self.credential_list(site).await?;
         if let Some(id) = credential_id {
@@ -183,9 +196,10 @@ impl Broker {
         if ranked.is_empty() {
             return Err(self.all_checked_out(site));
         }
-        let ranked = match site.selection {
-            Strategy::Best => ranked,
-            strategy => spread(ranked, strategy, self.next_turn(site).await),
+        let ranked = match (site.selection, turn) {
+            (Strategy::Best, _) => ranked,
+            (strategy, Some(turn)) => spread(ranked, strategy, turn),
+            (strategy, None) => spread(ranked, strategy, self.next_turn(site).await),
         };
         let ranked = ranked
             .into_iter()
@@ -281,16 +295,34 @@ impl Broker {
         (blocked, next_usable)
     }
 
-    /// The site's next round-robin turn: shared through Redis when configured, so that
-    /// instances rotate together.
-    async fn next_turn(&self, site: &SiteConfig) -> u64 {
-        if let Some(turn) = self.inner.cache.next_turn(&site.name).await {
-            return turn;
+    /// The site's next round-robin turn, from 0: shared through Redis when configured (an
+    /// INCR), so that instances rotate together; else counted in process.
+    pub(super) async fn next_turn(&self, site: &SiteConfig) -> u64 {
+        if let Some(taken) = self.inner.cache.next_turn(&site.name).await {
+            return taken.saturating_sub(1);
         }
-        let mut turns = self.inner.turns.lock().unwrap_or_else(|p| p.into_inner());
-        let turn = turns.entry(site.name.clone()).or_default();
-        *turn += 1;
-        *turn
+        self.inner
+            .turns
+            .get(&site.name)
+            .map_or(0, |turn| turn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The account whose round-robin `turn` it is: the one [`spread`] puts first, among the
+    /// active accounts that are not blocked, by id. `None` when there is none (the slow path
+    /// says why).
+    pub(super) async fn account_in_turn(&self, site: &SiteConfig, turn: u64) -> Option<i64> {
+        let list = self.credential_list(site).await.ok()?;
+        let (blocked, _) = self.blocked(site, &list).await;
+        let mut usable: Vec<i64> = list
+            .iter()
+            .filter(|c| c.is_active && !blocked.contains(&c.id))
+            .map(|c| c.id)
+            .collect();
+        if usable.is_empty() {
+            return None;
+        }
+        usable.sort_unstable();
+        Some(usable[(turn % usable.len() as u64) as usize])
     }
 
     /// The candidates whose login budget (SPEC §12) is not spent; `LOGIN_BUDGET_EXHAUSTED`
@@ -434,6 +466,32 @@ mod tests {
             matches!(&none, Error::NoAvailableAccount { reason, .. } if reason.contains("tokend accounts add")),
             "{none:?}"
         );
+    }
+
+    /// The account a round-robin turn serves from the cache is the one its login would
+    /// start with, blocked and inactive accounts left out of both.
+    #[actix_rt::test]
+    async fn the_account_in_turn_is_the_first_candidate_of_that_turn() {
+        let f = Fixture::start("", "selection = \"round_robin\"\n").await;
+        let ids = [f.add("a", false), f.add("b", true), f.add("c", false)];
+        f.add("off", false);
+        f.add("blocked", false);
+        f.db(|conn| crate::db::accounts::set_active(conn, SITE, "off", false))
+            .await;
+        let broker = f.broker();
+        let site = broker.site(SITE).unwrap();
+        let list = broker.credential_list(site).await.unwrap();
+        let blocked = list.iter().find(|c| c.account == "blocked").unwrap();
+        broker.penalise(site, blocked, FailureKind::Failed).await;
+        for turn in 0..6 {
+            let first = broker
+                .candidates_in_turn(site, None, Some(turn))
+                .await
+                .unwrap()[0]
+                .id;
+            assert_eq!(broker.account_in_turn(site, turn).await, Some(first));
+            assert_eq!(first, ids[turn as usize % 3], "turn {turn}");
+        }
     }
 
     #[actix_rt::test]

@@ -223,7 +223,7 @@ impl Broker {
         let margin = chrono::Duration::milliseconds((self.inner.config.cache.refresh_ahead * 1000.0) as i64);
         if let Some(hit) = cached {
             if hit.entry.expires_at - margin > held.lease_until {
-                let token = AcquiredToken::from_cache(&hit.entry, hit.token.clone(), super::request::Source::Cache);
+                let token = AcquiredToken::from_hit(&hit, super::request::Source::Cache);
                 return Ok((token, false));
             }
         }
@@ -232,6 +232,7 @@ impl Broker {
             .login(
                 site,
                 Some(held.credential_id),
+                None,
                 true,
                 TriggerReason::ForceRefresh,
                 Utc::now(),

@@ -64,6 +64,7 @@ impl Broker {
         &self,
         site: &SiteConfig,
         credential_id: Option<i64>,
+        turn: Option<u64>,
         force: bool,
         trigger: TriggerReason,
         arrived: DateTime<Utc>,
@@ -81,7 +82,7 @@ impl Broker {
             force,
             ledger: Ledger::default(),
         };
-        let result = acquisition.run(credential_id).await;
+        let result = acquisition.run(credential_id, turn).await;
         acquisition.record(&result);
         result
     }
@@ -96,10 +97,18 @@ impl Acquisition<'_> {
         self.timeout().saturating_sub(self.started.elapsed())
     }
 
-    /// Tries the candidates in order until one gives a token.
-    async fn run(&mut self, credential_id: Option<i64>) -> Result<AcquiredToken> {
+    /// Tries the candidates in order until one gives a token; `turn`: the round-robin turn
+    /// the caller took.
+    async fn run(
+        &mut self,
+        credential_id: Option<i64>,
+        turn: Option<u64>,
+    ) -> Result<AcquiredToken> {
         self.refuse_if_site_paused().await?;
-        let candidates = self.broker.candidates(self.site, credential_id).await?;
+        let candidates = self
+            .broker
+            .candidates_in_turn(self.site, credential_id, turn)
+            .await?;
         let mut last_failure: Option<LoginFailure> = None;
         for candidate in &candidates {
             if self.remaining().is_zero() {
@@ -498,7 +507,7 @@ impl Acquisition<'_> {
         let entry = &hit.entry;
         let fresh = entry.is_fresh(Utc::now(), self.broker.inner.config.cache.refresh_ahead);
         (fresh && (!self.force || entry.issued_at >= self.arrived))
-            .then(|| AcquiredToken::from_cache(entry, hit.token.clone(), Source::Store))
+            .then(|| AcquiredToken::from_hit(&hit, Source::Store))
     }
 
     /// The same, from the `tokens` table (another instance, or a cache that lost it).

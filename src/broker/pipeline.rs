@@ -4,6 +4,7 @@
 //! locks live here too.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,7 @@ use crate::drivers::LoginDriver;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::outcome::TriggerReason;
+use crate::selection::Strategy;
 use crate::slots::Slots;
 
 /// The single-flight key: one login at a time per (site, account).
@@ -64,7 +66,7 @@ pub(super) struct Inner {
     /// Adaptive slot limits per site (SPEC §12).
     pub(super) adaptive: AdaptiveLimits,
     /// Round-robin turns per site, when Redis does not keep them.
-    pub(super) turns: Mutex<HashMap<String, u64>>,
+    pub(super) turns: HashMap<String, AtomicU64>,
     /// Background refreshes running or backing off: until when, after how many failures.
     pub(super) refreshing: Mutex<HashMap<FlightKey, (Instant, u32)>>,
     /// Logins in progress, for the stop (issue 15: cut logins are logged and recorded).
@@ -113,6 +115,7 @@ impl Broker {
                 Ok((site.name.clone(), driver))
             })
             .collect::<Result<_>>()?;
+        let turns: Vec<String> = parts.config.sites.iter().map(|s| s.name.clone()).collect();
         Ok(Broker {
             inner: Arc::new(Inner {
                 config: parts.config,
@@ -127,7 +130,7 @@ impl Broker {
                 metrics: parts.metrics,
                 budgets: parts.budgets,
                 adaptive: parts.adaptive,
-                turns: Mutex::default(),
+                turns: turns.into_iter().map(|n| (n, AtomicU64::new(0))).collect(),
                 flights: Mutex::default(),
                 refreshing: Mutex::default(),
                 running: crate::shutdown::RunningLogins::default(),
@@ -188,8 +191,14 @@ impl Broker {
         if let Some(id) = credential_id {
             self.refuse_if_held(site, id)?;
         }
+        // `round_robin` hands out the accounts in turn (issue 21): a plain acquire takes the
+        // next turn, served by that account's cached token or else a login starting with it.
+        let turn = match (credential_id, site.selection) {
+            (None, Strategy::RoundRobin) => Some(self.next_turn(site).await),
+            _ => None,
+        };
         if !request.force_refresh {
-            if let Some(hit) = self.cached(site, credential_id).await {
+            if let Some(hit) = self.cached_for(site, credential_id, turn).await {
                 // The site's newest token may be of an account a job holds: another then.
                 if credential_id.is_some() || self.held(site, hit.credential_id).is_none() {
                     self.mark_in_use(site, &hit);
@@ -213,7 +222,7 @@ impl Broker {
         let task = actix_web::rt::spawn(async move {
             let site = broker.site(&site_name)?;
             broker
-                .login(site, credential_id, force, trigger, arrived)
+                .login(site, credential_id, turn, force, trigger, arrived)
                 .await
         });
         let timeout = seconds(self.inner.config.concurrency.acquisition_timeout);
@@ -231,7 +240,24 @@ impl Broker {
         answer
     }
 
-    /// The hot path: a cached token with enough life left, or `None`.
+    /// The hot path of an acquire: the named account's cached token, the one of the account
+    /// whose `turn` it is (round robin), or else the site's newest.
+    async fn cached_for(
+        &self,
+        site: &SiteConfig,
+        credential_id: Option<i64>,
+        turn: Option<u64>,
+    ) -> Option<AcquiredToken> {
+        match turn {
+            Some(turn) => {
+                let id = self.account_in_turn(site, turn).await?;
+                self.cached(site, Some(id)).await
+            }
+            None => self.cached(site, credential_id).await,
+        }
+    }
+
+    /// A cached token with enough life left, or `None`.
     async fn cached(&self, site: &SiteConfig, credential_id: Option<i64>) -> Option<AcquiredToken> {
         let cache = &self.inner.cache;
         let now = Utc::now();
@@ -252,11 +278,7 @@ impl Broker {
         {
             self.schedule_refresh(site, entry);
         }
-        Some(AcquiredToken::from_cache(
-            entry,
-            hit.token.clone(),
-            Source::Cache,
-        ))
+        Some(AcquiredToken::from_hit(&hit, Source::Cache))
     }
 
     /// Drops the token of (site, account) from cache and store, so the next acquire logs in.

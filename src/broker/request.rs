@@ -3,7 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::cache::CachedToken;
+use crate::cache::near::OpenedToken;
+use crate::cache::{CachedToken, ReadyHeaders};
 use crate::secret::Secret;
 
 /// What a caller asks for (`POST /tokens/acquire`).
@@ -44,17 +45,11 @@ pub struct AcquiredToken {
     pub source: Source,
     /// The acquisition that logged in for this token.
     pub acquisition_id: String,
-    /// The ready `Authorization` header value: `<token>` when the site's `token_type` is
-    /// empty (court_zxfw), else `<token_type> <token>` (`Bearer <token>`).
-    pub authorization: Secret,
-}
-
-/// The `Authorization` header value of `token` under the scheme `token_type` (none if empty).
-pub fn authorization(token_type: &str, token: &str) -> Secret {
-    match token_type.trim() {
-        "" => Secret::new(token),
-        scheme => Secret::new(format!("{scheme} {token}")),
-    }
+    /// `authorization` (the ready `Authorization` value: `<token>` when the site's
+    /// `token_type` is empty (court_zxfw), else `<token_type> <token>`; `null` for a cookie
+    /// session) and `headers`, the ready headers to send (issue 21).
+    #[serde(flatten)]
+    pub ready: ReadyHeaders,
 }
 
 /// The headers a consumer sends with `token`, and its `Authorization` value (`None` for a
@@ -62,20 +57,34 @@ pub fn authorization(token_type: &str, token: &str) -> Secret {
 pub fn ready_headers(
     token: &AcquiredToken,
 ) -> (std::collections::BTreeMap<String, String>, Option<String>) {
-    let mut headers = std::collections::BTreeMap::new();
-    if token.token_type.eq_ignore_ascii_case("cookie") {
-        headers.insert("Cookie".to_string(), token.token.expose().to_string());
-        return (headers, None);
-    }
-    let authorization = token.authorization.expose().to_string();
-    headers.insert("Authorization".to_string(), authorization.clone());
-    (headers, Some(authorization))
+    let headers = token
+        .ready
+        .headers()
+        .map(|(name, value)| (name.to_string(), value.expose().to_string()))
+        .collect();
+    let authorization = token.ready.authorization().map(|a| a.expose().to_string());
+    (headers, authorization)
 }
 
 impl AcquiredToken {
+    /// The answer with a token just obtained or read from the store.
     pub(super) fn from_cache(entry: &CachedToken, token: Secret, source: Source) -> AcquiredToken {
+        let ready = entry.ready_headers(&token);
+        AcquiredToken::answer(entry, token, ready, source)
+    }
+
+    /// The answer with a cached token, whose headers were made when it was opened.
+    pub(super) fn from_hit(hit: &OpenedToken, source: Source) -> AcquiredToken {
+        AcquiredToken::answer(&hit.entry, hit.token.clone(), hit.ready.clone(), source)
+    }
+
+    fn answer(
+        entry: &CachedToken,
+        token: Secret,
+        ready: ReadyHeaders,
+        source: Source,
+    ) -> AcquiredToken {
         AcquiredToken {
-            authorization: authorization(&entry.token_type, token.expose()),
             token,
             token_type: entry.token_type.clone(),
             account: entry.account.clone(),
@@ -83,6 +92,7 @@ impl AcquiredToken {
             expires_at: entry.expires_at,
             source,
             acquisition_id: entry.acquisition_id.clone(),
+            ready,
         }
     }
 }

@@ -1,10 +1,14 @@
 //! What the pipeline keeps in the cache: token and credential entries, and the encoding of a
 //! mirrored block.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::outcome::BlockReason;
+use crate::secret::Secret;
 
 /// A cached token: enough to answer an acquire without the database.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,6 +36,56 @@ impl CachedToken {
     /// Whether the token may still be handed out: more than its margin of life left.
     pub fn is_fresh(&self, now: DateTime<Utc>, refresh_ahead: f64) -> bool {
         self.seconds_left(now) > margin(self.issued_at, self.expires_at, refresh_ahead)
+    }
+}
+
+impl CachedToken {
+    /// The headers to send with this entry's token, once opened.
+    pub fn ready_headers(&self, token: &Secret) -> ReadyHeaders {
+        ReadyHeaders::new(&self.token_type, token)
+    }
+}
+
+/// What a consumer sends with a token (issue 21): made once when a token is opened or obtained
+/// and shared by every answer that hands it out. Serialized into an acquire answer as
+/// `authorization` (the `Authorization` value; `null` for a cookie session) and `headers`
+/// (`{"Authorization": "Bearer …"}` or `{"Cookie": "SESSION=…"}`).
+#[derive(Debug, Clone)]
+pub struct ReadyHeaders(Arc<(&'static str, Secret)>);
+
+impl ReadyHeaders {
+    pub fn new(token_type: &str, token: &Secret) -> ReadyHeaders {
+        ReadyHeaders(Arc::new(crate::config::ready_header(
+            token_type,
+            token.expose(),
+        )))
+    }
+
+    /// The ready `Authorization` value; `None` when the token goes in another header.
+    pub fn authorization(&self) -> Option<&Secret> {
+        let (name, value) = &*self.0;
+        (*name == "Authorization").then_some(value)
+    }
+
+    /// Every header to send, by name.
+    pub fn headers(&self) -> impl Iterator<Item = (&'static str, &Secret)> {
+        std::iter::once((self.0 .0, &self.0 .1))
+    }
+}
+
+impl Serialize for ReadyHeaders {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        /// `{"Name": "value", …}`.
+        struct Headers<'a>(&'a ReadyHeaders);
+        impl Serialize for Headers<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_map(self.0.headers())
+            }
+        }
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("authorization", &self.authorization())?;
+        map.serialize_entry("headers", &Headers(self))?;
+        map.end()
     }
 }
 
@@ -144,6 +198,29 @@ mod tests {
         let stored = serde_json::to_value(&token).unwrap();
         assert_eq!(stored["fence"], 42);
         assert!(super::super::redis_store::SET_FENCED.contains("entry.fence"));
+    }
+
+    /// Issue 21: a cookie session is handed out as a `Cookie` header with no `authorization`;
+    /// header tokens as `Authorization`, raw when the scheme is empty (court_zxfw).
+    #[test]
+    fn ready_headers_follow_the_token_type() {
+        let answer = |token_type: &str, token: &str| {
+            serde_json::to_value(ReadyHeaders::new(token_type, &Secret::new(token))).unwrap()
+        };
+        assert_eq!(
+            answer("Cookie", "SESSION=s1; ROUTE=r9"),
+            serde_json::json!({"authorization": null, "headers": {"Cookie": "SESSION=s1; ROUTE=r9"}})
+        );
+        assert_eq!(
+            answer("Bearer", "t1"),
+            serde_json::json!({"authorization": "Bearer t1", "headers": {"Authorization": "Bearer t1"}})
+        );
+        assert_eq!(
+            answer("", "raw"),
+            serde_json::json!({"authorization": "raw", "headers": {"Authorization": "raw"}})
+        );
+        let debug = format!("{:?}", ReadyHeaders::new("Bearer", &Secret::new("t1")));
+        assert!(!debug.contains("t1"), "{debug}");
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub mod redis_store;
 pub mod store;
 pub mod tokens;
 
-pub use entries::{margin, CachedToken, CredentialEntry};
+pub use entries::{margin, CachedToken, CredentialEntry, ReadyHeaders};
 pub use kinds::{CacheCounters, CacheKind, KindCounts};
 pub use redis_store::RedisStore;
 pub use store::CacheStore;

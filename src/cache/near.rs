@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use super::entries::CachedToken;
+use super::entries::{CachedToken, ReadyHeaders};
 use super::memory::MemoryStore;
 use crate::secret::Secret;
 
@@ -81,6 +81,8 @@ pub struct OpenedToken {
     pub text: Arc<str>,
     pub entry: CachedToken,
     pub token: Secret,
+    /// The headers to send with it, made once here rather than per answer.
+    pub ready: ReadyHeaders,
 }
 
 /// Entries remembered at most: beyond, the memo is cleared (one key per account and site).
@@ -135,10 +137,12 @@ mod tests {
 
     fn decoded(text: &Arc<str>) -> OpenedToken {
         let now = Utc::now();
+        let token = Secret::new("t".to_string());
         OpenedToken {
             text: text.clone(),
+            ready: ReadyHeaders::new("Bearer", &token),
             entry: CachedToken::sample(now),
-            token: Secret::new("t".to_string()),
+            token,
         }
     }
 

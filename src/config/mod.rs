@@ -17,7 +17,8 @@ pub use notify::NotifyConfig;
 pub use sections::*;
 pub use site::TokenFrom;
 pub use site::{
-    validate_proxy_url, validate_site_name, DriverKind, RequestFormat, SiteConfig, SITE_NAME_MAX,
+    ready_header, validate_proxy_url, validate_site_name, DriverKind, RequestFormat, SiteConfig,
+    COOKIE_SESSION, SITE_NAME_MAX,
 };
 
 use crate::error::{Error, Result};

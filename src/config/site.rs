@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::secret::Secret;
 
 /// The longest site name accepted anywhere (config, API, CLI).
 pub const SITE_NAME_MAX: usize = 64;
@@ -304,13 +305,15 @@ fn default_credential_error_pattern() -> String {
 }
 
 impl SiteConfig {
-    /// The scheme of the ready `Authorization` value: the site's `token_type`, else `Bearer`
-    /// (none for `court_zxfw`, whose consumers send the token raw).
+    /// The scheme of the site's tokens: `Cookie` for a cookie session (`token_from =
+    /// "cookies"`), else the site's `token_type`, else `Bearer` (none for `court_zxfw`, whose
+    /// consumers send the token raw). [`ready_header`] turns it into the header to send.
     pub fn token_type(&self) -> &str {
-        match (&self.token_type, self.driver) {
-            (Some(kind), _) => kind.trim(),
-            (None, DriverKind::CourtZxfw) => "",
-            (None, _) => "Bearer",
+        match (&self.token_type, self.driver, &self.token_from) {
+            (_, _, TokenFrom::Cookies) => COOKIE_SESSION,
+            (Some(kind), _, _) => kind.trim(),
+            (None, DriverKind::CourtZxfw, _) => "",
+            (None, _, _) => "Bearer",
         }
     }
 
@@ -449,16 +452,29 @@ impl SiteConfig {
 
     /// The header a probe sends, before `{token}` is filled in.
     pub fn probe_header_template(&self) -> std::borrow::Cow<'_, str> {
-        match (&self.probe_header, &self.token_from) {
-            (header, _) if !header.is_empty() => header.into(),
-            (_, TokenFrom::Cookies) => "Cookie: {token}".into(),
-            // The ready value callers send: `Bearer {token}`, or the token raw where the
-            // site's scheme is empty (court_zxfw).
-            _ => match self.token_type() {
-                "" => "Authorization: {token}".into(),
-                scheme => format!("Authorization: {scheme} {token}", token = "{token}").into(),
-            },
+        if !self.probe_header.is_empty() {
+            return self.probe_header.as_str().into();
         }
+        // The header callers are handed (`Cookie: {token}` for a cookie session,
+        // `Authorization: Bearer {token}`, the token raw for court_zxfw).
+        let (name, value) = ready_header(self.token_type(), "{token}");
+        format!("{name}: {}", value.expose()).into()
+    }
+}
+
+/// The `token_type` of a cookie session: its token is a `Cookie` header value.
+pub const COOKIE_SESSION: &str = "Cookie";
+
+/// The header a consumer sends with `token` of scheme `token_type` (issue 21): `Cookie:
+/// <token>` for a cookie session, `Authorization: <token>` when the scheme is empty
+/// (court_zxfw), else `Authorization: <token_type> <token>`. Acquire answers (`headers`,
+/// `authorization`), `tokend token get --header` and the default probe header all come from
+/// here.
+pub fn ready_header(token_type: &str, token: &str) -> (&'static str, Secret) {
+    match token_type.trim() {
+        scheme if scheme.eq_ignore_ascii_case(COOKIE_SESSION) => ("Cookie", Secret::new(token)),
+        "" => ("Authorization", Secret::new(token)),
+        scheme => ("Authorization", Secret::new(format!("{scheme} {token}"))),
     }
 }
 

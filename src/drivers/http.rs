@@ -281,7 +281,7 @@ impl HttpDriver {
                     .or_else(|| self.stated_expiry(json))
                     .unwrap_or_else(|| chrono::Utc::now() + self.default_ttl),
                 token: Secret::new(cookies::header_value(set)),
-                token_type: Some("Cookie".to_string()),
+                token_type: Some(crate::config::COOKIE_SESSION.to_string()),
             }),
         }
     }
