@@ -50,6 +50,12 @@ pub enum Command {
     /// Captchas a login program handed to a person, through the running daemon.
     #[command(subcommand)]
     Captcha(CaptchaCommand),
+    /// Job checkouts (accounts held for one job), through the running daemon.
+    #[command(subcommand)]
+    Checkout(crate::exec::CheckoutCommand),
+    /// Run COMMAND with a token of SITE in its environment (TOKEND_TOKEN, TOKEND_HEADERS, …),
+    /// through the running daemon; exits with COMMAND's status.
+    Exec(crate::exec::ExecArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -203,7 +209,7 @@ pub fn main() -> i32 {
         return e.exit_code();
     }
     match run(cli) {
-        Ok(()) => 0,
+        Ok(status) => status,
         Err(e) => {
             eprintln!("tokend: {e}");
             e.exit_code()
@@ -211,9 +217,18 @@ pub fn main() -> i32 {
     }
 }
 
-pub fn run(cli: Cli) -> Result<()> {
+/// Runs the command; the exit status on success (0, or `tokend exec`'s COMMAND's).
+pub fn run(cli: Cli) -> Result<i32> {
     let config = Arc::new(Config::load(cli.config.as_deref())?);
-    match cli.command {
+    if let Command::Exec(args) = cli.command {
+        return crate::exec::run_exec(&config, args);
+    }
+    run_command(&config, cli.command).map(|()| 0)
+}
+
+fn run_command(config: &Arc<Config>, command: Command) -> Result<()> {
+    let config = config.clone();
+    match command {
         Command::Serve => serve(config),
         Command::Migrate => migrate(&config),
         Command::Accounts(command) => run_accounts(&config, command),
@@ -223,6 +238,8 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Token(command) => run_token(&config, command),
         Command::Captcha(command) => run_captcha(&config, command),
+        Command::Checkout(command) => crate::exec::run_checkout(&config, command),
+        Command::Exec(_) => Err(Error::Internal("exec is run by `run`".into())),
     }
 }
 

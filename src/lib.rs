@@ -14,7 +14,8 @@
 //!   programs), [`server`] (starts and stops everything), [`notify`] (systemd),
 //!   [`logging`], [`shutdown`] (what a stop cuts at the end of its grace).
 //! - The API: [`api`] (one small handler per endpoint, the dashboard); [`client`] (the CLI's
-//!   way to the running daemon); [`maintenance`] (`tokend optimize`).
+//!   way to the running daemon); [`maintenance`] (`tokend optimize`); [`exec`] (`tokend exec`
+//!   and `tokend checkout`).
 //! - The hot path: [`broker`] (the pipeline: a cached token, or the slow path) over [`cache`]
 //!   (in process or Redis, with the near cache and the breaker).
 //! - The slow path: [`selection`] (which account: best, round robin, least recent),
@@ -52,6 +53,7 @@ pub(crate) mod client;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub(crate) mod exec;
 pub(crate) mod drivers;
 pub(crate) mod error;
 pub(crate) mod logging;

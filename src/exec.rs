@@ -1,0 +1,254 @@
+//! `tokend exec SITE [--account A] [--checkout] -- COMMAND …`: runs COMMAND with a token of
+//! SITE in its environment (never its argv), through the running daemon, and exits with its
+//! status; and `tokend checkout list | release ID`.
+//!
+//! COMMAND sees `TOKEND_TOKEN`, `TOKEND_AUTHORIZATION` (absent for a cookie session),
+//! `TOKEND_HEADERS` (the ready headers as a JSON object), `TOKEND_SITE`, `TOKEND_ACCOUNT` and
+//! `TOKEND_EXPIRES_AT`; tokend's own secrets are removed from its environment. With
+//! `--checkout` the account is held for the command's lifetime: the lease is renewed while
+//! it runs and released with `ok` when it exits 0, `failed` otherwise.
+
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use crate::client::Endpoint;
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// The environment variables of tokend's own secrets, never passed to COMMAND.
+const OWN_SECRETS: [&str; 6] = [
+    "TOKEND_ADMIN_TOKEN",
+    "TOKEND_SECRET_KEY",
+    "TOKEND_WEBHOOK_SECRET",
+    "TOKEND_METRICS_TOKEN",
+    "DATABASE_URL",
+    "REDIS_URL",
+];
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    pub site: String,
+    /// Use this account instead of letting tokend choose.
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Hold the account for the command's lifetime (a job checkout).
+    #[arg(long)]
+    pub checkout: bool,
+    /// With --checkout: the lease, renewed while the command runs.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120.0)]
+    pub lease: f64,
+    /// With --checkout: what the job is, shown beside the hold (default: the command).
+    #[arg(long)]
+    pub job: Option<String>,
+    /// The daemon's address (default: http://<server.listen>).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Seconds to keep trying while the daemon refuses connections (it may be starting).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub wait: f64,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckoutCommand {
+    /// The checkouts in force (every instance's, with Redis).
+    List {
+        #[arg(long)]
+        url: Option<String>,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+        wait: f64,
+    },
+    /// End checkout ID (a job that died without releasing it).
+    Release {
+        id: String,
+        /// How the job went: ok, token_rejected (the token is invalidated) or failed (the
+        /// account cools down).
+        #[arg(long, default_value = "ok", value_parser = ["ok", "token_rejected", "failed"])]
+        outcome: String,
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+        wait: f64,
+    },
+}
+
+/// `tokend checkout list | release`.
+pub fn run_checkout(config: &Config, command: CheckoutCommand) -> Result<()> {
+    let runtime = actix_web::rt::System::new();
+    match command {
+        CheckoutCommand::List { url, json, wait } => {
+            let endpoint = Endpoint::new(url.as_deref(), wait);
+            let data = runtime.block_on(crate::client::get(
+                config,
+                &endpoint,
+                "/api/v1/automation/tokens/checkouts",
+            ))?;
+            if json {
+                println!("{data}");
+                return Ok(());
+            }
+            let list = data["checkouts"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                eprintln!("no account is checked out");
+            }
+            for c in list {
+                println!(
+                    "{}\t{}\t{}\tsince={}\tlease_until={}\t{}",
+                    text(&c["checkout_id"]),
+                    text(&c["site_name"]),
+                    text(&c["account"]),
+                    text(&c["since"]),
+                    text(&c["lease_until"]),
+                    text(&c["job"])
+                );
+            }
+            Ok(())
+        }
+        CheckoutCommand::Release {
+            id,
+            outcome,
+            url,
+            wait,
+        } => {
+            let endpoint = Endpoint::new(url.as_deref(), wait);
+            runtime.block_on(release(config, &endpoint, &id, &outcome))?;
+            println!("released checkout {id} ({outcome})");
+            Ok(())
+        }
+    }
+}
+
+/// A field as one line of plain text (portal and operator text: no control characters).
+fn text(value: &Value) -> String {
+    value
+        .as_str()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect()
+}
+
+fn path_of(id: &str, what: &str) -> String {
+    format!(
+        "/api/v1/automation/tokens/checkout/{}/{what}",
+        percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
+    )
+}
+
+async fn release(config: &Config, endpoint: &Endpoint, id: &str, outcome: &str) -> Result<Value> {
+    let path = path_of(id, "release");
+    crate::client::post(config, endpoint, &path, &json!({ "outcome": outcome })).await
+}
+
+/// `tokend exec`: the exit status is COMMAND's (128 + the signal that ended it).
+pub fn run_exec(config: &Config, args: ExecArgs) -> Result<i32> {
+    crate::config::validate_site_name("site", &args.site)?;
+    let runtime = actix_web::rt::System::new();
+    runtime.block_on(exec(config, args))
+}
+
+async fn exec(config: &Config, args: ExecArgs) -> Result<i32> {
+    let endpoint = Endpoint::new(args.url.as_deref(), args.wait);
+    if !args.checkout {
+        let body = json!({"site_name": args.site, "account": args.account});
+        let token =
+            crate::client::post(config, &endpoint, "/api/v1/automation/tokens/acquire", &body)
+                .await?;
+        let status = spawn(&args, &token)?.wait().await;
+        return exit_code(status.map_err(|e| Error::io(&args.command[0], e))?);
+    }
+    let job = args.job.clone().unwrap_or_else(|| {
+        let line = format!("tokend exec {}", args.command.join(" "));
+        line.chars().filter(|c| !c.is_control()).take(200).collect()
+    });
+    let body = json!({
+        "site_name": args.site,
+        "account": args.account,
+        "lease_seconds": args.lease,
+        "job": job,
+    });
+    let held =
+        crate::client::post(config, &endpoint, "/api/v1/automation/tokens/checkout", &body).await?;
+    let id = held["checkout_id"].as_str().unwrap_or_default().to_string();
+    let mut child = match spawn(&args, &held) {
+        Ok(child) => child,
+        Err(e) => {
+            release(config, &endpoint, &id, "ok").await?;
+            return Err(e);
+        }
+    };
+    let every = Duration::from_secs_f64((args.lease / 3.0).max(0.5));
+    let mut renewals = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status.map_err(|e| Error::io(&args.command[0], e)),
+            _ = renewals.tick() => renew(config, &endpoint, &id, args.lease).await,
+        }
+    };
+    let outcome = match &status {
+        Ok(status) if status.success() => "ok",
+        _ => "failed",
+    };
+    if let Err(e) = release(config, &endpoint, &id, outcome).await {
+        eprintln!("tokend: could not release checkout {id}: {e} (its lease ends by itself)");
+    }
+    exit_code(status?)
+}
+
+/// Renews the lease; a renewal that fails is said (the lease ends by itself if none lands).
+async fn renew(config: &Config, endpoint: &Endpoint, id: &str, lease: f64) {
+    let path = path_of(id, "renew");
+    match crate::client::post(config, endpoint, &path, &json!({ "lease_seconds": lease })).await {
+        Ok(data) if data["token_renewed"] == Value::Bool(true) => eprintln!(
+            "tokend: the token of checkout {id} was renewed; the command still has the old one"
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("tokend: renewing checkout {id} failed: {e}"),
+    }
+}
+
+/// COMMAND, with the token in its environment and tokend's secrets out of it.
+fn spawn(args: &ExecArgs, token: &Value) -> Result<tokio::process::Child> {
+    let (program, rest) = args
+        .command
+        .split_first()
+        .ok_or_else(|| Error::invalid("COMMAND", "is missing (after `--`)"))?;
+    let mut command = tokio::process::Command::new(program);
+    command.args(rest);
+    for name in OWN_SECRETS {
+        command.env_remove(name);
+    }
+    let field = |name: &str| token[name].as_str().unwrap_or_default().to_string();
+    command
+        .env("TOKEND_TOKEN", field("token"))
+        .env("TOKEND_HEADERS", token["headers"].to_string())
+        .env("TOKEND_SITE", &args.site)
+        .env("TOKEND_ACCOUNT", field("account"))
+        .env("TOKEND_EXPIRES_AT", field("expires_at"));
+    match token["authorization"].as_str() {
+        Some(authorization) => command.env("TOKEND_AUTHORIZATION", authorization),
+        None => command.env_remove("TOKEND_AUTHORIZATION"),
+    };
+    command.spawn().map_err(|e| {
+        Error::invalid(
+            "COMMAND",
+            format!("cannot run `{program}`: {e}"),
+        )
+    })
+}
+
+fn exit_code(status: ExitStatus) -> Result<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    Ok(status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1))
+}
