@@ -1,10 +1,12 @@
 //! The `tokend` command line (SPEC §8). `--config PATH` (or `TOKEND_CONFIG`) is accepted
 //! before or after the subcommand.
 //!
-//! Exit status: 0 success; 1 the account exists / does not exist; 64 bad arguments;
-//! 65 bad input data (an import file); 69 database or daemon unreachable; 70 internal error;
-//! 71 the port cannot be taken; 74 I/O error; 75 temporary failure (queue full, timeout,
-//! shutting down: try again); 77 not allowed; 78 bad configuration or secret key.
+//! Exit status ([`crate::error::exit_code_of`], also for the daemon's answers): 0 success;
+//! 1 the account exists / does not exist, the captcha is unknown or answered already;
+//! 64 bad arguments; 65 bad input data (an import file); 69 database or daemon unreachable,
+//! no token could be had; 70 internal error; 71 the port cannot be taken; 74 I/O error;
+//! 75 temporary failure (queue full, timeout, site paused, login budget spent, shutting
+//! down: try again); 77 not allowed; 78 bad configuration or secret key.
 
 use std::io::{BufRead, IsTerminal, Read};
 use std::path::PathBuf;
@@ -833,6 +835,16 @@ mod tests {
         assert_eq!(proxy_host("http://u:***@p.local:3128"), "p.local:3128");
         assert_eq!(proxy_host("socks5://10.0.0.1:1080/"), "10.0.0.1:1080");
         assert_eq!(proxy_host("p.local:8080"), "p.local:8080");
+    }
+
+    #[test]
+    fn a_terminal_link_points_at_the_absolute_file() {
+        let link = terminal_link(std::path::Path::new("/tmp/a b.png"));
+        assert!(link.starts_with("\x1b]8;;file://"), "{link:?}");
+        assert!(
+            link.contains("/tmp/a%20b.png\x1b\\/tmp/a b.png\x1b]8;;\x1b\\"),
+            "{link:?}"
+        );
     }
 
     #[test]
