@@ -359,6 +359,16 @@ pub fn set_active(pool: &Pool, site: &str, account: &str, active: bool) -> Resul
     }
 }
 
+/// Marks an account preferred or not (`tokend accounts set-preferred`).
+pub fn set_preferred(pool: &Pool, site: &str, account: &str, preferred: bool) -> Result<()> {
+    validate_site_name("site", site)?;
+    if db::accounts::set_preferred(&mut *pool.get()?, site, account, preferred)? {
+        Ok(())
+    } else {
+        Err(not_found(site, account))
+    }
+}
+
 /// The password of an account, decrypted for a login.
 pub fn password(key: &SecretKey, credential: &AccountCredential) -> Result<Secret> {
     key.open(

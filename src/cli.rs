@@ -1,10 +1,12 @@
 //! The `tokend` command line (SPEC §8). `--config PATH` (or `TOKEND_CONFIG`) is accepted
 //! before or after the subcommand.
 //!
-//! Exit status: 0 success; 1 the account exists / does not exist; 64 bad arguments;
-//! 65 bad input data (an import file); 69 database or daemon unreachable; 70 internal error;
-//! 71 the port cannot be taken; 74 I/O error; 75 temporary failure (queue full, timeout,
-//! shutting down: try again); 77 not allowed; 78 bad configuration or secret key.
+//! Exit status ([`crate::error::exit_code_of`], also for the daemon's answers): 0 success;
+//! 1 the account exists / does not exist, the captcha is unknown or answered already;
+//! 64 bad arguments; 65 bad input data (an import file); 69 database or daemon unreachable,
+//! no token could be had; 70 internal error; 71 the port cannot be taken; 74 I/O error;
+//! 75 temporary failure (queue full, timeout, site paused, login budget spent, shutting
+//! down: try again); 77 not allowed; 78 bad configuration or secret key.
 
 use std::io::{BufRead, IsTerminal, Read};
 use std::path::PathBuf;
@@ -56,6 +58,23 @@ pub enum Command {
     /// Run COMMAND with a token of SITE in its environment (TOKEND_TOKEN, TOKEND_HEADERS, …),
     /// through the running daemon; exits with COMMAND's status.
     Exec(crate::exec::ExecArgs),
+    /// Sites, through the running daemon.
+    #[command(subcommand)]
+    Sites(SitesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SitesCommand {
+    /// Close SITE's circuit: logins are tried again at once (after the portal is back).
+    CloseCircuit {
+        site: String,
+        /// The daemon's address (default: http://<server.listen>).
+        #[arg(long)]
+        url: Option<String>,
+        /// Seconds to keep trying while the daemon refuses connections (it may be starting).
+        #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+        wait: f64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,6 +87,19 @@ pub enum CaptchaCommand {
         /// Print the whole answer (images included, as data URLs) as JSON.
         #[arg(long)]
         json: bool,
+        /// Seconds to keep trying while the daemon refuses connections (it may be starting).
+        #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+        wait: f64,
+    },
+    /// Save the image of captcha ID to FILE (a link to it at a terminal that shows links).
+    Show {
+        id: String,
+        /// Where to write the image (PNG, JPEG or GIF, as the login program gave it).
+        #[arg(long, value_name = "FILE", required = true)]
+        save: PathBuf,
+        /// The daemon's address (default: http://<server.listen>).
+        #[arg(long)]
+        url: Option<String>,
         /// Seconds to keep trying while the daemon refuses connections (it may be starting).
         #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
         wait: f64,
@@ -143,8 +175,9 @@ pub enum AccountsCommand {
         #[arg(long, value_name = "URL")]
         proxy: Option<String>,
     },
-    /// Import accounts from CSV (site_name,account,password[,preferred]); `-` is stdin.
-    /// One transaction: a malformed line imports nothing.
+    /// Import accounts from CSV (site_name,account,password[,preferred[,proxy]]); `-` is
+    /// stdin. `proxy` is the account's own proxy URL (http://, https:// or socks5://), stored
+    /// sealed. One transaction: a malformed line imports nothing.
     Import { file: String },
     /// List accounts (never passwords).
     List {
@@ -174,6 +207,13 @@ pub enum AccountsCommand {
         /// Remove the account's proxy (the site's, if any, is used again).
         #[arg(long)]
         none: bool,
+    },
+    /// Choose an account before the others of its site (`true`), or not (`false`).
+    SetPreferred {
+        site: String,
+        account: String,
+        #[arg(value_name = "true|false", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+        preferred: bool,
     },
     /// Stop using an account for logins (it keeps its statistics).
     Disable { site: String, account: String },
@@ -240,6 +280,11 @@ fn run_command(config: &Arc<Config>, command: Command) -> Result<()> {
         Command::Captcha(command) => run_captcha(&config, command),
         Command::Checkout(command) => crate::exec::run_checkout(&config, command),
         Command::Exec(_) => Err(Error::Internal("exec is run by `run`".into())),
+        Command::Sites(SitesCommand::CloseCircuit { site, url, wait }) => close_circuit(
+            &config,
+            &site,
+            crate::client::Endpoint::new(url.as_deref(), wait),
+        ),
     }
 }
 
@@ -393,6 +438,19 @@ fn run_captcha(config: &Config, command: CaptchaCommand) -> Result<()> {
             }
             Ok(())
         }
+        CaptchaCommand::Show {
+            id,
+            save,
+            url,
+            wait,
+        } => {
+            let data = runtime.block_on(crate::client::get(
+                config,
+                &crate::client::Endpoint::new(url.as_deref(), wait),
+                "/api/v1/automation/captchas",
+            ))?;
+            save_captcha_image(&data, &id, &save)
+        }
         CaptchaCommand::Answer {
             id,
             answer,
@@ -470,12 +528,33 @@ fn run_accounts(config: &Config, command: AccountsCommand) -> Result<()> {
             let key = SecretKey::load(&config.security)?;
             let pool = ready_pool(config)?;
             accounts::set_password(&pool, &key, &site, &account, &password)?;
-            println!("password of account `{account}` of site `{site}` replaced");
+            println!(
+                "password of account `{account}` of site `{site}` replaced in {}",
+                pool.display_url()
+            );
             Ok(())
         }
         AccountsCommand::SetProxy {
             site, account, url, ..
         } => set_proxy(config, &site, &account, url.map(Secret::new)),
+        AccountsCommand::SetPreferred {
+            site,
+            account,
+            preferred,
+        } => {
+            let pool = ready_pool(config)?;
+            accounts::set_preferred(&pool, &site, &account, preferred)?;
+            let state = if preferred {
+                "preferred"
+            } else {
+                "not preferred"
+            };
+            println!(
+                "account `{account}` of site `{site}` is {state} in {}",
+                pool.display_url()
+            );
+            Ok(())
+        }
         AccountsCommand::Disable { site, account } => {
             let pool = ready_pool(config)?;
             accounts::set_active(&pool, &site, &account, false)?;
@@ -588,12 +667,89 @@ fn set_proxy(config: &Config, site: &str, account: &str, url: Option<Secret>) ->
     accounts::set_proxy(&pool, &key, site, account, url.as_ref())?;
     match &url {
         Some(url) => println!(
-            "account `{account}` of site `{site}` logs in through {}",
-            crate::secret::redact_url(url.expose())
+            "account `{account}` of site `{site}` logs in through {} (stored in {})",
+            crate::secret::redact_url(url.expose()),
+            pool.display_url()
         ),
-        None => println!("account `{account}` of site `{site}` has no proxy of its own"),
+        None => println!(
+            "account `{account}` of site `{site}` has no proxy of its own (stored in {})",
+            pool.display_url()
+        ),
     }
     Ok(())
+}
+
+/// `tokend sites close-circuit SITE`, through the daemon.
+fn close_circuit(config: &Config, site: &str, endpoint: crate::client::Endpoint) -> Result<()> {
+    crate::config::validate_site_name("site", site)?;
+    let data = call_daemon(
+        config,
+        endpoint,
+        &format!("/api/v1/automation/sites/{site}/circuit/close"),
+        &serde_json::json!({}),
+    )?;
+    println!(
+        "circuit of site `{site}` is {}: logins are tried again",
+        data["circuit"]["state"].as_str().unwrap_or("closed")
+    );
+    Ok(())
+}
+
+/// `tokend captcha show ID --save FILE`: the pending challenge's image, decoded from its
+/// data URL, written to FILE; at a terminal the path is a link (OSC 8) to the file.
+fn save_captcha_image(data: &serde_json::Value, id: &str, file: &std::path::Path) -> Result<()> {
+    use base64::Engine;
+    let challenge = data["captchas"]
+        .as_array()
+        .and_then(|list| list.iter().find(|c| c["id"] == id))
+        .ok_or_else(|| Error::CaptchaNotFound(id.to_string()))?;
+    let image = challenge["image"].as_str().unwrap_or_default();
+    let encoded = image
+        .split_once(";base64,")
+        .map(|(_, encoded)| encoded)
+        .ok_or_else(|| Error::Daemon(format!("captcha `{id}` has no base64 image")))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|e| Error::Daemon(format!("captcha `{id}`: the image is not base64: {e}")))?;
+    std::fs::write(file, &bytes).map_err(|e| Error::io(file, e))?;
+    let shown = if std::io::stdout().is_terminal() {
+        terminal_link(file)
+    } else {
+        file.display().to_string()
+    };
+    println!(
+        "saved the image of captcha {id} ({} / {}: {}) to {shown}",
+        challenge["site_name"].as_str().unwrap_or("?"),
+        challenge["account"].as_str().unwrap_or("?"),
+        challenge["prompt"].as_str().unwrap_or("")
+    );
+    Ok(())
+}
+
+/// `file` as an OSC 8 hyperlink to `file://HOST/ABSOLUTE-PATH`: a terminal that knows the
+/// sequence shows the path as a link, one that does not shows the path alone.
+fn terminal_link(file: &std::path::Path) -> String {
+    const PATH_SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let target = format!(
+        "file://{}{}",
+        host.trim(),
+        percent_encoding::utf8_percent_encode(&absolute.to_string_lossy(), PATH_SET)
+    );
+    format!("\x1b]8;;{target}\x1b\\{}\x1b]8;;\x1b\\", file.display())
+}
+
+/// The host (and port) of a proxy URL as listings show it, without scheme or credentials.
+fn proxy_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    rest.split('/').next().unwrap_or(rest)
 }
 
 /// `tokend accounts unblock SITE ACCOUNT`, through the daemon.
@@ -661,8 +817,8 @@ fn print_accounts(rows: &[AccountView], json: bool) {
         return;
     }
     println!(
-        "{:<6} {:<20} {:<24} {:<9} {:<30} {:<21} {:>7} {:>7}  LAST SUCCESS",
-        "ID", "SITE", "ACCOUNT", "PREFERRED", "STATE", "UNTIL", "OK", "FAILED"
+        "{:<6} {:<20} {:<24} {:<9} {:<30} {:<21} {:>7} {:>7}  {:<19}  PROXY",
+        "ID", "SITE", "ACCOUNT", "PREFERRED", "STATE", "UNTIL", "OK", "FAILED", "LAST SUCCESS"
     );
     for r in rows {
         let last = r.last_login_success_at.map_or("-".to_string(), |t| {
@@ -676,7 +832,7 @@ fn print_accounts(rows: &[AccountView], json: bool) {
             None => r.state.as_str().to_string(),
         };
         println!(
-            "{:<6} {:<20} {} {:<9} {:<30} {:<21} {:>7} {:>7}  {last}",
+            "{:<6} {:<20} {} {:<9} {:<30} {:<21} {:>7} {:>7}  {last:<19}  {}",
             r.id,
             r.site_name,
             pad(&r.account, 24),
@@ -684,7 +840,8 @@ fn print_accounts(rows: &[AccountView], json: bool) {
             state,
             until,
             r.login_success_count,
-            r.login_failure_count
+            r.login_failure_count,
+            r.proxy.as_deref().map_or("-", proxy_host)
         );
     }
 }
@@ -706,6 +863,23 @@ mod tests {
         assert_eq!(pad("bob", 6), "bob   ");
         assert_eq!(pad("张三", 6), "张三  ");
         assert_eq!(pad("much-too-long", 4), "much-too-long");
+    }
+
+    #[test]
+    fn proxy_host_drops_scheme_and_credentials() {
+        assert_eq!(proxy_host("http://u:***@p.local:3128"), "p.local:3128");
+        assert_eq!(proxy_host("socks5://10.0.0.1:1080/"), "10.0.0.1:1080");
+        assert_eq!(proxy_host("p.local:8080"), "p.local:8080");
+    }
+
+    #[test]
+    fn a_terminal_link_points_at_the_absolute_file() {
+        let link = terminal_link(std::path::Path::new("/tmp/a b.png"));
+        assert!(link.starts_with("\x1b]8;;file://"), "{link:?}");
+        assert!(
+            link.contains("/tmp/a%20b.png\x1b\\/tmp/a b.png\x1b]8;;\x1b\\"),
+            "{link:?}"
+        );
     }
 
     #[test]

@@ -154,28 +154,13 @@ async fn answer(base: &str, response: reqwest::Response) -> Result<Value> {
     if answer["success"] == Value::Bool(true) {
         return Ok(answer["data"].clone());
     }
+    // The daemon's code decides the exit status, by the same table as tokend's own errors:
+    // a site paused or a budget spent is temporary (75), an unknown captcha or account is 1.
+    let code = answer["code"].as_str().unwrap_or("DAEMON_UNREACHABLE");
     let said = answer["message"].as_str().unwrap_or("no message");
-    let code = answer["code"].as_str().unwrap_or("?");
-    // The daemon's message already starts with what the error says of itself
-    // (`timed out: …`): the local error takes it without adding that prefix again.
-    let make = |variant: fn(String) -> Error| {
-        let prefix = variant(String::new()).to_string();
-        let message = said.strip_prefix(&prefix).unwrap_or(said);
-        variant(format!("{message} ({code})"))
-    };
-    Err(match status {
-        400 | 404 => {
-            let field = answer["errors"]
-                .as_object()
-                .and_then(|errors| errors.keys().next().cloned())
-                .unwrap_or_else(|| "request".to_string());
-            let prefix = format!("invalid {field}: ");
-            let message = said.strip_prefix(&prefix).unwrap_or(said);
-            Error::invalid(field, format!("{message} ({code})"))
-        }
-        401 | 403 => make(Error::Unauthorized),
-        429 | 504 => make(Error::Timeout),
-        _ => make(Error::Daemon),
+    Err(Error::Refused {
+        code: code.to_string(),
+        message: said.to_string(),
     })
 }
 

@@ -62,7 +62,7 @@ pub enum Error {
     #[error("timed out: {0}")]
     Timeout(String),
     /// The site's or every usable account's login budget is spent for this hour (SPEC §12).
-    #[error("login budget of site `{site}` is spent for this hour; retry in {}s", retry_after.as_secs())]
+    #[error("login budget spent for site `{site}` (this hour), retry in {} s", whole_seconds(*retry_after))]
     LoginBudgetExhausted {
         site: String,
         retry_after: std::time::Duration,
@@ -123,6 +123,43 @@ pub enum Error {
     /// A bug or a broken invariant; never caused by input.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The daemon refused a CLI command's call: its `code` and `message` as it gave them. The
+    /// exit status is the one tokend gives that code itself ([`exit_code_of`]).
+    #[error("{message} ({code})")]
+    Refused { code: String, message: String },
+}
+
+/// A wait in whole seconds, rounded up: a caller that waits this long finds it over.
+fn whole_seconds(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+/// The exit status of a CLI command that failed with the error of this code (sysexits.h);
+/// the one table for tokend's own errors and the daemon's answers. An unknown code (a newer
+/// daemon) is the daemon's trouble: 69.
+pub fn exit_code_of(code: &str) -> i32 {
+    match code {
+        "ACCOUNT_EXISTS"
+        | "ACCOUNT_NOT_FOUND"
+        | "STEPS_FAILED"
+        | "CAPTCHA_NOT_FOUND"
+        | "CAPTCHA_ALREADY_ANSWERED"
+        | "CHECKOUT_NOT_FOUND" => 1,
+        "INVALID_INPUT" | "UNKNOWN_SITE" => 64, // EX_USAGE
+        "INTERNAL_ERROR" => 70,                 // EX_SOFTWARE
+        "CANNOT_LISTEN" => 71,                  // EX_OSERR
+        "IO_ERROR" => 74,                       // EX_IOERR
+        // EX_TEMPFAIL: the same call may succeed later.
+        "QUEUE_FULL"
+        | "TIMEOUT"
+        | "SHUTTING_DOWN"
+        | "LOGIN_BUDGET_EXHAUSTED"
+        | "SITE_UNAVAILABLE"
+        | "CHECKED_OUT" => 75,
+        "UNAUTHORIZED" | "FORBIDDEN" => 77, // EX_NOPERM
+        "CONFIGURATION_ERROR" | "SECRET_KEY_ERROR" => 78, // EX_CONFIG
+        _ => 69, // EX_UNAVAILABLE: database, cache, daemon, no account, failed acquisition
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -181,6 +218,7 @@ impl Error {
             Error::Internal(_) => "INTERNAL_ERROR",
             Error::CaptchaNotFound(_) => "CAPTCHA_NOT_FOUND",
             Error::CaptchaAnswered(_) => "CAPTCHA_ALREADY_ANSWERED",
+            Error::Refused { .. } => "DAEMON_REFUSED",
         }
     }
 
@@ -230,31 +268,9 @@ impl Error {
     /// The exit status of a CLI command that failed with this error (sysexits.h).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::AccountExists { .. }
-            | Error::AccountNotFound { .. }
-            | Error::StepsFailed(_)
-            | Error::CaptchaNotFound(_)
-            | Error::CaptchaAnswered(_)
-            | Error::CheckoutNotFound(_) => 1,
-            Error::CheckedOut { .. } | Error::AllCheckedOut { .. } => 75,
-            Error::InvalidInput { .. } | Error::UnknownSite(_) => 64, // EX_USAGE
-            Error::Import { .. } => 65,                               // EX_DATAERR
-            Error::Database(_)
-            | Error::DatabaseUnavailable(_)
-            | Error::CacheUnavailable(_)
-            | Error::Migration(_) => 69, // EX_UNAVAILABLE
-            Error::Unauthorized(_) | Error::Forbidden(_) => 77,       // EX_NOPERM
-            Error::QueueFull(_) | Error::Timeout(_) | Error::QueueTimeout(_) => 75, // EX_TEMPFAIL
-            Error::SiteUnavailable { .. } => 69,
-            Error::LoginBudgetExhausted { .. } => 75,
-            Error::NoAvailableAccount { .. }
-            | Error::AcquisitionFailed { .. }
-            | Error::Daemon(_) => 69,
-            Error::Internal(_) => 70,                      // EX_SOFTWARE
-            Error::Io { .. } => 74,                        // EX_IOERR
-            Error::Listen { .. } => 71,                    // EX_OSERR
-            Error::ShuttingDown => 75,                     // EX_TEMPFAIL
-            Error::Config { .. } | Error::Crypto(_) => 78, // EX_CONFIG
+            Error::Import { .. } => 65, // EX_DATAERR
+            Error::Refused { code, .. } => exit_code_of(code),
+            _ => exit_code_of(self.code()),
         }
     }
 }
@@ -286,7 +302,7 @@ impl ResponseError for Error {
             Error::SiteUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::LoginBudgetExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NoAvailableAccount { .. } | Error::Daemon(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Error::AcquisitionFailed { .. } => StatusCode::BAD_GATEWAY,
+            Error::AcquisitionFailed { .. } | Error::Refused { .. } => StatusCode::BAD_GATEWAY,
             Error::Internal(_) | Error::StepsFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -298,9 +314,7 @@ impl ResponseError for Error {
         }
         let mut response = HttpResponse::build(self.status_code());
         if let Some(wait) = self.retry_after() {
-            // Whole seconds, rounded up: a client that waits this long finds the pause over.
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            response.insert_header((actix_web::http::header::RETRY_AFTER, secs.max(1)));
+            response.insert_header((actix_web::http::header::RETRY_AFTER, whole_seconds(wait)));
         }
         response.json(json!({
             "success": false,
@@ -331,5 +345,59 @@ mod tests {
         let err = Error::DatabaseUnavailable("connection refused".into());
         assert_eq!(err.status_code(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(err.exit_code(), 69);
+    }
+
+    #[test]
+    fn exit_codes_follow_the_readme_table() {
+        let wait = std::time::Duration::from_millis(1500);
+        let temporary = [
+            Error::SiteUnavailable {
+                site: "s".into(),
+                reason: "down".into(),
+                retry_after: wait,
+            },
+            Error::LoginBudgetExhausted {
+                site: "s".into(),
+                retry_after: wait,
+            },
+            Error::QueueFull(1),
+            Error::Timeout("x".into()),
+            Error::ShuttingDown,
+        ];
+        for err in &temporary {
+            assert_eq!(err.exit_code(), 75, "{err}");
+        }
+        assert_eq!(
+            temporary[1].to_string(),
+            "login budget spent for site `s` (this hour), retry in 2 s"
+        );
+        for err in [
+            Error::CaptchaNotFound("c".into()),
+            Error::CaptchaAnswered("c".into()),
+            Error::AccountNotFound {
+                site: "s".into(),
+                account: "a".into(),
+            },
+        ] {
+            assert_eq!(err.exit_code(), 1, "{err}");
+        }
+        assert_eq!(Error::invalid("f", "m").exit_code(), 64);
+        assert_eq!(
+            Error::Import {
+                line: 1,
+                message: "m".into()
+            }
+            .exit_code(),
+            65
+        );
+        assert_eq!(Error::config("k", "m").exit_code(), 78);
+        assert_eq!(Error::Daemon("x".into()).exit_code(), 69);
+        let refused = |code: &str| Error::Refused {
+            code: code.into(),
+            message: "m".into(),
+        };
+        assert_eq!(refused("SITE_UNAVAILABLE").exit_code(), 75);
+        assert_eq!(refused("CAPTCHA_ALREADY_ANSWERED").exit_code(), 1);
+        assert_eq!(refused("SOMETHING_NEW").exit_code(), 69);
     }
 }

@@ -171,3 +171,121 @@ fn alerts_fire_and_resolve_and_optimize_runs_its_steps() {
     );
     assert_eq!(optimize(&[]).status.code(), Some(64), "no step named");
 }
+
+/// An alert that fired before a restart is still in `/alerts/history` after it, on both
+/// backends; the history cleanup deletes the old transitions with the old history.
+#[test]
+fn alert_history_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    alert_history_kept_on(&format!("sqlite://{}", dir.path().join("t.db").display()));
+    if let Some(pg) = common::PgDatabase::create() {
+        alert_history_kept_on(&pg.url);
+    }
+}
+
+fn alert_history_kept_on(database: &str) {
+    let portal = Portal::start();
+    portal.state.accept("alice", "pw-rotated");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{ADMIN}\"\n\
+             [database]\nurl = \"{database}\"\n\
+             [alerts]\nevaluate_interval = 0.2\n\
+             [[sites]]\nname = \"court_zxfw\"\ndriver = \"http\"\nlogin_url = \"{}\"\n",
+            portal.login_url()
+        ),
+    );
+    common::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
+    let history = |daemon: &Daemon| {
+        let url = daemon.url("/api/v1/automation/performance/alerts/history");
+        async move {
+            let answer: serde_json::Value = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            answer["data"]["transitions"].as_array().cloned()
+        }
+    };
+    let firing = |list: &[serde_json::Value]| {
+        list.iter()
+            .find(|t| t["type"] == "no_available_account" && t["transition"] == "firing")
+            .cloned()
+    };
+    let runtime = actix_web::rt::System::new();
+
+    // The refused password blacklists alice: the site has no usable account, an alert fires.
+    let daemon = Daemon::start(dir.path(), &config);
+    let fired = runtime.block_on(async {
+        let r = reqwest::Client::new()
+            .post(daemon.url("/api/v1/automation/tokens/acquire"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"site_name": "court_zxfw"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 502);
+        common::eventually("the alert firing", Duration::from_secs(10), || async {
+            firing(&history(&daemon).await?)
+        })
+        .await
+    });
+    assert!(daemon.terminate().success());
+
+    // The same database, a new process: the transition is read back as it was.
+    let daemon = Daemon::start(dir.path(), &config);
+    let after = runtime.block_on(async { history(&daemon).await }).unwrap();
+    assert!(
+        after.contains(&fired),
+        "{fired} is gone after the restart: {after:?}"
+    );
+
+    // A transition older than the retention goes with the old history.
+    let pool = tokend::db::Pool::connect(database, 1).unwrap();
+    let old = chrono::Utc::now().naive_utc() - chrono::Duration::days(40);
+    let mut conn = pool.get().unwrap();
+    tokend::db::alerts::insert(
+        &mut conn,
+        &tokend::db::alerts::AlertTransitionRow {
+            id: 0,
+            occurred_at: old,
+            alert_type: "site_unavailable".into(),
+            state: "resolved".into(),
+            severity: None,
+            message: None,
+        },
+    )
+    .unwrap();
+    let epoch = chrono::DateTime::UNIX_EPOCH.naive_utc();
+    let stored = |conn: &mut tokend::db::DbConnection| {
+        tokend::db::alerts::since(conn, epoch, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|row| row.alert_type)
+            .collect::<Vec<_>>()
+    };
+    assert!(stored(&mut conn).contains(&"site_unavailable".to_string()));
+    let status = runtime.block_on(async {
+        reqwest::Client::new()
+            .post(daemon.url("/api/v1/automation/history/cleanup?days=30"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(status, 200);
+    let left = stored(&mut conn);
+    assert!(!left.contains(&"site_unavailable".to_string()), "{left:?}");
+    assert!(
+        left.contains(&"no_available_account".to_string()),
+        "{left:?}"
+    );
+}

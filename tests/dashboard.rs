@@ -8,6 +8,8 @@
 #[path = "common/browser.rs"]
 mod browser;
 mod common;
+#[path = "common/court_portal.rs"]
+mod court_portal;
 #[path = "common/harness.rs"]
 mod harness;
 #[path = "common/portal.rs"]
@@ -433,6 +435,111 @@ async fn with_an_admin_token_the_page_shows_only_the_prompt_until_given_it() {
     assert_stayed_local(&browser, &origin);
     assert_eq!(browser.page_errors(), Vec::<String>::new());
     drop(tokend.handle.stop(false));
+}
+
+/// A headless browser given the admin token in the address's fragment (`/#token=…`) opens the
+/// dashboard without the prompt; the page drops the token from the address bar and the tab's
+/// history at once. A wrong one is refused like a typed one.
+#[actix_rt::test]
+async fn a_token_in_the_fragment_opens_the_page_and_leaves_the_address() {
+    let Some(chromium) = chromium() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let token = "dashboard-admin-secret";
+    let tokend = start_with_admin_token(dir.path(), token).await;
+    let origin = format!("http://{}", tokend.addr);
+
+    let url = format!("{origin}/#token={token}");
+    let (browser, shown) = in_browser(Browser::launch(&chromium), move |b| {
+        b.navigate(&url);
+        b.wait_for(
+            "the dashboard without a prompt",
+            "document.body.dataset.loaded === 'true' && \
+             document.querySelector('section.site[data-site=\"court_zxfw\"]') !== null",
+            WAIT,
+        );
+        let shown =
+            b.eval("({href: location.href, login: document.getElementById('login').hidden})");
+        // Replaced, not pushed: no entry of the tab's history holds the token.
+        let entries = b.call("Page.getNavigationHistory", json!({}));
+        (shown, entries)
+    })
+    .await;
+    let (shown, entries) = shown;
+    assert_eq!(shown["href"], format!("{origin}/"), "{shown}");
+    // (`userTypedURL` is what the test typed, not an address the tab can go back to.)
+    let urls: Vec<&str> = entries["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        urls,
+        ["about:blank".to_string(), format!("{origin}/")],
+        "{entries}"
+    );
+    assert_eq!(shown["login"], true, "{shown}");
+    assert_stayed_local(&browser, &origin);
+    assert_eq!(browser.page_errors(), Vec::<String>::new());
+
+    let url = format!("{origin}/#token=wrong");
+    let (_, refused) = in_browser(Browser::launch(&chromium), move |b| {
+        b.navigate(&url);
+        b.wait_for(
+            "the refusal",
+            "!document.getElementById('login').hidden && \
+             !document.getElementById('login-error').hidden && location.hash === '' && \
+             document.getElementById('login-error').innerText",
+            WAIT,
+        )
+    })
+    .await;
+    assert!(refused.as_str().unwrap().contains("refused"), "{refused}");
+    drop(tokend.handle.stop(false));
+}
+
+/// A derived site shows its parent's accounts, each with the derived token's countdown,
+/// not "No account" beside "Usable 1 / 1".
+#[actix_rt::test]
+async fn a_derived_site_shows_its_parents_accounts_and_its_own_tokens() {
+    let Some(chromium) = chromium() else { return };
+    let court = court_portal::CourtPortal::start();
+    let derived = format!(
+        "[[sites]]\nname = \"derived\"\ndriver = \"derived\"\nfrom_site = \"court_zxfw\"\n\
+         exchange_url = \"{}\"\nexchange_header = \"X-Parent-Token: {{token}}\"\n\
+         token_pointer = \"/access_token\"\nexpires_in_pointer = \"/expires_in\"\n",
+        court.url("/exchange")
+    );
+    let h = Harness::start(None, &derived).await;
+    h.add_account("alice", "pw-alice", false);
+    let (status, body) = h.acquire(json!({"site_name": "derived"})).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, tokens) = h
+        .api_get("/api/v1/automation/tokens/status?site_name=derived")
+        .await;
+    assert_eq!(tokens["data"]["tokens"][0]["account"], "alice", "{tokens}");
+    assert_eq!(tokens["data"]["tokens"][0]["source"], "cache", "{tokens}");
+
+    let url = format!("http://{}/", h.tokend.addr);
+    let (browser, text) = in_browser(Browser::launch(&chromium), move |b| {
+        b.navigate(&url);
+        b.wait_for(
+            "alice under the derived site",
+            "document.body.dataset.loaded === 'true' && document.querySelector(\
+             'section.site[data-site=\"derived\"] tr[data-account=\"alice\"] .countdown') !== null",
+            WAIT,
+        );
+        b.eval("document.querySelector('section.site[data-site=\"derived\"]').innerText")
+    })
+    .await;
+    let text = text.as_str().unwrap();
+    assert!(!text.contains("No account"), "{text}");
+    assert!(text.contains("court_zxfw"), "the parent is named: {text}");
+    assert!(
+        text.contains("29m") || text.contains("28m"),
+        "the derived token's countdown (1800 s): {text}"
+    );
+    assert_eq!(browser.page_errors(), Vec::<String>::new());
 }
 
 /// The series the page draws, without a browser: the minute's counts, each account's token

@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 
 use common::write_config;
 use portal::Portal;
+use serde::Deserialize;
 
 /// A port nobody listens on right now.
 fn free_port() -> u16 {
@@ -109,7 +110,7 @@ fn the_readme_quick_start_works_when_pasted() {
     let port = free_port();
     let block = quick_start_block();
     assert!(
-        block.contains("https://zxfw.example.com/api/login"),
+        block.contains("https://portal.example.com/api/login"),
         "{block}"
     );
     let script: String = block
@@ -117,7 +118,7 @@ fn the_readme_quick_start_works_when_pasted() {
         .filter(|line| !line.starts_with("cargo build"))
         .map(|line| {
             line.replace("./target/debug/tokend", common::BIN)
-                .replace("https://zxfw.example.com/api/login", &portal.login_url())
+                .replace("https://portal.example.com/api/login", &portal.login_url())
                 .replace("127.0.0.1:8000", &format!("127.0.0.1:{port}"))
         })
         .collect::<Vec<_>>()
@@ -174,4 +175,45 @@ fn the_readme_quick_start_works_when_pasted() {
         stdout.contains("\"success\":true"),
         "curl got no token: {stdout}"
     );
+}
+
+/// A site of the quick start (and of the systemd config's example) is named for the reader's
+/// portal, not after a built-in driver it does not use: `name = "court_zxfw"` with
+/// `driver = "http"` reads as if the court driver were in play.
+#[test]
+fn example_sites_are_not_named_after_another_driver() {
+    let quick_start = quick_start_block();
+    let quick_start_toml = quick_start
+        .split_once("<<'EOF'\n")
+        .and_then(|(_, rest)| rest.split_once("\nEOF"))
+        .expect("the quick start writes tokend.toml with a heredoc")
+        .0
+        .to_string();
+    let systemd = include_str!("../systemd/tokend.toml")
+        .lines()
+        .map(|line| line.strip_prefix("# ").unwrap_or(line))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for (what, text) in [
+        ("README quick start", quick_start_toml),
+        ("systemd/tokend.toml", systemd),
+    ] {
+        let sites = text
+            .split("[[sites]]")
+            .skip(1)
+            .map(|site| site.split("\n[").next().unwrap_or(site).to_string())
+            .collect::<Vec<_>>();
+        assert!(!sites.is_empty(), "{what} shows no site");
+        for site in sites {
+            let table: toml::Table = toml::from_str(&site).unwrap();
+            let name = table["name"].as_str().unwrap();
+            let driver = table["driver"].as_str().unwrap();
+            let name_is_a_driver =
+                tokend::config::DriverKind::deserialize(toml::Value::String(name.into())).is_ok();
+            assert!(
+                name == driver || !name_is_a_driver,
+                "{what}: site `{name}` is named after a built-in driver but uses `{driver}`"
+            );
+        }
+    }
 }

@@ -189,6 +189,56 @@ async fn health_sees_redis_back_without_a_request() {
     .await;
 }
 
+/// Redis cut while tokens are served from the cache: the cache finds it unreachable, and the
+/// login slots, which use the same Redis, report the fallback they are in, not `redis`/`up`.
+#[actix_rt::test]
+async fn every_component_reports_the_redis_it_really_uses() {
+    if !common::redis_available() {
+        return;
+    }
+    let (proxy, url) = Proxy::for_url(&common::redis_url());
+    let h = Harness::start(Some(&url), "").await;
+    h.add_account("alice", "pw-alice", true);
+    assert_eq!(h.acquire(json!({"site_name": "court_zxfw"})).await.0, 200);
+    let health_url = format!(
+        "http://{}/api/v1/automation/performance/health",
+        h.tokend.addr
+    );
+    let (_, health) = get(health_url.clone()).await;
+    let components = &health["data"]["components"];
+    assert_eq!(components["slots"]["mode"], "redis", "{components}");
+
+    proxy.cut();
+    // Cached tokens only: no login, so no slot is asked for while Redis is away.
+    let components = common::eventually("the cache degraded", Duration::from_secs(10), || {
+        let (h, url) = (&h, health_url.clone());
+        async move {
+            let (status, _) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+            assert_eq!(status, 200);
+            let (_, health) = get(url).await;
+            let components = health["data"]["components"].clone();
+            (components["cache"]["status"] == "degraded").then_some(components)
+        }
+    })
+    .await;
+    assert_eq!(components["slots"]["status"], "degraded", "{components}");
+    assert_eq!(
+        components["slots"]["mode"], "memory (redis unreachable)",
+        "{components}"
+    );
+
+    proxy.restore();
+    wait_until(Duration::from_secs(15), "both back on Redis", || {
+        let url = health_url.clone();
+        async move {
+            let (_, health) = get(url).await;
+            let c = &health["data"]["components"];
+            c["slots"]["mode"] == "redis" && c["cache"]["status"] == "up"
+        }
+    })
+    .await;
+}
+
 /// Leases are judged on Redis's clock: with tokend's clock an hour ahead of Redis's,
 /// `/resource-usage` and `/resources/cleanup` must not free a lease a login still holds.
 #[actix_rt::test]

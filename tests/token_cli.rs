@@ -53,9 +53,10 @@ async fn token_get_prints_a_token_from_the_daemon() {
     assert!(String::from_utf8_lossy(&forced.stdout).starts_with("tok-alice-2-"));
     assert_eq!(portal.state.issued(), 2);
 
-    // Unknown account: a clear message and exit 64; daemon unreachable: exit 69.
+    // Unknown account: a clear message and exit 1 (README: the account does not exist);
+    // daemon unreachable: exit 69.
     let unknown = get(&["--account", "nobody"]);
-    assert_eq!(unknown.status.code(), Some(64));
+    assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("ACCOUNT_NOT_FOUND"));
     let down = common::tokend(dir.path())
         .args([

@@ -4,7 +4,8 @@
 //! backend and `MonitorActor` for the metrics, then evaluates the `[alerts]` thresholds).
 //! The worst severity decides the level: high → unhealthy, medium → degraded, low → warning.
 //! [`AnnounceTo`] hands it the webhook, to which each transition is POSTed.
-//! Each firing/resolved transition is also kept for a day (`alert_history`, [`AlertHistory`]).
+//! Each firing/resolved transition is also kept (`alert_history`, [`AlertHistory`]): stored in
+//! the database through `HistoryActor`, so that it survives a restart.
 //!
 //! The rules themselves are in [`super::alert_rules`].
 
@@ -20,7 +21,7 @@ use super::alert_history::{AlertHistoryLog, AlertTransition};
 use super::alert_rules::MIN_ACQUISITIONS_FOR_RATES;
 pub use super::alert_rules::{evaluate, Alert, HealthLevel, Severity};
 use super::cache::{CacheActor, CacheHealth};
-use super::history::{CheckDatabase, HistoryActor};
+use super::history::{AlertTransitions, CheckDatabase, HistoryActor, RecordAlert};
 use super::monitor::{MetricsSnapshot, MonitorActor, Snapshot};
 use crate::broker::{Broker, SiteReport};
 use crate::config::{seconds, AlertsConfig};
@@ -98,16 +99,31 @@ impl Handler<WatchSites> for AlertActor {
     }
 }
 
-/// The last day's alert transitions, newest first.
+/// The last day's alert transitions, newest first: the stored ones, or this process's own
+/// while the database cannot be read (logged).
 #[derive(Message)]
 #[rtype(result = "Vec<AlertTransition>")]
 pub struct AlertHistory;
 
 impl Handler<AlertHistory> for AlertActor {
-    type Result = MessageResult<AlertHistory>;
+    type Result = ResponseFuture<Vec<AlertTransition>>;
 
     fn handle(&mut self, _: AlertHistory, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.history_log.recent(Utc::now()))
+        let in_memory = self.history_log.recent(Utc::now());
+        let stored = self.history.send(AlertTransitions);
+        Box::pin(async move {
+            match stored
+                .await
+                .map_err(crate::error::Error::from)
+                .and_then(|r| r)
+            {
+                Ok(stored) => stored,
+                Err(e) => {
+                    log::warn!("event=alert_history_unreadable fallback=in_process error=\"{e}\"");
+                    in_memory
+                }
+            }
+        })
     }
 }
 
@@ -220,7 +236,8 @@ impl AlertActor {
                     alert.message.replace('"', "'")
                 );
                 if !self.firing.contains_key(alert.kind) {
-                    self.history_log.firing(alert);
+                    let entry = self.history_log.firing(alert);
+                    self.history.do_send(RecordAlert(entry));
                 }
                 self.webhook.alert_firing(alert.kind, alert);
                 self.firing.insert(alert.kind, Instant::now());
@@ -235,7 +252,8 @@ impl AlertActor {
         for kind in resolved {
             self.firing.remove(kind);
             log::info!("ALERT resolved type={kind}");
-            self.history_log.resolved(kind);
+            let entry = self.history_log.resolved(kind);
+            self.history.do_send(RecordAlert(entry));
             self.webhook.alert_resolved(kind);
         }
     }

@@ -29,6 +29,13 @@ impl Severity {
             Severity::High => "high",
         }
     }
+
+    /// The severity [`Severity::as_str`] wrote, read back (a stored alert transition).
+    pub fn parse(text: &str) -> Option<Severity> {
+        [Severity::Low, Severity::Medium, Severity::High]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

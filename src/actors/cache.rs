@@ -48,8 +48,12 @@ impl CacheActor {
         }
     }
 
-    /// Starts one probe unless Redis is taken for reachable or a probe is under way.
+    /// Starts one probe unless Redis is taken for reachable or a probe is under way. While
+    /// the cache finds Redis unreachable, the slots (on the same Redis) fall back too.
     fn probe(&self) {
+        if let Some(slots) = &self.slots {
+            slots.follow_cache_backend(self.cache.backend_up());
+        }
         let slots_degraded = self.slots.as_ref().is_some_and(Slots::is_degraded);
         if (self.cache.backend_up() && !slots_degraded) || self.probing.swap(true, Ordering::AcqRel)
         {

@@ -9,7 +9,9 @@
 //! Messages: [`CheckDatabase`] (health: a round trip and its latency), [`RecordBatch`]
 //! (insert history rows; a replayed `acquisition_id` adds nothing), [`Statistics`] (the
 //! `/statistics` report, in SQL), [`Page`] (a page of history), [`Cleanup`] (delete rows
-//! older than N days, in batches; also run daily by the retention job of [`super::Actors`]).
+//! older than N days, in batches, and the alert transitions as old; also run daily by the
+//! retention job of [`super::Actors`]), [`RecordAlert`] and [`AlertTransitions`] (the
+//! stored alert transitions of `/alerts/history`).
 //!
 //! Callers do not send rows one by one: they hand them to a [`HistoryRecorder`], whose task
 //! gathers up to [`BATCH_ROWS`] rows or [`BATCH_WINDOW`] of time into one batch, and keeps a
@@ -25,6 +27,7 @@ use actix::prelude::*;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use super::alert_history::{AlertTransition, KEEP, MAX_TRANSITIONS};
 use crate::db::models::NewHistory;
 use crate::db::statistics::StatisticsReport;
 use crate::db::{DbConnection, Pool};
@@ -533,8 +536,55 @@ impl Handler<Cleanup> for HistoryActor {
         };
         self.run("cleanup", move |conn| {
             let deleted = crate::db::history::delete_before(conn, cutoff)?;
-            log::info!("event=history_cleanup days={days} deleted={deleted}");
+            let alerts = crate::db::alerts::delete_before(conn, cutoff)?;
+            log::info!(
+                "event=history_cleanup days={days} deleted={deleted} alert_transitions_deleted={alerts}"
+            );
             Ok(deleted)
+        })
+    }
+}
+
+/// Stores one alert transition; a failure is logged (the in-memory log still has it).
+#[derive(Message)]
+#[rtype(result = "Result<()>")]
+pub struct RecordAlert(pub AlertTransition);
+
+impl Handler<RecordAlert> for HistoryActor {
+    type Result = ResponseFuture<Result<()>>;
+
+    fn handle(&mut self, RecordAlert(entry): RecordAlert, _: &mut Context<Self>) -> Self::Result {
+        let row = entry.to_row();
+        let stored = self.run("record_alert", move |conn| {
+            crate::db::alerts::insert(conn, &row)
+        });
+        Box::pin(async move {
+            let result = stored.await;
+            if let Err(e) = &result {
+                log::warn!(
+                    "event=alert_transition_not_stored type={} error=\"{e}\"",
+                    entry.kind
+                );
+            }
+            result
+        })
+    }
+}
+
+/// The stored alert transitions of the last [`KEEP`], newest first, at most
+/// [`MAX_TRANSITIONS`].
+#[derive(Message)]
+#[rtype(result = "Result<Vec<AlertTransition>>")]
+pub struct AlertTransitions;
+
+impl Handler<AlertTransitions> for HistoryActor {
+    type Result = ResponseFuture<Result<Vec<AlertTransition>>>;
+
+    fn handle(&mut self, _: AlertTransitions, _: &mut Context<Self>) -> Self::Result {
+        let since = (chrono::Utc::now() - KEEP).naive_utc();
+        self.run("alert_transitions", move |conn| {
+            let rows = crate::db::alerts::since(conn, since, MAX_TRANSITIONS as i64)?;
+            Ok(rows.into_iter().map(AlertTransition::from_row).collect())
         })
     }
 }

@@ -37,6 +37,10 @@ pub struct SiteReport {
     /// Logins in this sliding hour against the site's budgets (absent when unlimited).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub login_budget: Option<BudgetReport>,
+    /// The site whose accounts it uses (a derived site: its parent's); absent for a site
+    /// with accounts of its own. `accounts` and `usable_accounts` count those.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accounts_of_site: Option<String>,
 }
 
 /// A site's login budgets as they stand.
@@ -281,6 +285,8 @@ impl Broker {
             circuit,
             concurrency_limit,
             login_budget,
+            accounts_of_site: Some(self.account_owner(site).name.clone())
+                .filter(|owner| *owner != site.name),
         }
     }
 

@@ -42,15 +42,18 @@ pub struct TokenStatus {
 }
 
 impl Broker {
-    /// The token of every account of a site, as far as expiry and origin go.
+    /// The token of every account of a site (a derived site: of its parent's accounts), as
+    /// far as expiry and origin go.
     pub async fn token_statuses(&self, site_name: &str) -> Result<Vec<TokenStatus>> {
         let site = self.site(site_name)?;
         let name = site.name.clone();
+        // A derived site's tokens belong to its parent's accounts.
+        let owner = self.account_owner(site).name.clone();
         let (accounts, stored) = self
             .inner
             .pool
             .run(move |conn| {
-                let accounts = crate::db::accounts::list(conn, Some(&name))?;
+                let accounts = crate::db::accounts::list(conn, Some(&owner))?;
                 let stored = crate::db::tokens::expiries(conn, &name)?;
                 Ok((accounts, stored))
             })

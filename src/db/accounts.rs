@@ -123,6 +123,27 @@ pub fn set_active(
     Ok(updated > 0)
 }
 
+/// Marks an account preferred (chosen before the others of its site) or not; `false` when
+/// there is no such account.
+pub fn set_preferred(
+    conn: &mut DbConnection,
+    site: &str,
+    account: &str,
+    preferred: bool,
+) -> Result<bool> {
+    let updated = diesel::update(
+        dsl::account_credentials
+            .filter(dsl::site_name.eq(site))
+            .filter(dsl::account.eq(account)),
+    )
+    .set((
+        dsl::is_preferred.eq(preferred),
+        dsl::updated_at.eq(chrono::Utc::now().naive_utc()),
+    ))
+    .execute(conn)?;
+    Ok(updated > 0)
+}
+
 /// Replaces an account's sealed password, keeping its statistics; a blacklist for a refused
 /// password is lifted (the new password deserves a try). `false` when there is no account.
 pub fn set_password(

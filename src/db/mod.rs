@@ -7,6 +7,7 @@
 //! start and by `tokend migrate`. Queries live in one module per table and take a connection.
 
 pub mod accounts;
+pub mod alerts;
 pub mod daily;
 pub mod history;
 pub mod models;

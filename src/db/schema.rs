@@ -1,4 +1,4 @@
-//! The diesel schema of tokend's three tables (SPEC §4).
+//! The diesel schema of tokend's tables (SPEC §4), and the alert transitions beside them.
 //!
 //! Written by hand rather than printed by the diesel CLI, because one schema serves both
 //! backends: the SQL types are chosen so that SQLite and PostgreSQL read and write the same
@@ -63,8 +63,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    alert_transitions (id) {
+        id -> BigInt,
+        occurred_at -> Timestamp,
+        alert_type -> Text,
+        state -> Text,
+        severity -> Nullable<Text>,
+        message -> Nullable<Text>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     account_credentials,
     tokens,
-    token_acquisition_history
+    token_acquisition_history,
+    alert_transitions
 );

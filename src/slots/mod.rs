@@ -310,6 +310,18 @@ impl Slots {
         }
     }
 
+    /// The cache found Redis unreachable (its breaker is open): the slots use the same Redis,
+    /// so they take the in-process fallback now, and say so, rather than each login finding
+    /// out by waiting on it. Nothing to do without Redis or when the cache reaches it; the
+    /// cache's background probe ends the fallback ([`Slots::probe`]).
+    pub fn follow_cache_backend(&self, cache_up: bool) {
+        if self.redis.is_some() && !cache_up {
+            self.redis_failed(&Error::CacheUnavailable(
+                "the cache found Redis unreachable".into(),
+            ));
+        }
+    }
+
     /// While in the fallback, asks Redis whether it is back and, if so, leaves the fallback
     /// (the background probe of `CacheActor`), so that health does not wait for an
     /// acquisition to find out.

@@ -431,9 +431,14 @@
       list.replaceChildren(el('p', { className: 'card empty' }, '没有配置站点 No site is configured'));
       return;
     }
-    list.replaceChildren(...siteNames.map((name) => renderSite(name,
-      health.components.sites[name], (metrics.sites || {})[name],
-      accounts && accounts.filter((a) => a.site_name === name), tokens[name])));
+    // A derived site has no accounts of its own: it shows its parent's (accounts_of_site),
+    // with its own tokens.
+    list.replaceChildren(...siteNames.map((name) => {
+      const report = health.components.sites[name];
+      const owner = report.accounts_of_site || name;
+      return renderSite(name, report, (metrics.sites || {})[name],
+        accounts && accounts.filter((a) => a.site_name === owner), tokens[name]);
+    }));
   }
 
   function renderSite(name, report, counters, accounts, tokens) {
@@ -443,7 +448,8 @@
       el('span', null, '熔断 Circuit ', pill(circuit.state), ' ',
         circuit.failures ? '(' + circuit.failures + ' 次失败 failures)' : '',
         circuit.retry_at && circuit.state !== 'closed' ? el('span', null, ' 重试 retry in ', countdown(circuit.retry_at, 'now')) : ''),
-      el('span', null, '可用账号 Usable ', report.usable_accounts + ' / ' + report.accounts),
+      el('span', null, '可用账号 Usable ', report.usable_accounts + ' / ' + report.accounts,
+        report.accounts_of_site ? el('span', { className: 'muted' }, ' (' + report.accounts_of_site + ' 的账号 accounts)') : ''),
       counters ? el('span', { className: 'muted' }, '获取 ' + counters.total_acquisitions + ' acquisitions, ' + percent(counters.success_rate) + ' ok') : '');
     const warm = el('button', { type: 'button', dataset: { action: 'warm-up', site: name } }, '预热缓存 Warm up');
     warm.addEventListener('click', () => act(warm, '预热 Warm up ' + name, 'POST',
@@ -475,8 +481,9 @@
     const actions = el('td', { className: 'acts' });
     if (blocked) {
       const unblock = el('button', { type: 'button', dataset: { action: 'unblock', site, account: account.account } }, '解封 Unblock');
-      unblock.addEventListener('click', () => act(unblock, '解封 Unblock ' + site + '/' + account.account, 'POST',
-        API + '/accounts/unblock', { site_name: site, account: account.account },
+      // The block is the account's, kept under the site that owns it (a derived site's parent).
+      unblock.addEventListener('click', () => act(unblock, '解封 Unblock ' + account.site_name + '/' + account.account, 'POST',
+        API + '/accounts/unblock', { site_name: account.site_name, account: account.account },
         (d) => d.was_blocked ? 'unblocked' : 'was not blocked'));
       actions.append(unblock);
     }
@@ -574,7 +581,20 @@
 
   // ---- start ------------------------------------------------------------------------------
 
+  // A token in the address's fragment (`/#token=…`, for a headless browser taking a
+  // screenshot): read once, kept like a typed one, and dropped from the address bar and the
+  // tab's history at once. A fragment never reaches the server or its logs.
+  function tokenFromFragment() {
+    const given = new URLSearchParams(location.hash.slice(1)).get('token');
+    if (!location.hash.startsWith('#token=')) return;
+    history.replaceState(null, '', location.pathname + location.search);
+    if (!given) return;
+    token = given;
+    sessionStorage.setItem(TOKEN_KEY, token);
+  }
+
   function start() {
+    tokenFromFragment();
     $('login-form').addEventListener('submit', signIn);
     $('logout').addEventListener('click', () => askForToken(''));
     $('pause').addEventListener('click', () => {
