@@ -7,12 +7,13 @@ import socket
 
 import pytest
 
-from conftest import Daemon, Portal, site_block
+from conftest import Daemon, Portal, site_block, wait_until
 from tokend_client import (
     AcquisitionFailed,
     AsyncClient,
     BudgetExhausted,
     Client,
+    Conflict,
     DaemonUnreachable,
     Forbidden,
     NotFound,
@@ -160,3 +161,42 @@ def test_async_client_has_the_same_methods(daemon: Daemon, portal: Portal) -> No
     assert fresh.token != tokens[0].token
     assert portal.logins == ["alice", "alice"]
     assert health["status"]
+
+
+def test_checkout_holds_an_account_for_a_job(daemon: Daemon, portal: Portal) -> None:
+    from tokend_client import TokenRejected
+
+    with Client(daemon.url) as tokend:
+        with tokend.checkout("portal", lease_seconds=1, job="立案 1") as held:
+            assert held.account in ("alice", "bob") and held.token.headers
+            other = "bob" if held.account == "alice" else "alice"
+            # Nobody else is handed the held account, while the lease is renewed by itself.
+            first_lease = held.lease_until
+            wait_until("a renewal", lambda: held.lease_until > first_lease, within=5)
+            assert all(tokend.acquire("portal").account == other for _ in range(3))
+            with pytest.raises(Conflict):
+                tokend.acquire("portal", account=held.account)
+        assert not held.lost
+        assert tokend.acquire("portal", account=held.account).source == "cache"
+
+        # A token the portal rejected is invalidated at release.
+        with pytest.raises(TokenRejected):
+            with tokend.checkout("portal", account="alice") as held:
+                rejected = held.token.token
+                raise TokenRejected("the portal logged us out")
+        fresh = tokend.acquire("portal", account="alice")
+        assert fresh.token != rejected and fresh.source == "login"
+
+
+def test_async_checkout(daemon: Daemon) -> None:
+    async def scenario():
+        async with AsyncClient(daemon.url) as tokend:
+            async with tokend.checkout("portal", account="bob", lease_seconds=30) as held:
+                with pytest.raises(Conflict):
+                    await tokend.acquire("portal", account="bob")
+                listed = await tokend._call("GET", "/api/v1/automation/tokens/checkouts")
+                assert [c["account"] for c in listed["checkouts"]] == ["bob"]
+            return held, await tokend._call("GET", "/api/v1/automation/tokens/checkouts")
+
+    held, after = asyncio.run(scenario())
+    assert held.token.token.startswith("tok-bob-") and after["checkouts"] == []

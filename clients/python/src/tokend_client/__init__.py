@@ -16,6 +16,7 @@
 
 from .async_client import AsyncClient
 from .auth import TokendAuth
+from .checkout import AsyncCheckout, Checkout
 from .client import Client
 from .errors import (
     AcquisitionFailed,
@@ -42,7 +43,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AcquisitionFailed",
+    "AsyncCheckout",
     "AsyncClient",
+    "Checkout",
     "BudgetExhausted",
     "CaptchaPending",
     "Client",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional
 
 import httpx
 
 from . import _core, errors
 from .auth import TokendAuth
+from .checkout import AsyncCheckout
 from .errors import TokendError
 from .models import Token
 
@@ -82,6 +83,29 @@ class AsyncClient:
             return error
         captchas = _core.pending_captchas(data, site, account)
         return _core.captcha_pending(site, captchas) if captchas else error
+
+    def checkout(
+        self,
+        site: str,
+        lease_seconds: float = 120.0,
+        job: Optional[str] = None,
+        account: Optional[str] = None,
+        credential_id: Optional[int] = None,
+    ) -> AsyncCheckout:
+        """Holds an account of ``site`` for one job: use as ``async with``.
+
+        While held, tokend hands the account to nobody else and logs it in for nobody; the
+        lease is renewed in the background every third of ``lease_seconds`` and released on
+        leaving the block (``token_rejected`` when it raised :class:`TokenRejected`).
+        """
+        body: Dict[str, Any] = {"site_name": site, "lease_seconds": lease_seconds}
+        if job is not None:
+            body["job"] = job
+        if account is not None:
+            body["account"] = account
+        if credential_id is not None:
+            body["credential_id"] = credential_id
+        return AsyncCheckout(self, site, body, lease_seconds)
 
     async def invalidate(self, site: str, account: str) -> Any:
         """Tells tokend that the portal refused this account's token."""

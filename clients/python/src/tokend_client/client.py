@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional
 
 import httpx
 
 from . import _core, errors
 from .auth import TokendAuth
+from .checkout import Checkout
 from .errors import TokendError
 from .models import Token
 
@@ -85,6 +86,29 @@ class Client:
             return error
         captchas = _core.pending_captchas(data, site, account)
         return _core.captcha_pending(site, captchas) if captchas else error
+
+    def checkout(
+        self,
+        site: str,
+        lease_seconds: float = 120.0,
+        job: Optional[str] = None,
+        account: Optional[str] = None,
+        credential_id: Optional[int] = None,
+    ) -> Checkout:
+        """Holds an account of ``site`` for one job: use as ``with``.
+
+        While held, tokend hands the account to nobody else and logs it in for nobody; the
+        lease is renewed in the background every third of ``lease_seconds`` and released on
+        leaving the block (``token_rejected`` when it raised :class:`TokenRejected`).
+        """
+        body: Dict[str, Any] = {"site_name": site, "lease_seconds": lease_seconds}
+        if job is not None:
+            body["job"] = job
+        if account is not None:
+            body["account"] = account
+        if credential_id is not None:
+            body["credential_id"] = credential_id
+        return Checkout(self, site, body, lease_seconds)
 
     def invalidate(self, site: str, account: str) -> Any:
         """Tells tokend that the portal refused this account's token: the next acquire logs in."""

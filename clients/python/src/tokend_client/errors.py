@@ -74,7 +74,8 @@ class Forbidden(TokendError):
 
 
 class Conflict(TokendError):
-    """409: already answered, already exists, checked out."""
+    """409: already answered, already exists, or ``CHECKED_OUT`` (the account is held by a
+    job; ``retry_after``: until its lease ends)."""
 
 
 class SiteUnavailable(TokendError):
@@ -149,11 +150,13 @@ _BY_CODE: Dict[str, Type[TokendError]] = {
     "UNKNOWN_SITE": NotFound,
     "ACCOUNT_NOT_FOUND": NotFound,
     "CAPTCHA_NOT_FOUND": NotFound,
+    "CHECKOUT_NOT_FOUND": NotFound,
     "NOT_FOUND": NotFound,
     "UNAUTHORIZED": Unauthorized,
     "FORBIDDEN": Forbidden,
     "ACCOUNT_EXISTS": Conflict,
     "CAPTCHA_ALREADY_ANSWERED": Conflict,
+    "CHECKED_OUT": Conflict,
     "SITE_UNAVAILABLE": SiteUnavailable,
     "NO_AVAILABLE_ACCOUNT": NoAvailableAccount,
     "LOGIN_BUDGET_EXHAUSTED": BudgetExhausted,
