@@ -542,6 +542,37 @@ async fn a_derived_site_shows_its_parents_accounts_and_its_own_tokens() {
     assert_eq!(browser.page_errors(), Vec::<String>::new());
 }
 
+/// An account held by a job checkout shows who holds it (the job), since when, and the
+/// lease's countdown.
+#[actix_rt::test]
+async fn a_checked_out_account_shows_its_job_and_lease() {
+    let Some(chromium) = chromium() else { return };
+    let h = Harness::start(None, "").await;
+    h.add_account("alice", "pw-alice", false);
+    let (status, body) = h
+        .post(
+            "checkout",
+            json!({"site_name": "court_zxfw", "lease_seconds": 600, "job": "立案 2026-7"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let url = format!("http://{}/", h.tokend.addr);
+    let (browser, text) = in_browser(Browser::launch(&chromium), move |b| {
+        b.navigate(&url);
+        b.wait_for(
+            "alice's checkout",
+            "document.querySelector('tr[data-account=\"alice\"] .checkout') !== null",
+            WAIT,
+        );
+        b.eval("document.querySelector('tr[data-account=\"alice\"]').innerText")
+    })
+    .await;
+    let text = text.as_str().unwrap();
+    assert!(text.contains("checked out") && text.contains("立案 2026-7"), "{text}");
+    assert!(text.contains("9m") || text.contains("10m"), "the lease's countdown: {text}");
+    assert_eq!(browser.page_errors(), Vec::<String>::new());
+}
+
 /// The series the page draws, without a browser: the minute's counts, each account's token
 /// without the token, and an alert's firing and resolution in the day's log.
 #[actix_rt::test]

@@ -476,6 +476,15 @@
     return el('section', { className: 'card site', dataset: { site: name } }, head, body);
   }
 
+  // A job checkout holding the account: who (the job), since when, and the lease's end.
+  function checkoutNote(checkout) {
+    if (!checkout) return '';
+    return el('div', { className: 'checkout', dataset: { checkout: checkout.checkout_id } },
+      pill('checked_out', '作业占用 checked out'),
+      el('span', { className: 'muted' }, ' ' + (checkout.job || '—') + ' · ', when(checkout.since), ' · '),
+      countdown(checkout.lease_until, '—'));
+  }
+
   function accountRow(site, account, token) {
     const blocked = account.state === 'blacklisted' || account.state === 'cooling_down';
     const actions = el('td', { className: 'acts' });
@@ -499,7 +508,7 @@
       props: { dataset: { account: account.account, state: account.state } },
       cells: [
         el('strong', null, account.account, account.is_preferred ? ' ★' : ''),
-        el('span', null, pill(account.state), reason),
+        el('span', null, pill(account.state), reason, checkoutNote(account.checkout)),
         account.until && blocked ? countdown(account.until, '—') : '—',
         el('span', { className: 'num' }, account.login_success_count + ' / ' + account.login_failure_count),
         account.last_login_success_at ? when(account.last_login_success_at)
