@@ -319,7 +319,7 @@ impl Checkouts {
             }
         };
         list.retain(|c| c.live(now));
-        list.sort_by(|a, b| a.since.cmp(&b.since));
+        list.sort_by_key(|a| a.since);
         Ok(list)
     }
 
@@ -345,7 +345,11 @@ impl Checkouts {
     /// lives: that login is the holder's, not another job's.
     pub fn renewal(&self, site: &str, credential_id: i64) -> RenewalGuard {
         let key = (site.to_string(), credential_id);
-        let mut renewing = self.inner.renewing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut renewing = self
+            .inner
+            .renewing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         *renewing.entry(key.clone()).or_default() += 1;
         RenewalGuard {
             checkouts: self.clone(),
@@ -354,7 +358,11 @@ impl Checkouts {
     }
 
     fn renewing(&self, site: &str, credential_id: i64) -> bool {
-        let renewing = self.inner.renewing.lock().unwrap_or_else(|p| p.into_inner());
+        let renewing = self
+            .inner
+            .renewing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         renewing.contains_key(&(site.to_string(), credential_id))
     }
 
@@ -370,7 +378,10 @@ impl Checkouts {
     fn forget(&self, checkout: &Checkout) {
         let mut holds = self.inner.holds.write().unwrap_or_else(|p| p.into_inner());
         let key = (checkout.site_name.clone(), checkout.credential_id);
-        if holds.get(&key).is_some_and(|c| c.checkout_id == checkout.checkout_id) {
+        if holds
+            .get(&key)
+            .is_some_and(|c| c.checkout_id == checkout.checkout_id)
+        {
             holds.remove(&key);
         }
         self.inner.any.store(!holds.is_empty(), Ordering::Release);
@@ -399,7 +410,10 @@ impl Checkouts {
                 continue;
             };
             if checkout.live(now) {
-                live.insert((checkout.site_name.clone(), checkout.credential_id), checkout);
+                live.insert(
+                    (checkout.site_name.clone(), checkout.credential_id),
+                    checkout,
+                );
                 continue;
             }
             let dropped: i64 = Script::new(SWEEP)
@@ -444,7 +458,9 @@ impl Drop for RenewalGuard {
 }
 
 fn lease_ms(checkout: &Checkout) -> i64 {
-    (checkout.lease_until - Utc::now()).num_milliseconds().max(1)
+    (checkout.lease_until - Utc::now())
+        .num_milliseconds()
+        .max(1)
 }
 
 fn to_json(checkout: &Checkout) -> String {
@@ -484,11 +500,23 @@ mod tests {
         let checkouts = Checkouts::new(None);
         assert!(checkouts.held("s", 1).is_none());
         assert!(checkouts.hold(&checkout("a", 1, 60)).await.unwrap().is_ok());
-        assert!(checkouts.hold(&checkout("b", 1, 60)).await.unwrap().is_err());
+        assert!(checkouts
+            .hold(&checkout("b", 1, 60))
+            .await
+            .unwrap()
+            .is_err());
         assert!(checkouts.hold(&checkout("c", 2, 60)).await.unwrap().is_ok());
         assert_eq!(checkouts.held("s", 1).unwrap().checkout_id, "a");
         let later = Utc::now() + chrono::Duration::seconds(120);
-        assert_eq!(checkouts.renew("a", later).await.unwrap().unwrap().lease_until, later);
+        assert_eq!(
+            checkouts
+                .renew("a", later)
+                .await
+                .unwrap()
+                .unwrap()
+                .lease_until,
+            later
+        );
         assert!(checkouts.release("a").await.unwrap().is_some());
         assert!(checkouts.release("a").await.unwrap().is_none());
         assert!(checkouts.held("s", 1).is_none());
@@ -496,7 +524,13 @@ mod tests {
         assert!(checkouts.hold(&checkout("d", 3, -1)).await.unwrap().is_ok());
         assert!(checkouts.held("s", 3).is_none());
         let ended = checkouts.sweep().await.unwrap();
-        assert_eq!(ended.iter().map(|c| c.checkout_id.as_str()).collect::<Vec<_>>(), ["d"]);
+        assert_eq!(
+            ended
+                .iter()
+                .map(|c| c.checkout_id.as_str())
+                .collect::<Vec<_>>(),
+            ["d"]
+        );
         assert!(checkouts.sweep().await.unwrap().is_empty());
         assert!(checkouts.renew("d", later).await.unwrap().is_none());
     }

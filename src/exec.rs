@@ -159,9 +159,13 @@ async fn exec(config: &Config, args: ExecArgs) -> Result<i32> {
     let endpoint = Endpoint::new(args.url.as_deref(), args.wait);
     if !args.checkout {
         let body = json!({"site_name": args.site, "account": args.account});
-        let token =
-            crate::client::post(config, &endpoint, "/api/v1/automation/tokens/acquire", &body)
-                .await?;
+        let token = crate::client::post(
+            config,
+            &endpoint,
+            "/api/v1/automation/tokens/acquire",
+            &body,
+        )
+        .await?;
         let status = spawn(&args, &token)?.wait().await;
         return exit_code(status.map_err(|e| Error::io(&args.command[0], e))?);
     }
@@ -175,8 +179,13 @@ async fn exec(config: &Config, args: ExecArgs) -> Result<i32> {
         "lease_seconds": args.lease,
         "job": job,
     });
-    let held =
-        crate::client::post(config, &endpoint, "/api/v1/automation/tokens/checkout", &body).await?;
+    let held = crate::client::post(
+        config,
+        &endpoint,
+        "/api/v1/automation/tokens/checkout",
+        &body,
+    )
+    .await?;
     let id = held["checkout_id"].as_str().unwrap_or_default().to_string();
     let mut child = match spawn(&args, &held) {
         Ok(child) => child,
@@ -237,12 +246,9 @@ fn spawn(args: &ExecArgs, token: &Value) -> Result<tokio::process::Child> {
         Some(authorization) => command.env("TOKEND_AUTHORIZATION", authorization),
         None => command.env_remove("TOKEND_AUTHORIZATION"),
     };
-    command.spawn().map_err(|e| {
-        Error::invalid(
-            "COMMAND",
-            format!("cannot run `{program}`: {e}"),
-        )
-    })
+    command
+        .spawn()
+        .map_err(|e| Error::invalid("COMMAND", format!("cannot run `{program}`: {e}")))
 }
 
 fn exit_code(status: ExitStatus) -> Result<i32> {

@@ -65,14 +65,22 @@ async fn a_held_account_is_handed_to_nobody_else() {
             json!({"site_name": "court_zxfw", "account": "u1", "force_refresh": true}),
         ] {
             let (status, retry_after, refused) = h
-                .api_call(Method::POST, "/api/v1/automation/tokens/acquire", Some(body))
+                .api_call(
+                    Method::POST,
+                    "/api/v1/automation/tokens/acquire",
+                    Some(body),
+                )
                 .await;
             assert_eq!(status, 409, "{refused}");
             assert_eq!(refused["code"], "CHECKED_OUT");
             let wait: u64 = retry_after.unwrap().parse().unwrap();
             assert!((1..=60).contains(&wait), "{wait}");
         }
-        assert_eq!(h.portal.state.attempts_of("u1"), 1, "nothing logged u1 in again");
+        assert_eq!(
+            h.portal.state.attempts_of("u1"),
+            1,
+            "nothing logged u1 in again"
+        );
 
         // Every account held: 503 NO_AVAILABLE_ACCOUNT with the first lease end.
         let (status, _, second) =
@@ -83,7 +91,10 @@ async fn a_held_account_is_handed_to_nobody_else() {
         assert_eq!(status, 503, "{none}");
         assert_eq!(none["code"], "NO_AVAILABLE_ACCOUNT");
         let wait: u64 = retry_after.unwrap().parse().unwrap();
-        assert!((25..=30).contains(&wait), "the first lease ends in about 30 s: {wait}");
+        assert!(
+            (25..=30).contains(&wait),
+            "the first lease ends in about 30 s: {wait}"
+        );
 
         // Shown in the accounts, the resource usage, the list and Prometheus.
         let u1 = h.account_state("u1").await;
@@ -106,11 +117,17 @@ async fn a_held_account_is_handed_to_nobody_else() {
         let (status, released) = act(&h, &id, "release", json!({"outcome": "ok"})).await;
         assert_eq!(status, 200, "{released}");
         let (status, again) = act(&h, &id, "release", json!({})).await;
-        assert_eq!((status, again["code"].as_str()), (404, Some("CHECKOUT_NOT_FOUND")));
+        assert_eq!(
+            (status, again["code"].as_str()),
+            (404, Some("CHECKOUT_NOT_FOUND"))
+        );
         let (status, u1) = h
             .acquire(json!({"site_name": "court_zxfw", "account": "u1"}))
             .await;
-        assert_eq!((status, u1["data"]["source"].as_str()), (200, Some("cache")));
+        assert_eq!(
+            (status, u1["data"]["source"].as_str()),
+            (200, Some("cache"))
+        );
     }
 }
 
@@ -121,7 +138,8 @@ async fn release_outcomes_and_renewal() {
         let take = |account: &'static str| {
             let h = &h;
             async move {
-                let body = json!({"site_name": "court_zxfw", "account": account, "lease_seconds": 20});
+                let body =
+                    json!({"site_name": "court_zxfw", "account": account, "lease_seconds": 20});
                 let (status, _, held) = checkout(h, body).await;
                 assert_eq!(status, 200, "{held}");
                 held["data"].clone()
@@ -159,11 +177,8 @@ async fn release_outcomes_and_renewal() {
         assert_eq!(h.account_state("u2").await["state"], "cooling_down");
 
         // Bad input is named.
-        let (status, _, bad) = checkout(
-            &h,
-            json!({"site_name": "court_zxfw", "lease_seconds": 0}),
-        )
-        .await;
+        let (status, _, bad) =
+            checkout(&h, json!({"site_name": "court_zxfw", "lease_seconds": 0})).await;
         assert_eq!((status, bad["code"].as_str()), (400, Some("INVALID_INPUT")));
         assert!(bad["message"].as_str().unwrap().contains("lease_seconds"));
     }
@@ -187,15 +202,24 @@ async fn a_lease_not_renewed_ends_by_itself() {
             (status == 200).then_some(())
         })
         .await;
-        common::eventually("the expiry to be counted", Duration::from_secs(5), || async {
-            h.prometheus_text()
-                .await
-                .contains("tokend_checkouts_ended_total{site=\"court_zxfw\",result=\"expired\"} 1")
-                .then_some(())
-        })
+        common::eventually(
+            "the expiry to be counted",
+            Duration::from_secs(5),
+            || async {
+                h.prometheus_text()
+                    .await
+                    .contains(
+                        "tokend_checkouts_ended_total{site=\"court_zxfw\",result=\"expired\"} 1",
+                    )
+                    .then_some(())
+            },
+        )
         .await;
         let (status, gone) = act(&h, &id, "renew", json!({})).await;
-        assert_eq!((status, gone["code"].as_str()), (404, Some("CHECKOUT_NOT_FOUND")));
+        assert_eq!(
+            (status, gone["code"].as_str()),
+            (404, Some("CHECKOUT_NOT_FOUND"))
+        );
     }
 }
 
@@ -227,12 +251,18 @@ async fn a_checkout_holds_across_instances() {
     })
     .await;
     let (status, other) = b.acquire(json!({"site_name": "court_zxfw"})).await;
-    assert_eq!((status, other["data"]["account"].as_str()), (200, Some("u2")));
+    assert_eq!(
+        (status, other["data"]["account"].as_str()),
+        (200, Some("u2"))
+    );
     assert_eq!(a.portal.state.attempts_of("u1"), 1);
     // A second job on B cannot take u1 either.
     let (status, _, refused) =
         checkout(&b, json!({"site_name": "court_zxfw", "account": "u1"})).await;
-    assert_eq!((status, refused["code"].as_str()), (409, Some("CHECKED_OUT")));
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (409, Some("CHECKED_OUT"))
+    );
     // Released on B (any instance may end it), u1 is B's to hand out again.
     let id = held["data"]["checkout_id"].as_str().unwrap();
     let (status, _) = act(&b, id, "release", json!({"outcome": "ok"})).await;
@@ -286,7 +316,12 @@ async fn tokend_exec_runs_a_command_with_a_token_and_a_checkout() {
     )
     .output()
     .unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let line = String::from_utf8(out.stdout).unwrap();
     let parts: Vec<&str> = line.trim().split('|').collect();
     assert!(parts[0].starts_with("tok-alice-1-"), "{line}");
@@ -302,7 +337,11 @@ async fn tokend_exec_runs_a_command_with_a_token_and_a_checkout() {
             .arg(&config)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice::<Value>(&out.stdout).unwrap()["checkouts"].clone()
     };
     for (exit, state) in [("0", "active"), ("1", "cooling_down")] {
@@ -322,10 +361,14 @@ async fn tokend_exec_runs_a_command_with_a_token_and_a_checkout() {
         let held = list();
         assert_eq!(held[0]["job"], "立案 7");
         let lease_until = held[0]["lease_until"].as_str().unwrap().to_string();
-        common::eventually("a renewal of the lease", Duration::from_secs(10), || async {
-            let now = list();
-            (now[0]["lease_until"].as_str().unwrap() > lease_until.as_str()).then_some(())
-        })
+        common::eventually(
+            "a renewal of the lease",
+            Duration::from_secs(10),
+            || async {
+                let now = list();
+                (now[0]["lease_until"].as_str().unwrap() > lease_until.as_str()).then_some(())
+            },
+        )
         .await;
         // Nobody else is handed alice meanwhile.
         let other = common::tokend(dir.path())
@@ -333,7 +376,12 @@ async fn tokend_exec_runs_a_command_with_a_token_and_a_checkout() {
             .arg(&config)
             .output()
             .unwrap();
-        assert_eq!(other.status.code(), Some(69), "{}", String::from_utf8_lossy(&other.stderr));
+        assert_eq!(
+            other.status.code(),
+            Some(69),
+            "{}",
+            String::from_utf8_lossy(&other.stderr)
+        );
         assert!(String::from_utf8_lossy(&other.stderr).contains("checked out by a job"));
         writeln!(child.stdin.as_mut().unwrap(), "{exit}").unwrap();
         let status = child.wait().unwrap();
@@ -351,9 +399,15 @@ async fn tokend_exec_runs_a_command_with_a_token_and_a_checkout() {
     }
 
     // A checkout left by a job that died is released by hand.
-    let mut child = exec(&["--checkout"], "echo x; read y").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = exec(&["--checkout"], "echo x; read y")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut first = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut first).unwrap();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
     let id = list()[0]["checkout_id"].as_str().unwrap().to_string();
     child.kill().unwrap();
     child.wait().unwrap();
@@ -362,7 +416,11 @@ async fn tokend_exec_runs_a_command_with_a_token_and_a_checkout() {
         .arg(&config)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(list(), json!([]));
     drop(daemon);
 }

@@ -568,8 +568,14 @@ async fn a_checked_out_account_shows_its_job_and_lease() {
     })
     .await;
     let text = text.as_str().unwrap();
-    assert!(text.contains("checked out") && text.contains("立案 2026-7"), "{text}");
-    assert!(text.contains("9m") || text.contains("10m"), "the lease's countdown: {text}");
+    assert!(
+        text.contains("checked out") && text.contains("立案 2026-7"),
+        "{text}"
+    );
+    assert!(
+        text.contains("9m") || text.contains("10m"),
+        "the lease's countdown: {text}"
+    );
     assert_eq!(browser.page_errors(), Vec::<String>::new());
 }
 

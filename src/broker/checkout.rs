@@ -189,11 +189,10 @@ impl Broker {
     pub async fn renew_checkout(&self, id: &str, request: RenewRequest) -> Result<CheckedOut> {
         let current = self.find_checkout(id).await?;
         let first = (current.lease_until - current.since).to_std().ok();
-        let lease = checkout::lease(
-            request
-                .lease_seconds
-                .or(first.map(|d| d.as_secs_f64().clamp(checkout::MIN_LEASE_SECS, checkout::MAX_LEASE_SECS))),
-        )?;
+        let lease = checkout::lease(request.lease_seconds.or(first.map(|d| {
+            d.as_secs_f64()
+                .clamp(checkout::MIN_LEASE_SECS, checkout::MAX_LEASE_SECS)
+        })))?;
         let until = lease_end(lease);
         let renewed = self
             .inner
@@ -218,16 +217,28 @@ impl Broker {
 
     /// The held account's token for the lease: the cached one, or a fresh login by the
     /// holder when the cached one would expire before the lease ends.
-    async fn token_for_lease(&self, site: &SiteConfig, held: &Checkout) -> Result<(AcquiredToken, bool)> {
-        let cached = self.inner.cache.token(&site.name, Some(held.credential_id)).await;
-        let margin = chrono::Duration::milliseconds((self.inner.config.cache.refresh_ahead * 1000.0) as i64);
+    async fn token_for_lease(
+        &self,
+        site: &SiteConfig,
+        held: &Checkout,
+    ) -> Result<(AcquiredToken, bool)> {
+        let cached = self
+            .inner
+            .cache
+            .token(&site.name, Some(held.credential_id))
+            .await;
+        let margin =
+            chrono::Duration::milliseconds((self.inner.config.cache.refresh_ahead * 1000.0) as i64);
         if let Some(hit) = cached {
             if hit.entry.expires_at - margin > held.lease_until {
                 let token = AcquiredToken::from_hit(&hit, super::request::Source::Cache);
                 return Ok((token, false));
             }
         }
-        let _renewal = self.inner.checkouts.renewal(&held.site_name, held.credential_id);
+        let _renewal = self
+            .inner
+            .checkouts
+            .renewal(&held.site_name, held.credential_id);
         let token = self
             .login(
                 site,
@@ -249,12 +260,17 @@ impl Broker {
             .release(id)
             .await?
             .ok_or_else(|| Error::CheckoutNotFound(id.to_string()))?;
-        self.inner.metrics.checkout_ended(&released.site_name, "released");
+        self.inner
+            .metrics
+            .checkout_ended(&released.site_name, "released");
         log::info!(
             "event=checkout_released site={} account={} checkout_id={id} outcome={}",
             released.site_name,
             released.account,
-            serde_json::to_value(request.outcome).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+            serde_json::to_value(request.outcome)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
         );
         let site = self.site_of_hold(&released)?;
         match request.outcome {
@@ -269,7 +285,8 @@ impl Broker {
                     .into_iter()
                     .find(|c| c.id == released.credential_id);
                 if let Some(entry) = entry {
-                    self.penalise(site, &entry, crate::drivers::FailureKind::Failed).await;
+                    self.penalise(site, &entry, crate::drivers::FailureKind::Failed)
+                        .await;
                 }
             }
         }
@@ -308,7 +325,9 @@ impl Broker {
         match self.inner.checkouts.sweep().await {
             Ok(ended) => {
                 for held in ended {
-                    self.inner.metrics.checkout_ended(&held.site_name, "expired");
+                    self.inner
+                        .metrics
+                        .checkout_ended(&held.site_name, "expired");
                     log::warn!(
                         "event=checkout_expired site={} account={} checkout_id={} lease_until={} job={:?}",
                         held.site_name,
@@ -325,7 +344,13 @@ impl Broker {
         for held in self.inner.checkouts.known() {
             *counts.entry(held.site_name).or_default() += 1;
         }
-        let sites: Vec<&str> = self.inner.config.sites.iter().map(|s| s.name.as_str()).collect();
+        let sites: Vec<&str> = self
+            .inner
+            .config
+            .sites
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
         self.inner.metrics.set_checkouts(&sites, &counts);
     }
 }

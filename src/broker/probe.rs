@@ -222,7 +222,11 @@ impl Prober {
 
     /// Acquires a new token for the account in the background.
     async fn replace(&self, credential_id: i64, account: &str) {
-        let held = self.broker.site(&self.site).ok().and_then(|site| self.broker.held(site, credential_id));
+        let held = self
+            .broker
+            .site(&self.site)
+            .ok()
+            .and_then(|site| self.broker.held(site, credential_id));
         if held.is_some() {
             log::info!(
                 "event=probe_replacement_skipped site={} account={account} reason=checked_out",
