@@ -45,6 +45,7 @@ pub(crate) mod broker;
 pub mod budget;
 pub mod cache;
 pub(crate) mod captcha;
+pub mod robots;
 pub mod checkout;
 pub(crate) mod checks;
 pub(crate) mod circuit;
