@@ -73,6 +73,8 @@ pub(super) struct Inner {
     pub(super) in_use: InUse,
     /// Captchas waiting for a person (SPEC §13).
     pub(super) captchas: crate::captcha::Captchas,
+    /// `failed` answers per site from different accounts in a row (issue 21).
+    pub(super) protocol: crate::circuit::ProtocolWatch,
 }
 
 /// Everything the broker works with.
@@ -130,6 +132,7 @@ impl Broker {
                 running: crate::shutdown::RunningLogins::default(),
                 in_use: InUse::default(),
                 captchas,
+                protocol: crate::circuit::ProtocolWatch::default(),
             }),
         })
     }
