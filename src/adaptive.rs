@@ -112,7 +112,13 @@ impl AdaptiveLimits {
 
     /// Takes one step for `site` after a login; logs and applies a change. `sent`: when the
     /// request that met congestion was sent (`None`: now).
-    pub async fn observe(&self, site: &SiteConfig, max: u32, signal: Signal, sent: Option<Instant>) {
+    pub async fn observe(
+        &self,
+        site: &SiteConfig,
+        max: u32,
+        signal: Signal,
+        sent: Option<Instant>,
+    ) {
         if !site.adaptive_concurrency {
             return;
         }

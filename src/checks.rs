@@ -68,9 +68,8 @@ pub fn command_programs(config: &Config) -> Result<()> {
         // A captcha solver program (SPEC §15) is checked the same way.
         if let Some(crate::config::court::CaptchaSolverConfig::Program(argv)) = &site.captcha_solver
         {
-            argv_runs(argv).map_err(|why| {
-                Error::config(format!("sites[{index}].captcha_solver"), why)
-            })?;
+            argv_runs(argv)
+                .map_err(|why| Error::config(format!("sites[{index}].captcha_solver"), why))?;
         }
         if site.driver == DriverKind::Command {
             argv_runs(&site.command)
@@ -90,15 +89,23 @@ fn argv_runs(argv: &[String]) -> std::result::Result<(), String> {
         .iter()
         .find(|arg| path_like(arg) && !std::path::Path::new(arg.as_str()).exists())
     {
-        Some(missing) => Err(format!("`{missing}` (an argument of `{program}`) does not exist")),
+        Some(missing) => Err(format!(
+            "`{missing}` (an argument of `{program}`) does not exist"
+        )),
         None => Ok(()),
     }
 }
 
 /// An argument that names a file: it holds a `/`, and is not an option (`-x`, `--x=/y`),
-/// an assignment (`a=/b`) or a URL.
+/// an assignment (`a=/b`), a URL or a piece of code (`sh -c "sleep 1; …"`: blanks or shell
+/// characters).
 fn path_like(arg: &str) -> bool {
-    arg.contains('/') && !arg.starts_with('-') && !arg.contains('=') && !arg.contains("://")
+    arg.contains('/')
+        && !arg.starts_with('-')
+        && !arg.contains("://")
+        && !arg
+            .chars()
+            .any(|c| c.is_whitespace() || "=;&|$<>*?()`'\"{}[]".contains(c))
 }
 
 /// Whether `program` (a path, or a name looked up in `PATH`) can be run.
@@ -142,6 +149,7 @@ mod tests {
         assert!(missing.contains("/nonexistent/solve.py"), "{missing}");
         assert!(argv_runs(&argv(&["sh", "/bin/sh", "--out=/nonexistent/x", "-c"])).is_ok());
         assert!(argv_runs(&argv(&["sh", "http://example.invalid/x", "plain"])).is_ok());
+        assert!(argv_runs(&argv(&["sh", "-c", "sleep 1 & echo $! > /nonexistent/p"])).is_ok());
     }
 
     #[test]

@@ -156,7 +156,9 @@ async fn a_dead_proxy_is_its_accounts_fault_not_the_sites() {
         let rows = h.history().await;
         let details = rows[0].error_details.clone().unwrap_or_default();
         assert!(
-            details.contains(&format!("proxy 127.0.0.1:{port} failed: connection refused")),
+            details.contains(&format!(
+                "proxy 127.0.0.1:{port} failed: connection refused"
+            )),
             "{details}"
         );
         assert!(!details.contains("hunter2"), "{details}");
@@ -201,12 +203,8 @@ async fn network_errors_name_their_cause() {
 #[actix_rt::test]
 async fn a_portal_that_changed_pauses_the_site_not_every_account() {
     for redis in backends() {
-        let h = Harness::start_with(
-            redis.as_deref(),
-            QUICK,
-            "[circuit]\nopen_seconds = 600\n",
-        )
-        .await;
+        let h =
+            Harness::start_with(redis.as_deref(), QUICK, "[circuit]\nopen_seconds = 600\n").await;
         for account in ["a1", "a2", "a3", "a4"] {
             h.add_account(account, &format!("pw-{account}"), false);
         }
@@ -227,7 +225,10 @@ async fn a_portal_that_changed_pauses_the_site_not_every_account() {
             .map(|a| (a["account"].to_string(), a["state"].to_string()))
             .collect();
         let cooling = states.iter().filter(|(_, s)| s.contains("cooling")).count();
-        assert_eq!(cooling, 1, "only the first account is penalised: {states:?}");
+        assert_eq!(
+            cooling, 1,
+            "only the first account is penalised: {states:?}"
+        );
         assert_eq!(h.portal.state.total_attempts(), 3, "the fourth is spared");
         let health = h.health().await;
         assert!(

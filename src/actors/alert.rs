@@ -154,8 +154,14 @@ fn site_alerts(
     // A site paused for a reason (its portal changed, its program cannot run) has an alert
     // of its own that says why, for as long as the pause lasts.
     for (kind, sites) in [
-        ("site_protocol_changed", paused_for(sites, "site_protocol_changed")),
-        ("site_misconfigured", paused_for(sites, "site_misconfigured")),
+        (
+            "site_protocol_changed",
+            paused_for(sites, "site_protocol_changed"),
+        ),
+        (
+            "site_misconfigured",
+            paused_for(sites, "site_misconfigured"),
+        ),
     ] {
         if sites.is_empty() {
             continue;

@@ -18,9 +18,7 @@ use crate::circuit::{Admission, CircuitState, SiteOutcome, Streak};
 use crate::config::{seconds, SiteConfig};
 use crate::crypto::SealContext;
 use crate::db::models::{NewHistory, NewToken};
-use crate::drivers::{
-    Credentials, FailureKind, LoginFailure, LoginStats, LoginToken, RetryGate,
-};
+use crate::drivers::{Credentials, FailureKind, LoginFailure, LoginStats, LoginToken, RetryGate};
 use crate::error::{Error, Result};
 use crate::outcome::{AcquisitionStatus, TriggerReason};
 use crate::secret::{fingerprint, redact, Secret};
@@ -367,7 +365,13 @@ impl Acquisition<'_> {
         let (outcome, stats) = driver.login_with_retries(&creds, retry, &mut gate).await;
         self.ledger.stats.add(&stats);
         let paused = broker
-            .settle(site, candidate, outcome.as_ref().err(), probe, stats.last_sent)
+            .settle(
+                site,
+                candidate,
+                outcome.as_ref().err(),
+                probe,
+                stats.last_sent,
+            )
             .await;
         if let (Some(paused), Err(failure)) = (paused, &outcome) {
             self.login_failed(candidate, failure, &stats).await;
@@ -743,7 +747,10 @@ impl RetryGate for CongestionGate<'_> {
             let inner = &self.broker.inner;
             let max = inner.config.concurrency.max_concurrent_per_site;
             let congestion = Signal::Congestion;
-            inner.adaptive.observe(self.site, max, congestion, Some(sent)).await;
+            inner
+                .adaptive
+                .observe(self.site, max, congestion, Some(sent))
+                .await;
             if !self.site.adaptive_concurrency {
                 return Ok(());
             }
@@ -877,7 +884,10 @@ impl Broker {
             // The probe of a paused site met the same answer: it stays paused, longer.
             let policy = self.circuit_policy(site);
             let down = SiteOutcome::Down(None);
-            self.inner.circuits.record(&site.name, &policy, down, true).await;
+            self.inner
+                .circuits
+                .record(&site.name, &policy, down, true)
+                .await;
             return None;
         }
         let streak = if threshold == 0 {
@@ -891,7 +901,10 @@ impl Broker {
             Streak::First => {
                 let policy = self.circuit_policy(site);
                 let answered = SiteOutcome::Answered;
-                self.inner.circuits.record(&site.name, &policy, answered, probe).await;
+                self.inner
+                    .circuits
+                    .record(&site.name, &policy, answered, probe)
+                    .await;
                 if !site.driver.is_derived() {
                     self.penalise(site, candidate, failure.kind).await;
                     self.count_attempt(site, candidate, false).await;
@@ -911,7 +924,10 @@ impl Broker {
                     failure.message,
                     site.name
                 );
-                Some(self.pause_site(site, "site_protocol_changed", &message).await)
+                Some(
+                    self.pause_site(site, "site_protocol_changed", &message)
+                        .await,
+                )
             }
         }
     }

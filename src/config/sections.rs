@@ -538,7 +538,10 @@ pub fn validate_circuit(prefix: &str, threshold: u32, open_seconds: f64) -> Resu
 impl CircuitConfig {
     pub(super) fn validate(&self) -> Result<()> {
         validate_circuit("circuit.", self.failure_threshold, self.open_seconds)?;
-        validate_site_changed("circuit.site_changed_threshold", self.site_changed_threshold)
+        validate_site_changed(
+            "circuit.site_changed_threshold",
+            self.site_changed_threshold,
+        )
     }
 }
 

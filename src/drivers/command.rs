@@ -252,7 +252,10 @@ impl ProgramRun {
         let (mut child, group) = spawn_in_group(&driver.program, &driver.args).map_err(|e| {
             LoginFailure::new(
                 FailureKind::Misconfigured,
-                format!("the login program {} cannot run: {e}", driver.command_line()),
+                format!(
+                    "the login program {} cannot run: {e}",
+                    driver.command_line()
+                ),
             )
         })?;
         let (captcha_tx, captchas) = mpsc::channel(1);

@@ -19,8 +19,8 @@ use serde_json::{Map, Value};
 
 use super::cookies::{self, SetCookie};
 use super::login::{
-    clean_message, expiry_in, expiry_of, network_cause, parse_retry_after, proxy_host,
-    read_answer, Credentials, FailureKind, LoginFailure, LoginToken,
+    clean_message, expiry_in, expiry_of, network_cause, parse_retry_after, proxy_host, read_answer,
+    Credentials, FailureKind, LoginFailure, LoginToken,
 };
 use crate::config::{RequestFormat, SiteConfig, TokenFrom};
 use crate::error::{Error, Result};

@@ -208,7 +208,9 @@ pub fn could_not_run(code: Option<i32>, stderr: &str) -> bool {
 pub fn proxy_host(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
     host.to_string()
 }
 

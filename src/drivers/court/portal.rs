@@ -13,7 +13,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::drivers::login::{
-    clean_message, network_cause, expiry_of, parse_retry_after, read_answer, FailureKind, LoginFailure, LoginToken,
+    clean_message, expiry_of, network_cause, parse_retry_after, read_answer, FailureKind,
+    LoginFailure, LoginToken,
 };
 use crate::secret::Secret;
 

@@ -135,8 +135,10 @@ impl CaptchaSolver {
                     );
                     if failed.cannot_run {
                         // The site's configuration, not the account nor the captcha.
-                        return Err(LoginFailure::new(FailureKind::Misconfigured, failed.message)
-                            .last_attempt());
+                        return Err(
+                            LoginFailure::new(FailureKind::Misconfigured, failed.message)
+                                .last_attempt(),
+                        );
                     }
                     Some(failed.message)
                 }
@@ -180,11 +182,12 @@ impl CaptchaSolver {
     ) -> Result<String, SolverFailure> {
         let program = argv.first().map(String::as_str).unwrap_or_default();
         // The whole group goes when the solve ends, however it ends.
-        let (mut child, _group) = spawn_in_group(program, &argv[1..]).map_err(|e| SolverFailure {
-            result: SolveResult::Failed,
-            message: format!("the captcha solver {} cannot run: {e}", argv.join(" ")),
-            cannot_run: true,
-        })?;
+        let (mut child, _group) =
+            spawn_in_group(program, &argv[1..]).map_err(|e| SolverFailure {
+                result: SolveResult::Failed,
+                message: format!("the captcha solver {} cannot run: {e}", argv.join(" ")),
+                cannot_run: true,
+            })?;
         let out = tokio::spawn(read_capped(child.stdout.take(), MAX_ANSWER_BYTES));
         let err = tokio::spawn(read_capped(child.stderr.take(), MAX_STDERR_BYTES));
         let limit = self.timeout.min(remaining);
