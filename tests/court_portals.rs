@@ -553,3 +553,39 @@ async fn a_person_solves_the_zxfw_captcha_through_the_hand_off() {
         "{text}"
     );
 }
+
+/// A court account whose own proxy refuses connections is that account's fault (issue 21):
+/// it cools down as `proxy_error` and the next account logs in in the same acquisition.
+#[actix_rt::test]
+async fn a_dead_proxy_of_a_court_account_moves_the_login_to_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let court = CourtPortal::start();
+    court.accept("alice", "pw-alice");
+    court.accept("bob", "pw-bob");
+    let h = start(&court, &python_solver(dir.path()), RETRY, "").await;
+    h.add_account_on("zxfw", "alice", "pw-alice", true);
+    h.add_account_on("zxfw", "bob", "pw-bob", false);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let state = &h.tokend.state;
+    let dead = tokend::secret::Secret::new(format!("http://u:hunter2@127.0.0.1:{port}"));
+    tokend::accounts::set_proxy(&state.pool, &state.key, "zxfw", "alice", Some(&dead)).unwrap();
+    let (status, body) = h.acquire(json!({"site_name": "zxfw"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["account"], "bob", "{body}");
+    let (_, accounts) = h
+        .api_get("/api/v1/automation/accounts?site_name=zxfw")
+        .await;
+    let alice = accounts["data"]["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["account"] == "alice")
+        .cloned()
+        .unwrap();
+    assert_eq!(alice["reason"], "proxy_error", "{alice}");
+    assert!(!accounts.to_string().contains("hunter2"));
+}

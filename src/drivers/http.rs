@@ -19,8 +19,8 @@ use serde_json::{Map, Value};
 
 use super::cookies::{self, SetCookie};
 use super::login::{
-    clean_message, expiry_in, expiry_of, network_cause, parse_retry_after, proxy_host, read_answer,
-    Credentials, FailureKind, LoginFailure, LoginToken,
+    clean_message, expiry_in, expiry_of, network_cause, parse_retry_after, proxy_failure,
+    read_answer, Credentials, FailureKind, LoginFailure, LoginToken,
 };
 use crate::config::{RequestFormat, SiteConfig, TokenFrom};
 use crate::error::{Error, Result};
@@ -368,7 +368,7 @@ fn unanswered(
 ) -> LoginFailure {
     let cause = network_cause(error, Some(remaining), CONNECT_TIMEOUT);
     if let Some(proxy) = creds.proxy.filter(|_| error.is_connect()) {
-        return proxy_failure(creds, proxy, &cause, secrets);
+        return proxy_failure(proxy, creds.own_proxy, &cause, secrets);
     }
     let kind = if error.is_timeout() {
         FailureKind::Timeout
@@ -381,29 +381,6 @@ fn unanswered(
     )
 }
 
-/// The proxy of this login failed: whose proxy it is decides whose fault it is.
-fn proxy_failure(
-    creds: &Credentials<'_>,
-    proxy: &Secret,
-    cause: &str,
-    secrets: &[&str],
-) -> LoginFailure {
-    let (whose, kind) = if creds.own_proxy {
-        ("the account's proxy", FailureKind::Proxy)
-    } else {
-        ("the site's proxy", FailureKind::Network)
-    };
-    let mut hidden = secrets.to_vec();
-    hidden.push(proxy.expose());
-    LoginFailure::new(
-        kind,
-        clean_message(
-            &format!("{whose} {} failed: {cause}", proxy_host(proxy.expose())),
-            &hidden,
-        ),
-    )
-}
-
 /// A proxy that refused the login itself (407 Proxy Authentication Required).
 fn proxy_refused(response: &reqwest::Response, creds: &Credentials<'_>) -> Option<LoginFailure> {
     let proxy = creds.proxy?;
@@ -412,8 +389,8 @@ fn proxy_refused(response: &reqwest::Response, creds: &Credentials<'_>) -> Optio
     }
     let cause = "proxy authentication refused (HTTP 407)";
     Some(proxy_failure(
-        creds,
         proxy,
+        creds.own_proxy,
         cause,
         &[creds.password.expose()],
     ))

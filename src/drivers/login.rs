@@ -204,6 +204,27 @@ pub fn could_not_run(code: Option<i32>, stderr: &str) -> bool {
             .any(|sign| lower.contains(sign))
 }
 
+/// The proxy of a login failed (refused, timed out, refused the tunnel or asked for
+/// credentials): the account's own proxy is the account's fault (`proxy_error`), the site's
+/// is the site's (a network error). The message names the proxy by host, never its
+/// credentials.
+pub fn proxy_failure(proxy: &Secret, own: bool, cause: &str, secrets: &[&str]) -> LoginFailure {
+    let (whose, kind) = if own {
+        ("the account's proxy", FailureKind::Proxy)
+    } else {
+        ("the site's proxy", FailureKind::Network)
+    };
+    let mut hidden = secrets.to_vec();
+    hidden.push(proxy.expose());
+    LoginFailure::new(
+        kind,
+        clean_message(
+            &format!("{whose} {} failed: {cause}", proxy_host(proxy.expose())),
+            &hidden,
+        ),
+    )
+}
+
 /// The host (and port) of a proxy URL: what a message may name, never its credentials.
 pub fn proxy_host(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);

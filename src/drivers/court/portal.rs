@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::drivers::login::{
-    clean_message, expiry_of, network_cause, parse_retry_after, read_answer, FailureKind,
-    LoginFailure, LoginToken,
+    clean_message, expiry_of, network_cause, parse_retry_after, proxy_failure, read_answer,
+    FailureKind, LoginFailure, LoginToken,
 };
 use crate::secret::Secret;
 
@@ -94,6 +94,8 @@ pub struct Step<'a> {
     pub name: &'static str,
     /// Masked wherever the answer or an error is logged or returned.
     pub secrets: &'a [&'a str],
+    /// The proxy the step goes through, and whether it is the account's own.
+    pub proxy: Option<(&'a Secret, bool)>,
 }
 
 /// How long connecting (to the portal, or to the proxy) may take.
@@ -153,7 +155,12 @@ impl Step<'_> {
                 FailureKind::Network
             };
             let cause = network_cause(&e, None, CONNECT_TIMEOUT);
-            self.failure(kind, &format!("request failed: {cause}"))
+            match self.proxy.filter(|_| e.is_connect()) {
+                Some((proxy, own)) => {
+                    proxy_failure(proxy, own, &format!("{}: {cause}", self.name), self.secrets)
+                }
+                None => self.failure(kind, &format!("request failed: {cause}")),
+            }
         })?;
         let status = response.status();
         let retry_after = response
