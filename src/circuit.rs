@@ -602,6 +602,43 @@ mod tests {
         assert!((58..=60).contains(&pause), "{pause}");
     }
 
+    /// `failed` answers: the first account is blamed, the next are suspect, the threshold's
+    /// account pauses; one account failing again does not count twice; an answer resets.
+    #[test]
+    fn a_streak_of_failed_answers_counts_different_accounts() {
+        let watch = ProtocolWatch::default();
+        assert_eq!(watch.failed("s", "a", 3), Streak::First);
+        // The same account again is still that account's streak alone.
+        assert_eq!(watch.failed("s", "a", 3), Streak::First);
+        assert_eq!(watch.failed("s", "b", 3), Streak::Suspect);
+        assert_eq!(watch.failed("other", "a", 3), Streak::First);
+        let reached = watch.failed("s", "c", 3);
+        assert_eq!(
+            reached,
+            Streak::Reached(vec!["a".into(), "b".into(), "c".into()])
+        );
+        assert_eq!(watch.failed("s", "d", 3), Streak::First, "a new streak");
+        watch.answered("s");
+        assert_eq!(watch.failed("s", "e", 3), Streak::First);
+    }
+
+    /// A pause for a reason shows its reason and message until the circuit is closed.
+    #[actix_rt::test]
+    async fn a_pause_for_a_reason_is_shown_until_closed() {
+        let circuits = Circuits::new(None);
+        let p = policy();
+        circuits
+            .pause("s", &p, "site_misconfigured", "cannot run x")
+            .await;
+        let view = circuits.view("s").await;
+        assert_eq!(view.state, CircuitState::Open);
+        assert_eq!(view.reason.as_deref(), Some("site_misconfigured"));
+        assert_eq!(view.message.as_deref(), Some("cannot run x"));
+        circuits.close("s").await;
+        let view = circuits.view("s").await;
+        assert_eq!((view.state, view.reason), (CircuitState::Closed, None));
+    }
+
     /// A probe admitted but never run (the login budget refused it) does not hold the
     /// half-open state for the probe's whole lease.
     #[actix_rt::test]

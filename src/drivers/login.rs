@@ -343,6 +343,23 @@ mod tests {
     }
 
     #[test]
+    fn programs_that_could_not_run_and_proxy_hosts() {
+        assert!(could_not_run(Some(127), ""));
+        assert!(could_not_run(
+            Some(2),
+            "python3: can't open file '/x/solve.py': [Errno 2] No such file or directory"
+        ));
+        assert!(!could_not_run(Some(1), "wrong password"));
+        assert!(!could_not_run(Some(0), "no such file"));
+        assert_eq!(proxy_host("http://u:p@w@10.0.0.5:3128/x"), "10.0.0.5:3128");
+        assert_eq!(proxy_host("socks5://10.0.0.5:1080"), "10.0.0.5:1080");
+        let failure = proxy_failure(&Secret::new("http://u:pw@h:1"), true, "refused", &[]);
+        assert_eq!(failure.kind, FailureKind::Proxy);
+        assert_eq!(failure.error_type(), "proxy_error");
+        assert!(!failure.message.contains("pw"), "{}", failure.message);
+    }
+
+    #[test]
     fn jwt_exp_is_read() {
         let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(br#"{"sub":"a","exp":4102444800}"#);
