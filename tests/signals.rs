@@ -261,6 +261,60 @@ async fn a_portal_that_changed_pauses_the_site_not_every_account() {
     }
 }
 
+/// A paused portal-changed site is probed after `open_seconds`: a probe that meets the same
+/// answer keeps it paused (blaming nobody), one that gets a token ends the pause.
+#[actix_rt::test]
+async fn a_probe_decides_the_end_of_a_protocol_pause() {
+    let h = Harness::start_with(
+        None,
+        QUICK,
+        "[circuit]\nopen_seconds = 0.5\nsite_changed_threshold = 2\n",
+    )
+    .await;
+    for account in ["a1", "a2", "a3"] {
+        h.add_account(account, &format!("pw-{account}"), false);
+    }
+    *h.portal.state.canned.lock().unwrap() = Some(Canned {
+        status: 200,
+        headers: Vec::new(),
+        body: "<html>new login page</html>".into(),
+    });
+    let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+    assert_eq!(status, 503, "{body}");
+    let before = h.portal.state.total_attempts();
+    assert_eq!(before, 2, "the threshold is the site's: 2");
+    // The probe meets the same page: still paused, nobody else blamed.
+    common::eventually("a probe login", Duration::from_secs(10), || async {
+        h.acquire(json!({"site_name": "court_zxfw"})).await;
+        (h.portal.state.total_attempts() > before).then_some(())
+    })
+    .await;
+    let health = h.health().await;
+    let circuit = &health["components"]["sites"]["court_zxfw"]["circuit"];
+    assert_eq!(circuit["reason"], "site_protocol_changed", "{circuit}");
+    let cooling = accounts_of(&h, "court_zxfw")
+        .await
+        .iter()
+        .filter(|a| a["state"] == "cooling_down")
+        .count();
+    assert_eq!(cooling, 1, "only the streak's first account");
+    // The portal is back: a probe gets a token and the pause ends.
+    *h.portal.state.canned.lock().unwrap() = None;
+    common::eventually(
+        "a token after the pause",
+        Duration::from_secs(10),
+        || async {
+            let (status, _) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+            (status == 200).then_some(())
+        },
+    )
+    .await;
+    let health = h.health().await;
+    let circuit = &health["components"]["sites"]["court_zxfw"]["circuit"];
+    assert_eq!(circuit["state"], "closed", "{circuit}");
+    assert!(circuit.get("reason").is_none(), "{circuit}");
+}
+
 /// A login program deleted after start: the site pauses (`site_misconfigured`, a high alert
 /// naming the program), no account is penalised, the next account is not tried.
 #[actix_rt::test]
