@@ -165,6 +165,53 @@ async fn a_dead_proxy_is_its_accounts_fault_not_the_sites() {
     }
 }
 
+/// A proxy that answers every request with 407 (it wants credentials the account's URL
+/// does not carry): the login never reached the portal, and the account cools down.
+fn refusing_proxy() -> u16 {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(
+                b"HTTP/1.1 407 Proxy Authentication Required\r\n\
+                  Proxy-Authenticate: Basic realm=\"p\"\r\nContent-Length: 0\r\n\r\n",
+            );
+        }
+    });
+    port
+}
+
+#[actix_rt::test]
+async fn a_proxy_that_refuses_the_account_is_the_accounts_fault() {
+    let h = Harness::start_with(None, QUICK, "[circuit]\nfailure_threshold = 1\n").await;
+    h.add_account("proxied", "pw-p", true);
+    h.add_account("healthy", "pw-h", false);
+    let port = refusing_proxy();
+    let state = &h.tokend.state;
+    let proxy = tokend::secret::Secret::new(format!("http://127.0.0.1:{port}"));
+    tokend::accounts::set_proxy(
+        &state.pool,
+        &state.key,
+        "court_zxfw",
+        "proxied",
+        Some(&proxy),
+    )
+    .unwrap();
+    let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["account"], "healthy", "{body}");
+    let proxied = h.account_state("proxied").await;
+    assert_eq!(proxied["reason"], "proxy_error", "{proxied}");
+    let details = h.history().await[0]
+        .error_details
+        .clone()
+        .unwrap_or_default();
+    assert!(details.contains("HTTP 407"), "{details}");
+}
+
 /// A network error names its cause in the caller's message and the history row.
 #[actix_rt::test]
 async fn network_errors_name_their_cause() {
