@@ -58,6 +58,37 @@ pub trait RetryGate: Send {
     ) -> futures_util::future::BoxFuture<'a, Result<(), LoginFailure>>;
 }
 
+/// Seconds to wait before retrying after `outcome`, counting the retry in `stats`; `None`:
+/// the login ends with it (a success, a failure that is not retried, retries spent).
+fn retry_wait(
+    outcome: &Result<LoginToken, LoginFailure>,
+    stats: &mut LoginStats,
+    retry: &RetryConfig,
+) -> Option<f64> {
+    let Err(f) = outcome else {
+        return None;
+    };
+    if f.last_attempt {
+        if f.kind == FailureKind::Captcha {
+            stats.captcha_attempts += 1;
+        }
+        return None;
+    }
+    match f.kind {
+        FailureKind::Network if stats.network_retries < retry.max_network_retries => {
+            let wait = retry.network_retry_delay_base * 2f64.powi(stats.network_retries as i32);
+            stats.network_retries += 1;
+            Some(wait)
+        }
+        FailureKind::Captcha => {
+            stats.captcha_attempts += 1;
+            (stats.captcha_attempts <= retry.max_captcha_retries)
+                .then_some(retry.captcha_retry_delay)
+        }
+        _ => None,
+    }
+}
+
 /// A site's driver, built once from its configuration.
 pub enum LoginDriver {
     Http(Box<http::HttpDriver>),
@@ -159,30 +190,8 @@ impl LoginDriver {
                     "login_timeout elapsed",
                 )),
             };
-            let wait = match &outcome {
-                Err(f) if f.last_attempt => {
-                    if f.kind == FailureKind::Captcha {
-                        stats.captcha_attempts += 1;
-                    }
-                    break outcome;
-                }
-                Err(f)
-                    if f.kind == FailureKind::Network
-                        && stats.network_retries < retry.max_network_retries =>
-                {
-                    let wait =
-                        retry.network_retry_delay_base * 2f64.powi(stats.network_retries as i32);
-                    stats.network_retries += 1;
-                    wait
-                }
-                Err(f) if f.kind == FailureKind::Captcha => {
-                    stats.captcha_attempts += 1;
-                    if stats.captcha_attempts > retry.max_captcha_retries {
-                        break outcome;
-                    }
-                    retry.captcha_retry_delay
-                }
-                _ => break outcome,
+            let Some(wait) = retry_wait(&outcome, &mut stats, retry) else {
+                break outcome;
             };
             let Err(failure) = &outcome else {
                 break outcome;
