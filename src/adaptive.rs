@@ -8,9 +8,16 @@
 //! written where the grant script reads it (`P:slots:site-limits`), so every instance holds
 //! the same limit; one Lua script makes each step. Without Redis it is kept in process and
 //! handed to `ConcurrencyActor`. Each change is logged once (`event=site_limit_changed`).
+//!
+//! A congestion signal is taken the moment it arrives, a retry's included (issue 21), and
+//! halves the limit once per window, as TCP does once per round trip: only an answer to a
+//! request sent after the last halving halves again. The answers of one burst, sent under the
+//! old limit, halve it once, not down to 1; a request sent under the lowered limit that is
+//! still refused halves it again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use redis::Script;
@@ -21,8 +28,9 @@ use crate::metrics::Metrics;
 use crate::slots::Slots;
 
 /// One AIMD step. KEYS: the site's state, the shared site limits, the site's slot leases.
-/// ARGV: site, signal (`congestion`, `success`, `failure`), max limit, increase after.
-/// Returns `{old limit, new limit}`.
+/// ARGV: site, signal (`congestion`, `success`, `failure`), max limit, increase after, and
+/// for congestion how long ago (ms) the refused request was sent. Returns `{old limit, new
+/// limit}`.
 const STEP: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -31,7 +39,11 @@ local limit = math.min(tonumber(redis.call('HGET', KEYS[1], 'limit') or max), ma
 local streak = tonumber(redis.call('HGET', KEYS[1], 'streak') or '0')
 local new = limit
 if signal == 'congestion' then
-  new = math.max(1, math.floor(limit / 2))
+  local halved = tonumber(redis.call('HGET', KEYS[1], 'halved_at') or '0')
+  if now - tonumber(ARGV[5]) >= halved then
+    new = math.max(1, math.floor(limit / 2))
+    redis.call('HSET', KEYS[1], 'halved_at', now)
+  end
   streak = 0
 elseif signal == 'success' then
   streak = streak + 1
@@ -76,6 +88,8 @@ pub struct AdaptiveLimits {
     redis: Option<(ConnectionManager, Arc<str>, Arc<Script>)>,
     /// In process: (limit, streak) per site.
     local: Arc<Mutex<HashMap<String, (u32, u32)>>>,
+    /// In process: when each site's limit was last halved.
+    halved: Arc<Mutex<HashMap<String, Instant>>>,
     slots: Slots,
     metrics: Arc<Metrics>,
 }
@@ -90,20 +104,29 @@ impl AdaptiveLimits {
             redis: redis
                 .map(|(conn, prefix)| (conn, Arc::from(prefix), Arc::new(Script::new(STEP)))),
             local: Arc::default(),
+            halved: Arc::default(),
             slots,
             metrics,
         }
     }
 
-    /// Takes one step for `site` after a login; logs and applies a change.
-    pub async fn observe(&self, site: &SiteConfig, max: u32, signal: Signal) {
+    /// Takes one step for `site` after a login; logs and applies a change. `sent`: when the
+    /// request that met congestion was sent (`None`: now).
+    pub async fn observe(
+        &self,
+        site: &SiteConfig,
+        max: u32,
+        signal: Signal,
+        sent: Option<Instant>,
+    ) {
         if !site.adaptive_concurrency {
             return;
         }
         let after = site.adaptive_increase_after.max(1);
-        let step = match self.shared_step(&site.name, max, after, signal).await {
+        let age = sent.map_or(Duration::ZERO, |at| at.elapsed());
+        let step = match self.shared_step(&site.name, max, after, signal, age).await {
             Some(step) => step,
-            None => self.local_step(&site.name, max, after, signal).await,
+            None => self.local_step(&site.name, max, after, signal, age).await,
         };
         let (old, new) = step;
         self.metrics.set_site_limit(&site.name, new);
@@ -126,6 +149,7 @@ impl AdaptiveLimits {
         max: u32,
         after: u32,
         signal: Signal,
+        age: Duration,
     ) -> Option<(u32, u32)> {
         let (conn, prefix, script) = self.redis.as_ref()?;
         let answer: redis::RedisResult<(u32, u32)> = script
@@ -136,6 +160,7 @@ impl AdaptiveLimits {
             .arg(signal.as_str())
             .arg(max)
             .arg(after)
+            .arg(age.as_millis() as u64)
             .invoke_async(&mut conn.clone())
             .await;
         match answer {
@@ -149,7 +174,14 @@ impl AdaptiveLimits {
         }
     }
 
-    async fn local_step(&self, site: &str, max: u32, after: u32, signal: Signal) -> (u32, u32) {
+    async fn local_step(
+        &self,
+        site: &str,
+        max: u32,
+        after: u32,
+        signal: Signal,
+        age: Duration,
+    ) -> (u32, u32) {
         let in_use = match self.slots.actor().send(Usage).await {
             Ok(usage) => usage.active_per_site.get(site).copied().unwrap_or(0),
             Err(_) => 0,
@@ -160,7 +192,14 @@ impl AdaptiveLimits {
         let mut new = old;
         match signal {
             Signal::Congestion => {
-                new = (old / 2).max(1);
+                let mut halved = self.halved.lock().unwrap_or_else(|p| p.into_inner());
+                let sent = Instant::now().checked_sub(age);
+                let last = halved.get(site).copied();
+                // An answer to a request sent before the last halving was already counted.
+                if last.is_none_or(|at| sent.is_none_or(|sent| sent >= at)) {
+                    new = (old / 2).max(1);
+                    halved.insert(site.to_string(), Instant::now());
+                }
                 *streak = 0;
             }
             Signal::Success => {

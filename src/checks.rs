@@ -4,7 +4,7 @@
 //!   already holds secrets sealed under another key (they could never be opened again).
 //! - [`key_opens_stored_secret`]: tries to open one stored password with the key.
 //! - [`command_programs`]: each `command` driver's program (and captcha solver program)
-//!   exists and may be run.
+//!   exists and may be run, and each argument that is a path (a script) exists.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -68,27 +68,44 @@ pub fn command_programs(config: &Config) -> Result<()> {
         // A captcha solver program (SPEC §15) is checked the same way.
         if let Some(crate::config::court::CaptchaSolverConfig::Program(argv)) = &site.captcha_solver
         {
-            if let Some(Err(reason)) = argv.first().map(|p| runnable(p)) {
-                return Err(Error::config(
-                    format!("sites[{index}].captcha_solver"),
-                    format!("`{}` {reason}", argv[0]),
-                ));
-            }
+            argv_runs(argv)
+                .map_err(|why| Error::config(format!("sites[{index}].captcha_solver"), why))?;
         }
-        if site.driver != DriverKind::Command {
-            continue;
-        }
-        let Some(program) = site.command.first() else {
-            continue;
-        };
-        if let Err(reason) = runnable(program) {
-            return Err(Error::config(
-                format!("sites[{index}].command"),
-                format!("`{program}` {reason}"),
-            ));
+        if site.driver == DriverKind::Command {
+            argv_runs(&site.command)
+                .map_err(|why| Error::config(format!("sites[{index}].command"), why))?;
         }
     }
     Ok(())
+}
+
+/// The program of `argv` can be run, and every argument that is a path exists.
+fn argv_runs(argv: &[String]) -> std::result::Result<(), String> {
+    let Some(program) = argv.first() else {
+        return Ok(());
+    };
+    runnable(program).map_err(|reason| format!("`{program}` {reason}"))?;
+    match argv[1..]
+        .iter()
+        .find(|arg| path_like(arg) && !std::path::Path::new(arg.as_str()).exists())
+    {
+        Some(missing) => Err(format!(
+            "`{missing}` (an argument of `{program}`) does not exist"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// An argument that names a file: it holds a `/`, and is not an option (`-x`, `--x=/y`),
+/// an assignment (`a=/b`), a URL or a piece of code (`sh -c "sleep 1; …"`: blanks or shell
+/// characters).
+fn path_like(arg: &str) -> bool {
+    arg.contains('/')
+        && !arg.starts_with('-')
+        && !arg.contains("://")
+        && !arg
+            .chars()
+            .any(|c| c.is_whitespace() || "=;&|$<>*?()`'\"{}[]".contains(c))
 }
 
 /// Whether `program` (a path, or a name looked up in `PATH`) can be run.
@@ -124,6 +141,16 @@ fn runnable(program: &str) -> std::result::Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_arguments_must_exist() {
+        let argv = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        let missing = argv_runs(&argv(&["sh", "/nonexistent/solve.py"])).unwrap_err();
+        assert!(missing.contains("/nonexistent/solve.py"), "{missing}");
+        assert!(argv_runs(&argv(&["sh", "/bin/sh", "--out=/nonexistent/x", "-c"])).is_ok());
+        assert!(argv_runs(&argv(&["sh", "http://example.invalid/x", "plain"])).is_ok());
+        assert!(argv_runs(&argv(&["sh", "-c", "sleep 1 & echo $! > /nonexistent/p"])).is_ok());
+    }
 
     #[test]
     fn programs_are_found_or_named() {

@@ -7,6 +7,13 @@
 //! admitted as the probe (half-open). Any answer from the portal (a token, a refused password,
 //! a captcha) closes the circuit; a probe that fails again doubles the pause, up to 600 s.
 //!
+//! A site can also be paused for a reason other than network errors (issue 21): its portal
+//! answered `failed` to `site_changed_threshold` different accounts in a row
+//! (`site_protocol_changed`), or its login or solver program cannot run
+//! (`site_misconfigured`). Such a pause carries its reason and message, is shown and
+//! alerted on, and ends like any other: an operator closes it, or a probe login gets an
+//! answer tokend recognises.
+//!
 //! With Redis the state is one hash per site, `P:circuit:SITE`, changed only by Lua scripts
 //! on Redis's clock; without it (or while Redis cannot be reached) the same state machine
 //! runs in process.
@@ -65,12 +72,25 @@ redis.call('HSET', k, 'probe_until', now + tonumber(ARGV[1]))
 return {1, 0}
 "#;
 
-/// The state of `P:circuit:SITE` as `{failures, retry_at (ms), probe_until (ms), now (ms)}`.
+/// The state of `P:circuit:SITE` as `{failures, retry_at (ms), probe_until (ms), now (ms),
+/// reason, message}` (the last two empty for a circuit opened by network errors).
 const VIEW: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local v = redis.call('HMGET', KEYS[1], 'failures', 'retry_at', 'probe_until')
-return {tonumber(v[1] or '0'), tonumber(v[2] or '0'), tonumber(v[3] or '0'), now}
+local v = redis.call('HMGET', KEYS[1], 'failures', 'retry_at', 'probe_until', 'reason', 'message')
+return {tonumber(v[1] or '0'), tonumber(v[2] or '0'), tonumber(v[3] or '0'), now, v[4] or '', v[5] or ''}
+"#;
+
+/// Pauses a site for a reason (not a count of network errors). KEYS[1] the circuit; ARGV:
+/// pause (ms), reason, message. Returns retry_at (ms).
+const PAUSE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local retry_at = now + tonumber(ARGV[1])
+redis.call('HSET', KEYS[1], 'retry_at', retry_at, 'pause', ARGV[1], 'probe_until', 0,
+  'reason', ARGV[2], 'message', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], 86400000)
+return retry_at
 "#;
 
 /// Longest `Retry-After` given to a caller refused while a probe runs elsewhere.
@@ -112,6 +132,13 @@ pub struct CircuitView {
     pub failures: u32,
     /// When the next probe may run (while open or half-open).
     pub retry_at: Option<DateTime<Utc>>,
+    /// Why the site is paused when it is not network errors: `site_protocol_changed` or
+    /// `site_misconfigured`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What the operator is told about such a pause.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// What a finished login says about the site.
@@ -130,6 +157,8 @@ struct LocalCircuit {
     retry_at: Option<DateTime<Utc>>,
     pause: Duration,
     probe_until: Option<DateTime<Utc>>,
+    /// The reason and message of a pause that is not a count of network errors.
+    reason: Option<(String, String)>,
 }
 
 /// The circuits of every site. Cheap to clone.
@@ -148,6 +177,7 @@ struct RedisCircuits {
     failure: Arc<Script>,
     admit: Arc<Script>,
     view: Arc<Script>,
+    pause: Arc<Script>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -169,6 +199,7 @@ impl Circuits {
                 failure: Arc::new(Script::new(FAILURE)),
                 admit: Arc::new(Script::new(ADMIT)),
                 view: Arc::new(Script::new(VIEW)),
+                pause: Arc::new(Script::new(PAUSE)),
             }),
             local: Arc::default(),
             redis_down: Arc::default(),
@@ -310,6 +341,42 @@ impl Circuits {
         }
     }
 
+    /// Pauses `site` at once for `reason` (`site_protocol_changed`, `site_misconfigured`),
+    /// for the site's first pause; the next probe decides, as for an open circuit.
+    pub async fn pause(
+        &self,
+        site: &str,
+        policy: &CircuitPolicy,
+        reason: &str,
+        message: &str,
+    ) -> Option<DateTime<Utc>> {
+        if let Some(redis) = &self.redis {
+            let answer: redis::RedisResult<i64> = redis
+                .pause
+                .key(Self::key(redis, site))
+                .arg(ms(policy.open))
+                .arg(reason)
+                .arg(message)
+                .invoke_async(&mut redis.conn.clone())
+                .await;
+            match answer {
+                Ok(retry_at) => {
+                    self.redis_answered();
+                    return at_ms(retry_at);
+                }
+                Err(e) => self.redis_failed(&e),
+            }
+        }
+        let mut circuits = self.local();
+        let circuit = circuits.entry(site.to_string()).or_default();
+        let retry_at = Utc::now() + chrono_duration(policy.open);
+        circuit.retry_at = Some(retry_at);
+        circuit.pause = policy.open;
+        circuit.probe_until = None;
+        circuit.reason = Some((reason.to_string(), message.to_string()));
+        Some(retry_at)
+    }
+
     /// Closes the circuit of `site` (a login got an answer, or an operator said so).
     pub async fn close(&self, site: &str) {
         if let Some(redis) = &self.redis {
@@ -328,7 +395,8 @@ impl Circuits {
     /// The state of `site`'s circuit.
     pub async fn view(&self, site: &str) -> CircuitView {
         if let Some(redis) = &self.redis {
-            let answer: redis::RedisResult<(i64, i64, i64, i64)> = redis
+            type Answer = (i64, i64, i64, i64, String, String);
+            let answer: redis::RedisResult<Answer> = redis
                 .view
                 .key(Self::key(redis, site))
                 .invoke_async(&mut redis.conn.clone())
@@ -337,8 +405,14 @@ impl Circuits {
                 self.redis_answered();
             }
             match answer {
-                Ok((failures, retry_at, probe_until, now)) => {
-                    return describe(failures, at_ms(retry_at), probe_until > now, retry_at > now)
+                Ok((failures, retry_at, probe_until, now, reason, message)) => {
+                    let mut view =
+                        describe(failures, at_ms(retry_at), probe_until > now, retry_at > now);
+                    if !reason.is_empty() && view.retry_at.is_some() {
+                        view.reason = Some(reason);
+                        view.message = Some(message);
+                    }
+                    return view;
                 }
                 Err(e) => self.redis_failed(&e),
             }
@@ -349,12 +423,17 @@ impl Circuits {
             return describe(0, None, false, false);
         };
         let probing = c.probe_until.is_some_and(|p| p > now);
-        describe(
+        let mut view = describe(
             i64::from(c.failures),
             c.retry_at,
             probing,
             c.retry_at.is_some_and(|r| r > now),
-        )
+        );
+        if let (Some((reason, message)), Some(_)) = (&c.reason, c.retry_at) {
+            view.reason = Some(reason.clone());
+            view.message = Some(message.clone());
+        }
+        view
     }
 }
 
@@ -375,6 +454,8 @@ fn describe(
         state,
         failures: failures.clamp(0, i64::from(u32::MAX)) as u32,
         retry_at,
+        reason: None,
+        message: None,
     }
 }
 
@@ -393,16 +474,71 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
 impl Admission {
     /// The refusal of an open circuit as an error, for a caller that needs a login.
     pub fn refusal(self, site: &str) -> Option<Error> {
+        self.refusal_because(site, None)
+    }
+
+    /// The same, saying why the site is paused when it is not network errors (the
+    /// circuit's `message`).
+    pub fn refusal_because(self, site: &str, why: Option<&str>) -> Option<Error> {
         match self {
             Admission::Open(retry_after) => Some(Error::SiteUnavailable {
                 site: site.to_string(),
-                reason:
-                    "the portal failed repeatedly (network errors or timeouts); logins are paused"
-                        .into(),
+                reason: why.map_or_else(
+                    || {
+                        "the portal failed repeatedly (network errors or timeouts); logins are paused"
+                            .to_string()
+                    },
+                    str::to_string,
+                ),
                 retry_after,
             }),
             _ => None,
         }
+    }
+}
+
+/// `failed` answers of a site's portal from different accounts in a row (issue 21): when
+/// `threshold` different accounts met one, the portal, not the accounts, is the likely
+/// cause. Kept per instance.
+#[derive(Clone, Default)]
+pub struct ProtocolWatch {
+    streaks: Arc<Mutex<HashMap<String, Vec<String>>>>,
+}
+
+/// Where a `failed` answer leaves a site's streak.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Streak {
+    /// The first account of the streak: the failure policy applies as written.
+    First,
+    /// Another account, short of the threshold: not penalised (the portal is suspect).
+    Suspect,
+    /// The threshold is reached: the accounts of the streak, in order.
+    Reached(Vec<String>),
+}
+
+impl ProtocolWatch {
+    /// Counts a `failed` answer to `account`.
+    pub fn failed(&self, site: &str, account: &str, threshold: u32) -> Streak {
+        let mut streaks = self.streaks.lock().unwrap_or_else(|p| p.into_inner());
+        let streak = streaks.entry(site.to_string()).or_default();
+        if !streak.iter().any(|a| a == account) {
+            streak.push(account.to_string());
+        }
+        if threshold > 0 && streak.len() >= threshold as usize {
+            return Streak::Reached(std::mem::take(streak));
+        }
+        match streak.len() {
+            1 => Streak::First,
+            _ => Streak::Suspect,
+        }
+    }
+
+    /// Any other answer of the portal ends the streak.
+    pub fn answered(&self, site: &str) {
+        self.streaks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(site);
     }
 }
 
@@ -464,6 +600,43 @@ mod tests {
             .unwrap();
         let pause = (retry_at - Utc::now()).num_seconds();
         assert!((58..=60).contains(&pause), "{pause}");
+    }
+
+    /// `failed` answers: the first account is blamed, the next are suspect, the threshold's
+    /// account pauses; one account failing again does not count twice; an answer resets.
+    #[test]
+    fn a_streak_of_failed_answers_counts_different_accounts() {
+        let watch = ProtocolWatch::default();
+        assert_eq!(watch.failed("s", "a", 3), Streak::First);
+        // The same account again is still that account's streak alone.
+        assert_eq!(watch.failed("s", "a", 3), Streak::First);
+        assert_eq!(watch.failed("s", "b", 3), Streak::Suspect);
+        assert_eq!(watch.failed("other", "a", 3), Streak::First);
+        let reached = watch.failed("s", "c", 3);
+        assert_eq!(
+            reached,
+            Streak::Reached(vec!["a".into(), "b".into(), "c".into()])
+        );
+        assert_eq!(watch.failed("s", "d", 3), Streak::First, "a new streak");
+        watch.answered("s");
+        assert_eq!(watch.failed("s", "e", 3), Streak::First);
+    }
+
+    /// A pause for a reason shows its reason and message until the circuit is closed.
+    #[actix_rt::test]
+    async fn a_pause_for_a_reason_is_shown_until_closed() {
+        let circuits = Circuits::new(None);
+        let p = policy();
+        circuits
+            .pause("s", &p, "site_misconfigured", "cannot run x")
+            .await;
+        let view = circuits.view("s").await;
+        assert_eq!(view.state, CircuitState::Open);
+        assert_eq!(view.reason.as_deref(), Some("site_misconfigured"));
+        assert_eq!(view.message.as_deref(), Some("cannot run x"));
+        circuits.close("s").await;
+        let view = circuits.view("s").await;
+        assert_eq!((view.state, view.reason), (CircuitState::Closed, None));
     }
 
     /// A probe admitted but never run (the login budget refused it) does not hold the

@@ -68,6 +68,9 @@ pub enum BlockReason {
     CaptchaError,
     /// An unknown failure: cools down for `failure_cooldown`.
     Failed,
+    /// The account's own proxy could not be reached or refused: cools down for
+    /// `proxy_cooldown`.
+    ProxyError,
 }
 
 impl BlockReason {
@@ -76,6 +79,7 @@ impl BlockReason {
             BlockReason::CredentialError => "credential_error",
             BlockReason::CaptchaError => "captcha_error",
             BlockReason::Failed => "failed",
+            BlockReason::ProxyError => "proxy_error",
         }
     }
 
@@ -84,6 +88,7 @@ impl BlockReason {
             BlockReason::CredentialError,
             BlockReason::CaptchaError,
             BlockReason::Failed,
+            BlockReason::ProxyError,
         ]
         .into_iter()
         .find(|r| r.as_str() == text)
@@ -93,7 +98,9 @@ impl BlockReason {
     pub fn state(self) -> AccountState {
         match self {
             BlockReason::CredentialError => AccountState::Blacklisted,
-            BlockReason::CaptchaError | BlockReason::Failed => AccountState::CoolingDown,
+            BlockReason::CaptchaError | BlockReason::Failed | BlockReason::ProxyError => {
+                AccountState::CoolingDown
+            }
         }
     }
 }

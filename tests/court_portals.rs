@@ -560,3 +560,75 @@ async fn a_person_solves_the_zxfw_captcha_through_the_hand_off() {
         "{text}"
     );
 }
+
+/// A court account whose own proxy refuses connections is that account's fault (issue 21):
+/// it cools down as `proxy_error` and the next account logs in in the same acquisition.
+#[actix_rt::test]
+async fn a_dead_proxy_of_a_court_account_moves_the_login_to_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let court = CourtPortal::start();
+    court.accept("alice", "pw-alice");
+    court.accept("bob", "pw-bob");
+    let h = start(&court, &python_solver(dir.path()), RETRY, "").await;
+    h.add_account_on("zxfw", "alice", "pw-alice", true);
+    h.add_account_on("zxfw", "bob", "pw-bob", false);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let state = &h.tokend.state;
+    let dead = tokend::secret::Secret::new(format!("http://u:hunter2@127.0.0.1:{port}"));
+    tokend::accounts::set_proxy(&state.pool, &state.key, "zxfw", "alice", Some(&dead)).unwrap();
+    let (status, body) = h.acquire(json!({"site_name": "zxfw"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["account"], "bob", "{body}");
+    let (_, accounts) = h
+        .api_get("/api/v1/automation/accounts?site_name=zxfw")
+        .await;
+    let alice = accounts["data"]["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["account"] == "alice")
+        .cloned()
+        .unwrap();
+    assert_eq!(alice["reason"], "proxy_error", "{alice}");
+    assert!(!accounts.to_string().contains("hunter2"));
+}
+
+/// A solver script deleted after start (python3: "can't open file") is the site's
+/// configuration, not a captcha error of the account: the site pauses as
+/// `site_misconfigured` naming the script, and no account is penalised.
+#[actix_rt::test]
+async fn a_solver_script_that_is_gone_pauses_the_site_not_the_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let court = CourtPortal::start();
+    court.accept("alice", "pw-alice");
+    let script = write_solver(dir.path());
+    let solver = format!("[\"python3\", \"{script}\"]");
+    let h = start(&court, &solver, RETRY, "").await;
+    h.add_account_on("zxfw", "alice", "pw-alice", false);
+    h.add_account_on("zxfw", "bob", "pw-bob", false);
+    std::fs::remove_file(&script).unwrap();
+    let (status, body) = h.acquire(json!({"site_name": "zxfw"})).await;
+    assert_eq!(status, 503, "{body}");
+    let text = body.to_string();
+    assert!(text.contains("site_misconfigured"), "{text}");
+    assert!(text.contains(&script), "{text}");
+    let (_, accounts) = h
+        .api_get("/api/v1/automation/accounts?site_name=zxfw")
+        .await;
+    for account in accounts["data"]["accounts"].as_array().unwrap() {
+        assert_eq!(account["state"], "active", "{account}");
+    }
+    let health = h.health().await;
+    assert!(
+        health["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["type"] == "site_misconfigured" && a["severity"] == "high"),
+        "{health}"
+    );
+}

@@ -371,7 +371,9 @@ async fn an_accounts_own_proxy_carries_its_logins_and_no_others() {
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["errors"]["error_type"], "network_error", "{body}");
     assert!(!body.to_string().contains("secret"), "{body}");
+    // The account's own proxy is the account's fault (issue 21): it cools down.
     let alice = h.account_state("alice").await;
-    assert_eq!(alice["state"], "active");
+    assert_eq!(alice["state"], "cooling_down", "{alice}");
+    assert_eq!(alice["reason"], "proxy_error", "{alice}");
     assert_eq!(alice["proxy"], "http://user:***@127.0.0.1:1", "{alice}");
 }

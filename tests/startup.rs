@@ -114,6 +114,24 @@ async fn health_is_unhealthy_when_the_key_stops_matching_while_running() {
     );
 }
 
+/// A solver whose script is missing (only `sh` was checked before issue 21) stops `serve`
+/// with 78, naming the key and the missing path.
+#[test]
+fn a_missing_solver_script_stops_serve_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "[server]\nlisten = \"127.0.0.1:0\"\n\
+         [[sites]]\nname = \"z\"\ndriver = \"court_zxfw\"\n\
+         captcha_solver = [\"sh\", \"/nonexistent/solve.py\"]\n",
+    );
+    let out = serve_expecting_exit(dir.path(), &config, &[]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    for needle in ["sites[0].captcha_solver", "/nonexistent/solve.py"] {
+        assert!(stderr(&out).contains(needle), "{}", stderr(&out));
+    }
+}
+
 #[test]
 fn a_missing_login_program_stops_serve_naming_its_key() {
     let dir = tempfile::tempdir().unwrap();

@@ -167,9 +167,36 @@ fn site_alerts(
             threshold: 0.0,
         });
     }
+    // A site paused for a reason (its portal changed, its program cannot run) has an alert
+    // of its own that says why, for as long as the pause lasts.
+    for (kind, sites) in [
+        (
+            "site_protocol_changed",
+            paused_for(sites, "site_protocol_changed"),
+        ),
+        (
+            "site_misconfigured",
+            paused_for(sites, "site_misconfigured"),
+        ),
+    ] {
+        if sites.is_empty() {
+            continue;
+        }
+        alerts.push(Alert {
+            kind,
+            message: sites
+                .iter()
+                .map(|s| s.circuit.message.clone().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(" | "),
+            severity: Severity::High,
+            value: sites.len() as f64,
+            threshold: 0.0,
+        });
+    }
     let paused: Vec<&str> = sites
         .iter()
-        .filter(|s| s.status == "circuit_open")
+        .filter(|s| s.status == "circuit_open" && s.circuit.reason.is_none())
         .map(|s| s.name.as_str())
         .collect();
     if !paused.is_empty() {
@@ -195,6 +222,14 @@ fn site_alerts(
         });
     }
     alerts
+}
+
+/// The sites paused for `reason` (open or waiting for their probe).
+fn paused_for<'a>(sites: &'a [SiteReport], reason: &str) -> Vec<&'a SiteReport> {
+    sites
+        .iter()
+        .filter(|s| s.circuit.reason.as_deref() == Some(reason))
+        .collect()
 }
 
 impl AlertActor {

@@ -14,11 +14,11 @@ use super::request::{AcquiredToken, Source};
 use crate::actors::monitor::{AcquisitionFinished, AcquisitionStarted, Rejected};
 use crate::adaptive::Signal;
 use crate::cache::{CachedToken, CredentialEntry};
-use crate::circuit::{Admission, CircuitState, SiteOutcome};
+use crate::circuit::{Admission, CircuitState, SiteOutcome, Streak};
 use crate::config::{seconds, SiteConfig};
 use crate::crypto::SealContext;
 use crate::db::models::{NewHistory, NewToken};
-use crate::drivers::{Credentials, FailureKind, LoginFailure, LoginStats, LoginToken};
+use crate::drivers::{Credentials, FailureKind, LoginFailure, LoginStats, LoginToken, RetryGate};
 use crate::error::{Error, Result};
 use crate::outcome::{AcquisitionStatus, TriggerReason};
 use crate::secret::{fingerprint, redact, Secret};
@@ -122,7 +122,7 @@ impl Acquisition<'_> {
             };
             self.ledger.failures.push(json!({
                 "account": candidate.account,
-                "error_type": failure.kind.status().as_str(),
+                "error_type": failure.error_type(),
                 "message": failure.message,
             }));
             let site_fault = failure.is_site_fault();
@@ -158,7 +158,7 @@ impl Acquisition<'_> {
             .and_then(|at| (at - Utc::now()).to_std().ok())
             .unwrap_or(Duration::from_secs(1));
         Err(Admission::Open(wait)
-            .refusal(&self.site.name)
+            .refusal_because(&self.site.name, view.message.as_deref())
             .unwrap_or_else(|| Error::Internal("open circuit without refusal".into())))
     }
 
@@ -183,13 +183,13 @@ impl Acquisition<'_> {
             Ok(parent) => parent,
             Err(failure) => return Ok(Attempt::Failed(failure)),
         };
-        let slot = self.slot(candidate).await?;
+        let mut slot = Some(self.slot(candidate).await?);
         if let Some(token) = self.stored_since(candidate).await {
             return Ok(Attempt::Token(token));
         }
         let probe = self.admit_login(candidate).await?;
         let outcome = self
-            .log_in(candidate, &slot, probe, parent.as_ref())
+            .log_in(candidate, &mut slot, probe, parent.as_ref())
             .await?;
         flight.finished(outcome.as_ref().err());
         Ok(match outcome {
@@ -314,8 +314,11 @@ impl Acquisition<'_> {
         let site = self.site;
         let policy = broker.circuit_policy(site);
         let admission = broker.inner.circuits.admit(&site.name, &policy).await;
-        if let Some(refusal) = admission.refusal(&site.name) {
-            return Err(refusal);
+        if let Admission::Open(_) = admission {
+            let why = broker.inner.circuits.view(&site.name).await.message;
+            if let Some(refusal) = admission.refusal_because(&site.name, why.as_deref()) {
+                return Err(refusal);
+            }
         }
         let limits = crate::budget::BudgetLimits::of(site);
         let probe = admission == Admission::Probe;
@@ -347,7 +350,7 @@ impl Acquisition<'_> {
     async fn log_in(
         &mut self,
         candidate: &CredentialEntry,
-        slot: &Slot,
+        slot: &mut Option<Slot>,
         probe: bool,
         parent: Option<&AcquiredToken>,
     ) -> Result<std::result::Result<AcquiredToken, LoginFailure>> {
@@ -371,19 +374,43 @@ impl Acquisition<'_> {
             account: &candidate.account,
             password: &password,
             proxy,
+            own_proxy: own_proxy.is_some(),
         };
-        let (outcome, stats) = driver
-            .login_with_retries(&creds, &broker.inner.config.retry)
-            .await;
+        let retry = &broker.inner.config.retry;
+        let mut gate = CongestionGate {
+            broker,
+            site,
+            account: &candidate.account,
+            slot,
+            until: Instant::now() + seconds(retry.login_timeout),
+        };
+        let (outcome, stats) = driver.login_with_retries(&creds, retry, &mut gate).await;
         self.ledger.stats.add(&stats);
-        broker
-            .settle(site, candidate, outcome.as_ref().err(), probe)
+        let paused = broker
+            .settle(
+                site,
+                candidate,
+                outcome.as_ref().err(),
+                probe,
+                stats.last_sent,
+            )
             .await;
+        if let (Some(paused), Err(failure)) = (paused, &outcome) {
+            self.login_failed(candidate, failure, &stats).await;
+            self.ledger.failures.push(json!({
+                "account": candidate.account,
+                "error_type": failure.error_type(),
+                "message": failure.message,
+            }));
+            return Err(paused);
+        }
         match outcome {
-            Ok(login) => self
-                .logged_in(candidate, login, slot, parent, &stats)
-                .await
-                .map(Ok),
+            Ok(login) => {
+                let fence = slot.as_ref().map_or(0, Slot::fence);
+                self.logged_in(candidate, login, fence, parent, &stats)
+                    .await
+                    .map(Ok)
+            }
             Err(failure) => {
                 self.login_failed(candidate, &failure, &stats).await;
                 Ok(Err(failure))
@@ -454,7 +481,7 @@ impl Acquisition<'_> {
         &self,
         candidate: &CredentialEntry,
         mut login: LoginToken,
-        slot: &Slot,
+        fence: u64,
         parent: Option<&AcquiredToken>,
         stats: &LoginStats,
     ) -> Result<AcquiredToken> {
@@ -462,7 +489,7 @@ impl Acquisition<'_> {
             // A derived token never outlives the token it was derived from.
             login.expires_at = login.expires_at.min(parent.expires_at);
         }
-        let token = self.keep(candidate, login, slot.fence()).await?;
+        let token = self.keep(candidate, login, fence).await?;
         log::info!(
             "event=login_succeeded site={} account={} acquisition_id={} attempts={} duration={:.3}s token={}",
             self.site.name,
@@ -489,7 +516,7 @@ impl Acquisition<'_> {
             self.site.name,
             candidate.account,
             self.id,
-            failure.kind.status().as_str(),
+            failure.error_type(),
             stats.attempts,
             failure.message.replace('"', "'")
         );
@@ -720,6 +747,61 @@ impl Acquisition<'_> {
     }
 }
 
+/// The retries of one login (issue 21): a congestion answer halves the site's adaptive
+/// limit at once, and with adaptive concurrency the retry gives its slot back and queues for
+/// one under the new limit, so that retries do not keep the portal busier than it allows.
+struct CongestionGate<'a> {
+    broker: &'a Broker,
+    site: &'a SiteConfig,
+    account: &'a str,
+    slot: &'a mut Option<Slot>,
+    /// The login's end: no slot is waited for past it.
+    until: Instant,
+}
+
+impl RetryGate for CongestionGate<'_> {
+    fn congested<'a>(
+        &'a mut self,
+        failure: &'a LoginFailure,
+        sent: Instant,
+    ) -> futures_util::future::BoxFuture<'a, std::result::Result<(), LoginFailure>> {
+        Box::pin(async move {
+            let inner = &self.broker.inner;
+            let max = inner.config.concurrency.max_concurrent_per_site;
+            let congestion = Signal::Congestion;
+            inner
+                .adaptive
+                .observe(self.site, max, congestion, Some(sent))
+                .await;
+            if !self.site.adaptive_concurrency {
+                return Ok(());
+            }
+            // Released before queueing again: the queue grants under the limit now in force.
+            self.slot.take();
+            let wait = self.until.saturating_duration_since(Instant::now());
+            let queued = inner.slots.acquire(&self.site.name, self.account);
+            match tokio::time::timeout(wait, queued).await {
+                Ok(Ok(slot)) => {
+                    *self.slot = Some(slot);
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(no_slot_after(failure, &e.to_string())),
+                Err(_) => Err(no_slot_after(failure, "login_timeout elapsed")),
+            }
+        })
+    }
+}
+
+/// The congestion answer a retry met, when no slot under the lowered limit came in time.
+fn no_slot_after(failure: &LoginFailure, why: &str) -> LoginFailure {
+    let mut failure = failure.clone().last_attempt();
+    failure.message = format!(
+        "{}; no login slot for the retry under the lowered limit: {why}",
+        failure.message
+    );
+    failure
+}
+
 impl Flight {
     /// The failure of a login that finished after `since`: a caller that waited for that
     /// login takes its result instead of logging in again.
@@ -737,47 +819,166 @@ impl Flight {
 
 impl Broker {
     /// What a finished login means for the account (SPEC §11: penalised only for its own
-    /// fault), for its statistics and for the site's circuit.
+    /// fault), for its statistics and for the site's circuit. Returns the refusal of a site
+    /// this login paused (its program cannot run, or its portal changed).
     async fn settle(
         &self,
         site: &SiteConfig,
         candidate: &CredentialEntry,
         failure: Option<&LoginFailure>,
         probe: bool,
-    ) {
+        sent: Option<Instant>,
+    ) -> Option<Error> {
         let signal = match failure {
             None => Signal::Success,
             Some(f) if f.congestion || f.kind == FailureKind::Captcha => Signal::Congestion,
             Some(_) => Signal::Failure,
         };
         let max = self.inner.config.concurrency.max_concurrent_per_site;
-        self.inner.adaptive.observe(site, max, signal).await;
+        self.inner.adaptive.observe(site, max, signal, sent).await;
         let policy = self.circuit_policy(site);
         let circuits = &self.inner.circuits;
-        let Some(failure) = failure.filter(|f| f.is_site_fault()) else {
-            // The portal answered: the site is up, whatever it said about the account.
-            circuits
-                .record(&site.name, &policy, SiteOutcome::Answered, probe)
+        match failure {
+            // The account's own proxy: the portal was not reached, the site is not at fault.
+            Some(f) if f.kind == FailureKind::Proxy => {
+                if !site.driver.is_derived() {
+                    self.penalise(site, candidate, f.kind).await;
+                }
+                return None;
+            }
+            Some(f) if f.kind == FailureKind::Misconfigured => {
+                let message = format!(
+                    "paused (site_misconfigured): {}; no account was penalised. Fix the \
+                     configuration, then close the circuit (POST \
+                     /api/v1/automation/sites/{}/circuit/close)",
+                    f.message, site.name
+                );
+                return Some(self.pause_site(site, "site_misconfigured", &message).await);
+            }
+            Some(f) if f.is_site_fault() => {
+                let outcome = SiteOutcome::Down(f.retry_after);
+                if let Some(retry_at) = circuits.record(&site.name, &policy, outcome, probe).await {
+                    log::warn!(
+                        "event=site_circuit_open site={} retry_at={} probe_failed={probe} error_type={} message=\"{}\"",
+                        site.name,
+                        retry_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        f.error_type(),
+                        f.message.replace('"', "'")
+                    );
+                }
+                return None;
+            }
+            Some(f) if f.kind == FailureKind::Failed => {
+                return self.unrecognised(site, candidate, f, probe).await;
+            }
+            _ => {}
+        }
+        // The portal answered: the site is up, whatever it said about the account.
+        self.inner.protocol.answered(&site.name);
+        circuits
+            .record(&site.name, &policy, SiteOutcome::Answered, probe)
+            .await;
+        // A derived site has no accounts of its own: its exchanges neither penalise nor
+        // count as logins of its parent's accounts.
+        if site.driver.is_derived() {
+            return None;
+        }
+        if let Some(failure) = failure {
+            self.penalise(site, candidate, failure.kind).await;
+        }
+        self.count_attempt(site, candidate, failure.is_none()).await;
+        None
+    }
+
+    /// A `failed` answer (one tokend does not recognise): the account's fault when it is
+    /// the first of a streak; from `site_changed_threshold` different accounts in a row, the
+    /// portal changed and the site is paused (issue 21).
+    async fn unrecognised(
+        &self,
+        site: &SiteConfig,
+        candidate: &CredentialEntry,
+        failure: &LoginFailure,
+        probe: bool,
+    ) -> Option<Error> {
+        let threshold = self.inner.config.site_changed_threshold(site);
+        let paused = self.inner.circuits.view(&site.name).await.reason.is_some();
+        if probe && paused {
+            // The probe of a paused site met the same answer: it stays paused, longer.
+            let policy = self.circuit_policy(site);
+            let down = SiteOutcome::Down(None);
+            self.inner
+                .circuits
+                .record(&site.name, &policy, down, true)
                 .await;
-            // A derived site has no accounts of its own: its exchanges neither penalise nor
-            // count as logins of its parent's accounts.
-            if site.driver.is_derived() {
-                return;
-            }
-            if let Some(failure) = failure {
-                self.penalise(site, candidate, failure.kind).await;
-            }
-            self.count_attempt(site, candidate, failure.is_none()).await;
-            return;
+            return None;
+        }
+        let streak = if threshold == 0 {
+            Streak::First
+        } else {
+            self.inner
+                .protocol
+                .failed(&site.name, &candidate.account, threshold)
         };
-        let outcome = SiteOutcome::Down(failure.retry_after);
-        if let Some(retry_at) = circuits.record(&site.name, &policy, outcome, probe).await {
-            log::warn!(
-                "event=site_circuit_open site={} retry_at={} probe_failed={probe} error_type={}",
-                site.name,
-                retry_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                failure.kind.status().as_str()
-            );
+        match streak {
+            Streak::First => {
+                let policy = self.circuit_policy(site);
+                let answered = SiteOutcome::Answered;
+                self.inner
+                    .circuits
+                    .record(&site.name, &policy, answered, probe)
+                    .await;
+                if !site.driver.is_derived() {
+                    self.penalise(site, candidate, failure.kind).await;
+                    self.count_attempt(site, candidate, false).await;
+                }
+                None
+            }
+            Streak::Suspect => None,
+            Streak::Reached(accounts) => {
+                let message = format!(
+                    "paused (site_protocol_changed): {} different accounts in a row ({}) got \
+                     an answer tokend does not recognise, so the portal has likely changed its \
+                     login protocol or page; last answer: {}. Check the site's configuration, \
+                     then close the circuit (POST /api/v1/automation/sites/{}/circuit/close); a \
+                     probe login that succeeds also ends the pause",
+                    accounts.len(),
+                    accounts.join(", "),
+                    failure.message,
+                    site.name
+                );
+                Some(
+                    self.pause_site(site, "site_protocol_changed", &message)
+                        .await,
+                )
+            }
+        }
+    }
+
+    /// Pauses the site for `reason` like an open circuit, logs it, and answers with the
+    /// refusal the callers get.
+    async fn pause_site(&self, site: &SiteConfig, reason: &str, message: &str) -> Error {
+        let policy = self.circuit_policy(site);
+        let retry_at = self
+            .inner
+            .circuits
+            .pause(&site.name, &policy, reason, message)
+            .await;
+        log::error!(
+            "event=site_paused site={} reason={reason} retry_at={} message=\"{}\"",
+            site.name,
+            retry_at.map_or_else(
+                || "-".to_string(),
+                |at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            message.replace('"', "'")
+        );
+        let wait = retry_at
+            .and_then(|at| (at - Utc::now()).to_std().ok())
+            .unwrap_or(Duration::from_secs(1));
+        Error::SiteUnavailable {
+            site: site.name.clone(),
+            reason: message.to_string(),
+            retry_after: wait,
         }
     }
 
@@ -806,6 +1007,7 @@ impl LoginStats {
         self.captcha_attempts += other.captcha_attempts;
         self.network_retries += other.network_retries;
         self.duration += other.duration;
+        self.last_sent = other.last_sent.or(self.last_sent);
     }
 }
 

@@ -77,6 +77,8 @@ pub(super) struct Inner {
     pub(super) captchas: crate::captcha::Captchas,
     /// Accounts held by job checkouts.
     pub(super) checkouts: crate::checkout::Checkouts,
+    /// `failed` answers per site from different accounts in a row (issue 21).
+    pub(super) protocol: crate::circuit::ProtocolWatch,
 }
 
 /// Everything the broker works with.
@@ -137,6 +139,7 @@ impl Broker {
                 in_use: InUse::default(),
                 captchas,
                 checkouts: parts.checkouts,
+                protocol: crate::circuit::ProtocolWatch::default(),
             }),
         })
     }

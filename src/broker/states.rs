@@ -88,7 +88,8 @@ impl Broker {
             ),
             FailureKind::Captcha => (BlockReason::CaptchaError, accounts.captcha_cooldown),
             FailureKind::Failed => (BlockReason::Failed, accounts.failure_cooldown),
-            FailureKind::Network | FailureKind::Timeout => return,
+            FailureKind::Proxy => (BlockReason::ProxyError, accounts.proxy_cooldown),
+            FailureKind::Network | FailureKind::Timeout | FailureKind::Misconfigured => return,
         };
         let length = seconds(length);
         if length.is_zero() {

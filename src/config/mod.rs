@@ -204,6 +204,12 @@ impl Config {
         )
     }
 
+    /// How many different accounts' `failed` answers in a row pause a site (0: never).
+    pub fn site_changed_threshold(&self, site: &SiteConfig) -> u32 {
+        site.site_changed_threshold
+            .unwrap_or(self.circuit.site_changed_threshold)
+    }
+
     /// The configuration of `name`, if that site is configured.
     pub fn site(&self, name: &str) -> Option<&SiteConfig> {
         self.sites.iter().find(|s| s.name == name)
@@ -274,6 +280,9 @@ mod tests {
             ("[[sites]]\nname = \"a\"\ndriver = \"http\"\nlogin_url = \"http://x\"\nprobe_url = \"http://x/p\"\nprobe_interval = 60\nprobe_header = \"nocolon\"\n", "sites[0].probe_header"),
             ("[[sites]]\nname = \"a\"\ndriver = \"http\"\nlogin_url = \"http://x\"\ncircuit_failure_threshold = 0\n", "sites[0].circuit_failure_threshold"),
             ("[[sites]]\nname = \"a\"\ndriver = \"http\"\nlogin_url = \"http://x\"\ncircuit_open_seconds = 0\n", "sites[0].circuit_open_seconds"),
+            ("[[sites]]\nname = \"a\"\ndriver = \"http\"\nlogin_url = \"http://x\"\nsite_changed_threshold = 5000\n", "sites[0].site_changed_threshold"),
+            ("[circuit]\nsite_changed_threshold = 1001\n", "circuit.site_changed_threshold"),
+            ("[accounts]\nproxy_cooldown = -1\n", "accounts.proxy_cooldown"),
         ];
         for (text, key) in cases {
             let got = key_of(Config::from_sources(Some(text), &no_env));

@@ -438,6 +438,9 @@ pub struct AccountsConfig {
     pub captcha_cooldown: f64,
     /// Seconds an account rests after a login failed for an unknown reason.
     pub failure_cooldown: f64,
+    /// Seconds an account rests after its own proxy could not be reached or refused the
+    /// login (`proxy_error`).
+    pub proxy_cooldown: f64,
 }
 
 impl Default for AccountsConfig {
@@ -446,6 +449,7 @@ impl Default for AccountsConfig {
             blacklist_duration_hours: 1.0,
             captcha_cooldown: 120.0,
             failure_cooldown: 60.0,
+            proxy_cooldown: 60.0,
         }
     }
 }
@@ -462,6 +466,7 @@ impl AccountsConfig {
         for (key, value) in [
             ("accounts.captcha_cooldown", self.captcha_cooldown),
             ("accounts.failure_cooldown", self.failure_cooldown),
+            ("accounts.proxy_cooldown", self.proxy_cooldown),
         ] {
             if !(value.is_finite() && (0.0..=MAX_SECONDS).contains(&value)) {
                 return Err(Error::config(
@@ -486,6 +491,9 @@ pub struct CircuitConfig {
     /// Seconds the circuit stays open before one probe login; doubled after each failed
     /// probe, up to 600.
     pub open_seconds: f64,
+    /// `failed` answers (unrecognised) from this many different accounts in a row pause the
+    /// site as `site_protocol_changed` (0: never).
+    pub site_changed_threshold: u32,
 }
 
 impl Default for CircuitConfig {
@@ -493,8 +501,20 @@ impl Default for CircuitConfig {
         CircuitConfig {
             failure_threshold: 3,
             open_seconds: 30.0,
+            site_changed_threshold: 3,
         }
     }
+}
+
+/// Checks a `site_changed_threshold`; `key` names where it came from.
+pub fn validate_site_changed(key: &str, threshold: u32) -> Result<()> {
+    if threshold > 1000 {
+        return Err(Error::config(
+            key,
+            format!("must be from 0 (never) to 1000, not {threshold}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a circuit threshold and pause; `prefix` names where they came from.
@@ -517,7 +537,11 @@ pub fn validate_circuit(prefix: &str, threshold: u32, open_seconds: f64) -> Resu
 
 impl CircuitConfig {
     pub(super) fn validate(&self) -> Result<()> {
-        validate_circuit("circuit.", self.failure_threshold, self.open_seconds)
+        validate_circuit("circuit.", self.failure_threshold, self.open_seconds)?;
+        validate_site_changed(
+            "circuit.site_changed_threshold",
+            self.site_changed_threshold,
+        )
     }
 }
 

@@ -156,6 +156,9 @@ pub struct SiteConfig {
     /// Overrides `circuit.open_seconds` for this site.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_open_seconds: Option<f64>,
+    /// Overrides `circuit.site_changed_threshold` for this site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site_changed_threshold: Option<u32>,
     /// Where tokens in use are checked in the background (SPEC §13); empty: never.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub probe_url: String,
@@ -363,6 +366,9 @@ impl SiteConfig {
                 self.circuit_failure_threshold.unwrap_or(1),
                 self.circuit_open_seconds.unwrap_or(1.0),
             )?;
+        }
+        if let Some(threshold) = self.site_changed_threshold {
+            super::sections::validate_site_changed(&key("site_changed_threshold"), threshold)?;
         }
         self.validate_probe(index)
     }

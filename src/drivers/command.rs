@@ -25,8 +25,8 @@ use tokio::task::JoinHandle;
 
 use super::deadline::Deadline;
 use super::login::{
-    clean_message, expiry_in, expiry_of, Credentials, FailureKind, LoginFailure, LoginToken,
-    MAX_ERROR_BYTES,
+    clean_message, could_not_run, expiry_in, expiry_of, Credentials, FailureKind, LoginFailure,
+    LoginToken, MAX_ERROR_BYTES,
 };
 use super::process::{read_capped, spawn_in_group, GroupGuard};
 use crate::captcha::Captchas;
@@ -79,6 +79,15 @@ impl CommandDriver {
             default_ttl,
             captchas: None,
         }
+    }
+
+    /// The program and its arguments, as a message names them.
+    fn command_line(&self) -> String {
+        std::iter::once(&self.program)
+            .chain(&self.args)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     pub fn with_captchas(mut self, captchas: Captchas) -> CommandDriver {
@@ -157,6 +166,15 @@ impl CommandDriver {
             )
         })?;
         let stderr_text = clean_message(&String::from_utf8_lossy(stderr), secrets);
+        if could_not_run(status.code(), &stderr_text) {
+            return Err(LoginFailure::new(
+                FailureKind::Misconfigured,
+                format!(
+                    "the login program {} cannot run ({status}): {stderr_text}",
+                    self.command_line()
+                ),
+            ));
+        }
         let kind = match status.code() {
             Some(0) => return self.parse_output(stdout, secrets),
             Some(10) => FailureKind::Credential,
@@ -233,8 +251,11 @@ impl ProgramRun {
     fn start(driver: &CommandDriver) -> Result<ProgramRun, LoginFailure> {
         let (mut child, group) = spawn_in_group(&driver.program, &driver.args).map_err(|e| {
             LoginFailure::new(
-                FailureKind::Failed,
-                format!("cannot run {}: {e}", driver.program),
+                FailureKind::Misconfigured,
+                format!(
+                    "the login program {} cannot run: {e}",
+                    driver.command_line()
+                ),
             )
         })?;
         let (captcha_tx, captchas) = mpsc::channel(1);

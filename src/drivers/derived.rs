@@ -49,6 +49,7 @@ impl DerivedDriver {
             account: creds.account,
             name: "exchange",
             secrets: &secrets,
+            proxy: creds.proxy.map(|p| (p, creds.own_proxy)),
         };
         let value = self
             .site

@@ -19,8 +19,8 @@ use serde_json::{Map, Value};
 
 use super::cookies::{self, SetCookie};
 use super::login::{
-    clean_message, expiry_in, expiry_of, parse_retry_after, read_answer, Credentials, FailureKind,
-    LoginFailure, LoginToken,
+    clean_message, expiry_in, expiry_of, network_cause, parse_retry_after, proxy_failure,
+    read_answer, Credentials, FailureKind, LoginFailure, LoginToken,
 };
 use crate::config::{RequestFormat, SiteConfig, TokenFrom};
 use crate::error::{Error, Result};
@@ -28,6 +28,8 @@ use crate::secret::Secret;
 
 /// Largest login answer read; a portal's login answer is small.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// How long connecting (to the portal, or to the proxy) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct HttpDriver {
     /// The client of logins that use no proxy.
@@ -45,7 +47,7 @@ pub struct HttpDriver {
 /// A client that follows no redirects (credentials never go elsewhere), through `proxy`.
 fn client(proxy: Option<&str>) -> reqwest::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
+        .connect_timeout(CONNECT_TIMEOUT)
         .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none());
     builder = match proxy {
@@ -130,7 +132,10 @@ impl HttpDriver {
             .request(creds, remaining)?
             .send()
             .await
-            .map_err(|e| unanswered(&e, &secrets))?;
+            .map_err(|e| unanswered(&e, creds, remaining, &secrets))?;
+        if let Some(failure) = proxy_refused(&response, creds) {
+            return Err(failure);
+        }
         let cookies = match self.site.token_from {
             TokenFrom::Json => Vec::new(),
             _ => cookies::set_cookies(response.headers()),
@@ -227,9 +232,10 @@ impl HttpDriver {
                 TokenFrom::Cookies => "in cookies".to_string(),
             };
             format!(
-                "HTTP {status}: no token {place} in a {}-byte answer ({})",
+                "HTTP {status}: no token {place} in a {}-byte answer ({}){}",
                 answer.bytes,
-                kind.status().as_str()
+                kind.status().as_str(),
+                shape_of(answer.json.as_ref())
             )
         } else {
             format!("HTTP {status}: {text}")
@@ -287,6 +293,31 @@ impl HttpDriver {
     }
 }
 
+/// The shape of a JSON answer, never its values (a 2xx answer may hold a token):
+/// ` shaped {"code": number, "data": object}`; empty for an answer that is not JSON.
+fn shape_of(json: Option<&Value>) -> String {
+    let kind = |v: &Value| match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    match json {
+        Some(Value::Object(map)) => {
+            let fields: Vec<String> = map
+                .iter()
+                .take(12)
+                .map(|(k, v)| format!("{k:?}: {}", kind(v)))
+                .collect();
+            format!(" shaped {{{}}}", fields.join(", "))
+        }
+        Some(other) => format!(" shaped {}", kind(other)),
+        None => String::new(),
+    }
+}
+
 /// What the portal answered to a login request that it did not redirect.
 struct LoginAnswer {
     status: StatusCode,
@@ -325,8 +356,20 @@ impl LoginAnswer {
     }
 }
 
-/// A login request that got no answer: a timeout, else a network error.
-fn unanswered(error: &reqwest::Error, secrets: &[&str]) -> LoginFailure {
+/// A login request that got no answer: a timeout, else a network error, named by its cause
+/// (issue 21). Through a proxy, failing to connect (refused, timed out, tunnel refused) is
+/// the proxy's failure: the account's own proxy is the account's fault (`proxy_error`), the
+/// site's is the site's.
+fn unanswered(
+    error: &reqwest::Error,
+    creds: &Credentials<'_>,
+    remaining: Duration,
+    secrets: &[&str],
+) -> LoginFailure {
+    let cause = network_cause(error, Some(remaining), CONNECT_TIMEOUT);
+    if let Some(proxy) = creds.proxy.filter(|_| error.is_connect()) {
+        return proxy_failure(proxy, creds.own_proxy, &cause, secrets);
+    }
     let kind = if error.is_timeout() {
         FailureKind::Timeout
     } else {
@@ -334,8 +377,23 @@ fn unanswered(error: &reqwest::Error, secrets: &[&str]) -> LoginFailure {
     };
     LoginFailure::new(
         kind,
-        clean_message(&format!("request to login_url failed: {error}"), secrets),
+        clean_message(&format!("request to login_url failed: {cause}"), secrets),
     )
+}
+
+/// A proxy that refused the login itself (407 Proxy Authentication Required).
+fn proxy_refused(response: &reqwest::Response, creds: &Credentials<'_>) -> Option<LoginFailure> {
+    let proxy = creds.proxy?;
+    if response.status() != StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+        return None;
+    }
+    let cause = "proxy authentication refused (HTTP 407)";
+    Some(proxy_failure(
+        proxy,
+        creds.own_proxy,
+        cause,
+        &[creds.password.expose()],
+    ))
 }
 
 /// A redirect that set no session: `failed`, naming where it pointed (never followed).

@@ -23,6 +23,8 @@ pub struct Credentials<'a> {
     pub password: &'a Secret,
     /// The proxy this login goes through: the account's own, else the site's.
     pub proxy: Option<&'a Secret>,
+    /// Whether `proxy` is the account's own: its failure is then the account's fault.
+    pub own_proxy: bool,
 }
 
 /// A token a driver obtained.
@@ -43,6 +45,12 @@ pub enum FailureKind {
     Credential,
     Timeout,
     Failed,
+    /// The account's own proxy could not be reached or refused the login (SPEC §11 as
+    /// amended by issue 21): the account's fault, `proxy_error`.
+    Proxy,
+    /// The site's login or captcha-solver program cannot run (missing, not executable,
+    /// exit 127, "can't open file"): a configuration error of the site.
+    Misconfigured,
 }
 
 impl FailureKind {
@@ -52,7 +60,8 @@ impl FailureKind {
             FailureKind::Captcha => AcquisitionStatus::CaptchaError,
             FailureKind::Credential => AcquisitionStatus::CredentialError,
             FailureKind::Timeout => AcquisitionStatus::Timeout,
-            FailureKind::Failed => AcquisitionStatus::Failed,
+            FailureKind::Failed | FailureKind::Misconfigured => AcquisitionStatus::Failed,
+            FailureKind::Proxy => AcquisitionStatus::NetworkError,
         }
     }
 }
@@ -109,10 +118,121 @@ impl LoginFailure {
     }
 
     /// Whether the site, not the account, is at fault (SPEC §11): a network error or a
-    /// timeout counts towards the site's circuit and never penalises the account.
+    /// timeout counts towards the site's circuit and never penalises the account; a site
+    /// whose program cannot run is paused. Either way another account would fare no better.
     pub fn is_site_fault(&self) -> bool {
-        matches!(self.kind, FailureKind::Network | FailureKind::Timeout)
+        matches!(
+            self.kind,
+            FailureKind::Network | FailureKind::Timeout | FailureKind::Misconfigured
+        )
     }
+
+    /// The `error_type` of logs and of the history's per-account details: `rate_limited`
+    /// for a congestion answer (429, `rate_limit_pattern`), `proxy_error` for the account's
+    /// own proxy, else the status of the kind.
+    pub fn error_type(&self) -> &'static str {
+        match self.kind {
+            FailureKind::Network if self.congestion => "rate_limited",
+            FailureKind::Proxy => "proxy_error",
+            FailureKind::Misconfigured => "site_misconfigured",
+            kind => kind.status().as_str(),
+        }
+    }
+}
+
+/// Why a request got no answer, from the whole error chain (reqwest → hyper → io): `dns
+/// error: …`, `connection refused`, `timed out after N s`, `TLS: …`, else the innermost
+/// message. `timeout` is the request's own limit (if known), `connect_timeout` the client's.
+pub fn network_cause(
+    error: &reqwest::Error,
+    timeout: Option<Duration>,
+    connect_timeout: Duration,
+) -> String {
+    let mut messages: Vec<String> = Vec::new();
+    let mut refused = false;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        messages.push(e.to_string());
+        source = e.source();
+    }
+    let innermost = messages.last().cloned().unwrap_or_default();
+    let all = messages.join(": ").to_lowercase();
+    if error.is_timeout() {
+        let limit = if error.is_connect() {
+            Some(connect_timeout)
+        } else {
+            timeout
+        };
+        return match limit {
+            Some(limit) => format!("timed out after {:.0} s", limit.as_secs_f64()),
+            None => "timed out".to_string(),
+        };
+    }
+    if refused || all.contains("connection refused") {
+        return "connection refused".to_string();
+    }
+    if let Some(dns) = messages.iter().find(|m| m.starts_with("dns error")) {
+        return match dns.as_str() {
+            "dns error" => format!("dns error: {innermost}"),
+            _ => dns.clone(),
+        };
+    }
+    if ["tls", "certificate", "handshake"]
+        .iter()
+        .any(|word| all.contains(word))
+    {
+        return format!("TLS: {innermost}");
+    }
+    innermost
+}
+
+/// Whether a program's exit says that it could not run at all: the shell's 126/127 (not
+/// executable, not found), or an interpreter that cannot open its script (python's "can't
+/// open file", node's "Cannot find module", sh's "No such file"). A configuration error of
+/// the site, not the account's (issue 21).
+pub fn could_not_run(code: Option<i32>, stderr: &str) -> bool {
+    if matches!(code, Some(126 | 127)) {
+        return true;
+    }
+    let lower = stderr.to_lowercase();
+    code.is_some_and(|c| c != 0)
+        && ["can't open file", "cannot find module", "no such file"]
+            .iter()
+            .any(|sign| lower.contains(sign))
+}
+
+/// The proxy of a login failed (refused, timed out, refused the tunnel or asked for
+/// credentials): the account's own proxy is the account's fault (`proxy_error`), the site's
+/// is the site's (a network error). The message names the proxy by host, never its
+/// credentials.
+pub fn proxy_failure(proxy: &Secret, own: bool, cause: &str, secrets: &[&str]) -> LoginFailure {
+    let (whose, kind) = if own {
+        ("the account's proxy", FailureKind::Proxy)
+    } else {
+        ("the site's proxy", FailureKind::Network)
+    };
+    let mut hidden = secrets.to_vec();
+    hidden.push(proxy.expose());
+    LoginFailure::new(
+        kind,
+        clean_message(
+            &format!("{whose} {} failed: {cause}", proxy_host(proxy.expose())),
+            &hidden,
+        ),
+    )
+}
+
+/// The host (and port) of a proxy URL: what a message may name, never its credentials.
+pub fn proxy_host(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    host.to_string()
 }
 
 /// `Retry-After` as seconds or an HTTP date; `None` when absent or unreadable.
@@ -220,6 +340,23 @@ mod tests {
         let left = parse_retry_after(&later).unwrap().as_secs();
         assert!((115..=120).contains(&left), "{later}: {left}");
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn programs_that_could_not_run_and_proxy_hosts() {
+        assert!(could_not_run(Some(127), ""));
+        assert!(could_not_run(
+            Some(2),
+            "python3: can't open file '/x/solve.py': [Errno 2] No such file or directory"
+        ));
+        assert!(!could_not_run(Some(1), "wrong password"));
+        assert!(!could_not_run(Some(0), "no such file"));
+        assert_eq!(proxy_host("http://u:p@w@10.0.0.5:3128/x"), "10.0.0.5:3128");
+        assert_eq!(proxy_host("socks5://10.0.0.5:1080"), "10.0.0.5:1080");
+        let failure = proxy_failure(&Secret::new("http://u:pw@h:1"), true, "refused", &[]);
+        assert_eq!(failure.kind, FailureKind::Proxy);
+        assert_eq!(failure.error_type(), "proxy_error");
+        assert!(!failure.message.contains("pw"), "{}", failure.message);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! [`LoginDriver::login_with_retries`] runs one driver attempt after another inside
 //! `login_timeout`: network errors are retried with exponential backoff up to
 //! `max_network_retries`, captcha errors after `captcha_retry_delay` up to
-//! `max_captcha_retries`, and a credential error is never retried.
+//! `max_captcha_retries`, and a credential error is never retried. Before a retry that
+//! follows a congestion answer, the caller's [`RetryGate`] acts on it at once.
 //!
 //! Layout, leaves first: `login` (what one attempt takes and gives: [`Credentials`],
 //! [`LoginToken`], [`LoginFailure`]), `deadline` (the login's clock, [`Deadline`]),
@@ -40,6 +41,52 @@ pub struct LoginStats {
     pub network_retries: u32,
     /// Seconds spent in the driver, retries and their waits included.
     pub duration: f64,
+    /// When the last attempt was sent (adaptive concurrency: which limit it was sent under).
+    pub last_sent: Option<Instant>,
+}
+
+/// What the caller of [`LoginDriver::login_with_gate`] does when an attempt met congestion
+/// (a 429, a `rate_limit_pattern` answer, a captcha error) and the login will retry: the
+/// broker halves the site's adaptive limit at once and makes the retry wait for a slot under
+/// it. An `Err` ends the login with that failure.
+pub trait RetryGate: Send {
+    /// `sent`: when the attempt that met congestion was sent.
+    fn congested<'a>(
+        &'a mut self,
+        failure: &'a LoginFailure,
+        sent: Instant,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), LoginFailure>>;
+}
+
+/// Seconds to wait before retrying after `outcome`, counting the retry in `stats`; `None`:
+/// the login ends with it (a success, a failure that is not retried, retries spent).
+fn retry_wait(
+    outcome: &Result<LoginToken, LoginFailure>,
+    stats: &mut LoginStats,
+    retry: &RetryConfig,
+) -> Option<f64> {
+    let Err(f) = outcome else {
+        return None;
+    };
+    if f.last_attempt {
+        if f.kind == FailureKind::Captcha {
+            stats.captcha_attempts += 1;
+        }
+        return None;
+    }
+    match f.kind {
+        FailureKind::Network if stats.network_retries < retry.max_network_retries => {
+            let wait = retry.network_retry_delay_base * 2f64.powi(stats.network_retries as i32);
+            stats.network_retries += 1;
+            Some(wait)
+        }
+        FailureKind::Captcha => {
+            stats.captcha_attempts += 1;
+            (stats.captcha_attempts <= retry.max_captcha_retries)
+                .then_some(retry.captcha_retry_delay)
+        }
+        _ => None,
+    }
 }
 
 /// A site's driver, built once from its configuration.
@@ -110,11 +157,13 @@ impl LoginDriver {
         }
     }
 
-    /// Logs in, retrying as the policy allows, all inside `login_timeout`.
+    /// Logs in, retrying as the policy allows, all inside `login_timeout`; `gate` is asked
+    /// before each retry that follows a congestion answer.
     pub async fn login_with_retries(
         &self,
         creds: &Credentials<'_>,
         retry: &RetryConfig,
+        gate: &mut dyn RetryGate,
     ) -> (Result<LoginToken, LoginFailure>, LoginStats) {
         let started = Instant::now();
         let deadline = Deadline::new(started + seconds(retry.login_timeout));
@@ -127,6 +176,8 @@ impl LoginDriver {
                 ));
             }
             stats.attempts += 1;
+            let sent = Instant::now();
+            stats.last_sent = Some(sent);
             // Drivers honour `remaining` themselves; the grace is a safety net that lets them
             // report (and clean up after) their own timeout first.
             let outcome = match deadline
@@ -139,46 +190,30 @@ impl LoginDriver {
                     "login_timeout elapsed",
                 )),
             };
-            let wait = match &outcome {
-                Err(f) if f.last_attempt => {
-                    if f.kind == FailureKind::Captcha {
-                        stats.captcha_attempts += 1;
-                    }
-                    break outcome;
-                }
-                Err(f)
-                    if f.kind == FailureKind::Network
-                        && stats.network_retries < retry.max_network_retries =>
-                {
-                    let wait =
-                        retry.network_retry_delay_base * 2f64.powi(stats.network_retries as i32);
-                    stats.network_retries += 1;
-                    wait
-                }
-                Err(f) if f.kind == FailureKind::Captcha => {
-                    stats.captcha_attempts += 1;
-                    if stats.captcha_attempts > retry.max_captcha_retries {
-                        break outcome;
-                    }
-                    retry.captcha_retry_delay
-                }
-                _ => break outcome,
+            let Some(wait) = retry_wait(&outcome, &mut stats, retry) else {
+                break outcome;
             };
-            if let Err(failure) = &outcome {
-                log::info!(
-                    "event=login_retry site={} account={} error_type={} attempt={} wait={wait:.2}s",
-                    creds.site,
-                    creds.account,
-                    failure.kind.status().as_str(),
-                    stats.attempts
-                );
-            }
+            let Err(failure) = &outcome else {
+                break outcome;
+            };
+            log::info!(
+                "event=login_retry site={} account={} error_type={} attempt={} wait={wait:.2}s",
+                creds.site,
+                creds.account,
+                failure.error_type(),
+                stats.attempts
+            );
             // A portal that asked for a longer pause than the retry would keep is not
             // knocked on again within this login: the site's circuit honours its wish.
-            let asked = outcome.as_ref().err().and_then(|f| f.retry_after);
-            let wait = seconds(wait).max(asked.unwrap_or_default());
+            let wait = seconds(wait).max(failure.retry_after.unwrap_or_default());
             if Instant::now() + wait >= deadline.at() {
                 break outcome;
+            }
+            // Congestion is a signal the moment it arrives, not when the login ends.
+            if failure.congestion || failure.kind == FailureKind::Captcha {
+                if let Err(stop) = gate.congested(failure, sent).await {
+                    break Err(stop);
+                }
             }
             tokio::time::sleep(wait).await;
         };

@@ -65,6 +65,10 @@ pub struct PortalState {
     pub cookie_max_age: Mutex<Option<u64>>,
     /// When set, a login must carry this text as `captcha` (served by `/captcha`).
     pub captcha_text: Mutex<Option<String>>,
+    /// When set, a login beyond this many at once is answered 429 `{"msg": "操作频繁"}`.
+    pub capacity: Mutex<Option<u32>>,
+    /// Logins answered 429 because they were beyond `capacity`.
+    pub over_capacity: AtomicU32,
 }
 
 /// A fixed answer of the portal.
@@ -209,10 +213,15 @@ async fn login(state: web::Data<PortalState>, body: web::Json<Value>) -> HttpRes
         let m = max.entry(site.clone()).or_default();
         *m = (*m).max(*n);
     }
+    let over = state.capacity.lock().unwrap().is_some_and(|c| now > c);
     let latency = *state.latency.lock().unwrap();
     actix_web::rt::time::sleep(latency).await;
     let expected = state.captcha_text.lock().unwrap().clone();
     let response = match expected {
+        _ if over => {
+            state.over_capacity.fetch_add(1, Ordering::SeqCst);
+            HttpResponse::TooManyRequests().json(json!({"code": 429, "msg": "操作频繁"}))
+        }
         Some(text) if body["captcha"].as_str() != Some(text.as_str()) => {
             HttpResponse::Ok().json(json!({"code": 1001, "msg": "验证码错误"}))
         }

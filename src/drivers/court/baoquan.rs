@@ -60,6 +60,7 @@ impl BaoquanDriver {
             account: creds.account,
             name,
             secrets: &secrets,
+            proxy: creds.proxy.map(|p| (p, creds.own_proxy)),
         };
 
         let code_step = step("oauth/code");

@@ -13,7 +13,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::drivers::login::{
-    clean_message, expiry_of, parse_retry_after, read_answer, FailureKind, LoginFailure, LoginToken,
+    clean_message, expiry_of, network_cause, parse_retry_after, proxy_failure, read_answer,
+    FailureKind, LoginFailure, LoginToken,
 };
 use crate::secret::Secret;
 
@@ -42,7 +43,7 @@ pub fn login_client(proxy: Option<&Secret>) -> Result<reqwest::Client, LoginFail
     let mut builder = reqwest::Client::builder()
         .cookie_store(true)
         .default_headers(headers)
-        .connect_timeout(Duration::from_secs(10))
+        .connect_timeout(CONNECT_TIMEOUT)
         .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none());
     builder = match proxy {
@@ -93,7 +94,12 @@ pub struct Step<'a> {
     pub name: &'static str,
     /// Masked wherever the answer or an error is logged or returned.
     pub secrets: &'a [&'a str],
+    /// The proxy the step goes through, and whether it is the account's own.
+    pub proxy: Option<(&'a Secret, bool)>,
 }
+
+/// How long connecting (to the portal, or to the proxy) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A court token's life when it carries no JWT `exp` (SPEC §15).
 pub const DEFAULT_LIFE: Duration = Duration::from_secs(3600);
@@ -148,7 +154,13 @@ impl Step<'_> {
             } else {
                 FailureKind::Network
             };
-            self.failure(kind, &format!("request failed: {e}"))
+            let cause = network_cause(&e, None, CONNECT_TIMEOUT);
+            match self.proxy.filter(|_| e.is_connect()) {
+                Some((proxy, own)) => {
+                    proxy_failure(proxy, own, &format!("{}: {cause}", self.name), self.secrets)
+                }
+                None => self.failure(kind, &format!("request failed: {cause}")),
+            }
         })?;
         let status = response.status();
         let retry_after = response

@@ -21,7 +21,7 @@ use crate::captcha::Captchas;
 use crate::config::court::CaptchaSolverConfig;
 use crate::config::{seconds, SiteConfig};
 use crate::drivers::deadline::Deadline;
-use crate::drivers::login::{clean_message, FailureKind, LoginFailure};
+use crate::drivers::login::{clean_message, could_not_run, FailureKind, LoginFailure};
 use crate::drivers::process::{read_capped, spawn_in_group};
 use crate::metrics::{Metrics, SolveResult};
 
@@ -123,9 +123,24 @@ impl CaptchaSolver {
                     self.count(SolveResult::Solved);
                     return Ok(text);
                 }
-                Err((result, message)) => {
-                    self.count(result);
-                    Some(message)
+                Err(failed) => {
+                    self.count(failed.result);
+                    // Logged whatever comes next, a person taking over included.
+                    log::warn!(
+                        "event=captcha_solver_failed site={} account={account} program={} cannot_run={} message=\"{}\"",
+                        self.site,
+                        argv.join(" "),
+                        failed.cannot_run,
+                        failed.message.replace('"', "'")
+                    );
+                    if failed.cannot_run {
+                        // The site's configuration, not the account nor the captcha.
+                        return Err(
+                            LoginFailure::new(FailureKind::Misconfigured, failed.message)
+                                .last_attempt(),
+                        );
+                    }
+                    Some(failed.message)
                 }
             },
             None => None,
@@ -164,15 +179,15 @@ impl CaptchaSolver {
         image: &[u8],
         remaining: Duration,
         secrets: &[&str],
-    ) -> Result<String, (SolveResult, String)> {
+    ) -> Result<String, SolverFailure> {
         let program = argv.first().map(String::as_str).unwrap_or_default();
         // The whole group goes when the solve ends, however it ends.
-        let (mut child, _group) = spawn_in_group(program, &argv[1..]).map_err(|e| {
-            (
-                SolveResult::Failed,
-                format!("captcha solver: cannot run {program}: {e}"),
-            )
-        })?;
+        let (mut child, _group) =
+            spawn_in_group(program, &argv[1..]).map_err(|e| SolverFailure {
+                result: SolveResult::Failed,
+                message: format!("the captcha solver {} cannot run: {e}", argv.join(" ")),
+                cannot_run: true,
+            })?;
         let out = tokio::spawn(read_capped(child.stdout.take(), MAX_ANSWER_BYTES));
         let err = tokio::spawn(read_capped(child.stderr.take(), MAX_STDERR_BYTES));
         let limit = self.timeout.min(remaining);
@@ -183,23 +198,24 @@ impl CaptchaSolver {
         };
         let stdout = within_grace(out).await;
         let stderr = clean_message(&String::from_utf8_lossy(&within_grace(err).await), secrets);
-        answer_of(program, status, &stdout, &stderr)
+        answer_of(argv, status, &stdout, &stderr)
     }
 
     /// A solver that gave no answer within `limit` (its group is killed as the run ends).
-    fn timed_out(&self, program: &str, limit: Duration) -> (SolveResult, String) {
+    fn timed_out(&self, program: &str, limit: Duration) -> SolverFailure {
         log::warn!(
             "event=captcha_solver_timeout site={} program={program} timeout={:.1}s",
             self.site,
             limit.as_secs_f64()
         );
-        (
-            SolveResult::Timeout,
-            format!(
+        SolverFailure {
+            result: SolveResult::Timeout,
+            message: format!(
                 "captcha solver {program} gave no answer within {:.1}s; its process group was killed",
                 limit.as_secs_f64()
             ),
-        )
+            cannot_run: false,
+        }
     }
 }
 
@@ -222,30 +238,54 @@ async fn within_grace(reader: JoinHandle<Vec<u8>>) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// Why a solver run gave no answer.
+struct SolverFailure {
+    result: SolveResult,
+    message: String,
+    /// The program could not run at all (issue 21): the site's configuration is wrong.
+    cannot_run: bool,
+}
+
 /// The solver's answer: its trimmed stdout after exit 0, else why there is none.
 fn answer_of(
-    program: &str,
+    argv: &[String],
     status: std::io::Result<ExitStatus>,
     stdout: &[u8],
     stderr: &str,
-) -> Result<String, (SolveResult, String)> {
+) -> Result<String, SolverFailure> {
+    let program = argv.join(" ");
+    let failed = |result, message: String, cannot_run| SolverFailure {
+        result,
+        message,
+        cannot_run,
+    };
     let status = status.map_err(|e| {
-        (
+        failed(
             SolveResult::Failed,
             format!("captcha solver {program}: {e}"),
+            false,
         )
     })?;
+    if could_not_run(status.code(), stderr) {
+        return Err(failed(
+            SolveResult::Failed,
+            format!("the captcha solver {program} cannot run ({status}): {stderr}"),
+            true,
+        ));
+    }
     if !status.success() {
-        return Err((
+        return Err(failed(
             SolveResult::Failed,
             format!("captcha solver {program} exited with {status}: {stderr}"),
+            false,
         ));
     }
     let text = String::from_utf8_lossy(stdout).trim().to_string();
     if text.is_empty() {
-        return Err((
+        return Err(failed(
             SolveResult::Empty,
             format!("captcha solver {program} printed nothing: {stderr}"),
+            false,
         ));
     }
     Ok(text)

@@ -84,6 +84,7 @@ impl Attempt<'_> {
             account: self.creds.account,
             name,
             secrets: &self.secrets,
+            proxy: self.creds.proxy.map(|p| (p, self.creds.own_proxy)),
         }
     }
 
