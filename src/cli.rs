@@ -228,6 +228,7 @@ pub fn run(cli: Cli) -> Result<()> {
 /// `tokend serve`, on an actix system of its own.
 fn serve(config: Arc<Config>) -> Result<()> {
     crate::process::limit_malloc_arenas();
+    crate::process::forbid_dumps();
     let system = actix_web::rt::System::new();
     let result = system.block_on(crate::server::serve(config));
     // Dropping the runtime would wait for every blocking task, also a database call stuck

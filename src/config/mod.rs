@@ -23,6 +23,23 @@ pub use site::{
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 
+/// Every environment variable tokend reads that is a secret or may hold one (a URL with a
+/// password), with the parts of a Redis URL: a login program and a captcha solver are started
+/// without them ([`crate::drivers::process`]). A variable added to `apply_env` belongs here
+/// (a test checks it).
+pub const SECRET_ENV: [&str; 10] = [
+    "TOKEND_SECRET_KEY",
+    "TOKEND_ADMIN_TOKEN",
+    "TOKEND_METRICS_TOKEN",
+    "TOKEND_WEBHOOK_SECRET",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "REDIS_PASSWORD",
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "REDIS_DB",
+];
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -108,16 +125,21 @@ impl Config {
 
     /// Parses TOML; an error names the dotted key where it happened.
     pub fn parse(text: &str) -> Result<Config> {
-        let deserializer = toml::Deserializer::parse(text)
-            .map_err(|e| Error::config("config file", e.to_string().trim_end().to_string()))?;
+        let deserializer =
+            toml::Deserializer::parse(text).map_err(|e| syntax_error(text, &e))?;
         serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let key = e.path().to_string();
-            let key = if key == "." {
-                "config file".to_string()
+            let message = e.into_inner().message().trim_end().to_string();
+            if key == "." {
+                return Error::config("config file", message);
+            }
+            // A type error quotes the value (`invalid type: string "…"`): not a secret's.
+            let message = if is_secret_key(&key) {
+                without_quoted_values(&message)
             } else {
-                key
+                message
             };
-            Error::config(key, e.into_inner().message().trim_end().to_string())
+            Error::config(key, message)
         })
     }
 
@@ -209,6 +231,67 @@ impl Config {
     }
 }
 
+/// A TOML syntax error as the line, the column, the key being written there and the
+/// problem, never the text of the line: it may be `admin_token = "…` or a DSN with its
+/// password.
+fn syntax_error(text: &str, error: &toml::de::Error) -> Error {
+    let problem = error.message().trim_end().replace('\n', "; ");
+    let Some(at) = error.span().map(|span| span.start.min(text.len())) else {
+        return Error::config("config file", problem);
+    };
+    let before = text.get(..at).unwrap_or_default();
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
+    // The key of the line, or of the nearest line above that starts one (a long array).
+    let key = before
+        .lines()
+        .chain(text.get(at..).and_then(|rest| rest.lines().next()))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .find_map(|line| {
+            let (key, _) = line.split_once('=')?;
+            let key = key.trim();
+            let plain = !key.is_empty()
+                && key
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || "_-.\"' ".contains(c));
+            plain.then(|| key.replace(['"', '\''], ""))
+        });
+    let problem = if key.as_deref().is_some_and(is_secret_key) {
+        without_quoted_values(&problem)
+    } else {
+        problem
+    };
+    match key {
+        Some(key) => Error::config(
+            "config file",
+            format!("line {line}, column {column} (key `{key}`): {problem}"),
+        ),
+        None => Error::config("config file", format!("line {line}, column {column}: {problem}")),
+    }
+}
+
+/// Whether a dotted config key holds, or may hold, a credential (its value is never echoed).
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "token", "password", "secret", "key", "url", "proxy", "dsn", "auth", "cookie", "extra_fields",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
+}
+
+/// `message` with every quoted part (`"…"`, `` `…` ``, `'…'`) replaced by `…`.
+fn without_quoted_values(message: &str) -> String {
+    static QUOTED: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    let quoted = QUOTED.get_or_init(|| regex::Regex::new(r#""(?:[^"\\]|\\.)*"|`[^`]*`|'[^']*'"#).ok());
+    match quoted {
+        Some(quoted) => quoted.replace_all(message, "…").into_owned(),
+        None => "the value is not valid here".to_string(),
+    }
+}
+
 /// `value` percent-encoded for the user information of a URL: every byte but the unreserved
 /// characters of RFC 3986.
 fn url_component(value: &str) -> String {
@@ -232,6 +315,22 @@ mod tests {
         match result {
             Err(Error::Config { key, .. }) => key,
             other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_variable_read_is_hidden_from_login_programs() {
+        let asked = std::sync::Mutex::new(Vec::new());
+        let env = |name: &str| {
+            asked.lock().unwrap().push(name.to_string());
+            // Set, so that every branch (REDIS_HOST and its parts) is read.
+            (!name.ends_with("_URL")).then(|| "1".to_string())
+        };
+        Config::default().apply_env(&env).unwrap();
+        let asked = asked.into_inner().unwrap();
+        assert!(asked.len() >= SECRET_ENV.len(), "{asked:?}");
+        for name in asked {
+            assert!(SECRET_ENV.contains(&name.as_str()), "{name} is not in SECRET_ENV");
         }
     }
 
