@@ -298,7 +298,12 @@ fn import_record(fields: &[String]) -> std::result::Result<NewAccount, String> {
             fields.len()
         ));
     }
-    let preferred = match fields.get(3).map_or("", String::as_str).to_ascii_lowercase().as_str() {
+    let preferred = match fields
+        .get(3)
+        .map_or("", String::as_str)
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "" | "false" | "0" | "no" => false,
         "true" | "1" | "yes" => true,
         _ => {

@@ -148,10 +148,13 @@ impl Maintenance<'_> {
         let mut failed = 0;
         for (step, result) in &self.steps {
             match result {
-                Ok(line) => println!("ok      {step}: {line}"),
+                Ok(line) => println!("ok      {step}: {}", crate::terminal::printable(line)),
                 Err(e) => {
                     failed += 1;
-                    println!("FAILED  {step}: {e}");
+                    println!(
+                        "FAILED  {step}: {}",
+                        crate::terminal::printable(&e.to_string())
+                    );
                 }
             }
         }

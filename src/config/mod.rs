@@ -125,8 +125,7 @@ impl Config {
 
     /// Parses TOML; an error names the dotted key where it happened.
     pub fn parse(text: &str) -> Result<Config> {
-        let deserializer =
-            toml::Deserializer::parse(text).map_err(|e| syntax_error(text, &e))?;
+        let deserializer = toml::Deserializer::parse(text).map_err(|e| syntax_error(text, &e))?;
         serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let key = e.path().to_string();
             let message = e.into_inner().message().trim_end().to_string();
@@ -241,7 +240,13 @@ fn syntax_error(text: &str, error: &toml::de::Error) -> Error {
     };
     let before = text.get(..at).unwrap_or_default();
     let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .count()
+        + 1;
     // The key of the line, or of the nearest line above that starts one (a long array).
     let key = before
         .lines()
@@ -268,7 +273,10 @@ fn syntax_error(text: &str, error: &toml::de::Error) -> Error {
             "config file",
             format!("line {line}, column {column} (key `{key}`): {problem}"),
         ),
-        None => Error::config("config file", format!("line {line}, column {column}: {problem}")),
+        None => Error::config(
+            "config file",
+            format!("line {line}, column {column}: {problem}"),
+        ),
     }
 }
 
@@ -276,7 +284,16 @@ fn syntax_error(text: &str, error: &toml::de::Error) -> Error {
 fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     [
-        "token", "password", "secret", "key", "url", "proxy", "dsn", "auth", "cookie", "extra_fields",
+        "token",
+        "password",
+        "secret",
+        "key",
+        "url",
+        "proxy",
+        "dsn",
+        "auth",
+        "cookie",
+        "extra_fields",
     ]
     .iter()
     .any(|word| key.contains(word))
@@ -285,7 +302,8 @@ fn is_secret_key(key: &str) -> bool {
 /// `message` with every quoted part (`"…"`, `` `…` ``, `'…'`) replaced by `…`.
 fn without_quoted_values(message: &str) -> String {
     static QUOTED: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
-    let quoted = QUOTED.get_or_init(|| regex::Regex::new(r#""(?:[^"\\]|\\.)*"|`[^`]*`|'[^']*'"#).ok());
+    let quoted =
+        QUOTED.get_or_init(|| regex::Regex::new(r#""(?:[^"\\]|\\.)*"|`[^`]*`|'[^']*'"#).ok());
     match quoted {
         Some(quoted) => quoted.replace_all(message, "…").into_owned(),
         None => "the value is not valid here".to_string(),
@@ -330,7 +348,10 @@ mod tests {
         let asked = asked.into_inner().unwrap();
         assert!(asked.len() >= SECRET_ENV.len(), "{asked:?}");
         for name in asked {
-            assert!(SECRET_ENV.contains(&name.as_str()), "{name} is not in SECRET_ENV");
+            assert!(
+                SECRET_ENV.contains(&name.as_str()),
+                "{name} is not in SECRET_ENV"
+            );
         }
     }
 
