@@ -166,7 +166,7 @@ pub fn hide_tokens(text: &str) -> String {
 }
 
 /// Every form in which a portal, a proxy or a script may echo `secret`: as is, JSON-escaped
-/// once and twice (also with non-ASCII as `\uXXXX`, as Python writes it), URL-encoded (`+`
+/// once, twice and three times (also with non-ASCII as `\uXXXX`, as Python writes it), URL-encoded (`+`
 /// and `%20` for a space, either case of hex), base64 (standard and URL-safe, with and
 /// without padding) and HTML-escaped. Longest first, so that a longer form is masked whole.
 pub fn echoed_forms(secret: &str) -> Vec<String> {
@@ -176,22 +176,31 @@ pub fn echoed_forms(secret: &str) -> Vec<String> {
             .map(|j| j[1..j.len() - 1].to_string())
             .unwrap_or_default()
     };
-    let once = json(secret);
-    let ascii = ascii_json(&once);
     let form = url_encode(secret);
-    let mut forms = vec![
-        secret.to_string(),
-        json(&once),
-        ascii.clone(),
-        json(&ascii),
-        once,
+    let mut forms = vec![secret.to_string()];
+    // Escaped up to three times: a request body (once) echoed in a JSON message (twice) that
+    // is itself quoted in a JSON log or answer (three times).
+    let (mut escaped, mut ascii) = (json(secret), ascii_json(&json(secret)));
+    for _ in 0..3 {
+        forms.push(escaped.clone());
+        forms.push(ascii.clone());
+        (escaped, ascii) = (json(&escaped), json(&ascii));
+    }
+    // Any of these in an HTML page (`'` as `&#39;` or `&#x27;`).
+    let html: Vec<String> = forms
+        .iter()
+        .flat_map(|text| {
+            let escaped = html_escape(text);
+            [escaped.replace("&#39;", "&#x27;"), escaped]
+        })
+        .collect();
+    forms.extend(html);
+    forms.extend([
         lower_hex(&form.replace('+', "%20")),
         form.replace('+', "%20"),
         lower_hex(&form),
         form,
-        html_escape(secret).replace("&#39;", "&#x27;"),
-        html_escape(secret),
-    ];
+    ]);
     for engine in [
         base64::engine::general_purpose::STANDARD,
         base64::engine::general_purpose::URL_SAFE,
