@@ -369,12 +369,15 @@ fn captcha_prompts_webhooks_and_login_programs_keep_their_place() {
     env.push(("ALL_PROXY", proxy_url.as_str()));
     let mut daemon = Daemon::start_with_env(dir.path(), &config, "debug", &env);
     let acquire_url = daemon.url("/api/v1/automation/tokens/acquire");
+    // Waits for the captcha's answer until the daemon stops: its answer does not matter.
     std::thread::spawn(move || {
-        call(
-            "POST",
-            &acquire_url,
-            Some(json!({"site_name": "captcha_site"})),
-        )
+        actix_web::rt::System::new().block_on(async move {
+            let request = reqwest::Client::new()
+                .post(acquire_url)
+                .bearer_auth(ADMIN)
+                .json(&json!({"site_name": "captcha_site"}));
+            let _ = request.send().await;
+        })
     });
 
     let out = common::eventually_blocking("`tokend captcha list` to show it", || {
@@ -392,8 +395,8 @@ fn captcha_prompts_webhooks_and_login_programs_keep_their_place() {
         "escapes reached the terminal: {shown:?}"
     );
     // The webhook: tried again after the 307, never at the place it pointed to.
-    common::eventually_blocking("a second webhook delivery", || {
-        (hook.hits() >= 2).then_some(())
+    common::eventually_blocking("a second webhook delivery, or one elsewhere", || {
+        (hook.hits() >= 2 || elsewhere.hits() + proxy.hits() > 0).then_some(())
     });
     assert_eq!(elsewhere.hits(), 0, "the webhook followed a redirect");
     assert_eq!(
