@@ -2,9 +2,9 @@
 //! login that keeps the portal's cookies and sends the `Referer`/`Origin` the portal insists
 //! on ([`login_client`]); a [`Step`] that sends a request, reads the portal's envelope
 //! `{"code", "data", "message"}` ([`PortalAnswer`]) and classifies what went wrong by the
-//! site's [`Patterns`]. Every step logs what it got (`event=court_step`, secrets masked), so
-//! that a portal that changed is diagnosed from the log: the step, the HTTP status, the
-//! `code` and the `message` it answered.
+//! site's [`Patterns`]. Every step logs what it got (`event=court_step`: the answer's shape as
+//! JSON, never a token, cookie or code in it), so that a portal that changed is diagnosed from
+//! the log: the step, the HTTP status, the keys, the `code` and the `message` it answered.
 //!
 //! A leaf: it uses no other file of the drivers but their shared vocabulary.
 
