@@ -239,45 +239,40 @@ fn syntax_error(text: &str, error: &toml::de::Error) -> Error {
         return Error::config("config file", problem);
     };
     let before = text.get(..at).unwrap_or_default();
+    let start = before.rfind('\n').map_or(0, |n| n + 1);
+    let end = text[at..].find('\n').map_or(text.len(), |n| at + n);
     let line = before.matches('\n').count() + 1;
-    let column = before
-        .rsplit('\n')
-        .next()
-        .unwrap_or_default()
-        .chars()
-        .count()
-        + 1;
-    // The key of the line, or of the nearest line above that starts one (a long array).
-    let key = before
-        .lines()
-        .chain(text.get(at..).and_then(|rest| rest.lines().next()))
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .find_map(|line| {
-            let (key, _) = line.split_once('=')?;
-            let key = key.trim();
-            let plain = !key.is_empty()
-                && key
-                    .chars()
-                    .all(|c| c.is_alphanumeric() || "_-.\"' ".contains(c));
-            plain.then(|| key.replace(['"', '\''], ""))
-        });
-    let problem = if key.as_deref().is_some_and(is_secret_key) {
+    let column = before[start..].chars().count() + 1;
+    // The key of the line; else of the nearest line above that has one (a long array).
+    let place = match key_of(&text[start..end]) {
+        Some(key) => Some(("key", key)),
+        None => text[..start]
+            .lines()
+            .rev()
+            .find_map(key_of)
+            .map(|k| ("after key", k)),
+    };
+    let problem = if place.as_ref().is_some_and(|(_, key)| is_secret_key(key)) {
         without_quoted_values(&problem)
     } else {
         problem
     };
-    match key {
-        Some(key) => Error::config(
-            "config file",
-            format!("line {line}, column {column} (key `{key}`): {problem}"),
-        ),
-        None => Error::config(
-            "config file",
-            format!("line {line}, column {column}: {problem}"),
-        ),
-    }
+    let message = match place {
+        Some((what, key)) => format!("line {line}, column {column} ({what} `{key}`): {problem}"),
+        None => format!("line {line}, column {column}: {problem}"),
+    };
+    Error::config("config file", message)
+}
+
+/// The key a TOML line sets (`a.b = …`, quotes dropped), if it is one.
+fn key_of(line: &str) -> Option<String> {
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_alphanumeric() || "_-.\"' ".contains(c));
+    plain.then(|| key.replace(['"', '\''], ""))
 }
 
 /// Whether a dotted config key holds, or may hold, a credential (its value is never echoed).
@@ -353,6 +348,25 @@ mod tests {
                 "{name} is not in SECRET_ENV"
             );
         }
+    }
+
+    #[test]
+    fn syntax_errors_name_the_key_never_the_line() {
+        let message = |text: &str| match Config::parse(text) {
+            Err(Error::Config { message, .. }) => message,
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        let said = message("[server]\nclient_tokens = [\n \"SECRETabc\",\n \"SECRETdef\" x ]\n");
+        assert!(
+            said.contains("line 4") && said.contains("after key `client_tokens`"),
+            "{said}"
+        );
+        assert!(!said.contains("SECRET"), "{said}");
+        let said = message("[redis]\nurl = \"redis://:SECRETpw@h\n");
+        assert!(
+            said.contains("(key `url`)") && !said.contains("SECRET"),
+            "{said}"
+        );
     }
 
     #[test]
