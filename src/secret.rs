@@ -165,10 +165,11 @@ pub fn hide_tokens(text: &str) -> String {
     .into_owned()
 }
 
-/// Every form in which a portal, a proxy or a script may echo `secret`: as is, JSON-escaped
-/// once, twice and three times (also with non-ASCII as `\uXXXX`, as Python writes it), URL-encoded (`+`
-/// and `%20` for a space, either case of hex), base64 (standard and URL-safe, with and
-/// without padding) and HTML-escaped. Longest first, so that a longer form is masked whole.
+/// Every form in which a portal, a proxy or a script may echo `secret`: as is; JSON-escaped
+/// once, twice and three times (also with non-ASCII as `\uXXXX`, as Python writes it); each
+/// of those HTML-escaped; URL-encoded as a form, as RFC 3986 and as `encodeURIComponent` do
+/// (`+` or `%20` for a space, either case of hex); base64 (standard and URL-safe, with and
+/// without padding). Longest first, so that a longer form is masked whole.
 pub fn echoed_forms(secret: &str) -> Vec<String> {
     use base64::Engine;
     let json = |s: &str| {
@@ -176,7 +177,6 @@ pub fn echoed_forms(secret: &str) -> Vec<String> {
             .map(|j| j[1..j.len() - 1].to_string())
             .unwrap_or_default()
     };
-    let form = url_encode(secret);
     let mut forms = vec![secret.to_string()];
     // Escaped up to three times: a request body (once) echoed in a JSON message (twice) that
     // is itself quoted in a JSON log or answer (three times).
@@ -195,12 +195,12 @@ pub fn echoed_forms(secret: &str) -> Vec<String> {
         })
         .collect();
     forms.extend(html);
-    forms.extend([
-        lower_hex(&form.replace('+', "%20")),
-        form.replace('+', "%20"),
-        lower_hex(&form),
-        form,
-    ]);
+    // What each encoder leaves as it is, besides letters and digits.
+    for keep in ["-_.*", "-_.~", "-_.!~*'()"] {
+        let encoded = percent_encode(secret, keep);
+        let plus = encoded.replace("%20", "+");
+        forms.extend([lower_hex(&encoded), lower_hex(&plus), encoded, plus]);
+    }
     for engine in [
         base64::engine::general_purpose::STANDARD,
         base64::engine::general_purpose::URL_SAFE,
@@ -247,15 +247,16 @@ fn ascii_json(escaped: &str) -> String {
     out
 }
 
-/// `application/x-www-form-urlencoded` form of a string (a space is `+`, hex upper case).
-fn url_encode(text: &str) -> String {
+/// `text` percent-encoded (upper-case hex, a space as `%20`), but for ASCII letters, digits
+/// and the characters of `keep`.
+fn percent_encode(text: &str, keep: &str) -> String {
     text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' | b'~' => {
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || keep.as_bytes().contains(&b) {
                 (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
             }
-            b' ' => "+".to_string(),
-            other => format!("%{other:02X}"),
         })
         .collect()
 }
@@ -356,6 +357,8 @@ mod tests {
             "p \\\"w<>&\\u00e9'x".to_string(),
             "p+%22w%3C%3E%26%C3%A9%27x".to_string(),
             "p%20%22w%3c%3e%26%c3%a9%27x".to_string(),
+            "p%20%22w%3C%3E%26%C3%A9'x".to_string(),
+            "p &quot;w&lt;&gt;&amp;é&#39;x".to_string(),
             "p &quot;w&lt;&gt;&amp;é&#x27;x".to_string(),
             {
                 use base64::Engine;
