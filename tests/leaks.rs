@@ -317,8 +317,8 @@ impl Receiver {
 
 /// A login program asks a person for a captcha whose prompt holds terminal escapes: the
 /// CLI prints it without them. The webhook that hears of it answers 307 to another receiver:
-/// not followed, nor sent through the environment's proxy; the key in its URL is never
-/// logged. The login program saw none of tokend's secrets.
+/// not followed, nor sent through the environment's proxy; the key and the user
+/// information in its URL are never logged. The login program saw none of tokend's secrets.
 #[test]
 fn captcha_prompts_webhooks_and_login_programs_keep_their_place() {
     let elsewhere = Receiver::start(None);
@@ -348,7 +348,7 @@ fn captcha_prompts_webhooks_and_login_programs_keep_their_place() {
         &format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{ADMIN}\"\n\
              [retry]\nlogin_timeout = 5\ncaptcha_answer_timeout = 60\n\
-             [notify]\nwebhook_url = \"http://{}/hook?key=HOOKKEY0123456789\"\n\
+             [notify]\nwebhook_url = \"http://hookuser:HOOKPASS0123@{}/hook?key=HOOKKEY0123456789\"\n\
              [[sites]]\nname = \"captcha_site\"\ndriver = \"command\"\ncommand = [\"{}\"]\n",
             hook.addr,
             program.display()
@@ -407,7 +407,9 @@ fn captcha_prompts_webhooks_and_login_programs_keep_their_place() {
     let mut log = Vec::new();
     log_until(&mut daemon, &mut log, "event=webhook_retry");
     for line in &log {
-        assert!(!line.contains("HOOKKEY0123456789"), "{line}");
+        for secret in ["HOOKKEY0123456789", "HOOKPASS0123", "hookuser"] {
+            assert!(!line.contains(secret), "{line}");
+        }
     }
     assert_no_secret_env(&environment_in(&env_file), "the login program");
 }
