@@ -315,18 +315,10 @@ impl Receiver {
     }
 }
 
-/// A login program asks a person for a captcha whose prompt holds terminal escapes: the
-/// CLI prints it without them. The webhook that hears of it answers 307 to another receiver:
-/// not followed, nor sent through the environment's proxy; the key and the user
-/// information in its URL are never logged. The login program saw none of tokend's secrets.
-#[test]
-fn captcha_prompts_webhooks_and_login_programs_keep_their_place() {
-    let elsewhere = Receiver::start(None);
-    let hook = Receiver::start(Some(format!("http://{}/stolen", elsewhere.addr)));
-    let proxy = Receiver::start(None);
-    let dir = tempfile::tempdir().unwrap();
-    let env_file = dir.path().join("program.env");
-    let program = dir.path().join("login.py");
+/// A `command` login program that writes its environment to `env_file`, then hands a
+/// captcha whose prompt holds terminal escapes to a person, and logs in once answered.
+fn handoff_program(dir: &Path, env_file: &Path) -> std::path::PathBuf {
+    let program = dir.join("login.py");
     std::fs::write(
         &program,
         format!(
@@ -343,6 +335,21 @@ fn captcha_prompts_webhooks_and_login_programs_keep_their_place() {
     )
     .unwrap();
     std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    program
+}
+
+/// A login program asks a person for a captcha whose prompt holds terminal escapes: the
+/// CLI prints it without them. The webhook that hears of it answers 307 to another receiver:
+/// not followed, nor sent through the environment's proxy; the key and the user
+/// information in its URL are never logged. The login program saw none of tokend's secrets.
+#[test]
+fn captcha_prompts_webhooks_and_login_programs_keep_their_place() {
+    let elsewhere = Receiver::start(None);
+    let hook = Receiver::start(Some(format!("http://{}/stolen", elsewhere.addr)));
+    let proxy = Receiver::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join("program.env");
+    let program = handoff_program(dir.path(), &env_file);
     let config = write_config(
         dir.path(),
         &format!(
