@@ -290,9 +290,13 @@ fn logged_answer(bytes: &[u8], secrets: &[&str]) -> String {
 fn shape(value: &Value, key: Option<&str>, depth: usize, secrets: &[&str]) -> Value {
     const KEPT_NUMBERS: [&str; 4] = ["code", "status", "errcode", "errCode"];
     match value {
+        // A key is a name, but a portal may use a token as one: shown like a message.
         Value::Object(map) if depth < 6 => Value::Object(
             map.iter()
-                .map(|(k, v)| (k.clone(), shape(v, Some(k), depth + 1, secrets)))
+                .map(|(k, v)| {
+                    let name = cut(&hide_tokens(&clean_message(k, secrets)), 40);
+                    (name, shape(v, Some(k), depth + 1, secrets))
+                })
                 .collect(),
         ),
         Value::Array(items) if depth < 6 => {
@@ -307,7 +311,10 @@ fn shape(value: &Value, key: Option<&str>, depth: usize, secrets: &[&str]) -> Va
             Value::Array(shown)
         }
         Value::Null | Value::Bool(_) => value.clone(),
-        Value::Number(_) if key.is_some_and(|k| KEPT_NUMBERS.contains(&k)) => value.clone(),
+        // The envelope's own numbers only: a nested `code` may be an OAuth code.
+        Value::Number(_) if depth == 1 && key.is_some_and(|k| KEPT_NUMBERS.contains(&k)) => {
+            value.clone()
+        }
         Value::String(text) if depth == 1 && matches!(key, Some("message" | "msg")) => {
             let text = clean_message(text, secrets);
             Value::String(cut(&hide_tokens(&text), 200))
@@ -351,6 +358,15 @@ mod tests {
         for value in ["zxOPAQUE", "hunter22", "/9j/4AAQ"] {
             assert!(!shown.contains(value), "{shown}");
         }
+        // A token as a key, a numeric code below the envelope: never shown.
+        let shown = logged_answer(
+            br#"{"code":200,"data":{"code":583920,"zxOPAQUE0123456789abcdef":true}}"#,
+            &[],
+        );
+        assert!(
+            !shown.contains("583920") && !shown.contains("zxOPAQUE"),
+            "{shown}"
+        );
         // Not JSON: a cut text, token-like runs hidden.
         let shown = logged_answer(b"<html>token zxOPAQUE0123456789abcdef</html>", &[]);
         assert!(!shown.contains("zxOPAQUE"), "{shown}");
