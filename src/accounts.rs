@@ -242,48 +242,35 @@ fn parse_import(mut input: impl Read) -> Result<Vec<(usize, NewAccount)>> {
             start + skipped + 1
         })
     };
+    // Not trimmed by the reader: a quoted field is taken as is (a password may start or end
+    // with a space); unquoted fields are trimmed below.
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .trim(csv::Trim::Fields)
         .comment(Some(b'#'))
         .from_reader(&bytes[..]);
-    let mut records = Vec::new();
+    let mut rows = Vec::new();
     for result in reader.records() {
         let record = result.map_err(|e| Error::Import {
             line: physical_line(e.position()),
             message: format!("not valid CSV: {e}"),
         })?;
-        let line = physical_line(record.position());
-        let bad = |message: String| Error::Import { line, message };
-        if records.is_empty() && record.get(0) == Some("site_name") {
+        let start = record.position().map_or(0, |p| p.byte() as usize);
+        rows.push((physical_line(record.position()), start, record));
+    }
+    let mut records = Vec::new();
+    for (i, (line, start, record)) in rows.iter().enumerate() {
+        let end = rows.get(i + 1).map_or(bytes.len(), |(_, next, _)| *next);
+        let raw = String::from_utf8_lossy(&bytes[(*start).min(end)..end]);
+        let fields: Vec<String> = record.iter().map(|f| unquoted_trimmed(f, &raw)).collect();
+        if records.is_empty() && fields.first().map(String::as_str) == Some("site_name") {
             continue; // header
         }
-        if !(3..=5).contains(&record.len()) {
-            return Err(bad(format!(
-                "expected site_name,account,password[,preferred[,proxy]], found {} fields",
-                record.len()
-            )));
-        }
-        let preferred = match record.get(3).unwrap_or("").to_ascii_lowercase().as_str() {
-            "" | "false" | "0" | "no" => false,
-            "true" | "1" | "yes" => true,
-            _ => {
-                return Err(bad(format!(
-                    "preferred must be true/false, yes/no or 1/0 (any case), not `{}`",
-                    record.get(3).unwrap_or("")
-                )))
-            }
-        };
-        let new = NewAccount {
-            site_name: record[0].to_string(),
-            account: record[1].to_string(),
-            password: Secret::new(&record[2]),
-            preferred,
-            proxy: record.get(4).filter(|p| !p.is_empty()).map(Secret::new),
-        };
-        new.validate().map_err(|e| bad(e.to_string()))?;
-        records.push((line, new));
+        let new = import_record(&fields).map_err(|message| Error::Import {
+            line: *line,
+            message,
+        })?;
+        records.push((*line, new));
     }
     if records.is_empty() {
         return Err(Error::Import {
@@ -292,6 +279,57 @@ fn parse_import(mut input: impl Read) -> Result<Vec<(usize, NewAccount)>> {
         });
     }
     Ok(records)
+}
+
+/// A field of an import line: as is when it was quoted in `raw` (the record's text), else
+/// trimmed.
+fn unquoted_trimmed(field: &str, raw: &str) -> String {
+    if field.trim() == field || raw.contains(&format!("\"{}\"", field.replace('"', "\"\""))) {
+        field.to_string()
+    } else {
+        field.trim().to_string()
+    }
+}
+
+/// The account of one import line. The messages never quote a field: with an unquoted comma
+/// in a password, any field after the account may hold a piece of it.
+fn import_record(fields: &[String]) -> std::result::Result<NewAccount, String> {
+    const QUOTE_HINT: &str = "(a password with a comma must be quoted: \"pass,word\")";
+    if !(3..=5).contains(&fields.len()) {
+        return Err(format!(
+            "expected site_name,account,password[,preferred[,proxy]], found {} fields {QUOTE_HINT}",
+            fields.len()
+        ));
+    }
+    let preferred = match fields
+        .get(3)
+        .map_or("", String::as_str)
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "" | "false" | "0" | "no" => false,
+        "true" | "1" | "yes" => true,
+        _ => {
+            return Err(format!(
+                "preferred (field 4) must be true/false, yes/no or 1/0 (any case) {QUOTE_HINT}"
+            ))
+        }
+    };
+    let new = NewAccount {
+        site_name: fields[0].clone(),
+        account: fields[1].clone(),
+        password: Secret::new(&fields[2]),
+        preferred,
+        proxy: fields.get(4).filter(|p| !p.is_empty()).map(Secret::new),
+    };
+    new.validate().map_err(|e| match e {
+        Error::InvalidInput { field, .. } if field == "proxy" => format!(
+            "proxy (field 5) is not a proxy URL: http://, https://, socks5:// or \
+             socks5h://host:port {QUOTE_HINT}"
+        ),
+        e => e.to_string(),
+    })?;
+    Ok(new)
 }
 
 pub fn list(pool: &Pool, site: Option<&str>) -> Result<Vec<AccountCredential>> {
@@ -418,5 +456,24 @@ mod tests {
             .map(|(_, r)| r.preferred)
             .collect();
         assert_eq!(preferred, [true, true, false, false]);
+    }
+
+    #[test]
+    fn import_keeps_quoted_fields_and_never_quotes_a_password() {
+        let text = "court_zxfw , alice ,\" pw with spaces \",true\n";
+        let records = parse_import(text.as_bytes()).unwrap();
+        assert_eq!(records[0].1.account, "alice");
+        assert_eq!(records[0].1.password.expose(), " pw with spaces ");
+        for line in [
+            "court_zxfw,alice,Sup3r,S3cretPart,true\n",
+            "court_zxfw,alice,Sup3r,true,S3cretPart\n",
+            "court_zxfw,alice,Sup3r,S3cretPart,x,y\n",
+        ] {
+            let message = match parse_import(line.as_bytes()) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("{line} was imported"),
+            };
+            assert!(!message.contains("S3cretPart"), "{message}");
+        }
     }
 }

@@ -20,6 +20,7 @@ use crate::crypto::SecretKey;
 use crate::db::Pool;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
+use crate::terminal::printable;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -251,7 +252,8 @@ pub fn main() -> i32 {
     match run(cli) {
         Ok(status) => status,
         Err(e) => {
-            eprintln!("tokend: {e}");
+            // An error may quote a portal or the daemon: no escape sequence reaches the terminal.
+            eprintln!("tokend: {}", printable(&e.to_string()));
             e.exit_code()
         }
     }
@@ -291,6 +293,7 @@ fn run_command(config: &Arc<Config>, command: Command) -> Result<()> {
 /// `tokend serve`, on an actix system of its own.
 fn serve(config: Arc<Config>) -> Result<()> {
     crate::process::limit_malloc_arenas();
+    crate::process::forbid_dumps();
     let system = actix_web::rt::System::new();
     let result = system.block_on(crate::server::serve(config));
     // Dropping the runtime would wait for every blocking task, also a database call stuck
@@ -354,7 +357,8 @@ fn run_token(config: &Config, command: TokenCommand) -> Result<()> {
                 &body,
             )?;
             println!(
-                "invalidated the token of `{account}` on site `{site}` (stored token removed: {})",
+                "invalidated the token of `{}` on site `{site}` (stored token removed: {})",
+                printable(&account),
                 data["stored_token_removed"]
             );
             Ok(())
@@ -395,15 +399,16 @@ fn print_token(data: &serde_json::Value, json: bool, header: bool) {
         println!("{data}");
     } else if header {
         for line in header_lines(data) {
-            println!("{line}");
+            println!("{}", printable(&line));
         }
     } else {
-        println!("{}", data["token"].as_str().unwrap_or_default());
+        println!("{}", printable(data["token"].as_str().unwrap_or_default()));
+        let field = |name: &str| printable(data[name].as_str().unwrap_or("?"));
         eprintln!(
             "account={} expires_at={} source={}",
-            data["account"].as_str().unwrap_or("?"),
-            data["expires_at"].as_str().unwrap_or("?"),
-            data["source"].as_str().unwrap_or("?")
+            field("account"),
+            field("expires_at"),
+            field("source")
         );
     }
 }
@@ -427,13 +432,15 @@ fn run_captcha(config: &Config, command: CaptchaCommand) -> Result<()> {
                 eprintln!("no captcha is waiting for an answer");
             }
             for c in list {
+                // The prompt is the portal's, the account an operator's: neither is trusted.
+                let field = |name: &str| printable(c[name].as_str().unwrap_or("?"));
                 println!(
                     "{}\t{}\t{}\texpires_at={}\t{}",
-                    c["id"].as_str().unwrap_or("?"),
-                    c["site_name"].as_str().unwrap_or("?"),
-                    c["account"].as_str().unwrap_or("?"),
-                    c["expires_at"].as_str().unwrap_or("?"),
-                    c["prompt"].as_str().unwrap_or("")
+                    field("id"),
+                    field("site_name"),
+                    field("account"),
+                    field("expires_at"),
+                    printable(c["prompt"].as_str().unwrap_or(""))
                 );
             }
             Ok(())
@@ -481,7 +488,7 @@ fn run_captcha(config: &Config, command: CaptchaCommand) -> Result<()> {
                 &path,
                 &serde_json::json!({ "answer": answer }),
             ))?;
-            println!("answered captcha {id}");
+            println!("answered captcha {}", printable(&id));
             Ok(())
         }
     }
@@ -508,7 +515,7 @@ fn checked_key(config: &Config, pool: &Pool) -> Result<SecretKey> {
 
 fn warn_if_unconfigured(config: &Config, site: &str) {
     if config.site(site).is_none() {
-        eprintln!("tokend: warning: site `{site}` is not configured in [[sites]]; its accounts are unused until it is");
+        eprintln!("tokend: warning: site `{}` is not configured in [[sites]]; its accounts are unused until it is", printable(site));
     }
 }
 
@@ -529,7 +536,9 @@ fn run_accounts(config: &Config, command: AccountsCommand) -> Result<()> {
             let pool = ready_pool(config)?;
             accounts::set_password(&pool, &key, &site, &account, &password)?;
             println!(
-                "password of account `{account}` of site `{site}` replaced in {}",
+                "password of account `{}` of site `{}` replaced in {}",
+                printable(&account),
+                printable(&site),
                 pool.display_url()
             );
             Ok(())
@@ -558,13 +567,21 @@ fn run_accounts(config: &Config, command: AccountsCommand) -> Result<()> {
         AccountsCommand::Disable { site, account } => {
             let pool = ready_pool(config)?;
             accounts::set_active(&pool, &site, &account, false)?;
-            println!("account `{account}` of site `{site}` disabled");
+            println!(
+                "account `{}` of site `{}` disabled",
+                printable(&account),
+                printable(&site)
+            );
             Ok(())
         }
         AccountsCommand::Enable { site, account } => {
             let pool = ready_pool(config)?;
             accounts::set_active(&pool, &site, &account, true)?;
-            println!("account `{account}` of site `{site}` enabled");
+            println!(
+                "account `{}` of site `{}` enabled",
+                printable(&account),
+                printable(&site)
+            );
             Ok(())
         }
         AccountsCommand::Unblock {
@@ -577,7 +594,9 @@ fn run_accounts(config: &Config, command: AccountsCommand) -> Result<()> {
             let pool = ready_pool(config)?;
             accounts::remove(&pool, &site, &account)?;
             println!(
-                "removed account `{account}` of site `{site}` from {}",
+                "removed account `{}` of site `{}` from {}",
+                printable(&account),
+                printable(&site),
                 pool.display_url()
             );
             Ok(())
@@ -615,8 +634,8 @@ fn add_account(
     warn_if_unconfigured(config, &site);
     println!(
         "added account `{}` for site `{}` (id {}) in {}",
-        added.account,
-        added.site_name,
+        printable(&added.account),
+        printable(&added.site_name),
         added.id,
         pool.display_url()
     );
@@ -667,12 +686,16 @@ fn set_proxy(config: &Config, site: &str, account: &str, url: Option<Secret>) ->
     accounts::set_proxy(&pool, &key, site, account, url.as_ref())?;
     match &url {
         Some(url) => println!(
-            "account `{account}` of site `{site}` logs in through {} (stored in {})",
+            "account `{}` of site `{}` logs in through {} (stored in {})",
+            printable(account),
+            printable(site),
             crate::secret::redact_url(url.expose()),
             pool.display_url()
         ),
         None => println!(
-            "account `{account}` of site `{site}` has no proxy of its own (stored in {})",
+            "account `{}` of site `{}` has no proxy of its own (stored in {})",
+            printable(account),
+            printable(site),
             pool.display_url()
         ),
     }
@@ -769,9 +792,17 @@ fn unblock_account(
         &body,
     )?;
     if data["was_blocked"] == serde_json::Value::Bool(true) {
-        println!("account `{account}` of site `{site}` unblocked");
+        println!(
+            "account `{}` of site `{}` unblocked",
+            printable(account),
+            printable(site)
+        );
     } else {
-        println!("account `{account}` of site `{site}` was not blocked");
+        println!(
+            "account `{}` of site `{}` was not blocked",
+            printable(account),
+            printable(site)
+        );
     }
     Ok(())
 }
@@ -834,8 +865,8 @@ fn print_accounts(rows: &[AccountView], json: bool) {
         println!(
             "{:<6} {:<20} {} {:<9} {:<30} {:<21} {:>7} {:>7}  {last:<19}  {}",
             r.id,
-            r.site_name,
-            pad(&r.account, 24),
+            printable(&r.site_name),
+            pad(&printable(&r.account), 24),
             r.is_preferred,
             state,
             until,

@@ -18,16 +18,6 @@ use crate::client::Endpoint;
 use crate::config::Config;
 use crate::error::{Error, Result};
 
-/// The environment variables of tokend's own secrets, never passed to COMMAND.
-const OWN_SECRETS: [&str; 6] = [
-    "TOKEND_ADMIN_TOKEN",
-    "TOKEND_SECRET_KEY",
-    "TOKEND_WEBHOOK_SECRET",
-    "TOKEND_METRICS_TOKEN",
-    "DATABASE_URL",
-    "REDIS_URL",
-];
-
 #[derive(Debug, Args)]
 pub struct ExecArgs {
     pub site: String,
@@ -128,12 +118,7 @@ pub fn run_checkout(config: &Config, command: CheckoutCommand) -> Result<()> {
 
 /// A field as one line of plain text (portal and operator text: no control characters).
 fn text(value: &Value) -> String {
-    value
-        .as_str()
-        .unwrap_or("")
-        .chars()
-        .filter(|c| !c.is_control())
-        .collect()
+    crate::terminal::printable(value.as_str().unwrap_or(""))
 }
 
 fn path_of(id: &str, what: &str) -> String {
@@ -232,7 +217,7 @@ fn spawn(args: &ExecArgs, token: &Value) -> Result<tokio::process::Child> {
         .ok_or_else(|| Error::invalid("COMMAND", "is missing (after `--`)"))?;
     let mut command = tokio::process::Command::new(program);
     command.args(rest);
-    for name in OWN_SECRETS {
+    for name in crate::config::SECRET_ENV {
         command.env_remove(name);
     }
     let field = |name: &str| token[name].as_str().unwrap_or_default().to_string();

@@ -24,7 +24,9 @@ pub fn fields(message: &str) -> Map<String, Value> {
             continue;
         }
         let after = &rest[eq + 1..];
-        let (value, remainder) = if let Some(quoted) = after.strip_prefix('"') {
+        let (value, remainder) = if let Some((json, end)) = json_value(after) {
+            (json, &after[end..])
+        } else if let Some(quoted) = after.strip_prefix('"') {
             match quoted.find('"') {
                 Some(end) => (Value::String(quoted[..end].to_string()), &quoted[end + 1..]),
                 None => (Value::String(quoted.to_string()), ""),
@@ -37,6 +39,16 @@ pub fn fields(message: &str) -> Map<String, Value> {
         rest = remainder.trim_start();
     }
     out
+}
+
+/// A JSON object or array at the start of `text` (a portal answer's shape), with its end.
+fn json_value(text: &str) -> Option<(Value, usize)> {
+    if !text.starts_with(['{', '[']) {
+        return None;
+    }
+    let mut values = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    let value = values.next()?.ok()?;
+    Some((value, values.byte_offset()))
 }
 
 /// An unquoted value: a JSON number when it is one (`attempts=1`, `duration=0.25`), else text.
@@ -118,5 +130,8 @@ mod tests {
         assert_eq!(f["id"], "42");
         assert_eq!(f["fp"], "ab12");
         assert_eq!(f["ip"], "1.2.3.4");
+        let f = fields(r#"event=court_step answer={"code":200,"message":"two words"} bytes=9"#);
+        assert_eq!(f["answer"]["message"], "two words");
+        assert_eq!(f["bytes"], 9);
     }
 }

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use crate::client;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::terminal::printable;
 
 const PERF: &str = "/api/v1/automation/performance";
 
@@ -148,10 +149,10 @@ impl Maintenance<'_> {
         let mut failed = 0;
         for (step, result) in &self.steps {
             match result {
-                Ok(line) => println!("ok      {step}: {line}"),
+                Ok(line) => println!("ok      {}: {}", printable(step), printable(line)),
                 Err(e) => {
                     failed += 1;
-                    println!("FAILED  {step}: {e}");
+                    println!("FAILED  {}: {}", printable(step), printable(&e.to_string()));
                 }
             }
         }

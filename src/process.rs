@@ -58,6 +58,24 @@ pub fn limit_malloc_arenas() {
     }
 }
 
+/// Marks the daemon non-dumpable (`PR_SET_DUMPABLE` 0): no core file, and no other process
+/// of the same user (a login program, a captcha solver, anything else the user runs) may read
+/// `/proc/<tokend>/environ` or `mem`, where the secret key and the tokens live. A failure is
+/// logged, not fatal: the daemon is as safe as it was without it.
+pub fn forbid_dumps() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: PR_SET_DUMPABLE takes a plain integer and touches no memory of ours.
+        let done = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+        if done != 0 {
+            log::warn!(
+                "event=dumpable_not_cleared error=\"{}\"",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

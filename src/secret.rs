@@ -88,6 +88,26 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// A URL as logged where all of it but the place may be a credential (a webhook's URL): the
+/// user information and the query and fragment are masked (`https://***@host/path?***`).
+pub fn redact_url_credentials(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    // As in `redact_url`, the user information ends at the last `@` (a password may hold `/`).
+    let rest = match rest.rsplit_once('@') {
+        Some((_, host)) => format!("***@{host}"),
+        None => rest.to_string(),
+    };
+    let place = match rest.find(['?', '#']) {
+        Some(at) => format!("{}?***", &rest[..at]),
+        None => rest,
+    };
+    if scheme.is_empty() {
+        place
+    } else {
+        format!("{scheme}://{place}")
+    }
+}
+
 /// The pieces of a URL's password that a driver may echo in an error message (libpq quotes
 /// the part of a URL it could not parse, which starts or ends inside a password holding `?`,
 /// `#` or `@`): the password, and every part of it that starts or ends at a URL delimiter,
@@ -124,6 +144,151 @@ pub fn url_password_pieces(url: &str) -> Vec<String> {
     pieces.sort_by_key(|p| std::cmp::Reverse(p.len()));
     pieces.dedup();
     pieces
+}
+
+/// `text` (a portal's message, an answer that is not JSON) with every run of 20 or more
+/// token characters that holds a digit, and every run of 32 or more, replaced by its length
+/// (`<24 chars>`): whatever shape a token has, it is not logged in full.
+pub fn hide_tokens(text: &str) -> String {
+    static RUN: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    let Some(run) = RUN.get_or_init(|| regex::Regex::new(r"[A-Za-z0-9._~+/=%-]{20,}").ok()) else {
+        return format!("<{} chars>", text.chars().count());
+    };
+    run.replace_all(text, |found: &regex::Captures<'_>| {
+        let word = &found[0];
+        if word.len() >= 32 || word.chars().any(|c| c.is_ascii_digit()) {
+            format!("<{} chars>", word.len())
+        } else {
+            word.to_string()
+        }
+    })
+    .into_owned()
+}
+
+/// Every form in which a portal, a proxy or a script may echo `secret`: as is; JSON-escaped
+/// once, twice and three times (also with non-ASCII as `\uXXXX`, as Python writes it); each
+/// of those HTML-escaped; URL-encoded as a form, as RFC 3986 and as `encodeURIComponent` do
+/// (`+` or `%20` for a space, either case of hex); base64 (standard and URL-safe, with and
+/// without padding). Longest first, so that a longer form is masked whole.
+pub fn echoed_forms(secret: &str) -> Vec<String> {
+    use base64::Engine;
+    let json = |s: &str| {
+        serde_json::to_string(s)
+            .map(|j| j[1..j.len() - 1].to_string())
+            .unwrap_or_default()
+    };
+    let mut forms = vec![secret.to_string()];
+    // Escaped up to three times: a request body (once) echoed in a JSON message (twice) that
+    // is itself quoted in a JSON log or answer (three times).
+    let (mut escaped, mut ascii) = (json(secret), ascii_json(&json(secret)));
+    for _ in 0..3 {
+        forms.push(escaped.clone());
+        forms.push(ascii.clone());
+        (escaped, ascii) = (json(&escaped), json(&ascii));
+    }
+    // Any of these in an HTML page (`'` as `&#39;` or `&#x27;`).
+    let html: Vec<String> = forms
+        .iter()
+        .flat_map(|text| {
+            let escaped = html_escape(text);
+            [escaped.replace("&#39;", "&#x27;"), escaped]
+        })
+        .collect();
+    forms.extend(html);
+    // What each encoder leaves as it is, besides letters and digits.
+    for keep in ["-_.*", "-_.~", "-_.!~*'()"] {
+        let encoded = percent_encode(secret, keep);
+        let plus = encoded.replace("%20", "+");
+        forms.extend([lower_hex(&encoded), lower_hex(&plus), encoded, plus]);
+    }
+    for engine in [
+        base64::engine::general_purpose::STANDARD,
+        base64::engine::general_purpose::URL_SAFE,
+    ] {
+        let encoded = engine.encode(secret);
+        forms.push(encoded.trim_end_matches('=').to_string());
+        forms.push(encoded);
+    }
+    forms.retain(|f| f.chars().count() >= 4);
+    longest_first(&mut forms);
+    forms
+}
+
+fn longest_first(forms: &mut Vec<String>) {
+    forms.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    forms.dedup();
+}
+
+/// Replaces every [`echoed_forms`] of each secret in `text` by `***`; secrets shorter than
+/// four characters are left alone (see [`scrub`]).
+pub fn mask_echoes(text: &str, secrets: &[&str]) -> String {
+    let mut forms: Vec<String> = secrets
+        .iter()
+        .filter(|s| s.chars().count() >= 4)
+        .flat_map(|s| echoed_forms(s))
+        .collect();
+    longest_first(&mut forms);
+    mask_pieces(text, &forms)
+}
+
+/// A JSON-escaped string with every non-ASCII character as `\uXXXX` (UTF-16, lowercase).
+fn ascii_json(escaped: &str) -> String {
+    let mut out = String::new();
+    for c in escaped.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
+/// `text` percent-encoded (upper-case hex, a space as `%20`), but for ASCII letters, digits
+/// and the characters of `keep`.
+fn percent_encode(text: &str, keep: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || keep.as_bytes().contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The HTML-escaped form of a string (`&<>"'`).
+fn html_escape(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Lower-case hex in `%XX` escapes (`%2F` → `%2f`).
+fn lower_hex(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let escape = rest.get(at..at + 3).unwrap_or(&rest[at..]);
+        out.push_str(&escape.to_ascii_lowercase());
+        rest = &rest[at + escape.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `text` with every piece of `pieces` replaced by `***`.
@@ -169,6 +334,41 @@ mod tests {
             "redis://:***@127.0.0.1:6379/0"
         );
         assert_eq!(redact_url("sqlite://tokend.db"), "sqlite://tokend.db");
+    }
+
+    #[test]
+    fn webhook_urls_hide_userinfo_and_query() {
+        assert_eq!(
+            redact_url_credentials("https://u:p@hooks.local/h?key=SECRET#x"),
+            "https://***@hooks.local/h?***"
+        );
+        assert_eq!(
+            redact_url_credentials("http://127.0.0.1:9/hook"),
+            "http://127.0.0.1:9/hook"
+        );
+    }
+
+    #[test]
+    fn every_echoed_form_is_masked() {
+        let password = "p \"w<>&é'x";
+        let echoes = [
+            "p \\\"w<>&é'x".to_string(),
+            "p \\\\\\\"w<>&é'x".to_string(),
+            "p \\\"w<>&\\u00e9'x".to_string(),
+            "p+%22w%3C%3E%26%C3%A9%27x".to_string(),
+            "p%20%22w%3c%3e%26%c3%a9%27x".to_string(),
+            "p%20%22w%3C%3E%26%C3%A9'x".to_string(),
+            "p &quot;w&lt;&gt;&amp;é&#39;x".to_string(),
+            "p &quot;w&lt;&gt;&amp;é&#x27;x".to_string(),
+            {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.encode(password)
+            },
+        ];
+        for echo in echoes {
+            let masked = mask_echoes(&format!("got [{echo}]"), &[password]);
+            assert_eq!(masked, "got [***]", "{echo}");
+        }
     }
 
     #[test]

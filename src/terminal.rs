@@ -1,6 +1,7 @@
 //! Reading a secret at a terminal: echo is turned off *before* the prompt is shown, so that
 //! nothing typed (or pasted) ahead of the prompt appears on screen, and turned back on however
-//! the read ends.
+//! the read ends. And the one road for text of others (a portal's captcha prompt, an account
+//! name, a daemon's error) to the operator's terminal: [`printable`].
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -50,4 +51,27 @@ pub fn read_hidden(prompt: &str) -> std::io::Result<String> {
     let mut line = String::new();
     BufReader::new(&tty).read_line(&mut line)?;
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// `text` as the CLI prints it: control characters (escape sequences, BEL, C1 codes) and the
+/// Unicode bidirectional overrides removed, tabs and line breaks as one space, so that text a
+/// portal or another operator supplied can neither drive the terminal nor break a table row.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .filter_map(|c| match c {
+            '\t' | '\n' | '\r' => Some(' '),
+            c if c.is_control() => None,
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' => None,
+            c => Some(c),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escapes_never_reach_the_terminal() {
+        let prompt = "\u{1b}]0;pwned\u{7}\u{1b}[2J请输入\u{9b}31m\u{202e}abc\nnext";
+        assert_eq!(super::printable(prompt), "]0;pwned[2J请输入31mabc next");
+    }
 }

@@ -79,12 +79,26 @@ impl Webhook {
         if notify.webhook_url.is_empty() {
             return Webhook::default();
         }
-        let client = reqwest::Client::builder()
+        let shown_url = crate::secret::redact_url_credentials(&notify.webhook_url);
+        // As strict as a login's client: a redirect would send the signed body elsewhere, an
+        // environment proxy would see it.
+        let client = match reqwest::Client::builder()
             .timeout(POST_TIMEOUT)
             .connect_timeout(POST_TIMEOUT)
             .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .build()
-            .unwrap_or_default();
+        {
+            Ok(client) => client,
+            Err(e) => {
+                log::error!(
+                    "event=webhook_disabled url={shown_url} error=\"HTTP client: {}\"",
+                    e.without_url()
+                );
+                return Webhook::default();
+            }
+        };
         let inner = Arc::new(Inner {
             url: notify.webhook_url.clone(),
             secret: notify.webhook_secret.clone(),
@@ -97,8 +111,7 @@ impl Webhook {
         });
         actix_web::rt::spawn(deliver_all(inner.clone()));
         log::info!(
-            "event=webhook_enabled url={} signed={}",
-            crate::secret::redact_url(&notify.webhook_url),
+            "event=webhook_enabled url={shown_url} signed={}",
             !notify.webhook_secret.is_empty()
         );
         Webhook { inner: Some(inner) }
@@ -186,8 +199,10 @@ impl Inner {
         }
         match request.send().await {
             Ok(answer) if answer.status().is_success() => Ok(()),
+            // A redirect is not followed: it is a failed delivery like any other answer.
             Ok(answer) => Err(format!("HTTP {}", answer.status())),
-            Err(e) => Err(e.to_string()),
+            // Without the URL: its query or user information may hold a credential.
+            Err(e) => Err(e.without_url().to_string()),
         }
     }
 

@@ -24,6 +24,23 @@ pub use site::{
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 
+/// Every environment variable tokend reads that is a secret or may hold one (a URL with a
+/// password), with the parts of a Redis URL: a login program and a captcha solver are started
+/// without them ([`crate::drivers::process`]). A variable added to `apply_env` belongs here
+/// (a test checks it).
+pub const SECRET_ENV: [&str; 10] = [
+    "TOKEND_SECRET_KEY",
+    "TOKEND_ADMIN_TOKEN",
+    "TOKEND_METRICS_TOKEN",
+    "TOKEND_WEBHOOK_SECRET",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "REDIS_PASSWORD",
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "REDIS_DB",
+];
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -109,16 +126,20 @@ impl Config {
 
     /// Parses TOML; an error names the dotted key where it happened.
     pub fn parse(text: &str) -> Result<Config> {
-        let deserializer = toml::Deserializer::parse(text)
-            .map_err(|e| Error::config("config file", e.to_string().trim_end().to_string()))?;
+        let deserializer = toml::Deserializer::parse(text).map_err(|e| syntax_error(text, &e))?;
         serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let key = e.path().to_string();
-            let key = if key == "." {
-                "config file".to_string()
+            let message = e.into_inner().message().trim_end().to_string();
+            if key == "." {
+                return Error::config("config file", message);
+            }
+            // A type error quotes the value (`invalid type: string "…"`): not a secret's.
+            let message = if is_secret_key(&key) {
+                without_quoted_values(&message)
             } else {
-                key
+                message
             };
-            Error::config(key, e.into_inner().message().trim_end().to_string())
+            Error::config(key, message)
         })
     }
 
@@ -216,6 +237,81 @@ impl Config {
     }
 }
 
+/// A TOML syntax error as the line, the column, the key being written there and the
+/// problem, never the text of the line: it may be `admin_token = "…` or a DSN with its
+/// password.
+fn syntax_error(text: &str, error: &toml::de::Error) -> Error {
+    let problem = error.message().trim_end().replace('\n', "; ");
+    let Some(at) = error.span().map(|span| span.start.min(text.len())) else {
+        return Error::config("config file", problem);
+    };
+    let before = text.get(..at).unwrap_or_default();
+    let start = before.rfind('\n').map_or(0, |n| n + 1);
+    let end = text[at..].find('\n').map_or(text.len(), |n| at + n);
+    let line = before.matches('\n').count() + 1;
+    let column = before[start..].chars().count() + 1;
+    // The key of the line; else of the nearest line above that has one (a long array).
+    let place = match key_of(&text[start..end]) {
+        Some(key) => Some(("key", key)),
+        None => text[..start]
+            .lines()
+            .rev()
+            .find_map(key_of)
+            .map(|k| ("after key", k)),
+    };
+    let problem = if place.as_ref().is_some_and(|(_, key)| is_secret_key(key)) {
+        without_quoted_values(&problem)
+    } else {
+        problem
+    };
+    let message = match place {
+        Some((what, key)) => format!("line {line}, column {column} ({what} `{key}`): {problem}"),
+        None => format!("line {line}, column {column}: {problem}"),
+    };
+    Error::config("config file", message)
+}
+
+/// The key a TOML line sets (`a.b = …`, quotes dropped), if it is one.
+fn key_of(line: &str) -> Option<String> {
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_alphanumeric() || "_-.\"' ".contains(c));
+    plain.then(|| key.replace(['"', '\''], ""))
+}
+
+/// Whether a dotted config key holds, or may hold, a credential (its value is never echoed).
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "token",
+        "password",
+        "secret",
+        "key",
+        "url",
+        "proxy",
+        "dsn",
+        "auth",
+        "cookie",
+        "extra_fields",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
+}
+
+/// `message` with every quoted part (`"…"`, `` `…` ``, `'…'`) replaced by `…`.
+fn without_quoted_values(message: &str) -> String {
+    static QUOTED: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    let quoted =
+        QUOTED.get_or_init(|| regex::Regex::new(r#""(?:[^"\\]|\\.)*"|`[^`]*`|'[^']*'"#).ok());
+    match quoted {
+        Some(quoted) => quoted.replace_all(message, "…").into_owned(),
+        None => "the value is not valid here".to_string(),
+    }
+}
+
 /// `value` percent-encoded for the user information of a URL: every byte but the unreserved
 /// characters of RFC 3986.
 fn url_component(value: &str) -> String {
@@ -240,6 +336,44 @@ mod tests {
             Err(Error::Config { key, .. }) => key,
             other => panic!("expected a config error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn every_variable_read_is_hidden_from_login_programs() {
+        let asked = std::sync::Mutex::new(Vec::new());
+        let env = |name: &str| {
+            asked.lock().unwrap().push(name.to_string());
+            // Set, so that every branch (REDIS_HOST and its parts) is read.
+            (!name.ends_with("_URL")).then(|| "1".to_string())
+        };
+        Config::default().apply_env(&env).unwrap();
+        let asked = asked.into_inner().unwrap();
+        assert!(asked.len() >= SECRET_ENV.len(), "{asked:?}");
+        for name in asked {
+            assert!(
+                SECRET_ENV.contains(&name.as_str()),
+                "{name} is not in SECRET_ENV"
+            );
+        }
+    }
+
+    #[test]
+    fn syntax_errors_name_the_key_never_the_line() {
+        let message = |text: &str| match Config::parse(text) {
+            Err(Error::Config { message, .. }) => message,
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        let said = message("[server]\nclient_tokens = [\n \"SECRETabc\",\n \"SECRETdef\" x ]\n");
+        assert!(
+            said.contains("line 4") && said.contains("after key `client_tokens`"),
+            "{said}"
+        );
+        assert!(!said.contains("SECRET"), "{said}");
+        let said = message("[redis]\nurl = \"redis://:SECRETpw@h\n");
+        assert!(
+            said.contains("(key `url`)") && !said.contains("SECRET"),
+            "{said}"
+        );
     }
 
     #[test]

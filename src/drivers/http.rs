@@ -240,7 +240,9 @@ impl HttpDriver {
         } else {
             format!("HTTP {status}: {text}")
         };
-        LoginFailure::new(kind, clean_message(&detail, secrets))
+        // Masked first (the password in any form), then any token-like run hidden.
+        let detail = crate::secret::hide_tokens(&clean_message(&detail, secrets));
+        LoginFailure::new(kind, detail)
             .with_retry_after(answer.retry_after)
             .congested(congestion)
     }
@@ -403,7 +405,8 @@ fn redirected(response: &reqwest::Response, secrets: &[&str]) -> LoginFailure {
         .get(reqwest::header::LOCATION)
         .map_or_else(
             || "(none)".into(),
-            |l| String::from_utf8_lossy(l.as_bytes()).into_owned(),
+            // Its query may carry a code or a ticket: never shown.
+            |l| crate::secret::redact_url_credentials(&String::from_utf8_lossy(l.as_bytes())),
         );
     LoginFailure::new(
         FailureKind::Failed,

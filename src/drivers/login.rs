@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::outcome::AcquisitionStatus;
-use crate::secret::{scrub, Secret};
+use crate::secret::{mask_echoes, Secret};
 
 /// Longest error message kept from a driver (stderr, portal error body).
 pub const MAX_ERROR_BYTES: usize = 2048;
@@ -246,25 +246,20 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     Some(left.min(Duration::from_secs(86_400)))
 }
 
-/// Cuts `text` to [`MAX_ERROR_BYTES`] (on a character boundary) and masks the secrets in it.
+/// Cuts `text` to [`MAX_ERROR_BYTES`] (on a character boundary) and masks the secrets in it,
+/// in every form a portal or script may echo them ([`crate::secret::echoed_forms`]). The secrets are masked
+/// first, on the text as it came: removing characters before would let a password that the
+/// portal echoed with a control character in it through.
 pub fn clean_message(text: &str, secrets: &[&str]) -> String {
-    // Also the forms a portal or script may echo: JSON-escaped and URL-encoded.
-    let mut forms: Vec<String> = Vec::new();
-    for secret in secrets {
-        forms.push((*secret).to_string());
-        if let Ok(json) = serde_json::to_string(secret) {
-            forms.push(json.trim_matches('"').to_string());
-        }
-        forms.push(url_encode(secret));
-    }
-    let forms: Vec<&str> = forms.iter().map(String::as_str).collect();
+    let masked = mask_echoes(text, secrets);
     // Control characters (NUL above all) are dropped: PostgreSQL refuses them in text.
-    let printable: String = text
+    let printable: String = masked
         .trim()
         .chars()
         .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
         .collect();
-    let scrubbed = scrub(&printable, &forms);
+    // Dropping them may have joined the pieces of one.
+    let scrubbed = mask_echoes(&printable, secrets);
     if scrubbed.len() <= MAX_ERROR_BYTES {
         return scrubbed;
     }
@@ -273,19 +268,6 @@ pub fn clean_message(text: &str, secrets: &[&str]) -> String {
         end -= 1;
     }
     format!("{}…", &scrubbed[..end])
-}
-
-/// `application/x-www-form-urlencoded` form of a string.
-fn url_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
-                (b as char).to_string()
-            }
-            b' ' => "+".to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect()
 }
 
 /// When a token expires: the `exp` claim if it is a JWT, else `default_ttl` from now.

@@ -8,20 +8,8 @@ use std::process::Stdio;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 
-/// Variables of tokend's own that a login program has no business seeing.
-pub const HIDDEN_ENV: [&str; 8] = [
-    "TOKEND_SECRET_KEY",
-    "TOKEND_ADMIN_TOKEN",
-    "DATABASE_URL",
-    "REDIS_URL",
-    "REDIS_PASSWORD",
-    "REDIS_HOST",
-    "REDIS_PORT",
-    "REDIS_DB",
-];
-
 /// Starts `program` with `args`, its stdin, stdout and stderr piped, in a group of its own
-/// (the [`GroupGuard`] kills the group when dropped) and without [`HIDDEN_ENV`].
+/// (the [`GroupGuard`] kills the group when dropped) and without [`crate::config::SECRET_ENV`].
 pub fn spawn_in_group(program: &str, args: &[String]) -> std::io::Result<(Child, GroupGuard)> {
     let mut command = Command::new(program);
     command
@@ -31,7 +19,7 @@ pub fn spawn_in_group(program: &str, args: &[String]) -> std::io::Result<(Child,
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    for var in HIDDEN_ENV {
+    for var in crate::config::SECRET_ENV {
         command.env_remove(var);
     }
     let child = command.spawn()?;

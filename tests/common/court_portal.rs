@@ -9,6 +9,8 @@
 //! - `/exchange` (a generic derived site): `X-Parent-Token: <token>` → `{"access_token"}`.
 //!
 //! A captcha image is fake JPEG bytes that carry `answer=<text>`: the test solver reads it.
+//! With `opaque` set, every token and code is an opaque string (`zxOPAQUE…`, no JWT shape);
+//! `issued` keeps every token and code handed out, for tests that look for them in logs.
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
@@ -54,6 +56,23 @@ pub struct CourtState {
     pub canned_jpg: Mutex<Option<String>>,
     pub canned_login: Mutex<Option<Value>>,
     next: AtomicU32,
+    /// Tokens and codes are opaque strings rather than JWTs.
+    pub opaque: std::sync::atomic::AtomicBool,
+    /// Every token and OAuth code handed out.
+    pub issued: Mutex<Vec<String>>,
+}
+
+impl CourtState {
+    /// A new token (a JWT, or an opaque string starting with `prefix`), kept in `issued`.
+    fn token(&self, prefix: &str, alg: &str, subject: &str, life: i64, n: u32) -> String {
+        let token = if self.opaque.load(Ordering::SeqCst) {
+            format!("{prefix}OPAQUE{}{n}", uuid::Uuid::new_v4().simple())
+        } else {
+            jwt(alg, subject, life, n)
+        };
+        self.issued.lock().unwrap().push(token.clone());
+        token
+    }
 }
 
 #[derive(Clone)]
@@ -275,7 +294,7 @@ async fn login(
         return fail("账号或密码错误");
     }
     let n = state.zxfw_logins.fetch_add(1, Ordering::SeqCst) + 1;
-    let token = jwt("HS256", &account, *state.zxfw_life.lock().unwrap(), n);
+    let token = state.token("zx", "HS256", &account, *state.zxfw_life.lock().unwrap(), n);
     state.zxfw_tokens.lock().unwrap().insert(token.clone());
     HttpResponse::Ok().json(json!({
         "code": 200,
@@ -314,6 +333,7 @@ async fn oauth_code(request: HttpRequest, state: web::Data<CourtState>) -> HttpR
     }
     let n = state.oauth_codes.fetch_add(1, Ordering::SeqCst) + 1;
     let code = format!("code-{n}-{}", uuid::Uuid::new_v4().simple());
+    state.issued.lock().unwrap().push(code.clone());
     state.codes.lock().unwrap().insert(code.clone(), token);
     HttpResponse::Ok().json(json!({"code": 200, "data": code, "message": "成功"}))
 }
@@ -330,7 +350,13 @@ async fn get_authorization(
         return fail("授权码无效");
     }
     let n = state.baoquan_tokens.fetch_add(1, Ordering::SeqCst) + 1;
-    let token = jwt("HS512", "baoquan", *state.baoquan_life.lock().unwrap(), n);
+    let token = state.token(
+        "bq",
+        "HS512",
+        "baoquan",
+        *state.baoquan_life.lock().unwrap(),
+        n,
+    );
     state
         .baoquan_tokens_valid
         .lock()
@@ -361,8 +387,10 @@ async fn exchange(request: HttpRequest, state: web::Data<CourtState>) -> HttpRes
         return HttpResponse::Unauthorized().json(json!({"message": "no parent token"}));
     }
     let n = state.exchanges.fetch_add(1, Ordering::SeqCst) + 1;
-    HttpResponse::Ok().json(json!({
-        "access_token": format!("derived-{n}-from-{}", parent.len()),
-        "expires_in": 1800
-    }))
+    let token = if state.opaque.load(Ordering::SeqCst) {
+        state.token("dx", "", "", 0, n)
+    } else {
+        format!("derived-{n}-from-{}", parent.len())
+    };
+    HttpResponse::Ok().json(json!({"access_token": token, "expires_in": 1800}))
 }

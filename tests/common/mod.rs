@@ -151,10 +151,18 @@ impl Daemon {
 
     /// The same, with more environment variables.
     pub fn start_with_env(dir: &Path, config: &Path, level: &str, env: &[(&str, &str)]) -> Daemon {
-        let mut child = tokend(dir)
+        let mut command = tokend(dir);
+        command
             .args(["serve", "--config"])
             .arg(config)
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        Daemon::spawn(command, level)
+    }
+
+    /// Runs `command` (a `tokend serve`, maybe behind a wrapper such as `setpriv`) with
+    /// `RUST_LOG` set to `level`, and waits until it listens.
+    pub fn spawn(mut command: Command, level: &str) -> Daemon {
+        let mut child = command
             .env("RUST_LOG", level)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -290,5 +298,21 @@ where
             "timed out after {within:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`eventually`] for a test without a runtime: polls `check` every 20 ms until it gives
+/// `Some`, failing the test after 15 s.
+pub fn eventually_blocking<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after 15 s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -69,6 +69,10 @@ pub struct PortalState {
     pub capacity: Mutex<Option<u32>>,
     /// Logins answered 429 because they were beyond `capacity`.
     pub over_capacity: AtomicU32,
+    /// When set, a login with a wrong password answers 401 with the request echoed in
+    /// every way a careless portal does: raw, inside a JSON string (escaped once and
+    /// twice), HTML-escaped, URL-encoded, base64, and with a control character in it.
+    pub echo_failures: std::sync::atomic::AtomicBool,
 }
 
 /// A fixed answer of the portal.
@@ -225,6 +229,17 @@ async fn login(state: web::Data<PortalState>, body: web::Json<Value>) -> HttpRes
         Some(text) if body["captcha"].as_str() != Some(text.as_str()) => {
             HttpResponse::Ok().json(json!({"code": 1001, "msg": "验证码错误"}))
         }
+        _ if state.echo_failures.load(Ordering::SeqCst)
+            && state
+                .accounts
+                .lock()
+                .unwrap()
+                .get(&account)
+                .map(|a| &a.password)
+                != Some(&password) =>
+        {
+            echo(&body, &password)
+        }
         _ => answer(&state, &account, &password),
     };
     state.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -295,6 +310,38 @@ async fn probe(state: web::Data<PortalState>, request: actix_web::HttpRequest) -
 async fn captcha() -> HttpResponse {
     HttpResponse::Ok()
         .json(json!({"code": 0, "data": {"id": "c-1", "image": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="}}))
+}
+
+/// A 401 that echoes the request (see `PortalState::echo_failures`).
+fn echo(body: &Value, password: &str) -> HttpResponse {
+    use base64::Engine;
+    let raw = body.to_string();
+    let once = Value::String(raw.clone()).to_string();
+    let twice = Value::String(once.clone()).to_string();
+    let html = raw
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#x27;");
+    let url: String = password
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect();
+    let base64 = base64::engine::general_purpose::STANDARD.encode(password);
+    let mut split = password.to_string();
+    split.insert(
+        password.char_indices().nth(2).map_or(0, |(i, _)| i),
+        '\u{7}',
+    );
+    HttpResponse::Unauthorized().body(format!(
+        "bad login {raw}\njson {once}\ntwice {twice}\nhtml <pre>{html}</pre>\n\
+         url pw={url} form pw={}\nbasic {base64}\nsplit {split}\n",
+        url.replace("%20", "+")
+    ))
 }
 
 fn answer(state: &PortalState, account: &str, password: &str) -> HttpResponse {

@@ -2,9 +2,9 @@
 //! login that keeps the portal's cookies and sends the `Referer`/`Origin` the portal insists
 //! on ([`login_client`]); a [`Step`] that sends a request, reads the portal's envelope
 //! `{"code", "data", "message"}` ([`PortalAnswer`]) and classifies what went wrong by the
-//! site's [`Patterns`]. Every step logs what it got (`event=court_step`, secrets masked), so
-//! that a portal that changed is diagnosed from the log: the step, the HTTP status, the
-//! `code` and the `message` it answered.
+//! site's [`Patterns`]. Every step logs what it got (`event=court_step`: the answer's shape as
+//! JSON, never a token, cookie or code in it), so that a portal that changed is diagnosed from
+//! the log: the step, the HTTP status, the keys, the `code` and the `message` it answered.
 //!
 //! A leaf: it uses no other file of the drivers but their shared vocabulary.
 
@@ -16,7 +16,7 @@ use crate::drivers::login::{
     clean_message, expiry_of, network_cause, parse_retry_after, proxy_failure, read_answer,
     FailureKind, LoginFailure, LoginToken,
 };
-use crate::secret::Secret;
+use crate::secret::{hide_tokens, mask_echoes, Secret};
 
 /// `Referer` of every request to the court portals (they refuse requests without it).
 pub const REFERER: &str = "https://zxfw.court.gov.cn/zxfw/";
@@ -171,15 +171,16 @@ impl Step<'_> {
         let bytes = read_answer(response, MAX_ANSWER_BYTES)
             .await
             .map_err(|e| self.failure(FailureKind::Network, &format!("reading the answer: {e}")))?;
-        let text = String::from_utf8_lossy(&bytes);
+        // A portal's words, in messages, never carry a token in full either.
+        let text = hide_tokens(&mask_echoes(&String::from_utf8_lossy(&bytes), self.secrets));
         log::info!(
-            "event=court_step site={} account={} step={} http_status={} bytes={} answer=\"{}\"",
+            "event=court_step site={} account={} step={} http_status={} bytes={} answer={}",
             self.site,
             self.account,
             self.name,
             status.as_u16(),
             bytes.len(),
-            preview(&text, self.secrets)
+            logged_answer(&bytes, self.secrets)
         );
         if status.as_u16() == 429 || status.is_server_error() {
             return Err(self
@@ -201,8 +202,8 @@ impl Step<'_> {
         let message = ["message", "msg"]
             .iter()
             .find_map(|k| json.get(*k).and_then(Value::as_str))
-            .unwrap_or_default()
-            .to_string();
+            .map(|m| hide_tokens(&mask_echoes(m, self.secrets)))
+            .unwrap_or_default();
         Ok(PortalAnswer {
             status,
             code,
@@ -281,17 +282,68 @@ pub fn base(url: &str, default: &str) -> String {
     url.trim_end_matches('/').to_string()
 }
 
-/// The answer as logged: secrets masked, JWT-looking strings redacted, cut to 300 characters.
-fn preview(text: &str, secrets: &[&str]) -> String {
-    let masked = clean_message(text, secrets);
-    let jwt = regex::Regex::new(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
-        .map(|r| r.replace_all(&masked, "<jwt>").into_owned())
-        .unwrap_or(masked);
-    // A captcha image is no use in the log.
-    let image = regex::Regex::new(r#""jpg"\s*:\s*"[^"]{40,}""#)
-        .map(|r| r.replace_all(&jwt, r#""jpg":"<image>""#).into_owned())
-        .unwrap_or(jwt);
-    cut(&image, 300).replace('"', "'")
+/// The answer as logged: its shape, never its values. A JSON answer stays JSON, with its
+/// keys, its `code`/`status` numbers, booleans and nulls, its top-level `message`/`msg` (secrets
+/// masked, token-like runs hidden), and every other value replaced by its length and the start
+/// of its fingerprint (`"<36 chars sha256:1f2e3d4c5b6a>"`): a token, a cookie or an OAuth code
+/// of any shape is never written out. Another answer shows its first 200 characters, secrets
+/// masked and token-like runs hidden.
+fn logged_answer(bytes: &[u8], secrets: &[&str]) -> String {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(json) => shape(&json, None, 0, secrets).to_string(),
+        Err(_) => {
+            let text = clean_message(&String::from_utf8_lossy(bytes), secrets);
+            Value::String(cut(&hide_tokens(&text), 200)).to_string()
+        }
+    }
+}
+
+/// What [`logged_answer`] writes for `value`, found under `key` at `depth`.
+fn shape(value: &Value, key: Option<&str>, depth: usize, secrets: &[&str]) -> Value {
+    const KEPT_NUMBERS: [&str; 4] = ["code", "status", "errcode", "errCode"];
+    match value {
+        // A key is a name, but a portal may use a token as one: shown like a message.
+        Value::Object(map) if depth < 6 => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let name = cut(&hide_tokens(&clean_message(k, secrets)), 40);
+                    (name, shape(v, Some(k), depth + 1, secrets))
+                })
+                .collect(),
+        ),
+        Value::Array(items) if depth < 6 => {
+            let mut shown: Vec<Value> = items
+                .iter()
+                .take(5)
+                .map(|v| shape(v, None, depth + 1, secrets))
+                .collect();
+            if items.len() > 5 {
+                shown.push(Value::String(format!("<{} more>", items.len() - 5)));
+            }
+            Value::Array(shown)
+        }
+        Value::Null | Value::Bool(_) => value.clone(),
+        // The envelope's own numbers only: a nested `code` may be an OAuth code.
+        Value::Number(_) if depth == 1 && key.is_some_and(|k| KEPT_NUMBERS.contains(&k)) => {
+            value.clone()
+        }
+        Value::String(text) if depth == 1 && matches!(key, Some("message" | "msg")) => {
+            let text = clean_message(text, secrets);
+            Value::String(cut(&hide_tokens(&text), 200))
+        }
+        other => {
+            let text = match other {
+                Value::String(s) => s.clone(),
+                v => v.to_string(),
+            };
+            let fingerprint = crate::secret::fingerprint(&text);
+            Value::String(format!(
+                "<{} chars sha256:{}>",
+                text.chars().count(),
+                &fingerprint[..12]
+            ))
+        }
+    }
 }
 
 fn cut(text: &str, max: usize) -> String {
@@ -306,16 +358,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn logged_answers_hide_tokens_images_and_secrets() {
-        let text = r#"{"code":200,"data":{"token":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2lnbmF0dXJl","jpg":"/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8U"},"pw":"hunter22"}"#;
-        let shown = preview(text, &["hunter22"]);
-        assert!(
-            shown.contains("<jwt>") && shown.contains("<image>"),
-            "{shown}"
+    fn logged_answers_show_the_shape_as_json_never_the_values() {
+        let text = r#"{"code":200,"message":"ok zxOPAQUE0123456789abcdef","data":{"token":"zxOPAQUE0123456789abcdef","jpg":"/9j/4AAQSkZJRg","n":[1,2]},"pw":"hunter22"}"#;
+        let shown = logged_answer(text.as_bytes(), &["hunter22"]);
+        let json: Value = serde_json::from_str(&shown).expect("the log keeps JSON as JSON");
+        assert_eq!(json["code"], 200);
+        assert_eq!(json["message"], "ok <24 chars>");
+        let token = json["data"]["token"].as_str().unwrap();
+        let fingerprint = crate::secret::fingerprint("zxOPAQUE0123456789abcdef");
+        assert_eq!(token, format!("<24 chars sha256:{}>", &fingerprint[..12]));
+        for value in ["zxOPAQUE", "hunter22", "/9j/4AAQ"] {
+            assert!(!shown.contains(value), "{shown}");
+        }
+        // A token as a key, a numeric code below the envelope: never shown.
+        let shown = logged_answer(
+            br#"{"code":200,"data":{"code":583920,"zxOPAQUE0123456789abcdef":true}}"#,
+            &[],
         );
         assert!(
-            !shown.contains("hunter22") && !shown.contains("eyJzdWIi"),
+            !shown.contains("583920") && !shown.contains("zxOPAQUE"),
             "{shown}"
         );
+        // Not JSON: a cut text, token-like runs hidden.
+        let shown = logged_answer(b"<html>token zxOPAQUE0123456789abcdef</html>", &[]);
+        assert!(!shown.contains("zxOPAQUE"), "{shown}");
     }
 }
