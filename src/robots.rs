@@ -79,7 +79,7 @@ fn field(value: &Value) -> String {
         .unwrap_or_else(|| value.to_string())
         .chars()
         .filter(|c| !c.is_control())
-        .map(|c| if "*_`[]<>#".contains(c) { ' ' } else { c })
+        .map(|c| if "*`[]<>#".contains(c) { ' ' } else { c })
         .collect()
 }
 
@@ -206,7 +206,8 @@ pub fn signed(
                 secret.expose().as_bytes(),
                 format!("{now_ms}\n{}", secret.expose()).as_bytes(),
             );
-            let sign = percent_encoding::utf8_percent_encode(&sign, percent_encoding::NON_ALPHANUMERIC);
+            let sign =
+                percent_encoding::utf8_percent_encode(&sign, percent_encoding::NON_ALPHANUMERIC);
             let joiner = if url.contains('?') { '&' } else { '?' };
             (format!("{url}{joiner}timestamp={now_ms}&sign={sign}"), body)
         }
@@ -237,7 +238,10 @@ pub fn accepted(answer: &Value) -> Result<(), String> {
         .or_else(|| answer.get("msg"))
         .and_then(Value::as_str)
         .unwrap_or("no message");
-    Err(format!("the robot refused the message: code {code}: {}", field(&json!(said))))
+    Err(format!(
+        "the robot refused the message: code {code}: {}",
+        field(&json!(said))
+    ))
 }
 
 #[cfg(test)]
@@ -259,14 +263,20 @@ mod tests {
         let content = wecom[0]["markdown"]["content"].as_str().unwrap();
         assert!(content.contains("验证码待输入") && content.contains("alice"));
         assert!(content.contains("https://tokend.example/#captchas"));
-        assert!(!content.contains("*验证码*"), "the portal's text cannot format: {content}");
+        assert!(
+            !content.contains("*验证码*"),
+            "the portal's text cannot format: {content}"
+        );
         assert_eq!(wecom[1]["msgtype"], "image");
         assert_eq!(wecom[1]["image"]["md5"].as_str().unwrap().len(), 32);
 
         let alert = json!({"event": "alert_firing", "alert": {"type": "site_unavailable", "severity": "high", "message": "circuit open"}});
         let ding = messages(RobotKind::Dingtalk, &alert, "");
         assert_eq!(ding[0]["msgtype"], "markdown");
-        assert!(ding[0]["markdown"]["title"].as_str().unwrap().starts_with("【tokend】告警"));
+        assert!(ding[0]["markdown"]["title"]
+            .as_str()
+            .unwrap()
+            .starts_with("【tokend】告警"));
         let feishu = messages(RobotKind::Feishu, &alert, "");
         assert_eq!(feishu[0]["msg_type"], "interactive");
         assert_eq!(feishu[0]["card"]["header"]["template"], "red");
@@ -286,14 +296,30 @@ mod tests {
     #[test]
     fn signatures_follow_each_robots_documentation() {
         let secret = Secret::new("SEC000");
-        let (url, _) = signed(RobotKind::Dingtalk, "https://oapi.example/robot/send?access_token=t", &secret, json!({}), 1_700_000_000_000);
+        let (url, _) = signed(
+            RobotKind::Dingtalk,
+            "https://oapi.example/robot/send?access_token=t",
+            &secret,
+            json!({}),
+            1_700_000_000_000,
+        );
         let expected = hmac_base64(b"SEC000", b"1700000000000\nSEC000");
-        let encoded: String = percent_encoding::utf8_percent_encode(&expected, percent_encoding::NON_ALPHANUMERIC).to_string();
+        let encoded: String =
+            percent_encoding::utf8_percent_encode(&expected, percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
         assert_eq!(url, format!("https://oapi.example/robot/send?access_token=t&timestamp=1700000000000&sign={encoded}"));
-        let (_, body) = signed(RobotKind::Feishu, "https://open.example/hook", &secret, json!({"msg_type": "text"}), 1_700_000_000_999);
+        let (_, body) = signed(
+            RobotKind::Feishu,
+            "https://open.example/hook",
+            &secret,
+            json!({"msg_type": "text"}),
+            1_700_000_000_999,
+        );
         assert_eq!(body["timestamp"], "1700000000");
         assert_eq!(body["sign"], hmac_base64(b"1700000000\nSEC000", b""));
         assert!(accepted(&json!({"errcode": 0, "errmsg": "ok"})).is_ok());
-        assert!(accepted(&json!({"code": 19021, "msg": "sign match fail"})).unwrap_err().contains("19021"));
+        assert!(accepted(&json!({"code": 19021, "msg": "sign match fail"}))
+            .unwrap_err()
+            .contains("19021"));
     }
 }

@@ -2,10 +2,15 @@
 //! each new pending captcha, signed with HMAC-SHA256 when `webhook_secret` is set
 //! (`X-Tokend-Signature: sha256=<hex>` over the exact body).
 //!
-//! Senders only put an event in a bounded in-memory queue (the oldest is dropped, and
-//! counted, when it is full) and go on: a webhook that is down never slows an acquisition.
-//! One task owns the queue and delivers the events in order, each retried with exponential
-//! backoff before it is given up. A firing alert is POSTed at most once per
+//! The same events go to the chat robots of `[[notify.robots]]` (WeCom, DingTalk, Feishu),
+//! each in its own format ([`crate::robots`]), under the same rules.
+//!
+//! Senders only put an event in a bounded in-memory queue per destination (the oldest is
+//! dropped, and counted, when it is full) and go on: a destination that is down never slows
+//! an acquisition, nor another destination. One task per destination owns its queue and
+//! delivers the events in order, each retried with exponential backoff before it is given up.
+//! Every client is as strict as a login's: no redirects (they would carry the signed body
+//! elsewhere), no environment proxy; URLs are logged without their query or user info. A firing alert is POSTed at most once per
 //! `alerts.repeat_interval`; its resolution only if its firing was POSTed.
 //! Prometheus: `tokend_webhook_deliveries_total{result}` (`delivered`, `retried`, `failed`,
 //! `dropped`).
@@ -22,6 +27,7 @@ use sha2::Sha256;
 
 use crate::config::{seconds, Config};
 use crate::metrics::Metrics;
+use crate::robots::{RobotEvent, RobotKind};
 use crate::secret::Secret;
 
 /// Events waiting for delivery, at most.
@@ -54,67 +60,98 @@ impl Delivery {
     }
 }
 
-/// The webhook's sending side. Cheap to clone; does nothing when no URL is configured.
+/// The webhook's sending side. Cheap to clone; does nothing when no destination is configured.
 #[derive(Clone, Default)]
 pub struct Webhook {
     inner: Option<Arc<Inner>>,
 }
 
 struct Inner {
-    url: String,
-    secret: Secret,
-    client: reqwest::Client,
-    queue: Mutex<VecDeque<Value>>,
-    wake: tokio::sync::Notify,
-    metrics: Arc<Metrics>,
+    destinations: Vec<Arc<Destination>>,
     repeat: Duration,
     /// Per alert type: when its firing was last POSTed (and not resolved since).
     firing: Mutex<HashMap<String, Instant>>,
 }
 
+/// How a destination wants its events.
+enum Format {
+    /// The event as JSON, signed with `X-Tokend-Signature` when there is a secret.
+    Json { secret: Secret },
+    /// A chat robot's own messages, for the events it asked for.
+    Robot {
+        kind: RobotKind,
+        secret: Secret,
+        events: Vec<RobotEvent>,
+        public_url: String,
+    },
+}
+
+/// One place events are POSTed to, with its own queue.
+struct Destination {
+    /// `webhook`, or `robot:KIND` (for logs).
+    name: String,
+    url: String,
+    /// The URL as logged: without its query or user info (they may hold a key).
+    shown_url: String,
+    format: Format,
+    client: reqwest::Client,
+    queue: Mutex<VecDeque<Value>>,
+    wake: tokio::sync::Notify,
+    metrics: Arc<Metrics>,
+}
+
+/// An HTTP client as strict as a login's.
+fn strict_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(POST_TIMEOUT)
+        .connect_timeout(POST_TIMEOUT)
+        .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+}
+
 impl Webhook {
-    /// Starts the delivery task (inside the actix system); a no-op without `webhook_url`.
+    /// Starts one delivery task per destination (inside the actix system); a no-op without
+    /// `webhook_url` and robots.
     pub fn start(config: &Config, metrics: Arc<Metrics>) -> Webhook {
         let notify = &config.notify;
-        if notify.webhook_url.is_empty() {
+        let mut wanted = Vec::new();
+        if !notify.webhook_url.is_empty() {
+            let secret = notify.webhook_secret.clone();
+            wanted.push((
+                "webhook".to_string(),
+                notify.webhook_url.clone(),
+                Format::Json { secret },
+            ));
+        }
+        for robot in &notify.robots {
+            let format = Format::Robot {
+                kind: robot.kind,
+                secret: robot.secret.clone(),
+                events: robot.events.clone(),
+                public_url: config.server.public_url.clone(),
+            };
+            wanted.push((
+                format!("robot:{}", robot.kind.as_str()),
+                robot.url.clone(),
+                format,
+            ));
+        }
+        let destinations: Vec<Arc<Destination>> = wanted
+            .into_iter()
+            .filter_map(|(name, url, format)| Destination::start(name, url, format, &metrics))
+            .collect();
+        if destinations.is_empty() {
             return Webhook::default();
         }
-        let shown_url = crate::secret::redact_url_credentials(&notify.webhook_url);
-        // As strict as a login's client: a redirect would send the signed body elsewhere, an
-        // environment proxy would see it.
-        let client = match reqwest::Client::builder()
-            .timeout(POST_TIMEOUT)
-            .connect_timeout(POST_TIMEOUT)
-            .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
-        {
-            Ok(client) => client,
-            Err(e) => {
-                log::error!(
-                    "event=webhook_disabled url={shown_url} error=\"HTTP client: {}\"",
-                    e.without_url()
-                );
-                return Webhook::default();
-            }
-        };
-        let inner = Arc::new(Inner {
-            url: notify.webhook_url.clone(),
-            secret: notify.webhook_secret.clone(),
-            client,
-            queue: Mutex::default(),
-            wake: tokio::sync::Notify::new(),
-            metrics,
-            repeat: seconds(config.alerts.repeat_interval),
-            firing: Mutex::default(),
-        });
-        actix_web::rt::spawn(deliver_all(inner.clone()));
-        log::info!(
-            "event=webhook_enabled url={shown_url} signed={}",
-            !notify.webhook_secret.is_empty()
-        );
-        Webhook { inner: Some(inner) }
+        Webhook {
+            inner: Some(Arc::new(Inner {
+                destinations,
+                repeat: seconds(config.alerts.repeat_interval),
+                firing: Mutex::default(),
+            })),
+        }
     }
 
     /// An alert of `kind` fires (again): POSTed unless its firing was POSTed within
@@ -169,11 +206,67 @@ impl Webhook {
 
 impl Inner {
     fn enqueue(&self, event: Value) {
+        for destination in &self.destinations {
+            if destination.wants(&event) {
+                destination.enqueue(event.clone());
+            }
+        }
+    }
+}
+
+impl Destination {
+    /// The destination with its delivery task; `None` (logged) when no client can be built.
+    fn start(
+        name: String,
+        url: String,
+        format: Format,
+        metrics: &Arc<Metrics>,
+    ) -> Option<Arc<Destination>> {
+        let shown_url = crate::secret::redact_url_credentials(&url);
+        let client = match strict_client() {
+            Ok(client) => client,
+            Err(e) => {
+                log::error!(
+                    "event=webhook_disabled target={name} url={shown_url} error=\"HTTP client: {}\"",
+                    e.without_url()
+                );
+                return None;
+            }
+        };
+        let signed = match &format {
+            Format::Json { secret } | Format::Robot { secret, .. } => !secret.is_empty(),
+        };
+        log::info!("event=webhook_enabled target={name} url={shown_url} signed={signed}");
+        let destination = Arc::new(Destination {
+            name,
+            url,
+            shown_url,
+            format,
+            client,
+            queue: Mutex::default(),
+            wake: tokio::sync::Notify::new(),
+            metrics: metrics.clone(),
+        });
+        actix_web::rt::spawn(deliver_all(destination.clone()));
+        Some(destination)
+    }
+
+    fn wants(&self, event: &Value) -> bool {
+        match &self.format {
+            Format::Json { .. } => true,
+            Format::Robot { events, .. } => crate::robots::wants(events, event),
+        }
+    }
+
+    fn enqueue(&self, event: Value) {
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         if queue.len() >= QUEUE_CAPACITY {
             queue.pop_front();
             self.metrics.webhook(Delivery::Dropped.as_str());
-            log::warn!("event=webhook_event_dropped reason=queue_full capacity={QUEUE_CAPACITY}");
+            log::warn!(
+                "event=webhook_event_dropped target={} reason=queue_full capacity={QUEUE_CAPACITY}",
+                self.name
+            );
         }
         queue.push_back(event);
         drop(queue);
@@ -187,32 +280,71 @@ impl Inner {
             .pop_front()
     }
 
-    /// One POST; the error says why it did not land.
-    async fn post(&self, body: &[u8]) -> Result<(), String> {
-        let mut request = self
-            .client
-            .post(&self.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_vec());
-        if !self.secret.is_empty() {
-            request = request.header("X-Tokend-Signature", signature(&self.secret, body));
-        }
-        match request.send().await {
-            Ok(answer) if answer.status().is_success() => Ok(()),
-            // A redirect is not followed: it is a failed delivery like any other answer.
-            Ok(answer) => Err(format!("HTTP {}", answer.status())),
-            // Without the URL: its query or user information may hold a credential.
-            Err(e) => Err(e.without_url().to_string()),
+    /// The POSTs one event makes here: (URL, body, signature header).
+    fn requests(&self, event: &Value) -> Vec<(String, Vec<u8>, Option<String>)> {
+        match &self.format {
+            Format::Json { secret } => {
+                let body = event.to_string().into_bytes();
+                let signature = (!secret.is_empty()).then(|| signature(secret, &body));
+                vec![(self.url.clone(), body, signature)]
+            }
+            Format::Robot {
+                kind,
+                secret,
+                public_url,
+                ..
+            } => crate::robots::messages(*kind, event, public_url)
+                .into_iter()
+                .map(|message| {
+                    let now = Utc::now().timestamp_millis();
+                    let (url, body) = crate::robots::signed(*kind, &self.url, secret, message, now);
+                    (url, body.to_string().into_bytes(), None)
+                })
+                .collect(),
         }
     }
 
-    /// Delivers one event, retrying with backoff; gives up after [`MAX_ATTEMPTS`].
+    /// One POST; the error says why it did not land (never with the URL: its query or user
+    /// information may hold a credential).
+    async fn post(&self, url: &str, body: &[u8], signature: Option<&str>) -> Result<(), String> {
+        let mut request = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_vec());
+        if let Some(signature) = signature {
+            request = request.header("X-Tokend-Signature", signature);
+        }
+        let answer = match request.send().await {
+            // A redirect is not followed: it is a failed delivery like any other answer.
+            Ok(answer) if !answer.status().is_success() => {
+                return Err(format!("HTTP {}", answer.status()))
+            }
+            Ok(answer) => answer,
+            Err(e) => return Err(e.without_url().to_string()),
+        };
+        if matches!(self.format, Format::Json { .. }) {
+            return Ok(());
+        }
+        // A robot answers 200 with its own verdict in the body.
+        let verdict: Value = answer.json().await.unwrap_or(Value::Null);
+        crate::robots::accepted(&verdict)
+    }
+
+    /// Delivers one event (each of its POSTs), retrying with backoff; gives up after
+    /// [`MAX_ATTEMPTS`].
     async fn deliver(&self, event: Value) {
-        let body = event.to_string().into_bytes();
         let kind = event["event"].as_str().unwrap_or("?").to_string();
+        for (url, body, signature) in self.requests(&event) {
+            self.deliver_one(&kind, &url, &body, signature.as_deref())
+                .await;
+        }
+    }
+
+    async fn deliver_one(&self, kind: &str, url: &str, body: &[u8], signature: Option<&str>) {
         let mut wait = FIRST_BACKOFF;
         for attempt in 1..=MAX_ATTEMPTS {
-            match self.post(&body).await {
+            match self.post(url, body, signature).await {
                 Ok(()) => {
                     self.metrics.webhook(Delivery::Delivered.as_str());
                     return;
@@ -220,7 +352,9 @@ impl Inner {
                 Err(e) if attempt < MAX_ATTEMPTS => {
                     self.metrics.webhook(Delivery::Retried.as_str());
                     log::info!(
-                        "event=webhook_retry kind={kind} attempt={attempt} wait={:.1}s error=\"{e}\"",
+                        "event=webhook_retry target={} url={} kind={kind} attempt={attempt} wait={:.1}s error=\"{e}\"",
+                        self.name,
+                        self.shown_url,
                         wait.as_secs_f64()
                     );
                     tokio::time::sleep(wait).await;
@@ -228,19 +362,23 @@ impl Inner {
                 }
                 Err(e) => {
                     self.metrics.webhook(Delivery::Failed.as_str());
-                    log::warn!("event=webhook_failed kind={kind} attempts={attempt} error=\"{e}\"");
+                    log::warn!(
+                        "event=webhook_failed target={} url={} kind={kind} attempts={attempt} error=\"{e}\"",
+                        self.name,
+                        self.shown_url
+                    );
                 }
             }
         }
     }
 }
 
-/// The delivery task: one event after the other, for as long as tokend runs.
-async fn deliver_all(inner: Arc<Inner>) {
+/// A destination's delivery task: one event after the other, for as long as tokend runs.
+async fn deliver_all(destination: Arc<Destination>) {
     loop {
-        match inner.next() {
-            Some(event) => inner.deliver(event).await,
-            None => inner.wake.notified().await,
+        match destination.next() {
+            Some(event) => destination.deliver(event).await,
+            None => destination.wake.notified().await,
         }
     }
 }
@@ -264,13 +402,20 @@ mod tests {
     /// A webhook whose delivery task never runs: what is sent stays in the queue.
     fn idle_webhook() -> (Webhook, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::new(Arc::default()));
-        let inner = Arc::new(Inner {
+        let destination = Arc::new(Destination {
+            name: "webhook".into(),
             url: "http://127.0.0.1:9/hook".into(),
-            secret: Secret::default(),
+            shown_url: "http://127.0.0.1:9/hook".into(),
+            format: Format::Json {
+                secret: Secret::default(),
+            },
             client: reqwest::Client::new(),
             queue: Mutex::default(),
             wake: tokio::sync::Notify::new(),
             metrics: metrics.clone(),
+        });
+        let inner = Arc::new(Inner {
+            destinations: vec![destination],
             repeat: Duration::from_secs(3600),
             firing: Mutex::default(),
         });
@@ -278,8 +423,8 @@ mod tests {
     }
 
     fn queued(webhook: &Webhook) -> Vec<Value> {
-        let inner = webhook.inner.as_ref().unwrap();
-        inner.queue.lock().unwrap().iter().cloned().collect()
+        let destination = &webhook.inner.as_ref().unwrap().destinations[0];
+        destination.queue.lock().unwrap().iter().cloned().collect()
     }
 
     #[test]

@@ -51,7 +51,10 @@ impl NotifyConfig {
             let key = |field: &str| format!("notify.robots[{n}].{field}");
             if !http_url(&robot.url) {
                 // The URL holds the robot's key: named, never printed.
-                return Err(Error::config(key("url"), "must be an http:// or https:// URL"));
+                return Err(Error::config(
+                    key("url"),
+                    "must be an http:// or https:// URL",
+                ));
             }
             if robot.events.is_empty() {
                 return Err(Error::config(

@@ -65,6 +65,9 @@ pub struct ServerConfig {
     pub metrics_tokens: Vec<Secret>,
     /// Seconds that running requests get to finish after SIGTERM/SIGINT.
     pub shutdown_grace: f64,
+    /// Where people reach the dashboard (`https://tokend.firm.example`), for the links chat
+    /// robots send; empty: no link.
+    pub public_url: String,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +78,7 @@ impl Default for ServerConfig {
             client_tokens: Vec::new(),
             metrics_tokens: Vec::new(),
             shutdown_grace: 30.0,
+            public_url: String::new(),
         }
     }
 }
@@ -111,6 +115,18 @@ impl ServerConfig {
     pub(super) fn validate(&self) -> Result<()> {
         let addr = self.listen_addr()?;
         positive("server.shutdown_grace", self.shutdown_grace)?;
+        let web_url = |u: &reqwest::Url| matches!(u.scheme(), "http" | "https") && u.has_host();
+        if !self.public_url.is_empty()
+            && !reqwest::Url::parse(&self.public_url).is_ok_and(|u| web_url(&u))
+        {
+            return Err(Error::config(
+                "server.public_url",
+                format!(
+                    "`{}` is not an http:// or https:// address",
+                    self.public_url
+                ),
+            ));
+        }
         if !addr.ip().is_loopback() && self.admin_token.is_empty() {
             return Err(Error::config(
                 "server.admin_token",

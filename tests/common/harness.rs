@@ -53,7 +53,8 @@ impl Harness {
         Harness::start_full(redis, prefix, portal, retry, extra, "").await
     }
 
-    /// The same, with more keys for the `court_zxfw` site (`site_keys`, TOML lines).
+    /// The same, with more keys for the `court_zxfw` site (`site_keys`, TOML lines). Lines
+    /// of `extra` written `server.KEY = …` go into the `[server]` table.
     pub async fn start_full(
         redis: Option<&str>,
         prefix: &str,
@@ -67,8 +68,15 @@ impl Harness {
         let redis = redis.map_or(String::new(), |url| {
             format!("[redis]\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\n")
         });
+        let (server_keys, extra): (Vec<&str>, Vec<&str>) =
+            extra.lines().partition(|l| l.starts_with("server."));
+        let server_keys: String = server_keys
+            .iter()
+            .map(|l| format!("{}\n", l.trim_start_matches("server.")))
+            .collect();
+        let extra = extra.join("\n");
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[database]\nurl = \"sqlite://{db}\"\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\n{server_keys}[database]\nurl = \"sqlite://{db}\"\n\
              [history]\nspool_file = \"{spool}\"\n{redis}\
              {retry}\n{extra}\n\
              [[sites]]\nname = \"court_zxfw\"\ndriver = \"http\"\nlogin_url = \"{url}\"\n{site_keys}\n",
