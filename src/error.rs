@@ -98,6 +98,12 @@ pub enum Error {
     Unauthorized(String),
     #[error("not allowed: {0}")]
     Forbidden(String),
+    /// The `Host` of a request is not one this daemon answers for (a DNS-rebinding page).
+    #[error("misdirected request: {0}")]
+    MisdirectedRequest(String),
+    /// A state-changing request whose body is not JSON (what an HTML form sends).
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
     /// No pending captcha challenge has this id (never one, or it expired or ended).
     #[error("no pending captcha `{0}`: unknown, expired or its login ended")]
     CaptchaNotFound(String),
@@ -158,6 +164,8 @@ impl Error {
             Error::StepsFailed(_) => "STEPS_FAILED",
             Error::Unauthorized(_) => "UNAUTHORIZED",
             Error::Forbidden(_) => "FORBIDDEN",
+            Error::MisdirectedRequest(_) => "MISDIRECTED_REQUEST",
+            Error::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             Error::Internal(_) => "INTERNAL_ERROR",
             Error::CaptchaNotFound(_) => "CAPTCHA_NOT_FOUND",
             Error::CaptchaAnswered(_) => "CAPTCHA_ALREADY_ANSWERED",
@@ -214,6 +222,7 @@ impl Error {
             | Error::CacheUnavailable(_)
             | Error::Migration(_) => 69, // EX_UNAVAILABLE
             Error::Unauthorized(_) | Error::Forbidden(_) => 77,       // EX_NOPERM
+            Error::MisdirectedRequest(_) | Error::UnsupportedMediaType(_) => 77,
             Error::QueueFull(_) | Error::Timeout(_) | Error::QueueTimeout(_) => 75, // EX_TEMPFAIL
             Error::SiteUnavailable { .. } => 69,
             Error::LoginBudgetExhausted { .. } => 75,
@@ -237,6 +246,8 @@ impl ResponseError for Error {
             }
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
+            Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::UnknownSite(_) | Error::AccountNotFound { .. } => StatusCode::NOT_FOUND,
             Error::AccountExists { .. } => StatusCode::CONFLICT,
             Error::CaptchaNotFound(_) => StatusCode::NOT_FOUND,

@@ -65,6 +65,12 @@ pub struct ServerConfig {
     pub metrics_tokens: Vec<Secret>,
     /// Seconds that running requests get to finish after SIGTERM/SIGINT.
     pub shutdown_grace: f64,
+    /// Host names (besides loopback names and IP addresses) that requests may name in
+    /// `Host`; any other name is answered 421, so a DNS-rebinding page cannot reach the API.
+    pub allowed_hosts: Vec<String>,
+    /// Seconds a client gets to send a request's head and body; a slower one is cut off, so
+    /// slow senders cannot hold every connection.
+    pub client_request_timeout: f64,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +81,8 @@ impl Default for ServerConfig {
             client_tokens: Vec::new(),
             metrics_tokens: Vec::new(),
             shutdown_grace: 30.0,
+            allowed_hosts: Vec::new(),
+            client_request_timeout: 5.0,
         }
     }
 }
@@ -83,6 +91,45 @@ impl Default for ServerConfig {
 const MIN_BEARER_LEN: usize = 16;
 
 impl ServerConfig {
+    /// Client or metrics tokens without an admin token would leave everything else open:
+    /// refused rather than silently open.
+    fn validate_roles_need_admin(&self) -> Result<()> {
+        if !self.admin_token.is_empty() {
+            return Ok(());
+        }
+        let key = if !self.client_tokens.is_empty() {
+            "server.client_tokens"
+        } else if !self.metrics_tokens.is_empty() {
+            "server.metrics_tokens"
+        } else {
+            return Ok(());
+        };
+        Err(Error::config(
+            key,
+            "is set but server.admin_token (TOKEND_ADMIN_TOKEN) is not: without it every path \
+             would be open to anybody; set an admin token too (TOKEND_METRICS_TOKEN adds a \
+             metrics token)",
+        ))
+    }
+
+    /// Entries are bare host names or addresses (`tokend.internal`, `10.0.0.5`), no scheme,
+    /// port or path.
+    fn validate_allowed_hosts(&self) -> Result<()> {
+        for (i, host) in self.allowed_hosts.iter().enumerate() {
+            let bad = host.is_empty()
+                || host
+                    .chars()
+                    .any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')));
+            if bad {
+                return Err(Error::config(
+                    format!("server.allowed_hosts[{i}]"),
+                    format!("`{host}` is not a host name such as tokend.internal (no scheme, port or path)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The address to listen on; a host name (`localhost:8000`) is resolved, IPv4 first.
     pub fn listen_addr(&self) -> Result<SocketAddr> {
         if let Ok(addr) = self.listen.parse() {
@@ -111,6 +158,9 @@ impl ServerConfig {
     pub(super) fn validate(&self) -> Result<()> {
         let addr = self.listen_addr()?;
         positive("server.shutdown_grace", self.shutdown_grace)?;
+        positive("server.client_request_timeout", self.client_request_timeout)?;
+        self.validate_allowed_hosts()?;
+        self.validate_roles_need_admin()?;
         if !addr.ip().is_loopback() && self.admin_token.is_empty() {
             return Err(Error::config(
                 "server.admin_token",
