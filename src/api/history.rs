@@ -9,6 +9,7 @@ use super::answer::ok;
 use super::answer::ErrorBody;
 use super::state::AppState;
 use crate::actors::history::{Cleanup, Page};
+use crate::accounts::validate_account_name;
 use crate::config::validate_site_name;
 use crate::db::history::{HistoryFilter, MAX_DAYS};
 use crate::error::Error;
@@ -77,6 +78,9 @@ pub async fn list(
     let q = query.into_inner();
     if let Some(site) = &q.site_name {
         validate_site_name("site_name", site)?;
+    }
+    if let Some(account) = &q.account {
+        validate_account_name("account", account)?;
     }
     if let Some(status) = &q.status {
         if !AcquisitionStatus::ALL.iter().any(|s| s.as_str() == status) {

@@ -2,8 +2,8 @@
 //! (the default daemon has no token, so the network position of the browser is all a page
 //! would need):
 //!
-//! - `Host` must be a loopback name (`localhost`, `*.localhost`), an IP address, or a name in
-//!   `server.allowed_hosts`; anything else is 421. A DNS-rebinding page reaches the daemon
+//! - `Host` must be a loopback name (`localhost`, `*.localhost`), an IP address, the name in
+//!   `server.listen`, or a name in `server.allowed_hosts`; anything else is 421. A DNS-rebinding page reaches the daemon
 //!   under its own name, which is none of these; an IP address cannot be rebound.
 //!   `/healthz` is exempt (it holds nothing, and probes name the host they like).
 //! - A present `Origin` must be the daemon's own (the same host and port as `Host`, or a
@@ -27,11 +27,17 @@ pub async fn check(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let allowed: &[String] = match req.app_data::<web::Data<AppState>>() {
-        Some(state) => &state.config.server.allowed_hosts,
-        None => &[],
+    // The name in `server.listen` (`tokend.internal:8000`) is the daemon's own too.
+    let allowed: Vec<String> = match req.app_data::<web::Data<AppState>>() {
+        Some(state) => {
+            let server = &state.config.server;
+            let mut names = server.allowed_hosts.clone();
+            names.push(host_name(&server.listen));
+            names
+        }
+        None => Vec::new(),
     };
-    match refusal(&req, allowed) {
+    match refusal(&req, &allowed) {
         Some(error) => Ok(req.into_response(error.error_response())),
         None => Ok(next.call(req).await?.map_into_boxed_body()),
     }

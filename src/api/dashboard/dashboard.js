@@ -107,7 +107,9 @@
   async function api(method, path, body) {
     const headers = { Accept: 'application/json' };
     if (token) headers.Authorization = 'Bearer ' + token;
-    const init = { method, headers, cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer' };
+    // 'same-origin', not 'no-referrer': with no referrer a browser sends `Origin: null`,
+    // which tokend refuses like any other foreign origin.
+    const init = { method, headers, cache: 'no-store', credentials: 'omit', referrerPolicy: 'same-origin' };
     if (body !== undefined) {
       headers['Content-Type'] = 'application/json';
       init.body = JSON.stringify(body);
