@@ -103,8 +103,7 @@ pub struct NewAccount {
 /// An account name as the API and the CLI take it: 1 to 128 characters, none a control
 /// character (PostgreSQL refuses a NUL byte in text; a name with one was never stored).
 pub fn validate_account_name(field: &str, account: &str) -> Result<()> {
-    if account.is_empty() || account.len() > ACCOUNT_MAX || account.chars().any(char::is_control)
-    {
+    if account.is_empty() || account.len() > ACCOUNT_MAX || account.chars().any(char::is_control) {
         return Err(Error::invalid(
             field,
             format!("must be 1 to {ACCOUNT_MAX} printable characters"),

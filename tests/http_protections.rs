@@ -40,7 +40,10 @@ async fn status(method: &Method, url: &str, headers: &[(&str, &str)]) -> (u16, S
     let answer = request.send().await.unwrap();
     let status = answer.status().as_u16();
     let body: Value = answer.json().await.unwrap_or(Value::Null);
-    (status, body["code"].as_str().unwrap_or_default().to_string())
+    (
+        status,
+        body["code"].as_str().unwrap_or_default().to_string(),
+    )
 }
 
 /// The spellings of `path` that the router takes as the same route (or as none).
@@ -82,9 +85,7 @@ async fn routes(daemon: &Daemon) -> Vec<(Method, String)> {
         .unwrap();
     let mut routes = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
-        let path = path
-            .replace("{site}", "court_zxfw")
-            .replace("{id}", "0123");
+        let path = path.replace("{site}", "court_zxfw").replace("{id}", "0123");
         for method in item.as_object().unwrap().keys() {
             routes.push((method.to_uppercase().parse().unwrap(), path.clone()));
         }
@@ -146,7 +147,12 @@ async fn roles_follow_the_route_that_runs_whatever_the_spelling() {
         "/api/v1/automation/%63aptchas",
         "/api/v1/%61utomation/captchas",
     ] {
-        let (got, _) = status(&Method::GET, &daemon.url(path), &[("authorization", &metrics)]).await;
+        let (got, _) = status(
+            &Method::GET,
+            &daemon.url(path),
+            &[("authorization", &metrics)],
+        )
+        .await;
         assert_eq!(got, 403, "{path}");
     }
 }
@@ -196,7 +202,13 @@ async fn a_web_page_cannot_drive_the_default_daemon() {
     for path in changes {
         let url = daemon.url(path);
         // A cross-site form: refused for its origin.
-        let got = raw(Method::POST, &url, &[evil, form], Some("site_name=court_zxfw")).await;
+        let got = raw(
+            Method::POST,
+            &url,
+            &[evil, form],
+            Some("site_name=court_zxfw"),
+        )
+        .await;
         assert_eq!(got, 403, "cross-site form POST {path}");
         // The same form from a page that hides its origin: refused for its body.
         let got = raw(Method::POST, &url, &[form], Some("a=1")).await;
@@ -215,27 +227,49 @@ async fn a_web_page_cannot_drive_the_default_daemon() {
             Some(r#"{"site_name":"court_zxfw"}"#),
         )
         .await;
-        assert!(!matches!(got, 403 | 415 | 421), "{path} from its own origin: {got}");
+        assert!(
+            !matches!(got, 403 | 415 | 421),
+            "{path} from its own origin: {got}"
+        );
     }
-    assert_eq!(portal.state.issued(), 1, "only the own-origin acquire got a token");
+    assert_eq!(
+        portal.state.issued(),
+        1,
+        "only the own-origin acquire got a token"
+    );
     // Cross-site reads are refused too; `Origin: null` (a sandboxed page) is no exception.
     let history = daemon.url("/api/v1/automation/history");
     assert_eq!(raw(Method::GET, &history, &[evil], None).await, 403);
-    assert_eq!(raw(Method::GET, &history, &[("origin", "null")], None).await, 403);
+    assert_eq!(
+        raw(Method::GET, &history, &[("origin", "null")], None).await,
+        403
+    );
 
     // DNS rebinding: the page's name reaches the daemon's address, and gets nothing.
     let port = daemon.addr.port();
     let rebind = format!("rebind.evil.example:{port}");
     let acquire = daemon.url("/api/v1/automation/tokens/acquire");
-    let json_headers = [("host", rebind.as_str()), ("content-type", "application/json")];
+    let json_headers = [
+        ("host", rebind.as_str()),
+        ("content-type", "application/json"),
+    ];
     let body = Some(r#"{"site_name":"court_zxfw","force_refresh":true}"#);
     assert_eq!(raw(Method::POST, &acquire, &json_headers, body).await, 421);
-    assert_eq!(raw(Method::GET, &history, &json_headers[..1], None).await, 421);
-    assert_eq!(raw(Method::GET, &daemon.url("/"), &json_headers[..1], None).await, 421);
+    assert_eq!(
+        raw(Method::GET, &history, &json_headers[..1], None).await,
+        421
+    );
+    assert_eq!(
+        raw(Method::GET, &daemon.url("/"), &json_headers[..1], None).await,
+        421
+    );
     assert_eq!(portal.state.issued(), 1, "a rebinding page got a token");
     // /healthz answers whatever the name (load balancers and probes name what they like).
     let healthz = daemon.url("/healthz");
-    assert_eq!(raw(Method::GET, &healthz, &json_headers[..1], None).await, 200);
+    assert_eq!(
+        raw(Method::GET, &healthz, &json_headers[..1], None).await,
+        200
+    );
     // Loopback names and addresses are the daemon's own.
     for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
         let got = raw(Method::GET, &history, &[("host", &host)], None).await;
@@ -247,11 +281,7 @@ async fn a_web_page_cannot_drive_the_default_daemon() {
 async fn allowed_hosts_names_the_daemon_for_host_and_origin() {
     let portal = Portal::start();
     let dir = tempfile::tempdir().unwrap();
-    let daemon = default_daemon(
-        dir.path(),
-        &portal,
-        "allowed_hosts = [\"tokend.internal\"]",
-    );
+    let daemon = default_daemon(dir.path(), &portal, "allowed_hosts = [\"tokend.internal\"]");
     let port = daemon.addr.port();
     let host = format!("tokend.internal:{port}");
     let origin = format!("http://tokend.internal:{port}");
@@ -261,10 +291,22 @@ async fn allowed_hosts_names_the_daemon_for_host_and_origin() {
         ("origin", origin.as_str()),
         ("content-type", "application/json"),
     ];
-    let got = raw(Method::POST, &acquire, &headers, Some(r#"{"site_name":"court_zxfw"}"#)).await;
+    let got = raw(
+        Method::POST,
+        &acquire,
+        &headers,
+        Some(r#"{"site_name":"court_zxfw"}"#),
+    )
+    .await;
     assert_eq!(got, 200);
     let other = format!("other.internal:{port}");
-    let got = raw(Method::GET, &daemon.url("/metrics"), &[("host", &other)], None).await;
+    let got = raw(
+        Method::GET,
+        &daemon.url("/metrics"),
+        &[("host", &other)],
+        None,
+    )
+    .await;
     assert_eq!(got, 421);
 }
 
@@ -272,13 +314,22 @@ async fn allowed_hosts_names_the_daemon_for_host_and_origin() {
 fn serve_refused(config_text: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), config_text);
-    let output = common::tokend(dir.path())
+    let mut child = common::tokend(dir.path())
         .args(["serve", "--config"])
         .arg(&config)
         .env_remove("TOKEND_METRICS_TOKEN")
         .envs(env.iter().copied())
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // One that starts anyway runs until killed: it has not refused.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&output.stderr).to_string()
         + &String::from_utf8_lossy(&output.stdout);
     (output.status.code(), text)
@@ -288,8 +339,16 @@ fn serve_refused(config_text: &str, env: &[(&str, &str)]) -> (Option<i32>, Strin
 fn token_roles_without_an_admin_token_refuse_to_start() {
     let server = "[server]\nlisten = \"127.0.0.1:0\"\n";
     let cases = [
-        (format!("{server}client_tokens = [\"{CLIENT}\"]\n"), vec![], "server.client_tokens"),
-        (format!("{server}metrics_tokens = [\"{METRICS}\"]\n"), vec![], "server.metrics_tokens"),
+        (
+            format!("{server}client_tokens = [\"{CLIENT}\"]\n"),
+            vec![],
+            "server.client_tokens",
+        ),
+        (
+            format!("{server}metrics_tokens = [\"{METRICS}\"]\n"),
+            vec![],
+            "server.metrics_tokens",
+        ),
         (
             server.to_string(),
             vec![("TOKEND_METRICS_TOKEN", METRICS)],
@@ -300,7 +359,10 @@ fn token_roles_without_an_admin_token_refuse_to_start() {
         let (code, printed) = serve_refused(&text, &env);
         assert_eq!(code, Some(78), "{text}: {printed}");
         assert!(printed.contains(key), "{key} not named: {printed}");
-        assert!(!printed.contains(CLIENT) && !printed.contains(METRICS), "{printed}");
+        assert!(
+            !printed.contains(CLIENT) && !printed.contains(METRICS),
+            "{printed}"
+        );
     }
 }
 
@@ -331,7 +393,12 @@ fn the_cli_ignores_environment_proxies() {
     portal.state.accept("alice", "pw-alice");
     let config = write_config(dir.path(), &config);
     common::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
-    let daemon = Daemon::start_with_env(dir.path(), &config, "info", &[("TOKEND_ADMIN_TOKEN", ADMIN)]);
+    let daemon = Daemon::start_with_env(
+        dir.path(),
+        &config,
+        "info",
+        &[("TOKEND_ADMIN_TOKEN", ADMIN)],
+    );
     let (proxy, used) = recording_listener();
     let token_get = |url: &str, extra: &[(&str, &str)]| {
         common::tokend(dir.path())
@@ -342,24 +409,50 @@ fn the_cli_ignores_environment_proxies() {
             .env_remove("no_proxy")
             .env_remove("TOKEND_CLI_PROXY")
             .envs(
-                ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
-                    .map(|name| (name, proxy.as_str())),
+                [
+                    "HTTP_PROXY",
+                    "http_proxy",
+                    "HTTPS_PROXY",
+                    "https_proxy",
+                    "ALL_PROXY",
+                    "all_proxy",
+                ]
+                .map(|name| (name, proxy.as_str())),
             )
             .envs(extra.iter().copied())
             .output()
             .unwrap()
     };
     let got = token_get(&daemon.url(""), &[]);
-    assert!(got.status.success(), "{}", String::from_utf8_lossy(&got.stderr));
-    assert_eq!(used.load(Ordering::SeqCst), 0, "the CLI went through HTTP_PROXY");
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert_eq!(
+        used.load(Ordering::SeqCst),
+        0,
+        "the CLI went through HTTP_PROXY"
+    );
     // Asked for explicitly, a remote daemon is reached through the named proxy; a loopback
     // one never is.
     let local = token_get(&daemon.url(""), &[("TOKEND_CLI_PROXY", &proxy)]);
     assert!(local.status.success());
-    assert_eq!(used.load(Ordering::SeqCst), 0, "a loopback daemon went through the proxy");
-    let remote = token_get("http://tokend.remote.example:8000", &[("TOKEND_CLI_PROXY", &proxy)]);
+    assert_eq!(
+        used.load(Ordering::SeqCst),
+        0,
+        "a loopback daemon went through the proxy"
+    );
+    let remote = token_get(
+        "http://tokend.remote.example:8000",
+        &[("TOKEND_CLI_PROXY", &proxy)],
+    );
     assert!(!remote.status.success());
-    assert_eq!(used.load(Ordering::SeqCst), 1, "TOKEND_CLI_PROXY was not used");
+    assert_eq!(
+        used.load(Ordering::SeqCst),
+        1,
+        "TOKEND_CLI_PROXY was not used"
+    );
 }
 
 /// Sends a request head promising 1000 body bytes a byte every 100 ms (or the head itself so
@@ -386,7 +479,11 @@ fn trickle(addr: std::net::SocketAddr, head_only: bool) -> Duration {
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
             Err(_) => return started.elapsed(),
         }
-        let byte = if head_only { &head.as_bytes()[sent..=sent] } else { b" " };
+        let byte = if head_only {
+            &head.as_bytes()[sent..=sent]
+        } else {
+            b" "
+        };
         if stream.write_all(byte).is_err() {
             return started.elapsed();
         }
@@ -433,8 +530,14 @@ async fn nul_bytes_are_refused_by_name(daemon: &Daemon) {
         ("/api/v1/automation/history?account=%00", "account"),
         ("/api/v1/automation/history?site_name=%00", "site_name"),
         ("/api/v1/automation/accounts?site_name=a%00", "site_name"),
-        ("/api/v1/automation/tokens/status?site_name=%00", "site_name"),
-        ("/api/v1/automation/performance/statistics?site_name=%00", "site_name"),
+        (
+            "/api/v1/automation/tokens/status?site_name=%00",
+            "site_name",
+        ),
+        (
+            "/api/v1/automation/performance/statistics?site_name=%00",
+            "site_name",
+        ),
     ] {
         let answer = get(path).await.unwrap();
         assert_eq!(answer.status().as_u16(), 400, "{path}");
@@ -442,9 +545,21 @@ async fn nul_bytes_are_refused_by_name(daemon: &Daemon) {
         assert!(body["errors"].get(field).is_some(), "{path}: {body}");
     }
     for (path, body, field) in [
-        ("accounts/unblock", json!({"site_name": "court_zxfw", "account": "a\u{0}"}), "account"),
-        ("accounts/unblock", json!({"site_name": "\u{0}", "account": "alice"}), "site_name"),
-        ("tokens/invalidate", json!({"site_name": "court_zxfw", "account": "\u{0}"}), "account"),
+        (
+            "accounts/unblock",
+            json!({"site_name": "court_zxfw", "account": "a\u{0}"}),
+            "account",
+        ),
+        (
+            "accounts/unblock",
+            json!({"site_name": "\u{0}", "account": "alice"}),
+            "site_name",
+        ),
+        (
+            "tokens/invalidate",
+            json!({"site_name": "court_zxfw", "account": "\u{0}"}),
+            "account",
+        ),
         (
             "tokens/acquire",
             json!({"site_name": "court_zxfw", "account": "\u{0}"}),
@@ -486,7 +601,10 @@ async fn nul_bytes_are_bad_input_on_sqlite_and_postgresql() {
 #[actix_rt::test]
 async fn probes_go_through_the_accounts_own_proxy() {
     let portal = Portal::start();
-    let probe = format!("probe_url = \"{}\"\nprobe_interval = 0.2\n", portal.url("/probe"));
+    let probe = format!(
+        "probe_url = \"{}\"\nprobe_interval = 0.2\n",
+        portal.url("/probe")
+    );
     let prefix = format!("tokend-test-{}", common::unique());
     let retry = "[retry]\nlogin_timeout = 10\n";
     let h = harness::Harness::start_full(None, &prefix, Some(portal), retry, "", &probe).await;
@@ -507,7 +625,11 @@ async fn probes_go_through_the_accounts_own_proxy() {
     .unwrap();
     let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(proxy.requests_of("alice"), 1, "the login went through the proxy");
+    assert_eq!(
+        proxy.requests_of("alice"),
+        1,
+        "the login went through the proxy"
+    );
     let probes_via_proxy = || {
         proxy
             .carried
@@ -519,9 +641,13 @@ async fn probes_go_through_the_accounts_own_proxy() {
     };
     // Every probe the portal saw came through the proxy (counted once both have settled).
     let portal_probes = || h.portal.state.probes.load(Ordering::SeqCst) as usize;
-    common::eventually("probes, all through alice's proxy", Duration::from_secs(10), || async {
-        let via_proxy = probes_via_proxy();
-        (via_proxy >= 2 && portal_probes() == via_proxy).then_some(())
-    })
+    common::eventually(
+        "probes, all through alice's proxy",
+        Duration::from_secs(10),
+        || async {
+            let via_proxy = probes_via_proxy();
+            (via_proxy >= 2 && portal_probes() == via_proxy).then_some(())
+        },
+    )
     .await;
 }

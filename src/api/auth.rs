@@ -101,11 +101,9 @@ pub async fn require_bearer(
         Some(Some(Role::Client)) if !route.starts_with(CLIENT_SCOPE) => Some(Error::Forbidden(
             "a client token may only acquire and invalidate tokens".into(),
         )),
-        Some(Some(Role::Metrics)) if route.is_empty() || route.starts_with(CAPTCHA_SCOPE) => {
-            Some(Error::Forbidden(
-                "captchas and unknown paths are for the admin token only".into(),
-            ))
-        }
+        Some(Some(Role::Metrics)) if route.is_empty() || route.starts_with(CAPTCHA_SCOPE) => Some(
+            Error::Forbidden("captchas and unknown paths are for the admin token only".into()),
+        ),
         Some(Some(Role::Metrics)) if !matches!(*req.method(), Method::GET | Method::HEAD) => Some(
             Error::Forbidden("a metrics token may only read (GET)".into()),
         ),

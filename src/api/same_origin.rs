@@ -97,13 +97,15 @@ fn host_name(authority: &str) -> String {
     let authority = authority.trim();
     let name = match authority.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or_default(),
-        None => authority.rsplit_once(':').map_or(authority, |(name, port)| {
-            if port.chars().all(|c| c.is_ascii_digit()) {
-                name
-            } else {
-                authority
-            }
-        }),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(name, port)| {
+                if port.chars().all(|c| c.is_ascii_digit()) {
+                    name
+                } else {
+                    authority
+                }
+            }),
     };
     name.trim_end_matches('.').to_ascii_lowercase()
 }

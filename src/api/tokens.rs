@@ -7,8 +7,8 @@ use serde_json::json;
 use super::answer::ok;
 use super::answer::ErrorBody;
 use super::state::AppState;
-use crate::broker::AcquireRequest;
 use crate::accounts::validate_account_name;
+use crate::broker::AcquireRequest;
 use crate::config::validate_site_name;
 use crate::error::Error;
 

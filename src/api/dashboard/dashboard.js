@@ -110,10 +110,9 @@
     // 'same-origin', not 'no-referrer': with no referrer a browser sends `Origin: null`,
     // which tokend refuses like any other foreign origin.
     const init = { method, headers, cache: 'no-store', credentials: 'omit', referrerPolicy: 'same-origin' };
-    if (body !== undefined) {
-      headers['Content-Type'] = 'application/json';
-      init.body = JSON.stringify(body);
-    }
+    // Every change says JSON, body or not: tokend refuses one that a form could have sent.
+    if (method !== 'GET') headers['Content-Type'] = 'application/json';
+    if (body !== undefined) init.body = JSON.stringify(body);
     const response = await fetch(path, init);
     let json = null;
     try { json = await response.json(); } catch (e) { json = null; }
