@@ -457,13 +457,15 @@ fn the_cli_ignores_environment_proxies() {
 
 /// Sends a request head promising 1000 body bytes a byte every 100 ms (or the head itself so
 /// slowly): how long until the daemon closes the connection.
-fn trickle(addr: std::net::SocketAddr, head_only: bool) -> Duration {
+fn trickle(addr: std::net::SocketAddr, head_only: bool, path: &str) -> Duration {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    let head = "POST /api/v1/automation/tokens/acquire HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-                Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    );
     let started = Instant::now();
     if !head_only {
         stream.write_all(head.as_bytes()).unwrap();
@@ -501,8 +503,13 @@ async fn slow_requests_are_cut_off_and_healthz_still_answers() {
     );
     let daemon = Daemon::start(dir.path(), &config);
     let addr = daemon.addr;
+    // Bodies to a handler that reads them (acquire) and to one that does not (reset).
+    let paths = [
+        "/api/v1/automation/tokens/acquire",
+        "/api/v1/automation/performance/metrics/reset",
+    ];
     let slow: Vec<_> = (0..20)
-        .map(|i| std::thread::spawn(move || trickle(addr, i % 2 == 0)))
+        .map(|i| std::thread::spawn(move || trickle(addr, i % 2 == 0, paths[i / 2 % 2])))
         .collect();
     // While they trickle, the daemon answers.
     let healthz = reqwest::Client::new()
