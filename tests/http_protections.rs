@@ -244,6 +244,18 @@ async fn a_web_page_cannot_drive_the_default_daemon() {
         raw(Method::GET, &history, &[("origin", "null")], None).await,
         403
     );
+    // Another local server's page (same address, another port) is another origin.
+    let neighbour = format!("http://127.0.0.1:{}", daemon.addr.port().wrapping_add(1));
+    let reset = daemon.url("/api/v1/automation/performance/metrics/reset");
+    let headers = [
+        ("origin", neighbour.as_str()),
+        ("content-type", "application/json"),
+    ];
+    assert_eq!(
+        raw(Method::POST, &reset, &headers, None).await,
+        403,
+        "{neighbour}"
+    );
 
     // DNS rebinding: the page's name reaches the daemon's address, and gets nothing.
     let port = daemon.addr.port();

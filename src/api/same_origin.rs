@@ -27,29 +27,30 @@ pub async fn check(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    // The name in `server.listen` (`tokend.internal:8000`) is the daemon's own too.
-    let allowed: Vec<String> = match req.app_data::<web::Data<AppState>>() {
-        Some(state) => {
-            let server = &state.config.server;
-            let mut names = server.allowed_hosts.clone();
-            names.push(host_name(&server.listen));
-            names
-        }
-        None => Vec::new(),
+    let (allowed, listen): (&[String], String) = match req.app_data::<web::Data<AppState>>() {
+        Some(state) => (
+            &state.config.server.allowed_hosts,
+            host_name(&state.config.server.listen),
+        ),
+        None => (&[], String::new()),
     };
-    match refusal(&req, &allowed) {
+    match refusal(&req, allowed, &listen) {
         Some(error) => Ok(req.into_response(error.error_response())),
         None => Ok(next.call(req).await?.map_into_boxed_body()),
     }
 }
 
-fn refusal(req: &ServiceRequest, allowed: &[String]) -> Option<Error> {
+/// Why the request is refused, if it is. `listen` is the host of `server.listen`
+/// (`tokend.internal:8000`), the daemon's own name for `Host` (not for `Origin`: another
+/// local server's page shares it).
+fn refusal(req: &ServiceRequest, allowed: &[String], listen: &str) -> Option<Error> {
     let headers = req.headers();
     let text = |name| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
     // HTTP/2 carries the host in the URI's authority, HTTP/1.1 in the header.
     let host = text(header::HOST).or_else(|| req.uri().authority().map(|a| a.as_str()));
     if super::auth::route_of(req).as_deref() != Some("/healthz") {
-        if let Some(host) = host.filter(|h| !host_allowed(h, allowed)) {
+        let foreign = |h: &&str| !host_allowed(h, allowed) && host_name(h) != listen;
+        if let Some(host) = host.filter(foreign) {
             return Some(Error::MisdirectedRequest(format!(
                 "this daemon does not answer for the host `{}`; list it in server.allowed_hosts",
                 printable(host)
