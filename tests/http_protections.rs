@@ -256,8 +256,15 @@ async fn a_web_page_cannot_drive_the_default_daemon() {
         403,
         "{neighbour}"
     );
+}
 
-    // DNS rebinding: the page's name reaches the daemon's address, and gets nothing.
+#[tokio::test]
+async fn a_dns_rebinding_page_gets_nothing() {
+    let portal = Portal::start();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = default_daemon(dir.path(), &portal, "");
+    let history = daemon.url("/api/v1/automation/history");
+    // The page's name reaches the daemon's address.
     let port = daemon.addr.port();
     let rebind = format!("rebind.evil.example:{port}");
     let acquire = daemon.url("/api/v1/automation/tokens/acquire");
@@ -275,7 +282,7 @@ async fn a_web_page_cannot_drive_the_default_daemon() {
         raw(Method::GET, &daemon.url("/"), &json_headers[..1], None).await,
         421
     );
-    assert_eq!(portal.state.issued(), 1, "a rebinding page got a token");
+    assert_eq!(portal.state.issued(), 0, "a rebinding page got a token");
     // /healthz answers whatever the name (load balancers and probes name what they like).
     let healthz = daemon.url("/healthz");
     assert_eq!(
@@ -287,6 +294,10 @@ async fn a_web_page_cannot_drive_the_default_daemon() {
         let got = raw(Method::GET, &history, &[("host", &host)], None).await;
         assert_eq!(got, 200, "Host: {host}");
     }
+    // The same acquire under the daemon's own name gets the token the page did not.
+    let own = [("content-type", "application/json")];
+    assert_eq!(raw(Method::POST, &acquire, &own, body).await, 200);
+    assert_eq!(portal.state.issued(), 1);
 }
 
 #[tokio::test]
