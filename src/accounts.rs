@@ -103,20 +103,23 @@ pub struct NewAccount {
     pub proxy: Option<Secret>,
 }
 
+/// An account name as the API and the CLI take it: 1 to 128 characters, none a control
+/// character (PostgreSQL refuses a NUL byte in text; a name with one was never stored).
+pub fn validate_account_name(field: &str, account: &str) -> Result<()> {
+    if account.is_empty() || account.len() > ACCOUNT_MAX || account.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            field,
+            format!("must be 1 to {ACCOUNT_MAX} printable characters"),
+        ));
+    }
+    Ok(())
+}
+
 impl NewAccount {
     /// Checks the fields; `field` prefixes name where they came from (a CLI argument, a line).
     fn validate(&self) -> Result<()> {
         validate_site_name("site", &self.site_name)?;
-        let account = self.account.trim();
-        if account.is_empty()
-            || account.len() > ACCOUNT_MAX
-            || account.chars().any(char::is_control)
-        {
-            return Err(Error::invalid(
-                "account",
-                format!("must be 1 to {ACCOUNT_MAX} printable characters"),
-            ));
-        }
+        validate_account_name("account", self.account.trim())?;
         if self.password.is_empty() {
             return Err(Error::invalid("password", "must not be empty"));
         }

@@ -62,6 +62,42 @@ impl Endpoint {
     }
 }
 
+/// The proxy the operator names for a remote daemon; environment proxies are never used.
+const PROXY_VARIABLE: &str = "TOKEND_CLI_PROXY";
+
+/// The client for the daemon at `base`. It ignores `HTTP_PROXY` and friends (the admin token
+/// must not travel through a proxy nobody chose for it); a daemon that is not on loopback
+/// may be reached through the proxy named in `TOKEND_CLI_PROXY`.
+fn http_client(base: &str) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .no_proxy();
+    let chosen = std::env::var(PROXY_VARIABLE).ok().filter(|v| !v.is_empty());
+    if let Some(proxy) = chosen.filter(|_| !is_loopback(base)) {
+        let proxy = reqwest::Proxy::all(&proxy).map_err(|_| {
+            Error::invalid(
+                PROXY_VARIABLE,
+                "is not a proxy URL such as http://proxy.internal:3128",
+            )
+        })?;
+        builder = builder.proxy(proxy);
+    }
+    builder.build().map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// Whether the URL names this machine (`localhost`, `127.x`, `[::1]`).
+fn is_loopback(base: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(base) else {
+        return false;
+    };
+    let host = url.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// How often a refused connection is tried again while waiting.
 const RETRY_EVERY: Duration = Duration::from_millis(100);
 
@@ -83,10 +119,7 @@ async fn call(
     body: Option<&Value>,
 ) -> Result<Value> {
     let base = endpoint.base(config)?;
-    let client = reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    let client = http_client(&base)?;
     let started = std::time::Instant::now();
     let response = loop {
         match send(config, &client, &base, method.clone(), path, body).await {

@@ -114,6 +114,12 @@ pub enum Error {
     Unauthorized(String),
     #[error("not allowed: {0}")]
     Forbidden(String),
+    /// The `Host` of a request is not one this daemon answers for (a DNS-rebinding page).
+    #[error("misdirected request: {0}")]
+    MisdirectedRequest(String),
+    /// A state-changing request whose body is not JSON (what an HTML form sends).
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
     /// No pending captcha challenge has this id (never one, or it expired or ended).
     #[error("no pending captcha `{0}`: unknown, expired or its login ended")]
     CaptchaNotFound(String),
@@ -156,7 +162,7 @@ pub fn exit_code_of(code: &str) -> i32 {
         | "LOGIN_BUDGET_EXHAUSTED"
         | "SITE_UNAVAILABLE"
         | "CHECKED_OUT" => 75,
-        "UNAUTHORIZED" | "FORBIDDEN" => 77, // EX_NOPERM
+        "UNAUTHORIZED" | "FORBIDDEN" | "MISDIRECTED_REQUEST" | "UNSUPPORTED_MEDIA_TYPE" => 77, // EX_NOPERM
         "CONFIGURATION_ERROR" | "SECRET_KEY_ERROR" => 78, // EX_CONFIG
         _ => 69, // EX_UNAVAILABLE: database, cache, daemon, no account, failed acquisition
     }
@@ -215,6 +221,8 @@ impl Error {
             Error::StepsFailed(_) => "STEPS_FAILED",
             Error::Unauthorized(_) => "UNAUTHORIZED",
             Error::Forbidden(_) => "FORBIDDEN",
+            Error::MisdirectedRequest(_) => "MISDIRECTED_REQUEST",
+            Error::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             Error::Internal(_) => "INTERNAL_ERROR",
             Error::CaptchaNotFound(_) => "CAPTCHA_NOT_FOUND",
             Error::CaptchaAnswered(_) => "CAPTCHA_ALREADY_ANSWERED",
@@ -283,6 +291,8 @@ impl ResponseError for Error {
             }
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
+            Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::UnknownSite(_) | Error::AccountNotFound { .. } => StatusCode::NOT_FOUND,
             Error::AccountExists { .. } => StatusCode::CONFLICT,
             Error::CaptchaNotFound(_) => StatusCode::NOT_FOUND,

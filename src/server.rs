@@ -191,13 +191,20 @@ fn serve_http(
         .local_addr()
         .map_err(|e| Error::io(config.server.listen.clone(), e))?;
     let data = web::Data::new(state);
+    let request_timeout = crate::config::seconds(config.server.client_request_timeout);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .wrap(middleware::from_fn(api::deadline::bound_body))
             .wrap(middleware::from_fn(api::auth::require_bearer))
+            // Outermost: a request a web page forged is refused before anything else.
+            .wrap(middleware::from_fn(api::same_origin::check))
             .configure(api::configure)
     })
     .workers(HTTP_WORKERS)
+    // The head within the bound (408 after it); the body is bounded by `bound_body`.
+    .client_request_timeout(request_timeout)
+    .client_disconnect_timeout(request_timeout)
     // Past the grace, waiting callers are answered 503 (see `serve`); the margin lets those
     // answers be written before actix closes what is left.
     .shutdown_timeout(config.server.shutdown_grace.ceil() as u64 + ANSWER_MARGIN_SECS)

@@ -51,6 +51,30 @@ fn as_service(bin: &Path, state: &Path, env: &[(String, String)]) -> Command {
     cmd
 }
 
+/// Runs the install steps (rewritten into the temporary root) with `bash -e`.
+fn run_install(script: &str) {
+    let out = Command::new("bash")
+        .args(["-e", "-c", script])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the install steps failed:\n{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_readme_says_to_back_up_the_key_and_ships_the_browser_drop_in() {
+    let readme = include_str!("../README.md");
+    assert!(readme.contains("**Back up\n`TOKEND_SECRET_KEY`**"));
+    assert!(readme.contains("systemd/tokend-browser.conf"));
+    assert!(readme.contains("python3 -m venv /opt/tokend/venv"));
+    let drop_in = include_str!("../systemd/tokend-browser.conf");
+    assert!(drop_in.contains("RestrictNamespaces=") && drop_in.contains("SystemCallFilter="));
+}
+
 #[test]
 fn the_readme_install_runs_as_an_unprivileged_user() {
     if unsafe { libc::geteuid() } != 0 {
@@ -75,16 +99,41 @@ fn the_readme_install_runs_as_an_unprivileged_user() {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    let out = Command::new("bash")
-        .args(["-e", "-c", &script])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the install steps failed:\n{script}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_install(&script);
+    // Pasted again (an upgrade): the secrets and the config stay as they were.
+    let env_file = r("/etc/tokend/tokend.env");
+    let first = std::fs::read_to_string(&env_file).unwrap();
+    let config_first = std::fs::read_to_string(r("/etc/tokend/tokend.toml")).unwrap();
+    std::fs::write(
+        r("/etc/tokend/tokend.toml"),
+        config_first.clone() + "# edited\n",
+    )
+    .unwrap();
+    run_install(&script);
+    assert_eq!(
+        std::fs::read_to_string(&env_file).unwrap(),
+        first,
+        "a second install changed tokend.env (a new TOKEND_SECRET_KEY locks every password)"
     );
+    assert!(std::fs::read_to_string(r("/etc/tokend/tokend.toml"))
+        .unwrap()
+        .ends_with("# edited\n"));
+    assert_eq!(
+        std::fs::metadata(&env_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // An env file made by hand without the key gets one, and keeps what it had.
+    std::fs::write(&env_file, "DATABASE_URL=sqlite:///x.db\n").unwrap();
+    run_install(&script);
+    let refilled = environment_file(Path::new(&env_file));
+    for key in ["DATABASE_URL", "TOKEND_SECRET_KEY", "TOKEND_ADMIN_TOKEN"] {
+        assert_eq!(
+            refilled.iter().filter(|(k, _)| k == key).count(),
+            1,
+            "{key}: {refilled:?}"
+        );
+    }
+    std::fs::write(&env_file, &first).unwrap();
 
     // What systemd does at start: the state directory, owned by the service user, mode 0700.
     let state = Path::new(&r("/var/lib/tokend")).to_path_buf();
@@ -227,4 +276,21 @@ fn the_readme_install_runs_as_an_unprivileged_user() {
         !said.contains("tokend.service"),
         "systemd-analyze verify complains: {said}"
     );
+    // With the browser drop-in beside it (read through the unit path).
+    let drop_ins = root.join("tokend.service.d");
+    std::fs::create_dir_all(&drop_ins).unwrap();
+    std::fs::write(
+        drop_ins.join("browser.conf"),
+        include_str!("../systemd/tokend-browser.conf"),
+    )
+    .unwrap();
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&checked)
+        .env("SYSTEMD_UNIT_PATH", format!("{}:", root.display()))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success(), "verify with the drop-in: {said}");
+    assert!(!said.contains("browser.conf"), "the drop-in: {said}");
 }

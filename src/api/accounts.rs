@@ -8,6 +8,8 @@ use serde_json::json;
 use super::answer::ok;
 use super::answer::ErrorBody;
 use super::state::AppState;
+use crate::accounts::validate_account_name;
+use crate::config::validate_site_name;
 use crate::error::Error;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -34,6 +36,9 @@ pub async fn list(
     state: web::Data<AppState>,
     query: web::Query<AccountsQuery>,
 ) -> Result<HttpResponse, Error> {
+    if let Some(site) = &query.site_name {
+        validate_site_name("site_name", site)?;
+    }
     let accounts = state
         .broker
         .account_views(query.site_name.as_deref())
@@ -75,6 +80,8 @@ pub async fn unblock(
     body: web::Json<UnblockRequest>,
 ) -> Result<HttpResponse, Error> {
     let request = body.into_inner();
+    validate_site_name("site_name", &request.site_name)?;
+    validate_account_name("account", &request.account)?;
     let was_blocked = state
         .broker
         .unblock(&request.site_name, &request.account)
@@ -103,6 +110,7 @@ pub async fn close_circuit(
     site: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
     let site = site.into_inner();
+    validate_site_name("site", &site)?;
     let circuit = state.broker.close_circuit(&site).await?;
     Ok(ok(json!({ "site_name": site, "circuit": circuit })))
 }

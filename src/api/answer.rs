@@ -60,6 +60,14 @@ pub fn json_error(
                 "errors": {},
             }))
         }
+        E::Payload(ref error) if super::deadline::is_timeout(error) => {
+            HttpResponse::RequestTimeout().json(json!({
+                "success": false,
+                "code": "REQUEST_TIMEOUT",
+                "message": message.clone(),
+                "errors": {},
+            }))
+        }
         _ => actix_web::ResponseError::error_response(&Error::invalid("body", message.clone())),
     };
     actix_web::error::InternalError::from_response(message, response)

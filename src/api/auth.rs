@@ -3,6 +3,10 @@
 //! `/api/v1/automation/tokens/*`, a metrics token only GETs. Tokens are compared in constant
 //! time. The dashboard's own files (`/`, its script and style: a shell without data) are
 //! open, so it can ask for the token.
+//!
+//! What a role may call is decided on the resource pattern the router will run (the path as
+//! the router decodes it, `%63aptchas` being `captchas`), never on the raw path: a request
+//! that matches no resource needs the admin token.
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -62,6 +66,13 @@ fn bearer_token(header: &str) -> Option<&str> {
         .then_some(token.trim())
 }
 
+/// The resource pattern the router will run for this request (`/api/v1/automation/sites/
+/// {site}/circuit/close`), found on the decoded path the router matches; `None` when no
+/// resource matches (the answer will be 404).
+pub(crate) fn route_of(req: &ServiceRequest) -> Option<String> {
+    req.resource_map().match_pattern(req.match_info().as_str())
+}
+
 /// The middleware: lets the request through or answers 401/403 with a JSON error.
 pub async fn require_bearer(
     req: ServiceRequest,
@@ -70,9 +81,10 @@ pub async fn require_bearer(
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
+    let route = route_of(&req).unwrap_or_default();
     if state.config.server.admin_token.is_empty()
-        || req.path() == "/healthz"
-        || super::dashboard::is_public(req.method(), req.path())
+        || route == "/healthz"
+        || super::dashboard::is_public(req.method(), &route)
     {
         return Ok(next.call(req).await?.map_into_boxed_body());
     }
@@ -86,11 +98,11 @@ pub async fn require_bearer(
             "send Authorization: Bearer <token>".into(),
         )),
         Some(None) => Some(Error::Unauthorized("unknown bearer token".into())),
-        Some(Some(Role::Client)) if !req.path().starts_with(CLIENT_SCOPE) => Some(
-            Error::Forbidden("a client token may only acquire and invalidate tokens".into()),
-        ),
-        Some(Some(Role::Metrics)) if req.path().starts_with(CAPTCHA_SCOPE) => Some(
-            Error::Forbidden("captchas are for the admin token only".into()),
+        Some(Some(Role::Client)) if !route.starts_with(CLIENT_SCOPE) => Some(Error::Forbidden(
+            "a client token may only acquire and invalidate tokens".into(),
+        )),
+        Some(Some(Role::Metrics)) if route.is_empty() || route.starts_with(CAPTCHA_SCOPE) => Some(
+            Error::Forbidden("captchas and unknown paths are for the admin token only".into()),
         ),
         Some(Some(Role::Metrics)) if !matches!(*req.method(), Method::GET | Method::HEAD) => Some(
             Error::Forbidden("a metrics token may only read (GET)".into()),

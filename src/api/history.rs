@@ -8,6 +8,7 @@ use serde_json::json;
 use super::answer::ok;
 use super::answer::ErrorBody;
 use super::state::AppState;
+use crate::accounts::validate_account_name;
 use crate::actors::history::{Cleanup, Page};
 use crate::config::validate_site_name;
 use crate::db::history::{HistoryFilter, MAX_DAYS};
@@ -77,6 +78,9 @@ pub async fn list(
     let q = query.into_inner();
     if let Some(site) = &q.site_name {
         validate_site_name("site_name", site)?;
+    }
+    if let Some(account) = &q.account {
+        validate_account_name("account", account)?;
     }
     if let Some(status) = &q.status {
         if !AcquisitionStatus::ALL.iter().any(|s| s.as_str() == status) {

@@ -65,6 +65,7 @@ pub async fn token_status(
     state: web::Data<AppState>,
     query: web::Query<TokenStatusQuery>,
 ) -> Result<HttpResponse, Error> {
+    crate::config::validate_site_name("site_name", &query.site_name)?;
     let tokens = state.broker.token_statuses(&query.site_name).await?;
     Ok(ok(json!({"site_name": query.site_name, "tokens": tokens})))
 }

@@ -7,7 +7,9 @@ use serde_json::json;
 use super::answer::ok;
 use super::answer::ErrorBody;
 use super::state::AppState;
+use crate::accounts::validate_account_name;
 use crate::broker::AcquireRequest;
+use crate::config::validate_site_name;
 use crate::error::Error;
 
 /// Hands out a valid token: from the cache, or after one login.
@@ -32,6 +34,10 @@ pub async fn acquire(
     body: web::Json<AcquireRequest>,
 ) -> Result<HttpResponse, Error> {
     let request = body.into_inner();
+    validate_site_name("site_name", &request.site_name)?;
+    if let Some(account) = &request.account {
+        validate_account_name("account", account)?;
+    }
     if request.credential_id.is_some_and(|id| id < 1) {
         return Err(Error::invalid(
             "credential_id",
@@ -109,6 +115,8 @@ pub async fn invalidate(
     body: web::Json<InvalidateRequest>,
 ) -> Result<HttpResponse, Error> {
     let request = body.into_inner();
+    validate_site_name("site_name", &request.site_name)?;
+    validate_account_name("account", &request.account)?;
     let stored = state
         .broker
         .invalidate(&request.site_name, &request.account)

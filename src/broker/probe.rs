@@ -11,8 +11,11 @@
 //!   token. Network errors and 5xx never invalidate: a blocked IP must not throw away valid
 //!   tokens.
 //! - Counted as `tokend_probes_total{site,result}`, result `valid`, `invalid` or `error`.
+//! - A probe goes out the way the account logs in: through the account's own proxy, else the
+//!   site's, else direct (never the environment's proxy). An account whose proxy cannot be
+//!   read is not probed at all rather than probed from the host's address.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,9 +25,11 @@ use reqwest::header::{HeaderName, HeaderValue};
 use super::pipeline::Broker;
 use super::request::{AcquireRequest, AcquiredToken};
 use crate::config::{seconds, SiteConfig};
+use crate::crypto::SealContext;
 use crate::drivers::read_answer;
 use crate::error::{Error, Result};
 use crate::outcome::TriggerReason;
+use crate::secret::Secret;
 
 /// Longest a probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,6 +72,23 @@ impl Broker {
         }
     }
 
+    /// The proxy the account's logins go through: its own (sealed in the database), else
+    /// `None` (the prober then uses the site's).
+    async fn own_proxy(&self, site: &SiteConfig, credential_id: i64) -> Result<Option<Secret>> {
+        let list = self.credential_list(site).await?;
+        let Some(entry) = list.into_iter().find(|c| c.id == credential_id) else {
+            return Ok(None);
+        };
+        let Some(sealed) = entry.proxy_encrypted else {
+            return Ok(None);
+        };
+        let context = SealContext::Proxy {
+            site: &self.account_owner(site).name,
+            account: &entry.account,
+        };
+        Ok(Some(self.inner.key.open(&sealed, context)?))
+    }
+
     /// Starts the probe loop of every site with `probe_url` and `probe_interval`.
     pub fn start_probes(&self) -> Result<()> {
         for site in self.inner.config.sites.iter().filter(|s| probed(s)) {
@@ -82,6 +104,20 @@ impl Broker {
     }
 }
 
+/// A probe client through `proxy` (none: direct, whatever the environment says), following
+/// no redirects.
+fn probe_client(proxy: Option<&str>) -> reqwest::Result<reqwest::Client> {
+    let builder = reqwest::Client::builder()
+        .timeout(PROBE_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")));
+    match proxy {
+        Some(url) => builder.proxy(reqwest::Proxy::all(url)?),
+        None => builder.no_proxy(),
+    }
+    .build()
+}
+
 /// The probe loop of one site.
 struct Prober {
     broker: Broker,
@@ -92,7 +128,10 @@ struct Prober {
     template: String,
     invalid: Option<Regex>,
     interval: Duration,
+    /// The client of accounts without a proxy of their own: through the site's proxy, if any.
     client: reqwest::Client,
+    /// One client per account proxy URL, built on first use.
+    proxied: Mutex<HashMap<String, reqwest::Client>>,
     /// At most the site's login slots of probes at once.
     permits: Arc<tokio::sync::Semaphore>,
     /// Credential ids being probed now: one probe per token at a time.
@@ -116,18 +155,9 @@ impl Prober {
                     .map_err(|e| Error::config(key("probe_invalid_pattern"), e.to_string()))?,
             ),
         };
-        let mut client = reqwest::Client::builder()
-            .timeout(PROBE_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")));
         // From where the site logs in: a portal may bind its sessions to the address.
-        client = match site.proxy.is_empty() {
-            true => client.no_proxy(),
-            false => client.proxy(
-                reqwest::Proxy::all(site.proxy.expose())
-                    .map_err(|e| Error::config(key("proxy"), e.to_string()))?,
-            ),
-        };
+        let proxy = (!site.proxy.is_empty()).then_some(site.proxy.expose());
+        let client = probe_client(proxy).map_err(|e| Error::config(key("proxy"), e.to_string()))?;
         let slots = broker
             .inner
             .config
@@ -142,12 +172,31 @@ impl Prober {
             template,
             invalid,
             interval: seconds(site.probe_interval),
-            client: client
-                .build()
-                .map_err(|e| Error::Internal(format!("probe client: {e}")))?,
+            client,
+            proxied: Mutex::default(),
             permits: Arc::new(tokio::sync::Semaphore::new(slots as usize)),
             probing: Mutex::default(),
         })
+    }
+
+    /// The client of the account's logins: its own proxy, else the site's client.
+    async fn client_for(&self, credential_id: i64) -> Result<reqwest::Client> {
+        let site = self.broker.site(&self.site)?;
+        let Some(proxy) = self.broker.own_proxy(site, credential_id).await? else {
+            return Ok(self.client.clone());
+        };
+        let mut proxied = self.proxied.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = proxied.get(proxy.expose()) {
+            return Ok(client.clone());
+        }
+        let built = probe_client(Some(proxy.expose())).map_err(|_| {
+            Error::Internal(format!(
+                "proxy {} is not usable",
+                crate::secret::redact_url(proxy.expose())
+            ))
+        })?;
+        proxied.insert(proxy.expose().to_string(), built.clone());
+        Ok(built)
     }
 
     fn probing(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
@@ -194,7 +243,16 @@ impl Prober {
             inner.in_use.forget(&self.site, credential_id);
             return;
         }
-        let result = self.verdict(token.expose()).await;
+        let result = match self.client_for(credential_id).await {
+            Ok(client) => self.verdict(&client, token.expose()).await,
+            Err(e) => {
+                log::warn!(
+                    "event=probe_failed site={} account={account} error=\"{e}\"",
+                    self.site
+                );
+                ProbeResult::Error
+            }
+        };
         inner.metrics.probe(&self.site, result.as_str());
         if result != ProbeResult::Invalid {
             return;
@@ -256,12 +314,11 @@ impl Prober {
         }
     }
 
-    async fn verdict(&self, token: &str) -> ProbeResult {
+    async fn verdict(&self, client: &reqwest::Client, token: &str) -> ProbeResult {
         let Ok(value) = HeaderValue::from_str(&self.template.replace("{token}", token)) else {
             return ProbeResult::Error;
         };
-        let response = match self
-            .client
+        let response = match client
             .get(&self.url)
             .header(self.header.clone(), value)
             .send()

@@ -68,6 +68,12 @@ pub struct ServerConfig {
     /// Where people reach the dashboard (`https://tokend.firm.example`), for the links chat
     /// robots send; empty: no link.
     pub public_url: String,
+    /// Host names (besides loopback names and IP addresses) that requests may name in
+    /// `Host`; any other name is answered 421, so a DNS-rebinding page cannot reach the API.
+    pub allowed_hosts: Vec<String>,
+    /// Seconds a client gets to send a request's head and body; a slower one is cut off, so
+    /// slow senders cannot hold every connection.
+    pub client_request_timeout: f64,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +85,8 @@ impl Default for ServerConfig {
             metrics_tokens: Vec::new(),
             shutdown_grace: 30.0,
             public_url: String::new(),
+            allowed_hosts: Vec::new(),
+            client_request_timeout: 5.0,
         }
     }
 }
@@ -87,6 +95,45 @@ impl Default for ServerConfig {
 const MIN_BEARER_LEN: usize = 16;
 
 impl ServerConfig {
+    /// Client or metrics tokens without an admin token would leave everything else open:
+    /// refused rather than silently open.
+    fn validate_roles_need_admin(&self) -> Result<()> {
+        if !self.admin_token.is_empty() {
+            return Ok(());
+        }
+        let key = if !self.client_tokens.is_empty() {
+            "server.client_tokens"
+        } else if !self.metrics_tokens.is_empty() {
+            "server.metrics_tokens"
+        } else {
+            return Ok(());
+        };
+        Err(Error::config(
+            key,
+            "is set but server.admin_token (TOKEND_ADMIN_TOKEN) is not: without it every path \
+             would be open to anybody; set an admin token too (TOKEND_METRICS_TOKEN adds a \
+             metrics token)",
+        ))
+    }
+
+    /// Entries are bare host names or addresses (`tokend.internal`, `10.0.0.5`), no scheme,
+    /// port or path.
+    fn validate_allowed_hosts(&self) -> Result<()> {
+        for (i, host) in self.allowed_hosts.iter().enumerate() {
+            let bad = host.is_empty()
+                || host
+                    .chars()
+                    .any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')));
+            if bad {
+                return Err(Error::config(
+                    format!("server.allowed_hosts[{i}]"),
+                    format!("`{host}` is not a host name such as tokend.internal (no scheme, port or path)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The address to listen on; a host name (`localhost:8000`) is resolved, IPv4 first.
     pub fn listen_addr(&self) -> Result<SocketAddr> {
         if let Ok(addr) = self.listen.parse() {
@@ -127,6 +174,9 @@ impl ServerConfig {
                 ),
             ));
         }
+        positive("server.client_request_timeout", self.client_request_timeout)?;
+        self.validate_allowed_hosts()?;
+        self.validate_roles_need_admin()?;
         if !addr.ip().is_loopback() && self.admin_token.is_empty() {
             return Err(Error::config(
                 "server.admin_token",

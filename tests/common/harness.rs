@@ -21,6 +21,20 @@ pub struct Harness {
     _dir: tempfile::TempDir,
 }
 
+/// A client that says `Content-Type: application/json` on every request, as the CLI and the
+/// dashboard do: tokend refuses a state-changing request without it (a form could send it).
+pub fn json_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::CONTENT_TYPE,
+        reqwest::header::HeaderValue::from_static("application/json"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 /// The backends to run a test on: in-process always, Redis when it is there (required in CI).
 pub fn backends() -> Vec<Option<String>> {
     let mut list = vec![None];
@@ -91,7 +105,7 @@ impl Harness {
         Harness {
             tokend,
             portal,
-            client: reqwest::Client::new(),
+            client: json_client(),
             _dir: dir,
         }
     }

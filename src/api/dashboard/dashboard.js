@@ -107,11 +107,12 @@
   async function api(method, path, body) {
     const headers = { Accept: 'application/json' };
     if (token) headers.Authorization = 'Bearer ' + token;
-    const init = { method, headers, cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer' };
-    if (body !== undefined) {
-      headers['Content-Type'] = 'application/json';
-      init.body = JSON.stringify(body);
-    }
+    // 'same-origin', not 'no-referrer': with no referrer a browser sends `Origin: null`,
+    // which tokend refuses like any other foreign origin.
+    const init = { method, headers, cache: 'no-store', credentials: 'omit', referrerPolicy: 'same-origin' };
+    // Every change says JSON, body or not: tokend refuses one that a form could have sent.
+    if (method !== 'GET') headers['Content-Type'] = 'application/json';
+    if (body !== undefined) init.body = JSON.stringify(body);
     const response = await fetch(path, init);
     let json = null;
     try { json = await response.json(); } catch (e) { json = null; }
