@@ -424,3 +424,105 @@ async fn tokend_exec_runs_a_command_with_a_token_and_a_checkout() {
     assert_eq!(list(), json!([]));
     drop(daemon);
 }
+
+/// A probe that finds a held account's token refused invalidates it, but nothing logs the
+/// account in while the job holds it: its holder renews (and is told) or releases.
+#[actix_rt::test]
+async fn a_probe_never_logs_a_held_account_in() {
+    let prefix = format!("tokend-test-{}", common::unique());
+    let portal = portal::Portal::start();
+    let probe = format!(
+        "probe_url = \"{}\"\nprobe_interval = 0.1\n",
+        portal.url("/probe")
+    );
+    let retry = "[retry]\nnetwork_retry_delay_base = 0.05\n";
+    let h = Harness::start_full(None, &prefix, Some(portal), retry, "", &probe).await;
+    h.add_account("u1", "pw1", true);
+    let (status, _, held) =
+        checkout(&h, json!({"site_name": "court_zxfw", "lease_seconds": 60})).await;
+    assert_eq!(status, 200, "{held}");
+    let token = held["data"]["token"].as_str().unwrap().to_string();
+    h.portal.state.revoke(&token);
+    let invalid = r#"tokend_probes_total{site="court_zxfw",result="invalid"} 1"#;
+    common::eventually(
+        "the probe to refuse the token",
+        Duration::from_secs(10),
+        || async { h.prometheus_text().await.contains(invalid).then_some(()) },
+    )
+    .await;
+    // The token is gone, and u1 was not logged in again behind the job's back.
+    common::eventually(
+        "the token to be invalidated",
+        Duration::from_secs(5),
+        || async {
+            let (_, status) = h
+                .api_get("/api/v1/automation/tokens/status?site_name=court_zxfw")
+                .await;
+            (status["data"]["tokens"][0]["expires_at"].is_null()).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(h.portal.state.attempts_of("u1"), 1);
+    // The holder renews past the token: a login for the holder, told in the answer.
+    let id = held["data"]["checkout_id"].as_str().unwrap();
+    let (status, renewed) = act(&h, id, "renew", json!({})).await;
+    assert_eq!(status, 200, "{renewed}");
+    assert_eq!(renewed["data"]["token_renewed"], true);
+    assert_ne!(renewed["data"]["token"], token.as_str());
+    assert_eq!(h.portal.state.attempts_of("u1"), 2);
+}
+
+/// A client token (the role that may only use `/tokens/*`) may check accounts out.
+#[actix_rt::test]
+async fn a_client_token_may_check_out() {
+    const ADMIN: &str = "admin-token-0123456789";
+    const CLIENT: &str = "client-token-0123456789";
+    let extra =
+        format!("server.admin_token = \"{ADMIN}\"\nserver.client_tokens = [\"{CLIENT}\"]\n");
+    let h = Harness::start(None, &extra).await;
+    h.add_account("u1", "pw1", true);
+    let call = |method: Method, path: String, body: Option<Value>| {
+        let mut request = h
+            .client
+            .request(method, format!("http://{}{path}", h.tokend.addr))
+            .bearer_auth(CLIENT);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let answer = request.send().await.unwrap();
+            (
+                answer.status().as_u16(),
+                answer.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    let base = "/api/v1/automation/tokens";
+    let (status, held) = call(
+        Method::POST,
+        format!("{base}/checkout"),
+        Some(json!({"site_name": "court_zxfw"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{held}");
+    let id = held["data"]["checkout_id"].as_str().unwrap();
+    let (status, _) = call(Method::GET, format!("{base}/checkouts"), None).await;
+    assert_eq!(status, 200);
+    let (status, _) = call(
+        Method::POST,
+        format!("{base}/checkout/{id}/renew"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = call(
+        Method::POST,
+        format!("{base}/checkout/{id}/release"),
+        Some(json!({"outcome": "ok"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Nothing beyond `/tokens/*`.
+    let (status, _) = call(Method::GET, "/api/v1/automation/accounts".into(), None).await;
+    assert_eq!(status, 403);
+}
