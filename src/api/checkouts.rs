@@ -17,14 +17,9 @@ use crate::error::Error;
 /// A held account and the token to use for the job.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CheckoutAnswer {
-    pub checkout_id: String,
-    pub site_name: String,
-    pub account: String,
-    pub credential_id: i64,
-    pub job: Option<String>,
-    pub since: DateTime<Utc>,
-    /// The hold ends then unless renewed.
-    pub lease_until: DateTime<Utc>,
+    /// The hold: its id, the account, the job, since when and until when (`lease_until`).
+    #[serde(flatten)]
+    pub checkout: Checkout,
     pub token: String,
     pub token_type: String,
     /// The ready headers to send to the portal.
@@ -45,13 +40,7 @@ impl From<CheckedOut> for CheckoutAnswer {
         } = held;
         let (headers, authorization) = crate::broker::ready_headers(&token);
         CheckoutAnswer {
-            checkout_id: checkout.checkout_id,
-            site_name: checkout.site_name,
-            account: checkout.account,
-            credential_id: checkout.credential_id,
-            job: checkout.job,
-            since: checkout.since,
-            lease_until: checkout.lease_until,
+            checkout,
             token: token.token.expose().to_string(),
             token_type: token.token_type,
             headers,

@@ -71,6 +71,20 @@ def acquire_body(
     return body
 
 
+def checkout_body(
+    site: str,
+    lease_seconds: float,
+    job: Optional[str],
+    account: Optional[str],
+    credential_id: Optional[int],
+) -> Dict[str, Any]:
+    body: Dict[str, Any] = {"site_name": site, "lease_seconds": lease_seconds}
+    for name, value in (("job", job), ("account", account), ("credential_id", credential_id)):
+        if value is not None:
+            body[name] = value
+    return body
+
+
 def read_answer(response: httpx.Response) -> Any:
     """The ``data`` of a successful answer; the typed error of any other."""
     try:

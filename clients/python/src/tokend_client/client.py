@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import httpx
 
@@ -101,13 +101,7 @@ class Client:
         lease is renewed in the background every third of ``lease_seconds`` and released on
         leaving the block (``token_rejected`` when it raised :class:`TokenRejected`).
         """
-        body: Dict[str, Any] = {"site_name": site, "lease_seconds": lease_seconds}
-        if job is not None:
-            body["job"] = job
-        if account is not None:
-            body["account"] = account
-        if credential_id is not None:
-            body["credential_id"] = credential_id
+        body = _core.checkout_body(site, lease_seconds, job, account, credential_id)
         return Checkout(self, site, body, lease_seconds)
 
     def invalidate(self, site: str, account: str) -> Any:
