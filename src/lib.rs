@@ -33,7 +33,7 @@
 //!   [`optimize`] (concurrency recommendations), [`process`] (the process's own resources),
 //!   [`terminal`] (reading a password without echo).
 //! - Token lifecycle: [`captcha`] (captchas waiting for a person), [`webhook`] (alerts and
-//!   captchas announced by POST), [`checkout`] (an account held for one job); validity
+//!   captchas announced by POST, also to the chat robots of [`robots`]), [`checkout`] (an account held for one job); validity
 //!   probes live in [`broker`].
 //! - [`error`]: the one error type, and its HTTP statuses and exit codes.
 
