@@ -188,7 +188,9 @@ async fn a_lock_request_that_ran_late_leaves_no_lock_behind() {
     let prefix = format!("tokend-test-{}", common::unique());
     let a = slots_on(&through, &prefix, 30.0);
     let b = slots_on(&common::redis_url(), &prefix, 30.0);
-    // A's lock request is held in the network: it times out at A, A gives the wait up.
+    // A's connection is up; then its lock request is held in the network: it times out at
+    // A, and A gives the wait up.
+    a.usage_shared().await.unwrap().unwrap();
     proxy.stall();
     let waited = a.lock(SITE, 1, "acct", Duration::from_millis(500)).await;
     assert!(
@@ -196,8 +198,12 @@ async fn a_lock_request_that_ran_late_leaves_no_lock_behind() {
         "{:?}",
         waited.map(|l| l.is_shared())
     );
-    // The partition heals: the request runs on the server, late.
+    // The partition heals: the request runs on the server, late (before A's next answer).
     proxy.restore();
+    common::eventually("A's connection back", Duration::from_secs(5), || async {
+        a.usage_shared().await.unwrap().ok()
+    })
+    .await;
     let lock = b.lock(SITE, 1, "acct", Duration::from_secs(5)).await;
     assert!(
         lock.as_ref().is_ok_and(|l| l.is_shared()),
@@ -221,6 +227,10 @@ async fn an_unlock_lost_to_a_reset_is_retried() {
     assert!(lock.is_shared());
     // The login ends while A's connection is down: the unlock fails.
     proxy.cut();
+    common::eventually("A's connection broken", Duration::from_secs(5), || async {
+        a.usage_shared().await.unwrap().err()
+    })
+    .await;
     drop(lock);
     tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.restore();
