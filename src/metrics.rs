@@ -138,7 +138,6 @@ impl Collector for CacheCollector {
                 ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
             }
         }
-        drop(family);
         let superseded = encoder.encode_descriptor(
             "cache_site_token_superseded",
             "Writes of a site's newest token refused for a newer one of another account",

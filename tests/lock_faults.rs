@@ -223,7 +223,10 @@ async fn an_unlock_lost_to_a_reset_is_retried() {
     let prefix = format!("tokend-test-{}", common::unique());
     let a = slots_on(&through, &prefix, 30.0);
     let b = slots_on(&common::redis_url(), &prefix, 30.0);
-    let lock = a.lock(SITE, 1, "acct", Duration::from_secs(1)).await.unwrap();
+    let lock = a
+        .lock(SITE, 1, "acct", Duration::from_secs(1))
+        .await
+        .unwrap();
     assert!(lock.is_shared());
     // The login ends while A's connection is down: the unlock fails.
     proxy.cut();
@@ -252,11 +255,17 @@ async fn a_lock_taken_in_process_is_confirmed_in_redis_before_the_login() {
     let prefix = format!("tokend-test-{}", common::unique());
     let a = slots_on(&common::redis_url(), &prefix, 30.0);
     let b = slots_on(&common::redis_url(), &prefix, 30.0);
-    let held = b.lock(SITE, 1, "acct", Duration::from_secs(1)).await.unwrap();
+    let held = b
+        .lock(SITE, 1, "acct", Duration::from_secs(1))
+        .await
+        .unwrap();
     assert!(held.is_shared());
     // A found Redis unreachable a moment ago (its cache's breaker opened); Redis is back.
     a.follow_cache_backend(false);
-    let local = a.lock(SITE, 1, "acct", Duration::from_secs(1)).await.unwrap();
+    let local = a
+        .lock(SITE, 1, "acct", Duration::from_secs(1))
+        .await
+        .unwrap();
     assert!(!local.is_shared(), "taken in process");
     let confirmed = a.confirm(&local, "acct", Duration::from_millis(300)).await;
     assert!(
@@ -325,11 +334,17 @@ async fn a_redis_fault_while_waiting_for_a_lock_is_a_counted_503() {
     assert!(retry_after.is_some(), "no Retry-After");
     assert_eq!(b.portal.state.attempts_of("alice"), 1, "A logged in");
     let metrics = a.api_get("/api/v1/automation/performance/metrics").await.1;
-    assert_eq!(metrics["data"]["rejections"]["cache_unavailable"], 1, "{metrics}");
+    assert_eq!(
+        metrics["data"]["rejections"]["cache_unavailable"], 1,
+        "{metrics}"
+    );
     let text = a.prometheus_text().await;
     assert!(
         text.contains(r#"tokend_rejections_total{site="court_zxfw",reason="cache_unavailable"} 1"#),
         "{text}"
     );
-    assert!(a.history().await.is_empty(), "recorded as an acquisition that failed");
+    assert!(
+        a.history().await.is_empty(),
+        "recorded as an acquisition that failed"
+    );
 }

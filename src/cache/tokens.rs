@@ -619,7 +619,10 @@ mod tests {
             .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
         let store = crate::cache::redis_store::RedisStore::connect(&url).unwrap();
         if store.get("tokend-unit-probe").await.is_err() {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "Redis is required in CI");
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "Redis is required in CI"
+            );
             return;
         }
         let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);

@@ -537,7 +537,14 @@ impl Slots {
         if self.shared().is_none() {
             // Redis failed moments ago: not waited on now, but tried in the background and
             // asked again before the login starts.
-            return Ok(FlightLock::new(redis, site, credential_id, owner, ttl, state));
+            return Ok(FlightLock::new(
+                redis,
+                site,
+                credential_id,
+                owner,
+                ttl,
+                state,
+            ));
         }
         let deadline = Instant::now() + wait;
         let mut pause = LOCK_POLL_MIN;
@@ -550,7 +557,14 @@ impl Slots {
                 Ok(true) => {
                     self.redis_ok();
                     state.confirmed.store(true, Ordering::Relaxed);
-                    return Ok(FlightLock::new(redis, site, credential_id, owner, ttl, state));
+                    return Ok(FlightLock::new(
+                        redis,
+                        site,
+                        credential_id,
+                        owner,
+                        ttl,
+                        state,
+                    ));
                 }
                 Ok(false) => {
                     seen_held = true;
@@ -568,7 +582,14 @@ impl Slots {
                         }
                         // Redis has not answered since this wait began: it is down, and
                         // the limits hold in process until it is back.
-                        return Ok(FlightLock::new(redis, site, credential_id, owner, ttl, state));
+                        return Ok(FlightLock::new(
+                            redis,
+                            site,
+                            credential_id,
+                            owner,
+                            ttl,
+                            state,
+                        ));
                     }
                     log::warn!("event=flight_lock_redis_error site={site} account={account} error=\"{e}\" action=retry");
                 }
