@@ -49,6 +49,9 @@ pub struct TokenCache {
     store: CacheStore,
     /// In-process copies of token entries read from Redis (none for the memory backend).
     near: Option<Arc<NearCache>>,
+    /// Keys whose read from the store outlived [`NEAR_WAIT`] and still runs: their near
+    /// copies are served meanwhile without another read piling up on a stalled Redis.
+    reading: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// The same store behind the breaker, counting failures per kind: how entries are read
     /// and written.
     guarded: GuardedStore,
@@ -70,6 +73,7 @@ impl TokenCache {
             key,
             counters,
             decoded: Arc::default(),
+            reading: Arc::default(),
         }
     }
 
@@ -233,31 +237,32 @@ impl TokenCache {
     }
 
     /// The entry under `key`: from the near cache when recent, else from the store; while the
-    /// store is unreachable, from the near cache whatever its age.
+    /// store is unreachable or slow (no answer within [`NEAR_WAIT`]), from the near cache
+    /// whatever its age: a token the near cache holds never waits on a blackholed Redis for
+    /// the command timeout. The read goes on in the background meanwhile (its answer refreshes
+    /// the near cache, its failure reaches the breaker).
     async fn token_text(&self, key: &str) -> Option<String> {
         let near = self.near_get(key);
-        if let Some((age, text)) = &near {
-            if *age < NEAR_WINDOW {
-                return Some(text.clone());
-            }
+        let read = read_token(self.guarded.clone(), self.near.clone(), key.to_string());
+        let Some((age, text)) = near else {
+            return read.await.ok().flatten();
+        };
+        if age < NEAR_WINDOW {
+            return Some(text);
         }
-        match self.guarded.get(CacheKind::Token, key).await {
-            Ok(Some(text)) => {
-                if self.near.is_some() {
-                    let left = serde_json::from_str::<CachedToken>(&text)
-                        .ok()
-                        .and_then(|e| (e.expires_at - Utc::now()).to_std().ok());
-                    if let Some(left) = left {
-                        self.near_put(key, &text, left);
-                    }
-                }
-                Some(text)
-            }
-            Ok(None) => {
-                self.near_forget(key);
-                None
-            }
-            Err(_) => near.map(|(_, text)| text),
+        let reading = self.reading.clone();
+        if !lock_set(&reading).insert(key.to_string()) {
+            return Some(text);
+        }
+        let key = key.to_string();
+        let read = tokio::spawn(async move {
+            let found = read.await;
+            lock_set(&reading).remove(&key);
+            found
+        });
+        match tokio::time::timeout(NEAR_WAIT, read).await {
+            Ok(Ok(Ok(found))) => found,
+            _ => Some(text),
         }
     }
 
@@ -578,6 +583,39 @@ impl TokenCache {
         }
         Ok(removed)
     }
+}
+
+/// How long a token the near cache holds (past [`NEAR_WINDOW`]) waits for the store before
+/// it is served from the near cache: a healthy Redis answers in well under a millisecond.
+const NEAR_WAIT: Duration = Duration::from_millis(200);
+
+fn lock_set(
+    set: &std::sync::Mutex<std::collections::HashSet<String>>,
+) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+    set.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Reads a token entry from the store, and keeps the near copy in step with the answer.
+async fn read_token(
+    guarded: GuardedStore,
+    near: Option<Arc<NearCache>>,
+    key: String,
+) -> Result<Option<String>> {
+    let found = guarded.get(CacheKind::Token, &key).await?;
+    if let Some(near) = &near {
+        match &found {
+            Some(text) => {
+                let left = serde_json::from_str::<CachedToken>(text)
+                    .ok()
+                    .and_then(|e| (e.expires_at - Utc::now()).to_std().ok());
+                if let Some(left) = left {
+                    near.put(&key, text, left);
+                }
+            }
+            None => near.forget(&key),
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]
