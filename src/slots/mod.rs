@@ -251,7 +251,9 @@ async fn keep_lock(
 ) {
     let mut conflict_told = false;
     while !state.confirmed() {
-        let sent = Instant::now();
+        // Unsure until answered: the holder may drop the lock (and abort this task) while
+        // the request is under way, and it may still run on the server.
+        state.unsure(Instant::now(), ttl);
         match slots.try_lock(&site, id, &owner, ttl).await {
             Ok(true) => {
                 state.confirmed.store(true, Ordering::Relaxed);
@@ -261,8 +263,7 @@ async fn keep_lock(
                 conflict_told = true;
                 log::warn!("event=flight_lock_conflict site={site} credential_id={id} held_by=another_instance");
             }
-            Ok(false) => {}
-            Err(_) => state.unsure(sent, ttl),
+            Ok(false) | Err(_) => {}
         }
         tokio::time::sleep(CONFIRM_EVERY).await;
     }
