@@ -191,6 +191,9 @@ impl Acquisition<'_> {
             Ok(false) => {}
             // Another instance's login ran meanwhile: its token, if it left one.
             Ok(true) => {
+                if let Some(token) = self.cached_since(candidate).await {
+                    return Ok(Attempt::Token(token));
+                }
                 if let Some(token) = self.stored_since(candidate).await {
                     return Ok(Attempt::Token(token));
                 }
