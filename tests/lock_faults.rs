@@ -83,7 +83,7 @@ async fn connection_resets_while_waiting_for_a_lock_never_make_two_logins() {
 }
 
 /// Random schedules of two instances taking the locks of two accounts, with connection
-/// resets injected under each at random: at most one instance holds an account's lock at
+/// resets and stalls (late requests) injected under each at random: at most one instance holds an account's lock at
 /// any moment, and every lock granted is a real one (no fallback for a passing error).
 #[actix_rt::test]
 async fn random_schedules_with_redis_errors_keep_one_holder_per_account() {
@@ -144,13 +144,18 @@ async fn random_schedules_with_redis_errors_keep_one_holder_per_account() {
                 Ok::<(), String>(())
             }));
         }
+        // Resets, and stalls: requests held in the network that still run late.
         let cuts = (0..6)
-            .map(|_| (rng.usize(0..2), rng.u64(0..500), rng.u64(20..200)))
+            .map(|_| (rng.usize(0..2), rng.u64(0..500), rng.u64(20..200), rng.bool()))
             .collect::<Vec<_>>();
         let faults = async {
-            for (which, at, length) in cuts {
+            for (which, at, length, stall) in cuts {
                 tokio::time::sleep(Duration::from_millis(at / 6)).await;
-                proxies[which].cut();
+                if stall {
+                    proxies[which].stall();
+                } else {
+                    proxies[which].cut();
+                }
                 tokio::time::sleep(Duration::from_millis(length)).await;
                 proxies[which].restore();
             }
