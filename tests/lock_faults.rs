@@ -146,7 +146,14 @@ async fn random_schedules_with_redis_errors_keep_one_holder_per_account() {
         }
         // Resets, and stalls: requests held in the network that still run late.
         let cuts = (0..6)
-            .map(|_| (rng.usize(0..2), rng.u64(0..500), rng.u64(20..200), rng.bool()))
+            .map(|_| {
+                (
+                    rng.usize(0..2),
+                    rng.u64(0..500),
+                    rng.u64(20..200),
+                    rng.bool(),
+                )
+            })
             .collect::<Vec<_>>();
         let faults = async {
             for (which, at, length, stall) in cuts {
