@@ -7,6 +7,9 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+/// The `Retry-After` of a `CACHE_UNAVAILABLE` answer.
+const CACHE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Everything that can go wrong in tokend. Messages never carry a password or a token.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -248,6 +251,8 @@ impl Error {
         match self {
             Error::SiteUnavailable { retry_after, .. }
             | Error::LoginBudgetExhausted { retry_after, .. } => Some(*retry_after),
+            // Redis answers again within moments of most faults (and health says when).
+            Error::CacheUnavailable(_) => Some(CACHE_RETRY_AFTER),
             Error::AllCheckedOut { until, .. } | Error::CheckedOut { until, .. } => Some(
                 (*until - chrono::Utc::now())
                     .to_std()
@@ -269,6 +274,7 @@ impl Error {
             Error::QueueFull(_) => Some(RejectionReason::QueueFull),
             Error::QueueTimeout(_) => Some(RejectionReason::QueueTimeout),
             Error::LoginBudgetExhausted { .. } => Some(RejectionReason::LoginBudgetExhausted),
+            Error::CacheUnavailable(_) => Some(RejectionReason::CacheUnavailable),
             _ => None,
         }
     }

@@ -138,6 +138,13 @@ impl Collector for CacheCollector {
                 ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
             }
         }
+        let superseded = encoder.encode_descriptor(
+            "cache_site_token_superseded",
+            "Writes of a site's newest token refused for a newer one of another account",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.0.site_tokens_superseded()).encode(superseded)?;
         Ok(())
     }
 }

@@ -135,15 +135,18 @@ pub enum RejectionReason {
     QueueFull,
     QueueTimeout,
     LoginBudgetExhausted,
+    /// Redis (the shared locks and slots) failed while the caller waited.
+    CacheUnavailable,
 }
 
 impl RejectionReason {
-    pub const ALL: [RejectionReason; 5] = [
+    pub const ALL: [RejectionReason; 6] = [
         RejectionReason::NoAvailableAccount,
         RejectionReason::SiteUnavailable,
         RejectionReason::QueueFull,
         RejectionReason::QueueTimeout,
         RejectionReason::LoginBudgetExhausted,
+        RejectionReason::CacheUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -153,6 +156,7 @@ impl RejectionReason {
             RejectionReason::QueueFull => "queue_full",
             RejectionReason::QueueTimeout => "queue_timeout",
             RejectionReason::LoginBudgetExhausted => "login_budget_exhausted",
+            RejectionReason::CacheUnavailable => "cache_unavailable",
         }
     }
 }

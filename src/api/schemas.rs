@@ -136,6 +136,7 @@ pub struct Rejections {
     queue_full: u64,
     queue_timeout: u64,
     login_budget_exhausted: u64,
+    cache_unavailable: u64,
 }
 
 #[derive(ToSchema)]

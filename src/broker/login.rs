@@ -169,7 +169,7 @@ impl Acquisition<'_> {
             Ok(flight) => flight,
             Err(failure) => return Ok(Attempt::Failed(failure)),
         };
-        let _shared_flight = match self.shared_lock(candidate).await? {
+        let shared_flight = match self.shared_lock(candidate).await? {
             Ok(lock) => lock,
             Err(failure) => return Ok(Attempt::Failed(failure)),
         };
@@ -186,6 +186,19 @@ impl Acquisition<'_> {
         let mut slot = Some(self.slot(candidate).await?);
         if let Some(token) = self.stored_since(candidate).await {
             return Ok(Attempt::Token(token));
+        }
+        match self.confirm_lock(&shared_flight, candidate).await? {
+            Ok(false) => {}
+            // Another instance's login ran meanwhile: its token, if it left one.
+            Ok(true) => {
+                if let Some(token) = self.cached_since(candidate).await {
+                    return Ok(Attempt::Token(token));
+                }
+                if let Some(token) = self.stored_since(candidate).await {
+                    return Ok(Attempt::Token(token));
+                }
+            }
+            Err(failure) => return Ok(Attempt::Failed(failure)),
         }
         let probe = self.admit_login(candidate).await?;
         let outcome = self
@@ -248,11 +261,28 @@ impl Acquisition<'_> {
                 self.ledger.waited = true;
                 Ok(Err(LoginFailure::new(FailureKind::Timeout, message)))
             }
-            // Redis failed while this caller waited: the account is given up (never logged
-            // in without the lock); the next account finds Redis marked down, and limits
-            // held in process.
-            Err(e @ Error::CacheUnavailable(_)) => {
-                Ok(Err(LoginFailure::new(FailureKind::Failed, e.to_string())))
+            // Redis failed while this caller waited for another instance's login: a fault of
+            // the cache backend, answered as one (503 CACHE_UNAVAILABLE, counted as a
+            // rejection), never a login failure; and never a login without the lock.
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Before the login: a lock taken in process while Redis was unreachable is confirmed
+    /// in Redis ([`crate::slots::Slots::confirm`]); `Ok(true)` when another instance's
+    /// login held it meanwhile.
+    async fn confirm_lock(
+        &mut self,
+        lock: &crate::slots::FlightLock,
+        candidate: &CredentialEntry,
+    ) -> Result<std::result::Result<bool, LoginFailure>> {
+        let wait = self.remaining();
+        let slots = &self.broker.inner.slots;
+        match slots.confirm(lock, &candidate.account, wait).await {
+            Ok(waited) => Ok(Ok(waited)),
+            Err(Error::Timeout(message)) => {
+                self.ledger.waited = true;
+                Ok(Err(LoginFailure::new(FailureKind::Timeout, message)))
             }
             Err(e) => Err(e),
         }

@@ -44,6 +44,9 @@ impl std::fmt::Display for CacheKind {
 #[derive(Debug, Default)]
 pub struct CacheCounters {
     counts: [[AtomicU64; 3]; CacheKind::ALL.len()],
+    /// Writes of the site's newest token refused because another account's token, from a
+    /// later grant, is there already: the expected race of logins that end out of order.
+    site_token_superseded: AtomicU64,
 }
 
 /// The counts of one kind.
@@ -83,6 +86,14 @@ impl CacheCounters {
         self.bump(kind, ERROR);
     }
 
+    pub fn site_token_superseded(&self) {
+        self.site_token_superseded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn site_tokens_superseded(&self) -> u64 {
+        self.site_token_superseded.load(Ordering::Relaxed)
+    }
+
     pub fn get(&self, kind: CacheKind) -> KindCounts {
         let c = &self.counts[kind as usize];
         KindCounts {
@@ -93,6 +104,7 @@ impl CacheCounters {
     }
 
     pub fn reset(&self) {
+        self.site_token_superseded.store(0, Ordering::Relaxed);
         for kind in &self.counts {
             for count in kind {
                 count.store(0, Ordering::Relaxed);

@@ -149,7 +149,12 @@ impl Drop for Slot {
 }
 
 /// The single-flight lock of an account across instances; renewed while held (so a login
-/// that outlives `lock_timeout` keeps it), unlocked when dropped.
+/// that outlives `lock_timeout` keeps it), unlocked when dropped (the unlock retried until it
+/// lands or the lock has expired).
+///
+/// A lock taken in process while Redis was unreachable is *unconfirmed*: it is tried in
+/// Redis in the background until Redis answers (then held and renewed there like any other),
+/// and [`Slots::confirm`] asks Redis once more before a login starts on it.
 pub struct FlightLock {
     held: Option<HeldLock>,
 }
@@ -159,38 +164,109 @@ struct HeldLock {
     site: String,
     id: i64,
     owner: String,
+    ttl: Duration,
+    state: Arc<LockState>,
     renewal: tokio::task::JoinHandle<()>,
 }
 
-impl FlightLock {
-    /// Whether the lock is held in Redis (not a no-op of the in-process fallback).
-    pub fn is_shared(&self) -> bool {
-        self.held.is_some()
+/// What the holder and its background task know of a lock in Redis.
+#[derive(Default)]
+struct LockState {
+    /// Redis said this owner holds the lock.
+    confirmed: AtomicBool,
+    /// A lock request whose answer was lost may still run on the server until then: the
+    /// release goes on until this instant, so that such a late request leaves no lock behind.
+    unsure_until: Mutex<Option<Instant>>,
+}
+
+impl LockState {
+    fn confirmed(&self) -> bool {
+        self.confirmed.load(Ordering::Relaxed)
     }
 
-    fn held(slots: RedisSlots, site: &str, id: i64, owner: String, ttl: Duration) -> FlightLock {
-        let renewal = tokio::spawn(renew_lock(
+    /// A lock request sent at `sent` got no answer.
+    fn unsure(&self, sent: Instant, ttl: Duration) {
+        let mut until = self.unsure_until.lock().unwrap_or_else(|p| p.into_inner());
+        *until = Some(until.map_or(sent + ttl, |u| u.max(sent + ttl)));
+    }
+
+    fn unsure_until(&self) -> Option<Instant> {
+        *self.unsure_until.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// How often an unconfirmed lock is tried in Redis, and how long the try before a login
+/// waits for one answer.
+const CONFIRM_EVERY: Duration = Duration::from_millis(250);
+const CONFIRM_TRY: Duration = Duration::from_millis(500);
+
+impl FlightLock {
+    /// Whether the lock is held in Redis (not the in-process fallback, or a no-op without
+    /// Redis).
+    pub fn is_shared(&self) -> bool {
+        self.held.as_ref().is_some_and(|h| h.state.confirmed())
+    }
+
+    fn new(
+        slots: &RedisSlots,
+        site: &str,
+        id: i64,
+        owner: String,
+        ttl: Duration,
+        state: LockState,
+    ) -> FlightLock {
+        let state = Arc::new(state);
+        let renewal = tokio::spawn(keep_lock(
             slots.clone(),
             site.to_string(),
             id,
             owner.clone(),
             ttl,
+            state.clone(),
         ));
         FlightLock {
             held: Some(HeldLock {
-                slots,
+                slots: slots.clone(),
                 site: site.to_string(),
                 id,
                 owner,
+                ttl,
+                state,
                 renewal,
             }),
         }
     }
 }
 
-/// Renews a held lock every third of its life until aborted. A failed renewal is retried at
+/// Keeps a lock while its holder runs: an unconfirmed one is tried in Redis until Redis
+/// answers; a held one is renewed every third of its life. A failed renewal is retried at
 /// the next tick; a lock found taken is reported (its holder's login runs on regardless).
-async fn renew_lock(slots: RedisSlots, site: String, id: i64, owner: String, ttl: Duration) {
+async fn keep_lock(
+    slots: RedisSlots,
+    site: String,
+    id: i64,
+    owner: String,
+    ttl: Duration,
+    state: Arc<LockState>,
+) {
+    let mut conflict_told = false;
+    while !state.confirmed() {
+        // Unsure until answered: the holder may drop the lock (and abort this task) while
+        // the request is under way, and it may still run on the server.
+        state.unsure(Instant::now(), ttl);
+        match slots.try_lock(&site, id, &owner, ttl).await {
+            Ok(true) => {
+                state.confirmed.store(true, Ordering::Relaxed);
+                log::info!("event=flight_lock_confirmed site={site} credential_id={id}");
+            }
+            Ok(false) if !conflict_told => {
+                conflict_told = true;
+                log::warn!("event=flight_lock_conflict site={site} credential_id={id} held_by=another_instance");
+            }
+            Ok(false) | Err(_) => {}
+        }
+        tokio::time::sleep(CONFIRM_EVERY).await;
+    }
     let mut every = tokio::time::interval(ttl / 3);
     every.tick().await;
     loop {
@@ -208,21 +284,81 @@ async fn renew_lock(slots: RedisSlots, site: String, id: i64, owner: String, ttl
     }
 }
 
+/// Frees `owner`'s lock: a failed unlock is retried until it lands or the lock has expired
+/// (`ttl` from now at most, as its holder renews it no more); with `settle`, unlocks go on
+/// until that instant anyway, for a lock request that may still run late on the server.
+async fn release_lock(
+    slots: RedisSlots,
+    site: String,
+    id: i64,
+    owner: String,
+    ttl: Duration,
+    settle: Option<Instant>,
+) {
+    let expired = Instant::now() + ttl;
+    let mut pause = LOCK_POLL_MAX;
+    let mut failed = false;
+    loop {
+        match slots.unlock(&site, id, &owner).await {
+            Ok(_) if settle.is_none_or(|until| Instant::now() >= until) => {
+                if failed {
+                    log::info!("event=flight_unlocked_after_retry site={site} credential_id={id}");
+                }
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if Instant::now() >= settle.map_or(expired, |until| until.max(expired)) {
+                    log::warn!("event=flight_unlock_failed site={site} credential_id={id} error=\"{e}\" action=lock_expired");
+                    return;
+                }
+                if !failed {
+                    log::warn!("event=flight_unlock_failed site={site} credential_id={id} error=\"{e}\" action=retry");
+                }
+                failed = true;
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Releases `owner`'s lock in the background (outside a runtime, at process exit, the lock
+/// simply expires).
+fn spawn_release(
+    slots: &RedisSlots,
+    site: &str,
+    id: i64,
+    owner: &str,
+    ttl: Duration,
+    settle: Option<Instant>,
+) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let task = release_lock(
+            slots.clone(),
+            site.to_string(),
+            id,
+            owner.to_string(),
+            ttl,
+            settle,
+        );
+        runtime.spawn(task);
+    }
+}
+
 impl Drop for FlightLock {
     fn drop(&mut self) {
         if let Some(held) = self.held.take() {
             held.renewal.abort();
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    if let Err(e) = held.slots.unlock(&held.site, held.id, &held.owner).await {
-                        log::warn!(
-                            "event=flight_unlock_failed site={} credential_id={} error=\"{e}\" action=lock_will_expire",
-                            held.site,
-                            held.id
-                        );
-                    }
-                });
-            }
+            let settle = held.state.unsure_until();
+            spawn_release(
+                &held.slots,
+                &held.site,
+                held.id,
+                &held.owner,
+                held.ttl,
+                settle,
+            );
         }
     }
 }
@@ -382,7 +518,10 @@ impl Slots {
     /// `lock_timeout`. A Redis error while waiting is retried; errors that go on for
     /// [`redis::ERROR_GRACE`] end the wait with `CACHE_UNAVAILABLE` when another instance was
     /// seen holding the lock — never with a lock this instance does not hold. The in-process
-    /// fallback is for a Redis that is down: known down before the wait, or silent throughout.
+    /// fallback is for a Redis that is down (known down before the wait, or silent
+    /// throughout), and its lock is unconfirmed: see [`Slots::confirm`]. Every try of one
+    /// wait carries the same owner id, and a wait that ends without the lock after a try
+    /// went unanswered releases that owner's lock once Redis answers.
     pub async fn lock(
         &self,
         site: &str,
@@ -390,44 +529,132 @@ impl Slots {
         account: &str,
         wait: Duration,
     ) -> Result<FlightLock> {
-        let Some(redis) = self.shared() else {
+        let Some(redis) = &self.redis else {
             return Ok(FlightLock { held: None });
         };
         let ttl = seconds(self.config.lock_timeout);
+        let owner = uuid::Uuid::new_v4().to_string();
+        let state = LockState::default();
+        if self.shared().is_none() {
+            // Redis failed moments ago: not waited on now, but tried in the background and
+            // asked again before the login starts.
+            return Ok(FlightLock::new(
+                redis,
+                site,
+                credential_id,
+                owner,
+                ttl,
+                state,
+            ));
+        }
         let deadline = Instant::now() + wait;
         let mut pause = LOCK_POLL_MIN;
         let mut errors = redis::ErrorStreak::default();
         // Whether Redis said, during this wait, that another instance holds the lock.
         let mut seen_held = false;
         loop {
-            match redis.try_lock(site, credential_id, ttl).await {
-                Ok(Some(owner)) => {
+            let sent = Instant::now();
+            match redis.try_lock(site, credential_id, &owner, ttl).await {
+                Ok(true) => {
                     self.redis_ok();
-                    return Ok(FlightLock::held(
-                        redis.clone(),
+                    state.confirmed.store(true, Ordering::Relaxed);
+                    return Ok(FlightLock::new(
+                        redis,
                         site,
                         credential_id,
                         owner,
                         ttl,
+                        state,
                     ));
                 }
-                Ok(None) => {
+                Ok(false) => {
                     seen_held = true;
                     errors.answered();
                 }
                 Err(e) => {
+                    state.unsure(sent, ttl);
                     if errors.failed() {
                         self.redis_failed(&e);
                         if seen_held {
                             // Another instance may be logging in: give the account up.
+                            let settle = state.unsure_until();
+                            spawn_release(redis, site, credential_id, &owner, ttl, settle);
                             return Err(e);
                         }
                         // Redis has not answered since this wait began: it is down, and
                         // the limits hold in process until it is back.
-                        return Ok(FlightLock { held: None });
+                        return Ok(FlightLock::new(
+                            redis,
+                            site,
+                            credential_id,
+                            owner,
+                            ttl,
+                            state,
+                        ));
                     }
                     log::warn!("event=flight_lock_redis_error site={site} account={account} error=\"{e}\" action=retry");
                 }
+            }
+            if Instant::now() + pause >= deadline {
+                if let Some(settle) = state.unsure_until() {
+                    spawn_release(redis, site, credential_id, &owner, ttl, Some(settle));
+                }
+                return Err(Error::Timeout(format!(
+                    "the login of account `{account}` on another instance did not finish within this acquisition's time"
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(LOCK_POLL_MAX);
+        }
+    }
+
+    /// Just before a login starts on `lock`: a lock taken in process while Redis was
+    /// unreachable is asked for in Redis now. Taken there, or Redis still unreachable (each
+    /// try bounded by [`CONFIRM_TRY`], errors given [`redis::ERROR_GRACE`]): the login may
+    /// start. Held by another instance: waits for it at most `wait` (`true`: the caller
+    /// then looks for the token that login left), else `TIMEOUT`, or `CACHE_UNAVAILABLE` if
+    /// Redis stops answering meanwhile — no login starts beside a lock Redis holds.
+    pub async fn confirm(&self, lock: &FlightLock, account: &str, wait: Duration) -> Result<bool> {
+        let Some(held) = &lock.held else {
+            return Ok(false);
+        };
+        let deadline = Instant::now() + wait;
+        let mut pause = LOCK_POLL_MIN;
+        let mut errors = redis::ErrorStreak::default();
+        let mut seen_held = false;
+        while !held.state.confirmed() {
+            let sent = Instant::now();
+            let tried = held
+                .slots
+                .try_lock(&held.site, held.id, &held.owner, held.ttl);
+            match tokio::time::timeout(CONFIRM_TRY, tried).await {
+                Ok(Ok(true)) => {
+                    self.redis_ok();
+                    held.state.confirmed.store(true, Ordering::Relaxed);
+                    log::info!(
+                        "event=flight_lock_confirmed site={} account={account} waited={seen_held}",
+                        held.site
+                    );
+                }
+                Ok(Ok(false)) => {
+                    self.redis_ok();
+                    seen_held = true;
+                    errors.answered();
+                }
+                failed => {
+                    held.state.unsure(sent, held.ttl);
+                    let e = match failed {
+                        Ok(Err(e)) => e,
+                        _ => Error::CacheUnavailable("redis slots: timed out".into()),
+                    };
+                    if errors.failed() {
+                        self.redis_failed(&e);
+                        return if seen_held { Err(e) } else { Ok(false) };
+                    }
+                }
+            }
+            if held.state.confirmed() {
+                break;
             }
             if Instant::now() + pause >= deadline {
                 return Err(Error::Timeout(format!(
@@ -437,6 +664,7 @@ impl Slots {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(LOCK_POLL_MAX);
         }
+        Ok(seen_held)
     }
 
     /// Changes the limits at run time: in this process, and for every instance via Redis.

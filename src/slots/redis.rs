@@ -168,6 +168,19 @@ redis.call('ZREMRANGEBYSCORE', global, '-inf', now)
 return {redis.call('ZCARD', global), redis.call('ZCARD', ARGV[1] .. ':slots:queue')}
 "#;
 
+/// Takes the lock for ARGV[1], or finds it already this owner's: a request of the same owner
+/// that timed out at the client and ran late is the owner's own, not a lock no one holds.
+const LOCK: &str = r#"
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if held then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"#;
+
 const UNLOCK: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -215,6 +228,7 @@ pub struct RedisSlots {
     grant: Script,
     release: Script,
     usage: Script,
+    lock: Script,
     unlock: Script,
     renew: Script,
     renew_lease: Script,
@@ -297,6 +311,7 @@ impl RedisSlots {
             grant: Script::new(GRANT),
             release: Script::new(RELEASE),
             usage: Script::new(USAGE),
+            lock: Script::new(LOCK),
             unlock: Script::new(UNLOCK),
             renew: Script::new(RENEW),
             renew_lease: Script::new(RENEW_LEASE),
@@ -480,26 +495,27 @@ impl RedisSlots {
             .await
     }
 
-    /// One try at the single-flight lock of an account for `ttl`: the owner id when taken,
-    /// `None` while another holds it.
+    /// One try at the single-flight lock of an account for `ttl` on behalf of `owner`:
+    /// `true` when `owner` holds it now (taken, or already its own), `false` while another
+    /// owner holds it. Every try of one wait uses the same owner, so a try that timed out
+    /// and still ran on the server left a lock its waiter recognises (and releases).
     pub async fn try_lock(
         &self,
         site: &str,
         credential_id: i64,
+        owner: &str,
         ttl: Duration,
-    ) -> Result<Option<String>> {
+    ) -> Result<bool> {
         let key = format!("{}:lock:{site}:{credential_id}", self.prefix);
-        let owner = uuid::Uuid::new_v4().to_string();
-        let set: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg(&owner)
-            .arg("NX")
-            .arg("PX")
+        let taken: u64 = self
+            .lock
+            .key(key)
+            .arg(owner)
             .arg(ttl.as_millis() as u64)
-            .query_async(&mut self.conn.clone())
+            .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        Ok(set.map(|_| owner))
+        Ok(taken == 1)
     }
 
     /// Extends a lock this owner holds to `ttl` from now; `false` when it is no longer held.
@@ -522,16 +538,17 @@ impl RedisSlots {
         Ok(renewed == 1)
     }
 
-    pub async fn unlock(&self, site: &str, credential_id: i64, owner: &str) -> Result<()> {
+    /// Frees the lock if `owner` holds it; `true` when it did.
+    pub async fn unlock(&self, site: &str, credential_id: i64, owner: &str) -> Result<bool> {
         let key = format!("{}:lock:{site}:{credential_id}", self.prefix);
-        let _: u64 = self
+        let freed: u64 = self
             .unlock
             .key(key)
             .arg(owner)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        Ok(())
+        Ok(freed == 1)
     }
 
     /// Shares new limits with every instance.
@@ -901,19 +918,22 @@ mod tests {
             return;
         };
         let ttl = Duration::from_secs(30);
-        let owner = slots.try_lock("s", 7, ttl).await.unwrap().unwrap();
-        assert_eq!(slots.try_lock("s", 7, ttl).await.unwrap(), None);
+        let owner = "owner-one";
+        assert!(slots.try_lock("s", 7, owner, ttl).await.unwrap());
+        assert!(!slots.try_lock("s", 7, "owner-two", ttl).await.unwrap());
+        // The owner's own late or repeated request finds the lock its own.
+        assert!(slots.try_lock("s", 7, owner, ttl).await.unwrap());
         // Another account's lock is free.
-        assert!(slots.try_lock("s", 8, ttl).await.unwrap().is_some());
+        assert!(slots.try_lock("s", 8, "owner-two", ttl).await.unwrap());
         // Only the owner renews or unlocks it.
         assert!(!slots
             .renew_lock("s", 7, "not-the-owner", ttl)
             .await
             .unwrap());
-        slots.unlock("s", 7, "not-the-owner").await.unwrap();
-        assert_eq!(slots.try_lock("s", 7, ttl).await.unwrap(), None);
-        assert!(slots.renew_lock("s", 7, &owner, ttl).await.unwrap());
-        slots.unlock("s", 7, &owner).await.unwrap();
-        assert!(slots.try_lock("s", 7, ttl).await.unwrap().is_some());
+        assert!(!slots.unlock("s", 7, "not-the-owner").await.unwrap());
+        assert!(!slots.try_lock("s", 7, "owner-two", ttl).await.unwrap());
+        assert!(slots.renew_lock("s", 7, owner, ttl).await.unwrap());
+        assert!(slots.unlock("s", 7, owner).await.unwrap());
+        assert!(slots.try_lock("s", 7, "owner-two", ttl).await.unwrap());
     }
 }

@@ -3,7 +3,10 @@
 //! - [`Proxy::blackhole`]: connections stay open but nothing gets through either way, and
 //!   new ones are accepted and never answered (a half-open network, a dead host);
 //! - [`Proxy::restore`]: traffic flows again; connections that lived through a blackhole are
-//!   closed (their bytes were lost, so the client must start over, as after a real timeout).
+//!   closed (their bytes were lost, so the client must start over, as after a real timeout);
+//! - [`Proxy::stall`]: nothing gets through, but what was sent is kept and delivered on
+//!   [`Proxy::restore`] (a partition that heals: a request that timed out at the client
+//!   still runs on the server, late).
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -21,6 +24,7 @@ pub struct Proxy {
 struct State {
     up: AtomicBool,
     blackholed: AtomicBool,
+    stalled: AtomicBool,
     /// Bumped on every cut (and when a blackhole ends), so that pumps of older connections stop.
     generation: AtomicU64,
 }
@@ -29,19 +33,33 @@ fn pump(mut from: TcpStream, mut to: TcpStream, state: Arc<State>, born: u64) {
     from.set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
     let mut buf = [0u8; 16384];
+    // What was sent during a stall, delivered when it ends.
+    let mut held: Vec<u8> = Vec::new();
     loop {
         if !state.up.load(Ordering::SeqCst) || state.generation.load(Ordering::SeqCst) != born {
             let _ = from.shutdown(std::net::Shutdown::Both);
             let _ = to.shutdown(std::net::Shutdown::Both);
             return;
         }
+        if !held.is_empty() && !state.stalled.load(Ordering::SeqCst) {
+            if to.write_all(&held).is_err() {
+                return;
+            }
+            held.clear();
+        }
         match from.read(&mut buf) {
             Ok(0) => {
+                // The sender closed: what it sent before still arrives, late.
+                while !held.is_empty() && state.stalled.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = to.write_all(&held);
                 let _ = to.shutdown(std::net::Shutdown::Write);
                 return;
             }
             // Swallowed while blackholed.
             Ok(_) if state.blackholed.load(Ordering::SeqCst) => {}
+            Ok(n) if state.stalled.load(Ordering::SeqCst) => held.extend_from_slice(&buf[..n]),
             Ok(n) => {
                 if to.write_all(&buf[..n]).is_err() {
                     return;
@@ -129,7 +147,12 @@ impl Proxy {
         self.state.blackholed.store(true, Ordering::SeqCst);
     }
 
+    pub fn stall(&self) {
+        self.state.stalled.store(true, Ordering::SeqCst);
+    }
+
     pub fn restore(&self) {
+        self.state.stalled.store(false, Ordering::SeqCst);
         if self.state.blackholed.swap(false, Ordering::SeqCst) {
             self.state.generation.fetch_add(1, Ordering::SeqCst);
         }
