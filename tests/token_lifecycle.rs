@@ -490,7 +490,12 @@ async fn a_webhook_gets_one_signed_post_per_alert() {
         1,
         "a firing alert was POSTed again: {events:?}"
     );
-    assert!(counter(&h, r#"tokend_webhook_deliveries_total{result="delivered"}"#).await >= 2.0);
+    // Counted once the receiver has answered, a moment after it recorded the POST.
+    common::eventually("two deliveries counted", Duration::from_secs(5), || async {
+        let delivered = r#"tokend_webhook_deliveries_total{result="delivered"}"#;
+        (counter(&h, delivered).await >= 2.0).then_some(())
+    })
+    .await;
 }
 
 #[actix_rt::test]
