@@ -13,6 +13,7 @@ use crate::config::validate_site_name;
 use crate::error::Error;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AccountsQuery {
     /// Only this site's accounts.

@@ -41,6 +41,7 @@ pub async fn alert_history(state: web::Data<AppState>) -> Result<HttpResponse, E
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TokenStatusQuery {
     /// The site whose accounts to show.
