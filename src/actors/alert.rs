@@ -331,7 +331,7 @@ pub struct Health;
 pub struct HealthReport {
     pub status: HealthLevel,
     pub timestamp: DateTime<Utc>,
-    pub metrics: Value,
+    pub metrics: HealthMetrics,
     pub alerts: Vec<Alert>,
     pub thresholds: AlertsConfig,
     pub components: Value,
@@ -427,19 +427,37 @@ fn component_or_alert<T: Serialize>(
     }
 }
 
-/// The metrics `/health` shows.
-fn summary(metrics: &MetricsSnapshot) -> Value {
+/// The metrics `/health` shows: a summary of the live metrics (all of them are at
+/// `/performance/metrics`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct HealthMetrics {
+    pub total_acquisitions: u64,
+    /// Percent.
+    pub success_rate: f64,
+    /// Seconds.
+    pub avg_duration: f64,
+    /// Percent.
+    pub timeout_rate: f64,
+    pub concurrent_acquisitions: u64,
+    /// Percent; `null` before the first token lookup.
+    pub cache_hit_rate: Option<f64>,
+    /// Requests refused before any login ran (SPEC §11).
+    pub rejected_acquisitions: u64,
+    pub uptime_seconds: f64,
+}
+
+fn summary(metrics: &MetricsSnapshot) -> HealthMetrics {
     let totals = &metrics.totals;
-    json!({
-        "total_acquisitions": totals.total_acquisitions,
-        "success_rate": totals.success_rate(),
-        "avg_duration": totals.avg_duration(),
-        "timeout_rate": totals.timeout_rate(),
-        "concurrent_acquisitions": totals.concurrent_acquisitions,
-        "cache_hit_rate": metrics.cache_hit_rate(),
-        "rejected_acquisitions": totals.rejected_acquisitions,
-        "uptime_seconds": metrics.uptime_seconds,
-    })
+    HealthMetrics {
+        total_acquisitions: totals.total_acquisitions,
+        success_rate: totals.success_rate(),
+        avg_duration: totals.avg_duration(),
+        timeout_rate: totals.timeout_rate(),
+        concurrent_acquisitions: totals.concurrent_acquisitions,
+        cache_hit_rate: metrics.cache_hit_rate(),
+        rejected_acquisitions: totals.rejected_acquisitions,
+        uptime_seconds: metrics.uptime_seconds,
+    }
 }
 
 /// The live metrics and their threshold alerts, with the `monitor` component. When

@@ -91,80 +91,13 @@ pub struct HealthAnswer {
     status: HealthStatus,
     #[schema(value_type = String, format = DateTime)]
     timestamp: String,
-    metrics: LiveMetrics,
+    metrics: crate::actors::alert::HealthMetrics,
     alerts: Vec<AlertAnswer>,
     /// The `[alerts]` thresholds.
     thresholds: BTreeMap<String, f64>,
     /// database, cache, slots, secret_key, …: each with its `status`.
     #[schema(value_type = Object)]
     components: Value,
-}
-
-#[derive(ToSchema)]
-pub struct Percentiles {
-    p50: f64,
-    p95: f64,
-    p99: f64,
-}
-
-#[derive(ToSchema)]
-pub struct Counters {
-    total_acquisitions: u64,
-    successful_acquisitions: u64,
-    failed_acquisitions: u64,
-    /// Percent.
-    success_rate: f64,
-    /// Seconds.
-    avg_duration: f64,
-    avg_login_duration: f64,
-    timeout_count: u64,
-    network_error_count: u64,
-    captcha_error_count: u64,
-    credential_error_count: u64,
-    concurrent_acquisitions: u64,
-    timeout_rate: f64,
-    /// Requests refused before any login ran (SPEC §11).
-    rejected_acquisitions: u64,
-    rejections: Rejections,
-}
-
-/// Refused requests by reason.
-#[derive(ToSchema)]
-pub struct Rejections {
-    no_available_account: u64,
-    site_unavailable: u64,
-    queue_full: u64,
-    queue_timeout: u64,
-    login_budget_exhausted: u64,
-}
-
-#[derive(ToSchema)]
-pub struct CacheCounters {
-    hits: u64,
-    misses: u64,
-    errors: u64,
-    hit_rate: Option<f64>,
-}
-
-/// Live metrics: the totals, and per site, per cache kind, percentiles.
-#[derive(ToSchema)]
-pub struct LiveMetrics {
-    /// The totals, as every site has them.
-    #[serde(flatten)]
-    totals: Counters,
-    /// Percent.
-    cache_hit_rate: f64,
-    duration_percentiles: Percentiles,
-    login_duration_percentiles: Percentiles,
-    sites: BTreeMap<String, Counters>,
-    cache: BTreeMap<String, CacheCounters>,
-    uptime_seconds: f64,
-}
-
-#[derive(ToSchema)]
-pub struct ResetAnswer {
-    reset: bool,
-    previous: LiveMetrics,
 }
 
 #[derive(ToSchema)]
@@ -189,7 +122,7 @@ pub struct StatisticsAnswer {
     account_breakdown: Vec<Value>,
     #[schema(value_type = Vec<Object>)]
     daily_trend: Vec<Value>,
-    real_time_metrics: LiveMetrics,
+    real_time_metrics: super::metrics::LiveMetrics,
 }
 
 #[derive(ToSchema)]
