@@ -431,6 +431,35 @@ async fn real_answers_match_their_declared_schemas() {
             assert_eq!(status, 200, "{} {}: {body}", c.method, c.path);
             record(&c.method, c.template, status, body);
         }
+        // The middleware's refusals: a foreign Host (421), a body without JSON's type (415).
+        let url = format!("http://{}/api/v1/automation/accounts", h.tokend.addr);
+        let misdirected = reqwest::Client::new()
+            .get(&url)
+            .header("Host", "evil.example");
+        let response = misdirected.send().await.unwrap();
+        let status = response.status().as_u16();
+        record(
+            &Method::GET,
+            "/api/v1/automation/accounts",
+            status,
+            response.json().await.unwrap(),
+        );
+        let url = format!("http://{}/api/v1/automation/tokens/acquire", h.tokend.addr);
+        let form = reqwest::Client::new()
+            .post(&url)
+            .body("site_name=court_zxfw");
+        let response = form.send().await.unwrap();
+        let status = response.status().as_u16();
+        record(
+            &Method::POST,
+            "/api/v1/automation/tokens/acquire",
+            status,
+            response.json().await.unwrap(),
+        );
+        assert!(
+            samples.iter().any(|s| s["status"] == 421)
+                && samples.iter().any(|s| s["status"] == 415)
+        );
         let input = json!({"document": doc, "samples": samples});
         if let Err(problems) = run_validator(&python, "answers", &input) {
             panic!("backend {backend:?}: answers that do not match their schemas:\n{problems}");
