@@ -169,6 +169,10 @@ pub struct ResourceUsageAnswer {
     queue: Value,
     #[schema(value_type = Object)]
     limits: Value,
+    /// Where `limits` come from; `fallback`: Redis cannot be read, so these hold in this
+    /// process only (`limits_error` says why).
+    limits_source: crate::slots::LimitsSource,
+    limits_error: Option<String>,
     recovered_deadlocks: u64,
     #[schema(value_type = Option<Object>)]
     shared_slots: Option<Value>,
@@ -200,6 +204,8 @@ pub struct Recommendation {
 pub struct OptimizeAnswer {
     #[schema(value_type = Object)]
     current_limits: Value,
+    current_limits_source: crate::slots::LimitsSource,
+    current_limits_error: Option<String>,
     #[schema(value_type = Object)]
     recommended_limits: Value,
     recommendations: Vec<Recommendation>,
