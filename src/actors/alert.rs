@@ -314,12 +314,20 @@ impl Handler<Evaluate> for AlertActor {
 
     fn handle(&mut self, _: Evaluate, ctx: &mut Context<Self>) -> Self::Result {
         let assessment = ctx.address().send(Health);
-        Box::pin(assessment.into_actor(self).map(|report, actor, _| {
-            if let Ok(report) = report {
-                actor.transitions(&report.alerts);
-                actor.window = report.window;
-            }
-        }))
+        Box::pin(
+            assessment
+                .into_actor(self)
+                .map(|report, actor, _| match report {
+                    Ok(report) => {
+                        actor.transitions(&report.alerts);
+                        actor.window = report.window;
+                    }
+                    // No transition is logged this round: say so, or alerts would seem quiet.
+                    Err(e) => log::warn!(
+                        "event=health_evaluation_failed error=\"{e}\" transitions=skipped"
+                    ),
+                }),
+        )
     }
 }
 

@@ -51,6 +51,10 @@ pub struct InvalidateAnswer {
     account: String,
     invalidated: bool,
     stored_token_removed: bool,
+    /// Whether the cached entries could be read (and so got their tombstones); `false`
+    /// when the cache backend failed: the entries are deleted, but a late write of the
+    /// old token is not refused.
+    cache_entries_read: bool,
 }
 
 #[derive(ToSchema)]

@@ -117,7 +117,7 @@ pub async fn invalidate(
     let request = body.into_inner();
     validate_site_name("site_name", &request.site_name)?;
     validate_account_name("account", &request.account)?;
-    let stored = state
+    let done = state
         .broker
         .invalidate(&request.site_name, &request.account)
         .await?;
@@ -125,6 +125,7 @@ pub async fn invalidate(
         "site_name": request.site_name,
         "account": request.account,
         "invalidated": true,
-        "stored_token_removed": stored,
+        "stored_token_removed": done.stored_token_removed,
+        "cache_entries_read": done.cache_entries_read,
     })))
 }
