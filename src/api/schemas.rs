@@ -46,18 +46,6 @@ pub struct TokenAnswer {
 }
 
 #[derive(ToSchema)]
-pub struct InvalidateAnswer {
-    site_name: String,
-    account: String,
-    invalidated: bool,
-    stored_token_removed: bool,
-    /// Whether the cached entries could be read (and so got their tombstones); `false`
-    /// when the cache backend failed: the entries are deleted, but a late write of the
-    /// old token is not refused.
-    cache_entries_read: bool,
-}
-
-#[derive(ToSchema)]
 pub struct Liveness {
     /// Always `ok`.
     status: String,
@@ -278,25 +266,4 @@ pub struct UnblockAnswer {
 pub struct CircuitAnswer {
     site_name: String,
     circuit: crate::circuit::CircuitView,
-}
-
-/// `GET /performance/timeline`.
-#[derive(ToSchema)]
-pub struct TimelineAnswer {
-    /// Always 60.
-    bucket_seconds: u64,
-    points: Vec<crate::timeline::MinutePoint>,
-}
-
-/// `GET /performance/alerts/history`.
-#[derive(ToSchema)]
-pub struct AlertHistoryAnswer {
-    transitions: Vec<crate::actors::alert_history::AlertTransition>,
-}
-
-/// `GET /tokens/status`.
-#[derive(ToSchema)]
-pub struct TokenStatusAnswer {
-    site_name: String,
-    tokens: Vec<crate::broker::TokenStatus>,
 }
