@@ -243,27 +243,3 @@ pub struct HistoryCleanupAnswer {
     days: u32,
     deleted: u64,
 }
-
-/// `GET /accounts`.
-#[derive(ToSchema)]
-pub struct AccountsAnswer {
-    accounts: Vec<crate::accounts::AccountView>,
-    /// For a derived site (SPEC §13): the site whose accounts these are.
-    accounts_of_site: Option<String>,
-}
-
-/// `POST /accounts/unblock`.
-#[derive(ToSchema)]
-pub struct UnblockAnswer {
-    site_name: String,
-    account: String,
-    /// Whether a blacklist or cooldown was lifted.
-    was_blocked: bool,
-}
-
-/// `POST /sites/{site}/circuit/close`.
-#[derive(ToSchema)]
-pub struct CircuitAnswer {
-    site_name: String,
-    circuit: crate::circuit::CircuitView,
-}
