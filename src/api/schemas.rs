@@ -118,35 +118,12 @@ pub struct StatisticsAnswer {
 }
 
 #[derive(ToSchema)]
-pub struct CacheKindStats {
-    hits: u64,
-    misses: u64,
-    errors: u64,
-    hit_rate: Option<f64>,
-    keys: u64,
-}
-
-#[derive(ToSchema)]
-pub struct CacheStatsAnswer {
-    kinds: BTreeMap<String, CacheKindStats>,
-    /// `type` (`memory` or `redis`) and the backend's facts.
-    #[schema(value_type = Object)]
-    backend: Value,
-}
-
-#[derive(ToSchema)]
 pub struct WarmUpAnswer {
     site_name: String,
     credentials_loaded: u64,
     account_stats_loaded: u64,
     active_accounts: u64,
     blacklisted: Vec<i64>,
-}
-
-#[derive(ToSchema)]
-pub struct ClearAnswer {
-    site_name: Option<String>,
-    deleted_keys: u64,
 }
 
 #[derive(ToSchema)]

@@ -29,7 +29,7 @@ use crate::secret::Secret;
 use crate::selection::AccountStats;
 
 /// The cache backend as `/performance/cache-stats` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum BackendFacts {
     Redis {
