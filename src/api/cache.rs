@@ -97,7 +97,7 @@ pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     tag = "cache",
     params(("site_name" = String, Query)),
     responses(
-        (status = 200, description = "What was loaded", body = super::schemas::Answer<super::schemas::WarmUpAnswer>),
+        (status = 200, description = "What was loaded", body = super::schemas::Answer<crate::broker::WarmUp>),
         (status = 400, description = "Bad input", body = ErrorBody),
         (status = 404, body = ErrorBody),
     ),

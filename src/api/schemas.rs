@@ -118,15 +118,6 @@ pub struct StatisticsAnswer {
 }
 
 #[derive(ToSchema)]
-pub struct WarmUpAnswer {
-    site_name: String,
-    credentials_loaded: u64,
-    account_stats_loaded: u64,
-    active_accounts: u64,
-    blacklisted: Vec<i64>,
-}
-
-#[derive(ToSchema)]
 pub struct ResourceUsageAnswer {
     /// Per site: health, circuit, effective slot limit, login budget.
     sites: BTreeMap<String, crate::broker::SiteReport>,
