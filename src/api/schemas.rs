@@ -1,6 +1,9 @@
-//! The shapes of the success answers, for the OpenAPI document only: the handlers build their
-//! JSON directly, and these types say what it holds, so that clients can be generated.
-//! `Answer<T>` is the envelope `{"success": true, "data": T}`.
+//! `Answer<T>`, the envelope `{"success": true, "data": T}` of the OpenAPI document, and the
+//! shapes of the answers still built with `json!` (acquire, health, statistics, resource
+//! usage and cleanup, optimize), for the document only. Most answers are now the
+//! `Serialize + ToSchema` types their handlers return (next to each handler); these go the
+//! same way. `tests/openapi.rs` validates every real answer against the document, so a shape
+//! here that drifts from its answer fails there.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
