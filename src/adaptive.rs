@@ -182,9 +182,16 @@ impl AdaptiveLimits {
         signal: Signal,
         age: Duration,
     ) -> (u32, u32) {
+        // Unknown when the slots actor does not answer: then the limit is not raised (a
+        // raise needs the site to use half of it), and the log says why.
         let in_use = match self.slots.actor().send(Usage).await {
-            Ok(usage) => usage.active_per_site.get(site).copied().unwrap_or(0),
-            Err(_) => 0,
+            Ok(usage) => Some(usage.active_per_site.get(site).copied().unwrap_or(0)),
+            Err(e) => {
+                log::warn!(
+                    "event=site_limit_usage_unknown site={site} error=\"{e}\" raise=skipped"
+                );
+                None
+            }
         };
         let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
         let (limit, streak) = local.entry(site.to_string()).or_insert((max, 0));
@@ -204,7 +211,8 @@ impl AdaptiveLimits {
             }
             Signal::Success => {
                 *streak += 1;
-                if *streak >= after && in_use * 2 >= old && old < max {
+                let busy = in_use.is_some_and(|n| n * 2 >= old);
+                if *streak >= after && busy && old < max {
                     new = old + 1;
                     *streak = 0;
                 }

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 
@@ -44,13 +44,24 @@ pub struct RunningGuard {
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
-        if let Ok(mut map) = self.logins.inner.lock() {
-            map.remove(&self.id);
-        }
+        self.logins.map().remove(&self.id);
     }
 }
 
 impl RunningLogins {
+    /// The map, also after a thread panicked holding it: each change is one insert, update
+    /// or removal, so the map is whole, and skipping it would hide a login from the stop.
+    /// The poisoning is logged once and cleared.
+    fn map(&self) -> MutexGuard<'_, HashMap<u64, RunningLogin>> {
+        self.inner.lock().unwrap_or_else(|poisoned| {
+            log::warn!(
+                "event=running_logins_lock_poisoned action=recovered detail=\"a thread panicked while tracking logins; the map is kept\""
+            );
+            self.inner.clear_poison();
+            poisoned.into_inner()
+        })
+    }
+
     /// An acquisition of `site` enters the slow path.
     pub fn begin(
         &self,
@@ -60,18 +71,16 @@ impl RunningLogins {
         arrived: DateTime<Utc>,
     ) -> RunningGuard {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut map) = self.inner.lock() {
-            map.insert(
-                id,
-                RunningLogin {
-                    site: site.to_string(),
-                    acquisition_id: acquisition_id.to_string(),
-                    trigger,
-                    arrived,
-                    account: None,
-                },
-            );
-        }
+        self.map().insert(
+            id,
+            RunningLogin {
+                site: site.to_string(),
+                acquisition_id: acquisition_id.to_string(),
+                trigger,
+                arrived,
+                account: None,
+            },
+        );
         RunningGuard {
             logins: self.clone(),
             id,
@@ -80,27 +89,22 @@ impl RunningLogins {
 
     /// The acquisition's driver starts logging in with this account.
     pub fn logging_in(&self, acquisition_id: &str, credential_id: i64, account: &str) {
-        if let Ok(mut map) = self.inner.lock() {
-            if let Some(login) = map
-                .values_mut()
-                .find(|l| l.acquisition_id == acquisition_id)
-            {
-                login.account = Some((credential_id, account.to_string()));
-            }
+        if let Some(login) = self
+            .map()
+            .values_mut()
+            .find(|l| l.acquisition_id == acquisition_id)
+        {
+            login.account = Some((credential_id, account.to_string()));
         }
     }
 
     /// The logins whose driver is running now.
     pub fn logging_in_now(&self) -> Vec<RunningLogin> {
-        self.inner.lock().map_or_else(
-            |_| Vec::new(),
-            |map| {
-                map.values()
-                    .filter(|l| l.account.is_some())
-                    .cloned()
-                    .collect()
-            },
-        )
+        self.map()
+            .values()
+            .filter(|l| l.account.is_some())
+            .cloned()
+            .collect()
     }
 
     /// Logs and records each login still running: the stop cuts it. Answers how many.
@@ -189,5 +193,30 @@ impl Shutdown {
     /// Callers waiting for an acquisition now.
     pub fn waiting_now(&self) -> usize {
         self.waiting.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logins_are_tracked_after_a_thread_panicked_holding_the_map() {
+        let logins = RunningLogins::default();
+        let poisoner = logins.clone();
+        let panicked = std::thread::spawn(move || {
+            let _held = poisoner.inner.lock().unwrap();
+            panic!("a thread dies holding the map");
+        })
+        .join();
+        assert!(panicked.is_err() && logins.inner.is_poisoned());
+        let guard = logins.begin("s", "acq-1", TriggerReason::TokenNeeded, Utc::now());
+        logins.logging_in("acq-1", 7, "u1");
+        let running = logins.logging_in_now();
+        assert_eq!(running.len(), 1, "the login is tracked: {running:?}");
+        assert_eq!(running[0].account, Some((7, "u1".to_string())));
+        assert!(!logins.inner.is_poisoned(), "the poisoning is cleared");
+        drop(guard);
+        assert!(logins.logging_in_now().is_empty());
     }
 }

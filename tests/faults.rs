@@ -185,7 +185,10 @@ async fn an_invalidated_token_is_never_handed_out_again() {
         }
         release_tx.send(()).unwrap();
         writer.join().unwrap();
-        assert!(invalidation.await.unwrap().unwrap(), "a token was stored");
+        assert!(
+            invalidation.await.unwrap().unwrap().stored_token_removed,
+            "a token was stored"
+        );
         // An acquire that read the row just before the invalidation caches it just after.
         cache.put_token("court_zxfw", &old_entry).await;
 

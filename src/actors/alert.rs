@@ -314,12 +314,20 @@ impl Handler<Evaluate> for AlertActor {
 
     fn handle(&mut self, _: Evaluate, ctx: &mut Context<Self>) -> Self::Result {
         let assessment = ctx.address().send(Health);
-        Box::pin(assessment.into_actor(self).map(|report, actor, _| {
-            if let Ok(report) = report {
-                actor.transitions(&report.alerts);
-                actor.window = report.window;
-            }
-        }))
+        Box::pin(
+            assessment
+                .into_actor(self)
+                .map(|report, actor, _| match report {
+                    Ok(report) => {
+                        actor.transitions(&report.alerts);
+                        actor.window = report.window;
+                    }
+                    // No transition is logged this round: say so, or alerts would seem quiet.
+                    Err(e) => log::warn!(
+                        "event=health_evaluation_failed error=\"{e}\" transitions=skipped"
+                    ),
+                }),
+        )
     }
 }
 
@@ -331,7 +339,7 @@ pub struct Health;
 pub struct HealthReport {
     pub status: HealthLevel,
     pub timestamp: DateTime<Utc>,
-    pub metrics: Value,
+    pub metrics: HealthMetrics,
     pub alerts: Vec<Alert>,
     pub thresholds: AlertsConfig,
     pub components: Value,
@@ -427,19 +435,37 @@ fn component_or_alert<T: Serialize>(
     }
 }
 
-/// The metrics `/health` shows.
-fn summary(metrics: &MetricsSnapshot) -> Value {
+/// The metrics `/health` shows: a summary of the live metrics (all of them are at
+/// `/performance/metrics`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct HealthMetrics {
+    pub total_acquisitions: u64,
+    /// Percent.
+    pub success_rate: f64,
+    /// Seconds.
+    pub avg_duration: f64,
+    /// Percent.
+    pub timeout_rate: f64,
+    pub concurrent_acquisitions: u64,
+    /// Percent; `null` before the first token lookup.
+    pub cache_hit_rate: Option<f64>,
+    /// Requests refused before any login ran (SPEC §11).
+    pub rejected_acquisitions: u64,
+    pub uptime_seconds: f64,
+}
+
+fn summary(metrics: &MetricsSnapshot) -> HealthMetrics {
     let totals = &metrics.totals;
-    json!({
-        "total_acquisitions": totals.total_acquisitions,
-        "success_rate": totals.success_rate(),
-        "avg_duration": totals.avg_duration(),
-        "timeout_rate": totals.timeout_rate(),
-        "concurrent_acquisitions": totals.concurrent_acquisitions,
-        "cache_hit_rate": metrics.cache_hit_rate(),
-        "rejected_acquisitions": totals.rejected_acquisitions,
-        "uptime_seconds": metrics.uptime_seconds,
-    })
+    HealthMetrics {
+        total_acquisitions: totals.total_acquisitions,
+        success_rate: totals.success_rate(),
+        avg_duration: totals.avg_duration(),
+        timeout_rate: totals.timeout_rate(),
+        concurrent_acquisitions: totals.concurrent_acquisitions,
+        cache_hit_rate: metrics.cache_hit_rate(),
+        rejected_acquisitions: totals.rejected_acquisitions,
+        uptime_seconds: metrics.uptime_seconds,
+    }
 }
 
 /// The live metrics and their threshold alerts, with the `monitor` component. When

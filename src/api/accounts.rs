@@ -2,17 +2,44 @@
 //! `POST /api/v1/automation/accounts/unblock`, `POST /api/v1/automation/sites/{site}/circuit/close`.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::answer::ok;
 use super::answer::ErrorBody;
 use super::state::AppState;
-use crate::accounts::validate_account_name;
+use crate::accounts::{validate_account_name, AccountView};
+use crate::circuit::CircuitView;
 use crate::config::validate_site_name;
 use crate::error::Error;
 
+/// `GET /accounts`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountsAnswer {
+    pub accounts: Vec<AccountView>,
+    /// For a derived site (SPEC §13): the site whose accounts these are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accounts_of_site: Option<String>,
+}
+
+/// `POST /accounts/unblock`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnblockAnswer {
+    pub site_name: String,
+    pub account: String,
+    /// Whether a blacklist or cooldown was lifted.
+    pub was_blocked: bool,
+}
+
+/// `POST /sites/{site}/circuit/close`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CircuitAnswer {
+    pub site_name: String,
+    pub circuit: CircuitView,
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AccountsQuery {
     /// Only this site's accounts.
@@ -27,7 +54,7 @@ pub struct AccountsQuery {
     tag = "accounts",
     params(AccountsQuery),
     responses(
-        (status = 200, description = "{accounts: [AccountView]}", body = super::schemas::Answer<super::schemas::AccountsAnswer>),
+        (status = 200, description = "{accounts: [AccountView]}", body = super::schemas::Answer<AccountsAnswer>),
         (status = 400, body = ErrorBody),
         (status = 404, description = "Unknown site", body = ErrorBody)
     )
@@ -44,16 +71,14 @@ pub async fn list(
         .account_views(query.site_name.as_deref())
         .await?;
     // A derived site uses its parent's accounts, and says so.
-    let owner = query
+    let accounts_of_site = query
         .site_name
         .as_deref()
         .and_then(|name| state.broker.accounts_site(name));
-    match owner {
-        Some(owner) => Ok(ok(
-            json!({ "accounts": accounts, "accounts_of_site": owner }),
-        )),
-        None => Ok(ok(json!({ "accounts": accounts }))),
-    }
+    Ok(ok(AccountsAnswer {
+        accounts,
+        accounts_of_site,
+    }))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -70,7 +95,7 @@ pub struct UnblockRequest {
     tag = "accounts",
     request_body = UnblockRequest,
     responses(
-        (status = 200, description = "{site_name, account, was_blocked}", body = super::schemas::Answer<super::schemas::UnblockAnswer>),
+        (status = 200, description = "{site_name, account, was_blocked}", body = super::schemas::Answer<UnblockAnswer>),
         (status = 400, body = ErrorBody),
         (status = 404, description = "Unknown site or account", body = ErrorBody)
     )
@@ -86,11 +111,11 @@ pub async fn unblock(
         .broker
         .unblock(&request.site_name, &request.account)
         .await?;
-    Ok(ok(json!({
-        "site_name": request.site_name,
-        "account": request.account,
-        "was_blocked": was_blocked,
-    })))
+    Ok(ok(UnblockAnswer {
+        site_name: request.site_name,
+        account: request.account,
+        was_blocked,
+    }))
 }
 
 /// Closes a site's circuit: logins are tried again at once.
@@ -100,7 +125,7 @@ pub async fn unblock(
     tag = "accounts",
     params(("site" = String, Path, description = "The site name")),
     responses(
-        (status = 200, description = "{site_name, circuit: {state, failures, retry_at}}", body = super::schemas::Answer<super::schemas::CircuitAnswer>),
+        (status = 200, description = "{site_name, circuit: {state, failures, retry_at}}", body = super::schemas::Answer<CircuitAnswer>),
         (status = 400, body = ErrorBody),
         (status = 404, description = "Unknown site", body = ErrorBody)
     )
@@ -112,5 +137,8 @@ pub async fn close_circuit(
     let site = site.into_inner();
     validate_site_name("site", &site)?;
     let circuit = state.broker.close_circuit(&site).await?;
-    Ok(ok(json!({ "site_name": site, "circuit": circuit })))
+    Ok(ok(CircuitAnswer {
+        site_name: site,
+        circuit,
+    }))
 }

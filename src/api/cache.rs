@@ -2,15 +2,44 @@
 //! `DELETE /performance/cache/clear`.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::answer::ok;
 use super::answer::ErrorBody;
 use super::state::AppState;
 use crate::actors::monitor::Snapshot;
+use crate::cache::tokens::BackendFacts;
 use crate::config::validate_site_name;
 use crate::error::Error;
+
+/// One cache kind's lookups and keys.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CacheKindStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub errors: u64,
+    /// Percent; `null` before the first lookup.
+    pub hit_rate: Option<f64>,
+    pub keys: usize,
+}
+
+/// `GET /performance/cache-stats`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CacheStatsAnswer {
+    pub kinds: BTreeMap<String, CacheKindStats>,
+    /// `type` (`memory` or `redis`) and the backend's facts.
+    pub backend: BackendFacts,
+}
+
+/// `DELETE /performance/cache/clear`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClearAnswer {
+    pub site_name: Option<String>,
+    pub deleted_keys: usize,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,28 +65,28 @@ impl SiteQuery {
     operation_id = "cacheStats",
     tag = "cache",
     responses(
-        (status = 200, description = "{kinds, backend}", body = super::schemas::Answer<super::schemas::CacheStatsAnswer>),
+        (status = 200, description = "{kinds, backend}", body = super::schemas::Answer<CacheStatsAnswer>),
     ),
 )]
 pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let snapshot = state.actors.monitor.send(Snapshot).await?;
     let keys = state.cache.key_counts().await?;
-    let kinds: serde_json::Map<String, serde_json::Value> = snapshot
+    let kinds = snapshot
         .cache
         .iter()
         .map(|(kind, c)| {
-            let entry = json!({
-                "hits": c.hits,
-                "misses": c.misses,
-                "errors": c.errors,
-                "hit_rate": c.hit_rate(),
-                "keys": keys.get(kind).copied().unwrap_or(0),
-            });
+            let entry = CacheKindStats {
+                hits: c.hits,
+                misses: c.misses,
+                errors: c.errors,
+                hit_rate: c.hit_rate(),
+                keys: keys.get(kind).copied().unwrap_or(0),
+            };
             (kind.as_str().to_string(), entry)
         })
         .collect();
     let backend = state.cache.backend_facts().await?;
-    Ok(ok(json!({"kinds": kinds, "backend": backend})))
+    Ok(ok(CacheStatsAnswer { kinds, backend }))
 }
 
 /// Loads a site's credential list, account statistics and blacklist into the cache.
@@ -68,7 +97,7 @@ pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     tag = "cache",
     params(("site_name" = String, Query)),
     responses(
-        (status = 200, description = "What was loaded", body = super::schemas::Answer<super::schemas::WarmUpAnswer>),
+        (status = 200, description = "What was loaded", body = super::schemas::Answer<crate::broker::WarmUp>),
         (status = 400, description = "Bad input", body = ErrorBody),
         (status = 404, body = ErrorBody),
     ),
@@ -91,7 +120,7 @@ pub async fn warm_up(
     tag = "cache",
     params(("site_name" = Option<String>, Query)),
     responses(
-        (status = 200, description = "{site_name, deleted_keys}", body = super::schemas::Answer<super::schemas::ClearAnswer>),
+        (status = 200, description = "{site_name, deleted_keys}", body = super::schemas::Answer<ClearAnswer>),
         (status = 400, description = "Bad input", body = ErrorBody),
     ),
 )]
@@ -108,5 +137,8 @@ pub async fn clear(
         "event=cache_cleared site={} keys={deleted}",
         site.unwrap_or("*")
     );
-    Ok(ok(json!({"site_name": site, "deleted_keys": deleted})))
+    Ok(ok(ClearAnswer {
+        site_name: site.map(str::to_string),
+        deleted_keys: deleted,
+    }))
 }

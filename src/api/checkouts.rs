@@ -65,7 +65,7 @@ pub struct CheckoutList {
     tag = "tokens",
     request_body = CheckoutRequest,
     responses(
-        (status = 200, description = "The held account and its token", body = CheckoutAnswer),
+        (status = 200, description = "The held account and its token", body = super::schemas::Answer<CheckoutAnswer>),
         (status = 400, body = ErrorBody),
         (status = 404, description = "Unknown site or account", body = ErrorBody),
         (status = 409, description = "CHECKED_OUT: the account named is held by another job (Retry-After)", body = ErrorBody),
@@ -89,7 +89,7 @@ pub async fn checkout(
     params(("id" = String, Path, description = "The checkout id")),
     request_body = RenewRequest,
     responses(
-        (status = 200, description = "The renewed hold and the token to use", body = CheckoutAnswer),
+        (status = 200, description = "The renewed hold and the token to use", body = super::schemas::Answer<CheckoutAnswer>),
         (status = 404, description = "CHECKOUT_NOT_FOUND: unknown, released or expired", body = ErrorBody),
     ),
 )]
@@ -112,7 +112,7 @@ pub async fn renew(
     params(("id" = String, Path, description = "The checkout id")),
     request_body = ReleaseRequest,
     responses(
-        (status = 200, description = "The ended checkout", body = Checkout),
+        (status = 200, description = "The ended checkout", body = super::schemas::Answer<Checkout>),
         (status = 404, description = "CHECKOUT_NOT_FOUND: unknown, released or expired", body = ErrorBody),
     ),
 )]
@@ -132,7 +132,7 @@ pub async fn release(
     path = "/api/v1/automation/tokens/checkouts",
     operation_id = "listCheckouts",
     tag = "tokens",
-    responses((status = 200, description = "The checkouts in force", body = CheckoutList)),
+    responses((status = 200, description = "The checkouts in force", body = super::schemas::Answer<CheckoutList>)),
 )]
 pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let checkouts = state.broker.checkouts().list().await?;

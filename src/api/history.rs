@@ -2,8 +2,10 @@
 //! `POST /api/v1/automation/history/cleanup?days=N`.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::answer::ok;
 use super::answer::ErrorBody;
@@ -12,8 +14,71 @@ use crate::accounts::validate_account_name;
 use crate::actors::history::{Cleanup, Page};
 use crate::config::validate_site_name;
 use crate::db::history::{HistoryFilter, MAX_DAYS};
+use crate::db::models::HistoryRow;
 use crate::error::Error;
 use crate::outcome::AcquisitionStatus;
+
+/// One acquisition as the history shows it: no token material.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryItem {
+    pub id: i64,
+    pub acquisition_id: String,
+    pub site_name: String,
+    pub account: Option<String>,
+    pub credential_id: Option<i64>,
+    pub status: String,
+    pub trigger_reason: String,
+    pub attempt_count: i32,
+    pub total_duration: f64,
+    pub login_duration: Option<f64>,
+    pub captcha_attempts: i32,
+    pub network_retries: i32,
+    pub error_message: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub error_details: Option<Value>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<HistoryRow> for HistoryItem {
+    fn from(r: HistoryRow) -> HistoryItem {
+        HistoryItem {
+            id: r.id,
+            acquisition_id: r.acquisition_id,
+            site_name: r.site_name,
+            account: r.account,
+            credential_id: r.credential_id,
+            status: r.status,
+            trigger_reason: r.trigger_reason,
+            attempt_count: r.attempt_count,
+            total_duration: r.total_duration,
+            login_duration: r.login_duration,
+            captcha_attempts: r.captcha_attempts,
+            network_retries: r.network_retries,
+            error_message: r.error_message,
+            error_details: r.error_details.and_then(|d| serde_json::from_str(&d).ok()),
+            created_at: r.created_at.and_utc(),
+            started_at: r.started_at.and_utc(),
+            finished_at: r.finished_at.map(|t| t.and_utc()),
+        }
+    }
+}
+
+/// `GET /history`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryPage {
+    pub items: Vec<HistoryItem>,
+    /// Pass as `before_id` for the next page; null on the last.
+    pub next_before_id: Option<i64>,
+}
+
+/// `POST /history/cleanup`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryCleanupAnswer {
+    pub days: u32,
+    pub deleted: usize,
+}
 
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 500;
@@ -67,7 +132,7 @@ pub(crate) fn checked_days(days: &str, max: u32) -> Result<u32, Error> {
         ("before_id" = Option<i64>, Query),
     ),
     responses(
-        (status = 200, description = "{items, next_before_id}", body = super::schemas::Answer<super::schemas::HistoryPage>),
+        (status = 200, description = "{items, next_before_id}", body = super::schemas::Answer<HistoryPage>),
         (status = 400, description = "Bad input", body = ErrorBody),
     ),
 )]
@@ -106,22 +171,10 @@ pub async fn list(
     let next = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|r| r.id))
         .flatten();
-    let items: Vec<_> = rows
-        .into_iter()
-        .map(|r| {
-            json!({
-                "id": r.id, "acquisition_id": r.acquisition_id, "site_name": r.site_name, "account": r.account,
-                "credential_id": r.credential_id, "status": r.status, "trigger_reason": r.trigger_reason,
-                "attempt_count": r.attempt_count, "total_duration": r.total_duration, "login_duration": r.login_duration,
-                "captcha_attempts": r.captcha_attempts, "network_retries": r.network_retries,
-                "error_message": r.error_message,
-                "error_details": r.error_details.and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok()),
-                "created_at": r.created_at.and_utc(), "started_at": r.started_at.and_utc(),
-                "finished_at": r.finished_at.map(|t| t.and_utc()),
-            })
-        })
-        .collect();
-    Ok(ok(json!({"items": items, "next_before_id": next})))
+    Ok(ok(HistoryPage {
+        items: rows.into_iter().map(HistoryItem::from).collect(),
+        next_before_id: next,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,7 +191,7 @@ pub struct CleanupQuery {
     tag = "history",
     params(("days" = u32, Query, description = "1 to 36500")),
     responses(
-        (status = 200, description = "{days, deleted}", body = super::schemas::Answer<super::schemas::HistoryCleanupAnswer>),
+        (status = 200, description = "{days, deleted}", body = super::schemas::Answer<HistoryCleanupAnswer>),
         (status = 400, description = "Bad input", body = ErrorBody),
     ),
 )]
@@ -148,5 +201,5 @@ pub async fn cleanup(
 ) -> Result<HttpResponse, Error> {
     let days = checked_days(&query.days, MAX_DAYS)?;
     let deleted = state.actors.history.send(Cleanup { days }).await??;
-    Ok(ok(json!({"days": days, "deleted": deleted})))
+    Ok(ok(HistoryCleanupAnswer { days, deleted }))
 }

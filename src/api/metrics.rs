@@ -3,59 +3,154 @@
 //! (`GET /metrics`).
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::answer::ok;
 use super::answer::ErrorBody;
 use super::state::AppState;
 use crate::actors::history::Statistics;
-use crate::actors::monitor::{Counters, MetricsSnapshot, Reset, Snapshot};
+use crate::actors::monitor::{Counters as MonitorCounters, MetricsSnapshot, Reset, Snapshot};
 use crate::config::validate_site_name;
 use crate::error::Error;
+use crate::outcome::RejectionReason;
 
-fn counters_json(c: &Counters) -> Value {
-    json!({
-        "total_acquisitions": c.total_acquisitions,
-        "successful_acquisitions": c.successful_acquisitions,
-        "failed_acquisitions": c.failed_acquisitions,
-        "success_rate": c.success_rate(),
-        "avg_duration": c.avg_duration(),
-        "avg_login_duration": c.avg_login_duration(),
-        "timeout_count": c.timeout_count,
-        "network_error_count": c.network_error_count,
-        "captcha_error_count": c.captcha_error_count,
-        "credential_error_count": c.credential_error_count,
-        "concurrent_acquisitions": c.concurrent_acquisitions,
-        "timeout_rate": c.timeout_rate(),
-        "rejected_acquisitions": c.rejected_acquisitions,
-        "rejections": crate::outcome::RejectionReason::ALL
-            .iter()
-            .map(|r| (r.as_str().to_string(), json!(c.rejections.get(r).copied().unwrap_or(0))))
-            .collect::<serde_json::Map<String, Value>>(),
-    })
+/// Counts of one scope (all sites, or one site).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Counters {
+    pub total_acquisitions: u64,
+    pub successful_acquisitions: u64,
+    pub failed_acquisitions: u64,
+    /// Percent.
+    pub success_rate: f64,
+    /// Seconds.
+    pub avg_duration: f64,
+    pub avg_login_duration: f64,
+    pub timeout_count: u64,
+    pub network_error_count: u64,
+    pub captcha_error_count: u64,
+    pub credential_error_count: u64,
+    pub concurrent_acquisitions: u64,
+    pub timeout_rate: f64,
+    /// Requests refused before any login ran (SPEC §11).
+    pub rejected_acquisitions: u64,
+    pub rejections: Rejections,
 }
 
-/// The SPEC's metrics object: totals, per site, cache, percentiles.
-pub fn snapshot_json(snapshot: &MetricsSnapshot) -> Value {
-    let mut data = counters_json(&snapshot.totals);
-    data["cache_hit_rate"] = json!(snapshot.cache_hit_rate());
-    let [p50, p95, p99] = snapshot.percentiles;
-    data["duration_percentiles"] = json!({"p50": p50, "p95": p95, "p99": p99});
-    let [l50, l95, l99] = snapshot.login_percentiles;
-    data["login_duration_percentiles"] = json!({"p50": l50, "p95": l95, "p99": l99});
-    data["sites"] = snapshot
-        .sites
-        .iter()
-        .map(|(site, c)| (site.clone(), counters_json(c)))
-        .collect();
-    data["cache"] = snapshot
-        .cache
-        .iter()
-        .map(|(kind, c)| ((*kind).to_string(), json!({"hits": c.hits, "misses": c.misses, "errors": c.errors, "hit_rate": c.hit_rate()})))
-        .collect();
-    data["uptime_seconds"] = json!(snapshot.uptime_seconds);
-    data
+/// Refused requests by reason.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Rejections {
+    pub no_available_account: u64,
+    pub site_unavailable: u64,
+    pub queue_full: u64,
+    pub queue_timeout: u64,
+    pub login_budget_exhausted: u64,
+    /// Waits that a Redis fault ended (503 `CACHE_UNAVAILABLE`).
+    pub cache_unavailable: u64,
+}
+
+impl From<&MonitorCounters> for Counters {
+    fn from(c: &MonitorCounters) -> Counters {
+        let rejected = |reason| c.rejections.get(&reason).copied().unwrap_or(0);
+        Counters {
+            total_acquisitions: c.total_acquisitions,
+            successful_acquisitions: c.successful_acquisitions,
+            failed_acquisitions: c.failed_acquisitions,
+            success_rate: c.success_rate(),
+            avg_duration: c.avg_duration(),
+            avg_login_duration: c.avg_login_duration(),
+            timeout_count: c.timeout_count,
+            network_error_count: c.network_error_count,
+            captcha_error_count: c.captcha_error_count,
+            credential_error_count: c.credential_error_count,
+            concurrent_acquisitions: c.concurrent_acquisitions,
+            timeout_rate: c.timeout_rate(),
+            rejected_acquisitions: c.rejected_acquisitions,
+            rejections: Rejections {
+                no_available_account: rejected(RejectionReason::NoAvailableAccount),
+                site_unavailable: rejected(RejectionReason::SiteUnavailable),
+                queue_full: rejected(RejectionReason::QueueFull),
+                queue_timeout: rejected(RejectionReason::QueueTimeout),
+                login_budget_exhausted: rejected(RejectionReason::LoginBudgetExhausted),
+                cache_unavailable: rejected(RejectionReason::CacheUnavailable),
+            },
+        }
+    }
+}
+
+/// Seconds.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+}
+
+impl From<[f64; 3]> for Percentiles {
+    fn from([p50, p95, p99]: [f64; 3]) -> Percentiles {
+        Percentiles { p50, p95, p99 }
+    }
+}
+
+/// One cache kind's lookups.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CacheCounters {
+    pub hits: u64,
+    pub misses: u64,
+    pub errors: u64,
+    /// Percent; `null` before the first lookup.
+    pub hit_rate: Option<f64>,
+}
+
+/// The SPEC's metrics object: the totals, and per site, per cache kind, percentiles.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LiveMetrics {
+    /// The totals, as every site has them.
+    #[serde(flatten)]
+    pub totals: Counters,
+    /// Percent; `null` before the first token lookup.
+    pub cache_hit_rate: Option<f64>,
+    pub duration_percentiles: Percentiles,
+    pub login_duration_percentiles: Percentiles,
+    pub sites: BTreeMap<String, Counters>,
+    pub cache: BTreeMap<String, CacheCounters>,
+    pub uptime_seconds: f64,
+}
+
+impl From<&MetricsSnapshot> for LiveMetrics {
+    fn from(snapshot: &MetricsSnapshot) -> LiveMetrics {
+        LiveMetrics {
+            totals: Counters::from(&snapshot.totals),
+            cache_hit_rate: snapshot.cache_hit_rate(),
+            duration_percentiles: snapshot.percentiles.into(),
+            login_duration_percentiles: snapshot.login_percentiles.into(),
+            sites: (snapshot.sites.iter())
+                .map(|(site, c)| (site.clone(), Counters::from(c)))
+                .collect(),
+            cache: (snapshot.cache.iter())
+                .map(|(kind, c)| {
+                    let counts = CacheCounters {
+                        hits: c.hits,
+                        misses: c.misses,
+                        errors: c.errors,
+                        hit_rate: c.hit_rate(),
+                    };
+                    ((*kind).to_string(), counts)
+                })
+                .collect(),
+            uptime_seconds: snapshot.uptime_seconds,
+        }
+    }
+}
+
+/// `POST /performance/metrics/reset`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResetAnswer {
+    pub reset: bool,
+    /// The metrics just before.
+    pub previous: LiveMetrics,
 }
 
 /// Live metrics.
@@ -65,12 +160,12 @@ pub fn snapshot_json(snapshot: &MetricsSnapshot) -> Value {
     operation_id = "liveMetrics",
     tag = "performance",
     responses(
-        (status = 200, description = "Live metrics, per site, cache, percentiles", body = super::schemas::Answer<super::schemas::LiveMetrics>),
+        (status = 200, description = "Live metrics, per site, cache, percentiles", body = super::schemas::Answer<LiveMetrics>),
     ),
 )]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let snapshot = state.actors.monitor.send(Snapshot).await?;
-    Ok(ok(snapshot_json(&snapshot)))
+    Ok(ok(LiveMetrics::from(&snapshot)))
 }
 
 /// Zeroes the live counters; answers with the snapshot taken just before.
@@ -80,7 +175,7 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, Error> 
     operation_id = "resetMetrics",
     tag = "performance",
     responses(
-        (status = 200, description = "{reset, previous}", body = super::schemas::Answer<super::schemas::ResetAnswer>),
+        (status = 200, description = "{reset, previous}", body = super::schemas::Answer<ResetAnswer>),
     ),
 )]
 pub async fn reset(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
@@ -89,9 +184,10 @@ pub async fn reset(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
         "event=metrics_reset total_before={}",
         before.totals.total_acquisitions
     );
-    Ok(ok(
-        json!({"reset": true, "previous": snapshot_json(&before)}),
-    ))
+    Ok(ok(ResetAnswer {
+        reset: true,
+        previous: LiveMetrics::from(&before),
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,14 +231,24 @@ pub async fn statistics(
     if let Some(site) = &site {
         validate_site_name("site_name", site)?;
     }
-    let mut report = state
+    let report = state
         .actors
         .history
         .send(Statistics { days, site })
         .await??;
     let live = state.actors.monitor.send(Snapshot).await?;
-    report.real_time_metrics = Some(snapshot_json(&live));
-    Ok(ok(report))
+    Ok(ok(StatisticsAnswer {
+        report,
+        real_time_metrics: LiveMetrics::from(&live),
+    }))
+}
+
+/// The report from the history, with the live metrics (not from the database).
+#[derive(Serialize)]
+struct StatisticsAnswer {
+    #[serde(flatten)]
+    report: crate::db::statistics::StatisticsReport,
+    real_time_metrics: LiveMetrics,
 }
 
 /// Prometheus text exposition (OpenMetrics).

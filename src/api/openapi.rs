@@ -17,6 +17,57 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The answers the middleware gives before any handler runs (api/same_origin.rs,
+/// api/deadline.rs), added to every operation they can end: 421 (a `Host` that is not the
+/// daemon's, all but `/healthz`), and on requests with a body 403 (a foreign `Origin`), 415
+/// (no `Content-Type: application/json`) and 408 (the body late past
+/// `server.client_request_timeout`).
+struct MiddlewareAnswers;
+
+impl Modify for MiddlewareAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{HttpMethod, Ref, ResponseBuilder};
+        let answer = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let with_body = [
+                (HttpMethod::Post, item.post.as_mut()),
+                (HttpMethod::Delete, item.delete.as_mut()),
+                (HttpMethod::Get, item.get.as_mut()),
+            ];
+            for (method, operation) in with_body {
+                let Some(operation) = operation else { continue };
+                let responses = &mut operation.responses.responses;
+                let mut add = |status: &str, description: &str| {
+                    responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| answer(description).into());
+                };
+                if path != "/healthz" {
+                    add("421", "MISDIRECTED_REQUEST: the Host is not the daemon's");
+                }
+                if method != HttpMethod::Get {
+                    add("403", "FORBIDDEN: a foreign Origin");
+                    add(
+                        "415",
+                        "UNSUPPORTED_MEDIA_TYPE: no Content-Type: application/json",
+                    );
+                    add("408", "REQUEST_TIMEOUT: the body arrived too late");
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "tokend", description = "Token broker for automated access to web portals. With `server.admin_token` set, every path but /healthz needs `Authorization: Bearer <token>`; client tokens reach only /api/v1/automation/tokens/*."),
@@ -53,7 +104,7 @@ impl Modify for BearerAuth {
         document,
     ),
     components(schemas(super::answer::Envelope, super::answer::ErrorBody, crate::broker::AcquireRequest, super::tokens::InvalidateRequest, super::accounts::UnblockRequest, crate::accounts::AccountView, crate::broker::SiteReport, crate::broker::TokenStatus, super::captchas::CaptchaAnswer, crate::captcha::Challenge, crate::broker::CheckoutRequest, crate::broker::RenewRequest, crate::broker::ReleaseRequest, crate::broker::CheckoutOutcome, super::checkouts::CheckoutAnswer, super::checkouts::CheckoutList, crate::checkout::Checkout)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &MiddlewareAnswers),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;

@@ -37,7 +37,8 @@ pub async fn optimize(
     state: web::Data<AppState>,
     query: web::Query<OptimizeQuery>,
 ) -> Result<HttpResponse, Error> {
-    let limits = state.slots.limits().await;
+    let in_force = state.slots.limits().await;
+    let limits = in_force.limits;
     let usage = state.slots.usage_here().await?;
     let live = state.actors.monitor.send(Snapshot).await?;
     let day = state
@@ -87,6 +88,8 @@ pub async fn optimize(
     }
     Ok(ok(json!({
         "current_limits": limits,
+        "current_limits_source": in_force.source,
+        "current_limits_error": in_force.error,
         "recommended_limits": next,
         "recommendations": recommendations,
         "optimization_applied": applied,

@@ -47,7 +47,10 @@ pub async fn usage(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
         "active_locks": state.broker.active_locks(),
         "checkouts": state.broker.checkouts().known(),
         "queue": {"size": local.queue_size, "oldest_wait_seconds": local.oldest_wait_seconds},
-        "limits": limits,
+        "limits": limits.limits,
+        // `redis`, `local` or `fallback` (Redis unreadable: these hold in this process only).
+        "limits_source": limits.source,
+        "limits_error": limits.error,
         "recovered_deadlocks": local.recovered_deadlocks,
         "shared_slots": shared,
         "process": crate::process::usage(),

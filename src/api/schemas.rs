@@ -1,6 +1,9 @@
-//! The shapes of the success answers, for the OpenAPI document only: the handlers build their
-//! JSON directly, and these types say what it holds, so that clients can be generated.
-//! `Answer<T>` is the envelope `{"success": true, "data": T}`.
+//! `Answer<T>`, the envelope `{"success": true, "data": T}` of the OpenAPI document, and the
+//! shapes of the answers still built with `json!` (acquire, health, statistics, resource
+//! usage and cleanup, optimize), for the document only. Most answers are now the
+//! `Serialize + ToSchema` types their handlers return (next to each handler); these go the
+//! same way. `tests/openapi.rs` validates every real answer against the document, so a shape
+//! here that drifts from its answer fails there.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -46,14 +49,6 @@ pub struct TokenAnswer {
 }
 
 #[derive(ToSchema)]
-pub struct InvalidateAnswer {
-    site_name: String,
-    account: String,
-    invalidated: bool,
-    stored_token_removed: bool,
-}
-
-#[derive(ToSchema)]
 pub struct Liveness {
     /// Always `ok`.
     status: String,
@@ -91,81 +86,13 @@ pub struct HealthAnswer {
     status: HealthStatus,
     #[schema(value_type = String, format = DateTime)]
     timestamp: String,
-    metrics: LiveMetrics,
+    metrics: crate::actors::alert::HealthMetrics,
     alerts: Vec<AlertAnswer>,
     /// The `[alerts]` thresholds.
     thresholds: BTreeMap<String, f64>,
     /// database, cache, slots, secret_key, …: each with its `status`.
     #[schema(value_type = Object)]
     components: Value,
-}
-
-#[derive(ToSchema)]
-pub struct Percentiles {
-    p50: f64,
-    p95: f64,
-    p99: f64,
-}
-
-#[derive(ToSchema)]
-pub struct Counters {
-    total_acquisitions: u64,
-    successful_acquisitions: u64,
-    failed_acquisitions: u64,
-    /// Percent.
-    success_rate: f64,
-    /// Seconds.
-    avg_duration: f64,
-    avg_login_duration: f64,
-    timeout_count: u64,
-    network_error_count: u64,
-    captcha_error_count: u64,
-    credential_error_count: u64,
-    concurrent_acquisitions: u64,
-    timeout_rate: f64,
-    /// Requests refused before any login ran (SPEC §11).
-    rejected_acquisitions: u64,
-    rejections: Rejections,
-}
-
-/// Refused requests by reason.
-#[derive(ToSchema)]
-pub struct Rejections {
-    no_available_account: u64,
-    site_unavailable: u64,
-    queue_full: u64,
-    queue_timeout: u64,
-    login_budget_exhausted: u64,
-    cache_unavailable: u64,
-}
-
-#[derive(ToSchema)]
-pub struct CacheCounters {
-    hits: u64,
-    misses: u64,
-    errors: u64,
-    hit_rate: Option<f64>,
-}
-
-/// Live metrics: the totals, and per site, per cache kind, percentiles.
-#[derive(ToSchema)]
-pub struct LiveMetrics {
-    /// The totals, as every site has them.
-    #[serde(flatten)]
-    totals: Counters,
-    /// Percent.
-    cache_hit_rate: f64,
-    duration_percentiles: Percentiles,
-    login_duration_percentiles: Percentiles,
-    sites: BTreeMap<String, Counters>,
-    cache: BTreeMap<String, CacheCounters>,
-    uptime_seconds: f64,
-}
-
-#[derive(ToSchema)]
-pub struct ResetAnswer {
-    reset: bool,
-    previous: LiveMetrics,
 }
 
 #[derive(ToSchema)]
@@ -190,39 +117,7 @@ pub struct StatisticsAnswer {
     account_breakdown: Vec<Value>,
     #[schema(value_type = Vec<Object>)]
     daily_trend: Vec<Value>,
-    real_time_metrics: LiveMetrics,
-}
-
-#[derive(ToSchema)]
-pub struct CacheKindStats {
-    hits: u64,
-    misses: u64,
-    errors: u64,
-    hit_rate: Option<f64>,
-    keys: u64,
-}
-
-#[derive(ToSchema)]
-pub struct CacheStatsAnswer {
-    kinds: BTreeMap<String, CacheKindStats>,
-    /// `type` (`memory` or `redis`) and the backend's facts.
-    #[schema(value_type = Object)]
-    backend: Value,
-}
-
-#[derive(ToSchema)]
-pub struct WarmUpAnswer {
-    site_name: String,
-    credentials_loaded: u64,
-    account_stats_loaded: u64,
-    active_accounts: u64,
-    blacklisted: Vec<i64>,
-}
-
-#[derive(ToSchema)]
-pub struct ClearAnswer {
-    site_name: Option<String>,
-    deleted_keys: u64,
+    real_time_metrics: super::metrics::LiveMetrics,
 }
 
 #[derive(ToSchema)]
@@ -237,6 +132,10 @@ pub struct ResourceUsageAnswer {
     queue: Value,
     #[schema(value_type = Object)]
     limits: Value,
+    /// Where `limits` come from; `fallback`: Redis cannot be read, so these hold in this
+    /// process only (`limits_error` says why).
+    limits_source: crate::slots::LimitsSource,
+    limits_error: Option<String>,
     recovered_deadlocks: u64,
     #[schema(value_type = Option<Object>)]
     shared_slots: Option<Value>,
@@ -268,93 +167,12 @@ pub struct Recommendation {
 pub struct OptimizeAnswer {
     #[schema(value_type = Object)]
     current_limits: Value,
+    current_limits_source: crate::slots::LimitsSource,
+    current_limits_error: Option<String>,
     #[schema(value_type = Object)]
     recommended_limits: Value,
     recommendations: Vec<Recommendation>,
     optimization_applied: bool,
     #[schema(value_type = Object)]
     analysis: Value,
-}
-
-#[derive(ToSchema)]
-pub struct HistoryItem {
-    id: i64,
-    acquisition_id: String,
-    site_name: String,
-    account: Option<String>,
-    credential_id: Option<i64>,
-    status: String,
-    trigger_reason: String,
-    attempt_count: i32,
-    total_duration: f64,
-    login_duration: Option<f64>,
-    captcha_attempts: i32,
-    network_retries: i32,
-    error_message: Option<String>,
-    #[schema(value_type = Option<Object>)]
-    error_details: Option<Value>,
-    #[schema(value_type = String, format = DateTime)]
-    created_at: String,
-    #[schema(value_type = String, format = DateTime)]
-    started_at: String,
-    #[schema(value_type = Option<String>, format = DateTime)]
-    finished_at: Option<String>,
-}
-
-#[derive(ToSchema)]
-pub struct HistoryPage {
-    items: Vec<HistoryItem>,
-    /// Pass as `before_id` for the next page; null on the last.
-    next_before_id: Option<i64>,
-}
-
-#[derive(ToSchema)]
-pub struct HistoryCleanupAnswer {
-    days: u32,
-    deleted: u64,
-}
-
-/// `GET /accounts`.
-#[derive(ToSchema)]
-pub struct AccountsAnswer {
-    accounts: Vec<crate::accounts::AccountView>,
-    /// For a derived site (SPEC §13): the site whose accounts these are.
-    accounts_of_site: Option<String>,
-}
-
-/// `POST /accounts/unblock`.
-#[derive(ToSchema)]
-pub struct UnblockAnswer {
-    site_name: String,
-    account: String,
-    /// Whether a blacklist or cooldown was lifted.
-    was_blocked: bool,
-}
-
-/// `POST /sites/{site}/circuit/close`.
-#[derive(ToSchema)]
-pub struct CircuitAnswer {
-    site_name: String,
-    circuit: crate::circuit::CircuitView,
-}
-
-/// `GET /performance/timeline`.
-#[derive(ToSchema)]
-pub struct TimelineAnswer {
-    /// Always 60.
-    bucket_seconds: u64,
-    points: Vec<crate::timeline::MinutePoint>,
-}
-
-/// `GET /performance/alerts/history`.
-#[derive(ToSchema)]
-pub struct AlertHistoryAnswer {
-    transitions: Vec<crate::actors::alert_history::AlertTransition>,
-}
-
-/// `GET /tokens/status`.
-#[derive(ToSchema)]
-pub struct TokenStatusAnswer {
-    site_name: String,
-    tokens: Vec<crate::broker::TokenStatus>,
 }

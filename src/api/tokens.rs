@@ -2,7 +2,6 @@
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::answer::ok;
 use super::answer::ErrorBody;
@@ -98,6 +97,20 @@ pub struct InvalidateRequest {
     pub account: String,
 }
 
+/// `POST /tokens/invalidate`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct InvalidateAnswer {
+    pub site_name: String,
+    pub account: String,
+    /// Always true.
+    pub invalidated: bool,
+    pub stored_token_removed: bool,
+    /// Whether the cached entries could be read (and so got their tombstones); `false`
+    /// when the cache backend failed: the entries are deleted, but a late write of the
+    /// old token is not refused.
+    pub cache_entries_read: bool,
+}
+
 /// A consumer found the token rejected: drop it so the next acquire logs in again.
 #[utoipa::path(
     post,
@@ -106,7 +119,7 @@ pub struct InvalidateRequest {
     tag = "tokens",
     request_body = InvalidateRequest,
     responses(
-        (status = 200, description = "Dropped from cache and store", body = super::schemas::Answer<super::schemas::InvalidateAnswer>),
+        (status = 200, description = "Dropped from cache and store", body = super::schemas::Answer<InvalidateAnswer>),
         (status = 404, body = ErrorBody),
     ),
 )]
@@ -117,14 +130,15 @@ pub async fn invalidate(
     let request = body.into_inner();
     validate_site_name("site_name", &request.site_name)?;
     validate_account_name("account", &request.account)?;
-    let stored = state
+    let done = state
         .broker
         .invalidate(&request.site_name, &request.account)
         .await?;
-    Ok(ok(json!({
-        "site_name": request.site_name,
-        "account": request.account,
-        "invalidated": true,
-        "stored_token_removed": stored,
-    })))
+    Ok(ok(InvalidateAnswer {
+        site_name: request.site_name,
+        account: request.account,
+        invalidated: true,
+        stored_token_removed: done.stored_token_removed,
+        cache_entries_read: done.cache_entries_read,
+    }))
 }

@@ -101,7 +101,7 @@ impl Broker {
 
     /// Loads the site's credential list and account statistics from the database into the
     /// cache, and reads the blacklist; returns what was loaded.
-    pub async fn warm_up(&self, site_name: &str) -> Result<serde_json::Value> {
+    pub async fn warm_up(&self, site_name: &str) -> Result<WarmUp> {
         let site = self.site(site_name)?;
         let (list, stats) = self.reload_accounts(site).await?;
         let mut blacklisted = Vec::new();
@@ -120,13 +120,13 @@ impl Broker {
             list.len(),
             blacklisted.len()
         );
-        Ok(serde_json::json!({
-            "site_name": site.name,
-            "credentials_loaded": list.len(),
-            "account_stats_loaded": stats.len(),
-            "active_accounts": list.iter().filter(|c| c.is_active).count(),
-            "blacklisted": blacklisted,
-        }))
+        Ok(WarmUp {
+            site_name: site.name.clone(),
+            credentials_loaded: list.len(),
+            account_stats_loaded: stats.len(),
+            active_accounts: list.iter().filter(|c| c.is_active).count(),
+            blacklisted,
+        })
     }
 
     /// The id of an account of the site, by name.
@@ -510,4 +510,15 @@ mod tests {
             assert_eq!(pair[1], ids[(at + 1) % 3], "{firsts:?}");
         }
     }
+}
+
+/// What a cache warm-up loaded (`POST /performance/cache/warm-up`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct WarmUp {
+    pub site_name: String,
+    pub credentials_loaded: usize,
+    pub account_stats_loaded: usize,
+    pub active_accounts: usize,
+    /// The accounts blacklisted or cooling down now, by name.
+    pub blacklisted: Vec<String>,
 }

@@ -29,6 +29,7 @@ mod request;
 mod states;
 mod token_status;
 
+pub use candidates::WarmUp;
 pub use checkout::{CheckedOut, CheckoutOutcome, CheckoutRequest, ReleaseRequest, RenewRequest};
 pub use pipeline::{Broker, BrokerParts};
 pub use request::{ready_headers, AcquireRequest};

@@ -285,14 +285,14 @@ impl Broker {
     }
 
     /// Drops the token of (site, account) from cache and store, so the next acquire logs in.
-    /// Returns whether there was one.
-    pub async fn invalidate(&self, site_name: &str, account: &str) -> Result<bool> {
-        let removed = self.invalidate_one(site_name, account).await?;
+    /// Answers whether there was a stored one, and whether the cached entries could be read.
+    pub async fn invalidate(&self, site_name: &str, account: &str) -> Result<Invalidated> {
+        let done = self.invalidate_one(site_name, account).await?;
         self.invalidate_derived(site_name, account).await;
-        Ok(removed)
+        Ok(done)
     }
 
-    async fn invalidate_one(&self, site_name: &str, account: &str) -> Result<bool> {
+    async fn invalidate_one(&self, site_name: &str, account: &str) -> Result<Invalidated> {
         let site = self.site(site_name)?;
         let id = self.credential_id_of(site, account).await?;
         // The stored token goes first: an acquire that misses the cache in between would
@@ -307,13 +307,16 @@ impl Broker {
         let dropped = stored
             .as_ref()
             .map(|t| (t.token.as_str(), t.expires_at.and_utc()));
-        self.inner.cache.invalidate(&site.name, id, dropped).await;
+        let cache_read = self.inner.cache.invalidate(&site.name, id, dropped).await;
         let removed = stored.is_some();
         log::info!(
-            "event=token_invalidated site={} account={account} stored={removed}",
+            "event=token_invalidated site={} account={account} stored={removed} cache_entries_read={cache_read}",
             site.name
         );
-        Ok(removed)
+        Ok(Invalidated {
+            stored_token_removed: removed,
+            cache_entries_read: cache_read,
+        })
     }
 
     /// A parent's token is gone: so are the tokens derived from it, and from those (SPEC
@@ -329,9 +332,11 @@ impl Broker {
                 .filter(|s| s.driver.is_derived() && s.from_site == parent)
             {
                 match self.invalidate_one(&child.name, account).await {
-                    Ok(removed) => log::info!(
-                        "event=derived_token_invalidated site={} parent={parent} account={account} stored={removed}",
-                        child.name
+                    Ok(done) => log::info!(
+                        "event=derived_token_invalidated site={} parent={parent} account={account} stored={} cache_entries_read={}",
+                        child.name,
+                        done.stored_token_removed,
+                        done.cache_entries_read,
                     ),
                     Err(e) => log::warn!(
                         "event=derived_token_not_invalidated site={} parent={parent} account={account} error=\"{e}\"",
@@ -384,4 +389,15 @@ impl Broker {
         flights.insert(key, Arc::downgrade(&lock));
         lock
     }
+}
+
+/// What an invalidation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Invalidated {
+    /// There was a stored token, now deleted.
+    pub stored_token_removed: bool,
+    /// Every cached entry of the token could be read, so each got its tombstone; `false`
+    /// when the cache could not say (its entries are deleted, but a late writer of the
+    /// unread token is not refused).
+    pub cache_entries_read: bool,
 }

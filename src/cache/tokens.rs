@@ -29,7 +29,7 @@ use crate::secret::Secret;
 use crate::selection::AccountStats;
 
 /// The cache backend as `/performance/cache-stats` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum BackendFacts {
     Redis {
@@ -344,16 +344,23 @@ impl TokenCache {
     /// deleted: an acquisition that read the token before the invalidation and caches it
     /// afterwards is refused (the write checks the tombstone in the same step), so once the
     /// invalidation has answered, the token is never handed out again.
+    ///
+    /// Answers whether every cached entry could be read: an entry that cannot be (the store
+    /// fails and the near cache does not hold it, or it does not decode) is still deleted,
+    /// but its token is unknown, so it gets no tombstone (logged
+    /// `event=cache_invalidation_unread`).
     pub async fn invalidate(
         &self,
         site: &str,
         credential_id: i64,
         stored: Option<(&str, DateTime<Utc>)>,
-    ) {
+    ) -> bool {
         let account_key = self.keys.token(site, credential_id);
         let newest_key = self.keys.site_token(site);
-        let account: Option<CachedToken> = self.entry_for_invalidation(&account_key).await;
-        let newest: Option<CachedToken> = self.entry_for_invalidation(&newest_key).await;
+        let account = self.entry_for_invalidation(&account_key).await;
+        let newest = self.entry_for_invalidation(&newest_key).await;
+        let read = account.is_ok() && newest.is_ok();
+        let (account, newest) = (account.ok().flatten(), newest.ok().flatten());
         let mut dropped: Vec<(String, DateTime<Utc>)> = stored
             .map(|(sealed, expires)| (sealed.to_string(), expires))
             .into_iter()
@@ -370,6 +377,7 @@ impl TokenCache {
         if newest.is_none_or(|t| t.credential_id == credential_id) {
             self.delete(CacheKind::Token, &newest_key).await;
         }
+        read
     }
 
     /// Drops a token the database refused as stale (a newer one is stored under a later
@@ -382,20 +390,35 @@ impl TokenCache {
             self.keys.token(site, entry.credential_id),
             self.keys.site_token(site),
         ] {
-            let current = self.entry_for_invalidation(&key).await;
+            let current = self.entry_for_invalidation(&key).await.ok().flatten();
             if current.is_some_and(|c| c.acquisition_id == entry.acquisition_id) {
                 self.delete(CacheKind::Token, &key).await;
             }
         }
     }
 
-    /// The entry under `key` as far as it can be known (the store, else the near cache).
-    async fn entry_for_invalidation(&self, key: &str) -> Option<CachedToken> {
+    /// The entry under `key` as far as it can be known (the store, else the near cache); an
+    /// error (logged) when neither can say: the entry may exist, its token unknown.
+    async fn entry_for_invalidation(&self, key: &str) -> Result<Option<CachedToken>, String> {
         let text = match self.guarded.get(CacheKind::Token, key).await {
             Ok(found) => found,
-            Err(_) => self.near_get(key).map(|(_, text)| text),
+            Err(e) => match self.near_get(key) {
+                Some((_, text)) => Some(text),
+                None => {
+                    log::warn!(
+                        "event=cache_invalidation_unread key={key} error=\"{e}\" tombstone=not_written"
+                    );
+                    return Err(e.to_string());
+                }
+            },
         };
-        serde_json::from_str(&text?).ok()
+        let Some(text) = text else { return Ok(None) };
+        serde_json::from_str(&text).map(Some).map_err(|e| {
+            log::warn!(
+                "event=cache_invalidation_unread key={key} error=\"undecodable entry: {e}\" tombstone=not_written"
+            );
+            e.to_string()
+        })
     }
 
     /// Leaves the tombstone of a token until it expires. Like deletes, sent whatever the
@@ -722,6 +745,25 @@ mod tests {
             cache.token("s", Some(1)).await.unwrap().token.expose(),
             "new"
         );
+    }
+
+    #[actix_rt::test]
+    async fn an_invalidation_that_cannot_read_the_entries_says_so() {
+        let readable = cache();
+        readable
+            .put_token("s", &entry(&readable, "s", 1, "one", 60))
+            .await;
+        assert!(
+            readable.invalidate("s", 1, None).await,
+            "read and tombstoned"
+        );
+        // Redis does not answer and the near cache never held the entry: its token is
+        // unknown, so no tombstone can be written for it.
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let key = SecretKey::from_base64(&key).unwrap();
+        let store = crate::cache::redis_store::RedisStore::connect("redis://127.0.0.1:1/0");
+        let unread = TokenCache::new(CacheStore::Redis(store.unwrap()), "t", key);
+        assert!(!unread.invalidate("s", 1, None).await);
     }
 
     #[actix_rt::test]

@@ -53,9 +53,6 @@ pub struct StatisticsReport {
     pub account_breakdown: Vec<AccountTotals>,
     /// One entry per day of the period, oldest first (days without acquisitions included).
     pub daily_trend: Vec<DayTotals>,
-    /// The live counters, added by the HTTP handler (not from the database).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub real_time_metrics: Option<serde_json::Value>,
 }
 
 /// The period the report covers.
@@ -190,7 +187,6 @@ pub fn report(conn: &mut DbConnection, days: u32, site: Option<&str>) -> Result<
         account_breakdown: folded.top_accounts(),
         daily_trend: folded.trend(start_day, days),
         status_breakdown: folded.statuses,
-        real_time_metrics: None,
     })
 }
 

@@ -678,14 +678,59 @@ impl Slots {
         Ok(limits)
     }
 
-    /// The limits in force (shared ones from Redis when set there).
-    pub async fn limits(&self) -> SlotLimits {
-        if let Some(redis) = self.shared() {
-            if let Ok(Some(limits)) = redis.limits().await {
-                return limits;
+    /// The limits in force and where they come from: the shared ones from Redis when set
+    /// there; this instance's without Redis (or while none is set there); and while Redis
+    /// cannot be read, the in-process ones the fallback holds, with the error, never passed
+    /// off as the shared ones.
+    pub async fn limits(&self) -> LimitsInForce {
+        let here = self.current_limits();
+        let Some(redis) = &self.redis else {
+            return LimitsInForce::of(here, LimitsSource::Local, None);
+        };
+        if self.shared().is_none() {
+            let error = "Redis is unreachable: the in-process fallback holds these limits";
+            return LimitsInForce::of(here, LimitsSource::Fallback, Some(error.into()));
+        }
+        match redis.limits().await {
+            Ok(Some(limits)) => LimitsInForce::of(limits, LimitsSource::Redis, None),
+            Ok(None) => LimitsInForce::of(here, LimitsSource::Local, None),
+            Err(e) => {
+                log::warn!("event=slots_limits_unread reported=in_process error=\"{e}\"");
+                self.redis_failed(&e);
+                LimitsInForce::of(here, LimitsSource::Fallback, Some(e.to_string()))
             }
         }
-        self.current_limits()
+    }
+}
+
+/// Where the limits [`Slots::limits`] reports come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitsSource {
+    /// Set in Redis: every instance holds them.
+    Redis,
+    /// This instance's: no Redis, or none set there (the Redis script then uses these).
+    Local,
+    /// Redis cannot be read: this process holds these in its fallback; the shared ones
+    /// are unknown.
+    Fallback,
+}
+
+/// The limits in force, where they come from and, for the fallback, why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsInForce {
+    pub limits: SlotLimits,
+    pub source: LimitsSource,
+    pub error: Option<String>,
+}
+
+impl LimitsInForce {
+    fn of(limits: SlotLimits, source: LimitsSource, error: Option<String>) -> LimitsInForce {
+        LimitsInForce {
+            limits,
+            source,
+            error,
+        }
     }
 }
 
@@ -827,7 +872,11 @@ mod tests {
         };
         assert_eq!(slots.set_limits(raised).await.unwrap(), raised);
         waiter.await.unwrap().unwrap();
-        assert_eq!(slots.limits().await, raised);
+        let in_force = slots.limits().await;
+        assert_eq!(
+            (in_force.limits, in_force.source),
+            (raised, LimitsSource::Local)
+        );
         drop(held);
     }
 
@@ -858,5 +907,22 @@ mod tests {
         let usage = slots.actor().send(Usage).await.unwrap();
         assert_eq!(usage.active_total, 2);
         drop((slot, second));
+    }
+
+    #[actix_rt::test]
+    async fn limits_that_redis_cannot_give_are_reported_as_the_fallback_with_the_error() {
+        let config = ConcurrencyConfig::default();
+        let store =
+            crate::cache::redis_store::RedisStore::connect("redis://127.0.0.1:1/0").unwrap();
+        let redis = RedisSlots::new(store.connection(), "tokend-unit");
+        let slots = Slots::new(ConcurrencyActor::new(&config).start(), Some(redis), &config);
+        let in_force = slots.limits().await;
+        assert_eq!(in_force.source, LimitsSource::Fallback);
+        assert!(in_force.error.is_some(), "{in_force:?}");
+        assert!(slots.is_degraded());
+        // Within the retry pause too, without asking Redis again.
+        let again = slots.limits().await;
+        assert_eq!(again.source, LimitsSource::Fallback);
+        assert_eq!(again.limits, in_force.limits);
     }
 }
