@@ -30,20 +30,26 @@ fn only_for(key: String, what: &str) -> Result<()> {
 fn validate_captcha(site: &SiteConfig, key: &impl Fn(&str) -> String) -> Result<()> {
     let court = matches!(
         site.driver,
-        DriverKind::CourtZxfw | DriverKind::CourtBaoquan
+        DriverKind::CourtZxfw | DriverKind::CourtBaoquan | DriverKind::Recipe
     );
     if !site.base_url.is_empty() {
         if !court {
-            return only_for(key("base_url"), "\"court_zxfw\" or \"court_baoquan\"");
+            return only_for(
+                key("base_url"),
+                "\"court_zxfw\", \"court_baoquan\" or \"recipe\"",
+            );
         }
         check_url(&key("base_url"), &site.base_url)?;
     }
-    if site.driver != DriverKind::CourtZxfw {
+    if !site.recipe.is_empty() && site.driver != DriverKind::Recipe {
+        return only_for(key("recipe"), "\"recipe\"");
+    }
+    if !matches!(site.driver, DriverKind::CourtZxfw | DriverKind::Recipe) {
         if site.captcha_solver.is_some() {
-            return only_for(key("captcha_solver"), "\"court_zxfw\"");
+            return only_for(key("captcha_solver"), "\"court_zxfw\" or \"recipe\"");
         }
         if !site.captcha_fallback.is_empty() {
-            return only_for(key("captcha_fallback"), "\"court_zxfw\"");
+            return only_for(key("captcha_fallback"), "\"court_zxfw\" or \"recipe\"");
         }
     }
     match &site.captcha_solver {

@@ -21,6 +21,7 @@ pub mod derived;
 pub mod http;
 mod login;
 mod process;
+pub mod recipe;
 
 use std::time::{Duration, Instant};
 
@@ -99,6 +100,8 @@ pub enum LoginDriver {
     CourtBaoquan(Box<court::baoquan::BaoquanDriver>),
     /// SPEC §13: a token exchanged for the parent's (handed in as the password).
     Derived(Box<derived::DerivedDriver>),
+    /// Issue 26: a portal's login described by a recipe file.
+    Recipe(Box<recipe::RecipeDriver>),
 }
 
 impl LoginDriver {
@@ -120,6 +123,9 @@ impl LoginDriver {
                     site, parent,
                 )?))
             }
+            DriverKind::Recipe => {
+                LoginDriver::Recipe(Box::new(recipe::RecipeDriver::new(site, metrics)?))
+            }
             DriverKind::Derived => {
                 LoginDriver::Derived(Box::new(derived::DerivedDriver::new(site, default_ttl)))
             }
@@ -139,6 +145,7 @@ impl LoginDriver {
             LoginDriver::CourtZxfw(d) => {
                 LoginDriver::CourtZxfw(Box::new(d.with_captchas(captchas)))
             }
+            LoginDriver::Recipe(d) => LoginDriver::Recipe(Box::new(d.with_captchas(captchas))),
             other => other,
         }
     }
@@ -154,6 +161,7 @@ impl LoginDriver {
             LoginDriver::CourtZxfw(d) => d.login(creds, deadline).await,
             LoginDriver::CourtBaoquan(d) => d.login(creds, deadline.remaining()).await,
             LoginDriver::Derived(d) => d.login(creds, deadline.remaining()).await,
+            LoginDriver::Recipe(d) => d.login(creds, deadline).await,
         }
     }
 
