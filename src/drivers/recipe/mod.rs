@@ -9,6 +9,7 @@
 //! variables set, secrets masked): `tokend recipe check` prints it as it goes, and a login
 //! whose answer the recipe does not recognise logs it (`event=recipe_trace`).
 
+pub mod check;
 pub mod expr;
 pub mod format;
 

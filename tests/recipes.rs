@@ -1,0 +1,266 @@
+//! Portal recipes (issue 26) against a fake of the provincial e-delivery portal, on the real
+//! daemon: `examples/recipes/edelivery.toml` logs in (nonce, raw PNG captcha, the double-MD5
+//! password) and the token goes out as `X-Access-Token`; a wrong captcha is retried with a
+//! fresh nonce and captcha; a wrong password is a credential error; `tokend recipe check`
+//! traces each step and names the one whose answer changed; a broken recipe stops start-up
+//! naming the file, the step and the key.
+
+mod common;
+#[path = "common/edelivery_portal.rs"]
+mod edelivery_portal;
+#[path = "common/harness.rs"]
+mod harness;
+#[path = "common/portal.rs"]
+mod portal;
+
+use std::path::Path;
+use std::process::Output;
+
+use edelivery_portal::{expected_pwd, EdeliveryPortal};
+use harness::Harness;
+use serde_json::json;
+
+const RETRY: &str = "[retry]\nmax_network_retries = 1\nnetwork_retry_delay_base = 0.05\n\
+                     max_captcha_retries = 3\ncaptcha_retry_delay = 0.05\nlogin_timeout = 20\n";
+
+/// A solver that reads the answer the fake portal wrote into its image.
+const SOLVER: &str = "import re, sys\n\
+data = sys.stdin.buffer.read()\n\
+m = re.search(rb'answer=(\\w+)', data)\n\
+print(m.group(1).decode() if m else '')\n";
+
+fn example() -> String {
+    format!(
+        "{}/examples/recipes/edelivery.toml",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// The `edelivery` site on `portal`, its recipe `recipe` (a path or a built-in's name).
+fn site(dir: &Path, portal: &EdeliveryPortal, recipe: &str) -> String {
+    let solver = dir.join("solve.py");
+    std::fs::write(&solver, SOLVER).unwrap();
+    format!(
+        "[[sites]]\nname = \"edelivery\"\ndriver = \"recipe\"\nrecipe = \"{recipe}\"\n\
+         base_url = \"{}\"\ncaptcha_solver = [\"python3\", \"{}\"]\ncaptcha_solver_timeout = 5\n",
+        portal.base(),
+        solver.display()
+    )
+}
+
+async fn start(dir: &Path, portal: &EdeliveryPortal, recipe: &str) -> Harness {
+    Harness::start_with(None, RETRY, &site(dir, portal, recipe)).await
+}
+
+#[actix_rt::test]
+async fn an_edelivery_login_hands_out_the_token_as_x_access_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let portal = EdeliveryPortal::start();
+    portal.accept("alice", "密码-Passw0rd");
+    let h = start(dir.path(), &portal, &example()).await;
+    h.add_account_on("edelivery", "alice", "密码-Passw0rd", false);
+
+    let (status, body) = h.acquire(json!({"site_name": "edelivery"})).await;
+    assert_eq!(status, 200, "{body}");
+    let data = &body["data"];
+    let token = data["token"].as_str().unwrap();
+    assert_eq!(portal.state.issued.lock().unwrap().as_slice(), [token]);
+    assert_eq!(
+        data["headers"],
+        json!({ "X-Access-Token": token }),
+        "{data}"
+    );
+    assert_eq!(data["authorization"], json!(null), "{data}");
+    // The portal's `expiresIn` (1800 s) is the token's life.
+    let expires = chrono::DateTime::parse_from_rfc3339(data["expires_at"].as_str().unwrap())
+        .unwrap()
+        .timestamp();
+    let left = expires - chrono::Utc::now().timestamp();
+    assert!((1700..=1800).contains(&left), "{left}");
+    // The header as handed out opens the portal's API.
+    let me = reqwest::Client::new()
+        .get(format!("{}/api/me", portal.base()))
+        .header("X-Access-Token", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status().as_u16(), 200);
+    // `pwd` is exactly base64(md5hex(md5hex(password) + nonce)).
+    let received = portal.state.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 1);
+    let (nonce, pwd) = &received[0];
+    assert_eq!(pwd, &expected_pwd("密码-Passw0rd", nonce));
+    // Known answer: md5("pw") = 8fe4c11451281c094a6578e6ddbf5eed.
+    assert_eq!(
+        expected_pwd("pw", "n1"),
+        base64_of(&md5_hex(&format!("{}n1", md5_hex("pw"))))
+    );
+    assert_eq!(md5_hex("pw"), "8fe4c11451281c094a6578e6ddbf5eed");
+}
+
+fn md5_hex(text: &str) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(text.as_bytes()))
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+#[actix_rt::test]
+async fn the_built_in_recipe_works_by_name_and_a_wrong_captcha_gets_a_fresh_nonce() {
+    let dir = tempfile::tempdir().unwrap();
+    let portal = EdeliveryPortal::start();
+    portal.accept("bob", "pw-bob");
+    portal
+        .state
+        .wrong_answers
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let h = start(dir.path(), &portal, "edelivery").await;
+    h.add_account_on("edelivery", "bob", "pw-bob", false);
+
+    let (status, body) = h.acquire(json!({"site_name": "edelivery"})).await;
+    assert_eq!(status, 200, "{body}");
+    let state = &portal.state;
+    assert_eq!(EdeliveryPortal::count(&state.logins), 2);
+    assert_eq!(EdeliveryPortal::count(&state.nonces_issued), 2);
+    assert_eq!(EdeliveryPortal::count(&state.captchas_issued), 2);
+    let nonces = state.login_nonces.lock().unwrap().clone();
+    assert_ne!(nonces[0], nonces[1], "the retry asked for a fresh nonce");
+    let rows = h.history().await;
+    assert_eq!(rows[0].status, "success");
+}
+
+#[actix_rt::test]
+async fn a_wrong_password_is_a_credential_error_and_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let portal = EdeliveryPortal::start();
+    portal.accept("carol", "the-right-one");
+    let h = start(dir.path(), &portal, &example()).await;
+    h.add_account_on("edelivery", "carol", "a-wrong-one", false);
+
+    let (status, body) = h.acquire(json!({"site_name": "edelivery"})).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["errors"]["error_type"], "credential_error", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("账号或密码错误"),
+        "{body}"
+    );
+    assert!(!body.to_string().contains("a-wrong-one"), "{body}");
+    assert_eq!(EdeliveryPortal::count(&portal.state.logins), 1);
+    let (status, body) = h
+        .api_get("/api/v1/automation/accounts?site_name=edelivery")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let carol = &body["data"]["accounts"][0];
+    assert_eq!(carol["account"], "carol", "{body}");
+    assert_eq!(carol["state"], "blacklisted", "{body}");
+}
+
+fn run(dir: &Path, config: &Path, args: &[&str]) -> Output {
+    common::tokend(dir)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn recipe_check_traces_each_step_and_names_the_one_that_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let portal = EdeliveryPortal::start();
+    portal.accept("alice", "pw-secret-1");
+    let config = common::write_config(
+        dir.path(),
+        &format!("{RETRY}{}", site(dir.path(), &portal, &example())),
+    );
+    common::add_account(dir.path(), &config, "edelivery", "alice", "pw-secret-1");
+
+    let out = run(dir.path(), &config, &["recipe", "check", "edelivery"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "step 1 `nonce`",
+        "GET http://",
+        "→ HTTP 200",
+        "set nonce = ",
+        "step 2 `captcha`",
+        "set code = <",
+        "step 3 `login`",
+        "POST http://",
+        "set pwd = <",
+        "answer: success",
+        "X-Access-Token: {token}",
+        "OK",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} in\n{stdout}");
+    }
+    let issued = portal.state.issued.lock().unwrap().clone();
+    assert_eq!(issued.len(), 1);
+    let (nonce, pwd) = portal.state.received.lock().unwrap()[0].clone();
+    for secret in [issued[0].as_str(), "pw-secret-1", pwd.as_str()] {
+        assert!(!stdout.contains(secret), "{secret} in\n{stdout}");
+    }
+    assert!(stdout.contains(&nonce), "a public variable is shown");
+
+    // The portal changed the shape of its nonce answer.
+    *portal.state.canned_nonce.lock().unwrap() =
+        Some(json!({"code": 0, "data": {"nonceValue": "abc"}}));
+    let out = run(dir.path(), &config, &["recipe", "check", "edelivery"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("STOP: step `nonce`: extract.nonce: no `/data/nonce` in the answer"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("nonceValue"),
+        "the trace shows the answer's shape: {stdout}"
+    );
+    assert!(!stdout.contains("step 2"), "{stdout}");
+    // Nothing was stored: no history, no token, the account untouched.
+    assert_eq!(EdeliveryPortal::count(&portal.state.logins), 1);
+}
+
+#[test]
+fn a_broken_recipe_stops_start_up_naming_the_file_the_step_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let portal = EdeliveryPortal::start();
+    let broken = std::fs::read_to_string(example())
+        .unwrap()
+        .replace("md5(md5(password) + nonce)", "md5(md5(password) + nonse)");
+    let recipe = dir.path().join("broken.toml");
+    std::fs::write(&recipe, broken).unwrap();
+    let config = common::write_config(
+        dir.path(),
+        &site(dir.path(), &portal, &recipe.display().to_string()),
+    );
+    let out = run(dir.path(), &config, &["recipe", "list"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    for part in [
+        "sites[0].recipe",
+        "broken.toml",
+        "steps[2] (`login`).set.pwd",
+        "`nonse` is not set",
+    ] {
+        assert!(stderr.contains(part), "{part:?} in {stderr}");
+    }
+}
+
+#[test]
+fn recipe_list_and_show_print_the_built_in_recipes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_config(dir.path(), "");
+    let out = run(dir.path(), &config, &["recipe", "list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("edelivery\t"));
+    let out = run(dir.path(), &config, &["recipe", "show", "edelivery"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(shown, std::fs::read_to_string(example()).unwrap());
+}
