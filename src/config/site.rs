@@ -471,6 +471,12 @@ impl SiteConfig {
         if !self.probe_header.is_empty() {
             return self.probe_header.as_str().into();
         }
+        // A recipe says itself which header its consumers send (checked at start).
+        if self.driver == DriverKind::Recipe {
+            if let Ok(recipe) = crate::drivers::recipe::format::Recipe::load(&self.recipe) {
+                return recipe.header.into();
+            }
+        }
         // The header callers are handed (`Cookie: {token}` for a cookie session,
         // `Authorization: Bearer {token}`, the token raw for court_zxfw).
         let (name, value) = ready_header(self.token_type(), "{token}");
@@ -549,6 +555,8 @@ mod tests {
         );
         let cookies = site("driver = \"http\"\ntoken_from = \"cookies\"");
         assert_eq!(cookies.probe_header_template(), "Cookie: {token}");
+        let recipe = site("driver = \"recipe\"\nrecipe = \"edelivery\"");
+        assert_eq!(recipe.probe_header_template(), "X-Access-Token: {token}");
         let own = site("driver = \"http\"\nprobe_header = \"X-Token: {token}\"");
         assert_eq!(own.probe_header_template(), "X-Token: {token}");
     }
