@@ -46,7 +46,7 @@ pub enum Expr {
 }
 
 /// Every transform, and how many arguments it takes (`None`: any number, at least one).
-pub const FUNCTIONS: [(&str, Option<usize>); 19] = [
+pub const FUNCTIONS: [(&str, Option<usize>); 23] = [
     ("md5", Some(1)),
     ("sha1", Some(1)),
     ("sha256", Some(1)),
@@ -66,6 +66,10 @@ pub const FUNCTIONS: [(&str, Option<usize>); 19] = [
     ("timestamp_ms", Some(0)),
     ("uuid", Some(0)),
     ("random_hex", Some(1)),
+    ("rsa_pkcs1", Some(2)),
+    ("rsa_pkcs1_hex", Some(2)),
+    ("aes_ecb_pkcs7", Some(2)),
+    ("aes_cbc_pkcs7", Some(3)),
 ];
 
 /// Whether `name` may name a variable: `[A-Za-z_][A-Za-z0-9_]*`.
@@ -176,6 +180,10 @@ fn call(name: &str, args: &[&str]) -> Result<String, String> {
         "upper" => arg(0).to_uppercase(),
         "trim" => arg(0).trim().to_string(),
         "sm2_c1c3c2" | "sm2_c1c2c3" => sm2(name, arg(0), arg(1))?,
+        "rsa_pkcs1" => b64.encode(super::ciphers::rsa_pkcs1(arg(0), arg(1))?),
+        "rsa_pkcs1_hex" => hex::encode(super::ciphers::rsa_pkcs1(arg(0), arg(1))?),
+        "aes_ecb_pkcs7" => b64.encode(super::ciphers::aes_ecb(arg(0), arg(1))?),
+        "aes_cbc_pkcs7" => b64.encode(super::ciphers::aes_cbc(arg(0), arg(1), arg(2))?),
         "timestamp" => chrono::Utc::now().timestamp().to_string(),
         "timestamp_ms" => chrono::Utc::now().timestamp_millis().to_string(),
         "uuid" => uuid::Uuid::new_v4().to_string(),

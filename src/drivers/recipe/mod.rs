@@ -10,6 +10,7 @@
 //! whose answer the recipe does not recognise logs it (`event=recipe_trace`).
 
 pub mod check;
+mod ciphers;
 pub mod expr;
 pub mod format;
 
