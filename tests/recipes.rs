@@ -6,6 +6,8 @@
 //! naming the file, the step and the key.
 
 mod common;
+#[path = "common/court_portal.rs"]
+mod court_portal;
 #[path = "common/edelivery_portal.rs"]
 mod edelivery_portal;
 #[path = "common/harness.rs"]
@@ -259,7 +261,9 @@ fn recipe_list_and_show_print_the_built_in_recipes() {
     let dir = tempfile::tempdir().unwrap();
     let config = common::write_config(dir.path(), "");
     let out = run(dir.path(), &config, &["recipe", "list"]);
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("edelivery\t"));
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(listed.starts_with("edelivery\t"), "{listed}");
+    assert!(listed.contains("\ncourt_zxfw\t"), "{listed}");
     let out = run(dir.path(), &config, &["recipe", "show", "edelivery"]);
     let shown = String::from_utf8_lossy(&out.stdout);
     assert_eq!(shown, std::fs::read_to_string(example()).unwrap());
@@ -357,4 +361,56 @@ fn a_recipe_cannot_send_anything_to_a_host_it_does_not_list() {
     assert!(stdout.contains("is not on a host of the site"), "{stdout}");
     assert!(!stdout.contains("pw-secret-3"), "{stdout}");
     assert_eq!(EdeliveryPortal::count(&portal.state.logins), 0);
+}
+
+/// The zxfw login written as a recipe (`examples/recipes/court_zxfw.toml`, built in as
+/// `court_zxfw`) logs in to the court test portal that speaks SPEC §15 byte for byte.
+#[actix_rt::test]
+async fn the_zxfw_recipe_logs_in_to_the_court_portal_and_its_token_goes_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    let court = court_portal::CourtPortal::start();
+    court
+        .state
+        .key_with_prefix
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    court
+        .state
+        .wrong_answers
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    court.accept("alice", "密码-Passw0rd");
+    let solver = dir.path().join("solve.py");
+    std::fs::write(&solver, SOLVER).unwrap();
+    let site = format!(
+        "[[sites]]\nname = \"zxfw\"\ndriver = \"recipe\"\nrecipe = \"court_zxfw\"\n\
+         base_url = \"{}\"\ncaptcha_solver = [\"python3\", \"{}\"]\n",
+        court.zxfw_base(),
+        solver.display()
+    );
+    let h = Harness::start_with(None, RETRY, &site).await;
+    h.add_account_on("zxfw", "alice", "密码-Passw0rd", false);
+
+    let (status, body) = h.acquire(json!({"site_name": "zxfw"})).await;
+    assert_eq!(status, 200, "{body}");
+    let data = &body["data"];
+    let token = data["token"].as_str().unwrap();
+    assert_eq!(data["headers"], json!({ "Authorization": token }), "{data}");
+    assert_eq!(data["authorization"], token, "{data}");
+    // The wrong captcha was retried; the portal decrypted exactly the password.
+    assert_eq!(
+        court.state.decrypted.lock().unwrap().as_slice(),
+        ["密码-Passw0rd"]
+    );
+    assert_eq!(court.state.login_captcha_ids.lock().unwrap().len(), 2);
+    let me = reqwest::Client::new()
+        .get(court.url("/zxfw/api/v1/me"))
+        .header("Authorization", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status().as_u16(), 200);
+    // Its life is the JWT's exp (7200 s), not the recipe's default hour.
+    let expires = chrono::DateTime::parse_from_rfc3339(data["expires_at"].as_str().unwrap())
+        .unwrap()
+        .timestamp();
+    assert!(expires - chrono::Utc::now().timestamp() > 7000);
 }

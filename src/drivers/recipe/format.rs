@@ -12,10 +12,16 @@ use serde::Deserialize;
 use super::expr::{is_name, Expr, Template};
 
 /// The recipes compiled into tokend: `recipe = "NAME"`, `tokend recipe list|show`.
-pub const BUILT_IN: [(&str, &str); 1] = [(
-    "edelivery",
-    include_str!("../../../examples/recipes/edelivery.toml"),
-)];
+pub const BUILT_IN: [(&str, &str); 2] = [
+    (
+        "edelivery",
+        include_str!("../../../examples/recipes/edelivery.toml"),
+    ),
+    (
+        "court_zxfw",
+        include_str!("../../../examples/recipes/court_zxfw.toml"),
+    ),
+];
 
 /// The variables every attempt starts with.
 pub const GIVEN: [&str; 2] = ["login", "password"];
