@@ -414,3 +414,68 @@ async fn the_zxfw_recipe_logs_in_to_the_court_portal_and_its_token_goes_raw() {
         .timestamp();
     assert!(expires - chrono::Utc::now().timestamp() > 7000);
 }
+
+/// A recipe site with `from_site` exchanges its parent's token (`{parent_token}`): one parent
+/// login and one exchange, then the cache; the recipe's mistakes about it stop start-up.
+#[actix_rt::test]
+async fn a_recipe_exchanges_the_token_of_its_parent_site() {
+    let dir = tempfile::tempdir().unwrap();
+    let court = court_portal::CourtPortal::start();
+    court.accept("alice", "pw-alice");
+    let solver = dir.path().join("solve.py");
+    std::fs::write(&solver, SOLVER).unwrap();
+    let recipe = dir.path().join("exchange.toml");
+    std::fs::write(
+        &recipe,
+        "name = \"exchange\"\n[[steps]]\nname = \"exchange\"\nmethod = \"POST\"\nurl = \"/exchange\"\n\
+         headers = { X-Parent-Token = \"{parent_token}\" }\n\
+         [steps.extract]\ntoken = { json = \"/access_token\", secret = true }\n\
+         expires = { json = \"/expires_in\" }\n\
+         [token]\nvalue = \"token\"\nexpires_in = \"expires\"\n",
+    )
+    .unwrap();
+    let sites = format!(
+        "[[sites]]\nname = \"zxfw\"\ndriver = \"court_zxfw\"\nbase_url = \"{}\"\n\
+         captcha_solver = [\"python3\", \"{}\"]\n\
+         [[sites]]\nname = \"child\"\ndriver = \"recipe\"\nrecipe = \"{}\"\nfrom_site = \"zxfw\"\n\
+         base_url = \"{}\"\n",
+        court.zxfw_base(),
+        solver.display(),
+        recipe.display(),
+        court.url("")
+    );
+    let h = Harness::start_with(None, RETRY, &sites).await;
+    h.add_account_on("zxfw", "alice", "pw-alice", false);
+
+    for _ in 0..3 {
+        let (status, body) = h.acquire(json!({"site_name": "child"})).await;
+        assert_eq!(status, 200, "{body}");
+        let token = body["data"]["token"].as_str().unwrap();
+        assert!(token.starts_with("derived-1-from-"), "{body}");
+        assert_eq!(
+            body["data"]["headers"],
+            json!({"Authorization": format!("Bearer {token}")})
+        );
+    }
+    assert_eq!(
+        court_portal::CourtPortal::count(&court.state.zxfw_logins),
+        1
+    );
+    assert_eq!(court_portal::CourtPortal::count(&court.state.exchanges), 1);
+
+    // A recipe that reads `parent_token` needs from_site, and the other way round.
+    let config = common::write_config(
+        dir.path(),
+        &format!(
+            "[[sites]]\nname = \"child\"\ndriver = \"recipe\"\nrecipe = \"{}\"\nbase_url = \"http://x\"\n",
+            recipe.display()
+        ),
+    );
+    let out = run(dir.path(), &config, &["recipe", "list"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("sites[0].recipe") && stderr.contains("set from_site"),
+        "{stderr}"
+    );
+}

@@ -314,6 +314,14 @@ fn default_credential_error_pattern() -> String {
 }
 
 impl SiteConfig {
+    /// Whether the site's tokens come from another site's token (it has no accounts of its
+    /// own): a `derived` or `court_baoquan` site, or a recipe site with `from_site` (its
+    /// recipe reads the parent's token as `parent_token`, issue 26).
+    pub fn is_derived(&self) -> bool {
+        self.driver.is_derived()
+            || (self.driver == DriverKind::Recipe && !self.from_site.is_empty())
+    }
+
     /// The scheme of the site's tokens: `Cookie` for a cookie session (`token_from =
     /// "cookies"`), else the site's `token_type`, else `Bearer` (none for `court_zxfw`, whose
     /// consumers send the token raw). [`ready_header`] turns it into the header to send.

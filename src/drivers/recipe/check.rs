@@ -51,6 +51,15 @@ pub fn check(
             format!("site `{}` does not use driver \"recipe\"", site.name),
         ));
     }
+    if site.is_derived() {
+        return Err(Error::invalid(
+            "site",
+            format!(
+                "site `{}` exchanges the token of `{}`: try it through the daemon (tokend token get {})",
+                site.name, site.from_site, site.name
+            ),
+        ));
+    }
     let driver = RecipeDriver::new(site, None)?;
     let creds = Credentials {
         site: &site.name,

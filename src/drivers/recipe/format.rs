@@ -23,8 +23,9 @@ pub const BUILT_IN: [(&str, &str); 2] = [
     ),
 ];
 
-/// The variables every attempt starts with.
-pub const GIVEN: [&str; 2] = ["login", "password"];
+/// The variables every attempt starts with (`parent_token`: only on a site with
+/// `from_site`, whose parent's token it is).
+pub const GIVEN: [&str; 3] = ["login", "password", "parent_token"];
 
 /// A recipe as written.
 #[derive(Debug, Deserialize)]
@@ -191,6 +192,8 @@ pub struct Recipe {
     pub life: u64,
     /// `Name: value` with `{token}`: what consumers send.
     pub header: String,
+    /// Some line (not a comment) names `parent_token`: the recipe exchanges a parent's token.
+    pub uses_parent: bool,
 }
 
 /// The text of recipe `spec`: a built-in's name, else a file's path. `Err`: why not.
@@ -216,6 +219,10 @@ impl Recipe {
 
     pub fn parse(text: &str) -> Result<Recipe, String> {
         let file: RecipeFile = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        let uses_parent = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .any(|l| l.contains("parent_token"));
         let mut known: BTreeSet<String> = GIVEN.iter().map(|s| s.to_string()).collect();
         if !file.base_url.is_empty() {
             check_base(&file.base_url).map_err(|e| format!("base_url: {e}"))?;
@@ -266,6 +273,7 @@ impl Recipe {
             },
             life: file.token.life.max(1),
             header: file.token.header,
+            uses_parent,
         })
     }
 }

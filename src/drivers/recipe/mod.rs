@@ -45,6 +45,8 @@ pub struct RecipeDriver {
     /// The hosts requests may go to: `base`'s and the recipe's `hosts`.
     hosts: Vec<String>,
     solver: CaptchaSolver,
+    /// The site exchanges the token of `from_site` (handed in as the password).
+    derived: bool,
 }
 
 /// The recipe of `site`, checked; the error names the file, the step and the key.
@@ -56,6 +58,21 @@ pub fn recipe_of(site: &SiteConfig) -> std::result::Result<Recipe, String> {
         );
     }
     let recipe = Recipe::load(&site.recipe)?;
+    match (recipe.uses_parent, site.from_site.is_empty()) {
+        (true, true) => {
+            return Err(format!(
+            "{}: the recipe reads `parent_token`: set from_site, the site whose token it exchanges",
+            site.recipe
+        ))
+        }
+        (false, false) => {
+            return Err(format!(
+                "{}: a site with from_site needs a recipe that sends `{{parent_token}}`",
+                site.recipe
+            ))
+        }
+        _ => {}
+    }
     if site.base_url.is_empty() && recipe.base_url.is_empty() {
         return Err(format!(
             "{}: no base_url: set it in the recipe or in the site",
@@ -83,6 +100,7 @@ impl RecipeDriver {
             base,
             hosts,
             solver: CaptchaSolver::new(site, metrics),
+            derived: site.is_derived(),
         })
     }
 
@@ -151,6 +169,11 @@ impl RecipeDriver {
         attempt
             .vars
             .insert("password".into(), Text::secret(creds.password.expose()));
+        if self.derived {
+            attempt
+                .vars
+                .insert("parent_token".into(), Text::secret(creds.password.expose()));
+        }
         trace.line(
             &attempt.secrets(),
             format!(
@@ -385,6 +408,17 @@ impl Attempt<'_> {
                 answer.body.len()
             ),
         );
+        if self.driver.derived && matches!(answer.status, 401 | 403) {
+            // The parent's token is dropped, so that the next acquisition gets a fresh one.
+            return Err(self
+                .failure(
+                    step,
+                    FailureKind::Failed,
+                    &format!("HTTP {}: the parent's token was refused", answer.status),
+                )
+                .refusing_parent(true)
+                .into());
+        }
         if answer.status == 429 || answer.status >= 500 {
             return Err(self
                 .failure(
