@@ -408,28 +408,27 @@ impl Attempt<'_> {
                 answer.body.len()
             ),
         );
-        if self.driver.derived && matches!(answer.status, 401 | 403) {
-            // The parent's token is dropped, so that the next acquisition gets a fresh one.
-            return Err(self
-                .failure(
-                    step,
-                    FailureKind::Failed,
-                    &format!("HTTP {}: the parent's token was refused", answer.status),
-                )
-                .refusing_parent(true)
-                .into());
+        match self.refused_status(step, answer.status) {
+            Some(failure) => Err(failure.into()),
+            None => Ok(answer),
         }
-        if answer.status == 429 || answer.status >= 500 {
-            return Err(self
-                .failure(
-                    step,
-                    FailureKind::Network,
-                    &format!("HTTP {}", answer.status),
-                )
-                .congested(answer.status == 429)
-                .into());
+    }
+
+    /// A status that ends the step whatever the recipe says: 429 and 5xx are network errors;
+    /// 401/403 on a derived site refuse the parent's token, which is then dropped so that the
+    /// next acquisition gets a fresh one.
+    fn refused_status(&self, step: &Step, status: u16) -> Option<LoginFailure> {
+        if self.driver.derived && matches!(status, 401 | 403) {
+            let why = format!("HTTP {status}: the parent's token was refused");
+            return Some(
+                self.failure(step, FailureKind::Failed, &why)
+                    .refusing_parent(true),
+            );
         }
-        Ok(answer)
+        (status == 429 || status >= 500).then(|| {
+            self.failure(step, FailureKind::Network, &format!("HTTP {status}"))
+                .congested(status == 429)
+        })
     }
 
     fn driver_client(&self) -> &reqwest::Client {
