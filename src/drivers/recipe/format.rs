@@ -227,7 +227,13 @@ impl Recipe {
         if !file.base_url.is_empty() {
             check_base(&file.base_url).map_err(|e| format!("base_url: {e}"))?;
         }
-        let headers = templates(&file.headers, &known).map_err(|e| format!("headers.{e}"))?;
+        let hosts = file
+            .hosts
+            .iter()
+            .map(|h| check_host(h).map_err(|e| format!("hosts: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let headers =
+            header_templates(&file.headers, &known).map_err(|e| format!("headers.{e}"))?;
         if file.steps.is_empty() {
             return Err("steps: a recipe needs at least one step".into());
         }
@@ -259,14 +265,22 @@ impl Recipe {
                 file.token.header
             ));
         }
+        // The token is secret wherever it was taken from, `secret = true` or not.
+        let token_value = expr("value", &file.token.value)?;
+        let token_vars = expr_vars(&token_value);
+        for step in &mut steps {
+            for (name, extract) in step.extract.iter_mut() {
+                extract.secret |= token_vars.contains(name);
+            }
+        }
         Ok(Recipe {
             name: file.name,
             description: file.description,
             base_url: file.base_url,
-            hosts: file.hosts,
+            hosts,
             headers,
             steps,
-            token_value: expr("value", &file.token.value)?,
+            token_value,
             expires_in: match &file.token.expires_in {
                 Some(text) => Some(expr("expires_in", text)?),
                 None => None,
@@ -286,6 +300,23 @@ pub fn check_base(url: &str) -> Result<(), String> {
     }
 }
 
+/// A host of `hosts`: `name` or `name:port`, lowercase, no scheme or path.
+fn check_host(host: &str) -> Result<String, String> {
+    let lower = host.trim().to_ascii_lowercase();
+    let parsed = reqwest::Url::parse(&format!("http://{lower}/")).ok();
+    let same = parsed.as_ref().is_some_and(|u| {
+        let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+        u.host_str().map(|h| format!("{h}{port}")) == Some(lower.clone())
+    });
+    if same {
+        Ok(lower)
+    } else {
+        Err(format!(
+            "`{host}` is not a host name (`name` or `name:port`, no scheme or path)"
+        ))
+    }
+}
+
 fn expr_vars(expr: &Expr) -> BTreeSet<String> {
     let mut vars = BTreeSet::new();
     expr.vars(&mut vars);
@@ -300,6 +331,20 @@ fn needs(vars: &BTreeSet<String>, known: &BTreeSet<String>) -> Result<(), String
         )),
         None => Ok(()),
     }
+}
+
+/// Header templates: the names must be header names.
+fn header_templates(
+    table: &BTreeMap<String, String>,
+    known: &BTreeSet<String>,
+) -> Result<Vec<(String, Template)>, String> {
+    if let Some(bad) = table
+        .keys()
+        .find(|k| reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err())
+    {
+        return Err(format!("{bad}: not a header name"));
+    }
+    templates(table, known)
 }
 
 fn templates(
@@ -418,7 +463,7 @@ fn parse_request(step: &StepFile, url: &str, known: &BTreeSet<String>) -> Result
         one.insert("url".to_string(), url.to_string());
         templates(&one, known)?.remove(0).1
     };
-    let headers = templates(&step.headers, known).map_err(|e| format!("headers.{e}"))?;
+    let headers = header_templates(&step.headers, known).map_err(|e| format!("headers.{e}"))?;
     let body = match (&step.form, &step.json) {
         (Some(_), Some(_)) => {
             return Err("json: a step sends a form or a JSON body, not both".into())
@@ -566,5 +611,22 @@ mod tests {
         )
         .unwrap_err();
         assert!(got.starts_with("token.header"), "{got}");
+    }
+
+    #[test]
+    fn hosts_and_header_names_are_checked_and_the_token_is_secret() {
+        let step = "[[steps]]\nname = \"a\"\nurl = \"/x\"\nextract.t = { json = \"/t\" }\n";
+        let parse = |top: &str, steps: &str| {
+            Recipe::parse(&format!("{top}\n{steps}[token]\nvalue = \"t\"\n"))
+        };
+        let got = parse("hosts = [\"https://evil.example/x\"]", step).unwrap_err();
+        assert!(got.starts_with("hosts: "), "{got}");
+        let bad_header =
+            "[[steps]]\nname = \"a\"\nurl = \"/x\"\nheaders = { \"Bad Name\" = \"v\" }\n";
+        let got = parse("", bad_header).unwrap_err();
+        assert!(got.starts_with("steps[0] (`a`).headers.Bad Name"), "{got}");
+        let recipe = parse("hosts = [\"SSO.example.cn:8443\"]", step).unwrap();
+        assert_eq!(recipe.hosts, ["sso.example.cn:8443"]);
+        assert!(recipe.steps[0].extract["t"].secret, "the token is secret");
     }
 }

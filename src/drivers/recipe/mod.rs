@@ -445,6 +445,9 @@ impl Attempt<'_> {
         let response = builder.send().await.map_err(|e| {
             let kind = if e.is_timeout() {
                 FailureKind::Timeout
+            } else if e.is_builder() {
+                // A header value with a line break, say: the recipe's fault, not the network's.
+                FailureKind::Failed
             } else {
                 FailureKind::Network
             };
