@@ -9,7 +9,7 @@
 //! Layout, leaves first: `login` (what one attempt takes and gives: [`Credentials`],
 //! [`LoginToken`], [`LoginFailure`]), `deadline` (the login's clock, [`Deadline`]),
 //! `process` (a program run in a process group of its own) and [`cookies`]; then the drivers
-//! [`http`], [`command`], [`court`] and [`derived`]; here, the driver of a site
+//! [`http`], [`command`], [`court`], [`derived`] and [`recipe`]; here, the driver of a site
 //! ([`LoginDriver`]) and its retries. Imports go one way: from here to the drivers, from the
 //! drivers to the leaves; no driver imports this file.
 
