@@ -10,6 +10,8 @@ mod common;
 mod court_portal;
 #[path = "common/edelivery_portal.rs"]
 mod edelivery_portal;
+#[path = "common/forward_proxy.rs"]
+mod forward_proxy;
 #[path = "common/harness.rs"]
 mod harness;
 #[path = "common/portal.rs"]
@@ -478,4 +480,41 @@ async fn a_recipe_exchanges_the_token_of_its_parent_site() {
         stderr.contains("sites[0].recipe") && stderr.contains("set from_site"),
         "{stderr}"
     );
+}
+
+/// An account's own proxy carries every step of its recipe logins (the cookie binding the
+/// nonce and the captcha survives the proxy), and nobody else's.
+#[actix_rt::test]
+async fn an_accounts_own_proxy_carries_every_step_of_its_recipe_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let portal = EdeliveryPortal::start();
+    portal.accept("alice", "pw-a");
+    portal.accept("bob", "pw-b");
+    let proxy = forward_proxy::ForwardProxy::start();
+    let h = start(dir.path(), &portal, &example()).await;
+    h.add_account_on("edelivery", "alice", "pw-a", false);
+    h.add_account_on("edelivery", "bob", "pw-b", false);
+    let state = &h.tokend.state;
+    tokend::accounts::set_proxy(
+        &state.pool,
+        &state.key,
+        "edelivery",
+        "alice",
+        Some(&tokend::secret::Secret::new(proxy.url())),
+    )
+    .unwrap();
+    for account in ["alice", "bob"] {
+        let body = json!({"site_name": "edelivery", "account": account});
+        let (status, body) = h.acquire(body).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let carried = proxy.carried.lock().unwrap().clone();
+    let paths: Vec<&str> = ["/auth/nonce", "/auth/captcha", "/auth/login"].to_vec();
+    for path in &paths {
+        let n = carried.iter().filter(|r| r.contains(path)).count();
+        assert_eq!(n, 1, "{path} through alice's proxy: {carried:?}");
+    }
+    let login = carried.iter().find(|r| r.contains("/auth/login")).unwrap();
+    assert!(login.contains("account=alice"), "{login}");
+    assert_eq!(EdeliveryPortal::count(&portal.state.logins), 2);
 }
