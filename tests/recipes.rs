@@ -266,6 +266,7 @@ fn recipe_list_and_show_print_the_built_in_recipes() {
     let listed = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(listed.starts_with("edelivery\t"), "{listed}");
     assert!(listed.contains("\ncourt_zxfw\t"), "{listed}");
+    assert!(listed.contains("\ncourt_baoquan\t"), "{listed}");
     let out = run(dir.path(), &config, &["recipe", "show", "edelivery"]);
     let shown = String::from_utf8_lossy(&out.stdout);
     assert_eq!(shown, std::fs::read_to_string(example()).unwrap());
@@ -517,4 +518,44 @@ async fn an_accounts_own_proxy_carries_every_step_of_its_recipe_login() {
     let login = carried.iter().find(|r| r.contains("/auth/login")).unwrap();
     assert!(login.contains("account=alice"), "{login}");
     assert_eq!(EdeliveryPortal::count(&portal.state.logins), 2);
+}
+
+/// The baoquan exchange written as a recipe (built in as `court_baoquan`), under a native
+/// zxfw site: one zxfw login, one OAuth code at the parent's API root, then the cache; the
+/// token goes as `Authorization: Bearer`.
+#[actix_rt::test]
+async fn the_baoquan_recipe_exchanges_a_zxfw_token_through_an_oauth_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let court = court_portal::CourtPortal::start();
+    court.accept("alice", "pw-alice");
+    let solver = dir.path().join("solve.py");
+    std::fs::write(&solver, SOLVER).unwrap();
+    let sites = format!(
+        "[[sites]]\nname = \"zxfw\"\ndriver = \"court_zxfw\"\nbase_url = \"{}\"\n\
+         captcha_solver = [\"python3\", \"{}\"]\n\
+         [[sites]]\nname = \"baoquan\"\ndriver = \"recipe\"\nrecipe = \"court_baoquan\"\n\
+         from_site = \"zxfw\"\nbase_url = \"{}\"\n",
+        court.zxfw_base(),
+        solver.display(),
+        court.baoquan_base()
+    );
+    let h = Harness::start_with(None, RETRY, &sites).await;
+    h.add_account_on("zxfw", "alice", "pw-alice", false);
+    for _ in 0..3 {
+        let (status, body) = h.acquire(json!({"site_name": "baoquan"})).await;
+        assert_eq!(status, 200, "{body}");
+        let authorization = body["data"]["authorization"].as_str().unwrap();
+        assert!(authorization.starts_with("Bearer "), "{body}");
+        let me = reqwest::Client::new()
+            .get(court.url("/baoquan/api/me"))
+            .header("Authorization", authorization)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(me.status().as_u16(), 200);
+    }
+    let count = court_portal::CourtPortal::count;
+    assert_eq!(count(&court.state.zxfw_logins), 1);
+    assert_eq!(count(&court.state.oauth_codes), 1);
+    assert_eq!(count(&court.state.baoquan_tokens), 1);
 }

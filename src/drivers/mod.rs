@@ -124,7 +124,8 @@ impl LoginDriver {
                 )?))
             }
             DriverKind::Recipe => {
-                LoginDriver::Recipe(Box::new(recipe::RecipeDriver::new(site, metrics)?))
+                let parent = sites.iter().find(|s| s.name == site.from_site);
+                LoginDriver::Recipe(Box::new(recipe::RecipeDriver::new(site, parent, metrics)?))
             }
             DriverKind::Derived => {
                 LoginDriver::Derived(Box::new(derived::DerivedDriver::new(site, default_ttl)))

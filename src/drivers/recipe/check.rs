@@ -60,7 +60,7 @@ pub fn check(
             ),
         ));
     }
-    let driver = RecipeDriver::new(site, None)?;
+    let driver = RecipeDriver::new(site, None, None)?;
     let creds = Credentials {
         site: &site.name,
         account,

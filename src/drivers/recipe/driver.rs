@@ -24,6 +24,8 @@ pub struct RecipeDriver {
     /// The hosts requests may go to: `base`'s and the recipe's `hosts`.
     pub(super) hosts: Vec<String>,
     pub(super) solver: CaptchaSolver,
+    /// The API root of `from_site` (`parent_base_url`).
+    pub(super) parent_base: Option<String>,
     /// The site exchanges the token of `from_site` (handed in as the password).
     pub(super) derived: bool,
 }
@@ -61,8 +63,27 @@ pub fn recipe_of(site: &SiteConfig) -> std::result::Result<Recipe, String> {
     Ok(recipe)
 }
 
+/// A site's API root: its `base_url`, else its driver's or recipe's default.
+fn base_of(site: &SiteConfig) -> Option<String> {
+    let url = if !site.base_url.is_empty() {
+        site.base_url.clone()
+    } else if site.driver == crate::config::DriverKind::CourtZxfw {
+        crate::drivers::court::portal::ZXFW_BASE_URL.to_string()
+    } else if site.driver == crate::config::DriverKind::Recipe {
+        Recipe::load(&site.recipe).ok()?.base_url
+    } else {
+        return None;
+    };
+    Some(url.trim_end_matches('/').to_string())
+}
+
 impl RecipeDriver {
-    pub fn new(site: &SiteConfig, metrics: Option<Arc<Metrics>>) -> Result<RecipeDriver> {
+    /// `parent`: the `from_site` configuration, if any: its API root is `parent_base_url`.
+    pub fn new(
+        site: &SiteConfig,
+        parent: Option<&SiteConfig>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<RecipeDriver> {
         let recipe =
             recipe_of(site).map_err(|e| Error::config(format!("sites.{}.recipe", site.name), e))?;
         let base = if site.base_url.is_empty() {
@@ -73,7 +94,11 @@ impl RecipeDriver {
         let base = base.trim_end_matches('/').to_string();
         let mut hosts = recipe.hosts.clone();
         hosts.extend(host_of(&base));
+        let parent_base = parent.and_then(base_of);
+        // The parent is one of the operator's sites: its host is the site's too.
+        hosts.extend(parent_base.as_deref().and_then(host_of));
         Ok(RecipeDriver {
+            parent_base,
             site: site.name.clone(),
             recipe: Arc::new(recipe),
             base,
@@ -152,6 +177,11 @@ impl RecipeDriver {
             attempt
                 .vars
                 .insert("parent_token".into(), Text::secret(creds.password.expose()));
+            if let Some(base) = &self.parent_base {
+                attempt
+                    .vars
+                    .insert("parent_base_url".into(), Text::public(base.clone()));
+            }
         }
         trace.line(
             &attempt.secrets(),

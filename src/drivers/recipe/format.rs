@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::expr::{is_name, Expr, Template};
 
 /// The recipes compiled into tokend: `recipe = "NAME"`, `tokend recipe list|show`.
-pub const BUILT_IN: [(&str, &str); 2] = [
+pub const BUILT_IN: [(&str, &str); 3] = [
     (
         "edelivery",
         include_str!("../../../examples/recipes/edelivery.toml"),
@@ -21,11 +21,15 @@ pub const BUILT_IN: [(&str, &str); 2] = [
         "court_zxfw",
         include_str!("../../../examples/recipes/court_zxfw.toml"),
     ),
+    (
+        "court_baoquan",
+        include_str!("../../../examples/recipes/court_baoquan.toml"),
+    ),
 ];
 
-/// The variables every attempt starts with (`parent_token`: only on a site with
-/// `from_site`, whose parent's token it is).
-pub const GIVEN: [&str; 3] = ["login", "password", "parent_token"];
+/// The variables every attempt starts with (`parent_token`, `parent_base_url`: only on a site
+/// with `from_site`, whose token and API root they are).
+pub const GIVEN: [&str; 4] = ["login", "password", "parent_token", "parent_base_url"];
 
 /// A recipe as written.
 #[derive(Debug, Deserialize)]
