@@ -75,6 +75,7 @@ async fn an_edelivery_login_hands_out_the_token_as_x_access_token() {
         "{data}"
     );
     assert_eq!(data["authorization"], json!(null), "{data}");
+    assert_eq!(data["token_type"], "X-Access-Token: {token}", "{data}");
     // The portal's `expiresIn` (1800 s) is the token's life.
     let expires = chrono::DateTime::parse_from_rfc3339(data["expires_at"].as_str().unwrap())
         .unwrap()
@@ -398,6 +399,7 @@ async fn the_zxfw_recipe_logs_in_to_the_court_portal_and_its_token_goes_raw() {
     let token = data["token"].as_str().unwrap();
     assert_eq!(data["headers"], json!({ "Authorization": token }), "{data}");
     assert_eq!(data["authorization"], token, "{data}");
+    assert_eq!(data["token_type"], "", "sent raw, as court_zxfw's: {data}");
     // The wrong captcha was retried; the portal decrypted exactly the password.
     assert_eq!(
         court.state.decrypted.lock().unwrap().as_slice(),
@@ -546,6 +548,7 @@ async fn the_baoquan_recipe_exchanges_a_zxfw_token_through_an_oauth_code() {
         assert_eq!(status, 200, "{body}");
         let authorization = body["data"]["authorization"].as_str().unwrap();
         assert!(authorization.starts_with("Bearer "), "{body}");
+        assert_eq!(body["data"]["token_type"], "Bearer", "{body}");
         let me = reqwest::Client::new()
             .get(court.url("/baoquan/api/me"))
             .header("Authorization", authorization)

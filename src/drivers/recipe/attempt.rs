@@ -417,7 +417,55 @@ impl Attempt<'_> {
         Ok(LoginToken {
             token: Secret::new(token),
             expires_at,
-            token_type: Some(recipe.header.clone()),
+            token_type: Some(scheme_of(&recipe.header)),
         })
+    }
+}
+
+/// The `token_type` of a consumer header: the plain scheme when there is one (`Authorization:
+/// Bearer {token}` → `Bearer`, `Authorization: {token}` → empty, `Cookie: {token}` →
+/// `Cookie`), so that answers read as those of other sites; else the template itself
+/// (`X-Access-Token: {token}`), which [`crate::config::ready_header`] understands.
+pub(super) fn scheme_of(header: &str) -> String {
+    let Some((name, value)) = header.split_once(':') else {
+        return header.to_string();
+    };
+    let (name, value) = (name.trim(), value.trim());
+    if name.eq_ignore_ascii_case("cookie") && value == "{token}" {
+        return crate::config::COOKIE_SESSION.to_string();
+    }
+    if name.eq_ignore_ascii_case("authorization") {
+        if value == "{token}" {
+            return String::new();
+        }
+        if let Some(scheme) = value.strip_suffix(" {token}") {
+            if !scheme.is_empty() && !scheme.contains(['{', '}', ' ']) {
+                return scheme.to_string();
+            }
+        }
+    }
+    header.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn plain_schemes_read_as_other_sites_do() {
+        let cases = [
+            ("Authorization: Bearer {token}", "Bearer"),
+            ("Authorization: {token}", ""),
+            ("Cookie: {token}", "Cookie"),
+            ("X-Access-Token: {token}", "X-Access-Token: {token}"),
+            ("Cookie: SID={token}", "Cookie: SID={token}"),
+        ];
+        for (header, scheme) in cases {
+            assert_eq!(super::scheme_of(header), scheme, "{header}");
+            // The same header either way.
+            let (a, b) = (
+                crate::config::ready_header(header, "t"),
+                crate::config::ready_header(scheme, "t"),
+            );
+            assert_eq!((a.0, a.1.expose()), (b.0, b.1.expose()), "{header}");
+        }
     }
 }
