@@ -62,6 +62,25 @@ pub enum Command {
     /// Sites, through the running daemon.
     #[command(subcommand)]
     Sites(SitesCommand),
+    /// Portal recipes (`driver = "recipe"`): check one against its portal, list, show.
+    #[command(subcommand)]
+    Recipe(RecipeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecipeCommand {
+    /// Run SITE's login once against its portal, printing each step (secrets masked);
+    /// stores nothing. The daemon need not run.
+    Check {
+        site: String,
+        /// The account to log in with (default: the site's first active account).
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// The built-in recipes.
+    List,
+    /// Print a built-in recipe, to copy and edit.
+    Show { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -282,6 +301,7 @@ fn run_command(config: &Arc<Config>, command: Command) -> Result<()> {
         Command::Captcha(command) => run_captcha(&config, command),
         Command::Checkout(command) => crate::exec::run_checkout(&config, command),
         Command::Exec(_) => Err(Error::Internal("exec is run by `run`".into())),
+        Command::Recipe(command) => run_recipe(&config, command),
         Command::Sites(SitesCommand::CloseCircuit { site, url, wait }) => close_circuit(
             &config,
             &site,
@@ -511,6 +531,50 @@ fn checked_key(config: &Config, pool: &Pool) -> Result<SecretKey> {
     let key = crate::checks::load_key(config, pool)?;
     crate::checks::key_opens_stored_secret(&mut *pool.get()?, &key)?;
     Ok(key)
+}
+
+/// `tokend recipe …`; `check` opens the account's password like the accounts commands.
+fn run_recipe(config: &Config, command: RecipeCommand) -> Result<()> {
+    use crate::drivers::recipe::check;
+    let (site_name, account) = match command {
+        RecipeCommand::List => return check::list(),
+        RecipeCommand::Show { name } => return check::show(&name),
+        RecipeCommand::Check { site, account } => (site, account),
+    };
+    let site = config
+        .site(&site_name)
+        .ok_or_else(|| Error::UnknownSite(site_name.clone()))?;
+    let pool = ready_pool(config)?;
+    let key = checked_key(config, &pool)?;
+    let credentials = accounts::list(&pool, Some(&site_name))?;
+    let credential = match &account {
+        Some(name) => credentials.iter().find(|c| &c.account == name),
+        None => credentials.iter().find(|c| c.is_active),
+    }
+    .ok_or_else(|| Error::AccountNotFound {
+        site: site_name.clone(),
+        account: account.clone().unwrap_or_else(|| "(any active)".into()),
+    })?;
+    let password = accounts::password(&key, credential)?;
+    let proxy = match &credential.proxy_encrypted {
+        Some(sealed) => Some(key.open(
+            sealed,
+            crate::crypto::SealContext::Proxy {
+                site: &site_name,
+                account: &credential.account,
+            },
+        )?),
+        None => None,
+    };
+    let own = proxy.is_some();
+    let proxy = proxy.or_else(|| (!site.proxy.is_empty()).then(|| site.proxy.clone()));
+    check::check(
+        site,
+        config.retry.login_timeout,
+        &credential.account,
+        &password,
+        proxy.as_ref().map(|p| (p, own)),
+    )
 }
 
 fn warn_if_unconfigured(config: &Config, site: &str) {

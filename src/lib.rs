@@ -22,8 +22,8 @@
 //!   [`budget`] (logins per sliding hour), [`circuit`] (a site that is down is paused),
 //!   [`slots`] (limits in flight, in process or shared through Redis) and [`adaptive`] (AIMD
 //!   limits), [`drivers`] (how tokend logs in: `http`, `command`, the court portals —
-//!   `court_zxfw` with SM2 and a captcha solver, `court_baoquan` — and `derived` sites, with
-//!   retries), [`outcome`] (the vocabulary of results, penalties and rejections).
+//!   `court_zxfw` with SM2 and a captcha solver, `court_baoquan` —, `derived` sites and
+//!   `recipe` sites whose login is a TOML file, with retries), [`outcome`] (the vocabulary of results, penalties and rejections).
 //! - Storage: [`db`] (diesel over SQLite and PostgreSQL: schema, models, pool, migrations,
 //!   queries by table), [`accounts`] (adding, importing, listing, changing accounts),
 //!   [`crypto`] and [`secret`] (encryption at rest; secrets that never print), [`spool`]

@@ -321,7 +321,7 @@ impl Acquisition<'_> {
         &mut self,
         candidate: &CredentialEntry,
     ) -> std::result::Result<Option<AcquiredToken>, LoginFailure> {
-        if !self.site.driver.is_derived() {
+        if !self.site.is_derived() {
             return Ok(None);
         }
         self.ledger.parent_asked = true;
@@ -871,7 +871,7 @@ impl Broker {
         match failure {
             // The account's own proxy: the portal was not reached, the site is not at fault.
             Some(f) if f.kind == FailureKind::Proxy => {
-                if !site.driver.is_derived() {
+                if !site.is_derived() {
                     self.penalise(site, candidate, f.kind).await;
                 }
                 return None;
@@ -910,7 +910,7 @@ impl Broker {
             .await;
         // A derived site has no accounts of its own: its exchanges neither penalise nor
         // count as logins of its parent's accounts.
-        if site.driver.is_derived() {
+        if site.is_derived() {
             return None;
         }
         if let Some(failure) = failure {
@@ -957,7 +957,7 @@ impl Broker {
                     .circuits
                     .record(&site.name, &policy, answered, probe)
                     .await;
-                if !site.driver.is_derived() {
+                if !site.is_derived() {
                     self.penalise(site, candidate, failure.kind).await;
                     self.count_attempt(site, candidate, false).await;
                 }

@@ -329,7 +329,7 @@ impl Broker {
             let Some(parent) = parents.pop() else { break };
             for child in sites
                 .iter()
-                .filter(|s| s.driver.is_derived() && s.from_site == parent)
+                .filter(|s| s.is_derived() && s.from_site == parent)
             {
                 match self.invalidate_one(&child.name, account).await {
                     Ok(done) => log::info!(

@@ -51,7 +51,7 @@ impl CachedToken {
 /// `authorization` (the `Authorization` value; `null` for a cookie session) and `headers`
 /// (`{"Authorization": "Bearer …"}` or `{"Cookie": "SESSION=…"}`).
 #[derive(Debug, Clone)]
-pub struct ReadyHeaders(Arc<(&'static str, Secret)>);
+pub struct ReadyHeaders(Arc<(String, Secret)>);
 
 impl ReadyHeaders {
     pub fn new(token_type: &str, token: &Secret) -> ReadyHeaders {
@@ -64,12 +64,12 @@ impl ReadyHeaders {
     /// The ready `Authorization` value; `None` when the token goes in another header.
     pub fn authorization(&self) -> Option<&Secret> {
         let (name, value) = &*self.0;
-        (*name == "Authorization").then_some(value)
+        name.eq_ignore_ascii_case("authorization").then_some(value)
     }
 
     /// Every header to send, by name.
-    pub fn headers(&self) -> impl Iterator<Item = (&'static str, &Secret)> {
-        std::iter::once((self.0 .0, &self.0 .1))
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &Secret)> {
+        std::iter::once((self.0 .0.as_str(), &self.0 .1))
     }
 }
 
@@ -218,6 +218,15 @@ mod tests {
         assert_eq!(
             answer("", "raw"),
             serde_json::json!({"authorization": "raw", "headers": {"Authorization": "raw"}})
+        );
+        // Issue 26: a recipe's header template.
+        assert_eq!(
+            answer("X-Access-Token: {token}", "at1"),
+            serde_json::json!({"authorization": null, "headers": {"X-Access-Token": "at1"}})
+        );
+        assert_eq!(
+            answer("Cookie: SID={token}", "s2")["headers"],
+            serde_json::json!({"Cookie": "SID=s2"})
         );
         let debug = format!("{:?}", ReadyHeaders::new("Bearer", &Secret::new("t1")));
         assert!(!debug.contains("t1"), "{debug}");

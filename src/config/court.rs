@@ -30,20 +30,26 @@ fn only_for(key: String, what: &str) -> Result<()> {
 fn validate_captcha(site: &SiteConfig, key: &impl Fn(&str) -> String) -> Result<()> {
     let court = matches!(
         site.driver,
-        DriverKind::CourtZxfw | DriverKind::CourtBaoquan
+        DriverKind::CourtZxfw | DriverKind::CourtBaoquan | DriverKind::Recipe
     );
     if !site.base_url.is_empty() {
         if !court {
-            return only_for(key("base_url"), "\"court_zxfw\" or \"court_baoquan\"");
+            return only_for(
+                key("base_url"),
+                "\"court_zxfw\", \"court_baoquan\" or \"recipe\"",
+            );
         }
         check_url(&key("base_url"), &site.base_url)?;
     }
-    if site.driver != DriverKind::CourtZxfw {
+    if !site.recipe.is_empty() && site.driver != DriverKind::Recipe {
+        return only_for(key("recipe"), "\"recipe\"");
+    }
+    if !matches!(site.driver, DriverKind::CourtZxfw | DriverKind::Recipe) {
         if site.captcha_solver.is_some() {
-            return only_for(key("captcha_solver"), "\"court_zxfw\"");
+            return only_for(key("captcha_solver"), "\"court_zxfw\" or \"recipe\"");
         }
         if !site.captcha_fallback.is_empty() {
-            return only_for(key("captcha_fallback"), "\"court_zxfw\"");
+            return only_for(key("captcha_fallback"), "\"court_zxfw\" or \"recipe\"");
         }
     }
     match &site.captcha_solver {
@@ -89,7 +95,7 @@ fn validate_captcha(site: &SiteConfig, key: &impl Fn(&str) -> String) -> Result<
 /// `from_site` of the sites that exchange a parent's token, and the exchange keys of
 /// driver `derived`.
 fn validate_derived(site: &SiteConfig, key: &impl Fn(&str) -> String) -> Result<()> {
-    if site.driver.is_derived() {
+    if site.is_derived() {
         if site.from_site.is_empty() {
             return Err(Error::config(
                 key("from_site"),
@@ -97,7 +103,10 @@ fn validate_derived(site: &SiteConfig, key: &impl Fn(&str) -> String) -> Result<
             ));
         }
     } else if !site.from_site.is_empty() {
-        return only_for(key("from_site"), "\"derived\" or \"court_baoquan\"");
+        return only_for(
+            key("from_site"),
+            "\"derived\", \"court_baoquan\" or \"recipe\"",
+        );
     }
     if site.driver != DriverKind::Derived {
         if !site.exchange_url.is_empty() {
@@ -144,7 +153,7 @@ fn check_url(key: &str, url: &str) -> Result<()> {
 pub(super) fn validate_parents(sites: &[SiteConfig]) -> Result<()> {
     let find = |name: &str| sites.iter().position(|s| s.name == name);
     for (index, site) in sites.iter().enumerate() {
-        if !site.driver.is_derived() {
+        if !site.is_derived() {
             continue;
         }
         let key = format!("sites[{index}].from_site");
@@ -166,7 +175,7 @@ pub(super) fn validate_parents(sites: &[SiteConfig]) -> Result<()> {
         }
         let mut path = vec![site.name.as_str()];
         let mut at = parent;
-        while sites[at].driver.is_derived() {
+        while sites[at].is_derived() {
             if path.contains(&sites[at].name.as_str()) {
                 path.push(&sites[at].name);
                 return Err(Error::config(
@@ -190,7 +199,7 @@ pub(super) fn validate_parents(sites: &[SiteConfig]) -> Result<()> {
 pub fn account_owner<'a>(sites: &'a [SiteConfig], site: &'a SiteConfig) -> &'a SiteConfig {
     let mut at = site;
     for _ in 0..sites.len() {
-        if !at.driver.is_derived() {
+        if !at.is_derived() {
             break;
         }
         match sites.iter().find(|s| s.name == at.from_site) {

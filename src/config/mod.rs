@@ -107,6 +107,18 @@ impl Config {
         if self.history.spool_file.is_relative() {
             self.history.spool_file = base.join(&self.history.spool_file);
         }
+        // A recipe file (issue 26), unless it names a built-in recipe.
+        let built_in = |name: &str| {
+            crate::drivers::recipe::format::BUILT_IN
+                .iter()
+                .any(|(n, _)| *n == name)
+        };
+        for site in &mut self.sites {
+            let file = Path::new(&site.recipe);
+            if !site.recipe.is_empty() && !built_in(&site.recipe) && file.is_relative() {
+                site.recipe = base.join(file).display().to_string();
+            }
+        }
     }
 
     /// Builds a checked config from the file text and an environment lookup (injected, so that
@@ -445,7 +457,8 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         let all = Config::from_sources(Some(&format!("{text}\n{others}\n")), &no_env).unwrap();
-        assert_eq!(all.sites.len(), 5);
+        assert_eq!(all.sites.len(), 6);
+        assert_eq!(all.sites[5].driver, DriverKind::Recipe);
         // The example documents the defaults: apart from its sites it equals the embedded ones.
         let defaults = toml::to_string(&Config::default()).unwrap();
         let example = toml::to_string(&Config {
@@ -480,6 +493,14 @@ mod tests {
             config.history.spool_file,
             Path::new("/etc/tokend/tokend-history.spool")
         );
+        let mut recipes = Config::parse(
+            "[[sites]]\nname = \"a\"\ndriver = \"recipe\"\nrecipe = \"recipes/a.toml\"\n\
+             [[sites]]\nname = \"b\"\ndriver = \"recipe\"\nrecipe = \"edelivery\"\n",
+        )
+        .unwrap();
+        recipes.resolve_paths(Path::new("/etc/tokend"));
+        assert_eq!(recipes.sites[0].recipe, "/etc/tokend/recipes/a.toml");
+        assert_eq!(recipes.sites[1].recipe, "edelivery", "a built-in's name");
         let mut memory = Config::parse("[database]\nurl = \"postgres://u@h/db\"\n").unwrap();
         memory.resolve_paths(Path::new("/x"));
         assert_eq!(memory.database.url.expose(), "postgres://u@h/db");

@@ -78,6 +78,8 @@ pub enum DriverKind {
     CourtBaoquan,
     /// A token obtained by exchanging a token of the same account on `from_site` (§13).
     Derived,
+    /// A portal's login described by a recipe file (issue 26).
+    Recipe,
 }
 
 impl DriverKind {
@@ -181,7 +183,11 @@ pub struct SiteConfig {
     /// `court_zxfw`: none, the token is sent raw). Empty: no scheme.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_type: Option<String>,
-    /// `court_zxfw`, `court_baoquan`: the portal's API root (each driver has its default).
+    /// `recipe`: the recipe's path, or the name of a built-in recipe (`tokend recipe list`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub recipe: String,
+    /// `court_zxfw`, `court_baoquan`, `recipe`: the portal's API root (each driver or recipe
+    /// has its default).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub base_url: String,
     /// `court_zxfw`: who reads the captcha: a program (`["python3", "solve.py"]`, image bytes
@@ -308,6 +314,14 @@ fn default_credential_error_pattern() -> String {
 }
 
 impl SiteConfig {
+    /// Whether the site's tokens come from another site's token (it has no accounts of its
+    /// own): a `derived` or `court_baoquan` site, or a recipe site with `from_site` (its
+    /// recipe reads the parent's token as `parent_token`, issue 26).
+    pub fn is_derived(&self) -> bool {
+        self.driver.is_derived()
+            || (self.driver == DriverKind::Recipe && !self.from_site.is_empty())
+    }
+
     /// The scheme of the site's tokens: `Cookie` for a cookie session (`token_from =
     /// "cookies"`), else the site's `token_type`, else `Bearer` (none for `court_zxfw`, whose
     /// consumers send the token raw). [`ready_header`] turns it into the header to send.
@@ -378,6 +392,10 @@ impl SiteConfig {
         let key = |field: &str| format!("sites[{index}].{field}");
         match self.driver {
             DriverKind::CourtZxfw | DriverKind::CourtBaoquan | DriverKind::Derived => {}
+            DriverKind::Recipe => {
+                crate::drivers::recipe::recipe_of(self)
+                    .map_err(|e| Error::config(key("recipe"), e))?;
+            }
             DriverKind::Http => {
                 if !(self.login_url.starts_with("http://")
                     || self.login_url.starts_with("https://"))
@@ -461,6 +479,12 @@ impl SiteConfig {
         if !self.probe_header.is_empty() {
             return self.probe_header.as_str().into();
         }
+        // A recipe says itself which header its consumers send (checked at start).
+        if self.driver == DriverKind::Recipe {
+            if let Ok(recipe) = crate::drivers::recipe::format::Recipe::load(&self.recipe) {
+                return recipe.header.into();
+            }
+        }
         // The header callers are handed (`Cookie: {token}` for a cookie session,
         // `Authorization: Bearer {token}`, the token raw for court_zxfw).
         let (name, value) = ready_header(self.token_type(), "{token}");
@@ -475,13 +499,34 @@ pub const COOKIE_SESSION: &str = "Cookie";
 /// <token>` for a cookie session, `Authorization: <token>` when the scheme is empty
 /// (court_zxfw), else `Authorization: <token_type> <token>`. Acquire answers (`headers`,
 /// `authorization`), `tokend token get --header` and the default probe header all come from
-/// here.
-pub fn ready_header(token_type: &str, token: &str) -> (&'static str, Secret) {
-    match token_type.trim() {
-        scheme if scheme.eq_ignore_ascii_case(COOKIE_SESSION) => ("Cookie", Secret::new(token)),
-        "" => ("Authorization", Secret::new(token)),
-        scheme => ("Authorization", Secret::new(format!("{scheme} {token}"))),
+/// here. A `token_type` that is itself a header template, `Name: value` with `{token}` (a
+/// recipe's `token.header`, issue 26: `X-Access-Token: {token}`), is that header.
+pub fn ready_header(token_type: &str, token: &str) -> (String, Secret) {
+    if let Some((name, value)) = header_template(token_type) {
+        return (
+            name.to_string(),
+            Secret::new(value.replace("{token}", token)),
+        );
     }
+    match token_type.trim() {
+        scheme if scheme.eq_ignore_ascii_case(COOKIE_SESSION) => {
+            ("Cookie".into(), Secret::new(token))
+        }
+        "" => ("Authorization".into(), Secret::new(token)),
+        scheme => (
+            "Authorization".into(),
+            Secret::new(format!("{scheme} {token}")),
+        ),
+    }
+}
+
+/// `Name: value {token}` as its name and value template; `None` for a plain scheme.
+fn header_template(token_type: &str) -> Option<(&str, &str)> {
+    let (name, value) = token_type.split_once(':')?;
+    let name = name.trim();
+    let valid = value.contains("{token}")
+        && reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok();
+    valid.then_some((name, value.trim()))
 }
 
 #[cfg(test)]
@@ -518,6 +563,8 @@ mod tests {
         );
         let cookies = site("driver = \"http\"\ntoken_from = \"cookies\"");
         assert_eq!(cookies.probe_header_template(), "Cookie: {token}");
+        let recipe = site("driver = \"recipe\"\nrecipe = \"edelivery\"");
+        assert_eq!(recipe.probe_header_template(), "X-Access-Token: {token}");
         let own = site("driver = \"http\"\nprobe_header = \"X-Token: {token}\"");
         assert_eq!(own.probe_header_template(), "X-Token: {token}");
     }

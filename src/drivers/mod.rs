@@ -9,7 +9,7 @@
 //! Layout, leaves first: `login` (what one attempt takes and gives: [`Credentials`],
 //! [`LoginToken`], [`LoginFailure`]), `deadline` (the login's clock, [`Deadline`]),
 //! `process` (a program run in a process group of its own) and [`cookies`]; then the drivers
-//! [`http`], [`command`], [`court`] and [`derived`]; here, the driver of a site
+//! [`http`], [`command`], [`court`], [`derived`] and [`recipe`]; here, the driver of a site
 //! ([`LoginDriver`]) and its retries. Imports go one way: from here to the drivers, from the
 //! drivers to the leaves; no driver imports this file.
 
@@ -21,6 +21,7 @@ pub mod derived;
 pub mod http;
 mod login;
 mod process;
+pub mod recipe;
 
 use std::time::{Duration, Instant};
 
@@ -99,6 +100,8 @@ pub enum LoginDriver {
     CourtBaoquan(Box<court::baoquan::BaoquanDriver>),
     /// SPEC §13: a token exchanged for the parent's (handed in as the password).
     Derived(Box<derived::DerivedDriver>),
+    /// Issue 26: a portal's login described by a recipe file.
+    Recipe(Box<recipe::RecipeDriver>),
 }
 
 impl LoginDriver {
@@ -120,6 +123,10 @@ impl LoginDriver {
                     site, parent,
                 )?))
             }
+            DriverKind::Recipe => {
+                let parent = sites.iter().find(|s| s.name == site.from_site);
+                LoginDriver::Recipe(Box::new(recipe::RecipeDriver::new(site, parent, metrics)?))
+            }
             DriverKind::Derived => {
                 LoginDriver::Derived(Box::new(derived::DerivedDriver::new(site, default_ttl)))
             }
@@ -139,6 +146,7 @@ impl LoginDriver {
             LoginDriver::CourtZxfw(d) => {
                 LoginDriver::CourtZxfw(Box::new(d.with_captchas(captchas)))
             }
+            LoginDriver::Recipe(d) => LoginDriver::Recipe(Box::new(d.with_captchas(captchas))),
             other => other,
         }
     }
@@ -154,6 +162,7 @@ impl LoginDriver {
             LoginDriver::CourtZxfw(d) => d.login(creds, deadline).await,
             LoginDriver::CourtBaoquan(d) => d.login(creds, deadline.remaining()).await,
             LoginDriver::Derived(d) => d.login(creds, deadline.remaining()).await,
+            LoginDriver::Recipe(d) => d.login(creds, deadline).await,
         }
     }
 

@@ -40,6 +40,15 @@ pub fn login_client(proxy: Option<&Secret>) -> Result<reqwest::Client, LoginFail
         reqwest::header::ORIGIN,
         reqwest::header::HeaderValue::from_static(ORIGIN),
     );
+    client_with(proxy, headers)
+}
+
+/// A client for one login with `headers` on every request (recipes: none), cookies kept, no
+/// redirects, through `proxy` if any.
+pub fn client_with(
+    proxy: Option<&Secret>,
+    headers: reqwest::header::HeaderMap,
+) -> Result<reqwest::Client, LoginFailure> {
     let mut builder = reqwest::Client::builder()
         .cookie_store(true)
         .default_headers(headers)
@@ -288,7 +297,7 @@ pub fn base(url: &str, default: &str) -> String {
 /// of its fingerprint (`"<36 chars sha256:1f2e3d4c5b6a>"`): a token, a cookie or an OAuth code
 /// of any shape is never written out. Another answer shows its first 200 characters, secrets
 /// masked and token-like runs hidden.
-fn logged_answer(bytes: &[u8], secrets: &[&str]) -> String {
+pub(crate) fn logged_answer(bytes: &[u8], secrets: &[&str]) -> String {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(json) => shape(&json, None, 0, secrets).to_string(),
         Err(_) => {

@@ -7,6 +7,11 @@ use sm2::pke::{EncryptingKey, Mode};
 /// The portal's key as it comes: 128 hex digits (x‖y), or 130 with a leading `04`.
 /// The error says what is wrong with it, never a panic.
 pub fn encrypting_key(public_key_hex: &str) -> Result<EncryptingKey, String> {
+    encrypting_key_in(public_key_hex, Mode::C1C3C2)
+}
+
+/// The same, for ciphertexts laid out as `mode` says (recipes: `sm2_c1c3c2`, `sm2_c1c2c3`).
+pub fn encrypting_key_in(public_key_hex: &str, mode: Mode) -> Result<EncryptingKey, String> {
     let hex_text: String = public_key_hex
         .chars()
         .filter(|c| !c.is_whitespace())
@@ -25,7 +30,7 @@ pub fn encrypting_key(public_key_hex: &str) -> Result<EncryptingKey, String> {
     sec1.extend(hex::decode(xy).map_err(|e| format!("the SM2 public key is not hex: {e}"))?);
     let public = sm2::PublicKey::from_sec1_bytes(&sec1)
         .map_err(|_| "the SM2 public key is not a point on the SM2 curve".to_string())?;
-    Ok(EncryptingKey::new_with_mode(public, Mode::C1C3C2))
+    Ok(EncryptingKey::new_with_mode(public, mode))
 }
 
 /// `password` encrypted under `key` with the randomness of `rng`: lowercase hex of
