@@ -157,9 +157,14 @@ impl Checkouts {
         self.inner.shared.is_some()
     }
 
+    /// Whether this instance knows of any hold: the hot path's whole cost when none is.
+    pub fn any(&self) -> bool {
+        self.inner.any.load(Ordering::Acquire)
+    }
+
     /// The hot path's question: the hold on (site, account), as this instance knows it.
     pub fn held(&self, site: &str, credential_id: i64) -> Option<Checkout> {
-        if !self.inner.any.load(Ordering::Acquire) {
+        if !self.any() {
             return None;
         }
         let holds = self.inner.holds.read().unwrap_or_else(|p| p.into_inner());

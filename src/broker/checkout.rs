@@ -96,6 +96,9 @@ impl Broker {
     /// The hold on an account of `site`'s accounts (the site itself, or a derived site's
     /// root parent), as this instance knows it.
     pub(super) fn held(&self, site: &SiteConfig, credential_id: i64) -> Option<Checkout> {
+        if !self.inner.checkouts.any() {
+            return None;
+        }
         let owner = &self.account_owner(site).name;
         self.inner.checkouts.held(owner, credential_id)
     }
