@@ -41,8 +41,11 @@ pub const DEFAULT_LEASE_SECS: f64 = 300.0;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Checkout {
     pub checkout_id: String,
-    /// The site whose accounts it holds (a derived site's root parent).
+    /// The site the job asked for (its token is that site's).
     pub site_name: String,
+    /// The site whose account it holds: `site_name`, or a derived site's root parent, whose
+    /// accounts it uses. Holds are kept by this site and `credential_id`.
+    pub accounts_site: String,
     pub account: String,
     pub credential_id: i64,
     /// What the holder said it is doing (a case number, a task id); free text.
@@ -194,6 +197,7 @@ impl Checkouts {
                 Some(mirror.filter(|c| c.checkout_id == id).unwrap_or(Checkout {
                     checkout_id: id,
                     site_name: site.to_string(),
+                    accounts_site: site.to_string(),
                     account: String::new(),
                     credential_id,
                     job: None,
@@ -210,7 +214,7 @@ impl Checkouts {
 
     /// Holds the account for `checkout`, or says until when another job holds it.
     pub async fn hold(&self, checkout: &Checkout) -> Result<std::result::Result<(), HeldBy>> {
-        let key = (checkout.site_name.clone(), checkout.credential_id);
+        let key = (checkout.accounts_site.clone(), checkout.credential_id);
         let Some(shared) = &self.inner.shared else {
             let mut holds = self.inner.holds.write().unwrap_or_else(|p| p.into_inner());
             if let Some(held) = holds.get(&key).filter(|c| c.live(Utc::now())) {
@@ -224,7 +228,7 @@ impl Checkouts {
         };
         let lease_ms = lease_ms(checkout);
         let answer: i64 = Script::new(HOLD)
-            .key(shared.lease_key(&checkout.site_name, checkout.credential_id))
+            .key(shared.lease_key(&checkout.accounts_site, checkout.credential_id))
             .key(shared.hash_key())
             .arg(&checkout.checkout_id)
             .arg(lease_ms)
@@ -236,9 +240,17 @@ impl Checkouts {
             self.mirror(checkout.clone());
             return Ok(Ok(()));
         }
-        Ok(Err(HeldBy {
-            until: Utc::now() + chrono::Duration::milliseconds(-answer),
-        }))
+        let until = Utc::now() + chrono::Duration::milliseconds(-answer);
+        // Held by a job this instance did not know of yet: known now, so that the next
+        // hand-out skips the account (the next sweep brings the holder's details).
+        self.mirror(Checkout {
+            checkout_id: String::new(),
+            job: None,
+            since: Utc::now(),
+            lease_until: until,
+            ..checkout.clone()
+        });
+        Ok(Err(HeldBy { until }))
     }
 
     /// Extends a live lease to `lease_until`; `None` when it had ended.
@@ -255,7 +267,7 @@ impl Checkouts {
             return Ok(Some(checkout));
         };
         let renewed: i64 = Script::new(RENEW)
-            .key(shared.lease_key(&checkout.site_name, checkout.credential_id))
+            .key(shared.lease_key(&checkout.accounts_site, checkout.credential_id))
             .key(shared.hash_key())
             .arg(id)
             .arg(lease_ms(&checkout))
@@ -280,7 +292,7 @@ impl Checkouts {
             return Ok(checkout.live(Utc::now()).then_some(checkout));
         };
         let released: i64 = Script::new(RELEASE)
-            .key(shared.lease_key(&checkout.site_name, checkout.credential_id))
+            .key(shared.lease_key(&checkout.accounts_site, checkout.credential_id))
             .key(shared.hash_key())
             .arg(id)
             .invoke_async(&mut shared.conn.clone())
@@ -341,7 +353,7 @@ impl Checkouts {
         let now = Utc::now();
         holds
             .values()
-            .filter(|c| c.site_name == site && c.live(now))
+            .filter(|c| c.accounts_site == site && c.live(now))
             .map(|c| c.lease_until)
             .min()
     }
@@ -374,7 +386,7 @@ impl Checkouts {
     fn mirror(&self, checkout: Checkout) {
         let mut holds = self.inner.holds.write().unwrap_or_else(|p| p.into_inner());
         holds.insert(
-            (checkout.site_name.clone(), checkout.credential_id),
+            (checkout.accounts_site.clone(), checkout.credential_id),
             checkout,
         );
         self.inner.any.store(true, Ordering::Release);
@@ -382,7 +394,7 @@ impl Checkouts {
 
     fn forget(&self, checkout: &Checkout) {
         let mut holds = self.inner.holds.write().unwrap_or_else(|p| p.into_inner());
-        let key = (checkout.site_name.clone(), checkout.credential_id);
+        let key = (checkout.accounts_site.clone(), checkout.credential_id);
         if holds
             .get(&key)
             .is_some_and(|c| c.checkout_id == checkout.checkout_id)
@@ -416,13 +428,13 @@ impl Checkouts {
             };
             if checkout.live(now) {
                 live.insert(
-                    (checkout.site_name.clone(), checkout.credential_id),
+                    (checkout.accounts_site.clone(), checkout.credential_id),
                     checkout,
                 );
                 continue;
             }
             let dropped: i64 = Script::new(SWEEP)
-                .key(shared.lease_key(&checkout.site_name, checkout.credential_id))
+                .key(shared.lease_key(&checkout.accounts_site, checkout.credential_id))
                 .key(shared.hash_key())
                 .arg(&id)
                 .invoke_async(&mut shared.conn.clone())
@@ -492,6 +504,7 @@ mod tests {
         Checkout {
             checkout_id: id.into(),
             site_name: "s".into(),
+            accounts_site: "s".into(),
             account: format!("u{account}"),
             credential_id: account,
             job: Some("case 1".into()),

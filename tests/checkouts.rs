@@ -3,6 +3,8 @@
 //! (by release with an outcome, or by itself), and every view shows it.
 
 mod common;
+#[path = "common/court_portal.rs"]
+mod court_portal;
 #[path = "common/harness.rs"]
 mod harness;
 #[path = "common/portal.rs"]
@@ -525,4 +527,50 @@ async fn a_client_token_may_check_out() {
     // Nothing beyond `/tokens/*`.
     let (status, _) = call(Method::GET, "/api/v1/automation/accounts".into(), None).await;
     assert_eq!(status, 403);
+}
+
+/// A checkout on a derived site holds its parent's account (the one whose login would end
+/// the session) and hands out, and renews, the derived site's token.
+#[actix_rt::test]
+async fn a_checkout_on_a_derived_site_holds_the_parents_account() {
+    let court = court_portal::CourtPortal::start();
+    let derived = format!(
+        "[[sites]]\nname = \"derived\"\ndriver = \"derived\"\nfrom_site = \"court_zxfw\"\n\
+         exchange_url = \"{}\"\nexchange_header = \"X-Parent-Token: {{token}}\"\n\
+         token_pointer = \"/access_token\"\nexpires_in_pointer = \"/expires_in\"\n",
+        court.url("/exchange")
+    );
+    let h = Harness::start(None, &derived).await;
+    h.add_account("alice", "pw-alice", false);
+    let (status, _, held) =
+        checkout(&h, json!({"site_name": "derived", "lease_seconds": 60})).await;
+    assert_eq!(status, 200, "{held}");
+    let held = &held["data"];
+    assert_eq!(
+        (held["site_name"].as_str(), held["accounts_site"].as_str()),
+        (Some("derived"), Some("court_zxfw"))
+    );
+    let (_, parent) = h
+        .api_get("/api/v1/automation/tokens/status?site_name=court_zxfw")
+        .await;
+    assert_ne!(held["token"], Value::Null);
+    // The parent's account is held: nobody gets it on the parent site either.
+    let (status, refused) = h
+        .acquire(json!({"site_name": "court_zxfw", "account": "alice"}))
+        .await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (409, Some("CHECKED_OUT")),
+        "{parent}"
+    );
+    assert_eq!(
+        h.account_state("alice").await["checkout"]["checkout_id"],
+        held["checkout_id"]
+    );
+    // Renewed: still the derived site's token.
+    let id = held["checkout_id"].as_str().unwrap();
+    let (status, renewed) = act(&h, id, "renew", json!({})).await;
+    assert_eq!(status, 200, "{renewed}");
+    assert_eq!(renewed["data"]["token"], held["token"]);
+    assert_eq!(renewed["data"]["site_name"], "derived");
 }

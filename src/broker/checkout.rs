@@ -139,7 +139,8 @@ impl Broker {
                 .await?;
             let held = Checkout {
                 checkout_id: uuid::Uuid::new_v4().to_string(),
-                site_name: owner.clone(),
+                site_name: site.name.clone(),
+                accounts_site: owner.clone(),
                 account: token.account.clone(),
                 credential_id: token.credential_id,
                 job: job.clone(),
@@ -241,7 +242,7 @@ impl Broker {
         let _renewal = self
             .inner
             .checkouts
-            .renewal(&held.site_name, held.credential_id);
+            .renewal(&held.accounts_site, held.credential_id);
         let token = self
             .login(
                 site,
@@ -282,13 +283,15 @@ impl Broker {
                 self.invalidate(&site.name, &released.account).await?;
             }
             CheckoutOutcome::Failed => {
+                // The account is its accounts site's (a derived site's parent's).
+                let owner = self.site(&released.accounts_site)?;
                 let entry = self
-                    .credential_list(site)
+                    .credential_list(owner)
                     .await?
                     .into_iter()
                     .find(|c| c.id == released.credential_id);
                 if let Some(entry) = entry {
-                    self.penalise(site, &entry, crate::drivers::FailureKind::Failed)
+                    self.penalise(owner, &entry, crate::drivers::FailureKind::Failed)
                         .await;
                 }
             }

@@ -180,7 +180,7 @@ impl Broker {
         for held in self.inner.checkouts.known() {
             if let Some(view) = views
                 .iter_mut()
-                .find(|v| v.site_name == held.site_name && v.id == held.credential_id)
+                .find(|v| v.site_name == held.accounts_site && v.id == held.credential_id)
             {
                 view.checkout = Some(held);
             }
