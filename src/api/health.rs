@@ -9,6 +9,14 @@ use crate::actors::alert::{Alert, Health, HealthLevel, Severity};
 use crate::error::Error;
 use crate::spool::{dead_letter_path, DeadLetter};
 
+/// `GET /healthz`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Liveness {
+    /// Always `ok`.
+    #[schema(value_type = String)]
+    status: &'static str,
+}
+
 /// Liveness: the process answers HTTP. No auth, no dependencies.
 #[utoipa::path(
     get,
@@ -17,11 +25,11 @@ use crate::spool::{dead_letter_path, DeadLetter};
     tag = "health",
     security(()),
     responses(
-        (status = 200, description = "The process answers", body = super::schemas::Liveness),
+        (status = 200, description = "The process answers", body = Liveness),
     ),
 )]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+    HttpResponse::Ok().json(Liveness { status: "ok" })
 }
 
 /// Health level, alerts and components; 503 only when the database cannot be reached.

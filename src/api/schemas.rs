@@ -1,6 +1,6 @@
 //! `Answer<T>`, the envelope `{"success": true, "data": T}` of the OpenAPI document, and the
-//! shapes of the answers still built with `json!` (acquire, health, statistics, resource
-//! usage and cleanup, optimize), for the document only. Most answers are now the
+//! shapes of the answers still built with `json!` (acquire, health, statistics, optimize),
+//! for the document only. Most answers are now the
 //! `Serialize + ToSchema` types their handlers return (next to each handler); these go the
 //! same way. `tests/openapi.rs` validates every real answer against the document, so a shape
 //! here that drifts from its answer fails there.
@@ -46,12 +46,6 @@ pub struct TokenAnswer {
     /// The ready headers to send, by name: `{"Authorization": "Bearer …"}`,
     /// `{"Authorization": "<token>"}` (court_zxfw) or `{"Cookie": "SESSION=…; ROUTE=…"}`.
     headers: BTreeMap<String, String>,
-}
-
-#[derive(ToSchema)]
-pub struct Liveness {
-    /// Always `ok`.
-    status: String,
 }
 
 #[derive(ToSchema)]
@@ -118,40 +112,6 @@ pub struct StatisticsAnswer {
     #[schema(value_type = Vec<Object>)]
     daily_trend: Vec<Value>,
     real_time_metrics: super::metrics::LiveMetrics,
-}
-
-#[derive(ToSchema)]
-pub struct ResourceUsageAnswer {
-    /// Per site: health, circuit, effective slot limit, login budget.
-    sites: BTreeMap<String, crate::broker::SiteReport>,
-    slots_mode: String,
-    #[schema(value_type = Object)]
-    active_acquisitions: Value,
-    active_locks: u64,
-    #[schema(value_type = Object)]
-    queue: Value,
-    #[schema(value_type = Object)]
-    limits: Value,
-    /// Where `limits` come from; `fallback`: Redis cannot be read, so these hold in this
-    /// process only (`limits_error` says why).
-    limits_source: crate::slots::LimitsSource,
-    limits_error: Option<String>,
-    recovered_deadlocks: u64,
-    #[schema(value_type = Option<Object>)]
-    shared_slots: Option<Value>,
-    #[schema(value_type = Object)]
-    process: Value,
-    #[schema(value_type = Object)]
-    database_pool: Value,
-}
-
-#[derive(ToSchema)]
-pub struct CleanupAnswer {
-    expired_leases_freed: u64,
-    expired_waiters_dropped: u64,
-    idle_locks_dropped: u64,
-    #[schema(value_type = Option<Object>)]
-    shared_slots: Option<Value>,
 }
 
 #[derive(ToSchema)]
