@@ -1,8 +1,7 @@
 //! `Answer<T>`, the envelope `{"success": true, "data": T}` of the OpenAPI document, and the
-//! shapes of the answers still built with `json!` (acquire, health, statistics, optimize),
-//! for the document only. Most answers are now the
-//! `Serialize + ToSchema` types their handlers return (next to each handler); these go the
-//! same way. `tests/openapi.rs` validates every real answer against the document, so a shape
+//! shapes of the answers still built with `json!` (health, statistics, optimize), for the
+//! document only. Most answers are now the `Serialize + ToSchema` types their handlers
+//! return (next to each handler); these go the same way. `tests/openapi.rs` validates every real answer against the document, so a shape
 //! here that drifts from its answer fails there.
 #![allow(dead_code)]
 
@@ -16,36 +15,6 @@ use utoipa::ToSchema;
 pub struct Answer<T> {
     success: bool,
     data: T,
-}
-
-/// Where a handed-out token came from.
-#[derive(ToSchema)]
-#[schema(rename_all = "snake_case")]
-pub enum TokenSource {
-    Cache,
-    Store,
-    Login,
-}
-
-/// A valid token.
-#[derive(ToSchema)]
-pub struct TokenAnswer {
-    token: String,
-    token_type: String,
-    account: String,
-    credential_id: i64,
-    /// RFC 3339, UTC.
-    #[schema(value_type = String, format = DateTime)]
-    expires_at: String,
-    source: TokenSource,
-    acquisition_id: String,
-    /// The ready `Authorization` header value: `<token>` (court_zxfw, an empty `token_type`)
-    /// or `<token_type> <token>` (`Bearer <token>`); `null` for a cookie session
-    /// (`token_type` `Cookie`), whose token goes in `Cookie`.
-    authorization: Option<String>,
-    /// The ready headers to send, by name: `{"Authorization": "Bearer …"}`,
-    /// `{"Authorization": "<token>"}` (court_zxfw) or `{"Cookie": "SESSION=…; ROUTE=…"}`.
-    headers: BTreeMap<String, String>,
 }
 
 #[derive(ToSchema)]
