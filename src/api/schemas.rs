@@ -1,8 +1,8 @@
 //! `Answer<T>`, the envelope `{"success": true, "data": T}` of the OpenAPI document, and the
-//! shapes of the answers still built with `json!` (health, statistics, optimize), for the
-//! document only. Most answers are now the `Serialize + ToSchema` types their handlers
-//! return (next to each handler); these go the same way. `tests/openapi.rs` validates every real answer against the document, so a shape
-//! here that drifts from its answer fails there.
+//! shapes of the answers still built with `json!` (health and statistics), for the document
+//! only. Most answers are now the `Serialize + ToSchema` types their handlers return (next
+//! to each handler); these go the same way. `tests/openapi.rs` validates every real answer
+//! against the document, so a shape here that drifts from its answer fails there.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -81,27 +81,4 @@ pub struct StatisticsAnswer {
     #[schema(value_type = Vec<Object>)]
     daily_trend: Vec<Value>,
     real_time_metrics: super::metrics::LiveMetrics,
-}
-
-#[derive(ToSchema)]
-pub struct Recommendation {
-    #[schema(rename = "type")]
-    kind: String,
-    current: u32,
-    recommended: u32,
-    reason: String,
-}
-
-#[derive(ToSchema)]
-pub struct OptimizeAnswer {
-    #[schema(value_type = Object)]
-    current_limits: Value,
-    current_limits_source: crate::slots::LimitsSource,
-    current_limits_error: Option<String>,
-    #[schema(value_type = Object)]
-    recommended_limits: Value,
-    recommendations: Vec<Recommendation>,
-    optimization_applied: bool,
-    #[schema(value_type = Object)]
-    analysis: Value,
 }
