@@ -1,5 +1,5 @@
 //! `Answer<T>`, the envelope `{"success": true, "data": T}` of the OpenAPI document, and the
-//! shapes of the answers still built with `json!` (health and statistics), for the document
+//! shapes of the answers still built with `json!` (the health report), for the document
 //! only. Most answers are now the `Serialize + ToSchema` types their handlers return (next
 //! to each handler); these go the same way. `tests/openapi.rs` validates every real answer
 //! against the document, so a shape here that drifts from its answer fails there.
@@ -56,29 +56,4 @@ pub struct HealthAnswer {
     /// database, cache, slots, secret_key, …: each with its `status`.
     #[schema(value_type = Object)]
     components: Value,
-}
-
-#[derive(ToSchema)]
-pub struct Period {
-    days: u32,
-    #[schema(value_type = String, format = DateTime)]
-    start: String,
-    #[schema(value_type = String, format = DateTime)]
-    end: String,
-    site_name: Option<String>,
-}
-
-#[derive(ToSchema)]
-pub struct StatisticsAnswer {
-    period: Period,
-    #[schema(value_type = Object)]
-    summary: Value,
-    status_breakdown: BTreeMap<String, i64>,
-    #[schema(value_type = Vec<Object>)]
-    site_breakdown: Vec<Value>,
-    #[schema(value_type = Vec<Object>)]
-    account_breakdown: Vec<Value>,
-    #[schema(value_type = Vec<Object>)]
-    daily_trend: Vec<Value>,
-    real_time_metrics: super::metrics::LiveMetrics,
 }
