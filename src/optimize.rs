@@ -14,7 +14,7 @@ use crate::config::AlertsConfig;
 use crate::slots::SlotLimits;
 
 /// What was observed of one site.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SiteLoad {
     pub site: String,
     pub acquisitions: u64,
@@ -29,7 +29,7 @@ pub struct SiteLoad {
 }
 
 /// What was observed of the slots.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SlotLoad {
     pub queue_size: usize,
     pub oldest_wait_seconds: f64,
@@ -37,9 +37,10 @@ pub struct SlotLoad {
     pub sites_configured: usize,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Recommendation {
     #[serde(rename = "type")]
+    #[schema(value_type = String)]
     pub kind: &'static str,
     pub current: u32,
     pub recommended: u32,

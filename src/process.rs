@@ -3,7 +3,8 @@
 
 use serde::Serialize;
 
-#[derive(Debug, Clone, Serialize)]
+/// The facts, each `null` when `/proc` does not give it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProcessUsage {
     pub rss_bytes: Option<u64>,
     pub cpu_seconds: Option<f64>,

@@ -335,13 +335,17 @@ impl Handler<Evaluate> for AlertActor {
 #[rtype(result = "HealthReport")]
 pub struct Health;
 
-#[derive(Debug, Clone, Serialize)]
+/// `GET /performance/health`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HealthReport {
     pub status: HealthLevel,
     pub timestamp: DateTime<Utc>,
     pub metrics: HealthMetrics,
     pub alerts: Vec<Alert>,
+    /// The `[alerts]` thresholds.
     pub thresholds: AlertsConfig,
+    /// database, cache, slots, secret_key, …: each with its `status`.
+    #[schema(value_type = Object)]
     pub components: Value,
     /// False when the database cannot be reached: the one case answered with 503.
     #[serde(skip)]

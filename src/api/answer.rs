@@ -33,13 +33,18 @@ pub struct ErrorBody {
 
 /// `{"success": true, "data": data}` with status 200.
 pub fn ok<T: Serialize>(data: T) -> HttpResponse {
+    success(actix_web::http::StatusCode::OK, data)
+}
+
+/// `{"success": true, "data": data}` with `status` (the health report's 503).
+pub fn success<T: Serialize>(status: actix_web::http::StatusCode, data: T) -> HttpResponse {
     /// Serialized straight from the data, with no `serde_json::Value` in between.
     #[derive(Serialize)]
     struct Success<T> {
         success: bool,
         data: T,
     }
-    HttpResponse::Ok().json(Success {
+    HttpResponse::build(status).json(Success {
         success: true,
         data,
     })

@@ -1,13 +1,22 @@
 //! Liveness (`/healthz`) and health (`/api/v1/automation/performance/health`).
 
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use super::answer::Envelope;
+use super::answer::success;
 use super::state::AppState;
-use crate::actors::alert::{Alert, Health, HealthLevel, Severity};
+use crate::actors::alert::{Alert, Health, HealthLevel, HealthReport, Severity};
 use crate::error::Error;
 use crate::spool::{dead_letter_path, DeadLetter};
+
+/// `GET /healthz`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Liveness {
+    /// Always `ok`.
+    #[schema(value_type = String)]
+    status: &'static str,
+}
 
 /// Liveness: the process answers HTTP. No auth, no dependencies.
 #[utoipa::path(
@@ -17,11 +26,11 @@ use crate::spool::{dead_letter_path, DeadLetter};
     tag = "health",
     security(()),
     responses(
-        (status = 200, description = "The process answers", body = super::schemas::Liveness),
+        (status = 200, description = "The process answers", body = Liveness),
     ),
 )]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+    HttpResponse::Ok().json(Liveness { status: "ok" })
 }
 
 /// Health level, alerts and components; 503 only when the database cannot be reached.
@@ -31,8 +40,8 @@ pub async fn healthz() -> HttpResponse {
     operation_id = "health",
     tag = "performance",
     responses(
-        (status = 200, description = "status, timestamp, metrics, alerts, thresholds, components", body = super::schemas::Answer<super::schemas::HealthAnswer>),
-        (status = 503, description = "The database cannot be reached", body = Envelope),
+        (status = 200, description = "status, timestamp, metrics, alerts, thresholds, components", body = super::schemas::Answer<HealthReport>),
+        (status = 503, description = "The database cannot be reached: the same report", body = super::schemas::Answer<HealthReport>),
     ),
 )]
 pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
@@ -82,12 +91,12 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     report.components["secret_key"] =
         json!({"status": secret_key_status(&state, &mut report.alerts).await});
     report.status = HealthLevel::from_alerts(&report.alerts);
-    let body = json!({"success": true, "data": report});
-    Ok(if report.database_up {
-        HttpResponse::Ok().json(body)
+    let status = if report.database_up {
+        StatusCode::OK
     } else {
-        HttpResponse::ServiceUnavailable().json(body)
-    })
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok(success(status, report))
 }
 
 /// Whether the key still opens a stored password (one row): accounts sealed under another

@@ -214,7 +214,7 @@ const MAX_REPORT_DAYS: u32 = 90;
         ("site_name" = Option<String>, Query),
     ),
     responses(
-        (status = 200, description = "period, summary, status_breakdown, site_breakdown, account_breakdown, daily_trend, real_time_metrics", body = super::schemas::Answer<super::schemas::StatisticsAnswer>),
+        (status = 200, description = "period, summary, status_breakdown, site_breakdown, account_breakdown, daily_trend, real_time_metrics", body = super::schemas::Answer<StatisticsAnswer>),
         (status = 400, description = "Bad input", body = ErrorBody),
     ),
 )]
@@ -244,11 +244,11 @@ pub async fn statistics(
 }
 
 /// The report from the history, with the live metrics (not from the database).
-#[derive(Serialize)]
-struct StatisticsAnswer {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatisticsAnswer {
     #[serde(flatten)]
-    report: crate::db::statistics::StatisticsReport,
-    real_time_metrics: LiveMetrics,
+    pub report: crate::db::statistics::StatisticsReport,
+    pub real_time_metrics: LiveMetrics,
 }
 
 /// Prometheus text exposition (OpenMetrics).

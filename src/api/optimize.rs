@@ -3,16 +3,39 @@
 //! sharing the Redis.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::answer::ok;
 use super::answer::ErrorBody;
 use super::state::AppState;
+use crate::actors::concurrency::SlotLimits;
 use crate::actors::history::Statistics;
 use crate::actors::monitor::Snapshot;
 use crate::error::Error;
-use crate::optimize::{recommend, SiteLoad, SlotLoad};
+use crate::optimize::{recommend, Recommendation, SiteLoad, SlotLoad};
+use crate::slots::LimitsSource;
+
+/// `POST /performance/optimize-concurrency`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OptimizeAnswer {
+    pub current_limits: SlotLimits,
+    /// Where `current_limits` come from; `fallback`: Redis cannot be read
+    /// (`current_limits_error` says why).
+    pub current_limits_source: LimitsSource,
+    pub current_limits_error: Option<String>,
+    pub recommended_limits: SlotLimits,
+    pub recommendations: Vec<Recommendation>,
+    pub optimization_applied: bool,
+    pub analysis: OptimizeAnalysis,
+}
+
+/// The figures the recommendations come from: the day's sites and the live slots.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OptimizeAnalysis {
+    pub sites: Vec<SiteLoad>,
+    pub slots: SlotLoad,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,7 +52,7 @@ pub struct OptimizeQuery {
     tag = "performance",
     params(("apply" = Option<bool>, Query)),
     responses(
-        (status = 200, description = "{current_limits, recommended_limits, recommendations, optimization_applied, analysis}", body = super::schemas::Answer<super::schemas::OptimizeAnswer>),
+        (status = 200, description = "{current_limits, recommended_limits, recommendations, optimization_applied, analysis}", body = super::schemas::Answer<OptimizeAnswer>),
         (status = 400, description = "Bad input", body = ErrorBody),
     ),
 )]
@@ -86,13 +109,13 @@ pub async fn optimize(
             recommendations.len()
         );
     }
-    Ok(ok(json!({
-        "current_limits": limits,
-        "current_limits_source": in_force.source,
-        "current_limits_error": in_force.error,
-        "recommended_limits": next,
-        "recommendations": recommendations,
-        "optimization_applied": applied,
-        "analysis": {"sites": sites, "slots": slots},
-    })))
+    Ok(ok(OptimizeAnswer {
+        current_limits: limits,
+        current_limits_source: in_force.source,
+        current_limits_error: in_force.error,
+        recommended_limits: next,
+        recommendations,
+        optimization_applied: applied,
+        analysis: OptimizeAnalysis { sites, slots },
+    }))
 }

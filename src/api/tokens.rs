@@ -19,7 +19,7 @@ use crate::error::Error;
     tag = "tokens",
     request_body = AcquireRequest,
     responses(
-        (status = 200, description = "The token: {token, token_type, account, credential_id, expires_at, source, acquisition_id, authorization, headers}", body = super::schemas::Answer<super::schemas::TokenAnswer>),
+        (status = 200, description = "The token: {token, token_type, account, credential_id, expires_at, source, acquisition_id, authorization, headers}", body = super::schemas::Answer<crate::broker::AcquiredToken>),
         (status = 400, body = ErrorBody),
         (status = 404, description = "Unknown site or account", body = ErrorBody),
         (status = 429, description = "QUEUE_FULL", body = ErrorBody),

@@ -32,6 +32,6 @@ mod token_status;
 pub use candidates::WarmUp;
 pub use checkout::{CheckedOut, CheckoutOutcome, CheckoutRequest, ReleaseRequest, RenewRequest};
 pub use pipeline::{Broker, BrokerParts};
-pub use request::{ready_headers, AcquireRequest};
+pub use request::{ready_headers, AcquireRequest, AcquiredToken};
 pub use states::SiteReport;
 pub use token_status::TokenStatus;

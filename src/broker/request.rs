@@ -23,8 +23,9 @@ pub struct AcquireRequest {
 }
 
 /// Where an answered token came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = TokenSource)]
 pub enum Source {
     /// The cache, on the hot path.
     Cache,
@@ -35,8 +36,9 @@ pub enum Source {
 }
 
 /// The answer to an acquire.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AcquiredToken {
+    #[schema(value_type = String)]
     pub token: Secret,
     pub token_type: String,
     pub account: String,

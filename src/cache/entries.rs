@@ -89,6 +89,36 @@ impl Serialize for ReadyHeaders {
     }
 }
 
+/// The shape its `Serialize` writes (flattened into the acquire answer): `authorization`, a
+/// string or `null`, and `headers`, a map of header names to strings.
+impl utoipa::PartialSchema for ReadyHeaders {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+        let string = || ObjectBuilder::new().schema_type(Type::String);
+        let authorization = ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+            .description(Some(
+                "The ready `Authorization` value: `<token>` (an empty `token_type`) or \
+                 `<token_type> <token>`; `null` for a cookie session, whose token goes in \
+                 `Cookie`.",
+            ));
+        let headers = ObjectBuilder::new()
+            .additional_properties(Some(string()))
+            .description(Some(
+                "The ready headers to send, by name: `{\"Authorization\": \"Bearer …\"}` or \
+                 `{\"Cookie\": \"SESSION=…\"}`.",
+            ));
+        ObjectBuilder::new()
+            .property("authorization", authorization)
+            .required("authorization")
+            .property("headers", headers)
+            .required("headers")
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ReadyHeaders {}
+
 #[cfg(test)]
 impl CachedToken {
     /// An entry of account `a` (id 1) issued and expiring `now`, for tests to change.

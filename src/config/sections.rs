@@ -611,7 +611,7 @@ impl CircuitConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
     pub min_success_rate: f64,

@@ -42,7 +42,7 @@ struct Group {
 }
 
 /// The `/statistics` report (SPEC §7): serialized, it is the `data` of the answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StatisticsReport {
     pub period: Period,
     pub summary: Summary,
@@ -56,7 +56,7 @@ pub struct StatisticsReport {
 }
 
 /// The period the report covers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Period {
     pub days: u32,
     pub start: DateTime<Utc>,
@@ -65,7 +65,7 @@ pub struct Period {
 }
 
 /// Totals of one slice (a site, an account, a day, or everything).
-#[derive(Debug, Default, Clone, Copy, Serialize)]
+#[derive(Debug, Default, Clone, Copy, Serialize, utoipa::ToSchema)]
 pub struct Totals {
     pub total: i64,
     pub successful: i64,
@@ -77,7 +77,7 @@ pub struct Totals {
 }
 
 /// The totals of the whole period, and what only they carry.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Summary {
     #[serde(flatten)]
     pub totals: Totals,
@@ -88,14 +88,14 @@ pub struct Summary {
     pub network_retries: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SiteTotals {
     pub site_name: String,
     #[serde(flatten)]
     pub totals: Totals,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AccountTotals {
     pub site_name: String,
     pub account: String,
@@ -103,7 +103,7 @@ pub struct AccountTotals {
     pub totals: Totals,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DayTotals {
     /// `YYYY-MM-DD`.
     pub date: String,
