@@ -183,6 +183,28 @@ async fn release_outcomes_and_renewal() {
             checkout(&h, json!({"site_name": "court_zxfw", "lease_seconds": 0})).await;
         assert_eq!((status, bad["code"].as_str()), (400, Some("INVALID_INPUT")));
         assert!(bad["message"].as_str().unwrap().contains("lease_seconds"));
+        for (body, field) in [
+            (
+                json!({"site_name": "court_zxfw", "account": "u\u{0}"}),
+                "account",
+            ),
+            (
+                json!({"site_name": "court_zxfw", "job": "a\u{1b}[2J"}),
+                "job",
+            ),
+            (json!({"site_name": "no such site"}), "site_name"),
+        ] {
+            let (status, _, bad) = checkout(&h, body).await;
+            assert_eq!(status, 400, "{bad}");
+            assert!(bad["message"].as_str().unwrap().contains(field), "{bad}");
+        }
+        let (status, gone) = act(&h, "no-such-id", "renew", json!({})).await;
+        assert_eq!(
+            (status, gone["code"].as_str()),
+            (404, Some("CHECKOUT_NOT_FOUND"))
+        );
+        let (status, _) = act(&h, "no-such-id", "release", json!({"outcome": "maybe"})).await;
+        assert_eq!(status, 400, "an unknown outcome is bad input");
     }
 }
 

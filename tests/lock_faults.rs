@@ -330,8 +330,12 @@ async fn a_redis_fault_while_waiting_for_a_lock_is_a_counted_503() {
             Some(body.clone()),
         );
         let fault = async {
-            // A has seen B's lock before Redis goes away for good.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // A waits on B's lock (its own single-flight lock is taken) before Redis goes
+            // away for good.
+            common::eventually("A waiting for B's lock", Duration::from_secs(5), || async {
+                (a.tokend.state.broker.active_locks() > 0).then_some(())
+            })
+            .await;
             proxy.cut();
         };
         tokio::join!(a_waits, fault).0

@@ -51,6 +51,15 @@ impl From<CheckedOut> for CheckoutAnswer {
     }
 }
 
+/// A JSON body that may be left out (its defaults then); a body that is there and wrong is
+/// bad input, never taken as the defaults.
+fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| Error::invalid("body", e.to_string()))
+}
+
 /// The checkouts in force.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CheckoutList {
@@ -76,7 +85,12 @@ pub async fn checkout(
     state: web::Data<AppState>,
     body: web::Json<CheckoutRequest>,
 ) -> Result<HttpResponse, Error> {
-    let held = state.broker.checkout(body.into_inner()).await?;
+    let request = body.into_inner();
+    // Checked here, before any of it reaches SQL (PostgreSQL refuses a NUL byte).
+    if let Some(account) = &request.account {
+        crate::accounts::validate_account_name("account", account)?;
+    }
+    let held = state.broker.checkout(request).await?;
     Ok(ok(CheckoutAnswer::from(held)))
 }
 
@@ -96,9 +110,9 @@ pub async fn checkout(
 pub async fn renew(
     state: web::Data<AppState>,
     id: web::Path<String>,
-    body: Option<web::Json<RenewRequest>>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, Error> {
-    let request = body.map(web::Json::into_inner).unwrap_or_default();
+    let request: RenewRequest = optional_body(&body)?;
     let held = state.broker.renew_checkout(&id, request).await?;
     Ok(ok(CheckoutAnswer::from(held)))
 }
@@ -119,9 +133,9 @@ pub async fn renew(
 pub async fn release(
     state: web::Data<AppState>,
     id: web::Path<String>,
-    body: Option<web::Json<ReleaseRequest>>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, Error> {
-    let request = body.map(web::Json::into_inner).unwrap_or_default();
+    let request: ReleaseRequest = optional_body(&body)?;
     let released = state.broker.release_checkout(&id, request).await?;
     Ok(ok(released))
 }
