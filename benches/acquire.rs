@@ -26,7 +26,7 @@ use futures_util::future::join_all;
 use portal::Portal;
 use serde_json::json;
 use tokend::accounts::NewAccount;
-use tokend::secret::Secret;
+use tokend::vault::secret::Secret;
 use tokend::Config;
 
 const CONCURRENCY: usize = 32;
@@ -71,7 +71,7 @@ async fn start_tokend(
     portal: &Portal,
     redis: Option<&str>,
     dir: &std::path::Path,
-) -> tokend::server::RunningServer {
+) -> tokend::daemon::server::RunningServer {
     let redis = redis.map_or(String::new(), |url| {
         format!(
             "[redis]\nurl = \"{url}\"\nkey_prefix = \"tokend-bench-{}\"\n",
@@ -90,7 +90,7 @@ async fn start_tokend(
             .then(|| "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=".to_string())
     };
     let config = Config::from_sources(Some(&text), &env).expect("bench config");
-    let running = tokend::server::start(Arc::new(config))
+    let running = tokend::daemon::server::start(Arc::new(config))
         .await
         .expect("start tokend");
     let state = &running.state;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use portal::Portal;
 use serde_json::json;
 use tokend::accounts::NewAccount;
-use tokend::secret::Secret;
+use tokend::vault::secret::Secret;
 use tokend::Config;
 
 const LOGINS: usize = 300;
@@ -25,7 +25,7 @@ async fn start(
     redis: Option<&str>,
     dir: &std::path::Path,
     policies: bool,
-) -> tokend::server::RunningServer {
+) -> tokend::daemon::server::RunningServer {
     let redis = redis.map_or(String::new(), |url| {
         format!(
             "[redis]\nurl = \"{url}\"\nkey_prefix = \"tokend-bench-policies-{}-{policies}\"\n",
@@ -49,7 +49,7 @@ async fn start(
             .then(|| "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=".to_string())
     };
     let config = Config::from_sources(Some(&text), &env).expect("bench config");
-    let server = tokend::server::start(Arc::new(config))
+    let server = tokend::daemon::server::start(Arc::new(config))
         .await
         .expect("start tokend");
     for n in 0..ACCOUNTS {
@@ -72,7 +72,7 @@ async fn start(
 }
 
 /// Microseconds per forced login (each acquisition logs in), one caller after another.
-async fn per_login(server: &tokend::server::RunningServer) -> f64 {
+async fn per_login(server: &tokend::daemon::server::RunningServer) -> f64 {
     let client = reqwest::Client::new();
     let url = format!("http://{}/api/v1/automation/tokens/acquire", server.addr);
     let started = Instant::now();

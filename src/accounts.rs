@@ -8,12 +8,12 @@ use diesel::Connection;
 use serde::Serialize;
 
 use crate::config::validate_site_name;
-use crate::crypto::{SealContext, SecretKey};
 use crate::db::models::{AccountCredential, NewAccountCredential};
 use crate::db::{self, DbConnection, Pool};
 use crate::error::{Error, Result};
-use crate::outcome::{AccountState, BlockReason};
-use crate::secret::Secret;
+use crate::policy::outcome::{AccountState, BlockReason};
+use crate::vault::crypto::{SealContext, SecretKey};
+use crate::vault::secret::Secret;
 
 /// One account as `GET /accounts` and `tokend accounts list` show it (never a password).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -41,7 +41,7 @@ pub struct AccountView {
     /// daemon's view; `null`: unlimited or unknown).
     pub login_budget_left: Option<u32>,
     /// The job checkout holding the account now (the daemon's view; `null`: none).
-    pub checkout: Option<crate::checkout::Checkout>,
+    pub checkout: Option<crate::lifecycle::checkout::Checkout>,
 }
 
 impl AccountView {
@@ -172,7 +172,7 @@ fn seal_proxy(
 ) -> Result<(String, String)> {
     crate::config::validate_proxy_url("proxy", url.expose())?;
     let sealed = key.seal(url.expose(), SealContext::Proxy { site, account })?;
-    Ok((sealed, crate::secret::redact_url(url.expose())))
+    Ok((sealed, crate::vault::secret::redact_url(url.expose())))
 }
 
 /// Sets or removes (`None`) an account's own proxy.

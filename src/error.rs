@@ -104,7 +104,7 @@ pub enum Error {
     #[error("token acquisition for site `{site}` failed ({}): {message}", status.as_str())]
     AcquisitionFailed {
         site: String,
-        status: crate::outcome::AcquisitionStatus,
+        status: crate::policy::outcome::AcquisitionStatus,
         message: String,
     },
     /// The daemon could not be reached or answered with an error (CLI commands that call it).
@@ -264,8 +264,8 @@ impl Error {
     }
 
     /// The reason a request was refused before any login ran, if it was (SPEC §11).
-    pub fn rejection(&self) -> Option<crate::outcome::RejectionReason> {
-        use crate::outcome::RejectionReason;
+    pub fn rejection(&self) -> Option<crate::policy::outcome::RejectionReason> {
+        use crate::policy::outcome::RejectionReason;
         match self {
             Error::NoAvailableAccount { .. } | Error::AllCheckedOut { .. } => {
                 Some(RejectionReason::NoAvailableAccount)

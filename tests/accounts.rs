@@ -8,8 +8,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Output, Stdio};
 
-use tokend::crypto::SecretKey;
 use tokend::db::Pool;
+use tokend::vault::crypto::SecretKey;
 
 const PASSWORD: &str = "Zx!pw-9f3kq8-密码";
 

@@ -578,7 +578,7 @@ async fn a_dead_proxy_of_a_court_account_moves_the_login_to_the_next() {
         .unwrap()
         .port();
     let state = &h.tokend.state;
-    let dead = tokend::secret::Secret::new(format!("http://u:hunter2@127.0.0.1:{port}"));
+    let dead = tokend::vault::secret::Secret::new(format!("http://u:hunter2@127.0.0.1:{port}"));
     tokend::accounts::set_proxy(&state.pool, &state.key, "zxfw", "alice", Some(&dead)).unwrap();
     let (status, body) = h.acquire(json!({"site_name": "zxfw"})).await;
     assert_eq!(status, 200, "{body}");

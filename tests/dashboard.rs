@@ -328,7 +328,7 @@ async fn the_dashboard_shows_sites_accounts_and_charts_and_unblocks_an_account()
 async fn start_with_admin_token(
     dir: &std::path::Path,
     token: &str,
-) -> tokend::server::RunningServer {
+) -> tokend::daemon::server::RunningServer {
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{token}\"\n\
          [database]\nurl = \"sqlite://{db}\"\n[security]\nkey_file = \"{key}\"\n\
@@ -338,7 +338,9 @@ async fn start_with_admin_token(
     );
     let config =
         tokend::Config::from_sources(Some(&text), &|_: &str| -> Option<String> { None }).unwrap();
-    tokend::server::start(Arc::new(config)).await.unwrap()
+    tokend::daemon::server::start(Arc::new(config))
+        .await
+        .unwrap()
 }
 
 #[actix_rt::test]

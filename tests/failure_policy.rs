@@ -266,7 +266,7 @@ async fn a_wrong_password_blacklists_the_account_until_its_password_changes() {
         &state.key,
         "court_zxfw",
         "alice",
-        &tokend::secret::Secret::new("right"),
+        &tokend::vault::secret::Secret::new("right"),
     )
     .unwrap();
     let body = common::eventually("the new password used", Duration::from_secs(3), || async {

@@ -183,7 +183,7 @@ async fn a_token_the_table_refuses_as_stale_is_not_served_from_the_cache() {
         .key
         .seal(
             "newer-token-from-another-instance",
-            tokend::crypto::SealContext::Token {
+            tokend::vault::crypto::SealContext::Token {
                 site: "court_zxfw",
                 account: "alice",
             },

@@ -15,7 +15,7 @@ use diesel::{Connection, PgConnection, RunQueryDsl};
 use portal::Portal;
 use serde_json::{json, Value};
 use tokend::db::models::NewHistory;
-use tokend::spool::Spool;
+use tokend::history::spool::Spool;
 
 fn config_text(portal: &Portal, database: &str, dir: &Path) -> String {
     format!(

@@ -647,9 +647,9 @@ async fn probes_go_through_the_accounts_own_proxy() {
         &tokend::accounts::NewAccount {
             site_name: "court_zxfw".into(),
             account: "alice".into(),
-            password: tokend::secret::Secret::new("pw-a"),
+            password: tokend::vault::secret::Secret::new("pw-a"),
             preferred: false,
-            proxy: Some(tokend::secret::Secret::new(proxy.url())),
+            proxy: Some(tokend::vault::secret::Secret::new(proxy.url())),
         },
     )
     .unwrap();

@@ -211,7 +211,7 @@ fn a_database_outage_loses_no_history() {
     }
     // Both rows are in the spool before the crash (the rows of the first outage were
     // written and the spool cleared before `wait_for_rows(6)` saw them).
-    let spool = tokend::spool::Spool::new(dir.path().join("tokend-history.spool"));
+    let spool = tokend::history::spool::Spool::new(dir.path().join("tokend-history.spool"));
     wait_until("two rows spooled", Duration::from_secs(15), || {
         spool.load().unwrap().len() == 2
     });

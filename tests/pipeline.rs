@@ -13,7 +13,7 @@ use futures_util::future::join_all;
 use portal::AccountBehaviour;
 use serde_json::{json, Value};
 use tokend::accounts::NewAccount;
-use tokend::secret::Secret;
+use tokend::vault::secret::Secret;
 
 use harness::{backends, Harness};
 
@@ -61,7 +61,7 @@ async fn a_cold_burst_gets_one_login_and_later_requests_hit_the_cache() {
         let token = later["data"]["token"].as_str().unwrap();
         assert_eq!(
             history[0].token_fingerprint.as_deref(),
-            Some(tokend::secret::fingerprint(token).as_str())
+            Some(tokend::vault::secret::fingerprint(token).as_str())
         );
         assert!(!history[0]
             .token_redacted

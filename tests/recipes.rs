@@ -503,7 +503,7 @@ async fn an_accounts_own_proxy_carries_every_step_of_its_recipe_login() {
         &state.key,
         "edelivery",
         "alice",
-        Some(&tokend::secret::Secret::new(proxy.url())),
+        Some(&tokend::vault::secret::Secret::new(proxy.url())),
     )
     .unwrap();
     for account in ["alice", "bob"] {

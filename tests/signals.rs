@@ -138,7 +138,7 @@ async fn a_dead_proxy_is_its_accounts_fault_not_the_sites() {
             &state.key,
             "court_zxfw",
             "proxied",
-            Some(&tokend::secret::Secret::new(format!(
+            Some(&tokend::vault::secret::Secret::new(format!(
                 "http://user:hunter2@127.0.0.1:{port}"
             ))),
         )
@@ -191,7 +191,7 @@ async fn a_proxy_that_refuses_the_account_is_the_accounts_fault() {
     h.add_account("healthy", "pw-h", false);
     let port = refusing_proxy();
     let state = &h.tokend.state;
-    let proxy = tokend::secret::Secret::new(format!("http://127.0.0.1:{port}"));
+    let proxy = tokend::vault::secret::Secret::new(format!("http://127.0.0.1:{port}"));
     tokend::accounts::set_proxy(
         &state.pool,
         &state.key,

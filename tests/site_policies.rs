@@ -147,8 +147,8 @@ async fn an_account_budget_moves_logins_to_other_accounts_and_survives_a_restart
     assert_eq!(h.account_state("alice").await["login_budget_left"], 0);
     // A restarted in-process instance counts the hour's logins from the history.
     h.history().await;
-    let budgets = tokend::budget::LoginBudgets::new(None, h.tokend.state.pool.clone());
-    let limits = tokend::budget::BudgetLimits {
+    let budgets = tokend::policy::budget::LoginBudgets::new(None, h.tokend.state.pool.clone());
+    let limits = tokend::policy::budget::BudgetLimits {
         per_site: 0,
         per_account: 1,
     };
@@ -326,7 +326,7 @@ async fn an_accounts_own_proxy_carries_its_logins_and_no_others() {
         &state.key,
         "court_zxfw",
         "alice",
-        Some(&tokend::secret::Secret::new(proxy.url())),
+        Some(&tokend::vault::secret::Secret::new(proxy.url())),
     )
     .unwrap();
     for _ in 0..2 {
@@ -353,7 +353,7 @@ async fn an_accounts_own_proxy_carries_its_logins_and_no_others() {
         &state.key,
         "court_zxfw",
         "alice",
-        Some(&tokend::secret::Secret::new(
+        Some(&tokend::vault::secret::Secret::new(
             "http://user:secret@127.0.0.1:1",
         )),
     )

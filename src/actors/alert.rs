@@ -41,7 +41,7 @@ pub struct AlertActor {
     /// The last day's transitions, for the dashboard.
     history_log: AlertHistoryLog,
     /// Where transitions are POSTed (`[notify] webhook_url`); a no-op without one.
-    webhook: crate::webhook::Webhook,
+    webhook: crate::lifecycle::webhook::Webhook,
 }
 
 /// Requests (token lookups) and rejections since start (or the last metrics reset).
@@ -130,7 +130,7 @@ impl Handler<AlertHistory> for AlertActor {
 /// Hands the webhook to the alerts: each transition is POSTed too.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct AnnounceTo(pub crate::webhook::Webhook);
+pub struct AnnounceTo(pub crate::lifecycle::webhook::Webhook);
 
 impl Handler<AnnounceTo> for AlertActor {
     type Result = ();
@@ -504,12 +504,12 @@ fn metrics_or_alert(
 mod tests {
     use super::*;
     use crate::actors::monitor::{AcquisitionFinished, AcquisitionStarted};
-    use crate::outcome::AcquisitionStatus;
+    use crate::policy::outcome::AcquisitionStatus;
 
     #[actix_rt::test]
     async fn failing_logins_raise_a_high_alert() {
         let counters: std::sync::Arc<crate::cache::CacheCounters> = Default::default();
-        let exposition = std::sync::Arc::new(crate::metrics::Metrics::new(counters.clone()));
+        let exposition = std::sync::Arc::new(crate::watch::metrics::Metrics::new(counters.clone()));
         let monitor = MonitorActor::new(counters, exposition).start();
         for i in 0..10 {
             let status = if i < 3 {
@@ -536,7 +536,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_dead_monitor_is_not_healthy() {
         let counters: std::sync::Arc<crate::cache::CacheCounters> = Default::default();
-        let exposition = std::sync::Arc::new(crate::metrics::Metrics::new(counters.clone()));
+        let exposition = std::sync::Arc::new(crate::watch::metrics::Metrics::new(counters.clone()));
         let monitor = MonitorActor::create(|ctx| {
             ctx.stop();
             MonitorActor::new(counters, exposition)

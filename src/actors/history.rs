@@ -32,7 +32,7 @@ use crate::db::models::NewHistory;
 use crate::db::statistics::StatisticsReport;
 use crate::db::{DbConnection, Pool};
 use crate::error::{Error, Result};
-use crate::spool::{DeadLetter, Spool};
+use crate::history::spool::{DeadLetter, Spool};
 
 /// Most rows in one insert: 1000 rows of 19 columns stay under SQLite's limit of 32766
 /// parameters per statement, and larger batches write faster.
@@ -146,7 +146,7 @@ impl HistoryRecorder {
         let (sender, receiver) = mpsc::unbounded_channel();
         let writer = Writer {
             history,
-            dead: DeadLetter::new(crate::spool::dead_letter_path(spool.path())),
+            dead: DeadLetter::new(crate::history::spool::dead_letter_path(spool.path())),
         };
         actix::spawn(Batcher::run(writer, spool, receiver));
         HistoryRecorder { sender }
@@ -662,7 +662,7 @@ mod recorder_tests {
     use std::path::Path;
 
     use super::*;
-    use crate::spool::dead_letter_path;
+    use crate::history::spool::dead_letter_path;
 
     fn row(id: &str, status: &str) -> NewHistory {
         let now = chrono::Utc::now().naive_utc();

@@ -29,7 +29,7 @@ pub use monitor::MonitorActor;
 use crate::cache::TokenCache;
 use crate::config::Config;
 use crate::db::Pool;
-use crate::metrics::Metrics;
+use crate::watch::metrics::Metrics;
 
 /// The running actors. Cheap to clone; handed to the HTTP handlers as `web::Data`.
 #[derive(Clone)]
@@ -53,7 +53,7 @@ impl Actors {
         let cache = CacheActor::new(cache, &config).start();
         let concurrency = ConcurrencyActor::new(&config.concurrency).start();
         let history = HistoryActor::new(pool).start();
-        let spool = crate::spool::Spool::new(&config.history.spool_file);
+        let spool = crate::history::spool::Spool::new(&config.history.spool_file);
         let recorder = history::HistoryRecorder::start(history.clone(), spool);
         start_retention_job(history.clone(), config.history.retention_days);
         let alert = AlertActor::new(

@@ -18,9 +18,9 @@ use serde::Serialize;
 
 use crate::cache::CacheCounters;
 use crate::cache::{CacheKind, KindCounts};
-use crate::metrics::Metrics;
-use crate::outcome::{AcquisitionStatus, RejectionReason};
-use crate::timeline::{MinutePoint, Timeline};
+use crate::policy::outcome::{AcquisitionStatus, RejectionReason};
+use crate::watch::metrics::Metrics;
+use crate::watch::timeline::{MinutePoint, Timeline};
 
 /// Durations kept for percentiles: the latest this many acquisitions.
 const SAMPLE_WINDOW: usize = 4096;

@@ -9,9 +9,9 @@ use super::answer::ok;
 use super::answer::ErrorBody;
 use super::state::AppState;
 use crate::accounts::{validate_account_name, AccountView};
-use crate::circuit::CircuitView;
 use crate::config::validate_site_name;
 use crate::error::Error;
+use crate::policy::circuit::CircuitView;
 
 /// `GET /accounts`.
 #[derive(Debug, Serialize, ToSchema)]

@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 
 use super::state::AppState;
 use crate::error::Error;
-use crate::secret::Secret;
+use crate::vault::secret::Secret;
 
 /// Paths a client token may call.
 const CLIENT_SCOPE: &str = "/api/v1/automation/tokens/";

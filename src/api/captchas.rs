@@ -18,7 +18,7 @@ const MAX_ANSWER_CHARS: usize = 256;
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct CaptchasAnswer {
-    captchas: Vec<crate::captcha::Challenge>,
+    captchas: Vec<crate::lifecycle::captcha::Challenge>,
 }
 
 /// `POST /captchas/{id}`.

@@ -11,8 +11,8 @@ use serde::Serialize;
 use super::answer::{ok, ErrorBody};
 use super::state::AppState;
 use crate::broker::{CheckedOut, CheckoutRequest, ReleaseRequest, RenewRequest};
-use crate::checkout::Checkout;
 use crate::error::Error;
+use crate::lifecycle::checkout::Checkout;
 
 /// A held account and the token to use for the job.
 #[derive(Debug, Serialize, utoipa::ToSchema)]

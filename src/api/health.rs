@@ -8,7 +8,7 @@ use super::answer::success;
 use super::state::AppState;
 use crate::actors::alert::{Alert, Health, HealthLevel, HealthReport, Severity};
 use crate::error::Error;
-use crate::spool::{dead_letter_path, DeadLetter};
+use crate::history::spool::{dead_letter_path, DeadLetter};
 
 /// `GET /healthz`.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -105,7 +105,7 @@ async fn secret_key_status(state: &AppState, alerts: &mut Vec<Alert>) -> &'stati
     let key = state.key.clone();
     let checked = state
         .pool
-        .run(move |conn| crate::checks::key_opens_stored_secret(conn, &key))
+        .run(move |conn| crate::daemon::checks::key_opens_stored_secret(conn, &key))
         .await;
     match checked {
         Ok(()) => "ok",

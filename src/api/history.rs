@@ -16,7 +16,7 @@ use crate::config::validate_site_name;
 use crate::db::history::{HistoryFilter, MAX_DAYS};
 use crate::db::models::HistoryRow;
 use crate::error::Error;
-use crate::outcome::AcquisitionStatus;
+use crate::policy::outcome::AcquisitionStatus;
 
 /// One acquisition as the history shows it: no token material.
 #[derive(Debug, Serialize, ToSchema)]

@@ -15,7 +15,7 @@ use crate::actors::history::Statistics;
 use crate::actors::monitor::{Counters as MonitorCounters, MetricsSnapshot, Reset, Snapshot};
 use crate::config::validate_site_name;
 use crate::error::Error;
-use crate::outcome::RejectionReason;
+use crate::policy::outcome::RejectionReason;
 
 /// Counts of one scope (all sites, or one site).
 #[derive(Debug, Serialize, ToSchema)]

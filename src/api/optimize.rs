@@ -13,8 +13,8 @@ use crate::actors::concurrency::SlotLimits;
 use crate::actors::history::Statistics;
 use crate::actors::monitor::Snapshot;
 use crate::error::Error;
-use crate::optimize::{recommend, Recommendation, SiteLoad, SlotLoad};
 use crate::slots::LimitsSource;
+use crate::watch::recommend::{recommend, Recommendation, SiteLoad, SlotLoad};
 
 /// `POST /performance/optimize-concurrency`.
 #[derive(Debug, Serialize, ToSchema)]

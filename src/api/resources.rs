@@ -11,9 +11,9 @@ use super::answer::ok;
 use super::state::AppState;
 use crate::actors::concurrency::SlotLimits;
 use crate::broker::SiteReport;
-use crate::checkout::Checkout;
+use crate::daemon::resources::ProcessUsage;
 use crate::error::Error;
-use crate::process::ProcessUsage;
+use crate::lifecycle::checkout::Checkout;
 use crate::slots::LimitsSource;
 
 /// `GET /performance/resource-usage`.
@@ -142,7 +142,7 @@ pub async fn usage(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
         limits_error: limits.error,
         recovered_deadlocks: local.recovered_deadlocks,
         shared_slots,
-        process: crate::process::usage(),
+        process: crate::daemon::resources::usage(),
         database_pool: PoolUsage {
             backend: state.pool.backend().name(),
             max_size: state.pool.max_size(),

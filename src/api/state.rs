@@ -6,8 +6,8 @@ use crate::actors::Actors;
 use crate::broker::Broker;
 use crate::cache::TokenCache;
 use crate::config::Config;
-use crate::crypto::SecretKey;
 use crate::db::Pool;
+use crate::vault::crypto::SecretKey;
 
 /// What every handler may use. Cheap to clone (`web::Data` wraps it in an `Arc`).
 #[derive(Clone)]
@@ -20,5 +20,5 @@ pub struct AppState {
     pub broker: Broker,
     pub slots: crate::slots::Slots,
     /// The end of the stop's grace period, which waiting callers race against.
-    pub shutdown: crate::shutdown::Shutdown,
+    pub shutdown: crate::daemon::shutdown::Shutdown,
 }

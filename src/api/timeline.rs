@@ -15,7 +15,7 @@ use crate::actors::alert_history::AlertTransition;
 use crate::actors::monitor::GetTimeline;
 use crate::broker::TokenStatus;
 use crate::error::Error;
-use crate::timeline::MinutePoint;
+use crate::watch::timeline::MinutePoint;
 
 /// `GET /performance/timeline`.
 #[derive(Debug, Serialize, ToSchema)]

@@ -8,12 +8,12 @@ use std::sync::atomic::Ordering;
 use chrono::{DateTime, Utc};
 
 use super::pipeline::Broker;
-use crate::budget::BudgetLimits;
 use crate::cache::CredentialEntry;
 use crate::config::{seconds, SiteConfig};
 use crate::error::{Error, Result};
-use crate::outcome::BlockReason;
-use crate::selection::{rank, spread, AccountStats, Strategy};
+use crate::policy::budget::BudgetLimits;
+use crate::policy::outcome::BlockReason;
+use crate::policy::selection::{rank, spread, AccountStats, Strategy};
 
 impl Broker {
     /// The site's accounts (active or not), from the cache or the database.
@@ -341,7 +341,7 @@ impl Broker {
         let exhausted = |frees_in: f64| Error::LoginBudgetExhausted {
             site: site.name.clone(),
             retry_after: std::time::Duration::from_secs_f64(
-                frees_in.clamp(1.0, crate::budget::WINDOW.as_secs_f64()),
+                frees_in.clamp(1.0, crate::policy::budget::WINDOW.as_secs_f64()),
             ),
         };
         if site_count.spent(limits.per_site) {

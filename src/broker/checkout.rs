@@ -1,7 +1,7 @@
 //! Job checkouts on the pipeline: [`Broker::checkout`] hands out a token and holds its
 //! account for the job, [`Broker::renew_checkout`] extends the lease (and renews the token
 //! when it would expire inside it), [`Broker::release_checkout`] ends it with the job's
-//! outcome. The holds themselves are [`crate::checkout::Checkouts`].
+//! outcome. The holds themselves are [`crate::lifecycle::checkout::Checkouts`].
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use super::pipeline::Broker;
 use super::request::{AcquireRequest, AcquiredToken};
-use crate::checkout::{self, Checkout};
 use crate::config::SiteConfig;
 use crate::error::{Error, Result};
-use crate::outcome::TriggerReason;
+use crate::lifecycle::checkout::{self, Checkout};
+use crate::policy::outcome::TriggerReason;
 
 /// `POST /tokens/checkout`.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -89,7 +89,7 @@ fn lease_end(lease: Duration) -> DateTime<Utc> {
 
 impl Broker {
     /// The job checkouts.
-    pub fn checkouts(&self) -> &crate::checkout::Checkouts {
+    pub fn checkouts(&self) -> &crate::lifecycle::checkout::Checkouts {
         &self.inner.checkouts
     }
 

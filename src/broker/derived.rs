@@ -14,7 +14,7 @@ use crate::cache::CredentialEntry;
 use crate::config::SiteConfig;
 use crate::drivers::{FailureKind, LoginFailure};
 use crate::error::{Error, Result};
-use crate::outcome::{AcquisitionStatus, TriggerReason};
+use crate::policy::outcome::{AcquisitionStatus, TriggerReason};
 
 impl Broker {
     /// The parent's token for `candidate`, within `remaining`; its failure as this site's.

@@ -12,17 +12,17 @@ use serde_json::json;
 use super::pipeline::{Broker, Flight};
 use super::request::{AcquiredToken, Source};
 use crate::actors::monitor::{AcquisitionFinished, AcquisitionStarted, Rejected};
-use crate::adaptive::Signal;
 use crate::cache::{CachedToken, CredentialEntry};
-use crate::circuit::{Admission, CircuitState, SiteOutcome, Streak};
 use crate::config::{seconds, SiteConfig};
-use crate::crypto::SealContext;
 use crate::db::models::{NewHistory, NewToken};
 use crate::drivers::{Credentials, FailureKind, LoginFailure, LoginStats, LoginToken, RetryGate};
 use crate::error::{Error, Result};
-use crate::outcome::{AcquisitionStatus, TriggerReason};
-use crate::secret::{fingerprint, redact, Secret};
+use crate::policy::adaptive::Signal;
+use crate::policy::circuit::{Admission, CircuitState, SiteOutcome, Streak};
+use crate::policy::outcome::{AcquisitionStatus, TriggerReason};
 use crate::slots::Slot;
+use crate::vault::crypto::SealContext;
+use crate::vault::secret::{fingerprint, redact, Secret};
 
 /// How one candidate account ended.
 enum Attempt {
@@ -350,7 +350,7 @@ impl Acquisition<'_> {
                 return Err(refusal);
             }
         }
-        let limits = crate::budget::BudgetLimits::of(site);
+        let limits = crate::policy::budget::BudgetLimits::of(site);
         let probe = admission == Admission::Probe;
         let taken = broker.inner.budgets.take(&site.name, candidate.id, limits);
         if let Err(refused) = taken.await {

@@ -9,7 +9,7 @@
 //!   and logs in through the site's driver.
 //! - [`refresh`] renews tokens in use in the background before they get close to expiry.
 //! - [`probe`] checks tokens in use ([`in_use`]) at the portal and replaces those it refuses.
-//! - [`checkout`]: job checkouts (an account held for one job, see [`crate::checkout`]).
+//! - [`checkout`]: job checkouts (an account held for one job, see [`crate::lifecycle::checkout`]).
 //! - [`states`] (penalties, blocks and the sites' reports), [`token_status`] (what the
 //!   dashboard shows of each account's token), [`derived`] (tokens obtained from a parent
 //!   site's token).

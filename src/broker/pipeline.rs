@@ -15,19 +15,19 @@ use super::in_use::InUse;
 use super::request::{AcquireRequest, AcquiredToken, Source};
 use crate::actors::history::HistoryRecorder;
 use crate::actors::monitor::MonitorActor;
-use crate::adaptive::AdaptiveLimits;
-use crate::budget::LoginBudgets;
 use crate::cache::{CacheKind, TokenCache};
-use crate::circuit::{CircuitPolicy, Circuits};
 use crate::config::{seconds, validate_site_name, Config, SiteConfig};
-use crate::crypto::SecretKey;
 use crate::db::Pool;
 use crate::drivers::LoginDriver;
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
-use crate::outcome::TriggerReason;
-use crate::selection::Strategy;
+use crate::policy::adaptive::AdaptiveLimits;
+use crate::policy::budget::LoginBudgets;
+use crate::policy::circuit::{CircuitPolicy, Circuits};
+use crate::policy::outcome::TriggerReason;
+use crate::policy::selection::Strategy;
 use crate::slots::Slots;
+use crate::vault::crypto::SecretKey;
+use crate::watch::metrics::Metrics;
 
 /// The single-flight key: one login at a time per (site, account).
 pub(super) type FlightKey = (String, i64);
@@ -70,15 +70,15 @@ pub(super) struct Inner {
     /// Background refreshes running or backing off: until when, after how many failures.
     pub(super) refreshing: Mutex<HashMap<FlightKey, (Instant, u32)>>,
     /// Logins in progress, for the stop (issue 15: cut logins are logged and recorded).
-    pub(super) running: crate::shutdown::RunningLogins,
+    pub(super) running: crate::daemon::shutdown::RunningLogins,
     /// Tokens handed out on sites with validity probes (SPEC §13).
     pub(super) in_use: InUse,
     /// Captchas waiting for a person (SPEC §13).
-    pub(super) captchas: crate::captcha::Captchas,
+    pub(super) captchas: crate::lifecycle::captcha::Captchas,
     /// Accounts held by job checkouts.
-    pub(super) checkouts: crate::checkout::Checkouts,
+    pub(super) checkouts: crate::lifecycle::checkout::Checkouts,
     /// `failed` answers per site from different accounts in a row (issue 21).
-    pub(super) protocol: crate::circuit::ProtocolWatch,
+    pub(super) protocol: crate::policy::circuit::ProtocolWatch,
 }
 
 /// Everything the broker works with.
@@ -94,14 +94,15 @@ pub struct BrokerParts {
     pub metrics: Arc<Metrics>,
     pub budgets: LoginBudgets,
     pub adaptive: AdaptiveLimits,
-    pub checkouts: crate::checkout::Checkouts,
+    pub checkouts: crate::lifecycle::checkout::Checkouts,
 }
 
 impl Broker {
     pub fn new(parts: BrokerParts) -> Result<Broker> {
         let default_ttl = seconds(parts.config.cache.default_token_ttl);
-        let captchas =
-            crate::captcha::Captchas::new(seconds(parts.config.retry.captcha_answer_timeout));
+        let captchas = crate::lifecycle::captcha::Captchas::new(seconds(
+            parts.config.retry.captcha_answer_timeout,
+        ));
         let drivers = parts
             .config
             .sites
@@ -135,22 +136,22 @@ impl Broker {
                 turns: turns.into_iter().map(|n| (n, AtomicU64::new(0))).collect(),
                 flights: Mutex::default(),
                 refreshing: Mutex::default(),
-                running: crate::shutdown::RunningLogins::default(),
+                running: crate::daemon::shutdown::RunningLogins::default(),
                 in_use: InUse::default(),
                 captchas,
                 checkouts: parts.checkouts,
-                protocol: crate::circuit::ProtocolWatch::default(),
+                protocol: crate::policy::circuit::ProtocolWatch::default(),
             }),
         })
     }
 
     /// The captchas waiting for a person.
-    pub fn captchas(&self) -> &crate::captcha::Captchas {
+    pub fn captchas(&self) -> &crate::lifecycle::captcha::Captchas {
         &self.inner.captchas
     }
 
-    /// The logins in progress (for the stop, see [`crate::shutdown`]).
-    pub fn running_logins(&self) -> &crate::shutdown::RunningLogins {
+    /// The logins in progress (for the stop, see [`crate::daemon::shutdown`]).
+    pub fn running_logins(&self) -> &crate::daemon::shutdown::RunningLogins {
         &self.inner.running
     }
 

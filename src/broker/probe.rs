@@ -25,11 +25,11 @@ use reqwest::header::{HeaderName, HeaderValue};
 use super::pipeline::Broker;
 use super::request::{AcquireRequest, AcquiredToken};
 use crate::config::{seconds, SiteConfig};
-use crate::crypto::SealContext;
 use crate::drivers::read_answer;
 use crate::error::{Error, Result};
-use crate::outcome::TriggerReason;
-use crate::secret::Secret;
+use crate::policy::outcome::TriggerReason;
+use crate::vault::crypto::SealContext;
+use crate::vault::secret::Secret;
 
 /// Longest a probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -192,7 +192,7 @@ impl Prober {
         let built = probe_client(Some(proxy.expose())).map_err(|_| {
             Error::Internal(format!(
                 "proxy {} is not usable",
-                crate::secret::redact_url(proxy.expose())
+                crate::vault::secret::redact_url(proxy.expose())
             ))
         })?;
         proxied.insert(proxy.expose().to_string(), built.clone());

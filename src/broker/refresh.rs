@@ -11,7 +11,7 @@ use super::pipeline::Broker;
 use super::request::AcquireRequest;
 use crate::cache::CachedToken;
 use crate::config::{seconds, CacheConfig, SiteConfig};
-use crate::outcome::TriggerReason;
+use crate::policy::outcome::TriggerReason;
 
 /// First wait after a failed background refresh; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(30);

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::near::OpenedToken;
 use crate::cache::{CachedToken, ReadyHeaders};
-use crate::secret::Secret;
+use crate::vault::secret::Secret;
 
 /// What a caller asks for (`POST /tokens/acquire`).
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]

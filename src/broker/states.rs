@@ -11,13 +11,13 @@ use serde::Serialize;
 
 use super::pipeline::Broker;
 use crate::accounts::AccountView;
-use crate::budget::BudgetLimits;
 use crate::cache::CredentialEntry;
-use crate::circuit::{CircuitState, CircuitView};
 use crate::config::{seconds, SiteConfig};
 use crate::drivers::FailureKind;
 use crate::error::{Error, Result};
-use crate::outcome::{AccountState, BlockReason};
+use crate::policy::budget::BudgetLimits;
+use crate::policy::circuit::{CircuitState, CircuitView};
+use crate::policy::outcome::{AccountState, BlockReason};
 
 /// How often the daemon looks for account changes made outside it (the CLI).
 const WATCH_EVERY: Duration = Duration::from_millis(500);
@@ -329,8 +329,8 @@ pub(in crate::broker) mod fixture {
     use super::Broker;
     use crate::accounts::NewAccount;
     use crate::config::Config;
-    use crate::secret::Secret;
-    use crate::server::RunningServer;
+    use crate::daemon::server::RunningServer;
+    use crate::vault::secret::Secret;
 
     const SECRET_KEY: &str = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=";
     pub(in crate::broker) const SITE: &str = "court_zxfw";
@@ -355,7 +355,9 @@ pub(in crate::broker) mod fixture {
             );
             let env = |name: &str| (name == "TOKEND_SECRET_KEY").then(|| SECRET_KEY.to_string());
             let config = Config::from_sources(Some(&text), &env).unwrap();
-            let server = crate::server::start(Arc::new(config)).await.unwrap();
+            let server = crate::daemon::server::start(Arc::new(config))
+                .await
+                .unwrap();
             Fixture { server, _dir: dir }
         }
 

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::outcome::BlockReason;
-use crate::secret::Secret;
+use crate::policy::outcome::BlockReason;
+use crate::vault::secret::Secret;
 
 /// A cached token: enough to answer an acquire without the database.
 #[derive(Debug, Clone, Serialize, Deserialize)]

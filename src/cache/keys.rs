@@ -13,7 +13,7 @@
 //!
 //! [`CachedToken`]: super::CachedToken
 //! [`CredentialEntry`]: super::CredentialEntry
-//! [`AccountStats`]: crate::selection::AccountStats
+//! [`AccountStats`]: crate::policy::selection::AccountStats
 
 use std::sync::Arc;
 
@@ -76,7 +76,7 @@ impl Keys {
         format!(
             "{}:revoked:{site}:{id}:{}",
             self.prefix,
-            crate::secret::fingerprint(sealed)
+            crate::vault::secret::fingerprint(sealed)
         )
     }
 

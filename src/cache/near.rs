@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::entries::{CachedToken, ReadyHeaders};
 use super::memory::MemoryStore;
-use crate::secret::Secret;
+use crate::vault::secret::Secret;
 
 /// How long a token entry read from Redis is served from the in-process near cache.
 pub const NEAR_WINDOW: Duration = Duration::from_secs(1);

@@ -22,11 +22,11 @@ use super::kinds::{CacheCounters, CacheKind};
 use super::near::{DecodedTokens, NearCache, OpenedToken, NEAR_WINDOW};
 use super::redis_store::TokenWrite;
 use super::store::CacheStore;
-use crate::crypto::{SealContext, SecretKey};
 use crate::error::Result;
-use crate::outcome::BlockReason;
-use crate::secret::Secret;
-use crate::selection::AccountStats;
+use crate::policy::outcome::BlockReason;
+use crate::policy::selection::AccountStats;
+use crate::vault::crypto::{SealContext, SecretKey};
+use crate::vault::secret::Secret;
 
 /// The cache backend as `/performance/cache-stats` shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]

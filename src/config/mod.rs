@@ -22,7 +22,7 @@ pub use site::{
 };
 
 use crate::error::{Error, Result};
-use crate::secret::Secret;
+use crate::vault::secret::Secret;
 
 /// Every environment variable tokend reads that is a secret or may hold one (a URL with a
 /// password), with the parts of a Redis URL: a login program and a captcha solver are started

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::robots::{RobotEvent, RobotKind};
-use crate::secret::Secret;
+use crate::lifecycle::robots::{RobotEvent, RobotKind};
+use crate::vault::secret::Secret;
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

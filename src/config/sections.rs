@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::secret::Secret;
+use crate::vault::secret::Secret;
 
 /// Longest duration accepted anywhere (a year): longer ones would overflow clock arithmetic.
 const MAX_SECONDS: f64 = 365.0 * 86400.0;

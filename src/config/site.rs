@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::secret::Secret;
+use crate::vault::secret::Secret;
 
 /// The longest site name accepted anywhere (config, API, CLI).
 pub const SITE_NAME_MAX: usize = 64;
@@ -40,7 +40,7 @@ pub fn validate_proxy_url(field: &str, url: &str) -> Result<()> {
             field,
             format!(
                 "`{}` is not a proxy URL: http://, https://, socks5:// or socks5h://host:port",
-                crate::secret::redact_url(url)
+                crate::vault::secret::redact_url(url)
             ),
         ))
     }
@@ -131,11 +131,14 @@ pub struct SiteConfig {
     pub command: Vec<String>,
     /// How the site chooses among its usable accounts: `best`, `round_robin`, `least_recent`.
     #[serde(default, skip_serializing_if = "is_best")]
-    pub selection: crate::selection::Strategy,
+    pub selection: crate::policy::selection::Strategy,
     /// The proxy the site's logins go through (`http://`, `https://`, `socks5://`), unless
     /// an account has its own.
-    #[serde(default, skip_serializing_if = "crate::secret::Secret::is_empty")]
-    pub proxy: crate::secret::Secret,
+    #[serde(
+        default,
+        skip_serializing_if = "crate::vault::secret::Secret::is_empty"
+    )]
+    pub proxy: crate::vault::secret::Secret,
     /// Whether the site's slot limit adapts to the portal's load (AIMD, SPEC §12).
     #[serde(default, skip_serializing_if = "is_false")]
     pub adaptive_concurrency: bool,
@@ -278,8 +281,8 @@ fn default_exchange_header() -> String {
     "Authorization: Bearer {token}".into()
 }
 
-fn is_best(strategy: &crate::selection::Strategy) -> bool {
-    *strategy == crate::selection::Strategy::Best
+fn is_best(strategy: &crate::policy::selection::Strategy) -> bool {
+    *strategy == crate::policy::selection::Strategy::Best
 }
 
 fn is_false(value: &bool) -> bool {

@@ -7,7 +7,7 @@ use super::models::{AccountCredential, NewAccountCredential};
 use super::schema::account_credentials::dsl;
 use super::{is_unique_violation, DbConnection};
 use crate::error::{Error, Result};
-use crate::outcome::BlockReason;
+use crate::policy::outcome::BlockReason;
 
 /// Inserts an account; an existing (site, account) is [`Error::AccountExists`].
 pub fn insert(

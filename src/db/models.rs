@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::schema::account_credentials;
 
 /// One login account of one site. The password is only ever held sealed here
-/// (see [`crate::crypto`]); `Serialize` leaves it out.
+/// (see [`crate::vault::crypto`]); `Serialize` leaves it out.
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
 #[diesel(table_name = account_credentials)]
 pub struct AccountCredential {
@@ -30,7 +30,7 @@ pub struct AccountCredential {
     pub updated_at: NaiveDateTime,
     /// Until when the account is blacklisted or cooling down (SPEC §11); `None`: not blocked.
     pub blocked_until: Option<NaiveDateTime>,
-    /// Why: the [`crate::outcome::BlockReason`] that set the block.
+    /// Why: the [`crate::policy::outcome::BlockReason`] that set the block.
     pub block_reason: Option<String>,
     /// The account's own proxy URL, sealed (it may carry credentials).
     #[serde(skip)]

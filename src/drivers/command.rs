@@ -29,9 +29,9 @@ use super::login::{
     LoginToken, MAX_ERROR_BYTES,
 };
 use super::process::{read_capped, spawn_in_group, GroupGuard};
-use crate::captcha::Captchas;
 use crate::config::SiteConfig;
-use crate::secret::Secret;
+use crate::lifecycle::captcha::Captchas;
+use crate::vault::secret::Secret;
 
 /// How long output is awaited after the program exited, before its group is killed.
 const OUTPUT_GRACE: std::time::Duration = std::time::Duration::from_millis(300);

@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::court::portal::{login_client, Step};
 use super::login::{expiry_in, expiry_of, Credentials, FailureKind, LoginFailure, LoginToken};
 use crate::config::SiteConfig;
-use crate::secret::Secret;
+use crate::vault::secret::Secret;
 
 pub struct DerivedDriver {
     site: SiteConfig,

@@ -24,7 +24,7 @@ use super::login::{
 };
 use crate::config::{RequestFormat, SiteConfig, TokenFrom};
 use crate::error::{Error, Result};
-use crate::secret::Secret;
+use crate::vault::secret::Secret;
 
 /// Largest login answer read; a portal's login answer is small.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -73,7 +73,7 @@ impl HttpDriver {
                 FailureKind::Failed,
                 format!(
                     "proxy {}: {}",
-                    crate::secret::redact_url(proxy.expose()),
+                    crate::vault::secret::redact_url(proxy.expose()),
                     clean_message(&e.to_string(), &[proxy.expose()])
                 ),
             )
@@ -241,7 +241,7 @@ impl HttpDriver {
             format!("HTTP {status}: {text}")
         };
         // Masked first (the password in any form), then any token-like run hidden.
-        let detail = crate::secret::hide_tokens(&clean_message(&detail, secrets));
+        let detail = crate::vault::secret::hide_tokens(&clean_message(&detail, secrets));
         LoginFailure::new(kind, detail)
             .with_retry_after(answer.retry_after)
             .congested(congestion)
@@ -406,7 +406,9 @@ fn redirected(response: &reqwest::Response, secrets: &[&str]) -> LoginFailure {
         .map_or_else(
             || "(none)".into(),
             // Its query may carry a code or a ticket: never shown.
-            |l| crate::secret::redact_url_credentials(&String::from_utf8_lossy(l.as_bytes())),
+            |l| {
+                crate::vault::secret::redact_url_credentials(&String::from_utf8_lossy(l.as_bytes()))
+            },
         );
     LoginFailure::new(
         FailureKind::Failed,

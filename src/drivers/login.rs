@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::outcome::AcquisitionStatus;
-use crate::secret::{mask_echoes, Secret};
+use crate::policy::outcome::AcquisitionStatus;
+use crate::vault::secret::{mask_echoes, Secret};
 
 /// Longest error message kept from a driver (stderr, portal error body).
 pub const MAX_ERROR_BYTES: usize = 2048;
@@ -247,7 +247,7 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 }
 
 /// Cuts `text` to [`MAX_ERROR_BYTES`] (on a character boundary) and masks the secrets in it,
-/// in every form a portal or script may echo them ([`crate::secret::echoed_forms`]). The secrets are masked
+/// in every form a portal or script may echo them ([`crate::vault::secret::echoed_forms`]). The secrets are masked
 /// first, on the text as it came: removing characters before would let a password that the
 /// portal echoed with a control character in it through.
 pub fn clean_message(text: &str, secrets: &[&str]) -> String {

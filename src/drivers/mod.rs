@@ -111,7 +111,7 @@ impl LoginDriver {
         site: &SiteConfig,
         default_ttl: Duration,
         sites: &[SiteConfig],
-        metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+        metrics: Option<std::sync::Arc<crate::watch::metrics::Metrics>>,
     ) -> Result<LoginDriver> {
         Ok(match site.driver {
             DriverKind::CourtZxfw => {
@@ -140,7 +140,7 @@ impl LoginDriver {
     }
 
     /// Lets a `command` site hand captchas to a person (SPEC §13).
-    pub fn with_captchas(self, captchas: crate::captcha::Captchas) -> LoginDriver {
+    pub fn with_captchas(self, captchas: crate::lifecycle::captcha::Captchas) -> LoginDriver {
         match self {
             LoginDriver::Command(d) => LoginDriver::Command(d.with_captchas(captchas)),
             LoginDriver::CourtZxfw(d) => {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use tokend::accounts::NewAccount;
-use tokend::secret::Secret;
-use tokend::server::RunningServer;
+use tokend::daemon::server::RunningServer;
+use tokend::vault::secret::Secret;
 use tokend::Config;
 
 use crate::portal::{AccountBehaviour, Portal};
@@ -101,7 +101,9 @@ impl Harness {
         );
         let env = |name: &str| (name == "TOKEND_SECRET_KEY").then(|| SECRET_KEY.to_string());
         let config = Config::from_sources(Some(&text), &env).unwrap();
-        let tokend = tokend::server::start(Arc::new(config)).await.unwrap();
+        let tokend = tokend::daemon::server::start(Arc::new(config))
+            .await
+            .unwrap();
         Harness {
             tokend,
             portal,

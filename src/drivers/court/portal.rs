@@ -16,7 +16,7 @@ use crate::drivers::login::{
     clean_message, expiry_of, network_cause, parse_retry_after, proxy_failure, read_answer,
     FailureKind, LoginFailure, LoginToken,
 };
-use crate::secret::{hide_tokens, mask_echoes, Secret};
+use crate::vault::secret::{hide_tokens, mask_echoes, Secret};
 
 /// `Referer` of every request to the court portals (they refuse requests without it).
 pub const REFERER: &str = "https://zxfw.court.gov.cn/zxfw/";
@@ -61,7 +61,7 @@ pub fn client_with(
                 FailureKind::Failed,
                 format!(
                     "proxy {}: {}",
-                    crate::secret::redact_url(url.expose()),
+                    crate::vault::secret::redact_url(url.expose()),
                     clean_message(&e.to_string(), &[url.expose()])
                 ),
             )
@@ -133,7 +133,7 @@ impl Step<'_> {
             "event=court_token site={} account={} token={} expires_at={}",
             self.site,
             self.account,
-            crate::secret::redact(token),
+            crate::vault::secret::redact(token),
             expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
         Ok(LoginToken {
@@ -345,7 +345,7 @@ fn shape(value: &Value, key: Option<&str>, depth: usize, secrets: &[&str]) -> Va
                 Value::String(s) => s.clone(),
                 v => v.to_string(),
             };
-            let fingerprint = crate::secret::fingerprint(&text);
+            let fingerprint = crate::vault::secret::fingerprint(&text);
             Value::String(format!(
                 "<{} chars sha256:{}>",
                 text.chars().count(),
@@ -374,7 +374,7 @@ mod tests {
         assert_eq!(json["code"], 200);
         assert_eq!(json["message"], "ok <24 chars>");
         let token = json["data"]["token"].as_str().unwrap();
-        let fingerprint = crate::secret::fingerprint("zxOPAQUE0123456789abcdef");
+        let fingerprint = crate::vault::secret::fingerprint("zxOPAQUE0123456789abcdef");
         assert_eq!(token, format!("<24 chars sha256:{}>", &fingerprint[..12]));
         for value in ["zxOPAQUE", "hunter22", "/9j/4AAQ"] {
             assert!(!shown.contains(value), "{shown}");

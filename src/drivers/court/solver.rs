@@ -17,13 +17,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Child;
 use tokio::task::JoinHandle;
 
-use crate::captcha::Captchas;
 use crate::config::court::CaptchaSolverConfig;
 use crate::config::{seconds, SiteConfig};
 use crate::drivers::deadline::Deadline;
 use crate::drivers::login::{clean_message, could_not_run, FailureKind, LoginFailure};
 use crate::drivers::process::{read_capped, spawn_in_group};
-use crate::metrics::{Metrics, SolveResult};
+use crate::lifecycle::captcha::Captchas;
+use crate::watch::metrics::{Metrics, SolveResult};
 
 /// Why a person cannot be asked (a driver built without the daemon's captcha registry).
 pub const NO_HAND_OFF: &str =

@@ -16,7 +16,7 @@ use crate::config::SiteConfig;
 use crate::drivers::deadline::Deadline;
 use crate::drivers::login::{Credentials, FailureKind, LoginFailure, LoginToken};
 use crate::error::Result;
-use crate::metrics::{Metrics, SolveResult};
+use crate::watch::metrics::{Metrics, SolveResult};
 
 pub struct ZxfwDriver {
     site: String,
@@ -36,7 +36,7 @@ impl ZxfwDriver {
     }
 
     /// Lets a person read the captchas (`captcha_solver = "human"` or the fallback).
-    pub fn with_captchas(mut self, captchas: crate::captcha::Captchas) -> ZxfwDriver {
+    pub fn with_captchas(mut self, captchas: crate::lifecycle::captcha::Captchas) -> ZxfwDriver {
         self.solver = self.solver.with_captchas(captchas);
         self
     }

@@ -12,8 +12,8 @@ use crate::drivers::login::{
     clean_message, expiry_in, expiry_of, network_cause, proxy_failure, read_answer, Credentials,
     FailureKind, LoginFailure, LoginToken,
 };
-use crate::metrics::SolveResult;
-use crate::secret::Secret;
+use crate::vault::secret::Secret;
+use crate::watch::metrics::SolveResult;
 
 /// Largest answer read from a step (a captcha image is a few KiB).
 const MAX_ANSWER_BYTES: usize = 2 * 1024 * 1024;
@@ -182,7 +182,7 @@ impl Attempt<'_> {
                 .failure(
                     step,
                     FailureKind::Misconfigured,
-                    &format!("url: `{}` is not on a host of the site ({}): list it in the recipe's hosts", crate::secret::redact_url(&url), self.driver.hosts.join(", ")),
+                    &format!("url: `{}` is not on a host of the site ({}): list it in the recipe's hosts", crate::vault::secret::redact_url(&url), self.driver.hosts.join(", ")),
                 )
                 .last_attempt()
                 .into());
@@ -209,7 +209,11 @@ impl Attempt<'_> {
                 builder.json(&body)
             }
         };
-        let line = format!("  {} {}", request.method, crate::secret::redact_url(&url));
+        let line = format!(
+            "  {} {}",
+            request.method,
+            crate::vault::secret::redact_url(&url)
+        );
         trace.line(&self.secrets(), line);
         let answer = self.receive(step, builder).await?;
         let secrets = self.secrets();
@@ -409,7 +413,7 @@ impl Attempt<'_> {
             &secrets,
             format!(
                 "token: {} expires {} ; consumers send `{}`",
-                crate::secret::redact(&token),
+                crate::vault::secret::redact(&token),
                 expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 recipe.header
             ),

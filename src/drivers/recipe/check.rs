@@ -9,7 +9,7 @@ use crate::config::{seconds, DriverKind, SiteConfig};
 use crate::drivers::deadline::Deadline;
 use crate::drivers::login::Credentials;
 use crate::error::{Error, Result};
-use crate::secret::Secret;
+use crate::vault::secret::Secret;
 
 /// `tokend recipe list`: the built-in recipes, with their descriptions.
 pub fn list() -> Result<()> {

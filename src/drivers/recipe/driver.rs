@@ -14,7 +14,7 @@ use crate::drivers::court::solver::CaptchaSolver;
 use crate::drivers::deadline::Deadline;
 use crate::drivers::login::{Credentials, LoginFailure, LoginToken};
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
+use crate::watch::metrics::Metrics;
 
 pub struct RecipeDriver {
     pub(super) site: String,
@@ -109,7 +109,7 @@ impl RecipeDriver {
     }
 
     /// Lets a person read the captchas (`captcha_solver = "human"` or the fallback).
-    pub fn with_captchas(mut self, captchas: crate::captcha::Captchas) -> RecipeDriver {
+    pub fn with_captchas(mut self, captchas: crate::lifecycle::captcha::Captchas) -> RecipeDriver {
         self.solver = self.solver.with_captchas(captchas);
         self
     }

@@ -3,7 +3,7 @@
 //! (`X-Tokend-Signature: sha256=<hex>` over the exact body).
 //!
 //! The same events go to the chat robots of `[[notify.robots]]` (WeCom, DingTalk, Feishu),
-//! each in its own format ([`crate::robots`]), under the same rules.
+//! each in its own format ([`crate::lifecycle::robots`]), under the same rules.
 //!
 //! Senders only put an event in a bounded in-memory queue per destination (the oldest is
 //! dropped, and counted, when it is full) and go on: a destination that is down never slows
@@ -26,9 +26,9 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use crate::config::{seconds, Config};
-use crate::metrics::Metrics;
-use crate::robots::{RobotEvent, RobotKind};
-use crate::secret::Secret;
+use crate::lifecycle::robots::{RobotEvent, RobotKind};
+use crate::vault::secret::Secret;
+use crate::watch::metrics::Metrics;
 
 /// Events waiting for delivery, at most.
 pub const QUEUE_CAPACITY: usize = 256;
@@ -222,7 +222,7 @@ impl Destination {
         format: Format,
         metrics: &Arc<Metrics>,
     ) -> Option<Arc<Destination>> {
-        let shown_url = crate::secret::redact_url_credentials(&url);
+        let shown_url = crate::vault::secret::redact_url_credentials(&url);
         let client = match strict_client() {
             Ok(client) => client,
             Err(e) => {
@@ -254,7 +254,7 @@ impl Destination {
     fn wants(&self, event: &Value) -> bool {
         match &self.format {
             Format::Json { .. } => true,
-            Format::Robot { events, .. } => crate::robots::wants(events, event),
+            Format::Robot { events, .. } => crate::lifecycle::robots::wants(events, event),
         }
     }
 
@@ -293,11 +293,12 @@ impl Destination {
                 secret,
                 public_url,
                 ..
-            } => crate::robots::messages(*kind, event, public_url)
+            } => crate::lifecycle::robots::messages(*kind, event, public_url)
                 .into_iter()
                 .map(|message| {
                     let now = Utc::now().timestamp_millis();
-                    let (url, body) = crate::robots::signed(*kind, &self.url, secret, message, now);
+                    let (url, body) =
+                        crate::lifecycle::robots::signed(*kind, &self.url, secret, message, now);
                     (url, body.to_string().into_bytes(), None)
                 })
                 .collect(),
@@ -328,7 +329,7 @@ impl Destination {
         }
         // A robot answers 200 with its own verdict in the body.
         let verdict: Value = answer.json().await.unwrap_or(Value::Null);
-        crate::robots::accepted(&verdict)
+        crate::lifecycle::robots::accepted(&verdict)
     }
 
     /// Delivers one event (each of its POSTs), retrying with backoff; gives up after

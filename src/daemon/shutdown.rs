@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 
 use crate::actors::history::HistoryRecorder;
 use crate::db::models::NewHistory;
-use crate::outcome::{AcquisitionStatus, TriggerReason};
+use crate::policy::outcome::{AcquisitionStatus, TriggerReason};
 
 /// One acquisition of the slow path; `account` is set once its driver runs.
 #[derive(Debug, Clone)]

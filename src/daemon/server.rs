@@ -11,19 +11,19 @@ use redis::aio::ConnectionManager;
 
 use crate::actors::cache::WatchSlots;
 use crate::actors::Actors;
-use crate::adaptive::AdaptiveLimits;
 use crate::api::{self, AppState};
 use crate::broker::{Broker, BrokerParts};
-use crate::budget::LoginBudgets;
 use crate::cache::{CacheStore, TokenCache};
-use crate::circuit::Circuits;
 use crate::config::Config;
-use crate::crypto::SecretKey;
+use crate::daemon::shutdown::Shutdown;
 use crate::db::Pool;
 use crate::error::{Error, Result};
-use crate::shutdown::Shutdown;
+use crate::policy::adaptive::AdaptiveLimits;
+use crate::policy::budget::LoginBudgets;
+use crate::policy::circuit::Circuits;
 use crate::slots::redis::RedisSlots;
 use crate::slots::Slots;
+use crate::vault::crypto::SecretKey;
 
 /// HTTP worker threads: the handlers only await actors and the cache, so two are plenty and
 /// keep the idle footprint small.
@@ -64,7 +64,7 @@ impl RunningServer {
 /// stops at once and touches nothing); then the database, the key and the checks of what
 /// would otherwise fail on the first acquisition.
 pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
-    crate::checks::command_programs(&config)?;
+    crate::daemon::checks::command_programs(&config)?;
     let listener = bind(&config)?;
     let pool = Pool::connect(config.database.url.expose(), config.database.pool_size)?;
     let database_ready = migrate_at_start(pool.clone()).await?;
@@ -108,8 +108,8 @@ async fn load_key(config: &Arc<Config>, pool: &Pool, database_ready: bool) -> Re
     }
     let (config, pool) = (config.clone(), pool.clone());
     web::block(move || -> Result<SecretKey> {
-        let key = crate::checks::load_key(&config, &pool)?;
-        crate::checks::key_opens_stored_secret(&mut *pool.get()?, &key)?;
+        let key = crate::daemon::checks::load_key(&config, &pool)?;
+        crate::daemon::checks::key_opens_stored_secret(&mut *pool.get()?, &key)?;
         Ok(key)
     })
     .await
@@ -159,7 +159,7 @@ fn start_broker(
         metrics: actors.metrics.clone(),
         budgets: LoginBudgets::new(shared_redis(cache, config), pool.clone()),
         adaptive,
-        checkouts: crate::checkout::Checkouts::new(shared_redis(cache, config)),
+        checkouts: crate::lifecycle::checkout::Checkouts::new(shared_redis(cache, config)),
     })?;
     broker.start_checkout_sweeper();
     broker.watch_accounts();
@@ -167,7 +167,7 @@ fn start_broker(
         .alert
         .do_send(crate::actors::alert::WatchSites(broker.clone()));
     // SPEC §13: alerts and pending captchas announced by webhook; tokens in use probed.
-    let webhook = crate::webhook::Webhook::start(config, actors.metrics.clone());
+    let webhook = crate::lifecycle::webhook::Webhook::start(config, actors.metrics.clone());
     actors
         .alert
         .do_send(crate::actors::alert::AnnounceTo(webhook.clone()));
@@ -317,17 +317,17 @@ pub async fn serve(config: Arc<Config>) -> Result<()> {
     let mut database_ready = running.database_ready.clone();
     actix_web::rt::spawn(async move {
         if database_ready.wait_for(|ready| *ready).await.is_ok() {
-            crate::notify::ready();
+            crate::daemon::systemd::ready();
         }
     });
-    crate::notify::start_watchdog(running.state.actors.monitor.clone());
+    crate::daemon::systemd::start_watchdog(running.state.actors.monitor.clone());
     let handle = running.handle.clone();
     let broker = running.state.broker.clone();
     let state = running.state.clone();
     actix_web::rt::spawn(async move {
         let signal = shutdown_signal().await;
         log::info!("event=shutdown signal={signal}");
-        crate::notify::stopping();
+        crate::daemon::systemd::stopping();
         actix_web::rt::spawn(force_on_second_signal());
         actix_web::rt::spawn(end_grace(state));
         handle.stop(true).await;

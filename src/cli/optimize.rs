@@ -4,10 +4,10 @@
 
 use serde_json::{json, Value};
 
-use crate::client;
+use crate::cli::client;
+use crate::cli::terminal::printable;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::terminal::printable;
 
 const PERF: &str = "/api/v1/automation/performance";
 

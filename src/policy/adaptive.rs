@@ -24,8 +24,8 @@ use redis::Script;
 
 use crate::actors::concurrency::{SetSiteLimit, Usage};
 use crate::config::SiteConfig;
-use crate::metrics::Metrics;
 use crate::slots::Slots;
+use crate::watch::metrics::Metrics;
 
 /// One AIMD step. KEYS: the site's state, the shared site limits, the site's slot leases.
 /// ARGV: site, signal (`congestion`, `success`, `failure`), max limit, increase after, and

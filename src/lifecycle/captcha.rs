@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
-use crate::webhook::Webhook;
+use crate::lifecycle::webhook::Webhook;
 
 /// A pending challenge as the API shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

@@ -18,7 +18,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
 use crate::config::SecurityConfig;
 use crate::error::{Error, Result};
-use crate::secret::Secret;
+use crate::vault::secret::Secret;
 
 const VERSION_PREFIX: &str = "v1.";
 const KEY_LEN: usize = 32;

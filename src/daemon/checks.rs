@@ -10,9 +10,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use crate::config::{Config, DriverKind};
-use crate::crypto::{SealContext, SecretKey};
 use crate::db::{DbConnection, Pool};
 use crate::error::{Error, Result};
+use crate::vault::crypto::{SealContext, SecretKey};
 
 /// The phrase operators (and tests) look for when the key is wrong.
 pub const KEY_MISMATCH: &str = "the secret key does not match the stored accounts";

@@ -14,7 +14,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use crate::client::Endpoint;
+use crate::cli::client::Endpoint;
 use crate::config::Config;
 use crate::error::{Error, Result};
 
@@ -76,7 +76,7 @@ pub fn run_checkout(config: &Config, command: CheckoutCommand) -> Result<()> {
     match command {
         CheckoutCommand::List { url, json, wait } => {
             let endpoint = Endpoint::new(url.as_deref(), wait);
-            let data = runtime.block_on(crate::client::get(
+            let data = runtime.block_on(crate::cli::client::get(
                 config,
                 &endpoint,
                 "/api/v1/automation/tokens/checkouts",
@@ -118,7 +118,7 @@ pub fn run_checkout(config: &Config, command: CheckoutCommand) -> Result<()> {
 
 /// A field as one line of plain text (portal and operator text: no control characters).
 fn text(value: &Value) -> String {
-    crate::terminal::printable(value.as_str().unwrap_or(""))
+    crate::cli::terminal::printable(value.as_str().unwrap_or(""))
 }
 
 fn path_of(id: &str, what: &str) -> String {
@@ -130,7 +130,7 @@ fn path_of(id: &str, what: &str) -> String {
 
 async fn release(config: &Config, endpoint: &Endpoint, id: &str, outcome: &str) -> Result<Value> {
     let path = path_of(id, "release");
-    crate::client::post(config, endpoint, &path, &json!({ "outcome": outcome })).await
+    crate::cli::client::post(config, endpoint, &path, &json!({ "outcome": outcome })).await
 }
 
 /// `tokend exec`: the exit status is COMMAND's (128 + the signal that ended it).
@@ -144,7 +144,7 @@ async fn exec(config: &Config, args: ExecArgs) -> Result<i32> {
     let endpoint = Endpoint::new(args.url.as_deref(), args.wait);
     if !args.checkout {
         let body = json!({"site_name": args.site, "account": args.account});
-        let token = crate::client::post(
+        let token = crate::cli::client::post(
             config,
             &endpoint,
             "/api/v1/automation/tokens/acquire",
@@ -164,7 +164,7 @@ async fn exec(config: &Config, args: ExecArgs) -> Result<i32> {
         "lease_seconds": args.lease,
         "job": job,
     });
-    let held = crate::client::post(
+    let held = crate::cli::client::post(
         config,
         &endpoint,
         "/api/v1/automation/tokens/checkout",
@@ -200,7 +200,9 @@ async fn exec(config: &Config, args: ExecArgs) -> Result<i32> {
 /// Renews the lease; a renewal that fails is said (the lease ends by itself if none lands).
 async fn renew(config: &Config, endpoint: &Endpoint, id: &str, lease: f64) {
     let path = path_of(id, "renew");
-    match crate::client::post(config, endpoint, &path, &json!({ "lease_seconds": lease })).await {
+    match crate::cli::client::post(config, endpoint, &path, &json!({ "lease_seconds": lease }))
+        .await
+    {
         Ok(data) if data["token_renewed"] == Value::Bool(true) => eprintln!(
             "tokend: the token of checkout {id} was renewed; the command still has the old one"
         ),

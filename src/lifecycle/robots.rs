@@ -2,7 +2,7 @@
 //! and Feishu (飞书) group robots, each in its own message format, Chinese first.
 //!
 //! This file only turns a webhook event (`alert_firing`, `alert_resolved`,
-//! `captcha_pending`, as [`crate::webhook`] queues them) into the robot's messages, signs
+//! `captcha_pending`, as [`crate::lifecycle::webhook`] queues them) into the robot's messages, signs
 //! them, and reads the robot's answer; the delivery rules (queue, retries with backoff, no
 //! redirects, no environment proxy, the URL masked in logs) are the webhook's.
 //!
@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::secret::Secret;
+use crate::vault::secret::Secret;
 
 /// Which robot a `[[notify.robots]]` entry speaks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

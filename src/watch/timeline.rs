@@ -9,7 +9,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 
-use crate::outcome::{AcquisitionStatus, RejectionReason};
+use crate::policy::outcome::{AcquisitionStatus, RejectionReason};
 
 /// Buckets kept: one hour of minutes.
 pub const MINUTES: usize = 60;
