@@ -632,3 +632,43 @@ async fn a_solver_script_that_is_gone_pauses_the_site_not_the_account() {
         "{health}"
     );
 }
+
+/// `driver = "court_zxfw"` runs the built-in recipe with the site's own error patterns, as
+/// the native driver did: a portal message the recipe alone calls `failed` is a credential
+/// error (not retried) or a rate limit (a network error) when the site says so.
+#[actix_rt::test]
+async fn a_court_site_keeps_its_own_error_patterns_as_a_recipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let solver = python_solver(dir.path());
+    let retry = "[retry]\nmax_captcha_retries = 0\nmax_network_retries = 0\nlogin_timeout = 20\n";
+    let cases = [
+        ("", "账户已冻结", "failed"),
+        (
+            "credential_error_pattern = \"冻结\"\n",
+            "账户已冻结",
+            "credential_error",
+        ),
+        (
+            "rate_limit_pattern = \"系统维护\"\n",
+            "系统维护中，请稍后",
+            "network_error",
+        ),
+    ];
+    for (patterns, message, error_type) in cases {
+        let court = CourtPortal::start();
+        court.accept("alice", "pw-alice");
+        *court.state.canned_login.lock().unwrap() = Some(json!({"code": 500, "message": message}));
+        let h = start(&court, &solver, retry, patterns).await;
+        h.add_account_on("zxfw", "alice", "pw-alice", false);
+        let (status, body) = h.acquire(json!({"site_name": "zxfw"})).await;
+        assert_eq!(status, 502, "{patterns}: {body}");
+        assert_eq!(
+            body["errors"]["error_type"], error_type,
+            "{patterns}: {body}"
+        );
+        assert!(
+            body["message"].as_str().unwrap().contains(message),
+            "{body}"
+        );
+    }
+}

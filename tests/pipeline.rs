@@ -179,6 +179,16 @@ async fn tokens_in_use_are_refreshed_in_the_background() {
             "renewed in the background"
         );
         assert_eq!(h.portal.state.issued(), 2);
+        // The refresh records its row after it stores the token: wait for the row.
+        common::eventually(
+            "the refresh's history row",
+            Duration::from_secs(5),
+            || async {
+                let rows = h.history().await;
+                (rows.len() == 2).then_some(())
+            },
+        )
+        .await;
         assert_eq!(h.history().await[0].trigger_reason, "refresh_ahead");
     }
 }

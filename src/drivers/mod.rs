@@ -94,10 +94,6 @@ fn retry_wait(
 pub enum LoginDriver {
     Http(Box<http::HttpDriver>),
     Command(command::CommandDriver),
-    /// SPEC §15: 人民法院在线服务.
-    CourtZxfw(Box<court::zxfw::ZxfwDriver>),
-    /// SPEC §15: 保全系统, from a `court_zxfw` token (handed in as the password).
-    CourtBaoquan(Box<court::baoquan::BaoquanDriver>),
     /// SPEC §13: a token exchanged for the parent's (handed in as the password).
     Derived(Box<derived::DerivedDriver>),
     /// Issue 26: a portal's login described by a recipe file.
@@ -114,13 +110,10 @@ impl LoginDriver {
         metrics: Option<std::sync::Arc<crate::watch::metrics::Metrics>>,
     ) -> Result<LoginDriver> {
         Ok(match site.driver {
-            DriverKind::CourtZxfw => {
-                LoginDriver::CourtZxfw(Box::new(court::zxfw::ZxfwDriver::new(site, metrics)?))
-            }
-            DriverKind::CourtBaoquan => {
+            DriverKind::CourtZxfw | DriverKind::CourtBaoquan => {
                 let parent = sites.iter().find(|s| s.name == site.from_site);
-                LoginDriver::CourtBaoquan(Box::new(court::baoquan::BaoquanDriver::new(
-                    site, parent,
+                LoginDriver::Recipe(Box::new(recipe::RecipeDriver::builtin(
+                    site, parent, metrics,
                 )?))
             }
             DriverKind::Recipe => {
@@ -143,9 +136,6 @@ impl LoginDriver {
     pub fn with_captchas(self, captchas: crate::lifecycle::captcha::Captchas) -> LoginDriver {
         match self {
             LoginDriver::Command(d) => LoginDriver::Command(d.with_captchas(captchas)),
-            LoginDriver::CourtZxfw(d) => {
-                LoginDriver::CourtZxfw(Box::new(d.with_captchas(captchas)))
-            }
             LoginDriver::Recipe(d) => LoginDriver::Recipe(Box::new(d.with_captchas(captchas))),
             other => other,
         }
@@ -159,8 +149,6 @@ impl LoginDriver {
         match self {
             LoginDriver::Http(d) => d.login(creds, deadline.remaining()).await,
             LoginDriver::Command(d) => d.login(creds, deadline).await,
-            LoginDriver::CourtZxfw(d) => d.login(creds, deadline).await,
-            LoginDriver::CourtBaoquan(d) => d.login(creds, deadline.remaining()).await,
             LoginDriver::Derived(d) => d.login(creds, deadline.remaining()).await,
             LoginDriver::Recipe(d) => d.login(creds, deadline).await,
         }

@@ -1,12 +1,10 @@
-//! The court portal drivers (SPEC §15), spoken natively: [`zxfw`] (人民法院在线服务: SM2
-//! password, image captcha, JWT) and [`baoquan`] (保全系统: a token derived from the zxfw
-//! token through an OAuth code), with the [`solver`] that reads captchas and [`sm2`].
-//!
-//! What their steps share (the portal's client, envelope and failure classification) lives
-//! in `portal`, a leaf that `derived` sites use too.
+//! What the court portals (SPEC §15) need beyond a recipe: `court_zxfw` (人民法院在线服务)
+//! and `court_baoquan` (保全系统) run as the built-in recipes of those names
+//! (`examples/recipes/court_*.toml`, see `drivers::recipe`); here are the parts those recipes
+//! call on: the [`solver`] that reads captchas (a program, or a person through the hand-off),
+//! [`sm2`] (the zxfw password encryption) and `portal` (the login's client and the logged form
+//! of an answer), which `derived` sites use too.
 
-pub mod baoquan;
 pub(crate) mod portal;
 pub mod sm2;
 pub mod solver;
-pub mod zxfw;

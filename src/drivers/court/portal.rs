@@ -1,10 +1,11 @@
-//! What the steps of the court portals (and of `derived` sites) share: one HTTP client per
-//! login that keeps the portal's cookies and sends the `Referer`/`Origin` the portal insists
-//! on ([`login_client`]); a [`Step`] that sends a request, reads the portal's envelope
-//! `{"code", "data", "message"}` ([`PortalAnswer`]) and classifies what went wrong by the
-//! site's [`Patterns`]. Every step logs what it got (`event=court_step`: the answer's shape as
-//! JSON, never a token, cookie or code in it), so that a portal that changed is diagnosed from
-//! the log: the step, the HTTP status, the keys, the `code` and the `message` it answered.
+//! What the portal logins (recipes, the court portals among them, and `derived` sites) share:
+//! one HTTP client per login that keeps the portal's cookies and sends the `Referer`/`Origin`
+//! the court portals insist on ([`login_client`], [`client_with`]); a [`Step`] of a `derived`
+//! exchange that sends a request and reads the portal's envelope `{"code", "data", "message"}`
+//! ([`PortalAnswer`]); and [`logged_answer`], the form in which every step's answer is logged
+//! (`event=court_step` / `recipe_step`: the answer's shape as JSON, never a token, cookie or
+//! code in it), so that a portal that changed is diagnosed from the log: the step, the HTTP
+//! status, the keys, the `code` and the `message` it answered.
 //!
 //! A leaf: it uses no other file of the drivers but their shared vocabulary.
 
@@ -13,8 +14,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::drivers::login::{
-    clean_message, expiry_of, network_cause, parse_retry_after, proxy_failure, read_answer,
-    FailureKind, LoginFailure, LoginToken,
+    clean_message, network_cause, parse_retry_after, proxy_failure, read_answer, FailureKind,
+    LoginFailure,
 };
 use crate::vault::secret::{hide_tokens, mask_echoes, Secret};
 
@@ -79,17 +80,12 @@ pub struct PortalAnswer {
     pub status: reqwest::StatusCode,
     /// `code` as a number (some answers send it as a string).
     pub code: Option<i64>,
-    pub data: Value,
     pub message: String,
     /// The whole answer (for the pointers of a `derived` site).
     pub json: Value,
 }
 
 impl PortalAnswer {
-    pub fn ok(&self) -> bool {
-        self.status.is_success() && self.code == Some(200)
-    }
-
     /// The portal refused the token it was sent (401/403 as status or `code`).
     pub fn unauthorized(&self) -> bool {
         matches!(self.status.as_u16(), 401 | 403) || matches!(self.code, Some(401 | 403))
@@ -114,35 +110,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_LIFE: Duration = Duration::from_secs(3600);
 
 impl Step<'_> {
-    /// The token of a successful answer (`data.token`, a JWT whose `exp` is its life, else
-    /// [`DEFAULT_LIFE`]); a 200 without one is a `failed` login.
-    pub fn token(&self, answer: &PortalAnswer) -> Result<LoginToken, LoginFailure> {
-        let token = answer
-            .data
-            .get("token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.trim().is_empty())
-            .ok_or_else(|| {
-                self.failure(
-                    FailureKind::Failed,
-                    "code 200 but the answer has no `data.token`",
-                )
-            })?;
-        let expires_at = expiry_of(token, DEFAULT_LIFE);
-        log::info!(
-            "event=court_token site={} account={} token={} expires_at={}",
-            self.site,
-            self.account,
-            crate::vault::secret::redact(token),
-            expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        );
-        Ok(LoginToken {
-            token: Secret::new(token),
-            expires_at,
-            token_type: None,
-        })
-    }
-
     /// A failure of this step, its message scrubbed of the secrets.
     pub fn failure(&self, kind: FailureKind, what: &str) -> LoginFailure {
         LoginFailure::new(
@@ -216,79 +183,10 @@ impl Step<'_> {
         Ok(PortalAnswer {
             status,
             code,
-            data: json.get("data").cloned().unwrap_or(Value::Null),
             message,
             json,
         })
     }
-
-    /// A failed answer as a failure of this step: its `message` classified by the site's
-    /// patterns (captcha, credential, rate limit), else `failed`.
-    pub fn refused(&self, answer: &PortalAnswer, patterns: &Patterns) -> LoginFailure {
-        let text = format!("{} {}", answer.message, answer.data);
-        let congested = patterns
-            .rate_limit
-            .as_ref()
-            .is_some_and(|r| r.is_match(&text));
-        let kind = if congested {
-            FailureKind::Network
-        } else if patterns.captcha.is_match(&answer.message) {
-            FailureKind::Captcha
-        } else if matches!(answer.status.as_u16(), 401 | 403)
-            || patterns.credential.is_match(&answer.message)
-        {
-            FailureKind::Credential
-        } else {
-            FailureKind::Failed
-        };
-        let code = answer
-            .code
-            .map_or_else(|| "none".to_string(), |c| c.to_string());
-        self.failure(
-            kind,
-            &format!(
-                "HTTP {} code {code}: {}",
-                answer.status.as_u16(),
-                if answer.message.is_empty() {
-                    "(no message)"
-                } else {
-                    &answer.message
-                }
-            ),
-        )
-        .congested(congested)
-    }
-}
-
-/// The site's error patterns, compiled once.
-pub struct Patterns {
-    pub captcha: regex::Regex,
-    pub credential: regex::Regex,
-    pub rate_limit: Option<regex::Regex>,
-}
-
-impl Patterns {
-    pub fn of(site: &crate::config::SiteConfig) -> crate::error::Result<Patterns> {
-        let regex = |field: &str, pattern: &str| {
-            regex::Regex::new(pattern).map_err(|e| {
-                crate::error::Error::config(format!("sites.{}.{field}", site.name), e.to_string())
-            })
-        };
-        Ok(Patterns {
-            captcha: regex("captcha_error_pattern", &site.captcha_error_pattern)?,
-            credential: regex("credential_error_pattern", &site.credential_error_pattern)?,
-            rate_limit: match site.rate_limit_pattern.as_str() {
-                "" => None,
-                pattern => Some(regex("rate_limit_pattern", pattern)?),
-            },
-        })
-    }
-}
-
-/// The base URL without a trailing slash.
-pub fn base(url: &str, default: &str) -> String {
-    let url = if url.is_empty() { default } else { url };
-    url.trim_end_matches('/').to_string()
 }
 
 /// The answer as logged: its shape, never its values. A JSON answer stays JSON, with its

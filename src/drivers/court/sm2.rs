@@ -6,6 +6,7 @@ use sm2::pke::{EncryptingKey, Mode};
 
 /// The portal's key as it comes: 128 hex digits (x‖y), or 130 with a leading `04`.
 /// The error says what is wrong with it, never a panic.
+#[cfg(test)]
 pub fn encrypting_key(public_key_hex: &str) -> Result<EncryptingKey, String> {
     encrypting_key_in(public_key_hex, Mode::C1C3C2)
 }
@@ -51,6 +52,7 @@ pub fn encrypt_with<R: sm2::elliptic_curve::rand_core::TryCryptoRng>(
 }
 
 /// The password as the portal expects it, under its public key (operating system randomness).
+#[cfg(test)]
 pub fn encrypt_password(public_key_hex: &str, password: &str) -> Result<String, String> {
     let key = encrypting_key(public_key_hex)?;
     encrypt_with(&key, &mut getrandom::SysRng, password.as_bytes())

@@ -73,7 +73,10 @@ pub(super) fn extracted(
         match answer.json.as_ref() {
             None => Err("the answer is not JSON".into()),
             Some(json) => match json.pointer(pointer) {
-                Some(Value::Null) | None => Err(format!("no `{pointer}` in the answer")),
+                Some(Value::Null) | None => Err(format!(
+                    "no `{pointer}` in the answer (the JSON has no `{}`)",
+                    dotted(pointer)
+                )),
                 Some(v) => Ok(value_text(v)),
             },
         }
@@ -111,8 +114,26 @@ pub(super) fn extracted(
     }
 }
 
+/// Why a step's captcha image could not be had.
+pub(super) enum ImageFault {
+    /// The answer has no image where the recipe says: the recipe does not fit the portal.
+    Missing(String),
+    /// The image is there but cannot be read: a captcha error, tried again with a fresh one.
+    Unreadable(String),
+}
+
+/// A JSON pointer as a Python developer reads it: `/data/token` is `data.token`.
+fn dotted(pointer: &str) -> String {
+    pointer
+        .trim_start_matches('/')
+        .split('/')
+        .map(|part| part.replace("~1", "/").replace("~0", "~"))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
 /// The captcha image: the raw body, or base64 (maybe a data URL) at a JSON pointer.
-pub(super) fn image_of(image: &str, answer: &Answer) -> std::result::Result<Vec<u8>, String> {
+pub(super) fn image_of(image: &str, answer: &Answer) -> std::result::Result<Vec<u8>, ImageFault> {
     use base64::Engine;
     let bytes = if image == "body" {
         answer.body.clone()
@@ -122,7 +143,7 @@ pub(super) fn image_of(image: &str, answer: &Answer) -> std::result::Result<Vec<
             .as_ref()
             .and_then(|j| j.pointer(image))
             .and_then(Value::as_str)
-            .ok_or_else(|| format!("no `{image}` text in the answer"))?;
+            .ok_or_else(|| ImageFault::Missing(format!("no `{image}` text in the answer")))?;
         let encoded = match text.split_once("base64,") {
             Some((head, rest)) if head.starts_with("data:") => rest,
             _ => text,
@@ -130,10 +151,10 @@ pub(super) fn image_of(image: &str, answer: &Answer) -> std::result::Result<Vec<
         let compact: String = encoded.chars().filter(|c| !c.is_whitespace()).collect();
         base64::engine::general_purpose::STANDARD
             .decode(compact.as_bytes())
-            .map_err(|e| format!("`{image}` is not base64: {e}"))?
+            .map_err(|e| ImageFault::Unreadable(format!("`{image}` is not base64: {e}")))?
     };
     if bytes.is_empty() {
-        return Err("the image is empty".into());
+        return Err(ImageFault::Unreadable("the image is empty".into()));
     }
     Ok(bytes)
 }

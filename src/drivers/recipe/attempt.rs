@@ -2,7 +2,9 @@
 //! sends to an allowed host, classifies the answer, reads a captcha and extracts values, and
 //! writes what it did to the [`Trace`] with every secret masked.
 
-use super::answer::{cut, extracted, host_of, image_of, matches, render_json, value_text, Answer};
+use super::answer::{
+    cut, extracted, host_of, image_of, matches, render_json, value_text, Answer, ImageFault,
+};
 use super::driver::RecipeDriver;
 use super::expr::{self, Text, Vars};
 use super::format::{self, Body, Matcher, Step};
@@ -124,8 +126,20 @@ impl Attempt<'_> {
         let answer = self.send(step, request, trace).await?;
         self.classify(step, &answer, trace)?;
         if let Some((image, into)) = &step.captcha {
-            let bytes = image_of(image, &answer)
-                .map_err(|why| self.mismatch(step, &format!("captcha.image: {why}"), trace))?;
+            let bytes = image_of(image, &answer).map_err(|fault| match fault {
+                ImageFault::Missing(why) => {
+                    self.mismatch(step, &format!("captcha.image: {why}"), trace)
+                }
+                ImageFault::Unreadable(why) => {
+                    let failure =
+                        self.failure(step, FailureKind::Captcha, &format!("captcha.image: {why}"));
+                    trace.line(&self.secrets(), format!("  STOP: {}", failure.message));
+                    Stop {
+                        failure,
+                        unrecognised: false,
+                    }
+                }
+            })?;
             let secrets = self.secrets();
             let hidden: Vec<&str> = secrets.iter().map(String::as_str).collect();
             let text = self
@@ -220,7 +234,8 @@ impl Attempt<'_> {
         let hidden: Vec<&str> = secrets.iter().map(String::as_str).collect();
         let shape = logged_answer(&answer.body, &hidden);
         log::info!(
-            "event=recipe_step site={} account={} step={} http_status={} bytes={} answer={shape}",
+            "event={} site={} account={} step={} http_status={} bytes={} answer={shape}",
+            self.driver.step_event,
             self.driver.site,
             self.creds.account,
             step.name,

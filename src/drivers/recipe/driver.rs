@@ -28,6 +28,9 @@ pub struct RecipeDriver {
     pub(super) parent_base: Option<String>,
     /// The site exchanges the token of `from_site` (handed in as the password).
     pub(super) derived: bool,
+    /// The event each step's answer is logged under: `recipe_step`, or `court_step` for a
+    /// `court_zxfw`/`court_baoquan` site, whose operators grep for it.
+    pub(super) step_event: &'static str,
 }
 
 /// The recipe of `site`, checked; the error names the file, the step and the key.
@@ -86,6 +89,31 @@ impl RecipeDriver {
     ) -> Result<RecipeDriver> {
         let recipe =
             recipe_of(site).map_err(|e| Error::config(format!("sites.{}.recipe", site.name), e))?;
+        Ok(RecipeDriver::with_recipe(site, recipe, parent, metrics))
+    }
+
+    /// A `court_zxfw` or `court_baoquan` site: the built-in recipe of that name, with the
+    /// site's own error patterns where it set them (as the native drivers honoured them).
+    pub fn builtin(
+        site: &SiteConfig,
+        parent: Option<&SiteConfig>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<RecipeDriver> {
+        let as_recipe = builtin_site(site);
+        let mut recipe = recipe_of(&as_recipe)
+            .map_err(|e| Error::config(format!("sites.{}.driver", site.name), e))?;
+        use_site_patterns(&mut recipe, site)?;
+        let mut driver = RecipeDriver::with_recipe(&as_recipe, recipe, parent, metrics);
+        driver.step_event = "court_step";
+        Ok(driver)
+    }
+
+    fn with_recipe(
+        site: &SiteConfig,
+        recipe: Recipe,
+        parent: Option<&SiteConfig>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> RecipeDriver {
         let base = if site.base_url.is_empty() {
             &recipe.base_url
         } else {
@@ -97,7 +125,7 @@ impl RecipeDriver {
         let parent_base = parent.and_then(base_of);
         // The parent is one of the operator's sites: its host is the site's too.
         hosts.extend(parent_base.as_deref().and_then(host_of));
-        Ok(RecipeDriver {
+        RecipeDriver {
             parent_base,
             site: site.name.clone(),
             recipe: Arc::new(recipe),
@@ -105,7 +133,8 @@ impl RecipeDriver {
             hosts,
             solver: CaptchaSolver::new(site, metrics),
             derived: site.is_derived(),
-        })
+            step_event: "recipe_step",
+        }
     }
 
     /// Lets a person read the captchas (`captcha_solver = "human"` or the fallback).
@@ -199,4 +228,52 @@ impl RecipeDriver {
         }
         attempt.token(trace)
     }
+}
+
+/// A `court_zxfw` or `court_baoquan` site as the built-in recipe of that name (issue 26):
+/// the site's own keys (base_url, from_site, captcha_solver …) kept, the recipe named.
+fn builtin_site(site: &SiteConfig) -> SiteConfig {
+    let name = match site.driver {
+        crate::config::DriverKind::CourtBaoquan => "court_baoquan",
+        _ => "court_zxfw",
+    };
+    SiteConfig {
+        driver: crate::config::DriverKind::Recipe,
+        recipe: name.to_string(),
+        ..site.clone()
+    }
+}
+
+/// The site's `captcha_error_pattern`, `credential_error_pattern` and (when set)
+/// `rate_limit_pattern` in place of the recipe's own patterns for those answers, in every
+/// step that classifies them by pattern.
+fn use_site_patterns(recipe: &mut Recipe, site: &SiteConfig) -> Result<()> {
+    let compile = |key: &str, pattern: &str| {
+        regex::Regex::new(pattern)
+            .map_err(|e| Error::config(format!("sites.{}.{key}", site.name), e.to_string()))
+    };
+    let mut replacements = vec![
+        (
+            "answer.captcha_error",
+            compile("captcha_error_pattern", &site.captcha_error_pattern)?,
+        ),
+        (
+            "answer.credential_error",
+            compile("credential_error_pattern", &site.credential_error_pattern)?,
+        ),
+    ];
+    if !site.rate_limit_pattern.is_empty() {
+        replacements.push((
+            "answer.rate_limit",
+            compile("rate_limit_pattern", &site.rate_limit_pattern)?,
+        ));
+    }
+    for step in &mut recipe.steps {
+        for (key, regex) in &replacements {
+            if let Some(slot) = step.answer_regexes.get_mut(*key) {
+                *slot = regex.clone();
+            }
+        }
+    }
+    Ok(())
 }
