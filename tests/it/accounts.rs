@@ -2,11 +2,10 @@
 //! (never in the database files), come back out decrypted only with the right key, and are
 //! never printed. Import is all or nothing.
 
-use crate::support as common;
+use crate::support;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use tokend::db::Pool;
 use tokend::vault::crypto::SecretKey;
@@ -14,25 +13,7 @@ use tokend::vault::crypto::SecretKey;
 const PASSWORD: &str = "Zx!pw-9f3kq8-密码";
 
 fn run(dir: &Path, db_url: &str, args: &[&str], stdin: &str) -> Output {
-    let mut child = common::tokend(dir)
-        .args(args)
-        .env("DATABASE_URL", db_url)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // A command that refuses its arguments exits without reading stdin: a broken pipe then.
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    child.wait_with_output().unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    support::run_cli(dir, args, &[("DATABASE_URL", db_url)], stdin)
 }
 
 /// Every file under `dir` (database, WAL, shared memory) as bytes.
@@ -67,7 +48,7 @@ fn account_lifecycle(dir: &Path, db_url: &str) {
         ],
         &format!("{PASSWORD}\n"),
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", support::text(&out));
 
     // Adding it again is refused with exit 1.
     let again = run(
@@ -76,8 +57,8 @@ fn account_lifecycle(dir: &Path, db_url: &str) {
         &["accounts", "add", "court_zxfw", "alice", "--password-stdin"],
         "other\n",
     );
-    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
-    assert!(text(&again).contains("already exists"));
+    assert_eq!(again.status.code(), Some(1), "{}", support::text(&again));
+    assert!(support::text(&again).contains("already exists"));
 
     // The password decrypts with the key tokend created, and only for its own row.
     let key = SecretKey::load(&tokend::config::SecurityConfig {
@@ -98,9 +79,9 @@ fn account_lifecycle(dir: &Path, db_url: &str) {
     // list shows the account, never the password or its ciphertext.
     let listed = run(dir, db_url, &["accounts", "list"], "");
     assert!(listed.status.success());
-    assert!(text(&listed).contains("alice"));
-    assert!(!text(&listed).contains(PASSWORD));
-    assert!(!text(&listed).contains(&rows[0].password_encrypted));
+    assert!(support::text(&listed).contains("alice"));
+    assert!(!support::text(&listed).contains(PASSWORD));
+    assert!(!support::text(&listed).contains(&rows[0].password_encrypted));
     let json = run(
         dir,
         db_url,
@@ -171,7 +152,7 @@ fn sqlite_accounts_are_encrypted_at_rest() {
 
 #[test]
 fn postgres_accounts_round_trip() {
-    let Some(pg) = common::PgDatabase::create() else {
+    let Some(pg) = support::PgDatabase::create() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -189,7 +170,7 @@ fn bad_input_is_refused_with_a_clear_message() {
         "pw\n",
     );
     assert_eq!(bad_site.status.code(), Some(64));
-    assert!(text(&bad_site).contains("not a valid site name"));
+    assert!(support::text(&bad_site).contains("not a valid site name"));
     let empty = run(
         dir.path(),
         &db_url,
@@ -197,7 +178,7 @@ fn bad_input_is_refused_with_a_clear_message() {
         "\n",
     );
     assert_eq!(empty.status.code(), Some(64));
-    assert!(text(&empty).contains("empty password"));
+    assert!(support::text(&empty).contains("empty password"));
     let no_flag = run(
         dir.path(),
         &db_url,
@@ -217,11 +198,11 @@ fn import_is_one_transaction() {
     let db_url = format!("sqlite://{}/tokend.db", dir.path().display());
     let bad = "site_name,account,password,preferred\ncourt_zxfw,a1,pw1\ncourt_zxfw,a2,pw2,true\ncourt zxfw,a3,pw3\n";
     let out = run(dir.path(), &db_url, &["accounts", "import", "-"], bad);
-    assert_eq!(out.status.code(), Some(65), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(65), "{}", support::text(&out));
     assert!(
-        text(&out).contains("line 4"),
+        support::text(&out).contains("line 4"),
         "the bad line is named: {}",
-        text(&out)
+        support::text(&out)
     );
     let listed = run(dir.path(), &db_url, &["accounts", "list", "--json"], "");
     assert!(listed.stdout.is_empty(), "nothing was imported");
@@ -229,8 +210,8 @@ fn import_is_one_transaction() {
     // A duplicate inside the file is caught by the database and also rolls back everything.
     let dup = "court_zxfw,a1,pw1\ncourt_zxfw,a1,pw2\n";
     let out = run(dir.path(), &db_url, &["accounts", "import", "-"], dup);
-    assert_eq!(out.status.code(), Some(65), "{}", text(&out));
-    assert!(text(&out).contains("line 2"));
+    assert_eq!(out.status.code(), Some(65), "{}", support::text(&out));
+    assert!(support::text(&out).contains("line 2"));
     assert!(
         run(dir.path(), &db_url, &["accounts", "list", "--json"], "")
             .stdout
@@ -246,8 +227,8 @@ fn import_is_one_transaction() {
         &["accounts", "import", path.to_str().unwrap()],
         "",
     );
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("imported 2"));
+    assert!(out.status.success(), "{}", support::text(&out));
+    assert!(support::text(&out).contains("imported 2"));
     let listed = run(dir.path(), &db_url, &["accounts", "list", "--json"], "");
     assert_eq!(String::from_utf8_lossy(&listed.stdout).lines().count(), 2);
 }

@@ -1,30 +1,18 @@
 //! Alerts in the daemon's log as logins fail and recover, `tokend optimize` through the real
 //! binary, and the admin/client roles on the admin endpoints.
 
-use crate::support as common;
+use crate::support;
 use crate::support::portal;
 
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{write_config, Daemon};
 use portal::Portal;
 use serde_json::json;
+use support::{write_config, Daemon};
 
 const ADMIN: &str = "admin-token-0123456789";
 const CLIENT: &str = "client-token-0123456789";
-
-fn wait_for_log(daemon: &mut Daemon, needle: &str, seen: &mut Vec<String>) {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(10) {
-        seen.extend(daemon.drain_log());
-        if seen.iter().any(|l| l.contains(needle)) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("no log line with {needle:?}; log:\n{}", seen.join("\n"));
-}
 
 #[test]
 fn alerts_fire_and_resolve_and_optimize_runs_its_steps() {
@@ -41,7 +29,7 @@ fn alerts_fire_and_resolve_and_optimize_runs_its_steps() {
             portal.login_url()
         ),
     );
-    common::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
+    support::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
     let mut daemon = Daemon::start(dir.path(), &config);
     let acquire = daemon.url("/api/v1/automation/tokens/acquire");
     let metrics = daemon.url("/api/v1/automation/performance/metrics");
@@ -91,9 +79,9 @@ fn alerts_fire_and_resolve_and_optimize_runs_its_steps() {
         );
     });
     let mut seen = Vec::new();
-    wait_for_log(
-        &mut daemon,
+    daemon.wait_for_log(
         "ALERT firing type=low_success_rate severity=high value=0.00 threshold=80",
+        Duration::from_secs(10),
         &mut seen,
     );
     assert_eq!(
@@ -108,7 +96,7 @@ fn alerts_fire_and_resolve_and_optimize_runs_its_steps() {
     portal.state.accept("alice", "pw-alice");
     let url = format!("http://{}", daemon.addr);
     let optimize = |args: &[&str]| -> Output {
-        common::tokend(dir.path())
+        support::tokend(dir.path())
             .args(["optimize", "--url", &url, "--config"])
             .arg(&config)
             .args(args)
@@ -148,9 +136,9 @@ fn alerts_fire_and_resolve_and_optimize_runs_its_steps() {
         "wrong passwords lowered the site limit: {stdout}"
     );
     assert!(stdout.contains("before: 6 acquisitions"), "{stdout}");
-    wait_for_log(
-        &mut daemon,
+    daemon.wait_for_log(
         "ALERT resolved type=low_success_rate",
+        Duration::from_secs(10),
         &mut seen,
     );
     let healthy = optimize(&["--health-check"]);
@@ -177,7 +165,7 @@ fn alerts_fire_and_resolve_and_optimize_runs_its_steps() {
 fn alert_history_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     alert_history_kept_on(&format!("sqlite://{}", dir.path().join("t.db").display()));
-    if let Some(pg) = common::PgDatabase::create() {
+    if let Some(pg) = support::PgDatabase::create() {
         alert_history_kept_on(&pg.url);
     }
 }
@@ -196,7 +184,7 @@ fn alert_history_kept_on(database: &str) {
             portal.login_url()
         ),
     );
-    common::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
+    support::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
     let history = |daemon: &Daemon| {
         let url = daemon.url("/api/v1/automation/performance/alerts/history");
         async move {
@@ -230,7 +218,7 @@ fn alert_history_kept_on(database: &str) {
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 502);
-        common::eventually("the alert firing", Duration::from_secs(10), || async {
+        support::wait_until("the alert firing", Duration::from_secs(10), || async {
             firing(&history(&daemon).await?)
         })
         .await

@@ -4,7 +4,7 @@
 //!
 //! Needs Chromium (Debian package `chromium`): skipped without it, failed in CI.
 
-use crate::support as common;
+use crate::support;
 use crate::support::{browser, harness, portal};
 
 use std::time::Duration;
@@ -33,7 +33,7 @@ async fn in_browser<T: Send + 'static>(
 #[actix_rt::test]
 async fn a_pending_captcha_is_shown_on_the_dashboard_and_answered_there() {
     let found = find_chromium();
-    if !common::require("Chromium", found.is_some()) {
+    if !support::require("Chromium", found.is_some()) {
         return;
     }
     let chromium = found.unwrap();
@@ -50,8 +50,14 @@ async fn a_pending_captcha_is_shown_on_the_dashboard_and_answered_there() {
         portal.login_url()
     );
     let retry = "[retry]\nlogin_timeout = 10\ncaptcha_answer_timeout = 60\n";
-    let prefix = format!("tokend-test-{}", common::unique());
-    let h = Harness::start_full(None, &prefix, Some(portal), retry, &extra, "").await;
+    let prefix = format!("tokend-test-{}", support::unique());
+    let h = Harness::builder()
+        .prefix(&prefix)
+        .portal(portal)
+        .retry(retry)
+        .extra(&extra)
+        .start()
+        .await;
     h.add_account_on("court_captcha", "alice", "pw-a", false);
 
     let acquire_url = format!("http://{}/api/v1/automation/tokens/acquire", h.tokend.addr);
@@ -68,7 +74,7 @@ async fn a_pending_captcha_is_shown_on_the_dashboard_and_answered_there() {
             answer.json::<Value>().await.unwrap(),
         )
     });
-    common::eventually("a pending captcha", WAIT, || async {
+    support::wait_until("a pending captcha", WAIT, || async {
         let (_, body) = h.api_get("/api/v1/automation/captchas").await;
         (body["data"]["captchas"].as_array()?.len() == 1).then_some(())
     })

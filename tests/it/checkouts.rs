@@ -2,7 +2,7 @@
 //! held account is handed to nobody else and logged in by nobody, its lease renews and ends
 //! (by release with an outcome, or by itself), and every view shows it.
 
-use crate::support as common;
+use crate::support;
 use crate::support::{court_portal, harness, portal};
 
 use std::time::Duration;
@@ -102,7 +102,7 @@ async fn a_held_account_is_handed_to_nobody_else() {
         assert_eq!(usage["data"]["checkouts"].as_array().unwrap().len(), 2);
         let (_, list) = h.api_get("/api/v1/automation/tokens/checkouts").await;
         assert_eq!(list["data"]["checkouts"][0]["checkout_id"], id.as_str());
-        common::eventually("the checkouts gauge", Duration::from_secs(5), || async {
+        support::wait_until("the checkouts gauge", Duration::from_secs(5), || async {
             h.prometheus_text()
                 .await
                 .contains("tokend_checkouts_active{site=\"court_zxfw\"} 2")
@@ -214,14 +214,14 @@ async fn a_lease_not_renewed_ends_by_itself() {
         .await;
         assert_eq!(status, 200, "{held}");
         let id = held["data"]["checkout_id"].as_str().unwrap().to_string();
-        common::eventually("the lease to end", Duration::from_secs(10), || async {
+        support::wait_until("the lease to end", Duration::from_secs(10), || async {
             let (status, _) = h
                 .acquire(json!({"site_name": "court_zxfw", "account": "u1"}))
                 .await;
             (status == 200).then_some(())
         })
         .await;
-        common::eventually(
+        support::wait_until(
             "the expiry to be counted",
             Duration::from_secs(5),
             || async {
@@ -246,14 +246,18 @@ async fn a_lease_not_renewed_ends_by_itself() {
 /// logins and within a second by its cached hand-outs.
 #[actix_rt::test]
 async fn a_checkout_holds_across_instances() {
-    if !common::require("Redis", common::redis_available()) {
+    if !support::require("Redis", support::redis_available()) {
         return;
     }
-    let redis = common::redis_url();
-    let prefix = format!("tokend-test-{}", common::unique());
+    let redis = support::redis_url();
+    let prefix = format!("tokend-test-{}", support::unique());
     let retry = "[retry]\nnetwork_retry_delay_base = 0.05\n";
-    let a = Harness::start_shared(Some(&redis), &prefix, None, retry, "").await;
-    let b = Harness::start_shared(Some(&redis), &prefix, Some(a.portal.clone()), retry, "").await;
+    let (a, b) = Harness::builder()
+        .redis(Some(&redis))
+        .prefix(&prefix)
+        .retry(retry)
+        .start_pair()
+        .await;
     // Each harness has a database of its own; the same accounts, in the same order.
     for h in [&a, &b] {
         h.add_account("u1", "pw1", true);
@@ -262,7 +266,7 @@ async fn a_checkout_holds_across_instances() {
     let (status, _, held) = checkout(&a, json!({"site_name": "court_zxfw", "account": "u1"})).await;
     assert_eq!(status, 200, "{held}");
     // B logs u1 in for nobody, not even a forced refresh naming it (once it knows).
-    common::eventually("B to know the hold", Duration::from_secs(5), || async {
+    support::wait_until("B to know the hold", Duration::from_secs(5), || async {
         let (status, _) = b
             .acquire(json!({"site_name": "court_zxfw", "account": "u1", "force_refresh": true}))
             .await;
@@ -286,7 +290,7 @@ async fn a_checkout_holds_across_instances() {
     let id = held["data"]["checkout_id"].as_str().unwrap();
     let (status, _) = act(&b, id, "release", json!({"outcome": "ok"})).await;
     assert_eq!(status, 200);
-    common::eventually("B to see u1 free", Duration::from_secs(5), || async {
+    support::wait_until("B to see u1 free", Duration::from_secs(5), || async {
         let (status, _) = b
             .acquire(json!({"site_name": "court_zxfw", "account": "u1"}))
             .await;
@@ -306,7 +310,7 @@ async fn tokend_exec_runs_a_command_with_a_token_and_a_checkout() {
     let portal = portal::Portal::start();
     portal.state.accept("alice", "pw-alice");
     let dir = tempfile::tempdir().unwrap();
-    let config = common::write_config(
+    let config = support::write_config(
         dir.path(),
         &format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n\
@@ -314,11 +318,11 @@ async fn tokend_exec_runs_a_command_with_a_token_and_a_checkout() {
             portal.login_url()
         ),
     );
-    common::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
-    let daemon = common::Daemon::start(dir.path(), &config);
+    support::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
+    let daemon = support::Daemon::start(dir.path(), &config);
     let url = format!("http://{}", daemon.addr);
     let exec = |extra: &[&str], script: &str| {
-        let mut command = common::tokend(dir.path());
+        let mut command = support::tokend(dir.path());
         command
             .args(["exec", "court_zxfw", "--url", &url, "--config"])
             .arg(&config)
@@ -351,7 +355,7 @@ async fn tokend_exec_runs_a_command_with_a_token_and_a_checkout() {
 
     // --checkout: held while it runs, the lease renewed, released `ok` on exit 0.
     let list = || {
-        let out = common::tokend(dir.path())
+        let out = support::tokend(dir.path())
             .args(["checkout", "list", "--json", "--url", &url, "--config"])
             .arg(&config)
             .output()
@@ -380,7 +384,7 @@ async fn tokend_exec_runs_a_command_with_a_token_and_a_checkout() {
         let held = list();
         assert_eq!(held[0]["job"], "立案 7");
         let lease_until = held[0]["lease_until"].as_str().unwrap().to_string();
-        common::eventually(
+        support::wait_until(
             "a renewal of the lease",
             Duration::from_secs(10),
             || async {
@@ -390,7 +394,7 @@ async fn tokend_exec_runs_a_command_with_a_token_and_a_checkout() {
         )
         .await;
         // Nobody else is handed alice meanwhile.
-        let other = common::tokend(dir.path())
+        let other = support::tokend(dir.path())
             .args(["token", "get", "court_zxfw", "--url", &url, "--config"])
             .arg(&config)
             .output()
@@ -406,7 +410,7 @@ async fn tokend_exec_runs_a_command_with_a_token_and_a_checkout() {
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(exit.parse().unwrap()));
         assert_eq!(list(), json!([]));
-        let accounts = common::tokend(dir.path())
+        let accounts = support::tokend(dir.path())
             .args(["accounts", "list", "--json", "--config"])
             .arg(&config)
             .output()
@@ -430,7 +434,7 @@ async fn tokend_exec_runs_a_command_with_a_token_and_a_checkout() {
     let id = list()[0]["checkout_id"].as_str().unwrap().to_string();
     child.kill().unwrap();
     child.wait().unwrap();
-    let out = common::tokend(dir.path())
+    let out = support::tokend(dir.path())
         .args(["checkout", "release", &id, "--url", &url, "--config"])
         .arg(&config)
         .output()
@@ -448,14 +452,20 @@ async fn tokend_exec_runs_a_command_with_a_token_and_a_checkout() {
 /// account in while the job holds it: its holder renews (and is told) or releases.
 #[actix_rt::test]
 async fn a_probe_never_logs_a_held_account_in() {
-    let prefix = format!("tokend-test-{}", common::unique());
+    let prefix = format!("tokend-test-{}", support::unique());
     let portal = portal::Portal::start();
     let probe = format!(
         "probe_url = \"{}\"\nprobe_interval = 0.1\n",
         portal.url("/probe")
     );
     let retry = "[retry]\nnetwork_retry_delay_base = 0.05\n";
-    let h = Harness::start_full(None, &prefix, Some(portal), retry, "", &probe).await;
+    let h = Harness::builder()
+        .prefix(&prefix)
+        .portal(portal)
+        .retry(retry)
+        .sites(&probe)
+        .start()
+        .await;
     h.add_account("u1", "pw1", true);
     let (status, _, held) =
         checkout(&h, json!({"site_name": "court_zxfw", "lease_seconds": 60})).await;
@@ -463,14 +473,14 @@ async fn a_probe_never_logs_a_held_account_in() {
     let token = held["data"]["token"].as_str().unwrap().to_string();
     h.portal.state.revoke(&token);
     let invalid = r#"tokend_probes_total{site="court_zxfw",result="invalid"} 1"#;
-    common::eventually(
+    support::wait_until(
         "the probe to refuse the token",
         Duration::from_secs(10),
         || async { h.prometheus_text().await.contains(invalid).then_some(()) },
     )
     .await;
     // The token is gone, and u1 was not logged in again behind the job's back.
-    common::eventually(
+    support::wait_until(
         "the token to be invalidated",
         Duration::from_secs(5),
         || async {

@@ -5,7 +5,7 @@
 //! is killed; a cycle of `from_site` stops start-up; a generic derived site costs one parent
 //! login and one exchange, and goes with its parent's token.
 
-use crate::support as common;
+use crate::support;
 use crate::support::{court_portal, harness};
 
 use std::path::Path;
@@ -54,7 +54,12 @@ async fn start_on(
     retry: &str,
     more: &str,
 ) -> Harness {
-    Harness::start_with(redis, retry, &court_sites(court, solver, more)).await
+    Harness::builder()
+        .redis(redis)
+        .retry(retry)
+        .extra(&court_sites(court, solver, more))
+        .start()
+        .await
 }
 
 fn python_solver(dir: &Path) -> String {
@@ -222,7 +227,7 @@ async fn five_baoquan_acquisitions_on(redis: Option<&str>) {
     let url = format!("http://{}", h.tokend.addr);
     let cwd = dir.path().to_path_buf();
     let out = tokio::task::spawn_blocking(move || {
-        common::tokend(&cwd)
+        support::tokend(&cwd)
             .args(["token", "get", "baoquan", "--header", "--url", &url])
             .output()
             .unwrap()
@@ -388,7 +393,7 @@ async fn a_solver_that_hangs_is_killed_at_its_timeout() {
         .trim()
         .parse()
         .unwrap();
-    let gone = common::eventually(
+    let gone = support::wait_until(
         "the solver's helper is killed",
         Duration::from_secs(5),
         || async move {
@@ -426,7 +431,12 @@ async fn derived_site_on(redis: Option<&str>) {
         court.url("/exchange")
     );
     // The parent is the harness's `http` site `court_zxfw` on the fake portal.
-    let h = Harness::start_with(redis, RETRY, &extra).await;
+    let h = Harness::builder()
+        .redis(redis)
+        .retry(RETRY)
+        .extra(&extra)
+        .start()
+        .await;
     h.add_account("alice", "pw-alice", false);
 
     let mut calls: Vec<_> = (0..5)
@@ -486,13 +496,13 @@ async fn derived_site_on(redis: Option<&str>) {
 #[test]
 fn a_cycle_in_from_site_stops_start_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let config = common::write_config(
+    let config = support::write_config(
         dir.path(),
         "[server]\nlisten = \"127.0.0.1:0\"\n\
          [[sites]]\nname = \"a\"\ndriver = \"derived\"\nfrom_site = \"b\"\nexchange_url = \"http://127.0.0.1:1/x\"\n\
          [[sites]]\nname = \"b\"\ndriver = \"derived\"\nfrom_site = \"a\"\nexchange_url = \"http://127.0.0.1:1/x\"\n",
     );
-    let out = common::tokend(dir.path())
+    let out = support::tokend(dir.path())
         .args(["serve", "--config"])
         .arg(&config)
         .output()
@@ -517,7 +527,7 @@ async fn a_person_solves_the_zxfw_captcha_through_the_hand_off() {
     let acquire = h.acquire(json!({"site_name": "zxfw"}));
     let person = async {
         let challenge =
-            common::eventually("a pending captcha", Duration::from_secs(10), || async {
+            support::wait_until("a pending captcha", Duration::from_secs(10), || async {
                 let (_, body) = h.api_get("/api/v1/automation/captchas").await;
                 body["data"]["captchas"]
                     .as_array()

@@ -5,7 +5,7 @@
 //!
 //! Needs Chromium (Debian package `chromium`): skipped without it, failed in CI.
 
-use crate::support as common;
+use crate::support;
 use crate::support::{browser, court_portal, harness, portal};
 
 use std::path::PathBuf;
@@ -21,7 +21,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 fn chromium() -> Option<PathBuf> {
     let found = find_chromium();
-    if common::require("Chromium", found.is_some()) {
+    if support::require("Chromium", found.is_some()) {
         found
     } else {
         None
@@ -76,9 +76,15 @@ async fn the_dashboard_shows_sites_accounts_and_charts_and_unblocks_an_account()
         "[[sites]]\nname = \"court_baoquan\"\ndriver = \"http\"\nlogin_url = \"{}\"\n",
         portal.login_url()
     );
-    let prefix = format!("tokend-dash-{}", common::unique());
+    let prefix = format!("tokend-dash-{}", support::unique());
     let retry = "[retry]\nnetwork_retry_delay_base = 0.05\ncaptcha_retry_delay = 0.05\nlogin_timeout = 10\n";
-    let h = Harness::start_shared(None, &prefix, Some(portal), retry, &second_site).await;
+    let h = Harness::builder()
+        .prefix(&prefix)
+        .portal(portal)
+        .retry(retry)
+        .extra(&second_site)
+        .start()
+        .await;
     let alice = h.add_account("alice", "pw-a", true);
     let mallory = h.add_account("mallory", "pw-m", false);
     let carol = h.add_account_on("court_baoquan", "carol", "pw-c", false);
@@ -653,7 +659,7 @@ async fn timeline_token_status_and_alert_history_on(redis: Option<&str>) {
                 .then_some(list)
         }
     };
-    let fired = common::eventually("the alert firing", WAIT, transitions("firing")).await;
+    let fired = support::wait_until("the alert firing", WAIT, transitions("firing")).await;
     assert_eq!(fired[0]["severity"], "high", "{fired:?}");
     h.portal.state.accept("alice", "pw-a");
     let (status, _, _) = h
@@ -664,6 +670,6 @@ async fn timeline_token_status_and_alert_history_on(redis: Option<&str>) {
         )
         .await;
     assert_eq!(status, 200);
-    let resolved = common::eventually("the alert resolved", WAIT, transitions("resolved")).await;
+    let resolved = support::wait_until("the alert resolved", WAIT, transitions("resolved")).await;
     assert_eq!(resolved[1]["transition"], "firing", "{resolved:?}");
 }

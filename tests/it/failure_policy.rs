@@ -2,7 +2,7 @@
 //! (not its accounts), penalties by fault that last, callers that wait for a slow login get
 //! its token, short-lived tokens are served, every refused request counts.
 
-use crate::support as common;
+use crate::support;
 use crate::support::{harness, portal};
 
 use std::time::Duration;
@@ -29,12 +29,12 @@ fn alert_kinds(health: &Value) -> Vec<String> {
 #[actix_rt::test]
 async fn an_outage_pauses_the_site_not_the_accounts_and_heals_by_itself() {
     for redis in backends() {
-        let h = Harness::start_with(
-            redis.as_deref(),
-            RETRY,
-            "[circuit]\nfailure_threshold = 3\nopen_seconds = 1\n",
-        )
-        .await;
+        let h = Harness::builder()
+            .redis(redis.as_deref())
+            .retry(RETRY)
+            .extra("[circuit]\nfailure_threshold = 3\nopen_seconds = 1\n")
+            .start()
+            .await;
         h.add_account("alice", "pw-a", false);
         h.add_account("bob", "pw-b", false);
         h.portal.state.set_outage(true, None);
@@ -78,7 +78,7 @@ async fn an_outage_pauses_the_site_not_the_accounts_and_heals_by_itself() {
 
         // The portal comes back: tokend serves again by itself after one pause.
         h.portal.state.set_outage(false, None);
-        let body = common::eventually(
+        let body = support::wait_until(
             "a token after the outage",
             Duration::from_secs(10),
             || async {
@@ -103,12 +103,11 @@ async fn an_outage_pauses_the_site_not_the_accounts_and_heals_by_itself() {
 
 #[actix_rt::test]
 async fn a_retry_after_from_the_portal_keeps_the_circuit_open_that_long() {
-    let h = Harness::start_with(
-        None,
-        RETRY,
-        "[circuit]\nfailure_threshold = 1\nopen_seconds = 1\n",
-    )
-    .await;
+    let h = Harness::builder()
+        .retry(RETRY)
+        .extra("[circuit]\nfailure_threshold = 1\nopen_seconds = 1\n")
+        .start()
+        .await;
     h.add_account("alice", "pw-a", false);
     h.portal.state.set_outage(true, Some("60"));
     let (status, _) = h.acquire(json!({"site_name": "court_zxfw"})).await;
@@ -153,7 +152,7 @@ async fn a_retry_after_from_the_portal_keeps_the_circuit_open_that_long() {
 
 #[actix_rt::test]
 async fn a_captcha_failure_cools_the_account_down_and_unblock_brings_it_back() {
-    let h = Harness::start_with(None, RETRY, "").await;
+    let h = Harness::builder().retry(RETRY).start().await;
     h.add_account("alice", "pw-a", false);
     h.portal.state.set_account(
         "alice",
@@ -192,7 +191,7 @@ async fn a_captcha_failure_cools_the_account_down_and_unblock_brings_it_back() {
 
     // `tokend accounts unblock` goes through the daemon and lifts it at once.
     let dir = tempfile::tempdir().unwrap();
-    let out = common::tokend(dir.path())
+    let out = support::tokend(dir.path())
         .args(["accounts", "unblock", "court_zxfw", "alice", "--url"])
         .arg(format!("http://{}", h.tokend.addr))
         .output()
@@ -235,7 +234,7 @@ async fn a_captcha_failure_cools_the_account_down_and_unblock_brings_it_back() {
 
 #[actix_rt::test]
 async fn a_wrong_password_blacklists_the_account_until_its_password_changes() {
-    let h = Harness::start_with(None, RETRY, "").await;
+    let h = Harness::builder().retry(RETRY).start().await;
     h.add_account("alice", "wrong", false);
     h.portal.state.accept("alice", "right");
     let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
@@ -266,7 +265,7 @@ async fn a_wrong_password_blacklists_the_account_until_its_password_changes() {
         &tokend::vault::secret::Secret::new("right"),
     )
     .unwrap();
-    let body = common::eventually("the new password used", Duration::from_secs(3), || async {
+    let body = support::wait_until("the new password used", Duration::from_secs(3), || async {
         let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
         (status == 200).then_some(body)
     })
@@ -288,7 +287,7 @@ async fn accounts_added_disabled_or_removed_by_the_cli_are_seen_within_a_second(
     assert_eq!(status, 200);
     // Added after the daemon cached the site's accounts: usable without a warm-up.
     h.add_account("lucy", "pw-l", false);
-    common::eventually("lucy usable", Duration::from_secs(3), || async {
+    support::wait_until("lucy usable", Duration::from_secs(3), || async {
         let (status, body) = h
             .acquire(json!({"site_name": "court_zxfw", "account": "lucy"}))
             .await;
@@ -298,7 +297,7 @@ async fn accounts_added_disabled_or_removed_by_the_cli_are_seen_within_a_second(
     // Disabled: no longer chosen, and its state says so.
     let state = &h.tokend.state;
     tokend::accounts::set_active(&state.pool, "court_zxfw", "lucy", false).unwrap();
-    common::eventually("lucy inactive", Duration::from_secs(3), || async {
+    support::wait_until("lucy inactive", Duration::from_secs(3), || async {
         let (status, body) = h
             .acquire(json!({"site_name": "court_zxfw", "account": "lucy", "force_refresh": true}))
             .await;
@@ -309,7 +308,7 @@ async fn accounts_added_disabled_or_removed_by_the_cli_are_seen_within_a_second(
     // Removed and added again: a new account, without the old one's block.
     tokend::accounts::remove(&state.pool, "court_zxfw", "lucy").unwrap();
     h.add_account("lucy", "pw-l", false);
-    common::eventually("lucy back", Duration::from_secs(3), || async {
+    support::wait_until("lucy back", Duration::from_secs(3), || async {
         let (status, body) = h
             .acquire(json!({"site_name": "court_zxfw", "account": "lucy", "force_refresh": true}))
             .await;
@@ -321,12 +320,12 @@ async fn accounts_added_disabled_or_removed_by_the_cli_are_seen_within_a_second(
 #[actix_rt::test]
 async fn callers_waiting_on_a_login_longer_than_lock_timeout_all_get_its_token() {
     for redis in backends() {
-        let h = Harness::start_with(
-            redis.as_deref(),
-            RETRY,
-            "[concurrency]\nlock_timeout = 1\nacquisition_timeout = 30\n",
-        )
-        .await;
+        let h = Harness::builder()
+            .redis(redis.as_deref())
+            .retry(RETRY)
+            .extra("[concurrency]\nlock_timeout = 1\nacquisition_timeout = 30\n")
+            .start()
+            .await;
         h.add_account("alice", "pw-a", false);
         *h.portal.state.latency.lock().unwrap() = Duration::from_millis(2500);
         let callers = (0..10).map(|_| h.acquire(json!({"site_name": "court_zxfw"})));
@@ -347,7 +346,7 @@ async fn callers_waiting_on_a_login_longer_than_lock_timeout_all_get_its_token()
 /// configuration (lock_timeout 30 s), ten callers for one account.
 #[actix_rt::test]
 async fn ten_callers_and_a_35_second_login_with_the_default_config() {
-    let h = Harness::start_with(None, "", "").await;
+    let h = Harness::builder().retry("").start().await;
     h.add_account("alice", "pw-a", false);
     *h.portal.state.latency.lock().unwrap() = Duration::from_secs(35);
     let callers = (0..10).map(|_| h.acquire(json!({"site_name": "court_zxfw"})));
@@ -360,7 +359,7 @@ async fn ten_callers_and_a_35_second_login_with_the_default_config() {
 
 #[actix_rt::test]
 async fn a_waiter_gets_the_failure_of_the_login_it_waited_for() {
-    let h = Harness::start_with(None, RETRY, "").await;
+    let h = Harness::builder().retry(RETRY).start().await;
     h.add_account("alice", "pw-a", false);
     h.portal.state.set_account(
         "alice",
@@ -399,7 +398,7 @@ async fn four_minute_tokens_serve_forty_callers_with_one_login() {
 
 #[actix_rt::test]
 async fn every_refused_request_is_counted_and_health_says_unhealthy() {
-    let h = Harness::start_with(None, RETRY, "").await;
+    let h = Harness::builder().retry(RETRY).start().await;
     h.add_account("alice", "wrong", false);
     h.portal.state.accept("alice", "right");
     let (status, _) = h.acquire(json!({"site_name": "court_zxfw"})).await;
@@ -450,19 +449,18 @@ async fn every_refused_request_is_counted_and_health_says_unhealthy() {
 
 #[actix_rt::test]
 async fn a_queue_wait_that_times_out_is_a_timeout_row_and_a_rejection() {
-    let h = Harness::start_with(
-        None,
-        RETRY,
-        "[concurrency]\nmax_concurrent_acquisitions = 1\nqueue_timeout = 0.3\n",
-    )
-    .await;
+    let h = Harness::builder()
+        .retry(RETRY)
+        .extra("[concurrency]\nmax_concurrent_acquisitions = 1\nqueue_timeout = 0.3\n")
+        .start()
+        .await;
     h.add_account("alice", "pw-a", false);
     h.add_account("bob", "pw-b", false);
     *h.portal.state.latency.lock().unwrap() = Duration::from_millis(1500);
     let slow = h.acquire(json!({"site_name": "court_zxfw", "account": "alice"}));
     let waiting = async {
         // Bob arrives while alice's login holds the only slot.
-        common::eventually("alice logging in", Duration::from_secs(3), || async {
+        support::wait_until("alice logging in", Duration::from_secs(3), || async {
             (h.portal.state.attempts_of("alice") > 0).then_some(())
         })
         .await;
@@ -487,21 +485,19 @@ async fn a_queue_wait_that_times_out_is_a_timeout_row_and_a_rejection() {
 
 #[actix_rt::test]
 async fn the_circuit_is_shared_by_two_instances_with_one_probe() {
-    if !common::redis_available() {
+    if !support::redis_available() {
         return;
     }
-    let redis = common::redis_url();
-    let prefix = format!("tokend-test-{}", common::unique());
+    let redis = support::redis_url();
+    let prefix = format!("tokend-test-{}", support::unique());
     let circuit = "[circuit]\nfailure_threshold = 1\nopen_seconds = 1\n";
-    let a = Harness::start_shared(Some(&redis), &prefix, None, RETRY, circuit).await;
-    let b = Harness::start_shared(
-        Some(&redis),
-        &prefix,
-        Some(a.portal.clone()),
-        RETRY,
-        circuit,
-    )
-    .await;
+    let (a, b) = Harness::builder()
+        .redis(Some(&redis))
+        .prefix(&prefix)
+        .retry(RETRY)
+        .extra(circuit)
+        .start_pair()
+        .await;
     a.add_account("alice", "pw-a", false);
     b.add_account("alice", "pw-a", false);
     a.portal.state.set_outage(true, None);
@@ -517,7 +513,7 @@ async fn the_circuit_is_shared_by_two_instances_with_one_probe() {
     let before = a.portal.state.total_attempts();
     // After the pause, both ask at once: one probe reaches the portal, the other is refused.
     *a.portal.state.latency.lock().unwrap() = Duration::from_millis(700);
-    common::eventually("half-open", Duration::from_secs(5), || async {
+    support::wait_until("half-open", Duration::from_secs(5), || async {
         let state =
             a.health().await["components"]["sites"]["court_zxfw"]["circuit"]["state"].clone();
         (state == "half_open").then_some(())

@@ -2,7 +2,7 @@
 //! token's is discarded — in the `tokens` table (SQLite and PostgreSQL) and in Redis — and
 //! the fencing stays right when Redis restarts empty.
 
-use crate::support as common;
+use crate::support;
 use crate::support::{harness, redis_server};
 
 use std::time::Duration;
@@ -71,18 +71,18 @@ fn check_table(url: &str) {
 fn the_tokens_table_discards_stale_writes() {
     let dir = tempfile::tempdir().unwrap();
     check_table(&format!("sqlite://{}/t.db", dir.path().display()));
-    if let Some(pg) = common::PgDatabase::create() {
+    if let Some(pg) = support::PgDatabase::create() {
         check_table(&pg.url);
     }
 }
 
 #[actix_rt::test]
 async fn redis_discards_stale_token_entries() {
-    if !common::redis_available() {
+    if !support::redis_available() {
         return;
     }
-    let store = RedisStore::connect(&common::redis_url()).unwrap();
-    let key = format!("tokend-fence-{}:token:court_zxfw:1", common::unique());
+    let store = RedisStore::connect(&support::redis_url()).unwrap();
+    let key = format!("tokend-fence-{}:token:court_zxfw:1", support::unique());
     let ttl = Duration::from_secs(60);
     assert!(store
         .set_fenced(&key, r#"{"fence":7,"token":"newer"}"#, ttl, 7)
@@ -164,10 +164,10 @@ async fn fencing_survives_a_redis_restarted_empty() {
 /// next caller gets the stored, newer token.
 #[actix_rt::test]
 async fn a_token_the_table_refuses_as_stale_is_not_served_from_the_cache() {
-    if !common::redis_available() {
+    if !support::redis_available() {
         return;
     }
-    let h = harness::Harness::start(Some(&common::redis_url()), "").await;
+    let h = harness::Harness::start(Some(&support::redis_url()), "").await;
     h.add_account("alice", "pw-alice", true);
     // A first login starts this Redis's fencing counter.
     let plain = serde_json::json!({"site_name": "court_zxfw"});

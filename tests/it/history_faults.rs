@@ -3,16 +3,16 @@
 //! and a row the database refuses for its content goes to the dead-letter file instead of
 //! blocking the spool.
 
-use crate::support as common;
+use crate::support;
 use crate::support::portal;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{write_config, Daemon};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use portal::Portal;
 use serde_json::{json, Value};
+use support::{write_config, Daemon};
 use tokend::db::models::NewHistory;
 use tokend::history::spool::Spool;
 
@@ -24,25 +24,6 @@ fn config_text(portal: &Portal, database: &str, dir: &Path) -> String {
         dir.join("history.spool").display(),
         portal.login_url()
     )
-}
-
-fn blocking<T>(work: impl std::future::Future<Output = T>) -> T {
-    actix_web::rt::System::new().block_on(work)
-}
-
-fn acquire(addr: std::net::SocketAddr, body: Value) -> (u16, Value) {
-    blocking(async move {
-        let response = reqwest::Client::new()
-            .post(format!("http://{addr}/api/v1/automation/tokens/acquire"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (
-            response.status().as_u16(),
-            response.json().await.unwrap_or(Value::Null),
-        )
-    })
 }
 
 fn stored_ids(url: &str) -> Vec<String> {
@@ -73,7 +54,7 @@ fn row(id: &str, error_message: Option<&str>) -> NewHistory {
 /// the rows around it reach the database.
 #[test]
 fn a_row_the_database_refuses_does_not_block_the_spool() {
-    let Some(pg) = common::PgDatabase::create() else {
+    let Some(pg) = support::PgDatabase::create() else {
         return;
     };
     let portal = Portal::start();
@@ -107,7 +88,7 @@ fn a_row_the_database_refuses_does_not_block_the_spool() {
             && l.contains(&dead.display().to_string())),
         "no log line names the dead-letter file:\n{log}"
     );
-    let health = blocking(async {
+    let health = support::block_on(async {
         reqwest::get(daemon.url("/api/v1/automation/performance/health"))
             .await
             .unwrap()
@@ -129,17 +110,17 @@ fn a_row_the_database_refuses_does_not_block_the_spool() {
 /// without losing them.
 #[test]
 fn a_hanging_history_write_is_spooled_and_does_not_hold_the_stop() {
-    let Some(pg) = common::PgDatabase::create() else {
+    let Some(pg) = support::PgDatabase::create() else {
         return;
     };
     let portal = Portal::start();
     portal.state.accept("alice", "pw-alice");
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &config_text(&portal, &pg.url, dir.path()));
-    common::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
+    support::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
     let daemon = Daemon::start(dir.path(), &config);
     let body = json!({"site_name": "court_zxfw", "account": "alice"});
-    let (status, first) = acquire(daemon.addr, body);
+    let (status, first) = support::acquire(daemon.addr, body);
     assert_eq!(status, 200, "{first}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while stored_ids(&pg.url).len() != 1 {
@@ -153,7 +134,7 @@ fn a_hanging_history_write_is_spooled_and_does_not_hold_the_stop() {
         .execute(&mut blocker)
         .unwrap();
     let forced = json!({"site_name": "court_zxfw", "account": "alice", "force_refresh": true});
-    let (status, second) = acquire(daemon.addr, forced);
+    let (status, second) = support::acquire(daemon.addr, forced);
     assert_eq!(status, 200, "{second}");
     let id = second["data"]["acquisition_id"]
         .as_str()
@@ -178,7 +159,7 @@ fn a_hanging_history_write_is_spooled_and_does_not_hold_the_stop() {
 /// take are nowhere safe, and the stop says so instead of `history_flushed`.
 #[test]
 fn a_stop_with_stranded_rows_logs_the_failure() {
-    let Some(pg) = common::PgDatabase::create() else {
+    let Some(pg) = support::PgDatabase::create() else {
         return;
     };
     let portal = Portal::start();
@@ -187,9 +168,9 @@ fn a_stop_with_stranded_rows_logs_the_failure() {
     let config = write_config(dir.path(), &config_text(&portal, &pg.url, dir.path()));
     std::fs::create_dir(dir.path().join("history.spool")).unwrap();
     std::fs::write(dir.path().join("history.spool/keeps-it-non-empty"), "").unwrap();
-    common::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
+    support::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
     let mut daemon = Daemon::start(dir.path(), &config);
-    let (status, answer) = acquire(
+    let (status, answer) = support::acquire(
         daemon.addr,
         json!({"site_name": "court_zxfw", "account": "alice"}),
     );

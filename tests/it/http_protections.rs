@@ -4,7 +4,7 @@
 //! admin token; a CLI that ignores environment proxies; slow bodies cut off; NUL bytes
 //! refused by name on SQLite and PostgreSQL; probes through the account's own proxy.
 
-use crate::support as common;
+use crate::support;
 use crate::support::{forward_proxy, harness, portal};
 
 use std::io::{Read, Write};
@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{write_config, Daemon};
 use portal::Portal;
 use reqwest::Method;
 use serde_json::{json, Value};
+use support::{write_config, Daemon};
 
 const ADMIN: &str = "admin-token-0123456789";
 const CLIENT: &str = "client-token-0123456789";
@@ -163,7 +163,7 @@ fn default_daemon(dir: &std::path::Path, portal: &Portal, server_keys: &str) -> 
             portal.login_url()
         ),
     );
-    common::add_account(dir, &config, "court_zxfw", "alice", "pw-alice");
+    support::add_account(dir, &config, "court_zxfw", "alice", "pw-alice");
     Daemon::start(dir, &config)
 }
 
@@ -332,7 +332,7 @@ async fn allowed_hosts_names_the_daemon_for_host_and_origin() {
 fn serve_refused(config_text: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), config_text);
-    let mut child = common::tokend(dir.path())
+    let mut child = support::tokend(dir.path())
         .args(["serve", "--config"])
         .arg(&config)
         .env_remove("TOKEND_METRICS_TOKEN")
@@ -410,7 +410,7 @@ fn the_cli_ignores_environment_proxies() {
     );
     portal.state.accept("alice", "pw-alice");
     let config = write_config(dir.path(), &config);
-    common::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
+    support::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
     let daemon = Daemon::start_with_env(
         dir.path(),
         &config,
@@ -419,7 +419,7 @@ fn the_cli_ignores_environment_proxies() {
     );
     let (proxy, used) = recording_listener();
     let token_get = |url: &str, extra: &[(&str, &str)]| {
-        common::tokend(dir.path())
+        support::tokend(dir.path())
             .args(["token", "get", "court_zxfw", "--url", url, "--config"])
             .arg(&config)
             .env("TOKEND_ADMIN_TOKEN", ADMIN)
@@ -605,7 +605,7 @@ async fn nul_bytes_are_bad_input_on_sqlite_and_postgresql() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = default_daemon(dir.path(), &portal, "");
     nul_bytes_are_refused_by_name(&daemon).await;
-    let Some(pg) = common::PgDatabase::create() else {
+    let Some(pg) = support::PgDatabase::create() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -618,7 +618,7 @@ async fn nul_bytes_are_bad_input_on_sqlite_and_postgresql() {
             portal.login_url()
         ),
     );
-    common::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
+    support::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
     let daemon = Daemon::start(dir.path(), &config);
     nul_bytes_are_refused_by_name(&daemon).await;
 }
@@ -630,9 +630,15 @@ async fn probes_go_through_the_accounts_own_proxy() {
         "probe_url = \"{}\"\nprobe_interval = 0.2\n",
         portal.url("/probe")
     );
-    let prefix = format!("tokend-test-{}", common::unique());
+    let prefix = format!("tokend-test-{}", support::unique());
     let retry = "[retry]\nlogin_timeout = 10\n";
-    let h = harness::Harness::start_full(None, &prefix, Some(portal), retry, "", &probe).await;
+    let h = harness::Harness::builder()
+        .prefix(&prefix)
+        .portal(portal)
+        .retry(retry)
+        .sites(&probe)
+        .start()
+        .await;
     let proxy = forward_proxy::ForwardProxy::start();
     h.portal.state.accept("alice", "pw-a");
     let state = &h.tokend.state;
@@ -666,7 +672,7 @@ async fn probes_go_through_the_accounts_own_proxy() {
     };
     // Every probe the portal saw came through the proxy (counted once both have settled).
     let portal_probes = || h.portal.state.probes.load(Ordering::SeqCst) as usize;
-    common::eventually(
+    support::wait_until(
         "probes, all through alice's proxy",
         Duration::from_secs(10),
         || async {

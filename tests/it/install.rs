@@ -3,7 +3,7 @@
 //! they laid out, with the environment file read by "systemd" (this test, as root). The unit
 //! is checked with `systemd-analyze verify` when that command exists.
 
-use crate::support as common;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{chown, PermissionsExt};
@@ -92,7 +92,7 @@ fn the_readme_install_runs_as_an_unprivileged_user() {
         .lines()
         .filter(|l| !l.starts_with("cargo build") && !l.starts_with("systemctl"))
         .map(|l| {
-            l.replace("target/release/tokend", common::BIN)
+            l.replace("target/release/tokend", support::BIN)
                 .replace("/usr/local/bin/", &r("/usr/local/bin/"))
                 .replace("/etc/systemd/system", &r("/etc/systemd/system"))
                 .replace("/etc/tokend", &r("/etc/tokend"))

@@ -5,20 +5,20 @@
 //! and its URL's key is never logged; config and import errors never quote a secret; the CLI
 //! never prints a portal's terminal escapes.
 
-use crate::support as common;
+use crate::support;
 use crate::support::{court_portal, portal};
 
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use common::{write_config, Daemon};
 use court_portal::CourtPortal;
 use portal::{AccountBehaviour, Portal};
 use serde_json::{json, Value};
+use support::{write_config, Daemon};
 
 const ADMIN: &str = "admin-SECRET-token-0123456789";
 /// tokend's secrets in its environment; none may reach a login program.
@@ -34,18 +34,7 @@ const SECRET_ENV: [(&str, &str); 5] = [
 ];
 
 fn call(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
-    let (method, url) = (method.to_string(), url.to_string());
-    actix_web::rt::System::new().block_on(async move {
-        let mut request = reqwest::Client::new()
-            .request(method.parse().unwrap(), url)
-            .bearer_auth(ADMIN);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    })
+    support::call_as(method, url, Some(ADMIN), body)
 }
 
 fn acquire(daemon: &Daemon, site: &str) -> (u16, Value) {
@@ -56,21 +45,17 @@ fn acquire(daemon: &Daemon, site: &str) -> (u16, Value) {
     )
 }
 
-/// The log so far (added to `seen`), waiting until a line holds `marker`.
-fn log_until(daemon: &mut Daemon, seen: &mut Vec<String>, marker: &str) {
-    common::eventually_blocking(&format!("`{marker}` in the log"), || {
-        seen.extend(daemon.drain_log());
-        seen.iter().any(|l| l.contains(marker)).then_some(())
-    });
-}
-
 /// The environment a program saw, as it wrote it to `file` (one `NAME=value` a line).
 fn environment_in(file: &Path) -> String {
-    common::eventually_blocking(&format!("{} to be written", file.display()), || {
-        std::fs::read_to_string(file)
-            .ok()
-            .filter(|text| text.ends_with("END\n"))
-    })
+    support::wait_until_blocking(
+        &format!("{} to be written", file.display()),
+        Duration::from_secs(15),
+        || {
+            std::fs::read_to_string(file)
+                .ok()
+                .filter(|text| text.ends_with("END\n"))
+        },
+    )
 }
 
 fn assert_no_secret_env(environment: &str, who: &str) {
@@ -102,7 +87,7 @@ fn court_daemon(dir: &Path, court: &CourtPortal, solver: &str, level: &str) -> D
         ),
     );
     court.accept("alice", "pw-alice-0123");
-    common::add_account_with_env(
+    support::add_account_with_env(
         dir,
         &config,
         ("zxfw", "alice", "pw-alice-0123"),
@@ -145,7 +130,7 @@ fn opaque_court_tokens_and_codes_never_reach_the_debug_log() {
     }
     assert!(tokens[0].starts_with("bqOPAQUE") && tokens[1].starts_with("dxOPAQUE"));
     let mut log = Vec::new();
-    log_until(&mut daemon, &mut log, "step=exchange");
+    daemon.wait_for_log("step=exchange", Duration::from_secs(15), &mut log);
     let issued = court.state.issued.lock().unwrap().clone();
     assert!(issued.len() >= 4, "{issued:?}");
     for secret in issued.iter().chain(&tokens) {
@@ -223,12 +208,13 @@ fn an_echoed_password_shows_in_no_form() {
     );
     assert_eq!(status, 502, "{answer}");
     assert!(answer.to_string().contains("bad login"), "{answer}");
-    let history = common::eventually_blocking("alice's history row", || {
-        let (_, history) = call("GET", &daemon.url("/api/v1/automation/history"), None);
-        history.to_string().contains("bad login").then_some(history)
-    });
+    let history =
+        support::wait_until_blocking("alice's history row", Duration::from_secs(15), || {
+            let (_, history) = call("GET", &daemon.url("/api/v1/automation/history"), None);
+            history.to_string().contains("bad login").then_some(history)
+        });
     let mut log = Vec::new();
-    log_until(&mut daemon, &mut log, "event=login_failed");
+    daemon.wait_for_log("event=login_failed", Duration::from_secs(15), &mut log);
     let pieces = ["pa ss", "<w>", "pa+ss", "pa%20ss", "&lt;w&gt;", "ö 42"];
     for (what, text) in [
         ("answer", answer.to_string()),
@@ -249,17 +235,11 @@ fn an_echoed_password_shows_in_no_form() {
     }
 }
 
+/// `tokend ARGS CONFIG`: `args` end with `--config`.
 fn run(dir: &Path, args: &[&str], config: &Path, stdin: &str) -> Output {
-    let mut child = common::tokend(dir)
-        .args(args)
-        .arg(config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    child.wait_with_output().unwrap()
+    let mut all = args.to_vec();
+    all.push(config.to_str().unwrap());
+    support::run_cli(dir, &all, &[], stdin)
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -358,7 +338,7 @@ fn captcha_prompts_webhooks_and_login_programs_keep_their_place() {
             program.display()
         ),
     );
-    common::add_account_with_env(
+    support::add_account_with_env(
         dir.path(),
         &config,
         ("captcha_site", "alice", "pw-a"),
@@ -384,24 +364,30 @@ fn captcha_prompts_webhooks_and_login_programs_keep_their_place() {
         })
     });
 
-    let out = common::eventually_blocking("`tokend captcha list` to show it", || {
-        let out = run(
-            dir.path(),
-            &["captcha", "list", "--url", &daemon.url(""), "--config"],
-            &config,
-            "",
-        );
-        text(&out.stdout).contains("Type the code").then_some(out)
-    });
+    let out = support::wait_until_blocking(
+        "`tokend captcha list` to show it",
+        Duration::from_secs(15),
+        || {
+            let out = run(
+                dir.path(),
+                &["captcha", "list", "--url", &daemon.url(""), "--config"],
+                &config,
+                "",
+            );
+            text(&out.stdout).contains("Type the code").then_some(out)
+        },
+    );
     let shown = text(&out.stdout);
     assert!(
         !shown.contains(['\u{1b}', '\u{7}']),
         "escapes reached the terminal: {shown:?}"
     );
     // The webhook: tried again after the 307, never at the place it pointed to.
-    common::eventually_blocking("a second webhook delivery, or one elsewhere", || {
-        (hook.hits() >= 2 || elsewhere.hits() + proxy.hits() > 0).then_some(())
-    });
+    support::wait_until_blocking(
+        "a second webhook delivery, or one elsewhere",
+        Duration::from_secs(15),
+        || (hook.hits() >= 2 || elsewhere.hits() + proxy.hits() > 0).then_some(()),
+    );
     assert_eq!(elsewhere.hits(), 0, "the webhook followed a redirect");
     assert_eq!(
         proxy.hits(),
@@ -409,7 +395,7 @@ fn captcha_prompts_webhooks_and_login_programs_keep_their_place() {
         "the webhook went through the environment's proxy"
     );
     let mut log = Vec::new();
-    log_until(&mut daemon, &mut log, "event=webhook_retry");
+    daemon.wait_for_log("event=webhook_retry", Duration::from_secs(15), &mut log);
     for line in &log {
         for secret in ["HOOKKEY0123456789", "HOOKPASS0123", "hookuser"] {
             assert!(!line.contains(secret), "{line}");
@@ -436,11 +422,11 @@ fn the_daemon_is_not_dumpable() {
             "--reuid=65534",
             "--regid=65534",
             "--clear-groups",
-            common::BIN,
+            support::BIN,
         ]);
         command
     } else {
-        Command::new(common::BIN)
+        Command::new(support::BIN)
     };
     command
         .current_dir(dir.path())

@@ -3,17 +3,17 @@
 //! process, and with three processes sharing one Redis. A crashed instance's slot is freed
 //! after its lease.
 
-use crate::support as common;
+use crate::support;
 use crate::support::portal;
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{write_config, Daemon};
 use futures_util::future::join_all;
 use portal::{AccountBehaviour, Portal};
 use serde_json::{json, Value};
+use support::{write_config, Daemon};
 
 const ACCOUNTS: [(&str, &str); 6] = [
     ("court_a", "a1"),
@@ -28,7 +28,7 @@ fn config_text(portal: &Portal, database: &str, redis: Option<&str>, extra: &str
     let redis = redis.map_or(String::new(), |prefix| {
         format!(
             "[redis]\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\n",
-            common::redis_url()
+            support::redis_url()
         )
     });
     let mut text = format!(
@@ -53,7 +53,7 @@ fn add_accounts(dir: &Path, config: &Path, portal: &Portal) {
                 ..Default::default()
             },
         );
-        common::add_account(dir, config, site, account, &format!("pw-{account}"));
+        support::add_account(dir, config, site, account, &format!("pw-{account}"));
     }
 }
 
@@ -117,16 +117,16 @@ fn limits_hold_in_one_process() {
 
 #[test]
 fn limits_hold_across_three_processes_on_one_redis() {
-    let Some(pg) = common::PgDatabase::create() else {
+    let Some(pg) = support::PgDatabase::create() else {
         return;
     };
-    if !common::redis_available() {
+    if !support::redis_available() {
         return;
     }
     let portal = Portal::start();
     *portal.state.latency.lock().unwrap() = Duration::from_millis(40);
     let dir = tempfile::tempdir().unwrap();
-    let prefix = format!("tokend-limits-{}", common::unique());
+    let prefix = format!("tokend-limits-{}", support::unique());
     let config = write_config(
         dir.path(),
         &config_text(&portal, &pg.url, Some(&prefix), ""),
@@ -162,15 +162,15 @@ fn limits_hold_across_three_processes_on_one_redis() {
 
 #[test]
 fn a_killed_instance_frees_its_slot_after_the_lease() {
-    let Some(pg) = common::PgDatabase::create() else {
+    let Some(pg) = support::PgDatabase::create() else {
         return;
     };
-    if !common::redis_available() {
+    if !support::redis_available() {
         return;
     }
     let portal = Portal::start();
     let dir = tempfile::tempdir().unwrap();
-    let prefix = format!("tokend-kill-{}", common::unique());
+    let prefix = format!("tokend-kill-{}", support::unique());
     let config = write_config(
         dir.path(),
         &config_text(

@@ -2,7 +2,7 @@
 //! waiting for a lock another instance holds never lets this instance log in beside it.
 //! Faults are real: a TCP proxy between one instance and Redis that resets its connections.
 
-use crate::support as common;
+use crate::support;
 use crate::support::{harness, proxy};
 
 use std::collections::HashMap;
@@ -21,7 +21,7 @@ use tokend::slots::redis::RedisSlots;
 use tokend::slots::Slots;
 
 fn redis_addr() -> SocketAddr {
-    let url = common::redis_url();
+    let url = support::redis_url();
     let rest = url.trim_start_matches("redis://");
     let hostport = rest.split('/').next().unwrap();
     hostport.replace("localhost", "127.0.0.1").parse().unwrap()
@@ -29,29 +29,33 @@ fn redis_addr() -> SocketAddr {
 
 #[actix_rt::test]
 async fn connection_resets_while_waiting_for_a_lock_never_make_two_logins() {
-    if !common::redis_available() {
+    if !support::redis_available() {
         return;
     }
     let proxy = Proxy::start(redis_addr());
-    let prefix = format!("tokend-test-{}", common::unique());
+    let prefix = format!("tokend-test-{}", support::unique());
     let retry = "[retry]\nlogin_timeout = 10\n";
-    let b = Harness::start_shared(Some(&common::redis_url()), &prefix, None, retry, "").await;
+    let b = Harness::builder()
+        .redis(Some(&support::redis_url()))
+        .prefix(&prefix)
+        .retry(retry)
+        .start()
+        .await;
     let through_proxy = format!("redis://{}/0", proxy.addr);
-    let a = Harness::start_shared(
-        Some(&through_proxy),
-        &prefix,
-        Some(b.portal.clone()),
-        retry,
-        "",
-    )
-    .await;
+    let a = Harness::builder()
+        .redis(Some(&through_proxy))
+        .prefix(&prefix)
+        .portal(b.portal.clone())
+        .retry(retry)
+        .start()
+        .await;
     a.add_account("alice", "pw-a", false);
     b.add_account("alice", "pw-a", false);
     *b.portal.state.latency.lock().unwrap() = Duration::from_millis(2000);
 
     let b_call = b.acquire(json!({"site_name": "court_zxfw", "account": "alice"}));
     let a_call = async {
-        common::eventually("B logging in", Duration::from_secs(5), || async {
+        support::wait_until("B logging in", Duration::from_secs(5), || async {
             (b.portal.state.attempts_of("alice") > 0).then_some(())
         })
         .await;
@@ -82,12 +86,12 @@ async fn connection_resets_while_waiting_for_a_lock_never_make_two_logins() {
 /// any moment, and every lock granted is a real one (no fallback for a passing error).
 #[actix_rt::test]
 async fn random_schedules_with_redis_errors_keep_one_holder_per_account() {
-    if !common::redis_available() {
+    if !support::redis_available() {
         return;
     }
     for seed in 0..4u64 {
         let mut rng = fastrand::Rng::with_seed(seed);
-        let prefix = format!("tokend-prop-{}", common::unique());
+        let prefix = format!("tokend-prop-{}", support::unique());
         let config = ConcurrencyConfig {
             lock_timeout: 2.0,
             ..ConcurrencyConfig::default()
@@ -188,13 +192,13 @@ const SITE: &str = "court_zxfw";
 /// the partition healed leaves no lock behind that locks the account out for lock_timeout.
 #[actix_rt::test]
 async fn a_lock_request_that_ran_late_leaves_no_lock_behind() {
-    if !common::redis_available() {
+    if !support::redis_available() {
         return;
     }
-    let (proxy, through) = Proxy::for_url(&common::redis_url());
-    let prefix = format!("tokend-test-{}", common::unique());
+    let (proxy, through) = Proxy::for_url(&support::redis_url());
+    let prefix = format!("tokend-test-{}", support::unique());
     let a = slots_on(&through, &prefix, 30.0);
-    let b = slots_on(&common::redis_url(), &prefix, 30.0);
+    let b = slots_on(&support::redis_url(), &prefix, 30.0);
     // A's connection is up; then its lock request is held in the network: it times out at
     // A, and A gives the wait up.
     a.usage_shared().await.unwrap().unwrap();
@@ -207,7 +211,7 @@ async fn a_lock_request_that_ran_late_leaves_no_lock_behind() {
     );
     // The partition heals: the request runs on the server, late (before A's next answer).
     proxy.restore();
-    common::eventually("A's connection back", Duration::from_secs(5), || async {
+    support::wait_until("A's connection back", Duration::from_secs(5), || async {
         a.usage_shared().await.unwrap().ok()
     })
     .await;
@@ -223,13 +227,13 @@ async fn a_lock_request_that_ran_late_leaves_no_lock_behind() {
 /// Redis answers, not after lock_timeout.
 #[actix_rt::test]
 async fn an_unlock_lost_to_a_reset_is_retried() {
-    if !common::redis_available() {
+    if !support::redis_available() {
         return;
     }
-    let (proxy, through) = Proxy::for_url(&common::redis_url());
-    let prefix = format!("tokend-test-{}", common::unique());
+    let (proxy, through) = Proxy::for_url(&support::redis_url());
+    let prefix = format!("tokend-test-{}", support::unique());
     let a = slots_on(&through, &prefix, 30.0);
-    let b = slots_on(&common::redis_url(), &prefix, 30.0);
+    let b = slots_on(&support::redis_url(), &prefix, 30.0);
     let lock = a
         .lock(SITE, 1, "acct", Duration::from_secs(1))
         .await
@@ -237,7 +241,7 @@ async fn an_unlock_lost_to_a_reset_is_retried() {
     assert!(lock.is_shared());
     // The login ends while A's connection is down: the unlock fails.
     proxy.cut();
-    common::eventually("A's connection broken", Duration::from_secs(5), || async {
+    support::wait_until("A's connection broken", Duration::from_secs(5), || async {
         a.usage_shared().await.unwrap().err()
     })
     .await;
@@ -256,12 +260,12 @@ async fn an_unlock_lost_to_a_reset_is_retried() {
 /// in Redis before the login starts; while another instance holds it there, no login starts.
 #[actix_rt::test]
 async fn a_lock_taken_in_process_is_confirmed_in_redis_before_the_login() {
-    if !common::redis_available() {
+    if !support::redis_available() {
         return;
     }
-    let prefix = format!("tokend-test-{}", common::unique());
-    let a = slots_on(&common::redis_url(), &prefix, 30.0);
-    let b = slots_on(&common::redis_url(), &prefix, 30.0);
+    let prefix = format!("tokend-test-{}", support::unique());
+    let a = slots_on(&support::redis_url(), &prefix, 30.0);
+    let b = slots_on(&support::redis_url(), &prefix, 30.0);
     let held = b
         .lock(SITE, 1, "acct", Duration::from_secs(1))
         .await
@@ -293,29 +297,33 @@ async fn a_lock_taken_in_process_is_confirmed_in_redis_before_the_login() {
 /// 503 CACHE_UNAVAILABLE with Retry-After, counted as a rejection, not a login failure.
 #[actix_rt::test]
 async fn a_redis_fault_while_waiting_for_a_lock_is_a_counted_503() {
-    if !common::redis_available() {
+    if !support::redis_available() {
         return;
     }
     let proxy = Proxy::start(redis_addr());
-    let prefix = format!("tokend-test-{}", common::unique());
+    let prefix = format!("tokend-test-{}", support::unique());
     let retry = "[retry]\nlogin_timeout = 10\n";
-    let b = Harness::start_shared(Some(&common::redis_url()), &prefix, None, retry, "").await;
+    let b = Harness::builder()
+        .redis(Some(&support::redis_url()))
+        .prefix(&prefix)
+        .retry(retry)
+        .start()
+        .await;
     let through_proxy = format!("redis://{}/0", proxy.addr);
-    let a = Harness::start_shared(
-        Some(&through_proxy),
-        &prefix,
-        Some(b.portal.clone()),
-        retry,
-        "",
-    )
-    .await;
+    let a = Harness::builder()
+        .redis(Some(&through_proxy))
+        .prefix(&prefix)
+        .portal(b.portal.clone())
+        .retry(retry)
+        .start()
+        .await;
     a.add_account("alice", "pw-a", false);
     b.add_account("alice", "pw-a", false);
     *b.portal.state.latency.lock().unwrap() = Duration::from_millis(6000);
     let body = json!({"site_name": "court_zxfw", "account": "alice"});
     let b_call = b.acquire(body.clone());
     let a_call = async {
-        common::eventually("B logging in", Duration::from_secs(5), || async {
+        support::wait_until("B logging in", Duration::from_secs(5), || async {
             (b.portal.state.attempts_of("alice") > 0).then_some(())
         })
         .await;
@@ -327,7 +335,7 @@ async fn a_redis_fault_while_waiting_for_a_lock_is_a_counted_503() {
         let fault = async {
             // A waits on B's lock (its own single-flight lock is taken) before Redis goes
             // away for good.
-            common::eventually("A waiting for B's lock", Duration::from_secs(5), || async {
+            support::wait_until("A waiting for B's lock", Duration::from_secs(5), || async {
                 (a.tokend.state.broker.active_locks() > 0).then_some(())
             })
             .await;

@@ -1,7 +1,7 @@
 //! Migrations run on SQLite and PostgreSQL, are idempotent, and give both backends the same
 //! tables, columns, indexes and unique constraints: the two migration trees cannot drift.
 
-use crate::support as common;
+use crate::support;
 
 use std::collections::BTreeSet;
 
@@ -104,7 +104,7 @@ fn sqlite_and_postgres_get_the_same_schema() {
         .0
         .contains(&("token_acquisition_history".into(), "error_details".into())));
 
-    let Some(pg) = common::PgDatabase::create() else {
+    let Some(pg) = support::PgDatabase::create() else {
         return;
     };
     let postgres = migrate_and_describe(&pg.url);
@@ -144,7 +144,7 @@ fn migrate_command_runs_on_both_backends() {
     );
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/cli.db", dir.path().display());
-    let out = common::tokend(dir.path())
+    let out = support::tokend(dir.path())
         .arg("migrate")
         .env("DATABASE_URL", &url)
         .output()
@@ -155,17 +155,17 @@ fn migrate_command_runs_on_both_backends() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&applied));
-    let again = common::tokend(dir.path())
+    let again = support::tokend(dir.path())
         .arg("migrate")
         .env("DATABASE_URL", &url)
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&again.stdout).contains("up to date"));
 
-    let Some(pg) = common::PgDatabase::create() else {
+    let Some(pg) = support::PgDatabase::create() else {
         return;
     };
-    let out = common::tokend(dir.path())
+    let out = support::tokend(dir.path())
         .arg("migrate")
         .env("DATABASE_URL", &pg.url)
         .output()
@@ -181,7 +181,7 @@ fn migrate_command_runs_on_both_backends() {
 #[test]
 fn unreachable_database_exits_69() {
     let dir = tempfile::tempdir().unwrap();
-    let out = common::tokend(dir.path())
+    let out = support::tokend(dir.path())
         .arg("migrate")
         .env(
             "DATABASE_URL",

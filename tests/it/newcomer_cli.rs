@@ -4,39 +4,14 @@
 //! `sites close-circuit`, `accounts set-preferred`, `captcha show --save`, the proxy column
 //! of `accounts list`, and commands that name the database they wrote.
 
-use crate::support as common;
+use crate::support;
 use crate::support::portal;
 
-use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use common::{write_config, Daemon};
 use portal::Portal;
-
-/// `tokend ARGS --config CONFIG` in `dir`, with `stdin` as its standard input.
-fn run(dir: &Path, config: &Path, args: &[&str], stdin: &str) -> Output {
-    use std::io::Write;
-    let mut child = common::tokend(dir)
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    child.wait_with_output().unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use support::{write_config, Daemon};
 
 /// A site whose login budget is spent and a site whose circuit is open answer with exit 75
 /// and say what to wait for; `sites close-circuit` lets logins try again; `accounts unblock`
@@ -58,19 +33,19 @@ fn temporary_refusals_exit_75_and_a_closed_circuit_tries_again() {
             portal.login_url()
         ),
     );
-    common::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
-    common::add_account(dir.path(), &config, "gone", "bob", "pw-bob");
+    support::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
+    support::add_account(dir.path(), &config, "gone", "bob", "pw-bob");
     let daemon = Daemon::start(dir.path(), &config);
     let url = daemon.url("");
     let get = |site: &str, extra: &[&str]| {
         let mut args = vec!["token", "get", site, "--url", &url];
         args.extend_from_slice(extra);
-        run(dir.path(), &config, &args, "")
+        support::run_cli_with_config(dir.path(), &config, &args, "")
     };
 
     assert!(get("court_zxfw", &[]).status.success());
     let spent = get("court_zxfw", &["--force-refresh"]);
-    let said = text(&spent);
+    let said = support::text(&spent);
     assert_eq!(spent.status.code(), Some(75), "{said}");
     assert!(
         said.contains("login budget spent") && said.contains("retry in"),
@@ -80,47 +55,57 @@ fn temporary_refusals_exit_75_and_a_closed_circuit_tries_again() {
 
     // The portal of `gone` refuses connections: one failed login opens its circuit.
     let refused = get("gone", &[]);
-    assert_eq!(refused.status.code(), Some(69), "{}", text(&refused));
-    let paused = get("gone", &[]);
-    assert_eq!(paused.status.code(), Some(75), "{}", text(&paused));
-    assert!(
-        text(&paused).contains("SITE_UNAVAILABLE"),
+    assert_eq!(
+        refused.status.code(),
+        Some(69),
         "{}",
-        text(&paused)
+        support::text(&refused)
+    );
+    let paused = get("gone", &[]);
+    assert_eq!(paused.status.code(), Some(75), "{}", support::text(&paused));
+    assert!(
+        support::text(&paused).contains("SITE_UNAVAILABLE"),
+        "{}",
+        support::text(&paused)
     );
 
-    let closed = run(
+    let closed = support::run_cli_with_config(
         dir.path(),
         &config,
         &["sites", "close-circuit", "gone", "--url", &url],
         "",
     );
-    assert!(closed.status.success(), "{}", text(&closed));
+    assert!(closed.status.success(), "{}", support::text(&closed));
     assert!(
-        text(&closed).contains("circuit of site `gone` is closed"),
+        support::text(&closed).contains("circuit of site `gone` is closed"),
         "{}",
-        text(&closed)
+        support::text(&closed)
     );
     // A login is tried again (and fails again: the portal is still away), not refused.
     let tried = get("gone", &[]);
-    assert_eq!(tried.status.code(), Some(69), "{}", text(&tried));
+    assert_eq!(tried.status.code(), Some(69), "{}", support::text(&tried));
     assert!(
-        !text(&tried).contains("SITE_UNAVAILABLE"),
+        !support::text(&tried).contains("SITE_UNAVAILABLE"),
         "{}",
-        text(&tried)
+        support::text(&tried)
     );
 
-    let unknown = run(
+    let unknown = support::run_cli_with_config(
         dir.path(),
         &config,
         &["accounts", "unblock", "court_zxfw", "nobody", "--url", &url],
         "",
     );
-    assert_eq!(unknown.status.code(), Some(1), "{}", text(&unknown));
-    assert!(
-        text(&unknown).contains("ACCOUNT_NOT_FOUND"),
+    assert_eq!(
+        unknown.status.code(),
+        Some(1),
         "{}",
-        text(&unknown)
+        support::text(&unknown)
+    );
+    assert!(
+        support::text(&unknown).contains("ACCOUNT_NOT_FOUND"),
+        "{}",
+        support::text(&unknown)
     );
 }
 
@@ -135,29 +120,39 @@ fn account_commands_name_the_database_and_the_proxy_host() {
         dir.path(),
         &format!("[database]\nurl = \"sqlite://{}\"\n", db.display()),
     );
-    common::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
+    support::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
     let named_db = format!("sqlite://{}", db.display());
 
-    let preferred = run(
+    let preferred = support::run_cli_with_config(
         dir.path(),
         &config,
         &["accounts", "set-preferred", "court_zxfw", "alice", "true"],
         "",
     );
-    assert!(preferred.status.success(), "{}", text(&preferred));
-    assert!(text(&preferred).contains(&named_db), "{}", text(&preferred));
-    let listed = run(dir.path(), &config, &["accounts", "list", "--json"], "");
+    assert!(preferred.status.success(), "{}", support::text(&preferred));
+    assert!(
+        support::text(&preferred).contains(&named_db),
+        "{}",
+        support::text(&preferred)
+    );
+    let listed =
+        support::run_cli_with_config(dir.path(), &config, &["accounts", "list", "--json"], "");
     let row: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(row["is_preferred"], true, "{row}");
-    let missing = run(
+    let missing = support::run_cli_with_config(
         dir.path(),
         &config,
         &["accounts", "set-preferred", "court_zxfw", "nobody", "false"],
         "",
     );
-    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
+    assert_eq!(
+        missing.status.code(),
+        Some(1),
+        "{}",
+        support::text(&missing)
+    );
 
-    let password = run(
+    let password = support::run_cli_with_config(
         dir.path(),
         &config,
         &[
@@ -169,9 +164,13 @@ fn account_commands_name_the_database_and_the_proxy_host() {
         ],
         "pw-new\n",
     );
-    assert!(password.status.success(), "{}", text(&password));
-    assert!(text(&password).contains(&named_db), "{}", text(&password));
-    let proxy = run(
+    assert!(password.status.success(), "{}", support::text(&password));
+    assert!(
+        support::text(&password).contains(&named_db),
+        "{}",
+        support::text(&password)
+    );
+    let proxy = support::run_cli_with_config(
         dir.path(),
         &config,
         &[
@@ -183,11 +182,15 @@ fn account_commands_name_the_database_and_the_proxy_host() {
         ],
         "",
     );
-    assert!(proxy.status.success(), "{}", text(&proxy));
-    assert!(text(&proxy).contains(&named_db), "{}", text(&proxy));
+    assert!(proxy.status.success(), "{}", support::text(&proxy));
+    assert!(
+        support::text(&proxy).contains(&named_db),
+        "{}",
+        support::text(&proxy)
+    );
 
-    let table = run(dir.path(), &config, &["accounts", "list"], "");
-    let table = text(&table);
+    let table = support::run_cli_with_config(dir.path(), &config, &["accounts", "list"], "");
+    let table = support::text(&table);
     let header = table.lines().next().unwrap();
     assert!(header.ends_with("PROXY"), "{table}");
     let line = table.lines().find(|l| l.contains("alice")).unwrap();
@@ -197,11 +200,12 @@ fn account_commands_name_the_database_and_the_proxy_host() {
         "{table}"
     );
 
-    let help = run(dir.path(), &config, &["accounts", "import", "--help"], "");
+    let help =
+        support::run_cli_with_config(dir.path(), &config, &["accounts", "import", "--help"], "");
     assert!(
-        text(&help).contains("[,preferred[,proxy]]"),
+        support::text(&help).contains("[,preferred[,proxy]]"),
         "{}",
-        text(&help)
+        support::text(&help)
     );
 }
 
@@ -228,10 +232,10 @@ fn captcha_show_saves_the_image_and_answers_follow_the_exit_table() {
             portal.login_url()
         ),
     );
-    common::add_account(dir.path(), &config, "court_captcha", "alice", "pw-a");
+    support::add_account(dir.path(), &config, "court_captcha", "alice", "pw-a");
     let daemon = Daemon::start(dir.path(), &config);
     let url = daemon.url("");
-    let login = common::tokend(dir.path())
+    let login = support::tokend(dir.path())
         .args(["token", "get", "court_captcha", "--url", &url, "--config"])
         .arg(&config)
         .stdout(Stdio::piped())
@@ -239,11 +243,11 @@ fn captcha_show_saves_the_image_and_answers_follow_the_exit_table() {
         .spawn()
         .unwrap();
 
-    let id = actix_web::rt::System::new().block_on(common::eventually(
+    let id = actix_web::rt::System::new().block_on(support::wait_until(
         "a pending captcha",
         Duration::from_secs(20),
         || async {
-            let out = run(
+            let out = support::run_cli_with_config(
                 dir.path(),
                 &config,
                 &["captcha", "list", "--json", "--url", &url],
@@ -256,20 +260,20 @@ fn captcha_show_saves_the_image_and_answers_follow_the_exit_table() {
 
     let image = dir.path().join("captcha.png");
     let image_arg = image.to_string_lossy().into_owned();
-    let shown = run(
+    let shown = support::run_cli_with_config(
         dir.path(),
         &config,
         &["captcha", "show", &id, "--save", &image_arg, "--url", &url],
         "",
     );
-    assert!(shown.status.success(), "{}", text(&shown));
+    assert!(shown.status.success(), "{}", support::text(&shown));
     let bytes = std::fs::read(&image).unwrap();
     assert!(bytes.starts_with(b"\x89PNG"), "not the PNG: {bytes:?}");
     // Not a terminal: the path as it is, no escape sequence.
-    assert!(text(&shown).contains(&image_arg) && !text(&shown).contains('\x1b'));
+    assert!(support::text(&shown).contains(&image_arg) && !support::text(&shown).contains('\x1b'));
 
     let answer = |id: &str, answer: &str| {
-        run(
+        support::run_cli_with_config(
             dir.path(),
             &config,
             &["captcha", "answer", id, answer, "--url", &url],
@@ -277,13 +281,18 @@ fn captcha_show_saves_the_image_and_answers_follow_the_exit_table() {
         )
     };
     let unknown = answer("no-such-captcha", "x");
-    assert_eq!(unknown.status.code(), Some(1), "{}", text(&unknown));
-    assert!(
-        text(&unknown).contains("CAPTCHA_NOT_FOUND"),
+    assert_eq!(
+        unknown.status.code(),
+        Some(1),
         "{}",
-        text(&unknown)
+        support::text(&unknown)
     );
-    let missing = run(
+    assert!(
+        support::text(&unknown).contains("CAPTCHA_NOT_FOUND"),
+        "{}",
+        support::text(&unknown)
+    );
+    let missing = support::run_cli_with_config(
         dir.path(),
         &config,
         &[
@@ -297,17 +306,22 @@ fn captcha_show_saves_the_image_and_answers_follow_the_exit_table() {
         ],
         "",
     );
-    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
+    assert_eq!(
+        missing.status.code(),
+        Some(1),
+        "{}",
+        support::text(&missing)
+    );
 
     let answered = answer(&id, "x7k2");
-    assert!(answered.status.success(), "{}", text(&answered));
+    assert!(answered.status.success(), "{}", support::text(&answered));
     let again = answer(&id, "x7k2");
-    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    assert_eq!(again.status.code(), Some(1), "{}", support::text(&again));
     assert!(
-        text(&again).contains("CAPTCHA_ALREADY_ANSWERED"),
+        support::text(&again).contains("CAPTCHA_ALREADY_ANSWERED"),
         "{}",
-        text(&again)
+        support::text(&again)
     );
     let login = login.wait_with_output().unwrap();
-    assert!(login.status.success(), "{}", text(&login));
+    assert!(login.status.success(), "{}", support::text(&login));
 }

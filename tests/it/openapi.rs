@@ -7,17 +7,17 @@
 //! `openapi-spec-validator` and `jsonschema` (.ci/run sets it); without it the tests make a
 //! venv of their own under `target/tmp` once. Where neither works they skip, but fail in CI.
 
-use crate::support as common;
+use crate::support;
 use crate::support::harness;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{write_config, Daemon};
 use harness::Harness;
 use reqwest::Method;
 use serde_json::{json, Value};
+use support::{write_config, Daemon};
 
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -57,7 +57,7 @@ fn validator_python() -> Option<PathBuf> {
                 .status()
                 .is_ok_and(|s| s.success());
         if !made || !has_validators(&python) {
-            common::require("openapi-spec-validator and jsonschema (Python)", false);
+            support::require("openapi-spec-validator and jsonschema (Python)", false);
             return None;
         }
     }

@@ -2,56 +2,16 @@
 //! loses no history (spooled, then written once each, also across a kill -9); a Redis
 //! outage keeps tokens flowing and heals by itself; logs and files hold no secrets.
 
-use crate::support as common;
+use crate::support;
 use crate::support::{portal, proxy};
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{write_config, Daemon};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use portal::{AccountBehaviour, Portal};
-use serde_json::{json, Value};
-
-fn acquire(daemon_addr: std::net::SocketAddr, body: Value) -> (u16, Value) {
-    actix_web::rt::System::new().block_on(async move {
-        let response = reqwest::Client::new()
-            .post(format!(
-                "http://{daemon_addr}/api/v1/automation/tokens/acquire"
-            ))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (
-            response.status().as_u16(),
-            response.json().await.unwrap_or(Value::Null),
-        )
-    })
-}
-
-fn get(url: &str) -> (u16, Value) {
-    let url = url.to_string();
-    actix_web::rt::System::new().block_on(async move {
-        let response = reqwest::get(url).await.unwrap();
-        (
-            response.status().as_u16(),
-            response.json().await.unwrap_or(Value::Null),
-        )
-    })
-}
-
-/// Polls `check` every 20 ms until it holds, failing the test after `within`.
-fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use serde_json::json;
+use support::{write_config, Daemon};
 
 fn site_config(portal: &Portal, database: &str, extra: &str) -> String {
     format!(
@@ -76,7 +36,7 @@ fn sigterm_answers_running_logins_and_exits_0() {
                 ..Default::default()
             },
         );
-        common::add_account(
+        support::add_account(
             dir.path(),
             &config,
             "court_zxfw",
@@ -90,22 +50,24 @@ fn sigterm_answers_running_logins_and_exits_0() {
         .into_iter()
         .map(|account| {
             std::thread::spawn(move || {
-                acquire(addr, json!({"site_name": "court_zxfw", "account": account}))
+                support::acquire(addr, json!({"site_name": "court_zxfw", "account": account}))
             })
         })
         .collect();
     // Two logins at the portal (max_concurrent_per_site = 2), the third waiting for a slot.
-    wait_until(
+    support::wait_until_blocking(
         "two logins running, one queued",
         Duration::from_secs(10),
         || {
-            let (_, usage) = get(&daemon.url("/api/v1/automation/performance/resource-usage"));
-            portal
+            let (_, usage) =
+                support::get(&daemon.url("/api/v1/automation/performance/resource-usage"));
+            (portal
                 .state
                 .in_flight
                 .load(std::sync::atomic::Ordering::SeqCst)
                 == 2
-                && usage["data"]["queue"]["size"] == 1
+                && usage["data"]["queue"]["size"] == 1)
+                .then_some(())
         },
     );
     let exit = daemon.terminate();
@@ -164,7 +126,7 @@ fn wait_for_rows(url: &str, expected: i64) {
 
 #[test]
 fn a_database_outage_loses_no_history() {
-    let Some(pg) = common::PgDatabase::create() else {
+    let Some(pg) = support::PgDatabase::create() else {
         return;
     };
     let pg_addr = "127.0.0.1:5432".parse().unwrap();
@@ -179,19 +141,19 @@ fn a_database_outage_loses_no_history() {
     portal.state.accept("alice", "pw-alice");
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &site_config(&portal, &through_proxy, ""));
-    common::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
+    support::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
     let daemon = Daemon::start(dir.path(), &config);
     let forced = json!({"site_name": "court_zxfw", "account": "alice", "force_refresh": true});
-    assert_eq!(acquire(daemon.addr, forced.clone()).0, 200);
+    assert_eq!(support::acquire(daemon.addr, forced.clone()).0, 200);
     wait_for_rows(&pg.url, 1);
 
     // The database goes away: acquisitions are still served, their history is spooled.
     proxy.cut();
     for _ in 0..5 {
-        let (status, body) = acquire(daemon.addr, forced.clone());
+        let (status, body) = support::acquire(daemon.addr, forced.clone());
         assert_eq!(status, 200, "served without the database: {body}");
     }
-    let (status, health) = get(&daemon.url("/api/v1/automation/performance/health"));
+    let (status, health) = support::get(&daemon.url("/api/v1/automation/performance/health"));
     assert_eq!(status, 503, "{health}");
     assert!(
         dir.path().join("tokend-history.spool").exists(),
@@ -204,13 +166,13 @@ fn a_database_outage_loses_no_history() {
     // Spooled rows survive a crash and are written at the next start.
     proxy.cut();
     for _ in 0..2 {
-        assert_eq!(acquire(daemon.addr, forced.clone()).0, 200);
+        assert_eq!(support::acquire(daemon.addr, forced.clone()).0, 200);
     }
     // Both rows are in the spool before the crash (the rows of the first outage were
     // written and the spool cleared before `wait_for_rows(6)` saw them).
     let spool = tokend::history::spool::Spool::new(dir.path().join("tokend-history.spool"));
-    wait_until("two rows spooled", Duration::from_secs(15), || {
-        spool.load().unwrap().len() == 2
+    support::wait_until_blocking("two rows spooled", Duration::from_secs(15), || {
+        (spool.load().unwrap().len() == 2).then_some(())
     });
     let mut daemon = daemon;
     daemon.child.kill().unwrap();
@@ -249,7 +211,7 @@ impl PrivateRedis {
         let child = match child {
             Ok(child) => child,
             Err(_) => {
-                common::require("the redis-server program", false);
+                support::require("the redis-server program", false);
                 return None;
             }
         };
@@ -294,15 +256,15 @@ fn a_redis_outage_keeps_tokens_flowing_and_heals() {
             &format!("[redis]\nurl = \"redis://127.0.0.1:{port}/0\"\n"),
         ),
     );
-    common::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
+    support::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
     let daemon = Daemon::start(dir.path(), &config);
     let plain = json!({"site_name": "court_zxfw"});
-    assert_eq!(acquire(daemon.addr, plain.clone()).0, 200);
+    assert_eq!(support::acquire(daemon.addr, plain.clone()).0, 200);
 
     drop(redis);
     let started = Instant::now();
     for _ in 0..10 {
-        let (status, body) = acquire(daemon.addr, plain.clone());
+        let (status, body) = support::acquire(daemon.addr, plain.clone());
         assert_eq!(
             (status, body["data"]["source"].as_str()),
             (200, Some("cache")),
@@ -315,7 +277,7 @@ fn a_redis_outage_keeps_tokens_flowing_and_heals() {
     );
     assert_eq!(portal.state.issued(), 1);
     let health_url = daemon.url("/api/v1/automation/performance/health");
-    let (_, health) = get(&health_url);
+    let (_, health) = support::get(&health_url);
     assert_eq!(
         health["data"]["components"]["cache"]["status"], "degraded",
         "{health}"
@@ -325,7 +287,7 @@ fn a_redis_outage_keeps_tokens_flowing_and_heals() {
     let _redis = PrivateRedis::start(port).unwrap();
     let started = Instant::now();
     loop {
-        let (_, health) = get(&health_url);
+        let (_, health) = support::get(&health_url);
         if health["data"]["components"]["cache"]["status"] == "up" {
             break;
         }
@@ -335,7 +297,7 @@ fn a_redis_outage_keeps_tokens_flowing_and_heals() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (status, _) = acquire(
+    let (status, _) = support::acquire(
         daemon.addr,
         json!({"site_name": "court_zxfw", "force_refresh": true}),
     );
@@ -361,31 +323,32 @@ fn trace_logs_and_files_hold_no_password_and_no_token() {
     let config = write_config(dir.path(), &site_config(&portal, &db, ""));
     let password = "Sup3r-S3cret-pw!";
     portal.state.accept("alice", password);
-    common::add_account(dir.path(), &config, "court_zxfw", "alice", password);
-    common::add_account(dir.path(), &config, "court_zxfw", "bob", "Wr0ng-Passw0rd-x");
+    support::add_account(dir.path(), &config, "court_zxfw", "alice", password);
+    support::add_account(dir.path(), &config, "court_zxfw", "bob", "Wr0ng-Passw0rd-x");
     let mut daemon = Daemon::start_with_log(dir.path(), &config, "trace");
-    let (_, body) = acquire(
+    let (_, body) = support::acquire(
         daemon.addr,
         json!({"site_name": "court_zxfw", "account": "alice"}),
     );
     let token = body["data"]["token"].as_str().unwrap().to_string();
-    let _ = acquire(
+    let _ = support::acquire(
         daemon.addr,
         json!({"site_name": "court_zxfw", "account": "bob"}),
     );
     // Both logins are logged and in the history (the database file) before it is read.
     let mut log = Vec::new();
-    wait_until("both logins logged", Duration::from_secs(10), || {
+    support::wait_until_blocking("both logins logged", Duration::from_secs(10), || {
         log.extend(daemon.drain_log());
         log.iter()
             .any(|l| l.contains("event=login_failed") && l.contains("account=bob"))
+            .then_some(())
     });
-    wait_until(
+    support::wait_until_blocking(
         "both logins in the history",
         Duration::from_secs(10),
         || {
-            let (_, history) = get(&daemon.url("/api/v1/automation/history"));
-            history["data"]["items"].as_array().map_or(0, Vec::len) == 2
+            let (_, history) = support::get(&daemon.url("/api/v1/automation/history"));
+            (history["data"]["items"].as_array().map_or(0, Vec::len) == 2).then_some(())
         },
     );
     let log = log.join("\n");

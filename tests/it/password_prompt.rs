@@ -1,14 +1,14 @@
 //! `accounts add --password-stdin` at a terminal prompts twice without echo (run under a
 //! pseudo-terminal with `script`); piped standard input is read as one line, as before.
 
-use crate::support as common;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::write_config;
+use support::write_config;
 
 const PASSWORD: &str = "Typed-At-A-Tty-42";
 
@@ -34,7 +34,7 @@ fn at_a_terminal_the_password_is_asked_twice_without_echo() {
     let config = write_config(dir.path(), "[server]\nlisten = \"127.0.0.1:0\"\n");
     let command = format!(
         "{} accounts add court_zxfw alice --password-stdin --config {}",
-        common::BIN,
+        support::BIN,
         config.display()
     );
     let mut script = Command::new("script");
@@ -82,7 +82,7 @@ fn at_a_terminal_the_password_is_asked_twice_without_echo() {
     );
 
     // It was stored: the listing shows alice.
-    let list = common::tokend(dir.path())
+    let list = support::tokend(dir.path())
         .args(["accounts", "list", "--config"])
         .arg(&config)
         .output()
@@ -94,7 +94,7 @@ fn at_a_terminal_the_password_is_asked_twice_without_echo() {
 fn piped_standard_input_is_one_line_without_a_prompt() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "[server]\nlisten = \"127.0.0.1:0\"\n");
-    let mut child = common::tokend(dir.path())
+    let mut child = support::tokend(dir.path())
         .args([
             "accounts",
             "add",

@@ -1,32 +1,7 @@
 //! Relative paths follow the config file, not the current folder; every command that touches
 //! data names the database it used; a new key file is never created beside stored secrets.
 
-use crate::support as common;
-
-use std::io::Write;
-use std::path::Path;
-use std::process::{Output, Stdio};
-
-fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
-    let mut child = common::tokend(cwd)
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    child.wait_with_output().unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use crate::support;
 
 #[test]
 fn relative_paths_follow_the_config_file() {
@@ -50,13 +25,13 @@ fn relative_paths_follow_the_config_file() {
         "--config",
         "../w1/tokend.toml",
     ];
-    let out = run(&elsewhere, &add, &[], "pw-bob\n");
-    assert!(out.status.success(), "{}", text(&out));
+    let out = support::run_cli(&elsewhere, &add, &[], "pw-bob\n");
+    assert!(out.status.success(), "{}", support::text(&out));
     let db = w1.join("tokend.db");
     assert!(
-        text(&out).contains(&format!("in sqlite://{}", db.display())),
+        support::text(&out).contains(&format!("in sqlite://{}", db.display())),
         "the database is not named: {}",
-        text(&out)
+        support::text(&out)
     );
     assert!(db.exists(), "no database beside the config");
     assert!(
@@ -70,18 +45,22 @@ fn relative_paths_follow_the_config_file() {
     );
 
     // The listing names the same database, from a third folder.
-    let list = run(
+    let list = support::run_cli(
         root.path(),
         &["accounts", "list", "--config", "w1/tokend.toml"],
         &[],
         "",
     );
-    assert!(list.status.success(), "{}", text(&list));
-    assert!(text(&list).contains("bob"), "{}", text(&list));
+    assert!(list.status.success(), "{}", support::text(&list));
     assert!(
-        text(&list).contains(&format!("sqlite://{}", db.display())),
+        support::text(&list).contains("bob"),
         "{}",
-        text(&list)
+        support::text(&list)
+    );
+    assert!(
+        support::text(&list).contains(&format!("sqlite://{}", db.display())),
+        "{}",
+        support::text(&list)
     );
 
     // The key file lost: a new one beside a database that holds secrets is refused.
@@ -95,9 +74,14 @@ fn relative_paths_follow_the_config_file() {
         "--config",
         "../w1/tokend.toml",
     ];
-    let refused = run(&elsewhere, &add_carol, &[], "pw-carol\n");
-    assert_eq!(refused.status.code(), Some(78), "{}", text(&refused));
-    let message = text(&refused);
+    let refused = support::run_cli(&elsewhere, &add_carol, &[], "pw-carol\n");
+    assert_eq!(
+        refused.status.code(),
+        Some(78),
+        "{}",
+        support::text(&refused)
+    );
+    let message = support::text(&refused);
     assert!(
         message.contains(&w1.join("tokend.key").display().to_string())
             && message.contains(&db.display().to_string()),
@@ -111,12 +95,12 @@ fn relative_paths_follow_the_config_file() {
 
 #[test]
 fn postgres_url_is_named_with_its_password_masked() {
-    let Some(pg) = common::PgDatabase::create() else {
+    let Some(pg) = support::PgDatabase::create() else {
         return;
     };
     let url = pg.url.replace("postgres@", "postgres:hunter2-secret@");
     let dir = tempfile::tempdir().unwrap();
-    let out = run(
+    let out = support::run_cli(
         dir.path(),
         &["accounts", "list"],
         &[
@@ -128,8 +112,8 @@ fn postgres_url_is_named_with_its_password_masked() {
         ],
         "",
     );
-    assert!(out.status.success(), "{}", text(&out));
-    let message = text(&out);
+    assert!(out.status.success(), "{}", support::text(&out));
+    let message = support::text(&out);
     assert!(message.contains("postgres:***@"), "{message}");
     assert!(!message.contains("hunter2-secret"), "{message}");
 }

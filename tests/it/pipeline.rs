@@ -1,7 +1,7 @@
 //! The acquisition pipeline end to end: tokend in-process on 127.0.0.1:0 over real HTTP, a
 //! real fake portal, real SQLite history, and each test once more on Redis.
 
-use crate::support as common;
+use crate::support;
 use crate::support::{harness, portal};
 
 use std::time::Duration;
@@ -131,7 +131,7 @@ async fn tokens_close_to_expiry_are_not_handed_out() {
             .unwrap()
             .parse()
             .unwrap();
-        let later = common::eventually("a new login", Duration::from_secs(6), || async {
+        let later = support::wait_until("a new login", Duration::from_secs(6), || async {
             let (_, answer) = h.acquire(json!({"site_name": "court_zxfw"})).await;
             if answer["data"]["source"] == "cache" {
                 // Served only while more than the margin was left.
@@ -165,7 +165,7 @@ async fn tokens_in_use_are_refreshed_in_the_background() {
         let (_, first) = h.acquire(json!({"site_name": "court_zxfw"})).await;
         // Two thirds of 6 s: from 4 s on, a hit triggers a refresh while the old token is
         // served; every answer until the new token is the old one, from the cache.
-        let renewed = common::eventually("a renewed token", Duration::from_secs(6), || async {
+        let renewed = support::wait_until("a renewed token", Duration::from_secs(6), || async {
             let (_, answer) = h.acquire(json!({"site_name": "court_zxfw"})).await;
             assert_eq!(answer["data"]["source"], "cache", "{answer}");
             (answer["data"]["token"] != first["data"]["token"]).then_some(answer)
@@ -356,12 +356,12 @@ async fn command_harness(redis: Option<&str>) -> (Harness, std::path::PathBuf) {
         "[[sites]]\nname = \"court_baoquan\"\ndriver = \"command\"\ncommand = [\"{}\"]\n",
         script.display()
     );
-    let h = Harness::start_with(
-        redis,
-        "[retry]\nlogin_timeout = 1.5\ncaptcha_retry_delay = 0.01\n",
-        &extra,
-    )
-    .await;
+    let h = Harness::builder()
+        .redis(redis)
+        .retry("[retry]\nlogin_timeout = 1.5\ncaptcha_retry_delay = 0.01\n")
+        .extra(&extra)
+        .start()
+        .await;
     (h, scripts)
 }
 
@@ -434,7 +434,7 @@ async fn the_command_driver_speaks_its_protocol() {
         assert_eq!(body["errors"]["error_type"], "timeout", "{body}");
         let helper = std::fs::read_to_string(scripts.join("helper.pid")).unwrap();
         // Gone, or a zombie waiting for a reaper (killed, not yet collected by PID 1).
-        common::eventually(
+        support::wait_until(
             "the helper process killed",
             Duration::from_secs(3),
             || async {
@@ -503,7 +503,7 @@ async fn the_blacklist_expires_and_a_success_clears_it() {
 
         // The portal accepts the password again; once the blacklist expires, carol logs in.
         h.portal.state.accept("carol", "pw-new");
-        common::eventually("the blacklist over", Duration::from_secs(5), || async {
+        support::wait_until("the blacklist over", Duration::from_secs(5), || async {
             let (status, body) = h
                 .acquire(json!({"site_name": "court_zxfw", "credential_id": id}))
                 .await;

@@ -1,15 +1,15 @@
 //! The first minutes of a new operator: `token get` right after `serve &` waits for the daemon
 //! to listen (`--wait`), and the README's quick start works when pasted into a shell.
 
-use crate::support as common;
+use crate::support;
 use crate::support::portal;
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
-use common::write_config;
 use portal::Portal;
 use serde::Deserialize;
+use support::write_config;
 
 /// A port nobody listens on right now.
 fn free_port() -> u16 {
@@ -34,9 +34,9 @@ fn token_get_right_after_serve_waits_for_the_daemon() {
             portal.login_url()
         ),
     );
-    common::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
+    support::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
 
-    let mut serve = common::tokend(dir.path())
+    let mut serve = support::tokend(dir.path())
         .args(["serve", "--config"])
         .arg(&config)
         .stdout(Stdio::null())
@@ -44,7 +44,7 @@ fn token_get_right_after_serve_waits_for_the_daemon() {
         .spawn()
         .unwrap();
     // At once, as `tokend serve … & tokend token get …` does.
-    let got = common::tokend(dir.path())
+    let got = support::tokend(dir.path())
         .args(["token", "get", "court_zxfw", "--config"])
         .arg(&config)
         .output()
@@ -64,7 +64,7 @@ fn without_waiting_an_absent_daemon_fails_at_once_with_one_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
     let url = format!("127.0.0.1:{}", free_port());
-    let out = common::tokend(dir.path())
+    let out = support::tokend(dir.path())
         .args(["token", "get", "court_zxfw", "--wait", "0", "--url", &url])
         .output()
         .unwrap();
@@ -76,7 +76,7 @@ fn without_waiting_an_absent_daemon_fails_at_once_with_one_clear_message() {
 
     // With a wait, it tries for about that long.
     let started = std::time::Instant::now();
-    let out = common::tokend(dir.path())
+    let out = support::tokend(dir.path())
         .args(["optimize", "--health-check", "--wait", "1", "--url", &url])
         .output()
         .unwrap();
@@ -116,7 +116,7 @@ fn the_readme_quick_start_works_when_pasted() {
         .lines()
         .filter(|line| !line.starts_with("cargo build"))
         .map(|line| {
-            line.replace("./target/debug/tokend", common::BIN)
+            line.replace("./target/debug/tokend", support::BIN)
                 .replace("https://portal.example.com/api/login", &portal.login_url())
                 .replace("127.0.0.1:8000", &format!("127.0.0.1:{port}"))
         })

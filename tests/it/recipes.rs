@@ -5,11 +5,12 @@
 //! traces each step and names the one whose answer changed; a broken recipe stops start-up
 //! naming the file, the step and the key.
 
-use crate::support as common;
+use crate::support;
 use crate::support::{court_portal, edelivery_portal, forward_proxy, harness};
 
 use std::path::Path;
 use std::process::Output;
+use std::time::Duration;
 
 use edelivery_portal::{expected_pwd, EdeliveryPortal};
 use harness::Harness;
@@ -44,7 +45,11 @@ fn site(dir: &Path, portal: &EdeliveryPortal, recipe: &str) -> String {
 }
 
 async fn start(dir: &Path, portal: &EdeliveryPortal, recipe: &str) -> Harness {
-    Harness::start_with(None, RETRY, &site(dir, portal, recipe)).await
+    Harness::builder()
+        .retry(RETRY)
+        .extra(&site(dir, portal, recipe))
+        .start()
+        .await
 }
 
 #[actix_rt::test]
@@ -155,12 +160,7 @@ async fn a_wrong_password_is_a_credential_error_and_not_retried() {
 }
 
 fn run(dir: &Path, config: &Path, args: &[&str]) -> Output {
-    common::tokend(dir)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap()
+    support::run_cli_with_config(dir, config, args, "")
 }
 
 #[test]
@@ -168,11 +168,11 @@ fn recipe_check_traces_each_step_and_names_the_one_that_changed() {
     let dir = tempfile::tempdir().unwrap();
     let portal = EdeliveryPortal::start();
     portal.accept("alice", "pw-secret-1");
-    let config = common::write_config(
+    let config = support::write_config(
         dir.path(),
         &format!("{RETRY}{}", site(dir.path(), &portal, &example())),
     );
-    common::add_account(dir.path(), &config, "edelivery", "alice", "pw-secret-1");
+    support::add_account(dir.path(), &config, "edelivery", "alice", "pw-secret-1");
 
     let out = run(dir.path(), &config, &["recipe", "check", "edelivery"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -233,7 +233,7 @@ fn a_broken_recipe_stops_start_up_naming_the_file_the_step_and_the_key() {
         .replace("md5(md5(password) + nonce)", "md5(md5(password) + nonse)");
     let recipe = dir.path().join("broken.toml");
     std::fs::write(&recipe, broken).unwrap();
-    let config = common::write_config(
+    let config = support::write_config(
         dir.path(),
         &site(dir.path(), &portal, &recipe.display().to_string()),
     );
@@ -253,7 +253,7 @@ fn a_broken_recipe_stops_start_up_naming_the_file_the_step_and_the_key() {
 #[test]
 fn recipe_list_and_show_print_the_built_in_recipes() {
     let dir = tempfile::tempdir().unwrap();
-    let config = common::write_config(dir.path(), "");
+    let config = support::write_config(dir.path(), "");
     let out = run(dir.path(), &config, &["recipe", "list"]);
     let listed = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(listed.starts_with("edelivery\t"), "{listed}");
@@ -269,18 +269,18 @@ fn the_daemon_logs_the_trace_of_an_unrecognised_answer_and_never_a_secret() {
     let dir = tempfile::tempdir().unwrap();
     let portal = EdeliveryPortal::start();
     portal.accept("alice", "pw-secret-2");
-    let config = common::write_config(
+    let config = support::write_config(
         dir.path(),
         &format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n{RETRY}{}",
             site(dir.path(), &portal, &example())
         ),
     );
-    common::add_account(dir.path(), &config, "edelivery", "alice", "pw-secret-2");
+    support::add_account(dir.path(), &config, "edelivery", "alice", "pw-secret-2");
     // The account that meets the changed portal cools down: the other one logs in after.
     portal.accept("bob", "pw-secret-2b");
-    common::add_account(dir.path(), &config, "edelivery", "bob", "pw-secret-2b");
-    let mut daemon = common::Daemon::start(dir.path(), &config);
+    support::add_account(dir.path(), &config, "edelivery", "bob", "pw-secret-2b");
+    let mut daemon = support::Daemon::start(dir.path(), &config);
     let acquire = daemon.url("/api/v1/automation/tokens/acquire");
     let post = |url: &str| {
         let url = url.to_string();
@@ -303,12 +303,16 @@ fn the_daemon_logs_the_trace_of_an_unrecognised_answer_and_never_a_secret() {
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["errors"]["error_type"], "failed", "{body}");
     let mut log = Vec::new();
-    common::eventually_blocking("the recipe's trace in the log", || {
-        log.extend(daemon.drain_log());
-        log.iter()
-            .any(|l| l.contains("event=recipe_trace") && l.contains("STOP: step `nonce`"))
-            .then_some(())
-    });
+    support::wait_until_blocking(
+        "the recipe's trace in the log",
+        Duration::from_secs(15),
+        || {
+            log.extend(daemon.drain_log());
+            log.iter()
+                .any(|l| l.contains("event=recipe_trace") && l.contains("STOP: step `nonce`"))
+                .then_some(())
+        },
+    );
     assert!(log
         .iter()
         .any(|l| l.contains("event=recipe_trace") && l.contains("step 1 `nonce`")));
@@ -317,12 +321,16 @@ fn the_daemon_logs_the_trace_of_an_unrecognised_answer_and_never_a_secret() {
     let (status, body) = post(&acquire);
     assert_eq!(status, 200, "{body}");
     let token = body["data"]["token"].as_str().unwrap().to_string();
-    common::eventually_blocking("the login's steps in the log", || {
-        log.extend(daemon.drain_log());
-        log.iter()
-            .any(|l| l.contains("event=recipe_step") && l.contains("step=login"))
-            .then_some(())
-    });
+    support::wait_until_blocking(
+        "the login's steps in the log",
+        Duration::from_secs(15),
+        || {
+            log.extend(daemon.drain_log());
+            log.iter()
+                .any(|l| l.contains("event=recipe_step") && l.contains("step=login"))
+                .then_some(())
+        },
+    );
     let (_, pwd) = portal.state.received.lock().unwrap()[0].clone();
     let all = log.join("\n");
     for secret in [token.as_str(), "pw-secret-2", pwd.as_str()] {
@@ -342,14 +350,14 @@ fn a_recipe_cannot_send_anything_to_a_host_it_does_not_list() {
     );
     let recipe = dir.path().join("leaky.toml");
     std::fs::write(&recipe, leaky).unwrap();
-    let config = common::write_config(
+    let config = support::write_config(
         dir.path(),
         &format!(
             "{RETRY}{}",
             site(dir.path(), &portal, &recipe.display().to_string())
         ),
     );
-    common::add_account(dir.path(), &config, "edelivery", "alice", "pw-secret-3");
+    support::add_account(dir.path(), &config, "edelivery", "alice", "pw-secret-3");
     let out = run(dir.path(), &config, &["recipe", "check", "edelivery"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{stdout}");
@@ -381,7 +389,7 @@ async fn the_zxfw_recipe_logs_in_to_the_court_portal_and_its_token_goes_raw() {
         court.zxfw_base(),
         solver.display()
     );
-    let h = Harness::start_with(None, RETRY, &site).await;
+    let h = Harness::builder().retry(RETRY).extra(&site).start().await;
     h.add_account_on("zxfw", "alice", "密码-Passw0rd", false);
 
     let (status, body) = h.acquire(json!({"site_name": "zxfw"})).await;
@@ -440,7 +448,7 @@ async fn a_recipe_exchanges_the_token_of_its_parent_site() {
         recipe.display(),
         court.url("")
     );
-    let h = Harness::start_with(None, RETRY, &sites).await;
+    let h = Harness::builder().retry(RETRY).extra(&sites).start().await;
     h.add_account_on("zxfw", "alice", "pw-alice", false);
 
     for _ in 0..3 {
@@ -460,7 +468,7 @@ async fn a_recipe_exchanges_the_token_of_its_parent_site() {
     assert_eq!(court_portal::CourtPortal::count(&court.state.exchanges), 1);
 
     // A recipe that reads `parent_token` needs from_site, and the other way round.
-    let config = common::write_config(
+    let config = support::write_config(
         dir.path(),
         &format!(
             "[[sites]]\nname = \"child\"\ndriver = \"recipe\"\nrecipe = \"{}\"\nbase_url = \"http://x\"\n",
@@ -532,7 +540,7 @@ async fn the_baoquan_recipe_exchanges_a_zxfw_token_through_an_oauth_code() {
         solver.display(),
         court.baoquan_base()
     );
-    let h = Harness::start_with(None, RETRY, &sites).await;
+    let h = Harness::builder().retry(RETRY).extra(&sites).start().await;
     h.add_account_on("zxfw", "alice", "pw-alice", false);
     for _ in 0..3 {
         let (status, body) = h.acquire(json!({"site_name": "baoquan"})).await;

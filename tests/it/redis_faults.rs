@@ -2,16 +2,16 @@
 //! connection (the breaker sends one probe per pause, and a background probe ends the outage
 //! in `/health`), and lease expiry judged on Redis's clock.
 
-use crate::support as common;
+use crate::support;
 use crate::support::{harness, proxy, redis_server};
 
 use std::time::{Duration, Instant};
 
-use common::{write_config, Daemon};
 use harness::Harness;
 use proxy::Proxy;
 use redis_server::RedisServer;
 use serde_json::{json, Value};
+use support::{write_config, Daemon};
 
 const PASSWORD: &str = "aB/c+d=e@f:g?h#i";
 /// Pieces of [`PASSWORD`] that must show nowhere.
@@ -63,7 +63,7 @@ async fn a_redis_password_with_url_characters_works_and_never_shows() {
     // Pasted unencoded into REDIS_URL, the URL does not parse: the message names the key and
     // hides the password.
     let url = format!("redis://:{PASSWORD}@127.0.0.1:{port}/0");
-    let out = common::tokend(dir.path())
+    let out = support::tokend(dir.path())
         .args(["serve", "--config"])
         .arg(&config)
         .env("REDIS_URL", &url)
@@ -81,27 +81,14 @@ async fn a_redis_password_with_url_characters_works_and_never_shows() {
     }
 }
 
-/// Polls `check` until it holds or `limit` passes.
-async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what} within {limit:?}");
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// With Redis blackholed, the breaker lets one request at a time find out whether it is back,
 /// with a pause that doubles: requests do not each wait the command timeout.
 #[actix_rt::test]
 async fn a_blackholed_redis_costs_one_wait_per_pause() {
-    if !common::redis_available() {
+    if !support::redis_available() {
         return;
     }
-    let (proxy, url) = Proxy::for_url(&common::redis_url());
+    let (proxy, url) = Proxy::for_url(&support::redis_url());
     let h = Harness::start(Some(&url), "").await;
     h.add_account("alice", "pw-alice", true);
     assert_eq!(h.acquire(json!({"site_name": "court_zxfw"})).await.0, 200);
@@ -109,10 +96,10 @@ async fn a_blackholed_redis_costs_one_wait_per_pause() {
     proxy.blackhole();
     // Requests find the outage (the first ones wait the command timeout: nobody knew yet).
     let cache = h.tokend.state.cache.clone();
-    wait_until(Duration::from_secs(15), "the breaker opens", || async {
+    support::wait_until("the breaker opens", Duration::from_secs(15), || async {
         let (status, _) = h.acquire(json!({"site_name": "court_zxfw"})).await;
         assert_eq!(status, 200, "the near cache serves while Redis is away");
-        !cache.backend_up()
+        (!cache.backend_up()).then_some(())
     })
     .await;
 
@@ -147,10 +134,10 @@ async fn a_blackholed_redis_costs_one_wait_per_pause() {
 /// Redis comes back while nobody asks for a token: `/health` says so by itself.
 #[actix_rt::test]
 async fn health_sees_redis_back_without_a_request() {
-    if !common::redis_available() {
+    if !support::redis_available() {
         return;
     }
-    let (proxy, url) = Proxy::for_url(&common::redis_url());
+    let (proxy, url) = Proxy::for_url(&support::redis_url());
     let h = Harness::start(Some(&url), "").await;
     h.add_account("alice", "pw-alice", true);
     assert_eq!(h.acquire(json!({"site_name": "court_zxfw"})).await.0, 200);
@@ -171,12 +158,12 @@ async fn health_sees_redis_back_without_a_request() {
 
     proxy.restore();
     // No acquisition from here on: only the background probe can find Redis back.
-    wait_until(Duration::from_secs(15), "health sees Redis back", || {
+    support::wait_until("health sees Redis back", Duration::from_secs(15), || {
         let url = health_url.clone();
         async move {
             let (_, health) = get(url).await;
             let c = &health["data"]["components"];
-            c["slots"]["status"] == "up" && c["cache"]["status"] == "up"
+            (c["slots"]["status"] == "up" && c["cache"]["status"] == "up").then_some(())
         }
     })
     .await;
@@ -186,10 +173,10 @@ async fn health_sees_redis_back_without_a_request() {
 /// login slots, which use the same Redis, report the fallback they are in, not `redis`/`up`.
 #[actix_rt::test]
 async fn every_component_reports_the_redis_it_really_uses() {
-    if !common::redis_available() {
+    if !support::redis_available() {
         return;
     }
-    let (proxy, url) = Proxy::for_url(&common::redis_url());
+    let (proxy, url) = Proxy::for_url(&support::redis_url());
     let h = Harness::start(Some(&url), "").await;
     h.add_account("alice", "pw-alice", true);
     assert_eq!(h.acquire(json!({"site_name": "court_zxfw"})).await.0, 200);
@@ -203,7 +190,7 @@ async fn every_component_reports_the_redis_it_really_uses() {
 
     proxy.cut();
     // Cached tokens only: no login, so no slot is asked for while Redis is away.
-    let components = common::eventually("the cache degraded", Duration::from_secs(10), || {
+    let components = support::wait_until("the cache degraded", Duration::from_secs(10), || {
         let (h, url) = (&h, health_url.clone());
         async move {
             let (status, _) = h.acquire(json!({"site_name": "court_zxfw"})).await;
@@ -221,12 +208,12 @@ async fn every_component_reports_the_redis_it_really_uses() {
     );
 
     proxy.restore();
-    wait_until(Duration::from_secs(15), "both back on Redis", || {
+    support::wait_until("both back on Redis", Duration::from_secs(15), || {
         let url = health_url.clone();
         async move {
             let (_, health) = get(url).await;
             let c = &health["data"]["components"];
-            c["slots"]["mode"] == "redis" && c["cache"]["status"] == "up"
+            (c["slots"]["mode"] == "redis" && c["cache"]["status"] == "up").then_some(())
         }
     })
     .await;
@@ -245,10 +232,12 @@ async fn a_clock_ahead_of_redis_frees_no_live_lease() {
     let login = h.acquire(json!({"site_name": "court_zxfw"}));
     let observe = async {
         let state = &h.portal.state;
-        wait_until(
-            Duration::from_secs(10),
+        support::wait_until(
             "the login reaches the portal",
-            || async { state.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 1 },
+            Duration::from_secs(10),
+            || async {
+                (state.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 1).then_some(())
+            },
         )
         .await;
         let base = format!("http://{}/api/v1/automation/performance", h.tokend.addr);
@@ -282,10 +271,10 @@ async fn a_clock_ahead_of_redis_frees_no_live_lease() {
 /// without waiting on Redis for the command timeout (2 s).
 #[actix_rt::test]
 async fn a_near_cached_token_never_waits_on_a_blackholed_redis() {
-    if !common::redis_available() {
+    if !support::redis_available() {
         return;
     }
-    let (proxy, url) = Proxy::for_url(&common::redis_url());
+    let (proxy, url) = Proxy::for_url(&support::redis_url());
     let h = Harness::start(Some(&url), "").await;
     h.add_account("alice", "pw-alice", true);
     assert_eq!(h.acquire(json!({"site_name": "court_zxfw"})).await.0, 200);
@@ -313,10 +302,10 @@ async fn a_near_cached_token_never_waits_on_a_blackholed_redis() {
 #[actix_rt::test]
 #[ignore = "issue 27 item 4: /health waits up to the Redis command timeout (2 s) at the start of a blackhole"]
 async fn health_answers_quickly_during_a_blackhole() {
-    if !common::redis_available() {
+    if !support::redis_available() {
         return;
     }
-    let (proxy, url) = Proxy::for_url(&common::redis_url());
+    let (proxy, url) = Proxy::for_url(&support::redis_url());
     let h = Harness::start(Some(&url), "").await;
     h.add_account("alice", "pw-alice", true);
     assert_eq!(h.acquire(json!({"site_name": "court_zxfw"})).await.0, 200);

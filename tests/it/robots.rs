@@ -2,7 +2,7 @@
 //! DingTalk and Feishu: each gets its own message format, signed as its documentation says,
 //! only the events it asked for, and a refusal in the robot's own answer is retried.
 
-use crate::support as common;
+use crate::support;
 use crate::support::{harness, portal};
 
 use std::sync::{Arc, Mutex};
@@ -128,8 +128,13 @@ async fn each_robot_gets_its_own_signed_format_and_only_its_events() {
     );
     let retry =
         "[retry]\nlogin_timeout = 5\ncaptcha_retry_delay = 0.05\ncaptcha_answer_timeout = 30\n";
-    let prefix = format!("tokend-test-{}", common::unique());
-    let h = Harness::start_full(None, &prefix, None, retry, &extra, "").await;
+    let prefix = format!("tokend-test-{}", support::unique());
+    let h = Harness::builder()
+        .prefix(&prefix)
+        .retry(retry)
+        .extra(&extra)
+        .start()
+        .await;
     portal.state.accept("alice", "pw-a");
     h.add_account_on("court_captcha", "alice", "pw-a", false);
     h.add_account("bob", "pw-b", false);
@@ -146,7 +151,7 @@ async fn each_robot_gets_its_own_signed_format_and_only_its_events() {
             .unwrap()
             .status()
     });
-    let wecom = common::eventually("WeCom's two messages", Duration::from_secs(15), || async {
+    let wecom = support::wait_until("WeCom's two messages", Duration::from_secs(15), || async {
         let got = hooks.of("wecom");
         (got.len() >= 2).then_some(got)
     })
@@ -188,7 +193,7 @@ async fn each_robot_gets_its_own_signed_format_and_only_its_events() {
     h.portal.state.set_outage(true, None);
     let (status, _) = h.acquire(json!({"site_name": "court_zxfw"})).await;
     assert_eq!(status, 502);
-    let ding = common::eventually("DingTalk's site alert", Duration::from_secs(15), || async {
+    let ding = support::wait_until("DingTalk's site alert", Duration::from_secs(15), || async {
         let got = hooks.of("dingtalk");
         let down = got.iter().any(|(_, m)| {
             m["markdown"]["title"]
@@ -223,7 +228,7 @@ async fn each_robot_gets_its_own_signed_format_and_only_its_events() {
     }
 
     // Feishu: its cards, signed in the body; the first was refused in the answer and retried.
-    let feishu = common::eventually(
+    let feishu = support::wait_until(
         "Feishu's captcha and alert cards",
         Duration::from_secs(20),
         || async {

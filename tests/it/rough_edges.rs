@@ -4,53 +4,15 @@
 //! against `account`, one clear database error, `accounts list` aligned for Chinese names,
 //! and `token invalidate`.
 
-use crate::support as common;
+use crate::support;
 use crate::support::portal;
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Output, Stdio};
 
-use common::{write_config, Daemon};
 use portal::Portal;
 use serde_json::{json, Value};
-
-fn run(dir: &Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
-    let mut child = common::tokend(dir)
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    child.wait_with_output().unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn call(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
-    let (method, url) = (method.to_string(), url.to_string());
-    actix_web::rt::System::new().block_on(async move {
-        let client = reqwest::Client::new();
-        let mut request = client.request(method.parse().unwrap(), url);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        (
-            response.status().as_u16(),
-            response.json().await.unwrap_or(Value::Null),
-        )
-    })
-}
+use support::{write_config, Daemon};
 
 /// A daemon on `listen` with alice and harry on the fake portal.
 fn daemon_with_accounts(
@@ -69,8 +31,8 @@ fn daemon_with_accounts(
             portal.login_url()
         ),
     );
-    common::add_account(dir, &config, "court_zxfw", "alice", "pw-alice");
-    common::add_account(dir, &config, "court_zxfw", "harry", "pw-harry");
+    support::add_account(dir, &config, "court_zxfw", "alice", "pw-alice");
+    support::add_account(dir, &config, "court_zxfw", "harry", "pw-harry");
     let daemon = Daemon::start_with_env(dir, &config, "info", extra_env);
     (daemon, config)
 }
@@ -85,7 +47,7 @@ fn ends_with_z(value: &Value, what: &str) {
 
 /// `tokend token get court_zxfw --account ACCOUNT --url URL`.
 fn token_get(dir: &Path, account: &str, url: &str) -> Output {
-    run(
+    support::run_cli(
         dir,
         &[
             "token",
@@ -111,7 +73,7 @@ fn listen_may_name_a_host() {
         "localhost resolved to {}",
         daemon.addr
     );
-    let (status, _) = call("GET", &daemon.url("/healthz"), None);
+    let (status, _) = support::call("GET", &daemon.url("/healthz"), None);
     assert_eq!(status, 200);
 }
 
@@ -121,8 +83,8 @@ fn url_without_a_scheme_is_http() {
     let dir = tempfile::tempdir().unwrap();
     let (daemon, _) = daemon_with_accounts(dir.path(), &portal, "127.0.0.1:0", &[]);
     let got = token_get(dir.path(), "alice", &daemon.addr.to_string());
-    assert!(got.status.success(), "{}", stderr(&got));
-    assert!(stdout(&got).starts_with("tok-alice-"));
+    assert!(got.status.success(), "{}", support::stderr(&got));
+    assert!(support::stdout(&got).starts_with("tok-alice-"));
 }
 
 #[test]
@@ -131,12 +93,13 @@ fn api_times_are_rfc3339_with_z() {
     let dir = tempfile::tempdir().unwrap();
     let (daemon, config) = daemon_with_accounts(dir.path(), &portal, "127.0.0.1:0", &[]);
     let got = token_get(dir.path(), "alice", &daemon.url(""));
-    assert!(got.status.success(), "{}", stderr(&got));
+    assert!(got.status.success(), "{}", support::stderr(&got));
 
     // History is written in batches: wait for the row.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let history = loop {
-        let (status, history) = call("GET", &daemon.url("/api/v1/automation/history"), None);
+        let (status, history) =
+            support::call("GET", &daemon.url("/api/v1/automation/history"), None);
         assert_eq!(status, 200, "{history}");
         if history["data"]["items"][0].is_object() {
             break history;
@@ -151,14 +114,14 @@ fn api_times_are_rfc3339_with_z() {
     for field in ["created_at", "started_at", "finished_at"] {
         ends_with_z(&row[field], field);
     }
-    let (_, stats) = call(
+    let (_, stats) = support::call(
         "GET",
         &daemon.url("/api/v1/automation/performance/statistics?days=1"),
         None,
     );
     ends_with_z(&stats["data"]["period"]["start"], "period.start");
     ends_with_z(&stats["data"]["period"]["end"], "period.end");
-    let list = run(
+    let list = support::run_cli(
         dir.path(),
         &[
             "accounts",
@@ -170,7 +133,8 @@ fn api_times_are_rfc3339_with_z() {
         &[],
         "",
     );
-    let first: Value = serde_json::from_str(stdout(&list).lines().next().unwrap()).unwrap();
+    let first: Value =
+        serde_json::from_str(support::stdout(&list).lines().next().unwrap()).unwrap();
     ends_with_z(&first["created_at"], "accounts created_at");
 }
 
@@ -179,7 +143,7 @@ fn credential_id_and_account_that_disagree_are_refused() {
     let portal = Portal::start();
     let dir = tempfile::tempdir().unwrap();
     let (daemon, config) = daemon_with_accounts(dir.path(), &portal, "127.0.0.1:0", &[]);
-    let list = run(
+    let list = support::run_cli(
         dir.path(),
         &[
             "accounts",
@@ -191,10 +155,11 @@ fn credential_id_and_account_that_disagree_are_refused() {
         &[],
         "",
     );
-    let alice: Value = serde_json::from_str(stdout(&list).lines().next().unwrap()).unwrap();
+    let alice: Value =
+        serde_json::from_str(support::stdout(&list).lines().next().unwrap()).unwrap();
     assert_eq!(alice["account"], "alice");
     let alice_id = alice["id"].as_i64().unwrap();
-    let (status, body) = call(
+    let (status, body) = support::call(
         "POST",
         &daemon.url("/api/v1/automation/tokens/acquire"),
         Some(json!({"site_name": "court_zxfw", "credential_id": alice_id, "account": "harry"})),
@@ -207,7 +172,7 @@ fn credential_id_and_account_that_disagree_are_refused() {
     );
     assert_eq!(portal.state.issued(), 0, "a token was handed out anyway");
     // When they agree, it works.
-    let (status, body) = call(
+    let (status, body) = support::call(
         "POST",
         &daemon.url("/api/v1/automation/tokens/acquire"),
         Some(json!({"site_name": "court_zxfw", "credential_id": alice_id, "account": "alice"})),
@@ -229,15 +194,15 @@ fn token_invalidate_goes_through_the_daemon() {
         1,
         "the second get is served from the cache"
     );
-    let out = run(
+    let out = support::run_cli(
         dir.path(),
         &["token", "invalidate", "court_zxfw", "alice", "--url", &url],
         &[],
         "",
     );
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.status.success(), "{}", support::stderr(&out));
     let again = token_get(dir.path(), "alice", &url);
-    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(again.status.success(), "{}", support::stderr(&again));
     assert_eq!(portal.state.issued(), 2, "no new login after invalidate");
 }
 
@@ -269,7 +234,7 @@ fn messages_do_not_repeat_their_prefix() {
         &format!("[server]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{admin}\"\n"),
     );
     let daemon = Daemon::start(dir.path(), &config);
-    let out = run(
+    let out = support::run_cli(
         dir.path(),
         &[
             "token",
@@ -281,7 +246,7 @@ fn messages_do_not_repeat_their_prefix() {
         &[("TOKEND_ADMIN_TOKEN", "wrong-token-0123456789")],
         "",
     );
-    let err = stderr(&out);
+    let err = support::stderr(&out);
     assert_eq!(out.status.code(), Some(77), "{err}");
     assert_eq!(err.matches("authentication required").count(), 1, "{err}");
 }
@@ -289,17 +254,17 @@ fn messages_do_not_repeat_their_prefix() {
 #[test]
 fn an_unknown_log_format_is_a_configuration_error() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(
+    let out = support::run_cli(
         dir.path(),
         &["accounts", "list"],
         &[("TOKEND_LOG_FORMAT", "xml")],
         "",
     );
-    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(78), "{}", support::stderr(&out));
     assert!(
-        stderr(&out).contains("TOKEND_LOG_FORMAT"),
+        support::stderr(&out).contains("TOKEND_LOG_FORMAT"),
         "{}",
-        stderr(&out)
+        support::stderr(&out)
     );
 }
 
@@ -307,15 +272,19 @@ fn an_unknown_log_format_is_a_configuration_error() {
 fn csv_import_names_physical_lines_and_reads_booleans_in_any_case() {
     let dir = tempfile::tempdir().unwrap();
     let bad = "\n# accounts of the firm\n\ncourt_zxfw,alice,pw-a,TRUE\nbad site,bob,pw-b\n";
-    let out = run(dir.path(), &["accounts", "import", "-"], &[], bad);
-    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
-    assert!(stderr(&out).contains("line 5"), "{}", stderr(&out));
+    let out = support::run_cli(dir.path(), &["accounts", "import", "-"], &[], bad);
+    assert_eq!(out.status.code(), Some(65), "{}", support::stderr(&out));
+    assert!(
+        support::stderr(&out).contains("line 5"),
+        "{}",
+        support::stderr(&out)
+    );
 
     let good = "# header comes later\n\nsite_name,account,password,preferred\ncourt_zxfw,alice,pw-a,TRUE\ncourt_zxfw,bob,pw-b,No\ncourt_zxfw,carol,pw-c,Yes\n";
-    let out = run(dir.path(), &["accounts", "import", "-"], &[], good);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let list = run(dir.path(), &["accounts", "list", "--json"], &[], "");
-    let preferred: Vec<(String, bool)> = stdout(&list)
+    let out = support::run_cli(dir.path(), &["accounts", "import", "-"], &[], good);
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    let list = support::run_cli(dir.path(), &["accounts", "list", "--json"], &[], "");
+    let preferred: Vec<(String, bool)> = support::stdout(&list)
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .map(|v| {
@@ -339,10 +308,10 @@ fn csv_import_names_physical_lines_and_reads_booleans_in_any_case() {
 fn accounts_list_is_aligned_for_chinese_names() {
     let dir = tempfile::tempdir().unwrap();
     let csv = "court_zxfw,张三丰,pw-1\ncourt_zxfw,bob,pw-2\n";
-    let out = run(dir.path(), &["accounts", "import", "-"], &[], csv);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let list = run(dir.path(), &["accounts", "list"], &[], "");
-    let text = stdout(&list);
+    let out = support::run_cli(dir.path(), &["accounts", "import", "-"], &[], csv);
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    let list = support::run_cli(dir.path(), &["accounts", "list"], &[], "");
+    let text = support::stdout(&list);
     // Where the PREFERRED column starts, in terminal columns, on every line.
     let starts: Vec<usize> = text
         .lines()
@@ -362,18 +331,18 @@ fn accounts_list_is_aligned_for_chinese_names() {
 
 #[test]
 fn database_errors_are_one_clear_line() {
-    let Some(pg) = common::PgDatabase::create() else {
+    let Some(pg) = support::PgDatabase::create() else {
         return;
     };
     let missing = format!("{}_missing", pg.url);
     let dir = tempfile::tempdir().unwrap();
-    let out = run(
+    let out = support::run_cli(
         dir.path(),
         &["accounts", "list"],
         &[("DATABASE_URL", &missing), ("RUST_LOG", "")],
         "",
     );
-    let err = stderr(&out);
+    let err = support::stderr(&out);
     assert_eq!(out.status.code(), Some(69), "{err}");
     assert!(!err.contains("[ERROR") && !err.contains("r2d2"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -392,12 +361,62 @@ fn a_locked_sqlite_database_is_waited_for() {
     holder
         .batch_execute("BEGIN EXCLUSIVE; CREATE TABLE busy (x INTEGER);")
         .unwrap();
-    let release = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(700));
-        holder.batch_execute("COMMIT;").unwrap();
+    let mut cli = support::tokend(dir.path())
+        .args(["accounts", "list"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The lock goes only once the command is seen waiting for it: still running, with the
+    // database open and a thread asleep between two tries for the lock.
+    let database = path.canonicalize().unwrap();
+    support::wait_until_blocking(
+        "`accounts list` waiting for the lock",
+        std::time::Duration::from_secs(15),
+        || {
+            if let Some(status) = cli.try_wait().unwrap() {
+                panic!("`accounts list` ended ({status}) instead of waiting for the lock");
+            }
+            waits_with_open(cli.id(), &database).then_some(())
+        },
+    );
+    holder.batch_execute("COMMIT;").unwrap();
+    let out = cli.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    assert!(
+        !support::stderr(&out).contains("locked"),
+        "{}",
+        support::stderr(&out)
+    );
+}
+
+/// The numbers of the sleeping system calls (`nanosleep`, `clock_nanosleep`), for a kernel
+/// that shows no `wchan`.
+#[cfg(target_arch = "x86_64")]
+const SLEEP_CALLS: [&str; 2] = ["35", "230"];
+#[cfg(target_arch = "aarch64")]
+const SLEEP_CALLS: [&str; 2] = ["101", "115"];
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const SLEEP_CALLS: [&str; 0] = [];
+
+/// Whether process `pid` has `file` open and one of its threads asleep in a timed sleep, as
+/// `/proc` shows it: SQLite's busy handler sleeps between its tries for a lock.
+fn waits_with_open(pid: u32, file: &Path) -> bool {
+    let entries = |dir: String| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+    };
+    let open = entries(format!("/proc/{pid}/fd"))
+        .any(|fd| std::fs::read_link(fd).is_ok_and(|target| target == file));
+    let asleep = entries(format!("/proc/{pid}/task")).any(|task| {
+        let read = |name: &str| std::fs::read_to_string(task.join(name)).unwrap_or_default();
+        let call = read("syscall");
+        read("wchan").contains("nanosleep")
+            || SLEEP_CALLS.contains(&call.split(' ').next().unwrap_or(""))
     });
-    let out = run(dir.path(), &["accounts", "list"], &[], "");
-    release.join().unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(!stderr(&out).contains("locked"), "{}", stderr(&out));
+    open && asleep
 }

@@ -2,10 +2,10 @@
 //! `/healthz` and `/health`, reports its database and cache components honestly, enforces
 //! bearer tokens, refuses bad configuration with the key named, and exits 0 on SIGTERM.
 
-use crate::support as common;
+use crate::support;
 
-use common::{write_config, Daemon};
 use serde_json::Value;
+use support::{write_config, Daemon};
 
 async fn get(url: &str, bearer: Option<&str>) -> (u16, Value) {
     let mut request = reqwest::Client::new().get(url);
@@ -124,10 +124,10 @@ async fn a_database_password_with_url_characters_never_shows() {
 
 #[tokio::test]
 async fn postgres_and_redis_components() {
-    let Some(pg) = common::PgDatabase::create() else {
+    let Some(pg) = support::PgDatabase::create() else {
         return;
     };
-    if !common::redis_available() {
+    if !support::redis_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -136,8 +136,8 @@ async fn postgres_and_redis_components() {
         &format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[database]\nurl = \"{}\"\n[redis]\nurl = \"{}\"\nkey_prefix = \"tokend-test-{}\"\n",
             pg.url,
-            common::redis_url(),
-            common::unique()
+            support::redis_url(),
+            support::unique()
         ),
     );
     let daemon = Daemon::start(dir.path(), &config);
@@ -199,7 +199,7 @@ fn bad_configuration_names_the_key_and_exits_78() {
     for (text, key) in cases {
         let dir = tempfile::tempdir().unwrap();
         let config = write_config(dir.path(), text);
-        let out = common::tokend(dir.path())
+        let out = support::tokend(dir.path())
             .args(["serve", "--config"])
             .arg(&config)
             .output()
@@ -214,7 +214,7 @@ fn bad_configuration_names_the_key_and_exits_78() {
     }
     // A missing config file named on the command line is an error too.
     let dir = tempfile::tempdir().unwrap();
-    let out = common::tokend(dir.path())
+    let out = support::tokend(dir.path())
         .args(["serve", "--config", "missing.toml"])
         .output()
         .unwrap();

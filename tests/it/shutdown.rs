@@ -2,31 +2,16 @@
 //! 503 `SHUTTING_DOWN` (not a closed connection), the cut is logged and recorded; a second
 //! SIGINT forces the exit.
 
-use crate::support as common;
+use crate::support;
 use crate::support::portal;
 
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{write_config, Daemon};
 use portal::Portal;
-use serde_json::{json, Value};
-
-fn acquire(addr: std::net::SocketAddr) -> (u16, Value) {
-    actix_web::rt::System::new().block_on(async move {
-        let response = reqwest::Client::new()
-            .post(format!("http://{addr}/api/v1/automation/tokens/acquire"))
-            .json(&json!({"site_name": "court_zxfw"}))
-            .send()
-            .await
-            .expect("an answer, not a closed connection");
-        (
-            response.status().as_u16(),
-            response.json().await.unwrap_or(Value::Null),
-        )
-    })
-}
+use serde_json::json;
+use support::{write_config, Daemon};
 
 /// tokend with one account whose portal login takes 8 s.
 fn slow_login_daemon(dir: &std::path::Path, grace: f64) -> (Portal, Daemon, String) {
@@ -43,20 +28,17 @@ fn slow_login_daemon(dir: &std::path::Path, grace: f64) -> (Portal, Daemon, Stri
             portal.login_url()
         ),
     );
-    common::add_account(dir, &config, "court_zxfw", "alice", "pw-alice");
+    support::add_account(dir, &config, "court_zxfw", "alice", "pw-alice");
     let daemon = Daemon::start(dir, &config);
     (portal, daemon, db)
 }
 
 fn wait_for_login(portal: &Portal) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while portal.state.in_flight.load(Ordering::SeqCst) == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the login never reached the portal"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    support::wait_until_blocking(
+        "the login to reach the portal",
+        Duration::from_secs(10),
+        || (portal.state.in_flight.load(Ordering::SeqCst) > 0).then_some(()),
+    );
 }
 
 fn signal(daemon: &Daemon, name: &str) {
@@ -72,7 +54,8 @@ fn a_login_cut_by_the_stop_is_answered_logged_and_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let (portal, mut daemon, db) = slow_login_daemon(dir.path(), 1.0);
     let addr = daemon.addr;
-    let caller = std::thread::spawn(move || acquire(addr));
+    let caller =
+        std::thread::spawn(move || support::acquire(addr, json!({"site_name": "court_zxfw"})));
     wait_for_login(&portal);
 
     signal(&daemon, "TERM");
@@ -113,7 +96,8 @@ fn a_second_sigint_forces_the_exit() {
     let (portal, mut daemon, _db) = slow_login_daemon(dir.path(), 60.0);
     let addr = daemon.addr;
     let _caller = std::thread::spawn(move || {
-        let _ = std::panic::catch_unwind(|| acquire(addr));
+        let _ =
+            std::panic::catch_unwind(|| support::acquire(addr, json!({"site_name": "court_zxfw"})));
     });
     wait_for_login(&portal);
     signal(&daemon, "INT");

@@ -3,7 +3,7 @@
 //! one account is that account's fault; network errors name their cause; a portal that
 //! changed, or a login program that cannot run, pauses the site instead of blaming accounts.
 
-use crate::support as common;
+use crate::support;
 use crate::support::{harness, portal};
 
 use std::net::TcpListener;
@@ -59,16 +59,9 @@ fn alert_kinds(health: &Value) -> Vec<String> {
 #[actix_rt::test]
 async fn congestion_inside_retries_halves_the_limit_at_once() {
     for redis in backends() {
-        let prefix = format!("tokend-test-{}", common::unique());
-        let h = Harness::start_full(
-            redis.as_deref(),
-            &prefix,
-            None,
-            "[retry]\nmax_network_retries = 8\nnetwork_retry_delay_base = 0.05\nlogin_timeout = 20\n",
-            "[concurrency]\nmax_concurrent_acquisitions = 8\nmax_concurrent_per_site = 4\n\
-             acquisition_timeout = 30\nqueue_timeout = 30\n[circuit]\nfailure_threshold = 100\n",
-            "adaptive_concurrency = true\nadaptive_increase_after = 100\n",
-        )
+        let prefix = format!("tokend-test-{}", support::unique());
+        let h = Harness::builder().redis(redis.as_deref()).prefix(&prefix).retry("[retry]\nmax_network_retries = 8\nnetwork_retry_delay_base = 0.05\nlogin_timeout = 20\n").extra("[concurrency]\nmax_concurrent_acquisitions = 8\nmax_concurrent_per_site = 4\n\
+             acquisition_timeout = 30\nqueue_timeout = 30\n[circuit]\nfailure_threshold = 100\n").sites("adaptive_concurrency = true\nadaptive_increase_after = 100\n").start()
         .await;
         *h.portal.state.capacity.lock().unwrap() = Some(1);
         let accounts: Vec<String> = (1..=6).map(|i| format!("u{i}")).collect();
@@ -90,7 +83,7 @@ async fn congestion_inside_retries_halves_the_limit_at_once() {
             }
         }));
         let watch = async {
-            let limit = common::eventually(
+            let limit = support::wait_until(
                 "the site limit lowered during the burst",
                 Duration::from_secs(15),
                 || async {
@@ -120,12 +113,12 @@ async fn congestion_inside_retries_halves_the_limit_at_once() {
 #[actix_rt::test]
 async fn a_dead_proxy_is_its_accounts_fault_not_the_sites() {
     for redis in backends() {
-        let h = Harness::start_with(
-            redis.as_deref(),
-            QUICK,
-            "[circuit]\nfailure_threshold = 1\n",
-        )
-        .await;
+        let h = Harness::builder()
+            .redis(redis.as_deref())
+            .retry(QUICK)
+            .extra("[circuit]\nfailure_threshold = 1\n")
+            .start()
+            .await;
         h.add_account("proxied", "pw-p", true);
         h.add_account("healthy", "pw-h", false);
         let port = refused_port();
@@ -183,7 +176,11 @@ fn refusing_proxy() -> u16 {
 
 #[actix_rt::test]
 async fn a_proxy_that_refuses_the_account_is_the_accounts_fault() {
-    let h = Harness::start_with(None, QUICK, "[circuit]\nfailure_threshold = 1\n").await;
+    let h = Harness::builder()
+        .retry(QUICK)
+        .extra("[circuit]\nfailure_threshold = 1\n")
+        .start()
+        .await;
     h.add_account("proxied", "pw-p", true);
     h.add_account("healthy", "pw-h", false);
     let port = refusing_proxy();
@@ -222,7 +219,7 @@ async fn network_errors_name_their_cause() {
          [[sites]]\nname = \"silent\"\ndriver = \"http\"\nlogin_url = \"http://127.0.0.1:{silent_port}/login\"\n"
     );
     let retry = "[retry]\nmax_network_retries = 0\nlogin_timeout = 2\n";
-    let h = Harness::start_with(None, retry, &extra).await;
+    let h = Harness::builder().retry(retry).extra(&extra).start().await;
     let cases = [
         ("dns", "dns error"),
         ("refused", "connection refused"),
@@ -247,8 +244,12 @@ async fn network_errors_name_their_cause() {
 #[actix_rt::test]
 async fn a_portal_that_changed_pauses_the_site_not_every_account() {
     for redis in backends() {
-        let h =
-            Harness::start_with(redis.as_deref(), QUICK, "[circuit]\nopen_seconds = 600\n").await;
+        let h = Harness::builder()
+            .redis(redis.as_deref())
+            .retry(QUICK)
+            .extra("[circuit]\nopen_seconds = 600\n")
+            .start()
+            .await;
         for account in ["a1", "a2", "a3", "a4"] {
             h.add_account(account, &format!("pw-{account}"), false);
         }
@@ -309,12 +310,11 @@ async fn a_portal_that_changed_pauses_the_site_not_every_account() {
 /// answer keeps it paused (blaming nobody), one that gets a token ends the pause.
 #[actix_rt::test]
 async fn a_probe_decides_the_end_of_a_protocol_pause() {
-    let h = Harness::start_with(
-        None,
-        QUICK,
-        "[circuit]\nopen_seconds = 0.5\nsite_changed_threshold = 2\n",
-    )
-    .await;
+    let h = Harness::builder()
+        .retry(QUICK)
+        .extra("[circuit]\nopen_seconds = 0.5\nsite_changed_threshold = 2\n")
+        .start()
+        .await;
     for account in ["a1", "a2", "a3"] {
         h.add_account(account, &format!("pw-{account}"), false);
     }
@@ -328,7 +328,7 @@ async fn a_probe_decides_the_end_of_a_protocol_pause() {
     let before = h.portal.state.total_attempts();
     assert_eq!(before, 2, "the threshold is the site's: 2");
     // The probe meets the same page: still paused, nobody else blamed.
-    common::eventually("a probe login", Duration::from_secs(10), || async {
+    support::wait_until("a probe login", Duration::from_secs(10), || async {
         h.acquire(json!({"site_name": "court_zxfw"})).await;
         (h.portal.state.total_attempts() > before).then_some(())
     })
@@ -344,7 +344,7 @@ async fn a_probe_decides_the_end_of_a_protocol_pause() {
     assert_eq!(cooling, 1, "only the streak's first account");
     // The portal is back: a probe gets a token and the pause ends.
     *h.portal.state.canned.lock().unwrap() = None;
-    common::eventually(
+    support::wait_until(
         "a token after the pause",
         Duration::from_secs(10),
         || async {
@@ -373,7 +373,7 @@ async fn a_login_program_that_cannot_run_pauses_the_site() {
         "[[sites]]\nname = \"cmd\"\ndriver = \"command\"\ncommand = [\"{}\"]\n",
         program.display()
     );
-    let h = Harness::start_with(None, QUICK, &extra).await;
+    let h = Harness::builder().retry(QUICK).extra(&extra).start().await;
     h.add_account_on("cmd", "alice", "pw-a", false);
     h.add_account_on("cmd", "bob", "pw-b", false);
     std::fs::remove_file(&program).unwrap();

@@ -1,7 +1,7 @@
 //! Site policies (SPEC §12) against the fake portal: lease renewal of long logins, login
 //! budgets, account rotation, adaptive concurrency and sticky proxies.
 
-use crate::support as common;
+use crate::support;
 use crate::support::{forward_proxy, harness};
 
 use std::time::Duration;
@@ -13,17 +13,21 @@ use serde_json::json;
 /// its lock on every instance: nobody logs in beside it, and its token still serves.
 #[actix_rt::test]
 async fn a_login_longer_than_its_lease_is_never_run_twice() {
-    if !common::redis_available() {
+    if !support::redis_available() {
         return;
     }
-    let redis = common::redis_url();
-    let prefix = format!("tokend-test-{}", common::unique());
+    let redis = support::redis_url();
+    let prefix = format!("tokend-test-{}", support::unique());
     let retry = "[retry]\nlogin_timeout = 10\n";
     let limits =
         "[concurrency]\nmax_concurrent_per_site = 1\nacquisition_timeout = 2\nlock_timeout = 1\n";
-    let a = Harness::start_shared(Some(&redis), &prefix, None, retry, limits).await;
-    let b =
-        Harness::start_shared(Some(&redis), &prefix, Some(a.portal.clone()), retry, limits).await;
+    let (a, b) = Harness::builder()
+        .redis(Some(&redis))
+        .prefix(&prefix)
+        .retry(retry)
+        .extra(limits)
+        .start_pair()
+        .await;
     for h in [&a, &b] {
         h.add_account("alice", "pw-a", false);
         h.add_account("bob", "pw-b", false);
@@ -31,7 +35,7 @@ async fn a_login_longer_than_its_lease_is_never_run_twice() {
     *a.portal.state.latency.lock().unwrap() = Duration::from_millis(3500);
     let latency = a.portal.state.clone();
     let lower_latency = async move {
-        common::eventually("alice logging in", Duration::from_secs(5), || async {
+        support::wait_until("alice logging in", Duration::from_secs(5), || async {
             (latency.attempts_of("alice") > 0).then_some(())
         })
         .await;
@@ -77,9 +81,15 @@ async fn site_limit(h: &Harness) -> u64 {
 }
 
 async fn site_with(redis: Option<&str>, site_keys: &str) -> Harness {
-    let prefix = format!("tokend-test-{}", common::unique());
+    let prefix = format!("tokend-test-{}", support::unique());
     let retry = "[retry]\nnetwork_retry_delay_base = 0.05\ncaptcha_retry_delay = 0.05\nlogin_timeout = 10\n";
-    Harness::start_full(redis, &prefix, None, retry, "", site_keys).await
+    Harness::builder()
+        .redis(redis)
+        .prefix(&prefix)
+        .retry(retry)
+        .sites(site_keys)
+        .start()
+        .await
 }
 
 #[actix_rt::test]
@@ -211,16 +221,20 @@ async fn round_robin_hands_out_the_accounts_in_turn() {
 /// The turn is kept in Redis: two instances on one prefix rotate together.
 #[actix_rt::test]
 async fn round_robin_turns_are_shared_by_instances() {
-    if !common::redis_available() {
+    if !support::redis_available() {
         return;
     }
-    let redis = common::redis_url();
-    let prefix = format!("tokend-test-{}", common::unique());
+    let redis = support::redis_url();
+    let prefix = format!("tokend-test-{}", support::unique());
     let retry = "[retry]\nlogin_timeout = 10\n";
     let keys = "selection = \"round_robin\"\n";
-    let a = Harness::start_full(Some(&redis), &prefix, None, retry, "", keys).await;
-    let portal = Some(a.portal.clone());
-    let b = Harness::start_full(Some(&redis), &prefix, portal, retry, "", keys).await;
+    let (a, b) = Harness::builder()
+        .redis(Some(&redis))
+        .prefix(&prefix)
+        .retry(retry)
+        .sites(keys)
+        .start_pair()
+        .await;
     for h in [&a, &b] {
         for account in ["u1", "u2", "u3"] {
             h.add_account(account, &format!("pw-{account}"), false);
@@ -259,16 +273,9 @@ async fn least_recent_takes_the_account_that_waited_longest() {
 #[actix_rt::test]
 async fn rate_limit_answers_lower_the_site_limit_and_successes_raise_it() {
     for redis in harness::backends() {
-        let prefix = format!("tokend-test-{}", common::unique());
-        let h = Harness::start_full(
-            redis.as_deref(),
-            &prefix,
-            None,
-            "[retry]\nmax_network_retries = 0\nlogin_timeout = 10\n",
-            "[concurrency]\nmax_concurrent_acquisitions = 8\nmax_concurrent_per_site = 4\n\
-             [circuit]\nfailure_threshold = 100\n",
-            "adaptive_concurrency = true\nadaptive_increase_after = 2\nrate_limit_pattern = \"操作频繁|too many\"\n",
-        )
+        let prefix = format!("tokend-test-{}", support::unique());
+        let h = Harness::builder().redis(redis.as_deref()).prefix(&prefix).retry("[retry]\nmax_network_retries = 0\nlogin_timeout = 10\n").extra("[concurrency]\nmax_concurrent_acquisitions = 8\nmax_concurrent_per_site = 4\n\
+             [circuit]\nfailure_threshold = 100\n").sites("adaptive_concurrency = true\nadaptive_increase_after = 2\nrate_limit_pattern = \"操作频繁|too many\"\n").start()
         .await;
         h.add_account("alice", "pw-a", false);
         let forced = json!({"site_name": "court_zxfw", "force_refresh": true});
@@ -354,7 +361,7 @@ async fn an_accounts_own_proxy_carries_its_logins_and_no_others() {
     )
     .unwrap();
     let (status, body) =
-        common::eventually("the new proxy in use", Duration::from_secs(3), || async {
+        support::wait_until("the new proxy in use", Duration::from_secs(3), || async {
             let (status, body) = h
                 .acquire(
                     json!({"site_name": "court_zxfw", "account": "alice", "force_refresh": true}),

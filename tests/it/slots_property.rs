@@ -3,7 +3,7 @@
 //! short queue_timeout, times out — never hangs), and waiters for the same account are served
 //! in arrival order.
 
-use crate::support as common;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,7 +53,7 @@ async fn run_schedule(
         if rng.bool() {
             let at_least = rng.usize(0..=(number - 1) / 2);
             let finished = finished.clone();
-            common::eventually("earlier waiters done", Duration::from_secs(20), || {
+            support::wait_until("earlier waiters done", Duration::from_secs(20), || {
                 let done = finished.load(Ordering::SeqCst);
                 async move { (done >= at_least).then_some(()) }
             })
@@ -88,7 +88,7 @@ async fn run_schedule(
     }
     // Releases go through the actor's mailbox: wait for the last of them (and for waiters
     // that gave up to leave the queue, at the latest at the lease check).
-    common::eventually("every slot released", Duration::from_secs(5), || {
+    support::wait_until("every slot released", Duration::from_secs(5), || {
         let actor = actor.clone();
         async move {
             let usage = actor.send(Usage).await.unwrap();

@@ -2,20 +2,20 @@
 //! acquisition (a wrong secret key, a missing login program) stops `serve` at once; Redis's
 //! state is in the first lines of the log.
 
-use crate::support as common;
+use crate::support;
 
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{write_config, Daemon};
+use support::{write_config, Daemon};
 
 const KEY_A: &str = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=";
 const KEY_B: &str = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY=";
 
 /// Runs `tokend serve` and waits (up to 20 s) for it to exit.
 fn serve_expecting_exit(dir: &Path, config: &Path, env: &[(&str, &str)]) -> Output {
-    let mut child = common::tokend(dir)
+    let mut child = support::tokend(dir)
         .args(["serve", "--config"])
         .arg(config)
         .envs(env.iter().copied())
@@ -34,10 +34,6 @@ fn serve_expecting_exit(dir: &Path, config: &Path, env: &[(&str, &str)]) -> Outp
     child.wait_with_output().unwrap()
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 #[test]
 fn port_in_use_is_one_clear_line_before_any_migration() {
     let dir = tempfile::tempdir().unwrap();
@@ -48,7 +44,7 @@ fn port_in_use_is_one_clear_line_before_any_migration() {
         &format!("[server]\nlisten = \"127.0.0.1:{port}\"\n"),
     );
     let out = serve_expecting_exit(dir.path(), &config, &[("RUST_LOG", "info")]);
-    let err = stderr(&out);
+    let err = support::stderr(&out);
     assert!(
         matches!(out.status.code(), Some(69) | Some(71)),
         "exit {:?}: {err}",
@@ -71,7 +67,7 @@ fn port_in_use_is_one_clear_line_before_any_migration() {
 fn a_key_that_does_not_open_the_accounts_stops_serve() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "[server]\nlisten = \"127.0.0.1:0\"\n");
-    common::add_account_with_env(
+    support::add_account_with_env(
         dir.path(),
         &config,
         ("court_zxfw", "alice", "pw"),
@@ -79,11 +75,11 @@ fn a_key_that_does_not_open_the_accounts_stops_serve() {
     );
 
     let out = serve_expecting_exit(dir.path(), &config, &[("TOKEND_SECRET_KEY", KEY_B)]);
-    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(78), "{}", support::stderr(&out));
     assert!(
-        stderr(&out).contains("the secret key does not match the stored accounts"),
+        support::stderr(&out).contains("the secret key does not match the stored accounts"),
         "{}",
-        stderr(&out)
+        support::stderr(&out)
     );
 }
 
@@ -98,7 +94,7 @@ async fn health_is_unhealthy_when_the_key_stops_matching_while_running() {
     assert_eq!(body["data"]["status"], "healthy", "{body}");
 
     // An account sealed under another key reaches the database behind the daemon's back.
-    common::add_account_with_env(
+    support::add_account_with_env(
         dir.path(),
         &config,
         ("court_zxfw", "alice", "pw"),
@@ -126,9 +122,13 @@ fn a_missing_solver_script_stops_serve_naming_it() {
          captcha_solver = [\"sh\", \"/nonexistent/solve.py\"]\n",
     );
     let out = serve_expecting_exit(dir.path(), &config, &[]);
-    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(78), "{}", support::stderr(&out));
     for needle in ["sites[0].captcha_solver", "/nonexistent/solve.py"] {
-        assert!(stderr(&out).contains(needle), "{}", stderr(&out));
+        assert!(
+            support::stderr(&out).contains(needle),
+            "{}",
+            support::stderr(&out)
+        );
     }
 }
 
@@ -143,16 +143,16 @@ fn a_missing_login_program_stops_serve_naming_its_key() {
          command = [\"/nonexistent/baoquan-login\", \"--headless\"]\n",
     );
     let out = serve_expecting_exit(dir.path(), &config, &[]);
-    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(78), "{}", support::stderr(&out));
     assert!(
-        stderr(&out).contains("sites[1].command"),
+        support::stderr(&out).contains("sites[1].command"),
         "{}",
-        stderr(&out)
+        support::stderr(&out)
     );
     assert!(
-        stderr(&out).contains("/nonexistent/baoquan-login"),
+        support::stderr(&out).contains("/nonexistent/baoquan-login"),
         "{}",
-        stderr(&out)
+        support::stderr(&out)
     );
 
     // An existing program that may not be run is refused too.
@@ -167,11 +167,11 @@ fn a_missing_login_program_stops_serve_naming_its_key() {
         ),
     );
     let out = serve_expecting_exit(dir.path(), &config, &[]);
-    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(78), "{}", support::stderr(&out));
     assert!(
-        stderr(&out).contains("sites[0].command"),
+        support::stderr(&out).contains("sites[0].command"),
         "{}",
-        stderr(&out)
+        support::stderr(&out)
     );
 }
 
@@ -190,15 +190,15 @@ fn redis_state_is_logged_at_start() {
     );
     drop(daemon);
 
-    if !common::redis_available() {
+    if !support::redis_available() {
         return;
     }
     let config = write_config(
         dir.path(),
         &format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[redis]\nurl = \"{}\"\nkey_prefix = \"tokend-test-{}\"\n",
-            common::redis_url(),
-            common::unique()
+            support::redis_url(),
+            support::unique()
         ),
     );
     let mut daemon = Daemon::start(dir.path(), &config);

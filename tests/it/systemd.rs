@@ -2,14 +2,14 @@
 //! database, actors and HTTP are up (and not before), WATCHDOG=1 pings, STOPPING=1 on SIGTERM.
 //! Every wait is for a message, with a deadline: a daemon that never sends one fails.
 
-use crate::support as common;
+use crate::support;
 use crate::support::proxy;
 
 use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use common::{write_config, Daemon};
+use support::{write_config, Daemon};
 
 /// What the daemon sent to the socket, read until `done` holds of it or `within` passes.
 fn messages_until(
@@ -63,24 +63,6 @@ fn pending(socket: &UnixDatagram) -> Vec<String> {
     seen
 }
 
-/// Log lines until one contains `needle`; fails the test after `within`.
-fn wait_for_log(daemon: &mut Daemon, needle: &str, within: Duration) -> Vec<String> {
-    let deadline = Instant::now() + within;
-    let mut seen = Vec::new();
-    loop {
-        seen.extend(daemon.drain_log());
-        if seen.iter().any(|l| l.contains(needle)) {
-            return seen;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no log line with {needle:?}; log:\n{}",
-            seen.join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn ready_watchdog_and_stopping() {
     let dir = tempfile::tempdir().unwrap();
@@ -120,7 +102,7 @@ fn pg_addr(url: &str) -> SocketAddr {
 
 #[test]
 fn ready_only_once_the_database_is_reachable() {
-    let Some(pg) = common::PgDatabase::create() else {
+    let Some(pg) = support::PgDatabase::create() else {
         return;
     };
     let addr = pg_addr(&pg.url);
@@ -142,10 +124,11 @@ fn ready_only_once_the_database_is_reachable() {
     let mut daemon =
         Daemon::start_with_env(dir.path(), &config, "info", &[("NOTIFY_SOCKET", &path)]);
     // HTTP is up and the daemon has found the database unreachable: not ready yet.
-    let log = wait_for_log(
-        &mut daemon,
+    let mut log = Vec::new();
+    daemon.wait_for_log(
         "event=database_unreachable",
         Duration::from_secs(20),
+        &mut log,
     );
     let sent = pending(&socket);
     assert_eq!(
@@ -161,10 +144,6 @@ fn ready_only_once_the_database_is_reachable() {
     // The database comes back: the migrations are retried (every 10 s), then READY=1.
     proxy.restore();
     expect(&socket, "READY=1", Duration::from_secs(30));
-    wait_for_log(
-        &mut daemon,
-        "event=database_reachable",
-        Duration::from_secs(5),
-    );
+    daemon.wait_for_log("event=database_reachable", Duration::from_secs(5), &mut log);
     drop(daemon);
 }

@@ -1,11 +1,11 @@
 //! `tokend token get` against a running daemon (a real child process) that logs in to a
 //! real fake portal.
 
-use crate::support as common;
+use crate::support;
 use crate::support::portal;
 
-use common::{write_config, Daemon};
 use portal::Portal;
+use support::{write_config, Daemon};
 
 #[actix_rt::test]
 async fn token_get_prints_a_token_from_the_daemon() {
@@ -21,12 +21,12 @@ async fn token_get_prints_a_token_from_the_daemon() {
             portal.login_url()
         ),
     );
-    common::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
+    support::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
 
     let daemon = Daemon::start(dir.path(), &config);
     let url = format!("http://{}", daemon.addr);
     let get = |extra: &[&str]| {
-        common::tokend(dir.path())
+        support::tokend(dir.path())
             .args(["token", "get", "court_zxfw", "--url", &url, "--config"])
             .arg(&config)
             .args(extra)
@@ -57,7 +57,7 @@ async fn token_get_prints_a_token_from_the_daemon() {
     let unknown = get(&["--account", "nobody"]);
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("ACCOUNT_NOT_FOUND"));
-    let down = common::tokend(dir.path())
+    let down = support::tokend(dir.path())
         .args([
             "token",
             "get",
@@ -95,12 +95,12 @@ async fn token_get_header_prints_the_headers_to_send() {
         ),
     );
     for site in ["court_zxfw", "cookie_portal"] {
-        common::add_account(dir.path(), &config, site, "alice", "pw-alice");
+        support::add_account(dir.path(), &config, site, "alice", "pw-alice");
     }
     let daemon = Daemon::start(dir.path(), &config);
     let url = format!("http://{}", daemon.addr);
     let get = |site: &str, extra: &str| {
-        let out = common::tokend(dir.path())
+        let out = support::tokend(dir.path())
             .args(["token", "get", site, "--url", &url, extra, "--config"])
             .arg(&config)
             .output()

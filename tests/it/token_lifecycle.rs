@@ -1,7 +1,7 @@
 //! Token lifecycle beyond bearer tokens (SPEC §13) against the fake portal and real login
 //! programs: validity probes, cookie sessions, captchas a person solves, webhooks.
 
-use crate::support as common;
+use crate::support;
 use crate::support::{harness, portal};
 
 use std::sync::{Arc, Mutex};
@@ -35,7 +35,7 @@ async fn probes(h: &Harness, result: &str) -> f64 {
 /// Waits until at least `n` probes ended with `result`.
 async fn probes_reach(h: &Harness, result: &str, n: f64) {
     let what = format!("{n} {result} probes");
-    common::eventually(&what, Duration::from_secs(10), || async {
+    support::wait_until(&what, Duration::from_secs(10), || async {
         (probes(h, result).await >= n).then_some(())
     })
     .await;
@@ -43,8 +43,15 @@ async fn probes_reach(h: &Harness, result: &str, n: f64) {
 
 /// A harness for court_zxfw with the site keys `keys` on `portal`, and alice's first token.
 async fn with_a_token(redis: Option<&str>, portal: Portal, keys: &str) -> (Harness, i64, String) {
-    let prefix = format!("tokend-test-{}", common::unique());
-    let h = Harness::start_full(redis, &prefix, Some(portal), RETRY, "", keys).await;
+    let prefix = format!("tokend-test-{}", support::unique());
+    let h = Harness::builder()
+        .redis(redis)
+        .prefix(&prefix)
+        .portal(portal)
+        .retry(RETRY)
+        .sites(keys)
+        .start()
+        .await;
     let id = h.add_account("alice", "pw-a", false);
     let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
     assert_eq!(status, 200, "{body}");
@@ -84,10 +91,11 @@ async fn a_token_revoked_by_the_portal_is_found_by_the_probe_and_replaced() {
         probes_reach(&h, "valid", 1.0).await;
 
         h.portal.state.revoke(&first);
-        let second = common::eventually("a replacement token", Duration::from_secs(10), || async {
-            cached_token(&h, id).await.filter(|t| *t != first)
-        })
-        .await;
+        let second =
+            support::wait_until("a replacement token", Duration::from_secs(10), || async {
+                cached_token(&h, id).await.filter(|t| *t != first)
+            })
+            .await;
         assert_eq!(h.portal.state.issued(), 2);
         // The next consumer gets the replacement from the cache, and the portal takes it.
         let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
@@ -145,9 +153,16 @@ async fn probes_run_one_per_token_and_no_more_at_once_than_the_site_slots() {
         "probe_url = \"{}\"\nprobe_interval = 0.1\n",
         portal.url("/probe")
     );
-    let prefix = format!("tokend-test-{}", common::unique());
+    let prefix = format!("tokend-test-{}", support::unique());
     let extra = "[concurrency]\nmax_concurrent_per_site = 2\n";
-    let h = Harness::start_full(None, &prefix, Some(portal), RETRY, extra, &keys).await;
+    let h = Harness::builder()
+        .prefix(&prefix)
+        .portal(portal)
+        .retry(RETRY)
+        .extra(extra)
+        .sites(&keys)
+        .start()
+        .await;
     // Every account first: the credential list is cached once read.
     let ids: Vec<i64> = (0..5)
         .map(|n| h.add_account(&format!("a{n}"), "pw", false))
@@ -159,7 +174,7 @@ async fn probes_run_one_per_token_and_no_more_at_once_than_the_site_slots() {
         assert_eq!(status, 200, "{body}");
     }
     let state = h.portal.state.clone();
-    common::eventually("twenty probes", Duration::from_secs(20), || async {
+    support::wait_until("twenty probes", Duration::from_secs(20), || async {
         (state.probes.load(Ordering::SeqCst) >= 20).then_some(())
     })
     .await;
@@ -177,8 +192,14 @@ async fn a_cookie_login_yields_a_cookie_session_the_portal_accepts_with_the_cook
         "token_from = \"cookies\"\nprobe_url = \"{}\"\nprobe_interval = 0.1\n",
         portal.url("/probe")
     );
-    let prefix = format!("tokend-test-{}", common::unique());
-    let h = Harness::start_full(None, &prefix, Some(portal), RETRY, "", &keys).await;
+    let prefix = format!("tokend-test-{}", support::unique());
+    let h = Harness::builder()
+        .prefix(&prefix)
+        .portal(portal)
+        .retry(RETRY)
+        .sites(&keys)
+        .start()
+        .await;
     h.add_account("alice", "pw-a", false);
     let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
     assert_eq!(status, 200, "{body}");
@@ -234,8 +255,14 @@ async fn captcha_harness(answer_timeout: f64) -> Harness {
     let retry = format!(
         "[retry]\nlogin_timeout = 1.5\ncaptcha_retry_delay = 0.05\ncaptcha_answer_timeout = {answer_timeout}\n"
     );
-    let prefix = format!("tokend-test-{}", common::unique());
-    let h = Harness::start_full(None, &prefix, Some(portal), &retry, &extra, "").await;
+    let prefix = format!("tokend-test-{}", support::unique());
+    let h = Harness::builder()
+        .prefix(&prefix)
+        .portal(portal)
+        .retry(&retry)
+        .extra(&extra)
+        .start()
+        .await;
     h.add_account_on("court_captcha", "alice", "pw-a", false);
     h
 }
@@ -263,7 +290,7 @@ async fn a_captcha_is_listed_answered_over_the_api_and_the_login_completes() {
             answer.json::<Value>().await.unwrap(),
         )
     });
-    let challenge = common::eventually("a pending captcha", Duration::from_secs(10), || async {
+    let challenge = support::wait_until("a pending captcha", Duration::from_secs(10), || async {
         pending(&h).await.into_iter().next()
     })
     .await;
@@ -419,12 +446,12 @@ async fn a_webhook_gets_one_signed_post_per_alert() {
          [notify]\nwebhook_url = \"{}\"\nwebhook_secret = \"s3cret-for-the-hook\"\n",
         hook.url
     );
-    let h = Harness::start_with(None, RETRY, &extra).await;
+    let h = Harness::builder().retry(RETRY).extra(&extra).start().await;
     h.add_account("alice", "pw-a", false);
     h.portal.state.set_outage(true, None);
     let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
     assert_eq!(status, 502, "{body}");
-    common::eventually(
+    support::wait_until(
         "a site_unavailable POST",
         Duration::from_secs(10),
         || async {
@@ -472,7 +499,7 @@ async fn a_webhook_gets_one_signed_post_per_alert() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    common::eventually("a resolved POST", Duration::from_secs(10), || async {
+    support::wait_until("a resolved POST", Duration::from_secs(10), || async {
         (of_kind(
             &hook.events("s3cret-for-the-hook"),
             "alert_resolved",
@@ -488,7 +515,7 @@ async fn a_webhook_gets_one_signed_post_per_alert() {
         "a firing alert was POSTed again: {events:?}"
     );
     // Counted once the receiver has answered, a moment after it recorded the POST.
-    common::eventually("two deliveries counted", Duration::from_secs(5), || async {
+    support::wait_until("two deliveries counted", Duration::from_secs(5), || async {
         let delivered = r#"tokend_webhook_deliveries_total{result="delivered"}"#;
         (counter(&h, delivered).await >= 2.0).then_some(())
     })
@@ -502,7 +529,7 @@ async fn tokend_keeps_serving_while_the_webhook_is_down() {
          [notify]\nwebhook_url = \"http://127.0.0.1:{}/hook\"\n",
         closed_port()
     );
-    let h = Harness::start_with(None, RETRY, &extra).await;
+    let h = Harness::builder().retry(RETRY).extra(&extra).start().await;
     h.add_account("alice", "pw-a", false);
     h.add_account("bob", "pw-b", false);
     let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
@@ -515,7 +542,7 @@ async fn tokend_keeps_serving_while_the_webhook_is_down() {
         .acquire(json!({"site_name": "court_zxfw", "credential_id": other}))
         .await;
     assert_eq!(status, 502);
-    common::eventually(
+    support::wait_until(
         "failing webhook deliveries",
         Duration::from_secs(10),
         || async {
@@ -569,7 +596,7 @@ async fn the_cli_lists_and_answers_a_captcha_and_the_webhook_hears_of_it() {
         env!("CARGO_MANIFEST_DIR"),
         "/examples/captcha_handoff_login.py"
     );
-    let config = common::write_config(
+    let config = support::write_config(
         dir.path(),
         &format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{ADMIN}\"\n\
@@ -582,8 +609,8 @@ async fn the_cli_lists_and_answers_a_captcha_and_the_webhook_hears_of_it() {
             portal.login_url()
         ),
     );
-    common::add_account(dir.path(), &config, "court_captcha", "alice", "pw-a");
-    let daemon = common::Daemon::start(dir.path(), &config);
+    support::add_account(dir.path(), &config, "court_captcha", "alice", "pw-a");
+    let daemon = support::Daemon::start(dir.path(), &config);
     let base = format!("http://{}", daemon.addr);
     let acquire_url = daemon.url("/api/v1/automation/tokens/acquire");
     let acquisition = actix_web::rt::spawn(async move {
@@ -601,7 +628,7 @@ async fn the_cli_lists_and_answers_a_captcha_and_the_webhook_hears_of_it() {
     });
     let cli = |args: &[&str], stdin: &str| {
         use std::io::Write;
-        let mut child = common::tokend(dir.path())
+        let mut child = support::tokend(dir.path())
             .args(args)
             .args(["--url", &base, "--config"])
             .arg(&config)
@@ -618,7 +645,7 @@ async fn the_cli_lists_and_answers_a_captcha_and_the_webhook_hears_of_it() {
             .unwrap();
         child.wait_with_output().unwrap()
     };
-    let id = common::eventually(
+    let id = support::wait_until(
         "`tokend captcha list` to show it",
         Duration::from_secs(15),
         || {
@@ -653,7 +680,7 @@ async fn the_cli_lists_and_answers_a_captcha_and_the_webhook_hears_of_it() {
         String::from_utf8_lossy(&again.stderr)
     );
     // The webhook heard of the captcha, signed.
-    let events = common::eventually("a captcha_pending POST", Duration::from_secs(10), || {
+    let events = support::wait_until("a captcha_pending POST", Duration::from_secs(10), || {
         let events = hook.events("hook-secret");
         async move {
             events

@@ -44,51 +44,89 @@ pub fn backends() -> Vec<Option<String>> {
     list
 }
 
-impl Harness {
-    pub async fn start(redis: Option<&str>, extra: &str) -> Harness {
-        let retry = "[retry]\nnetwork_retry_delay_base = 0.05\ncaptcha_retry_delay = 0.05\nlogin_timeout = 10\n";
-        Harness::start_with(redis, retry, extra).await
+/// The retry settings of a harness that names none: quick retries, a 10 s login timeout.
+const QUICK_RETRY: &str =
+    "[retry]\nnetwork_retry_delay_base = 0.05\ncaptcha_retry_delay = 0.05\nlogin_timeout = 10\n";
+
+/// How to start a [`Harness`]: `Harness::builder().redis(url).prefix(p).start().await`.
+/// Unset, it runs on the in-process backends, with a new fake portal, a Redis key prefix of
+/// its own, quick retries and nothing more in its config.
+#[derive(Clone)]
+pub struct HarnessBuilder {
+    redis: Option<String>,
+    prefix: Option<String>,
+    portal: Option<Portal>,
+    retry: String,
+    extra: String,
+    sites: String,
+}
+
+impl HarnessBuilder {
+    /// Redis at `url` (`None`: the in-process backends).
+    pub fn redis(mut self, url: Option<&str>) -> Self {
+        self.redis = url.map(str::to_string);
+        self
     }
 
-    pub async fn start_with(redis: Option<&str>, retry: &str, extra: &str) -> Harness {
-        let prefix = format!("tokend-test-{}", super::unique());
-        Harness::start_shared(redis, &prefix, None, retry, extra).await
+    /// Redis keys starting with `prefix`: two harnesses with the same prefix share one Redis as
+    /// two tokend instances would.
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.prefix = Some(prefix.to_string());
+        self
     }
 
-    /// An instance on `portal` (a new one if `None`) whose Redis keys start with `prefix`:
-    /// two harnesses with the same prefix share one Redis as two tokend instances would.
-    pub async fn start_shared(
-        redis: Option<&str>,
-        prefix: &str,
-        portal: Option<Portal>,
-        retry: &str,
-        extra: &str,
-    ) -> Harness {
-        Harness::start_full(redis, prefix, portal, retry, extra, "").await
+    /// This fake portal (another harness's, say) instead of a new one.
+    pub fn portal(mut self, portal: Portal) -> Self {
+        self.portal = Some(portal);
+        self
     }
 
-    /// The same, with more keys for the `court_zxfw` site (`site_keys`, TOML lines). Lines
-    /// of `extra` written `server.KEY = …` go into the `[server]` table.
-    pub async fn start_full(
-        redis: Option<&str>,
-        prefix: &str,
-        portal: Option<Portal>,
-        retry: &str,
-        extra: &str,
-        site_keys: &str,
-    ) -> Harness {
-        let portal = portal.unwrap_or_else(Portal::start);
+    /// The `[retry]` table (TOML), instead of the quick one.
+    pub fn retry(mut self, retry: &str) -> Self {
+        self.retry = retry.to_string();
+        self
+    }
+
+    /// More config (TOML). Lines written `server.KEY = …` go into the `[server]` table.
+    pub fn extra(mut self, extra: &str) -> Self {
+        self.extra = extra.to_string();
+        self
+    }
+
+    /// More keys for the `court_zxfw` site (TOML lines).
+    pub fn sites(mut self, site_keys: &str) -> Self {
+        self.sites = site_keys.to_string();
+        self
+    }
+
+    /// Two instances on one Redis (one key prefix) and one fake portal, as two hosts would be;
+    /// each with a database of its own.
+    pub async fn start_pair(mut self) -> (Harness, Harness) {
+        let prefix = self
+            .prefix
+            .take()
+            .unwrap_or_else(|| format!("tokend-test-{}", super::unique()));
+        let a = self.clone().prefix(&prefix).start().await;
+        let b = self.prefix(&prefix).portal(a.portal.clone()).start().await;
+        (a, b)
+    }
+
+    /// Starts the fake portal (unless given one) and tokend in-process on 127.0.0.1:0.
+    pub async fn start(self) -> Harness {
+        let portal = self.portal.unwrap_or_else(Portal::start);
         let dir = tempfile::tempdir().unwrap();
-        let redis = redis.map_or(String::new(), |url| {
+        let prefix = self
+            .prefix
+            .unwrap_or_else(|| format!("tokend-test-{}", super::unique()));
+        let redis = self.redis.map_or(String::new(), |url| {
             format!("[redis]\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\n")
         });
         let (server_keys, extra): (Vec<&str>, Vec<&str>) =
-            extra.lines().partition(|l| l.starts_with("server."));
+            self.extra.lines().partition(|l| l.starts_with("server."));
         let server_keys: String = server_keys
             .iter()
             .map(|l| format!("{}\n", l.trim_start_matches("server.")))
             .collect();
-        let extra = extra.join("\n");
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n{server_keys}[database]\nurl = \"sqlite://{db}\"\n\
              [history]\nspool_file = \"{spool}\"\n{redis}\
@@ -97,7 +135,10 @@ impl Harness {
             db = dir.path().join("tokend.db").display(),
             // A spool of its own: rows spooled by one test must not be replayed into another.
             spool = dir.path().join("history.spool").display(),
+            retry = self.retry,
+            extra = extra.join("\n"),
             url = portal.login_url(),
+            site_keys = self.sites,
         );
         let env = |name: &str| (name == "TOKEND_SECRET_KEY").then(|| SECRET_KEY.to_string());
         let config = Config::from_sources(Some(&text), &env).unwrap();
@@ -110,6 +151,25 @@ impl Harness {
             client: json_client(),
             _dir: dir,
         }
+    }
+}
+
+impl Harness {
+    /// A harness to set up: see [`HarnessBuilder`].
+    pub fn builder() -> HarnessBuilder {
+        HarnessBuilder {
+            redis: None,
+            prefix: None,
+            portal: None,
+            retry: QUICK_RETRY.to_string(),
+            extra: String::new(),
+            sites: String::new(),
+        }
+    }
+
+    /// The shortcut for most tests: Redis at `redis` (or none) and `extra` config.
+    pub async fn start(redis: Option<&str>, extra: &str) -> Harness {
+        Harness::builder().redis(redis).extra(extra).start().await
     }
 
     pub fn add_account(&self, account: &str, password: &str, preferred: bool) -> i64 {

@@ -3,13 +3,20 @@
 #![allow(dead_code)]
 
 pub mod browser;
+mod cli;
 pub mod court_portal;
 pub mod edelivery_portal;
 pub mod forward_proxy;
 pub mod harness;
+mod http;
 pub mod portal;
 pub mod proxy;
 pub mod redis_server;
+mod wait;
+
+pub use cli::{run_cli, run_cli_with_config, stderr, stdout, text};
+pub use http::{acquire, block_on, call, call_as, get};
+pub use wait::{wait_until, wait_until_blocking};
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
@@ -230,6 +237,24 @@ impl Daemon {
         panic!("tokend did not exit within 10 s of SIGTERM");
     }
 
+    /// Drains the log into `seen` until a line there holds `needle`, failing the test (with
+    /// the log) after `within`.
+    pub fn wait_for_log(&mut self, needle: &str, within: Duration, seen: &mut Vec<String>) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            seen.extend(self.drain_log());
+            if seen.iter().any(|l| l.contains(needle)) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line with {needle:?} within {within:?}; log:\n{}",
+                seen.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Log lines printed so far (the start-up lines, then every line not yet drained).
     pub fn drain_log(&mut self) -> Vec<String> {
         let mut lines = std::mem::take(&mut self.startup_log);
@@ -289,39 +314,4 @@ pub fn write_config(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("tokend.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// Polls `check` every 20 ms until it gives `Some`, failing the test after `within`.
-pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// [`eventually`] for a test without a runtime: polls `check` every 20 ms until it gives
-/// `Some`, failing the test after 15 s.
-pub fn eventually_blocking<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out after 15 s waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
