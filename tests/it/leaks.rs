@@ -254,37 +254,23 @@ struct Receiver {
 
 impl Receiver {
     fn start(redirect_to: Option<String>) -> Receiver {
-        use actix_web::{web, App, HttpResponse, HttpServer};
+        use actix_web::{web, App, HttpResponse};
         let hits = Arc::new(AtomicU32::new(0));
         let counted = hits.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let server = HttpServer::new(move || {
-                    let (hits, to) = (counted.clone(), redirect_to.clone());
-                    App::new().default_service(web::to(move || {
-                        hits.fetch_add(1, Ordering::SeqCst);
-                        let answer = match &to {
-                            Some(to) => HttpResponse::TemporaryRedirect()
-                                .insert_header(("Location", to.clone()))
-                                .finish(),
-                            None => HttpResponse::NoContent().finish(),
-                        };
-                        async move { answer }
-                    }))
-                })
-                .workers(1)
-                .disable_signals()
-                .bind("127.0.0.1:0")
-                .unwrap();
-                tx.send(server.addrs()[0]).unwrap();
-                let _ = server.run().await;
-            });
+        let addr = crate::support::serve_on_thread!(1, move || {
+            let (hits, to) = (counted.clone(), redirect_to.clone());
+            App::new().default_service(web::to(move || {
+                hits.fetch_add(1, Ordering::SeqCst);
+                let answer = match &to {
+                    Some(to) => HttpResponse::TemporaryRedirect()
+                        .insert_header(("Location", to.clone()))
+                        .finish(),
+                    None => HttpResponse::NoContent().finish(),
+                };
+                async move { answer }
+            }))
         });
-        Receiver {
-            addr: rx.recv().unwrap(),
-            hits,
-        }
+        Receiver { addr, hits }
     }
 
     fn hits(&self) -> u32 {

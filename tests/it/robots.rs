@@ -29,14 +29,11 @@ struct Receiver {
 
 impl Receiver {
     fn start() -> Receiver {
-        use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+        use actix_web::{web, App, HttpRequest, HttpResponse};
         let posts: Posts = Arc::default();
         let data = web::Data::new(posts.clone());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let server = HttpServer::new(move || {
-                    App::new().app_data(data.clone()).route(
+        let addr = crate::support::serve_on_thread!(1, move || {
+            App::new().app_data(data.clone()).route(
                         "/{robot}",
                         web::post().to(
                             |posts: web::Data<Posts>,
@@ -59,17 +56,9 @@ impl Receiver {
                             },
                         ),
                     )
-                })
-                .workers(1)
-                .disable_signals()
-                .bind("127.0.0.1:0")
-                .unwrap();
-                tx.send(server.addrs()[0]).unwrap();
-                let _ = server.run().await;
-            });
         });
         Receiver {
-            base: format!("http://{}", rx.recv().unwrap()),
+            base: format!("http://{}", addr),
             posts,
         }
     }

@@ -375,39 +375,26 @@ struct Receiver {
 
 impl Receiver {
     fn start() -> Receiver {
-        use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+        use actix_web::{web, App, HttpRequest, HttpResponse};
         let posts: Posts = Arc::default();
         let data = web::Data::new(posts.clone());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let server = HttpServer::new(move || {
-                    App::new().app_data(data.clone()).route(
-                        "/hook",
-                        web::post().to(
-                            |posts: web::Data<Posts>,
-                             request: HttpRequest,
-                             body: web::Bytes| async move {
-                                let signature = request
-                                    .headers()
-                                    .get("x-tokend-signature")
-                                    .map(|v| v.to_str().unwrap().to_string());
-                                posts.lock().unwrap().push((signature, body.to_vec()));
-                                HttpResponse::NoContent().finish()
-                            },
-                        ),
-                    )
-                })
-                .workers(1)
-                .disable_signals()
-                .bind("127.0.0.1:0")
-                .unwrap();
-                tx.send(server.addrs()[0]).unwrap();
-                let _ = server.run().await;
-            });
+        let addr = crate::support::serve_on_thread!(1, move || {
+            App::new().app_data(data.clone()).route(
+                "/hook",
+                web::post().to(
+                    |posts: web::Data<Posts>, request: HttpRequest, body: web::Bytes| async move {
+                        let signature = request
+                            .headers()
+                            .get("x-tokend-signature")
+                            .map(|v| v.to_str().unwrap().to_string());
+                        posts.lock().unwrap().push((signature, body.to_vec()));
+                        HttpResponse::NoContent().finish()
+                    },
+                ),
+            )
         });
         Receiver {
-            url: format!("http://{}/hook", rx.recv().unwrap()),
+            url: format!("http://{}/hook", addr),
             posts,
         }
     }

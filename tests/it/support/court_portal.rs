@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse};
 use base64::Engine;
 use serde_json::{json, Value};
 use sm2::pke::DecryptingKey;
@@ -98,34 +98,22 @@ impl CourtPortal {
             public_hex,
         });
         let data = web::Data::from(state.clone());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(data.clone())
-                        .app_data(keys.clone())
-                        .route("/zxfw/api/v1/publicKey", web::get().to(public_key))
-                        .route("/zxfw/api/v1/captcha", web::get().to(captcha))
-                        .route("/zxfw/api/v1/login", web::post().to(login))
-                        .route("/zxfw/api/v1/oauth/code", web::post().to(oauth_code))
-                        .route("/zxfw/api/v1/me", web::get().to(zxfw_me))
-                        .route(
-                            "/baoquan/api/account/getauthorization",
-                            web::get().to(get_authorization),
-                        )
-                        .route("/baoquan/api/me", web::get().to(baoquan_me))
-                        .route("/exchange", web::post().to(exchange))
-                })
-                .workers(2)
-                .disable_signals()
-                .bind("127.0.0.1:0")
-                .unwrap();
-                tx.send(server.addrs()[0]).unwrap();
-                let _ = server.run().await;
-            });
+        let addr = crate::support::serve_on_thread!(2, move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(keys.clone())
+                .route("/zxfw/api/v1/publicKey", web::get().to(public_key))
+                .route("/zxfw/api/v1/captcha", web::get().to(captcha))
+                .route("/zxfw/api/v1/login", web::post().to(login))
+                .route("/zxfw/api/v1/oauth/code", web::post().to(oauth_code))
+                .route("/zxfw/api/v1/me", web::get().to(zxfw_me))
+                .route(
+                    "/baoquan/api/account/getauthorization",
+                    web::get().to(get_authorization),
+                )
+                .route("/baoquan/api/me", web::get().to(baoquan_me))
+                .route("/exchange", web::post().to(exchange))
         });
-        let addr = rx.recv().unwrap();
         CourtPortal { addr, state }
     }
 

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse};
 use base64::Engine;
 use md5::Digest;
 use serde_json::{json, Value};
@@ -60,26 +60,14 @@ impl EdeliveryPortal {
     pub fn start() -> EdeliveryPortal {
         let state = Arc::new(EdeliveryState::default());
         let data = web::Data::from(state.clone());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(data.clone())
-                        .route("/auth/nonce", web::get().to(nonce))
-                        .route("/auth/captcha", web::get().to(captcha))
-                        .route("/auth/login", web::post().to(login))
-                        .route("/api/me", web::get().to(me))
-                })
-                .workers(2)
-                .disable_signals()
-                .bind("127.0.0.1:0")
-                .unwrap();
-                tx.send(server.addrs()[0]).unwrap();
-                let _ = server.run().await;
-            });
+        let addr = crate::support::serve_on_thread!(2, move || {
+            App::new()
+                .app_data(data.clone())
+                .route("/auth/nonce", web::get().to(nonce))
+                .route("/auth/captcha", web::get().to(captcha))
+                .route("/auth/login", web::post().to(login))
+                .route("/api/me", web::get().to(me))
         });
-        let addr = rx.recv().unwrap();
         EdeliveryPortal { addr, state }
     }
 

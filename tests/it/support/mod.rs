@@ -12,10 +12,12 @@ mod http;
 pub mod portal;
 pub mod proxy;
 pub mod redis_server;
+mod serve;
 mod wait;
 
 pub use cli::{run_cli, run_cli_with_config, stderr, stdout, text};
 pub use http::{acquire, block_on, call, call_as, get};
+pub(crate) use serve::serve_on_thread;
 pub use wait::{wait_until, wait_until_blocking};
 
 use std::io::{BufRead, BufReader};
