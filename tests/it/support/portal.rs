@@ -147,6 +147,18 @@ impl PortalState {
 pub struct Portal {
     pub addr: SocketAddr,
     pub state: Arc<PortalState>,
+    _server: Arc<StopOnDrop>,
+}
+
+/// Stops the portal's server (its thread and sockets go) once the last clone of the portal is
+/// dropped: the tests share one process, which must not keep every test's portal alive.
+struct StopOnDrop(actix_web::dev::ServerHandle);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        // The stop is sent at once; its future only reports when it is done.
+        drop(self.0.stop(false));
+    }
 }
 
 impl Portal {
@@ -171,12 +183,18 @@ impl Portal {
                 .disable_signals()
                 .bind("127.0.0.1:0")
                 .unwrap();
-                tx.send(server.addrs()[0]).unwrap();
-                let _ = server.run().await;
+                let server_addr = server.addrs()[0];
+                let server = server.run();
+                tx.send((server_addr, server.handle())).unwrap();
+                let _ = server.await;
             });
         });
-        let addr = rx.recv().unwrap();
-        Portal { addr, state }
+        let (addr, handle) = rx.recv().unwrap();
+        Portal {
+            addr,
+            state,
+            _server: Arc::new(StopOnDrop(handle)),
+        }
     }
 
     /// `http://ADDR{path}`, e.g. `/probe`.
