@@ -133,13 +133,10 @@ async fn fencing_survives_a_redis_restarted_empty() {
         tokend::cache::CacheStore::Redis(store) => store.clone(),
         tokend::cache::CacheStore::Memory(_) => unreachable!(),
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while store.ping().await.is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "Redis did not come back"
-        );
-    }
+    support::wait_until("Redis to come back", Duration::from_secs(10), || async {
+        store.ping().await.ok()
+    })
+    .await;
     let (status, body) = h.acquire(force.clone()).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["source"], "login");

@@ -67,15 +67,11 @@ fn a_row_the_database_refuses_does_not_block_the_spool() {
     spool.append(&rows).unwrap();
 
     let mut daemon = Daemon::start(dir.path(), &config);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while stored_ids(&pg.url) != good {
-        assert!(
-            Instant::now() < deadline,
-            "the spool is blocked: stored {:?}",
-            stored_ids(&pg.url)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    support::wait_until_blocking(
+        "the spool to be written past the poison row",
+        Duration::from_secs(20),
+        || (stored_ids(&pg.url) == good).then_some(()),
+    );
     let dead = dir.path().join("history.spool.dead-letter");
     let text = std::fs::read_to_string(&dead).unwrap();
     assert_eq!(text.lines().count(), 1, "{text}");
@@ -122,11 +118,9 @@ fn a_hanging_history_write_is_spooled_and_does_not_hold_the_stop() {
     let body = json!({"site_name": "court_zxfw", "account": "alice"});
     let (status, first) = support::acquire(daemon.addr, body);
     assert_eq!(status, 200, "{first}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while stored_ids(&pg.url).len() != 1 {
-        assert!(Instant::now() < deadline, "the first row was not written");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    support::wait_until_blocking("the first row written", Duration::from_secs(10), || {
+        (stored_ids(&pg.url).len() == 1).then_some(())
+    });
 
     let mut blocker = PgConnection::establish(&pg.url).unwrap();
     diesel::sql_query("BEGIN").execute(&mut blocker).unwrap();

@@ -96,20 +96,13 @@ fn api_times_are_rfc3339_with_z() {
     assert!(got.status.success(), "{}", support::stderr(&got));
 
     // History is written in batches: wait for the row.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let history = loop {
-        let (status, history) =
-            support::call("GET", &daemon.url("/api/v1/automation/history"), None);
-        assert_eq!(status, 200, "{history}");
-        if history["data"]["items"][0].is_object() {
-            break history;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no history row: {history}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    let history =
+        support::wait_until_blocking("a history row", std::time::Duration::from_secs(10), || {
+            let (status, history) =
+                support::call("GET", &daemon.url("/api/v1/automation/history"), None);
+            assert_eq!(status, 200, "{history}");
+            history["data"]["items"][0].is_object().then_some(history)
+        });
     let row = &history["data"]["items"][0];
     for field in ["created_at", "started_at", "finished_at"] {
         ends_with_z(&row[field], field);

@@ -63,14 +63,9 @@ fn a_login_cut_by_the_stop_is_answered_logged_and_recorded() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["code"], "SHUTTING_DOWN", "{body}");
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let exit = loop {
-        if let Some(exit) = daemon.child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "tokend did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let exit = support::wait_until_blocking("tokend to exit", Duration::from_secs(15), || {
+        daemon.child.try_wait().unwrap()
+    });
     assert_eq!(exit.code(), Some(0));
     let log = daemon.drain_log().join("\n");
     assert!(
@@ -102,15 +97,7 @@ fn a_second_sigint_forces_the_exit() {
     wait_for_login(&portal);
     signal(&daemon, "INT");
     // The stop is under way (it waits for the login) before the second signal.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let seen = daemon.drain_log();
-        if seen.iter().any(|l| l.contains("event=shutdown ")) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no event=shutdown");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    daemon.wait_for_log("event=shutdown ", Duration::from_secs(5), &mut Vec::new());
     let sent = Instant::now();
     signal(&daemon, "INT");
     let exit = loop {
