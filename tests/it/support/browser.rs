@@ -3,7 +3,6 @@
 //! and list every request the page made.
 //!
 //! Blocking: run it off the actix system thread that runs tokend's actors (`spawn_blocking`).
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;

@@ -11,7 +11,6 @@
 //! A captcha image is fake JPEG bytes that carry `answer=<text>`: the test solver reads it.
 //! With `opaque` set, every token and code is an opaque string (`zxOPAQUE…`, no JWT shape);
 //! `issued` keeps every token and code handed out, for tests that look for them in logs.
-#![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;

@@ -9,7 +9,6 @@
 //! - `GET /api/me` → 200 only with `X-Access-Token: <token>`.
 //!
 //! `canned_nonce` replaces the nonce answer (a portal that changed its answer's shape).
-#![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;

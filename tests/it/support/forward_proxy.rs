@@ -1,7 +1,6 @@
 //! A real HTTP forward proxy for the tests: takes absolute-form requests
 //! (`POST http://host:port/path HTTP/1.1`), forwards each to its origin with
 //! `Connection: close`, relays the answer, and keeps what it carried.
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,5 +1,4 @@
 //! tokend in-process on 127.0.0.1:0 with its fake portal, for the API tests.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 

@@ -1,6 +1,5 @@
 //! Helpers shared by the integration tests: real services (PostgreSQL, Redis) with the
 //! skip-outside-CI / fail-in-CI rule, and the real `tokend` binary as a child process.
-#![allow(dead_code)]
 
 pub mod browser;
 mod cli;

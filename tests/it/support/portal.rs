@@ -3,6 +3,7 @@
 //! and the most it saw at once. `GET /probe` says whether a token (bearer or `SESSION`
 //! cookie) is still good; a cookie mode answers logins with `Set-Cookie`; `GET /captcha`
 //! serves a captcha whose text the login must then carry.
+// The benches include this file too (`#[path]`) and use only part of it.
 #![allow(dead_code)]
 
 use std::collections::HashMap;

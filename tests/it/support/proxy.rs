@@ -7,7 +7,6 @@
 //! - [`Proxy::stall`]: nothing gets through, but what was sent is kept and delivered on
 //!   [`Proxy::restore`] (a partition that heals: a request that timed out at the client
 //!   still runs on the server, late).
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -3,7 +3,6 @@
 //! run with its clock set off from the host's (a preloaded shim shifts `gettimeofday` and
 //! `clock_gettime(CLOCK_REALTIME)`, which Redis's `TIME` reads), like a Redis host whose clock
 //! differs from tokend's.
-#![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
