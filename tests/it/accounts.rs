@@ -2,13 +2,13 @@
 //! (never in the database files), come back out decrypted only with the right key, and are
 //! never printed. Import is all or nothing.
 
-use crate::support;
-
 use std::path::Path;
 use std::process::Output;
 
 use tokend::db::Pool;
 use tokend::vault::crypto::SecretKey;
+
+use crate::support;
 
 const PASSWORD: &str = "Zx!pw-9f3kq8-密码";
 

@@ -2,10 +2,9 @@
 //! statistics against the history rows, Prometheus, cache warm-up and clear (keys really in
 //! Redis, then really gone), history pages, optimize-concurrency applied at run time.
 
-use crate::support::harness;
-
-use harness::{backends, Harness};
 use serde_json::{json, Value};
+
+use crate::support::harness::{backends, Harness};
 
 const PERF: &str = "/api/v1/automation/performance";
 

@@ -1,15 +1,13 @@
 //! Alerts in the daemon's log as logins fail and recover, `tokend optimize` through the real
 //! binary, and the admin/client roles on the admin endpoints.
 
-use crate::support;
-use crate::support::portal;
-
 use std::process::Output;
 use std::time::Duration;
 
-use portal::Portal;
 use serde_json::json;
-use support::{write_config, Daemon};
+
+use crate::support::portal::Portal;
+use crate::support::{self, write_config, Daemon};
 
 const ADMIN: &str = "admin-token-0123456789";
 const CLIENT: &str = "client-token-0123456789";

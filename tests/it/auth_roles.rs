@@ -2,10 +2,9 @@
 //! health and every GET, and gets 403 on anything that changes state; the `Bearer` scheme is
 //! case-insensitive.
 
-use crate::support;
-
 use reqwest::Method;
-use support::{write_config, Daemon};
+
+use crate::support::{write_config, Daemon};
 
 const ADMIN: &str = "admin-token-0123456789";
 const METRICS: &str = "metrics-token-0123456789";

@@ -4,15 +4,14 @@
 //!
 //! Needs Chromium (Debian package `chromium`): skipped without it, failed in CI.
 
-use crate::support;
-use crate::support::{browser, harness, portal};
-
 use std::time::Duration;
 
-use browser::{find_chromium, Browser};
-use harness::Harness;
-use portal::Portal;
 use serde_json::{json, Value};
+
+use crate::support;
+use crate::support::browser::{find_chromium, Browser};
+use crate::support::harness::Harness;
+use crate::support::portal::Portal;
 
 const WAIT: Duration = Duration::from_secs(20);
 

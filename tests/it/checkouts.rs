@@ -2,14 +2,13 @@
 //! held account is handed to nobody else and logged in by nobody, its lease renews and ends
 //! (by release with an outcome, or by itself), and every view shows it.
 
-use crate::support;
-use crate::support::{court_portal, harness, portal};
-
 use std::time::Duration;
 
-use harness::Harness;
 use reqwest::Method;
 use serde_json::{json, Value};
+
+use crate::support::harness::Harness;
+use crate::support::{self, court_portal, harness, portal};
 
 async fn checkout(h: &Harness, body: Value) -> (u16, Option<String>, Value) {
     h.api_call(

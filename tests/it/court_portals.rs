@@ -5,16 +5,15 @@
 //! is killed; a cycle of `from_site` stops start-up; a generic derived site costs one parent
 //! login and one exchange, and goes with its parent's token.
 
-use crate::support;
-use crate::support::{court_portal, harness};
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use court_portal::CourtPortal;
 use futures_util::future::join_all;
-use harness::Harness;
 use serde_json::{json, Value};
+
+use crate::support::court_portal::CourtPortal;
+use crate::support::harness::Harness;
+use crate::support::{self, harness};
 
 const RETRY: &str = "[retry]\nmax_network_retries = 1\nnetwork_retry_delay_base = 0.05\n\
                      max_captcha_retries = 3\ncaptcha_retry_delay = 0.05\nlogin_timeout = 20\n";

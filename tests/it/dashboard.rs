@@ -5,17 +5,16 @@
 //!
 //! Needs Chromium (Debian package `chromium`): skipped without it, failed in CI.
 
-use crate::support;
-use crate::support::{browser, court_portal, harness, portal};
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use browser::{find_chromium, Browser};
-use harness::Harness;
-use portal::Portal;
 use serde_json::{json, Value};
+
+use crate::support::browser::{find_chromium, Browser};
+use crate::support::harness::Harness;
+use crate::support::portal::Portal;
+use crate::support::{self, court_portal, harness};
 
 const WAIT: Duration = Duration::from_secs(20);
 

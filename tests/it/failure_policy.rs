@@ -2,16 +2,15 @@
 //! (not its accounts), penalties by fault that last, callers that wait for a slow login get
 //! its token, short-lived tokens are served, every refused request counts.
 
-use crate::support;
-use crate::support::{harness, portal};
-
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use harness::{backends, Harness};
-use portal::AccountBehaviour;
 use reqwest::Method;
 use serde_json::{json, Value};
+
+use crate::support;
+use crate::support::harness::{backends, Harness};
+use crate::support::portal::AccountBehaviour;
 
 /// One network retry per login, quick backoff: an outage costs two requests per login.
 const RETRY: &str = "[retry]\nmax_network_retries = 1\nnetwork_retry_delay_base = 0.05\n\

@@ -3,14 +3,13 @@
 //! sends no password anywhere; a portal's 2xx answer is never echoed; an invalidated token is
 //! never handed out again, even to an acquire that ran beside the invalidation.
 
-use crate::support::{harness, portal};
-
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
-use harness::{backends, Harness};
-use portal::{Canned, Portal};
 use serde_json::json;
+
+use crate::support::harness::{backends, Harness};
+use crate::support::portal::{Canned, Portal};
 
 /// Every number from a request is range-checked: 400 naming the field, never a 500, and
 /// never a dead history afterwards.

@@ -2,15 +2,14 @@
 //! token's is discarded — in the `tokens` table (SQLite and PostgreSQL) and in Redis — and
 //! the fencing stays right when Redis restarts empty.
 
-use crate::support;
-use crate::support::{harness, redis_server};
-
 use std::time::Duration;
 
 use chrono::Utc;
 use tokend::cache::RedisStore;
 use tokend::db::models::NewToken;
 use tokend::db::Pool;
+
+use crate::support::{self, harness, redis_server};
 
 fn token<'a>(value: &'a str, fence: i64) -> NewToken<'a> {
     token_expiring(value, fence, chrono::Duration::hours(1))

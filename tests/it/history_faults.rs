@@ -3,18 +3,16 @@
 //! and a row the database refuses for its content goes to the dead-letter file instead of
 //! blocking the spool.
 
-use crate::support;
-use crate::support::portal;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use diesel::{Connection, PgConnection, RunQueryDsl};
-use portal::Portal;
 use serde_json::{json, Value};
-use support::{write_config, Daemon};
 use tokend::db::models::NewHistory;
 use tokend::history::spool::Spool;
+
+use crate::support::portal::Portal;
+use crate::support::{self, write_config, Daemon};
 
 fn config_text(portal: &Portal, database: &str, dir: &Path) -> String {
     format!(

@@ -4,19 +4,17 @@
 //! admin token; a CLI that ignores environment proxies; slow bodies cut off; NUL bytes
 //! refused by name on SQLite and PostgreSQL; probes through the account's own proxy.
 
-use crate::support;
-use crate::support::{forward_proxy, harness, portal};
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portal::Portal;
 use reqwest::Method;
 use serde_json::{json, Value};
-use support::{write_config, Daemon};
+
+use crate::support::portal::Portal;
+use crate::support::{self, forward_proxy, harness, write_config, Daemon};
 
 const ADMIN: &str = "admin-token-0123456789";
 const CLIENT: &str = "client-token-0123456789";

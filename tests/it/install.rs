@@ -3,8 +3,6 @@
 //! they laid out, with the environment file read by "systemd" (this test, as root). The unit
 //! is checked with `systemd-analyze verify` when that command exists.
 
-use crate::support;
-
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -12,6 +10,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+use crate::support;
 
 const NOBODY: u32 = 65534;
 

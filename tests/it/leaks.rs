@@ -5,9 +5,6 @@
 //! and its URL's key is never logged; config and import errors never quote a secret; the CLI
 //! never prints a portal's terminal escapes.
 
-use crate::support;
-use crate::support::{court_portal, portal};
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -15,10 +12,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use court_portal::CourtPortal;
-use portal::{AccountBehaviour, Portal};
 use serde_json::{json, Value};
-use support::{write_config, Daemon};
+
+use crate::support::court_portal::CourtPortal;
+use crate::support::portal::{AccountBehaviour, Portal};
+use crate::support::{self, write_config, Daemon};
 
 const ADMIN: &str = "admin-SECRET-token-0123456789";
 /// tokend's secrets in its environment; none may reach a login program.

@@ -3,17 +3,15 @@
 //! process, and with three processes sharing one Redis. A crashed instance's slot is freed
 //! after its lease.
 
-use crate::support;
-use crate::support::portal;
-
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use portal::{AccountBehaviour, Portal};
 use serde_json::{json, Value};
-use support::{write_config, Daemon};
+
+use crate::support::portal::{AccountBehaviour, Portal};
+use crate::support::{self, write_config, Daemon};
 
 const ACCOUNTS: [(&str, &str); 6] = [
     ("court_a", "a1"),

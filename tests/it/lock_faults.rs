@@ -2,23 +2,22 @@
 //! waiting for a lock another instance holds never lets this instance log in beside it.
 //! Faults are real: a TCP proxy between one instance and Redis that resets its connections.
 
-use crate::support;
-use crate::support::{harness, proxy};
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::Actor;
-use harness::Harness;
-use proxy::Proxy;
 use serde_json::json;
 use tokend::actors::ConcurrencyActor;
 use tokend::cache::RedisStore;
 use tokend::config::ConcurrencyConfig;
 use tokend::slots::redis::RedisSlots;
 use tokend::slots::Slots;
+
+use crate::support;
+use crate::support::harness::Harness;
+use crate::support::proxy::Proxy;
 
 fn redis_addr() -> SocketAddr {
     let url = support::redis_url();

@@ -1,13 +1,13 @@
 //! Migrations run on SQLite and PostgreSQL, are idempotent, and give both backends the same
 //! tables, columns, indexes and unique constraints: the two migration trees cannot drift.
 
-use crate::support;
-
 use std::collections::BTreeSet;
 
 use diesel::sql_types::Text;
 use diesel::{QueryableByName, RunQueryDsl};
 use tokend::db::{DbConnection, Pool};
+
+use crate::support;
 
 #[derive(QueryableByName)]
 struct Name {

@@ -4,14 +4,11 @@
 //! `sites close-circuit`, `accounts set-preferred`, `captcha show --save`, the proxy column
 //! of `accounts list`, and commands that name the database they wrote.
 
-use crate::support;
-use crate::support::portal;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use portal::Portal;
-use support::{write_config, Daemon};
+use crate::support::portal::Portal;
+use crate::support::{self, write_config, Daemon};
 
 /// A site whose login budget is spent and a site whose circuit is open answer with exit 75
 /// and say what to wait for; `sites close-circuit` lets logins try again; `accounts unblock`

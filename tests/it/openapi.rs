@@ -7,17 +7,15 @@
 //! `openapi-spec-validator` and `jsonschema` (.ci/run sets it); without it the tests make a
 //! venv of their own under `target/tmp` once. Where neither works they skip, but fail in CI.
 
-use crate::support;
-use crate::support::harness;
-
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use harness::Harness;
 use reqwest::Method;
 use serde_json::{json, Value};
-use support::{write_config, Daemon};
+
+use crate::support::harness::Harness;
+use crate::support::{self, harness, write_config, Daemon};
 
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

@@ -2,16 +2,14 @@
 //! loses no history (spooled, then written once each, also across a kill -9); a Redis
 //! outage keeps tokens flowing and heals by itself; logs and files hold no secrets.
 
-use crate::support;
-use crate::support::{portal, proxy};
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use diesel::{Connection, PgConnection, RunQueryDsl};
-use portal::{AccountBehaviour, Portal};
 use serde_json::json;
-use support::{write_config, Daemon};
+
+use crate::support::portal::{AccountBehaviour, Portal};
+use crate::support::{self, proxy, write_config, Daemon};
 
 fn site_config(portal: &Portal, database: &str, extra: &str) -> String {
     format!(

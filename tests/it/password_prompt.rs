@@ -1,14 +1,12 @@
 //! `accounts add --password-stdin` at a terminal prompts twice without echo (run under a
 //! pseudo-terminal with `script`); piped standard input is read as one line, as before.
 
-use crate::support;
-
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use support::write_config;
+use crate::support::{self, write_config};
 
 const PASSWORD: &str = "Typed-At-A-Tty-42";
 

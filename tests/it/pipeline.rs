@@ -1,18 +1,16 @@
 //! The acquisition pipeline end to end: tokend in-process on 127.0.0.1:0 over real HTTP, a
 //! real fake portal, real SQLite history, and each test once more on Redis.
 
-use crate::support;
-use crate::support::{harness, portal};
-
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use portal::AccountBehaviour;
 use serde_json::{json, Value};
 use tokend::accounts::NewAccount;
 use tokend::vault::secret::Secret;
 
-use harness::{backends, Harness};
+use crate::support;
+use crate::support::harness::{backends, Harness};
+use crate::support::portal::AccountBehaviour;
 
 #[actix_rt::test]
 async fn a_cold_burst_gets_one_login_and_later_requests_hit_the_cache() {

@@ -1,10 +1,9 @@
 //! `/metrics` as a real Prometheus client reads it: parsed with an exposition-format parser,
 //! every documented family is there under its documented name (no doubled prefix).
 
-use crate::support::harness;
-
-use harness::Harness;
 use serde_json::json;
+
+use crate::support::harness::Harness;
 
 /// The families the README documents, as Prometheus sees them.
 const DOCUMENTED: [&str; 8] = [

@@ -1,15 +1,13 @@
 //! The first minutes of a new operator: `token get` right after `serve &` waits for the daemon
 //! to listen (`--wait`), and the README's quick start works when pasted into a shell.
 
-use crate::support;
-use crate::support::portal;
-
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
-use portal::Portal;
 use serde::Deserialize;
-use support::write_config;
+
+use crate::support::portal::Portal;
+use crate::support::{self, write_config};
 
 /// A port nobody listens on right now.
 fn free_port() -> u16 {

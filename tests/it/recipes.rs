@@ -5,16 +5,15 @@
 //! traces each step and names the one whose answer changed; a broken recipe stops start-up
 //! naming the file, the step and the key.
 
-use crate::support;
-use crate::support::{court_portal, edelivery_portal, forward_proxy, harness};
-
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use edelivery_portal::{expected_pwd, EdeliveryPortal};
-use harness::Harness;
 use serde_json::json;
+
+use crate::support::edelivery_portal::{expected_pwd, EdeliveryPortal};
+use crate::support::harness::Harness;
+use crate::support::{self, court_portal, forward_proxy};
 
 const RETRY: &str = "[retry]\nmax_network_retries = 1\nnetwork_retry_delay_base = 0.05\n\
                      max_captcha_retries = 3\ncaptcha_retry_delay = 0.05\nlogin_timeout = 20\n";

@@ -2,16 +2,14 @@
 //! connection (the breaker sends one probe per pause, and a background probe ends the outage
 //! in `/health`), and lease expiry judged on Redis's clock.
 
-use crate::support;
-use crate::support::{harness, proxy, redis_server};
-
 use std::time::{Duration, Instant};
 
-use harness::Harness;
-use proxy::Proxy;
-use redis_server::RedisServer;
 use serde_json::{json, Value};
-use support::{write_config, Daemon};
+
+use crate::support::harness::Harness;
+use crate::support::proxy::Proxy;
+use crate::support::redis_server::RedisServer;
+use crate::support::{self, write_config, Daemon};
 
 const PASSWORD: &str = "aB/c+d=e@f:g?h#i";
 /// Pieces of [`PASSWORD`] that must show nowhere.

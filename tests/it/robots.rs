@@ -2,20 +2,19 @@
 //! DingTalk and Feishu: each gets its own message format, signed as its documentation says,
 //! only the events it asked for, and a refusal in the robot's own answer is retried.
 
-use crate::support;
-use crate::support::{harness, portal};
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use harness::Harness;
 use hmac::{Hmac, Mac};
 use md5::Digest;
-use portal::Portal;
 use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::Sha256;
+
+use crate::support;
+use crate::support::harness::Harness;
+use crate::support::portal::Portal;
 
 /// What the receiver got: (robot, query string, body).
 type Posts = Arc<Mutex<Vec<(String, String, Value)>>>;

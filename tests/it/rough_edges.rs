@@ -4,15 +4,13 @@
 //! against `account`, one clear database error, `accounts list` aligned for Chinese names,
 //! and `token invalidate`.
 
-use crate::support;
-use crate::support::portal;
-
 use std::path::Path;
 use std::process::{Output, Stdio};
 
-use portal::Portal;
 use serde_json::{json, Value};
-use support::{write_config, Daemon};
+
+use crate::support::portal::Portal;
+use crate::support::{self, write_config, Daemon};
 
 /// A daemon on `listen` with alice and harry on the fake portal.
 fn daemon_with_accounts(

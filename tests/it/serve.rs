@@ -2,10 +2,9 @@
 //! `/healthz` and `/health`, reports its database and cache components honestly, enforces
 //! bearer tokens, refuses bad configuration with the key named, and exits 0 on SIGTERM.
 
-use crate::support;
-
 use serde_json::Value;
-use support::{write_config, Daemon};
+
+use crate::support::{self, write_config, Daemon};
 
 async fn get(url: &str, bearer: Option<&str>) -> (u16, Value) {
     let mut request = reqwest::Client::new().get(url);

@@ -2,16 +2,14 @@
 //! 503 `SHUTTING_DOWN` (not a closed connection), the cut is logged and recorded; a second
 //! SIGINT forces the exit.
 
-use crate::support;
-use crate::support::portal;
-
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use portal::Portal;
 use serde_json::json;
-use support::{write_config, Daemon};
+
+use crate::support::portal::Portal;
+use crate::support::{self, write_config, Daemon};
 
 /// tokend with one account whose portal login takes 8 s.
 fn slow_login_daemon(dir: &std::path::Path, grace: f64) -> (Portal, Daemon, String) {

@@ -3,17 +3,16 @@
 //! one account is that account's fault; network errors name their cause; a portal that
 //! changed, or a login program that cannot run, pauses the site instead of blaming accounts.
 
-use crate::support;
-use crate::support::{harness, portal};
-
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use harness::{backends, Harness};
-use portal::Canned;
 use serde_json::{json, Value};
+
+use crate::support;
+use crate::support::harness::{backends, Harness};
+use crate::support::portal::Canned;
 
 const QUICK: &str = "[retry]\nnetwork_retry_delay_base = 0.05\ncaptcha_retry_delay = 0.05\n\
                      login_timeout = 10\n";

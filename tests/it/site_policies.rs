@@ -1,13 +1,12 @@
 //! Site policies (SPEC §12) against the fake portal: lease renewal of long logins, login
 //! budgets, account rotation, adaptive concurrency and sticky proxies.
 
-use crate::support;
-use crate::support::{forward_proxy, harness};
-
 use std::time::Duration;
 
-use harness::Harness;
 use serde_json::json;
+
+use crate::support::harness::Harness;
+use crate::support::{self, forward_proxy, harness};
 
 /// A login that outlives its lease (and its caller's acquisition_timeout) keeps its slot and
 /// its lock on every instance: nobody logs in beside it, and its token still serves.

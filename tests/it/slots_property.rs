@@ -3,8 +3,6 @@
 //! short queue_timeout, times out — never hangs), and waiters for the same account are served
 //! in arrival order.
 
-use crate::support;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,6 +11,8 @@ use std::time::Duration;
 use actix::Actor;
 use tokend::actors::concurrency::{AcquireSlot, ConcurrencyActor, SlotGuard, SlotLimits, Usage};
 use tokend::config::ConcurrencyConfig;
+
+use crate::support;
 
 #[derive(Default)]
 struct Held {

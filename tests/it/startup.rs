@@ -2,13 +2,11 @@
 //! acquisition (a wrong secret key, a missing login program) stops `serve` at once; Redis's
 //! state is in the first lines of the log.
 
-use crate::support;
-
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{write_config, Daemon};
+use crate::support::{self, write_config, Daemon};
 
 const KEY_A: &str = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=";
 const KEY_B: &str = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY=";

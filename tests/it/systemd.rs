@@ -2,14 +2,11 @@
 //! database, actors and HTTP are up (and not before), WATCHDOG=1 pings, STOPPING=1 on SIGTERM.
 //! Every wait is for a message, with a deadline: a daemon that never sends one fails.
 
-use crate::support;
-use crate::support::proxy;
-
 use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use support::{write_config, Daemon};
+use crate::support::{self, proxy, write_config, Daemon};
 
 /// What the daemon sent to the socket, read until `done` holds of it or `within` passes.
 fn messages_until(

@@ -1,11 +1,8 @@
 //! `tokend token get` against a running daemon (a real child process) that logs in to a
 //! real fake portal.
 
-use crate::support;
-use crate::support::portal;
-
-use portal::Portal;
-use support::{write_config, Daemon};
+use crate::support::portal::Portal;
+use crate::support::{self, write_config, Daemon};
 
 #[actix_rt::test]
 async fn token_get_prints_a_token_from_the_daemon() {

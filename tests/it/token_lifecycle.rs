@@ -1,18 +1,17 @@
 //! Token lifecycle beyond bearer tokens (SPEC §13) against the fake portal and real login
 //! programs: validity probes, cookie sessions, captchas a person solves, webhooks.
 
-use crate::support;
-use crate::support::{harness, portal};
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use harness::{backends, Harness};
 use hmac::{Hmac, Mac};
-use portal::Portal;
 use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::Sha256;
+
+use crate::support;
+use crate::support::harness::{backends, Harness};
+use crate::support::portal::Portal;
 
 const RETRY: &str = "[retry]\nnetwork_retry_delay_base = 0.05\ncaptcha_retry_delay = 0.05\n\
                      login_timeout = 10\nmax_network_retries = 0\n";
