@@ -16,7 +16,7 @@
 
 #[path = "support/hot_path.rs"]
 mod hot_path;
-#[path = "../tests/common/portal.rs"]
+#[path = "../tests/it/support/portal.rs"]
 mod portal;
 
 use std::sync::Arc;

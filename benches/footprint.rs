@@ -4,7 +4,7 @@
 //!
 //! Run: `cargo bench --bench footprint`.
 
-#[path = "../tests/common/portal.rs"]
+#[path = "../tests/it/support/portal.rs"]
 mod portal;
 
 use std::io::{BufRead, BufReader, Write};

@@ -5,7 +5,7 @@
 //! Run: `cargo bench --bench policies` (Redis at `TOKEND_TEST_REDIS_URL` or 127.0.0.1:6379 is
 //! used when reachable).
 
-#[path = "../tests/common/portal.rs"]
+#[path = "../tests/it/support/portal.rs"]
 mod portal;
 
 use std::sync::Arc;

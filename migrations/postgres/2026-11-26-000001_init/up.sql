@@ -1,5 +1,5 @@
 -- tokend schema, PostgreSQL flavour. Keep in step with ../../sqlite/<same folder>/up.sql:
--- tests/migrations.rs compares the two after running them.
+-- tests/it/migrations.rs compares the two after running them.
 CREATE TABLE account_credentials (
     id BIGSERIAL PRIMARY KEY,
     site_name TEXT NOT NULL,

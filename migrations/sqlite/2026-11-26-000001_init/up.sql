@@ -1,5 +1,5 @@
 -- tokend schema, SQLite flavour. Keep in step with ../../postgres/<same folder>/up.sql:
--- tests/migrations.rs compares the two after running them.
+-- tests/it/migrations.rs compares the two after running them.
 CREATE TABLE account_credentials (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     site_name TEXT NOT NULL,
