@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
 
 /// The `Retry-After` of a `CACHE_UNAVAILABLE` answer.
 const CACHE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
@@ -324,20 +323,15 @@ impl ResponseError for Error {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut errors = serde_json::Map::new();
+        let mut body = crate::api::answer::ErrorBody::new(self.code(), self.to_string());
         if let Some((key, message)) = self.subject() {
-            errors.insert(key.to_string(), json!(message));
+            body.errors.insert(key.to_string(), message);
         }
         let mut response = HttpResponse::build(self.status_code());
         if let Some(wait) = self.retry_after() {
             response.insert_header((actix_web::http::header::RETRY_AFTER, whole_seconds(wait)));
         }
-        response.json(json!({
-            "success": false,
-            "code": self.code(),
-            "message": self.to_string(),
-            "errors": errors,
-        }))
+        response.json(body)
     }
 }
 

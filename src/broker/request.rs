@@ -23,7 +23,7 @@ pub struct AcquireRequest {
 }
 
 /// Where an answered token came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 #[schema(as = TokenSource)]
 pub enum Source {
@@ -36,7 +36,7 @@ pub enum Source {
 }
 
 /// The answer to an acquire.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AcquiredToken {
     #[schema(value_type = String)]
     pub token: Secret,
