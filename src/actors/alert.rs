@@ -553,7 +553,7 @@ mod tests {
         let (_, alerts, component) = metrics_or_alert(answer, &AlertsConfig::default());
         assert_eq!(HealthLevel::from_alerts(&alerts), HealthLevel::Unhealthy);
         assert_eq!(alerts[0].kind, "monitor_unreachable");
-        assert_eq!(component["status"], "down", "{component}");
-        assert!(component["error"].as_str().is_some_and(|e| !e.is_empty()));
+        assert_eq!(component.status, CheckStatus::Down, "{component:?}");
+        assert!(component.error.is_some_and(|e| !e.is_empty()));
     }
 }
