@@ -296,6 +296,37 @@ mod tests {
         assert!(text.contains("missing field `account`"), "{text}");
     }
 
+    /// The acquire answer's ready headers: `headers`' one header; from an older daemon that
+    /// sends only `authorization`, that; with neither, an error rather than an empty header.
+    #[test]
+    fn a_token_answer_reads_its_header_from_either_field() {
+        use crate::broker::AcquiredToken;
+        let answer = |ready: serde_json::Value| {
+            let mut data = serde_json::json!({
+                "token": "t", "token_type": "Bearer", "account": "a", "credential_id": 1,
+                "expires_at": "2026-01-01T00:00:00Z", "source": "cache", "acquisition_id": "x",
+            });
+            data.as_object_mut()
+                .unwrap()
+                .extend(ready.as_object().unwrap().clone());
+            read::<AcquiredToken>("POST /x", &data)
+        };
+        let lines = |token: AcquiredToken| -> Vec<String> {
+            (token.ready.headers())
+                .map(|(name, value)| format!("{name}: {}", value.expose()))
+                .collect()
+        };
+        let cookie =
+            answer(serde_json::json!({"authorization": null, "headers": {"Cookie": "SESSION=t"}}));
+        let cookie = cookie.unwrap();
+        assert!(cookie.ready.authorization().is_none());
+        assert_eq!(lines(cookie), ["Cookie: SESSION=t"]);
+        let older = answer(serde_json::json!({"authorization": "Bearer t"})).unwrap();
+        assert_eq!(lines(older), ["Authorization: Bearer t"]);
+        let neither = answer(serde_json::json!({"authorization": null})).unwrap_err();
+        assert!(neither.to_string().contains("no header"), "{neither}");
+    }
+
     #[test]
     fn url_without_scheme_is_http() {
         let config = Config::default();
