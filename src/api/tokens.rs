@@ -90,7 +90,7 @@ async fn check_account_matches_id(state: &AppState, request: &AcquireRequest) ->
     }
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InvalidateRequest {
     pub site_name: String,

@@ -7,8 +7,8 @@ use crate::cache::near::OpenedToken;
 use crate::cache::{CachedToken, ReadyHeaders};
 use crate::vault::secret::Secret;
 
-/// What a caller asks for (`POST /tokens/acquire`).
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+/// What a caller asks for (`POST /tokens/acquire`; the CLI sends it too).
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcquireRequest {
     pub site_name: String,

@@ -293,7 +293,10 @@ fn unblock_account(
     wait: f64,
 ) -> Result<()> {
     crate::config::validate_site_name("site", site)?;
-    let body = serde_json::json!({"site_name": site, "account": account});
+    let body = crate::api::accounts::UnblockRequest {
+        site_name: site.to_string(),
+        account: account.to_string(),
+    };
     let unblocked: crate::api::accounts::UnblockAnswer = call_daemon(
         config,
         crate::cli::client::Endpoint::new(url, wait),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
-use crate::api::captchas::{CaptchaAnswered, CaptchasAnswer};
+use crate::api::captchas::{CaptchaAnswer, CaptchaAnswered, CaptchasAnswer};
 use crate::cli::client::{read, wire_text};
 use crate::cli::terminal::printable;
 use crate::config::Config;
@@ -126,7 +126,9 @@ pub(super) fn run(config: &Config, command: CaptchaCommand) -> Result<()> {
                 config,
                 &crate::cli::client::Endpoint::new(url.as_deref(), wait),
                 &path,
-                &serde_json::json!({ "answer": answer }),
+                &CaptchaAnswer {
+                    answer: answer.to_string(),
+                },
             ))?;
             println!("answered captcha {}", printable(&id));
             Ok(())

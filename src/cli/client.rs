@@ -108,14 +108,16 @@ fn is_loopback(base: &str) -> bool {
 /// How often a refused connection is tried again while waiting.
 const RETRY_EVERY: Duration = Duration::from_millis(100);
 
-/// POSTs `body` to `path` and reads the `data` of a successful answer as `T`.
+/// POSTs `body` (the API's request type, or `{}`) to `path` and reads the `data` of a
+/// successful answer as `T`.
 pub async fn post<T: DeserializeOwned>(
     config: &Config,
     endpoint: &Endpoint,
     path: &str,
-    body: &Value,
+    body: &impl serde::Serialize,
 ) -> Result<T> {
-    let data = call(config, endpoint, reqwest::Method::POST, path, Some(body)).await?;
+    let body = serde_json::to_value(body).map_err(|e| Error::Internal(e.to_string()))?;
+    let data = call(config, endpoint, reqwest::Method::POST, path, Some(&body)).await?;
     read(&format!("POST {}", without_query(path)), &data)
 }
 

@@ -12,15 +12,15 @@ use std::collections::BTreeMap;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use clap::{Args, Subcommand};
-use serde_json::json;
-
 use crate::api::checkouts::{CheckoutAnswer, CheckoutList};
-use crate::broker::AcquiredToken;
+use crate::broker::{
+    AcquireRequest, AcquiredToken, CheckoutOutcome, CheckoutRequest, ReleaseRequest, RenewRequest,
+};
 use crate::cli::client::{read, wire_text, Endpoint};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lifecycle::checkout::Checkout;
+use clap::{Args, Subcommand};
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
@@ -110,7 +110,9 @@ pub fn run_checkout(config: &Config, command: CheckoutCommand) -> Result<()> {
             wait,
         } => {
             let endpoint = Endpoint::new(url.as_deref(), wait);
-            runtime.block_on(release(config, &endpoint, &id, &outcome))?;
+            let how: CheckoutOutcome = serde_json::from_value(serde_json::json!(outcome))
+                .map_err(|e| Error::invalid("--outcome", e.to_string()))?;
+            runtime.block_on(release(config, &endpoint, &id, how))?;
             println!("released checkout {id} ({outcome})");
             Ok(())
         }
@@ -133,10 +135,10 @@ async fn release(
     config: &Config,
     endpoint: &Endpoint,
     id: &str,
-    outcome: &str,
+    outcome: CheckoutOutcome,
 ) -> Result<Checkout> {
     let path = path_of(id, "release");
-    crate::cli::client::post(config, endpoint, &path, &json!({ "outcome": outcome })).await
+    crate::cli::client::post(config, endpoint, &path, &ReleaseRequest { outcome }).await
 }
 
 /// `tokend exec`: the exit status is COMMAND's (128 + the signal that ended it).
@@ -149,7 +151,12 @@ pub fn run_exec(config: &Config, args: ExecArgs) -> Result<i32> {
 async fn exec(config: &Config, args: ExecArgs) -> Result<i32> {
     let endpoint = Endpoint::new(args.url.as_deref(), args.wait);
     if !args.checkout {
-        let body = json!({"site_name": args.site, "account": args.account});
+        let body = AcquireRequest {
+            site_name: args.site.clone(),
+            credential_id: None,
+            account: args.account.clone(),
+            force_refresh: false,
+        };
         let token: AcquiredToken = crate::cli::client::post(
             config,
             &endpoint,
@@ -164,12 +171,13 @@ async fn exec(config: &Config, args: ExecArgs) -> Result<i32> {
         let line = format!("tokend exec {}", args.command.join(" "));
         line.chars().filter(|c| !c.is_control()).take(200).collect()
     });
-    let body = json!({
-        "site_name": args.site,
-        "account": args.account,
-        "lease_seconds": args.lease,
-        "job": job,
-    });
+    let body = CheckoutRequest {
+        site_name: args.site.clone(),
+        account: args.account.clone(),
+        credential_id: None,
+        lease_seconds: Some(args.lease),
+        job: Some(job),
+    };
     let held: CheckoutAnswer = crate::cli::client::post(
         config,
         &endpoint,
@@ -181,7 +189,7 @@ async fn exec(config: &Config, args: ExecArgs) -> Result<i32> {
     let mut child = match spawn(&args, &ForCommand::from(held)) {
         Ok(child) => child,
         Err(e) => {
-            release(config, &endpoint, &id, "ok").await?;
+            release(config, &endpoint, &id, CheckoutOutcome::Ok).await?;
             return Err(e);
         }
     };
@@ -194,8 +202,8 @@ async fn exec(config: &Config, args: ExecArgs) -> Result<i32> {
         }
     };
     let outcome = match &status {
-        Ok(status) if status.success() => "ok",
-        _ => "failed",
+        Ok(status) if status.success() => CheckoutOutcome::Ok,
+        _ => CheckoutOutcome::Failed,
     };
     if let Err(e) = release(config, &endpoint, &id, outcome).await {
         eprintln!("tokend: could not release checkout {id}: {e} (its lease ends by itself)");
@@ -206,8 +214,11 @@ async fn exec(config: &Config, args: ExecArgs) -> Result<i32> {
 /// Renews the lease; a renewal that fails is said (the lease ends by itself if none lands).
 async fn renew(config: &Config, endpoint: &Endpoint, id: &str, lease: f64) {
     let path = path_of(id, "renew");
+    let request = RenewRequest {
+        lease_seconds: Some(lease),
+    };
     let renewed: Result<CheckoutAnswer> =
-        crate::cli::client::post(config, endpoint, &path, &json!({ "lease_seconds": lease })).await;
+        crate::cli::client::post(config, endpoint, &path, &request).await;
     match renewed {
         Ok(held) if held.token_renewed => eprintln!(
             "tokend: the token of checkout {id} was renewed; the command still has the old one"

@@ -169,7 +169,7 @@ fn call_daemon<T: serde::de::DeserializeOwned>(
     config: &Config,
     endpoint: crate::cli::client::Endpoint,
     path: &str,
-    body: &serde_json::Value,
+    body: &impl serde::Serialize,
 ) -> Result<T> {
     let runtime = actix_web::rt::System::new();
     runtime.block_on(crate::cli::client::post(config, &endpoint, path, body))

@@ -3,8 +3,8 @@
 use clap::Subcommand;
 
 use super::call_daemon;
-use crate::api::tokens::InvalidateAnswer;
-use crate::broker::AcquiredToken;
+use crate::api::tokens::{InvalidateAnswer, InvalidateRequest};
+use crate::broker::{AcquireRequest, AcquiredToken};
 use crate::cli::client::{read, wire_text};
 use crate::cli::terminal::printable;
 use crate::config::Config;
@@ -63,7 +63,12 @@ pub(super) fn run(config: &Config, command: TokenCommand) -> Result<()> {
             wait,
         } => {
             crate::config::validate_site_name("site", &site)?;
-            let body = serde_json::json!({"site_name": site, "account": account, "force_refresh": force_refresh});
+            let body = AcquireRequest {
+                site_name: site,
+                credential_id: None,
+                account,
+                force_refresh,
+            };
             let path = "/api/v1/automation/tokens/acquire";
             let data: serde_json::Value = call_daemon(
                 config,
@@ -82,7 +87,10 @@ pub(super) fn run(config: &Config, command: TokenCommand) -> Result<()> {
             wait,
         } => {
             crate::config::validate_site_name("site", &site)?;
-            let body = serde_json::json!({"site_name": site, "account": account});
+            let body = InvalidateRequest {
+                site_name: site.clone(),
+                account: account.clone(),
+            };
             let done: InvalidateAnswer = call_daemon(
                 config,
                 crate::cli::client::Endpoint::new(url.as_deref(), wait),
