@@ -461,54 +461,7 @@ async fn real_answers_match_their_declared_schemas() {
             assert_eq!(status, 200, "{template}: {body}");
             record(&Method::GET, &template, status, body);
         }
-        let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
-        assert_eq!(status, 200, "{body}");
-        record(
-            &Method::POST,
-            "/api/v1/automation/tokens/acquire",
-            status,
-            body,
-        );
-        let checkout = "/api/v1/automation/tokens/checkout";
-        let (status, _, body) = h
-            .api_call(
-                Method::POST,
-                checkout,
-                Some(json!({"site_name": "court_zxfw"})),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-        let id = body["data"]["checkout_id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no checkout id in {body}"))
-            .to_string();
-        let held = body["data"]["account"].as_str().unwrap().to_string();
-        record(&Method::POST, checkout, status, body);
-        // The account another job holds: 409 CHECKED_OUT.
-        let (status, _, body) = h
-            .api_call(
-                Method::POST,
-                checkout,
-                Some(json!({"site_name": "court_zxfw", "account": held})),
-            )
-            .await;
-        assert_eq!(status, 409, "{body}");
-        record(&Method::POST, checkout, status, body);
-        // An unknown site: 404; a site name that cannot be one: 400.
-        for site in ["nowhere", "no such site!"] {
-            let (status, body) = h.acquire(json!({"site_name": site})).await;
-            assert!(status == 404 || status == 400, "{status} {body}");
-            record(
-                &Method::POST,
-                "/api/v1/automation/tokens/acquire",
-                status,
-                body,
-            );
-        }
-        let history = "/api/v1/automation/history";
-        let (status, body) = h.api_get(&format!("{history}?limit=0")).await;
-        assert_eq!(status, 400, "{body}");
-        record(&Method::GET, history, status, body);
+        let id = acquire_and_refusals(&h, &mut record).await;
         for c in calls(&id) {
             let (status, _, body) = h.api_call(c.method.clone(), &c.path, c.body).await;
             assert_eq!(status, 200, "{} {}: {body}", c.method, c.path);
@@ -535,6 +488,64 @@ async fn real_answers_match_their_declared_schemas() {
             panic!("backend {backend:?}: answers that do not match their schemas:\n{problems}");
         }
     }
+}
+
+/// An acquire and a checkout (200), then refusals: the account another job holds (409),
+/// an unknown site (404), a name that cannot be a site (400), a bad limit (400). The
+/// checkout id, for the calls that renew and release it.
+async fn acquire_and_refusals(
+    h: &Harness,
+    record: &mut impl FnMut(&Method, &str, u16, Value),
+) -> String {
+    let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+    assert_eq!(status, 200, "{body}");
+    record(
+        &Method::POST,
+        "/api/v1/automation/tokens/acquire",
+        status,
+        body,
+    );
+    let checkout = "/api/v1/automation/tokens/checkout";
+    let (status, _, body) = h
+        .api_call(
+            Method::POST,
+            checkout,
+            Some(json!({"site_name": "court_zxfw"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["data"]["checkout_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no checkout id in {body}"))
+        .to_string();
+    let held = body["data"]["account"].as_str().unwrap().to_string();
+    record(&Method::POST, checkout, status, body);
+    // The account another job holds: 409 CHECKED_OUT.
+    let (status, _, body) = h
+        .api_call(
+            Method::POST,
+            checkout,
+            Some(json!({"site_name": "court_zxfw", "account": held})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    record(&Method::POST, checkout, status, body);
+    // An unknown site: 404; a site name that cannot be one: 400.
+    for site in ["nowhere", "no such site!"] {
+        let (status, body) = h.acquire(json!({"site_name": site})).await;
+        assert!(status == 404 || status == 400, "{status} {body}");
+        record(
+            &Method::POST,
+            "/api/v1/automation/tokens/acquire",
+            status,
+            body,
+        );
+    }
+    let history = "/api/v1/automation/history";
+    let (status, body) = h.api_get(&format!("{history}?limit=0")).await;
+    assert_eq!(status, 400, "{body}");
+    record(&Method::GET, history, status, body);
+    id
 }
 
 /// A captcha handed to a person: the pending list with it, its answer (200), a second
