@@ -288,6 +288,34 @@ impl Error {
     }
 }
 
+/// The HTTP answer of an [`Error`]: `{"success": false, "code": "UPPER_SNAKE", "message": "…",
+/// "errors": {…}}`; the CLI reads a daemon's refusal back into it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Always `false`.
+    pub success: bool,
+    /// What went wrong, in UPPER_SNAKE (`INVALID_INPUT`, `UNKNOWN_SITE`, …); the CLI's exit
+    /// status follows it.
+    pub code: String,
+    /// The same, for a person.
+    pub message: String,
+    /// The field or key at fault and what is wrong with it (`{"site_name": "…"}`); empty when
+    /// the error is about no one field.
+    pub errors: std::collections::BTreeMap<String, String>,
+}
+
+impl ErrorBody {
+    /// The body of an error with `code` and `message`, about no one field.
+    pub fn new(code: &str, message: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            success: false,
+            code: code.to_string(),
+            message: message.into(),
+            errors: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
 impl ResponseError for Error {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -323,7 +351,7 @@ impl ResponseError for Error {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut body = crate::api::answer::ErrorBody::new(self.code(), self.to_string());
+        let mut body = ErrorBody::new(self.code(), self.to_string());
         if let Some((key, message)) = self.subject() {
             body.errors.insert(key.to_string(), message);
         }

@@ -1,12 +1,10 @@
 //! The JSON envelope every endpoint answers with, and the one type each side of it has:
 //! [`Answer<T>`] `{"success": true, "data": T}` around the `Serialize + ToSchema` answer each
 //! handler returns (declared next to it), and [`ErrorBody`] `{"success": false, "code",
-//! "message", "errors"}` (built from [`Error`]), with the answers to bodies the extractors
-//! refuse and to unknown paths. The OpenAPI document is generated from these types, and the
+//! "message", "errors"}` (declared and built beside [`Error`], whose answer it is), with the
+//! answers to bodies the extractors refuse and to unknown paths. The OpenAPI document is generated from these types, and the
 //! CLI reads the daemon's answers into them (`cli/client.rs`); `tests/openapi.rs` validates
 //! every real answer against the document.
-
-use std::collections::BTreeMap;
 
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
@@ -14,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::Error;
+pub use crate::error::ErrorBody;
 
 /// Largest JSON body accepted; token requests are tiny.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -24,33 +23,6 @@ pub struct Answer<T> {
     /// Always `true`.
     pub success: bool,
     pub data: T,
-}
-
-/// `{"success": false, "code": "UPPER_SNAKE", "message": "…", "errors": {…}}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct ErrorBody {
-    /// Always `false`.
-    pub success: bool,
-    /// What went wrong, in UPPER_SNAKE (`INVALID_INPUT`, `UNKNOWN_SITE`, …); the CLI's exit
-    /// status follows it.
-    pub code: String,
-    /// The same, for a person.
-    pub message: String,
-    /// The field or key at fault and what is wrong with it (`{"site_name": "…"}`); empty when
-    /// the error is about no one field.
-    pub errors: BTreeMap<String, String>,
-}
-
-impl ErrorBody {
-    /// The body of an error with `code` and `message`, about no one field.
-    pub fn new(code: &str, message: impl Into<String>) -> ErrorBody {
-        ErrorBody {
-            success: false,
-            code: code.to_string(),
-            message: message.into(),
-            errors: BTreeMap::new(),
-        }
-    }
 }
 
 /// `{"success": true, "data": data}` with status 200.
