@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
 
 /// The `Retry-After` of a `CACHE_UNAVAILABLE` answer.
 const CACHE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
@@ -289,6 +288,34 @@ impl Error {
     }
 }
 
+/// The HTTP answer of an [`Error`]: `{"success": false, "code": "UPPER_SNAKE", "message": "…",
+/// "errors": {…}}`; the CLI reads a daemon's refusal back into it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Always `false`.
+    pub success: bool,
+    /// What went wrong, in UPPER_SNAKE (`INVALID_INPUT`, `UNKNOWN_SITE`, …); the CLI's exit
+    /// status follows it.
+    pub code: String,
+    /// The same, for a person.
+    pub message: String,
+    /// The field or key at fault and what is wrong with it (`{"site_name": "…"}`); empty when
+    /// the error is about no one field.
+    pub errors: std::collections::BTreeMap<String, String>,
+}
+
+impl ErrorBody {
+    /// The body of an error with `code` and `message`, about no one field.
+    pub fn new(code: &str, message: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            success: false,
+            code: code.to_string(),
+            message: message.into(),
+            errors: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
 impl ResponseError for Error {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -324,20 +351,15 @@ impl ResponseError for Error {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut errors = serde_json::Map::new();
+        let mut body = ErrorBody::new(self.code(), self.to_string());
         if let Some((key, message)) = self.subject() {
-            errors.insert(key.to_string(), json!(message));
+            body.errors.insert(key.to_string(), message);
         }
         let mut response = HttpResponse::build(self.status_code());
         if let Some(wait) = self.retry_after() {
             response.insert_header((actix_web::http::header::RETRY_AFTER, whole_seconds(wait)));
         }
-        response.json(json!({
-            "success": false,
-            "code": self.code(),
-            "message": self.to_string(),
-            "errors": errors,
-        }))
+        response.json(body)
     }
 }
 

@@ -9,18 +9,20 @@
 //!
 //! The rules themselves are in [`super::alert_rules`].
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Instant;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::alert_history::{AlertHistoryLog, AlertTransition};
 use super::alert_rules::MIN_ACQUISITIONS_FOR_RATES;
 pub use super::alert_rules::{evaluate, Alert, HealthLevel, Severity};
 use super::cache::{CacheActor, CacheHealth};
+pub use super::components::HealthComponents;
+use super::components::{Check, CheckStatus, NoDetails};
 use super::history::{AlertTransitions, CheckDatabase, HistoryActor, RecordAlert};
 use super::monitor::{MetricsSnapshot, MonitorActor, Snapshot};
 use crate::broker::{Broker, SiteReport};
@@ -37,7 +39,7 @@ pub struct AlertActor {
     /// taken over the window since.
     window: RequestCounts,
     /// Alerts firing now, and when each was last logged.
-    firing: HashMap<&'static str, Instant>,
+    firing: HashMap<Cow<'static, str>, Instant>,
     /// The last day's transitions, for the dashboard.
     history_log: AlertHistoryLog,
     /// Where transitions are POSTed (`[notify] webhook_url`); a no-op without one.
@@ -157,7 +159,7 @@ fn site_alerts(
     let stuck = names("no_accounts");
     if !stuck.is_empty() {
         alerts.push(Alert {
-            kind: "no_available_account",
+            kind: "no_available_account".into(),
             message: format!(
                 "no usable account (all blacklisted, cooling down or inactive) for: {}",
                 stuck.join(", ")
@@ -183,7 +185,7 @@ fn site_alerts(
             continue;
         }
         alerts.push(Alert {
-            kind,
+            kind: kind.into(),
             message: sites
                 .iter()
                 .map(|s| s.circuit.message.clone().unwrap_or_default())
@@ -201,7 +203,7 @@ fn site_alerts(
         .collect();
     if !paused.is_empty() {
         alerts.push(Alert {
-            kind: "site_unavailable",
+            kind: "site_unavailable".into(),
             message: format!("circuit open, logins paused, for: {}", paused.join(", ")),
             severity: Severity::High,
             value: paused.len() as f64,
@@ -211,7 +213,7 @@ fn site_alerts(
     let (rate, requests) = rejection;
     if requests >= MIN_ACQUISITIONS_FOR_RATES && rate > thresholds.max_rejection_rate {
         alerts.push(Alert {
-            kind: "high_rejection_rate",
+            kind: "high_rejection_rate".into(),
             message: format!(
                 "{rate:.1}% of the last {requests} requests were rejected, above {}%",
                 thresholds.max_rejection_rate
@@ -259,7 +261,7 @@ impl AlertActor {
         for alert in alerts {
             let due = self
                 .firing
-                .get(alert.kind)
+                .get(&alert.kind)
                 .is_none_or(|last| last.elapsed() >= repeat);
             if due {
                 log::warn!(
@@ -270,26 +272,26 @@ impl AlertActor {
                     alert.threshold,
                     alert.message.replace('"', "'")
                 );
-                if !self.firing.contains_key(alert.kind) {
+                if !self.firing.contains_key(&alert.kind) {
                     let entry = self.history_log.firing(alert);
                     self.history.do_send(RecordAlert(entry));
                 }
-                self.webhook.alert_firing(alert.kind, alert);
-                self.firing.insert(alert.kind, Instant::now());
+                self.webhook.alert_firing(&alert.kind, alert);
+                self.firing.insert(alert.kind.clone(), Instant::now());
             }
         }
-        let resolved: Vec<&'static str> = self
+        let resolved: Vec<Cow<'static, str>> = self
             .firing
             .keys()
             .filter(|kind| !alerts.iter().any(|a| a.kind == **kind))
-            .copied()
+            .cloned()
             .collect();
         for kind in resolved {
-            self.firing.remove(kind);
+            self.firing.remove(&kind);
             log::info!("ALERT resolved type={kind}");
-            let entry = self.history_log.resolved(kind);
+            let entry = self.history_log.resolved(&kind);
             self.history.do_send(RecordAlert(entry));
-            self.webhook.alert_resolved(kind);
+            self.webhook.alert_resolved(&kind);
         }
     }
 }
@@ -336,7 +338,7 @@ impl Handler<Evaluate> for AlertActor {
 pub struct Health;
 
 /// `GET /performance/health`.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthReport {
     pub status: HealthLevel,
     pub timestamp: DateTime<Utc>,
@@ -344,9 +346,8 @@ pub struct HealthReport {
     pub alerts: Vec<Alert>,
     /// The `[alerts]` thresholds.
     pub thresholds: AlertsConfig,
-    /// database, cache, slots, secret_key, …: each with its `status`.
-    #[schema(value_type = Object)]
-    pub components: Value,
+    /// database, cache, monitor, sites, slots, history, secret_key: each with its `status`.
+    pub components: HealthComponents,
     /// False when the database cannot be reached: the one case answered with 503.
     #[serde(skip)]
     pub database_up: bool,
@@ -382,21 +383,24 @@ impl Handler<Health> for AlertActor {
             let (metrics, mut alerts, monitor_component) = metrics_or_alert(metrics, &thresholds);
             let now = RequestCounts::of(&metrics);
             alerts.extend(site_alerts(&sites, now.rejection_rate(window), &thresholds));
-            let sites_component: serde_json::Map<String, Value> =
-                sites.iter().map(|s| (s.name.clone(), json!(s))).collect();
+            let sites_component = sites.into_iter().map(|s| (s.name.clone(), s)).collect();
             let database = database.map_err(crate::error::Error::from).and_then(|r| r);
             let database_up = database.is_ok();
             let database_component = component_or_alert(
                 database,
                 &mut alerts,
-                ("database_unreachable", Severity::High, "down"),
+                ("database_unreachable", Severity::High, CheckStatus::Down),
             );
             let cache_component = component_or_alert(
                 cache_state
                     .map_err(crate::error::Error::from)
                     .and_then(|r| r),
                 &mut alerts,
-                ("cache_backend_unreachable", Severity::Medium, "degraded"),
+                (
+                    "cache_backend_unreachable",
+                    Severity::Medium,
+                    CheckStatus::Degraded,
+                ),
             );
             HealthReport {
                 status: HealthLevel::from_alerts(&alerts),
@@ -404,12 +408,15 @@ impl Handler<Health> for AlertActor {
                 metrics: summary(&metrics),
                 alerts,
                 thresholds,
-                components: json!({
-                    "database": database_component,
-                    "cache": cache_component,
-                    "monitor": monitor_component,
-                    "sites": sites_component,
-                }),
+                components: HealthComponents {
+                    database: database_component,
+                    cache: cache_component,
+                    monitor: monitor_component,
+                    sites: sites_component,
+                    slots: None,
+                    history: None,
+                    secret_key: None,
+                },
                 database_up,
                 window: now,
             }
@@ -419,29 +426,29 @@ impl Handler<Health> for AlertActor {
 
 /// A component's check: `up` with its details, or an alert (kind, severity) and the state
 /// the component is reported in.
-fn component_or_alert<T: Serialize>(
+fn component_or_alert<T>(
     check: crate::error::Result<T>,
     alerts: &mut Vec<Alert>,
-    (kind, severity, state): (&'static str, Severity, &str),
-) -> Value {
+    (kind, severity, state): (&'static str, Severity, CheckStatus),
+) -> Check<T> {
     match check {
-        Ok(details) => json!({"status": "up", "details": details}),
+        Ok(details) => Check::up(Some(details)),
         Err(e) => {
             alerts.push(Alert {
-                kind,
+                kind: kind.into(),
                 message: e.to_string(),
                 severity,
                 value: 0.0,
                 threshold: 1.0,
             });
-            json!({"status": state, "error": e.to_string()})
+            Check::failed(state, e.to_string())
         }
     }
 }
 
 /// The metrics `/health` shows: a summary of the live metrics (all of them are at
 /// `/performance/metrics`).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthMetrics {
     pub total_acquisitions: u64,
     /// Percent.
@@ -478,23 +485,23 @@ fn summary(metrics: &MetricsSnapshot) -> HealthMetrics {
 fn metrics_or_alert(
     answer: Result<MetricsSnapshot, MailboxError>,
     thresholds: &AlertsConfig,
-) -> (MetricsSnapshot, Vec<Alert>, Value) {
+) -> (MetricsSnapshot, Vec<Alert>, Check<NoDetails>) {
     match answer {
         Ok(metrics) => {
             let alerts = evaluate(&metrics, thresholds);
-            (metrics, alerts, json!({"status": "up"}))
+            (metrics, alerts, Check::up(None))
         }
         Err(e) => {
             let message =
                 format!("the metrics actor does not answer ({e}): live metrics are unknown");
             let alert = Alert {
-                kind: "monitor_unreachable",
+                kind: "monitor_unreachable".into(),
                 message: message.clone(),
                 severity: Severity::High,
                 value: 0.0,
                 threshold: 1.0,
             };
-            let component = json!({"status": "down", "error": message});
+            let component = Check::failed(CheckStatus::Down, message);
             (MetricsSnapshot::default(), vec![alert], component)
         }
     }
@@ -546,7 +553,7 @@ mod tests {
         let (_, alerts, component) = metrics_or_alert(answer, &AlertsConfig::default());
         assert_eq!(HealthLevel::from_alerts(&alerts), HealthLevel::Unhealthy);
         assert_eq!(alerts[0].kind, "monitor_unreachable");
-        assert_eq!(component["status"], "down", "{component}");
-        assert!(component["error"].as_str().is_some_and(|e| !e.is_empty()));
+        assert_eq!(component.status, CheckStatus::Down, "{component:?}");
+        assert!(component.error.is_some_and(|e| !e.is_empty()));
     }
 }

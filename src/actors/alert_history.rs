@@ -97,7 +97,7 @@ impl AlertHistoryLog {
     }
 
     /// Logs that the alert `kind` was resolved; returns the entry, to be stored.
-    pub(crate) fn resolved(&mut self, kind: &'static str) -> AlertTransition {
+    pub(crate) fn resolved(&mut self, kind: &str) -> AlertTransition {
         self.push(AlertTransition {
             at: Utc::now(),
             kind: kind.to_string(),
@@ -130,7 +130,7 @@ mod tests {
 
     fn alert(kind: &'static str) -> Alert {
         Alert {
-            kind,
+            kind: kind.into(),
             message: format!("{kind} fires"),
             severity: Severity::High,
             value: 1.0,

@@ -1,7 +1,9 @@
 //! The alert vocabulary and the threshold rules: [`Alert`], [`Severity`], the [`HealthLevel`]
 //! they add up to, and [`evaluate`], which checks a metrics snapshot against `[alerts]`.
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 use super::monitor::MetricsSnapshot;
 use crate::cache::CacheKind;
@@ -13,7 +15,9 @@ pub(super) const MIN_ACQUISITIONS_FOR_RATES: u64 = 5;
 /// The cache-hit alert waits for this many token lookups.
 pub(super) const MIN_LOOKUPS_FOR_HIT_RATE: u64 = 20;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Low,
@@ -38,18 +42,19 @@ impl Severity {
     }
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Alert {
+    /// `low_success_rate`, `site_unavailable`, `database_unreachable`, …
     #[serde(rename = "type")]
     #[schema(value_type = String)]
-    pub kind: &'static str,
+    pub kind: Cow<'static, str>,
     pub message: String,
     pub severity: Severity,
     pub value: f64,
     pub threshold: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthLevel {
     Healthy,
@@ -73,17 +78,18 @@ impl HealthLevel {
 pub fn evaluate(metrics: &MetricsSnapshot, thresholds: &AlertsConfig) -> Vec<Alert> {
     let mut alerts = Vec::new();
     let totals = &metrics.totals;
-    let mut check = |fires: bool, kind, severity, value: f64, threshold: f64, message: String| {
-        if fires {
-            alerts.push(Alert {
-                kind,
-                message,
-                severity,
-                value,
-                threshold,
-            });
-        }
-    };
+    let mut check =
+        |fires: bool, kind: &'static str, severity, value: f64, threshold: f64, message: String| {
+            if fires {
+                alerts.push(Alert {
+                    kind: kind.into(),
+                    message,
+                    severity,
+                    value,
+                    threshold,
+                });
+            }
+        };
     let enough = totals.total_acquisitions >= MIN_ACQUISITIONS_FOR_RATES;
     let success = totals.success_rate();
     check(

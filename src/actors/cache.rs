@@ -108,9 +108,11 @@ impl Handler<WatchSlots> for CacheActor {
 #[rtype(result = "Result<CacheHealthReport>")]
 pub struct CacheHealth;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CacheHealthReport {
-    pub backend: &'static str,
+    /// `memory` or `redis`.
+    #[schema(value_type = String)]
+    pub backend: std::borrow::Cow<'static, str>,
     pub keys: usize,
     /// Round trip in milliseconds (Redis only).
     pub latency_ms: Option<f64>,
@@ -139,7 +141,7 @@ impl Handler<CacheHealth> for CacheActor {
             };
             let keys = store.count_prefix(&prefix).await?;
             Ok(CacheHealthReport {
-                backend: store.backend(),
+                backend: store.backend().into(),
                 keys,
                 latency_ms,
             })

@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 pub const LEASE_CHECK: Duration = Duration::from_secs(1);
 
 /// The three limits on logins in flight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct SlotLimits {
     pub global: u32,
     pub per_site: u32,

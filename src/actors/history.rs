@@ -80,9 +80,11 @@ impl HistoryActor {
 #[rtype(result = "Result<DatabaseStatus>")]
 pub struct CheckDatabase;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct DatabaseStatus {
-    pub backend: &'static str,
+    /// `sqlite` or `postgresql`.
+    #[schema(value_type = String)]
+    pub backend: std::borrow::Cow<'static, str>,
     pub url: String,
     pub latency_ms: f64,
     pub pool_connections: u32,
@@ -103,7 +105,7 @@ impl Handler<CheckDatabase> for HistoryActor {
             .await?;
             let (pool_connections, pool_idle) = pool.state();
             Ok(DatabaseStatus {
-                backend: pool.backend().name(),
+                backend: pool.backend().name().into(),
                 url: pool.display_url().to_string(),
                 latency_ms: started.elapsed().as_secs_f64() * 1000.0,
                 pool_connections,

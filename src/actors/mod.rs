@@ -12,6 +12,7 @@ pub mod alert;
 pub mod alert_history;
 pub mod alert_rules;
 pub mod cache;
+pub mod components;
 pub mod concurrency;
 pub mod history;
 pub mod monitor;

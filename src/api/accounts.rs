@@ -23,7 +23,7 @@ pub struct AccountsAnswer {
 }
 
 /// `POST /accounts/unblock`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct UnblockAnswer {
     pub site_name: String,
     pub account: String,
@@ -32,7 +32,7 @@ pub struct UnblockAnswer {
 }
 
 /// `POST /sites/{site}/circuit/close`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CircuitAnswer {
     pub site_name: String,
     pub circuit: CircuitView,
@@ -54,7 +54,7 @@ pub struct AccountsQuery {
     tag = "accounts",
     params(AccountsQuery),
     responses(
-        (status = 200, description = "{accounts: [AccountView]}", body = super::schemas::Answer<AccountsAnswer>),
+        (status = 200, description = "{accounts: [AccountView]}", body = super::answer::Answer<AccountsAnswer>),
         (status = 400, body = ErrorBody),
         (status = 404, description = "Unknown site", body = ErrorBody)
     )
@@ -81,7 +81,7 @@ pub async fn list(
     }))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UnblockRequest {
     pub site_name: String,
@@ -95,7 +95,7 @@ pub struct UnblockRequest {
     tag = "accounts",
     request_body = UnblockRequest,
     responses(
-        (status = 200, description = "{site_name, account, was_blocked}", body = super::schemas::Answer<UnblockAnswer>),
+        (status = 200, description = "{site_name, account, was_blocked}", body = super::answer::Answer<UnblockAnswer>),
         (status = 400, body = ErrorBody),
         (status = 404, description = "Unknown site or account", body = ErrorBody)
     )
@@ -125,7 +125,7 @@ pub async fn unblock(
     tag = "accounts",
     params(("site" = String, Path, description = "The site name")),
     responses(
-        (status = 200, description = "{site_name, circuit: {state, failures, retry_at}}", body = super::schemas::Answer<CircuitAnswer>),
+        (status = 200, description = "{site_name, circuit: {state, failures, retry_at}}", body = super::answer::Answer<CircuitAnswer>),
         (status = 400, body = ErrorBody),
         (status = 404, description = "Unknown site", body = ErrorBody)
     )

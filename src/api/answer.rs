@@ -1,50 +1,38 @@
-//! The JSON envelope every endpoint answers with: `{"success": true, "data": …}`, or
-//! `{"success": false, "code", "message", "errors"}` (built from [`Error`]), and the answers
-//! to bodies the extractors refuse and to unknown paths.
+//! The JSON envelope every endpoint answers with, and the one type each side of it has:
+//! [`Answer<T>`] `{"success": true, "data": T}` around the `Serialize + ToSchema` answer each
+//! handler returns (declared next to it), and [`ErrorBody`] `{"success": false, "code",
+//! "message", "errors"}` (declared and built beside [`Error`], whose answer it is), with the
+//! answers to bodies the extractors refuse and to unknown paths. The OpenAPI document is generated from these types, and the
+//! CLI reads the daemon's answers into them (`cli/client.rs`); `tests/openapi.rs` validates
+//! every real answer against the document.
 
+use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
-use serde::Serialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::error::Error;
+pub use crate::error::ErrorBody;
 
 /// Largest JSON body accepted; token requests are tiny.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// `{"success": true, "data": …}`.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct Envelope {
-    success: bool,
-    #[schema(value_type = Object)]
-    data: serde_json::Value,
-}
-
-/// `{"success": false, "code": "UPPER_SNAKE", "message": "…", "errors": {…}}`.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorBody {
-    success: bool,
-    code: String,
-    message: String,
-    #[schema(value_type = Object)]
-    errors: serde_json::Value,
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Answer<T> {
+    /// Always `true`.
+    pub success: bool,
+    pub data: T,
 }
 
 /// `{"success": true, "data": data}` with status 200.
 pub fn ok<T: Serialize>(data: T) -> HttpResponse {
-    success(actix_web::http::StatusCode::OK, data)
+    success(StatusCode::OK, data)
 }
 
 /// `{"success": true, "data": data}` with `status` (the health report's 503).
-pub fn success<T: Serialize>(status: actix_web::http::StatusCode, data: T) -> HttpResponse {
-    /// Serialized straight from the data, with no `serde_json::Value` in between.
-    #[derive(Serialize)]
-    struct Success<T> {
-        success: bool,
-        data: T,
-    }
-    HttpResponse::build(status).json(Success {
+pub fn success<T: Serialize>(status: StatusCode, data: T) -> HttpResponse {
+    HttpResponse::build(status).json(Answer {
         success: true,
         data,
     })
@@ -58,20 +46,13 @@ pub fn json_error(
     let message = err.to_string();
     let response = match err {
         E::OverflowKnownLength { .. } | E::Overflow { .. } => {
-            HttpResponse::PayloadTooLarge().json(json!({
-                "success": false,
-                "code": "PAYLOAD_TOO_LARGE",
-                "message": format!("request body over {MAX_BODY_BYTES} bytes"),
-                "errors": {},
-            }))
+            HttpResponse::PayloadTooLarge().json(ErrorBody::new(
+                "PAYLOAD_TOO_LARGE",
+                format!("request body over {MAX_BODY_BYTES} bytes"),
+            ))
         }
         E::Payload(ref error) if super::deadline::is_timeout(error) => {
-            HttpResponse::RequestTimeout().json(json!({
-                "success": false,
-                "code": "REQUEST_TIMEOUT",
-                "message": message.clone(),
-                "errors": {},
-            }))
+            HttpResponse::RequestTimeout().json(ErrorBody::new("REQUEST_TIMEOUT", message.clone()))
         }
         _ => actix_web::ResponseError::error_response(&Error::invalid("body", message.clone())),
     };
@@ -79,10 +60,5 @@ pub fn json_error(
 }
 
 pub async fn not_found() -> HttpResponse {
-    HttpResponse::NotFound().json(json!({
-        "success": false,
-        "code": "NOT_FOUND",
-        "message": "no such endpoint",
-        "errors": {},
-    }))
+    HttpResponse::NotFound().json(ErrorBody::new("NOT_FOUND", "no such endpoint"))
 }

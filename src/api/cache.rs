@@ -65,7 +65,7 @@ impl SiteQuery {
     operation_id = "cacheStats",
     tag = "cache",
     responses(
-        (status = 200, description = "{kinds, backend}", body = super::schemas::Answer<CacheStatsAnswer>),
+        (status = 200, description = "{kinds, backend}", body = super::answer::Answer<CacheStatsAnswer>),
     ),
 )]
 pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
@@ -97,7 +97,7 @@ pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     tag = "cache",
     params(("site_name" = String, Query)),
     responses(
-        (status = 200, description = "What was loaded", body = super::schemas::Answer<crate::broker::WarmUp>),
+        (status = 200, description = "What was loaded", body = super::answer::Answer<crate::broker::WarmUp>),
         (status = 400, description = "Bad input", body = ErrorBody),
         (status = 404, body = ErrorBody),
     ),
@@ -120,7 +120,7 @@ pub async fn warm_up(
     tag = "cache",
     params(("site_name" = Option<String>, Query)),
     responses(
-        (status = 200, description = "{site_name, deleted_keys}", body = super::schemas::Answer<ClearAnswer>),
+        (status = 200, description = "{site_name, deleted_keys}", body = super::answer::Answer<ClearAnswer>),
         (status = 400, description = "Bad input", body = ErrorBody),
     ),
 )]

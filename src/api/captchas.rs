@@ -3,8 +3,7 @@
 //! the image and the answer are a login in progress (a metrics token gets 403 here).
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::answer::ok;
 use super::answer::ErrorBody;
@@ -15,21 +14,20 @@ use crate::error::Error;
 const MAX_ANSWER_CHARS: usize = 256;
 
 /// `GET /captchas`.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CaptchasAnswer {
-    captchas: Vec<crate::lifecycle::captcha::Challenge>,
+    pub captchas: Vec<crate::lifecycle::captcha::Challenge>,
 }
 
 /// `POST /captchas/{id}`.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CaptchaAnswered {
-    id: String,
-    answered: bool,
+    pub id: String,
+    /// Always true.
+    pub answered: bool,
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaptchaAnswer {
     /// What the person read in the image.
@@ -44,12 +42,14 @@ pub struct CaptchaAnswer {
     operation_id = "listCaptchas",
     tag = "captchas",
     responses(
-        (status = 200, description = "{captchas: [Challenge]}", body = super::schemas::Answer<CaptchasAnswer>),
+        (status = 200, description = "{captchas: [Challenge]}", body = super::answer::Answer<CaptchasAnswer>),
         (status = 403, description = "Not the admin token", body = ErrorBody)
     )
 )]
 pub async fn list(state: web::Data<AppState>) -> HttpResponse {
-    ok(json!({ "captchas": state.broker.captchas().pending() }))
+    ok(CaptchasAnswer {
+        captchas: state.broker.captchas().pending(),
+    })
 }
 
 /// Answers a pending challenge; the login that waits for it goes on.
@@ -61,7 +61,7 @@ pub async fn list(state: web::Data<AppState>) -> HttpResponse {
     params(("id" = String, Path, description = "The challenge's id")),
     request_body = CaptchaAnswer,
     responses(
-        (status = 200, description = "{id, answered: true}", body = super::schemas::Answer<CaptchaAnswered>),
+        (status = 200, description = "{id, answered: true}", body = super::answer::Answer<CaptchaAnswered>),
         (status = 400, body = ErrorBody),
         (status = 404, description = "Unknown or expired id", body = ErrorBody),
         (status = 409, description = "Already answered", body = ErrorBody)
@@ -80,5 +80,8 @@ pub async fn answer(
         ));
     }
     state.broker.captchas().answer(&id, answer)?;
-    Ok(ok(json!({ "id": id.as_str(), "answered": true })))
+    Ok(ok(CaptchaAnswered {
+        id: id.into_inner(),
+        answered: true,
+    }))
 }

@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::lifecycle::checkout::Checkout;
 
 /// A held account and the token to use for the job.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CheckoutAnswer {
     /// The hold: its id, the account, the job, since when and until when (`lease_until`).
     #[serde(flatten)]
@@ -61,7 +61,7 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Resul
 }
 
 /// The checkouts in force.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CheckoutList {
     pub checkouts: Vec<Checkout>,
 }
@@ -74,7 +74,7 @@ pub struct CheckoutList {
     tag = "tokens",
     request_body = CheckoutRequest,
     responses(
-        (status = 200, description = "The held account and its token", body = super::schemas::Answer<CheckoutAnswer>),
+        (status = 200, description = "The held account and its token", body = super::answer::Answer<CheckoutAnswer>),
         (status = 400, body = ErrorBody),
         (status = 404, description = "Unknown site or account", body = ErrorBody),
         (status = 409, description = "CHECKED_OUT: the account named is held by another job (Retry-After)", body = ErrorBody),
@@ -103,7 +103,7 @@ pub async fn checkout(
     params(("id" = String, Path, description = "The checkout id")),
     request_body = RenewRequest,
     responses(
-        (status = 200, description = "The renewed hold and the token to use", body = super::schemas::Answer<CheckoutAnswer>),
+        (status = 200, description = "The renewed hold and the token to use", body = super::answer::Answer<CheckoutAnswer>),
         (status = 404, description = "CHECKOUT_NOT_FOUND: unknown, released or expired", body = ErrorBody),
     ),
 )]
@@ -126,7 +126,7 @@ pub async fn renew(
     params(("id" = String, Path, description = "The checkout id")),
     request_body = ReleaseRequest,
     responses(
-        (status = 200, description = "The ended checkout", body = super::schemas::Answer<Checkout>),
+        (status = 200, description = "The ended checkout", body = super::answer::Answer<Checkout>),
         (status = 404, description = "CHECKOUT_NOT_FOUND: unknown, released or expired", body = ErrorBody),
     ),
 )]
@@ -146,7 +146,7 @@ pub async fn release(
     path = "/api/v1/automation/tokens/checkouts",
     operation_id = "listCheckouts",
     tag = "tokens",
-    responses((status = 200, description = "The checkouts in force", body = super::schemas::Answer<CheckoutList>)),
+    responses((status = 200, description = "The checkouts in force", body = super::answer::Answer<CheckoutList>)),
 )]
 pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let checkouts = state.broker.checkouts().list().await?;

@@ -2,20 +2,22 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
-use serde_json::json;
 
 use super::answer::success;
 use super::state::AppState;
 use crate::actors::alert::{Alert, Health, HealthLevel, HealthReport, Severity};
+use crate::actors::components::{
+    CheckStatus, HistoryComponent, HistoryStatus, SecretKeyComponent, SecretKeyStatus,
+    SlotsComponent, SlotsStatus,
+};
 use crate::error::Error;
 use crate::history::spool::{dead_letter_path, DeadLetter};
 
 /// `GET /healthz`.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Liveness {
     /// Always `ok`.
-    #[schema(value_type = String)]
-    status: &'static str,
+    pub status: String,
 }
 
 /// Liveness: the process answers HTTP. No auth, no dependencies.
@@ -30,7 +32,9 @@ pub struct Liveness {
     ),
 )]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(Liveness { status: "ok" })
+    HttpResponse::Ok().json(Liveness {
+        status: "ok".into(),
+    })
 }
 
 /// Health level, alerts and components; 503 only when the database cannot be reached.
@@ -40,8 +44,8 @@ pub async fn healthz() -> HttpResponse {
     operation_id = "health",
     tag = "performance",
     responses(
-        (status = 200, description = "status, timestamp, metrics, alerts, thresholds, components", body = super::schemas::Answer<HealthReport>),
-        (status = 503, description = "The database cannot be reached: the same report", body = super::schemas::Answer<HealthReport>),
+        (status = 200, description = "status, timestamp, metrics, alerts, thresholds, components", body = super::answer::Answer<HealthReport>),
+        (status = 503, description = "The database cannot be reached: the same report", body = super::answer::Answer<HealthReport>),
     ),
 )]
 pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
@@ -50,15 +54,15 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     // They use the cache's Redis: when the cache cannot reach it, neither can they.
     state
         .slots
-        .follow_cache_backend(report.components["cache"]["status"] == "up");
+        .follow_cache_backend(report.components.cache.status == CheckStatus::Up);
     let slots_status = if state.slots.is_degraded() {
-        "degraded"
+        SlotsStatus::Degraded
     } else {
-        "up"
+        SlotsStatus::Up
     };
     if state.slots.is_degraded() {
         report.alerts.push(Alert {
-            kind: "slots_fallback",
+            kind: "slots_fallback".into(),
             message: "Redis is unreachable: login limits hold per instance until it is back".into(),
             severity: Severity::Medium,
             value: 0.0,
@@ -66,13 +70,16 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
         });
         report.status = HealthLevel::from_alerts(&report.alerts);
     }
-    report.components["slots"] = json!({"status": slots_status, "mode": state.slots.mode()});
+    report.components.slots = Some(SlotsComponent {
+        status: slots_status,
+        mode: state.slots.mode().to_string(),
+    });
     // History rows the database refused for their content wait in the dead-letter file.
     let dead = DeadLetter::new(dead_letter_path(&state.config.history.spool_file));
     let dead_rows = dead.rows();
     if dead_rows > 0 {
         report.alerts.push(Alert {
-            kind: "history_dead_letter",
+            kind: "history_dead_letter".into(),
             message: format!(
                 "{dead_rows} history row(s) the database refused are kept in {}",
                 dead.path().display()
@@ -83,13 +90,18 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
         });
         report.status = HealthLevel::from_alerts(&report.alerts);
     }
-    report.components["history"] = json!({
-        "status": if dead_rows > 0 { "dead_letters" } else { "up" },
-        "dead_letter_file": dead.path(),
-        "dead_letter_rows": dead_rows,
+    report.components.history = Some(HistoryComponent {
+        status: if dead_rows > 0 {
+            HistoryStatus::DeadLetters
+        } else {
+            HistoryStatus::Up
+        },
+        dead_letter_file: dead.path().to_path_buf(),
+        dead_letter_rows: dead_rows,
     });
-    report.components["secret_key"] =
-        json!({"status": secret_key_status(&state, &mut report.alerts).await});
+    report.components.secret_key = Some(SecretKeyComponent {
+        status: secret_key_status(&state, &mut report.alerts).await,
+    });
     report.status = HealthLevel::from_alerts(&report.alerts);
     let status = if report.database_up {
         StatusCode::OK
@@ -101,24 +113,24 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
 
 /// Whether the key still opens a stored password (one row): accounts sealed under another
 /// key would fail every login with them. `unknown` while the database cannot be asked.
-async fn secret_key_status(state: &AppState, alerts: &mut Vec<Alert>) -> &'static str {
+async fn secret_key_status(state: &AppState, alerts: &mut Vec<Alert>) -> SecretKeyStatus {
     let key = state.key.clone();
     let checked = state
         .pool
         .run(move |conn| crate::daemon::checks::key_opens_stored_secret(conn, &key))
         .await;
     match checked {
-        Ok(()) => "ok",
+        Ok(()) => SecretKeyStatus::Ok,
         Err(Error::Crypto(message)) => {
             alerts.push(Alert {
-                kind: "secret_key_mismatch",
+                kind: "secret_key_mismatch".into(),
                 message,
                 severity: Severity::High,
                 value: 1.0,
                 threshold: 0.0,
             });
-            "mismatch"
+            SecretKeyStatus::Mismatch
         }
-        Err(_) => "unknown",
+        Err(_) => SecretKeyStatus::Unknown,
     }
 }

@@ -74,7 +74,7 @@ pub struct HistoryPage {
 }
 
 /// `POST /history/cleanup`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct HistoryCleanupAnswer {
     pub days: u32,
     pub deleted: usize,
@@ -132,7 +132,7 @@ pub(crate) fn checked_days(days: &str, max: u32) -> Result<u32, Error> {
         ("before_id" = Option<i64>, Query),
     ),
     responses(
-        (status = 200, description = "{items, next_before_id}", body = super::schemas::Answer<HistoryPage>),
+        (status = 200, description = "{items, next_before_id}", body = super::answer::Answer<HistoryPage>),
         (status = 400, description = "Bad input", body = ErrorBody),
     ),
 )]
@@ -191,7 +191,7 @@ pub struct CleanupQuery {
     tag = "history",
     params(("days" = u32, Query, description = "1 to 36500")),
     responses(
-        (status = 200, description = "{days, deleted}", body = super::schemas::Answer<HistoryCleanupAnswer>),
+        (status = 200, description = "{days, deleted}", body = super::answer::Answer<HistoryCleanupAnswer>),
         (status = 400, description = "Bad input", body = ErrorBody),
     ),
 )]

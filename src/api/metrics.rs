@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::policy::outcome::RejectionReason;
 
 /// Counts of one scope (all sites, or one site).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Counters {
     pub total_acquisitions: u64,
     pub successful_acquisitions: u64,
@@ -40,7 +40,7 @@ pub struct Counters {
 }
 
 /// Refused requests by reason.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Rejections {
     pub no_available_account: u64,
     pub site_unavailable: u64,
@@ -81,7 +81,7 @@ impl From<&MonitorCounters> for Counters {
 }
 
 /// Seconds.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Percentiles {
     pub p50: f64,
     pub p95: f64,
@@ -95,7 +95,7 @@ impl From<[f64; 3]> for Percentiles {
 }
 
 /// One cache kind's lookups.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CacheCounters {
     pub hits: u64,
     pub misses: u64,
@@ -105,7 +105,7 @@ pub struct CacheCounters {
 }
 
 /// The SPEC's metrics object: the totals, and per site, per cache kind, percentiles.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct LiveMetrics {
     /// The totals, as every site has them.
     #[serde(flatten)]
@@ -146,7 +146,7 @@ impl From<&MetricsSnapshot> for LiveMetrics {
 }
 
 /// `POST /performance/metrics/reset`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ResetAnswer {
     pub reset: bool,
     /// The metrics just before.
@@ -160,7 +160,7 @@ pub struct ResetAnswer {
     operation_id = "liveMetrics",
     tag = "performance",
     responses(
-        (status = 200, description = "Live metrics, per site, cache, percentiles", body = super::schemas::Answer<LiveMetrics>),
+        (status = 200, description = "Live metrics, per site, cache, percentiles", body = super::answer::Answer<LiveMetrics>),
     ),
 )]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
@@ -175,7 +175,7 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, Error> 
     operation_id = "resetMetrics",
     tag = "performance",
     responses(
-        (status = 200, description = "{reset, previous}", body = super::schemas::Answer<ResetAnswer>),
+        (status = 200, description = "{reset, previous}", body = super::answer::Answer<ResetAnswer>),
     ),
 )]
 pub async fn reset(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
@@ -214,7 +214,7 @@ const MAX_REPORT_DAYS: u32 = 90;
         ("site_name" = Option<String>, Query),
     ),
     responses(
-        (status = 200, description = "period, summary, status_breakdown, site_breakdown, account_breakdown, daily_trend, real_time_metrics", body = super::schemas::Answer<StatisticsAnswer>),
+        (status = 200, description = "period, summary, status_breakdown, site_breakdown, account_breakdown, daily_trend, real_time_metrics", body = super::answer::Answer<StatisticsAnswer>),
         (status = 400, description = "Bad input", body = ErrorBody),
     ),
 )]

@@ -20,7 +20,6 @@ pub mod openapi;
 pub mod optimize;
 pub mod resources;
 pub mod same_origin;
-pub mod schemas;
 pub mod state;
 pub mod timeline;
 pub mod tokens;

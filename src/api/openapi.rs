@@ -17,10 +17,12 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The answers the middleware gives before any handler runs (api/same_origin.rs,
-/// api/deadline.rs), added to every operation they can end: 421 (a `Host` that is not the
-/// daemon's, all but `/healthz`), and on requests with a body 403 (a foreign `Origin`), 415
-/// (no `Content-Type: application/json`) and 408 (the body late past
+/// The answers the middleware gives before any handler runs (api/auth.rs,
+/// api/same_origin.rs, api/deadline.rs), added to every operation they can end, all with the
+/// error envelope: 401 and 403 (with `server.admin_token` set: no or an unknown bearer
+/// token, or one whose role may not call this; every operation but the public ones), 421 (a
+/// `Host` that is not the daemon's, all but `/healthz`), and on requests with a body 403 (a
+/// foreign `Origin`), 415 (no `Content-Type: application/json`) and 408 (the body late past
 /// `server.client_request_timeout`).
 struct MiddlewareAnswers;
 
@@ -46,17 +48,34 @@ impl Modify for MiddlewareAnswers {
             ];
             for (method, operation) in with_body {
                 let Some(operation) = operation else { continue };
+                // `security(())`: the operation needs no token (`/healthz`, the dashboard).
+                let public = serde_json::to_value(&operation.security)
+                    .is_ok_and(|security| security == serde_json::json!([{}]));
                 let responses = &mut operation.responses.responses;
                 let mut add = |status: &str, description: &str| {
                     responses
                         .entry(status.to_string())
                         .or_insert_with(|| answer(description).into());
                 };
+                if !public {
+                    add(
+                        "401",
+                        "UNAUTHORIZED: server.admin_token is set and no bearer token, or an unknown one, was sent",
+                    );
+                }
                 if path != "/healthz" {
                     add("421", "MISDIRECTED_REQUEST: the Host is not the daemon's");
                 }
+                match (public, method == HttpMethod::Get) {
+                    (false, true) => add("403", "FORBIDDEN: the token's role may not call this"),
+                    (false, false) => add(
+                        "403",
+                        "FORBIDDEN: the token's role may not call this, or a foreign Origin",
+                    ),
+                    (true, true) => {}
+                    (true, false) => add("403", "FORBIDDEN: a foreign Origin"),
+                }
                 if method != HttpMethod::Get {
-                    add("403", "FORBIDDEN: a foreign Origin");
                     add(
                         "415",
                         "UNSUPPORTED_MEDIA_TYPE: no Content-Type: application/json",
@@ -103,7 +122,7 @@ impl Modify for MiddlewareAnswers {
         super::dashboard::index,
         document,
     ),
-    components(schemas(super::answer::Envelope, super::answer::ErrorBody, crate::broker::AcquireRequest, super::tokens::InvalidateRequest, super::accounts::UnblockRequest, crate::accounts::AccountView, crate::broker::SiteReport, crate::broker::TokenStatus, super::captchas::CaptchaAnswer, crate::lifecycle::captcha::Challenge, crate::broker::CheckoutRequest, crate::broker::RenewRequest, crate::broker::ReleaseRequest, crate::broker::CheckoutOutcome, super::checkouts::CheckoutAnswer, super::checkouts::CheckoutList, crate::lifecycle::checkout::Checkout)),
+    components(schemas(super::answer::ErrorBody, crate::broker::AcquireRequest, super::tokens::InvalidateRequest, super::accounts::UnblockRequest, crate::accounts::AccountView, crate::broker::SiteReport, crate::broker::TokenStatus, super::captchas::CaptchaAnswer, crate::lifecycle::captcha::Challenge, crate::broker::CheckoutRequest, crate::broker::RenewRequest, crate::broker::ReleaseRequest, crate::broker::CheckoutOutcome, super::checkouts::CheckoutAnswer, super::checkouts::CheckoutList, crate::lifecycle::checkout::Checkout)),
     modifiers(&BearerAuth, &MiddlewareAnswers),
     security(("bearer" = []))
 )]

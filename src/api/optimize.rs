@@ -17,7 +17,7 @@ use crate::slots::LimitsSource;
 use crate::watch::recommend::{recommend, Recommendation, SiteLoad, SlotLoad};
 
 /// `POST /performance/optimize-concurrency`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct OptimizeAnswer {
     pub current_limits: SlotLimits,
     /// Where `current_limits` come from; `fallback`: Redis cannot be read
@@ -31,7 +31,7 @@ pub struct OptimizeAnswer {
 }
 
 /// The figures the recommendations come from: the day's sites and the live slots.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct OptimizeAnalysis {
     pub sites: Vec<SiteLoad>,
     pub slots: SlotLoad,
@@ -52,7 +52,7 @@ pub struct OptimizeQuery {
     tag = "performance",
     params(("apply" = Option<bool>, Query)),
     responses(
-        (status = 200, description = "{current_limits, recommended_limits, recommendations, optimization_applied, analysis}", body = super::schemas::Answer<OptimizeAnswer>),
+        (status = 200, description = "{current_limits, recommended_limits, recommendations, optimization_applied, analysis}", body = super::answer::Answer<OptimizeAnswer>),
         (status = 400, description = "Bad input", body = ErrorBody),
     ),
 )]

@@ -100,7 +100,7 @@ pub struct SharedCleanup {
     operation_id = "resourceUsage",
     tag = "performance",
     responses(
-        (status = 200, description = "Active acquisitions, locks, queue, limits, process, pool, shared slots", body = super::schemas::Answer<ResourceUsageAnswer>),
+        (status = 200, description = "Active acquisitions, locks, queue, limits, process, pool, shared slots", body = super::answer::Answer<ResourceUsageAnswer>),
     ),
 )]
 pub async fn usage(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
@@ -159,7 +159,7 @@ pub async fn usage(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     operation_id = "cleanupResources",
     tag = "performance",
     responses(
-        (status = 200, description = "What was freed", body = super::schemas::Answer<CleanupAnswer>),
+        (status = 200, description = "What was freed", body = super::answer::Answer<CleanupAnswer>),
     ),
 )]
 pub async fn cleanup(state: web::Data<AppState>) -> Result<HttpResponse, Error> {

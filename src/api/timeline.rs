@@ -44,7 +44,7 @@ pub struct TokenStatusAnswer {
     get,
     path = "/api/v1/automation/performance/timeline",
     tag = "performance",
-    responses((status = 200, description = "{bucket_seconds: 60, points: [{start, acquisitions, successes, failures, rejections, cache_hits, logins, login_p50, login_p95}]}", body = super::schemas::Answer<TimelineAnswer>))
+    responses((status = 200, description = "{bucket_seconds: 60, points: [{start, acquisitions, successes, failures, rejections, cache_hits, logins, login_p50, login_p95}]}", body = super::answer::Answer<TimelineAnswer>))
 )]
 pub async fn timeline(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let points = state.actors.monitor.send(GetTimeline).await?;
@@ -60,7 +60,7 @@ pub async fn timeline(state: web::Data<AppState>) -> Result<HttpResponse, Error>
     get,
     path = "/api/v1/automation/performance/alerts/history",
     tag = "performance",
-    responses((status = 200, description = "{transitions: [{at, type, transition: firing|resolved, severity, message}]}", body = super::schemas::Answer<AlertHistoryAnswer>))
+    responses((status = 200, description = "{transitions: [{at, type, transition: firing|resolved, severity, message}]}", body = super::answer::Answer<AlertHistoryAnswer>))
 )]
 pub async fn alert_history(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let transitions = state.actors.alert.send(AlertHistory).await?;
@@ -84,7 +84,7 @@ pub struct TokenStatusQuery {
     tag = "tokens",
     params(TokenStatusQuery),
     responses(
-        (status = 200, description = "{site_name, tokens: [TokenStatus]}", body = super::schemas::Answer<TokenStatusAnswer>),
+        (status = 200, description = "{site_name, tokens: [TokenStatus]}", body = super::answer::Answer<TokenStatusAnswer>),
         (status = 400, body = ErrorBody),
         (status = 404, description = "Unknown site", body = ErrorBody)
     )

@@ -19,7 +19,7 @@ use crate::error::Error;
     tag = "tokens",
     request_body = AcquireRequest,
     responses(
-        (status = 200, description = "The token: {token, token_type, account, credential_id, expires_at, source, acquisition_id, authorization, headers}", body = super::schemas::Answer<crate::broker::AcquiredToken>),
+        (status = 200, description = "The token: {token, token_type, account, credential_id, expires_at, source, acquisition_id, authorization, headers}", body = super::answer::Answer<crate::broker::AcquiredToken>),
         (status = 400, body = ErrorBody),
         (status = 404, description = "Unknown site or account", body = ErrorBody),
         (status = 429, description = "QUEUE_FULL", body = ErrorBody),
@@ -90,7 +90,7 @@ async fn check_account_matches_id(state: &AppState, request: &AcquireRequest) ->
     }
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InvalidateRequest {
     pub site_name: String,
@@ -98,7 +98,7 @@ pub struct InvalidateRequest {
 }
 
 /// `POST /tokens/invalidate`.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct InvalidateAnswer {
     pub site_name: String,
     pub account: String,
@@ -119,7 +119,7 @@ pub struct InvalidateAnswer {
     tag = "tokens",
     request_body = InvalidateRequest,
     responses(
-        (status = 200, description = "Dropped from cache and store", body = super::schemas::Answer<InvalidateAnswer>),
+        (status = 200, description = "Dropped from cache and store", body = super::answer::Answer<InvalidateAnswer>),
         (status = 404, body = ErrorBody),
     ),
 )]

@@ -513,7 +513,7 @@ mod tests {
 }
 
 /// What a cache warm-up loaded (`POST /performance/cache/warm-up`).
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct WarmUp {
     pub site_name: String,
     pub credentials_loaded: usize,

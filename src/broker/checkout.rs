@@ -17,7 +17,7 @@ use crate::lifecycle::checkout::{self, Checkout};
 use crate::policy::outcome::TriggerReason;
 
 /// `POST /tokens/checkout`.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckoutRequest {
     pub site_name: String,
@@ -34,7 +34,7 @@ pub struct CheckoutRequest {
 }
 
 /// `POST /tokens/checkout/{id}/renew`.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenewRequest {
     /// The new lease from now (default: the checkout's first lease length, 300 s if unknown).
@@ -56,7 +56,7 @@ pub enum CheckoutOutcome {
 }
 
 /// `POST /tokens/checkout/{id}/release`.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
     #[serde(default)]

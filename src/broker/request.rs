@@ -7,8 +7,8 @@ use crate::cache::near::OpenedToken;
 use crate::cache::{CachedToken, ReadyHeaders};
 use crate::vault::secret::Secret;
 
-/// What a caller asks for (`POST /tokens/acquire`).
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+/// What a caller asks for (`POST /tokens/acquire`; the CLI sends it too).
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcquireRequest {
     pub site_name: String,
@@ -23,7 +23,7 @@ pub struct AcquireRequest {
 }
 
 /// Where an answered token came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 #[schema(as = TokenSource)]
 pub enum Source {
@@ -36,7 +36,7 @@ pub enum Source {
 }
 
 /// The answer to an acquire.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AcquiredToken {
     #[schema(value_type = String)]
     pub token: Secret,

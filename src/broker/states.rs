@@ -23,12 +23,13 @@ use crate::policy::outcome::{AccountState, BlockReason};
 const WATCH_EVERY: Duration = Duration::from_millis(500);
 
 /// Whether a site can serve a login now (`/health` `components.sites.{name}`).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct SiteReport {
     #[serde(skip)]
     pub name: String,
     /// `up`, `circuit_open` or `no_accounts`.
-    pub status: &'static str,
+    #[schema(value_type = String)]
+    pub status: std::borrow::Cow<'static, str>,
     pub usable_accounts: usize,
     pub accounts: usize,
     pub circuit: CircuitView,
@@ -44,7 +45,7 @@ pub struct SiteReport {
 }
 
 /// A site's login budgets as they stand.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct BudgetReport {
     pub per_site_per_hour: u32,
     pub per_account_per_hour: u32,
@@ -280,7 +281,7 @@ impl Broker {
             .set_site_limit(&site.name, concurrency_limit);
         SiteReport {
             name: site.name.clone(),
-            status,
+            status: status.into(),
             usable_accounts: usable,
             accounts,
             circuit,

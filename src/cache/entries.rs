@@ -89,6 +89,37 @@ impl Serialize for ReadyHeaders {
     }
 }
 
+/// The same shape read back (the CLI reads the acquire answer): the one header of `headers`,
+/// or the `Authorization` value alone from an older daemon that sends no `headers`.
+impl<'de> Deserialize<'de> for ReadyHeaders {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        #[derive(Deserialize)]
+        struct Given {
+            authorization: Option<String>,
+            #[serde(default)]
+            headers: std::collections::BTreeMap<String, String>,
+        }
+        let given = Given::deserialize(deserializer)?;
+        let mut headers = given.headers.into_iter();
+        let (name, value) = match (headers.next(), headers.next(), given.authorization) {
+            (Some(header), None, _) => header,
+            (None, _, Some(authorization)) => ("Authorization".to_string(), authorization),
+            (None, _, None) => {
+                return Err(D::Error::custom(
+                    "neither `headers` nor `authorization`: no header to send the token in",
+                ))
+            }
+            (Some(_), Some(_), _) => {
+                return Err(D::Error::custom(
+                    "more than one header in `headers`: a token goes in one",
+                ))
+            }
+        };
+        Ok(ReadyHeaders(Arc::new((name, Secret::new(value)))))
+    }
+}
+
 /// The shape its `Serialize` writes (flattened into the acquire answer): `authorization`, a
 /// string or `null`, and `headers`, a map of header names to strings.
 impl utoipa::PartialSchema for ReadyHeaders {

@@ -293,14 +293,17 @@ fn unblock_account(
     wait: f64,
 ) -> Result<()> {
     crate::config::validate_site_name("site", site)?;
-    let body = serde_json::json!({"site_name": site, "account": account});
-    let data = call_daemon(
+    let body = crate::api::accounts::UnblockRequest {
+        site_name: site.to_string(),
+        account: account.to_string(),
+    };
+    let unblocked: crate::api::accounts::UnblockAnswer = call_daemon(
         config,
         crate::cli::client::Endpoint::new(url, wait),
         "/api/v1/automation/accounts/unblock",
         &body,
     )?;
-    if data["was_blocked"] == serde_json::Value::Bool(true) {
+    if unblocked.was_blocked {
         println!(
             "account `{}` of site `{}` unblocked",
             printable(account),

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
+use crate::api::captchas::{CaptchaAnswer, CaptchaAnswered, CaptchasAnswer};
+use crate::cli::client::{read, wire_text};
 use crate::cli::terminal::printable;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -50,34 +52,35 @@ pub enum CaptchaCommand {
     },
 }
 
+const CAPTCHAS: &str = "/api/v1/automation/captchas";
+
 /// `tokend captcha list | answer ID [ANSWER]`, through the daemon.
 pub(super) fn run(config: &Config, command: CaptchaCommand) -> Result<()> {
     let runtime = actix_web::rt::System::new();
     match command {
         CaptchaCommand::List { url, json, wait } => {
-            let data = runtime.block_on(crate::cli::client::get(
+            let data = runtime.block_on(crate::cli::client::get_json(
                 config,
                 &crate::cli::client::Endpoint::new(url.as_deref(), wait),
-                "/api/v1/automation/captchas",
+                CAPTCHAS,
             ))?;
+            let pending: CaptchasAnswer = read(&format!("GET {CAPTCHAS}"), &data)?;
             if json {
                 println!("{data}");
                 return Ok(());
             }
-            let list = data["captchas"].as_array().cloned().unwrap_or_default();
-            if list.is_empty() {
+            if pending.captchas.is_empty() {
                 eprintln!("no captcha is waiting for an answer");
             }
-            for c in list {
+            for c in pending.captchas {
                 // The prompt is the portal's, the account an operator's: neither is trusted.
-                let field = |name: &str| printable(c[name].as_str().unwrap_or("?"));
                 println!(
                     "{}\t{}\t{}\texpires_at={}\t{}",
-                    field("id"),
-                    field("site_name"),
-                    field("account"),
-                    field("expires_at"),
-                    printable(c["prompt"].as_str().unwrap_or(""))
+                    printable(&c.id),
+                    printable(&c.site_name),
+                    printable(&c.account),
+                    wire_text(&c.expires_at),
+                    printable(&c.prompt)
                 );
             }
             Ok(())
@@ -88,12 +91,12 @@ pub(super) fn run(config: &Config, command: CaptchaCommand) -> Result<()> {
             url,
             wait,
         } => {
-            let data = runtime.block_on(crate::cli::client::get(
+            let pending: CaptchasAnswer = runtime.block_on(crate::cli::client::get(
                 config,
                 &crate::cli::client::Endpoint::new(url.as_deref(), wait),
-                "/api/v1/automation/captchas",
+                CAPTCHAS,
             ))?;
-            save_captcha_image(&data, &id, &save)
+            save_captcha_image(&pending, &id, &save)
         }
         CaptchaCommand::Answer {
             id,
@@ -119,11 +122,13 @@ pub(super) fn run(config: &Config, command: CaptchaCommand) -> Result<()> {
                 "/api/v1/automation/captchas/{}",
                 percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC)
             );
-            runtime.block_on(crate::cli::client::post(
+            let _: CaptchaAnswered = runtime.block_on(crate::cli::client::post(
                 config,
                 &crate::cli::client::Endpoint::new(url.as_deref(), wait),
                 &path,
-                &serde_json::json!({ "answer": answer }),
+                &CaptchaAnswer {
+                    answer: answer.to_string(),
+                },
             ))?;
             println!("answered captcha {}", printable(&id));
             Ok(())
@@ -133,14 +138,13 @@ pub(super) fn run(config: &Config, command: CaptchaCommand) -> Result<()> {
 
 /// `tokend captcha show ID --save FILE`: the pending challenge's image, decoded from its
 /// data URL, written to FILE; at a terminal the path is a link (OSC 8) to the file.
-fn save_captcha_image(data: &serde_json::Value, id: &str, file: &std::path::Path) -> Result<()> {
+fn save_captcha_image(pending: &CaptchasAnswer, id: &str, file: &std::path::Path) -> Result<()> {
     use base64::Engine;
-    let challenge = data["captchas"]
-        .as_array()
-        .and_then(|list| list.iter().find(|c| c["id"] == id))
+    let challenge = (pending.captchas.iter())
+        .find(|c| c.id == id)
         .ok_or_else(|| Error::CaptchaNotFound(id.to_string()))?;
-    let image = challenge["image"].as_str().unwrap_or_default();
-    let encoded = image
+    let encoded = challenge
+        .image
         .split_once(";base64,")
         .map(|(_, encoded)| encoded)
         .ok_or_else(|| Error::Daemon(format!("captcha `{id}` has no base64 image")))?;
@@ -155,9 +159,10 @@ fn save_captcha_image(data: &serde_json::Value, id: &str, file: &std::path::Path
     };
     println!(
         "saved the image of captcha {id} ({} / {}: {}) to {shown}",
-        challenge["site_name"].as_str().unwrap_or("?"),
-        challenge["account"].as_str().unwrap_or("?"),
-        challenge["prompt"].as_str().unwrap_or("")
+        // The prompt is the portal's, the account an operator's: neither is trusted.
+        printable(&challenge.site_name),
+        printable(&challenge.account),
+        printable(&challenge.prompt)
     );
     Ok(())
 }

@@ -1,9 +1,16 @@
 //! The CLI's client for the running daemon's API (`tokend token get`, `tokend optimize`):
 //! the daemon's address from the config, the admin token, and errors mapped to exit codes.
+//!
+//! Answers are read into the types the API serializes (`api/answer.rs` and the handlers'
+//! answer types): an answer that is not one (an older or foreign server) is an error naming
+//! the call, the type and the place in the answer, with the exit status of a daemon error.
 
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+
+use crate::api::answer::ErrorBody;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -101,14 +108,70 @@ fn is_loopback(base: &str) -> bool {
 /// How often a refused connection is tried again while waiting.
 const RETRY_EVERY: Duration = Duration::from_millis(100);
 
-/// POSTs `body` to `path` and returns the `data` of a successful answer.
-pub async fn post(config: &Config, endpoint: &Endpoint, path: &str, body: &Value) -> Result<Value> {
-    call(config, endpoint, reqwest::Method::POST, path, Some(body)).await
+/// POSTs `body` (the API's request type, or `{}`) to `path` and reads the `data` of a
+/// successful answer as `T`.
+pub async fn post<T: DeserializeOwned>(
+    config: &Config,
+    endpoint: &Endpoint,
+    path: &str,
+    body: &impl serde::Serialize,
+) -> Result<T> {
+    let body = serde_json::to_value(body).map_err(|e| Error::Internal(e.to_string()))?;
+    let data = call(config, endpoint, reqwest::Method::POST, path, Some(&body)).await?;
+    read(&format!("POST {}", without_query(path)), &data)
 }
 
-/// GETs `path` and returns the `data` of a successful answer.
-pub async fn get(config: &Config, endpoint: &Endpoint, path: &str) -> Result<Value> {
+/// GETs `path` and reads the `data` of a successful answer as `T`.
+pub async fn get<T: DeserializeOwned>(
+    config: &Config,
+    endpoint: &Endpoint,
+    path: &str,
+) -> Result<T> {
+    let data = get_json(config, endpoint, path).await?;
+    read(&format!("GET {}", without_query(path)), &data)
+}
+
+/// GETs `path` and returns the `data` of a successful answer as the daemon wrote it (for
+/// `--json`); [`read`] checks that it is the answer expected.
+pub async fn get_json(config: &Config, endpoint: &Endpoint, path: &str) -> Result<Value> {
     call(config, endpoint, reqwest::Method::GET, path, None).await
+}
+
+/// The `data` of the answer to `call` (`GET /api/…`) read as `T`, or an error naming what
+/// in it is not a `T`.
+pub fn read<T: DeserializeOwned>(call: &str, data: &Value) -> Result<T> {
+    serde_path_to_error::deserialize(data).map_err(|e| {
+        let at = match e.path().to_string() {
+            root if root == "." => String::new(),
+            path => format!(" at `{path}`"),
+        };
+        Error::Daemon(format!(
+            "the answer to {call} is not the {} this tokend reads{at}: {} (is the daemon another version of tokend?)",
+            type_name::<T>(),
+            e.inner()
+        ))
+    })
+}
+
+/// `AcquiredToken` for `tokend::broker::request::AcquiredToken`.
+fn type_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let base = full.split('<').next().unwrap_or(full);
+    base.rsplit("::").next().unwrap_or(base)
+}
+
+fn without_query(path: &str) -> &str {
+    path.split_once('?').map_or(path, |(path, _)| path)
+}
+
+/// How a value the daemon sent reads on a terminal: a string (a time, an enum's name) as
+/// it is, anything else as its JSON.
+pub fn wire_text(value: &impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(text)) => text,
+        Ok(other) => other.to_string(),
+        Err(e) => format!("({e})"),
+    }
 }
 
 async fn call(
@@ -141,7 +204,12 @@ async fn call(
             Ok(response) => break response,
         }
     };
-    answer(&base, response).await
+    answer(
+        &base,
+        &format!("{method} {}", without_query(path)),
+        response,
+    )
+    .await
 }
 
 /// The error and its causes (`error sending request: … Connection refused`), without
@@ -178,28 +246,88 @@ async fn send(
     request.send().await
 }
 
-async fn answer(base: &str, response: reqwest::Response) -> Result<Value> {
+/// The `data` of a successful answer; the daemon's refusal as [`Error::Refused`]; anything
+/// else (no JSON, not tokend's envelope) as [`Error::Daemon`].
+async fn answer(base: &str, call: &str, response: reqwest::Response) -> Result<Value> {
     let status = response.status().as_u16();
-    let answer: Value = response
+    let mut answer: Value = response
         .json()
         .await
         .map_err(|e| Error::Daemon(format!("{base} answered {status} with no JSON: {e}")))?;
-    if answer["success"] == Value::Bool(true) {
-        return Ok(answer["data"].clone());
+    match answer.get("success") {
+        Some(Value::Bool(true)) => match answer.get_mut("data") {
+            Some(data) => Ok(data.take()),
+            None => Err(Error::Daemon(format!(
+                "the answer to {call} ({status}) has `success` but no `data`: not tokend's envelope (is {base} tokend?)"
+            ))),
+        },
+        Some(Value::Bool(false)) => {
+            // The daemon's code decides the exit status, by the same table as tokend's own
+            // errors: a site paused or a budget spent is temporary (75), an unknown captcha
+            // or account is 1.
+            let refusal: ErrorBody = read(&format!("{call} ({status})"), &answer)?;
+            Err(Error::Refused {
+                code: refusal.code,
+                message: refusal.message,
+            })
+        }
+        _ => Err(Error::Daemon(format!(
+            "the answer to {call} ({status}) has no `success`: not tokend's envelope (is {base} tokend?)"
+        ))),
     }
-    // The daemon's code decides the exit status, by the same table as tokend's own errors:
-    // a site paused or a budget spent is temporary (75), an unknown captcha or account is 1.
-    let code = answer["code"].as_str().unwrap_or("DAEMON_UNREACHABLE");
-    let said = answer["message"].as_str().unwrap_or("no message");
-    Err(Error::Refused {
-        code: code.to_string(),
-        message: said.to_string(),
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_that_is_not_the_type_names_the_place() {
+        let data = serde_json::json!({"site_name": "s", "account": "a", "was_blocked": "yes"});
+        let err = read::<crate::api::accounts::UnblockAnswer>("POST /x", &data).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("UnblockAnswer") && text.contains("`was_blocked`"),
+            "{text}"
+        );
+        assert_eq!(err.exit_code(), 69);
+        let missing = serde_json::json!({"site_name": "s"});
+        let text = read::<crate::api::accounts::UnblockAnswer>("POST /x", &missing)
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("missing field `account`"), "{text}");
+    }
+
+    /// The acquire answer's ready headers: `headers`' one header; from an older daemon that
+    /// sends only `authorization`, that; with neither, an error rather than an empty header.
+    #[test]
+    fn a_token_answer_reads_its_header_from_either_field() {
+        use crate::broker::AcquiredToken;
+        let answer = |ready: serde_json::Value| {
+            let mut data = serde_json::json!({
+                "token": "t", "token_type": "Bearer", "account": "a", "credential_id": 1,
+                "expires_at": "2026-01-01T00:00:00Z", "source": "cache", "acquisition_id": "x",
+            });
+            data.as_object_mut()
+                .unwrap()
+                .extend(ready.as_object().unwrap().clone());
+            read::<AcquiredToken>("POST /x", &data)
+        };
+        let lines = |token: AcquiredToken| -> Vec<String> {
+            (token.ready.headers())
+                .map(|(name, value)| format!("{name}: {}", value.expose()))
+                .collect()
+        };
+        let cookie =
+            answer(serde_json::json!({"authorization": null, "headers": {"Cookie": "SESSION=t"}}));
+        let cookie = cookie.unwrap();
+        assert!(cookie.ready.authorization().is_none());
+        assert_eq!(lines(cookie), ["Cookie: SESSION=t"]);
+        let older = answer(serde_json::json!({"authorization": "Bearer t"})).unwrap();
+        assert_eq!(lines(older), ["Authorization: Bearer t"]);
+        let neither = answer(serde_json::json!({"authorization": null})).unwrap_err();
+        assert!(neither.to_string().contains("no header"), "{neither}");
+    }
 
     #[test]
     fn url_without_scheme_is_http() {

@@ -8,15 +8,19 @@
 //! `--checkout` the account is held for the command's lifetime: the lease is renewed while
 //! it runs and released with `ok` when it exits 0, `failed` otherwise.
 
+use std::collections::BTreeMap;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use clap::{Args, Subcommand};
-use serde_json::{json, Value};
-
-use crate::cli::client::Endpoint;
+use crate::api::checkouts::{CheckoutAnswer, CheckoutList};
+use crate::broker::{
+    AcquireRequest, AcquiredToken, CheckoutOutcome, CheckoutRequest, ReleaseRequest, RenewRequest,
+};
+use crate::cli::client::{read, wire_text, Endpoint};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::lifecycle::checkout::Checkout;
+use clap::{Args, Subcommand};
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
@@ -76,28 +80,25 @@ pub fn run_checkout(config: &Config, command: CheckoutCommand) -> Result<()> {
     match command {
         CheckoutCommand::List { url, json, wait } => {
             let endpoint = Endpoint::new(url.as_deref(), wait);
-            let data = runtime.block_on(crate::cli::client::get(
-                config,
-                &endpoint,
-                "/api/v1/automation/tokens/checkouts",
-            ))?;
+            let path = "/api/v1/automation/tokens/checkouts";
+            let data = runtime.block_on(crate::cli::client::get_json(config, &endpoint, path))?;
+            let list: CheckoutList = read(&format!("GET {path}"), &data)?;
             if json {
                 println!("{data}");
                 return Ok(());
             }
-            let list = data["checkouts"].as_array().cloned().unwrap_or_default();
-            if list.is_empty() {
+            if list.checkouts.is_empty() {
                 eprintln!("no account is checked out");
             }
-            for c in list {
+            for c in list.checkouts {
                 println!(
                     "{}\t{}\t{}\tsince={}\tlease_until={}\t{}",
-                    text(&c["checkout_id"]),
-                    text(&c["site_name"]),
-                    text(&c["account"]),
-                    text(&c["since"]),
-                    text(&c["lease_until"]),
-                    text(&c["job"])
+                    text(&c.checkout_id),
+                    text(&c.site_name),
+                    text(&c.account),
+                    wire_text(&c.since),
+                    wire_text(&c.lease_until),
+                    text(c.job.as_deref().unwrap_or(""))
                 );
             }
             Ok(())
@@ -109,7 +110,9 @@ pub fn run_checkout(config: &Config, command: CheckoutCommand) -> Result<()> {
             wait,
         } => {
             let endpoint = Endpoint::new(url.as_deref(), wait);
-            runtime.block_on(release(config, &endpoint, &id, &outcome))?;
+            let how: CheckoutOutcome = serde_json::from_value(serde_json::json!(outcome))
+                .map_err(|e| Error::invalid("--outcome", e.to_string()))?;
+            runtime.block_on(release(config, &endpoint, &id, how))?;
             println!("released checkout {id} ({outcome})");
             Ok(())
         }
@@ -117,8 +120,8 @@ pub fn run_checkout(config: &Config, command: CheckoutCommand) -> Result<()> {
 }
 
 /// A field as one line of plain text (portal and operator text: no control characters).
-fn text(value: &Value) -> String {
-    crate::cli::terminal::printable(value.as_str().unwrap_or(""))
+fn text(value: &str) -> String {
+    crate::cli::terminal::printable(value)
 }
 
 fn path_of(id: &str, what: &str) -> String {
@@ -128,9 +131,14 @@ fn path_of(id: &str, what: &str) -> String {
     )
 }
 
-async fn release(config: &Config, endpoint: &Endpoint, id: &str, outcome: &str) -> Result<Value> {
+async fn release(
+    config: &Config,
+    endpoint: &Endpoint,
+    id: &str,
+    outcome: CheckoutOutcome,
+) -> Result<Checkout> {
     let path = path_of(id, "release");
-    crate::cli::client::post(config, endpoint, &path, &json!({ "outcome": outcome })).await
+    crate::cli::client::post(config, endpoint, &path, &ReleaseRequest { outcome }).await
 }
 
 /// `tokend exec`: the exit status is COMMAND's (128 + the signal that ended it).
@@ -143,39 +151,45 @@ pub fn run_exec(config: &Config, args: ExecArgs) -> Result<i32> {
 async fn exec(config: &Config, args: ExecArgs) -> Result<i32> {
     let endpoint = Endpoint::new(args.url.as_deref(), args.wait);
     if !args.checkout {
-        let body = json!({"site_name": args.site, "account": args.account});
-        let token = crate::cli::client::post(
+        let body = AcquireRequest {
+            site_name: args.site.clone(),
+            credential_id: None,
+            account: args.account.clone(),
+            force_refresh: false,
+        };
+        let token: AcquiredToken = crate::cli::client::post(
             config,
             &endpoint,
             "/api/v1/automation/tokens/acquire",
             &body,
         )
         .await?;
-        let status = spawn(&args, &token)?.wait().await;
+        let status = spawn(&args, &ForCommand::from(token))?.wait().await;
         return exit_code(status.map_err(|e| Error::io(&args.command[0], e))?);
     }
     let job = args.job.clone().unwrap_or_else(|| {
         let line = format!("tokend exec {}", args.command.join(" "));
         line.chars().filter(|c| !c.is_control()).take(200).collect()
     });
-    let body = json!({
-        "site_name": args.site,
-        "account": args.account,
-        "lease_seconds": args.lease,
-        "job": job,
-    });
-    let held = crate::cli::client::post(
+    let body = CheckoutRequest {
+        site_name: args.site.clone(),
+        account: args.account.clone(),
+        credential_id: None,
+        lease_seconds: Some(args.lease),
+        job: Some(job),
+    };
+    let held: CheckoutAnswer = crate::cli::client::post(
         config,
         &endpoint,
         "/api/v1/automation/tokens/checkout",
         &body,
     )
     .await?;
-    let id = held["checkout_id"].as_str().unwrap_or_default().to_string();
-    let mut child = match spawn(&args, &held) {
+    let id = held.checkout.checkout_id.clone();
+    let mut child = match spawn(&args, &ForCommand::from(held)) {
         Ok(child) => child,
         Err(e) => {
-            release(config, &endpoint, &id, "ok").await?;
+            release(config, &endpoint, &id, CheckoutOutcome::Ok).await?;
             return Err(e);
         }
     };
@@ -188,8 +202,8 @@ async fn exec(config: &Config, args: ExecArgs) -> Result<i32> {
         }
     };
     let outcome = match &status {
-        Ok(status) if status.success() => "ok",
-        _ => "failed",
+        Ok(status) if status.success() => CheckoutOutcome::Ok,
+        _ => CheckoutOutcome::Failed,
     };
     if let Err(e) = release(config, &endpoint, &id, outcome).await {
         eprintln!("tokend: could not release checkout {id}: {e} (its lease ends by itself)");
@@ -200,10 +214,13 @@ async fn exec(config: &Config, args: ExecArgs) -> Result<i32> {
 /// Renews the lease; a renewal that fails is said (the lease ends by itself if none lands).
 async fn renew(config: &Config, endpoint: &Endpoint, id: &str, lease: f64) {
     let path = path_of(id, "renew");
-    match crate::cli::client::post(config, endpoint, &path, &json!({ "lease_seconds": lease }))
-        .await
-    {
-        Ok(data) if data["token_renewed"] == Value::Bool(true) => eprintln!(
+    let request = RenewRequest {
+        lease_seconds: Some(lease),
+    };
+    let renewed: Result<CheckoutAnswer> =
+        crate::cli::client::post(config, endpoint, &path, &request).await;
+    match renewed {
+        Ok(held) if held.token_renewed => eprintln!(
             "tokend: the token of checkout {id} was renewed; the command still has the old one"
         ),
         Ok(_) => {}
@@ -211,8 +228,42 @@ async fn renew(config: &Config, endpoint: &Endpoint, id: &str, lease: f64) {
     }
 }
 
+/// What COMMAND is given of an acquired or checked-out token.
+struct ForCommand {
+    token: String,
+    headers: BTreeMap<String, String>,
+    authorization: Option<String>,
+    account: String,
+    expires_at: String,
+}
+
+impl From<AcquiredToken> for ForCommand {
+    fn from(token: AcquiredToken) -> ForCommand {
+        let (headers, authorization) = crate::broker::ready_headers(&token);
+        ForCommand {
+            token: token.token.expose().to_string(),
+            headers,
+            authorization,
+            account: token.account,
+            expires_at: wire_text(&token.expires_at),
+        }
+    }
+}
+
+impl From<CheckoutAnswer> for ForCommand {
+    fn from(held: CheckoutAnswer) -> ForCommand {
+        ForCommand {
+            token: held.token,
+            headers: held.headers,
+            authorization: held.authorization,
+            account: held.checkout.account,
+            expires_at: wire_text(&held.expires_at),
+        }
+    }
+}
+
 /// COMMAND, with the token in its environment and tokend's secrets out of it.
-fn spawn(args: &ExecArgs, token: &Value) -> Result<tokio::process::Child> {
+fn spawn(args: &ExecArgs, token: &ForCommand) -> Result<tokio::process::Child> {
     let (program, rest) = args
         .command
         .split_first()
@@ -222,14 +273,13 @@ fn spawn(args: &ExecArgs, token: &Value) -> Result<tokio::process::Child> {
     for name in crate::config::SECRET_ENV {
         command.env_remove(name);
     }
-    let field = |name: &str| token[name].as_str().unwrap_or_default().to_string();
     command
-        .env("TOKEND_TOKEN", field("token"))
-        .env("TOKEND_HEADERS", token["headers"].to_string())
+        .env("TOKEND_TOKEN", &token.token)
+        .env("TOKEND_HEADERS", wire_text(&token.headers))
         .env("TOKEND_SITE", &args.site)
-        .env("TOKEND_ACCOUNT", field("account"))
-        .env("TOKEND_EXPIRES_AT", field("expires_at"));
-    match token["authorization"].as_str() {
+        .env("TOKEND_ACCOUNT", &token.account)
+        .env("TOKEND_EXPIRES_AT", &token.expires_at);
+    match token.authorization.as_deref() {
         Some(authorization) => command.env("TOKEND_AUTHORIZATION", authorization),
         None => command.env_remove("TOKEND_AUTHORIZATION"),
     };

@@ -163,13 +163,14 @@ fn migrate(config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// POSTs `body` to the daemon on an actix system of its own; the answer's `data`.
-fn call_daemon(
+/// POSTs `body` to the daemon on an actix system of its own; the answer's `data`, read as
+/// `T`.
+fn call_daemon<T: serde::de::DeserializeOwned>(
     config: &Config,
     endpoint: crate::cli::client::Endpoint,
     path: &str,
-    body: &serde_json::Value,
-) -> Result<serde_json::Value> {
+    body: &impl serde::Serialize,
+) -> Result<T> {
     let runtime = actix_web::rt::System::new();
     runtime.block_on(crate::cli::client::post(config, &endpoint, path, body))
 }

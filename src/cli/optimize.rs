@@ -2,9 +2,15 @@
 //! each printing its result; the command fails (exit 1) when any step failed, after running
 //! the others.
 
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde_json::json;
 
-use crate::cli::client;
+use crate::actors::alert::{HealthLevel, HealthReport};
+use crate::api::history::HistoryCleanupAnswer;
+use crate::api::metrics::ResetAnswer;
+use crate::api::optimize::OptimizeAnswer;
+use crate::broker::WarmUp;
+use crate::cli::client::{self, wire_text};
 use crate::cli::terminal::printable;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -78,7 +84,7 @@ struct Maintenance<'a> {
 }
 
 impl Maintenance<'_> {
-    async fn post(&self, path: &str) -> Result<Value> {
+    async fn post<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         client::post(self.config, &self.url, path, &json!({})).await
     }
 
@@ -86,10 +92,10 @@ impl Maintenance<'_> {
     async fn health_check(&mut self) {
         let result = client::get(self.config, &self.url, &format!("{PERF}/health"))
             .await
-            .and_then(|data| {
-                let status = data["status"].as_str().unwrap_or("unknown").to_string();
-                let line = format!("status {status}; alerts: {}", describe_alerts(&data));
-                if status == "unhealthy" {
+            .and_then(|report: HealthReport| {
+                let status = wire_text(&report.status);
+                let line = format!("status {status}; alerts: {}", describe_alerts(&report));
+                if report.status == HealthLevel::Unhealthy {
                     Err(Error::Daemon(line))
                 } else {
                     Ok(line)
@@ -102,11 +108,8 @@ impl Maintenance<'_> {
         let result = self
             .post(&format!("/api/v1/automation/history/cleanup?days={days}"))
             .await
-            .map(|d| {
-                format!(
-                    "deleted {} history rows older than {days} days",
-                    d["deleted"]
-                )
+            .map(|d: HistoryCleanupAnswer| {
+                format!("deleted {} history rows older than {days} days", d.deleted)
             });
         self.steps.push(("history cleanup".into(), result));
     }
@@ -115,11 +118,11 @@ impl Maintenance<'_> {
         let result = self
             .post(&format!("{PERF}/cache/warm-up?site_name={site}"))
             .await
-            .map(|d| {
+            .map(|d: WarmUp| {
                 format!(
                     "{} credentials, {} blacklisted",
-                    d["credentials_loaded"],
-                    d["blacklisted"].as_array().map_or(0, Vec::len)
+                    d.credentials_loaded,
+                    d.blacklisted.len()
                 )
             });
         self.steps.push((format!("warm cache {site}"), result));
@@ -129,16 +132,15 @@ impl Maintenance<'_> {
         let result = self
             .post(&format!("{PERF}/optimize-concurrency?apply=true"))
             .await
-            .map(|d| describe_optimization(&d));
+            .map(|d: OptimizeAnswer| describe_optimization(&d));
         self.steps.push(("optimize concurrency".into(), result));
     }
 
     async fn reset_metrics(&mut self) {
-        let result = self.post(&format!("{PERF}/metrics/reset")).await.map(|d| {
+        let result = (self.post(&format!("{PERF}/metrics/reset")).await).map(|d: ResetAnswer| {
             format!(
                 "reset; before: {} acquisitions, {:.1}% success",
-                d["previous"]["total_acquisitions"],
-                d["previous"]["success_rate"].as_f64().unwrap_or(0.0)
+                d.previous.totals.total_acquisitions, d.previous.totals.success_rate
             )
         });
         self.steps.push(("reset metrics".into(), result));
@@ -165,18 +167,9 @@ impl Maintenance<'_> {
 }
 
 /// `type (severity)` of each alert of a health answer, or `none`.
-fn describe_alerts(health: &Value) -> String {
-    let alerts: Vec<String> = health["alerts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|a| {
-            format!(
-                "{} ({})",
-                a["type"].as_str().unwrap_or("?"),
-                a["severity"].as_str().unwrap_or("?")
-            )
-        })
+fn describe_alerts(health: &HealthReport) -> String {
+    let alerts: Vec<String> = (health.alerts.iter())
+        .map(|a| format!("{} ({})", a.kind, wire_text(&a.severity)))
         .collect();
     if alerts.is_empty() {
         "none".into()
@@ -185,23 +178,18 @@ fn describe_alerts(health: &Value) -> String {
     }
 }
 
-fn describe_optimization(data: &Value) -> String {
-    let recs = data["recommendations"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    if recs.is_empty() {
-        return format!("limits {} fit the observed load", data["current_limits"]);
+fn describe_optimization(data: &OptimizeAnswer) -> String {
+    if data.recommendations.is_empty() {
+        return format!(
+            "limits {} fit the observed load",
+            wire_text(&data.current_limits)
+        );
     }
-    let changes: Vec<String> = recs
-        .iter()
+    let changes: Vec<String> = (data.recommendations.iter())
         .map(|r| {
             format!(
                 "{} {} -> {} ({})",
-                r["type"].as_str().unwrap_or("?"),
-                r["current"],
-                r["recommended"],
-                r["reason"].as_str().unwrap_or("")
+                r.kind, r.current, r.recommended, r.reason
             )
         })
         .collect();

@@ -3,6 +3,8 @@
 use clap::Subcommand;
 
 use super::call_daemon;
+use crate::api::accounts::CircuitAnswer;
+use crate::cli::client::wire_text;
 use crate::config::Config;
 use crate::error::Result;
 
@@ -27,7 +29,7 @@ pub(super) fn close_circuit(
     endpoint: crate::cli::client::Endpoint,
 ) -> Result<()> {
     crate::config::validate_site_name("site", site)?;
-    let data = call_daemon(
+    let closed: CircuitAnswer = call_daemon(
         config,
         endpoint,
         &format!("/api/v1/automation/sites/{site}/circuit/close"),
@@ -35,7 +37,7 @@ pub(super) fn close_circuit(
     )?;
     println!(
         "circuit of site `{site}` is {}: logins are tried again",
-        data["circuit"]["state"].as_str().unwrap_or("closed")
+        wire_text(&closed.circuit.state)
     );
     Ok(())
 }

@@ -3,6 +3,9 @@
 use clap::Subcommand;
 
 use super::call_daemon;
+use crate::api::tokens::{InvalidateAnswer, InvalidateRequest};
+use crate::broker::{AcquireRequest, AcquiredToken};
+use crate::cli::client::{read, wire_text};
 use crate::cli::terminal::printable;
 use crate::config::Config;
 use crate::error::Result;
@@ -60,14 +63,21 @@ pub(super) fn run(config: &Config, command: TokenCommand) -> Result<()> {
             wait,
         } => {
             crate::config::validate_site_name("site", &site)?;
-            let body = serde_json::json!({"site_name": site, "account": account, "force_refresh": force_refresh});
-            let data = call_daemon(
+            let body = AcquireRequest {
+                site_name: site,
+                credential_id: None,
+                account,
+                force_refresh,
+            };
+            let path = "/api/v1/automation/tokens/acquire";
+            let data: serde_json::Value = call_daemon(
                 config,
                 crate::cli::client::Endpoint::new(url.as_deref(), wait),
-                "/api/v1/automation/tokens/acquire",
+                path,
                 &body,
             )?;
-            print_token(&data, json, header);
+            let token: AcquiredToken = read(&format!("POST {path}"), &data)?;
+            print_token(&token, &data, json, header);
             Ok(())
         }
         TokenCommand::Invalidate {
@@ -77,8 +87,11 @@ pub(super) fn run(config: &Config, command: TokenCommand) -> Result<()> {
             wait,
         } => {
             crate::config::validate_site_name("site", &site)?;
-            let body = serde_json::json!({"site_name": site, "account": account});
-            let data = call_daemon(
+            let body = InvalidateRequest {
+                site_name: site.clone(),
+                account: account.clone(),
+            };
+            let done: InvalidateAnswer = call_daemon(
                 config,
                 crate::cli::client::Endpoint::new(url.as_deref(), wait),
                 "/api/v1/automation/tokens/invalidate",
@@ -87,45 +100,39 @@ pub(super) fn run(config: &Config, command: TokenCommand) -> Result<()> {
             println!(
                 "invalidated the token of `{}` on site `{site}` (stored token removed: {})",
                 printable(&account),
-                data["stored_token_removed"]
+                done.stored_token_removed
             );
             Ok(())
         }
     }
 }
 
-/// `Name: value` for each of the answer's ready `headers`; from `authorization` when the
-/// daemon is older and answers without them.
-fn header_lines(data: &serde_json::Value) -> Vec<String> {
-    match data["headers"].as_object() {
-        Some(headers) if !headers.is_empty() => headers
-            .iter()
-            .map(|(name, value)| format!("{name}: {}", value.as_str().unwrap_or_default()))
-            .collect(),
-        _ => vec![format!(
-            "Authorization: {}",
-            data["authorization"].as_str().unwrap_or_default()
-        )],
-    }
+/// `Name: value` for each of the answer's ready `headers` (from `authorization` when the
+/// daemon is older and answers without them: [`crate::cache::ReadyHeaders`] reads either).
+fn header_lines(token: &AcquiredToken) -> Vec<String> {
+    token
+        .ready
+        .headers()
+        .map(|(name, value)| format!("{name}: {}", value.expose()))
+        .collect()
 }
 
-/// The token on stdout (or the whole answer, or the header lines to send); its facts on
-/// stderr, so that `$(tokend token get …)` holds the token alone.
-fn print_token(data: &serde_json::Value, json: bool, header: bool) {
+/// The token on stdout (or the whole answer as the daemon wrote it, or the header lines to
+/// send); its facts on stderr, so that `$(tokend token get …)` holds the token alone.
+fn print_token(token: &AcquiredToken, data: &serde_json::Value, json: bool, header: bool) {
     if json {
         println!("{data}");
     } else if header {
-        for line in header_lines(data) {
+        for line in header_lines(token) {
             println!("{}", printable(&line));
         }
     } else {
-        println!("{}", printable(data["token"].as_str().unwrap_or_default()));
-        let field = |name: &str| printable(data[name].as_str().unwrap_or("?"));
+        println!("{}", printable(token.token.expose()));
         eprintln!(
             "account={} expires_at={} source={}",
-            field("account"),
-            field("expires_at"),
-            field("source")
+            printable(&token.account),
+            wire_text(&token.expires_at),
+            wire_text(&token.source)
         );
     }
 }

@@ -432,14 +432,14 @@ mod tests {
     fn one_post_per_alert_per_repeat_interval_and_its_resolution_once() {
         let (webhook, _) = idle_webhook();
         let alert = Alert {
-            kind: "site_unavailable",
+            kind: "site_unavailable".into(),
             message: "circuit open".into(),
             severity: crate::actors::alert::Severity::High,
             value: 1.0,
             threshold: 0.0,
         };
-        webhook.alert_firing(alert.kind, &alert);
-        webhook.alert_firing(alert.kind, &alert);
+        webhook.alert_firing(&alert.kind, &alert);
+        webhook.alert_firing(&alert.kind, &alert);
         webhook.alert_resolved("site_unavailable");
         webhook.alert_resolved("site_unavailable");
         webhook.alert_resolved("never_fired");

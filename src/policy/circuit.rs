@@ -116,7 +116,7 @@ pub enum Admission {
     Open(Duration),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CircuitState {
     Closed,
@@ -125,7 +125,7 @@ pub enum CircuitState {
 }
 
 /// A circuit as reported (`/health`, `/resource-usage`, Prometheus).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CircuitView {
     pub state: CircuitState,
     /// Consecutive network errors and timeouts of logins.

@@ -704,7 +704,9 @@ impl Slots {
 }
 
 /// Where the limits [`Slots::limits`] reports come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LimitsSource {
     /// Set in Redis: every instance holds them.

@@ -8,13 +8,15 @@
 //! (429 and rate-limit answers among them), captcha errors — never on refused passwords, which
 //! fewer logins at once would not cure.
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 use crate::config::AlertsConfig;
 use crate::slots::SlotLimits;
 
 /// What was observed of one site.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SiteLoad {
     pub site: String,
     pub acquisitions: u64,
@@ -29,7 +31,7 @@ pub struct SiteLoad {
 }
 
 /// What was observed of the slots.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SlotLoad {
     pub queue_size: usize,
     pub oldest_wait_seconds: f64,
@@ -37,11 +39,12 @@ pub struct SlotLoad {
     pub sites_configured: usize,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Recommendation {
+    /// The limit it changes: `global`, `per_site` or `per_account`.
     #[serde(rename = "type")]
     #[schema(value_type = String)]
-    pub kind: &'static str,
+    pub kind: Cow<'static, str>,
     pub current: u32,
     pub recommended: u32,
     pub reason: String,
@@ -62,7 +65,7 @@ pub fn recommend(
     if limits.per_account > 1 {
         next.per_account = 1;
         out.push(Recommendation {
-            kind: "per_account",
+            kind: "per_account".into(),
             current: limits.per_account,
             recommended: 1,
             reason: "portals punish an account that logs in twice at once".into(),
@@ -84,7 +87,7 @@ pub fn recommend(
         if limits.per_site > 1 {
             next.per_site = limits.per_site - 1;
             out.push(Recommendation {
-                kind: "per_site",
+                kind: "per_site".into(),
                 current: limits.per_site,
                 recommended: next.per_site,
                 reason: format!(
@@ -99,7 +102,7 @@ pub fn recommend(
         if waiting && limits.global < ceiling {
             next.global = limits.global + 1;
             out.push(Recommendation {
-                kind: "global",
+                kind: "global".into(),
                 current: limits.global,
                 recommended: next.global,
                 reason: format!(
@@ -111,7 +114,7 @@ pub fn recommend(
     }
     if next.per_site > next.global {
         out.push(Recommendation {
-            kind: "per_site",
+            kind: "per_site".into(),
             current: next.per_site,
             recommended: next.global,
             reason: "a per-site limit above the global one can never be used".into(),

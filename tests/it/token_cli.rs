@@ -130,3 +130,136 @@ async fn token_get_header_prints_the_headers_to_send() {
         serde_json::json!({ "Authorization": bearer })
     );
 }
+
+/// A server that is not (this) tokend: answers each path with the canned status and body,
+/// whatever is asked. Returns its base URL; it serves until the test ends.
+fn foreign_daemon(answers: Vec<(&'static str, u16, &'static str)>) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let mut reader = BufReader::new(stream);
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':') {
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let path = request_line.split_whitespace().nth(1).unwrap_or("");
+            let path = path.split('?').next().unwrap_or("");
+            let (status, text) = answers
+                .iter()
+                .find(|(p, _, _)| *p == path)
+                .map_or((404, "{}"), |(_, status, text)| (*status, *text));
+            let mut stream = reader.into_inner();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// An answer the CLI cannot read as the type the API serializes (an older or foreign
+/// server) is a daemon error (exit 69) that names the call, the type and the place in the
+/// answer: never a panic, a `?` or a guessed default.
+#[test]
+fn answers_that_are_not_tokends_are_named_not_guessed() {
+    let url = foreign_daemon(vec![
+        (
+            "/api/v1/automation/tokens/acquire",
+            200,
+            r#"{"success":true,"data":{"account":"alice","expires_at":"2026-01-01T00:00:00Z"}}"#,
+        ),
+        (
+            "/api/v1/automation/tokens/checkouts",
+            200,
+            r#"{"success":true,"data":{"checkouts":[{"checkout_id":"c1","site_name":"s","accounts_site":"s","account":"a","credential_id":1,"job":null,"since":"yesterday","lease_until":"2026-01-01T00:00:00Z"}]}}"#,
+        ),
+        (
+            "/api/v1/automation/accounts/unblock",
+            404,
+            r#"{"success":false,"message":"gone"}"#,
+        ),
+        (
+            "/api/v1/automation/sites/court_zxfw/circuit/close",
+            200,
+            r#"{"ok":true}"#,
+        ),
+        (
+            "/api/v1/automation/performance/health",
+            200,
+            r#"{"success":true,"data":{"status":"sleepy"}}"#,
+        ),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[server]\nlisten = \"127.0.0.1:0\"\n");
+    let run = |args: &[&str]| {
+        let out = common::tokend(dir.path())
+            .args(args)
+            .args(["--url", &url, "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            stderr,
+        )
+    };
+    let (code, stdout, stderr) = run(&["token", "get", "court_zxfw"]);
+    assert_eq!(code, Some(69), "{stderr}");
+    assert_eq!(stdout, "", "no token is guessed");
+    assert!(
+        stderr.contains("POST /api/v1/automation/tokens/acquire")
+            && stderr.contains("AcquiredToken")
+            && stderr.contains("missing field `token`"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = run(&["checkout", "list"]);
+    assert_eq!((code, stdout.as_str()), (Some(69), ""), "{stderr}");
+    assert!(
+        stderr.contains("CheckoutList") && stderr.contains("`checkouts[0].since`"),
+        "{stderr}"
+    );
+    // An error answer without tokend's code: not taken as some code it did not say.
+    let (code, _, stderr) = run(&["accounts", "unblock", "court_zxfw", "alice"]);
+    assert_eq!(code, Some(69), "{stderr}");
+    assert!(
+        stderr.contains("(404)")
+            && stderr.contains("ErrorBody")
+            && stderr.contains("missing field `code`"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(&["sites", "close-circuit", "court_zxfw"]);
+    assert_eq!(code, Some(69), "{stderr}");
+    assert!(stderr.contains("no `success`"), "{stderr}");
+    // A health level this CLI does not know fails the step (exit 1: a step failed), named.
+    let (code, stdout, stderr) = run(&["optimize", "--health-check"]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("FAILED  health check")
+            && stdout.contains("HealthReport")
+            && stdout.contains("`status`")
+            && stdout.contains("sleepy"),
+        "{stdout}"
+    );
+}
