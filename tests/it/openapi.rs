@@ -411,7 +411,7 @@ fn sample(method: &Method, template: &str, status: u16, body: Value) -> Value {
 
 /// A site whose login program hands its captcha to a person, on a portal of its own (the
 /// captcha it asks for would stop the other site's logins).
-fn captcha_site(portal: &portal::Portal) -> String {
+fn captcha_site(portal: &crate::support::portal::Portal) -> String {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/captcha_handoff_login.py"
@@ -433,7 +433,7 @@ async fn real_answers_match_their_declared_schemas() {
         return;
     };
     for backend in harness::backends() {
-        let captcha_portal = portal::Portal::start();
+        let captcha_portal = crate::support::portal::Portal::start();
         *captcha_portal.state.captcha_text.lock().unwrap() = Some("x7k2".into());
         captcha_portal.state.accept("alice", "pw-a");
         let h = Harness::start(backend.as_deref(), &captcha_site(&captcha_portal)).await;
@@ -561,7 +561,7 @@ async fn answer_a_captcha(h: &Harness, record: &mut impl FnMut(&Method, &str, u1
         )
     });
     let list = "/api/v1/automation/captchas";
-    let (id, body) = common::eventually("a pending captcha", Duration::from_secs(20), || async {
+    let (id, body) = support::wait_until("a pending captcha", Duration::from_secs(20), || async {
         let (_, body) = h.api_get(list).await;
         let id = body["data"]["captchas"][0]["id"].as_str()?.to_string();
         Some((id, body))

@@ -175,7 +175,7 @@ async fn tokens_in_use_are_refreshed_in_the_background() {
         );
         assert_eq!(h.portal.state.issued(), 2);
         // The refresh records its row after it stores the token: wait for the row.
-        common::eventually(
+        support::wait_until(
             "the refresh's history row",
             Duration::from_secs(5),
             || async {

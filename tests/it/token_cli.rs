@@ -211,7 +211,7 @@ fn answers_that_are_not_tokends_are_named_not_guessed() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "[server]\nlisten = \"127.0.0.1:0\"\n");
     let run = |args: &[&str]| {
-        let out = common::tokend(dir.path())
+        let out = support::tokend(dir.path())
             .args(args)
             .args(["--url", &url, "--config"])
             .arg(&config)
