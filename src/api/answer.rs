@@ -2,9 +2,9 @@
 //! [`Answer<T>`] `{"success": true, "data": T}` around the `Serialize + ToSchema` answer each
 //! handler returns (declared next to it), and [`ErrorBody`] `{"success": false, "code",
 //! "message", "errors"}` (declared and built beside [`Error`], whose answer it is), with the
-//! answers to bodies the extractors refuse and to unknown paths. The OpenAPI document is generated from these types, and the
-//! CLI reads the daemon's answers into them (`cli/client.rs`); `tests/openapi.rs` validates
-//! every real answer against the document.
+//! answers to bodies the extractors refuse and to unknown paths. The OpenAPI document is
+//! generated from these types, and the CLI reads the daemon's answers into them
+//! (`cli/client.rs`); `tests/openapi.rs` validates every real answer against the document.
 
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
