@@ -86,7 +86,8 @@ async fn redis_discards_stale_token_entries() {
     if !common::redis_available() {
         return;
     }
-    let store = RedisStore::connect(&common::redis_url()).unwrap();
+    let link = tokend::redis::RedisLink::open(&common::redis_url(), "tokend-fence").unwrap();
+    let store = RedisStore::new(link);
     let key = format!("tokend-fence-{}:token:court_zxfw:1", common::unique());
     let ttl = Duration::from_secs(60);
     assert!(store
