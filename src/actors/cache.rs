@@ -59,9 +59,13 @@ pub struct CacheHealth;
 #[derive(Debug, Clone, Serialize)]
 pub struct CacheHealthReport {
     pub backend: &'static str,
-    pub keys: usize,
+    /// Keys tokend owns (`None` when Redis did not answer this check).
+    pub keys: Option<usize>,
     /// Round trip in milliseconds (Redis only).
     pub latency_ms: Option<f64>,
+    /// Why the details are missing while the link is up (a passing error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl Handler<CacheHealth> for CacheActor {
@@ -70,42 +74,65 @@ impl Handler<CacheHealth> for CacheActor {
     fn handle(&mut self, _: CacheHealth, _: &mut Context<Self>) -> Self::Result {
         let (store, cache) = (self.store.clone(), self.cache.clone());
         Box::pin(async move {
-            // While the link's breaker is open, health does not wait on Redis either: the
-            // link's probe finds out when it is back.
-            if !cache.backend_up() {
-                return Err(Error::CacheUnavailable(
-                    "unreachable; requests use the in-process fallback while a background \
-                     probe waits for it"
-                        .into(),
-                ));
-            }
-            let latency_ms = match &store {
-                CacheStore::Redis(redis) => {
-                    // Spawned: past the wait, the ping goes on and its answer (or its
-                    // timeout) reaches the link.
-                    let redis = redis.clone();
-                    let ping = tokio::spawn(async move { redis.ping().await });
-                    match tokio::time::timeout(HEALTH_WAIT, ping).await {
-                        Ok(Ok(latency)) => Some(latency?),
-                        Ok(Err(e)) => return Err(Error::Internal(format!("cache ping: {e}"))),
-                        Err(_) => {
-                            return Err(Error::CacheUnavailable(format!(
-                                "no answer within {} ms",
-                                HEALTH_WAIT.as_millis()
-                            )))
-                        }
-                    }
-                }
-                CacheStore::Memory(_) => None,
+            let Some(link) = store.link().cloned() else {
+                return Ok(CacheHealthReport {
+                    backend: store.backend(),
+                    keys: Some(cache.keys_under_prefix().await?),
+                    latency_ms: None,
+                    note: None,
+                });
             };
-            let keys = cache.keys_under_prefix().await?;
-            Ok(CacheHealthReport {
-                backend: store.backend(),
-                keys,
-                latency_ms,
-            })
+            // The state is the link's: while its breaker is open, health does not wait on
+            // Redis either (the link's probe finds out when it is back).
+            if !link.is_up() {
+                return Err(unreachable());
+            }
+            // A ping spawned, so that past the wait it goes on and its answer reaches the
+            // link; a Redis silent for the whole wait is taken for down at once.
+            let ping = tokio::spawn({
+                let link = link.clone();
+                async move { link.ping().await }
+            });
+            let latency = match tokio::time::timeout(HEALTH_WAIT, ping).await {
+                Ok(Ok(latency)) => latency,
+                Ok(Err(e)) => return Err(Error::Internal(format!("cache ping: {e}"))),
+                Err(_) => {
+                    let why = format!("no answer to PING within {} ms", HEALTH_WAIT.as_millis());
+                    link.found_unreachable("redis health", &why);
+                    return Err(unreachable());
+                }
+            };
+            let counted = match latency {
+                Ok(latency) => cache.keys_under_prefix().await.map(|keys| (keys, latency)),
+                Err(e) => Err(e),
+            };
+            match counted {
+                Ok((keys, latency)) => Ok(CacheHealthReport {
+                    backend: store.backend(),
+                    keys: Some(keys),
+                    latency_ms: Some(latency),
+                    note: None,
+                }),
+                // Errors that have not gone on long enough for the link to take Redis for
+                // down: up, as every policy sees it, with what went wrong.
+                Err(e) if link.is_up() => Ok(CacheHealthReport {
+                    backend: store.backend(),
+                    keys: None,
+                    latency_ms: None,
+                    note: Some(e.to_string()),
+                }),
+                Err(_) => Err(unreachable()),
+            }
         })
     }
+}
+
+fn unreachable() -> Error {
+    Error::CacheUnavailable(
+        "unreachable; requests use the in-process fallback while a background probe waits \
+         for it"
+            .into(),
+    )
 }
 
 impl From<MailboxError> for Error {

@@ -52,8 +52,15 @@ impl GuardedStore {
             .await
     }
 
+    /// Whether a write sent whatever the breaker says goes to the background: while the link
+    /// is down, the caller does not wait on a Redis known to be unreachable (the write lands
+    /// if Redis answers within the command timeout, and its failure is logged there).
+    fn in_background(&self) -> bool {
+        !self.is_up() && tokio::runtime::Handle::try_current().is_ok()
+    }
+
     /// A write sent whatever the breaker says (a tombstone must not be lost); a failure is
-    /// counted and returned.
+    /// counted and returned (or, in the background, logged).
     pub async fn set_always(
         &self,
         kind: CacheKind,
@@ -61,12 +68,32 @@ impl GuardedStore {
         value: &str,
         ttl: Duration,
     ) -> Result<()> {
+        if self.in_background() {
+            let (this, key, value) = (self.clone(), key.to_string(), value.to_string());
+            tokio::spawn(async move {
+                let sent = this.store.set(&key, &value, ttl, Admit::Always);
+                if let Err(e) = this.call(kind, sent).await {
+                    log::warn!("event=cache_write_failed kind={kind} key={key} error=\"{e}\" sent=background");
+                }
+            });
+            return Ok(());
+        }
         self.call(kind, self.store.set(key, value, ttl, Admit::Always))
             .await
     }
 
-    /// Deletes are always sent, whatever the breaker says: an invalidation must not be lost.
+    /// Deletes are always sent, whatever the breaker says: an invalidation must not be lost
+    /// (while the link is down, in the background).
     pub async fn delete(&self, kind: CacheKind, key: &str) {
+        if self.in_background() {
+            let (this, key) = (self.clone(), key.to_string());
+            tokio::spawn(async move { this.delete_now(kind, &key).await });
+            return;
+        }
+        self.delete_now(kind, key).await;
+    }
+
+    async fn delete_now(&self, kind: CacheKind, key: &str) {
         if let Err(e) = self.call(kind, self.store.delete(key)).await {
             // Logged each time: an entry left behind is served until it expires.
             log::warn!("event=cache_delete_failed kind={kind} key={key} error=\"{e}\"");

@@ -59,6 +59,8 @@ enum Held {
 /// A slot held in Redis, with what its release needs.
 pub struct RemoteSlot {
     lease: RemoteLease,
+    /// How long the lease lasts unless renewed (`acquisition_timeout`).
+    length: Duration,
     slots: RedisSlots,
     wake: Arc<Notify>,
 }
@@ -132,16 +134,52 @@ impl Drop for Slot {
                 remote.slots.clone(),
                 remote.wake.clone(),
             );
+            let length = remote.length;
             // Outside a runtime (process exit) the lease simply expires.
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
-                    if let Err(e) = slots.release(&lease).await {
-                        log::warn!("event=slot_release_failed site={} error=\"{e}\" action=lease_will_expire", lease.site);
-                    }
+                    release_slot(&slots, &lease, length).await;
                     wake.notify_waiters();
                 });
             }
         }
+    }
+}
+
+/// Frees a lease in Redis: a failed release (a reset, a Redis that went silent) is retried
+/// until it lands or the lease has run out (`length` from now at most, as its holder renews it
+/// no more), so that a lost release does not hold a slot for a whole lease.
+async fn release_slot(slots: &RedisSlots, lease: &RemoteLease, length: Duration) {
+    let expired = Instant::now() + length;
+    let mut pause = LOCK_POLL_MAX;
+    let mut failed = false;
+    loop {
+        match slots.release(lease).await {
+            Ok(_) => {
+                if failed {
+                    log::info!("event=slot_released_after_retry site={}", lease.site);
+                }
+                return;
+            }
+            Err(e) if Instant::now() + pause >= expired => {
+                log::warn!(
+                    "event=slot_release_failed site={} error=\"{e}\" action=lease_expired",
+                    lease.site
+                );
+                return;
+            }
+            Err(e) => {
+                if !failed {
+                    log::warn!(
+                        "event=slot_release_failed site={} error=\"{e}\" action=retry",
+                        lease.site
+                    );
+                }
+                failed = true;
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
 
@@ -453,6 +491,7 @@ impl Slots {
                 Ok(lease) => {
                     let remote = RemoteSlot {
                         lease,
+                        length: ask.lease,
                         slots: redis.clone(),
                         wake: self.wake.clone(),
                     };
