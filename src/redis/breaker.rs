@@ -1,8 +1,9 @@
 //! The one breaker in front of Redis: one state for every user of the link (token cache,
 //! slots, locks, circuits, budgets, adaptive limits, checkouts, round-robin turns).
 //!
-//! Up → (a command unanswered within the command timeout: a silent Redis; or errors, such as
-//! resets, that go on for [`ERROR_GRACE`] with no answer between) → degraded for
+//! Up → (a command unanswered within the command timeout: a silent Redis; a refused
+//! connection; or errors, such as resets, that go on for [`ERROR_GRACE`] with no answer
+//! between) → degraded for
 //! [`FIRST_PAUSE`]: every call is refused at once, so every policy takes its in-process
 //! fallback together, and no caller waits on Redis. A passing error (one reset, a reconnect)
 //! is not an outage: it fails that call alone, and the next one reconnects. When the pause
@@ -27,9 +28,11 @@ pub const ERROR_GRACE: Duration = Duration::from_secs(2);
 /// How a call failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
-    /// No answer within the command timeout: Redis is silent, and every call would wait.
+    /// No answer within the command timeout (Redis is silent, and every call would wait),
+    /// or nobody listens (every call would fail).
     Silent,
-    /// An error that came at once (reset, refused, a Redis that is loading).
+    /// An error that came at once on a connection that worked (a reset, a Redis that is
+    /// loading): passing, unless it goes on.
     Error,
 }
 
