@@ -96,7 +96,7 @@ impl Breaker {
 
     /// Redis answered: up again (or still).
     pub fn succeeded(&self) -> Change {
-        if self.erring.swap(false, Ordering::AcqRel) {
+        if self.erring.load(Ordering::Acquire) && self.erring.swap(false, Ordering::AcqRel) {
             *self.first_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
         if self.is_up() {

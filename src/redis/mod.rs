@@ -13,7 +13,8 @@
 //!
 //! A call is refused at once while the link is not up ([`Error::CacheUnavailable`]), and each
 //! user then takes its in-process fallback: a silent Redis is found out once (one command
-//! timeout, by the call that meets it) and every policy falls back at that moment. The link's
+//! timeout, by the call that meets it; a refused connection at once; resets once they go on
+//! for [`ERROR_GRACE`]) and every policy falls back at that moment. The link's
 //! own background probe asks Redis again when the pause is over, and when it answers every
 //! policy goes back to Redis together. A few calls are sent whatever the breaker says
 //! ([`Admit::Always`]: invalidations, releases of leases and locks, renewals, all off the
@@ -41,6 +42,9 @@ use crate::vault::secret::redact_url;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a command may go unanswered: the most a caller waits on a silent Redis.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The shortest sleep of the probe between two looks at the breaker.
+const PROBE_TICK: Duration = Duration::from_millis(10);
 
 /// Whether a call heeds the breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,7 +226,7 @@ impl RedisLink {
     /// Waits each pause out and asks Redis, until it answers.
     async fn probe_until_up(self) {
         while let Some(left) = self.inner.breaker.pause_left() {
-            tokio::time::sleep(left).await;
+            tokio::time::sleep(left.max(PROBE_TICK)).await;
             if !self.inner.breaker.begin_probe() {
                 continue;
             }
