@@ -235,8 +235,10 @@ impl LockState {
 const CONFIRM_EVERY: Duration = Duration::from_millis(250);
 const CONFIRM_TRY: Duration = Duration::from_millis(500);
 /// The same while the link is down: what a login on an in-process lock pays for asking a
-/// silent Redis (one that refuses answers at once).
-const CONFIRM_TRY_DOWN: Duration = Duration::from_millis(250);
+/// silent Redis (one that refuses answers at once). A Redis that is back (before the link's
+/// probe found out) answers in far less; one that does not is asked on by the lock's
+/// background task, which reports a conflict (`flight_lock_conflict`).
+const CONFIRM_TRY_DOWN: Duration = Duration::from_millis(100);
 
 impl FlightLock {
     /// Whether the lock is held in Redis (not the in-process fallback, or a no-op without
