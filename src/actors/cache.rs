@@ -13,7 +13,6 @@ use actix::prelude::*;
 use serde::Serialize;
 
 use crate::cache::{CacheStore, TokenCache};
-use crate::config::Config;
 use crate::error::{Error, Result};
 
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
@@ -28,7 +27,7 @@ pub struct CacheActor {
 }
 
 impl CacheActor {
-    pub fn new(cache: &TokenCache, _config: &Config) -> CacheActor {
+    pub fn new(cache: &TokenCache) -> CacheActor {
         CacheActor {
             store: cache.store().clone(),
             cache: cache.clone(),
