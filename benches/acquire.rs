@@ -309,12 +309,8 @@ async fn slots() {
 async fn redis_slots(url: &str) {
     use tokend::slots::redis::{RedisSlots, SlotRequest};
     use tokend::slots::SlotLimits;
-    let conn = redis::Client::open(url)
-        .unwrap()
-        .get_connection_manager()
-        .await
-        .unwrap();
-    let slots = RedisSlots::new(conn, &format!("tokend-bench-slots-{}", std::process::id()));
+    let prefix = format!("tokend-bench-slots-{}", std::process::id());
+    let slots = RedisSlots::new(tokend::redis::RedisLink::open(url, &prefix).unwrap());
     let wake = Arc::new(tokio::sync::Notify::new());
     let limits = SlotLimits {
         global: 10_000,

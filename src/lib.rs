@@ -18,6 +18,9 @@
 //! - [`api`]: one small handler per endpoint, their typed answers, the dashboard.
 //! - [`broker`]: the pipeline — a cached token, or the slow path — over [`cache`] (in
 //!   process or Redis, with the near cache and the breaker).
+//! - [`redis`]: the one Redis link — the connection, its one breaker (a silent Redis is
+//!   found out once and every policy falls back together), the key schema with its Cluster
+//!   hash tags, the Lua scripts.
 //! - [`policy`]: the slow path's decisions — which account (selection), logins per sliding
 //!   hour (budget), a site that is down is paused (circuit), AIMD limits (adaptive), and the
 //!   vocabulary of results and penalties (outcome); [`slots`]: limits in flight, in process
@@ -48,6 +51,7 @@ pub(crate) mod error;
 pub mod history;
 pub mod lifecycle;
 pub mod policy;
+pub mod redis;
 pub mod slots;
 pub mod vault;
 pub(crate) mod watch;

@@ -374,12 +374,11 @@ impl Handler<Health> for AlertActor {
                     None => Vec::new(),
                 }
             };
-            let (database, cache_state, metrics, sites) = tokio::join!(
-                history.send(CheckDatabase),
-                cache.send(CacheHealth),
-                monitor.send(Snapshot),
-                sites
-            );
+            // The cache first: a Redis silent this moment is found out within the cache's
+            // health wait, so that the sites' reads that follow do not wait on it.
+            let cache_state = cache.send(CacheHealth).await;
+            let (database, metrics, sites) =
+                tokio::join!(history.send(CheckDatabase), monitor.send(Snapshot), sites);
             let (metrics, mut alerts, monitor_component) = metrics_or_alert(metrics, &thresholds);
             let now = RequestCounts::of(&metrics);
             alerts.extend(site_alerts(&sites, now.rejection_rate(window), &thresholds));

@@ -3,72 +3,35 @@
 //! The hot path reads the store through a cloned [`CacheStore`] handle and never queues here;
 //! this actor does the slow and periodic work.
 //!
-//! Messages: [`CacheHealth`] (backend, reachability, key count), [`WatchSlots`] (the login
-//! slots whose Redis fallback the probe also ends).
-//! Timers: every [`SWEEP_INTERVAL`], expired in-process entries are dropped; every
-//! [`PROBE_INTERVAL`], while Redis is taken for unreachable (the cache's breaker is open, or
-//! the slots fell back to in-process limits), one probe asks Redis whether it is back, so
-//! that recovery does not wait for a request to find out.
+//! Messages: [`CacheHealth`] (backend, reachability, key count).
+//! Timers: every [`SWEEP_INTERVAL`], expired in-process entries are dropped. Whether Redis is
+//! reachable, and finding it back, is the Redis link's own business ([`crate::redis`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use serde::Serialize;
 
 use crate::cache::{CacheStore, TokenCache};
-use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::slots::Slots;
 
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
-/// How often Redis is probed while it is taken for unreachable.
-pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest `/health` waits for Redis's answer while the link says it is up: a Redis that
+/// has gone silent this moment is reported, and the health answer does not wait for the
+/// command timeout (the ping goes on in the background and tells the link).
+pub const HEALTH_WAIT: Duration = Duration::from_millis(300);
 
 pub struct CacheActor {
     store: CacheStore,
     cache: TokenCache,
-    /// The login slots, once the server has made them.
-    slots: Option<Slots>,
-    /// Set while a probe is under way: a blackholed Redis makes one wait, not a pile.
-    probing: Arc<AtomicBool>,
-    /// `{key_prefix}:`, the start of every key tokend owns.
-    prefix: String,
 }
 
 impl CacheActor {
-    pub fn new(cache: &TokenCache, config: &Config) -> CacheActor {
+    pub fn new(cache: &TokenCache) -> CacheActor {
         CacheActor {
             store: cache.store().clone(),
             cache: cache.clone(),
-            slots: None,
-            probing: Arc::default(),
-            prefix: format!("{}:", config.redis.key_prefix),
         }
-    }
-
-    /// Starts one probe unless Redis is taken for reachable or a probe is under way. While
-    /// the cache finds Redis unreachable, the slots (on the same Redis) fall back too.
-    fn probe(&self) {
-        if let Some(slots) = &self.slots {
-            slots.follow_cache_backend(self.cache.backend_up());
-        }
-        let slots_degraded = self.slots.as_ref().is_some_and(Slots::is_degraded);
-        if (self.cache.backend_up() && !slots_degraded) || self.probing.swap(true, Ordering::AcqRel)
-        {
-            return;
-        }
-        let (cache, slots, probing) =
-            (self.cache.clone(), self.slots.clone(), self.probing.clone());
-        actix::spawn(async move {
-            if cache.probe().await {
-                if let Some(slots) = slots {
-                    slots.probe().await;
-                }
-            }
-            probing.store(false, Ordering::Release);
-        });
     }
 }
 
@@ -84,22 +47,6 @@ impl Actor for CacheActor {
                 }
             }
         });
-        if matches!(self.store, CacheStore::Redis(_)) {
-            ctx.run_interval(PROBE_INTERVAL, |actor, _| actor.probe());
-        }
-    }
-}
-
-/// The login slots, whose fallback to in-process limits the probe also ends.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct WatchSlots(pub Slots);
-
-impl Handler<WatchSlots> for CacheActor {
-    type Result = ();
-
-    fn handle(&mut self, WatchSlots(slots): WatchSlots, _: &mut Context<Self>) {
-        self.slots = Some(slots);
     }
 }
 
@@ -113,40 +60,80 @@ pub struct CacheHealthReport {
     /// `memory` or `redis`.
     #[schema(value_type = String)]
     pub backend: std::borrow::Cow<'static, str>,
-    pub keys: usize,
+    /// Keys tokend owns (`None` when Redis did not answer this check).
+    pub keys: Option<usize>,
     /// Round trip in milliseconds (Redis only).
     pub latency_ms: Option<f64>,
+    /// Why the details are missing while the link is up (a passing error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl Handler<CacheHealth> for CacheActor {
     type Result = ResponseFuture<Result<CacheHealthReport>>;
 
     fn handle(&mut self, _: CacheHealth, _: &mut Context<Self>) -> Self::Result {
-        let store = self.store.clone();
-        let prefix = self.prefix.clone();
-        let breaker_open = !self.cache.backend_up();
+        let (store, cache) = (self.store.clone(), self.cache.clone());
         Box::pin(async move {
-            // While the breaker keeps requests away, health does not wait on Redis either: the
-            // background probe finds out when it is back.
-            if breaker_open {
-                return Err(Error::CacheUnavailable(
-                    "unreachable; requests use the in-process fallback while a background \
-                     probe waits for it"
-                        .into(),
-                ));
-            }
-            let latency_ms = match &store {
-                CacheStore::Redis(redis) => Some(redis.ping().await?),
-                CacheStore::Memory(_) => None,
+            let Some(link) = store.link().cloned() else {
+                return Ok(CacheHealthReport {
+                    backend: store.backend().into(),
+                    keys: Some(cache.keys_under_prefix().await?),
+                    latency_ms: None,
+                    note: None,
+                });
             };
-            let keys = store.count_prefix(&prefix).await?;
-            Ok(CacheHealthReport {
-                backend: store.backend().into(),
-                keys,
-                latency_ms,
-            })
+            // The state is the link's: while its breaker is open, health does not wait on
+            // Redis either (the link's probe finds out when it is back).
+            if !link.is_up() {
+                return Err(unreachable());
+            }
+            // A ping spawned, so that past the wait it goes on and its answer reaches the
+            // link; a Redis silent for the whole wait is taken for down at once.
+            let ping = tokio::spawn({
+                let link = link.clone();
+                async move { link.ping().await }
+            });
+            let latency = match tokio::time::timeout(HEALTH_WAIT, ping).await {
+                Ok(Ok(latency)) => latency,
+                Ok(Err(e)) => return Err(Error::Internal(format!("cache ping: {e}"))),
+                Err(_) => {
+                    let why = format!("no answer to PING within {} ms", HEALTH_WAIT.as_millis());
+                    link.found_unreachable("redis health", &why);
+                    return Err(unreachable());
+                }
+            };
+            let counted = match latency {
+                Ok(latency) => cache.keys_under_prefix().await.map(|keys| (keys, latency)),
+                Err(e) => Err(e),
+            };
+            match counted {
+                Ok((keys, latency)) => Ok(CacheHealthReport {
+                    backend: store.backend().into(),
+                    keys: Some(keys),
+                    latency_ms: Some(latency),
+                    note: None,
+                }),
+                // Errors that have not gone on long enough for the link to take Redis for
+                // down: up, as every policy sees it, with what went wrong.
+                Err(e) if link.is_up() => Ok(CacheHealthReport {
+                    backend: store.backend().into(),
+                    keys: None,
+                    latency_ms: None,
+                    note: Some(e.to_string()),
+                }),
+                Err(_) => Err(unreachable()),
+            }
         })
     }
+}
+
+fn unreachable() -> Error {
+    Error::CacheUnavailable(
+        "unreachable; requests use the in-process fallback while a background probe waits \
+         for it"
+            .into(),
+    )
 }
 
 impl From<MailboxError> for Error {

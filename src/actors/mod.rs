@@ -51,7 +51,7 @@ impl Actors {
     pub fn start(config: Arc<Config>, pool: Pool, cache: &TokenCache) -> Actors {
         let metrics = Arc::new(Metrics::new(cache.counters.clone()));
         let monitor = MonitorActor::new(cache.counters.clone(), metrics.clone()).start();
-        let cache = CacheActor::new(cache, &config).start();
+        let cache = CacheActor::new(cache).start();
         let concurrency = ConcurrencyActor::new(&config.concurrency).start();
         let history = HistoryActor::new(pool).start();
         let spool = crate::history::spool::Spool::new(&config.history.spool_file);

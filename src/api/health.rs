@@ -7,8 +7,8 @@ use super::answer::success;
 use super::state::AppState;
 use crate::actors::alert::{Alert, Health, HealthLevel, HealthReport, Severity};
 use crate::actors::components::{
-    CheckStatus, HistoryComponent, HistoryStatus, SecretKeyComponent, SecretKeyStatus,
-    SlotsComponent, SlotsStatus,
+    HistoryComponent, HistoryStatus, SecretKeyComponent, SecretKeyStatus, SlotsComponent,
+    SlotsStatus,
 };
 use crate::error::Error;
 use crate::history::spool::{dead_letter_path, DeadLetter};
@@ -50,11 +50,8 @@ pub async fn healthz() -> HttpResponse {
 )]
 pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let mut report = state.actors.alert.send(Health).await?;
-    // The login slots: shared through Redis, or in process (by design, or as a fallback).
-    // They use the cache's Redis: when the cache cannot reach it, neither can they.
-    state
-        .slots
-        .follow_cache_backend(report.components.cache.status == CheckStatus::Up);
+    // The login slots: shared through Redis, or in process (by design, or as a fallback
+    // while the one Redis link is not up: the same state the cache reports).
     let slots_status = if state.slots.is_degraded() {
         SlotsStatus::Degraded
     } else {

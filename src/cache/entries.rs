@@ -248,7 +248,7 @@ mod tests {
     }
 
     /// The Redis script that refuses stale writes reads `entry.fence` from the stored JSON
-    /// (`redis_store::SET_FENCED`): renaming the field would silently turn fencing off.
+    /// (`src/redis/scripts/token_set.lua`): renaming the field would silently turn fencing off.
     #[test]
     fn the_fence_is_stored_where_the_redis_script_reads_it() {
         let now = Utc::now();
@@ -258,7 +258,7 @@ mod tests {
         };
         let stored = serde_json::to_value(&token).unwrap();
         assert_eq!(stored["fence"], 42);
-        assert!(super::super::redis_store::SET_FENCED.contains("entry.fence"));
+        assert!(include_str!("../redis/scripts/token_set.lua").contains("entry.fence"));
     }
 
     /// Issue 21: a cookie session is handed out as a `Cookie` header with no `authorization`;

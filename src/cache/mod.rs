@@ -2,23 +2,21 @@
 //! ([`RedisStore`]), one interface ([`CacheStore`]), and the pipeline's typed view of it
 //! ([`TokenCache`]).
 //!
-//! Keys are `{key_prefix}:{kind}:{site}[:{account}]` ([`keys`]), so that one site's keys, or
-//! all of tokend's, can be found by prefix.
+//! Keys are `{key_prefix}:{kind}:{{site}}[:{account}]` ([`crate::redis::keys`]), so that one
+//! site's keys, or all of tokend's, can be found by prefix. With Redis, every call goes
+//! through the one Redis link and its breaker ([`crate::redis`]).
 //!
 //! | file | idea |
 //! |---|---|
 //! | `store.rs`, `memory.rs`, `redis_store.rs` | where entries live |
-//! | `keys.rs` | the key scheme |
 //! | `entries.rs` | what is stored: token and credential entries, blocks |
 //! | `kinds.rs` | the cache kinds and their hit/miss/error counters |
-//! | `breaker.rs`, `guarded.rs` | leaving a failed Redis alone; counting failures by kind |
+//! | `guarded.rs` | counting failures by kind (the breaker is the Redis link's) |
 //! | `near.rs` | the in-process copies: near cache and decoded entries |
 //! | `tokens.rs` | [`TokenCache`], the typed reads and writes the pipeline makes |
 
-pub mod breaker;
 pub mod entries;
 pub mod guarded;
-pub mod keys;
 pub mod kinds;
 pub mod memory;
 pub mod near;

@@ -1,34 +1,16 @@
-//! The Redis cache backend: a lazily connecting, self-reconnecting connection manager with
-//! bounded connect and command timeouts, so that no caller waits long on a dead Redis.
+//! The Redis cache backend: the token cache's reads and writes over the one Redis link
+//! ([`RedisLink`]), whose breaker and timeouts bound every wait on a dead Redis.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::AsyncCommands;
+use crate::error::Result;
+use crate::redis::scripts::TOKEN_SET;
+use crate::redis::{Admit, RedisLink};
 
-use crate::error::{Error, Result};
-use crate::vault::secret::redact_url;
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Keys asked for per SCAN step; large enough to be quick, small enough not to block Redis.
 const SCAN_BATCH: usize = 500;
-
-/// Writes a token entry unless its tombstone exists or the stored entry carries a newer
-/// `fence` (the field of [`super::CachedToken`]).
-pub(super) const SET_FENCED: &str = r#"
-if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
-local mine = tonumber(ARGV[3])
-if mine > 0 then
-  local current = redis.call('GET', KEYS[1])
-  if current then
-    local ok, entry = pcall(cjson.decode, current)
-    if ok and type(entry) == 'table' and tonumber(entry.fence or 0) > mine then return 0 end
-  end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"#;
+/// How the cache names itself in errors and logs.
+const WHAT: &str = "redis cache";
 
 /// What became of a token write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,56 +24,43 @@ pub enum TokenWrite {
 
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
-    display_url: String,
-}
-
-fn unavailable(e: redis::RedisError) -> Error {
-    Error::CacheUnavailable(e.to_string())
+    link: RedisLink,
 }
 
 impl RedisStore {
-    /// Prepares the connection without waiting for Redis: tokend starts while Redis is down.
-    pub fn connect(url: &str) -> Result<RedisStore> {
-        let client = redis::Client::open(url)
-            .map_err(|e| Error::config("redis.url", format!("{}: {e}", redact_url(url))))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| Error::config("redis.url", e.to_string()))?;
-        Ok(RedisStore {
-            conn,
-            display_url: redact_url(url),
-        })
+    pub fn new(link: RedisLink) -> RedisStore {
+        RedisStore { link }
     }
 
-    /// The shared connection, for the Redis slots.
-    pub fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
+    /// The link, shared with the slots and the policies.
+    pub fn link(&self) -> &RedisLink {
+        &self.link
     }
 
     pub fn display_url(&self) -> &str {
-        &self.display_url
+        self.link.display_url()
     }
 
     pub async fn incr(&self, key: &str) -> Result<u64> {
-        self.conn.clone().incr(key, 1).await.map_err(unavailable)
+        let cmd = redis::cmd("INCR").arg(key).clone();
+        self.link.query(WHAT, Admit::WhenUp, &cmd).await
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<String>> {
-        self.conn.clone().get(key).await.map_err(unavailable)
+        let cmd = redis::cmd("GET").arg(key).clone();
+        self.link.query(WHAT, Admit::WhenUp, &cmd).await
     }
 
-    pub async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+    /// A write through the breaker (`Admit::WhenUp`), or sent whatever it says.
+    pub async fn set(&self, key: &str, value: &str, ttl: Duration, admit: Admit) -> Result<()> {
         let millis = ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
-        self.conn
-            .clone()
-            .pset_ex(key, value, millis)
-            .await
-            .map_err(unavailable)
+        let cmd = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("PX")
+            .arg(millis)
+            .clone();
+        self.link.query(WHAT, admit, &cmd).await
     }
 
     /// Sets `key` unless the JSON stored there carries a `fence` newer than `fence`
@@ -117,16 +86,12 @@ impl RedisStore {
         revoked: Option<&str>,
     ) -> Result<TokenWrite> {
         let millis = ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
-        let script = redis::Script::new(SET_FENCED);
-        let mut invocation = script.key(key);
+        let mut invocation = TOKEN_SET.key(key);
         if let Some(revoked) = revoked {
             invocation.key(revoked);
         }
         invocation.arg(value).arg(millis).arg(fence);
-        let written: u64 = invocation
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
+        let written: u64 = self.link.invoke(WHAT, Admit::WhenUp, &invocation).await?;
         Ok(match written {
             1 => TokenWrite::Written,
             2 => TokenWrite::Revoked,
@@ -134,27 +99,28 @@ impl RedisStore {
         })
     }
 
+    /// Deletes are sent whatever the breaker says: an invalidation must not be lost.
     pub async fn delete(&self, key: &str) -> Result<bool> {
-        let removed: u64 = self.conn.clone().del(key).await.map_err(unavailable)?;
+        let cmd = redis::cmd("DEL").arg(key).clone();
+        let removed: u64 = self.link.query(WHAT, Admit::Always, &cmd).await?;
         Ok(removed > 0)
     }
 
     /// Every key under `prefix`, found with SCAN (never KEYS, which blocks Redis).
     async fn scan_prefix(&self, prefix: &str) -> Result<Vec<String>> {
-        let mut conn = self.conn.clone();
         let pattern = format!("{prefix}*");
         let mut cursor: u64 = 0;
         let mut keys = Vec::new();
         loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            let cmd = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
                 .arg(&pattern)
                 .arg("COUNT")
                 .arg(SCAN_BATCH)
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
+                .clone();
+            let (next, batch): (u64, Vec<String>) =
+                self.link.query(WHAT, Admit::WhenUp, &cmd).await?;
             keys.extend(batch);
             if next == 0 {
                 return Ok(keys);
@@ -166,10 +132,10 @@ impl RedisStore {
     /// Deletes every key under `prefix`; returns how many.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<usize> {
         let keys = self.scan_prefix(prefix).await?;
-        let mut conn = self.conn.clone();
         let mut removed = 0;
         for chunk in keys.chunks(SCAN_BATCH) {
-            let n: usize = conn.unlink(chunk).await.map_err(unavailable)?;
+            let cmd = redis::cmd("UNLINK").arg(chunk).clone();
+            let n: usize = self.link.query(WHAT, Admit::Always, &cmd).await?;
             removed += n;
         }
         Ok(removed)
@@ -181,21 +147,13 @@ impl RedisStore {
 
     /// Round trip in milliseconds.
     pub async fn ping(&self) -> Result<f64> {
-        let started = Instant::now();
-        let _: String = redis::cmd("PING")
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
-        Ok(started.elapsed().as_secs_f64() * 1000.0)
+        self.link.ping().await
     }
 
     /// `used_memory` from INFO memory, in bytes.
     pub async fn used_memory(&self) -> Result<u64> {
-        let info: String = redis::cmd("INFO")
-            .arg("memory")
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
+        let cmd = redis::cmd("INFO").arg("memory").clone();
+        let info: String = self.link.query(WHAT, Admit::WhenUp, &cmd).await?;
         Ok(info
             .lines()
             .find_map(|line| line.strip_prefix("used_memory:"))

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::memory::MemoryStore;
 use super::redis_store::RedisStore;
-use crate::config::Config;
 use crate::error::Result;
+use crate::redis::{Admit, RedisLink};
 
 #[derive(Clone)]
 pub enum CacheStore {
@@ -16,14 +16,19 @@ pub enum CacheStore {
 }
 
 impl CacheStore {
-    /// The store the configuration asks for; Redis is connected lazily.
-    pub fn from_config(config: &Config) -> Result<CacheStore> {
-        if config.redis.enabled() {
-            Ok(CacheStore::Redis(RedisStore::connect(
-                config.redis.url.expose(),
-            )?))
-        } else {
-            Ok(CacheStore::Memory(Arc::default()))
+    /// Redis over the link when there is one, else in process.
+    pub fn new(link: Option<&RedisLink>) -> CacheStore {
+        match link {
+            Some(link) => CacheStore::Redis(RedisStore::new(link.clone())),
+            None => CacheStore::Memory(Arc::default()),
+        }
+    }
+
+    /// The Redis link, when the cache is in Redis.
+    pub fn link(&self) -> Option<&RedisLink> {
+        match self {
+            CacheStore::Redis(redis) => Some(redis.link()),
+            CacheStore::Memory(_) => None,
         }
     }
 
@@ -41,13 +46,14 @@ impl CacheStore {
         }
     }
 
-    pub async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+    /// A write; with `Admit::Always` sent to Redis whatever its breaker says.
+    pub async fn set(&self, key: &str, value: &str, ttl: Duration, admit: Admit) -> Result<()> {
         match self {
             CacheStore::Memory(m) => {
                 m.set(key, value.to_string(), ttl);
                 Ok(())
             }
-            CacheStore::Redis(r) => r.set(key, value, ttl).await,
+            CacheStore::Redis(r) => r.set(key, value, ttl, admit).await,
         }
     }
 

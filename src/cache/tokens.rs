@@ -1,8 +1,8 @@
 //! [`TokenCache`]: the pipeline's typed view of the cache store — token entries, credential
-//! lists, account statistics and mirrored blocks — with sealing, the near cache and the
-//! breaker in front of Redis.
+//! lists, account statistics and mirrored blocks — with sealing and the near cache.
 //!
-//! Reads and writes go through [`GuardedStore`] (the breaker in front of Redis).
+//! Reads and writes go through [`GuardedStore`], and with Redis through the one breaker of
+//! the Redis link ([`crate::redis`]).
 //!
 //! Every cache failure is non-fatal: it is logged, counted as an error of its kind, and the
 //! caller goes on as on a miss (the database is the source of truth).
@@ -17,7 +17,6 @@ use serde::Serialize;
 
 use super::entries::{decode_block, encode_block, CachedToken, CredentialEntry};
 use super::guarded::GuardedStore;
-use super::keys::Keys;
 use super::kinds::{CacheCounters, CacheKind};
 use super::near::{DecodedTokens, NearCache, OpenedToken, NEAR_WINDOW};
 use super::redis_store::TokenWrite;
@@ -25,6 +24,7 @@ use super::store::CacheStore;
 use crate::error::Result;
 use crate::policy::outcome::BlockReason;
 use crate::policy::selection::AccountStats;
+use crate::redis::Keys;
 use crate::vault::crypto::{SealContext, SecretKey};
 use crate::vault::secret::Secret;
 
@@ -77,21 +77,14 @@ impl TokenCache {
         }
     }
 
-    /// The store, for wiring the components that share its connection (slots, circuits).
+    /// The store (in process, or Redis over the link).
     pub fn store(&self) -> &CacheStore {
         &self.store
     }
 
-    /// Whether the backend is reachable as far as the cache knows (always, in process).
+    /// Whether the backend is reachable as far as the Redis link knows (always, in process).
     pub fn backend_up(&self) -> bool {
         self.guarded.is_up()
-    }
-
-    /// One round trip to the backend when the breaker is open and no probe is under way (the
-    /// background probe of `CacheActor`); closes the breaker when it answers. Returns whether
-    /// the backend is up as far as the cache knows.
-    pub async fn probe(&self) -> bool {
-        self.guarded.probe().await
     }
 
     /// Reads and decodes an entry; counts hit or miss when `count` (token lookups are
@@ -174,7 +167,7 @@ impl TokenCache {
                     TokenWrite::Revoked
                 } else {
                     let call = redis.set_token(key, &text, ttl, entry.fence, Some(revoked));
-                    match self.guarded.call(CacheKind::Token, "set", call).await {
+                    match self.guarded.call(CacheKind::Token, call).await {
                         Ok(written) => written,
                         // Redis is away: the near cache serves meanwhile.
                         Err(_) => TokenWrite::Written,
@@ -540,7 +533,7 @@ impl TokenCache {
         };
         let key = self.keys.turn(site);
         self.guarded
-            .call(CacheKind::Token, "incr", redis.incr(&key))
+            .call(CacheKind::Token, redis.incr(&key))
             .await
             .ok()
     }
@@ -571,14 +564,24 @@ impl TokenCache {
             CacheStore::Redis(redis) => BackendFacts::Redis {
                 url: redis.display_url().to_string(),
                 used_memory_bytes: redis.used_memory().await?,
-                // Every key under `{key_prefix}:`: entries, slots, locks, tombstones.
-                keys_under_prefix: self.store.count_prefix(&self.keys.root()).await?,
+                // Every key tokend owns: entries and tombstones under `P:`, the shared state
+                // (slots, locks, budgets…) under `{P}:`.
+                keys_under_prefix: self.keys_under_prefix().await?,
                 key_prefix: self.keys.prefix().to_string(),
             },
             CacheStore::Memory(memory) => BackendFacts::Memory {
                 keys: memory.count_prefix(""),
             },
         })
+    }
+
+    /// Every key tokend owns (both roots of [`Keys::roots`]).
+    pub async fn keys_under_prefix(&self) -> Result<usize> {
+        let mut n = 0;
+        for root in self.keys.roots() {
+            n += self.store.count_prefix(&root).await?;
+        }
+        Ok(n)
     }
 
     /// Deletes the cached entries of every site, or of one; returns how many keys.
@@ -678,7 +681,8 @@ mod tests {
     async fn a_site_token_superseded_by_a_later_grant_keeps_the_accounts_own() {
         let url = std::env::var("TOKEND_TEST_REDIS_URL")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
-        let store = crate::cache::redis_store::RedisStore::connect(&url).unwrap();
+        let store =
+            crate::cache::RedisStore::new(crate::redis::RedisLink::open(&url, "unused").unwrap());
         if store.get("tokend-unit-probe").await.is_err() {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
@@ -761,8 +765,8 @@ mod tests {
         // unknown, so no tombstone can be written for it.
         let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
         let key = SecretKey::from_base64(&key).unwrap();
-        let store = crate::cache::redis_store::RedisStore::connect("redis://127.0.0.1:1/0");
-        let unread = TokenCache::new(CacheStore::Redis(store.unwrap()), "t", key);
+        let link = crate::redis::RedisLink::open("redis://127.0.0.1:1/0", "t").unwrap();
+        let unread = TokenCache::new(CacheStore::new(Some(&link)), "t", key);
         assert!(!unread.invalidate("s", 1, None).await);
     }
 

@@ -267,7 +267,8 @@ impl DatabaseConfig {
 pub struct RedisConfig {
     /// Empty: in-process cache and slots. May hold a password, hence secret.
     pub url: Secret,
-    /// Every key tokend writes starts with `{key_prefix}:`.
+    /// Every key tokend writes starts with `{key_prefix}:` (the token cache) or
+    /// `{{key_prefix}}:` (the shared state, one Redis Cluster hash tag): `crate::redis::keys`.
     pub key_prefix: String,
 }
 
@@ -297,11 +298,11 @@ impl RedisConfig {
             && self.key_prefix.len() <= 64
             && !self
                 .key_prefix
-                .contains(|c: char| c.is_whitespace() || "*?[]".contains(c));
+                .contains(|c: char| c.is_whitespace() || "*?[]{}".contains(c));
         if !prefix_ok {
             return Err(Error::config(
                 "redis.key_prefix",
-                "must be 1 to 64 characters, without spaces or glob characters",
+                "must be 1 to 64 characters, without spaces, glob characters or braces",
             ));
         }
         Ok(())
@@ -684,5 +685,25 @@ impl HistoryConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The prefix goes inside a Redis Cluster hash tag (`{P}:slots:…`): a brace would end the
+    /// tag early, and glob characters would break the SCANs by prefix.
+    #[test]
+    fn a_key_prefix_with_braces_or_glob_characters_is_refused() {
+        for bad in ["", "a b", "a*", "a{b", "b}"] {
+            let config = RedisConfig {
+                key_prefix: bad.into(),
+                ..RedisConfig::default()
+            };
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains("redis.key_prefix"), "{bad:?}: {error}");
+        }
+        assert!(RedisConfig::default().validate().is_ok());
     }
 }

@@ -5,11 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
-use actix_web::{middleware, web, App, HttpServer};
-use redis::aio::ConnectionManager;
-
-use crate::actors::cache::WatchSlots;
 use crate::actors::Actors;
 use crate::api::{self, AppState};
 use crate::broker::{Broker, BrokerParts};
@@ -21,9 +16,12 @@ use crate::error::{Error, Result};
 use crate::policy::adaptive::AdaptiveLimits;
 use crate::policy::budget::LoginBudgets;
 use crate::policy::circuit::Circuits;
+use crate::redis::RedisLink;
 use crate::slots::redis::RedisSlots;
 use crate::slots::Slots;
 use crate::vault::crypto::SecretKey;
+use actix_web::dev::ServerHandle;
+use actix_web::{middleware, web, App, HttpServer};
 
 /// HTTP worker threads: the handlers only await actors and the cache, so two are plenty and
 /// keep the idle footprint small.
@@ -69,11 +67,15 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
     let pool = Pool::connect(config.database.url.expose(), config.database.pool_size)?;
     let database_ready = migrate_at_start(pool.clone()).await?;
     let key = load_key(&config, &pool, *database_ready.borrow()).await?;
-    let store = CacheStore::from_config(&config)?;
-    log_redis_state(&store).await;
+    // The one Redis link: every part that keeps state in Redis is handed this one.
+    let link = RedisLink::from_config(&config.redis)?;
+    if let Some(link) = &link {
+        log_redis_state(link).await;
+    }
+    let store = CacheStore::new(link.as_ref());
     let cache = TokenCache::new(store, &config.redis.key_prefix, key.clone());
     let actors = Actors::start(config.clone(), pool.clone(), &cache);
-    let (slots, broker) = start_broker(&config, &pool, &key, &cache, &actors)?;
+    let (slots, broker) = start_broker(&config, &pool, &key, &cache, &actors, link.as_ref())?;
     let state = AppState {
         config: config.clone(),
         actors,
@@ -116,18 +118,6 @@ async fn load_key(config: &Arc<Config>, pool: &Pool, database_ready: bool) -> Re
     .map_err(|e| Error::Internal(e.to_string()))?
 }
 
-/// Redis and the key prefix, for the parts shared between instances through Redis; `None`
-/// on the in-process backend.
-fn shared_redis<'a>(
-    cache: &TokenCache,
-    config: &'a Config,
-) -> Option<(ConnectionManager, &'a str)> {
-    match cache.store() {
-        CacheStore::Redis(redis) => Some((redis.connection(), config.redis.key_prefix.as_str())),
-        CacheStore::Memory(_) => None,
-    }
-}
-
 /// The login slots and the broker with its parts, wired to the actors, the webhook and the
 /// probes.
 fn start_broker(
@@ -136,17 +126,11 @@ fn start_broker(
     key: &SecretKey,
     cache: &TokenCache,
     actors: &Actors,
+    link: Option<&RedisLink>,
 ) -> Result<(Slots, Broker)> {
-    let redis_slots = shared_redis(cache, config).map(|(connection, prefix)| {
-        RedisSlots::new(connection, prefix).with_database(pool.clone())
-    });
+    let redis_slots = link.map(|link| RedisSlots::new(link.clone()).with_database(pool.clone()));
     let slots = Slots::new(actors.concurrency.clone(), redis_slots, &config.concurrency);
-    let adaptive = AdaptiveLimits::new(
-        shared_redis(cache, config),
-        slots.clone(),
-        actors.metrics.clone(),
-    );
-    actors.cache.do_send(WatchSlots(slots.clone()));
+    let adaptive = AdaptiveLimits::new(link.cloned(), slots.clone(), actors.metrics.clone());
     let broker = Broker::new(BrokerParts {
         config: config.clone(),
         pool: pool.clone(),
@@ -155,11 +139,11 @@ fn start_broker(
         slots: slots.clone(),
         monitor: actors.monitor.clone(),
         history: actors.recorder.clone(),
-        circuits: Circuits::new(shared_redis(cache, config)),
+        circuits: Circuits::new(link.cloned()),
         metrics: actors.metrics.clone(),
-        budgets: LoginBudgets::new(shared_redis(cache, config), pool.clone()),
+        budgets: LoginBudgets::new(link.cloned(), pool.clone()),
         adaptive,
-        checkouts: crate::lifecycle::checkout::Checkouts::new(shared_redis(cache, config)),
+        checkouts: crate::lifecycle::checkout::Checkouts::new(link.cloned()),
     })?;
     broker.start_checkout_sweeper();
     broker.watch_accounts();
@@ -239,10 +223,7 @@ fn bind(config: &Config) -> Result<std::net::TcpListener> {
 
 /// One line saying whether Redis answers now: with Redis down tokend starts anyway (on
 /// in-process limits), and the operator should know from the first line, not the first use.
-async fn log_redis_state(store: &CacheStore) {
-    let CacheStore::Redis(redis) = store else {
-        return;
-    };
+async fn log_redis_state(redis: &RedisLink) {
     match tokio::time::timeout(Duration::from_secs(2), redis.ping()).await {
         Ok(Ok(_)) => log::info!("event=redis_state state=up url={}", redis.display_url()),
         Ok(Err(e)) => log::warn!(

@@ -7,10 +7,11 @@
 //!
 //! | key | value | expires |
 //! |---|---|---|
-//! | `P:checkout:SITE:ID` | the checkout id holding account ID of SITE | with the lease |
-//! | `P:checkouts` | hash: checkout id → the [`Checkout`] as JSON | entries swept once their lease key is gone |
+//! | `{P}:checkout:SITE:ID` | the checkout id holding account ID of SITE | with the lease |
+//! | `{P}:checkouts` | hash: checkout id → the [`Checkout`] as JSON | entries swept once their lease key is gone |
 //!
-//! The hold is the lease key (`SET NX PX`); renewal and release are scripts that act only
+//! The hold is the lease key (`SET NX PX`, in `src/redis/scripts/checkout_hold.lua`); renewal
+//! and release are scripts that act only
 //! when the key still names the caller's checkout, the same fencing as the slots'. Each
 //! instance keeps a mirror of the holds for the hot path (a cached token is never handed out
 //! for a held account); the mirror is re-read every [`SYNC_EVERY`], and a login checks Redis
@@ -23,11 +24,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use redis::aio::ConnectionManager;
-use redis::Script;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::redis::scripts::{CHECKOUT_HOLD, CHECKOUT_RELEASE, CHECKOUT_RENEW, CHECKOUT_SWEEP};
+use crate::redis::{Admit, RedisLink};
+
+/// How the checkouts name themselves in errors and logs.
+const WHAT: &str = "redis checkouts";
 
 /// How often the mirror of the holds is re-read from Redis, and expired leases swept.
 pub const SYNC_EVERY: Duration = Duration::from_secs(1);
@@ -60,56 +64,35 @@ impl Checkout {
     }
 }
 
-/// Takes the lease key if free, and files the checkout. KEYS: lease key, checkouts hash.
-/// ARGV: checkout id, lease ms, checkout JSON. Returns 1, or the holder's ms left (≤ 0 never).
-const HOLD: &str = r#"
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-  return 1
-end
-return -math.max(redis.call('PTTL', KEYS[1]), 1)
-"#;
-
-/// Extends a lease that is still the caller's. KEYS: lease key, checkouts hash. ARGV:
-/// checkout id, lease ms, checkout JSON. Returns 1, or 0 when the lease is gone.
-const RENEW: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-  return 1
-end
-return 0
-"#;
-
-/// Ends a lease that is still the caller's. KEYS: lease key, checkouts hash. ARGV: checkout
-/// id. Returns 1, or 0 when the lease had ended already (the entry is dropped either way).
-const RELEASE: &str = r#"
-local mine = redis.call('GET', KEYS[1]) == ARGV[1]
-if mine then redis.call('DEL', KEYS[1]) end
-redis.call('HDEL', KEYS[2], ARGV[1])
-if mine then return 1 end
-return 0
-"#;
-
-/// Drops the entry of a lease that ended by itself. KEYS: lease key, checkouts hash. ARGV:
-/// checkout id. Returns 1 when this call dropped it (so one instance reports it).
-const SWEEP: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end
-return redis.call('HDEL', KEYS[2], ARGV[1])
-"#;
-
+/// The holds in Redis: the link, and the keys of one hold.
 struct Shared {
-    conn: ConnectionManager,
-    prefix: String,
+    link: RedisLink,
 }
 
 impl Shared {
     fn lease_key(&self, site: &str, id: i64) -> String {
-        format!("{}:checkout:{site}:{id}", self.prefix)
+        self.link.keys().checkout(site, id)
     }
 
     fn hash_key(&self) -> String {
-        format!("{}:checkouts", self.prefix)
+        self.link.keys().checkouts()
+    }
+
+    /// One of the checkout scripts on the lease key of `checkout` and the hash.
+    async fn run(
+        &self,
+        script: &::redis::Script,
+        checkout: &Checkout,
+        id: &str,
+        json: Option<String>,
+    ) -> Result<i64> {
+        let mut invocation =
+            script.key(self.lease_key(&checkout.accounts_site, checkout.credential_id));
+        invocation.key(self.hash_key()).arg(id);
+        if let Some(json) = json {
+            invocation.arg(lease_ms(checkout)).arg(json);
+        }
+        self.link.invoke(WHAT, Admit::WhenUp, &invocation).await
     }
 }
 
@@ -135,19 +118,12 @@ pub struct HeldBy {
     pub until: DateTime<Utc>,
 }
 
-fn unavailable(e: redis::RedisError) -> Error {
-    Error::CacheUnavailable(format!("redis checkouts: {e}"))
-}
-
 impl Checkouts {
-    /// In process, or shared through `redis` under `prefix`.
-    pub fn new(redis: Option<(ConnectionManager, &str)>) -> Checkouts {
+    /// In process, or shared through the Redis link.
+    pub fn new(redis: Option<RedisLink>) -> Checkouts {
         Checkouts {
             inner: Arc::new(Inner {
-                shared: redis.map(|(conn, prefix)| Shared {
-                    conn,
-                    prefix: prefix.to_string(),
-                }),
+                shared: redis.map(|link| Shared { link }),
                 holds: RwLock::default(),
                 any: AtomicBool::new(false),
                 renewing: Mutex::default(),
@@ -186,10 +162,10 @@ impl Checkouts {
         let Some(shared) = &self.inner.shared else {
             return self.held(site, credential_id);
         };
-        let mut conn = shared.conn.clone();
-        let key = shared.lease_key(site, credential_id);
-        let holder: std::result::Result<Option<String>, _> =
-            redis::cmd("GET").arg(&key).query_async(&mut conn).await;
+        let cmd = ::redis::cmd("GET")
+            .arg(shared.lease_key(site, credential_id))
+            .clone();
+        let holder: Result<Option<String>> = shared.link.query(WHAT, Admit::WhenUp, &cmd).await;
         match holder {
             Ok(None) => None,
             Ok(Some(id)) => {
@@ -206,7 +182,11 @@ impl Checkouts {
                 }))
             }
             Err(e) => {
-                log::warn!("event=checkout_check_failed site={site} credential_id={credential_id} error=\"{e}\" action=use_mirror");
+                // While the link is down it has said so once; an error of Redis's own is
+                // worth a line each time.
+                if shared.link.is_up() {
+                    log::warn!("event=checkout_check_failed site={site} credential_id={credential_id} error=\"{e}\" action=use_mirror");
+                }
                 self.held(site, credential_id)
             }
         }
@@ -226,16 +206,14 @@ impl Checkouts {
             self.inner.any.store(true, Ordering::Release);
             return Ok(Ok(()));
         };
-        let lease_ms = lease_ms(checkout);
-        let answer: i64 = Script::new(HOLD)
-            .key(shared.lease_key(&checkout.accounts_site, checkout.credential_id))
-            .key(shared.hash_key())
-            .arg(&checkout.checkout_id)
-            .arg(lease_ms)
-            .arg(to_json(checkout))
-            .invoke_async(&mut shared.conn.clone())
-            .await
-            .map_err(unavailable)?;
+        let answer = shared
+            .run(
+                &CHECKOUT_HOLD,
+                checkout,
+                &checkout.checkout_id,
+                Some(to_json(checkout)),
+            )
+            .await?;
         if answer == 1 {
             self.mirror(checkout.clone());
             return Ok(Ok(()));
@@ -266,15 +244,9 @@ impl Checkouts {
             self.mirror(checkout.clone());
             return Ok(Some(checkout));
         };
-        let renewed: i64 = Script::new(RENEW)
-            .key(shared.lease_key(&checkout.accounts_site, checkout.credential_id))
-            .key(shared.hash_key())
-            .arg(id)
-            .arg(lease_ms(&checkout))
-            .arg(to_json(&checkout))
-            .invoke_async(&mut shared.conn.clone())
-            .await
-            .map_err(unavailable)?;
+        let renewed = shared
+            .run(&CHECKOUT_RENEW, &checkout, id, Some(to_json(&checkout)))
+            .await?;
         if renewed == 1 {
             self.mirror(checkout.clone());
             return Ok(Some(checkout));
@@ -291,13 +263,7 @@ impl Checkouts {
         let Some(shared) = &self.inner.shared else {
             return Ok(checkout.live(Utc::now()).then_some(checkout));
         };
-        let released: i64 = Script::new(RELEASE)
-            .key(shared.lease_key(&checkout.accounts_site, checkout.credential_id))
-            .key(shared.hash_key())
-            .arg(id)
-            .invoke_async(&mut shared.conn.clone())
-            .await
-            .map_err(unavailable)?;
+        let released = shared.run(&CHECKOUT_RELEASE, &checkout, id, None).await?;
         Ok((released == 1).then_some(checkout))
     }
 
@@ -307,12 +273,8 @@ impl Checkouts {
             let holds = self.inner.holds.read().unwrap_or_else(|p| p.into_inner());
             return Ok(holds.values().find(|c| c.checkout_id == id).cloned());
         };
-        let json: Option<String> = redis::cmd("HGET")
-            .arg(shared.hash_key())
-            .arg(id)
-            .query_async(&mut shared.conn.clone())
-            .await
-            .map_err(unavailable)?;
+        let cmd = ::redis::cmd("HGET").arg(shared.hash_key()).arg(id).clone();
+        let json: Option<String> = shared.link.query(WHAT, Admit::WhenUp, &cmd).await?;
         Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
     }
 
@@ -325,11 +287,9 @@ impl Checkouts {
                 holds.values().cloned().collect()
             }
             Some(shared) => {
-                let all: HashMap<String, String> = redis::cmd("HGETALL")
-                    .arg(shared.hash_key())
-                    .query_async(&mut shared.conn.clone())
-                    .await
-                    .map_err(unavailable)?;
+                let cmd = ::redis::cmd("HGETALL").arg(shared.hash_key()).clone();
+                let all: HashMap<String, String> =
+                    shared.link.query(WHAT, Admit::WhenUp, &cmd).await?;
                 all.values()
                     .filter_map(|j| serde_json::from_str(j).ok())
                     .collect()
@@ -415,11 +375,8 @@ impl Checkouts {
             self.inner.any.store(!holds.is_empty(), Ordering::Release);
             return Ok(ended);
         };
-        let all: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(shared.hash_key())
-            .query_async(&mut shared.conn.clone())
-            .await
-            .map_err(unavailable)?;
+        let cmd = ::redis::cmd("HGETALL").arg(shared.hash_key()).clone();
+        let all: HashMap<String, String> = shared.link.query(WHAT, Admit::WhenUp, &cmd).await?;
         let mut live = HashMap::new();
         let mut ended = Vec::new();
         for (id, json) in all {
@@ -433,13 +390,7 @@ impl Checkouts {
                 );
                 continue;
             }
-            let dropped: i64 = Script::new(SWEEP)
-                .key(shared.lease_key(&checkout.accounts_site, checkout.credential_id))
-                .key(shared.hash_key())
-                .arg(&id)
-                .invoke_async(&mut shared.conn.clone())
-                .await
-                .map_err(unavailable)?;
+            let dropped = shared.run(&CHECKOUT_SWEEP, &checkout, &id, None).await?;
             if dropped == 1 {
                 ended.push(checkout);
             }

@@ -4,9 +4,10 @@
 //! after `adaptive_increase_after` successful logins in a row while at least half the limit
 //! was in use.
 //!
-//! With Redis the state is `P:aimd:SITE` (`limit`, `streak`) and the effective limit is
-//! written where the grant script reads it (`P:slots:site-limits`), so every instance holds
-//! the same limit; one Lua script makes each step. Without Redis it is kept in process and
+//! With Redis the state is `{P}:aimd:SITE` (`limit`, `streak`) and the effective limit is
+//! written where the grant script reads it (`{P}:slots:site-limits`), so every instance holds
+//! the same limit; one Lua script (`src/redis/scripts/aimd_step.lua`) makes each step.
+//! Without Redis, or while the Redis link's breaker is open, it is kept in process and
 //! handed to `ConcurrencyActor`. Each change is logged once (`event=site_limit_changed`).
 //!
 //! A congestion signal is taken the moment it arrives, a retry's included (issue 21), and
@@ -19,47 +20,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
-use redis::Script;
-
 use crate::actors::concurrency::{SetSiteLimit, Usage};
 use crate::config::SiteConfig;
+use crate::redis::scripts::AIMD_STEP;
+use crate::redis::{Admit, RedisLink};
 use crate::slots::Slots;
 use crate::watch::metrics::Metrics;
-
-/// One AIMD step. KEYS: the site's state, the shared site limits, the site's slot leases.
-/// ARGV: site, signal (`congestion`, `success`, `failure`), max limit, increase after, and
-/// for congestion how long ago (ms) the refused request was sent. Returns `{old limit, new
-/// limit}`.
-const STEP: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local site, signal, max, after = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local limit = math.min(tonumber(redis.call('HGET', KEYS[1], 'limit') or max), max)
-local streak = tonumber(redis.call('HGET', KEYS[1], 'streak') or '0')
-local new = limit
-if signal == 'congestion' then
-  local halved = tonumber(redis.call('HGET', KEYS[1], 'halved_at') or '0')
-  if now - tonumber(ARGV[5]) >= halved then
-    new = math.max(1, math.floor(limit / 2))
-    redis.call('HSET', KEYS[1], 'halved_at', now)
-  end
-  streak = 0
-elseif signal == 'success' then
-  streak = streak + 1
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-  local in_use = redis.call('ZCARD', KEYS[3])
-  if streak >= after and in_use * 2 >= limit and limit < max then
-    new = limit + 1
-    streak = 0
-  end
-else
-  streak = 0
-end
-redis.call('HSET', KEYS[1], 'limit', new, 'streak', streak)
-redis.call('HSET', KEYS[2], site, new)
-return {limit, new}
-"#;
 
 /// What a finished login says about the portal's load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +51,7 @@ impl Signal {
 /// The adaptive limits of every site. Cheap to clone.
 #[derive(Clone)]
 pub struct AdaptiveLimits {
-    redis: Option<(ConnectionManager, Arc<str>, Arc<Script>)>,
+    redis: Option<RedisLink>,
     /// In process: (limit, streak) per site.
     local: Arc<Mutex<HashMap<String, (u32, u32)>>>,
     /// In process: when each site's limit was last halved.
@@ -95,14 +61,9 @@ pub struct AdaptiveLimits {
 }
 
 impl AdaptiveLimits {
-    pub fn new(
-        redis: Option<(ConnectionManager, &str)>,
-        slots: Slots,
-        metrics: Arc<Metrics>,
-    ) -> AdaptiveLimits {
+    pub fn new(redis: Option<RedisLink>, slots: Slots, metrics: Arc<Metrics>) -> AdaptiveLimits {
         AdaptiveLimits {
-            redis: redis
-                .map(|(conn, prefix)| (conn, Arc::from(prefix), Arc::new(Script::new(STEP)))),
+            redis,
             local: Arc::default(),
             halved: Arc::default(),
             slots,
@@ -151,27 +112,23 @@ impl AdaptiveLimits {
         signal: Signal,
         age: Duration,
     ) -> Option<(u32, u32)> {
-        let (conn, prefix, script) = self.redis.as_ref()?;
-        let answer: redis::RedisResult<(u32, u32)> = script
-            .key(format!("{prefix}:aimd:{site}"))
-            .key(format!("{prefix}:slots:site-limits"))
-            .key(format!("{prefix}:slots:site:{site}"))
+        let redis = self.redis.as_ref()?;
+        let keys = redis.keys();
+        let mut script = AIMD_STEP.key(keys.aimd(site));
+        script
+            .key(keys.site_limits())
+            .key(keys.slot_leases())
+            .key(keys.slot_holders())
             .arg(site)
             .arg(signal.as_str())
             .arg(max)
             .arg(after)
-            .arg(age.as_millis() as u64)
-            .invoke_async(&mut conn.clone())
-            .await;
-        match answer {
-            Ok(step) => Some(step),
-            Err(e) => {
-                log::warn!(
-                    "event=site_limit_redis_error site={site} error=\"{e}\" fallback=in_process"
-                );
-                None
-            }
-        }
+            .arg(age.as_millis() as u64);
+        // An error is the link's to log (once per outage): the step is taken in process.
+        redis
+            .invoke("redis adaptive limits", Admit::WhenUp, &script)
+            .await
+            .ok()
     }
 
     async fn local_step(
@@ -228,11 +185,13 @@ impl AdaptiveLimits {
         if !site.adaptive_concurrency {
             return max;
         }
-        if let Some((conn, prefix, _)) = &self.redis {
-            let value: redis::RedisResult<Option<u32>> = redis::cmd("HGET")
-                .arg(format!("{prefix}:slots:site-limits"))
+        if let Some(redis) = &self.redis {
+            let cmd = ::redis::cmd("HGET")
+                .arg(redis.keys().site_limits())
                 .arg(&site.name)
-                .query_async(&mut conn.clone())
+                .clone();
+            let value: crate::Result<Option<u32>> = redis
+                .query("redis adaptive limits", Admit::WhenUp, &cmd)
                 .await;
             if let Ok(value) = value {
                 return value.unwrap_or(max).min(max);

@@ -2,9 +2,10 @@
 //! any sliding hour — portals count logins over time, not only logins in flight.
 //!
 //! With Redis the logins of the last hour are sorted sets shared by every instance,
-//! `P:budget:SITE` and `P:budget:SITE:ID` (member: a login id, score: when, on Redis's clock);
-//! a login is taken by one Lua script that checks both limits and counts it, so two instances
-//! cannot both take the last one. Without Redis the same windows are kept in process and
+//! `{P}:budget:SITE` and `{P}:budget:SITE:ID` (member: a login id, score: when, on Redis's
+//! clock); a login is taken by one Lua script (`src/redis/scripts/budget_take.lua`) that checks
+//! both limits and counts it, so two instances cannot both take the last one. Without Redis,
+//! or while the Redis link's breaker is open, the same windows are kept in process and
 //! seeded, the first time a site is asked about, from the history table, so that a restart
 //! does not hand out a fresh hour.
 
@@ -13,54 +14,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use redis::aio::ConnectionManager;
-use redis::Script;
 use serde::Serialize;
 
 use crate::config::SiteConfig;
 use crate::db::Pool;
 use crate::error::{Error, Result};
+use crate::redis::scripts::{BUDGET_COUNT, BUDGET_TAKE};
+use crate::redis::{Admit, RedisLink};
+
+/// How the budgets name themselves in errors and logs.
+const WHAT: &str = "redis budgets";
 
 /// The window logins are counted over.
 pub const WINDOW: Duration = Duration::from_secs(3600);
-
-/// Takes one login for (site, account) if both budgets allow it. KEYS: site set, account set.
-/// ARGV: site limit (0: none), account limit (0: none), window (ms), login id.
-/// Returns `{1, 0}` when taken, `{0, ms until a login leaves the full window}` otherwise.
-const TAKE: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[3])
-local wait = 0
-for i, limit in ipairs({tonumber(ARGV[1]), tonumber(ARGV[2])}) do
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
-  if limit > 0 and redis.call('ZCARD', KEYS[i]) >= limit then
-    local oldest = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
-    wait = math.max(wait, tonumber(oldest[2]) + window - now)
-  end
-end
-if wait > 0 then return {0, wait} end
-for i = 1, 2 do
-  redis.call('ZADD', KEYS[i], now, ARGV[4])
-  redis.call('PEXPIRE', KEYS[i], window)
-end
-return {1, 0}
-"#;
-
-/// Logins in the window for each key: KEYS... → counts, and ms until the oldest leaves.
-const COUNT: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[1])
-local out = {}
-for i, key in ipairs(KEYS) do
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-  out[2 * i - 1] = redis.call('ZCARD', key)
-  out[2 * i] = oldest[2] and (tonumber(oldest[2]) + window - now) or 0
-end
-return out
-"#;
 
 /// The logins a site's budgets allow, as configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,18 +70,9 @@ impl WindowCount {
 /// The budgets of every site. Cheap to clone.
 #[derive(Clone)]
 pub struct LoginBudgets {
-    redis: Option<SharedBudgets>,
+    redis: Option<RedisLink>,
     pool: Pool,
     local: Arc<Mutex<LocalWindows>>,
-}
-
-/// The windows in Redis, and the scripts that read and take them.
-#[derive(Clone)]
-struct SharedBudgets {
-    conn: ConnectionManager,
-    prefix: Arc<str>,
-    take: Arc<Script>,
-    count: Arc<Script>,
 }
 
 /// In-process windows: login times (ms) per site and per (site, account).
@@ -143,14 +100,9 @@ fn count_of(times: Option<&mut VecDeque<i64>>, now: i64) -> WindowCount {
 }
 
 impl LoginBudgets {
-    pub fn new(redis: Option<(ConnectionManager, &str)>, pool: Pool) -> LoginBudgets {
+    pub fn new(redis: Option<RedisLink>, pool: Pool) -> LoginBudgets {
         LoginBudgets {
-            redis: redis.map(|(conn, prefix)| SharedBudgets {
-                conn,
-                prefix: Arc::from(prefix),
-                take: Arc::new(Script::new(TAKE)),
-                count: Arc::new(Script::new(COUNT)),
-            }),
+            redis,
             pool,
             local: Arc::default(),
         }
@@ -206,31 +158,21 @@ impl LoginBudgets {
 
     /// Logins in the window: the site's, then each account's of `ids`.
     pub async fn counts(&self, site: &str, ids: &[i64]) -> (WindowCount, Vec<WindowCount>) {
-        if let Some(SharedBudgets {
-            conn,
-            prefix,
-            count,
-            ..
-        }) = &self.redis
-        {
-            let mut script = count.prepare_invoke();
-            script.key(format!("{prefix}:budget:{site}"));
+        if let Some(redis) = &self.redis {
+            let mut script = BUDGET_COUNT.key(redis.keys().site_budget(site));
             for id in ids {
-                script.key(format!("{prefix}:budget:{site}:{id}"));
+                script.key(redis.keys().account_budget(site, *id));
             }
             script.arg(WINDOW.as_millis() as u64);
-            match script.invoke_async::<Vec<i64>>(&mut conn.clone()).await {
-                Ok(values) => {
-                    let mut counts = values.chunks(2).map(|pair| WindowCount {
-                        used: pair[0].max(0) as u32,
-                        frees_in: pair.get(1).copied().unwrap_or(0).max(0) as f64 / 1000.0,
-                    });
-                    let site_count = counts.next().unwrap_or_default();
-                    return (site_count, counts.collect());
-                }
-                Err(e) => log::warn!(
-                    "event=login_budget_redis_error site={site} error=\"{e}\" fallback=in_process"
-                ),
+            // An error is the link's to log (once per outage): counted in process meanwhile.
+            let answer: Result<Vec<i64>> = redis.invoke(WHAT, Admit::WhenUp, &script).await;
+            if let Ok(values) = answer {
+                let mut counts = values.chunks(2).map(|pair| WindowCount {
+                    used: pair[0].max(0) as u32,
+                    frees_in: pair.get(1).copied().unwrap_or(0).max(0) as f64 / 1000.0,
+                });
+                let site_count = counts.next().unwrap_or_default();
+                return (site_count, counts.collect());
             }
         }
         self.seed(site).await;
@@ -254,25 +196,19 @@ impl LoginBudgets {
             site: site.to_string(),
             retry_after: Duration::from_millis(wait_ms.max(1000) as u64),
         };
-        if let Some(SharedBudgets {
-            conn, prefix, take, ..
-        }) = &self.redis
-        {
-            let answer: redis::RedisResult<(i64, i64)> = take
-                .key(format!("{prefix}:budget:{site}"))
-                .key(format!("{prefix}:budget:{site}:{id}"))
+        if let Some(redis) = &self.redis {
+            let mut script = BUDGET_TAKE.key(redis.keys().site_budget(site));
+            script
+                .key(redis.keys().account_budget(site, id))
                 .arg(limits.per_site)
                 .arg(limits.per_account)
                 .arg(WINDOW.as_millis() as u64)
-                .arg(uuid::Uuid::new_v4().to_string())
-                .invoke_async(&mut conn.clone())
-                .await;
-            match answer {
+                .arg(uuid::Uuid::new_v4().to_string());
+            // An error is the link's to log (once per outage): counted in process meanwhile.
+            match redis.invoke(WHAT, Admit::WhenUp, &script).await {
                 Ok((1, _)) => return Ok(()),
                 Ok((_, wait)) => return Err(refused(wait)),
-                Err(e) => log::warn!(
-                    "event=login_budget_redis_error site={site} error=\"{e}\" fallback=in_process"
-                ),
+                Err(_) => {}
             }
         }
         self.seed(site).await;

@@ -14,84 +14,25 @@
 //! alerted on, and ends like any other: an operator closes it, or a probe login gets an
 //! answer tokend recognises.
 //!
-//! With Redis the state is one hash per site, `P:circuit:SITE`, changed only by Lua scripts
-//! on Redis's clock; without it (or while Redis cannot be reached) the same state machine
-//! runs in process.
+//! With Redis the state is one hash per site, `{P}:circuit:SITE`, changed only by Lua scripts
+//! (`src/redis/scripts/circuit_*.lua`) on Redis's clock; without it, or while the Redis
+//! link's breaker is open, the same state machine runs in process (the link logs the outage
+//! once; a call never waits on a Redis the link knows is down).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use redis::aio::ConnectionManager;
-use redis::Script;
 use serde::Serialize;
 
 use crate::config::{seconds, MAX_CIRCUIT_OPEN_SECONDS};
 use crate::error::Error;
+use crate::redis::scripts::{CIRCUIT_ADMIT, CIRCUIT_FAILURE, CIRCUIT_PAUSE, CIRCUIT_VIEW};
+use crate::redis::{Admit, RedisLink};
 
-/// Opens the circuit, or doubles the pause after a failed probe. KEYS[1] the circuit;
-/// ARGV: threshold, first pause (ms), longest pause (ms), the portal's Retry-After (ms, 0 if
-/// none), whether the caller was the probe (1/0).
-const FAILURE: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local k = KEYS[1]
-local failures = redis.call('HINCRBY', k, 'failures', 1)
-local retry_at = tonumber(redis.call('HGET', k, 'retry_at') or '0')
-local pause = tonumber(redis.call('HGET', k, 'pause') or '0')
-local probing = tonumber(redis.call('HGET', k, 'probe_until') or '0') > 0
-if ARGV[5] == '1' and probing then
-  pause = math.min(math.max(pause, tonumber(ARGV[2])) * 2, tonumber(ARGV[3]))
-elseif retry_at == 0 and failures >= tonumber(ARGV[1]) then
-  pause = tonumber(ARGV[2])
-else
-  redis.call('PEXPIRE', k, 86400000)
-  return {failures, retry_at, 0}
-end
-local wait = math.max(pause, tonumber(ARGV[4]))
-retry_at = now + wait
-redis.call('HSET', k, 'retry_at', retry_at, 'pause', pause, 'probe_until', 0)
-redis.call('PEXPIRE', k, 86400000)
-return {failures, retry_at, 1}
-"#;
-
-/// Admits a caller: closed (0), this caller is the probe (1), open (2, ms to wait), or a
-/// probe runs elsewhere (3, ms it may still take).
-/// KEYS[1] the circuit; ARGV[1] how long the probe may take (ms).
-const ADMIT: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local k = KEYS[1]
-local retry_at = tonumber(redis.call('HGET', k, 'retry_at') or '0')
-if retry_at == 0 then return {0, 0} end
-if now < retry_at then return {2, retry_at - now} end
-local probe_until = tonumber(redis.call('HGET', k, 'probe_until') or '0')
-if probe_until > now then return {3, probe_until - now} end
-redis.call('HSET', k, 'probe_until', now + tonumber(ARGV[1]))
-return {1, 0}
-"#;
-
-/// The state of `P:circuit:SITE` as `{failures, retry_at (ms), probe_until (ms), now (ms),
-/// reason, message}` (the last two empty for a circuit opened by network errors).
-const VIEW: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local v = redis.call('HMGET', KEYS[1], 'failures', 'retry_at', 'probe_until', 'reason', 'message')
-return {tonumber(v[1] or '0'), tonumber(v[2] or '0'), tonumber(v[3] or '0'), now, v[4] or '', v[5] or ''}
-"#;
-
-/// Pauses a site for a reason (not a count of network errors). KEYS[1] the circuit; ARGV:
-/// pause (ms), reason, message. Returns retry_at (ms).
-const PAUSE: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local retry_at = now + tonumber(ARGV[1])
-redis.call('HSET', KEYS[1], 'retry_at', retry_at, 'pause', ARGV[1], 'probe_until', 0,
-  'reason', ARGV[2], 'message', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], 86400000)
-return retry_at
-"#;
+/// How the circuits name themselves in errors and logs.
+const WHAT: &str = "redis circuits";
 
 /// Longest `Retry-After` given to a caller refused while a probe runs elsewhere.
 const PROBE_RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -164,20 +105,8 @@ struct LocalCircuit {
 /// The circuits of every site. Cheap to clone.
 #[derive(Clone)]
 pub struct Circuits {
-    redis: Option<RedisCircuits>,
+    redis: Option<RedisLink>,
     local: Arc<Mutex<HashMap<String, LocalCircuit>>>,
-    /// Set while Redis fails, so that the fallback is logged once, and the recovery once.
-    redis_down: Arc<std::sync::atomic::AtomicBool>,
-}
-
-#[derive(Clone)]
-struct RedisCircuits {
-    conn: ConnectionManager,
-    prefix: String,
-    failure: Arc<Script>,
-    admit: Arc<Script>,
-    view: Arc<Script>,
-    pause: Arc<Script>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -191,65 +120,30 @@ fn at_ms(ms: i64) -> Option<DateTime<Utc>> {
 }
 
 impl Circuits {
-    pub fn new(redis: Option<(ConnectionManager, &str)>) -> Circuits {
+    pub fn new(redis: Option<RedisLink>) -> Circuits {
         Circuits {
-            redis: redis.map(|(conn, prefix)| RedisCircuits {
-                conn,
-                prefix: prefix.to_string(),
-                failure: Arc::new(Script::new(FAILURE)),
-                admit: Arc::new(Script::new(ADMIT)),
-                view: Arc::new(Script::new(VIEW)),
-                pause: Arc::new(Script::new(PAUSE)),
-            }),
+            redis,
             local: Arc::default(),
-            redis_down: Arc::default(),
         }
-    }
-
-    fn key(redis: &RedisCircuits, site: &str) -> String {
-        format!("{}:circuit:{site}", redis.prefix)
     }
 
     fn local(&self) -> std::sync::MutexGuard<'_, HashMap<String, LocalCircuit>> {
         self.local.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn redis_failed(&self, e: &redis::RedisError) {
-        if !self
-            .redis_down
-            .swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
-            log::warn!("event=circuit_redis_unreachable error=\"{e}\" fallback=in_process");
-        }
-    }
-
-    fn redis_answered(&self) {
-        if self
-            .redis_down
-            .swap(false, std::sync::atomic::Ordering::Relaxed)
-        {
-            log::info!("event=circuit_redis_restored");
-        }
-    }
-
     /// Whether a caller of `site` may log in now.
     pub async fn admit(&self, site: &str, policy: &CircuitPolicy) -> Admission {
         if let Some(redis) = &self.redis {
-            let answer: redis::RedisResult<(i64, i64)> = redis
-                .admit
-                .key(Self::key(redis, site))
-                .arg(ms(policy.probe_lease))
-                .invoke_async(&mut redis.conn.clone())
-                .await;
-            if answer.is_ok() {
-                self.redis_answered();
-            }
+            let mut script = CIRCUIT_ADMIT.key(redis.keys().circuit(site));
+            script.arg(ms(policy.probe_lease));
+            let answer: crate::Result<(i64, i64)> =
+                redis.invoke(WHAT, Admit::WhenUp, &script).await;
             match answer {
                 Ok((0, _)) => return Admission::Closed,
                 Ok((1, _)) => return Admission::Probe,
                 Ok((2, wait)) => return Admission::Open(millis(wait)),
                 Ok((_, wait)) => return Admission::Open(millis(wait).min(PROBE_RETRY_AFTER)),
-                Err(e) => self.redis_failed(&e),
+                Err(_) => {}
             }
         }
         let now = Utc::now();
@@ -286,21 +180,17 @@ impl Circuits {
         };
         let max = seconds(MAX_CIRCUIT_OPEN_SECONDS);
         if let Some(redis) = &self.redis {
-            let answer: redis::RedisResult<(i64, i64, i64)> = redis
-                .failure
-                .key(Self::key(redis, site))
+            let mut script = CIRCUIT_FAILURE.key(redis.keys().circuit(site));
+            script
                 .arg(policy.failure_threshold)
                 .arg(ms(policy.open))
                 .arg(ms(max))
                 .arg(ms(retry_after))
-                .arg(u8::from(was_probe))
-                .invoke_async(&mut redis.conn.clone())
-                .await;
-            match answer {
-                Ok((_, retry_at, opened)) => {
-                    return (opened == 1).then(|| at_ms(retry_at)).flatten()
-                }
-                Err(e) => self.redis_failed(&e),
+                .arg(u8::from(was_probe));
+            let answer: crate::Result<(i64, i64, i64)> =
+                redis.invoke(WHAT, Admit::WhenUp, &script).await;
+            if let Ok((_, retry_at, opened)) = answer {
+                return (opened == 1).then(|| at_ms(retry_at)).flatten();
             }
         }
         let now = Utc::now();
@@ -326,14 +216,13 @@ impl Circuits {
     /// caller may probe at once instead of after the probe's lease.
     pub async fn probe_not_run(&self, site: &str) {
         if let Some(redis) = &self.redis {
-            let freed: redis::RedisResult<u64> = redis::cmd("HDEL")
-                .arg(Self::key(redis, site))
+            let cmd = ::redis::cmd("HDEL")
+                .arg(redis.keys().circuit(site))
                 .arg("probe_until")
-                .query_async(&mut redis.conn.clone())
-                .await;
-            match freed {
-                Ok(_) => return self.redis_answered(),
-                Err(e) => self.redis_failed(&e),
+                .clone();
+            let freed: crate::Result<u64> = redis.query(WHAT, Admit::WhenUp, &cmd).await;
+            if freed.is_ok() {
+                return;
             }
         }
         if let Some(circuit) = self.local().get_mut(site) {
@@ -351,20 +240,11 @@ impl Circuits {
         message: &str,
     ) -> Option<DateTime<Utc>> {
         if let Some(redis) = &self.redis {
-            let answer: redis::RedisResult<i64> = redis
-                .pause
-                .key(Self::key(redis, site))
-                .arg(ms(policy.open))
-                .arg(reason)
-                .arg(message)
-                .invoke_async(&mut redis.conn.clone())
-                .await;
-            match answer {
-                Ok(retry_at) => {
-                    self.redis_answered();
-                    return at_ms(retry_at);
-                }
-                Err(e) => self.redis_failed(&e),
+            let mut script = CIRCUIT_PAUSE.key(redis.keys().circuit(site));
+            script.arg(ms(policy.open)).arg(reason).arg(message);
+            let answer: crate::Result<i64> = redis.invoke(WHAT, Admit::WhenUp, &script).await;
+            if let Ok(retry_at) = answer {
+                return at_ms(retry_at);
             }
         }
         let mut circuits = self.local();
@@ -380,14 +260,8 @@ impl Circuits {
     /// Closes the circuit of `site` (a login got an answer, or an operator said so).
     pub async fn close(&self, site: &str) {
         if let Some(redis) = &self.redis {
-            let deleted: redis::RedisResult<u64> = redis::cmd("DEL")
-                .arg(Self::key(redis, site))
-                .query_async(&mut redis.conn.clone())
-                .await;
-            match deleted {
-                Ok(_) => self.redis_answered(),
-                Err(e) => self.redis_failed(&e),
-            }
+            let cmd = ::redis::cmd("DEL").arg(redis.keys().circuit(site)).clone();
+            let _: crate::Result<u64> = redis.query(WHAT, Admit::WhenUp, &cmd).await;
         }
         self.local().remove(site);
     }
@@ -396,25 +270,16 @@ impl Circuits {
     pub async fn view(&self, site: &str) -> CircuitView {
         if let Some(redis) = &self.redis {
             type Answer = (i64, i64, i64, i64, String, String);
-            let answer: redis::RedisResult<Answer> = redis
-                .view
-                .key(Self::key(redis, site))
-                .invoke_async(&mut redis.conn.clone())
-                .await;
-            if answer.is_ok() {
-                self.redis_answered();
-            }
-            match answer {
-                Ok((failures, retry_at, probe_until, now, reason, message)) => {
-                    let mut view =
-                        describe(failures, at_ms(retry_at), probe_until > now, retry_at > now);
-                    if !reason.is_empty() && view.retry_at.is_some() {
-                        view.reason = Some(reason);
-                        view.message = Some(message);
-                    }
-                    return view;
+            let script = CIRCUIT_VIEW.key(redis.keys().circuit(site));
+            let answer: crate::Result<Answer> = redis.invoke(WHAT, Admit::WhenUp, &script).await;
+            if let Ok((failures, retry_at, probe_until, now, reason, message)) = answer {
+                let mut view =
+                    describe(failures, at_ms(retry_at), probe_until > now, retry_at > now);
+                if !reason.is_empty() && view.retry_at.is_some() {
+                    view.reason = Some(reason);
+                    view.message = Some(message);
                 }
-                Err(e) => self.redis_failed(&e),
+                return view;
             }
         }
         let now = Utc::now();

@@ -1,9 +1,11 @@
 //! Login slots as the pipeline sees them: in-process (`ConcurrencyActor`) or shared by every
 //! instance through Redis ([`redis::RedisSlots`]), with the same semantics (SPEC §1, §9).
 //!
-//! With Redis configured, slots, the queue order and the single-flight lock live in Redis; if
-//! Redis cannot be reached, tokend falls back to in-process limits (logged, and shown in
-//! `/health` and `/resource-usage`), and goes back to Redis by itself once it answers again.
+//! With Redis configured, slots, the queue order and the single-flight lock live in Redis.
+//! Whether Redis is in use is the state of the one Redis link ([`crate::redis::RedisLink`]):
+//! while its breaker is open, slots and locks are taken in process (logged once by the link,
+//! shown in `/health` and `/resource-usage`), at the same moment as every other policy falls
+//! back, and they go back to Redis when the link's probe finds it back.
 
 pub mod redis;
 
@@ -21,13 +23,11 @@ use crate::actors::concurrency::{
 pub use crate::actors::concurrency::{SlotGuard, SlotLimits};
 use crate::config::{seconds, ConcurrencyConfig};
 use crate::error::{Error, Result};
+use crate::redis::Admit;
 
 /// First and longest wait between two tries at a lock another instance holds.
 const LOCK_POLL_MIN: Duration = Duration::from_millis(5);
 const LOCK_POLL_MAX: Duration = Duration::from_millis(100);
-
-/// After Redis failed, how long the in-process fallback is used before Redis is tried again.
-const RETRY_REDIS_AFTER: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Slots {
@@ -37,9 +37,6 @@ pub struct Slots {
     /// The limits this instance offers as defaults to the Redis script (run-time changes
     /// are shared through Redis itself).
     limits: Arc<Mutex<SlotLimits>>,
-    /// Set while Redis is unreachable and the in-process fallback is in use.
-    degraded: Arc<AtomicBool>,
-    last_failure: Arc<Mutex<Option<Instant>>>,
     /// Wakes this instance's queued waiters when it releases a slot.
     wake: Arc<Notify>,
 }
@@ -62,6 +59,8 @@ enum Held {
 /// A slot held in Redis, with what its release needs.
 pub struct RemoteSlot {
     lease: RemoteLease,
+    /// How long the lease lasts unless renewed (`acquisition_timeout`).
+    length: Duration,
     slots: RedisSlots,
     wake: Arc<Notify>,
 }
@@ -135,16 +134,52 @@ impl Drop for Slot {
                 remote.slots.clone(),
                 remote.wake.clone(),
             );
+            let length = remote.length;
             // Outside a runtime (process exit) the lease simply expires.
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
-                    if let Err(e) = slots.release(&lease).await {
-                        log::warn!("event=slot_release_failed site={} error=\"{e}\" action=lease_will_expire", lease.site);
-                    }
+                    release_slot(&slots, &lease, length).await;
                     wake.notify_waiters();
                 });
             }
         }
+    }
+}
+
+/// Frees a lease in Redis: a failed release (a reset, a Redis that went silent) is retried
+/// until it lands or the lease has run out (`length` from now at most, as its holder renews it
+/// no more), so that a lost release does not hold a slot for a whole lease.
+async fn release_slot(slots: &RedisSlots, lease: &RemoteLease, length: Duration) {
+    let expired = Instant::now() + length;
+    let mut pause = LOCK_POLL_MAX;
+    let mut failed = false;
+    loop {
+        match slots.release(lease).await {
+            Ok(_) => {
+                if failed {
+                    log::info!("event=slot_released_after_retry site={}", lease.site);
+                }
+                return;
+            }
+            Err(e) if Instant::now() + pause >= expired => {
+                log::warn!(
+                    "event=slot_release_failed site={} error=\"{e}\" action=lease_expired",
+                    lease.site
+                );
+                return;
+            }
+            Err(e) => {
+                if !failed {
+                    log::warn!(
+                        "event=slot_release_failed site={} error=\"{e}\" action=retry",
+                        lease.site
+                    );
+                }
+                failed = true;
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
 
@@ -199,6 +234,11 @@ impl LockState {
 /// waits for one answer.
 const CONFIRM_EVERY: Duration = Duration::from_millis(250);
 const CONFIRM_TRY: Duration = Duration::from_millis(500);
+/// The same while the link is down: what a login on an in-process lock pays for asking a
+/// silent Redis (one that refuses answers at once). A Redis that is back (before the link's
+/// probe found out) answers in far less; one that does not is asked on by the lock's
+/// background task, which reports a conflict (`flight_lock_conflict`).
+const CONFIRM_TRY_DOWN: Duration = Duration::from_millis(100);
 
 impl FlightLock {
     /// Whether the lock is held in Redis (not the in-process fallback, or a no-op without
@@ -254,7 +294,9 @@ async fn keep_lock(
         // Unsure until answered: the holder may drop the lock (and abort this task) while
         // the request is under way, and it may still run on the server.
         state.unsure(Instant::now(), ttl);
-        match slots.try_lock(&site, id, &owner, ttl).await {
+        // Whatever the link's breaker says: this task runs off the caller's path, and its
+        // answer is the first news that Redis is back.
+        match slots.try_lock(&site, id, &owner, ttl, Admit::Always).await {
             Ok(true) => {
                 state.confirmed.store(true, Ordering::Relaxed);
                 log::info!("event=flight_lock_confirmed site={site} credential_id={id}");
@@ -378,10 +420,13 @@ impl Slots {
                 per_account: config.max_concurrent_per_account,
             })),
             config: config.clone(),
-            degraded: Arc::default(),
-            last_failure: Arc::default(),
             wake: Arc::default(),
         }
+    }
+
+    /// The Redis link the shared slots use; `None` in process.
+    pub fn link(&self) -> Option<&crate::redis::RedisLink> {
+        self.redis.as_ref().map(RedisSlots::link)
     }
 
     pub fn actor(&self) -> &Addr<ConcurrencyActor> {
@@ -411,67 +456,21 @@ impl Slots {
 
     /// "redis", "memory", or "memory (redis unreachable)".
     pub fn mode(&self) -> &'static str {
-        match (&self.redis, self.degraded.load(Ordering::Relaxed)) {
-            (None, _) => "memory",
-            (Some(_), false) => "redis",
-            (Some(_), true) => "memory (redis unreachable)",
+        match &self.redis {
+            None => "memory",
+            Some(redis) if redis.link().is_up() => "redis",
+            Some(_) => "memory (redis unreachable)",
         }
     }
 
+    /// Whether the in-process fallback is in use because the Redis link is not up.
     pub fn is_degraded(&self) -> bool {
-        self.degraded.load(Ordering::Relaxed)
+        self.redis.as_ref().is_some_and(|r| !r.link().is_up())
     }
 
-    /// Redis, unless it failed less than [`RETRY_REDIS_AFTER`] ago.
+    /// Redis, while the link is up.
     fn shared(&self) -> Option<&RedisSlots> {
-        let redis = self.redis.as_ref()?;
-        let last = *self.last_failure.lock().unwrap_or_else(|p| p.into_inner());
-        match last {
-            Some(at) if at.elapsed() < RETRY_REDIS_AFTER => None,
-            _ => Some(redis),
-        }
-    }
-
-    fn redis_failed(&self, e: &Error) {
-        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-        if !self.degraded.swap(true, Ordering::Relaxed) {
-            log::warn!("event=slots_fallback mode=in_process error=\"{e}\"");
-        }
-    }
-
-    fn redis_ok(&self) {
-        if self.degraded.swap(false, Ordering::Relaxed) {
-            *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            log::info!("event=slots_restored mode=redis");
-        }
-    }
-
-    /// The cache found Redis unreachable (its breaker is open): the slots use the same Redis,
-    /// so they take the in-process fallback now, and say so, rather than each login finding
-    /// out by waiting on it. Nothing to do without Redis or when the cache reaches it; the
-    /// cache's background probe ends the fallback ([`Slots::probe`]).
-    pub fn follow_cache_backend(&self, cache_up: bool) {
-        if self.redis.is_some() && !cache_up {
-            self.redis_failed(&Error::CacheUnavailable(
-                "the cache found Redis unreachable".into(),
-            ));
-        }
-    }
-
-    /// While in the fallback, asks Redis whether it is back and, if so, leaves the fallback
-    /// (the background probe of `CacheActor`), so that health does not wait for an
-    /// acquisition to find out.
-    pub async fn probe(&self) {
-        let Some(redis) = &self.redis else {
-            return;
-        };
-        if !self.is_degraded() {
-            return;
-        }
-        match redis.limits().await {
-            Ok(_) => self.redis_ok(),
-            Err(e) => self.redis_failed(&e),
-        }
+        self.redis.as_ref().filter(|r| r.link().is_up())
     }
 
     fn current_limits(&self) -> SlotLimits {
@@ -492,15 +491,16 @@ impl Slots {
             };
             match redis.acquire(&ask, &self.wake).await {
                 Ok(lease) => {
-                    self.redis_ok();
                     let remote = RemoteSlot {
                         lease,
+                        length: ask.lease,
                         slots: redis.clone(),
                         wake: self.wake.clone(),
                     };
                     return Ok(Slot::remote(remote, ask.lease));
                 }
-                Err(e @ Error::CacheUnavailable(_)) => self.redis_failed(&e),
+                // Redis did not answer (the link has logged it): in process, at once.
+                Err(Error::CacheUnavailable(_)) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -554,9 +554,11 @@ impl Slots {
         let mut seen_held = false;
         loop {
             let sent = Instant::now();
-            match redis.try_lock(site, credential_id, &owner, ttl).await {
+            match redis
+                .try_lock(site, credential_id, &owner, ttl, Admit::WhenUp)
+                .await
+            {
                 Ok(true) => {
-                    self.redis_ok();
                     state.confirmed.store(true, Ordering::Relaxed);
                     return Ok(FlightLock::new(
                         redis,
@@ -571,10 +573,11 @@ impl Slots {
                     seen_held = true;
                     errors.answered();
                 }
-                Err(e) => {
+                // A wait whose time ran out during the failed try ends as any other (below);
+                // otherwise a Redis taken for down ends the wait at once.
+                Err(e) if Instant::now() < deadline => {
                     state.unsure(sent, ttl);
-                    if errors.failed() {
-                        self.redis_failed(&e);
+                    if !redis.link().is_up() || errors.failed() {
                         if seen_held {
                             // Another instance may be logging in: give the account up.
                             let settle = state.unsure_until();
@@ -594,6 +597,7 @@ impl Slots {
                     }
                     log::warn!("event=flight_lock_redis_error site={site} account={account} error=\"{e}\" action=retry");
                 }
+                Err(_) => state.unsure(sent, ttl),
             }
             if Instant::now() + pause >= deadline {
                 if let Some(settle) = state.unsure_until() {
@@ -609,9 +613,10 @@ impl Slots {
     }
 
     /// Just before a login starts on `lock`: a lock taken in process while Redis was
-    /// unreachable is asked for in Redis now. Taken there, or Redis still unreachable (each
-    /// try bounded by [`CONFIRM_TRY`], errors given [`redis::ERROR_GRACE`]): the login may
-    /// start. Held by another instance: waits for it at most `wait` (`true`: the caller
+    /// unreachable is asked for in Redis now, whatever the link's breaker says (Redis may be
+    /// back before the link's probe found out). Taken there, or Redis still unreachable (a
+    /// try bounded by [`CONFIRM_TRY_DOWN`] while the link is down, by [`CONFIRM_TRY`] with
+    /// errors given [`redis::ERROR_GRACE`] while it is up): the login may start. Held by another instance: waits for it at most `wait` (`true`: the caller
     /// then looks for the token that login left), else `TIMEOUT`, or `CACHE_UNAVAILABLE` if
     /// Redis stops answering meanwhile — no login starts beside a lock Redis holds.
     pub async fn confirm(&self, lock: &FlightLock, account: &str, wait: Duration) -> Result<bool> {
@@ -624,12 +629,16 @@ impl Slots {
         let mut seen_held = false;
         while !held.state.confirmed() {
             let sent = Instant::now();
-            let tried = held
-                .slots
-                .try_lock(&held.site, held.id, &held.owner, held.ttl);
-            match tokio::time::timeout(CONFIRM_TRY, tried).await {
+            let bound = if held.slots.link().is_up() {
+                CONFIRM_TRY
+            } else {
+                CONFIRM_TRY_DOWN
+            };
+            let tried =
+                held.slots
+                    .try_lock(&held.site, held.id, &held.owner, held.ttl, Admit::Always);
+            match tokio::time::timeout(bound, tried).await {
                 Ok(Ok(true)) => {
-                    self.redis_ok();
                     held.state.confirmed.store(true, Ordering::Relaxed);
                     log::info!(
                         "event=flight_lock_confirmed site={} account={account} waited={seen_held}",
@@ -637,7 +646,6 @@ impl Slots {
                     );
                 }
                 Ok(Ok(false)) => {
-                    self.redis_ok();
                     seen_held = true;
                     errors.answered();
                 }
@@ -647,8 +655,9 @@ impl Slots {
                         Ok(Err(e)) => e,
                         _ => Error::CacheUnavailable("redis slots: timed out".into()),
                     };
-                    if errors.failed() {
-                        self.redis_failed(&e);
+                    // Redis is taken for unreachable: the login may start on the in-process
+                    // lock (unless Redis showed another instance holding it).
+                    if !held.slots.link().is_up() || errors.failed() {
                         return if seen_held { Err(e) } else { Ok(false) };
                     }
                 }
@@ -696,7 +705,6 @@ impl Slots {
             Ok(None) => LimitsInForce::of(here, LimitsSource::Local, None),
             Err(e) => {
                 log::warn!("event=slots_limits_unread reported=in_process error=\"{e}\"");
-                self.redis_failed(&e);
                 LimitsInForce::of(here, LimitsSource::Fallback, Some(e.to_string()))
             }
         }
@@ -889,13 +897,15 @@ mod tests {
             queue_timeout: 10.0,
             ..ConcurrencyConfig::default()
         };
-        let store =
-            crate::cache::redis_store::RedisStore::connect("redis://127.0.0.1:1/0").unwrap();
-        let redis = RedisSlots::new(store.connection(), "tokend-unit");
+        let link = crate::redis::RedisLink::open("redis://127.0.0.1:1/0", "tokend-unit").unwrap();
+        let redis = RedisSlots::new(link);
         let slots = Slots::new(ConcurrencyActor::new(&config).start(), Some(redis), &config);
         assert_eq!(slots.mode(), "redis");
-        // Redis errors go on for the grace period, then the slot is taken in process.
+        // Nobody listens: the link's breaker opens at the first refusal, and the slot is
+        // taken in process.
+        let started = Instant::now();
         let slot = slots.acquire("s", "a").await.unwrap();
+        assert!(started.elapsed() < redis::ERROR_GRACE, "waited out a grace");
         assert_eq!(slots.mode(), "memory (redis unreachable)");
         assert!(slots.is_degraded());
         assert_eq!(slot.fence(), 0);
@@ -914,15 +924,14 @@ mod tests {
     #[actix_rt::test]
     async fn limits_that_redis_cannot_give_are_reported_as_the_fallback_with_the_error() {
         let config = ConcurrencyConfig::default();
-        let store =
-            crate::cache::redis_store::RedisStore::connect("redis://127.0.0.1:1/0").unwrap();
-        let redis = RedisSlots::new(store.connection(), "tokend-unit");
+        let link = crate::redis::RedisLink::open("redis://127.0.0.1:1/0", "tokend-unit").unwrap();
+        let redis = RedisSlots::new(link);
         let slots = Slots::new(ConcurrencyActor::new(&config).start(), Some(redis), &config);
         let in_force = slots.limits().await;
         assert_eq!(in_force.source, LimitsSource::Fallback);
         assert!(in_force.error.is_some(), "{in_force:?}");
         assert!(slots.is_degraded());
-        // Within the retry pause too, without asking Redis again.
+        // While the link's breaker is open too, without asking Redis again.
         let again = slots.limits().await;
         assert_eq!(again.source, LimitsSource::Fallback);
         assert_eq!(again.limits, in_force.limits);

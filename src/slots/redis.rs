@@ -1,22 +1,27 @@
 //! Login slots, their wait queue and the single-flight locks in Redis, so that every tokend
-//! sharing the Redis and `key_prefix` holds the same limits (SPEC §9).
+//! sharing the Redis and `key_prefix` holds the same limits (SPEC §9). Every call goes through
+//! the one Redis link ([`RedisLink`]): its keys (all under the `{P}` hash tag, see
+//! [`crate::redis::keys`]), its scripts (`src/redis/scripts/slots_*.lua`, `lock_*.lua`) and its
+//! breaker.
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `P:slots:global`, `P:slots:site:SITE`, `P:slots:account:SITE:ACCOUNT` | sorted set | lease id → lease expiry (ms) |
-//! | `P:slots:queue` | sorted set | waiter id → arrival number (FIFO order) |
-//! | `P:slots:waiters` | hash | waiter id → `deadline\nsite\naccount` |
-//! | `P:slots:limits` | hash | `global`, `per_site`, `per_account` set at run time |
-//! | `P:slots:site-limits` | hash | site → its adaptive limit (at most `per_site`) |
-//! | `P:slots:fence` | counter | the fencing number of the latest grant (see below) |
-//! | `P:lock:SITE:ID` | string | the single-flight lock of an account: its owner, expiring after `lock_timeout` unless renewed |
+//! | `{P}:slots:leases` | sorted set | lease id → lease expiry (ms) |
+//! | `{P}:slots:holders` | hash | lease id → `SITE\nACCOUNT` (what the per-site and per-account counts read) |
+//! | `{P}:slots:queue`, `{P}:slots:queue-seq` | sorted set, counter | waiter id → arrival number (FIFO order) |
+//! | `{P}:slots:waiters` | hash | waiter id → `deadline\nsite\naccount` |
+//! | `{P}:slots:limits` | hash | `global`, `per_site`, `per_account` set at run time |
+//! | `{P}:slots:site-limits` | hash | site → its adaptive limit (at most `per_site`) |
+//! | `{P}:slots:fence` | counter | the fencing number of the latest grant (see below) |
+//! | `{P}:lock:SITE:ID` | string | the single-flight lock of an account: its owner, expiring after `lock_timeout` unless renewed |
 //!
 //! The grant script runs atomically, on Redis's clock (`TIME`, so instances' clocks do not
-//! matter): it drops expired leases and waiters, walks the oldest [`FIFO_WINDOW`] waiters
-//! granting (on paper) every one that could run, and grants the caller only if it can still
-//! run after them — FIFO among the waiters that can run, and no head-of-line blocking; the
-//! window bounds the script's work when the queue is long. Keys are built inside the
-//! scripts, so Redis Cluster is not supported.
+//! matter): it drops expired leases and waiters, counts the live leases per site and account
+//! from their holders, walks the oldest [`FIFO_WINDOW`] waiters granting (on paper) every one
+//! that could run, and grants the caller only if it can still run after them — FIFO among the
+//! waiters that can run, and no head-of-line blocking; the window bounds the script's work
+//! when the queue is long. Every key is passed as KEYS (none is built in a script), all of one
+//! hash tag, as Redis Cluster needs.
 //!
 //! Fencing survives a Redis that lost its keys (SPEC §9): when the counter is missing, the
 //! grant starts a new epoch at Redis's clock in microseconds, and never below the highest
@@ -25,179 +30,25 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-use redis::Script;
-
 use crate::actors::concurrency::SlotLimits;
 use crate::db::Pool;
 use crate::error::{Error, Result};
+use crate::redis::scripts::{
+    LOCK_RELEASE, LOCK_RENEW, LOCK_TAKE, SLOTS_CLEANUP, SLOTS_GRANT, SLOTS_RELEASE, SLOTS_RENEW,
+    SLOTS_USAGE,
+};
+use crate::redis::{Admit, RedisLink};
 
-const GRANT: &str = r#"
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local prefix = ARGV[11]
-local lim = redis.call('HMGET', prefix .. ':slots:limits', 'global', 'per_site', 'per_account')
-local g = tonumber(lim[1]) or tonumber(ARGV[6])
-local s = tonumber(lim[2]) or tonumber(ARGV[7])
-local a = tonumber(lim[3]) or tonumber(ARGV[8])
-local global = prefix .. ':slots:global'
--- Leases that expired unreleased (a holder that died) are dropped from the global set on
--- every grant; from the site and account sets only once one was found (they are not counted
--- meanwhile: ZCOUNT takes the live ones), which saves two calls on the common path.
-local expired = redis.call('ZREMRANGEBYSCORE', global, '-inf', now) > 0
-local used_g = redis.call('ZCARD', global)
-local function live(k)
-  if expired then
-    redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
-    return redis.call('ZCARD', k)
-  end
-  return redis.call('ZCOUNT', k, '(' .. now, '+inf')
-end
-local used_s, used_a = {}, {}
-local function site_used(site)
-  if used_s[site] == nil then
-    used_s[site] = live(prefix .. ':slots:site:' .. site)
-  end
-  return used_s[site]
-end
-local function account_used(site, account)
-  local id = site .. ':' .. account
-  if used_a[id] == nil then
-    used_a[id] = live(prefix .. ':slots:account:' .. id)
-  end
-  return used_a[id]
-end
-local site_limits = {}
-local function site_limit(site)
-  if site_limits[site] == nil then
-    local adaptive = tonumber(redis.call('HGET', prefix .. ':slots:site-limits', site))
-    site_limits[site] = adaptive and math.min(adaptive, s) or s
-  end
-  return site_limits[site]
-end
-local function fits(site, account)
-  return used_g < g and site_used(site) < site_limit(site) and account_used(site, account) < a
-end
-local queue = prefix .. ':slots:queue'
-local waiters = prefix .. ':slots:waiters'
-local me, my_site, my_account = ARGV[3], ARGV[4], ARGV[5]
-for _, w in ipairs(redis.call('ZRANGE', queue, 0, tonumber(ARGV[12]) - 1)) do
-  if w == me then break end
-  local info = redis.call('HGET', waiters, w)
-  local deadline, site, account
-  if info then deadline, site, account = string.match(info, '^([^\n]*)\n([^\n]*)\n(.*)$') end
-  if not deadline or tonumber(deadline) < now then
-    redis.call('ZREM', queue, w)
-    redis.call('HDEL', waiters, w)
-  elseif fits(site, account) then
-    used_g = used_g + 1
-    used_s[site] = used_s[site] + 1
-    used_a[site .. ':' .. account] = used_a[site .. ':' .. account] + 1
-  end
-end
-if fits(my_site, my_account) then
-  local fence = prefix .. ':slots:fence'
-  local number = redis.call('INCR', fence)
-  if number == 1 then
-    -- Redis lost the counter (restarted empty, flushed): a new epoch, newer than any number
-    -- the old Redis gave, on Redis's clock in microseconds (no Redis grants one a
-    -- microsecond) and never below the highest fence the database holds (ARGV[13]; -1 asks
-    -- the caller to look it up and come again).
-    local floor = tonumber(ARGV[13])
-    if floor < 0 then
-      redis.call('DEL', fence)
-      return {2, 0}
-    end
-    local epoch = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-    number = math.max(epoch, floor) + 1
-    redis.call('SET', fence, string.format('%.0f', number))
-  end
-  local expiry = now + tonumber(ARGV[2])
-  redis.call('ZADD', global, expiry, me)
-  redis.call('ZADD', prefix .. ':slots:site:' .. my_site, expiry, me)
-  redis.call('ZADD', prefix .. ':slots:account:' .. my_site .. ':' .. my_account, expiry, me)
-  -- ARGV[1]: whether this caller was queued by an earlier try (else it has nothing there).
-  if ARGV[1] == '1' then
-    redis.call('ZREM', queue, me)
-    redis.call('HDEL', waiters, me)
-  end
-  return {1, number}
-end
-if not redis.call('ZSCORE', queue, me) then
-  if redis.call('ZCARD', queue) >= tonumber(ARGV[9]) then return {-1, 0} end
-  redis.call('ZADD', queue, redis.call('INCR', prefix .. ':slots:queue_seq'), me)
-  redis.call('HSET', waiters, me, (now + tonumber(ARGV[10])) .. '\n' .. my_site .. '\n' .. my_account)
-end
-return {0, 0}
-"#;
-
-/// Frees a lease; with ARGV[5] = 1 (a waiter that gave up) also its place in the queue. A
-/// granted lease has none: the grant took it out of the queue.
-const RELEASE: &str = r#"
-local prefix, me, site, account = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local n = redis.call('ZREM', prefix .. ':slots:global', me)
-redis.call('ZREM', prefix .. ':slots:site:' .. site, me)
-redis.call('ZREM', prefix .. ':slots:account:' .. site .. ':' .. account, me)
-if ARGV[5] == '1' then
-  redis.call('ZREM', prefix .. ':slots:queue', me)
-  redis.call('HDEL', prefix .. ':slots:waiters', me)
-end
-return n
-"#;
-
-/// Extends a lease still held to `now + ARGV[5]` ms (on Redis's clock); 0 when it is gone.
-const RENEW_LEASE: &str = r#"
-local t = redis.call('TIME')
-local expiry = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[5])
-local prefix, me, site, account = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local n = redis.call('ZADD', prefix .. ':slots:global', 'XX', 'CH', expiry, me)
--- A lease gone from the global set is gone: its expired copies in the site and account sets
--- (dropped lazily by the grant) must not come back to life.
-if n == 1 then
-  redis.call('ZADD', prefix .. ':slots:site:' .. site, 'XX', expiry, me)
-  redis.call('ZADD', prefix .. ':slots:account:' .. site .. ':' .. account, 'XX', expiry, me)
-end
-return n
-"#;
-
-const USAGE: &str = r#"
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local global = ARGV[1] .. ':slots:global'
-redis.call('ZREMRANGEBYSCORE', global, '-inf', now)
-return {redis.call('ZCARD', global), redis.call('ZCARD', ARGV[1] .. ':slots:queue')}
-"#;
-
-/// Takes the lock for ARGV[1], or finds it already this owner's: a request of the same owner
-/// that timed out at the client and ran late is the owner's own, not a lock no one holds.
-const LOCK: &str = r#"
-local held = redis.call('GET', KEYS[1])
-if held == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-if held then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"#;
-
-const UNLOCK: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"#;
-
-const RENEW: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"#;
+/// How the slots name themselves in errors and logs.
+const WHAT: &str = "redis slots";
 
 /// How many of the oldest waiters the grant script considers before the caller.
 pub const FIFO_WINDOW: usize = 64;
 
 /// How long Redis errors may go on, with no answer in between, before a waiter gives up:
 /// a reset connection is retried; a Redis that stays away ends the wait (never with a slot
-/// or lock taken without Redis's word).
-pub const ERROR_GRACE: Duration = Duration::from_secs(2);
+/// or lock taken without Redis's word). The same grace as the link's breaker.
+pub use crate::redis::ERROR_GRACE;
 
 /// Redis errors in a row while waiting.
 #[derive(Debug, Default)]
@@ -223,15 +74,7 @@ const POLL_MAX: Duration = Duration::from_millis(100);
 
 #[derive(Clone)]
 pub struct RedisSlots {
-    conn: ConnectionManager,
-    prefix: String,
-    grant: Script,
-    release: Script,
-    usage: Script,
-    lock: Script,
-    unlock: Script,
-    renew: Script,
-    renew_lease: Script,
+    link: RedisLink,
     /// The database, whose highest stored fence is the floor of a new fencing epoch.
     database: Option<Pool>,
 }
@@ -254,7 +97,6 @@ struct WaiterGuard {
     slots: RedisSlots,
     id: String,
     site: String,
-    account: String,
     armed: bool,
 }
 
@@ -263,16 +105,11 @@ impl Drop for WaiterGuard {
         if !self.armed {
             return;
         }
-        let (slots, id, site, account) = (
-            self.slots.clone(),
-            self.id.clone(),
-            self.site.clone(),
-            self.account.clone(),
-        );
+        let (slots, id, site) = (self.slots.clone(), self.id.clone(), self.site.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 // A waiter that gave up: its queue entry, or a grant it never took.
-                if let Err(e) = slots.release_id(&id, &site, &account, true).await {
+                if let Err(e) = slots.release_id(&id, true).await {
                     log::warn!(
                         "event=slot_release_failed site={site} error=\"{e}\" action=lease_will_expire"
                     );
@@ -299,24 +136,17 @@ enum Grant {
     NewEpoch,
 }
 
-fn unavailable(e: redis::RedisError) -> Error {
-    Error::CacheUnavailable(format!("redis slots: {e}"))
-}
-
 impl RedisSlots {
-    pub fn new(conn: ConnectionManager, key_prefix: &str) -> RedisSlots {
+    pub fn new(link: RedisLink) -> RedisSlots {
         RedisSlots {
-            conn,
-            prefix: key_prefix.to_string(),
-            grant: Script::new(GRANT),
-            release: Script::new(RELEASE),
-            usage: Script::new(USAGE),
-            lock: Script::new(LOCK),
-            unlock: Script::new(UNLOCK),
-            renew: Script::new(RENEW),
-            renew_lease: Script::new(RENEW_LEASE),
+            link,
             database: None,
         }
+    }
+
+    /// The link these slots use (and whose state says whether they are in use).
+    pub fn link(&self) -> &RedisLink {
+        &self.link
     }
 
     /// Seeds a new fencing epoch no lower than the highest fence in `database`'s `tokens`.
@@ -373,8 +203,16 @@ impl RedisSlots {
         floor: i64,
     ) -> Result<Grant> {
         let max_queue = ask.max_queue;
-        let (state, fence): (i64, u64) = self
-            .grant
+        let keys = self.link.keys();
+        let mut script = SLOTS_GRANT.key(keys.slot_leases());
+        script
+            .key(keys.slot_holders())
+            .key(keys.slot_queue())
+            .key(keys.slot_queue_seq())
+            .key(keys.slot_waiters())
+            .key(keys.slot_limits())
+            .key(keys.site_limits())
+            .key(keys.fence())
             .arg(u8::from(queued))
             .arg(ask.lease.as_millis() as u64)
             .arg(id)
@@ -385,12 +223,9 @@ impl RedisSlots {
             .arg(ask.limits.per_account)
             .arg(max_queue)
             .arg(ask.wait.as_millis() as u64)
-            .arg(&self.prefix)
             .arg(FIFO_WINDOW)
-            .arg(floor)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
+            .arg(floor);
+        let (state, fence): (i64, u64) = self.link.invoke(WHAT, Admit::WhenUp, &script).await?;
         match state {
             1 => Ok(Grant::Granted(fence)),
             2 => Ok(Grant::NewEpoch),
@@ -414,7 +249,6 @@ impl RedisSlots {
             slots: self.clone(),
             id: id.clone(),
             site: site.to_string(),
-            account: account.to_string(),
             armed: true,
         };
         let deadline = tokio::time::Instant::now() + wait;
@@ -436,11 +270,12 @@ impl RedisSlots {
                     });
                 }
                 Ok(None) => errors.answered(),
-                // One error while waiting is not "Redis is down": this waiter keeps its
-                // place and asks again; only errors that go on give the wait up (never a
-                // slot taken without Redis's word).
+                // Redis is taken for unreachable (this error opened the link's breaker, or
+                // it was open): the wait ends now, and the caller falls back. Another error
+                // (Redis answered, but not with a grant) is retried while errors do not go
+                // on for the grace (never a slot taken without Redis's word).
                 Err(e @ Error::CacheUnavailable(_)) => {
-                    if errors.failed() {
+                    if !self.link.is_up() || errors.failed() {
                         return Err(e);
                     }
                     log::warn!(
@@ -460,61 +295,55 @@ impl RedisSlots {
         }
     }
 
-    /// Frees the lease `id`; `waiter` when it may still wait in the queue.
-    async fn release_id(&self, id: &str, site: &str, account: &str, waiter: bool) -> Result<bool> {
-        let n: u64 = self
-            .release
-            .arg(&self.prefix)
+    /// Frees the lease `id`; `waiter` when it may still wait in the queue. Sent whatever the
+    /// breaker says: a release runs off the caller's path, and a lost one holds a slot until
+    /// its lease ends.
+    async fn release_id(&self, id: &str, waiter: bool) -> Result<bool> {
+        let keys = self.link.keys();
+        let mut script = SLOTS_RELEASE.key(keys.slot_leases());
+        script
+            .key(keys.slot_holders())
+            .key(keys.slot_queue())
+            .key(keys.slot_waiters())
             .arg(id)
-            .arg(site)
-            .arg(account)
-            .arg(u8::from(waiter))
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
+            .arg(u8::from(waiter));
+        let n: u64 = self.link.invoke(WHAT, Admit::Always, &script).await?;
         Ok(n > 0)
     }
 
     /// Extends a lease whose login still runs; `false` when the lease is gone.
     pub async fn renew(&self, lease: &RemoteLease, length: Duration) -> Result<bool> {
-        let n: u64 = self
-            .renew_lease
-            .arg(&self.prefix)
+        let keys = self.link.keys();
+        let mut script = SLOTS_RENEW.key(keys.slot_leases());
+        script
+            .key(keys.slot_holders())
             .arg(&lease.id)
-            .arg(&lease.site)
-            .arg(&lease.account)
-            .arg(length.as_millis() as u64)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
+            .arg(length.as_millis() as u64);
+        let n: u64 = self.link.invoke(WHAT, Admit::Always, &script).await?;
         Ok(n > 0)
     }
 
     pub async fn release(&self, lease: &RemoteLease) -> Result<bool> {
-        self.release_id(&lease.id, &lease.site, &lease.account, false)
-            .await
+        self.release_id(&lease.id, false).await
     }
 
     /// One try at the single-flight lock of an account for `ttl` on behalf of `owner`:
     /// `true` when `owner` holds it now (taken, or already its own), `false` while another
     /// owner holds it. Every try of one wait uses the same owner, so a try that timed out
     /// and still ran on the server left a lock its waiter recognises (and releases).
+    /// `admit`: a waiting caller asks through the breaker; the background confirmation of a
+    /// lock taken in process asks whatever it says.
     pub async fn try_lock(
         &self,
         site: &str,
         credential_id: i64,
         owner: &str,
         ttl: Duration,
+        admit: Admit,
     ) -> Result<bool> {
-        let key = format!("{}:lock:{site}:{credential_id}", self.prefix);
-        let taken: u64 = self
-            .lock
-            .key(key)
-            .arg(owner)
-            .arg(ttl.as_millis() as u64)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
+        let mut script = LOCK_TAKE.key(self.link.keys().lock(site, credential_id));
+        script.arg(owner).arg(ttl.as_millis() as u64);
+        let taken: u64 = self.link.invoke(WHAT, admit, &script).await?;
         Ok(taken == 1)
     }
 
@@ -526,57 +355,44 @@ impl RedisSlots {
         owner: &str,
         ttl: Duration,
     ) -> Result<bool> {
-        let key = format!("{}:lock:{site}:{credential_id}", self.prefix);
-        let renewed: u64 = self
-            .renew
-            .key(key)
-            .arg(owner)
-            .arg(ttl.as_millis() as u64)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
+        let mut script = LOCK_RENEW.key(self.link.keys().lock(site, credential_id));
+        script.arg(owner).arg(ttl.as_millis() as u64);
+        let renewed: u64 = self.link.invoke(WHAT, Admit::Always, &script).await?;
         Ok(renewed == 1)
     }
 
-    /// Frees the lock if `owner` holds it; `true` when it did.
+    /// Frees the lock if `owner` holds it; `true` when it did. Sent whatever the breaker
+    /// says (a lost unlock locks the account out until the lock expires).
     pub async fn unlock(&self, site: &str, credential_id: i64, owner: &str) -> Result<bool> {
-        let key = format!("{}:lock:{site}:{credential_id}", self.prefix);
-        let freed: u64 = self
-            .unlock
-            .key(key)
-            .arg(owner)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
+        let mut script = LOCK_RELEASE.key(self.link.keys().lock(site, credential_id));
+        script.arg(owner);
+        let freed: u64 = self.link.invoke(WHAT, Admit::Always, &script).await?;
         Ok(freed == 1)
     }
 
     /// Shares new limits with every instance.
     pub async fn set_limits(&self, limits: SlotLimits) -> Result<()> {
-        let _: () = redis::cmd("HSET")
-            .arg(format!("{}:slots:limits", self.prefix))
+        let cmd = redis::cmd("HSET")
+            .arg(self.link.keys().slot_limits())
             .arg("global")
             .arg(limits.global)
             .arg("per_site")
             .arg(limits.per_site)
             .arg("per_account")
             .arg(limits.per_account)
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+            .clone();
+        self.link.query(WHAT, Admit::WhenUp, &cmd).await
     }
 
     /// The limits in force across instances, if any were set at run time.
     pub async fn limits(&self) -> Result<Option<SlotLimits>> {
-        let values: Vec<Option<u32>> = redis::cmd("HMGET")
-            .arg(format!("{}:slots:limits", self.prefix))
+        let cmd = redis::cmd("HMGET")
+            .arg(self.link.keys().slot_limits())
             .arg("global")
             .arg("per_site")
             .arg("per_account")
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
+            .clone();
+        let values: Vec<Option<u32>> = self.link.query(WHAT, Admit::WhenUp, &cmd).await?;
         Ok(match values.as_slice() {
             [Some(global), Some(per_site), Some(per_account)] => Some(SlotLimits {
                 global: *global,
@@ -591,91 +407,22 @@ impl RedisSlots {
     /// Expiry is judged on Redis's clock, as the grant script sets it: an instance whose
     /// clock runs ahead must not free live leases.
     pub async fn usage(&self) -> Result<(u64, u64)> {
-        let (held, queued): (u64, u64) = self
-            .usage
-            .arg(&self.prefix)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
-        Ok((held, queued))
+        let keys = self.link.keys();
+        let mut script = SLOTS_USAGE.key(keys.slot_leases());
+        script.key(keys.slot_holders()).key(keys.slot_queue());
+        self.link.invoke(WHAT, Admit::WhenUp, &script).await
     }
 
-    /// Redis's clock in milliseconds since the epoch (`TIME`), the clock of every lease.
-    async fn redis_now_ms(&self) -> Result<u64> {
-        let (seconds, micros): (u64, u64) = redis::cmd("TIME")
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
-        Ok(seconds * 1000 + micros / 1000)
-    }
-
-    /// Drops expired leases and waiters everywhere under the prefix; returns how many.
-    /// Expiry is judged on Redis's clock, as in [`RedisSlots::usage`].
+    /// Drops expired leases and waiters; returns how many of each. Expiry is judged on
+    /// Redis's clock, as in [`RedisSlots::usage`].
     pub async fn cleanup(&self) -> Result<(u64, u64)> {
-        let mut conn = self.conn.clone();
-        let now = self.redis_now_ms().await?;
-        let pattern = format!("{}:slots:*", self.prefix);
-        let mut cursor: u64 = 0;
-        let mut leases = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(500)
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            for key in keys.iter().filter(|k| {
-                k.contains(":slots:global")
-                    || k.contains(":slots:site:")
-                    || k.contains(":slots:account:")
-            }) {
-                let n: u64 = redis::cmd("ZREMRANGEBYSCORE")
-                    .arg(key)
-                    .arg("-inf")
-                    .arg(now)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(unavailable)?;
-                if key.ends_with(":slots:global") {
-                    leases += n;
-                }
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        let waiters_key = format!("{}:slots:waiters", self.prefix);
-        let entries: Vec<(String, String)> = redis::cmd("HGETALL")
-            .arg(&waiters_key)
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        let mut waiters = 0;
-        for (id, info) in entries {
-            let deadline: u64 = info
-                .split('\n')
-                .next()
-                .and_then(|d| d.parse().ok())
-                .unwrap_or(0);
-            if deadline < now {
-                let _: () = redis::pipe()
-                    .cmd("HDEL")
-                    .arg(&waiters_key)
-                    .arg(&id)
-                    .cmd("ZREM")
-                    .arg(format!("{}:slots:queue", self.prefix))
-                    .arg(&id)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(unavailable)?;
-                waiters += 1;
-            }
-        }
-        Ok((leases, waiters))
+        let keys = self.link.keys();
+        let mut script = SLOTS_CLEANUP.key(keys.slot_leases());
+        script
+            .key(keys.slot_holders())
+            .key(keys.slot_queue())
+            .key(keys.slot_waiters());
+        self.link.invoke(WHAT, Admit::WhenUp, &script).await
     }
 }
 
@@ -705,11 +452,9 @@ mod tests {
     async fn redis_slots() -> Option<RedisSlots> {
         let url = std::env::var("TOKEND_TEST_REDIS_URL")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
-        let store = crate::cache::redis_store::RedisStore::connect(&url).unwrap();
-        let up: redis::RedisResult<String> = redis::cmd("PING")
-            .query_async(&mut store.connection())
-            .await;
-        if up.is_err() {
+        let prefix = format!("tokend-unit-{}", uuid::Uuid::new_v4());
+        let link = RedisLink::open(&url, &prefix).unwrap();
+        if link.ping().await.is_err() {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
                 "Redis is required in CI but is not reachable"
@@ -717,8 +462,7 @@ mod tests {
             eprintln!("SKIPPED: Redis is not reachable; start it to run this test");
             return None;
         }
-        let prefix = format!("tokend-unit-{}", uuid::Uuid::new_v4());
-        Some(RedisSlots::new(store.connection(), &prefix))
+        Some(RedisSlots::new(link))
     }
 
     fn ask<'a>(site: &'a str, account: &'a str, wait: Duration) -> SlotRequest<'a> {
@@ -919,21 +663,39 @@ mod tests {
         };
         let ttl = Duration::from_secs(30);
         let owner = "owner-one";
-        assert!(slots.try_lock("s", 7, owner, ttl).await.unwrap());
-        assert!(!slots.try_lock("s", 7, "owner-two", ttl).await.unwrap());
+        assert!(slots
+            .try_lock("s", 7, owner, ttl, Admit::WhenUp)
+            .await
+            .unwrap());
+        assert!(!slots
+            .try_lock("s", 7, "owner-two", ttl, Admit::WhenUp)
+            .await
+            .unwrap());
         // The owner's own late or repeated request finds the lock its own.
-        assert!(slots.try_lock("s", 7, owner, ttl).await.unwrap());
+        assert!(slots
+            .try_lock("s", 7, owner, ttl, Admit::WhenUp)
+            .await
+            .unwrap());
         // Another account's lock is free.
-        assert!(slots.try_lock("s", 8, "owner-two", ttl).await.unwrap());
+        assert!(slots
+            .try_lock("s", 8, "owner-two", ttl, Admit::WhenUp)
+            .await
+            .unwrap());
         // Only the owner renews or unlocks it.
         assert!(!slots
             .renew_lock("s", 7, "not-the-owner", ttl)
             .await
             .unwrap());
         assert!(!slots.unlock("s", 7, "not-the-owner").await.unwrap());
-        assert!(!slots.try_lock("s", 7, "owner-two", ttl).await.unwrap());
+        assert!(!slots
+            .try_lock("s", 7, "owner-two", ttl, Admit::WhenUp)
+            .await
+            .unwrap());
         assert!(slots.renew_lock("s", 7, owner, ttl).await.unwrap());
         assert!(slots.unlock("s", 7, owner).await.unwrap());
-        assert!(slots.try_lock("s", 7, "owner-two", ttl).await.unwrap());
+        assert!(slots
+            .try_lock("s", 7, "owner-two", ttl, Admit::WhenUp)
+            .await
+            .unwrap());
     }
 }

@@ -204,7 +204,8 @@ async fn cache_warm_up_and_clear_act_on_the_backend() {
                     .unwrap();
                 let exists: bool = redis::AsyncCommands::exists(
                     &mut conn,
-                    format!("{prefix}:credentials:court_zxfw"),
+                    // The key schema (src/redis/keys.rs): the site is the hash tag.
+                    format!("{prefix}:credentials:{{court_zxfw}}"),
                 )
                 .await
                 .unwrap();

@@ -80,7 +80,8 @@ async fn redis_discards_stale_token_entries() {
     if !support::redis_available() {
         return;
     }
-    let store = RedisStore::connect(&support::redis_url()).unwrap();
+    let link = tokend::redis::RedisLink::open(&support::redis_url(), "tokend-fence").unwrap();
+    let store = RedisStore::new(link);
     let key = format!("tokend-fence-{}:token:court_zxfw:1", support::unique());
     let ttl = Duration::from_secs(60);
     assert!(store

@@ -10,8 +10,8 @@ use std::time::Duration;
 use actix::Actor;
 use serde_json::json;
 use tokend::actors::ConcurrencyActor;
-use tokend::cache::RedisStore;
 use tokend::config::ConcurrencyConfig;
+use tokend::redis::RedisLink;
 use tokend::slots::redis::RedisSlots;
 use tokend::slots::Slots;
 
@@ -99,8 +99,8 @@ async fn random_schedules_with_redis_errors_keep_one_holder_per_account() {
         let instances: Vec<Slots> = proxies
             .iter()
             .map(|p| {
-                let store = RedisStore::connect(&format!("redis://{}/0", p.addr)).unwrap();
-                let redis = RedisSlots::new(store.connection(), &prefix);
+                let link = RedisLink::open(&format!("redis://{}/0", p.addr), &prefix).unwrap();
+                let redis = RedisSlots::new(link);
                 Slots::new(ConcurrencyActor::new(&config).start(), Some(redis), &config)
             })
             .collect();
@@ -180,8 +180,7 @@ fn slots_on(url: &str, prefix: &str, ttl_s: f64) -> Slots {
         lock_timeout: ttl_s,
         ..ConcurrencyConfig::default()
     };
-    let store = RedisStore::connect(url).unwrap();
-    let redis = RedisSlots::new(store.connection(), prefix);
+    let redis = RedisSlots::new(RedisLink::open(url, prefix).unwrap());
     Slots::new(ConcurrencyActor::new(&config).start(), Some(redis), &config)
 }
 
@@ -270,8 +269,11 @@ async fn a_lock_taken_in_process_is_confirmed_in_redis_before_the_login() {
         .await
         .unwrap();
     assert!(held.is_shared());
-    // A found Redis unreachable a moment ago (its cache's breaker opened); Redis is back.
-    a.follow_cache_backend(false);
+    // A found Redis unreachable a moment ago (its link's breaker opened); Redis is back.
+    a.link()
+        .unwrap()
+        .found_unreachable("test", "a command timed out");
+    assert!(a.is_degraded());
     let local = a
         .lock(SITE, 1, "acct", Duration::from_secs(1))
         .await

@@ -1,16 +1,20 @@
-//! Random schedules against the in-process `ConcurrencyActor`: whatever the limits, arrival
-//! orders and hold times, no level ever exceeds its limit, every waiter is served (or, with a
-//! short queue_timeout, times out — never hangs), and waiters for the same account are served
-//! in arrival order.
+//! Random schedules against both slot backends — the in-process `ConcurrencyActor` and the
+//! Redis slots (`RedisSlots`, the grant script): whatever the limits, arrival orders and hold
+//! times, no level ever exceeds its limit, every waiter is served (or, with a short
+//! queue_timeout, times out — never hangs), and waiters for the same account are served in
+//! arrival order.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix::Actor;
+use actix::{Actor, Addr};
 use tokend::actors::concurrency::{AcquireSlot, ConcurrencyActor, SlotGuard, SlotLimits, Usage};
 use tokend::config::ConcurrencyConfig;
+use tokend::redis::RedisLink;
+use tokend::slots::redis::{RedisSlots, RemoteLease, SlotRequest};
+use tokio::sync::Notify;
 
 use crate::support;
 
@@ -24,7 +28,148 @@ struct Held {
     grants: HashMap<String, Vec<usize>>,
 }
 
+/// Where the slots of a schedule live.
+#[derive(Clone)]
+enum Backend {
+    Memory(Addr<ConcurrencyActor>),
+    /// The Redis slots under a prefix of their own; `wake` is what this instance's releases
+    /// notify, as `Slots` does.
+    Redis(RedisSlots, Arc<Notify>),
+}
+
+/// Which backend a schedule runs on.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Memory,
+    Redis,
+}
+
+/// A granted slot, released after its hold.
+enum Grant {
+    Local(SlotGuard),
+    Remote(RedisSlots, RemoteLease, Arc<Notify>),
+}
+
+impl Grant {
+    async fn release(self) {
+        match self {
+            Grant::Local(guard) => drop(guard),
+            Grant::Remote(slots, lease, wake) => {
+                assert!(slots.release(&lease).await.unwrap(), "the lease was lost");
+                wake.notify_waiters();
+            }
+        }
+    }
+}
+
+/// Counts of the waiters of a schedule: sent, and done with (released or given up).
+#[derive(Default)]
+struct Counts {
+    finished: AtomicUsize,
+    /// Released in Redis, or given up (its waiter removed, or about to be).
+    left: AtomicUsize,
+}
+
+impl Backend {
+    fn start(kind: Kind, config: &ConcurrencyConfig) -> Backend {
+        match kind {
+            Kind::Memory => Backend::Memory(ConcurrencyActor::new(config).start()),
+            Kind::Redis => {
+                let prefix = format!("tokend-prop-slots-{}", support::unique());
+                let link = RedisLink::open(&support::redis_url(), &prefix).unwrap();
+                Backend::Redis(RedisSlots::new(link), Arc::default())
+            }
+        }
+    }
+
+    /// Sends a waiter and returns once it has arrived (queued or granted), so that arrival
+    /// order is known; the returned task ends with its grant, or `timeout`.
+    async fn arrive(
+        &self,
+        arrival: &Arrival,
+        limits: SlotLimits,
+        queue_timeout: Duration,
+        sent: usize,
+        counts: &Arc<Counts>,
+    ) -> tokio::task::JoinHandle<Result<Grant, String>> {
+        match self {
+            Backend::Memory(actor) => {
+                let arrived = actor
+                    .send(AcquireSlot {
+                        site: arrival.site.clone(),
+                        account: arrival.account.clone(),
+                    })
+                    .await
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("refused at arrival: {e}"));
+                tokio::spawn(async move {
+                    match tokio::time::timeout(queue_timeout, arrived).await {
+                        Ok(Ok(guard)) => Ok(Grant::Local(guard)),
+                        Ok(Err(_)) => Err("the actor stopped".to_string()),
+                        Err(_) => Err("timeout".to_string()),
+                    }
+                })
+            }
+            Backend::Redis(slots, wake) => {
+                let (slots2, wake2, counts2) = (slots.clone(), wake.clone(), counts.clone());
+                let (site, account) = (arrival.site.clone(), arrival.account.clone());
+                let task = tokio::spawn(async move {
+                    let ask = SlotRequest {
+                        site: &site,
+                        account: &account,
+                        limits,
+                        lease: Duration::from_secs(30),
+                        wait: queue_timeout,
+                        max_queue: 100,
+                    };
+                    match slots2.acquire(&ask, &wake2).await {
+                        Ok(lease) => Ok(Grant::Remote(slots2, lease, wake2)),
+                        Err(tokend::Error::QueueTimeout(_)) => {
+                            counts2.left.fetch_add(1, Ordering::SeqCst);
+                            Err("timeout".to_string())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                });
+                // Arrived: every waiter sent and not yet gone holds a lease or a place in the
+                // queue (a release is counted once it has landed, so this only waits).
+                let slots = slots.clone();
+                let counts = counts.clone();
+                support::wait_until("the waiter arrived", Duration::from_secs(10), || {
+                    let (slots, counts) = (slots.clone(), counts.clone());
+                    async move {
+                        let (held, queued) = slots.usage().await.unwrap();
+                        let present = sent - counts.left.load(Ordering::SeqCst);
+                        (held + queued >= present as u64).then_some(())
+                    }
+                })
+                .await;
+                task
+            }
+        }
+    }
+
+    /// Waits until nothing is held or queued.
+    async fn drained(&self) {
+        support::wait_until("every slot released", Duration::from_secs(5), || {
+            let backend = self.clone();
+            async move {
+                let (held, queued) = match &backend {
+                    Backend::Memory(actor) => {
+                        let usage = actor.send(Usage).await.unwrap();
+                        (usage.active_total as u64, usage.queue_size as u64)
+                    }
+                    Backend::Redis(slots, _) => slots.usage().await.unwrap(),
+                };
+                (held == 0 && queued == 0).then_some(())
+            }
+        })
+        .await;
+    }
+}
+
 async fn run_schedule(
+    kind: Kind,
     seed: u64,
     queue_timeout: Duration,
 ) -> (Vec<Result<(), String>>, Held, SlotLimits) {
@@ -40,45 +185,35 @@ async fn run_schedule(
         max_concurrent_per_account: limits.per_account,
         ..ConcurrencyConfig::default()
     };
-    let actor = ConcurrencyActor::new(&config).start();
+    let backend = Backend::start(kind, &config);
     let held = Arc::new(Mutex::new(Held::default()));
-    let finished = Arc::new(AtomicUsize::new(0));
+    let counts: Arc<Counts> = Arc::default();
     let mut tasks = Vec::new();
     for number in 1..=25 {
-        let site = format!("s{}", rng.u32(0..2));
-        let account = format!("a{}", rng.u32(0..3));
-        let hold = Duration::from_millis(rng.u64(0..8));
+        let arrival = Arrival {
+            site: format!("s{}", rng.u32(0..2)),
+            account: format!("a{}", rng.u32(0..3)),
+            number,
+            hold: Duration::from_millis(rng.u64(0..8)),
+        };
         // Now and then, let some of the earlier waiters finish before the next arrives, so
         // that arrivals meet every state of the queue (a condition, not a pause).
         if rng.bool() {
             let at_least = rng.usize(0..=(number - 1) / 2);
-            let finished = finished.clone();
+            let counts = counts.clone();
             support::wait_until("earlier waiters done", Duration::from_secs(20), || {
-                let done = finished.load(Ordering::SeqCst);
+                let done = counts.finished.load(Ordering::SeqCst);
                 async move { (done >= at_least).then_some(()) }
             })
             .await;
         }
-        // The arrival: the actor has queued (or granted) this waiter before the next one is
-        // sent, so arrival order is known. The grant is then awaited as `acquire_slot` does.
-        let arrived = actor
-            .send(AcquireSlot {
-                site: site.clone(),
-                account: account.clone(),
-            })
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("seed {seed}: refused at arrival: {e}"));
-        let arrival = Arrival {
-            site,
-            account,
-            number,
-            hold,
-        };
-        let (held, finished) = (held.clone(), finished.clone());
+        let granted = backend
+            .arrive(&arrival, limits, queue_timeout, number, &counts)
+            .await;
+        let (held, counts) = (held.clone(), counts.clone());
         tasks.push(actix_web::rt::spawn(async move {
-            let result = hold_slot(arrived, queue_timeout, &held, limits, arrival).await;
-            finished.fetch_add(1, Ordering::SeqCst);
+            let result = hold_slot(granted, &held, limits, arrival, &counts).await;
+            counts.finished.fetch_add(1, Ordering::SeqCst);
             result
         }));
     }
@@ -86,16 +221,9 @@ async fn run_schedule(
     for task in tasks {
         results.push(task.await.unwrap());
     }
-    // Releases go through the actor's mailbox: wait for the last of them (and for waiters
-    // that gave up to leave the queue, at the latest at the lease check).
-    support::wait_until("every slot released", Duration::from_secs(5), || {
-        let actor = actor.clone();
-        async move {
-            let usage = actor.send(Usage).await.unwrap();
-            (usage.active_total == 0 && usage.queue_size == 0).then_some(())
-        }
-    })
-    .await;
+    // Releases go through the actor's mailbox (or the waiters that gave up leave the Redis
+    // queue a moment later): wait for the last of them.
+    backend.drained().await;
     let held = Arc::try_unwrap(held).ok().unwrap().into_inner().unwrap();
     (results, held, limits)
 }
@@ -112,11 +240,11 @@ struct Arrival {
 
 /// Waits for the grant of one arrival, records what is held while it is held, releases.
 async fn hold_slot(
-    arrived: tokio::sync::oneshot::Receiver<SlotGuard>,
-    queue_timeout: Duration,
+    granted: tokio::task::JoinHandle<Result<Grant, String>>,
     held: &Mutex<Held>,
     limits: SlotLimits,
     arrival: Arrival,
+    counts: &Counts,
 ) -> Result<(), String> {
     let Arrival {
         site,
@@ -124,11 +252,7 @@ async fn hold_slot(
         number,
         hold,
     } = arrival;
-    let guard = match tokio::time::timeout(queue_timeout, arrived).await {
-        Ok(Ok(guard)) => guard,
-        Ok(Err(_)) => return Err("the actor stopped".to_string()),
-        Err(_) => return Err("timeout".to_string()),
-    };
+    let grant = granted.await.map_err(|e| e.to_string())??;
     let key = format!("{site}:{account}");
     {
         let mut h = held.lock().unwrap();
@@ -157,22 +281,31 @@ async fn hold_slot(
         *h.per_site.get_mut(&site).unwrap() -= 1;
         *h.per_account.get_mut(&key).unwrap() -= 1;
     }
-    drop(guard);
+    grant.release().await;
+    counts.left.fetch_add(1, Ordering::SeqCst);
     Ok(())
 }
 
-#[actix_rt::test]
-async fn limits_liveness_and_order_over_random_schedules() {
-    for seed in 0..40 {
-        let (results, held, limits) = run_schedule(seed, Duration::from_secs(10)).await;
+/// The backends to run on: Redis is skipped (outside CI) when it is not there.
+fn kinds() -> Vec<Kind> {
+    let mut kinds = vec![Kind::Memory];
+    if support::redis_available() {
+        kinds.push(Kind::Redis);
+    }
+    kinds
+}
+
+async fn limits_liveness_and_order(kind: Kind, seeds: std::ops::Range<u64>) {
+    for seed in seeds {
+        let (results, held, limits) = run_schedule(kind, seed, Duration::from_secs(10)).await;
         assert!(
             held.violations.is_empty(),
-            "seed {seed}: {:?}",
+            "{kind:?} seed {seed}: {:?}",
             held.violations
         );
         assert!(
             results.iter().all(Result::is_ok),
-            "seed {seed}: a waiter was not served: {results:?}"
+            "{kind:?} seed {seed}: a waiter was not served: {results:?}"
         );
         // Waiters for one account need the same three slots, so none may overtake another.
         // With a per-account limit of 1 grants are strictly one after the other, so the
@@ -183,7 +316,7 @@ async fn limits_liveness_and_order_over_random_schedules() {
                 sorted.sort();
                 assert_eq!(
                     order, &sorted,
-                    "seed {seed}: {account} served out of arrival order"
+                    "{kind:?} seed {seed}: {account} served out of arrival order"
                 );
             }
         }
@@ -191,22 +324,37 @@ async fn limits_liveness_and_order_over_random_schedules() {
 }
 
 #[actix_rt::test]
+async fn limits_liveness_and_order_over_random_schedules() {
+    limits_liveness_and_order(Kind::Memory, 0..40).await;
+}
+
+#[actix_rt::test]
+async fn limits_liveness_and_order_over_random_schedules_in_redis() {
+    if kinds().len() < 2 {
+        return;
+    }
+    limits_liveness_and_order(Kind::Redis, 0..40).await;
+}
+
+#[actix_rt::test]
 async fn short_queue_timeouts_end_in_timeouts_not_hangs() {
-    for seed in 100..120 {
-        let (results, held, _) = run_schedule(seed, Duration::from_millis(3)).await;
-        assert!(
-            held.violations.is_empty(),
-            "seed {seed}: {:?}",
-            held.violations
-        );
-        for result in &results {
-            if let Err(e) = result {
-                assert_eq!(e, "timeout", "seed {seed}: unexpected error");
+    for kind in kinds() {
+        for seed in 100..120 {
+            let (results, held, _) = run_schedule(kind, seed, Duration::from_millis(3)).await;
+            assert!(
+                held.violations.is_empty(),
+                "{kind:?} seed {seed}: {:?}",
+                held.violations
+            );
+            for result in &results {
+                if let Err(e) = result {
+                    assert_eq!(e, "timeout", "{kind:?} seed {seed}: unexpected error");
+                }
             }
+            assert!(
+                results.iter().any(Result::is_ok),
+                "{kind:?} seed {seed}: nobody was served"
+            );
         }
-        assert!(
-            results.iter().any(Result::is_ok),
-            "seed {seed}: nobody was served"
-        );
     }
 }
