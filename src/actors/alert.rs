@@ -1,11 +1,14 @@
 //! `AlertActor`: turns live metrics and component checks into a health level and alerts.
 //!
-//! Messages: [`Health`] (asks `HistoryActor` for the database, `CacheActor` for the cache
-//! backend and `MonitorActor` for the metrics, then evaluates the `[alerts]` thresholds).
+//! Messages: [`Health`] (checks the database and the cache backend, asks `MonitorActor` for
+//! the metrics and the broker for the sites, then evaluates the `[alerts]` thresholds),
+//! [`Evaluate`] (the same on a timer, logging the transitions), [`AlertHistory`].
 //! The worst severity decides the level: high → unhealthy, medium → degraded, low → warning.
-//! [`AnnounceTo`] hands it the webhook, to which each transition is POSTed.
-//! Each firing/resolved transition is also kept (`alert_history`, [`AlertHistory`]): stored in
-//! the database through `HistoryActor`, so that it survives a restart.
+//! Each firing/resolved transition is POSTed to the webhook, and kept (`alert_history`,
+//! [`AlertHistory`]): stored in the database, so that it survives a restart.
+//!
+//! It is built last, once what it watches exists: the pool, the cache, the monitor, the
+//! broker and the webhook are given to [`AlertActor::new`].
 //!
 //! The rules themselves are in [`super::alert_rules`].
 
@@ -17,22 +20,24 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::alert_history::{AlertHistoryLog, AlertTransition};
+use super::alert_history::{AlertHistoryLog, AlertTransition, KEEP, MAX_TRANSITIONS};
 use super::alert_rules::MIN_ACQUISITIONS_FOR_RATES;
 pub use super::alert_rules::{evaluate, Alert, HealthLevel, Severity};
-use super::cache::{CacheActor, CacheHealth};
-use super::history::{AlertTransitions, CheckDatabase, HistoryActor, RecordAlert};
-use super::monitor::{MetricsSnapshot, MonitorActor, Snapshot};
 use crate::broker::{Broker, SiteReport};
+use crate::cache::TokenCache;
 use crate::config::{seconds, AlertsConfig};
+use crate::db::Pool;
+use crate::lifecycle::webhook::Webhook;
+use crate::watch::monitor::{MetricsSnapshot, MonitorActor, Snapshot};
 
 pub struct AlertActor {
     thresholds: AlertsConfig,
-    cache: Addr<CacheActor>,
+    cache: TokenCache,
     monitor: Addr<MonitorActor>,
-    history: Addr<HistoryActor>,
-    /// The pipeline, once it exists: whether each site can serve a login.
-    broker: Option<Broker>,
+    /// The database: checked for health, and where the transitions are kept.
+    pool: Pool,
+    /// The pipeline: whether each site can serve a login.
+    broker: Broker,
     /// Token requests and rejections counted at the last evaluation: the rejection rate is
     /// taken over the window since.
     window: RequestCounts,
@@ -41,7 +46,7 @@ pub struct AlertActor {
     /// The last day's transitions, for the dashboard.
     history_log: AlertHistoryLog,
     /// Where transitions are POSTed (`[notify] webhook_url`); a no-op without one.
-    webhook: crate::lifecycle::webhook::Webhook,
+    webhook: Webhook,
 }
 
 /// Requests (token lookups) and rejections since start (or the last metrics reset).
@@ -86,19 +91,6 @@ impl RequestCounts {
     }
 }
 
-/// Hands the pipeline to the alerts, once it is built (it needs the actors first).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct WatchSites(pub Broker);
-
-impl Handler<WatchSites> for AlertActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: WatchSites, _: &mut Context<Self>) {
-        self.broker = Some(msg.0);
-    }
-}
-
 /// The last day's alert transitions, newest first: the stored ones, or this process's own
 /// while the database cannot be read (logged).
 #[derive(Message)]
@@ -110,33 +102,20 @@ impl Handler<AlertHistory> for AlertActor {
 
     fn handle(&mut self, _: AlertHistory, _: &mut Context<Self>) -> Self::Result {
         let in_memory = self.history_log.recent(Utc::now());
-        let stored = self.history.send(AlertTransitions);
+        let since = (Utc::now() - KEEP).naive_utc();
+        let pool = self.pool.clone();
         Box::pin(async move {
-            match stored
-                .await
-                .map_err(crate::error::Error::from)
-                .and_then(|r| r)
-            {
-                Ok(stored) => stored,
+            let stored = pool
+                .run(move |conn| crate::db::alerts::since(conn, since, MAX_TRANSITIONS as i64))
+                .await;
+            match stored {
+                Ok(rows) => rows.into_iter().map(AlertTransition::from_row).collect(),
                 Err(e) => {
                     log::warn!("event=alert_history_unreadable fallback=in_process error=\"{e}\"");
                     in_memory
                 }
             }
         })
-    }
-}
-
-/// Hands the webhook to the alerts: each transition is POSTed too.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct AnnounceTo(pub crate::lifecycle::webhook::Webhook);
-
-impl Handler<AnnounceTo> for AlertActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: AnnounceTo, _: &mut Context<Self>) {
-        self.webhook = msg.0;
     }
 }
 
@@ -235,21 +214,40 @@ fn paused_for<'a>(sites: &'a [SiteReport], reason: &str) -> Vec<&'a SiteReport> 
 impl AlertActor {
     pub fn new(
         thresholds: AlertsConfig,
-        cache: Addr<CacheActor>,
+        cache: TokenCache,
         monitor: Addr<MonitorActor>,
-        history: Addr<HistoryActor>,
+        pool: Pool,
+        broker: Broker,
+        webhook: Webhook,
     ) -> AlertActor {
         AlertActor {
             thresholds,
             cache,
             monitor,
-            history,
-            broker: None,
+            pool,
+            broker,
             window: RequestCounts::default(),
             firing: HashMap::new(),
             history_log: Default::default(),
-            webhook: Default::default(),
+            webhook,
         }
+    }
+
+    /// Stores one transition, in the background; a failure is logged (the in-memory log
+    /// still has it).
+    fn store(&self, entry: AlertTransition) {
+        let (pool, row) = (self.pool.clone(), entry.to_row());
+        actix::spawn(async move {
+            if let Err(e) = pool
+                .run(move |conn| crate::db::alerts::insert(conn, &row))
+                .await
+            {
+                log::warn!(
+                    "event=alert_transition_not_stored type={} error=\"{e}\"",
+                    entry.kind
+                );
+            }
+        });
     }
 
     /// Logs each alert that starts firing (again after `repeat_interval` while it lasts) and
@@ -272,7 +270,7 @@ impl AlertActor {
                 );
                 if !self.firing.contains_key(alert.kind) {
                     let entry = self.history_log.firing(alert);
-                    self.history.do_send(RecordAlert(entry));
+                    self.store(entry);
                 }
                 self.webhook.alert_firing(alert.kind, alert);
                 self.firing.insert(alert.kind, Instant::now());
@@ -288,7 +286,7 @@ impl AlertActor {
             self.firing.remove(kind);
             log::info!("ALERT resolved type={kind}");
             let entry = self.history_log.resolved(kind);
-            self.history.do_send(RecordAlert(entry));
+            self.store(entry);
             self.webhook.alert_resolved(kind);
         }
     }
@@ -359,32 +357,21 @@ impl Handler<Health> for AlertActor {
     type Result = ResponseFuture<HealthReport>;
 
     fn handle(&mut self, _: Health, _: &mut Context<Self>) -> Self::Result {
-        let (cache, monitor, history) = (
-            self.cache.clone(),
-            self.monitor.clone(),
-            self.history.clone(),
-        );
+        let (cache, monitor, pool) = (self.cache.clone(), self.monitor.clone(), self.pool.clone());
         let thresholds = self.thresholds.clone();
         let (broker, window) = (self.broker.clone(), self.window);
         Box::pin(async move {
-            let sites = async {
-                match &broker {
-                    Some(broker) => broker.site_reports().await,
-                    None => Vec::new(),
-                }
-            };
             let (database, cache_state, metrics, sites) = tokio::join!(
-                history.send(CheckDatabase),
-                cache.send(CacheHealth),
+                crate::db::status::check(&pool),
+                crate::cache::health::check(&cache),
                 monitor.send(Snapshot),
-                sites
+                broker.site_reports()
             );
             let (metrics, mut alerts, monitor_component) = metrics_or_alert(metrics, &thresholds);
             let now = RequestCounts::of(&metrics);
             alerts.extend(site_alerts(&sites, now.rejection_rate(window), &thresholds));
             let sites_component: serde_json::Map<String, Value> =
                 sites.iter().map(|s| (s.name.clone(), json!(s))).collect();
-            let database = database.map_err(crate::error::Error::from).and_then(|r| r);
             let database_up = database.is_ok();
             let database_component = component_or_alert(
                 database,
@@ -392,9 +379,7 @@ impl Handler<Health> for AlertActor {
                 ("database_unreachable", Severity::High, "down"),
             );
             let cache_component = component_or_alert(
-                cache_state
-                    .map_err(crate::error::Error::from)
-                    .and_then(|r| r),
+                cache_state,
                 &mut alerts,
                 ("cache_backend_unreachable", Severity::Medium, "degraded"),
             );
@@ -503,8 +488,8 @@ fn metrics_or_alert(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actors::monitor::{AcquisitionFinished, AcquisitionStarted};
     use crate::policy::outcome::AcquisitionStatus;
+    use crate::watch::monitor::{AcquisitionFinished, AcquisitionStarted};
 
     #[actix_rt::test]
     async fn failing_logins_raise_a_high_alert() {

@@ -3,9 +3,9 @@
 
 use serde::Serialize;
 
-use super::monitor::MetricsSnapshot;
 use crate::cache::CacheKind;
 use crate::config::AlertsConfig;
+use crate::watch::monitor::MetricsSnapshot;
 
 /// Rate-based alerts wait for this many finished acquisitions, so one early failure does not
 /// page anyone.

@@ -13,13 +13,12 @@ use chrono::Utc;
 
 use super::in_use::InUse;
 use super::request::{AcquireRequest, AcquiredToken, Source};
-use crate::actors::history::HistoryRecorder;
-use crate::actors::monitor::MonitorActor;
 use crate::cache::{CacheKind, TokenCache};
 use crate::config::{seconds, validate_site_name, Config, SiteConfig};
 use crate::db::Pool;
 use crate::drivers::LoginDriver;
 use crate::error::{Error, Result};
+use crate::history::HistoryRecorder;
 use crate::policy::adaptive::AdaptiveLimits;
 use crate::policy::budget::LoginBudgets;
 use crate::policy::circuit::{CircuitPolicy, Circuits};
@@ -28,6 +27,7 @@ use crate::policy::selection::Strategy;
 use crate::slots::Slots;
 use crate::vault::crypto::SecretKey;
 use crate::watch::metrics::Metrics;
+use crate::watch::monitor::MonitorActor;
 
 /// The single-flight key: one login at a time per (site, account).
 pub(super) type FlightKey = (String, i64);

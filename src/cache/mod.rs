@@ -1,4 +1,4 @@
-//! The cache behind `CacheActor`: in-process ([`MemoryStore`], the default) or Redis
+//! The cache: in-process ([`MemoryStore`], the default) or Redis
 //! ([`RedisStore`]), one interface ([`CacheStore`]), and the pipeline's typed view of it
 //! ([`TokenCache`]).
 //!
@@ -14,10 +14,12 @@
 //! | `breaker.rs`, `guarded.rs` | leaving a failed Redis alone; counting failures by kind |
 //! | `near.rs` | the in-process copies: near cache and decoded entries |
 //! | `tokens.rs` | [`TokenCache`], the typed reads and writes the pipeline makes |
+//! | `upkeep.rs`, `health.rs` | the sweep and the Redis probe (a task); the backend's state for `/health` |
 
 pub mod breaker;
 pub mod entries;
 pub mod guarded;
+pub mod health;
 pub mod keys;
 pub mod kinds;
 pub mod memory;
@@ -25,6 +27,7 @@ pub mod near;
 pub mod redis_store;
 pub mod store;
 pub mod tokens;
+pub mod upkeep;
 
 pub use entries::{margin, CachedToken, CredentialEntry, ReadyHeaders};
 pub use kinds::{CacheCounters, CacheKind, KindCounts};

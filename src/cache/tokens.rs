@@ -82,13 +82,18 @@ impl TokenCache {
         &self.store
     }
 
+    /// `{key_prefix}:`, the start of every key tokend owns.
+    pub fn key_root(&self) -> String {
+        self.keys.root()
+    }
+
     /// Whether the backend is reachable as far as the cache knows (always, in process).
     pub fn backend_up(&self) -> bool {
         self.guarded.is_up()
     }
 
     /// One round trip to the backend when the breaker is open and no probe is under way (the
-    /// background probe of `CacheActor`); closes the breaker when it answers. Returns whether
+    /// background probe of [`super::upkeep`]); closes the breaker when it answers. Returns whether
     /// the backend is up as far as the cache knows.
     pub async fn probe(&self) -> bool {
         self.guarded.probe().await

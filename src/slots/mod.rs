@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use self::redis::{RedisSlots, RemoteLease, SlotRequest};
 use crate::actors::concurrency::{
-    acquire_slot, Cleanup, ConcurrencyActor, RenewLease, SetLimits, SlotUsage, Usage,
+    acquire_slot, ConcurrencyActor, ReclaimExpired, RenewLease, SetLimits, SlotUsage, Usage,
 };
 pub use crate::actors::concurrency::{SlotGuard, SlotLimits};
 use crate::config::{seconds, ConcurrencyConfig};
@@ -401,7 +401,7 @@ impl Slots {
     /// Frees the slots held past their lease and drops the waiters that gave up, in this
     /// process: (leases, waiters).
     pub async fn cleanup_here(&self) -> Result<(usize, usize)> {
-        Ok(self.actor.send(Cleanup).await?)
+        Ok(self.actor.send(ReclaimExpired).await?)
     }
 
     /// The same across instances (Redis); `None` in process.
@@ -459,7 +459,7 @@ impl Slots {
     }
 
     /// While in the fallback, asks Redis whether it is back and, if so, leaves the fallback
-    /// (the background probe of `CacheActor`), so that health does not wait for an
+    /// (the background probe of `cache::upkeep`), so that health does not wait for an
     /// acquisition to find out.
     pub async fn probe(&self) {
         let Some(redis) = &self.redis else {
@@ -833,7 +833,7 @@ mod tests {
         while started.elapsed() < Duration::from_secs(1) {
             slots
                 .actor()
-                .send(crate::actors::concurrency::Cleanup)
+                .send(crate::actors::concurrency::ReclaimExpired)
                 .await
                 .unwrap();
             tokio::time::sleep(Duration::from_millis(50)).await;

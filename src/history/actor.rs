@@ -1,154 +1,62 @@
-//! `HistoryActor`: owns the database side of tokend (SPEC §1).
+//! `HistoryActor`: the acquisition history on its way to SQL (SPEC §1). It owns the rows
+//! gathered for the next batch, the flushes waiting for an answer, and the spool.
 //!
-//! Its blocking work (diesel) runs on the pool's blocking threads ([`Pool::run`], the one
-//! road every database call takes), never on the async threads or the arbiter of the
-//! actors; the actor itself only hands work out, so a slow query holds up nothing else. A
-//! panic in that work (a bug, a value out of range) fails that one call with an error and is
-//! logged: the history keeps serving.
+//! Callers do not write rows one by one: they hand them to a [`HistoryRecorder`] (the
+//! actor's address: cheap to clone, never blocks), and the actor gathers up to
+//! [`BATCH_ROWS`] rows or [`BATCH_WINDOW`] of time into one batch, written on the pool's
+//! blocking threads (see [`super::writer`]). A batch the database could not take (down, or no
+//! answer within [`WRITE_TIMEOUT`]) waits in the spool until it can be written; new rows then
+//! join it there, so the history keeps its order. The spool's file work (and its fsyncs) runs
+//! on the same blocking pool as the database work, never on the arbiter of the actors.
 //!
-//! Messages: [`CheckDatabase`] (health: a round trip and its latency), [`RecordBatch`]
-//! (insert history rows; a replayed `acquisition_id` adds nothing), [`Statistics`] (the
-//! `/statistics` report, in SQL), [`Page`] (a page of history), [`Cleanup`] (delete rows
-//! older than N days, in batches, and the alert transitions as old; also run daily by the
-//! retention job of [`super::Actors`]), [`RecordAlert`] and [`AlertTransitions`] (the
-//! stored alert transitions of `/alerts/history`).
+//! Its mailbox takes two messages: a row to record, and a flush (write everything recorded so
+//! far, answered with the rows still waiting in the spool). It runs as a task of its own (a
+//! loop over a channel, not an actix actor: it waits on timers and on the database between
+//! messages); it stops once every recorder is dropped, and what it still holds goes to the
+//! spool for the next start.
 //!
-//! Callers do not send rows one by one: they hand them to a [`HistoryRecorder`], whose task
-//! gathers up to [`BATCH_ROWS`] rows or [`BATCH_WINDOW`] of time into one batch, and keeps a
-//! batch the database could not take (down, or no answer within [`WRITE_TIMEOUT`]) in the
-//! spool until it can be written. The spool's file work (and its fsyncs) runs on the same
-//! blocking pool as the database work, never on the arbiter of the actors. A batch the database refuses for its content is split in
-//! halves until the refused rows stand alone; those go to the dead-letter file (named in a
-//! log line and in `/health`), so that one bad row never blocks the spool.
+//! The queries on the history (statistics, pages, cleanup) are not its business: they are
+//! plain [`crate::db`] functions the API runs on the pool.
 
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use super::alert_history::{AlertTransition, KEEP, MAX_TRANSITIONS};
+use super::writer::Writer;
+pub use super::writer::{BATCH_ROWS, WRITE_TIMEOUT};
 use crate::db::models::NewHistory;
-use crate::db::statistics::StatisticsReport;
-use crate::db::{DbConnection, Pool};
+use crate::db::Pool;
 use crate::error::{Error, Result};
 use crate::history::spool::{DeadLetter, Spool};
 
-/// Most rows in one insert: 1000 rows of 19 columns stay under SQLite's limit of 32766
-/// parameters per statement, and larger batches write faster.
-pub const BATCH_ROWS: usize = 1000;
 /// Longest a row waits for companions before its batch is written.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
 /// Wait between attempts to write a batch the database refused.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
-/// Longest wait for one batch write: a write that hangs (half-open connection) is given up
-/// and its rows spooled, so that the flush at stop never outlasts its grace.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub struct HistoryActor {
-    pool: Pool,
-}
-
-impl Actor for HistoryActor {
-    type Context = Context<Self>;
-}
-
-impl HistoryActor {
-    pub fn new(pool: Pool) -> HistoryActor {
-        HistoryActor { pool }
-    }
-
-    /// Runs `work` on the pool's blocking threads; a panic there is an error of this call.
-    fn run<T, F>(&self, what: &'static str, work: F) -> ResponseFuture<Result<T>>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut DbConnection) -> Result<T> + Send + 'static,
-    {
-        let pool = self.pool.clone();
-        Box::pin(async move {
-            let result = pool.run(work).await;
-            if let Err(e @ Error::Internal(_)) = &result {
-                log::error!("event=database_work_failed work={what} error=\"{e}\"");
-            }
-            result
-        })
-    }
-}
-
-/// Is the database reachable, and how fast does it answer?
-#[derive(Message)]
-#[rtype(result = "Result<DatabaseStatus>")]
-pub struct CheckDatabase;
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DatabaseStatus {
-    pub backend: &'static str,
-    pub url: String,
-    pub latency_ms: f64,
-    pub pool_connections: u32,
-    pub pool_idle: u32,
-}
-
-impl Handler<CheckDatabase> for HistoryActor {
-    type Result = ResponseFuture<Result<DatabaseStatus>>;
-
-    fn handle(&mut self, _: CheckDatabase, _: &mut Context<Self>) -> Self::Result {
-        let pool = self.pool.clone();
-        Box::pin(async move {
-            let started = Instant::now();
-            pool.run(|conn| {
-                diesel::RunQueryDsl::execute(diesel::sql_query("SELECT 1"), conn)?;
-                Ok(())
-            })
-            .await?;
-            let (pool_connections, pool_idle) = pool.state();
-            Ok(DatabaseStatus {
-                backend: pool.backend().name(),
-                url: pool.display_url().to_string(),
-                latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-                pool_connections,
-                pool_idle,
-            })
-        })
-    }
-}
-
-/// Inserts rows in one statement; returns how many were new.
-#[derive(Message)]
-#[rtype(result = "Result<usize>")]
-pub struct RecordBatch(pub Vec<NewHistory>);
-
-impl Handler<RecordBatch> for HistoryActor {
-    type Result = ResponseFuture<Result<usize>>;
-
-    fn handle(&mut self, RecordBatch(rows): RecordBatch, _: &mut Context<Self>) -> Self::Result {
-        self.run("record", move |conn| {
-            crate::db::history::insert_batch(conn, &rows)
-        })
-    }
-}
-
+/// The actor's mailbox: a row to record, or a flush to answer.
 enum Entry {
     Row(Box<NewHistory>),
     Flush(oneshot::Sender<Result<usize>>),
 }
 
-/// The way into the history: cheap to clone, never blocks the caller.
+/// The address of [`HistoryActor`]: the way into the history. Cheap to clone, never blocks
+/// the caller.
 #[derive(Clone)]
 pub struct HistoryRecorder {
     sender: mpsc::UnboundedSender<Entry>,
 }
 
 impl HistoryRecorder {
-    /// Starts the batching task; must run inside an actix system. Rows left in the spool by
-    /// an earlier run are replayed first.
-    pub fn start(history: Addr<HistoryActor>, spool: Spool) -> HistoryRecorder {
+    /// Starts [`HistoryActor`] with its spool; must run inside an actix system. Rows left in
+    /// the spool by an earlier run are replayed first.
+    pub fn start(pool: Pool, spool: Spool) -> HistoryRecorder {
         let (sender, receiver) = mpsc::unbounded_channel();
         let writer = Writer {
-            history,
+            pool,
             dead: DeadLetter::new(crate::history::spool::dead_letter_path(spool.path())),
         };
-        actix::spawn(Batcher::run(writer, spool, receiver));
+        actix::spawn(HistoryActor::run(writer, spool, receiver));
         HistoryRecorder { sender }
     }
 
@@ -175,99 +83,11 @@ fn recorder_stopped() -> Error {
     Error::Internal("the history recorder has stopped: recorded rows are not written".into())
 }
 
-/// Whether the database refused a write for what the rows hold (a value it cannot store, a
-/// constraint), as opposed to being unreachable, busy or slow: only then is a row set aside.
-fn refused_for_content(e: &Error) -> bool {
-    use diesel::result::DatabaseErrorKind as Kind;
-    let Error::Database(diesel::result::Error::DatabaseError(kind, info)) = e else {
-        return false;
-    };
-    match kind {
-        Kind::NotNullViolation | Kind::CheckViolation | Kind::ForeignKeyViolation => true,
-        Kind::Unknown => {
-            let message = info.message().to_ascii_lowercase();
-            ![
-                "locked",
-                "busy",
-                "timeout",
-                "cancel",
-                "connection",
-                "terminat",
-                "shut",
-                "read-only",
-                // SQLite: "attempt to write a readonly database" (file, directory or disk).
-                "readonly",
-                "disk",
-                "space",
-                "memory",
-                "recovery",
-            ]
-            .iter()
-            .any(|transient| message.contains(transient))
-        }
-        _ => false,
-    }
-}
-
-/// The way rows reach the database: the actor, and where refused rows go.
-struct Writer {
-    history: Addr<HistoryActor>,
-    dead: DeadLetter,
-}
-
-impl Writer {
-    /// One batch, within [`WRITE_TIMEOUT`].
-    async fn batch(&self, rows: &[NewHistory]) -> Result<usize> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.history.send(RecordBatch(rows.to_vec())))
-            .await
-        {
-            Ok(sent) => sent?,
-            Err(_) => Err(Error::DatabaseUnavailable(format!(
-                "no answer to a history write within {}s",
-                WRITE_TIMEOUT.as_secs()
-            ))),
-        }
-    }
-
-    /// Writes rows in batches; a batch refused for its content is split until the refused
-    /// rows stand alone, and those go to the dead-letter file. `Err` when the database could
-    /// not take a batch (nothing after it was tried; the caller keeps every row, and a row
-    /// written twice adds nothing).
-    async fn write(&self, rows: &[NewHistory]) -> Result<()> {
-        let mut todo: Vec<&[NewHistory]> = rows.chunks(BATCH_ROWS).rev().collect();
-        while let Some(batch) = todo.pop() {
-            match self.batch(batch).await {
-                Ok(_) => {}
-                Err(e) if refused_for_content(&e) && batch.len() > 1 => {
-                    let (first, second) = batch.split_at(batch.len() / 2);
-                    todo.push(second);
-                    todo.push(first);
-                }
-                Err(e) if refused_for_content(&e) => self.set_aside(&batch[0], &e).await?,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// Keeps a row the database refused in the dead-letter file (fsynced on the blocking pool).
-    async fn set_aside(&self, row: &NewHistory, refusal: &Error) -> Result<()> {
-        let (dead, kept, reason) = (self.dead.clone(), row.clone(), refusal.to_string());
-        crate::db::blocking(move || dead.append(&kept, &reason)).await?;
-        log::error!(
-            "event=history_dead_letter acquisition_id={} path={} error=\"{refusal}\"",
-            row.acquisition_id,
-            self.dead.path().display()
-        );
-        Ok(())
-    }
-}
-
-/// The batching task: gathers rows into batches, writes them, keeps in the spool what the
+/// The history's owner: gathers rows into batches, writes them, keeps in the spool what the
 /// database cannot take, and answers flushes. Its file work (append, load, clear and their
 /// fsyncs) runs on the blocking pool like the database work, so it never holds up the arbiter
 /// that runs the login slots and the counters.
-struct Batcher {
+pub struct HistoryActor {
     writer: Writer,
     spool: Spool,
     receiver: mpsc::UnboundedReceiver<Entry>,
@@ -281,11 +101,11 @@ struct Batcher {
     spool_error: Option<String>,
 }
 
-impl Batcher {
+impl HistoryActor {
     /// Replays what an earlier run left in the spool, then batches until every recorder is
     /// dropped; rows still gathered then go to the spool.
     async fn run(writer: Writer, spool: Spool, receiver: mpsc::UnboundedReceiver<Entry>) {
-        let mut batcher = Batcher {
+        let mut actor = HistoryActor {
             writer,
             spool,
             receiver,
@@ -295,14 +115,14 @@ impl Batcher {
             last_replay: Instant::now(),
             spool_error: None,
         };
-        batcher.spooled = !batcher.replay().await;
-        batcher.last_replay = Instant::now();
-        while batcher.gather().await {
-            let failed_now = batcher.write_pending().await;
-            batcher.replay_if_due(failed_now).await;
-            batcher.answer_flushes().await;
+        actor.spooled = !actor.replay().await;
+        actor.last_replay = Instant::now();
+        while actor.gather().await {
+            let failed_now = actor.write_pending().await;
+            actor.replay_if_due(failed_now).await;
+            actor.answer_flushes().await;
         }
-        batcher.keep_pending().await;
+        actor.keep_pending().await;
     }
 
     /// Runs file work on the spool on the blocking pool.
@@ -480,146 +300,19 @@ impl Batcher {
     }
 }
 
-/// The `/statistics` report of the last `days` days.
-#[derive(Message)]
-#[rtype(result = "Result<StatisticsReport>")]
-pub struct Statistics {
-    pub days: u32,
-    pub site: Option<String>,
-}
-
-impl Handler<Statistics> for HistoryActor {
-    type Result = ResponseFuture<Result<StatisticsReport>>;
-
-    fn handle(&mut self, msg: Statistics, _: &mut Context<Self>) -> Self::Result {
-        self.run("statistics", move |conn| {
-            crate::db::statistics::report(conn, msg.days, msg.site.as_deref())
-        })
-    }
-}
-
-/// A page of history rows, newest first.
-#[derive(Message)]
-#[rtype(result = "Result<Vec<crate::db::models::HistoryRow>>")]
-pub struct Page(pub crate::db::history::HistoryFilter);
-
-impl Handler<Page> for HistoryActor {
-    type Result = ResponseFuture<Result<Vec<crate::db::models::HistoryRow>>>;
-
-    fn handle(&mut self, Page(filter): Page, _: &mut Context<Self>) -> Self::Result {
-        self.run("page", move |conn| crate::db::history::page(conn, &filter))
-    }
-}
-
-/// Deletes history rows older than `days` days; answers how many.
-#[derive(Message)]
-#[rtype(result = "Result<usize>")]
-pub struct Cleanup {
-    pub days: u32,
-}
-
-impl Handler<Cleanup> for HistoryActor {
-    type Result = ResponseFuture<Result<usize>>;
-
-    fn handle(&mut self, msg: Cleanup, _: &mut Context<Self>) -> Self::Result {
-        let days = msg.days;
-        let cutoff = (1..=crate::db::history::MAX_DAYS)
-            .contains(&days)
-            .then(|| chrono::Duration::try_days(i64::from(days)))
-            .flatten()
-            .and_then(|age| chrono::Utc::now().naive_utc().checked_sub_signed(age));
-        let Some(cutoff) = cutoff else {
-            let max = crate::db::history::MAX_DAYS;
-            return Box::pin(async move {
-                Err(Error::invalid("days", format!("must be from 1 to {max}")))
-            });
-        };
-        self.run("cleanup", move |conn| {
-            let deleted = crate::db::history::delete_before(conn, cutoff)?;
-            let alerts = crate::db::alerts::delete_before(conn, cutoff)?;
-            log::info!(
-                "event=history_cleanup days={days} deleted={deleted} alert_transitions_deleted={alerts}"
-            );
-            Ok(deleted)
-        })
-    }
-}
-
-/// Stores one alert transition; a failure is logged (the in-memory log still has it).
-#[derive(Message)]
-#[rtype(result = "Result<()>")]
-pub struct RecordAlert(pub AlertTransition);
-
-impl Handler<RecordAlert> for HistoryActor {
-    type Result = ResponseFuture<Result<()>>;
-
-    fn handle(&mut self, RecordAlert(entry): RecordAlert, _: &mut Context<Self>) -> Self::Result {
-        let row = entry.to_row();
-        let stored = self.run("record_alert", move |conn| {
-            crate::db::alerts::insert(conn, &row)
-        });
-        Box::pin(async move {
-            let result = stored.await;
-            if let Err(e) = &result {
-                log::warn!(
-                    "event=alert_transition_not_stored type={} error=\"{e}\"",
-                    entry.kind
-                );
-            }
-            result
-        })
-    }
-}
-
-/// The stored alert transitions of the last [`KEEP`], newest first, at most
-/// [`MAX_TRANSITIONS`].
-#[derive(Message)]
-#[rtype(result = "Result<Vec<AlertTransition>>")]
-pub struct AlertTransitions;
-
-impl Handler<AlertTransitions> for HistoryActor {
-    type Result = ResponseFuture<Result<Vec<AlertTransition>>>;
-
-    fn handle(&mut self, _: AlertTransitions, _: &mut Context<Self>) -> Self::Result {
-        let since = (chrono::Utc::now() - KEEP).naive_utc();
-        self.run("alert_transitions", move |conn| {
-            let rows = crate::db::alerts::since(conn, since, MAX_TRANSITIONS as i64)?;
-            Ok(rows.into_iter().map(AlertTransition::from_row).collect())
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[actix_rt::test]
-    async fn a_panic_in_database_work_fails_that_call_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let pool = Pool::connect(&format!("sqlite://{}/h.db", dir.path().display()), 2).unwrap();
-        pool.migrate().unwrap();
-        let actor = HistoryActor::new(pool);
-        let failed: Result<()> = actor.run("test", |_| panic!("a bug")).await;
-        assert!(matches!(failed, Err(Error::Internal(_))), "{failed:?}");
-        let history = actor.start();
-        assert!(history.send(CheckDatabase).await.unwrap().is_ok());
-        let refused = history.send(Cleanup { days: u32::MAX }).await.unwrap();
-        assert!(
-            matches!(&refused, Err(Error::InvalidInput { field, .. }) if field == "days"),
-            "{refused:?}"
-        );
-        assert_eq!(history.send(Cleanup { days: 1 }).await.unwrap().unwrap(), 0);
-    }
 
     fn row(id: &str) -> NewHistory {
         let now = chrono::Utc::now().naive_utc();
         NewHistory::login(id, "court_zxfw", ("alice", 1), now)
     }
 
-    fn sqlite_history(dir: &std::path::Path) -> Addr<HistoryActor> {
+    fn sqlite_history(dir: &std::path::Path) -> Pool {
         let pool = Pool::connect(&format!("sqlite://{}/h.db", dir.display()), 2).unwrap();
         pool.migrate().unwrap();
-        HistoryActor::new(pool).start()
+        pool
     }
 
     #[actix_rt::test]
@@ -676,8 +369,7 @@ mod recorder_tests {
     fn recorder(dir: &Path) -> (Pool, HistoryRecorder) {
         let pool = Pool::connect(&format!("sqlite://{}/h.db", dir.display()), 2).unwrap();
         pool.migrate().unwrap();
-        let history = HistoryActor::new(pool.clone()).start();
-        let recorder = HistoryRecorder::start(history, Spool::new(dir.join("h.spool")));
+        let recorder = HistoryRecorder::start(pool.clone(), Spool::new(dir.join("h.spool")));
         (pool, recorder)
     }
 
@@ -806,9 +498,8 @@ mod recorder_tests {
         let dir = tempfile::tempdir().unwrap();
         let pool = Pool::connect(&format!("sqlite://{}/h.db", dir.path().display()), 1).unwrap();
         pool.migrate().unwrap();
-        let history = HistoryActor::new(pool.clone()).start();
         let spool = Spool::new(dir.path().join("h.spool"));
-        let recorder = HistoryRecorder::start(history, Spool::new(spool.path()));
+        let recorder = HistoryRecorder::start(pool.clone(), Spool::new(spool.path()));
         read_only(&pool, true).await;
         let wanted = ids("ro", 3);
         for id in &wanted {
