@@ -69,7 +69,7 @@ impl HealthLevel {
     }
 }
 
-/// Threshold checks over a metrics snapshot (the component checks are added by [`Health`]).
+/// Threshold checks over a metrics snapshot (the component checks are added by [`Health`](super::alert::Health)).
 pub fn evaluate(metrics: &MetricsSnapshot, thresholds: &AlertsConfig) -> Vec<Alert> {
     let mut alerts = Vec::new();
     let totals = &metrics.totals;

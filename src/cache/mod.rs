@@ -1,4 +1,4 @@
-//! The cache: in-process ([`MemoryStore`], the default) or Redis
+//! The cache: in-process ([`MemoryStore`](memory::MemoryStore), the default) or Redis
 //! ([`RedisStore`]), one interface ([`CacheStore`]), and the pipeline's typed view of it
 //! ([`TokenCache`]).
 //!
