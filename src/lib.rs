@@ -13,12 +13,11 @@
 //!   daemon (`tokend token get`, `tokend optimize`, `tokend exec`, `tokend checkout`).
 //! - [`config`]: the TOML file and the environment, checked once.
 //! - [`daemon`]: `tokend serve` — the server that builds the parts in order and stops them in
-//!   order, start-up checks, logging, systemd readiness, the grace of a stop, the process's
-//!   own resources.
+//!   order, start-up checks, logging, systemd readiness, the grace of a stop, the cache's
+//!   sweep and Redis probe, the process's own resources.
 //! - [`api`]: one small handler per endpoint, their typed answers, the dashboard.
 //! - [`broker`]: the pipeline — a cached token, or the slow path — and the owner of its
-//!   state, over [`cache`] (in process or Redis, with the near cache, the breaker, and the
-//!   sweep/probe task that keeps it).
+//!   state, over [`cache`] (in process or Redis, with the near cache and the breaker).
 //! - [`policy`]: the slow path's decisions — which account (selection), logins per sliding
 //!   hour (budget), a site that is down is paused (circuit), AIMD limits (adaptive), and the
 //!   vocabulary of results and penalties (outcome); [`slots`]: limits in flight, in process
@@ -33,8 +32,8 @@
 //!   [`history`] (`HistoryActor`: rows on their way to SQL in batches, the spool, the
 //!   retention job).
 //! - Watching: [`watch`] (`MonitorActor`'s live counters, Prometheus, the last hour,
-//!   concurrency recommendations) and [`actors`] (`AlertActor`, health and alerts;
-//!   `ConcurrencyActor`, the in-process slots; `Actors`, the addresses of the four actors).
+//!   concurrency recommendations) and [`actors`] (`AlertActor`, health and alerts; `Actors`,
+//!   the addresses of the four actors).
 //! - [`error`]: the one error type, and its HTTP statuses and exit codes.
 
 pub mod accounts;

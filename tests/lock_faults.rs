@@ -19,9 +19,9 @@ use actix::Actor;
 use harness::Harness;
 use proxy::Proxy;
 use serde_json::json;
-use tokend::actors::ConcurrencyActor;
 use tokend::cache::RedisStore;
 use tokend::config::ConcurrencyConfig;
+use tokend::slots::concurrency::ConcurrencyActor;
 use tokend::slots::redis::RedisSlots;
 use tokend::slots::Slots;
 

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::Actor;
-use tokend::actors::concurrency::{AcquireSlot, ConcurrencyActor, SlotGuard, SlotLimits, Usage};
 use tokend::config::ConcurrencyConfig;
+use tokend::slots::concurrency::{AcquireSlot, ConcurrencyActor, SlotGuard, SlotLimits, Usage};
 
 #[derive(Default)]
 struct Held {

@@ -14,7 +14,7 @@
 //! | `breaker.rs`, `guarded.rs` | leaving a failed Redis alone; counting failures by kind |
 //! | `near.rs` | the in-process copies: near cache and decoded entries |
 //! | `tokens.rs` | [`TokenCache`], the typed reads and writes the pipeline makes |
-//! | `upkeep.rs`, `health.rs` | the sweep and the Redis probe (a task); the backend's state for `/health` |
+//! | `health.rs` | the backend's state for `/health` (its sweep and probe: `daemon::upkeep`) |
 
 pub mod breaker;
 pub mod entries;
@@ -27,7 +27,6 @@ pub mod near;
 pub mod redis_store;
 pub mod store;
 pub mod tokens;
-pub mod upkeep;
 
 pub use entries::{margin, CachedToken, CredentialEntry, ReadyHeaders};
 pub use kinds::{CacheCounters, CacheKind, KindCounts};

@@ -11,7 +11,7 @@ use redis::aio::ConnectionManager;
 
 use actix::Actor;
 
-use crate::actors::{Actors, AlertActor, ConcurrencyActor};
+use crate::actors::{Actors, AlertActor};
 use crate::api::{self, AppState};
 use crate::broker::{Broker, BrokerParts};
 use crate::cache::{CacheStore, TokenCache};
@@ -25,6 +25,7 @@ use crate::lifecycle::webhook::Webhook;
 use crate::policy::adaptive::AdaptiveLimits;
 use crate::policy::budget::LoginBudgets;
 use crate::policy::circuit::Circuits;
+use crate::slots::concurrency::ConcurrencyActor;
 use crate::slots::redis::RedisSlots;
 use crate::slots::Slots;
 use crate::vault::crypto::SecretKey;
@@ -151,7 +152,7 @@ fn start_parts(
         RedisSlots::new(connection, prefix).with_database(pool.clone())
     });
     let slots = Slots::new(concurrency.clone(), redis_slots, &config.concurrency);
-    crate::cache::upkeep::start(cache, &slots);
+    crate::daemon::upkeep::start(cache, &slots);
     let broker = Broker::new(BrokerParts {
         config: config.clone(),
         pool: pool.clone(),

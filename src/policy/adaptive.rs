@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use redis::aio::ConnectionManager;
 use redis::Script;
 
-use crate::actors::concurrency::{SetSiteLimit, Usage};
 use crate::config::SiteConfig;
+use crate::slots::concurrency::{SetSiteLimit, Usage};
 use crate::slots::Slots;
 use crate::watch::metrics::Metrics;
 

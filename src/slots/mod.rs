@@ -1,10 +1,12 @@
-//! Login slots as the pipeline sees them: in-process (`ConcurrencyActor`) or shared by every
-//! instance through Redis ([`redis::RedisSlots`]), with the same semantics (SPEC §1, §9).
+//! Login slots as the pipeline sees them: in-process ([`concurrency`], `ConcurrencyActor`) or
+//! shared by every instance through Redis ([`redis::RedisSlots`]), with the same semantics
+//! (SPEC §1, §9).
 //!
 //! With Redis configured, slots, the queue order and the single-flight lock live in Redis; if
 //! Redis cannot be reached, tokend falls back to in-process limits (logged, and shown in
 //! `/health` and `/resource-usage`), and goes back to Redis by itself once it answers again.
 
+pub mod concurrency;
 pub mod redis;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,11 +16,11 @@ use std::time::{Duration, Instant};
 use actix::Addr;
 use tokio::sync::Notify;
 
-use self::redis::{RedisSlots, RemoteLease, SlotRequest};
-use crate::actors::concurrency::{
+use self::concurrency::{
     acquire_slot, ConcurrencyActor, ReclaimExpired, RenewLease, SetLimits, SlotUsage, Usage,
 };
-pub use crate::actors::concurrency::{SlotGuard, SlotLimits};
+pub use self::concurrency::{SlotGuard, SlotLimits};
+use self::redis::{RedisSlots, RemoteLease, SlotRequest};
 use crate::config::{seconds, ConcurrencyConfig};
 use crate::error::{Error, Result};
 
@@ -459,7 +461,7 @@ impl Slots {
     }
 
     /// While in the fallback, asks Redis whether it is back and, if so, leaves the fallback
-    /// (the background probe of `cache::upkeep`), so that health does not wait for an
+    /// (the background probe of `daemon::upkeep`), so that health does not wait for an
     /// acquisition to find out.
     pub async fn probe(&self) {
         let Some(redis) = &self.redis else {
@@ -738,8 +740,8 @@ impl LimitsInForce {
 mod tests {
     use actix::Actor;
 
+    use self::concurrency::{SlotUsage, Usage};
     use super::*;
-    use crate::actors::concurrency::{SlotUsage, Usage};
 
     /// In-process slots with these limits; a waiter gives up after 0.2 s.
     fn slots(global: u32, per_site: u32, per_account: u32) -> Slots {
@@ -833,7 +835,7 @@ mod tests {
         while started.elapsed() < Duration::from_secs(1) {
             slots
                 .actor()
-                .send(crate::actors::concurrency::ReclaimExpired)
+                .send(crate::slots::concurrency::ReclaimExpired)
                 .await
                 .unwrap();
             tokio::time::sleep(Duration::from_millis(50)).await;

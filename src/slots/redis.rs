@@ -28,9 +28,9 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::Script;
 
-use crate::actors::concurrency::SlotLimits;
 use crate::db::Pool;
 use crate::error::{Error, Result};
+use crate::slots::concurrency::SlotLimits;
 
 const GRANT: &str = r#"
 local clock = redis.call('TIME')

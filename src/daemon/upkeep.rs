@@ -1,5 +1,6 @@
-//! The cache's upkeep: a sweep and a probe, a task of their own (nothing asks them anything,
-//! so no actor). The hot path reads the store through [`TokenCache`] and never waits here.
+//! The upkeep of the cache and of the login slots that share its Redis: a sweep and a probe,
+//! a task of their own (nothing asks them anything, so no actor). The hot path reads the
+//! store through [`TokenCache`] and never waits here.
 //!
 //! - Every [`SWEEP_INTERVAL`], expired in-process entries are dropped (memory backend).
 //! - Every [`PROBE_INTERVAL`], while Redis is taken for unreachable (the cache's breaker is
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{CacheStore, TokenCache};
+use crate::cache::{CacheStore, TokenCache};
 use crate::slots::Slots;
 
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
