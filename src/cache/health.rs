@@ -36,3 +36,32 @@ pub async fn check(cache: &TokenCache) -> Result<CacheHealthReport> {
         latency_ms,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use base64::Engine;
+
+    use super::*;
+    use crate::vault::crypto::SecretKey;
+
+    /// The in-process backend: no round trip, and only the keys under tokend's prefix count.
+    #[actix_rt::test]
+    async fn the_memory_backend_counts_the_keys_under_the_prefix() {
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let key = SecretKey::from_base64(&key).unwrap();
+        let store = CacheStore::Memory(Arc::default());
+        let cache = TokenCache::new(store.clone(), "t", key);
+        let hour = Duration::from_secs(3600);
+        store.set("t:token:s:1", "x", hour).await.unwrap();
+        store.set("t:creds:s", "x", hour).await.unwrap();
+        store.set("other:token:s:1", "x", hour).await.unwrap();
+        let report = check(&cache).await.unwrap();
+        assert_eq!(
+            (report.backend, report.keys, report.latency_ms),
+            ("memory", 2, None)
+        );
+    }
+}
