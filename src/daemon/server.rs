@@ -5,11 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix::Actor;
 use actix_web::dev::ServerHandle;
 use actix_web::{middleware, web, App, HttpServer};
 use redis::aio::ConnectionManager;
-
-use actix::Actor;
 
 use crate::actors::{Actors, AlertActor};
 use crate::api::{self, AppState};
