@@ -1,7 +1,8 @@
 //! `AlertActor`: turns live metrics and component checks into a health level and alerts.
 //!
-//! Messages: [`Health`] (checks the database and the cache backend, asks `MonitorActor` for
-//! the metrics and the broker for the sites, then evaluates the `[alerts]` thresholds),
+//! Messages: [`Health`] (checks the database, asks `CacheActor` for the cache backend,
+//! `MonitorActor` for the metrics and the broker for the sites, then evaluates the `[alerts]`
+//! thresholds),
 //! [`Evaluate`] (the same on a timer, logging the transitions), [`AlertHistory`].
 //! The worst severity decides the level: high → unhealthy, medium → degraded, low → warning.
 //! Each firing/resolved transition is POSTed to the webhook, and kept (`alert_history`,
@@ -23,8 +24,8 @@ use serde_json::{json, Value};
 use super::alert_history::{AlertHistoryLog, AlertTransition, KEEP, MAX_TRANSITIONS};
 use super::alert_rules::MIN_ACQUISITIONS_FOR_RATES;
 pub use super::alert_rules::{evaluate, Alert, HealthLevel, Severity};
+use super::cache::CacheActor;
 use crate::broker::{Broker, SiteReport};
-use crate::cache::TokenCache;
 use crate::config::{seconds, AlertsConfig};
 use crate::db::Pool;
 use crate::lifecycle::webhook::Webhook;
@@ -32,7 +33,8 @@ use crate::watch::monitor::{MetricsSnapshot, MonitorActor, Snapshot};
 
 pub struct AlertActor {
     thresholds: AlertsConfig,
-    cache: TokenCache,
+    /// Asked for the `cache` component of the health.
+    cache: Addr<CacheActor>,
     monitor: Addr<MonitorActor>,
     /// The database: checked for health, and where the transitions are kept.
     pool: Pool,
@@ -214,7 +216,7 @@ fn paused_for<'a>(sites: &'a [SiteReport], reason: &str) -> Vec<&'a SiteReport> 
 impl AlertActor {
     pub fn new(
         thresholds: AlertsConfig,
-        cache: TokenCache,
+        cache: Addr<CacheActor>,
         monitor: Addr<MonitorActor>,
         pool: Pool,
         broker: Broker,
@@ -357,13 +359,14 @@ impl Handler<Health> for AlertActor {
     type Result = ResponseFuture<HealthReport>;
 
     fn handle(&mut self, _: Health, _: &mut Context<Self>) -> Self::Result {
-        let (cache, monitor, pool) = (self.cache.clone(), self.monitor.clone(), self.pool.clone());
+        let (cache, monitor) = (self.cache.clone(), self.monitor.clone());
+        let pool = self.pool.clone();
         let thresholds = self.thresholds.clone();
         let (broker, window) = (self.broker.clone(), self.window);
         Box::pin(async move {
             let (database, cache_state, metrics, sites) = tokio::join!(
                 crate::db::status::check(&pool),
-                crate::cache::health::check(&cache),
+                super::cache::ask_health(&cache),
                 monitor.send(Snapshot),
                 broker.site_reports()
             );

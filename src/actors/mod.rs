@@ -20,12 +20,14 @@
 pub mod alert;
 pub mod alert_history;
 pub mod alert_rules;
+pub mod cache;
 
 use std::sync::Arc;
 
 use actix::Addr;
 
 pub use alert::AlertActor;
+pub use cache::CacheActor;
 
 use crate::history::HistoryRecorder;
 use crate::slots::concurrency::ConcurrencyActor;
@@ -35,6 +37,7 @@ use crate::watch::monitor::MonitorActor;
 /// The running actors. Cheap to clone; handed to the HTTP handlers as `web::Data`.
 #[derive(Clone)]
 pub struct Actors {
+    pub cache: Addr<CacheActor>,
     pub concurrency: Addr<ConcurrencyActor>,
     pub monitor: Addr<MonitorActor>,
     /// The address of `HistoryActor`.

@@ -5,7 +5,7 @@
 //! Closed → (a failure) → open for [`FIRST_PAUSE`] → one probe at a time (half-open): its
 //! success closes the breaker, its failure opens it again for twice the pause, up to
 //! [`MAX_PAUSE`]. With a blackholed Redis a request therefore waits the command timeout at most
-//! once per pause, and only the one that probes. The background probe (`daemon::upkeep`) also
+//! once per pause, and only the one that probes. The background probe (`CacheActor`) also
 //! probes, so that the breaker closes when Redis is back without a request having to find
 //! out. Ages are measured on the monotonic clock (`Instant`): a wall-clock step changes
 //! nothing.

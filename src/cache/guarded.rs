@@ -94,7 +94,7 @@ impl GuardedStore {
     }
 
     /// One round trip to the backend when the breaker is open and no probe is under way (the
-    /// background probe of `daemon::upkeep`); closes the breaker when it answers. Returns whether
+    /// background probe of `CacheActor`); closes the breaker when it answers. Returns whether
     /// the backend is up as far as the cache knows.
     pub async fn probe(&self) -> bool {
         if !self.breaker.admit_background_probe() {

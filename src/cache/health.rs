@@ -1,4 +1,5 @@
-//! The cache backend's state: the `cache` component of `/health`.
+//! The cache backend's state: the `cache` component of `/health`, answered by `CacheActor`
+//! (its `CacheHealth` message).
 
 use serde::Serialize;
 
@@ -15,7 +16,7 @@ pub struct CacheHealthReport {
 
 /// The backend, its round trip and how many keys tokend holds there. While the breaker keeps
 /// requests away from Redis, this does not wait on it either (the probe of
-/// `daemon::upkeep` finds out when it is back): the answer is then an error.
+/// `CacheActor` finds out when it is back): the answer is then an error.
 pub async fn check(cache: &TokenCache) -> Result<CacheHealthReport> {
     if !cache.backend_up() {
         return Err(Error::CacheUnavailable(

@@ -14,7 +14,7 @@
 //! | `breaker.rs`, `guarded.rs` | leaving a failed Redis alone; counting failures by kind |
 //! | `near.rs` | the in-process copies: near cache and decoded entries |
 //! | `tokens.rs` | [`TokenCache`], the typed reads and writes the pipeline makes |
-//! | `health.rs` | the backend's state for `/health` (its sweep and probe: `daemon::upkeep`) |
+//! | `health.rs` | the backend's state for `/health` (its sweep, probe and health question: `actors::cache`) |
 
 pub mod breaker;
 pub mod entries;

@@ -93,7 +93,7 @@ impl TokenCache {
     }
 
     /// One round trip to the backend when the breaker is open and no probe is under way (the
-    /// background probe of `daemon::upkeep`); closes the breaker when it answers. Returns whether
+    /// background probe of `CacheActor`); closes the breaker when it answers. Returns whether
     /// the backend is up as far as the cache knows.
     pub async fn probe(&self) -> bool {
         self.guarded.probe().await

@@ -10,6 +10,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{middleware, web, App, HttpServer};
 use redis::aio::ConnectionManager;
 
+use crate::actors::cache::CacheActor;
 use crate::actors::{Actors, AlertActor};
 use crate::api::{self, AppState};
 use crate::broker::{Broker, BrokerParts};
@@ -134,8 +135,9 @@ fn shared_redis<'a>(
 }
 
 /// The parts, each built once what it needs exists: the monitor, the history and its
-/// retention job, the login slots (and the cache's sweep and probe, which watch them too), the
-/// broker over all of these, the webhook, and last the alerts, which watch everything else.
+/// retention job, the login slots, `CacheActor` (the cache's sweep and probe, which watch the
+/// slots too), the broker over all of these, the webhook, and last the alerts, which watch
+/// everything else.
 fn start_parts(
     config: &Arc<Config>,
     pool: &Pool,
@@ -151,7 +153,7 @@ fn start_parts(
         RedisSlots::new(connection, prefix).with_database(pool.clone())
     });
     let slots = Slots::new(concurrency.clone(), redis_slots, &config.concurrency);
-    crate::daemon::upkeep::start(cache, &slots);
+    let cache_actor = CacheActor::new(cache.clone(), slots.clone()).start();
     let broker = Broker::new(BrokerParts {
         config: config.clone(),
         pool: pool.clone(),
@@ -174,7 +176,7 @@ fn start_parts(
     broker.start_probes()?;
     let alert = AlertActor::new(
         config.alerts.clone(),
-        cache.clone(),
+        cache_actor.clone(),
         monitor.clone(),
         pool.clone(),
         broker.clone(),
@@ -182,6 +184,7 @@ fn start_parts(
     )
     .start();
     let actors = Actors {
+        cache: cache_actor,
         concurrency,
         monitor,
         history,

@@ -461,7 +461,7 @@ impl Slots {
     }
 
     /// While in the fallback, asks Redis whether it is back and, if so, leaves the fallback
-    /// (the background probe of `daemon::upkeep`), so that health does not wait for an
+    /// (the background probe of `CacheActor`), so that health does not wait for an
     /// acquisition to find out.
     pub async fn probe(&self) {
         let Some(redis) = &self.redis else {
