@@ -1,27 +1,34 @@
-//! `HistoryActor`: the acquisition history on its way to SQL (SPEC §1). It owns the rows
-//! gathered for the next batch, the flushes waiting for an answer, and the spool.
+//! `HistoryActor`: the acquisition history on its way to SQL (SPEC §1), an actix actor. It
+//! owns the rows gathered for the next batch, the flushes waiting for an answer, and (through
+//! [`Batches`]) the spool.
 //!
 //! Callers do not write rows one by one: they hand them to a [`HistoryRecorder`] (the
-//! actor's address: cheap to clone, never blocks), and the actor gathers up to
-//! [`BATCH_ROWS`] rows or [`BATCH_WINDOW`] of time into one batch, written on the pool's
-//! blocking threads (see [`super::writer`]). A batch the database could not take (down, or no
-//! answer within [`WRITE_TIMEOUT`]) waits in the spool until it can be written; new rows then
-//! join it there, so the history keeps its order. The spool's file work (and its fsyncs) runs
-//! on the same blocking pool as the database work, never on the arbiter of the actors.
+//! actor's address: cheap to clone; recording is a `do_send`, which queues the row without
+//! waiting and without a mailbox bound, so an acquisition never waits on the history). The
+//! actor gathers up to [`BATCH_ROWS`] rows or [`BATCH_WINDOW`] of time (its timer) into one
+//! batch, written on the pool's blocking threads (see [`super::writer`]). A batch the
+//! database could not take (down, or no answer within [`WRITE_TIMEOUT`]) waits in the spool
+//! until it can be written; new rows then join it there, so the history keeps its order. The
+//! spool's file work (and its fsyncs) runs on the same blocking pool as the database work,
+//! never on the arbiter of the actors.
 //!
-//! Its mailbox takes two messages: a row to record, and a flush (write everything recorded so
-//! far, answered with the rows still waiting in the spool). It runs as a task of its own (a
-//! loop over a channel, not an actix actor: it waits on timers and on the database between
-//! messages); it stops once every recorder is dropped, and what it still holds goes to the
-//! spool for the next start.
+//! Messages: [`Record`] (a row), [`Flush`] (write everything recorded so far; answered, once
+//! those rows are stored or spooled, with the rows still waiting in the spool). A write
+//! round is a future the actor waits on (`ctx.wait`): it takes no message while a round is in
+//! flight, so two writes never overlap, rows are written in the order they were recorded,
+//! and a flush is answered after the rows recorded before it. Rows recorded meanwhile queue
+//! in the mailbox. Once every recorder is dropped the actor stops, and what it still holds
+//! goes to the spool for the next start.
 //!
 //! The queries on the history (statistics, pages, cleanup) are not its business: they are
 //! plain [`crate::db`] functions the API runs on the pool.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use actix::prelude::*;
+use tokio::sync::oneshot;
 
+use super::batches::{Batches, FlushWaiter};
 use super::writer::Writer;
 pub use super::writer::{BATCH_ROWS, WRITE_TIMEOUT};
 use crate::db::models::NewHistory;
@@ -31,39 +38,30 @@ use crate::history::spool::{DeadLetter, Spool};
 
 /// Longest a row waits for companions before its batch is written.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
-/// Wait between attempts to write a batch the database refused.
-const RETRY_AFTER: Duration = Duration::from_secs(5);
-
-/// The actor's mailbox: a row to record, or a flush to answer.
-enum Entry {
-    Row(Box<NewHistory>),
-    Flush(oneshot::Sender<Result<usize>>),
-}
 
 /// The address of [`HistoryActor`]: the way into the history. Cheap to clone, never blocks
 /// the caller.
 #[derive(Clone)]
 pub struct HistoryRecorder {
-    sender: mpsc::UnboundedSender<Entry>,
+    addr: Addr<HistoryActor>,
 }
 
 impl HistoryRecorder {
     /// Starts [`HistoryActor`] with its spool; must run inside an actix system. Rows left in
     /// the spool by an earlier run are replayed first.
     pub fn start(pool: Pool, spool: Spool) -> HistoryRecorder {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let writer = Writer {
-            pool,
-            dead: DeadLetter::new(crate::history::spool::dead_letter_path(spool.path())),
-        };
-        actix::spawn(HistoryActor::run(writer, spool, receiver));
-        HistoryRecorder { sender }
+        HistoryRecorder {
+            addr: HistoryActor::new(pool, spool).start(),
+        }
     }
 
+    /// Queues a row for the next batch, without waiting.
     pub fn record(&self, row: NewHistory) {
-        if self.sender.send(Entry::Row(Box::new(row))).is_err() {
+        if !self.addr.connected() {
             log::error!("event=history_recorder_stopped");
+            return;
         }
+        self.addr.do_send(Record(Box::new(row)));
     }
 
     /// Writes everything recorded so far (and what waits in the spool) to the database.
@@ -71,11 +69,10 @@ impl HistoryRecorder {
     /// database took them all); `Err` when rows are stranded: the recorder has stopped, the
     /// spool cannot be read, or rows the database could not take could not be spooled either.
     pub async fn flush(&self) -> Result<usize> {
-        let (done, wait) = oneshot::channel();
-        self.sender
-            .send(Entry::Flush(done))
-            .map_err(|_| recorder_stopped())?;
-        wait.await.map_err(|_| recorder_stopped())?
+        self.addr
+            .send(Flush)
+            .await
+            .map_err(|_| recorder_stopped())?
     }
 }
 
@@ -83,220 +80,131 @@ fn recorder_stopped() -> Error {
     Error::Internal("the history recorder has stopped: recorded rows are not written".into())
 }
 
-/// The history's owner: gathers rows into batches, writes them, keeps in the spool what the
-/// database cannot take, and answers flushes. Its file work (append, load, clear and their
-/// fsyncs) runs on the blocking pool like the database work, so it never holds up the arbiter
-/// that runs the login slots and the counters.
+/// A row for the history.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Record(pub Box<NewHistory>);
+
+/// Write everything recorded so far; answered with the rows still waiting in the spool.
+#[derive(Message)]
+#[rtype(result = "Result<usize>")]
+pub struct Flush;
+
+/// The history's owner: gathers rows into batches, has them written (or spooled) one round
+/// at a time, and answers flushes.
 pub struct HistoryActor {
-    writer: Writer,
-    spool: Spool,
-    receiver: mpsc::UnboundedReceiver<Entry>,
-    /// Rows gathered for the next batch; after a failed spool write, rows nowhere on disk.
+    /// The writer and the spool; `None` only while a round runs (the actor takes no message
+    /// then, so no handler finds it missing).
+    batches: Option<Batches>,
+    /// Rows recorded since the last round began.
     pending: Vec<NewHistory>,
-    flushes: Vec<oneshot::Sender<Result<usize>>>,
-    /// Rows wait in the spool: new rows join them there, so the history keeps its order.
-    spooled: bool,
-    last_replay: Instant,
-    /// Why the last spool write failed, while `pending` holds the rows it could not keep.
-    spool_error: Option<String>,
+    /// Flushes asked for since the last round began.
+    flushes: Vec<FlushWaiter>,
 }
 
 impl HistoryActor {
-    /// Replays what an earlier run left in the spool, then batches until every recorder is
-    /// dropped; rows still gathered then go to the spool.
-    async fn run(writer: Writer, spool: Spool, receiver: mpsc::UnboundedReceiver<Entry>) {
-        let mut actor = HistoryActor {
-            writer,
-            spool,
-            receiver,
+    pub fn new(pool: Pool, spool: Spool) -> HistoryActor {
+        let writer = Writer {
+            pool,
+            dead: DeadLetter::new(crate::history::spool::dead_letter_path(spool.path())),
+        };
+        HistoryActor {
+            batches: Some(Batches::new(writer, spool)),
             pending: Vec::new(),
             flushes: Vec::new(),
-            spooled: false,
-            last_replay: Instant::now(),
-            spool_error: None,
-        };
-        actor.spooled = !actor.replay().await;
-        actor.last_replay = Instant::now();
-        while actor.gather().await {
-            let failed_now = actor.write_pending().await;
-            actor.replay_if_due(failed_now).await;
-            actor.answer_flushes().await;
-        }
-        actor.keep_pending().await;
-    }
-
-    /// Runs file work on the spool on the blocking pool.
-    async fn on_disk<T, F>(&self, work: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Spool) -> Result<T> + Send + 'static,
-    {
-        let spool = self.spool.clone();
-        crate::db::blocking(move || work(&spool)).await
-    }
-
-    /// Waits for an entry (while rows wait in the spool, wakes up to replay them), then
-    /// gathers more until the batch is full, a flush is asked for, or the window ends.
-    /// `false` once every recorder is dropped.
-    async fn gather(&mut self) -> bool {
-        let wait = if self.spooled {
-            RETRY_AFTER
-        } else {
-            Duration::from_secs(3600)
-        };
-        match tokio::time::timeout(wait, self.receiver.recv()).await {
-            Ok(Some(entry)) => self.absorb(entry),
-            Ok(None) => return false,
-            Err(_) => {}
-        }
-        let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
-        while !self.pending.is_empty() && self.pending.len() < BATCH_ROWS && self.flushes.is_empty()
-        {
-            match tokio::time::timeout_at(deadline, self.receiver.recv()).await {
-                Ok(Some(entry)) => self.absorb(entry),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        true
-    }
-
-    fn absorb(&mut self, entry: Entry) {
-        match entry {
-            Entry::Row(row) => self.pending.push(*row),
-            Entry::Flush(done) => self.flushes.push(done),
         }
     }
 
-    /// Writes the gathered rows, or spools them when the database cannot take them (or the
-    /// spool already holds rows). `true` when a write was tried just now and failed: a replay
-    /// in the same round would only wait again.
-    async fn write_pending(&mut self) -> bool {
-        if self.pending.is_empty() {
+    /// Whether a round should start now: a flush waits, the batch is full, or (`on_timer`)
+    /// rows have waited a window or the spool is due a replay.
+    fn round_due(&self, on_timer: bool) -> bool {
+        let Some(batches) = &self.batches else {
             return false;
-        }
-        let written = if self.spooled {
-            Err(Error::DatabaseUnavailable("spool not yet replayed".into()))
-        } else {
-            self.writer.write(&self.pending).await
         };
-        let failed_now = !self.spooled && written.is_err();
-        match written {
-            Ok(()) => {
-                self.pending.clear();
-                self.spool_error = None;
-            }
-            Err(e) => self.spool_pending(&e).await,
-        }
-        failed_now
+        !self.flushes.is_empty()
+            || self.pending.len() >= BATCH_ROWS
+            || (on_timer && (!self.pending.is_empty() || batches.retry_due()))
     }
 
-    /// Appends the gathered rows to the spool; when that fails too, they stay in memory and
-    /// are tried again: nothing is dropped.
-    async fn spool_pending(&mut self, cause: &Error) {
-        let rows = self.pending.clone();
-        match self.on_disk(move |spool| spool.append(&rows)).await {
-            Ok(()) => {
-                if !self.spooled {
-                    log::warn!(
-                        "event=history_spooled rows={} path={} error=\"{cause}\"",
-                        self.pending.len(),
-                        self.spool.path().display()
-                    );
-                }
-                self.spooled = true;
-                self.pending.clear();
-                self.spool_error = None;
-            }
-            Err(spool_error) => {
-                log::error!(
-                    "event=spool_write_failed rows={} error=\"{spool_error}\"",
-                    self.pending.len()
-                );
-                self.spool_error = Some(spool_error.to_string());
-            }
-        }
-    }
-
-    /// Replays the spool when rows wait there and a flush asks for it or [`RETRY_AFTER`] has
-    /// passed since the last try.
-    async fn replay_if_due(&mut self, failed_now: bool) {
-        let due = !self.flushes.is_empty() || self.last_replay.elapsed() >= RETRY_AFTER;
-        if self.spooled && !failed_now && due {
-            self.last_replay = Instant::now();
-            self.spooled = !self.replay().await;
-        }
-    }
-
-    /// Moves the spool's rows into the database; `true` when the spool is empty afterwards.
-    async fn replay(&self) -> bool {
-        let loaded = self
-            .on_disk(|spool| match spool.is_empty() {
-                true => Ok(None),
-                false => spool.load().map(Some),
-            })
-            .await;
-        let rows = match loaded {
-            Ok(None) => return true,
-            Ok(Some(rows)) => rows,
-            Err(e) => {
-                log::error!("event=spool_unreadable error=\"{e}\"");
-                return false;
-            }
-        };
-        if self.writer.write(&rows).await.is_err() {
-            return false;
-        }
-        match self.on_disk(Spool::clear).await {
-            Ok(()) => {
-                log::info!("event=spool_replayed rows={}", rows.len());
-                true
-            }
-            Err(e) => {
-                // The rows are in the database; a later replay of them adds nothing.
-                log::error!("event=spool_not_cleared error=\"{e}\"");
-                false
-            }
-        }
-    }
-
-    async fn answer_flushes(&mut self) {
-        for done in std::mem::take(&mut self.flushes) {
-            let _ = done.send(self.waiting().await);
-        }
-    }
-
-    /// The rows not in the database: `Ok` with those kept in the spool, `Err` when some are
-    /// nowhere on disk (the spool could not be written) or the spool cannot be read.
-    async fn waiting(&self) -> Result<usize> {
-        if !self.pending.is_empty() {
-            let reason = self.spool_error.as_deref().unwrap_or("spool write failed");
-            let stranded = format!(
-                "{} history row(s) are held in memory only: {reason}",
-                self.pending.len()
-            );
-            return Err(Error::io(
-                self.spool.path(),
-                std::io::Error::other(stranded),
-            ));
-        }
-        if !self.spooled {
-            return Ok(0);
-        }
-        self.on_disk(|spool| spool.load())
-            .await
-            .map(|rows| rows.len())
-    }
-
-    /// Every recorder is gone: rows still gathered go to the spool, for the next start.
-    async fn keep_pending(&mut self) {
-        if self.pending.is_empty() {
+    /// Hands the gathered rows and flushes to one round, and waits for it before taking
+    /// another message; a round that became due meanwhile starts right after.
+    fn start_round(&mut self, ctx: &mut Context<Self>) {
+        let Some(batches) = self.batches.take() else {
             return;
-        }
+        };
         let rows = std::mem::take(&mut self.pending);
-        let count = rows.len();
-        if let Err(e) = self.on_disk(move |spool| spool.append(&rows)).await {
-            log::error!("event=history_rows_lost rows={count} error=\"{e}\"");
+        let flushes = std::mem::take(&mut self.flushes);
+        let round = batches
+            .round(rows, flushes)
+            .into_actor(self)
+            .map(|batches, actor, ctx| actor.round_done(batches, ctx));
+        ctx.wait(round);
+    }
+
+    fn round_done(&mut self, batches: Batches, ctx: &mut Context<Self>) {
+        self.batches = Some(batches);
+        if self.round_due(false) {
+            self.start_round(ctx);
         }
+    }
+
+    /// Every [`BATCH_WINDOW`]: stops once every recorder is gone, else starts a round when
+    /// rows wait or the spool is due a replay.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if !ctx.connected() {
+            ctx.stop();
+        } else if self.round_due(true) {
+            self.start_round(ctx);
+        }
+    }
+}
+
+impl Actor for HistoryActor {
+    type Context = Context<Self>;
+
+    /// The spool of an earlier run is replayed before any message is taken.
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(batches) = self.batches.take() {
+            let replay = batches.replay_at_start().into_actor(self);
+            ctx.wait(replay.map(|batches, actor, ctx| actor.round_done(batches, ctx)));
+        }
+        ctx.run_interval(BATCH_WINDOW, |actor, ctx| actor.tick(ctx));
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        let rows = std::mem::take(&mut self.pending);
+        match &mut self.batches {
+            Some(batches) => batches.keep_at_stop(rows),
+            None if rows.is_empty() => {}
+            None => log::error!("event=history_rows_lost rows={}", rows.len()),
+        }
+        for done in self.flushes.drain(..) {
+            let _ = done.send(Err(recorder_stopped()));
+        }
+    }
+}
+
+impl Handler<Record> for HistoryActor {
+    type Result = ();
+
+    fn handle(&mut self, Record(row): Record, ctx: &mut Context<Self>) {
+        self.pending.push(*row);
+        if self.round_due(false) {
+            self.start_round(ctx);
+        }
+    }
+}
+
+impl Handler<Flush> for HistoryActor {
+    type Result = ResponseFuture<Result<usize>>;
+
+    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
+        let (done, answer) = oneshot::channel();
+        self.flushes.push(done);
+        if self.round_due(false) {
+            self.start_round(ctx);
+        }
+        Box::pin(async move { answer.await.unwrap_or_else(|_| Err(recorder_stopped())) })
     }
 }
 
@@ -323,9 +231,14 @@ mod tests {
         recorder.record(row("a"));
         assert_eq!(recorder.flush().await.unwrap(), 0);
 
-        let (sender, receiver) = mpsc::unbounded_channel();
-        drop(receiver);
-        let dead = HistoryRecorder { sender };
+        let pool = sqlite_history(dir.path());
+        let spool = Spool::new(dir.path().join("dead"));
+        let dead = HistoryRecorder {
+            addr: HistoryActor::create(|ctx| {
+                ctx.stop();
+                HistoryActor::new(pool, spool)
+            }),
+        };
         assert!(
             dead.flush().await.is_err(),
             "a dead recorder reads as flushed"
@@ -353,6 +266,7 @@ mod tests {
 #[cfg(test)]
 mod recorder_tests {
     use std::path::Path;
+    use std::time::Instant;
 
     use super::*;
     use crate::history::spool::dead_letter_path;
@@ -519,5 +433,61 @@ mod recorder_tests {
         read_only(&pool, false).await;
         assert_eq!(recorder.flush().await.unwrap(), 0);
         assert_eq!(stored(&pool).await, wanted);
+    }
+
+    /// While a write waits for the database (its one connection is taken), recording stays
+    /// a queueing that never waits, a second write does not start, and once the database
+    /// answers every row is stored in the order it was recorded.
+    #[actix_rt::test]
+    async fn rows_recorded_during_a_write_in_flight_queue_and_keep_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Pool::connect(&format!("sqlite://{}/h.db", dir.path().display()), 1).unwrap();
+        pool.migrate().unwrap();
+        let recorder = HistoryRecorder::start(pool.clone(), Spool::new(dir.path().join("h.spool")));
+        let wanted = ids("busy", 3 * BATCH_ROWS);
+        let taken = pool.get().unwrap();
+        recorder.record(row(&wanted[0], "success"));
+        let first_flush = actix::spawn({
+            let recorder = recorder.clone();
+            async move { recorder.flush().await }
+        });
+        let started = Instant::now();
+        for id in &wanted[1..] {
+            recorder.record(row(id, "success"));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "recording waited on the write in flight: {:?}",
+            started.elapsed()
+        );
+        drop(taken);
+        assert_eq!(first_flush.await.unwrap().unwrap(), 0);
+        assert_eq!(recorder.flush().await.unwrap(), 0);
+        assert_eq!(stored(&pool).await, wanted);
+    }
+
+    /// Once every recorder is dropped the actor stops; rows it still holds then are kept in
+    /// the spool and written by the next start.
+    #[actix_rt::test]
+    async fn dropping_every_recorder_keeps_the_rows_for_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Pool::connect(&format!("sqlite://{}/h.db", dir.path().display()), 1).unwrap();
+        pool.migrate().unwrap();
+        let spool = Spool::new(dir.path().join("h.spool"));
+        let recorder = HistoryRecorder::start(pool.clone(), Spool::new(spool.path()));
+        let taken = pool.get().unwrap();
+        recorder.record(row("first", "success"));
+        recorder.record(row("second", "success"));
+        drop(recorder);
+        // The database is taken: the rows end up in the spool, by a round or at the stop.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while spool.is_empty() || spool.load().unwrap().len() < 2 {
+            assert!(Instant::now() < deadline, "the rows were not spooled");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(taken);
+        let next = HistoryRecorder::start(pool.clone(), Spool::new(spool.path()));
+        assert_eq!(next.flush().await.unwrap(), 0);
+        assert_eq!(stored(&pool).await, ["first", "second"]);
     }
 }

@@ -5,6 +5,7 @@
 //! history are [`crate::db`] functions.
 
 pub mod actor;
+mod batches;
 pub mod retention;
 pub mod spool;
 mod writer;
