@@ -13,11 +13,12 @@
 //!   daemon (`tokend token get`, `tokend optimize`, `tokend exec`, `tokend checkout`).
 //! - [`config`]: the TOML file and the environment, checked once.
 //! - [`daemon`]: `tokend serve` — the server that builds the parts in order and stops them in
-//!   order, start-up checks, logging, systemd readiness, the grace of a stop, the cache's
-//!   sweep and Redis probe, the process's own resources.
+//!   order, start-up checks, logging, systemd readiness, the grace of a stop, the process's
+//!   own resources.
 //! - [`api`]: one small handler per endpoint, their typed answers, the dashboard.
 //! - [`broker`]: the pipeline — a cached token, or the slow path — and the owner of its
-//!   state, over [`cache`] (in process or Redis, with the near cache and the breaker).
+//!   state, over [`cache`] (in process or Redis, with the near cache and the breaker; its
+//!   sweep, Redis probe and health are `CacheActor`'s, in [`actors`]).
 //! - [`policy`]: the slow path's decisions — which account (selection), logins per sliding
 //!   hour (budget), a site that is down is paused (circuit), AIMD limits (adaptive), and the
 //!   vocabulary of results and penalties (outcome); [`slots`]: limits in flight, in process
@@ -32,8 +33,10 @@
 //!   [`history`] (`HistoryActor`: rows on their way to SQL in batches, the spool, the
 //!   retention job).
 //! - Watching: [`watch`] (`MonitorActor`'s live counters, Prometheus, the last hour,
-//!   concurrency recommendations) and [`actors`] (`AlertActor`, health and alerts; `Actors`,
-//!   the addresses of the four actors).
+//!   concurrency recommendations) and [`actors`] (`CacheActor`, the cache's upkeep and
+//!   health; `AlertActor`, health and alerts; `Actors`, the addresses of the five actix
+//!   actors: `CacheActor`, `MonitorActor`, `ConcurrencyActor`, `HistoryActor`,
+//!   `AlertActor`).
 //! - [`error`]: the one error type, and its HTTP statuses and exit codes.
 
 pub mod accounts;

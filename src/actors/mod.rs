@@ -1,21 +1,24 @@
-//! [`AlertActor`] (with its rules and its transitions), and [`Actors`], the addresses of all
-//! of tokend's actors (SPEC §1) together. Each actor lives with the part it serves:
+//! [`CacheActor`] (the cache's upkeep and health), [`AlertActor`] (with its rules and its
+//! transitions), and [`Actors`], the addresses of tokend's five actix actors (SPEC §1)
+//! together. Each actor lives with the part it serves:
 //!
-//! | actor | where | owns | messages |
+//! | actor | where | owns | asked by (messages) |
 //! |---|---|---|---|
-//! | [`ConcurrencyActor`] | [`crate::slots::concurrency`] | login slots (global, per site, per account), the wait queue, leases | `AcquireSlot`, `ReleaseSlot`, `RenewLease`, `Usage`, `ReclaimExpired`, `Limits`, `SetLimits`, `SetSiteLimit` |
-//! | `MonitorActor` | `watch::monitor` | live counters, duration samples, the last hour's timeline | `AcquisitionStarted`, `AcquisitionFinished`, `Rejected`, `Snapshot`, `Reset`, `GetTimeline` |
-//! | [`HistoryActor`](crate::history::HistoryActor) | [`crate::history`] | rows on their way to SQL: the pending batch, the flushes waiting, the spool | a row, a flush (through [`HistoryRecorder`]) |
-//! | [`AlertActor`] | [`alert`] | alerts firing, the rejection window, the last day's transitions | `Evaluate` (timer), `Health`, `AlertHistory` |
+//! | [`CacheActor`] | [`cache`] | the cache's sweep (memory backend) and Redis validity probe (its timers; the login slots follow the probe), the health question | `AlertActor` for `/health` (`CacheHealth`) |
+//! | [`ConcurrencyActor`] | [`crate::slots::concurrency`] | login slots (global, per site, per account), the wait queue, leases | `Slots` (`AcquireSlot`, `ReleaseSlot`, `RenewLease`, `Usage`, `ReclaimExpired`, `Limits`, `SetLimits`), adaptive limits (`SetSiteLimit`) |
+//! | `MonitorActor` | `watch::monitor` | live counters, duration samples, the last hour's timeline | the pipeline (`AcquisitionStarted`, `AcquisitionFinished`, `Rejected`), the API and alerts (`Snapshot`, `Reset`, `GetTimeline`) |
+//! | [`HistoryActor`](crate::history::HistoryActor) | [`crate::history`] | rows on their way to SQL: the pending batch, the flushes waiting, the spool | the pipeline and the stop, through [`HistoryRecorder`] (`Record`, `Flush`) |
+//! | [`AlertActor`] | [`alert`] | alerts firing, the rejection window, the last day's transitions | its timer (`Evaluate`), `/health` (`Health`), the timeline (`AlertHistory`) |
 //!
-//! The cache has no actor: the pipeline reads the store directly, and its sweep and Redis
-//! probe are a task (`daemon::upkeep`). The queries on the stored history
-//! (statistics, pages, cleanup) are plain [`crate::db`] functions run on the pool.
+//! The hot path does not wait on `CacheActor`: the pipeline reads the token store directly.
+//! The queries on the stored history (statistics, pages, cleanup) are plain [`crate::db`]
+//! functions run on the pool.
 //!
 //! `daemon::server` builds them in the order they need each other — monitor, history,
-//! concurrency (then the slots and the broker over them), alerts last — so nobody is handed
-//! a part after its start. This folder is the top of that order: `AlertActor` watches the
-//! broker, and nothing the broker uses imports from here.
+//! concurrency (then the slots), the cache actor over the cache and the slots, the broker,
+//! alerts last — so nobody is handed a part after its start. This folder is the top of that
+//! order: `CacheActor` serves the cache and the slots, `AlertActor` watches the broker, and
+//! nothing the broker uses imports from here.
 
 pub mod alert;
 pub mod alert_history;
