@@ -276,7 +276,7 @@ async fn cold_burst() {
 
 async fn slots() {
     use actix::Actor;
-    use tokend::actors::concurrency::{acquire_slot, ConcurrencyActor, Usage};
+    use tokend::slots::concurrency::{acquire_slot, ConcurrencyActor, Usage};
     let config = tokend::config::ConcurrencyConfig {
         max_concurrent_acquisitions: 1000,
         max_concurrent_per_site: 1000,

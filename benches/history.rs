@@ -14,7 +14,7 @@ use tokend::db::Pool;
 
 const ROWS: usize = 1_000_000;
 /// The batch size of the history recorder.
-const BATCH: usize = tokend::actors::history::BATCH_ROWS;
+const BATCH: usize = tokend::history::actor::BATCH_ROWS;
 const STATUSES: [&str; 6] = [
     "success",
     "success",

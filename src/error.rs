@@ -137,6 +137,13 @@ pub enum Error {
     Refused { code: String, message: String },
 }
 
+/// An actor that does not answer (stopped, or its mailbox closed) is a bug of tokend's own.
+impl From<actix::MailboxError> for Error {
+    fn from(e: actix::MailboxError) -> Self {
+        Error::Internal(format!("actor unavailable: {e}"))
+    }
+}
+
 /// A wait in whole seconds, rounded up: a caller that waits this long finds it over.
 fn whole_seconds(wait: std::time::Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)

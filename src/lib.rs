@@ -16,25 +16,30 @@
 //!   order, start-up checks, logging, systemd readiness, the grace of a stop, the process's
 //!   own resources.
 //! - [`api`]: one small handler per endpoint, their typed answers, the dashboard.
-//! - [`broker`]: the pipeline — a cached token, or the slow path — over [`cache`] (in
-//!   process or Redis, with the near cache and the breaker).
+//! - [`broker`]: the pipeline — a cached token, or the slow path — and the owner of its
+//!   state, over [`cache`] (in process or Redis, with the near cache; its sweep and health
+//!   are `CacheActor`'s, in [`actors`]).
 //! - [`redis`]: the one Redis link — the connection, its one breaker (a silent Redis is
 //!   found out once and every policy falls back together), the key schema with its Cluster
 //!   hash tags, the Lua scripts.
 //! - [`policy`]: the slow path's decisions — which account (selection), logins per sliding
 //!   hour (budget), a site that is down is paused (circuit), AIMD limits (adaptive), and the
 //!   vocabulary of results and penalties (outcome); [`slots`]: limits in flight, in process
-//!   or shared through Redis.
+//!   (`ConcurrencyActor`) or shared through Redis.
 //! - [`drivers`]: how tokend logs in — `http`, `command`, the court portals, `derived` and
 //!   `recipe` sites — with retries.
 //! - [`lifecycle`]: around a token's life — captchas for a person, checkouts for a job,
 //!   webhooks and chat robots.
 //! - Storage: [`db`] (diesel over SQLite and PostgreSQL: schema, models, pool, migrations,
-//!   queries by table), [`accounts`] (adding, importing, listing, changing accounts),
-//!   [`vault`] (encryption at rest; secrets that never print), [`history`] (rows on their
-//!   way to SQL, the spool).
-//! - Watching: [`actors`] (`CacheActor`, `ConcurrencyActor`, `MonitorActor`, `HistoryActor`,
-//!   `AlertActor`) and [`watch`] (Prometheus, the last hour, concurrency recommendations).
+//!   queries by table, retention, the database's health), [`accounts`] (adding, importing,
+//!   listing, changing accounts), [`vault`] (encryption at rest; secrets that never print),
+//!   [`history`] (`HistoryActor`: rows on their way to SQL in batches, the spool, the
+//!   retention job).
+//! - Watching: [`watch`] (`MonitorActor`'s live counters, Prometheus, the last hour,
+//!   concurrency recommendations) and [`actors`] (`CacheActor`, the cache's upkeep and
+//!   health; `AlertActor`, health and alerts; `Actors`, the addresses of the five actix
+//!   actors: `CacheActor`, `MonitorActor`, `ConcurrencyActor`, `HistoryActor`,
+//!   `AlertActor`).
 //! - [`error`]: the one error type, and its HTTP statuses and exit codes.
 
 pub mod accounts;

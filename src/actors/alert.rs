@@ -1,11 +1,15 @@
 //! `AlertActor`: turns live metrics and component checks into a health level and alerts.
 //!
-//! Messages: [`Health`] (asks `HistoryActor` for the database, `CacheActor` for the cache
-//! backend and `MonitorActor` for the metrics, then evaluates the `[alerts]` thresholds).
+//! Messages: [`Health`] (checks the database, asks `CacheActor` for the cache backend,
+//! `MonitorActor` for the metrics and the broker for the sites, then evaluates the `[alerts]`
+//! thresholds),
+//! [`Evaluate`] (the same on a timer, logging the transitions), [`AlertHistory`].
 //! The worst severity decides the level: high → unhealthy, medium → degraded, low → warning.
-//! [`AnnounceTo`] hands it the webhook, to which each transition is POSTed.
-//! Each firing/resolved transition is also kept (`alert_history`, [`AlertHistory`]): stored in
-//! the database through `HistoryActor`, so that it survives a restart.
+//! Each firing/resolved transition is POSTed to the webhook, and kept (`alert_history`,
+//! [`AlertHistory`]): stored in the database, so that it survives a restart.
+//!
+//! It is built last, once what it watches exists: the pool, the cache, the monitor, the
+//! broker and the webhook are given to [`AlertActor::new`].
 //!
 //! The rules themselves are in [`super::alert_rules`].
 
@@ -17,24 +21,27 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::alert_history::{AlertHistoryLog, AlertTransition};
+use super::alert_history::{AlertHistoryLog, AlertTransition, KEEP, MAX_TRANSITIONS};
 use super::alert_rules::MIN_ACQUISITIONS_FOR_RATES;
 pub use super::alert_rules::{evaluate, Alert, HealthLevel, Severity};
-use super::cache::{CacheActor, CacheHealth};
+use super::cache::{ask_health, CacheActor};
 pub use super::components::HealthComponents;
 use super::components::{Check, CheckStatus, NoDetails};
-use super::history::{AlertTransitions, CheckDatabase, HistoryActor, RecordAlert};
-use super::monitor::{MetricsSnapshot, MonitorActor, Snapshot};
 use crate::broker::{Broker, SiteReport};
 use crate::config::{seconds, AlertsConfig};
+use crate::db::Pool;
+use crate::lifecycle::webhook::Webhook;
+use crate::watch::monitor::{MetricsSnapshot, MonitorActor, Snapshot};
 
 pub struct AlertActor {
     thresholds: AlertsConfig,
+    /// Asked for the `cache` component of the health.
     cache: Addr<CacheActor>,
     monitor: Addr<MonitorActor>,
-    history: Addr<HistoryActor>,
-    /// The pipeline, once it exists: whether each site can serve a login.
-    broker: Option<Broker>,
+    /// The database: checked for health, and where the transitions are kept.
+    pool: Pool,
+    /// The pipeline: whether each site can serve a login.
+    broker: Broker,
     /// Token requests and rejections counted at the last evaluation: the rejection rate is
     /// taken over the window since.
     window: RequestCounts,
@@ -43,7 +50,7 @@ pub struct AlertActor {
     /// The last day's transitions, for the dashboard.
     history_log: AlertHistoryLog,
     /// Where transitions are POSTed (`[notify] webhook_url`); a no-op without one.
-    webhook: crate::lifecycle::webhook::Webhook,
+    webhook: Webhook,
 }
 
 /// Requests (token lookups) and rejections since start (or the last metrics reset).
@@ -88,19 +95,6 @@ impl RequestCounts {
     }
 }
 
-/// Hands the pipeline to the alerts, once it is built (it needs the actors first).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct WatchSites(pub Broker);
-
-impl Handler<WatchSites> for AlertActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: WatchSites, _: &mut Context<Self>) {
-        self.broker = Some(msg.0);
-    }
-}
-
 /// The last day's alert transitions, newest first: the stored ones, or this process's own
 /// while the database cannot be read (logged).
 #[derive(Message)]
@@ -112,33 +106,20 @@ impl Handler<AlertHistory> for AlertActor {
 
     fn handle(&mut self, _: AlertHistory, _: &mut Context<Self>) -> Self::Result {
         let in_memory = self.history_log.recent(Utc::now());
-        let stored = self.history.send(AlertTransitions);
+        let since = (Utc::now() - KEEP).naive_utc();
+        let pool = self.pool.clone();
         Box::pin(async move {
-            match stored
-                .await
-                .map_err(crate::error::Error::from)
-                .and_then(|r| r)
-            {
-                Ok(stored) => stored,
+            let stored = pool
+                .run(move |conn| crate::db::alerts::since(conn, since, MAX_TRANSITIONS as i64))
+                .await;
+            match stored {
+                Ok(rows) => rows.into_iter().map(AlertTransition::from_row).collect(),
                 Err(e) => {
                     log::warn!("event=alert_history_unreadable fallback=in_process error=\"{e}\"");
                     in_memory
                 }
             }
         })
-    }
-}
-
-/// Hands the webhook to the alerts: each transition is POSTed too.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct AnnounceTo(pub crate::lifecycle::webhook::Webhook);
-
-impl Handler<AnnounceTo> for AlertActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: AnnounceTo, _: &mut Context<Self>) {
-        self.webhook = msg.0;
     }
 }
 
@@ -239,19 +220,38 @@ impl AlertActor {
         thresholds: AlertsConfig,
         cache: Addr<CacheActor>,
         monitor: Addr<MonitorActor>,
-        history: Addr<HistoryActor>,
+        pool: Pool,
+        broker: Broker,
+        webhook: Webhook,
     ) -> AlertActor {
         AlertActor {
             thresholds,
             cache,
             monitor,
-            history,
-            broker: None,
+            pool,
+            broker,
             window: RequestCounts::default(),
             firing: HashMap::new(),
             history_log: Default::default(),
-            webhook: Default::default(),
+            webhook,
         }
+    }
+
+    /// Stores one transition, in the background; a failure is logged (the in-memory log
+    /// still has it).
+    fn store(&self, entry: AlertTransition) {
+        let (pool, row) = (self.pool.clone(), entry.to_row());
+        actix::spawn(async move {
+            if let Err(e) = pool
+                .run(move |conn| crate::db::alerts::insert(conn, &row))
+                .await
+            {
+                log::warn!(
+                    "event=alert_transition_not_stored type={} error=\"{e}\"",
+                    entry.kind
+                );
+            }
+        });
     }
 
     /// Logs each alert that starts firing (again after `repeat_interval` while it lasts) and
@@ -274,7 +274,7 @@ impl AlertActor {
                 );
                 if !self.firing.contains_key(&alert.kind) {
                     let entry = self.history_log.firing(alert);
-                    self.history.do_send(RecordAlert(entry));
+                    self.store(entry);
                 }
                 self.webhook.alert_firing(&alert.kind, alert);
                 self.firing.insert(alert.kind.clone(), Instant::now());
@@ -290,7 +290,7 @@ impl AlertActor {
             self.firing.remove(&kind);
             log::info!("ALERT resolved type={kind}");
             let entry = self.history_log.resolved(&kind);
-            self.history.do_send(RecordAlert(entry));
+            self.store(entry);
             self.webhook.alert_resolved(&kind);
         }
     }
@@ -360,30 +360,23 @@ impl Handler<Health> for AlertActor {
     type Result = ResponseFuture<HealthReport>;
 
     fn handle(&mut self, _: Health, _: &mut Context<Self>) -> Self::Result {
-        let (cache, monitor, history) = (
-            self.cache.clone(),
-            self.monitor.clone(),
-            self.history.clone(),
-        );
+        let (cache, monitor) = (self.cache.clone(), self.monitor.clone());
+        let pool = self.pool.clone();
         let thresholds = self.thresholds.clone();
         let (broker, window) = (self.broker.clone(), self.window);
         Box::pin(async move {
-            let sites = async {
-                match &broker {
-                    Some(broker) => broker.site_reports().await,
-                    None => Vec::new(),
-                }
-            };
             // The cache first: a Redis silent this moment is found out within the cache's
             // health wait, so that the sites' reads that follow do not wait on it.
-            let cache_state = cache.send(CacheHealth).await;
-            let (database, metrics, sites) =
-                tokio::join!(history.send(CheckDatabase), monitor.send(Snapshot), sites);
+            let cache_state = ask_health(&cache).await;
+            let (database, metrics, sites) = tokio::join!(
+                crate::db::status::check(&pool),
+                monitor.send(Snapshot),
+                broker.site_reports()
+            );
             let (metrics, mut alerts, monitor_component) = metrics_or_alert(metrics, &thresholds);
             let now = RequestCounts::of(&metrics);
             alerts.extend(site_alerts(&sites, now.rejection_rate(window), &thresholds));
             let sites_component = sites.into_iter().map(|s| (s.name.clone(), s)).collect();
-            let database = database.map_err(crate::error::Error::from).and_then(|r| r);
             let database_up = database.is_ok();
             let database_component = component_or_alert(
                 database,
@@ -391,9 +384,7 @@ impl Handler<Health> for AlertActor {
                 ("database_unreachable", Severity::High, CheckStatus::Down),
             );
             let cache_component = component_or_alert(
-                cache_state
-                    .map_err(crate::error::Error::from)
-                    .and_then(|r| r),
+                cache_state,
                 &mut alerts,
                 (
                     "cache_backend_unreachable",
@@ -509,8 +500,8 @@ fn metrics_or_alert(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actors::monitor::{AcquisitionFinished, AcquisitionStarted};
     use crate::policy::outcome::AcquisitionStatus;
+    use crate::watch::monitor::{AcquisitionFinished, AcquisitionStarted};
 
     #[actix_rt::test]
     async fn failing_logins_raise_a_high_alert() {

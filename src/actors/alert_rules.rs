@@ -5,9 +5,9 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use super::monitor::MetricsSnapshot;
 use crate::cache::CacheKind;
 use crate::config::AlertsConfig;
+use crate::watch::monitor::MetricsSnapshot;
 
 /// Rate-based alerts wait for this many finished acquisitions, so one early failure does not
 /// page anyone.
@@ -74,7 +74,7 @@ impl HealthLevel {
     }
 }
 
-/// Threshold checks over a metrics snapshot (the component checks are added by [`Health`]).
+/// Threshold checks over a metrics snapshot (the component checks are added by [`Health`](super::alert::Health)).
 pub fn evaluate(metrics: &MetricsSnapshot, thresholds: &AlertsConfig) -> Vec<Alert> {
     let mut alerts = Vec::new();
     let totals = &metrics.totals;

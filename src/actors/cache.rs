@@ -24,6 +24,7 @@ pub const HEALTH_WAIT: Duration = Duration::from_millis(300);
 pub struct CacheActor {
     store: CacheStore,
     cache: TokenCache,
+    sweep_every: Duration,
 }
 
 impl CacheActor {
@@ -31,6 +32,15 @@ impl CacheActor {
         CacheActor {
             store: cache.store().clone(),
             cache: cache.clone(),
+            sweep_every: SWEEP_INTERVAL,
+        }
+    }
+
+    #[cfg(test)]
+    fn sweeping_every(self, sweep_every: Duration) -> CacheActor {
+        CacheActor {
+            sweep_every,
+            ..self
         }
     }
 }
@@ -39,7 +49,7 @@ impl Actor for CacheActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(SWEEP_INTERVAL, |actor, _| {
+        ctx.run_interval(self.sweep_every, |actor, _| {
             if let CacheStore::Memory(memory) = &actor.store {
                 let dropped = memory.sweep();
                 if dropped > 0 {
@@ -136,8 +146,72 @@ fn unreachable() -> Error {
     )
 }
 
-impl From<MailboxError> for Error {
-    fn from(e: MailboxError) -> Self {
-        Error::Internal(format!("actor unavailable: {e}"))
+/// Asks `cache` for its health; a stopped actor is an unavailable cache.
+pub async fn ask_health(cache: &Addr<CacheActor>) -> Result<CacheHealthReport> {
+    match cache.send(CacheHealth).await {
+        Ok(answer) => answer,
+        Err(e) => Err(Error::CacheUnavailable(format!(
+            "the cache actor does not answer: {e}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use base64::Engine;
+
+    use super::*;
+    use crate::redis::Admit;
+    use crate::vault::crypto::SecretKey;
+
+    /// A cache on the memory backend (prefix `t`).
+    fn memory_cache() -> TokenCache {
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let key = SecretKey::from_base64(&key).unwrap();
+        TokenCache::new(CacheStore::Memory(Arc::default()), "t", key)
+    }
+
+    #[actix_rt::test]
+    async fn the_actor_sweeps_expired_entries_and_answers_the_health_question() {
+        let cache = memory_cache();
+        let CacheStore::Memory(memory) = cache.store().clone() else {
+            unreachable!()
+        };
+        let store = cache.store();
+        store
+            .set("t:token:s:1", "x", Duration::from_millis(30), Admit::Always)
+            .await
+            .unwrap();
+        store
+            .set("t:token:s:2", "x", Duration::from_secs(3600), Admit::Always)
+            .await
+            .unwrap();
+        let actor = CacheActor::new(&cache)
+            .sweeping_every(Duration::from_millis(20))
+            .start();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while memory.held() != 1 {
+            assert!(Instant::now() < deadline, "the expired entry was not swept");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let report = ask_health(&actor).await.unwrap();
+        assert_eq!((report.backend.as_ref(), report.keys), ("memory", Some(1)));
+    }
+
+    #[actix_rt::test]
+    async fn a_stopped_cache_actor_reads_as_an_unavailable_cache() {
+        let cache = memory_cache();
+        let actor = CacheActor::create(|ctx| {
+            ctx.stop();
+            CacheActor::new(&cache)
+        });
+        let answer = ask_health(&actor).await;
+        assert!(
+            matches!(&answer, Err(Error::CacheUnavailable(why)) if why.contains("does not answer")),
+            "{answer:?}"
+        );
     }
 }

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::cache::CacheHealthReport;
-use super::history::DatabaseStatus;
 use crate::broker::SiteReport;
+use crate::db::status::DatabaseStatus;
 
 /// What a component's check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

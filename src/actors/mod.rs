@@ -1,36 +1,42 @@
-//! The actors of tokend (SPEC §1), one per file, and [`Actors`], their addresses together.
+//! [`CacheActor`] (the cache's upkeep and health), [`AlertActor`] (with its rules and its
+//! transitions), and [`Actors`], the addresses of tokend's five actix actors (SPEC §1)
+//! together. Each actor lives with the part it serves:
 //!
-//! | actor | owns |
-//! |---|---|
-//! | [`CacheActor`] | the token cache and the other caches; backend `memory` or `redis` |
-//! | [`ConcurrencyActor`] | login slots (global, per site, per account), the wait queue, leases |
-//! | [`MonitorActor`] | live counters and duration samples, cache hit/miss counts |
-//! | [`HistoryActor`] | the database; its blocking work runs on the pool's blocking threads |
-//! | [`AlertActor`] | threshold checks, health level, alert log lines |
+//! | actor | where | owns | asked by (messages) |
+//! |---|---|---|---|
+//! | [`CacheActor`] | [`cache`] | the cache's sweep (memory backend) and Redis validity probe (its timers; the login slots follow the probe), the health question | `AlertActor` for `/health` (`CacheHealth`) |
+//! | [`ConcurrencyActor`] | [`crate::slots::concurrency`] | login slots (global, per site, per account), the wait queue, leases | `Slots` (`AcquireSlot`, `ReleaseSlot`, `RenewLease`, `Usage`, `ReclaimExpired`, `Limits`, `SetLimits`), adaptive limits (`SetSiteLimit`) |
+//! | `MonitorActor` | `watch::monitor` | live counters, duration samples, the last hour's timeline | the pipeline (`AcquisitionStarted`, `AcquisitionFinished`, `Rejected`), the API and alerts (`Snapshot`, `Reset`, `GetTimeline`) |
+//! | [`HistoryActor`](crate::history::HistoryActor) | [`crate::history`] | rows on their way to SQL: the pending batch, the flushes waiting, the spool | the pipeline and the stop, through [`HistoryRecorder`] (`Record`, `Flush`) |
+//! | [`AlertActor`] | [`alert`] | alerts firing, the rejection window, the last day's transitions | its timer (`Evaluate`), `/health` (`Health`), the timeline (`AlertHistory`) |
+//!
+//! The hot path does not wait on `CacheActor`: the pipeline reads the token store directly.
+//! The queries on the stored history (statistics, pages, cleanup) are plain [`crate::db`]
+//! functions run on the pool.
+//!
+//! `daemon::server` builds them in the order they need each other — monitor, history,
+//! concurrency (then the slots), the cache actor over the cache and the slots, the broker,
+//! alerts last — so nobody is handed a part after its start. This folder is the top of that
+//! order: `CacheActor` serves the cache and the slots, `AlertActor` watches the broker, and
+//! nothing the broker uses imports from here.
 
 pub mod alert;
 pub mod alert_history;
 pub mod alert_rules;
 pub mod cache;
 pub mod components;
-pub mod concurrency;
-pub mod history;
-pub mod monitor;
 
 use std::sync::Arc;
 
-use actix::{Actor, Addr};
+use actix::Addr;
 
 pub use alert::AlertActor;
 pub use cache::CacheActor;
-pub use concurrency::ConcurrencyActor;
-pub use history::HistoryActor;
-pub use monitor::MonitorActor;
 
-use crate::cache::TokenCache;
-use crate::config::Config;
-use crate::db::Pool;
+use crate::history::HistoryRecorder;
+use crate::slots::concurrency::ConcurrencyActor;
 use crate::watch::metrics::Metrics;
+use crate::watch::monitor::MonitorActor;
 
 /// The running actors. Cheap to clone; handed to the HTTP handlers as `web::Data`.
 #[derive(Clone)]
@@ -38,60 +44,9 @@ pub struct Actors {
     pub cache: Addr<CacheActor>,
     pub concurrency: Addr<ConcurrencyActor>,
     pub monitor: Addr<MonitorActor>,
-    pub history: Addr<HistoryActor>,
+    /// The address of `HistoryActor`.
+    pub history: HistoryRecorder,
     pub alert: Addr<AlertActor>,
-    /// The batching way into `HistoryActor`.
-    pub recorder: history::HistoryRecorder,
     /// The Prometheus exposition, fed by `MonitorActor`.
     pub metrics: Arc<Metrics>,
-}
-
-impl Actors {
-    /// Starts every actor; must run inside an actix system.
-    pub fn start(config: Arc<Config>, pool: Pool, cache: &TokenCache) -> Actors {
-        let metrics = Arc::new(Metrics::new(cache.counters.clone()));
-        let monitor = MonitorActor::new(cache.counters.clone(), metrics.clone()).start();
-        let cache = CacheActor::new(cache).start();
-        let concurrency = ConcurrencyActor::new(&config.concurrency).start();
-        let history = HistoryActor::new(pool).start();
-        let spool = crate::history::spool::Spool::new(&config.history.spool_file);
-        let recorder = history::HistoryRecorder::start(history.clone(), spool);
-        start_retention_job(history.clone(), config.history.retention_days);
-        let alert = AlertActor::new(
-            config.alerts.clone(),
-            cache.clone(),
-            monitor.clone(),
-            history.clone(),
-        )
-        .start();
-        Actors {
-            cache,
-            concurrency,
-            monitor,
-            history,
-            alert,
-            recorder,
-            metrics,
-        }
-    }
-}
-
-/// First run of the retention job after start, then every [`RETENTION_EVERY`].
-const RETENTION_FIRST: std::time::Duration = std::time::Duration::from_secs(60);
-const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
-/// Deletes history rows older than `retention_days`, daily.
-fn start_retention_job(history: Addr<HistoryActor>, days: u32) {
-    actix::spawn(async move {
-        tokio::time::sleep(RETENTION_FIRST).await;
-        let mut every = tokio::time::interval(RETENTION_EVERY);
-        loop {
-            every.tick().await;
-            match history.send(history::Cleanup { days }).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => log::warn!("event=history_retention_failed error=\"{e}\""),
-                Err(_) => return,
-            }
-        }
-    });
 }

@@ -10,10 +10,10 @@ use utoipa::ToSchema;
 use super::answer::ok;
 use super::answer::ErrorBody;
 use super::state::AppState;
-use crate::actors::monitor::Snapshot;
 use crate::cache::tokens::BackendFacts;
 use crate::config::validate_site_name;
 use crate::error::Error;
+use crate::watch::monitor::Snapshot;
 
 /// One cache kind's lookups and keys.
 #[derive(Debug, Serialize, ToSchema)]

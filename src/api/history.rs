@@ -11,7 +11,6 @@ use super::answer::ok;
 use super::answer::ErrorBody;
 use super::state::AppState;
 use crate::accounts::validate_account_name;
-use crate::actors::history::{Cleanup, Page};
 use crate::config::validate_site_name;
 use crate::db::history::{HistoryFilter, MAX_DAYS};
 use crate::db::models::HistoryRow;
@@ -167,7 +166,10 @@ pub async fn list(
         before_id,
         limit,
     };
-    let rows = state.actors.history.send(Page(filter)).await??;
+    let rows = state
+        .pool
+        .run(move |conn| crate::db::history::page(conn, &filter))
+        .await?;
     let next = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|r| r.id))
         .flatten();
@@ -200,6 +202,9 @@ pub async fn cleanup(
     query: web::Query<CleanupQuery>,
 ) -> Result<HttpResponse, Error> {
     let days = checked_days(&query.days, MAX_DAYS)?;
-    let deleted = state.actors.history.send(Cleanup { days }).await??;
+    let deleted = state
+        .pool
+        .run(move |conn| crate::db::retention::delete_older_than(conn, days))
+        .await?;
     Ok(ok(HistoryCleanupAnswer { days, deleted }))
 }

@@ -11,11 +11,10 @@ use utoipa::ToSchema;
 use super::answer::ok;
 use super::answer::ErrorBody;
 use super::state::AppState;
-use crate::actors::history::Statistics;
-use crate::actors::monitor::{Counters as MonitorCounters, MetricsSnapshot, Reset, Snapshot};
 use crate::config::validate_site_name;
 use crate::error::Error;
 use crate::policy::outcome::RejectionReason;
+use crate::watch::monitor::{Counters as MonitorCounters, MetricsSnapshot, Reset, Snapshot};
 
 /// Counts of one scope (all sites, or one site).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -232,10 +231,9 @@ pub async fn statistics(
         validate_site_name("site_name", site)?;
     }
     let report = state
-        .actors
-        .history
-        .send(Statistics { days, site })
-        .await??;
+        .pool
+        .run(move |conn| crate::db::statistics::report(conn, days, site.as_deref()))
+        .await?;
     let live = state.actors.monitor.send(Snapshot).await?;
     Ok(ok(StatisticsAnswer {
         report,

@@ -9,11 +9,10 @@ use utoipa::ToSchema;
 use super::answer::ok;
 use super::answer::ErrorBody;
 use super::state::AppState;
-use crate::actors::concurrency::SlotLimits;
-use crate::actors::history::Statistics;
-use crate::actors::monitor::Snapshot;
 use crate::error::Error;
+use crate::slots::concurrency::SlotLimits;
 use crate::slots::LimitsSource;
+use crate::watch::monitor::Snapshot;
 use crate::watch::recommend::{recommend, Recommendation, SiteLoad, SlotLoad};
 
 /// `POST /performance/optimize-concurrency`.
@@ -65,13 +64,9 @@ pub async fn optimize(
     let usage = state.slots.usage_here().await?;
     let live = state.actors.monitor.send(Snapshot).await?;
     let day = state
-        .actors
-        .history
-        .send(Statistics {
-            days: 1,
-            site: None,
-        })
-        .await??;
+        .pool
+        .run(|conn| crate::db::statistics::report(conn, 1, None))
+        .await?;
     let sites: Vec<SiteLoad> = day
         .site_breakdown
         .into_iter()

@@ -9,11 +9,11 @@ use utoipa::ToSchema;
 
 use super::answer::ok;
 use super::state::AppState;
-use crate::actors::concurrency::SlotLimits;
 use crate::broker::SiteReport;
 use crate::daemon::resources::ProcessUsage;
 use crate::error::Error;
 use crate::lifecycle::checkout::Checkout;
+use crate::slots::concurrency::SlotLimits;
 use crate::slots::LimitsSource;
 
 /// `GET /performance/resource-usage`.

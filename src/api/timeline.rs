@@ -12,9 +12,9 @@ use super::answer::ErrorBody;
 use super::state::AppState;
 use crate::actors::alert::AlertHistory;
 use crate::actors::alert_history::AlertTransition;
-use crate::actors::monitor::GetTimeline;
 use crate::broker::TokenStatus;
 use crate::error::Error;
+use crate::watch::monitor::GetTimeline;
 use crate::watch::timeline::MinutePoint;
 
 /// `GET /performance/timeline`.

@@ -11,7 +11,6 @@ use serde_json::json;
 
 use super::pipeline::{Broker, Flight};
 use super::request::{AcquiredToken, Source};
-use crate::actors::monitor::{AcquisitionFinished, AcquisitionStarted, Rejected};
 use crate::cache::{CachedToken, CredentialEntry};
 use crate::config::{seconds, SiteConfig};
 use crate::db::models::{NewHistory, NewToken};
@@ -23,6 +22,7 @@ use crate::policy::outcome::{AcquisitionStatus, TriggerReason};
 use crate::slots::Slot;
 use crate::vault::crypto::SealContext;
 use crate::vault::secret::{fingerprint, redact, Secret};
+use crate::watch::monitor::{AcquisitionFinished, AcquisitionStarted, Rejected};
 
 /// How one candidate account ended.
 enum Attempt {

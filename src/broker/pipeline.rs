@@ -13,13 +13,12 @@ use chrono::Utc;
 
 use super::in_use::InUse;
 use super::request::{AcquireRequest, AcquiredToken, Source};
-use crate::actors::history::HistoryRecorder;
-use crate::actors::monitor::MonitorActor;
 use crate::cache::{CacheKind, TokenCache};
 use crate::config::{seconds, validate_site_name, Config, SiteConfig};
 use crate::db::Pool;
 use crate::drivers::LoginDriver;
 use crate::error::{Error, Result};
+use crate::history::HistoryRecorder;
 use crate::policy::adaptive::AdaptiveLimits;
 use crate::policy::budget::LoginBudgets;
 use crate::policy::circuit::{CircuitPolicy, Circuits};
@@ -28,6 +27,7 @@ use crate::policy::selection::Strategy;
 use crate::slots::Slots;
 use crate::vault::crypto::SecretKey;
 use crate::watch::metrics::Metrics;
+use crate::watch::monitor::MonitorActor;
 
 /// The single-flight key: one login at a time per (site, account).
 pub(super) type FlightKey = (String, i64);
@@ -45,7 +45,35 @@ pub struct Broker {
     pub(super) inner: Arc<Inner>,
 }
 
-/// What every part of the pipeline reads; private to the pipeline's files.
+/// The pipeline's state, and its one owner: every [`Broker`] clone shares this `Inner`, and
+/// only the pipeline's files (`broker/`) reach into it. It holds three kinds of thing:
+///
+/// - Parts built before the broker and handed over whole ([`BrokerParts`]: `config`, `pool`,
+///   `key`, `cache`, `slots`, `monitor`, `history`, `circuits`, `metrics`, `budgets`,
+///   `adaptive`, `checkouts`): shared handles that guard their own state (the cache, the
+///   slots, the actors' addresses, the policies shared through Redis).
+/// - Built by [`Broker::new`] and read-only since: `drivers`, and `turns` (atomics, no lock).
+/// - The pipeline's own mutable maps, each behind a `std::sync::Mutex` of its own:
+///
+/// | map | guards | locked by |
+/// |---|---|---|
+/// | `flights` | the single-flight lock of each (site, account), held weakly | `Broker::flight` (logins), `active_locks`, `drop_idle_locks` (`/resource-usage`) |
+/// | `refreshing` | background refreshes running or backing off | `refresh.rs`: at scheduling, and when the refresh ends |
+/// | `running` | logins in progress, for the stop | `login.rs` (a login starts, picks its account, ends), the stop (`daemon::shutdown`) |
+/// | `in_use` | tokens handed out on sites with validity probes | `probe.rs`: marked when handed out, read and forgotten by the probes |
+/// | `protocol` | per site, the streak of `failed` answers from different accounts | `login.rs`, after a login's answer |
+///
+/// (`captchas` and `checkouts` keep maps of their own the same way, inside their types.)
+///
+/// Lock order: each of these `std` mutexes is a leaf. It is taken for one look-up or update
+/// of its map and let go before anything else: never held across an `.await`, never while
+/// another of them is taken, so no order between them exists and none can deadlock. A
+/// poisoned one is taken over (`into_inner`): the maps stay consistent after each single
+/// operation. The locks that are held for long are the per-account flight locks
+/// (`tokio::sync::Mutex<Flight>`, held across a whole login); a login takes, in this order,
+/// its flight lock, the account's shared lock in Redis (when configured), then a login slot
+/// ([`Slots`]), and holds them while it logs in; none of the `std` mutexes
+/// above is taken while waiting for one of them.
 pub(super) struct Inner {
     pub(super) config: Arc<Config>,
     pub(super) pool: Pool,

@@ -94,6 +94,12 @@ impl MemoryStore {
             .count()
     }
 
+    /// Entries held, expired ones included (until a sweep drops them).
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        self.lock().len()
+    }
+
     /// Drops expired entries; returns how many.
     pub fn sweep(&self) -> usize {
         let now = Instant::now();

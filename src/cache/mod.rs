@@ -1,4 +1,4 @@
-//! The cache behind `CacheActor`: in-process ([`MemoryStore`], the default) or Redis
+//! The cache: in-process ([`MemoryStore`](memory::MemoryStore), the default) or Redis
 //! ([`RedisStore`]), one interface ([`CacheStore`]), and the pipeline's typed view of it
 //! ([`TokenCache`]).
 //!
@@ -14,6 +14,7 @@
 //! | `guarded.rs` | counting failures by kind (the breaker is the Redis link's) |
 //! | `near.rs` | the in-process copies: near cache and decoded entries |
 //! | `tokens.rs` | [`TokenCache`], the typed reads and writes the pipeline makes |
+//! | `health.rs` | the backend's state for `/health` (its sweep, probe and health question: `actors::cache`) |
 
 pub mod entries;
 pub mod guarded;

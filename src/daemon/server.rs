@@ -5,7 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::actors::Actors;
+use actix::Actor;
+use actix_web::dev::ServerHandle;
+use actix_web::{middleware, web, App, HttpServer};
+
+use crate::actors::cache::CacheActor;
+use crate::actors::{Actors, AlertActor};
 use crate::api::{self, AppState};
 use crate::broker::{Broker, BrokerParts};
 use crate::cache::{CacheStore, TokenCache};
@@ -13,15 +18,19 @@ use crate::config::Config;
 use crate::daemon::shutdown::Shutdown;
 use crate::db::Pool;
 use crate::error::{Error, Result};
+use crate::history::spool::Spool;
+use crate::history::HistoryRecorder;
+use crate::lifecycle::webhook::Webhook;
 use crate::policy::adaptive::AdaptiveLimits;
 use crate::policy::budget::LoginBudgets;
 use crate::policy::circuit::Circuits;
 use crate::redis::RedisLink;
+use crate::slots::concurrency::ConcurrencyActor;
 use crate::slots::redis::RedisSlots;
 use crate::slots::Slots;
 use crate::vault::crypto::SecretKey;
-use actix_web::dev::ServerHandle;
-use actix_web::{middleware, web, App, HttpServer};
+use crate::watch::metrics::Metrics;
+use crate::watch::monitor::MonitorActor;
 
 /// HTTP worker threads: the handlers only await actors and the cache, so two are plenty and
 /// keep the idle footprint small.
@@ -74,8 +83,7 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
     }
     let store = CacheStore::new(link.as_ref());
     let cache = TokenCache::new(store, &config.redis.key_prefix, key.clone());
-    let actors = Actors::start(config.clone(), pool.clone(), &cache);
-    let (slots, broker) = start_broker(&config, &pool, &key, &cache, &actors, link.as_ref())?;
+    let (actors, slots, broker) = start_parts(&config, &pool, &key, &cache, link.as_ref())?;
     let state = AppState {
         config: config.clone(),
         actors,
@@ -118,46 +126,62 @@ async fn load_key(config: &Arc<Config>, pool: &Pool, database_ready: bool) -> Re
     .map_err(|e| Error::Internal(e.to_string()))?
 }
 
-/// The login slots and the broker with its parts, wired to the actors, the webhook and the
-/// probes.
-fn start_broker(
+/// The parts, each built once what it needs exists: the monitor, the history and its
+/// retention job, the login slots, `CacheActor` (the cache's sweep and health), the broker
+/// over all of these, the webhook, and last the alerts, which watch everything else.
+fn start_parts(
     config: &Arc<Config>,
     pool: &Pool,
     key: &SecretKey,
     cache: &TokenCache,
-    actors: &Actors,
     link: Option<&RedisLink>,
-) -> Result<(Slots, Broker)> {
+) -> Result<(Actors, Slots, Broker)> {
+    let metrics = Arc::new(Metrics::new(cache.counters.clone()));
+    let monitor = MonitorActor::new(cache.counters.clone(), metrics.clone()).start();
+    let history = HistoryRecorder::start(pool.clone(), Spool::new(&config.history.spool_file));
+    crate::history::retention::start(pool.clone(), config.history.retention_days);
+    let concurrency = ConcurrencyActor::new(&config.concurrency).start();
     let redis_slots = link.map(|link| RedisSlots::new(link.clone()).with_database(pool.clone()));
-    let slots = Slots::new(actors.concurrency.clone(), redis_slots, &config.concurrency);
-    let adaptive = AdaptiveLimits::new(link.cloned(), slots.clone(), actors.metrics.clone());
+    let slots = Slots::new(concurrency.clone(), redis_slots, &config.concurrency);
+    let cache_actor = CacheActor::new(cache).start();
     let broker = Broker::new(BrokerParts {
         config: config.clone(),
         pool: pool.clone(),
         key: key.clone(),
         cache: cache.clone(),
         slots: slots.clone(),
-        monitor: actors.monitor.clone(),
-        history: actors.recorder.clone(),
+        monitor: monitor.clone(),
+        history: history.clone(),
         circuits: Circuits::new(link.cloned()),
-        metrics: actors.metrics.clone(),
+        metrics: metrics.clone(),
         budgets: LoginBudgets::new(link.cloned(), pool.clone()),
-        adaptive,
+        adaptive: AdaptiveLimits::new(link.cloned(), slots.clone(), metrics.clone()),
         checkouts: crate::lifecycle::checkout::Checkouts::new(link.cloned()),
     })?;
     broker.start_checkout_sweeper();
     broker.watch_accounts();
-    actors
-        .alert
-        .do_send(crate::actors::alert::WatchSites(broker.clone()));
     // SPEC §13: alerts and pending captchas announced by webhook; tokens in use probed.
-    let webhook = crate::lifecycle::webhook::Webhook::start(config, actors.metrics.clone());
-    actors
-        .alert
-        .do_send(crate::actors::alert::AnnounceTo(webhook.clone()));
-    broker.captchas().announce_to(webhook);
+    let webhook = Webhook::start(config, metrics.clone());
+    broker.captchas().announce_to(webhook.clone());
     broker.start_probes()?;
-    Ok((slots, broker))
+    let alert = AlertActor::new(
+        config.alerts.clone(),
+        cache_actor.clone(),
+        monitor.clone(),
+        pool.clone(),
+        broker.clone(),
+        webhook,
+    )
+    .start();
+    let actors = Actors {
+        cache: cache_actor,
+        concurrency,
+        monitor,
+        history,
+        alert,
+        metrics,
+    };
+    Ok((actors, slots, broker))
 }
 
 /// The HTTP server on the taken port, spawned so that it runs whether or not anybody awaits
@@ -350,7 +374,7 @@ async fn end_grace(state: AppState) {
     let abandoned = state
         .broker
         .running_logins()
-        .abandon_all(&state.actors.recorder);
+        .abandon_all(&state.actors.history);
     log::warn!(
         "event=shutdown_grace_over requests={} logins_abandoned={abandoned}",
         state.shutdown.waiting_now()

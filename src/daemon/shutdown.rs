@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 
-use crate::actors::history::HistoryRecorder;
 use crate::db::models::NewHistory;
+use crate::history::HistoryRecorder;
 use crate::policy::outcome::{AcquisitionStatus, TriggerReason};
 
 /// One acquisition of the slow path; `account` is set once its driver runs.

@@ -25,7 +25,7 @@ pub fn stopping() {
 
 /// With `WatchdogSec=` set, pings systemd every half period — but only while the actor system
 /// answers, so that a stuck daemon stops pinging and systemd restarts it.
-pub fn start_watchdog(monitor: actix::Addr<crate::actors::MonitorActor>) {
+pub fn start_watchdog(monitor: actix::Addr<crate::watch::monitor::MonitorActor>) {
     let Some(period) = sd_notify::watchdog_enabled() else {
         return;
     };
@@ -35,7 +35,7 @@ pub fn start_watchdog(monitor: actix::Addr<crate::actors::MonitorActor>) {
         loop {
             tick.tick().await;
             let alive =
-                tokio::time::timeout(period / 4, monitor.send(crate::actors::monitor::Snapshot))
+                tokio::time::timeout(period / 4, monitor.send(crate::watch::monitor::Snapshot))
                     .await;
             match alive {
                 Ok(Ok(_)) => send(NotifyState::Watchdog, "watchdog"),

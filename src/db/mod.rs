@@ -11,8 +11,10 @@ pub mod alerts;
 pub mod daily;
 pub mod history;
 pub mod models;
+pub mod retention;
 pub mod schema;
 pub mod statistics;
+pub mod status;
 pub mod tokens;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -344,6 +346,18 @@ pub fn is_unique_violation(err: &diesel::result::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[actix_rt::test]
+    async fn a_panic_in_database_work_fails_that_call_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Pool::connect(&format!("sqlite://{}/h.db", dir.path().display()), 2).unwrap();
+        let failed: Result<()> = pool.run(|_| panic!("a bug")).await;
+        assert!(matches!(failed, Err(Error::Internal(_))), "{failed:?}");
+        assert!(
+            status::check(&pool).await.is_ok(),
+            "the pool stopped serving"
+        );
+    }
 
     #[test]
     fn postgres_urls_get_connection_guards_unless_they_set_them() {

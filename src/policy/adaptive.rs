@@ -20,10 +20,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::actors::concurrency::{SetSiteLimit, Usage};
 use crate::config::SiteConfig;
 use crate::redis::scripts::AIMD_STEP;
 use crate::redis::{Admit, RedisLink};
+use crate::slots::concurrency::{SetSiteLimit, Usage};
 use crate::slots::Slots;
 use crate::watch::metrics::Metrics;
 

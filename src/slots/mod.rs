@@ -1,5 +1,6 @@
-//! Login slots as the pipeline sees them: in-process (`ConcurrencyActor`) or shared by every
-//! instance through Redis ([`redis::RedisSlots`]), with the same semantics (SPEC §1, §9).
+//! Login slots as the pipeline sees them: in-process ([`concurrency`], `ConcurrencyActor`) or
+//! shared by every instance through Redis ([`redis::RedisSlots`]), with the same semantics
+//! (SPEC §1, §9).
 //!
 //! With Redis configured, slots, the queue order and the single-flight lock live in Redis.
 //! Whether Redis is in use is the state of the one Redis link ([`crate::redis::RedisLink`]):
@@ -7,6 +8,7 @@
 //! shown in `/health` and `/resource-usage`), at the same moment as every other policy falls
 //! back, and they go back to Redis when the link's probe finds it back.
 
+pub mod concurrency;
 pub mod redis;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,11 +18,11 @@ use std::time::{Duration, Instant};
 use actix::Addr;
 use tokio::sync::Notify;
 
-use self::redis::{RedisSlots, RemoteLease, SlotRequest};
-use crate::actors::concurrency::{
-    acquire_slot, Cleanup, ConcurrencyActor, RenewLease, SetLimits, SlotUsage, Usage,
+use self::concurrency::{
+    acquire_slot, ConcurrencyActor, ReclaimExpired, RenewLease, SetLimits, SlotUsage, Usage,
 };
-pub use crate::actors::concurrency::{SlotGuard, SlotLimits};
+pub use self::concurrency::{SlotGuard, SlotLimits};
+use self::redis::{RedisSlots, RemoteLease, SlotRequest};
 use crate::config::{seconds, ConcurrencyConfig};
 use crate::error::{Error, Result};
 use crate::redis::Admit;
@@ -446,7 +448,7 @@ impl Slots {
     /// Frees the slots held past their lease and drops the waiters that gave up, in this
     /// process: (leases, waiters).
     pub async fn cleanup_here(&self) -> Result<(usize, usize)> {
-        Ok(self.actor.send(Cleanup).await?)
+        Ok(self.actor.send(ReclaimExpired).await?)
     }
 
     /// The same across instances (Redis); `None` in process.
@@ -748,8 +750,8 @@ impl LimitsInForce {
 mod tests {
     use actix::Actor;
 
+    use self::concurrency::{SlotUsage, Usage};
     use super::*;
-    use crate::actors::concurrency::{SlotUsage, Usage};
 
     /// In-process slots with these limits; a waiter gives up after 0.2 s.
     fn slots(global: u32, per_site: u32, per_account: u32) -> Slots {
@@ -843,7 +845,7 @@ mod tests {
         while started.elapsed() < Duration::from_secs(1) {
             slots
                 .actor()
-                .send(crate::actors::concurrency::Cleanup)
+                .send(crate::slots::concurrency::ReclaimExpired)
                 .await
                 .unwrap();
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -30,7 +30,6 @@
 
 use std::time::Duration;
 
-use crate::actors::concurrency::SlotLimits;
 use crate::db::Pool;
 use crate::error::{Error, Result};
 use crate::redis::scripts::{
@@ -38,6 +37,7 @@ use crate::redis::scripts::{
     SLOTS_USAGE,
 };
 use crate::redis::{Admit, RedisLink};
+use crate::slots::concurrency::SlotLimits;
 
 /// How the slots name themselves in errors and logs.
 const WHAT: &str = "redis slots";

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use actix::Actor;
 use serde_json::json;
-use tokend::actors::ConcurrencyActor;
 use tokend::config::ConcurrencyConfig;
 use tokend::redis::RedisLink;
+use tokend::slots::concurrency::ConcurrencyActor;
 use tokend::slots::redis::RedisSlots;
 use tokend::slots::Slots;
 

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::{Actor, Addr};
-use tokend::actors::concurrency::{AcquireSlot, ConcurrencyActor, SlotGuard, SlotLimits, Usage};
 use tokend::config::ConcurrencyConfig;
 use tokend::redis::RedisLink;
+use tokend::slots::concurrency::{AcquireSlot, ConcurrencyActor, SlotGuard, SlotLimits, Usage};
 use tokend::slots::redis::{RedisSlots, RemoteLease, SlotRequest};
 use tokio::sync::Notify;
 

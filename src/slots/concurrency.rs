@@ -14,7 +14,7 @@
 //! A holder whose login is still running renews its lease ([`RenewLease`]), so a long login
 //! (a person solving a captcha) never loses its slot; only a lease nobody renews expires.
 //!
-//! Messages: [`AcquireSlot`], [`ReleaseSlot`], [`RenewLease`], [`Usage`], [`Cleanup`],
+//! Messages: [`AcquireSlot`], [`ReleaseSlot`], [`RenewLease`], [`Usage`], [`ReclaimExpired`],
 //! [`Limits`], [`SetLimits`], [`SetSiteLimit`].
 //! Timers: every [`LEASE_CHECK`], expired leases are recovered and closed waiters dropped.
 
@@ -393,12 +393,12 @@ impl Handler<Usage> for ConcurrencyActor {
 /// Frees slots held past their lease and drops waiters that gave up; says how many.
 #[derive(Message)]
 #[rtype(result = "(usize, usize)")]
-pub struct Cleanup;
+pub struct ReclaimExpired;
 
-impl Handler<Cleanup> for ConcurrencyActor {
-    type Result = MessageResult<Cleanup>;
+impl Handler<ReclaimExpired> for ConcurrencyActor {
+    type Result = MessageResult<ReclaimExpired>;
 
-    fn handle(&mut self, _: Cleanup, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: ReclaimExpired, ctx: &mut Context<Self>) -> Self::Result {
         let freed = self.recover();
         self.dispatch(ctx);
         MessageResult(freed)
@@ -565,7 +565,7 @@ mod tests {
         // Renewed well within each 0.5 s lease, for three leases' worth of time.
         while granted.elapsed() < Duration::from_millis(1500) {
             assert!(actor.send(RenewLease(held.lease())).await.unwrap());
-            actor.send(Cleanup).await.unwrap();
+            actor.send(ReclaimExpired).await.unwrap();
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let usage = actor.send(Usage).await.unwrap();

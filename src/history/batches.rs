@@ -1,0 +1,210 @@
+//! What [`super::HistoryActor`] does with a batch, one round at a time: write the rows (see
+//! [`super::writer`]), spool what the database cannot take, replay the spool when it is due,
+//! and answer the flushes. A round runs off the actor's thread (the database work on the
+//! pool, the spool's file work and fsyncs on the blocking pool) and owns this state while it
+//! runs; the actor waits for it before it takes another message, so rounds never overlap and
+//! the history keeps its order.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::writer::Writer;
+use crate::db::models::NewHistory;
+use crate::error::{Error, Result};
+use crate::history::spool::Spool;
+
+/// Wait between attempts to write a batch the database refused.
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// A flush waiting for its answer: the rows still waiting in the spool.
+pub type FlushWaiter = oneshot::Sender<Result<usize>>;
+
+/// The way to the database and the spool, and what waits on the way.
+pub struct Batches {
+    writer: Writer,
+    spool: Spool,
+    /// Rows whose spool write failed: nowhere on disk, tried again in the next round.
+    held: Vec<NewHistory>,
+    /// Rows wait in the spool: new rows join them there, so the history keeps its order.
+    spooled: bool,
+    last_replay: Instant,
+    /// Why the last spool write failed, while `held` holds the rows it could not keep.
+    spool_error: Option<String>,
+}
+
+impl Batches {
+    pub fn new(writer: Writer, spool: Spool) -> Batches {
+        Batches {
+            writer,
+            spool,
+            held: Vec::new(),
+            spooled: false,
+            last_replay: Instant::now(),
+            spool_error: None,
+        }
+    }
+
+    /// Whether a replay of the spool is due without anybody asking.
+    pub fn retry_due(&self) -> bool {
+        self.spooled && self.last_replay.elapsed() >= RETRY_AFTER
+    }
+
+    /// The first round: what an earlier run left in the spool goes to the database first.
+    pub async fn replay_at_start(mut self) -> Batches {
+        self.spooled = !self.replay().await;
+        self.last_replay = Instant::now();
+        self
+    }
+
+    /// One round: writes `rows` (after any held ones), replays the spool when due, then
+    /// answers `flushes`.
+    pub async fn round(mut self, rows: Vec<NewHistory>, flushes: Vec<FlushWaiter>) -> Batches {
+        self.held.extend(rows);
+        let failed_now = self.write_held().await;
+        self.replay_if_due(failed_now, !flushes.is_empty()).await;
+        for done in flushes {
+            let _ = done.send(self.waiting().await);
+        }
+        self
+    }
+
+    /// Runs file work on the spool on the blocking pool.
+    async fn on_disk<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Spool) -> Result<T> + Send + 'static,
+    {
+        let spool = self.spool.clone();
+        crate::db::blocking(move || work(&spool)).await
+    }
+
+    /// Writes the held rows, or spools them when the database cannot take them (or the spool
+    /// already holds rows). `true` when a write was tried just now and failed: a replay in
+    /// the same round would only wait again.
+    async fn write_held(&mut self) -> bool {
+        if self.held.is_empty() {
+            return false;
+        }
+        let written = if self.spooled {
+            Err(Error::DatabaseUnavailable("spool not yet replayed".into()))
+        } else {
+            self.writer.write(&self.held).await
+        };
+        let failed_now = !self.spooled && written.is_err();
+        match written {
+            Ok(()) => {
+                self.held.clear();
+                self.spool_error = None;
+            }
+            Err(e) => self.spool_held(&e).await,
+        }
+        failed_now
+    }
+
+    /// Appends the held rows to the spool; when that fails too, they stay in memory and are
+    /// tried again: nothing is dropped.
+    async fn spool_held(&mut self, cause: &Error) {
+        let rows = self.held.clone();
+        match self.on_disk(move |spool| spool.append(&rows)).await {
+            Ok(()) => {
+                if !self.spooled {
+                    log::warn!(
+                        "event=history_spooled rows={} path={} error=\"{cause}\"",
+                        self.held.len(),
+                        self.spool.path().display()
+                    );
+                }
+                self.spooled = true;
+                self.held.clear();
+                self.spool_error = None;
+            }
+            Err(spool_error) => {
+                log::error!(
+                    "event=spool_write_failed rows={} error=\"{spool_error}\"",
+                    self.held.len()
+                );
+                self.spool_error = Some(spool_error.to_string());
+            }
+        }
+    }
+
+    /// Replays the spool when rows wait there and a flush asks for it or [`RETRY_AFTER`] has
+    /// passed since the last try.
+    async fn replay_if_due(&mut self, failed_now: bool, flush_asked: bool) {
+        let due = flush_asked || self.last_replay.elapsed() >= RETRY_AFTER;
+        if self.spooled && !failed_now && due {
+            self.last_replay = Instant::now();
+            self.spooled = !self.replay().await;
+        }
+    }
+
+    /// Moves the spool's rows into the database; `true` when the spool is empty afterwards.
+    async fn replay(&self) -> bool {
+        let loaded = self
+            .on_disk(|spool| match spool.is_empty() {
+                true => Ok(None),
+                false => spool.load().map(Some),
+            })
+            .await;
+        let rows = match loaded {
+            Ok(None) => return true,
+            Ok(Some(rows)) => rows,
+            Err(e) => {
+                log::error!("event=spool_unreadable error=\"{e}\"");
+                return false;
+            }
+        };
+        if self.writer.write(&rows).await.is_err() {
+            return false;
+        }
+        match self.on_disk(Spool::clear).await {
+            Ok(()) => {
+                log::info!("event=spool_replayed rows={}", rows.len());
+                true
+            }
+            Err(e) => {
+                // The rows are in the database; a later replay of them adds nothing.
+                log::error!("event=spool_not_cleared error=\"{e}\"");
+                false
+            }
+        }
+    }
+
+    /// The rows not in the database: `Ok` with those kept in the spool, `Err` when some are
+    /// nowhere on disk (the spool could not be written) or the spool cannot be read.
+    async fn waiting(&self) -> Result<usize> {
+        if !self.held.is_empty() {
+            let reason = self.spool_error.as_deref().unwrap_or("spool write failed");
+            let stranded = format!(
+                "{} history row(s) are held in memory only: {reason}",
+                self.held.len()
+            );
+            return Err(Error::io(
+                self.spool.path(),
+                std::io::Error::other(stranded),
+            ));
+        }
+        if !self.spooled {
+            return Ok(0);
+        }
+        self.on_disk(|spool| spool.load())
+            .await
+            .map(|rows| rows.len())
+    }
+
+    /// The actor is stopping: `rows` (recorded since the last round) and the held ones go to
+    /// the spool, for the next start. Runs on the actor's thread (it has no future left to
+    /// wait on), once, at the end.
+    pub fn keep_at_stop(&mut self, rows: Vec<NewHistory>) {
+        self.held.extend(rows);
+        if self.held.is_empty() {
+            return;
+        }
+        let count = self.held.len();
+        if let Err(e) = self.spool.append(&self.held) {
+            log::error!("event=history_rows_lost rows={count} error=\"{e}\"");
+        }
+        self.held.clear();
+    }
+}
