@@ -123,14 +123,17 @@ pub struct BrokerParts {
     pub budgets: LoginBudgets,
     pub adaptive: AdaptiveLimits,
     pub checkouts: crate::lifecycle::checkout::Checkouts,
+    /// Where pending captchas are announced (SPEC §13).
+    pub webhook: crate::lifecycle::webhook::Webhook,
 }
 
 impl Broker {
     pub fn new(parts: BrokerParts) -> Result<Broker> {
         let default_ttl = seconds(parts.config.cache.default_token_ttl);
-        let captchas = crate::lifecycle::captcha::Captchas::new(seconds(
-            parts.config.retry.captcha_answer_timeout,
-        ));
+        let captchas = crate::lifecycle::captcha::Captchas::new(
+            seconds(parts.config.retry.captcha_answer_timeout),
+            parts.webhook.clone(),
+        );
         let drivers = parts
             .config
             .sites

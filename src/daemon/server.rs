@@ -144,6 +144,8 @@ fn start_parts(
     let redis_slots = link.map(|link| RedisSlots::new(link.clone()).with_database(pool.clone()));
     let slots = Slots::new(concurrency.clone(), redis_slots, &config.concurrency);
     let cache_actor = CacheActor::new(cache).start();
+    // SPEC §13: alerts and pending captchas announced by webhook.
+    let webhook = Webhook::start(config, metrics.clone());
     let broker = Broker::new(BrokerParts {
         config: config.clone(),
         pool: pool.clone(),
@@ -157,12 +159,11 @@ fn start_parts(
         budgets: LoginBudgets::new(link.cloned(), pool.clone()),
         adaptive: AdaptiveLimits::new(link.cloned(), slots.clone(), metrics.clone()),
         checkouts: crate::lifecycle::checkout::Checkouts::new(link.cloned()),
+        webhook: webhook.clone(),
     })?;
     broker.start_checkout_sweeper();
     broker.watch_accounts();
-    // SPEC §13: alerts and pending captchas announced by webhook; tokens in use probed.
-    let webhook = Webhook::start(config, metrics.clone());
-    broker.captchas().announce_to(webhook.clone());
+    // SPEC §13: tokens in use probed.
     broker.start_probes()?;
     let alert = AlertActor::new(
         config.alerts.clone(),

@@ -8,7 +8,7 @@
 //! stops waiting (the ticket is dropped). Each new challenge is announced to the webhook.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -44,7 +44,8 @@ pub struct Captchas {
     entries: Arc<Mutex<HashMap<String, Entry>>>,
     answer_timeout: Duration,
     /// Where new challenges are announced, once the webhook is set up.
-    announce: Arc<OnceLock<Webhook>>,
+    /// Where each new challenge is announced (a no-op without `[notify]`).
+    announce: Webhook,
 }
 
 /// A login's wait for the answer to its challenge; dropping it withdraws the challenge.
@@ -56,17 +57,13 @@ pub struct Ticket {
 }
 
 impl Captchas {
-    pub fn new(answer_timeout: Duration) -> Captchas {
+    /// Challenges answered within `answer_timeout`, each announced through `announce`.
+    pub fn new(answer_timeout: Duration, announce: Webhook) -> Captchas {
         Captchas {
             entries: Arc::default(),
             answer_timeout,
-            announce: Arc::default(),
+            announce,
         }
-    }
-
-    /// Announces each new challenge through `webhook` from now on.
-    pub fn announce_to(&self, webhook: Webhook) {
-        let _ = self.announce.set(webhook);
     }
 
     pub fn answer_timeout(&self) -> Duration {
@@ -99,9 +96,7 @@ impl Captchas {
                 .expires_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
-        if let Some(webhook) = self.announce.get() {
-            webhook.captcha_pending(&challenge);
-        }
+        self.announce.captcha_pending(&challenge);
         let id = challenge.id.clone();
         let mut entries = self.lock();
         // Answered challenges are kept until they expire; then they go.
@@ -214,7 +209,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn answered_once_then_conflict_then_gone() {
-        let captchas = Captchas::new(Duration::from_secs(5));
+        let captchas = Captchas::new(Duration::from_secs(5), Webhook::default());
         let mut ticket = captchas.open("s", "a", "type the letters", "iVBORw0KGgoAAAA");
         let listed = captchas.pending();
         assert_eq!(listed.len(), 1);
@@ -243,7 +238,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn unanswered_ends_after_the_timeout() {
-        let captchas = Captchas::new(Duration::from_millis(50));
+        let captchas = Captchas::new(Duration::from_millis(50), Webhook::default());
         let mut ticket = captchas.open("s", "a", "", "/9j/4AAQ");
         assert!(captchas.pending()[0].image.starts_with("data:image/jpeg"));
         assert_eq!(ticket.wait().await, None);
