@@ -39,6 +39,7 @@ mod shutdown;
 mod signals;
 mod site_policies;
 mod slots_property;
+mod soak;
 mod startup;
 mod systemd;
 mod token_cli;
