@@ -26,8 +26,8 @@
 //!   hour (budget), a site that is down is paused (circuit), AIMD limits (adaptive), and the
 //!   vocabulary of results and penalties (outcome); [`slots`]: limits in flight, in process
 //!   (`ConcurrencyActor`) or shared through Redis.
-//! - [`drivers`]: how tokend logs in — `http`, `command`, the court portals, `derived` and
-//!   `recipe` sites — with retries.
+//! - [`drivers`]: how tokend logs in — `http`, `command`, the court portals (built-in
+//!   recipes), `derived` and `recipe` sites — with retries.
 //! - [`lifecycle`]: around a token's life — captchas for a person, checkouts for a job,
 //!   webhooks and chat robots.
 //! - Storage: [`db`] (diesel over SQLite and PostgreSQL: schema, models, pool, migrations,
