@@ -203,3 +203,80 @@ impl AdaptiveLimits {
             .map_or(max, |(limit, _)| (*limit).min(max))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use actix::Actor;
+
+    use super::*;
+    use crate::config::ConcurrencyConfig;
+    use crate::slots::concurrency::ConcurrencyActor;
+
+    const MAX: u32 = 8;
+
+    fn site() -> SiteConfig {
+        toml::from_str(
+            "name = \"s\"\ndriver = \"http\"\nlogin_url = \"http://x/login\"\n\
+             adaptive_concurrency = true\n",
+        )
+        .unwrap()
+    }
+
+    fn limits(redis: Option<RedisLink>) -> AdaptiveLimits {
+        let config = ConcurrencyConfig::default();
+        let slots = Slots::new(ConcurrencyActor::new(&config).start(), None, &config);
+        let metrics = Arc::new(Metrics::new(Arc::default()));
+        AdaptiveLimits::new(redis, slots, metrics)
+    }
+
+    /// A link to the test Redis under a prefix of its own; `None` (skipped) when Redis is
+    /// not there outside CI.
+    async fn redis_link() -> Option<RedisLink> {
+        let url = std::env::var("TOKEND_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+        let prefix = format!("tokend-unit-{}", uuid::Uuid::new_v4());
+        let link = RedisLink::open(&url, &prefix).unwrap();
+        if link.ping().await.is_err() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "Redis is required in CI but is not reachable"
+            );
+            eprintln!("SKIPPED: Redis is not reachable; start it to run this test");
+            return None;
+        }
+        Some(link)
+    }
+
+    /// A burst of congestion answers, all to requests sent before the first of them halved
+    /// the limit, halves it once; an answer to a request sent after that halves it again.
+    async fn a_burst_halves_once(adaptive: AdaptiveLimits) {
+        let site = site();
+        assert_eq!(adaptive.current(&site, MAX).await, MAX);
+        // Requests sent together, a moment ago, under the old limit.
+        let burst = Instant::now()
+            .checked_sub(Duration::from_secs(5))
+            .expect("an uptime of 5 s");
+        for _ in 0..5 {
+            let congestion = Signal::Congestion;
+            adaptive.observe(&site, MAX, congestion, Some(burst)).await;
+        }
+        assert_eq!(adaptive.current(&site, MAX).await, MAX / 2, "halved once");
+        // A request sent under the lowered limit and still refused: halved again.
+        let now = Some(Instant::now());
+        adaptive.observe(&site, MAX, Signal::Congestion, now).await;
+        assert_eq!(adaptive.current(&site, MAX).await, MAX / 4);
+    }
+
+    #[actix_rt::test]
+    async fn a_burst_of_congestion_halves_the_limit_once_in_process() {
+        a_burst_halves_once(limits(None)).await;
+    }
+
+    #[actix_rt::test]
+    async fn a_burst_of_congestion_halves_the_limit_once_in_redis() {
+        let Some(link) = redis_link().await else {
+            return;
+        };
+        a_burst_halves_once(limits(Some(link))).await;
+    }
+}
