@@ -17,6 +17,7 @@ use crate::broker::{
     AcquireRequest, AcquiredToken, CheckoutOutcome, CheckoutRequest, ReleaseRequest, RenewRequest,
 };
 use crate::cli::client::{read, wire_text, Endpoint};
+use crate::cli::terminal::printable;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lifecycle::checkout::Checkout;
@@ -206,7 +207,10 @@ async fn exec(config: &Config, args: ExecArgs) -> Result<i32> {
         _ => CheckoutOutcome::Failed,
     };
     if let Err(e) = release(config, &endpoint, &id, outcome).await {
-        eprintln!("tokend: could not release checkout {id}: {e} (its lease ends by itself)");
+        eprintln!(
+            "tokend: could not release checkout {id}: {} (its lease ends by itself)",
+            printable(&e.to_string())
+        );
     }
     exit_code(status?)
 }
@@ -224,7 +228,10 @@ async fn renew(config: &Config, endpoint: &Endpoint, id: &str, lease: f64) {
             "tokend: the token of checkout {id} was renewed; the command still has the old one"
         ),
         Ok(_) => {}
-        Err(e) => eprintln!("tokend: renewing checkout {id} failed: {e}"),
+        Err(e) => eprintln!(
+            "tokend: renewing checkout {id} failed: {}",
+            printable(&e.to_string())
+        ),
     }
 }
 
