@@ -55,14 +55,27 @@ fn alert_kinds(health: &Value) -> Vec<String> {
 /// A portal of capacity 1 answering 429 操作频繁 beyond it: six concurrent logins meet
 /// congestion in their retries, and the site's limit halves during the burst, before any
 /// login finally fails; the retries then wait for slots under the new limit and succeed.
+/// Once the logins sent under the old limit have been answered, the portal never sees more
+/// logins at once than the lowered limit (the harness's one site is the portal's only one).
 #[actix_rt::test]
 async fn congestion_inside_retries_halves_the_limit_at_once() {
+    const RETRY: &str =
+        "[retry]\nmax_network_retries = 8\nnetwork_retry_delay_base = 0.05\nlogin_timeout = 20\n";
+    const LIMITS: &str =
+        "[concurrency]\nmax_concurrent_acquisitions = 8\nmax_concurrent_per_site = 4\n\
+         acquisition_timeout = 30\nqueue_timeout = 30\n[circuit]\nfailure_threshold = 100\n";
     for redis in backends() {
         let prefix = format!("tokend-test-{}", support::unique());
-        let h = Harness::builder().redis(redis.as_deref()).prefix(&prefix).retry("[retry]\nmax_network_retries = 8\nnetwork_retry_delay_base = 0.05\nlogin_timeout = 20\n").extra("[concurrency]\nmax_concurrent_acquisitions = 8\nmax_concurrent_per_site = 4\n\
-             acquisition_timeout = 30\nqueue_timeout = 30\n[circuit]\nfailure_threshold = 100\n").sites("adaptive_concurrency = true\nadaptive_increase_after = 100\n").start()
-        .await;
-        *h.portal.state.capacity.lock().unwrap() = Some(1);
+        let h = Harness::builder()
+            .redis(redis.as_deref())
+            .prefix(&prefix)
+            .retry(RETRY)
+            .extra(LIMITS)
+            .sites("adaptive_concurrency = true\nadaptive_increase_after = 100\n")
+            .start()
+            .await;
+        let portal = &h.portal.state;
+        *portal.capacity.lock().unwrap() = Some(1);
         let accounts: Vec<String> = (1..=6).map(|i| format!("u{i}")).collect();
         for account in &accounts {
             h.add_account(account, &format!("pw-{account}"), false);
@@ -91,7 +104,21 @@ async fn congestion_inside_retries_halves_the_limit_at_once() {
                 },
             )
             .await;
-            (limit, failed.load(Ordering::SeqCst))
+            let failed_before = failed.load(Ordering::SeqCst);
+            // The logins sent under the old limit are answered; from then on the portal's
+            // most at once is counted afresh.
+            support::wait_until(
+                "the logins sent under the old limit answered",
+                Duration::from_secs(15),
+                || async {
+                    (u64::from(portal.in_flight.load(Ordering::SeqCst)) <= limit).then_some(())
+                },
+            )
+            .await;
+            portal.max_in_flight.store(0, Ordering::SeqCst);
+            let now = portal.in_flight.load(Ordering::SeqCst);
+            portal.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            (limit, failed_before)
         };
         let (results, (limit, failed_before)) = tokio::join!(logins, watch);
         assert!(limit <= 2, "limit {limit}");
@@ -102,7 +129,12 @@ async fn congestion_inside_retries_halves_the_limit_at_once() {
         for (status, body) in &results {
             assert_eq!(*status, 200, "{body}");
         }
-        assert!(h.portal.state.over_capacity.load(Ordering::SeqCst) > 0);
+        assert!(portal.over_capacity.load(Ordering::SeqCst) > 0);
+        let most = u64::from(portal.max_in_flight.load(Ordering::SeqCst));
+        assert!(
+            most <= limit,
+            "{most} logins at once at the portal under a limit of {limit}"
+        );
     }
 }
 
