@@ -186,6 +186,46 @@ async fn a_dead_proxy_is_its_accounts_fault_not_the_sites() {
     }
 }
 
+/// The site's own `proxy` refuses connections: that is the site's failure, not its
+/// accounts'. The site's circuit counts it (and opens at the threshold), the account is not
+/// penalised, and the caller's message and the history name the site's proxy by host,
+/// never its credentials.
+#[actix_rt::test]
+async fn a_dead_site_proxy_is_the_sites_fault() {
+    for redis in backends() {
+        let port = refused_port();
+        let proxy = format!("proxy = \"http://user:hunter2@127.0.0.1:{port}\"\n");
+        let h = Harness::builder()
+            .redis(redis.as_deref())
+            .retry("[retry]\nmax_network_retries = 0\nlogin_timeout = 5\n")
+            .extra("[circuit]\nfailure_threshold = 1\nopen_seconds = 600\n")
+            .sites(&proxy)
+            .start()
+            .await;
+        h.add_account("alice", "pw-a", false);
+        let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+        assert_eq!(status, 502, "{body}");
+        let named = format!("the site's proxy 127.0.0.1:{port} failed: connection refused");
+        let text = body.to_string();
+        assert!(text.contains(&named), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        let health = h.health().await;
+        let circuit = &health["components"]["sites"]["court_zxfw"]["circuit"];
+        assert_eq!(circuit["state"], "open", "{circuit}");
+        let alice = h.account_state("alice").await;
+        assert_eq!(alice["state"], "active", "{alice}");
+        assert_eq!(h.portal.state.total_attempts(), 0);
+        let rows = h.history().await;
+        let message = rows[0].error_message.clone().unwrap_or_default();
+        assert!(message.contains(&named), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+        // Refused at once while the circuit is open.
+        let (status, body) = h.acquire(json!({"site_name": "court_zxfw"})).await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["code"], "SITE_UNAVAILABLE", "{body}");
+    }
+}
+
 /// A proxy that answers every request with 407 (it wants credentials the account's URL
 /// does not carry): the login never reached the portal, and the account cools down.
 fn refusing_proxy() -> u16 {
