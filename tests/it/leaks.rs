@@ -1,8 +1,9 @@
 //! What tokend guards never leaks (issue 20), each against the real binary: opaque court
 //! tokens and OAuth codes never reach a debug log; a password a portal echoes in any form
 //! reaches neither the caller, the history nor the log; login programs and captcha solvers
-//! see none of tokend's secrets, and the daemon is not dumpable; a webhook is not redirected,
-//! and its URL's key is never logged; config and import errors never quote a secret; the CLI
+//! see none of tokend's secrets, and the daemon is not dumpable; a failing captcha solver's
+//! stderr is logged with the password masked (issue 21); a webhook is not redirected, and
+//! its URL's key is never logged; config and import errors never quote a secret; the CLI
 //! never prints a portal's terminal escapes.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -231,6 +232,80 @@ fn an_echoed_password_shows_in_no_form() {
             "{what} shows the base64 form: {text}"
         );
     }
+}
+
+/// A captcha solver that reads the image, says why it failed on stderr (with alice's
+/// password in it, as a careless script might) and exits 3.
+fn failing_solver(dir: &Path) -> String {
+    let solver = dir.join("solve.sh");
+    std::fs::write(
+        &solver,
+        "#!/bin/sh\ncat >/dev/null\n\
+         echo 'ocr model broke: SOLVER-MARK for alice/pw-alice-0123' >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&solver, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!("[\"{}\"]", solver.display())
+}
+
+/// The `event=captcha_solver_failed` line of a daemon's log: it carries the solver's stderr,
+/// with the password masked; and no line carries the password.
+fn solver_failure_logged(daemon: &mut Daemon) {
+    let mut log = Vec::new();
+    daemon.wait_for_log(
+        "event=captcha_solver_failed",
+        Duration::from_secs(15),
+        &mut log,
+    );
+    let line = log
+        .iter()
+        .find(|l| l.contains("event=captcha_solver_failed"))
+        .unwrap();
+    assert!(line.contains("SOLVER-MARK for alice/"), "{line}");
+    for line in &log {
+        assert!(!line.contains("pw-alice-0123"), "{line}");
+    }
+}
+
+/// A captcha solver that fails: its stderr is logged (`event=captcha_solver_failed`) with
+/// the password masked, whether the login then fails or a person takes over
+/// (`captcha_fallback = "human"`).
+#[test]
+fn a_failing_solver_logs_its_stderr_masked() {
+    let court = CourtPortal::start();
+    // The login fails on the solver's captcha error.
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = court_daemon(dir.path(), &court, &failing_solver(dir.path()), "info");
+    let (status, body) = acquire(&daemon, "zxfw");
+    assert_ne!(status, 200, "{body}");
+    assert!(!body.to_string().contains("pw-alice-0123"), "{body}");
+    solver_failure_logged(&mut daemon);
+    drop(daemon);
+
+    // A person takes over: the failure is logged before the captcha waits for them.
+    let dir = tempfile::tempdir().unwrap();
+    let solver = format!(
+        "{}\ncaptcha_fallback = \"human\"",
+        failing_solver(dir.path())
+    );
+    let mut daemon = court_daemon(dir.path(), &court, &solver, "info");
+    let acquire_url = daemon.url("/api/v1/automation/tokens/acquire");
+    // Waits for the captcha's answer until the daemon stops: its answer does not matter.
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let request = reqwest::Client::new()
+                .post(acquire_url)
+                .bearer_auth(ADMIN)
+                .json(&json!({"site_name": "zxfw"}));
+            let _ = request.send().await;
+        })
+    });
+    let captchas = daemon.url("/api/v1/automation/captchas");
+    support::wait_until_blocking("a captcha for a person", Duration::from_secs(15), || {
+        let (_, body) = call("GET", &captchas, None);
+        (body["data"]["captchas"][0]["account"] == "alice").then_some(())
+    });
+    solver_failure_logged(&mut daemon);
 }
 
 /// `tokend ARGS CONFIG`: `args` end with `--config`.
