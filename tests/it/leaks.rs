@@ -410,7 +410,16 @@ fn captcha_prompts_webhooks_and_login_programs_keep_their_place() {
         ("http_proxy", proxy_url.as_str()),
     ]);
     env.push(("ALL_PROXY", proxy_url.as_str()));
-    let mut daemon = Daemon::start_with_env(dir.path(), &config, "debug", &env);
+    // Without NO_PROXY: one naming 127.0.0.1 in the test's environment would send the
+    // webhook direct even through a client that honours the proxy variables.
+    let mut command = support::tokend(dir.path());
+    command
+        .args(["serve", "--config"])
+        .arg(&config)
+        .envs(env.iter().copied())
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy");
+    let mut daemon = Daemon::spawn(command, "debug");
     let acquire_url = daemon.url("/api/v1/automation/tokens/acquire");
     // Waits for the captcha's answer until the daemon stops: its answer does not matter.
     std::thread::spawn(move || {
