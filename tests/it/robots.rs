@@ -270,15 +270,18 @@ impl TapSign for Value {
     }
 }
 
+/// What the refusing receiver got: (path, query) of each POST.
+type Refused = Arc<Mutex<Vec<(String, String)>>>;
+
 /// A receiver where every robot refuses every message in its own answer (as a robot whose
-/// key was revoked does): (path, query) of each POST.
-fn refusing_receiver() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
+/// key was revoked does).
+fn refusing_receiver() -> (String, Refused) {
     use actix_web::{web, App, HttpRequest, HttpResponse};
-    let posts: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let posts: Refused = Arc::default();
     let data = web::Data::new(posts.clone());
     let addr = crate::support::serve_on_thread!(1, move || {
         App::new().app_data(data.clone()).default_service(web::to(
-            |posts: web::Data<Arc<Mutex<Vec<(String, String)>>>>, request: HttpRequest| async move {
+            |posts: web::Data<Refused>, request: HttpRequest| async move {
                 posts.lock().unwrap().push((
                     request.path().to_string(),
                     request.query_string().to_string(),
