@@ -10,8 +10,9 @@
 //! an acquisition, nor another destination. One task per destination owns its queue and
 //! delivers the events in order, each retried with exponential backoff before it is given up.
 //! Every client is as strict as a login's: no redirects (they would carry the signed body
-//! elsewhere), no environment proxy; URLs are logged without their query or user info. A firing alert is POSTed at most once per
-//! `alerts.repeat_interval`; its resolution only if its firing was POSTed.
+//! elsewhere), no environment proxy. A URL is logged as its scheme and host only: a robot's
+//! key may be in its path (Feishu) or its query (WeCom, DingTalk). A firing alert is POSTed at
+//! most once per `alerts.repeat_interval`; its resolution only if its firing was POSTed.
 //! Prometheus: `tokend_webhook_deliveries_total{result}` (`delivered`, `retried`, `failed`,
 //! `dropped`).
 
@@ -88,10 +89,10 @@ enum Format {
 
 /// One place events are POSTed to, with its own queue.
 struct Destination {
-    /// `webhook`, or `robot:KIND` (for logs).
+    /// `webhook`, or `robot[N]:KIND` for the `N`th `[[notify.robots]]` table (for logs).
     name: String,
     url: String,
-    /// The URL as logged: without its query or user info (they may hold a key).
+    /// The URL as logged: scheme and host only (its path, query or user info may hold a key).
     shown_url: String,
     format: Format,
     client: reqwest::Client,
@@ -125,7 +126,7 @@ impl Webhook {
                 Format::Json { secret },
             ));
         }
-        for robot in &notify.robots {
+        for (n, robot) in notify.robots.iter().enumerate() {
             let format = Format::Robot {
                 kind: robot.kind,
                 secret: robot.secret.clone(),
@@ -133,7 +134,7 @@ impl Webhook {
                 public_url: config.server.public_url.clone(),
             };
             wanted.push((
-                format!("robot:{}", robot.kind.as_str()),
+                format!("robot[{n}]:{}", robot.kind.as_str()),
                 robot.url.clone(),
                 format,
             ));
@@ -222,7 +223,7 @@ impl Destination {
         format: Format,
         metrics: &Arc<Metrics>,
     ) -> Option<Arc<Destination>> {
-        let shown_url = crate::vault::secret::redact_url_credentials(&url);
+        let shown_url = crate::vault::secret::redact_webhook_url(&url);
         let client = match strict_client() {
             Ok(client) => client,
             Err(e) => {
@@ -305,8 +306,8 @@ impl Destination {
         }
     }
 
-    /// One POST; the error says why it did not land (never with the URL: its query or user
-    /// information may hold a credential).
+    /// One POST; the error says why it did not land (never with the URL: its path, query or
+    /// user information may hold a credential).
     async fn post(&self, url: &str, body: &[u8], signature: Option<&str>) -> Result<(), String> {
         let mut request = self
             .client

@@ -108,6 +108,37 @@ pub fn redact_url_credentials(url: &str) -> String {
     }
 }
 
+/// A webhook's or chat robot's URL as logged: its scheme, host and port, and only *whether*
+/// a path, query or user information follows (`https://open.feishu.cn/***`,
+/// `https://oapi.dingtalk.com/***?***`). Robots carry their key in the path (Feishu's
+/// `/open-apis/bot/v2/hook/<key>`, Slack's, Discord's) or the query (WeCom's `key`,
+/// DingTalk's `access_token`), and no rule tells a key's segment from a plain one: the host
+/// says where events go, the log line's target which table of the config sent them. A URL
+/// that does not parse is shown as `***`.
+pub fn redact_webhook_url(url: &str) -> String {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return "***".into();
+    };
+    let Some(host) = parsed.host_str() else {
+        return "***".into();
+    };
+    let mut shown = format!("{}://", parsed.scheme());
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        shown.push_str("***@");
+    }
+    shown.push_str(host);
+    if let Some(port) = parsed.port() {
+        shown.push_str(&format!(":{port}"));
+    }
+    if !matches!(parsed.path(), "" | "/") {
+        shown.push_str("/***");
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        shown.push_str("?***");
+    }
+    shown
+}
+
 /// The pieces of a URL's password that a driver may echo in an error message (libpq quotes
 /// the part of a URL it could not parse, which starts or ends inside a password holding `?`,
 /// `#` or `@`): the password, and every part of it that starts or ends at a URL delimiter,
@@ -346,6 +377,26 @@ mod tests {
             redact_url_credentials("http://127.0.0.1:9/hook"),
             "http://127.0.0.1:9/hook"
         );
+    }
+
+    #[test]
+    fn robot_urls_show_only_their_host() {
+        let feishu =
+            "https://open.feishu.cn/open-apis/bot/v2/hook/2f6c1a9e-77b4-4e0b-9a43-5d1c0b8e7f21";
+        assert_eq!(redact_webhook_url(feishu), "https://open.feishu.cn/***");
+        assert_eq!(
+            redact_webhook_url("https://oapi.dingtalk.com/robot/send?access_token=abc123&x=1"),
+            "https://oapi.dingtalk.com/***?***"
+        );
+        assert_eq!(
+            redact_webhook_url("http://u:p@127.0.0.1:9001/hook#frag"),
+            "http://***@127.0.0.1:9001/***?***"
+        );
+        assert_eq!(
+            redact_webhook_url("http://127.0.0.1:9/"),
+            "http://127.0.0.1:9"
+        );
+        assert_eq!(redact_webhook_url("not a url/with-KEY"), "***");
     }
 
     #[test]

@@ -202,13 +202,18 @@ async fn release_outcomes_and_renewal() {
     }
 }
 
+/// A lease that is not renewed ends by itself: counted and logged, and the account is handed
+/// out again. Its holder's id is dead for good: once another job has checked the same account
+/// out, the stale holder's renew and release are refused and leave the new hold (and its
+/// token) as they were.
 #[actix_rt::test]
 async fn a_lease_not_renewed_ends_by_itself() {
+    support::logs::capture();
     for backend in harness::backends() {
         let h = started(backend.as_deref()).await;
         let (status, _, held) = checkout(
             &h,
-            json!({"site_name": "court_zxfw", "account": "u1", "lease_seconds": 1}),
+            json!({"site_name": "court_zxfw", "account": "u1", "lease_seconds": 1, "job": "立案 9"}),
         )
         .await;
         assert_eq!(status, 200, "{held}");
@@ -233,11 +238,72 @@ async fn a_lease_not_renewed_ends_by_itself() {
             },
         )
         .await;
+        let logged = support::wait_until(
+            "the expiry to be logged",
+            Duration::from_secs(5),
+            || async {
+                support::logs::lines_with(&format!("checkout_id={id} "))
+                    .into_iter()
+                    .find(|l| l.contains("event=checkout_expired"))
+            },
+        )
+        .await;
+        assert!(logged.starts_with("WARN "), "{logged}");
+        for part in [
+            "site=court_zxfw",
+            "account=u1",
+            "job=\"立案 9\"",
+            "lease_until=",
+        ] {
+            assert!(logged.contains(part), "{part} is not in {logged}");
+        }
         let (status, gone) = act(&h, &id, "renew", json!({})).await;
         assert_eq!(
             (status, gone["code"].as_str()),
             (404, Some("CHECKOUT_NOT_FOUND"))
         );
+
+        // Another job checks u1 out; the stale holder comes back.
+        let (status, _, second) = checkout(
+            &h,
+            json!({"site_name": "court_zxfw", "account": "u1", "lease_seconds": 60}),
+        )
+        .await;
+        assert_eq!(status, 200, "{second}");
+        let second = &second["data"];
+        let second_id = second["checkout_id"].as_str().unwrap().to_string();
+        assert_ne!(second_id, id);
+        let (status, refused) = act(&h, &id, "renew", json!({"lease_seconds": 60})).await;
+        assert_eq!(
+            (status, refused["code"].as_str()),
+            (404, Some("CHECKOUT_NOT_FOUND")),
+            "the stale holder renewed: {refused}"
+        );
+        for outcome in ["token_rejected", "ok"] {
+            let (status, refused) = act(&h, &id, "release", json!({"outcome": outcome})).await;
+            assert_eq!(
+                (status, refused["code"].as_str()),
+                (404, Some("CHECKOUT_NOT_FOUND")),
+                "the stale holder released ({outcome}): {refused}"
+            );
+        }
+        // The new hold stands: u1 is nobody else's, and its token was not invalidated.
+        let (status, still) = h
+            .acquire(json!({"site_name": "court_zxfw", "account": "u1"}))
+            .await;
+        assert_eq!(
+            (status, still["code"].as_str()),
+            (409, Some("CHECKED_OUT")),
+            "{still}"
+        );
+        let u1 = h.account_state("u1").await;
+        assert_eq!(u1["checkout"]["checkout_id"], second_id.as_str());
+        let (status, renewed) = act(&h, &second_id, "renew", json!({})).await;
+        assert_eq!(status, 200, "{renewed}");
+        assert_eq!(renewed["data"]["token"], second["token"]);
+        assert_eq!(renewed["data"]["token_renewed"], false);
+        let (status, released) = act(&h, &second_id, "release", json!({"outcome": "ok"})).await;
+        assert_eq!(status, 200, "{released}");
     }
 }
 
@@ -312,7 +378,8 @@ async fn tokend_exec_runs_a_command_with_a_token_and_a_checkout() {
     let config = support::write_config(
         dir.path(),
         &format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n\
+            // Accounts added while it runs are seen at once (the `--account` case).
+            "[server]\nlisten = \"127.0.0.1:0\"\n[cache]\ncredentials_ttl = 0.1\n\
              [[sites]]\nname = \"court_zxfw\"\ndriver = \"http\"\nlogin_url = \"{}\"\n",
             portal.login_url()
         ),
@@ -444,6 +511,51 @@ async fn tokend_exec_runs_a_command_with_a_token_and_a_checkout() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(list(), json!([]));
+
+    // --account: that account's token (and with --checkout, that account held), or no run
+    // at all when it does not exist.
+    portal.state.accept("bob", "pw-bob");
+    support::add_account(dir.path(), &config, "court_zxfw", "bob", "pw-bob");
+    let out = support::wait_until_blocking(
+        "the daemon to know bob (after credentials_ttl)",
+        Duration::from_secs(10),
+        || {
+            let out = exec(
+                &["--account", "bob"],
+                "echo \"$TOKEND_ACCOUNT|$TOKEND_TOKEN\"",
+            )
+            .output()
+            .unwrap();
+            out.status.success().then_some(out)
+        },
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(line.starts_with("bob|tok-bob-"), "{line}");
+    let mut child = exec(
+        &["--account", "bob", "--checkout"],
+        "echo \"$TOKEND_ACCOUNT\"; read y",
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first.trim(), "bob");
+    assert_eq!(list()[0]["account"], "bob");
+    writeln!(child.stdin.as_mut().unwrap()).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(list(), json!([]));
+    let out = exec(&["--account", "nobody"], "echo ran").output().unwrap();
+    assert!(!out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "COMMAND ran");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nobody"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     drop(daemon);
 }
 

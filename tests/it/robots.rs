@@ -269,3 +269,127 @@ impl TapSign for Value {
         self
     }
 }
+
+/// What the refusing receiver got: (path, query) of each POST.
+type Refused = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A receiver where every robot refuses every message in its own answer (as a robot whose
+/// key was revoked does).
+fn refusing_receiver() -> (String, Refused) {
+    use actix_web::{web, App, HttpRequest, HttpResponse};
+    let posts: Refused = Arc::default();
+    let data = web::Data::new(posts.clone());
+    let addr = crate::support::serve_on_thread!(1, move || {
+        App::new().app_data(data.clone()).default_service(web::to(
+            |posts: web::Data<Refused>, request: HttpRequest| async move {
+                posts.lock().unwrap().push((
+                    request.path().to_string(),
+                    request.query_string().to_string(),
+                ));
+                // Feishu says `code`, WeCom and DingTalk `errcode`.
+                HttpResponse::Ok().json(
+                    json!({"code": 19001, "errcode": 310000, "msg": "keywords not in content"}),
+                )
+            },
+        ))
+    });
+    (format!("http://{addr}"), posts)
+}
+
+/// Feishu keeps the robot's key in the URL's path, DingTalk and WeCom in its query: a robot
+/// that refuses every message is retried and given up, and no log line (at debug) holds any
+/// key or signing secret; the lines name the robot by its host and its table.
+#[test]
+fn robot_keys_never_reach_the_log() {
+    const FEISHU_KEY: &str = "2f6c1a9e-77b4-4e0b-9a43-5d1c0b8e7f21";
+    const DING_TOKEN: &str = "9c1e0d8b7a6f5e4d3c2b1a0f9e8d7c6b";
+    const WECOM_KEY: &str = "693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa";
+    const FEISHU_SECRET: &str = "feishu-signing-secret-0123";
+    const DING_SECRET: &str = "SECd1ngd1ngsigningsecret0123";
+    let (base, posts) = refusing_receiver();
+    let portal = Portal::start();
+    portal.state.accept("alice", "pw-alice");
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::write_config(
+        dir.path(),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\
+             [alerts]\nevaluate_interval = 0.1\n[circuit]\nfailure_threshold = 1\nopen_seconds = 60\n\
+             [retry]\nnetwork_retry_delay_base = 0.05\n\
+             [[notify.robots]]\nkind = \"feishu\"\n\
+             url = \"{base}/open-apis/bot/v2/hook/{FEISHU_KEY}\"\nsecret = \"{FEISHU_SECRET}\"\n\
+             events = [\"alert\"]\n\
+             [[notify.robots]]\nkind = \"dingtalk\"\n\
+             url = \"{base}/robot/send?access_token={DING_TOKEN}\"\nsecret = \"{DING_SECRET}\"\n\
+             events = [\"site\"]\n\
+             [[notify.robots]]\nkind = \"wecom\"\n\
+             url = \"{base}/cgi-bin/webhook/send?key={WECOM_KEY}\"\nevents = [\"alert\"]\n\
+             [[sites]]\nname = \"court_zxfw\"\ndriver = \"http\"\nlogin_url = \"{}\"\n",
+            portal.login_url()
+        ),
+    );
+    support::add_account(dir.path(), &config, "court_zxfw", "alice", "pw-alice");
+    let mut daemon = support::Daemon::start_with_log(dir.path(), &config, "debug");
+
+    // The portal goes down: an alert for every robot, which each refuses five times.
+    portal.state.set_outage(true, None);
+    let (status, _) = support::acquire(daemon.addr, json!({"site_name": "court_zxfw"}));
+    assert_eq!(status, 502);
+    let mut log = Vec::new();
+    for target in ["robot[0]:feishu", "robot[1]:dingtalk", "robot[2]:wecom"] {
+        daemon.wait_for_log(
+            &format!("event=webhook_failed target={target}"),
+            Duration::from_secs(40),
+            &mut log,
+        );
+    }
+    // The keys were in use: each robot was POSTed at its own URL, retried.
+    let posts = posts.lock().unwrap().clone();
+    let feishu_path = format!("/open-apis/bot/v2/hook/{FEISHU_KEY}");
+    assert!(
+        posts.iter().filter(|p| p.0 == feishu_path).count() >= 5,
+        "{posts:?}"
+    );
+    assert!(posts.iter().any(|p| p.1.contains(DING_TOKEN)), "{posts:?}");
+    assert!(posts.iter().any(|p| p.1.contains(WECOM_KEY)), "{posts:?}");
+
+    for line in &log {
+        for secret in [
+            FEISHU_KEY,
+            DING_TOKEN,
+            WECOM_KEY,
+            FEISHU_SECRET,
+            DING_SECRET,
+        ] {
+            assert!(!line.contains(secret), "{secret} is logged: {line}");
+        }
+        // Nor a piece of a key long enough to find it by.
+        for piece in ["2f6c1a9e", "77b4-4e0b", "9c1e0d8b7a6f", "693a91f6"] {
+            assert!(!line.contains(piece), "{piece} is logged: {line}");
+        }
+    }
+    let shown = format!("url={base}/***");
+    let failed = |target: &str| {
+        log.iter()
+            .find(|l| l.contains(&format!("event=webhook_failed target={target}")))
+            .unwrap()
+            .clone()
+    };
+    assert!(
+        failed("robot[0]:feishu").contains(&shown),
+        "{}",
+        failed("robot[0]:feishu")
+    );
+    assert!(
+        failed("robot[1]:dingtalk").contains(&format!("{shown}?***")),
+        "{}",
+        failed("robot[1]:dingtalk")
+    );
+    assert!(log
+        .iter()
+        .any(|l| l.contains("event=webhook_retry target=robot[0]:feishu")));
+    assert!(log
+        .iter()
+        .any(|l| l.contains("event=webhook_enabled target=robot[0]:feishu")));
+    drop(daemon);
+}

@@ -200,3 +200,42 @@ def test_async_checkout(daemon: Daemon) -> None:
 
     held, after = asyncio.run(scenario())
     assert held.token.token.startswith("tok-bob-") and after["checkouts"] == []
+
+
+def test_async_checkout_renews_in_the_background_and_fail_cools_the_account_down(daemon: Daemon) -> None:
+    async def wait_for(what: str, check, within: float = 5.0):
+        deadline = asyncio.get_running_loop().time() + within
+        while not check():
+            if asyncio.get_running_loop().time() > deadline:
+                pytest.fail(f"timed out after {within} s waiting for {what}")
+            await asyncio.sleep(0.02)
+
+    async def held_ids(tokend: AsyncClient):
+        listed = await tokend._call("GET", "/api/v1/automation/tokens/checkouts")
+        return [c["checkout_id"] for c in listed["checkouts"]]
+
+    async def scenario():
+        async with AsyncClient(daemon.url) as tokend:
+            async with tokend.checkout("portal", account="alice", lease_seconds=1, job="立案 3") as held:
+                first = held.lease_until
+                # The task renews every third of the lease: twice, and the lease is past its
+                # first end while the checkout still holds.
+                await wait_for("a renewal", lambda: held.lease_until > first)
+                second = held.lease_until
+                await wait_for("another renewal", lambda: held.lease_until > second)
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                await wait_for("the first lease's end", lambda: loop.time() - started > 1.2)
+                assert await held_ids(tokend) == [held.checkout_id]
+                assert not held.lost
+                with pytest.raises(Conflict):
+                    await tokend.acquire("portal", account="alice")
+                held.fail()
+            after = await held_ids(tokend)
+            accounts = await tokend._call("GET", "/api/v1/automation/accounts?site_name=portal")
+        return held, after, accounts
+
+    held, after, accounts = asyncio.run(scenario())
+    assert after == [] and not held.lost
+    [alice] = [a for a in accounts["accounts"] if a["account"] == "alice"]
+    assert alice["state"] == "cooling_down", alice

@@ -8,6 +8,7 @@ pub mod edelivery_portal;
 pub mod forward_proxy;
 pub mod harness;
 mod http;
+pub mod logs;
 pub mod portal;
 pub mod proxy;
 pub mod redis_server;

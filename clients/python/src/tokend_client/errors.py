@@ -139,8 +139,10 @@ class DaemonUnreachable(TokendError):
 class TokenRejected(TokendError):
     """Raise it when the portal refused the token tokend handed out (a 401 on the portal).
 
-    The :meth:`Client.auth` flow raises it itself after the one retry with a fresh token
-    also fails.
+    The client never raises it itself: inside a :meth:`Client.checkout` block, raising it
+    releases the checkout as ``token_rejected`` (tokend invalidates the token). The
+    :meth:`Client.auth` flow does not raise it either: when the one retry with a fresh token
+    is refused too, the caller gets that second answer (the portal's 401) as the response.
     """
 
 
