@@ -8,11 +8,13 @@
 //! the router decodes it, `%63aptchas` being `captchas`), never on the raw path: a request
 //! that matches no resource needs the admin token.
 
+use std::rc::Rc;
+
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
-use actix_web::{web, ResponseError};
+use actix_web::{web, HttpMessage, ResponseError};
 use subtle::ConstantTimeEq;
 
 use super::state::AppState;
@@ -68,10 +70,22 @@ fn bearer_token(header: &str) -> Option<&str> {
 
 /// The resource pattern the router will run for this request (`/api/v1/automation/sites/
 /// {site}/circuit/close`), found on the decoded path the router matches; `None` when no
-/// resource matches (the answer will be 404).
-pub(crate) fn route_of(req: &ServiceRequest) -> Option<String> {
-    req.resource_map().match_pattern(req.match_info().as_str())
+/// resource matches (the answer will be 404). Found once per request (matching a dynamic
+/// pattern runs a regex) and kept in the request's extensions for the next middleware.
+pub(crate) fn route_of(req: &ServiceRequest) -> Option<Rc<str>> {
+    if let Some(MatchedRoute(route)) = req.extensions().get::<MatchedRoute>() {
+        return route.clone();
+    }
+    let route: Option<Rc<str>> = req
+        .resource_map()
+        .match_pattern(req.match_info().as_str())
+        .map(Rc::from);
+    req.extensions_mut().insert(MatchedRoute(route.clone()));
+    route
 }
+
+/// [`route_of`]'s answer, kept for the request.
+struct MatchedRoute(Option<Rc<str>>);
 
 /// The middleware: lets the request through or answers 401/403 with a JSON error.
 pub async fn require_bearer(
@@ -81,11 +95,11 @@ pub async fn require_bearer(
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
-    let route = route_of(&req).unwrap_or_default();
-    if state.config.server.admin_token.is_empty()
-        || route == "/healthz"
-        || super::dashboard::is_public(req.method(), &route)
-    {
+    if state.config.server.admin_token.is_empty() {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    }
+    let route = route_of(&req).unwrap_or_else(|| Rc::from(""));
+    if &*route == "/healthz" || super::dashboard::is_public(req.method(), &route) {
         return Ok(next.call(req).await?.map_into_boxed_body());
     }
     let presented = req

@@ -47,6 +47,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .into()
     }))
     .route("/healthz", web::get().to(health::healthz))
+    // The hot path next, outside the tokens scope: the router and `auth::route_of` try the
+    // patterns in this order, and each dynamic one before it (`{id}`) costs a regex match.
+    .route(
+        "/api/v1/automation/tokens/acquire",
+        web::post().to(tokens::acquire),
+    )
     .configure(dashboard::routes)
     .route("/metrics", web::get().to(metrics::prometheus))
     .route(
@@ -74,7 +80,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(
         web::scope("/api/v1/automation/tokens")
-            .route("/acquire", web::post().to(tokens::acquire))
             .route("/invalidate", web::post().to(tokens::invalidate))
             .route("/checkout", web::post().to(checkouts::checkout))
             .route("/checkout/{id}/renew", web::post().to(checkouts::renew))

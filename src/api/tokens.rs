@@ -3,13 +3,13 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
-use super::answer::ok;
-use super::answer::ErrorBody;
+use super::answer::{ok, Answer, ErrorBody};
 use super::state::AppState;
 use crate::accounts::validate_account_name;
-use crate::broker::AcquireRequest;
+use crate::broker::{AcquireRequest, Acquired, AcquiredToken, Source};
 use crate::config::validate_site_name;
 use crate::error::Error;
+use crate::policy::outcome::TriggerReason;
 
 /// Hands out a valid token: from the cache, or after one login.
 #[utoipa::path(
@@ -47,11 +47,37 @@ pub async fn acquire(
     let _waiting = state.shutdown.waiting();
     // The login goes on in its own task; a stop whose grace ends first answers 503 here
     // rather than closing the connection without an answer.
-    let token = tokio::select! {
-        token = state.broker.acquire(request) => token?,
+    let acquired = tokio::select! {
+        // A cached token is ready at the first poll: the grace is then never looked at.
+        biased;
+        acquired = state.broker.acquire_shared(request, TriggerReason::TokenNeeded) => acquired?,
         () = state.shutdown.grace_over() => return Err(Error::ShuttingDown),
     };
-    Ok(ok(token))
+    answer_acquired(acquired)
+}
+
+/// The answer to an acquire. A cache hit sends the answer its entry keeps, serialized by the
+/// first hit (issue 23): the same bytes `ok(token)` would make, without making them again.
+fn answer_acquired(acquired: Acquired) -> Result<HttpResponse, Error> {
+    let hit = match acquired {
+        Acquired::Cached(hit) => hit,
+        Acquired::Obtained(token) => return Ok(ok(token)),
+    };
+    let body = match hit.hit_answer() {
+        Some(body) => body,
+        None => {
+            let answer = Answer {
+                success: true,
+                data: AcquiredToken::from_hit(&hit, Source::Cache),
+            };
+            let json = serde_json::to_vec(&answer)
+                .map_err(|e| Error::Internal(format!("acquire answer: {e}")))?;
+            hit.keep_hit_answer(json.into())
+        }
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(body))
 }
 
 /// `credential_id` and `account` name the same account, or the request is refused: taking

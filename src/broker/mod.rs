@@ -31,7 +31,7 @@ mod token_status;
 
 pub use candidates::WarmUp;
 pub use checkout::{CheckedOut, CheckoutOutcome, CheckoutRequest, ReleaseRequest, RenewRequest};
-pub use pipeline::{Broker, BrokerParts};
-pub use request::{ready_headers, AcquireRequest, AcquiredToken};
+pub use pipeline::{Acquired, Broker, BrokerParts};
+pub use request::{ready_headers, AcquireRequest, AcquiredToken, Source};
 pub use states::SiteReport;
 pub use token_status::TokenStatus;

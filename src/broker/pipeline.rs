@@ -13,6 +13,7 @@ use chrono::Utc;
 
 use super::in_use::InUse;
 use super::request::{AcquireRequest, AcquiredToken, Source};
+use crate::cache::near::OpenedToken;
 use crate::cache::{CacheKind, TokenCache};
 use crate::config::{seconds, validate_site_name, Config, SiteConfig};
 use crate::db::Pool;
@@ -216,6 +217,16 @@ impl Broker {
         request: AcquireRequest,
         trigger: TriggerReason,
     ) -> Result<AcquiredToken> {
+        Ok(self.acquire_shared(request, trigger).await?.into_token())
+    }
+
+    /// The same, with a cache hit handed out as the cache keeps it ([`Acquired::Cached`]):
+    /// what the HTTP answer of `/tokens/acquire` is made from, with nothing copied.
+    pub async fn acquire_shared(
+        &self,
+        request: AcquireRequest,
+        trigger: TriggerReason,
+    ) -> Result<Acquired> {
         let site = self.site(&request.site_name)?;
         let arrived = Utc::now();
         let credential_id = match (request.credential_id, &request.account) {
@@ -235,9 +246,10 @@ impl Broker {
         if !request.force_refresh {
             if let Some(hit) = self.cached_for(site, credential_id, turn).await {
                 // The site's newest token may be of an account a job holds: another then.
-                if credential_id.is_some() || self.held(site, hit.credential_id).is_none() {
-                    self.mark_in_use(site, &hit);
-                    return Ok(hit);
+                let entry = &hit.entry;
+                if credential_id.is_some() || self.held(site, entry.credential_id).is_none() {
+                    self.mark_in_use(site, entry.credential_id, &entry.account);
+                    return Ok(Acquired::Cached(hit));
                 }
             }
         }
@@ -270,9 +282,9 @@ impl Broker {
             ))),
         };
         if let Ok(token) = &answer {
-            self.mark_in_use(site, token);
+            self.mark_in_use(site, token.credential_id, &token.account);
         }
-        answer
+        answer.map(Acquired::Obtained)
     }
 
     /// The hot path of an acquire: the named account's cached token, the one of the account
@@ -282,7 +294,7 @@ impl Broker {
         site: &SiteConfig,
         credential_id: Option<i64>,
         turn: Option<u64>,
-    ) -> Option<AcquiredToken> {
+    ) -> Option<Arc<OpenedToken>> {
         match turn {
             Some(turn) => {
                 let id = self.account_in_turn(site, turn).await?;
@@ -293,7 +305,11 @@ impl Broker {
     }
 
     /// A cached token with enough life left, or `None`.
-    async fn cached(&self, site: &SiteConfig, credential_id: Option<i64>) -> Option<AcquiredToken> {
+    async fn cached(
+        &self,
+        site: &SiteConfig,
+        credential_id: Option<i64>,
+    ) -> Option<Arc<OpenedToken>> {
         let cache = &self.inner.cache;
         let now = Utc::now();
         let refresh_ahead = self.inner.config.cache.refresh_ahead;
@@ -313,7 +329,7 @@ impl Broker {
         {
             self.schedule_refresh(site, entry);
         }
-        Some(AcquiredToken::from_hit(&hit, Source::Cache))
+        Some(hit)
     }
 
     /// Drops the token of (site, account) from cache and store, so the next acquire logs in.
@@ -420,6 +436,25 @@ impl Broker {
         let lock = Arc::new(tokio::sync::Mutex::new(Flight::default()));
         flights.insert(key, Arc::downgrade(&lock));
         lock
+    }
+}
+
+/// What an acquire hands out.
+pub enum Acquired {
+    /// A cached token, as the cache keeps it: shared, its HTTP answer serialized once
+    /// ([`OpenedToken::hit_answer`]).
+    Cached(Arc<OpenedToken>),
+    /// A token a login (this one or one waited for) just obtained.
+    Obtained(AcquiredToken),
+}
+
+impl Acquired {
+    /// The answer as a value of its own (copies a cached token's fields).
+    pub fn into_token(self) -> AcquiredToken {
+        match self {
+            Acquired::Cached(hit) => AcquiredToken::from_hit(&hit, Source::Cache),
+            Acquired::Obtained(token) => token,
+        }
     }
 }
 

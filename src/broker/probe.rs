@@ -23,7 +23,7 @@ use regex::Regex;
 use reqwest::header::{HeaderName, HeaderValue};
 
 use super::pipeline::Broker;
-use super::request::{AcquireRequest, AcquiredToken};
+use super::request::AcquireRequest;
 use crate::config::{seconds, SiteConfig};
 use crate::drivers::read_answer;
 use crate::error::{Error, Result};
@@ -64,11 +64,9 @@ fn probed(site: &SiteConfig) -> bool {
 
 impl Broker {
     /// Notes a token handed out, so that it is probed (on sites with probes).
-    pub(super) fn mark_in_use(&self, site: &SiteConfig, token: &AcquiredToken) {
+    pub(super) fn mark_in_use(&self, site: &SiteConfig, credential_id: i64, account: &str) {
         if probed(site) {
-            self.inner
-                .in_use
-                .mark(&site.name, token.credential_id, &token.account);
+            self.inner.in_use.mark(&site.name, credential_id, account);
         }
     }
 

@@ -76,7 +76,7 @@ impl AcquiredToken {
     }
 
     /// The answer with a cached token, whose headers were made when it was opened.
-    pub(super) fn from_hit(hit: &OpenedToken, source: Source) -> AcquiredToken {
+    pub fn from_hit(hit: &OpenedToken, source: Source) -> AcquiredToken {
         AcquiredToken::answer(&hit.entry, hit.token.clone(), hit.ready.clone(), source)
     }
 

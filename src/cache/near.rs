@@ -10,7 +10,9 @@
 //!   and the decryption. The stored text stays the truth; this only remembers work done.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use bytes::Bytes;
 use std::time::{Duration, Instant};
 
 use super::entries::{CachedToken, ReadyHeaders};
@@ -83,6 +85,33 @@ pub struct OpenedToken {
     pub token: Secret,
     /// The headers to send with it, made once here rather than per answer.
     pub ready: ReadyHeaders,
+    /// The whole HTTP answer of a cache hit on this entry, serialized by the first hit and
+    /// sent as is by every later one (issue 23): a hit costs a look-up, not a serialization.
+    hit_answer: OnceLock<Bytes>,
+}
+
+impl OpenedToken {
+    pub fn new(text: Arc<str>, entry: CachedToken, token: Secret) -> OpenedToken {
+        let ready = entry.ready_headers(&token);
+        OpenedToken {
+            text,
+            entry,
+            token,
+            ready,
+            hit_answer: OnceLock::new(),
+        }
+    }
+
+    /// The answer of a hit, once one was kept (the cache does not know the API's envelope;
+    /// whoever answers makes it and keeps it with [`OpenedToken::keep_hit_answer`]).
+    pub fn hit_answer(&self) -> Option<Bytes> {
+        self.hit_answer.get().cloned()
+    }
+
+    /// Keeps the answer of a hit; the first one kept stays.
+    pub fn keep_hit_answer(&self, answer: Bytes) -> Bytes {
+        self.hit_answer.get_or_init(|| answer).clone()
+    }
 }
 
 /// Entries remembered at most: beyond, the memo is cleared (one key per account and site).
@@ -137,13 +166,11 @@ mod tests {
 
     fn decoded(text: &Arc<str>) -> OpenedToken {
         let now = Utc::now();
-        let token = Secret::new("t".to_string());
-        OpenedToken {
-            text: text.clone(),
-            ready: ReadyHeaders::new("Bearer", &token),
-            entry: CachedToken::sample(now),
-            token,
-        }
+        OpenedToken::new(
+            text.clone(),
+            CachedToken::sample(now),
+            Secret::new("t".to_string()),
+        )
     }
 
     #[test]

@@ -281,16 +281,7 @@ impl TokenCache {
                 account: &entry.account,
             },
         ) {
-            Ok(token) => {
-                let ready = entry.ready_headers(&token);
-                let opened = OpenedToken {
-                    text,
-                    entry,
-                    token,
-                    ready,
-                };
-                Some(self.decoded.put(key, opened))
-            }
+            Ok(token) => Some(self.decoded.put(key, OpenedToken::new(text, entry, token))),
             Err(e) => {
                 log::warn!("event=cache_entry_unreadable kind=token site={site} error=\"{e}\"");
                 self.counters.error(CacheKind::Token);
