@@ -3,7 +3,7 @@
 //! another, with a fixed connection count. Each figure is paired with its baseline in the
 //! same run, A B A B, and the medians and the median ratio are printed:
 //!
-//! - a cached acquire vs `GET /healthz` of the same binary (target ≥ 0.6×);
+//! - a cached acquire vs `GET /healthz` of the same binary (target ≥ 0.8×);
 //! - a cached acquire on the Redis backend vs a minimal actix-web server doing one Redis GET
 //!   per request, run as a process of its own (this benchmark re-executed; target ≥ 1.0×).
 
@@ -15,6 +15,18 @@ use std::process::{Child, Command, Stdio};
 const CONNECTIONS: u32 = 64;
 const RUN: &str = "4s";
 const ROUNDS: usize = 3;
+
+/// The length of the token the fake portal issues: a court portal's JWT, about 200 characters.
+pub const TOKEN_LEN: usize = 200;
+/// What a cached acquire must reach, as a share of `/healthz` (issue 23).
+const HOT_PATH_TARGET: f64 = 0.8;
+
+/// The headers the Python client (httpx) sends with every request, beside the body's type.
+const CLIENT_HEADERS: &[(&str, &str)] = &[
+    ("User-Agent", "python-httpx/0.28.1"),
+    ("Accept", "*/*"),
+    ("Accept-Encoding", "gzip, deflate"),
+];
 
 /// The environment variable that makes this benchmark the baseline Redis server.
 pub const BASELINE_ROLE: &str = "TOKEND_BENCH_REDIS_GET_SERVER";
@@ -46,7 +58,11 @@ fn requests_per_second(url: &str, body: Option<&str>, script_dir: &std::path::Pa
         std::fs::write(
             &script,
             format!(
-                "wrk.method = \"POST\"\nwrk.body = '{body}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
+                "wrk.method = \"POST\"\nwrk.body = '{body}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n{}",
+                CLIENT_HEADERS
+                    .iter()
+                    .map(|(name, value)| format!("wrk.headers[\"{name}\"] = \"{value}\"\n"))
+                    .collect::<String>()
             ),
         )
         .expect("write the wrk script");
@@ -96,7 +112,8 @@ fn serve(dir: &std::path::Path, config: &std::path::Path) -> (Process, SocketAdd
         .args(["serve", "--config"])
         .arg(config)
         .current_dir(dir)
-        .env("RUST_LOG", "warn,tokend=info")
+        // The default log level, as a user runs it.
+        .env_remove("RUST_LOG")
         .env(
             "TOKEND_SECRET_KEY",
             "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=",
@@ -205,8 +222,8 @@ pub fn run(login_url: &str, redis: Option<&str>) {
         || requests_per_second(&healthz, None, scripts.path()),
     );
     println!(
-        "cached acquire (memory), wrk -c{CONNECTIONS}: {cached:>9.0} req/s | GET /healthz {health:>9.0} req/s | median ratio {ratio:.2} (target ≥ 0.6) {}",
-        if ratio >= 0.6 { "OK" } else { "BELOW TARGET" }
+        "cached acquire (memory), wrk -c{CONNECTIONS}: {cached:>9.0} req/s | GET /healthz {health:>9.0} req/s | median ratio {ratio:.2} (target ≥ {HOT_PATH_TARGET}) {}",
+        if ratio >= HOT_PATH_TARGET { "OK" } else { "BELOW TARGET" }
     );
     let Some(redis) = redis else {
         println!("cached acquire (redis): skipped, Redis not reachable");

@@ -19,6 +19,7 @@
 pub mod entries;
 pub mod guarded;
 pub mod kinds;
+pub mod listener;
 pub mod memory;
 pub mod near;
 pub mod redis_store;

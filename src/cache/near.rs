@@ -1,79 +1,154 @@
 //! In-process copies kept beside the store.
 //!
-//! - [`NearCache`]: with the Redis backend, token entries and blocks read from Redis, stamped
-//!   with the (monotonic) time they were known to be current. An entry younger than
-//!   [`NEAR_WINDOW`] is served without a round trip, so an invalidation made on another
-//!   instance is seen here within that window at the latest; while Redis is unreachable the
-//!   copies are served until they expire.
+//! - [`NearCache`]: with the Redis backend, token entries read from Redis (and blocks and
+//!   tombstones, read only while Redis is away). Every change to a cached entry is published
+//!   on the channel of changes ([`crate::redis::Keys::changes_channel`]), and each instance
+//!   listens ([`super::listener`]): while it is subscribed, a copy is current until a change
+//!   to its key is heard (re-read at the latest after [`HEARD_WINDOW`]), so a hit costs no
+//!   round trip and an invalidation on another instance is seen as soon as it is published.
+//!   While it is not (before the subscription, or after it broke), a copy is current for
+//!   [`NEAR_WINDOW`]. While Redis is unreachable the copies are served until they expire.
 //! - [`DecodedTokens`]: token entries as last decoded and opened, by key, with the stored text
 //!   they came from. A hit whose text is unchanged skips the JSON decoding, the date parsing
 //!   and the decryption. The stored text stays the truth; this only remembers work done.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use std::time::{Duration, Instant};
 
 use super::entries::{CachedToken, ReadyHeaders};
 use super::memory::MemoryStore;
 use crate::vault::secret::Secret;
 
-/// How long a token entry read from Redis is served from the in-process near cache.
+/// How long a copy read from Redis is current while no change can be heard.
 pub const NEAR_WINDOW: Duration = Duration::from_secs(1);
+/// How long a copy is current while changes are heard: a bound for the rare change that was
+/// published but not heard (a subscription that broke silently and came back).
+pub const HEARD_WINDOW: Duration = Duration::from_secs(30);
 
-/// Copies of Redis entries, with the monotonic time each was known to be current.
+/// Copies of Redis entries, with the time each was known to be current.
+#[derive(Default)]
 pub struct NearCache {
-    copies: MemoryStore,
-    /// The origin of the time stamps.
-    epoch: Instant,
+    copies: Mutex<HashMap<String, NearCopy>>,
+    /// Blocks and tombstones, kept as is.
+    marks: MemoryStore,
+    /// Bumped by every change heard and every (re)subscription: a copy whose read started
+    /// before a bump is not taken as current (the change may have come after the read).
+    generation: AtomicU64,
+    /// Whether the listener is subscribed to the channel of changes now.
+    hearing: AtomicBool,
 }
 
-impl Default for NearCache {
-    fn default() -> NearCache {
-        NearCache {
-            copies: MemoryStore::default(),
-            epoch: Instant::now(),
-        }
-    }
+struct NearCopy {
+    text: Arc<str>,
+    /// When it was known to be current; `None` when a change was heard during its read.
+    known_at: Option<Instant>,
+    expires: Instant,
+}
+
+/// A copy and whether it may be served without asking Redis.
+pub struct Near {
+    pub text: Arc<str>,
+    pub current: bool,
 }
 
 impl NearCache {
-    fn now(&self) -> Duration {
-        self.epoch.elapsed()
+    fn copies(&self) -> std::sync::MutexGuard<'_, HashMap<String, NearCopy>> {
+        self.copies.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Keeps a copy, stamped now.
-    pub fn put(&self, key: &str, text: &str, ttl: Duration) {
-        let at = self.now().as_millis();
-        self.copies.set(key, format!("{at}\n{text}"), ttl);
+    /// The generation to give [`NearCache::put`] for a read that starts now.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
-    /// A copy and its age.
-    pub fn get(&self, key: &str) -> Option<(Duration, String)> {
-        let stamped = self.copies.get(key)?;
-        let (at, text) = stamped.split_once('\n')?;
-        let at = Duration::from_millis(at.parse().ok()?);
-        Some((self.now().saturating_sub(at), text.to_string()))
+    /// Keeps a copy of what a read (or this instance's own write) that started at
+    /// `generation` found: current from now, unless a change was heard since it started.
+    pub fn put(&self, key: &str, text: Arc<str>, ttl: Duration, generation: u64) {
+        let now = Instant::now();
+        let known_at = (self.generation() == generation).then_some(now);
+        self.copies().insert(
+            key.to_string(),
+            NearCopy {
+                text,
+                known_at,
+                expires: now + ttl,
+            },
+        );
     }
 
-    /// Keeps a marker or a block as is (no age: read only while Redis is away, or as a
-    /// tombstone).
+    /// The copy under `key`, unless it expired.
+    pub fn get(&self, key: &str) -> Option<Near> {
+        let now = Instant::now();
+        let window = if self.hearing.load(Ordering::Acquire) {
+            HEARD_WINDOW
+        } else {
+            NEAR_WINDOW
+        };
+        let mut copies = self.copies();
+        let copy = copies.get(key)?;
+        if copy.expires <= now {
+            copies.remove(key);
+            return None;
+        }
+        Some(Near {
+            text: copy.text.clone(),
+            current: copy
+                .known_at
+                .is_some_and(|at| now.saturating_duration_since(at) < window),
+        })
+    }
+
+    /// Keeps a marker or a block as is (read only while Redis is away, or as a tombstone).
     pub fn mark(&self, key: &str, value: String, ttl: Duration) {
-        self.copies.set(key, value, ttl);
+        self.marks.set(key, value, ttl);
     }
 
     /// A value kept with [`NearCache::mark`].
     pub fn marked(&self, key: &str) -> Option<String> {
-        self.copies.get(key)
+        self.marks.get(key)
     }
 
     pub fn forget(&self, key: &str) {
-        self.copies.delete(key);
+        self.copies().remove(key);
+        self.marks.delete(key);
     }
 
     pub fn forget_prefix(&self, prefix: &str) {
-        self.copies.delete_prefix(prefix);
+        self.copies().retain(|key, _| !key.starts_with(prefix));
+        self.marks.delete_prefix(prefix);
+    }
+
+    /// A change published on the channel: `KEY`, or `PREFIX*` after a clear.
+    pub fn heard(&self, change: &str) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let mut copies = self.copies();
+        match change.strip_suffix('*') {
+            Some(prefix) => copies.retain(|key, _| !key.starts_with(prefix)),
+            None => {
+                copies.remove(change);
+            }
+        }
+    }
+
+    /// The listener is subscribed (`true`: changes are heard from now on, so no copy made
+    /// before is taken as current) or lost its subscription (`false`).
+    pub fn hearing(&self, now_hearing: bool) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if now_hearing {
+            for copy in self.copies().values_mut() {
+                copy.known_at = None;
+            }
+        }
+        self.hearing.store(now_hearing, Ordering::Release);
+    }
+
+    /// Whether changes are heard now.
+    pub fn is_hearing(&self) -> bool {
+        self.hearing.load(Ordering::Acquire)
     }
 }
 
@@ -188,13 +263,37 @@ mod tests {
     }
 
     #[test]
-    fn a_near_copy_knows_its_age() {
+    fn a_near_copy_is_current_until_a_change_is_heard() {
         let near = NearCache::default();
-        near.put("k", "a\nb", Duration::from_secs(60));
-        let (age, text) = near.get("k").expect("kept");
-        assert_eq!(text, "a\nb");
-        assert!(age < NEAR_WINDOW);
-        near.forget("k");
-        assert!(near.get("k").is_none());
+        near.hearing(true);
+        let before = near.generation();
+        near.put("k", Arc::from("a\nb"), Duration::from_secs(60), before);
+        let copy = near.get("k").expect("kept");
+        assert_eq!(&*copy.text, "a\nb");
+        assert!(copy.current);
+        near.heard("k");
+        assert!(near.get("k").is_none(), "a change forgets the copy");
+        // A read that started before a change was heard is kept, but not as current.
+        let started = near.generation();
+        near.heard("other");
+        near.put("k", Arc::from("old"), Duration::from_secs(60), started);
+        assert!(!near.get("k").expect("kept").current);
+        // A clear forgets a prefix; a new subscription makes every copy suspect.
+        near.put(
+            "p:1",
+            Arc::from("x"),
+            Duration::from_secs(60),
+            near.generation(),
+        );
+        near.put(
+            "q:1",
+            Arc::from("y"),
+            Duration::from_secs(60),
+            near.generation(),
+        );
+        near.heard("p:*");
+        assert!(near.get("p:1").is_none());
+        near.hearing(true);
+        assert!(!near.get("q:1").expect("kept").current);
     }
 }

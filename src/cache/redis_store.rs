@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::error::Result;
-use crate::redis::scripts::TOKEN_SET;
+use crate::redis::scripts::{CACHE_DELETE, TOKEN_SET};
 use crate::redis::{Admit, RedisLink};
 
 /// Keys asked for per SCAN step; large enough to be quick, small enough not to block Redis.
@@ -90,7 +90,11 @@ impl RedisStore {
         if let Some(revoked) = revoked {
             invocation.key(revoked);
         }
-        invocation.arg(value).arg(millis).arg(fence);
+        invocation
+            .arg(value)
+            .arg(millis)
+            .arg(fence)
+            .arg(self.link.keys().changes_channel());
         let written: u64 = self.link.invoke(WHAT, Admit::WhenUp, &invocation).await?;
         Ok(match written {
             1 => TokenWrite::Written,
@@ -99,10 +103,12 @@ impl RedisStore {
         })
     }
 
-    /// Deletes are sent whatever the breaker says: an invalidation must not be lost.
+    /// Deletes are sent whatever the breaker says: an invalidation must not be lost. The
+    /// change is published in the same step, for the near caches of every instance.
     pub async fn delete(&self, key: &str) -> Result<bool> {
-        let cmd = redis::cmd("DEL").arg(key).clone();
-        let removed: u64 = self.link.query(WHAT, Admit::Always, &cmd).await?;
+        let mut invocation = CACHE_DELETE.key(key);
+        invocation.arg(self.link.keys().changes_channel());
+        let removed: u64 = self.link.invoke(WHAT, Admit::Always, &invocation).await?;
         Ok(removed > 0)
     }
 
@@ -138,6 +144,11 @@ impl RedisStore {
             let n: usize = self.link.query(WHAT, Admit::Always, &cmd).await?;
             removed += n;
         }
+        let announce = redis::cmd("PUBLISH")
+            .arg(self.link.keys().changes_channel())
+            .arg(format!("{prefix}*"))
+            .clone();
+        let _: u64 = self.link.query(WHAT, Admit::Always, &announce).await?;
         Ok(removed)
     }
 

@@ -18,7 +18,8 @@ use serde::Serialize;
 use super::entries::{decode_block, encode_block, CachedToken, CredentialEntry};
 use super::guarded::GuardedStore;
 use super::kinds::{CacheCounters, CacheKind};
-use super::near::{DecodedTokens, NearCache, OpenedToken, NEAR_WINDOW};
+use super::listener::Listener;
+use super::near::{DecodedTokens, NearCache, OpenedToken};
 use super::redis_store::TokenWrite;
 use super::store::CacheStore;
 use crate::error::Result;
@@ -34,6 +35,11 @@ use crate::vault::secret::Secret;
 pub enum BackendFacts {
     Redis {
         url: String,
+        /// Whether this instance hears the changes made by all instances (subscribed to the
+        /// channel of changes): near copies are then served without a round trip until a
+        /// change is heard; `false` (subscribing, or the subscription broke): re-read each
+        /// second.
+        changes_heard: bool,
         used_memory_bytes: u64,
         keys_under_prefix: usize,
         key_prefix: String,
@@ -59,13 +65,23 @@ pub struct TokenCache {
     key: SecretKey,
     pub counters: Arc<CacheCounters>,
     decoded: Arc<DecodedTokens>,
+    /// With Redis, the listener that keeps the near cache told of changes (ends with the last
+    /// handle on the cache).
+    _listener: Option<Arc<Listener>>,
 }
 
 impl TokenCache {
     pub fn new(store: CacheStore, key_prefix: &str, key: SecretKey) -> TokenCache {
-        let near = matches!(store, CacheStore::Redis(_)).then(Arc::default);
+        let near: Option<Arc<NearCache>> = matches!(store, CacheStore::Redis(_)).then(Arc::default);
         let counters: Arc<CacheCounters> = Arc::default();
+        let listener = match (store.link(), &near) {
+            (Some(link), Some(near)) if tokio::runtime::Handle::try_current().is_ok() => {
+                Some(Arc::new(Listener::start(link.clone(), near)))
+            }
+            _ => None,
+        };
         TokenCache {
+            _listener: listener,
             guarded: GuardedStore::new(store.clone(), counters.clone()),
             store,
             near,
@@ -150,6 +166,7 @@ impl TokenCache {
         let Ok(text) = serde_json::to_string(entry) else {
             return;
         };
+        let generation = self.near.as_ref().map_or(0, |near| near.generation());
         let written = match &self.store {
             CacheStore::Memory(memory) => {
                 if memory.set_unless(key, text.clone(), ttl, revoked) {
@@ -176,7 +193,11 @@ impl TokenCache {
             }
         };
         match written {
-            TokenWrite::Written => self.near_put(key, &text, ttl),
+            TokenWrite::Written => {
+                if let Some(near) = &self.near {
+                    near.put(key, Arc::from(text), ttl, generation);
+                }
+            }
             TokenWrite::Stale if site_level => {
                 self.counters.site_token_superseded();
                 log::debug!(
@@ -217,15 +238,8 @@ impl TokenCache {
         self.guarded.delete(kind, key).await;
     }
 
-    /// Keeps a copy in the near cache (Redis backend only).
-    fn near_put(&self, key: &str, text: &str, ttl: Duration) {
-        if let Some(near) = &self.near {
-            near.put(key, text, ttl);
-        }
-    }
-
-    /// A near-cache copy and its age.
-    fn near_get(&self, key: &str) -> Option<(Duration, String)> {
+    /// A near-cache copy, and whether it is current.
+    fn near_get(&self, key: &str) -> Option<super::near::Near> {
         self.near.as_ref()?.get(key)
     }
 
@@ -234,20 +248,20 @@ impl TokenCache {
     /// whatever its age: a token the near cache holds never waits on a blackholed Redis for
     /// the command timeout. The read goes on in the background meanwhile (its answer refreshes
     /// the near cache, its failure reaches the breaker).
-    async fn token_text(&self, key: &str) -> Option<String> {
+    async fn token_text(&self, key: &str) -> Option<Arc<str>> {
         let near = self.near_get(key);
-        let read = read_token(self.guarded.clone(), self.near.clone(), key.to_string());
-        let Some((age, text)) = near else {
-            return read.await.ok().flatten();
+        let read = || read_token(self.guarded.clone(), self.near.clone(), key.to_string());
+        let Some(near) = near else {
+            return read().await.ok().flatten();
         };
-        if age < NEAR_WINDOW {
-            return Some(text);
+        if near.current {
+            return Some(near.text);
         }
         let reading = self.reading.clone();
         if !lock_set(&reading).insert(key.to_string()) {
-            return Some(text);
+            return Some(near.text);
         }
-        let key = key.to_string();
+        let (key, read) = (key.to_string(), read());
         let read = tokio::spawn(async move {
             let found = read.await;
             lock_set(&reading).remove(&key);
@@ -255,7 +269,7 @@ impl TokenCache {
         });
         match tokio::time::timeout(NEAR_WAIT, read).await {
             Ok(Ok(Ok(found))) => found,
-            _ => Some(text),
+            _ => Some(near.text),
         }
     }
 
@@ -268,7 +282,7 @@ impl TokenCache {
         // In process, the stored text is shared: a repeated hit compares one pointer.
         let text: Arc<str> = match &self.store {
             CacheStore::Memory(memory) => memory.get_shared(&key)?,
-            CacheStore::Redis(_) => Arc::from(self.token_text(&key).await?),
+            CacheStore::Redis(_) => self.token_text(&key).await?,
         };
         if let Some(known) = self.decoded.get(&key, &text) {
             return Some(known);
@@ -387,7 +401,7 @@ impl TokenCache {
         let text = match self.guarded.get(CacheKind::Token, key).await {
             Ok(found) => found,
             Err(e) => match self.near_get(key) {
-                Some((_, text)) => Some(text),
+                Some(near) => Some(near.text.to_string()),
                 None => {
                     log::warn!(
                         "event=cache_invalidation_unread key={key} error=\"{e}\" tombstone=not_written"
@@ -554,6 +568,7 @@ impl TokenCache {
         Ok(match &self.store {
             CacheStore::Redis(redis) => BackendFacts::Redis {
                 url: redis.display_url().to_string(),
+                changes_heard: self.near.as_ref().is_some_and(|near| near.is_hearing()),
                 used_memory_bytes: redis.used_memory().await?,
                 // Every key tokend owns: entries and tombstones under `P:`, the shared state
                 // (slots, locks, budgets…) under `{P}:`.
@@ -602,7 +617,7 @@ impl TokenCache {
     }
 }
 
-/// How long a token the near cache holds (past [`NEAR_WINDOW`]) waits for the store before
+/// How long a token the near cache holds (no longer current, see [`super::near`]) waits for the store before
 /// it is served from the near cache: a healthy Redis answers in well under a millisecond.
 const NEAR_WAIT: Duration = Duration::from_millis(200);
 
@@ -617,8 +632,9 @@ async fn read_token(
     guarded: GuardedStore,
     near: Option<Arc<NearCache>>,
     key: String,
-) -> Result<Option<String>> {
-    let found = guarded.get(CacheKind::Token, &key).await?;
+) -> Result<Option<Arc<str>>> {
+    let generation = near.as_ref().map_or(0, |near| near.generation());
+    let found: Option<Arc<str>> = guarded.get(CacheKind::Token, &key).await?.map(Arc::from);
     if let Some(near) = &near {
         match &found {
             Some(text) => {
@@ -626,7 +642,7 @@ async fn read_token(
                     .ok()
                     .and_then(|e| (e.expires_at - Utc::now()).to_std().ok());
                 if let Some(left) = left {
-                    near.put(&key, text, left);
+                    near.put(&key, text.clone(), left, generation);
                 }
             }
             None => near.forget(&key),

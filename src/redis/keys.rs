@@ -81,6 +81,13 @@ impl Keys {
         [self.root(), self.shared_root()]
     }
 
+    /// The channel every change to a cached entry is published on (`P:cache-changes`): the
+    /// key written or deleted, or `PREFIX*` after a clear. The near caches of all instances
+    /// listen and forget what changed (issue 23).
+    pub fn changes_channel(&self) -> String {
+        format!("{}:cache-changes", self.prefix)
+    }
+
     pub fn token(&self, site: &str, id: i64) -> String {
         format!("{}:token:{{{site}}}:{id}", self.prefix)
     }

@@ -63,6 +63,8 @@ pub struct RedisLink {
 
 struct Inner {
     conn: ConnectionManager,
+    /// For connections of their own (subscriptions).
+    client: ::redis::Client,
     keys: Keys,
     breaker: Breaker,
     display_url: String,
@@ -89,11 +91,12 @@ impl RedisLink {
             .set_response_timeout(Some(COMMAND_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|e| Error::config("redis.url", e.to_string()))?;
         Ok(RedisLink {
             inner: Arc::new(Inner {
                 conn,
+                client,
                 keys: Keys::new(key_prefix),
                 breaker: Breaker::default(),
                 display_url: redact_url(url),
@@ -142,6 +145,22 @@ impl RedisLink {
     ) -> Result<T> {
         let mut conn = self.inner.conn.clone();
         self.call(what, admit, script.invoke_async(&mut conn)).await
+    }
+
+    /// A connection of its own subscribed to `channel` (within the connect and command
+    /// timeouts), for a listener that reads it until it ends.
+    pub async fn subscribe(&self, channel: &str) -> Result<::redis::aio::PubSub> {
+        let unreachable = |e: String| Error::CacheUnavailable(format!("redis subscription: {e}"));
+        let connect = self.inner.client.get_async_pubsub();
+        let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| unreachable("no connection within the connect timeout".into()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        tokio::time::timeout(COMMAND_TIMEOUT, pubsub.subscribe(channel))
+            .await
+            .map_err(|_| unreachable("SUBSCRIBE unanswered within the command timeout".into()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        Ok(pubsub)
     }
 
     /// Round trip in milliseconds, through the breaker.

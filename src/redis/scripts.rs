@@ -23,6 +23,8 @@ macro_rules! scripts {
 scripts! {
     /// A fenced token write, refused over a tombstone.
     TOKEN_SET => "token_set.lua",
+    /// A cache entry deleted, and the change published.
+    CACHE_DELETE => "cache_delete.lua",
     /// One try at a login slot (grant, or a place in the queue).
     SLOTS_GRANT => "slots_grant.lua",
     SLOTS_RELEASE => "slots_release.lua",

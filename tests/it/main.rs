@@ -22,6 +22,7 @@ mod leaks;
 mod limits;
 mod lock_faults;
 mod migrations;
+mod near_cache;
 mod newcomer_cli;
 mod openapi;
 mod operations;

@@ -58,6 +58,7 @@ pub struct HarnessBuilder {
     retry: String,
     extra: String,
     sites: String,
+    database: Option<String>,
 }
 
 impl HarnessBuilder {
@@ -89,6 +90,13 @@ impl HarnessBuilder {
     /// More config (TOML). Lines written `server.KEY = …` go into the `[server]` table.
     pub fn extra(mut self, extra: &str) -> Self {
         self.extra = extra.to_string();
+        self
+    }
+
+    /// This database URL instead of a SQLite file of its own (two instances sharing one
+    /// database, as in production).
+    pub fn database(mut self, url: &str) -> Self {
+        self.database = Some(url.to_string());
         self
     }
 
@@ -127,11 +135,14 @@ impl HarnessBuilder {
             .map(|l| format!("{}\n", l.trim_start_matches("server.")))
             .collect();
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n{server_keys}[database]\nurl = \"sqlite://{db}\"\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\n{server_keys}[database]\nurl = \"{db}\"\n\
              [history]\nspool_file = \"{spool}\"\n{redis}\
              {retry}\n{extra}\n\
              [[sites]]\nname = \"court_zxfw\"\ndriver = \"http\"\nlogin_url = \"{url}\"\n{site_keys}\n",
-            db = dir.path().join("tokend.db").display(),
+            db = self.database.clone().unwrap_or_else(|| format!(
+                "sqlite://{}",
+                dir.path().join("tokend.db").display()
+            )),
             // A spool of its own: rows spooled by one test must not be replayed into another.
             spool = dir.path().join("history.spool").display(),
             retry = self.retry,
@@ -163,6 +174,7 @@ impl Harness {
             retry: QUICK_RETRY.to_string(),
             extra: String::new(),
             sites: String::new(),
+            database: None,
         }
     }
 

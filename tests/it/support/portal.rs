@@ -28,6 +28,8 @@ pub struct AccountBehaviour {
 pub struct PortalState {
     pub latency: Mutex<Duration>,
     pub expires_in: Mutex<f64>,
+    /// The length of the tokens issued, padded like a JWT's signature (0: short test tokens).
+    pub token_len: std::sync::atomic::AtomicUsize,
     pub accounts: Mutex<HashMap<String, AccountBehaviour>>,
     /// Login requests per account (every attempt, failed or not).
     pub attempts: Mutex<HashMap<String, u32>>,
@@ -403,7 +405,14 @@ fn answer(state: &PortalState, account: &str, password: &str) -> HttpResponse {
     }
     let n = state.issued.fetch_add(1, Ordering::SeqCst) + 1;
     let expires_in = *state.expires_in.lock().unwrap();
-    let token = format!("tok-{account}-{n}-0123456789abcdef");
+    let mut token = format!("tok-{account}-{n}-0123456789abcdef");
+    let len = state.token_len.load(Ordering::SeqCst);
+    token.extend(
+        "eyJhbGciOiJIUzI1NiJ9_0123456789-ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+            .chars()
+            .cycle()
+            .take(len.saturating_sub(token.len())),
+    );
     state.valid_tokens.lock().unwrap().insert(token.clone());
     if let Some(max_age) = *state.cookie_max_age.lock().unwrap() {
         return HttpResponse::Ok()
@@ -419,6 +428,6 @@ fn answer(state: &PortalState, account: &str, password: &str) -> HttpResponse {
     }
     HttpResponse::Ok().json(json!({
         "code": 0,
-        "data": {"token": format!("tok-{account}-{n}-0123456789abcdef"), "expires_in": expires_in}
+        "data": {"token": token, "expires_in": expires_in}
     }))
 }

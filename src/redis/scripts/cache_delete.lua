@@ -1,0 +1,9 @@
+-- Deletes a cache entry and says so on the channel of changes, in one step: a near cache
+-- that hears of it forgets its copy, and one that reads the key after hearing finds it gone.
+--
+-- | KEYS[1] | the entry |
+-- | ARGV[1] | the channel of changes (`P:cache-changes`) |
+-- Returns 1 when the entry existed, else 0.
+local removed = redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[1], KEYS[1])
+return removed
