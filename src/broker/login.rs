@@ -201,8 +201,9 @@ impl Acquisition<'_> {
             Err(failure) => return Ok(Attempt::Failed(failure)),
         }
         let probe = self.admit_login(candidate).await?;
+        shared_flight.login_starts();
         let outcome = self
-            .log_in(candidate, &mut slot, probe, parent.as_ref())
+            .log_in(candidate, &mut slot, probe, parent.as_ref(), &shared_flight)
             .await?;
         flight.finished(outcome.as_ref().err());
         Ok(match outcome {
@@ -383,6 +384,7 @@ impl Acquisition<'_> {
         slot: &mut Option<Slot>,
         probe: bool,
         parent: Option<&AcquiredToken>,
+        lock: &crate::slots::FlightLock,
     ) -> Result<std::result::Result<AcquiredToken, LoginFailure>> {
         let broker = self.broker;
         let site = self.site;
@@ -414,7 +416,16 @@ impl Acquisition<'_> {
             slot,
             until: Instant::now() + seconds(retry.login_timeout),
         };
-        let (outcome, stats) = driver.login_with_retries(&creds, retry, &mut gate).await;
+        // A lock lost meanwhile (issue 27) stops the login: another instance may log the
+        // account in once the lock's life in Redis ends.
+        let done = tokio::select! {
+            biased;
+            done = driver.login_with_retries(&creds, retry, &mut gate) => Some(done),
+            () = lock.lost() => None,
+        };
+        let Some((outcome, stats)) = done else {
+            return Ok(Err(self.lock_lost(candidate).await));
+        };
         self.ledger.stats.add(&stats);
         let paused = broker
             .settle(
@@ -446,6 +457,23 @@ impl Acquisition<'_> {
                 Ok(Err(failure))
             }
         }
+    }
+
+    /// A login stopped because its account's lock was lost: recorded as a timeout, neither
+    /// the account's fault nor the site's (no penalty, no circuit).
+    async fn lock_lost(&mut self, candidate: &CredentialEntry) -> LoginFailure {
+        let failure = LoginFailure::new(
+            FailureKind::Timeout,
+            format!(
+                "the login of account `{}` was stopped: its single-flight lock in Redis was lost \
+                 (taken by another instance, or not renewed in time), and another instance may \
+                 log the account in now",
+                candidate.account
+            ),
+        );
+        self.login_failed(candidate, &failure, &LoginStats::default())
+            .await;
+        failure
     }
 
     /// What the driver logs in with: the password (sealed under the site that owns the

@@ -96,6 +96,9 @@ pub(super) struct Inner {
     pub(super) adaptive: AdaptiveLimits,
     /// Round-robin turns per site, when Redis does not keep them.
     pub(super) turns: HashMap<String, AtomicU64>,
+    /// Each site's place in `config.sites`, by name: a look-up per request that does not grow
+    /// with the number of sites.
+    pub(super) site_index: HashMap<String, usize>,
     /// Background refreshes running or backing off: until when, after how many failures.
     pub(super) refreshing: Mutex<HashMap<FlightKey, (Instant, u32)>>,
     /// Logins in progress, for the stop (issue 15: cut logins are logged and recorded).
@@ -151,6 +154,7 @@ impl Broker {
             })
             .collect::<Result<_>>()?;
         let turns: Vec<String> = parts.config.sites.iter().map(|s| s.name.clone()).collect();
+        let site_index = site_index(&parts.config.sites);
         Ok(Broker {
             inner: Arc::new(Inner {
                 config: parts.config,
@@ -166,6 +170,7 @@ impl Broker {
                 budgets: parts.budgets,
                 adaptive: parts.adaptive,
                 turns: turns.into_iter().map(|n| (n, AtomicU64::new(0))).collect(),
+                site_index,
                 flights: Mutex::default(),
                 refreshing: Mutex::default(),
                 running: crate::daemon::shutdown::RunningLogins::default(),
@@ -190,8 +195,9 @@ impl Broker {
     pub(crate) fn site(&self, name: &str) -> Result<&SiteConfig> {
         validate_site_name("site_name", name)?;
         self.inner
-            .config
-            .site(name)
+            .site_index
+            .get(name)
+            .and_then(|&at| self.inner.config.sites.get(at))
             .ok_or_else(|| Error::UnknownSite(name.to_string()))
     }
 
@@ -437,6 +443,14 @@ impl Broker {
         flights.insert(key, Arc::downgrade(&lock));
         lock
     }
+}
+
+fn site_index(sites: &[SiteConfig]) -> HashMap<String, usize> {
+    sites
+        .iter()
+        .enumerate()
+        .map(|(at, site)| (site.name.clone(), at))
+        .collect()
 }
 
 /// What an acquire hands out.

@@ -348,7 +348,7 @@ impl Default for ConcurrencyConfig {
             max_concurrent_per_site: 2,
             max_concurrent_per_account: 1,
             acquisition_timeout: 300.0,
-            lock_timeout: 30.0,
+            lock_timeout: 10.0,
             queue_timeout: 60.0,
             max_queue_len: 1000,
         }

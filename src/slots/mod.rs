@@ -211,6 +211,16 @@ struct HeldLock {
 struct LockState {
     /// Redis said this owner holds the lock.
     confirmed: AtomicBool,
+    /// When the last request that Redis answered "held by this owner" was sent: the lock
+    /// lasts in Redis at least `ttl` from then.
+    renewed_at: Mutex<Option<Instant>>,
+    /// The lock is no longer this owner's (taken by another, or not renewed within its
+    /// life): a login running on it must stop.
+    lost: AtomicBool,
+    lost_signal: tokio::sync::Notify,
+    /// A login runs on the lock (an unconfirmed one that Redis shows held by another
+    /// instance is then lost).
+    in_use: AtomicBool,
     /// A lock request whose answer was lost may still run on the server until then: the
     /// release goes on until this instant, so that such a late request leaves no lock behind.
     unsure_until: Mutex<Option<Instant>>,
@@ -219,6 +229,26 @@ struct LockState {
 impl LockState {
     fn confirmed(&self) -> bool {
         self.confirmed.load(Ordering::Relaxed)
+    }
+
+    /// Redis said this owner holds the lock, to a request sent at `sent`.
+    fn held_since(&self, sent: Instant) {
+        self.confirmed.store(true, Ordering::Relaxed);
+        *self.renewed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(sent);
+    }
+
+    fn renewed_at(&self) -> Option<Instant> {
+        *self.renewed_at.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lose(&self, site: &str, id: i64, why: &str) {
+        log::warn!("event=flight_lock_lost site={site} credential_id={id} reason=\"{why}\" action=login_stopped");
+        self.lost.store(true, Ordering::Release);
+        self.lost_signal.notify_waiters();
+    }
+
+    fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
     }
 
     /// A lock request sent at `sent` got no answer.
@@ -241,12 +271,42 @@ const CONFIRM_TRY: Duration = Duration::from_millis(500);
 /// probe found out) answers in far less; one that does not is asked on by the lock's
 /// background task, which reports a conflict (`flight_lock_conflict`).
 const CONFIRM_TRY_DOWN: Duration = Duration::from_millis(100);
+/// How soon a failed renewal is tried again.
+const RENEW_RETRY: Duration = Duration::from_millis(250);
+/// How long before a lock's life in Redis ends (counted from the last renewal's sending) its
+/// holder, unable to renew it, takes it for lost: the round trip and the clocks' drift.
+const LOST_MARGIN: Duration = Duration::from_millis(500);
 
 impl FlightLock {
     /// Whether the lock is held in Redis (not the in-process fallback, or a no-op without
     /// Redis).
     pub fn is_shared(&self) -> bool {
         self.held.as_ref().is_some_and(|h| h.state.confirmed())
+    }
+
+    /// A login starts on the lock: from now on, an unconfirmed lock that Redis shows held by
+    /// another instance is lost ([`FlightLock::lost`]) rather than waited for.
+    pub fn login_starts(&self) {
+        if let Some(held) = &self.held {
+            held.state.in_use.store(true, Ordering::Release);
+        }
+    }
+
+    /// Ends when the lock is no longer this holder's (issue 27): another instance took it, or
+    /// it could not be renewed before its life in Redis ends. A login on it must stop then,
+    /// before another instance may start one. Never ends for a lock that is not in Redis.
+    pub async fn lost(&self) {
+        let Some(held) = &self.held else {
+            return std::future::pending().await;
+        };
+        loop {
+            // Registered on creation: a loss signalled between the look and the wait is seen.
+            let signalled = held.state.lost_signal.notified();
+            if held.state.is_lost() {
+                return;
+            }
+            signalled.await;
+        }
     }
 
     fn new(
@@ -281,8 +341,9 @@ impl FlightLock {
 }
 
 /// Keeps a lock while its holder runs: an unconfirmed one is tried in Redis until Redis
-/// answers; a held one is renewed every third of its life. A failed renewal is retried at
-/// the next tick; a lock found taken is reported (its holder's login runs on regardless).
+/// answers; a held one is renewed every third of its life. A failed renewal is tried again
+/// after [`RENEW_RETRY`]; a lock found taken, or one whose renewals fail until its life in
+/// Redis is about to end, is lost ([`FlightLock::lost`]): its login stops.
 async fn keep_lock(
     slots: RedisSlots,
     site: String,
@@ -295,13 +356,19 @@ async fn keep_lock(
     while !state.confirmed() {
         // Unsure until answered: the holder may drop the lock (and abort this task) while
         // the request is under way, and it may still run on the server.
-        state.unsure(Instant::now(), ttl);
+        let sent = Instant::now();
+        state.unsure(sent, ttl);
         // Whatever the link's breaker says: this task runs off the caller's path, and its
         // answer is the first news that Redis is back.
         match slots.try_lock(&site, id, &owner, ttl, Admit::Always).await {
             Ok(true) => {
-                state.confirmed.store(true, Ordering::Relaxed);
+                state.held_since(sent);
                 log::info!("event=flight_lock_confirmed site={site} credential_id={id}");
+            }
+            Ok(false) if state.in_use.load(Ordering::Acquire) => {
+                // A login runs here on the in-process lock while another instance holds
+                // the account's lock in Redis: this one stops.
+                return state.lose(&site, id, "held in Redis by another instance");
             }
             Ok(false) if !conflict_told => {
                 conflict_told = true;
@@ -311,19 +378,46 @@ async fn keep_lock(
         }
         tokio::time::sleep(CONFIRM_EVERY).await;
     }
-    let mut every = tokio::time::interval(ttl / 3);
-    every.tick().await;
+    renew_lock(&slots, &site, id, &owner, ttl, &state).await;
+}
+
+/// Renews a held lock until it is lost (the holder's drop aborts this).
+async fn renew_lock(
+    slots: &RedisSlots,
+    site: &str,
+    id: i64,
+    owner: &str,
+    ttl: Duration,
+    state: &LockState,
+) {
+    let mut next = state.renewed_at().unwrap_or_else(Instant::now) + ttl / 3;
     loop {
-        every.tick().await;
-        match slots.renew_lock(&site, id, &owner, ttl).await {
-            Ok(true) => {}
-            Ok(false) => {
-                log::warn!("event=flight_lock_lost site={site} credential_id={id}");
-                return;
+        tokio::time::sleep_until(next.into()).await;
+        let sent = Instant::now();
+        // The last moment the lock is surely this holder's: a renewal not answered by then
+        // (a silent Redis answers only after the command timeout) is a loss.
+        let lapses = state.renewed_at().unwrap_or(sent) + ttl.saturating_sub(LOST_MARGIN);
+        let renewed = slots.renew_lock(site, id, owner, ttl);
+        match tokio::time::timeout_at(lapses.into(), renewed).await {
+            Ok(Ok(true)) => {
+                state.held_since(sent);
+                next = sent + ttl / 3;
             }
-            Err(e) => log::warn!(
-                "event=flight_lock_renewal_failed site={site} credential_id={id} error=\"{e}\""
-            ),
+            Ok(Ok(false)) => return state.lose(site, id, "another holder has it"),
+            Ok(Err(e)) if Instant::now() + RENEW_RETRY < lapses => {
+                log::warn!(
+                    "event=flight_lock_renewal_failed site={site} credential_id={id} error=\"{e}\""
+                );
+                next = Instant::now() + RENEW_RETRY;
+            }
+            Ok(Err(e)) => {
+                let why = format!("not renewed within its life ({ttl:.0?}): {e}");
+                return state.lose(site, id, &why);
+            }
+            Err(_) => {
+                let why = format!("no answer to its renewal within its life ({ttl:.0?})");
+                return state.lose(site, id, &why);
+            }
         }
     }
 }
@@ -561,7 +655,7 @@ impl Slots {
                 .await
             {
                 Ok(true) => {
-                    state.confirmed.store(true, Ordering::Relaxed);
+                    state.held_since(sent);
                     return Ok(FlightLock::new(
                         redis,
                         site,
@@ -641,7 +735,7 @@ impl Slots {
                     .try_lock(&held.site, held.id, &held.owner, held.ttl, Admit::Always);
             match tokio::time::timeout(bound, tried).await {
                 Ok(Ok(true)) => {
-                    held.state.confirmed.store(true, Ordering::Relaxed);
+                    held.state.held_since(sent);
                     log::info!(
                         "event=flight_lock_confirmed site={} account={account} waited={seen_held}",
                         held.site

@@ -368,3 +368,160 @@ async fn a_redis_fault_while_waiting_for_a_lock_is_a_counted_503() {
         "recorded as an acquisition that failed"
     );
 }
+
+/// Issue 27: a holder cut off from Redis takes its lock for lost before the lock's life in
+/// Redis ends (its login stops then), so another instance that takes the lock after it
+/// lapsed never logs in beside it.
+#[actix_rt::test]
+async fn a_lock_that_cannot_be_renewed_is_lost_before_another_can_take_it() {
+    if !support::redis_available() {
+        return;
+    }
+    let (proxy, through) = Proxy::for_url(&support::redis_url());
+    let prefix = format!("tokend-test-{}", support::unique());
+    let a = slots_on(&through, &prefix, 2.0);
+    let b = slots_on(&support::redis_url(), &prefix, 2.0);
+    let lock = a
+        .lock(SITE, 1, "acct", Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(lock.is_shared());
+    lock.login_starts();
+    proxy.blackhole();
+    let cut = std::time::Instant::now();
+    let lost = async {
+        lock.lost().await;
+        std::time::Instant::now()
+    };
+    let taken = async {
+        let taken = b.lock(SITE, 1, "acct", Duration::from_secs(6)).await;
+        assert!(
+            taken.as_ref().is_ok_and(|l| l.is_shared()),
+            "B never got the lapsed lock: {:?}",
+            taken.err()
+        );
+        std::time::Instant::now()
+    };
+    let (lost_at, taken_at) =
+        tokio::time::timeout(Duration::from_secs(8), async { tokio::join!(lost, taken) })
+            .await
+            .expect("the lock was never taken for lost, or never taken by B");
+    proxy.restore();
+    assert!(
+        lost_at < taken_at,
+        "A still held its lock (and would log in) {:?} after B took it",
+        lost_at - taken_at
+    );
+    assert!(
+        lost_at - cut < Duration::from_secs(2),
+        "lost {:?} after the cut: past the lock's life",
+        lost_at - cut
+    );
+}
+
+/// Issue 27: a lock that another owner holds in Redis (it lapsed during a pause of its
+/// holder) is lost at the holder's next renewal.
+#[actix_rt::test]
+async fn a_lock_taken_by_another_owner_is_lost_at_the_next_renewal() {
+    if !support::redis_available() {
+        return;
+    }
+    let prefix = format!("tokend-test-{}", support::unique());
+    let a = slots_on(&support::redis_url(), &prefix, 1.5);
+    let lock = a
+        .lock(SITE, 1, "acct", Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(lock.is_shared());
+    let client = redis::Client::open(support::redis_url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let key = format!("{{{prefix}}}:lock:{SITE}:1");
+    let exists: bool = redis::cmd("EXISTS").arg(&key).query(&mut conn).unwrap();
+    assert!(exists, "the lock is not under {key}");
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("another-owner")
+        .arg("PX")
+        .arg(5000)
+        .query(&mut conn)
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(3), lock.lost())
+        .await
+        .expect("a lock another owner holds was not taken for lost");
+}
+
+/// Issue 27 item 1: a login running on a lock taken in process while Redis was unreachable
+/// stops when Redis answers that another instance holds the account's lock.
+#[actix_rt::test]
+async fn a_login_on_an_in_process_lock_stops_when_redis_shows_another_holder() {
+    if !support::redis_available() {
+        return;
+    }
+    let prefix = format!("tokend-test-{}", support::unique());
+    let a = slots_on(&support::redis_url(), &prefix, 30.0);
+    let b = slots_on(&support::redis_url(), &prefix, 30.0);
+    a.link()
+        .unwrap()
+        .found_unreachable("test", "a command timed out");
+    let local = a
+        .lock(SITE, 1, "acct", Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(!local.is_shared(), "taken in process");
+    // Before A's background try reached Redis, B (which reached it) took the lock.
+    let held = b.lock(SITE, 1, "acct", Duration::from_secs(1)).await;
+    if !held.as_ref().is_ok_and(|l| l.is_shared()) {
+        // A's background try was first: its lock is confirmed, nothing to stop.
+        assert!(local.is_shared(), "neither holds the lock");
+        return;
+    }
+    local.login_starts();
+    tokio::time::timeout(Duration::from_secs(3), local.lost())
+        .await
+        .expect("a login on the in-process lock ran on beside B's lock");
+}
+
+/// Issue 27, end to end: an instance cut off from Redis while it logs an account in stops
+/// that login once its lock could lapse, and says why, instead of finishing it beside a
+/// login another instance may have started.
+#[actix_rt::test]
+async fn a_login_whose_lock_is_lost_is_stopped_and_its_caller_told() {
+    if !support::redis_available() {
+        return;
+    }
+    let (proxy, url) = Proxy::for_url(&support::redis_url());
+    let h = Harness::start(Some(&url), "[concurrency]\nlock_timeout = 2\n").await;
+    h.add_account("alice", "pw-alice", true);
+    *h.portal.state.latency.lock().unwrap() = Duration::from_secs(6);
+    let portal = h.portal.state.clone();
+    let started = std::time::Instant::now();
+    let (answer, ()) = tokio::join!(
+        h.acquire(json!({"site_name": SITE, "force_refresh": true})),
+        async {
+            support::wait_until(
+                "alice's login at the portal",
+                Duration::from_secs(5),
+                || async { (portal.attempts_of("alice") > 0).then_some(()) },
+            )
+            .await;
+            proxy.blackhole();
+        }
+    );
+    let took = started.elapsed();
+    proxy.restore();
+    let (status, body) = answer;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["errors"]["error_type"], "timeout", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("lock"),
+        "{body}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "the login ran on for {took:?} after its lock could lapse"
+    );
+    assert_eq!(portal.issued(), 0, "the portal finished the login");
+}
