@@ -525,3 +525,96 @@ async fn a_login_whose_lock_is_lost_is_stopped_and_its_caller_told() {
     );
     assert_eq!(portal.issued(), 0, "the portal finished the login");
 }
+
+/// Issue 27's property test with timeouts that still execute on the server: stalls longer
+/// than the Redis command timeout (2 s) under each of two instances, so that lock requests,
+/// renewals and unlocks time out at tokend and run on Redis when the stall ends. Each task
+/// does what the pipeline does: takes the lock (waiting up to 20 s), confirms a lock taken in
+/// process before it "logs in", and holds it while it logs in — ending its login early when
+/// the lock is lost. At any moment at most one login per account runs.
+#[actix_rt::test]
+async fn random_long_stalls_past_the_command_timeout_keep_one_login_per_account() {
+    if !support::redis_available() {
+        return;
+    }
+    for seed in 0..2u64 {
+        let mut rng = fastrand::Rng::with_seed(100 + seed);
+        let prefix = format!("tokend-prop-{}", support::unique());
+        let config = ConcurrencyConfig {
+            lock_timeout: 2.0,
+            ..ConcurrencyConfig::default()
+        };
+        let proxies: Vec<Proxy> = (0..2).map(|_| Proxy::start(redis_addr())).collect();
+        let instances: Vec<Slots> = proxies
+            .iter()
+            .map(|p| {
+                let link = RedisLink::open(&format!("redis://{}/0", p.addr), &prefix).unwrap();
+                let redis = RedisSlots::new(link);
+                Slots::new(ConcurrencyActor::new(&config).start(), Some(redis), &config)
+            })
+            .collect();
+        let logins: Arc<Mutex<HashMap<i64, u32>>> = Arc::default();
+        let violations: Arc<Mutex<Vec<String>>> = Arc::default();
+        let mut tasks = Vec::new();
+        for n in 0..12 {
+            let slots = instances[rng.usize(0..2)].clone();
+            let id = rng.i64(1..=2);
+            let start = Duration::from_millis(rng.u64(0..3000));
+            // Some logins outlast the lock's life: their holder must renew it through the stalls.
+            let login = Duration::from_millis(rng.u64(100..4000));
+            let (logins, violations) = (logins.clone(), violations.clone());
+            tasks.push(actix_web::rt::spawn(async move {
+                tokio::time::sleep(start).await;
+                let Ok(lock) = slots
+                    .lock("court_zxfw", id, "acct", Duration::from_secs(20))
+                    .await
+                else {
+                    return; // gave the account up: no login
+                };
+                if !lock.is_shared()
+                    && slots
+                        .confirm(&lock, "acct", Duration::from_secs(20))
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+                lock.login_starts();
+                {
+                    let mut running = logins.lock().unwrap();
+                    let count = running.entry(id).or_default();
+                    *count += 1;
+                    if *count > 1 {
+                        violations
+                            .lock()
+                            .unwrap()
+                            .push(format!("task {n}: account {id} logged in twice at once"));
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(login) => {}
+                    () = lock.lost() => {}
+                }
+                *logins.lock().unwrap().get_mut(&id).unwrap() -= 1;
+                drop(lock);
+            }));
+        }
+        let stalls = (0..3)
+            .map(|_| (rng.usize(0..2), rng.u64(0..1500), rng.u64(2200..2800)))
+            .collect::<Vec<_>>();
+        let faults = async {
+            for (which, pause, length) in stalls {
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                proxies[which].stall();
+                tokio::time::sleep(Duration::from_millis(length)).await;
+                proxies[which].restore();
+            }
+        };
+        let (results, ()) = tokio::join!(futures_util::future::join_all(tasks), faults);
+        for result in results {
+            result.unwrap();
+        }
+        let violations = violations.lock().unwrap();
+        assert!(violations.is_empty(), "seed {seed}: {violations:?}");
+    }
+}
