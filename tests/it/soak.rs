@@ -83,16 +83,18 @@ async fn two_instances_through_redis_faults_log_each_account_in_once_at_a_time()
 
     let stop = Arc::new(AtomicBool::new(false));
     let statuses: Arc<Mutex<BTreeMap<String, u32>>> = Arc::default();
+    let left_behind: Arc<Mutex<Vec<String>>> = Arc::default();
     let cached_failures: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut tasks = Vec::new();
     for n in 0..6u64 {
         let (a, b, stop, statuses) = (a.clone(), b.clone(), stop.clone(), statuses.clone());
+        let left_behind = left_behind.clone();
         tasks.push(actix_web::rt::spawn(async move {
             let mut rng = fastrand::Rng::with_seed(n);
             while !stop.load(Ordering::SeqCst) {
                 let h = if rng.bool() { &a } else { &b };
                 let account = format!("u{}", rng.usize(1..ACCOUNTS));
-                let (kind, (status, _)) = if rng.u8(0..10) < 8 {
+                let (kind, (status, answer)) = if rng.u8(0..10) < 8 {
                     let body = json!({"site_name": "court_zxfw", "account": account, "force_refresh": true});
                     ("refresh", h.acquire(body).await)
                 } else {
@@ -100,6 +102,14 @@ async fn two_instances_through_redis_faults_log_each_account_in_once_at_a_time()
                     ("invalidate", h.post("invalidate", body).await)
                 };
                 *statuses.lock().unwrap().entry(format!("{kind} {status}")).or_default() += 1;
+                // A wait on another instance's login that never came: a lock left behind.
+                let message = answer["message"].as_str().unwrap_or_default();
+                if status != 200 {
+                    eprintln!("soak: {kind} {status}: {message}");
+                }
+                if message.contains("did not finish") {
+                    left_behind.lock().unwrap().push(format!("{status} {message}"));
+                }
             }
         }));
     }
@@ -172,6 +182,11 @@ async fn two_instances_through_redis_faults_log_each_account_in_once_at_a_time()
 
     let failures = cached_failures.lock().unwrap().clone();
     assert!(failures.is_empty(), "cached reads failed: {failures:?}");
+    let left_behind = left_behind.lock().unwrap().clone();
+    assert!(
+        left_behind.is_empty(),
+        "callers failed on a lock left behind: {left_behind:?}"
+    );
     let overlaps: Vec<(String, u32)> = portal
         .state
         .max_in_flight_per_account
