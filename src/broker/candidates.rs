@@ -4,11 +4,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
 use super::pipeline::Broker;
-use crate::cache::CredentialEntry;
+use crate::cache::memory::MemoryStore;
+use crate::cache::{CacheKind, CacheStore, CredentialEntry};
 use crate::config::{seconds, SiteConfig};
 use crate::error::{Error, Result};
 use crate::policy::budget::BudgetLimits;
@@ -18,19 +20,33 @@ use crate::policy::selection::{rank, spread, AccountStats, Strategy};
 impl Broker {
     /// The site's accounts (active or not), from the cache or the database.
     /// A derived site (SPEC §13) has no accounts of its own: these are its parent's.
-    pub(super) async fn credential_list(&self, site: &SiteConfig) -> Result<Vec<CredentialEntry>> {
+    /// Shared: in process, the cached list is decoded once per stored list, not per call
+    /// (issue 23: with 10k accounts a decode per acquisition cost 10k allocations and a
+    /// transient copy of the list per concurrent login).
+    pub(super) async fn credential_list(
+        &self,
+        site: &SiteConfig,
+    ) -> Result<Arc<Vec<CredentialEntry>>> {
         let site = self.account_owner(site);
-        if let Some(list) = self.inner.cache.credentials(&site.name).await {
+        let key = || self.keys().credentials(&site.name);
+        if let Some(list) = self.decoded_in_process(CacheKind::Credentials, key) {
             return Ok(list);
         }
+        if let Some(list) = self.inner.cache.credentials(&site.name).await {
+            return Ok(Arc::new(list));
+        }
         let (list, _) = self.reload_accounts(site).await?;
-        Ok(list)
+        Ok(Arc::new(list))
     }
 
-    async fn account_stats(&self, site: &SiteConfig) -> Result<Vec<AccountStats>> {
+    async fn account_stats(&self, site: &SiteConfig) -> Result<Arc<Vec<AccountStats>>> {
         let site = self.account_owner(site);
-        if let Some(stats) = self.inner.cache.account_stats(&site.name).await {
+        let key = || self.keys().account_stats(&site.name);
+        if let Some(stats) = self.decoded_in_process(CacheKind::AccountStats, key) {
             return Ok(stats);
+        }
+        if let Some(stats) = self.inner.cache.account_stats(&site.name).await {
+            return Ok(Arc::new(stats));
         }
         let (_, stats) = self.load_accounts(site).await?;
         let ttl = seconds(self.inner.config.cache.account_stats_ttl);
@@ -38,7 +54,28 @@ impl Broker {
             .cache
             .put_account_stats(&site.name, &stats, ttl)
             .await;
-        Ok(stats)
+        Ok(Arc::new(stats))
+    }
+
+    fn keys(&self) -> crate::redis::keys::Keys {
+        crate::redis::keys::Keys::new(&self.inner.config.redis.key_prefix)
+    }
+
+    /// A cached list read from the in-process store, decoded once per stored list and
+    /// shared (a hit, counted). `None` with Redis, on a miss, or when the entry does not
+    /// decode: the typed read of [`crate::cache::TokenCache`] then counts the miss, or
+    /// counts and drops the unreadable entry.
+    fn decoded_in_process<T>(&self, kind: CacheKind, key: impl FnOnce() -> String) -> Option<Arc<T>>
+    where
+        T: serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        let CacheStore::Memory(memory) = self.inner.cache.store() else {
+            return None;
+        };
+        let memory: &MemoryStore = memory;
+        let decoded = memory.get_decoded(&key(), |text| serde_json::from_str::<T>(text).ok())??;
+        self.inner.cache.counters.hit(kind);
+        Some(decoded)
     }
 
     /// Reads the site's accounts from the database and caches the list and the statistics.
@@ -253,14 +290,14 @@ impl Broker {
                     "event=account_stats_unavailable site={} error=\"{e}\" action=rank_without_stats",
                     site.name
                 );
-                Vec::new()
+                Arc::default()
             }
         };
-        let mut by_id: HashMap<i64, AccountStats> =
-            stats.into_iter().map(|s| (s.credential_id, s)).collect();
+        let mut by_id: HashMap<i64, &AccountStats> =
+            stats.iter().map(|s| (s.credential_id, s)).collect();
         list.iter()
             .map(|c| {
-                let mut s = by_id.remove(&c.id).unwrap_or(AccountStats {
+                let mut s = by_id.remove(&c.id).cloned().unwrap_or(AccountStats {
                     credential_id: c.id,
                     account: c.account.clone(),
                     is_preferred: c.is_preferred,
