@@ -211,7 +211,10 @@ fn main() {
         // profile.
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
             let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1));
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().nth(1));
             if ppid == Some(child.id().to_string().as_str()) {
                 if let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() {
                     let _ = nix::sys::signal::kill(

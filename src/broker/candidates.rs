@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use chrono::{DateTime, Utc};
 
@@ -16,6 +16,12 @@ use crate::error::{Error, Result};
 use crate::policy::budget::BudgetLimits;
 use crate::policy::outcome::BlockReason;
 use crate::policy::selection::{rank, spread, AccountStats, Strategy};
+
+/// Loads of a site's accounts in progress, by broker (its state's address) and site: the
+/// single flight of [`Broker::credential_list`] and the account statistics. A leaf lock,
+/// held for one look-up.
+type AccountLoads = HashMap<(usize, String), Weak<tokio::sync::Mutex<()>>>;
+static ACCOUNT_LOADS: LazyLock<Mutex<AccountLoads>> = LazyLock::new(Mutex::default);
 
 impl Broker {
     /// The site's accounts (active or not), from the cache or the database.
@@ -35,6 +41,22 @@ impl Broker {
         if let Some(list) = self.inner.cache.credentials(&site.name).await {
             return Ok(Arc::new(list));
         }
+        // One load per site at a time: the callers that missed together wait for it and
+        // take what it cached, rather than each loading (and holding) the whole list.
+        let loading = self.account_load_lock(&site.name);
+        let _load = match loading.try_lock() {
+            Ok(load) => load,
+            Err(_) => {
+                let load = loading.lock().await;
+                if let Some(list) = self.decoded_in_process(CacheKind::Credentials, key) {
+                    return Ok(list);
+                }
+                if let Some(list) = self.inner.cache.credentials(&site.name).await {
+                    return Ok(Arc::new(list));
+                }
+                load
+            }
+        };
         let (list, _) = self.reload_accounts(site).await?;
         Ok(Arc::new(list))
     }
@@ -48,6 +70,20 @@ impl Broker {
         if let Some(stats) = self.inner.cache.account_stats(&site.name).await {
             return Ok(Arc::new(stats));
         }
+        let loading = self.account_load_lock(&site.name);
+        let _load = match loading.try_lock() {
+            Ok(load) => load,
+            Err(_) => {
+                let load = loading.lock().await;
+                if let Some(stats) = self.decoded_in_process(CacheKind::AccountStats, key) {
+                    return Ok(stats);
+                }
+                if let Some(stats) = self.inner.cache.account_stats(&site.name).await {
+                    return Ok(Arc::new(stats));
+                }
+                load
+            }
+        };
         let (_, stats) = self.load_accounts(site).await?;
         let ttl = seconds(self.inner.config.cache.account_stats_ttl);
         self.inner
@@ -55,6 +91,23 @@ impl Broker {
             .put_account_stats(&site.name, &stats, ttl)
             .await;
         Ok(Arc::new(stats))
+    }
+
+    /// The lock a load of the site's accounts from the database holds (one per broker and
+    /// site; weak, so it goes when no load holds or waits for it).
+    fn account_load_lock(&self, site: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let broker = Arc::as_ptr(&self.inner) as usize;
+        let mut loads = ACCOUNT_LOADS.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(lock) = loads
+            .get(&(broker, site.to_string()))
+            .and_then(Weak::upgrade)
+        {
+            return lock;
+        }
+        loads.retain(|_, lock| lock.strong_count() > 0);
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        loads.insert((broker, site.to_string()), Arc::downgrade(&lock));
+        lock
     }
 
     fn keys(&self) -> crate::redis::keys::Keys {

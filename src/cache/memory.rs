@@ -165,8 +165,9 @@ impl MemoryStore {
         drop(entries);
         if swept > 0 {
             // What was decoded from a value that is gone (or replaced) goes with it.
-            self.decoded_lock()
-                .retain(|key, (text, _)| self.get_shared(key).is_some_and(|t| Arc::ptr_eq(&t, text)));
+            self.decoded_lock().retain(|key, (text, _)| {
+                self.get_shared(key).is_some_and(|t| Arc::ptr_eq(&t, text))
+            });
         }
         swept
     }
