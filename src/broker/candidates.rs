@@ -4,41 +4,131 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use chrono::{DateTime, Utc};
 
 use super::pipeline::Broker;
-use crate::cache::CredentialEntry;
+use crate::cache::memory::MemoryStore;
+use crate::cache::{CacheKind, CacheStore, CredentialEntry};
 use crate::config::{seconds, SiteConfig};
 use crate::error::{Error, Result};
 use crate::policy::budget::BudgetLimits;
 use crate::policy::outcome::BlockReason;
 use crate::policy::selection::{rank, spread, AccountStats, Strategy};
 
+/// Loads of a site's accounts in progress, by broker (its state's address) and site: the
+/// single flight of [`Broker::credential_list`] and the account statistics. A leaf lock,
+/// held for one look-up.
+type AccountLoads = HashMap<(usize, String), Weak<tokio::sync::Mutex<()>>>;
+static ACCOUNT_LOADS: LazyLock<Mutex<AccountLoads>> = LazyLock::new(Mutex::default);
+
 impl Broker {
     /// The site's accounts (active or not), from the cache or the database.
     /// A derived site (SPEC §13) has no accounts of its own: these are its parent's.
-    pub(super) async fn credential_list(&self, site: &SiteConfig) -> Result<Vec<CredentialEntry>> {
+    /// Shared: in process, the cached list is decoded once per stored list, not per call
+    /// (issue 23: with 10k accounts a decode per acquisition cost 10k allocations and a
+    /// transient copy of the list per concurrent login).
+    pub(super) async fn credential_list(
+        &self,
+        site: &SiteConfig,
+    ) -> Result<Arc<Vec<CredentialEntry>>> {
         let site = self.account_owner(site);
-        if let Some(list) = self.inner.cache.credentials(&site.name).await {
+        let key = || self.keys().credentials(&site.name);
+        if let Some(list) = self.decoded_in_process(CacheKind::Credentials, key) {
             return Ok(list);
         }
+        if let Some(list) = self.inner.cache.credentials(&site.name).await {
+            return Ok(Arc::new(list));
+        }
+        // One load per site at a time: the callers that missed together wait for it and
+        // take what it cached, rather than each loading (and holding) the whole list.
+        let loading = self.account_load_lock(&site.name);
+        let _load = match loading.try_lock() {
+            Ok(load) => load,
+            Err(_) => {
+                let load = loading.lock().await;
+                if let Some(list) = self.decoded_in_process(CacheKind::Credentials, key) {
+                    return Ok(list);
+                }
+                if let Some(list) = self.inner.cache.credentials(&site.name).await {
+                    return Ok(Arc::new(list));
+                }
+                load
+            }
+        };
         let (list, _) = self.reload_accounts(site).await?;
-        Ok(list)
+        Ok(Arc::new(list))
     }
 
-    async fn account_stats(&self, site: &SiteConfig) -> Result<Vec<AccountStats>> {
+    async fn account_stats(&self, site: &SiteConfig) -> Result<Arc<Vec<AccountStats>>> {
         let site = self.account_owner(site);
-        if let Some(stats) = self.inner.cache.account_stats(&site.name).await {
+        let key = || self.keys().account_stats(&site.name);
+        if let Some(stats) = self.decoded_in_process(CacheKind::AccountStats, key) {
             return Ok(stats);
         }
+        if let Some(stats) = self.inner.cache.account_stats(&site.name).await {
+            return Ok(Arc::new(stats));
+        }
+        let loading = self.account_load_lock(&site.name);
+        let _load = match loading.try_lock() {
+            Ok(load) => load,
+            Err(_) => {
+                let load = loading.lock().await;
+                if let Some(stats) = self.decoded_in_process(CacheKind::AccountStats, key) {
+                    return Ok(stats);
+                }
+                if let Some(stats) = self.inner.cache.account_stats(&site.name).await {
+                    return Ok(Arc::new(stats));
+                }
+                load
+            }
+        };
         let (_, stats) = self.load_accounts(site).await?;
         let ttl = seconds(self.inner.config.cache.account_stats_ttl);
         self.inner
             .cache
             .put_account_stats(&site.name, &stats, ttl)
             .await;
-        Ok(stats)
+        Ok(Arc::new(stats))
+    }
+
+    /// The lock a load of the site's accounts from the database holds (one per broker and
+    /// site; weak, so it goes when no load holds or waits for it).
+    fn account_load_lock(&self, site: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let broker = Arc::as_ptr(&self.inner) as usize;
+        let mut loads = ACCOUNT_LOADS.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(lock) = loads
+            .get(&(broker, site.to_string()))
+            .and_then(Weak::upgrade)
+        {
+            return lock;
+        }
+        loads.retain(|_, lock| lock.strong_count() > 0);
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        loads.insert((broker, site.to_string()), Arc::downgrade(&lock));
+        lock
+    }
+
+    fn keys(&self) -> crate::redis::keys::Keys {
+        crate::redis::keys::Keys::new(&self.inner.config.redis.key_prefix)
+    }
+
+    /// A cached list read from the in-process store, decoded once per stored list and
+    /// shared (a hit, counted). `None` with Redis, on a miss, or when the entry does not
+    /// decode: the typed read of [`crate::cache::TokenCache`] then counts the miss, or
+    /// counts and drops the unreadable entry.
+    fn decoded_in_process<T>(&self, kind: CacheKind, key: impl FnOnce() -> String) -> Option<Arc<T>>
+    where
+        T: serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        let CacheStore::Memory(memory) = self.inner.cache.store() else {
+            return None;
+        };
+        let memory: &MemoryStore = memory;
+        let decoded = memory.get_decoded(&key(), |text| serde_json::from_str::<T>(text).ok())??;
+        self.inner.cache.counters.hit(kind);
+        Some(decoded)
     }
 
     /// Reads the site's accounts from the database and caches the list and the statistics.
@@ -253,14 +343,14 @@ impl Broker {
                     "event=account_stats_unavailable site={} error=\"{e}\" action=rank_without_stats",
                     site.name
                 );
-                Vec::new()
+                Arc::default()
             }
         };
-        let mut by_id: HashMap<i64, AccountStats> =
-            stats.into_iter().map(|s| (s.credential_id, s)).collect();
+        let mut by_id: HashMap<i64, &AccountStats> =
+            stats.iter().map(|s| (s.credential_id, s)).collect();
         list.iter()
             .map(|c| {
-                let mut s = by_id.remove(&c.id).unwrap_or(AccountStats {
+                let mut s = by_id.remove(&c.id).cloned().unwrap_or(AccountStats {
                     credential_id: c.id,
                     account: c.account.clone(),
                     is_preferred: c.is_preferred,

@@ -288,8 +288,9 @@ impl Broker {
                 let entry = self
                     .credential_list(owner)
                     .await?
-                    .into_iter()
-                    .find(|c| c.id == released.credential_id);
+                    .iter()
+                    .find(|c| c.id == released.credential_id)
+                    .cloned();
                 if let Some(entry) = entry {
                     self.penalise(owner, &entry, crate::drivers::FailureKind::Failed)
                         .await;

@@ -74,17 +74,17 @@ impl Broker {
     /// `None` (the prober then uses the site's).
     async fn own_proxy(&self, site: &SiteConfig, credential_id: i64) -> Result<Option<Secret>> {
         let list = self.credential_list(site).await?;
-        let Some(entry) = list.into_iter().find(|c| c.id == credential_id) else {
+        let Some(entry) = list.iter().find(|c| c.id == credential_id) else {
             return Ok(None);
         };
-        let Some(sealed) = entry.proxy_encrypted else {
+        let Some(sealed) = &entry.proxy_encrypted else {
             return Ok(None);
         };
         let context = SealContext::Proxy {
             site: &self.account_owner(site).name,
             account: &entry.account,
         };
-        Ok(Some(self.inner.key.open(&sealed, context)?))
+        Ok(Some(self.inner.key.open(sealed, context)?))
     }
 
     /// Starts the probe loop of every site with `probe_url` and `probe_interval`.

@@ -471,7 +471,7 @@ mod tests {
         let id = f.add("alice", false);
         let broker = f.broker();
         let site = broker.site(SITE).unwrap();
-        let entry = broker.credential_list(site).await.unwrap().remove(0);
+        let entry = broker.credential_list(site).await.unwrap()[0].clone();
         broker.penalise(site, &entry, FailureKind::Captcha).await;
         let refused = broker.candidates(site, Some(id)).await.unwrap_err();
         assert!(
