@@ -53,14 +53,23 @@ async fn listen(link: RedisLink, near: Weak<NearCache>) {
                 while let Some(message) = messages.next().await {
                     let Some(cache) = near.upgrade() else { return };
                     match message.get_payload::<String>() {
-                        Ok(change) => cache.heard(&change),
-                        // Not one of ours: forget everything rather than guess.
+                        // This process's own change: its near cache already holds it.
+                        Ok(change) => {
+                            if let Some(key) = link.foreign_change(&change) {
+                                cache.heard(key);
+                            }
+                        }
+                        // Unreadable: forget everything rather than guess.
                         Err(_) => cache.heard("*"),
                     }
                 }
                 let Some(cache) = near.upgrade() else { return };
                 cache.hearing(false);
                 drop(cache);
+                // The connection ended under the subscription: a reset, or Redis gone. The
+                // link counts it as an error; the next try tells which (a refused
+                // connection is an outage at once), even when no request asks Redis.
+                link.connection_dropped("redis cache changes", "the subscription ended");
                 log::warn!("event=cache_changes_unheard channel={channel} reason=\"the subscription ended\" near_window_ms={}", super::near::NEAR_WINDOW.as_millis());
                 failing = true;
                 tokio::time::sleep(FIRST_PAUSE).await;

@@ -112,12 +112,16 @@ impl NearCache {
         self.marks.get(key)
     }
 
+    /// Forgets a copy (this process changed or deleted the entry): a read that started
+    /// before is not taken as current either.
     pub fn forget(&self, key: &str) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.copies().remove(key);
         self.marks.delete(key);
     }
 
     pub fn forget_prefix(&self, prefix: &str) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.copies().retain(|key, _| !key.starts_with(prefix));
         self.marks.delete_prefix(prefix);
     }

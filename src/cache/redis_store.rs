@@ -94,7 +94,8 @@ impl RedisStore {
             .arg(value)
             .arg(millis)
             .arg(fence)
-            .arg(self.link.keys().changes_channel());
+            .arg(self.link.keys().changes_channel())
+            .arg(self.link.change_message(key));
         let written: u64 = self.link.invoke(WHAT, Admit::WhenUp, &invocation).await?;
         Ok(match written {
             1 => TokenWrite::Written,
@@ -107,7 +108,9 @@ impl RedisStore {
     /// change is published in the same step, for the near caches of every instance.
     pub async fn delete(&self, key: &str) -> Result<bool> {
         let mut invocation = CACHE_DELETE.key(key);
-        invocation.arg(self.link.keys().changes_channel());
+        invocation
+            .arg(self.link.keys().changes_channel())
+            .arg(self.link.change_message(key));
         let removed: u64 = self.link.invoke(WHAT, Admit::Always, &invocation).await?;
         Ok(removed > 0)
     }
@@ -146,9 +149,12 @@ impl RedisStore {
         }
         let announce = redis::cmd("PUBLISH")
             .arg(self.link.keys().changes_channel())
-            .arg(format!("{prefix}*"))
+            .arg(self.link.change_message(&format!("{prefix}*")))
             .clone();
-        let _: u64 = self.link.query(WHAT, Admit::Always, &announce).await?;
+        // Not heard (an ACL without the channel): near copies are then re-read each second.
+        if let Err(e) = self.link.query::<u64>(WHAT, Admit::Always, &announce).await {
+            log::warn!("event=cache_change_unpublished prefix={prefix} error=\"{e}\"");
+        }
         Ok(removed)
     }
 

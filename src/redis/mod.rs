@@ -65,6 +65,8 @@ struct Inner {
     conn: ConnectionManager,
     /// For connections of their own (subscriptions).
     client: ::redis::Client,
+    /// This process's name in the changes it publishes, so that it can tell its own.
+    origin: String,
     keys: Keys,
     breaker: Breaker,
     display_url: String,
@@ -97,6 +99,7 @@ impl RedisLink {
             inner: Arc::new(Inner {
                 conn,
                 client,
+                origin: uuid::Uuid::new_v4().simple().to_string(),
                 keys: Keys::new(key_prefix),
                 breaker: Breaker::default(),
                 display_url: redact_url(url),
@@ -107,6 +110,22 @@ impl RedisLink {
 
     pub fn keys(&self) -> &Keys {
         &self.inner.keys
+    }
+
+    /// How a change this process publishes reads on the channel of changes: `ORIGIN KEY`
+    /// (the origin is this process's own; a listener skips its own changes, which its near
+    /// cache already holds).
+    pub fn change_message(&self, key: &str) -> String {
+        format!("{} {key}", self.inner.origin)
+    }
+
+    /// The key of a change read on the channel, unless this process published it.
+    pub fn foreign_change<'a>(&self, message: &'a str) -> Option<&'a str> {
+        match message.split_once(' ') {
+            Some((origin, _)) if origin == self.inner.origin => None,
+            Some((_, key)) => Some(key),
+            None => Some(message),
+        }
     }
 
     /// The URL without its password, for logs and `/health`.
@@ -148,19 +167,44 @@ impl RedisLink {
     }
 
     /// A connection of its own subscribed to `channel` (within the connect and command
-    /// timeouts), for a listener that reads it until it ends.
+    /// timeouts), for a listener that reads it until it ends. A failure to reach Redis is
+    /// the link's news like any call's; a refusal (an ACL without the channel) is not.
     pub async fn subscribe(&self, channel: &str) -> Result<::redis::aio::PubSub> {
-        let unreachable = |e: String| Error::CacheUnavailable(format!("redis subscription: {e}"));
+        const WHAT: &str = "redis subscription";
         let connect = self.inner.client.get_async_pubsub();
-        let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-            .await
-            .map_err(|_| unreachable("no connection within the connect timeout".into()))?
-            .map_err(|e| unreachable(e.to_string()))?;
-        tokio::time::timeout(COMMAND_TIMEOUT, pubsub.subscribe(channel))
-            .await
-            .map_err(|_| unreachable("SUBSCRIBE unanswered within the command timeout".into()))?
-            .map_err(|e| unreachable(e.to_string()))?;
-        Ok(pubsub)
+        let mut pubsub = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(e)) => return Err(self.subscription_failed(&e)),
+            Err(_) => {
+                self.found_unreachable(WHAT, "no connection within the connect timeout");
+                return Err(Error::CacheUnavailable(format!(
+                    "{WHAT}: no connection within the connect timeout"
+                )));
+            }
+        };
+        match tokio::time::timeout(COMMAND_TIMEOUT, pubsub.subscribe(channel)).await {
+            Ok(Ok(())) => Ok(pubsub),
+            Ok(Err(e)) => Err(self.subscription_failed(&e)),
+            Err(_) => {
+                self.found_unreachable(WHAT, "SUBSCRIBE unanswered within the command timeout");
+                Err(Error::CacheUnavailable(format!(
+                    "{WHAT}: SUBSCRIBE unanswered within the command timeout"
+                )))
+            }
+        }
+    }
+
+    /// A connection of another part (a subscription) ended: an error like a reset, an
+    /// outage only if errors go on (see [`breaker`]).
+    pub fn connection_dropped(&self, what: &str, why: &str) {
+        self.failed(what, Failure::Error, why);
+    }
+
+    fn subscription_failed(&self, e: &RedisError) -> Error {
+        if let Some(how) = failure_of(e) {
+            self.failed("redis subscription", how, &e.to_string());
+        }
+        Error::CacheUnavailable(format!("redis subscription: {e}"))
     }
 
     /// Round trip in milliseconds, through the breaker.

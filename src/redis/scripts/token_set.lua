@@ -5,7 +5,8 @@
 -- | ARGV[1] | the entry (JSON with a `fence` field) |
 -- | ARGV[2] | time to live (ms) |
 -- | ARGV[3] | the entry's fence (0: never compared) |
--- | ARGV[4] | optional: the channel the written key is published on (the near caches) |
+-- | ARGV[4] | optional: the channel of changes, where the write is published (the near caches) |
+-- | ARGV[5] | with ARGV[4]: the message (`ORIGIN KEY`) |
 -- Returns 1 written, 0 stale (a newer fence is stored), 2 revoked (the tombstone exists).
 if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
 local mine = tonumber(ARGV[3])
@@ -17,5 +18,5 @@ if mine > 0 then
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if ARGV[4] then redis.call('PUBLISH', ARGV[4], KEYS[1]) end
+if ARGV[4] then redis.pcall('PUBLISH', ARGV[4], ARGV[5]) end
 return 1
