@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
@@ -26,7 +27,8 @@ pub async fn bound_body(
         let limit = crate::config::seconds(state.config.server.client_request_timeout);
         let body = DeadlineBody {
             inner: Box::pin(req.take_payload()),
-            deadline: Box::pin(tokio::time::sleep(limit)),
+            deadline: Instant::now() + limit,
+            timer: None,
             ended: false,
         };
         let boxed: Pin<Box<dyn Stream<Item = BodyChunk>>> = Box::pin(body);
@@ -38,10 +40,13 @@ pub async fn bound_body(
 /// What a request body yields.
 type BodyChunk = Result<web::Bytes, PayloadError>;
 
-/// A body that ends with a timed-out error once its deadline passes.
+/// A body that ends with a timed-out error once its deadline passes. Its timer is set only
+/// when the body has to be waited for: a body that came with the head (every token request)
+/// costs no timer.
 struct DeadlineBody<S> {
     inner: Pin<Box<S>>,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    deadline: Instant,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     ended: bool,
 }
 
@@ -58,7 +63,11 @@ where
         if let Poll::Ready(item) = self.inner.as_mut().poll_next(cx) {
             return Poll::Ready(item);
         }
-        match self.deadline.as_mut().poll(cx) {
+        let deadline = self.deadline;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+        match timer.as_mut().poll(cx) {
             Poll::Ready(()) => {
                 self.ended = true;
                 Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
