@@ -229,22 +229,8 @@ mod tests {
         AdaptiveLimits::new(redis, slots, metrics)
     }
 
-    /// A link to the test Redis under a prefix of its own; `None` (skipped) when Redis is
-    /// not there outside CI.
     async fn redis_link() -> Option<RedisLink> {
-        let url = std::env::var("TOKEND_TEST_REDIS_URL")
-            .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
-        let prefix = format!("tokend-unit-{}", uuid::Uuid::new_v4());
-        let link = RedisLink::open(&url, &prefix).unwrap();
-        if link.ping().await.is_err() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "Redis is required in CI but is not reachable"
-            );
-            eprintln!("SKIPPED: Redis is not reachable; start it to run this test");
-            return None;
-        }
-        Some(link)
+        crate::redis::test_link().await
     }
 
     /// A burst of congestion answers, all to requests sent before the first of them halved

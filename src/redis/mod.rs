@@ -333,6 +333,25 @@ fn failure_of(e: &RedisError) -> Option<Failure> {
     unreachable.then_some(Failure::Error)
 }
 
+/// A link to the test Redis (`TOKEND_TEST_REDIS_URL`) under a prefix of its own, for unit
+/// tests; `None` (skipped) when Redis is not there outside CI.
+#[cfg(test)]
+pub(crate) async fn test_link() -> Option<RedisLink> {
+    let url = std::env::var("TOKEND_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    let prefix = format!("tokend-unit-{}", uuid::Uuid::new_v4());
+    let link = RedisLink::open(&url, &prefix).unwrap();
+    if link.ping().await.is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "Redis is required in CI but is not reachable"
+        );
+        eprintln!("SKIPPED: Redis is not reachable; start it to run this test");
+        return None;
+    }
+    Some(link)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -450,19 +450,7 @@ mod tests {
     /// Slots in the test Redis under a prefix of their own; `None` (skipped) when Redis is
     /// not there outside CI.
     async fn redis_slots() -> Option<RedisSlots> {
-        let url = std::env::var("TOKEND_TEST_REDIS_URL")
-            .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
-        let prefix = format!("tokend-unit-{}", uuid::Uuid::new_v4());
-        let link = RedisLink::open(&url, &prefix).unwrap();
-        if link.ping().await.is_err() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "Redis is required in CI but is not reachable"
-            );
-            eprintln!("SKIPPED: Redis is not reachable; start it to run this test");
-            return None;
-        }
-        Some(RedisSlots::new(link))
+        crate::redis::test_link().await.map(RedisSlots::new)
     }
 
     fn ask<'a>(site: &'a str, account: &'a str, wait: Duration) -> SlotRequest<'a> {

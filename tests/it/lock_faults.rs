@@ -95,15 +95,7 @@ async fn random_schedules_with_redis_errors_keep_one_holder_per_account() {
             lock_timeout: 2.0,
             ..ConcurrencyConfig::default()
         };
-        let proxies: Vec<Proxy> = (0..2).map(|_| Proxy::start(redis_addr())).collect();
-        let instances: Vec<Slots> = proxies
-            .iter()
-            .map(|p| {
-                let link = RedisLink::open(&format!("redis://{}/0", p.addr), &prefix).unwrap();
-                let redis = RedisSlots::new(link);
-                Slots::new(ConcurrencyActor::new(&config).start(), Some(redis), &config)
-            })
-            .collect();
+        let (proxies, instances) = proxied_instances(&prefix, &config);
         let holders: Arc<Mutex<HashMap<i64, u32>>> = Arc::default();
         let violations: Arc<Mutex<Vec<String>>> = Arc::default();
         let mut tasks = Vec::new();
@@ -172,6 +164,20 @@ async fn random_schedules_with_redis_errors_keep_one_holder_per_account() {
         let violations = violations.lock().unwrap();
         assert!(violations.is_empty(), "seed {seed}: {violations:?}");
     }
+}
+
+/// Two instances on one Redis under `prefix`, each through a fault proxy of its own.
+fn proxied_instances(prefix: &str, config: &ConcurrencyConfig) -> (Vec<Proxy>, Vec<Slots>) {
+    let proxies: Vec<Proxy> = (0..2).map(|_| Proxy::start(redis_addr())).collect();
+    let instances = proxies
+        .iter()
+        .map(|p| {
+            let link = RedisLink::open(&format!("redis://{}/0", p.addr), prefix).unwrap();
+            let redis = RedisSlots::new(link);
+            Slots::new(ConcurrencyActor::new(config).start(), Some(redis), config)
+        })
+        .collect();
+    (proxies, instances)
 }
 
 /// Slots of one instance on the Redis at `url` under `prefix`, with locks that last `ttl_s`.
@@ -544,15 +550,7 @@ async fn random_long_stalls_past_the_command_timeout_keep_one_login_per_account(
             lock_timeout: 2.0,
             ..ConcurrencyConfig::default()
         };
-        let proxies: Vec<Proxy> = (0..2).map(|_| Proxy::start(redis_addr())).collect();
-        let instances: Vec<Slots> = proxies
-            .iter()
-            .map(|p| {
-                let link = RedisLink::open(&format!("redis://{}/0", p.addr), &prefix).unwrap();
-                let redis = RedisSlots::new(link);
-                Slots::new(ConcurrencyActor::new(&config).start(), Some(redis), &config)
-            })
-            .collect();
+        let (proxies, instances) = proxied_instances(&prefix, &config);
         let logins: Arc<Mutex<HashMap<i64, u32>>> = Arc::default();
         let violations: Arc<Mutex<Vec<String>>> = Arc::default();
         let mut tasks = Vec::new();
