@@ -405,6 +405,7 @@ impl Handler<Health> for AlertActor {
                     sites: sites_component,
                     slots: None,
                     history: None,
+                    redis: None,
                     secret_key: None,
                 },
                 database_up,

@@ -128,6 +128,9 @@ pub struct HealthComponents {
     pub slots: Option<SlotsComponent>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<HistoryComponent>,
+    /// Where Redis is: topology, current master, `up` or `degraded` (absent without Redis).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<crate::redis::Whereabouts>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_key: Option<SecretKeyComponent>,
 }

@@ -67,6 +67,9 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
         });
         report.status = HealthLevel::from_alerts(&report.alerts);
     }
+    if let Some(link) = state.slots.link() {
+        report.components.redis = Some(link.whereabouts().await);
+    }
     report.components.slots = Some(SlotsComponent {
         status: slots_status,
         mode: state.slots.mode().to_string(),

@@ -37,6 +37,8 @@ pub struct ResourceUsageAnswer {
     pub recovered_deadlocks: u64,
     /// The slots shared through Redis; `null` without Redis.
     pub shared_slots: Option<SharedSlots>,
+    /// Where Redis is (topology, current master); `null` without Redis.
+    pub redis: Option<crate::redis::Whereabouts>,
     pub process: ProcessUsage,
     pub database_pool: PoolUsage,
 }
@@ -115,6 +117,10 @@ pub async fn usage(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
             error: e.to_string(),
         },
     });
+    let redis = match state.slots.link() {
+        Some(link) => Some(link.whereabouts().await),
+        None => None,
+    };
     let (connections, idle) = state.pool.state();
     let sites = state
         .broker
@@ -142,6 +148,7 @@ pub async fn usage(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
         limits_error: limits.error,
         recovered_deadlocks: local.recovered_deadlocks,
         shared_slots,
+        redis,
         process: crate::daemon::resources::usage(),
         database_pool: PoolUsage {
             backend: state.pool.backend().name(),

@@ -4,7 +4,8 @@
 //! never outlive a change made on another instance by more than the time it takes to hear it.
 //! A subscription that ends (Redis restarted, the connection cut) is made again, with a
 //! pause that doubles up to [`MAX_PAUSE`]; until then copies are current for
-//! [`super::near::NEAR_WINDOW`] only.
+//! [`super::near::NEAR_WINDOW`] only. When the sentinels name another master, the
+//! subscription moves there at once.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -50,7 +51,15 @@ async fn listen(link: RedisLink, near: Weak<NearCache>) {
                 }
                 pause = FIRST_PAUSE;
                 let mut messages = subscribed.into_on_message();
-                while let Some(message) = messages.next().await {
+                let mut switches = link.switches();
+                switches.mark_unchanged();
+                let switched = loop {
+                    let message = tokio::select! {
+                        message = messages.next() => message,
+                        // Sentinel named another master: subscribe there.
+                        _ = switches.changed() => break true,
+                    };
+                    let Some(message) = message else { break false };
                     let Some(cache) = near.upgrade() else { return };
                     match message.get_payload::<String>() {
                         // This process's own change: its near cache already holds it.
@@ -62,10 +71,14 @@ async fn listen(link: RedisLink, near: Weak<NearCache>) {
                         // Unreadable: forget everything rather than guess.
                         Err(_) => cache.heard("*"),
                     }
-                }
+                };
                 let Some(cache) = near.upgrade() else { return };
                 cache.hearing(false);
                 drop(cache);
+                if switched {
+                    log::info!("event=cache_changes_resubscribing channel={channel} reason=master_switched");
+                    continue;
+                }
                 // The connection ended under the subscription: a reset, or Redis gone. The
                 // link counts it as an error; the next try tells which (a refused
                 // connection is an outage at once), even when no request asks Redis.

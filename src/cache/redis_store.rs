@@ -115,27 +115,12 @@ impl RedisStore {
         Ok(removed > 0)
     }
 
-    /// Every key under `prefix`, found with SCAN (never KEYS, which blocks Redis).
+    /// Every key under `prefix`, found with SCAN (never KEYS, which blocks Redis), on every
+    /// master of a cluster.
     async fn scan_prefix(&self, prefix: &str) -> Result<Vec<String>> {
-        let pattern = format!("{prefix}*");
-        let mut cursor: u64 = 0;
-        let mut keys = Vec::new();
-        loop {
-            let cmd = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(SCAN_BATCH)
-                .clone();
-            let (next, batch): (u64, Vec<String>) =
-                self.link.query(WHAT, Admit::WhenUp, &cmd).await?;
-            keys.extend(batch);
-            if next == 0 {
-                return Ok(keys);
-            }
-            cursor = next;
-        }
+        self.link
+            .scan(WHAT, &format!("{prefix}*"), SCAN_BATCH)
+            .await
     }
 
     /// Deletes every key under `prefix`; returns how many.
@@ -167,14 +152,8 @@ impl RedisStore {
         self.link.ping().await
     }
 
-    /// `used_memory` from INFO memory, in bytes.
+    /// `used_memory` from INFO memory, in bytes (of every master of a cluster).
     pub async fn used_memory(&self) -> Result<u64> {
-        let cmd = redis::cmd("INFO").arg("memory").clone();
-        let info: String = self.link.query(WHAT, Admit::WhenUp, &cmd).await?;
-        Ok(info
-            .lines()
-            .find_map(|line| line.strip_prefix("used_memory:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0))
+        self.link.used_memory(WHAT).await
     }
 }

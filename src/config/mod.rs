@@ -28,7 +28,7 @@ use crate::vault::secret::Secret;
 /// password), with the parts of a Redis URL: a login program and a captcha solver are started
 /// without them ([`crate::drivers::process`]). A variable added to `apply_env` belongs here
 /// (a test checks it).
-pub const SECRET_ENV: [&str; 10] = [
+pub const SECRET_ENV: [&str; 14] = [
     "TOKEND_SECRET_KEY",
     "TOKEND_ADMIN_TOKEN",
     "TOKEND_METRICS_TOKEN",
@@ -39,6 +39,10 @@ pub const SECRET_ENV: [&str; 10] = [
     "REDIS_HOST",
     "REDIS_PORT",
     "REDIS_DB",
+    "REDIS_SENTINELS",
+    "REDIS_SENTINEL_MASTER",
+    "REDIS_SENTINEL_PASSWORD",
+    "REDIS_CLUSTER",
 ];
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -193,6 +197,25 @@ impl Config {
                 .map(|p| format!(":{}@", url_component(&p)))
                 .unwrap_or_default();
             self.redis.url = Secret::new(format!("redis://{auth}{host}:{port}/{db}"));
+        }
+        let list = |text: String| -> Vec<String> {
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        if let Some(sentinels) = get("REDIS_SENTINELS") {
+            self.redis.sentinels = list(sentinels);
+        }
+        if let Some(master) = get("REDIS_SENTINEL_MASTER") {
+            self.redis.sentinel_master = master;
+        }
+        if let Some(password) = get("REDIS_SENTINEL_PASSWORD") {
+            self.redis.sentinel_password = Secret::new(password);
+        }
+        if let Some(nodes) = get("REDIS_CLUSTER") {
+            self.redis.cluster = list(nodes);
         }
         Ok(())
     }

@@ -265,11 +265,24 @@ impl DatabaseConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// Empty: in-process cache and slots. May hold a password, hence secret.
+    /// One Redis server (`redis://`, `rediss://`). With `sentinels`, only its credentials,
+    /// database and TLS apply (to the master the sentinels name); with `cluster`, its
+    /// credentials and TLS apply to every node. Empty with neither: in-process cache and
+    /// slots. May hold a password, hence secret.
     pub url: Secret,
     /// Every key tokend writes starts with `{key_prefix}:` (the token cache) or
     /// `{{key_prefix}}:` (the shared state, one Redis Cluster hash tag): `crate::redis::keys`.
     pub key_prefix: String,
+    /// Redis Sentinel: `host:port` of each sentinel; tokend asks them for the master and
+    /// follows a failover (`crate::redis::sentinel`).
+    pub sentinels: Vec<String>,
+    /// The master's name the sentinels monitor (`sentinel monitor NAME …`).
+    pub sentinel_master: String,
+    /// The sentinels' own ACL user and password, when they require one.
+    pub sentinel_username: String,
+    pub sentinel_password: Secret,
+    /// Redis Cluster: `host:port` of some of its nodes (the rest are discovered).
+    pub cluster: Vec<String>,
 }
 
 impl Default for RedisConfig {
@@ -277,13 +290,18 @@ impl Default for RedisConfig {
         RedisConfig {
             url: Secret::default(),
             key_prefix: "tokend".into(),
+            sentinels: Vec::new(),
+            sentinel_master: String::new(),
+            sentinel_username: String::new(),
+            sentinel_password: Secret::default(),
+            cluster: Vec::new(),
         }
     }
 }
 
 impl RedisConfig {
     pub fn enabled(&self) -> bool {
-        !self.url.is_empty()
+        !(self.url.is_empty() && self.sentinels.is_empty() && self.cluster.is_empty())
     }
 
     pub(super) fn validate(&self) -> Result<()> {
@@ -305,8 +323,47 @@ impl RedisConfig {
                 "must be 1 to 64 characters, without spaces, glob characters or braces",
             ));
         }
+        if !self.sentinels.is_empty() && !self.cluster.is_empty() {
+            return Err(Error::config(
+                "redis.sentinels",
+                "set either `sentinels` (Redis Sentinel) or `cluster` (Redis Cluster), not both",
+            ));
+        }
+        check_addresses("redis.sentinels", &self.sentinels)?;
+        check_addresses("redis.cluster", &self.cluster)?;
+        if !self.sentinels.is_empty() && self.sentinel_master.trim().is_empty() {
+            return Err(Error::config(
+                "redis.sentinel_master",
+                "names the master the sentinels monitor; required with `sentinels` \
+                 (REDIS_SENTINEL_MASTER)",
+            ));
+        }
+        if self.sentinels.is_empty()
+            && (!self.sentinel_master.is_empty() || !self.sentinel_password.is_empty())
+        {
+            return Err(Error::config(
+                "redis.sentinel_master",
+                "is set but `sentinels` is empty: list the sentinels (REDIS_SENTINELS)",
+            ));
+        }
         Ok(())
     }
+}
+
+/// Each entry is `host:port` (a name or an address, and a port number).
+fn check_addresses(key: &str, addresses: &[String]) -> Result<()> {
+    for address in addresses {
+        let parsed = address.rsplit_once(':').filter(|(host, port)| {
+            !host.trim().is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if parsed.is_none() {
+            return Err(Error::config(
+                key,
+                format!("`{address}` is not host:port (for example \"10.0.0.5:26379\")"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -23,17 +23,23 @@
 pub mod breaker;
 pub mod keys;
 pub mod scripts;
+pub mod sentinel;
+pub mod topology;
 
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, ScriptInvocation};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 pub use self::breaker::{Breaker, Failure, LinkState, ERROR_GRACE};
 pub use self::keys::Keys;
+use self::sentinel::{Master, Sentinels};
+use self::topology::Conn;
+pub use self::topology::Topology;
 use crate::config::RedisConfig;
 use crate::error::{Error, Result};
 use crate::vault::secret::redact_url;
@@ -62,9 +68,29 @@ pub struct RedisLink {
 }
 
 struct Inner {
-    conn: ConnectionManager,
-    /// For connections of their own (subscriptions).
-    client: ::redis::Client,
+    topology: Topology,
+    /// What every call clones: `None` until the sentinels named a master; swapped when they
+    /// name another.
+    conn: RwLock<Option<Conn>>,
+    /// For connections of their own (subscriptions): the server, the current master, or
+    /// each cluster node in turn (`PUBLISH` reaches every node of a cluster).
+    subscribe_to: RwLock<Vec<::redis::Client>>,
+    /// The sentinels, with [`Topology::Sentinel`].
+    sentinels: Option<Sentinels>,
+    /// `host:port` of the server, or of the master the sentinels named.
+    master: RwLock<Option<String>>,
+    /// Replicas of the current master (Sentinel): grants then wait for one (`WAIT`).
+    replicas: AtomicUsize,
+    /// Counts master switches: a subscription made before one is made again.
+    switches: tokio::sync::watch::Sender<u64>,
+    /// Set while the sentinels are being asked.
+    finding_master: tokio::sync::Mutex<()>,
+    /// Set once the watcher of `+switch-master` runs.
+    watching: AtomicBool,
+    /// Set while a background search for the master runs.
+    asking: AtomicBool,
+    /// Seed nodes of a cluster, to subscribe through one that answers.
+    next_node: AtomicUsize,
     /// This process's name in the changes it publishes, so that it can tell its own.
     origin: String,
     keys: Keys,
@@ -75,37 +101,120 @@ struct Inner {
 }
 
 impl RedisLink {
-    /// The link the configuration asks for; `None` without `[redis] url`. Redis is connected
-    /// lazily: tokend starts while Redis is down.
+    /// The link the configuration asks for; `None` without Redis. Redis is connected lazily:
+    /// tokend starts while Redis (or every sentinel, or the cluster) is down.
     pub fn from_config(config: &RedisConfig) -> Result<Option<RedisLink>> {
         if !config.enabled() {
             return Ok(None);
         }
-        RedisLink::open(config.url.expose(), &config.key_prefix).map(Some)
-    }
-
-    /// A link to `url` with keys under `key_prefix` (what [`RedisLink::from_config`] builds).
-    pub fn open(url: &str, key_prefix: &str) -> Result<RedisLink> {
-        let client = ::redis::Client::open(url)
-            .map_err(|e| Error::config("redis.url", format!("{}: {e}", redact_url(url))))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|e| Error::config("redis.url", e.to_string()))?;
-        Ok(RedisLink {
+        let template = topology::template(config)?;
+        let topology = Topology::of(config);
+        let (conn, subscribe_to, sentinels, master, shown) = match topology {
+            Topology::Single => {
+                let (conn, client) = topology::server(template.clone())?;
+                let master = Some(template.addr().to_string());
+                (
+                    Some(conn),
+                    vec![client],
+                    None,
+                    master,
+                    redact_url(config.url.expose()),
+                )
+            }
+            Topology::Sentinel => {
+                let sentinels = Sentinels::from_config(config, template)?;
+                let shown = format!(
+                    "sentinel://{}/{}",
+                    config.sentinels.join(","),
+                    sentinels.master_name()
+                );
+                (None, vec![], Some(sentinels), None, shown)
+            }
+            Topology::Cluster => {
+                let conn = topology::cluster(&config.cluster, &template)?;
+                let mut clients = Vec::with_capacity(config.cluster.len());
+                for node in &config.cluster {
+                    let (host, port) = topology::split_address(node)?;
+                    let info = topology::at(&template, &host, port);
+                    clients.push(
+                        ::redis::Client::open(info)
+                            .map_err(|e| Error::config("redis.cluster", e.to_string()))?,
+                    );
+                }
+                let shown = format!("cluster://{}", config.cluster.join(","));
+                (Some(conn), clients, None, None, shown)
+            }
+        };
+        Ok(Some(RedisLink {
             inner: Arc::new(Inner {
-                conn,
-                client,
+                topology,
+                conn: RwLock::new(conn),
+                subscribe_to: RwLock::new(subscribe_to),
+                sentinels,
+                master: RwLock::new(master),
+                replicas: AtomicUsize::new(0),
+                switches: tokio::sync::watch::channel(0).0,
+                finding_master: tokio::sync::Mutex::new(()),
+                watching: AtomicBool::new(false),
+                asking: AtomicBool::new(false),
+                next_node: AtomicUsize::new(0),
                 origin: uuid::Uuid::new_v4().simple().to_string(),
-                keys: Keys::new(key_prefix),
+                keys: Keys::new(&config.key_prefix),
                 breaker: Breaker::default(),
-                display_url: redact_url(url),
+                display_url: shown,
                 probing: AtomicBool::new(false),
             }),
-        })
+        }))
+    }
+
+    /// A link to one server at `url` with keys under `key_prefix`.
+    pub fn open(url: &str, key_prefix: &str) -> Result<RedisLink> {
+        let config = RedisConfig {
+            url: crate::vault::secret::Secret::new(url.to_string()),
+            key_prefix: key_prefix.to_string(),
+            ..RedisConfig::default()
+        };
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(Error::config(
+                "redis.url",
+                format!("{}: must start with redis:// or rediss://", redact_url(url)),
+            ));
+        }
+        RedisLink::from_config(&config).map(|link| link.expect("a URL enables Redis"))
+    }
+
+    /// One server, the master the sentinels name, or a cluster.
+    pub fn topology(&self) -> Topology {
+        self.inner.topology
+    }
+
+    /// Where the link is now, for `/health` and `/resource-usage`.
+    pub async fn whereabouts(&self) -> Whereabouts {
+        let masters = match self.inner.topology {
+            Topology::Cluster if self.is_up() => self.cluster_masters().await.ok(),
+            _ => None,
+        };
+        Whereabouts {
+            topology: self.inner.topology,
+            master: self.master(),
+            masters,
+            status: if self.is_up() { "up" } else { "degraded" }.to_string(),
+        }
+    }
+
+    /// `host:port` of the server or the current master (`None` before the sentinels named
+    /// one, and with a cluster).
+    pub fn master(&self) -> Option<String> {
+        self.inner
+            .master
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A receiver told of each master switch (a subscription made before is stale).
+    pub fn switches(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.switches.subscribe()
     }
 
     pub fn keys(&self) -> &Keys {
@@ -144,15 +253,14 @@ impl RedisLink {
 
     /// One command; `what` names the user in errors and logs ("redis slots").
     pub async fn query<T: FromRedisValue>(&self, what: &str, admit: Admit, cmd: &Cmd) -> Result<T> {
-        let mut conn = self.inner.conn.clone();
-        self.call(what, admit, cmd.query_async(&mut conn)).await
+        let mut conn = self.conn(what, admit).await?;
+        self.outcome(what, cmd.query_async(&mut conn).await)
     }
 
     /// Several commands in one round trip.
     pub async fn pipe<T: FromRedisValue>(&self, what: &str, pipe: &Pipeline) -> Result<T> {
-        let mut conn = self.inner.conn.clone();
-        self.call(what, Admit::WhenUp, pipe.query_async(&mut conn))
-            .await
+        let mut conn = self.conn(what, Admit::WhenUp).await?;
+        self.outcome(what, pipe.query_async(&mut conn).await)
     }
 
     /// One run of a script of [`scripts`].
@@ -162,16 +270,152 @@ impl RedisLink {
         admit: Admit,
         script: &ScriptInvocation<'_>,
     ) -> Result<T> {
-        let mut conn = self.inner.conn.clone();
-        self.call(what, admit, script.invoke_async(&mut conn)).await
+        let mut conn = self.conn(what, admit).await?;
+        self.outcome(what, script.invoke_async(&mut conn).await)
+    }
+
+    /// After a lease or lock was granted: waits (at most `within`) until a replica has it
+    /// too, so that a failover right after the grant does not lose it. Only when the master
+    /// has replicas (Sentinel); a replica that does not answer in time is logged, not fatal
+    /// (the fencing number still guards every write).
+    pub async fn replicate(&self, what: &str, within: Duration) {
+        if self.inner.replicas.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let millis = within.as_millis() as u64;
+        let cmd = ::redis::cmd("WAIT").arg(1).arg(millis).clone();
+        match self.query::<u64>(what, Admit::Always, &cmd).await {
+            Ok(0) => {
+                log::debug!("event=redis_wait_unacknowledged op=\"{what}\" within_ms={millis}")
+            }
+            Ok(_) => {}
+            Err(e) => log::debug!("event=redis_wait_failed op=\"{what}\" error=\"{e}\""),
+        }
+    }
+
+    /// Every key matching `pattern`, found with SCAN (never KEYS, which blocks Redis); on a
+    /// cluster, on every master.
+    pub async fn scan(&self, what: &str, pattern: &str, batch: usize) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let nodes: Vec<Option<(String, u16)>> = match self.inner.topology {
+            Topology::Cluster => self
+                .cluster_masters()
+                .await?
+                .iter()
+                .map(|address| topology::split_address(address).ok())
+                .collect(),
+            _ => vec![None],
+        };
+        for node in nodes {
+            let mut cursor: u64 = 0;
+            loop {
+                let cmd = ::redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(batch)
+                    .clone();
+                let (next, found): (u64, Vec<String>) = match &node {
+                    Some((host, port)) => self.on_node(what, host, *port, cmd).await?,
+                    None => self.query(what, Admit::WhenUp, &cmd).await?,
+                };
+                keys.extend(found);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(keys)
+    }
+
+    /// `used_memory` from `INFO memory`, in bytes (summed over a cluster's masters).
+    pub async fn used_memory(&self, what: &str) -> Result<u64> {
+        let read = |info: &str| -> u64 {
+            info.lines()
+                .find_map(|line| line.strip_prefix("used_memory:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let cmd = ::redis::cmd("INFO").arg("memory").clone();
+        if self.inner.topology != Topology::Cluster {
+            let info: String = self.query(what, Admit::WhenUp, &cmd).await?;
+            return Ok(read(&info));
+        }
+        let mut total = 0;
+        for address in self.cluster_masters().await? {
+            let (host, port) = topology::split_address(&address)?;
+            let info: String = self.on_node(what, &host, port, cmd.clone()).await?;
+            total += read(&info);
+        }
+        Ok(total)
+    }
+
+    /// `host:port` of each master of the cluster (`CLUSTER NODES`).
+    async fn cluster_masters(&self) -> Result<Vec<String>> {
+        let cmd = ::redis::cmd("CLUSTER").arg("NODES").clone();
+        let nodes: String = self.query("redis cluster", Admit::WhenUp, &cmd).await?;
+        Ok(masters_of(&nodes))
+    }
+
+    /// One command on one node of the cluster.
+    async fn on_node<T: FromRedisValue>(
+        &self,
+        what: &str,
+        host: &str,
+        port: u16,
+        cmd: Cmd,
+    ) -> Result<T> {
+        use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+        let Conn::Cluster(mut conn) = self.conn(what, Admit::WhenUp).await? else {
+            return Err(Error::Internal(format!("{what}: not a cluster")));
+        };
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: host.to_string(),
+            port,
+        });
+        let value = conn.route_command(cmd, routing).await;
+        let value = self.outcome(what, value)?;
+        ::redis::from_redis_value(value)
+            .map_err(|e| Error::CacheUnavailable(format!("{what}: {e}")))
     }
 
     /// A connection of its own subscribed to `channel` (within the connect and command
     /// timeouts), for a listener that reads it until it ends. A failure to reach Redis is
-    /// the link's news like any call's; a refusal (an ACL without the channel) is not.
+    /// the link's news like any call's; a refusal (an ACL without the channel) is not. On
+    /// a cluster, through one node after another (a `PUBLISH` reaches every node).
     pub async fn subscribe(&self, channel: &str) -> Result<::redis::aio::PubSub> {
         const WHAT: &str = "redis subscription";
-        let connect = self.inner.client.get_async_pubsub();
+        if self.inner.topology == Topology::Sentinel && self.master().is_none() {
+            self.find_master().await?;
+        }
+        let client = {
+            let clients = self
+                .inner
+                .subscribe_to
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            if clients.is_empty() {
+                return Err(Error::CacheUnavailable(format!("{WHAT}: no master known")));
+            }
+            let turn = self.inner.next_node.load(Ordering::Relaxed);
+            clients[turn % clients.len()].clone()
+        };
+        let result = self.subscribe_with(&client, channel).await;
+        if result.is_err() {
+            self.inner.next_node.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn subscribe_with(
+        &self,
+        client: &::redis::Client,
+        channel: &str,
+    ) -> Result<::redis::aio::PubSub> {
+        const WHAT: &str = "redis subscription";
+        let connect = client.get_async_pubsub();
         let mut pubsub = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(Ok(pubsub)) => pubsub,
             Ok(Err(e)) => return Err(self.subscription_failed(&e)),
@@ -216,18 +460,37 @@ impl RedisLink {
         Ok(started.elapsed().as_secs_f64() * 1000.0)
     }
 
-    async fn call<T>(
-        &self,
-        what: &str,
-        admit: Admit,
-        call: impl Future<Output = ::redis::RedisResult<T>>,
-    ) -> Result<T> {
+    /// The connection a call uses, unless the breaker refuses the call; with Sentinel, the
+    /// master is found first when none is known yet.
+    async fn conn(&self, what: &str, admit: Admit) -> Result<Conn> {
         if admit == Admit::WhenUp && !self.is_up() {
             return Err(Error::CacheUnavailable(format!(
                 "{what}: Redis is left alone after a failure until a probe finds it back"
             )));
         }
-        match call.await {
+        if let Some(conn) = self.current() {
+            return Ok(conn);
+        }
+        self.watch_switches();
+        if let Err(e) = self.find_master().await {
+            self.failed(what, Failure::Error, &e.to_string());
+            return Err(e);
+        }
+        self.current()
+            .ok_or_else(|| Error::CacheUnavailable(format!("{what}: no master known")))
+    }
+
+    fn current(&self) -> Option<Conn> {
+        self.inner
+            .conn
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// What a call's answer says of the link.
+    fn outcome<T>(&self, what: &str, result: ::redis::RedisResult<T>) -> Result<T> {
+        match result {
             Ok(value) => {
                 self.answered("call");
                 Ok(value)
@@ -239,6 +502,102 @@ impl RedisLink {
                 }
                 Err(Error::CacheUnavailable(format!("{what}: {e}")))
             }
+        }
+    }
+
+    /// Asks the sentinels for the master and moves to it if it is another (one search at
+    /// a time; a caller that waited for another's search uses its result).
+    async fn find_master(&self) -> Result<()> {
+        let Some(sentinels) = &self.inner.sentinels else {
+            return Ok(());
+        };
+        let seen = *self.inner.switches.borrow();
+        let _searching = self.inner.finding_master.lock().await;
+        if *self.inner.switches.borrow() != seen && self.current().is_some() {
+            return Ok(());
+        }
+        let master = sentinels.find_master().await?;
+        self.move_to(sentinels, master)
+    }
+
+    /// Swaps the connection to `master` (unless it is the current one).
+    fn move_to(&self, sentinels: &Sentinels, master: Master) -> Result<()> {
+        let address = master.address();
+        self.inner
+            .replicas
+            .store(master.replicas, Ordering::Relaxed);
+        let before = self.master();
+        if before.as_deref() == Some(address.as_str()) && self.current().is_some() {
+            return Ok(());
+        }
+        let (conn, client) = topology::server(sentinels.master_info(&master))?;
+        *self.inner.conn.write().unwrap_or_else(|p| p.into_inner()) = Some(conn);
+        *self
+            .inner
+            .subscribe_to
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = vec![client];
+        *self.inner.master.write().unwrap_or_else(|p| p.into_inner()) = Some(address.clone());
+        self.inner.switches.send_modify(|n| *n += 1);
+        // The new master may answer at once: no need to wait for the probe's pause.
+        if !self.is_up() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let link = self.clone();
+                runtime.spawn(async move {
+                    if let Some(mut conn) = link.current() {
+                        let ping = ::redis::cmd("PING").query_async::<String>(&mut conn);
+                        if let Ok(Ok(_)) = tokio::time::timeout(COMMAND_TIMEOUT, ping).await {
+                            link.answered("master_switch");
+                        }
+                    }
+                });
+            }
+        }
+        match before {
+            Some(before) => log::warn!(
+                "event=redis_master_switched master_name={} from={before} to={address} replicas={}",
+                sentinels.master_name(),
+                master.replicas
+            ),
+            None => log::info!(
+                "event=redis_master_found master_name={} master={address} replicas={}",
+                sentinels.master_name(),
+                master.replicas
+            ),
+        }
+        Ok(())
+    }
+
+    /// With Sentinel: asks the sentinels again in the background (after an error, a timeout
+    /// or a `READONLY`: the master may have changed).
+    fn spawn_find_master(&self) {
+        if self.inner.sentinels.is_none() || self.inner.asking.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let link = self.clone();
+                runtime.spawn(async move {
+                    if let Err(e) = link.find_master().await {
+                        log::debug!("event=redis_master_unknown error=\"{e}\"");
+                    }
+                    link.inner.asking.store(false, Ordering::Release);
+                });
+            }
+            Err(_) => self.inner.asking.store(false, Ordering::Release),
+        }
+    }
+
+    /// With Sentinel: starts the watcher of `+switch-master` (once, inside a runtime).
+    fn watch_switches(&self) {
+        if self.inner.sentinels.is_none() || self.inner.watching.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(watch_switches(Arc::downgrade(&self.inner)));
+            }
+            Err(_) => self.inner.watching.store(false, Ordering::Release),
         }
     }
 
@@ -259,6 +618,7 @@ impl RedisLink {
     }
 
     fn failed(&self, what: &str, how: Failure, e: &str) {
+        self.spawn_find_master();
         if self.inner.breaker.failed(how) == breaker::Change::Opened {
             log::warn!(
                 "event=redis_unreachable url={} op=\"{what}\" error=\"{e}\" fallback=in_process retry_in={}s",
@@ -293,7 +653,21 @@ impl RedisLink {
             if !self.inner.breaker.begin_probe() {
                 continue;
             }
-            let mut conn = self.inner.conn.clone();
+            // With Sentinel, the master may be another by now.
+            if self.inner.sentinels.is_some() {
+                let find = self.find_master();
+                if !matches!(
+                    tokio::time::timeout(COMMAND_TIMEOUT * 2, find).await,
+                    Ok(Ok(()))
+                ) {
+                    self.inner.breaker.probe_failed();
+                    continue;
+                }
+            }
+            let Some(mut conn) = self.current() else {
+                self.inner.breaker.probe_failed();
+                continue;
+            };
             let cmd = ::redis::cmd("PING");
             let ping = cmd.query_async::<String>(&mut conn);
             match tokio::time::timeout(COMMAND_TIMEOUT, ping).await {
@@ -308,6 +682,86 @@ impl RedisLink {
             self.spawn_probe();
         }
     }
+}
+
+/// Where the link is, for `/health` (`components.redis`) and `/resource-usage` (`redis`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Whereabouts {
+    /// `single`, `sentinel` or `cluster`.
+    pub topology: Topology,
+    /// `host:port` of the server, or of the master the sentinels named; `null` with a
+    /// cluster or before a master is known.
+    pub master: Option<String>,
+    /// A cluster's masters (`null` otherwise, or while Redis is unreachable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub masters: Option<Vec<String>>,
+    /// `up`, or `degraded` (every user on its in-process fallback).
+    pub status: String,
+}
+
+/// Reads `+switch-master` from one sentinel after another for as long as the link lives;
+/// each announcement for this master (and each new subscription, which may have missed
+/// one) makes the link ask the sentinels again.
+async fn watch_switches(link: Weak<Inner>) {
+    let mut pause = Duration::from_millis(100);
+    let mut turn = 0usize;
+    loop {
+        let (info, name) = {
+            let Some(inner) = link.upgrade() else { return };
+            let Some(sentinels) = &inner.sentinels else {
+                return;
+            };
+            turn += 1;
+            (
+                sentinels.sentinel(turn % sentinels.len()).clone(),
+                sentinels.master_name().to_string(),
+            )
+        };
+        let subscribed = async {
+            let client = ::redis::Client::open(info).ok()?;
+            let mut pubsub = client.get_async_pubsub().await.ok()?;
+            pubsub.subscribe(sentinel::SWITCH_CHANNEL).await.ok()?;
+            Some(pubsub)
+        };
+        let Ok(Some(pubsub)) = tokio::time::timeout(CONNECT_TIMEOUT, subscribed).await else {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(breaker::MAX_PAUSE);
+            continue;
+        };
+        pause = Duration::from_millis(100);
+        let Some(inner) = link.upgrade() else { return };
+        RedisLink { inner }.spawn_find_master();
+        let mut messages = pubsub.into_on_message();
+        while let Some(message) = messages.next().await {
+            let Ok(text) = message.get_payload::<String>() else {
+                continue;
+            };
+            let Some(to) = sentinel::switched_to(&text, &name) else {
+                continue;
+            };
+            let Some(inner) = link.upgrade() else { return };
+            log::info!("event=redis_switch_announced master_name={name} to={to}");
+            RedisLink { inner }.spawn_find_master();
+        }
+    }
+}
+
+/// The masters' `host:port` in a `CLUSTER NODES` answer.
+fn masters_of(nodes: &str) -> Vec<String> {
+    let mut masters: Vec<String> = nodes
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = fields.get(2)?;
+            let is_master = flags.split(',').any(|f| f == "master");
+            let failed = flags.split(',').any(|f| f == "fail" || f == "noaddr");
+            // `ip:port@cport[,hostname]`
+            let address = fields.get(1)?.split('@').next()?;
+            (is_master && !failed && !address.starts_with(':')).then(|| address.to_string())
+        })
+        .collect();
+    masters.sort();
+    masters
 }
 
 /// Whether an error means Redis cannot be reached, and how; `None` for an answer that refused

@@ -42,6 +42,10 @@ use crate::slots::concurrency::SlotLimits;
 /// How the slots name themselves in errors and logs.
 const WHAT: &str = "redis slots";
 
+/// How long a grant waits for a replica to have it (`WAIT 1`, with Sentinel's replicas):
+/// a failover right after the grant then keeps it.
+const REPLICA_WAIT: Duration = Duration::from_millis(100);
+
 /// How many of the oldest waiters the grant script considers before the caller.
 pub const FIFO_WINDOW: usize = 64;
 
@@ -173,6 +177,19 @@ impl RedisSlots {
     /// One try: granted (`Some`), queued (`None`), or `QUEUE_FULL`.
     /// One try at a slot; `queued` says whether an earlier try of this waiter was queued.
     async fn try_grant(
+        &self,
+        id: &str,
+        ask: &SlotRequest<'_>,
+        queued: bool,
+    ) -> Result<Option<u64>> {
+        let granted = self.try_grant_once(id, ask, queued).await?;
+        if granted.is_some() {
+            self.link.replicate(WHAT, REPLICA_WAIT).await;
+        }
+        Ok(granted)
+    }
+
+    async fn try_grant_once(
         &self,
         id: &str,
         ask: &SlotRequest<'_>,
@@ -344,6 +361,9 @@ impl RedisSlots {
         let mut script = LOCK_TAKE.key(self.link.keys().lock(site, credential_id));
         script.arg(owner).arg(ttl.as_millis() as u64);
         let taken: u64 = self.link.invoke(WHAT, admit, &script).await?;
+        if taken == 1 {
+            self.link.replicate(WHAT, REPLICA_WAIT).await;
+        }
         Ok(taken == 1)
     }
 
