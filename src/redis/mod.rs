@@ -545,7 +545,8 @@ impl RedisLink {
                 let link = self.clone();
                 runtime.spawn(async move {
                     if let Some(mut conn) = link.current() {
-                        let ping = ::redis::cmd("PING").query_async::<String>(&mut conn);
+                        let cmd = ::redis::cmd("PING");
+                        let ping = cmd.query_async::<String>(&mut conn);
                         if let Ok(Ok(_)) = tokio::time::timeout(COMMAND_TIMEOUT, ping).await {
                             link.answered("master_switch");
                         }
