@@ -577,4 +577,57 @@ mod tests {
             info.addr()
         );
     }
+
+    #[test]
+    fn sentinels_and_cluster_come_from_the_environment_as_lists() {
+        let env = |name: &str| match name {
+            "REDIS_SENTINELS" => Some(" 10.0.0.1:26379, 10.0.0.2:26379 ,".to_string()),
+            "REDIS_SENTINEL_MASTER" => Some("tokend".to_string()),
+            "REDIS_SENTINEL_PASSWORD" => Some("s3cret".to_string()),
+            _ => None,
+        };
+        let config = Config::from_sources(None, &env).unwrap();
+        assert_eq!(config.redis.sentinels, ["10.0.0.1:26379", "10.0.0.2:26379"]);
+        assert_eq!(config.redis.sentinel_master, "tokend");
+        assert!(config.redis.enabled(), "sentinels alone enable Redis");
+        let env = |name: &str| (name == "REDIS_CLUSTER").then(|| "h1:7000,h2:7001".to_string());
+        let config = Config::from_sources(None, &env).unwrap();
+        assert_eq!(config.redis.cluster, ["h1:7000", "h2:7001"]);
+        assert!(config.redis.enabled());
+    }
+
+    #[test]
+    fn a_sentinel_or_cluster_setup_that_cannot_work_is_named() {
+        let cases = [
+            // Sentinels without the master's name.
+            (
+                "[redis]\nsentinels = [\"127.0.0.1:26379\"]\n",
+                "redis.sentinel_master",
+            ),
+            // Both topologies at once.
+            (
+                "[redis]\nsentinels = [\"a:1\"]\nsentinel_master = \"m\"\ncluster = [\"b:2\"]\n",
+                "redis.sentinels",
+            ),
+            // Not host:port.
+            ("[redis]\ncluster = [\"127.0.0.1\"]\n", "redis.cluster"),
+            ("[redis]\ncluster = [\"h:0\"]\n", "redis.cluster"),
+            (
+                "[redis]\nsentinels = [\"h:port\"]\nsentinel_master = \"m\"\n",
+                "redis.sentinels",
+            ),
+            // A master's name without sentinels.
+            (
+                "[redis]\nsentinel_master = \"m\"\n",
+                "redis.sentinel_master",
+            ),
+        ];
+        for (text, key) in cases {
+            assert_eq!(
+                key_of(Config::from_sources(Some(text), &no_env)),
+                key,
+                "{text}"
+            );
+        }
+    }
 }

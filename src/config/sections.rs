@@ -283,6 +283,10 @@ pub struct RedisConfig {
     pub sentinel_password: Secret,
     /// Redis Cluster: `host:port` of some of its nodes (the rest are discovered).
     pub cluster: Vec<String>,
+    /// With `sentinels` or `cluster`: how long (seconds) a Redis out of reach is taken for a
+    /// failover under way before logins start on in-process locks (a login that cannot
+    /// ask Redis whether another instance logs the account in waits this long first).
+    pub failover_wait: f64,
 }
 
 impl Default for RedisConfig {
@@ -295,6 +299,7 @@ impl Default for RedisConfig {
             sentinel_username: String::new(),
             sentinel_password: Secret::default(),
             cluster: Vec::new(),
+            failover_wait: 10.0,
         }
     }
 }
@@ -327,6 +332,12 @@ impl RedisConfig {
             return Err(Error::config(
                 "redis.sentinels",
                 "set either `sentinels` (Redis Sentinel) or `cluster` (Redis Cluster), not both",
+            ));
+        }
+        if !(self.failover_wait.is_finite() && (0.0..=300.0).contains(&self.failover_wait)) {
+            return Err(Error::config(
+                "redis.failover_wait",
+                "must be from 0 to 300 seconds",
             ));
         }
         check_addresses("redis.sentinels", &self.sentinels)?;

@@ -91,6 +91,8 @@ struct Inner {
     asking: AtomicBool,
     /// Seed nodes of a cluster, to subscribe through one that answers.
     next_node: AtomicUsize,
+    /// How long Redis out of reach is taken for a failover under way (zero: one server).
+    failover_wait: Duration,
     /// This process's name in the changes it publishes, so that it can tell its own.
     origin: String,
     keys: Keys,
@@ -158,6 +160,10 @@ impl RedisLink {
                 watching: AtomicBool::new(false),
                 asking: AtomicBool::new(false),
                 next_node: AtomicUsize::new(0),
+                failover_wait: match topology {
+                    Topology::Single => Duration::ZERO,
+                    _ => Duration::from_secs_f64(config.failover_wait),
+                },
                 origin: uuid::Uuid::new_v4().simple().to_string(),
                 keys: Keys::new(&config.key_prefix),
                 breaker: Breaker::default(),
@@ -181,6 +187,12 @@ impl RedisLink {
             ));
         }
         RedisLink::from_config(&config).map(|link| link.expect("a URL enables Redis"))
+    }
+
+    /// How long a Redis out of reach may be a failover under way (`[redis] failover_wait`
+    /// with Sentinel or Cluster; zero with one server, which does not fail over).
+    pub fn failover_wait(&self) -> Duration {
+        self.inner.failover_wait
     }
 
     /// One server, the master the sentinels name, or a cluster.
@@ -473,7 +485,8 @@ impl RedisLink {
         }
         self.watch_switches();
         if let Err(e) = self.find_master().await {
-            self.failed(what, Failure::Error, &e.to_string());
+            // Every sentinel was asked: with no master known, Redis is out of reach.
+            self.failed(what, Failure::Silent, &e.to_string());
             return Err(e);
         }
         self.current()
@@ -830,5 +843,39 @@ mod tests {
             .query("redis locks", Admit::Always, ::redis::cmd("DEL").arg("k"))
             .await;
         assert!(matches!(tried, Err(Error::CacheUnavailable(m)) if !m.contains("left alone")));
+    }
+
+    #[test]
+    fn cluster_nodes_name_their_live_masters() {
+        let nodes = "\
+07c3 127.0.0.1:7101@17101 myself,master - 0 0 1 connected 0-5460
+67ed 127.0.0.1:7102@17102 master - 0 1426238317239 2 connected 5461-10922
+292f 127.0.0.1:7103@17103,node3.local master,fail - 1426238316232 0 3 connected
+e7d1 127.0.0.1:7104@17104 slave 07c3 0 1426238317741 1 connected
+824f :0@0 master,noaddr - 1426238316232 0 3 disconnected";
+        assert_eq!(masters_of(nodes), ["127.0.0.1:7101", "127.0.0.1:7102"]);
+    }
+
+    /// A link to sentinels that are not there starts, refuses calls with a message naming
+    /// the master it looked for, and shows where it looks.
+    #[actix_rt::test]
+    async fn sentinels_that_do_not_answer_leave_the_link_degraded_with_a_reason() {
+        let config = RedisConfig {
+            sentinels: vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()],
+            sentinel_master: "tokend-master".into(),
+            ..RedisConfig::default()
+        };
+        let link = RedisLink::from_config(&config).unwrap().unwrap();
+        assert_eq!(link.topology(), Topology::Sentinel);
+        assert_eq!(
+            link.display_url(),
+            "sentinel://127.0.0.1:1,127.0.0.1:2/tokend-master"
+        );
+        let failed = link.ping().await.unwrap_err().to_string();
+        assert!(failed.contains("tokend-master"), "{failed}");
+        assert!(failed.contains("127.0.0.1:2"), "{failed}");
+        let whereabouts = link.whereabouts().await;
+        assert_eq!(whereabouts.master, None);
+        assert_eq!(whereabouts.status, "degraded");
     }
 }

@@ -723,6 +723,9 @@ impl Slots {
         let mut pause = LOCK_POLL_MIN;
         let mut errors = redis::ErrorStreak::default();
         let mut seen_held = false;
+        // With Sentinel or Cluster, Redis out of reach may be a failover under way: the
+        // lock is asked for again until `failover_wait` has passed.
+        let mut unreachable_since: Option<Instant> = None;
         while !held.state.confirmed() {
             let sent = Instant::now();
             let bound = if held.slots.link().is_up() {
@@ -754,7 +757,10 @@ impl Slots {
                     // Redis is taken for unreachable: the login may start on the in-process
                     // lock (unless Redis showed another instance holding it).
                     if !held.slots.link().is_up() || errors.failed() {
-                        return if seen_held { Err(e) } else { Ok(false) };
+                        let since = *unreachable_since.get_or_insert(sent);
+                        if since.elapsed() >= held.slots.link().failover_wait() {
+                            return if seen_held { Err(e) } else { Ok(false) };
+                        }
                     }
                 }
             }
@@ -762,9 +768,13 @@ impl Slots {
                 break;
             }
             if Instant::now() + pause >= deadline {
-                return Err(Error::Timeout(format!(
-                    "the login of account `{account}` on another instance did not finish within this acquisition's time"
-                )));
+                return Err(Error::Timeout(
+                    if unreachable_since.is_some() && !seen_held {
+                        format!("Redis did not come back (a failover?) within this acquisition's time; no login of account `{account}` was started")
+                    } else {
+                        format!("the login of account `{account}` on another instance did not finish within this acquisition's time")
+                    },
+                ));
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(LOCK_POLL_MAX);
