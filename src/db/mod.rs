@@ -17,7 +17,7 @@ pub mod statistics;
 pub mod status;
 pub mod tokens;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,10 +88,16 @@ const PG_CONNECTION_GUARDS: [(&str, &str); 6] = [
 /// connection for ever.
 const PG_STATEMENT_TIMEOUT: &str = "60s";
 
+/// `connect_timeout` of a URL that lists several hosts: libpq waits that long for each host
+/// in turn, and one host that does not answer at all (a primary gone with its machine) must
+/// leave time to reach the next within the pool's 3 s connection timeout.
+const PG_MULTI_HOST_CONNECT_TIMEOUT: &str = "2";
+
 /// `url` with the [`PG_CONNECTION_GUARDS`] it does not set itself. A URL that lists several
-/// hosts (libpq's failover syntax, `postgres://h1,h2:5433/db`) also gets
-/// `target_session_attrs=read-write` unless it says otherwise: tokend writes, and without it
-/// libpq would settle on the first host that answers, a standby as well as the primary.
+/// hosts (libpq's failover syntax, `postgres://h1,h2:5433/db`) waits
+/// [`PG_MULTI_HOST_CONNECT_TIMEOUT`] for each, and gets `target_session_attrs=read-write`
+/// unless it says otherwise: tokend writes, and without it libpq would settle on the first
+/// host that answers, a standby as well as the primary.
 fn with_connection_guards(url: &str) -> String {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut params: Vec<String> = query
@@ -101,12 +107,17 @@ fn with_connection_guards(url: &str) -> String {
         .collect();
     let sets =
         |params: &[String], key: &str| params.iter().any(|p| p.split('=').next() == Some(key));
+    let several_hosts = pg_hosts(base, &params).len() > 1;
     for (key, value) in PG_CONNECTION_GUARDS {
         if !sets(&params, key) {
+            let value = match key {
+                "connect_timeout" if several_hosts => PG_MULTI_HOST_CONNECT_TIMEOUT,
+                _ => value,
+            };
             params.push(format!("{key}={value}"));
         }
     }
-    if pg_hosts(base, &params).len() > 1 && !sets(&params, "target_session_attrs") {
+    if several_hosts && !sets(&params, "target_session_attrs") {
         params.push("target_session_attrs=read-write".into());
     }
     format!("{base}?{}", params.join("&"))
@@ -211,6 +222,9 @@ pub struct Pool {
     /// waiting for a connection (acquisitions go on without it, SPEC §10), and one
     /// background probe finds out when it is back.
     down: Arc<AtomicBool>,
+    /// How many times the probe found the database back after an outage: the history's spool
+    /// is replayed at once when this moves (a restart, a failover to a promoted standby).
+    comebacks: Arc<AtomicU64>,
 }
 
 /// How often the background probe tries the database while it is down.
@@ -250,6 +264,7 @@ impl Pool {
             display_url: redact_url(url),
             password_pieces: Arc::new(url_password_pieces(url)),
             down: Arc::default(),
+            comebacks: Arc::default(),
         })
     }
 
@@ -297,6 +312,7 @@ impl Pool {
                 if let Ok(mut conn) = pool.inner.get() {
                     if diesel::sql_query("SELECT 1").execute(&mut *conn).is_ok() {
                         pool.down.store(false, Ordering::Release);
+                        pool.comebacks.fetch_add(1, Ordering::AcqRel);
                         log::info!("event=database_reachable url={}", pool.display_url);
                         return;
                     }
@@ -306,6 +322,12 @@ impl Pool {
             // Without a probe, let the next caller try again.
             self.down.store(false, Ordering::Release);
         }
+    }
+
+    /// How many times the database came back after being unreachable (0 until it first
+    /// does): a change means it answers again, maybe on another host.
+    pub fn comebacks(&self) -> u64 {
+        self.comebacks.load(Ordering::Acquire)
     }
 
     pub fn max_size(&self) -> u32 {
@@ -407,7 +429,7 @@ mod tests {
         let (backend, target) = parse_url(url).unwrap();
         assert_eq!(backend, Backend::Postgres);
         assert!(
-            target.starts_with(&format!("{url}&connect_timeout=5&")),
+            target.starts_with(&format!("{url}&connect_timeout=2&")),
             "{target}"
         );
         assert_eq!(target.matches("target_session_attrs").count(), 1);
@@ -424,6 +446,9 @@ mod tests {
                 "{target}"
             );
         }
+        let (_, target) = parse_url("postgres://h1,h2/db?connect_timeout=10").unwrap();
+        assert!(target.contains("?connect_timeout=10&"), "{target}");
+        assert_eq!(target.matches("connect_timeout").count(), 1, "{target}");
         let (_, target) = parse_url("postgres://h1,h2/db?target_session_attrs=any").unwrap();
         assert!(target.contains("target_session_attrs=any&"), "{target}");
         assert!(!target.contains("read-write"), "{target}");

@@ -14,7 +14,8 @@ use crate::db::models::NewHistory;
 use crate::error::{Error, Result};
 use crate::history::spool::Spool;
 
-/// Wait between attempts to write a batch the database refused.
+/// Wait between attempts to write a batch the database refused; the spool is replayed
+/// sooner when the pool finds the database back ([`crate::db::Pool::comebacks`]).
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// A flush waiting for its answer: the rows still waiting in the spool.
@@ -29,13 +30,17 @@ pub struct Batches {
     /// Rows wait in the spool: new rows join them there, so the history keeps its order.
     spooled: bool,
     last_replay: Instant,
+    /// The pool's [`crate::db::Pool::comebacks`] at the last replay.
+    comebacks_seen: u64,
     /// Why the last spool write failed, while `held` holds the rows it could not keep.
     spool_error: Option<String>,
 }
 
 impl Batches {
     pub fn new(writer: Writer, spool: Spool) -> Batches {
+        let comebacks_seen = writer.pool.comebacks();
         Batches {
+            comebacks_seen,
             writer,
             spool,
             held: Vec::new(),
@@ -45,13 +50,20 @@ impl Batches {
         }
     }
 
-    /// Whether a replay of the spool is due without anybody asking.
+    /// Whether a replay of the spool is due without anybody asking: [`RETRY_AFTER`] since
+    /// the last, or the database is back.
     pub fn retry_due(&self) -> bool {
-        self.spooled && self.last_replay.elapsed() >= RETRY_AFTER
+        self.spooled && (self.last_replay.elapsed() >= RETRY_AFTER || self.database_back())
+    }
+
+    /// Whether the pool found the database back since the last replay.
+    fn database_back(&self) -> bool {
+        self.writer.pool.comebacks() != self.comebacks_seen
     }
 
     /// The first round: what an earlier run left in the spool goes to the database first.
     pub async fn replay_at_start(mut self) -> Batches {
+        self.comebacks_seen = self.writer.pool.comebacks();
         self.spooled = !self.replay().await;
         self.last_replay = Instant::now();
         self
@@ -129,12 +141,13 @@ impl Batches {
         }
     }
 
-    /// Replays the spool when rows wait there and a flush asks for it or [`RETRY_AFTER`] has
-    /// passed since the last try.
+    /// Replays the spool when rows wait there and a flush asks for it, [`RETRY_AFTER`] has
+    /// passed since the last try, or the database is back.
     async fn replay_if_due(&mut self, failed_now: bool, flush_asked: bool) {
-        let due = flush_asked || self.last_replay.elapsed() >= RETRY_AFTER;
+        let due = flush_asked || self.retry_due();
         if self.spooled && !failed_now && due {
             self.last_replay = Instant::now();
+            self.comebacks_seen = self.writer.pool.comebacks();
             self.spooled = !self.replay().await;
         }
     }

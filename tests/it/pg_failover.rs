@@ -1,8 +1,9 @@
 //! PostgreSQL that fails over (issue 24, item 4), on private servers started by the test: a
 //! `database.url` that lists several hosts (`postgres://h1,h2/db?target_session_attrs=
-//! read-write`, libpq's syntax) skips a first host that is down, and when the primary goes
-//! away tokend spools the history, finds the promoted standby by itself and replays the spool
-//! there: every acquisition, made before, during or after the failover, has exactly one row.
+//! read-write`, libpq's syntax) skips a first host that is down or silent, asks for the
+//! primary even when the URL does not say so, and when the primary goes away tokend spools the
+//! history, finds the promoted standby by itself and replays the spool there: every
+//! acquisition, made before, during or after the failover, has exactly one row.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use diesel::RunQueryDsl;
 use serde_json::json;
 
 use crate::support::harness::Harness;
-use crate::support::pg_server::{self, PgServer};
+use crate::support::pg_server::{self, PgServer, SilentPort};
 use crate::support::wait_until;
 
 /// How long the pool may take to find the new primary and the spool to be replayed there
@@ -86,6 +87,30 @@ async fn a_first_host_that_is_down_is_skipped() {
         "both hosts are named: {shown}"
     );
     assert!(!shown.contains(PASSWORD), "the password shows: {shown}");
+}
+
+/// A first host that does not answer at all (not even with a refusal) costs one
+/// `connect_timeout` per new connection; for a URL of several hosts that is 2 s, within the
+/// pool's 3 s wait, so the database is never taken for unreachable.
+#[actix_rt::test]
+async fn a_first_host_that_does_not_answer_costs_no_outage() {
+    let Some(primary) = off_thread(PgServer::primary).await else {
+        return;
+    };
+    let silent = SilentPort::start();
+    let h = Harness::builder()
+        .database(&multi_host_url([silent.port, primary.port]))
+        .start()
+        .await;
+    h.add_account("alice", "pw-alice", true);
+    let id = acquire(&h).await;
+    assert_eq!(h.tokend.state.broker.flush_history().await.unwrap(), 0);
+    assert_eq!(stored_ids(&primary), [id]);
+    assert_eq!(
+        h.tokend.state.pool.comebacks(),
+        0,
+        "the pool took the database for unreachable"
+    );
 }
 
 /// A URL of several hosts that does not say which session it wants gets the primary all the

@@ -8,7 +8,8 @@
 //! those of `TOKEND_TEST_PG_BIN`. PostgreSQL refuses to run as root: as root, every program
 //! runs as the `postgres` user (`runuser`), in a directory that user owns.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,6 +68,37 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A port on 127.0.0.1 that neither takes nor refuses a connection: its SYNs are dropped, as
+/// those sent to a host gone with its machine are. A listener whose backlog (of one) is
+/// filled by a connection it never accepts; dropped with it.
+pub struct SilentPort {
+    pub port: u16,
+    _listener: TcpListener,
+    _filler: TcpStream,
+}
+
+impl SilentPort {
+    pub fn start() -> SilentPort {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        // SAFETY: `listen` on a socket this function owns, to shrink its backlog to one.
+        assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let filler = TcpStream::connect(addr).unwrap();
+        let answered = TcpStream::connect_timeout(&addr, Duration::from_millis(300));
+        assert!(
+            answered
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut),
+            "the port is meant to be silent: {answered:?}"
+        );
+        SilentPort {
+            port: addr.port(),
+            _listener: listener,
+            _filler: filler,
+        }
+    }
 }
 
 /// One PostgreSQL server of the test's own.
