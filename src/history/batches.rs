@@ -221,3 +221,43 @@ impl Batches {
         self.held.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::db::Pool;
+    use crate::history::spool::DeadLetter;
+
+    /// Rows waiting in the spool are due a replay as soon as the pool finds the database back
+    /// (a restart, a failover), not [`RETRY_AFTER`] later.
+    #[test]
+    fn the_spool_is_due_a_replay_once_the_database_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        // SQLite cannot open a file in a directory that does not exist: an outage until the
+        // directory is made.
+        let missing = dir.path().join("not-yet");
+        let pool = Pool::connect(&format!("sqlite://{}/h.db", missing.display()), 1).unwrap();
+        let writer = Writer {
+            pool: pool.clone(),
+            dead: DeadLetter::new(dir.path().join("h.spool.dead-letter")),
+        };
+        let mut batches = Batches::new(writer, Spool::new(dir.path().join("h.spool")));
+        batches.spooled = true;
+        assert!(!batches.database_back());
+        assert!(pool.get().is_err(), "the database is not there yet");
+
+        std::fs::create_dir(&missing).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while pool.comebacks() == 0 {
+            assert!(Instant::now() < deadline, "the pool's probe never found it");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(batches.database_back());
+        assert!(
+            batches.retry_due(),
+            "the spool waits although the database is back"
+        );
+    }
+}
