@@ -530,6 +530,19 @@ mod tests {
     }
 
     #[test]
+    fn a_database_url_may_list_several_hosts() {
+        let url = "postgres://u:pw-7f3q@h1:5432,h2:5433/db?target_session_attrs=read-write";
+        let text = format!("[database]\nurl = \"{url}\"\n");
+        let mut config = Config::from_sources(Some(&text), &no_env).unwrap();
+        config.resolve_paths(Path::new("/etc/tokend"));
+        assert_eq!(config.database.url.expose(), url, "left as libpq reads it");
+        let env = |name: &str| (name == "DATABASE_URL").then(|| url.to_string());
+        let config = Config::from_sources(None, &env).unwrap();
+        assert_eq!(config.database.url.expose(), url);
+        assert!(!format!("{config:?}").contains("pw-7f3q"));
+    }
+
+    #[test]
     fn environment_wins() {
         let env = |name: &str| match name {
             "DATABASE_URL" => Some("postgres://u:pw@db/tokend".to_string()),

@@ -17,7 +17,7 @@ pub mod statistics;
 pub mod status;
 pub mod tokens;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,7 +88,16 @@ const PG_CONNECTION_GUARDS: [(&str, &str); 6] = [
 /// connection for ever.
 const PG_STATEMENT_TIMEOUT: &str = "60s";
 
-/// `url` with the [`PG_CONNECTION_GUARDS`] it does not set itself.
+/// `connect_timeout` of a URL that lists several hosts: libpq waits that long for each host
+/// in turn, and one host that does not answer at all (a primary gone with its machine) must
+/// leave time to reach the next within the pool's 3 s connection timeout.
+const PG_MULTI_HOST_CONNECT_TIMEOUT: &str = "2";
+
+/// `url` with the [`PG_CONNECTION_GUARDS`] it does not set itself. A URL that lists several
+/// hosts (libpq's failover syntax, `postgres://h1,h2:5433/db`) waits
+/// [`PG_MULTI_HOST_CONNECT_TIMEOUT`] for each, and gets `target_session_attrs=read-write`
+/// unless it says otherwise: tokend writes, and without it libpq would settle on the first
+/// host that answers, a standby as well as the primary.
 fn with_connection_guards(url: &str) -> String {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut params: Vec<String> = query
@@ -96,12 +105,41 @@ fn with_connection_guards(url: &str) -> String {
         .filter(|p| !p.is_empty())
         .map(str::to_string)
         .collect();
+    let sets =
+        |params: &[String], key: &str| params.iter().any(|p| p.split('=').next() == Some(key));
+    let several_hosts = pg_hosts(base, &params).len() > 1;
     for (key, value) in PG_CONNECTION_GUARDS {
-        if !params.iter().any(|p| p.split('=').next() == Some(key)) {
+        if !sets(&params, key) {
+            let value = match key {
+                "connect_timeout" if several_hosts => PG_MULTI_HOST_CONNECT_TIMEOUT,
+                _ => value,
+            };
             params.push(format!("{key}={value}"));
         }
     }
+    if several_hosts && !sets(&params, "target_session_attrs") {
+        params.push("target_session_attrs=read-write".into());
+    }
     format!("{base}?{}", params.join("&"))
+}
+
+/// The hosts a PostgreSQL URL names, in the order libpq tries them: those of the authority
+/// (`h1:5432,h2:5433`) or, when it names none, of a `host=` query parameter. `base` is the
+/// URL without its query.
+fn pg_hosts<'a>(base: &'a str, params: &'a [String]) -> Vec<&'a str> {
+    let rest = base.split_once("://").map_or(base, |(_, rest)| rest);
+    // The user information ends at the last `@` (a password may hold a `/`).
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, hosts)| hosts);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let listed = if authority.is_empty() {
+        params
+            .iter()
+            .find_map(|p| p.strip_prefix("host="))
+            .unwrap_or_default()
+    } else {
+        authority
+    };
+    listed.split(',').filter(|h| !h.is_empty()).collect()
 }
 
 /// Opens connections for r2d2, picking the backend from the URL scheme.
@@ -184,6 +222,9 @@ pub struct Pool {
     /// waiting for a connection (acquisitions go on without it, SPEC §10), and one
     /// background probe finds out when it is back.
     down: Arc<AtomicBool>,
+    /// How many times the probe found the database back after an outage: the history's spool
+    /// is replayed at once when this moves (a restart, a failover to a promoted standby).
+    comebacks: Arc<AtomicU64>,
 }
 
 /// How often the background probe tries the database while it is down.
@@ -223,6 +264,7 @@ impl Pool {
             display_url: redact_url(url),
             password_pieces: Arc::new(url_password_pieces(url)),
             down: Arc::default(),
+            comebacks: Arc::default(),
         })
     }
 
@@ -270,6 +312,7 @@ impl Pool {
                 if let Ok(mut conn) = pool.inner.get() {
                     if diesel::sql_query("SELECT 1").execute(&mut *conn).is_ok() {
                         pool.down.store(false, Ordering::Release);
+                        pool.comebacks.fetch_add(1, Ordering::AcqRel);
                         log::info!("event=database_reachable url={}", pool.display_url);
                         return;
                     }
@@ -279,6 +322,12 @@ impl Pool {
             // Without a probe, let the next caller try again.
             self.down.store(false, Ordering::Release);
         }
+    }
+
+    /// How many times the database came back after being unreachable (0 until it first
+    /// does): a change means it answers again, maybe on another host.
+    pub fn comebacks(&self) -> u64 {
+        self.comebacks.load(Ordering::Acquire)
     }
 
     pub fn max_size(&self) -> u32 {
@@ -368,5 +417,55 @@ mod tests {
             parse_url("postgres://db/tokend?sslmode=require&keepalives_idle=60").unwrap();
         assert!(target.contains("sslmode=require&keepalives_idle=60&"));
         assert_eq!(target.matches("keepalives_idle").count(), 1);
+        assert!(
+            !target.contains("target_session_attrs"),
+            "one host: any session will do"
+        );
+    }
+
+    #[test]
+    fn multi_host_urls_are_taken_as_libpq_takes_them() {
+        let url = "postgres://u:secret@h1:5432,h2:5433/db?target_session_attrs=read-write";
+        let (backend, target) = parse_url(url).unwrap();
+        assert_eq!(backend, Backend::Postgres);
+        assert!(
+            target.starts_with(&format!("{url}&connect_timeout=2&")),
+            "{target}"
+        );
+        assert_eq!(target.matches("target_session_attrs").count(), 1);
+        // Without it, a URL of several hosts asks for the primary; one that says otherwise
+        // keeps its choice.
+        for url in [
+            "postgresql://h1,h2/db",
+            "postgres://u:p/w@h1:5432,h2:5433",
+            "postgres:///db?host=h1,h2&port=5432,5433",
+        ] {
+            let (_, target) = parse_url(url).unwrap();
+            assert!(
+                target.ends_with("&target_session_attrs=read-write"),
+                "{target}"
+            );
+        }
+        let (_, target) = parse_url("postgres://h1,h2/db?connect_timeout=10").unwrap();
+        assert!(target.contains("?connect_timeout=10&"), "{target}");
+        assert_eq!(target.matches("connect_timeout").count(), 1, "{target}");
+        let (_, target) = parse_url("postgres://h1,h2/db?target_session_attrs=any").unwrap();
+        assert!(target.contains("target_session_attrs=any&"), "{target}");
+        assert!(!target.contains("read-write"), "{target}");
+        assert_eq!(
+            pg_hosts("postgres://u:a,b@h1:1,h2:2,[::1]:3/db", &[]),
+            ["h1:1", "h2:2", "[::1]:3"]
+        );
+    }
+
+    #[test]
+    fn a_multi_host_pool_shows_every_host_and_no_password() {
+        let url = "postgres://u:secret@h1:5432,h2:5433/db?target_session_attrs=read-write";
+        let pool = Pool::connect(url, 2).unwrap();
+        assert_eq!(
+            pool.display_url(),
+            "postgres://u:***@h1:5432,h2:5433/db?target_session_attrs=read-write"
+        );
+        assert!(!format!("{pool:?}").contains("secret"));
     }
 }

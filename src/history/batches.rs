@@ -14,7 +14,8 @@ use crate::db::models::NewHistory;
 use crate::error::{Error, Result};
 use crate::history::spool::Spool;
 
-/// Wait between attempts to write a batch the database refused.
+/// Wait between attempts to write a batch the database refused; the spool is replayed
+/// sooner when the pool finds the database back ([`crate::db::Pool::comebacks`]).
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// A flush waiting for its answer: the rows still waiting in the spool.
@@ -29,13 +30,17 @@ pub struct Batches {
     /// Rows wait in the spool: new rows join them there, so the history keeps its order.
     spooled: bool,
     last_replay: Instant,
+    /// The pool's [`crate::db::Pool::comebacks`] at the last replay.
+    comebacks_seen: u64,
     /// Why the last spool write failed, while `held` holds the rows it could not keep.
     spool_error: Option<String>,
 }
 
 impl Batches {
     pub fn new(writer: Writer, spool: Spool) -> Batches {
+        let comebacks_seen = writer.pool.comebacks();
         Batches {
+            comebacks_seen,
             writer,
             spool,
             held: Vec::new(),
@@ -45,13 +50,20 @@ impl Batches {
         }
     }
 
-    /// Whether a replay of the spool is due without anybody asking.
+    /// Whether a replay of the spool is due without anybody asking: [`RETRY_AFTER`] since
+    /// the last, or the database is back.
     pub fn retry_due(&self) -> bool {
-        self.spooled && self.last_replay.elapsed() >= RETRY_AFTER
+        self.spooled && (self.last_replay.elapsed() >= RETRY_AFTER || self.database_back())
+    }
+
+    /// Whether the pool found the database back since the last replay.
+    fn database_back(&self) -> bool {
+        self.writer.pool.comebacks() != self.comebacks_seen
     }
 
     /// The first round: what an earlier run left in the spool goes to the database first.
     pub async fn replay_at_start(mut self) -> Batches {
+        self.comebacks_seen = self.writer.pool.comebacks();
         self.spooled = !self.replay().await;
         self.last_replay = Instant::now();
         self
@@ -129,12 +141,13 @@ impl Batches {
         }
     }
 
-    /// Replays the spool when rows wait there and a flush asks for it or [`RETRY_AFTER`] has
-    /// passed since the last try.
+    /// Replays the spool when rows wait there and a flush asks for it, [`RETRY_AFTER`] has
+    /// passed since the last try, or the database is back.
     async fn replay_if_due(&mut self, failed_now: bool, flush_asked: bool) {
-        let due = flush_asked || self.last_replay.elapsed() >= RETRY_AFTER;
+        let due = flush_asked || self.retry_due();
         if self.spooled && !failed_now && due {
             self.last_replay = Instant::now();
+            self.comebacks_seen = self.writer.pool.comebacks();
             self.spooled = !self.replay().await;
         }
     }
@@ -206,5 +219,45 @@ impl Batches {
             log::error!("event=history_rows_lost rows={count} error=\"{e}\"");
         }
         self.held.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::db::Pool;
+    use crate::history::spool::DeadLetter;
+
+    /// Rows waiting in the spool are due a replay as soon as the pool finds the database back
+    /// (a restart, a failover), not [`RETRY_AFTER`] later.
+    #[test]
+    fn the_spool_is_due_a_replay_once_the_database_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        // SQLite cannot open a file in a directory that does not exist: an outage until the
+        // directory is made.
+        let missing = dir.path().join("not-yet");
+        let pool = Pool::connect(&format!("sqlite://{}/h.db", missing.display()), 1).unwrap();
+        let writer = Writer {
+            pool: pool.clone(),
+            dead: DeadLetter::new(dir.path().join("h.spool.dead-letter")),
+        };
+        let mut batches = Batches::new(writer, Spool::new(dir.path().join("h.spool")));
+        batches.spooled = true;
+        assert!(!batches.database_back());
+        assert!(pool.get().is_err(), "the database is not there yet");
+
+        std::fs::create_dir(&missing).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while pool.comebacks() == 0 {
+            assert!(Instant::now() < deadline, "the pool's probe never found it");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(batches.database_back());
+        assert!(
+            batches.retry_due(),
+            "the spool waits although the database is back"
+        );
     }
 }

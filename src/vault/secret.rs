@@ -71,8 +71,16 @@ pub fn scrub(text: &str, secrets: &[&str]) -> String {
 /// A password may hold `/`, `?`, `#` and `@` unencoded (a value pasted into `REDIS_URL` or
 /// `DATABASE_URL`), so the user information is taken to end at the *last* `@` of the URL,
 /// and everything after the first `:` before it is masked. Where a later part of the URL holds
-/// an `@`, more is masked than needed: hiding too much is the safe mistake.
+/// an `@`, more is masked than needed: hiding too much is the safe mistake. A URL may list
+/// several hosts (`postgres://u:pw@h1:5432,h2:5433/db`, libpq's failover syntax): they are
+/// all shown. libpq also takes the password as a query parameter (`?password=…`): its value
+/// is masked too.
 pub fn redact_url(url: &str) -> String {
+    hide_query_password(&redact_userinfo(url))
+}
+
+/// [`redact_url`]'s masking of the user information.
+fn redact_userinfo(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -86,6 +94,34 @@ pub fn redact_url(url: &str) -> String {
         None if plain(userinfo) => format!("{scheme}://{userinfo}@{host}"),
         _ => format!("{scheme}://***@{host}"),
     }
+}
+
+/// `url` with the value of its `password` query parameter masked. The query starts at the
+/// first `?` after the user information (which may hold a `?` of its own).
+fn hide_query_password(url: &str) -> String {
+    let after_userinfo = url.rfind('@').map_or(0, |at| at + 1);
+    let Some(mark) = url[after_userinfo..].find('?').map(|i| after_userinfo + i) else {
+        return url.to_string();
+    };
+    let (base, query) = (&url[..mark], &url[mark + 1..]);
+    let params: Vec<String> = query
+        .split('&')
+        .map(|param| match param.split_once('=') {
+            Some(("password", _)) => "password=***".to_string(),
+            _ => param.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", params.join("&"))
+}
+
+/// The value of a URL's `password` query parameter, if it has one.
+fn query_password(url: &str) -> Option<&str> {
+    let after_userinfo = url.rfind('@').map_or(0, |at| at + 1);
+    let (_, query) = url[after_userinfo..].split_once('?')?;
+    query
+        .split('&')
+        .find_map(|param| param.strip_prefix("password="))
+        .filter(|password| !password.is_empty())
 }
 
 /// A URL as logged where all of it but the place may be a credential (a webhook's URL): the
@@ -141,18 +177,28 @@ pub fn redact_webhook_url(url: &str) -> String {
 
 /// The pieces of a URL's password that a driver may echo in an error message (libpq quotes
 /// the part of a URL it could not parse, which starts or ends inside a password holding `?`,
-/// `#` or `@`): the password, and every part of it that starts or ends at a URL delimiter,
+/// `#` or `@`): the password (of the user information or the `password` query parameter),
+/// and every part of it that starts or ends at a URL delimiter,
 /// longest first. Pieces under three characters are left out.
 pub fn url_password_pieces(url: &str) -> Vec<String> {
-    let Some((_, rest)) = url.split_once("://") else {
-        return Vec::new();
-    };
-    let Some((userinfo, _)) = rest.rsplit_once('@') else {
-        return Vec::new();
-    };
-    let Some((_, password)) = userinfo.split_once(':') else {
-        return Vec::new();
-    };
+    let userinfo_password = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.rsplit_once('@'))
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .map(|(_, password)| password);
+    let mut pieces: Vec<String> = userinfo_password
+        .into_iter()
+        .chain(query_password(url))
+        .flat_map(password_pieces)
+        .collect();
+    pieces.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    pieces.dedup();
+    pieces
+}
+
+/// A password and every part of it that starts or ends at a URL delimiter, of three
+/// characters or more.
+fn password_pieces(password: &str) -> Vec<String> {
     let cuts: Vec<usize> = password
         .char_indices()
         .filter(|(_, c)| "/?#@:&=+".contains(*c))
@@ -172,8 +218,6 @@ pub fn url_password_pieces(url: &str) -> Vec<String> {
         }
     }
     pieces.retain(|p| p.chars().count() >= 3);
-    pieces.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    pieces.dedup();
     pieces
 }
 
@@ -376,6 +420,36 @@ mod tests {
         assert_eq!(
             redact_url_credentials("http://127.0.0.1:9/hook"),
             "http://127.0.0.1:9/hook"
+        );
+    }
+
+    #[test]
+    fn multi_host_urls_show_every_host_and_no_password() {
+        let url = "postgres://u:secret@h1:5432,h2:5433/db?target_session_attrs=read-write";
+        assert_eq!(
+            redact_url(url),
+            "postgres://u:***@h1:5432,h2:5433/db?target_session_attrs=read-write"
+        );
+        assert_eq!(url_password_pieces(url), ["secret"]);
+        // libpq's other place for a password: a query parameter.
+        let url = "postgresql://h1,h2:5433/db?sslmode=require&password=s3cr?t&connect_timeout=2";
+        let shown = redact_url(url);
+        assert_eq!(
+            shown,
+            "postgresql://h1,h2:5433/db?sslmode=require&password=***&connect_timeout=2"
+        );
+        assert!(url_password_pieces(url).contains(&"s3cr?t".to_string()));
+        // Both at once, and a `?` inside the user information's password.
+        let url = "postgres://u:a?b/c@h1,h2/db?password=other-pw";
+        let shown = redact_url(url);
+        assert_eq!(shown, "postgres://u:***@h1,h2/db?password=***");
+        let pieces = url_password_pieces(url);
+        assert!(pieces.contains(&"a?b/c".to_string()), "{pieces:?}");
+        assert!(pieces.contains(&"other-pw".to_string()), "{pieces:?}");
+        assert_eq!(
+            redact_url("postgres://h1,h2/db?passwords=x"),
+            "postgres://h1,h2/db?passwords=x",
+            "only `password` itself is a password"
         );
     }
 

@@ -28,6 +28,7 @@ mod openapi;
 mod operations;
 mod password_prompt;
 mod paths;
+mod pg_failover;
 mod pipeline;
 mod prometheus;
 mod quick_start;

@@ -9,6 +9,7 @@ pub mod forward_proxy;
 pub mod harness;
 mod http;
 pub mod logs;
+pub mod pg_server;
 pub mod portal;
 pub mod proxy;
 pub mod redis_server;
