@@ -193,7 +193,7 @@ struct PrivateRedis(Child);
 
 impl PrivateRedis {
     fn start(port: u16) -> Option<PrivateRedis> {
-        let child = Command::new("redis-server")
+        let child = Command::new(crate::support::redis_server::server_binary())
             .args([
                 "--port",
                 &port.to_string(),

@@ -42,9 +42,15 @@ int clock_gettime(clockid_t clk, struct timespec *ts) {
 }
 "#;
 
-/// Whether `redis-server` can be run here (skip outside CI, fail in CI).
+/// The server binary the tests start: `redis-server`, or `TOKEND_TEST_REDIS_SERVER`
+/// (`valkey-server`: CI runs the Redis tests on Valkey too).
+pub fn server_binary() -> String {
+    std::env::var("TOKEND_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
+}
+
+/// Whether the server binary can be run here (skip outside CI, fail in CI).
 pub fn available() -> bool {
-    let found = Command::new("redis-server")
+    let found = Command::new(server_binary())
         .arg("--version")
         .stdout(Stdio::null())
         .status()
@@ -102,7 +108,7 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let mut command = Command::new("redis-server");
+        let mut command = Command::new(server_binary());
         command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
