@@ -41,9 +41,13 @@ local function count(site, account)
   local pair = site .. '\n' .. account
   used_a[pair] = (used_a[pair] or 0) + 1
 end
+-- Two reads, however many leases are live: their ids, and every holder at once.
 local live = redis.call('ZRANGE', leases, 0, -1)
+local held = {}
+local all = redis.call('HGETALL', holders)
+for i = 1, #all, 2 do held[all[i]] = all[i + 1] end
 for i = 1, #live do
-  local info = redis.call('HGET', holders, live[i])
+  local info = held[live[i]]
   local site, account
   if info then site, account = string.match(info, '^([^\n]*)\n(.*)$') end
   if site then count(site, account) else used_g = used_g + 1 end
