@@ -12,6 +12,7 @@ pub mod logs;
 pub mod portal;
 pub mod proxy;
 pub mod redis_server;
+pub mod redis_topology;
 mod serve;
 mod wait;
 
