@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use serde_json::{json, Value};
@@ -66,12 +66,37 @@ fn redis_cli(addr: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// How long an instance may take to connect to Redis at start.
+const START_DEADLINE: Duration = Duration::from_secs(10);
+
 /// How long after the sentinels' failover both instances may take to report the new master.
 const FOLLOW_DEADLINE: Duration = Duration::from_secs(15);
 
 /// `components.redis` of `/health`.
 async fn redis_health(h: &Harness) -> Value {
     h.health().await["components"]["redis"].clone()
+}
+
+/// Polls `components.redis` of `/health` until `done` holds, failing the test (with the last
+/// answer) after `within`.
+async fn redis_health_until(
+    h: &Harness,
+    what: &str,
+    within: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let redis = redis_health(h).await;
+        if done(&redis) {
+            return redis;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}: components.redis is {redis}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// `redis` of `/resource-usage`.
@@ -126,9 +151,11 @@ async fn force_refresh_burst_logs_in_once(pair: [&Harness; 2], n: usize, account
     *portal.state.latency.lock().unwrap() = Duration::from_millis(50);
 }
 
-/// Both instances say `sentinel`, Redis `up`, and the master the sentinels name.
+/// Both instances say `sentinel`, Redis `up` (once connected), and the master the sentinels
+/// name.
 async fn assert_sentinel_health(pair: [&Harness; 2], master: &str) {
     for h in pair {
+        redis_health_until(h, "Redis up", START_DEADLINE, |r| r["status"] == "up").await;
         for redis in [redis_health(h).await, redis_usage(h).await] {
             assert_eq!(redis["topology"], "sentinel", "{redis}");
             assert_eq!(redis["status"], "up", "{redis}");
@@ -193,9 +220,8 @@ async fn a_sentinel_failover_under_load_fails_no_cached_acquire() {
         let at_failover = served.load(Ordering::SeqCst);
         for (name, h) in [("A", &a), ("B", &b)] {
             let what = format!("{name} reporting Redis up on the new master {}", new.1);
-            support::wait_until(&what, FOLLOW_DEADLINE, || async {
-                let redis = redis_health(h).await;
-                (redis["status"] == "up" && redis["master"] == new.1.as_str()).then_some(())
+            redis_health_until(h, &what, FOLLOW_DEADLINE, |redis| {
+                redis["status"] == "up" && redis["master"] == new.1.as_str()
             })
             .await;
         }
@@ -285,11 +311,13 @@ async fn a_failover_in_the_middle_of_a_login_never_starts_a_second_one() {
     assert_eq!(status, 200, "A's login: {first}");
 }
 
-/// Both instances say `cluster`, Redis `up`, no single master, and the three masters.
+/// Both instances say `cluster`, Redis `up` (once connected), no single master, and the three
+/// masters.
 async fn assert_cluster_health(pair: [&Harness; 2], set: &ClusterSet) {
     let mut expected = set.addrs();
     expected.sort();
     for h in pair {
+        redis_health_until(h, "Redis up", START_DEADLINE, |r| r["status"] == "up").await;
         for redis in [redis_health(h).await, redis_usage(h).await] {
             assert_eq!(redis["topology"], "cluster", "{redis}");
             assert_eq!(redis["status"], "up", "{redis}");
