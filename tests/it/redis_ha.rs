@@ -28,6 +28,8 @@ fn the_topologies_fail_over_and_serve_every_slot() {
             };
             let old = set.master_addr();
             redis_cli(&old, &["SET", "before", "1"]);
+            // Replication is asynchronous: the write is on the replica before the kill.
+            assert_eq!(redis_cli(&old, &["WAIT", "1", "5000"]), "1");
             assert_eq!(set.kill_master(), old);
             let new = set.wait_for_failover(&old, Duration::from_secs(30));
             assert_ne!(new, old);
