@@ -34,6 +34,7 @@ mod prometheus;
 mod quick_start;
 mod recipes;
 mod redis_faults;
+mod redis_ha;
 mod robots;
 mod rough_edges;
 mod serve;

@@ -1,5 +1,6 @@
 //! Random schedules against both slot backends — the in-process `ConcurrencyActor` and the
-//! Redis slots (`RedisSlots`, the grant script): whatever the limits, arrival orders and hold
+//! Redis slots (`RedisSlots`, the grant script; on one Redis and on a three-master Redis
+//! Cluster): whatever the limits, arrival orders and hold
 //! times, no level ever exceeds its limit, every waiter is served (or, with a short
 //! queue_timeout, times out — never hangs), and waiters for the same account are served in
 //! arrival order.
@@ -17,6 +18,7 @@ use tokend::slots::redis::{RedisSlots, RemoteLease, SlotRequest};
 use tokio::sync::Notify;
 
 use crate::support;
+use crate::support::redis_topology::ClusterSet;
 
 #[derive(Default)]
 struct Held {
@@ -38,10 +40,12 @@ enum Backend {
 }
 
 /// Which backend a schedule runs on.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Kind {
     Memory,
     Redis,
+    /// A Redis Cluster with these nodes (`[redis] cluster`).
+    Cluster(Vec<String>),
 }
 
 /// A granted slot, released after its hold.
@@ -77,6 +81,20 @@ impl Backend {
             Kind::Redis => {
                 let prefix = format!("tokend-prop-slots-{}", support::unique());
                 let link = RedisLink::open(&support::redis_url(), &prefix).unwrap();
+                Backend::Redis(RedisSlots::new(link), Arc::default())
+            }
+            Kind::Cluster(nodes) => {
+                let prefix = format!("tokend-prop-slots-{}", support::unique());
+                let nodes: Vec<String> = nodes.iter().map(|n| format!("\"{n}\"")).collect();
+                // The `[redis]` table as an operator writes it, read by tokend's own parser.
+                let text = format!(
+                    "[redis]\ncluster = [{}]\nkey_prefix = \"{prefix}\"\n",
+                    nodes.join(", ")
+                );
+                let config = tokend::Config::parse(&text).unwrap();
+                let link = RedisLink::from_config(&config.redis)
+                    .unwrap()
+                    .expect("a Redis link for [redis] cluster");
                 Backend::Redis(RedisSlots::new(link), Arc::default())
             }
         }
@@ -297,7 +315,8 @@ fn kinds() -> Vec<Kind> {
 
 async fn limits_liveness_and_order(kind: Kind, seeds: std::ops::Range<u64>) {
     for seed in seeds {
-        let (results, held, limits) = run_schedule(kind, seed, Duration::from_secs(10)).await;
+        let (results, held, limits) =
+            run_schedule(kind.clone(), seed, Duration::from_secs(10)).await;
         assert!(
             held.violations.is_empty(),
             "{kind:?} seed {seed}: {:?}",
@@ -336,25 +355,43 @@ async fn limits_liveness_and_order_over_random_schedules_in_redis() {
     limits_liveness_and_order(Kind::Redis, 0..40).await;
 }
 
+/// The same schedules, and the short queue timeouts, with the slots on a three-master Redis
+/// Cluster (every slot key under one hash tag, so the grant script runs on one shard).
+#[actix_rt::test]
+async fn limits_liveness_and_order_over_random_schedules_on_a_redis_cluster() {
+    let Some(cluster) = ClusterSet::start() else {
+        return;
+    };
+    let kind = Kind::Cluster(cluster.addrs());
+    limits_liveness_and_order(kind.clone(), 0..40).await;
+    short_queue_timeouts(kind).await;
+}
+
 #[actix_rt::test]
 async fn short_queue_timeouts_end_in_timeouts_not_hangs() {
     for kind in kinds() {
-        for seed in 100..120 {
-            let (results, held, _) = run_schedule(kind, seed, Duration::from_millis(3)).await;
-            assert!(
-                held.violations.is_empty(),
-                "{kind:?} seed {seed}: {:?}",
-                held.violations
-            );
-            for result in &results {
-                if let Err(e) = result {
-                    assert_eq!(e, "timeout", "{kind:?} seed {seed}: unexpected error");
-                }
+        short_queue_timeouts(kind).await;
+    }
+}
+
+/// With a 3 ms queue timeout a waiter is served or times out, never anything else, and the
+/// limits hold.
+async fn short_queue_timeouts(kind: Kind) {
+    for seed in 100..120 {
+        let (results, held, _) = run_schedule(kind.clone(), seed, Duration::from_millis(3)).await;
+        assert!(
+            held.violations.is_empty(),
+            "{kind:?} seed {seed}: {:?}",
+            held.violations
+        );
+        for result in &results {
+            if let Err(e) = result {
+                assert_eq!(e, "timeout", "{kind:?} seed {seed}: unexpected error");
             }
-            assert!(
-                results.iter().any(Result::is_ok),
-                "{kind:?} seed {seed}: nobody was served"
-            );
         }
+        assert!(
+            results.iter().any(Result::is_ok),
+            "{kind:?} seed {seed}: nobody was served"
+        );
     }
 }

@@ -53,6 +53,8 @@ const QUICK_RETRY: &str =
 #[derive(Clone)]
 pub struct HarnessBuilder {
     redis: Option<String>,
+    /// `[redis]` lines instead of `url` (a Sentinel or Cluster topology).
+    redis_table: Option<String>,
     prefix: Option<String>,
     portal: Option<Portal>,
     retry: String,
@@ -65,6 +67,13 @@ impl HarnessBuilder {
     /// Redis at `url` (`None`: the in-process backends).
     pub fn redis(mut self, url: Option<&str>) -> Self {
         self.redis = url.map(str::to_string);
+        self
+    }
+
+    /// Redis given by these `[redis]` lines (TOML: `sentinels = [...]`, `cluster = [...]`)
+    /// instead of a URL; the key prefix is added as with [`HarnessBuilder::redis`].
+    pub fn redis_table(mut self, lines: &str) -> Self {
+        self.redis_table = Some(lines.to_string());
         self
     }
 
@@ -125,9 +134,11 @@ impl HarnessBuilder {
         let prefix = self
             .prefix
             .unwrap_or_else(|| format!("tokend-test-{}", super::unique()));
-        let redis = self.redis.map_or(String::new(), |url| {
-            format!("[redis]\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\n")
-        });
+        let redis = match (self.redis_table, self.redis) {
+            (Some(lines), _) => format!("[redis]\n{lines}\nkey_prefix = \"{prefix}\"\n"),
+            (None, Some(url)) => format!("[redis]\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\n"),
+            (None, None) => String::new(),
+        };
         let (server_keys, extra): (Vec<&str>, Vec<&str>) =
             self.extra.lines().partition(|l| l.starts_with("server."));
         let server_keys: String = server_keys
@@ -169,6 +180,7 @@ impl Harness {
     pub fn builder() -> HarnessBuilder {
         HarnessBuilder {
             redis: None,
+            redis_table: None,
             prefix: None,
             portal: None,
             retry: QUICK_RETRY.to_string(),

@@ -13,6 +13,7 @@ pub mod pg_server;
 pub mod portal;
 pub mod proxy;
 pub mod redis_server;
+pub mod redis_topology;
 mod serve;
 mod wait;
 

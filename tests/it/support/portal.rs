@@ -220,24 +220,8 @@ async fn login(state: web::Data<PortalState>, body: web::Json<Value>) -> HttpRes
         .unwrap()
         .entry(account.clone())
         .or_default() += 1;
-    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
-    {
-        let mut per = state.in_flight_per_account.lock().unwrap();
-        let n = per.entry(account.clone()).or_default();
-        *n += 1;
-        let mut max = state.max_in_flight_per_account.lock().unwrap();
-        let m = max.entry(account.clone()).or_default();
-        *m = (*m).max(*n);
-    }
-    {
-        let mut per = state.in_flight_per_site.lock().unwrap();
-        let n = per.entry(site.clone()).or_default();
-        *n += 1;
-        let mut max = state.max_in_flight_per_site.lock().unwrap();
-        let m = max.entry(site.clone()).or_default();
-        *m = (*m).max(*n);
-    }
+    let in_flight = InFlight::enter(&state, &account, &site);
+    let now = in_flight.now;
     let over = state.capacity.lock().unwrap().is_some_and(|c| now > c);
     let latency = *state.latency.lock().unwrap();
     actix_web::rt::time::sleep(latency).await;
@@ -263,20 +247,63 @@ async fn login(state: web::Data<PortalState>, body: web::Json<Value>) -> HttpRes
         }
         _ => answer(&state, &account, &password),
     };
-    state.in_flight.fetch_sub(1, Ordering::SeqCst);
-    *state
-        .in_flight_per_account
-        .lock()
-        .unwrap()
-        .get_mut(&account)
-        .unwrap() -= 1;
-    *state
-        .in_flight_per_site
-        .lock()
-        .unwrap()
-        .get_mut(&site)
-        .unwrap() -= 1;
+    drop(in_flight);
     response
+}
+
+/// A login being answered, counted in the in-flight figures (in total, per account, per site)
+/// until dropped: also when tokend gives the login up and actix drops the handler with it.
+struct InFlight<'a> {
+    state: &'a PortalState,
+    account: String,
+    site: String,
+    /// Logins in flight with this one.
+    now: u32,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a PortalState, account: &str, site: &str) -> InFlight<'a> {
+        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        for (per, max, key) in [
+            (
+                &state.in_flight_per_account,
+                &state.max_in_flight_per_account,
+                account,
+            ),
+            (
+                &state.in_flight_per_site,
+                &state.max_in_flight_per_site,
+                site,
+            ),
+        ] {
+            let mut per = per.lock().unwrap();
+            let n = per.entry(key.to_string()).or_default();
+            *n += 1;
+            let mut max = max.lock().unwrap();
+            let m = max.entry(key.to_string()).or_default();
+            *m = (*m).max(*n);
+        }
+        InFlight {
+            state,
+            account: account.to_string(),
+            site: site.to_string(),
+            now,
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let state = self.state;
+        state.in_flight.fetch_sub(1, Ordering::SeqCst);
+        for (per, key) in [
+            (&state.in_flight_per_account, &self.account),
+            (&state.in_flight_per_site, &self.site),
+        ] {
+            *per.lock().unwrap().get_mut(key).unwrap() -= 1;
+        }
+    }
 }
 
 /// Whether the token in `Authorization: Bearer …` or the `SESSION` cookie is still good.
