@@ -59,7 +59,7 @@ fn the_topologies_fail_over_and_serve_every_slot() {
 /// `redis-cli -h HOST -p PORT ARGS…`'s output, trimmed (the command must succeed).
 fn redis_cli(addr: &str, args: &[&str]) -> String {
     let (host, port) = addr.rsplit_once(':').unwrap();
-    let out = std::process::Command::new("redis-cli")
+    let out = std::process::Command::new(crate::support::redis_server::cli_binary())
         .args(["-h", host, "-p", port])
         .args(args)
         .output()

@@ -48,6 +48,11 @@ pub fn server_binary() -> String {
     std::env::var("TOKEND_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
 }
 
+/// The command-line client to go with it: `redis-cli`, or `TOKEND_TEST_REDIS_CLI`.
+pub fn cli_binary() -> String {
+    std::env::var("TOKEND_TEST_REDIS_CLI").unwrap_or_else(|_| "redis-cli".into())
+}
+
 /// Whether the server binary can be run here (skip outside CI, fail in CI).
 pub fn available() -> bool {
     let found = Command::new(server_binary())

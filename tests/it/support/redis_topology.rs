@@ -11,6 +11,7 @@
 //! the set is dropped. Outside CI a missing `redis-server` (or `redis-cli`) skips the test, in
 //! CI it fails it.
 
+use super::redis_server::{cli_binary, server_binary};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -48,7 +49,7 @@ impl Process {
     fn spawn(port: u16, dir: PathBuf, args: &[String]) -> Process {
         std::fs::create_dir_all(&dir).unwrap();
         let log = std::fs::File::create(dir.join("redis.log")).unwrap();
-        let child = Command::new("redis-server")
+        let child = Command::new(server_binary())
             .args(args)
             .current_dir(&dir)
             .stdin(Stdio::null())
@@ -231,7 +232,7 @@ impl SentinelSet {
     /// master, the replica and the two other sentinels; `None` when `redis-server` is not
     /// installed outside CI.
     pub fn start() -> Option<SentinelSet> {
-        if !program_available("redis-server") {
+        if !program_available(&server_binary()) {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -450,7 +451,7 @@ impl ClusterSet {
     /// every node says `cluster_state:ok`; `None` when `redis-server` or `redis-cli` is not
     /// installed outside CI.
     pub fn start() -> Option<ClusterSet> {
-        if !program_available("redis-server") || !program_available("redis-cli") {
+        if !program_available(&server_binary()) || !program_available(&cli_binary()) {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -479,7 +480,7 @@ impl ClusterSet {
             );
         }
         let addrs: Vec<String> = nodes.iter().map(Process::addr).collect();
-        let created = Command::new("redis-cli")
+        let created = Command::new(cli_binary())
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
