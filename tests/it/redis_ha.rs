@@ -414,3 +414,86 @@ async fn a_cluster_keeps_single_flight_and_the_limits_across_instances() {
         "tokend wrote nothing into the cluster: {keys:?}"
     );
 }
+
+/// A manual failover (`SENTINEL FAILOVER`): the old master stays up, now a read-only replica,
+/// so nothing breaks the connection to it. The instance still follows the new master (told
+/// by `+switch-master`, or by the `READONLY` its next write meets), and a forced login's token
+/// is written on the new master, not refused by the old one.
+#[actix_rt::test]
+async fn a_manual_failover_with_the_old_master_still_up_is_followed() {
+    let Some(set) = SentinelSet::start() else {
+        return;
+    };
+    let h = Harness::builder()
+        .redis_table(&set.config_lines())
+        .start()
+        .await;
+    h.add_account("alice", "pw-alice", true);
+    let old = set.master_addr();
+    redis_health_until(&h, "Redis up", START_DEADLINE, |r| {
+        r["status"] == "up" && r["master"] == old.as_str()
+    })
+    .await;
+    let refresh = json!({"site_name": "court_zxfw", "account": "alice", "force_refresh": true});
+    let (status, first) = h.acquire(refresh.clone()).await;
+    assert_eq!(status, 200, "{first}");
+    let sentinel = &set.sentinel_addrs()[0];
+    assert_eq!(
+        redis_cli(sentinel, &["SENTINEL", "FAILOVER", "mymaster"]),
+        "OK"
+    );
+    let new = tokio::task::spawn_blocking({
+        let old = old.clone();
+        move || {
+            let new = set.wait_for_failover(&old, Duration::from_secs(30));
+            (set, new)
+        }
+    })
+    .await
+    .unwrap();
+    let (set, new) = new;
+    assert_ne!(new, old);
+    redis_health_until(&h, "the instance on the new master", FOLLOW_DEADLINE, |r| {
+        r["status"] == "up" && r["master"] == new.as_str()
+    })
+    .await;
+    // The old master is alive and becomes a replica (the sentinels reconfigure it).
+    support::wait_until(
+        "the old master demoted",
+        Duration::from_secs(15),
+        || async {
+            redis_cli(&old, &["ROLE"])
+                .starts_with("slave")
+                .then_some(())
+        },
+    )
+    .await;
+
+    let (status, second) = h.acquire(refresh).await;
+    assert_eq!(status, 200, "{second}");
+    assert_ne!(
+        second["data"]["token"], first["data"]["token"],
+        "a new login"
+    );
+    // The new token is in Redis on the new master: a second instance that starts now gets it
+    // from there without a login.
+    let issued = h.portal.state.issued();
+    let other = Harness::builder()
+        .redis_table(&set.config_lines())
+        .prefix(&h.prefix)
+        .portal(h.portal.clone())
+        .start()
+        .await;
+    other.add_account("alice", "pw-alice", true);
+    let (status, hit) = other
+        .acquire(json!({"site_name": "court_zxfw", "account": "alice"}))
+        .await;
+    assert_eq!(status, 200, "{hit}");
+    assert_eq!(hit["data"]["source"], "cache", "{hit}");
+    assert_eq!(hit["data"]["token"], second["data"]["token"]);
+    assert_eq!(
+        h.portal.state.issued(),
+        issued,
+        "no login for the second instance"
+    );
+}

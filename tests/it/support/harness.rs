@@ -17,6 +17,8 @@ pub struct Harness {
     pub tokend: RunningServer,
     pub portal: Portal,
     pub client: reqwest::Client,
+    /// Its Redis `key_prefix` (another harness with it shares the Redis state).
+    pub prefix: String,
     _dir: tempfile::TempDir,
 }
 
@@ -170,6 +172,7 @@ impl HarnessBuilder {
             tokend,
             portal,
             client: json_client(),
+            prefix,
             _dir: dir,
         }
     }
