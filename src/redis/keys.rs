@@ -24,6 +24,7 @@
 //! | (slots) | `{P}:slots:limits` | hash: `global`, `per_site`, `per_account` set at run time | never |
 //! | (slots) | `{P}:slots:site-limits` | hash: site → its adaptive limit | never |
 //! | (slots) | `{P}:slots:fence` | the fencing number of the latest grant | never |
+//! | (slots) | `{P}:slots:counts` | hash: live leases in all, per site, per account (counted again when off) | never |
 //! | (lock) | `{P}:lock:SITE:ID` | the owner of an account's single-flight lock | `lock_timeout`, renewed |
 //! | (circuit) | `{P}:circuit:SITE` | hash: failures, retry_at, pause, probe_until, reason, message | a day |
 //! | (budget) | `{P}:budget:SITE`, `{P}:budget:SITE:ID` | sorted set: login id → when | the window |
@@ -154,6 +155,10 @@ impl Keys {
         self.shared(format_args!("slots:site-limits"))
     }
 
+    pub fn slot_counts(&self) -> String {
+        self.shared(format_args!("slots:counts"))
+    }
+
     pub fn fence(&self) -> String {
         self.shared(format_args!("slots:fence"))
     }
@@ -269,6 +274,7 @@ mod tests {
                 keys.slot_limits(),
                 keys.site_limits(),
                 keys.fence(),
+                keys.slot_counts(),
                 keys.aimd("s"),
             ],
             vec![keys.lock("s", 1), keys.circuit("t")],

@@ -13,6 +13,7 @@
 //! | `{P}:slots:limits` | hash | `global`, `per_site`, `per_account` set at run time |
 //! | `{P}:slots:site-limits` | hash | site → its adaptive limit (at most `per_site`) |
 //! | `{P}:slots:fence` | counter | the fencing number of the latest grant (see below) |
+//! | `{P}:slots:counts` | hash | live leases in all (`g`), per site, per account: kept by the grant and the release, counted again from the holders whenever `g` is not the number of live leases |
 //! | `{P}:lock:SITE:ID` | string | the single-flight lock of an account: its owner, expiring after `lock_timeout` unless renewed |
 //!
 //! The grant script runs atomically, on Redis's clock (`TIME`, so instances' clocks do not
@@ -230,6 +231,7 @@ impl RedisSlots {
             .key(keys.slot_limits())
             .key(keys.site_limits())
             .key(keys.fence())
+            .key(keys.slot_counts())
             .arg(u8::from(queued))
             .arg(ask.lease.as_millis() as u64)
             .arg(id)
@@ -322,6 +324,7 @@ impl RedisSlots {
             .key(keys.slot_holders())
             .key(keys.slot_queue())
             .key(keys.slot_waiters())
+            .key(keys.slot_counts())
             .arg(id)
             .arg(u8::from(waiter));
         let n: u64 = self.link.invoke(WHAT, Admit::Always, &script).await?;
@@ -613,6 +616,64 @@ mod tests {
         let carol = slots.acquire(&one_per_site("carol"), &wake).await.unwrap();
         assert!(carol.fence > stuck.fence);
         assert!(slots.release(&carol).await.unwrap());
+    }
+
+    /// The counts are kept beside the leases: lost (deleted) or off, they are counted again
+    /// from the leases and their holders, and the limits still hold.
+    #[actix_rt::test]
+    async fn lost_or_wrong_counts_are_counted_again_and_the_limits_hold() {
+        let Some(slots) = redis_slots().await else {
+            return;
+        };
+        let wake = Notify::new();
+        let timed_out = |answer: Result<RemoteLease>| matches!(answer, Err(Error::QueueTimeout(_)));
+        let counts = slots.link().keys().slot_counts();
+        let alice = slots
+            .acquire(&ask("s", "alice", BRIEF), &wake)
+            .await
+            .unwrap();
+        let bob = slots.acquire(&ask("s", "bob", BRIEF), &wake).await.unwrap();
+        let del = ::redis::cmd("DEL").arg(&counts).clone();
+        let _: u64 = slots
+            .link()
+            .query("test", Admit::Always, &del)
+            .await
+            .unwrap();
+        // Site `s` holds its two (per_site 2): a third account waits and times out.
+        assert!(timed_out(
+            slots.acquire(&ask("s", "carol", BRIEF), &wake).await
+        ));
+        // Counts that say something else than the leases are not believed either.
+        let off = ::redis::cmd("HSET")
+            .arg(&counts)
+            .arg("g")
+            .arg(0)
+            .arg("s\ns")
+            .arg(0)
+            .clone();
+        let _: u64 = slots
+            .link()
+            .query("test", Admit::Always, &off)
+            .await
+            .unwrap();
+        assert!(timed_out(
+            slots.acquire(&ask("s", "alice", BRIEF), &wake).await
+        ));
+        assert!(slots.release(&bob).await.unwrap());
+        let carol = slots
+            .acquire(&ask("s", "carol", BRIEF), &wake)
+            .await
+            .unwrap();
+        assert!(slots.release(&alice).await.unwrap());
+        assert!(slots.release(&carol).await.unwrap());
+        // Everything released: every site and account count is gone, the total is zero.
+        let all = ::redis::cmd("HGETALL").arg(&counts).clone();
+        let left: Vec<String> = slots
+            .link()
+            .query("test", Admit::Always, &all)
+            .await
+            .unwrap();
+        assert_eq!(left, ["g", "0"]);
     }
 
     #[actix_rt::test]

@@ -1,8 +1,10 @@
 -- One try at a login slot, on Redis's clock (`TIME`): drops expired leases and waiters, walks
 -- the oldest ARGV[11] waiters granting (on paper) every one that could run, and grants the
 -- caller only if it can still run after them (FIFO among the waiters that can run, no
--- head-of-line blocking). Counts per site and account come from the live leases and their
--- holders (at most the global limit of them), so no key is built from data.
+-- head-of-line blocking). Counts per site and account are kept in KEYS[9] by this script and
+-- the release; whenever its total (`g`) differs from the live leases (a lease expired, was
+-- dropped by another script, or the counts were lost), they are counted again from the
+-- leases and their holders. No key is built from data.
 --
 -- | KEYS[1] | `{P}:slots:leases`: lease id → expiry (ms) |
 -- | KEYS[2] | `{P}:slots:holders`: lease id → `SITE\nACCOUNT` |
@@ -12,6 +14,7 @@
 -- | KEYS[6] | `{P}:slots:limits`: limits set at run time |
 -- | KEYS[7] | `{P}:slots:site-limits`: site → adaptive limit |
 -- | KEYS[8] | `{P}:slots:fence`: the fencing counter |
+-- | KEYS[9] | `{P}:slots:counts`: `g` → live leases, `s\nSITE` → per site, `a\nSITE\nACCOUNT` → per account |
 -- | ARGV[1] | 1 when an earlier try of this waiter may have queued it |
 -- | ARGV[2] | lease length (ms) |
 -- | ARGV[3], ARGV[4], ARGV[5] | the waiter id, its site, its account |
@@ -34,23 +37,40 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now)) do
   redis.call('ZREM', leases, id)
   redis.call('HDEL', holders, id)
 end
-local used_g, used_s, used_a = 0, {}, {}
+local counts = KEYS[9]
+local live_n = redis.call('ZCARD', leases)
+if tonumber(redis.call('HGET', counts, 'g') or '-1') ~= live_n then
+  -- Counted again from the leases and their holders (a lease without a holder counts in
+  -- the total only).
+  redis.call('DEL', counts)
+  local held = {}
+  local all = redis.call('HGETALL', holders)
+  for i = 1, #all, 2 do held[all[i]] = all[i + 1] end
+  for _, id in ipairs(redis.call('ZRANGE', leases, 0, -1)) do
+    local info = held[id]
+    local site, account
+    if info then site, account = string.match(info, '^([^\n]*)\n(.*)$') end
+    if site then
+      redis.call('HINCRBY', counts, 's\n' .. site, 1)
+      redis.call('HINCRBY', counts, 'a\n' .. site .. '\n' .. account, 1)
+    end
+  end
+  redis.call('HSET', counts, 'g', live_n)
+end
+-- What the counts hold, read once per site and account, plus what the walk grants on paper.
+local used_g = live_n
+local stored, paper = {}, {}
+local function used(field)
+  if stored[field] == nil then
+    stored[field] = tonumber(redis.call('HGET', counts, field) or '0')
+  end
+  return stored[field] + (paper[field] or 0)
+end
 local function count(site, account)
   used_g = used_g + 1
-  used_s[site] = (used_s[site] or 0) + 1
-  local pair = site .. '\n' .. account
-  used_a[pair] = (used_a[pair] or 0) + 1
-end
--- Two reads, however many leases are live: their ids, and every holder at once.
-local live = redis.call('ZRANGE', leases, 0, -1)
-local held = {}
-local all = redis.call('HGETALL', holders)
-for i = 1, #all, 2 do held[all[i]] = all[i + 1] end
-for i = 1, #live do
-  local info = held[live[i]]
-  local site, account
-  if info then site, account = string.match(info, '^([^\n]*)\n(.*)$') end
-  if site then count(site, account) else used_g = used_g + 1 end
+  local s_field, a_field = 's\n' .. site, 'a\n' .. site .. '\n' .. account
+  paper[s_field] = (paper[s_field] or 0) + 1
+  paper[a_field] = (paper[a_field] or 0) + 1
 end
 local cached_limits = {}
 local function site_limit(site)
@@ -61,8 +81,8 @@ local function site_limit(site)
   return cached_limits[site]
 end
 local function fits(site, account)
-  return used_g < g and (used_s[site] or 0) < site_limit(site)
-    and (used_a[site .. '\n' .. account] or 0) < a
+  return used_g < g and used('s\n' .. site) < site_limit(site)
+    and used('a\n' .. site .. '\n' .. account) < a
 end
 local me, my_site, my_account = ARGV[3], ARGV[4], ARGV[5]
 for _, w in ipairs(redis.call('ZRANGE', queue, 0, tonumber(ARGV[11]) - 1)) do
@@ -95,6 +115,9 @@ if fits(my_site, my_account) then
   end
   redis.call('ZADD', leases, now + tonumber(ARGV[2]), me)
   redis.call('HSET', holders, me, my_site .. '\n' .. my_account)
+  redis.call('HINCRBY', counts, 'g', 1)
+  redis.call('HINCRBY', counts, 's\n' .. my_site, 1)
+  redis.call('HINCRBY', counts, 'a\n' .. my_site .. '\n' .. my_account, 1)
   if ARGV[1] == '1' then
     redis.call('ZREM', queue, me)
     redis.call('HDEL', waiters, me)

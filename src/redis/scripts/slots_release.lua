@@ -5,10 +5,25 @@
 -- | KEYS[2] | `{P}:slots:holders` |
 -- | KEYS[3] | `{P}:slots:queue` |
 -- | KEYS[4] | `{P}:slots:waiters` |
+-- | KEYS[5] | `{P}:slots:counts` (see slots_grant.lua): the freed lease leaves its counts |
 -- | ARGV[1] | the lease (or waiter) id |
 -- | ARGV[2] | 1 when it may still wait in the queue |
 -- Returns 1 when a lease was freed, else 0.
 local n = redis.call('ZREM', KEYS[1], ARGV[1])
+if n == 1 then
+  local info = redis.call('HGET', KEYS[2], ARGV[1])
+  local site, account
+  if info then site, account = string.match(info, '^([^\n]*)\n(.*)$') end
+  if site then
+    redis.call('HINCRBY', KEYS[5], 'g', -1)
+    for _, field in ipairs({'s\n' .. site, 'a\n' .. site .. '\n' .. account}) do
+      if redis.call('HINCRBY', KEYS[5], field, -1) <= 0 then redis.call('HDEL', KEYS[5], field) end
+    end
+  else
+    -- A lease without a holder: the next grant counts everything again.
+    redis.call('HSET', KEYS[5], 'g', -1)
+  end
+end
 redis.call('HDEL', KEYS[2], ARGV[1])
 if ARGV[2] == '1' then
   redis.call('ZREM', KEYS[3], ARGV[1])
