@@ -42,6 +42,10 @@
 //!   `AlertActor`).
 //! - [`error`]: the one error type, and its HTTP statuses and exit codes.
 
+// The docs are for the people who work on tokend (`cargo doc --document-private-items`):
+// they link to the private modules they describe.
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod accounts;
 pub mod actors;
 pub(crate) mod api;

@@ -31,7 +31,7 @@ pub enum AccountsCommand {
         #[arg(long, value_name = "URL")]
         proxy: Option<String>,
     },
-    /// Import accounts from CSV (site_name,account,password[,preferred[,proxy]]); `-` is
+    /// Import accounts from CSV (`site_name,account,password[,preferred[,proxy]]`); `-` is
     /// stdin. `proxy` is the account's own proxy URL (http://, https:// or socks5://), stored
     /// sealed. One transaction: a malformed line imports nothing.
     Import { file: String },

@@ -26,7 +26,7 @@ use crate::vault::secret::Secret;
 
 /// Every environment variable tokend reads that is a secret or may hold one (a URL with a
 /// password), with the parts of a Redis URL: a login program and a captcha solver are started
-/// without them ([`crate::drivers::process`]). A variable added to `apply_env` belongs here
+/// without them (`crate::drivers::process`). A variable added to `apply_env` belongs here
 /// (a test checks it).
 pub const SECRET_ENV: [&str; 14] = [
     "TOKEND_SECRET_KEY",

@@ -46,7 +46,7 @@ pub struct LoginStats {
     pub last_sent: Option<Instant>,
 }
 
-/// What the caller of [`LoginDriver::login_with_gate`] does when an attempt met congestion
+/// What the caller of [`LoginDriver::login_with_retries`] does when an attempt met congestion
 /// (a 429, a `rate_limit_pattern` answer, a captcha error) and the login will retry: the
 /// broker halves the site's adaptive limit at once and makes the retry wait for a slot under
 /// it. An `Err` ends the login with that failure.

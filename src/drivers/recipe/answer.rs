@@ -1,4 +1,4 @@
-//! What a step reads from an answer: the tests of `[steps.answer]` ([`matches`]), the values
+//! What a step reads from an answer: the tests of `[steps.answer]` ([`matches()`]), the values
 //! of `[steps.extract]` ([`extracted`]), a captcha image ([`image_of`]); and the JSON body
 //! templates and hosts of requests.
 

@@ -5,7 +5,7 @@
 //! takes values from the answer; the `[token]` table says where the token and its life are
 //! and which header consumers send it in.
 //!
-//! Every step is written to a [`Trace`] (request line, status, the answer's shape, the
+//! Every step is written to a [`Trace`](attempt::Trace) (request line, status, the answer's shape, the
 //! variables set, secrets masked): `tokend recipe check` prints it as it goes, and a login
 //! whose answer the recipe does not recognise logs it (`event=recipe_trace`).
 
