@@ -94,21 +94,41 @@ impl Sentinels {
         &self.sentinels[(first + i) % self.sentinels.len()]
     }
 
-    /// Asks the sentinels in turn for the master, until one names a server that says it is
-    /// the master.
+    /// Asks every sentinel at once for the master; the first to name a server that says it
+    /// is the master wins. Bounded by the command timeout as a whole: silent sentinels cost
+    /// one timeout, not one each.
     pub async fn find_master(&self) -> Result<Master> {
+        use futures_util::stream::{FuturesUnordered, StreamExt};
+        let mut asks: FuturesUnordered<_> = self
+            .sentinels
+            .iter()
+            .enumerate()
+            .map(|(index, sentinel)| async move {
+                (index, sentinel.addr().to_string(), self.ask(sentinel).await)
+            })
+            .collect();
         let mut errors = Vec::new();
-        let first = self.preferred.load(Ordering::Relaxed);
-        for i in 0..self.sentinels.len() {
-            let index = (first + i) % self.sentinels.len();
-            let sentinel = &self.sentinels[index];
-            match self.ask(sentinel).await {
-                Ok(master) => {
-                    self.preferred.store(index, Ordering::Relaxed);
-                    return Ok(master);
+        let first = async {
+            while let Some((index, address, answer)) = asks.next().await {
+                match answer {
+                    Ok(master) => {
+                        self.preferred.store(index, Ordering::Relaxed);
+                        return Some(master);
+                    }
+                    Err(e) => errors.push(format!("{address}: {e}")),
                 }
-                Err(e) => errors.push(format!("{}: {e}", sentinel.addr())),
             }
+            None
+        };
+        let found = tokio::time::timeout(COMMAND_TIMEOUT, first).await;
+        if let Ok(Some(master)) = found {
+            return Ok(master);
+        }
+        if found.is_err() {
+            errors.push(format!(
+                "the others: no answer within {}s",
+                COMMAND_TIMEOUT.as_secs()
+            ));
         }
         Err(Error::CacheUnavailable(format!(
             "no sentinel named a master for `{}`: {}",
@@ -240,5 +260,39 @@ mod tests {
         );
         assert_eq!(switched_to(message, "other"), None);
         assert_eq!(switched_to("mymaster 1 2", "mymaster"), None);
+    }
+
+    /// Sentinels that take the connection and never answer (a hung host) are asked at once,
+    /// not one after another: the search ends after one command timeout, naming them.
+    #[actix_rt::test]
+    async fn silent_sentinels_cost_one_timeout_not_one_each() {
+        let silent: Vec<std::net::TcpListener> = (0..3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let config = RedisConfig {
+            sentinels: silent
+                .iter()
+                .map(|l| l.local_addr().unwrap().to_string())
+                .collect(),
+            sentinel_master: "m".into(),
+            ..RedisConfig::default()
+        };
+        let sentinels = Sentinels::from_config(
+            &config,
+            "redis://127.0.0.1/0".into_connection_info().unwrap(),
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let failed = sentinels.find_master().await.unwrap_err().to_string();
+        // One after another they would take three command timeouts (6 s).
+        assert!(
+            started.elapsed() < COMMAND_TIMEOUT * 2,
+            "{:?}: {failed}",
+            started.elapsed()
+        );
+        assert!(
+            failed.contains("timed out") || failed.contains("no answer within"),
+            "{failed}"
+        );
     }
 }
