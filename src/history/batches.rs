@@ -18,6 +18,9 @@ use crate::history::spool::Spool;
 /// sooner when the pool finds the database back ([`crate::db::Pool::comebacks`]).
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 
+/// A failed write that took at least this long waited for a database that did not answer.
+const SLOW_FAILURE: Duration = Duration::from_secs(1);
+
 /// A flush waiting for its answer: the rows still waiting in the spool.
 pub type FlushWaiter = oneshot::Sender<Result<usize>>;
 
@@ -30,6 +33,10 @@ pub struct Batches {
     /// Rows wait in the spool: new rows join them there, so the history keeps its order.
     spooled: bool,
     last_replay: Instant,
+    /// When a write or a replay last failed after a wait (a database that did not answer):
+    /// a flush (the stop's, say) does not make it wait again within [`RETRY_AFTER`] of it,
+    /// unless the database is back. A failure that came at once costs nothing to retry.
+    last_slow_failure: Option<Instant>,
     /// The pool's [`crate::db::Pool::comebacks`] at the last replay.
     comebacks_seen: u64,
     /// Why the last spool write failed, while `held` holds the rows it could not keep.
@@ -46,6 +53,7 @@ impl Batches {
             held: Vec::new(),
             spooled: false,
             last_replay: Instant::now(),
+            last_slow_failure: None,
             spool_error: None,
         }
     }
@@ -98,12 +106,16 @@ impl Batches {
         if self.held.is_empty() {
             return false;
         }
+        let started = Instant::now();
         let written = if self.spooled {
             Err(Error::DatabaseUnavailable("spool not yet replayed".into()))
         } else {
             self.writer.write(&self.held).await
         };
         let failed_now = !self.spooled && written.is_err();
+        if failed_now {
+            self.failed_after(started);
+        }
         match written {
             Ok(()) => {
                 self.held.clear();
@@ -143,12 +155,30 @@ impl Batches {
 
     /// Replays the spool when rows wait there and a flush asks for it, [`RETRY_AFTER`] has
     /// passed since the last try, or the database is back.
+    /// A flush asks only when the database did not just fail after a wait: a stop right
+    /// after a write that timed out keeps the rows in the spool (written at the next start)
+    /// instead of waiting for the database a second time.
     async fn replay_if_due(&mut self, failed_now: bool, flush_asked: bool) {
-        let due = flush_asked || self.retry_due();
+        let failed_lately = self
+            .last_slow_failure
+            .is_some_and(|at| at.elapsed() < RETRY_AFTER)
+            && !self.database_back();
+        let due = (flush_asked && !failed_lately) || self.retry_due();
         if self.spooled && !failed_now && due {
-            self.last_replay = Instant::now();
+            let started = Instant::now();
+            self.last_replay = started;
             self.comebacks_seen = self.writer.pool.comebacks();
             self.spooled = !self.replay().await;
+            if self.spooled {
+                self.failed_after(started);
+            }
+        }
+    }
+
+    /// A write or replay begun at `started` failed: remembered when it had to wait.
+    fn failed_after(&mut self, started: Instant) {
+        if started.elapsed() >= SLOW_FAILURE {
+            self.last_slow_failure = Some(Instant::now());
         }
     }
 

@@ -238,7 +238,12 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("tokend did not exit within 10 s of SIGTERM");
+        let log = self.drain_log();
+        let tail = &log[log.len().saturating_sub(30)..];
+        panic!(
+            "tokend did not exit within 10 s of SIGTERM; the end of its log:\n{}",
+            tail.join("\n")
+        );
     }
 
     /// Drains the log into `seen` until a line there holds `needle`, failing the test (with
