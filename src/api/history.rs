@@ -40,6 +40,12 @@ pub struct HistoryItem {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// A row's `error_details` as JSON; text that is not JSON (a row written by hand or by an
+/// older tool) is kept as `{"text": …}` rather than shown as nothing.
+fn details_of(stored: &str) -> Value {
+    serde_json::from_str(stored).unwrap_or_else(|_| serde_json::json!({ "text": stored }))
+}
+
 impl From<HistoryRow> for HistoryItem {
     fn from(r: HistoryRow) -> HistoryItem {
         HistoryItem {
@@ -56,7 +62,7 @@ impl From<HistoryRow> for HistoryItem {
             captcha_attempts: r.captcha_attempts,
             network_retries: r.network_retries,
             error_message: r.error_message,
-            error_details: r.error_details.and_then(|d| serde_json::from_str(&d).ok()),
+            error_details: r.error_details.map(|d| details_of(&d)),
             created_at: r.created_at.and_utc(),
             started_at: r.started_at.and_utc(),
             finished_at: r.finished_at.map(|t| t.and_utc()),
@@ -207,4 +213,15 @@ pub async fn cleanup(
         .run(move |conn| crate::db::retention::delete_older_than(conn, days))
         .await?;
     Ok(ok(HistoryCleanupAnswer { days, deleted }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_details_that_are_not_json_are_kept_as_text() {
+        assert_eq!(details_of(r#"{"kind":"timeout"}"#)["kind"], "timeout");
+        assert_eq!(details_of("portal said no")["text"], "portal said no");
+    }
 }
