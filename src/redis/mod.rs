@@ -7,6 +7,9 @@
 //! | file | idea |
 //! |---|---|
 //! | `mod.rs` | [`RedisLink`]: one constructor from the configuration, calls through the breaker, the probe |
+//! | `topology.rs` | [`Topology`]: one server, Sentinel or Cluster, and the connection of each |
+//! | `sentinel.rs`, `follow.rs` | the sentinels asked for the master; the link following it through failovers |
+//! | `cluster.rs` | commands run on every master of a cluster (`SCAN`, `INFO`), the masters there are |
 //! | `breaker.rs` | [`Breaker`]: up, degraded (a pause that doubles), probing |
 //! | `keys.rs` | [`Keys`]: every key, one function each, with Redis Cluster hash tags |
 //! | `scripts.rs`, `scripts/*.lua` | the Lua scripts, each with its KEYS/ARGV table |
@@ -21,33 +24,29 @@
 //! caller's path or where losing the write is worse than waiting); their answers count too.
 
 pub mod breaker;
+mod cluster;
+mod follow;
 pub mod keys;
 pub mod scripts;
 pub mod sentinel;
 pub mod topology;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use ::redis::{Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, ScriptInvocation};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub use self::breaker::{Breaker, Failure, LinkState, ERROR_GRACE};
 pub use self::keys::Keys;
-use self::sentinel::{Master, Sentinels};
+use self::sentinel::Sentinels;
 use self::topology::Conn;
-pub use self::topology::Topology;
+pub use self::topology::{Topology, COMMAND_TIMEOUT, CONNECT_TIMEOUT};
 use crate::config::RedisConfig;
 use crate::error::{Error, Result};
 use crate::vault::secret::redact_url;
-
-/// How long a connection to Redis may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a command may go unanswered: the most a caller waits on a silent Redis.
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The shortest sleep of the probe between two looks at the breaker.
 const PROBE_TICK: Duration = Duration::from_millis(10);
@@ -305,94 +304,6 @@ impl RedisLink {
         }
     }
 
-    /// Every key matching `pattern`, found with SCAN (never KEYS, which blocks Redis); on a
-    /// cluster, on every master.
-    pub async fn scan(&self, what: &str, pattern: &str, batch: usize) -> Result<Vec<String>> {
-        let mut keys = Vec::new();
-        let nodes: Vec<Option<(String, u16)>> = match self.inner.topology {
-            Topology::Cluster => self
-                .cluster_masters()
-                .await?
-                .iter()
-                .map(|address| topology::split_address(address).ok())
-                .collect(),
-            _ => vec![None],
-        };
-        for node in nodes {
-            let mut cursor: u64 = 0;
-            loop {
-                let cmd = ::redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(pattern)
-                    .arg("COUNT")
-                    .arg(batch)
-                    .clone();
-                let (next, found): (u64, Vec<String>) = match &node {
-                    Some((host, port)) => self.on_node(what, host, *port, cmd).await?,
-                    None => self.query(what, Admit::WhenUp, &cmd).await?,
-                };
-                keys.extend(found);
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
-        }
-        Ok(keys)
-    }
-
-    /// `used_memory` from `INFO memory`, in bytes (summed over a cluster's masters).
-    pub async fn used_memory(&self, what: &str) -> Result<u64> {
-        let read = |info: &str| -> u64 {
-            info.lines()
-                .find_map(|line| line.strip_prefix("used_memory:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0)
-        };
-        let cmd = ::redis::cmd("INFO").arg("memory").clone();
-        if self.inner.topology != Topology::Cluster {
-            let info: String = self.query(what, Admit::WhenUp, &cmd).await?;
-            return Ok(read(&info));
-        }
-        let mut total = 0;
-        for address in self.cluster_masters().await? {
-            let (host, port) = topology::split_address(&address)?;
-            let info: String = self.on_node(what, &host, port, cmd.clone()).await?;
-            total += read(&info);
-        }
-        Ok(total)
-    }
-
-    /// `host:port` of each master of the cluster (`CLUSTER NODES`).
-    async fn cluster_masters(&self) -> Result<Vec<String>> {
-        let cmd = ::redis::cmd("CLUSTER").arg("NODES").clone();
-        let nodes: String = self.query("redis cluster", Admit::WhenUp, &cmd).await?;
-        Ok(masters_of(&nodes))
-    }
-
-    /// One command on one node of the cluster.
-    async fn on_node<T: FromRedisValue>(
-        &self,
-        what: &str,
-        host: &str,
-        port: u16,
-        cmd: Cmd,
-    ) -> Result<T> {
-        use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-        let Conn::Cluster(mut conn) = self.conn(what, Admit::WhenUp).await? else {
-            return Err(Error::Internal(format!("{what}: not a cluster")));
-        };
-        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-            host: host.to_string(),
-            port,
-        });
-        let value = conn.route_command(cmd, routing).await;
-        let value = self.outcome(what, value)?;
-        ::redis::from_redis_value(value)
-            .map_err(|e| Error::CacheUnavailable(format!("{what}: {e}")))
-    }
-
     /// A connection of its own subscribed to `channel` (within the connect and command
     /// timeouts), for a listener that reads it until it ends. A failure to reach Redis is
     /// the link's news like any call's; a refusal (an ACL without the channel) is not. On
@@ -518,103 +429,6 @@ impl RedisLink {
         }
     }
 
-    /// Asks the sentinels for the master and moves to it if it is another (one search at
-    /// a time; a caller that waited for another's search uses its result).
-    async fn find_master(&self) -> Result<()> {
-        let Some(sentinels) = &self.inner.sentinels else {
-            return Ok(());
-        };
-        let seen = *self.inner.switches.borrow();
-        let _searching = self.inner.finding_master.lock().await;
-        if *self.inner.switches.borrow() != seen && self.current().is_some() {
-            return Ok(());
-        }
-        let master = sentinels.find_master().await?;
-        self.move_to(sentinels, master)
-    }
-
-    /// Swaps the connection to `master` (unless it is the current one).
-    fn move_to(&self, sentinels: &Sentinels, master: Master) -> Result<()> {
-        let address = master.address();
-        self.inner
-            .replicas
-            .store(master.replicas, Ordering::Relaxed);
-        let before = self.master();
-        if before.as_deref() == Some(address.as_str()) && self.current().is_some() {
-            return Ok(());
-        }
-        let (conn, client) = topology::server(sentinels.master_info(&master))?;
-        *self.inner.conn.write().unwrap_or_else(|p| p.into_inner()) = Some(conn);
-        *self
-            .inner
-            .subscribe_to
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = vec![client];
-        *self.inner.master.write().unwrap_or_else(|p| p.into_inner()) = Some(address.clone());
-        self.inner.switches.send_modify(|n| *n += 1);
-        // The new master may answer at once: no need to wait for the probe's pause.
-        if !self.is_up() {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                let link = self.clone();
-                runtime.spawn(async move {
-                    if let Some(mut conn) = link.current() {
-                        let cmd = ::redis::cmd("PING");
-                        let ping = cmd.query_async::<String>(&mut conn);
-                        if let Ok(Ok(_)) = tokio::time::timeout(COMMAND_TIMEOUT, ping).await {
-                            link.answered("master_switch");
-                        }
-                    }
-                });
-            }
-        }
-        match before {
-            Some(before) => log::warn!(
-                "event=redis_master_switched master_name={} from={before} to={address} replicas={}",
-                sentinels.master_name(),
-                master.replicas
-            ),
-            None => log::info!(
-                "event=redis_master_found master_name={} master={address} replicas={}",
-                sentinels.master_name(),
-                master.replicas
-            ),
-        }
-        Ok(())
-    }
-
-    /// With Sentinel: asks the sentinels again in the background (after an error, a timeout
-    /// or a `READONLY`: the master may have changed).
-    fn spawn_find_master(&self) {
-        if self.inner.sentinels.is_none() || self.inner.asking.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                let link = self.clone();
-                runtime.spawn(async move {
-                    if let Err(e) = link.find_master().await {
-                        log::debug!("event=redis_master_unknown error=\"{e}\"");
-                    }
-                    link.inner.asking.store(false, Ordering::Release);
-                });
-            }
-            Err(_) => self.inner.asking.store(false, Ordering::Release),
-        }
-    }
-
-    /// With Sentinel: starts the watcher of `+switch-master` (once, inside a runtime).
-    fn watch_switches(&self) {
-        if self.inner.sentinels.is_none() || self.inner.watching.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(watch_switches(Arc::downgrade(&self.inner)));
-            }
-            Err(_) => self.inner.watching.store(false, Ordering::Release),
-        }
-    }
-
     fn answered(&self, by: &str) {
         if self.inner.breaker.succeeded() == breaker::Change::Closed {
             log::info!(
@@ -713,71 +527,6 @@ pub struct Whereabouts {
     pub status: String,
 }
 
-/// Reads `+switch-master` from one sentinel after another for as long as the link lives;
-/// each announcement for this master (and each new subscription, which may have missed
-/// one) makes the link ask the sentinels again.
-async fn watch_switches(link: Weak<Inner>) {
-    let mut pause = Duration::from_millis(100);
-    let mut turn = 0usize;
-    loop {
-        let (info, name) = {
-            let Some(inner) = link.upgrade() else { return };
-            let Some(sentinels) = &inner.sentinels else {
-                return;
-            };
-            turn += 1;
-            (
-                sentinels.sentinel(turn % sentinels.len()).clone(),
-                sentinels.master_name().to_string(),
-            )
-        };
-        let subscribed = async {
-            let client = ::redis::Client::open(info).ok()?;
-            let mut pubsub = client.get_async_pubsub().await.ok()?;
-            pubsub.subscribe(sentinel::SWITCH_CHANNEL).await.ok()?;
-            Some(pubsub)
-        };
-        let Ok(Some(pubsub)) = tokio::time::timeout(CONNECT_TIMEOUT, subscribed).await else {
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(breaker::MAX_PAUSE);
-            continue;
-        };
-        pause = Duration::from_millis(100);
-        let Some(inner) = link.upgrade() else { return };
-        RedisLink { inner }.spawn_find_master();
-        let mut messages = pubsub.into_on_message();
-        while let Some(message) = messages.next().await {
-            let Ok(text) = message.get_payload::<String>() else {
-                continue;
-            };
-            let Some(to) = sentinel::switched_to(&text, &name) else {
-                continue;
-            };
-            let Some(inner) = link.upgrade() else { return };
-            log::info!("event=redis_switch_announced master_name={name} to={to}");
-            RedisLink { inner }.spawn_find_master();
-        }
-    }
-}
-
-/// The masters' `host:port` in a `CLUSTER NODES` answer.
-fn masters_of(nodes: &str) -> Vec<String> {
-    let mut masters: Vec<String> = nodes
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let flags = fields.get(2)?;
-            let is_master = flags.split(',').any(|f| f == "master");
-            let failed = flags.split(',').any(|f| f == "fail" || f == "noaddr");
-            // `ip:port@cport[,hostname]`
-            let address = fields.get(1)?.split('@').next()?;
-            (is_master && !failed && !address.starts_with(':')).then(|| address.to_string())
-        })
-        .collect();
-    masters.sort();
-    masters
-}
-
 /// Whether an error means Redis cannot be reached, and how; `None` for an answer that refused
 /// the command (a type or script error says Redis is there).
 fn failure_of(e: &RedisError) -> Option<Failure> {
@@ -843,17 +592,6 @@ mod tests {
             .query("redis locks", Admit::Always, ::redis::cmd("DEL").arg("k"))
             .await;
         assert!(matches!(tried, Err(Error::CacheUnavailable(m)) if !m.contains("left alone")));
-    }
-
-    #[test]
-    fn cluster_nodes_name_their_live_masters() {
-        let nodes = "\
-07c3 127.0.0.1:7101@17101 myself,master - 0 0 1 connected 0-5460
-67ed 127.0.0.1:7102@17102 master - 0 1426238317239 2 connected 5461-10922
-292f 127.0.0.1:7103@17103,node3.local master,fail - 1426238316232 0 3 connected
-e7d1 127.0.0.1:7104@17104 slave 07c3 0 1426238317741 1 connected
-824f :0@0 master,noaddr - 1426238316232 0 3 disconnected";
-        assert_eq!(masters_of(nodes), ["127.0.0.1:7101", "127.0.0.1:7102"]);
     }
 
     /// A link to sentinels that are not there starts, refuses calls with a message naming

@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, ConnectionInfo, IntoConnectionInfo, Value};
 
-use super::topology::{at, split_address};
-use super::{COMMAND_TIMEOUT, CONNECT_TIMEOUT};
+use super::topology::{at, split_address, COMMAND_TIMEOUT, CONNECT_TIMEOUT};
 use crate::config::RedisConfig;
 use crate::error::{Error, Result};
 

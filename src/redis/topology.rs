@@ -17,9 +17,13 @@ use ::redis::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{COMMAND_TIMEOUT, CONNECT_TIMEOUT};
 use crate::config::RedisConfig;
 use crate::error::{Error, Result};
+
+/// How long a connection to Redis may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a command may go unanswered: the most a caller waits on a silent Redis.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How tokend reaches Redis, as `/health` and `/resource-usage` name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
