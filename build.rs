@@ -17,16 +17,19 @@ const ORDER: &str = "tools/text-order/order.txt";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    // Debug and test builds: nothing to do, and nothing to rerun for.
+    if var("PROFILE") != "release" || var("TARGET") != "x86_64-unknown-linux-gnu" {
+        return;
+    }
     println!("cargo:rerun-if-changed={ORDER}");
     println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
-    let var = |name: &str| std::env::var(name).unwrap_or_default();
     let flags = var("CARGO_ENCODED_RUSTFLAGS");
     let default_linker = var("RUSTC_LINKER").is_empty()
         && !flags.contains("linker")
         && !flags.contains("link-self-contained")
         && rustc_minor() >= 90;
-    if var("PROFILE") != "release" || var("TARGET") != "x86_64-unknown-linux-gnu" || !default_linker
-    {
+    if !default_linker {
         return;
     }
     if host_glibc_at_least(2, 36) {
