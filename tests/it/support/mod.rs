@@ -120,6 +120,19 @@ impl Drop for PgDatabase {
 
 /// A number unique across the test processes running at once (names of test databases and
 /// Redis key prefixes): the process id, a counter, and the clock.
+/// A port for a server a test starts, free when asked: below the kernel's ephemeral range
+/// (32768 and up here), so that no outgoing connection of a parallel test can take it before
+/// the server binds it (a port from `:0` can be, "Address already in use"). 12000–21999, so
+/// that a cluster node's bus port (+10000) stays below the range too.
+pub fn server_port() -> u16 {
+    loop {
+        let port = fastrand::u16(12_000..22_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 pub fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);

@@ -61,13 +61,9 @@ fn server_user_ids() -> Option<(u32, u32)> {
     }
 }
 
-/// A port nobody listened on a moment ago.
+/// A port nobody listened on a moment ago (see [`super::server_port`]).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    super::server_port()
 }
 
 /// A port on 127.0.0.1 that neither takes nor refuses a connection: its SYNs are dropped, as

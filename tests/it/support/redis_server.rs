@@ -4,7 +4,7 @@
 //! `clock_gettime(CLOCK_REALTIME)`, which Redis's `TIME` reads), like a Redis host whose clock
 //! differs from tokend's.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -89,11 +89,7 @@ impl RedisServer {
             assert!(built.success(), "the clock shim did not build");
             (dir, offset)
         });
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::server_port();
         let mut server = RedisServer {
             port,
             args: extra.iter().map(|a| a.to_string()).collect(),

@@ -138,16 +138,19 @@ fn log_tail(path: &Path) -> String {
 /// `n` free ports on 127.0.0.1, distinct; with `bus`, each one's cluster bus port (+10000) is
 /// free too.
 fn free_ports(n: usize, bus: bool) -> Vec<u16> {
+    // Below the kernel's ephemeral range (32768 and up here): a port the kernel hands out
+    // for `:0` is free again once released, and any outgoing connection of a parallel test
+    // may take it before the server binds it ("Address already in use"). Ports 12000–21999,
+    // and their cluster bus ports 22000–31999, are never handed out that way.
     let mut held = Vec::new();
     let mut ports = Vec::new();
     while ports.len() < n {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let port = fastrand::u16(12_000..22_000);
+        let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) else {
+            continue;
+        };
         if bus {
-            if port >= 55535 {
-                continue;
-            }
-            match TcpListener::bind(("127.0.0.1", port + 10000)) {
+            match TcpListener::bind(("127.0.0.1", port + 10_000)) {
                 Ok(bus) => held.push(bus),
                 Err(_) => continue,
             }
@@ -304,7 +307,9 @@ impl SentinelSet {
                 &format!("sentinel {port} to know the other sentinels and the replica"),
                 START_DEADLINE,
                 || {
-                    for process in self.sentinels.lock().unwrap().iter_mut() {
+                    // Not poisoned-or-panic: a failed start must not abort the whole test binary.
+                    let mut sentinels = self.sentinels.lock().unwrap_or_else(|p| p.into_inner());
+                    for process in sentinels.iter_mut() {
                         process.assert_running();
                     }
                     let others: Vec<Vec<String>> = ask(
@@ -420,10 +425,14 @@ impl SentinelSet {
 impl Drop for SentinelSet {
     fn drop(&mut self) {
         // The sentinels first, so that none reconfigures a server while it goes.
-        for process in self.sentinels.lock().unwrap().iter_mut() {
+        // A lock poisoned by a failed check is still taken: a panic in a drop would abort
+        // the whole test binary.
+        let mut sentinels = self.sentinels.lock().unwrap_or_else(|p| p.into_inner());
+        for process in sentinels.iter_mut() {
             process.kill();
         }
-        for process in self.data.lock().unwrap().iter_mut() {
+        let mut data = self.data.lock().unwrap_or_else(|p| p.into_inner());
+        for process in data.iter_mut() {
             process.kill();
         }
     }
