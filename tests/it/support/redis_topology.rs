@@ -12,19 +12,18 @@
 //! CI it fails it.
 
 use super::redis_server::{cli_binary, server_binary};
+use super::wait::wait_until_blocking_with;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The name the sentinels monitor the master under.
 pub const MASTER_NAME: &str = "mymaster";
 
 /// How long a start-up step may take before the test fails.
 const START_DEADLINE: Duration = Duration::from_secs(20);
-/// How often a condition is checked again.
-const POLL: Duration = Duration::from_millis(20);
 
 /// Whether `program --version` runs here (skip outside CI, fail in CI).
 fn program_available(program: &str) -> bool {
@@ -198,28 +197,6 @@ fn field<'a>(entry: &'a [String], name: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
-/// Polls `check` until it gives `Some`, failing the test with `what` and `detail()` after
-/// `within`.
-fn wait_for<T>(
-    what: &str,
-    within: Duration,
-    mut check: impl FnMut() -> Option<T>,
-    detail: impl Fn() -> String,
-) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}\n{}",
-            detail()
-        );
-        std::thread::sleep(POLL);
-    }
-}
-
 /// A master, one replica and three sentinels watching them as [`MASTER_NAME`] (quorum 2,
 /// `down-after-milliseconds 1000`): the smallest Sentinel deployment that fails over.
 pub struct SentinelSet {
@@ -248,7 +225,7 @@ impl SentinelSet {
         // tries again), then the sentinels (whose first look at the master then already shows
         // the replica; the next look is 10 s later).
         let mut master = Process::data_node(master_port, node_dir(master_port), &[]);
-        wait_for(
+        wait_until_blocking_with(
             "the master to answer",
             START_DEADLINE,
             || {
@@ -264,7 +241,7 @@ impl SentinelSet {
             &["--replicaof", "127.0.0.1", &master_arg],
         );
         let replica_log = replica.log();
-        wait_for(
+        wait_until_blocking_with(
             "the replica to be in sync",
             START_DEADLINE,
             || {
@@ -303,7 +280,7 @@ impl SentinelSet {
     fn wait_until_sentinels_agree(&self, replica_port: u16) {
         let replica = replica_port.to_string();
         for &port in &self.sentinel_ports {
-            wait_for(
+            wait_until_blocking_with(
                 &format!("sentinel {port} to know the other sentinels and the replica"),
                 START_DEADLINE,
                 || {
@@ -393,7 +370,7 @@ impl SentinelSet {
     /// Waits (blocking, up to `within`) until every sentinel names a master other than `old`
     /// and that server answers `ROLE` as a master; returns its address.
     pub fn wait_for_failover(&self, old: &str, within: Duration) -> String {
-        wait_for(
+        wait_until_blocking_with(
             &format!("the sentinels to fail over from {old}"),
             within,
             || {
@@ -478,7 +455,7 @@ impl ClusterSet {
             .collect();
         for node in nodes.iter_mut() {
             let port = node.port;
-            wait_for(
+            wait_until_blocking_with(
                 &format!("cluster node {port} to answer"),
                 START_DEADLINE,
                 || {
@@ -506,7 +483,7 @@ impl ClusterSet {
         let set = ClusterSet { nodes, _dir: dir };
         for node in &set.nodes {
             let port = node.port;
-            wait_for(
+            wait_until_blocking_with(
                 &format!("cluster node {port} to say cluster_state:ok"),
                 START_DEADLINE,
                 || {

@@ -28,10 +28,16 @@ where
 
 /// [`wait_until`] for a test without a runtime: polls `check` every 20 ms until it gives
 /// `Some`, failing the test after `within`.
-pub fn wait_until_blocking<T>(
+pub fn wait_until_blocking<T>(what: &str, within: Duration, check: impl FnMut() -> Option<T>) -> T {
+    wait_until_blocking_with(what, within, check, String::new)
+}
+
+/// [`wait_until_blocking`], with `detail()` (a log, the last answer) in the failure message.
+pub fn wait_until_blocking_with<T>(
     what: &str,
     within: Duration,
     mut check: impl FnMut() -> Option<T>,
+    detail: impl Fn() -> String,
 ) -> T {
     let deadline = Instant::now() + within;
     loop {
@@ -40,7 +46,8 @@ pub fn wait_until_blocking<T>(
         }
         assert!(
             Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
+            "timed out after {within:?} waiting for {what}\n{}",
+            detail()
         );
         std::thread::sleep(POLL);
     }
