@@ -166,19 +166,25 @@ async fn assert_sentinel_health(pair: [&Harness; 2], master: &str) {
     }
 }
 
+/// A Sentinel set and two instances on it (one key prefix, one fake portal); `None` when
+/// `redis-server` is missing outside CI.
+async fn sentinel_pair() -> Option<(Arc<SentinelSet>, Harness, Harness)> {
+    let set = Arc::new(SentinelSet::start()?);
+    let (a, b) = Harness::builder()
+        .redis_table(&set.config_lines())
+        .start_pair()
+        .await;
+    Some((set, a, b))
+}
+
 /// The master killed while two instances serve a cached token as fast as they can: no acquire
 /// fails; both instances report Redis up on the new master within seconds of the failover;
 /// then 30 `force_refresh` callers over both instances cause one login.
 #[actix_rt::test]
 async fn a_sentinel_failover_under_load_fails_no_cached_acquire() {
-    let Some(set) = SentinelSet::start() else {
+    let Some((set, a, b)) = sentinel_pair().await else {
         return;
     };
-    let set = Arc::new(set);
-    let (a, b) = Harness::builder()
-        .redis_table(&set.config_lines())
-        .start_pair()
-        .await;
     let pair = [&a, &b];
     add_accounts(pair, &["alice"]);
     assert_sentinel_health(pair, &set.master_addr()).await;
@@ -258,14 +264,9 @@ async fn a_sentinel_failover_under_load_fails_no_cached_acquire() {
 /// running) may start a second login of alice at the portal.
 #[actix_rt::test]
 async fn a_failover_in_the_middle_of_a_login_never_starts_a_second_one() {
-    let Some(set) = SentinelSet::start() else {
+    let Some((set, a, b)) = sentinel_pair().await else {
         return;
     };
-    let set = Arc::new(set);
-    let (a, b) = Harness::builder()
-        .redis_table(&set.config_lines())
-        .start_pair()
-        .await;
     add_accounts([&a, &b], &["alice"]);
     let state = a.portal.state.clone();
     // Longer than the failover (about 2.5 s) and shorter than the login timeout (10 s).
