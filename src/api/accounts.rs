@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 
 use super::answer::ok;
 use super::answer::ErrorBody;
+use super::json::Json;
 use super::state::AppState;
 use crate::accounts::{validate_account_name, AccountView};
 use crate::config::validate_site_name;
@@ -102,7 +103,7 @@ pub struct UnblockRequest {
 )]
 pub async fn unblock(
     state: web::Data<AppState>,
-    body: web::Json<UnblockRequest>,
+    body: Json<UnblockRequest>,
 ) -> Result<HttpResponse, Error> {
     let request = body.into_inner();
     validate_site_name("site_name", &request.site_name)?;

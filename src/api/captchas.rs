@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::answer::ok;
 use super::answer::ErrorBody;
+use super::json::Json;
 use super::state::AppState;
 use crate::error::Error;
 
@@ -70,7 +71,7 @@ pub async fn list(state: web::Data<AppState>) -> HttpResponse {
 pub async fn answer(
     state: web::Data<AppState>,
     id: web::Path<String>,
-    body: web::Json<CaptchaAnswer>,
+    body: Json<CaptchaAnswer>,
 ) -> Result<HttpResponse, Error> {
     let answer = body.answer.trim();
     if answer.is_empty() || answer.chars().count() > MAX_ANSWER_CHARS {

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::answer::{ok, ErrorBody};
+use super::json::Json;
 use super::state::AppState;
 use crate::broker::{CheckedOut, CheckoutRequest, ReleaseRequest, RenewRequest};
 use crate::error::Error;
@@ -83,7 +84,7 @@ pub struct CheckoutList {
 )]
 pub async fn checkout(
     state: web::Data<AppState>,
-    body: web::Json<CheckoutRequest>,
+    body: Json<CheckoutRequest>,
 ) -> Result<HttpResponse, Error> {
     let request = body.into_inner();
     // Checked here, before any of it reaches SQL (PostgreSQL refuses a NUL byte).

@@ -29,6 +29,7 @@ pub async fn bound_body(
             inner: Box::pin(req.take_payload()),
             deadline: Instant::now() + limit,
             timer: None,
+            waited: false,
             ended: false,
         };
         let boxed: Pin<Box<dyn Stream<Item = BodyChunk>>> = Box::pin(body);
@@ -42,11 +43,15 @@ type BodyChunk = Result<web::Bytes, PayloadError>;
 
 /// A body that ends with a timed-out error once its deadline passes. Its timer is set only
 /// when the body has to be waited for: a body that came with the head (every token request)
-/// costs no timer.
+/// costs no timer. actix calls the handler before it hands over the body read with the head,
+/// so the first poll finds nothing yet: that poll asks to be polled again instead of arming
+/// the timer (the body is there by then), and only a body still missing at the second arms it.
 struct DeadlineBody<S> {
     inner: Pin<Box<S>>,
     deadline: Instant,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The first poll that found nothing yet has passed.
+    waited: bool,
     ended: bool,
 }
 
@@ -62,6 +67,11 @@ where
         }
         if let Poll::Ready(item) = self.inner.as_mut().poll_next(cx) {
             return Poll::Ready(item);
+        }
+        if !self.waited {
+            self.waited = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
         let deadline = self.deadline;
         let timer = self

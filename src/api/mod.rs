@@ -15,6 +15,7 @@ pub mod dashboard;
 pub mod deadline;
 pub mod health;
 pub mod history;
+pub mod json;
 pub mod metrics;
 pub mod openapi;
 pub mod optimize;
@@ -26,20 +27,15 @@ pub mod tokens;
 
 use actix_web::web;
 
-use answer::MAX_BODY_BYTES;
 pub use state::AppState;
 
 use crate::error::Error;
-use answer::{json_error, not_found};
+use answer::not_found;
 
 /// Registers every route; used by the server and by tests.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(
-        web::JsonConfig::default()
-            .limit(MAX_BODY_BYTES)
-            .error_handler(|err, _| json_error(err).into()),
-    )
-    .app_data(web::QueryConfig::default().error_handler(|err, _| {
+    // JSON bodies are read by [`json::Json`], with the API's limit and answers.
+    cfg.app_data(web::QueryConfig::default().error_handler(|err, _| {
         actix_web::error::InternalError::from_response(
             err.to_string(),
             actix_web::ResponseError::error_response(&Error::invalid("query", err.to_string())),

@@ -21,4 +21,7 @@ pub struct AppState {
     pub slots: crate::slots::Slots,
     /// The end of the stop's grace period, which waiting callers race against.
     pub shutdown: crate::daemon::shutdown::Shutdown,
+    /// The host of `server.listen`, lower-cased: the daemon's own name for `Host`
+    /// ([`super::same_origin`]), found once rather than on every request.
+    pub listen_host: String,
 }

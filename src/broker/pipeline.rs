@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use actix::Addr;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::in_use::InUse;
 use super::request::{AcquireRequest, AcquiredToken, Source};
 use crate::cache::near::OpenedToken;
-use crate::cache::{CacheKind, TokenCache};
+use crate::cache::{CacheKind, CachedToken, TokenCache};
 use crate::config::{seconds, validate_site_name, Config, SiteConfig};
 use crate::db::Pool;
 use crate::drivers::LoginDriver;
@@ -98,7 +98,7 @@ pub(super) struct Inner {
     pub(super) turns: HashMap<String, AtomicU64>,
     /// Each site's place in `config.sites`, by name: a look-up per request that does not grow
     /// with the number of sites.
-    pub(super) site_index: HashMap<String, usize>,
+    pub(super) site_index: foldhash::HashMap<String, usize>,
     /// Background refreshes running or backing off: until when, after how many failures.
     pub(super) refreshing: Mutex<HashMap<FlightKey, (Instant, u32)>>,
     /// Logins in progress, for the stop (issue 15: cut logins are logged and recorded).
@@ -226,6 +226,49 @@ impl Broker {
         Ok(self.acquire_shared(request, trigger).await?.into_token())
     }
 
+    /// A cache hit answered at once, without waiting on anything: a plain acquire (or one by
+    /// `credential_id`) whose token is at hand ([`TokenCache::token_at_hand`]). `None` when
+    /// the request needs [`Broker::acquire_shared`]: a miss, an account named by name, a
+    /// round-robin turn, `force_refresh`, a token too close to its expiry or one a job holds.
+    /// What it hands out, counts and schedules is what `acquire_shared` would for a hit; the
+    /// handler's future stays small (no login path inside it), so a hit allocates little.
+    pub fn acquire_at_hand(&self, request: &AcquireRequest) -> Option<Result<Acquired>> {
+        if request.force_refresh || request.account.is_some() {
+            return None;
+        }
+        // An unknown or malformed name is `acquire_shared`'s to refuse.
+        let site = self
+            .inner
+            .site_index
+            .get(request.site_name.as_str())
+            .and_then(|&at| self.inner.config.sites.get(at))?;
+        let credential_id = request.credential_id;
+        if credential_id.is_none() && site.selection == Strategy::RoundRobin {
+            return None;
+        }
+        if let Some(id) = credential_id {
+            if let Err(e) = self.refuse_if_held(site, id) {
+                return Some(Err(e));
+            }
+        }
+        let now = Utc::now();
+        let hit = self
+            .inner
+            .cache
+            .token_at_hand(&site.name, credential_id)
+            .filter(|hit| {
+                hit.entry
+                    .is_fresh(now, self.inner.config.cache.refresh_ahead)
+            })?;
+        let entry = &hit.entry;
+        if credential_id.is_none() && self.held(site, entry.credential_id).is_some() {
+            return None;
+        }
+        self.count_hit(site, entry, now);
+        self.mark_in_use(site, entry.credential_id, &entry.account);
+        Some(Ok(Acquired::Cached(hit)))
+    }
+
     /// The same, with a cache hit handed out as the cache keeps it ([`Acquired::Cached`]):
     /// what the HTTP answer of `/tokens/acquire` is made from, with nothing copied.
     pub async fn acquire_shared(
@@ -327,15 +370,19 @@ impl Broker {
             cache.counters.miss(CacheKind::Token);
             return None;
         };
-        cache.counters.hit(CacheKind::Token);
-        let entry = &hit.entry;
+        self.count_hit(site, &hit.entry, now);
+        Some(hit)
+    }
+
+    /// A hit: counted, and the token's refresh started when it is due.
+    fn count_hit(&self, site: &SiteConfig, entry: &CachedToken, now: DateTime<Utc>) {
+        self.inner.cache.counters.hit(CacheKind::Token);
         if self.inner.config.cache.background_refresh
             && now >= entry.refresh_at
             && entry.refresh_at < entry.expires_at
         {
             self.schedule_refresh(site, entry);
         }
-        Some(hit)
     }
 
     /// Drops the token of (site, account) from cache and store, so the next acquire logs in.
@@ -445,7 +492,7 @@ impl Broker {
     }
 }
 
-fn site_index(sites: &[SiteConfig]) -> HashMap<String, usize> {
+fn site_index(sites: &[SiteConfig]) -> foldhash::HashMap<String, usize> {
     sites
         .iter()
         .enumerate()

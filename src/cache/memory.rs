@@ -1,8 +1,8 @@
 //! The in-process cache backend: a map of keys to values that expire, behind a mutex held only
 //! for a lookup or an insert (never across an await).
 
+use foldhash::HashMap;
 use std::any::Any;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

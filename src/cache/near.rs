@@ -12,7 +12,7 @@
 //!   they came from. A hit whose text is unchanged skips the JSON decoding, the date parsing
 //!   and the decryption. The stored text stays the truth; this only remembers work done.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};

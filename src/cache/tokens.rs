@@ -273,6 +273,28 @@ impl TokenCache {
         }
     }
 
+    /// The cached token when it is at hand: already opened, and in process or current in the
+    /// near cache (no read of Redis, no decoding, no decryption). `None` says only "not at
+    /// hand": [`TokenCache::token`] then decides. The hot path of an acquire (issue 23).
+    pub fn token_at_hand(
+        &self,
+        site: &str,
+        credential_id: Option<i64>,
+    ) -> Option<Arc<OpenedToken>> {
+        thread_local! {
+            /// The key of the last lookup on this thread, its buffer kept for the next.
+            static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        KEY.with_borrow_mut(|key| {
+            self.keys.token_key_into(site, credential_id, key);
+            let text: Arc<str> = match &self.store {
+                CacheStore::Memory(memory) => memory.get_shared(key)?,
+                CacheStore::Redis(_) => Some(self.near_get(key)?).filter(|near| near.current)?.text,
+            };
+            self.decoded.get(key, &text)
+        })
+    }
+
     /// The cached token of one account, or of the site's newest login; with the token opened.
     pub async fn token(&self, site: &str, credential_id: Option<i64>) -> Option<Arc<OpenedToken>> {
         let key = match credential_id {

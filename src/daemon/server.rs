@@ -93,6 +93,7 @@ pub async fn start(config: Arc<Config>) -> Result<RunningServer> {
         broker,
         slots,
         shutdown: Shutdown::default(),
+        listen_host: api::same_origin::host_name(&config.server.listen).into_owned(),
     };
     let (addr, handle, server) = serve_http(&config, listener, state.clone())?;
     log::info!(

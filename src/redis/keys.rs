@@ -97,6 +97,26 @@ impl Keys {
         format!("{}:site-token:{{{site}}}", self.prefix)
     }
 
+    /// [`Keys::token`] (with an account's id) or [`Keys::site_token`] (without), written into
+    /// `key`: a cache hit builds its key in a buffer it keeps, without allocating.
+    pub fn token_key_into(&self, site: &str, credential_id: Option<i64>, key: &mut String) {
+        use std::fmt::Write;
+        key.clear();
+        key.push_str(&self.prefix);
+        match credential_id {
+            Some(id) => {
+                key.push_str(":token:{");
+                key.push_str(site);
+                let _ = write!(key, "}}:{id}");
+            }
+            None => {
+                key.push_str(":site-token:{");
+                key.push_str(site);
+                key.push('}');
+            }
+        }
+    }
+
     pub fn credentials(&self, site: &str) -> String {
         format!("{}:credentials:{{{site}}}", self.prefix)
     }
@@ -240,6 +260,16 @@ mod tests {
         assert!(keys.blacklist("court", 7).starts_with(&blocks));
         assert!(!keys.blacklist("court_zxfw", 7).starts_with(&blocks));
         assert!(singles.contains(&keys.site_token("court")));
+    }
+
+    #[test]
+    fn a_token_key_built_in_a_buffer_is_the_token_key() {
+        let keys = Keys::new("tokend");
+        let mut key = String::from("left over");
+        keys.token_key_into("court_zxfw", Some(42), &mut key);
+        assert_eq!(key, keys.token("court_zxfw", 42));
+        keys.token_key_into("court_zxfw", None, &mut key);
+        assert_eq!(key, keys.site_token("court_zxfw"));
     }
 
     #[test]

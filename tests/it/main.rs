@@ -18,6 +18,7 @@ mod fencing;
 mod history_faults;
 mod http_protections;
 mod install;
+mod json_bodies;
 mod leaks;
 mod limits;
 mod lock_faults;
