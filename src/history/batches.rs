@@ -114,6 +114,10 @@ impl Batches {
         };
         let failed_now = !self.spooled && written.is_err();
         if failed_now {
+            // The database was just tried: the spool's next replay is RETRY_AFTER from now,
+            // not from the last replay (at start, maybe long ago), or a flush right after
+            // this write would wait for the database all over again.
+            self.last_replay = Instant::now();
             self.failed_after(started);
         }
         match written {
@@ -288,6 +292,31 @@ mod tests {
         assert!(
             batches.retry_due(),
             "the spool waits although the database is back"
+        );
+    }
+
+    /// A write that just failed is a try of the database: the spool's replay waits
+    /// [`RETRY_AFTER`] from it, however long ago the last replay was (the stop's flush right
+    /// after a write that hung must not wait for the database a second time).
+    #[actix_rt::test]
+    async fn a_failed_write_restarts_the_wait_before_the_next_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("not-there");
+        let pool = Pool::connect(&format!("sqlite://{}/h.db", missing.display()), 1).unwrap();
+        let writer = Writer {
+            pool,
+            dead: DeadLetter::new(dir.path().join("h.spool.dead-letter")),
+        };
+        let mut batches = Batches::new(writer, Spool::new(dir.path().join("h.spool")));
+        // The daemon has run for a while since its last replay.
+        batches.last_replay = Instant::now() - 2 * RETRY_AFTER;
+        let now = chrono::Utc::now().naive_utc();
+        let row = NewHistory::login("a-1", "court_zxfw", ("alice", 1), now);
+        let batches = batches.round(vec![row], Vec::new()).await;
+        assert!(batches.spooled, "the row the database refused is spooled");
+        assert!(
+            !batches.retry_due(),
+            "a replay is due at once after a write that just failed"
         );
     }
 }
