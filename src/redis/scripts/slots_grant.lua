@@ -38,8 +38,13 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now)) do
   redis.call('HDEL', holders, id)
 end
 local counts = KEYS[9]
+local me, my_site, my_account = ARGV[3], ARGV[4], ARGV[5]
+local my_s, my_a = 's\n' .. my_site, 'a\n' .. my_site .. '\n' .. my_account
 local live_n = redis.call('ZCARD', leases)
-if tonumber(redis.call('HGET', counts, 'g') or '-1') ~= live_n then
+-- The total and the caller's own counts in one read (HMGET answers false for a missing field).
+local known = redis.call('HMGET', counts, 'g', my_s, my_a)
+local recounted = tonumber(known[1] or '-1') ~= live_n
+if recounted then
   -- Counted again from the leases and their holders (a lease without a holder counts in
   -- the total only).
   redis.call('DEL', counts)
@@ -60,6 +65,10 @@ end
 -- What the counts hold, read once per site and account, plus what the walk grants on paper.
 local used_g = live_n
 local stored, paper = {}, {}
+if not recounted then
+  stored[my_s] = tonumber(known[2] or '0')
+  stored[my_a] = tonumber(known[3] or '0')
+end
 local function used(field)
   if stored[field] == nil then
     stored[field] = tonumber(redis.call('HGET', counts, field) or '0')
@@ -84,7 +93,6 @@ local function fits(site, account)
   return used_g < g and used('s\n' .. site) < site_limit(site)
     and used('a\n' .. site .. '\n' .. account) < a
 end
-local me, my_site, my_account = ARGV[3], ARGV[4], ARGV[5]
 for _, w in ipairs(redis.call('ZRANGE', queue, 0, tonumber(ARGV[11]) - 1)) do
   if w == me then break end
   local info = redis.call('HGET', waiters, w)
@@ -115,9 +123,8 @@ if fits(my_site, my_account) then
   end
   redis.call('ZADD', leases, now + tonumber(ARGV[2]), me)
   redis.call('HSET', holders, me, my_site .. '\n' .. my_account)
-  redis.call('HINCRBY', counts, 'g', 1)
-  redis.call('HINCRBY', counts, 's\n' .. my_site, 1)
-  redis.call('HINCRBY', counts, 'a\n' .. my_site .. '\n' .. my_account, 1)
+  -- The counts as stored plus this lease (`fits` read both fields; nothing wrote them since).
+  redis.call('HSET', counts, 'g', live_n + 1, my_s, stored[my_s] + 1, my_a, stored[my_a] + 1)
   if ARGV[1] == '1' then
     redis.call('ZREM', queue, me)
     redis.call('HDEL', waiters, me)

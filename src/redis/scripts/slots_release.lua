@@ -15,10 +15,21 @@ if n == 1 then
   local site, account
   if info then site, account = string.match(info, '^([^\n]*)\n(.*)$') end
   if site then
-    redis.call('HINCRBY', KEYS[5], 'g', -1)
-    for _, field in ipairs({'s\n' .. site, 'a\n' .. site .. '\n' .. account}) do
-      if redis.call('HINCRBY', KEYS[5], field, -1) <= 0 then redis.call('HDEL', KEYS[5], field) end
+    -- One read and one write (a missing total becomes -1: the next grant counts again).
+    local s_field, a_field = 's\n' .. site, 'a\n' .. site .. '\n' .. account
+    local c = redis.call('HMGET', KEYS[5], 'g', s_field, a_field)
+    local left_s, left_a = (tonumber(c[2]) or 0) - 1, (tonumber(c[3]) or 0) - 1
+    local set, gone = {'g', (tonumber(c[1]) or 0) - 1}, {}
+    for field, left in pairs({[s_field] = left_s, [a_field] = left_a}) do
+      if left > 0 then
+        set[#set + 1] = field
+        set[#set + 1] = left
+      else
+        gone[#gone + 1] = field
+      end
     end
+    redis.call('HSET', KEYS[5], unpack(set))
+    if #gone > 0 then redis.call('HDEL', KEYS[5], unpack(gone)) end
   else
     -- A lease without a holder: the next grant counts everything again.
     redis.call('HSET', KEYS[5], 'g', -1)
