@@ -56,7 +56,8 @@ idle_run() {
 idle_run 1
 idle_run 2
 
-# 2. The hot path (memory and Redis), 3. logins: the benches, with the daemon they start traced.
+# 2. The hot path (memory and Redis), 3. logins: the benches, with the daemons they start traced
+# (trace.c traces `tokend serve` only: the accounts the footprint bench imports are not).
 for bench in acquire footprint; do
     PAGE_TRACE_EXE="$bin" PAGE_TRACE_OUT="$work/$bench.trace" LD_PRELOAD="$work/trace.so" \
         cargo bench --bench "$bench"

@@ -1,9 +1,10 @@
 // Which code of the release binary runs, for tools/text-order/order.txt (see run.sh).
 //
-// Loaded with LD_PRELOAD into the process whose /proc/self/exe is $PAGE_TRACE_EXE, it makes
-// the executable's code unreadable but for the last WINDOW pages entered: every entry into
-// another page faults, the handler writes the address executed (its file offset, hex, one a
-// line, each address once, in the order first seen) to $PAGE_TRACE_OUT and opens that page.
+// Loaded with LD_PRELOAD into the process whose /proc/self/exe is $PAGE_TRACE_EXE (run as
+// `serve`), it makes the executable's code unreadable but for the last WINDOW pages entered:
+// every entry into another page faults, the handler writes the address executed (its file
+// offset, hex, one a line, each address once, in the order first seen) to $PAGE_TRACE_OUT
+// and opens that page.
 // A function whose address is written ran. Tracing costs a few microseconds per page change;
 // the program runs as usual otherwise (Rust's runtime keeps a SIGSEGV handler it finds set).
 // A function entered from a page still open is not seen: hence a window of two pages (one
@@ -68,6 +69,17 @@ __attribute__((constructor)) static void init(void) {
     if (n <= 0) return;
     exe[n] = 0;
     if (strcmp(exe, want)) return;
+    // Only the daemon (`tokend serve`): what a command such as `accounts import` runs is not
+    // what a running daemon keeps in memory, and tracing it (10k accounts imported by the
+    // footprint bench) took most of run.sh's time.
+    char args[4096]; int cmdline = open("/proc/self/cmdline", O_RDONLY);
+    if (cmdline < 0) return;
+    ssize_t got = read(cmdline, args, sizeof args - 1);
+    close(cmdline);
+    if (got <= 0) return;
+    args[got] = 0;
+    size_t first = strlen(args) + 1;
+    if (first >= (size_t)got || strcmp(args + first, "serve")) return;
     FILE *maps = fopen("/proc/self/maps", "r");
     char line[8192];
     while (fgets(line, sizeof line, maps)) {
