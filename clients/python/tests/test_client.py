@@ -239,3 +239,11 @@ def test_async_checkout_renews_in_the_background_and_fail_cools_the_account_down
     assert after == [] and not held.lost
     [alice] = [a for a in accounts["accounts"] if a["account"] == "alice"]
     assert alice["state"] == "cooling_down", alice
+
+
+def test_idle_connections_are_dropped_before_tokend_closes_them() -> None:
+    # tokend closes a connection idle for 5 s; one reused at that moment fails as it sends.
+    from tokend_client import _core
+
+    args = _core.Settings("http://127.0.0.1:1", None, 5.0, True, 60.0).client_args()
+    assert args["limits"].keepalive_expiry < 5.0

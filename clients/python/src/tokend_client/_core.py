@@ -11,6 +11,9 @@ import httpx
 from . import errors
 from .errors import TokendError
 
+#: How long an idle connection to tokend is kept for the next request (tokend's own limit: 5 s).
+IDLE_CONNECTION_SECONDS = 2.0
+
 API = "/api/v1/automation"
 
 #: Refusals that end by themselves; tried again (honouring ``Retry-After``) with ``retry=True``.
@@ -52,6 +55,9 @@ class Settings:
             "timeout": self.timeout,
             "trust_env": False,
             "follow_redirects": False,
+            # tokend closes a connection idle for 5 s; a client that reuses one at that very
+            # moment finds it closed as it sends. Idle connections are dropped well before.
+            "limits": httpx.Limits(keepalive_expiry=IDLE_CONNECTION_SECONDS),
         }
 
 
